@@ -1,0 +1,144 @@
+//! What an algorithm provides to the runner.
+
+use crate::error::TableError;
+use crate::row::{AnyRow, Row};
+use crate::service::{FetchRequest, ShardService};
+use crate::types::{Elem, ElemType, RowId, RowKind, TableSpec};
+use crate::worker::WorkerCtx;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
+/// Errors crossing the algorithm boundary. Algorithms define their own
+/// typed errors (with `thiserror`) and box them here.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A table an algorithm needs; the runner assigns its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableDecl {
+    pub name: String,
+    pub kind: RowKind,
+    pub elem: ElemType,
+    pub columns: u32,
+}
+
+/// What one worker did in one clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// The worker's part of the objective (summed over workers, then
+    /// divided by the summed `weight`).
+    pub objective: f64,
+    /// Weight of `objective` (e.g. samples seen, for a mean loss).
+    pub weight: f64,
+    /// Samples (or tokens) processed, for throughput.
+    pub samples: u64,
+}
+
+/// How a trained model was written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelSummary {
+    pub bytes: u64,
+    /// Metrics measured on held-out data at export, by name.
+    pub metrics: Vec<(String, f64)>,
+}
+
+/// A training algorithm over the table API.
+pub trait Algorithm: Send + Sync {
+    /// Registry name.
+    fn name(&self) -> &'static str;
+    /// Name of the objective reported per clock (e.g. "loss").
+    fn objective_name(&self) -> &'static str {
+        "loss"
+    }
+    /// Tables the job needs.
+    fn tables(&self) -> Vec<TableDecl>;
+    /// Bulk-loads initial values (before any worker starts).
+    fn initialize(&self, _loader: &TableLoader<'_>) -> Result<(), BoxError> {
+        Ok(())
+    }
+    /// Creates worker `worker` of `workers` (its data partition, buffers).
+    fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError>;
+    /// Writes the trained model, reading the final tables.
+    fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError>;
+}
+
+/// One worker's training loop body, called once per clock.
+pub trait AlgoWorker: Send {
+    /// Runs one clock of work. The runner calls `ctx.clock()` after it.
+    fn step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<StepStats, BoxError>;
+    /// Worker-local state for checkpoints (data position, local counts...).
+    fn save_state(&self) -> Vec<u8> {
+        Vec::new()
+    }
+    /// Restores what `save_state` returned.
+    fn restore_state(&mut self, _state: &[u8]) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Access to a job's tables by name, for init and export.
+pub struct TableReader<'a> {
+    pub(crate) service: &'a dyn ShardService,
+    pub(crate) tables: &'a [TableSpec],
+}
+
+impl<'a> TableReader<'a> {
+    pub fn new(service: &'a dyn ShardService, tables: &'a [TableSpec]) -> Self {
+        TableReader { service, tables }
+    }
+
+    pub fn spec(&self, name: &str) -> Result<&TableSpec, TableError> {
+        self.tables
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| TableError::NoSuchTableName(name.to_string()))
+    }
+
+    /// The current value of a row, without waiting for any clock.
+    pub fn read<T: Elem>(&self, name: &str, row: RowId) -> Result<Row<T>, TableError> {
+        let spec = self.spec(name)?;
+        let snap = self.service.fetch(&FetchRequest {
+            job: spec.job,
+            table: spec.id,
+            row,
+            worker: 0,
+            min_clock: None,
+            own_clock: 0,
+        })?;
+        T::from_any(&snap.row).cloned().ok_or(TableError::WrongType {
+            table: spec.id,
+            expected: spec.elem,
+            found: T::TYPE,
+        })
+    }
+
+    /// Row ids written so far in a table.
+    pub fn row_ids(&self, name: &str) -> Result<Vec<RowId>, TableError> {
+        self.service.row_ids(self.spec(name)?.id)
+    }
+}
+
+/// Bulk loading of initial values.
+pub struct TableLoader<'a> {
+    pub(crate) reader: TableReader<'a>,
+}
+
+impl<'a> TableLoader<'a> {
+    pub fn new(service: &'a dyn ShardService, tables: &'a [TableSpec]) -> Self {
+        TableLoader {
+            reader: TableReader { service, tables },
+        }
+    }
+
+    pub fn load<T: Elem>(&self, name: &str, rows: Vec<(RowId, Row<T>)>) -> Result<(), TableError> {
+        let spec = self.reader.spec(name)?;
+        if spec.elem != T::TYPE {
+            return Err(TableError::WrongType {
+                table: spec.id,
+                expected: spec.elem,
+                found: T::TYPE,
+            });
+        }
+        let rows: Vec<(RowId, AnyRow)> = rows.into_iter().map(|(r, v)| (r, T::into_any(v))).collect();
+        self.reader.service.load(spec.id, rows)
+    }
+}

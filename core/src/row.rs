@@ -1,0 +1,235 @@
+//! Rows: dense vectors or sparse maps of one element type, and their
+//! type-erased form used by shards, batches and caches.
+
+use crate::types::{Elem, ElemType, RowKind};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A row of one table, or an increment to one (a delta has the same shape).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub enum Row<T: Elem> {
+    Dense(Vec<T>),
+    Sparse(HashMap<u32, T>),
+}
+
+impl<T: Elem> Row<T> {
+    /// The zero row of a table of this kind and width.
+    pub fn zero(kind: RowKind, columns: u32) -> Self {
+        match kind {
+            RowKind::Dense => Row::Dense(vec![T::default(); columns as usize]),
+            RowKind::Sparse => Row::Sparse(HashMap::new()),
+        }
+    }
+
+    /// Value at `col` (zero when absent or out of range).
+    pub fn value(&self, col: u32) -> T {
+        match self {
+            Row::Dense(v) => v.get(col as usize).copied().unwrap_or_default(),
+            Row::Sparse(m) => m.get(&col).copied().unwrap_or_default(),
+        }
+    }
+
+    /// Adds `delta` at `col`. Dense rows ignore nothing: the caller checks bounds.
+    #[inline]
+    pub fn add_at(&mut self, col: u32, delta: T) {
+        match self {
+            Row::Dense(v) => v[col as usize] += delta,
+            Row::Sparse(m) => {
+                let e = m.entry(col).or_default();
+                *e += delta;
+                if e.is_zero() {
+                    m.remove(&col);
+                }
+            }
+        }
+    }
+
+    /// Adds a dense slice element-wise (a dense row must have the same width).
+    #[inline]
+    pub fn add_slice(&mut self, delta: &[T]) {
+        match self {
+            Row::Dense(v) => add_assign_slice(v, delta),
+            Row::Sparse(_) => {
+                for (c, d) in delta.iter().enumerate() {
+                    if !d.is_zero() {
+                        self.add_at(c as u32, *d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds another row of the same table.
+    pub fn add_row(&mut self, delta: &Row<T>) {
+        match delta {
+            Row::Dense(d) => self.add_slice(d),
+            Row::Sparse(d) => {
+                for (&c, &x) in d {
+                    self.add_at(c, x);
+                }
+            }
+        }
+    }
+
+    /// Number of stored values (dense width or sparse non-zeros).
+    pub fn len(&self) -> usize {
+        match self {
+            Row::Dense(v) => v.len(),
+            Row::Sparse(m) => m.len(),
+        }
+    }
+
+    /// True when the row stores no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The row as a dense vector of `columns` values.
+    pub fn to_dense(&self, columns: u32) -> Vec<T> {
+        match self {
+            Row::Dense(v) => v.clone(),
+            Row::Sparse(m) => {
+                let mut out = vec![T::default(); columns as usize];
+                for (&c, &x) in m {
+                    if (c as usize) < out.len() {
+                        out[c as usize] = x;
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// Sparse entries sorted by column (dense rows list their non-zeros).
+    pub fn sorted_entries(&self) -> Vec<(u32, T)> {
+        match self {
+            Row::Dense(v) => v
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| !x.is_zero())
+                .map(|(c, &x)| (c as u32, x))
+                .collect(),
+            Row::Sparse(m) => {
+                let mut e: Vec<(u32, T)> = m.iter().map(|(&c, &x)| (c, x)).collect();
+                e.sort_unstable_by_key(|&(c, _)| c);
+                e
+            }
+        }
+    }
+}
+
+/// `dst[i] += src[i]`, written so the compiler vectorises it.
+#[inline]
+pub fn add_assign_slice<T: Elem>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len(), "row width mismatch");
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d += *s;
+    }
+}
+
+/// A row of any element type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AnyRow {
+    F32(Row<f32>),
+    F64(Row<f64>),
+    I32(Row<i32>),
+    I64(Row<i64>),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $r:ident => $e:expr) => {
+        match $self {
+            AnyRow::F32($r) => $e,
+            AnyRow::F64($r) => $e,
+            AnyRow::I32($r) => $e,
+            AnyRow::I64($r) => $e,
+        }
+    };
+}
+
+impl AnyRow {
+    /// The zero row for a table.
+    pub fn zero(elem: ElemType, kind: RowKind, columns: u32) -> Self {
+        match elem {
+            ElemType::F32 => AnyRow::F32(Row::zero(kind, columns)),
+            ElemType::F64 => AnyRow::F64(Row::zero(kind, columns)),
+            ElemType::I32 => AnyRow::I32(Row::zero(kind, columns)),
+            ElemType::I64 => AnyRow::I64(Row::zero(kind, columns)),
+        }
+    }
+
+    pub fn elem(&self) -> ElemType {
+        match self {
+            AnyRow::F32(_) => ElemType::F32,
+            AnyRow::F64(_) => ElemType::F64,
+            AnyRow::I32(_) => ElemType::I32,
+            AnyRow::I64(_) => ElemType::I64,
+        }
+    }
+
+    pub fn kind(&self) -> RowKind {
+        dispatch!(self, r => match r { Row::Dense(_) => RowKind::Dense, Row::Sparse(_) => RowKind::Sparse })
+    }
+
+    pub fn len(&self) -> usize {
+        dispatch!(self, r => r.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `delta` of the same type. Returns false (and changes nothing) on
+    /// a type mismatch.
+    pub fn add(&mut self, delta: &AnyRow) -> bool {
+        match (self, delta) {
+            (AnyRow::F32(a), AnyRow::F32(b)) => a.add_row(b),
+            (AnyRow::F64(a), AnyRow::F64(b)) => a.add_row(b),
+            (AnyRow::I32(a), AnyRow::I32(b)) => a.add_row(b),
+            (AnyRow::I64(a), AnyRow::I64(b)) => a.add_row(b),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Size in bytes of the values (for throughput accounting).
+    pub fn value_bytes(&self) -> usize {
+        let width = match self.elem() {
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::F64 | ElemType::I64 => 8,
+        };
+        let per = match self.kind() {
+            RowKind::Dense => width,
+            RowKind::Sparse => width + 4,
+        };
+        self.len() * per
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_rows_drop_zeros_and_add() {
+        let mut r: Row<i32> = Row::zero(RowKind::Sparse, 10);
+        r.add_at(3, 2);
+        r.add_at(3, -2);
+        assert!(r.is_empty());
+        r.add_slice(&[0, 1, 0, 4]);
+        assert_eq!(r.sorted_entries(), vec![(1, 1), (3, 4)]);
+        assert_eq!(r.to_dense(5), vec![0, 1, 0, 4, 0]);
+    }
+
+    #[test]
+    fn any_row_type_mismatch_is_refused() {
+        let mut a = AnyRow::zero(ElemType::F32, RowKind::Dense, 2);
+        let b = AnyRow::zero(ElemType::I64, RowKind::Dense, 2);
+        assert!(!a.add(&b));
+        let mut d: Row<f32> = Row::zero(RowKind::Dense, 2);
+        d.add_at(1, 1.5);
+        assert!(a.add(&AnyRow::F32(d)));
+        assert_eq!(f32::from_any(&a).unwrap().value(1), 1.5);
+    }
+}

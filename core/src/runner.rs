@@ -1,0 +1,312 @@
+//! Runs an algorithm's workers on one node: one thread per worker, each
+//! looping `step` then `clock`, with per-clock progress aggregated over
+//! workers and reported to a sink.
+
+use crate::algorithm::{AlgoWorker, Algorithm, BoxError, ModelSummary, TableDecl, TableLoader, TableReader};
+use crate::consistency::Consistency;
+use crate::error::TableError;
+use crate::types::{Clock, JobId, TableId, TableSpec, WorkerId};
+use crate::worker::{Node, WorkerCtx};
+use parking_lot::Mutex;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// How to run one job on this node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunConfig {
+    pub job: JobId,
+    /// Id of the job's first table; the others follow.
+    pub first_table: TableId,
+    pub workers: u32,
+    pub consistency: Consistency,
+    pub clocks: Clock,
+    pub seed: u64,
+    pub deterministic: bool,
+}
+
+/// Progress of the job after every worker finished a clock.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClockProgress {
+    /// The clock just finished (1-based count of finished clocks).
+    pub clock: Clock,
+    pub clocks: Clock,
+    pub objective: f64,
+    pub samples: u64,
+    /// Samples per second over this clock.
+    pub throughput: f64,
+    pub elapsed_s: f64,
+}
+
+/// Receives progress as it happens.
+pub trait ProgressSink: Send + Sync {
+    fn on_clock(&self, progress: &ClockProgress);
+}
+
+/// A sink that ignores progress.
+pub struct NoProgress;
+impl ProgressSink for NoProgress {
+    fn on_clock(&self, _: &ClockProgress) {}
+}
+
+/// Why a job did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("table setup failed: {0}")]
+    Table(#[from] TableError),
+    #[error("initialisation failed: {0}")]
+    Init(BoxError),
+    #[error("worker {worker} failed at clock {clock}: {source}")]
+    Worker {
+        worker: WorkerId,
+        clock: Clock,
+        source: BoxError,
+    },
+    #[error("worker {worker} panicked: {message}")]
+    Panic { worker: WorkerId, message: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("model export failed: {0}")]
+    Export(BoxError),
+}
+
+/// What a finished run produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOutcome {
+    pub clocks: Clock,
+    pub objective: f64,
+    pub seconds: f64,
+    pub model: ModelSummary,
+    pub tables: Vec<TableSpec>,
+}
+
+/// Table specs for a job from the algorithm's declarations.
+pub fn table_specs(job: JobId, first: TableId, decls: &[TableDecl]) -> Vec<TableSpec> {
+    decls
+        .iter()
+        .enumerate()
+        .map(|(i, d)| TableSpec {
+            id: first + i as TableId,
+            name: d.name.clone(),
+            job,
+            kind: d.kind,
+            elem: d.elem,
+            columns: d.columns,
+        })
+        .collect()
+}
+
+/// The RNG stream of one worker in one clock: the same for the same
+/// (seed, worker, clock) whatever happened before, which is what makes a
+/// resumed deterministic run identical to an uninterrupted one.
+pub fn step_rng(seed: u64, worker: WorkerId, clock: Clock) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((worker as u64) << 40) ^ clock);
+    rng
+}
+
+#[derive(Default)]
+struct ClockAcc {
+    reported: u32,
+    objective: f64,
+    weight: f64,
+    samples: u64,
+}
+
+struct Aggregator<'a> {
+    workers: u32,
+    clocks: Clock,
+    start: Instant,
+    last: Mutex<(Instant, BTreeMap<Clock, ClockAcc>)>,
+    sink: &'a dyn ProgressSink,
+    final_objective: Mutex<f64>,
+}
+
+impl Aggregator<'_> {
+    fn report(&self, clock: Clock, s: crate::algorithm::StepStats) {
+        let mut guard = self.last.lock();
+        let (last, pending) = &mut *guard;
+        let acc = pending.entry(clock).or_default();
+        acc.reported += 1;
+        acc.objective += s.objective;
+        acc.weight += s.weight;
+        acc.samples += s.samples;
+        // Clocks complete in order: a worker cannot finish clock c + 1
+        // before every worker... under async it can, so emit in order.
+        while let Some(entry) = pending.first_entry() {
+            if entry.get().reported < self.workers {
+                break;
+            }
+            let c = *entry.key();
+            let acc = entry.remove();
+            let now = Instant::now();
+            let dt = now.duration_since(*last).as_secs_f64().max(1e-9);
+            *last = now;
+            let objective = if acc.weight > 0.0 {
+                acc.objective / acc.weight
+            } else {
+                acc.objective
+            };
+            *self.final_objective.lock() = objective;
+            self.sink.on_clock(&ClockProgress {
+                clock: c + 1,
+                clocks: self.clocks,
+                objective,
+                samples: acc.samples,
+                throughput: acc.samples as f64 / dt,
+                elapsed_s: now.duration_since(self.start).as_secs_f64(),
+            });
+        }
+    }
+}
+
+/// Runs a job to completion on `node` and exports its model to `model_path`.
+pub fn run_job(
+    node: &Arc<Node>,
+    algo: &dyn Algorithm,
+    cfg: &RunConfig,
+    model_path: &Path,
+    sink: &dyn ProgressSink,
+    cancel: &AtomicBool,
+) -> Result<RunOutcome, JobError> {
+    let start = Instant::now();
+    let service = node.service().as_ref();
+    let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
+    for t in &tables {
+        service.create_table(t)?;
+    }
+    service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
+    algo.initialize(&TableLoader::new(service, &tables))
+        .map_err(JobError::Init)?;
+
+    let mut workers: Vec<Box<dyn AlgoWorker>> = Vec::with_capacity(cfg.workers as usize);
+    for w in 0..cfg.workers {
+        workers.push(algo.worker(w, cfg.workers).map_err(JobError::Init)?);
+    }
+    let agg = Aggregator {
+        workers: cfg.workers,
+        clocks: cfg.clocks,
+        start,
+        last: Mutex::new((start, BTreeMap::new())),
+        sink,
+        final_objective: Mutex::new(f64::NAN),
+    };
+    let first_error: Mutex<Option<JobError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for (w, mut algo_worker) in workers.into_iter().enumerate() {
+            let w = w as WorkerId;
+            let (agg, first_error, tables) = (&agg, &first_error, &tables);
+            std::thread::Builder::new()
+                .name(format!("worker-{w}"))
+                .spawn_scoped(scope, move || {
+                    let mut ctx = WorkerCtx::new(
+                        node.clone(),
+                        cfg.job,
+                        w,
+                        cfg.workers,
+                        cfg.consistency,
+                        tables,
+                        0,
+                    );
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_worker(&mut ctx, algo_worker.as_mut(), cfg, agg, cancel)
+                    }));
+                    let err = match result {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e,
+                        Err(panic) => JobError::Panic {
+                            worker: w,
+                            message: panic_message(&panic),
+                        },
+                    };
+                    let reason = err.to_string();
+                    let mut slot = first_error.lock();
+                    // Errors caused by another worker's abort are not the root cause.
+                    let is_echo = matches!(&err, JobError::Worker { source, .. }
+                        if matches!(source.downcast_ref::<TableError>(), Some(TableError::Aborted { .. })));
+                    if slot.is_none() && !is_echo {
+                        *slot = Some(err);
+                    }
+                    drop(slot);
+                    service.abort_job(cfg.job, &reason);
+                })
+                .expect("spawn worker thread");
+        }
+    });
+    if let Some(e) = first_error.into_inner() {
+        service.drop_job(cfg.job);
+        return Err(e);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        service.drop_job(cfg.job);
+        return Err(JobError::Cancelled);
+    }
+    let model = algo
+        .export(&TableReader::new(service, &tables), model_path)
+        .map_err(JobError::Export)?;
+    let objective = *agg.final_objective.lock();
+    service.drop_job(cfg.job);
+    node.cache().forget_job(cfg.job);
+    Ok(RunOutcome {
+        clocks: cfg.clocks,
+        objective,
+        seconds: start.elapsed().as_secs_f64(),
+        model,
+        tables,
+    })
+}
+
+fn run_worker(
+    ctx: &mut WorkerCtx,
+    algo_worker: &mut dyn AlgoWorker,
+    cfg: &RunConfig,
+    agg: &Aggregator<'_>,
+    cancel: &AtomicBool,
+) -> Result<(), JobError> {
+    let w = ctx.worker();
+    while ctx.clock_now() < cfg.clocks {
+        let c = ctx.clock_now();
+        if cancel.load(Ordering::Relaxed) {
+            return Err(JobError::Worker {
+                worker: w,
+                clock: c,
+                source: Box::new(TableError::Aborted {
+                    job: cfg.job,
+                    reason: "cancelled".into(),
+                }),
+            });
+        }
+        let mut rng = step_rng(cfg.seed, w, c);
+        let stats = algo_worker
+            .step(ctx, &mut rng)
+            .map_err(|source| JobError::Worker { worker: w, clock: c, source })?;
+        if !stats.objective.is_finite() {
+            return Err(JobError::Worker {
+                worker: w,
+                clock: c,
+                source: format!("objective is {} (diverged; lower the learning rate)", stats.objective).into(),
+            });
+        }
+        ctx.clock().map_err(|e| JobError::Worker {
+            worker: w,
+            clock: c,
+            source: Box::new(e),
+        })?;
+        agg.report(c, stats);
+    }
+    Ok(())
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".into()
+    }
+}

@@ -1,0 +1,79 @@
+//! The seam between workers and shards. The in-process backend
+//! ([`crate::inproc::InProcShards`]) implements it now; the replicated
+//! cluster backend implements the same trait over gRPC, so algorithm code
+//! does not change between embedded and cluster mode.
+
+use crate::batch::UpdateBatch;
+use crate::error::TableError;
+use crate::row::AnyRow;
+use crate::types::{Clock, JobId, RowId, ShardId, TableId, TableSpec, WorkerId};
+use std::sync::Arc;
+
+/// A read request from a worker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub job: JobId,
+    pub table: TableId,
+    pub row: RowId,
+    pub worker: WorkerId,
+    /// Wait until the shard's min clock for the job is at least this
+    /// (`None`: answer at once).
+    pub min_clock: Option<Clock>,
+    /// Wait until this worker's own batches up to this clock are applied.
+    pub own_clock: Clock,
+}
+
+/// A row as a shard had it, with the clocks that say how fresh it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowSnapshot {
+    pub row: Arc<AnyRow>,
+    /// The job's min clock on the shard when the row was read.
+    pub min_clock: Clock,
+    /// Applied clocks of each worker of the job on the shard.
+    pub worker_clocks: Arc<[Clock]>,
+    /// The shard's version counter (monotonic per shard).
+    pub version: u64,
+}
+
+/// Receives rows that shards push when a min clock advances (ESSP).
+pub trait PushSink: Send + Sync {
+    /// The rows of `shard` this sink wants pushed for `job`.
+    fn subscribed(&self, shard: ShardId, job: JobId) -> Vec<(TableId, RowId)>;
+    /// Fresh copies of subscribed rows.
+    fn push(&self, shard: ShardId, rows: Vec<((TableId, RowId), RowSnapshot)>);
+}
+
+/// What a node's workers need from the shards.
+pub trait ShardService: Send + Sync {
+    /// Number of shards in the cluster's shard space.
+    fn num_shards(&self) -> u32;
+
+    /// Defines a table on every shard.
+    fn create_table(&self, spec: &TableSpec) -> Result<(), TableError>;
+
+    /// Registers a job's workers on every shard.
+    fn register_job(&self, job: JobId, workers: u32, deterministic: bool) -> Result<(), TableError>;
+
+    /// Sets initial row values before workers start (bulk load).
+    fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError>;
+
+    /// Commits one clock's batches of one worker (one per shard). Returns
+    /// once they are acknowledged: applied (embedded) or committed by a
+    /// quorum (cluster).
+    fn push(&self, batches: Vec<UpdateBatch>) -> Result<(), TableError>;
+
+    /// Reads a row, waiting as the request says.
+    fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError>;
+
+    /// Ids of the rows of a table that have been written, sorted.
+    fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError>;
+
+    /// Registers a sink for ESSP pushes.
+    fn subscribe(&self, sink: std::sync::Weak<dyn PushSink>);
+
+    /// Fails every pending and future wait of a job (a worker died).
+    fn abort_job(&self, job: JobId, reason: &str);
+
+    /// Forgets a finished job and its tables.
+    fn drop_job(&self, job: JobId);
+}

@@ -1,0 +1,414 @@
+//! The state of one shard, as a sans-IO state machine: committed update
+//! batches go in, rows and per-worker clocks come out. The in-process
+//! backend drives it directly; the replicated backend drives it from the
+//! Raft state machine. Nothing here blocks or does I/O.
+
+use crate::batch::UpdateBatch;
+use crate::error::TableError;
+use crate::row::{AnyRow, Row};
+use crate::types::{Clock, JobId, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId};
+use std::collections::{BTreeMap, HashMap};
+
+/// Per-job clock bookkeeping on one shard.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobClocks {
+    /// Clocks received from each worker (the next expected batch clock).
+    received: Vec<Clock>,
+    /// Deterministic mode: batches are held until every worker's batch of a
+    /// clock is present, then applied in worker order.
+    deterministic: bool,
+    /// Deterministic mode: received but not yet applied batches, by clock.
+    held: BTreeMap<Clock, Vec<Option<UpdateBatch>>>,
+    /// Deterministic mode: number of clocks fully applied.
+    applied_all: Clock,
+}
+
+impl JobClocks {
+    fn new(workers: u32, deterministic: bool) -> Self {
+        JobClocks {
+            received: vec![0; workers as usize],
+            deterministic,
+            held: BTreeMap::new(),
+            applied_all: 0,
+        }
+    }
+
+    /// Number of workers in the job.
+    pub fn workers(&self) -> u32 {
+        self.received.len() as u32
+    }
+
+    /// Clocks whose batches are applied to the rows, per worker.
+    pub fn applied(&self) -> Vec<Clock> {
+        if self.deterministic {
+            vec![self.applied_all; self.received.len()]
+        } else {
+            self.received.clone()
+        }
+    }
+
+    /// The min clock: every increment tagged below it is applied.
+    pub fn min_clock(&self) -> Clock {
+        if self.deterministic {
+            self.applied_all
+        } else {
+            self.received.iter().copied().min().unwrap_or(0)
+        }
+    }
+}
+
+/// What applying a batch did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ApplyOutcome {
+    /// The batch had been applied before (a replay); nothing changed.
+    pub duplicate: bool,
+    /// The job's min clock before and after.
+    pub min_clock_before: Clock,
+    pub min_clock_after: Clock,
+}
+
+/// Rows and clocks of one shard.
+#[derive(Clone, Debug, Default)]
+pub struct ShardState {
+    shard: ShardId,
+    tables: HashMap<TableId, TableSpec>,
+    rows: HashMap<(TableId, RowId), AnyRow>,
+    jobs: HashMap<JobId, JobClocks>,
+    /// Incremented on every change; lets caches keep the newest copy.
+    version: u64,
+}
+
+impl ShardState {
+    pub fn new(shard: ShardId) -> Self {
+        ShardState {
+            shard,
+            ..Default::default()
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Defines a table. Idempotent for an identical definition.
+    pub fn create_table(&mut self, spec: &TableSpec) -> Result<(), TableError> {
+        match self.tables.get(&spec.id) {
+            Some(existing) if existing == spec => Ok(()),
+            Some(_) => Err(TableError::TableConflict(spec.id)),
+            None => {
+                self.tables.insert(spec.id, spec.clone());
+                self.version += 1;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn table(&self, id: TableId) -> Result<&TableSpec, TableError> {
+        self.tables.get(&id).ok_or(TableError::NoSuchTable(id))
+    }
+
+    /// Registers a job's workers. Idempotent.
+    pub fn register_job(&mut self, job: JobId, workers: u32, deterministic: bool) {
+        self.jobs
+            .entry(job)
+            .or_insert_with(|| JobClocks::new(workers, deterministic));
+    }
+
+    pub fn job(&self, job: JobId) -> Result<&JobClocks, TableError> {
+        self.jobs.get(&job).ok_or(TableError::NoSuchJob(job))
+    }
+
+    /// Bulk load of an initial row value (a job's init phase).
+    pub fn load(&mut self, table: TableId, row: RowId, value: AnyRow) -> Result<(), TableError> {
+        let spec = self.table(table)?;
+        check_delta(spec, row, &value)?;
+        self.rows.insert((table, row), value);
+        self.version += 1;
+        Ok(())
+    }
+
+    /// Checks a batch without applying it: the same checks `apply` makes.
+    pub fn validate(&self, batch: &UpdateBatch) -> Result<(), TableError> {
+        if batch.shard != self.shard {
+            return Err(TableError::NoSuchShard {
+                shard: batch.shard,
+                shards: self.shard + 1,
+            });
+        }
+        let clocks = self.job(batch.job)?;
+        if batch.worker >= clocks.workers() {
+            return Err(TableError::NoSuchWorker {
+                job: batch.job,
+                worker: batch.worker,
+                workers: clocks.workers(),
+            });
+        }
+        for u in &batch.updates {
+            let spec = self.table(u.table)?;
+            if spec.job != batch.job {
+                return Err(TableError::NoSuchTable(u.table));
+            }
+            check_delta(spec, u.row, &u.delta)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a committed batch. A batch whose clock the shard has already
+    /// received from that worker is a replay and is ignored; a batch from the
+    /// future (a gap) is refused.
+    pub fn apply(&mut self, batch: UpdateBatch) -> Result<ApplyOutcome, TableError> {
+        self.validate(&batch)?;
+        let shard = self.shard;
+        let clocks = self.jobs.get_mut(&batch.job).expect("validated");
+        let before = clocks.min_clock();
+        let w = batch.worker as usize;
+        let job = batch.job;
+        let expected = clocks.received[w];
+        if batch.clock < expected {
+            return Ok(ApplyOutcome {
+                duplicate: true,
+                min_clock_before: before,
+                min_clock_after: before,
+            });
+        }
+        if batch.clock > expected {
+            return Err(TableError::ClockGap {
+                shard,
+                job: batch.job,
+                worker: batch.worker,
+                clock: batch.clock,
+                expected,
+            });
+        }
+        clocks.received[w] += 1;
+        if clocks.deterministic {
+            let n = clocks.received.len();
+            let slot = clocks
+                .held
+                .entry(batch.clock)
+                .or_insert_with(|| vec![None; n]);
+            slot[w] = Some(batch);
+            // Apply every complete clock, in clock order then worker order.
+            let mut ready = Vec::new();
+            while let Some(entry) = clocks.held.first_entry() {
+                if *entry.key() != clocks.applied_all || entry.get().iter().any(Option::is_none) {
+                    break;
+                }
+                ready.extend(entry.remove().into_iter().flatten());
+                clocks.applied_all += 1;
+            }
+            for b in ready {
+                self.apply_rows(&b);
+            }
+        } else {
+            self.apply_rows(&batch);
+        }
+        self.version += 1;
+        let after = self.jobs[&job].min_clock();
+        Ok(ApplyOutcome {
+            duplicate: false,
+            min_clock_before: before,
+            min_clock_after: after,
+        })
+    }
+
+    fn apply_rows(&mut self, batch: &UpdateBatch) {
+        for u in &batch.updates {
+            let spec = &self.tables[&u.table];
+            let row = self
+                .rows
+                .entry((u.table, u.row))
+                .or_insert_with(|| AnyRow::zero(spec.elem, spec.kind, spec.columns));
+            let ok = row.add(&u.delta);
+            debug_assert!(ok, "validated batch had a mistyped delta");
+        }
+    }
+
+    /// The current value of a row (zero if never written).
+    pub fn read(&self, table: TableId, row: RowId) -> Result<AnyRow, TableError> {
+        let spec = self.table(table)?;
+        Ok(self
+            .rows
+            .get(&(table, row))
+            .cloned()
+            .unwrap_or_else(|| AnyRow::zero(spec.elem, spec.kind, spec.columns)))
+    }
+
+    /// Row ids of a table present on this shard, sorted.
+    pub fn row_ids(&self, table: TableId) -> Vec<RowId> {
+        let mut ids: Vec<RowId> = self
+            .rows
+            .keys()
+            .filter(|(t, _)| *t == table)
+            .map(|&(_, r)| r)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Drops a finished job's clocks and tables.
+    pub fn drop_job(&mut self, job: JobId) {
+        self.jobs.remove(&job);
+        let tables: Vec<TableId> = self
+            .tables
+            .values()
+            .filter(|t| t.job == job)
+            .map(|t| t.id)
+            .collect();
+        for t in &tables {
+            self.tables.remove(t);
+        }
+        self.rows.retain(|(t, _), _| !tables.contains(t));
+        self.version += 1;
+    }
+
+    /// Worker of a job whose batches are applied up to `clock`.
+    pub fn applied_clock(&self, job: JobId, worker: WorkerId) -> Result<Clock, TableError> {
+        let clocks = self.job(job)?;
+        clocks
+            .applied()
+            .get(worker as usize)
+            .copied()
+            .ok_or(TableError::NoSuchWorker {
+                job,
+                worker,
+                workers: clocks.workers(),
+            })
+    }
+}
+
+/// Checks that a delta (or initial value) fits a table's definition.
+pub fn check_delta(spec: &TableSpec, row: RowId, delta: &AnyRow) -> Result<(), TableError> {
+    if delta.elem() != spec.elem {
+        return Err(TableError::WrongType {
+            table: spec.id,
+            expected: spec.elem,
+            found: delta.elem(),
+        });
+    }
+    macro_rules! check {
+        ($r:expr) => {
+            match $r {
+                Row::Dense(v) => {
+                    if v.len() != spec.columns as usize {
+                        return Err(TableError::WidthMismatch {
+                            table: spec.id,
+                            row,
+                            got: v.len(),
+                            columns: spec.columns,
+                        });
+                    }
+                }
+                Row::Sparse(m) => {
+                    if let Some(&col) = m.keys().find(|&&c| c >= spec.columns) {
+                        return Err(TableError::ColumnOutOfRange {
+                            table: spec.id,
+                            row,
+                            col,
+                            columns: spec.columns,
+                        });
+                    }
+                }
+            }
+        };
+    }
+    match delta {
+        AnyRow::F32(r) => check!(r),
+        AnyRow::F64(r) => check!(r),
+        AnyRow::I32(r) => check!(r),
+        AnyRow::I64(r) => check!(r),
+    }
+    if spec.kind == RowKind::Sparse && delta.kind() == RowKind::Dense {
+        // A dense delta on a sparse table is accepted (it is added by column).
+        return Ok(());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RowUpdate;
+    use crate::types::ElemType;
+
+    fn spec() -> TableSpec {
+        TableSpec {
+            id: 1,
+            name: "t".into(),
+            job: 7,
+            kind: RowKind::Dense,
+            elem: ElemType::F64,
+            columns: 2,
+        }
+    }
+
+    fn batch(worker: WorkerId, clock: Clock, v: f64) -> UpdateBatch {
+        UpdateBatch {
+            job: 7,
+            worker,
+            clock,
+            shard: 0,
+            updates: vec![RowUpdate {
+                table: 1,
+                row: 0,
+                delta: AnyRow::F64(Row::Dense(vec![v, 0.0])),
+            }],
+        }
+    }
+
+    #[test]
+    fn replays_are_ignored_and_gaps_refused() {
+        let mut s = ShardState::new(0);
+        s.create_table(&spec()).unwrap();
+        s.register_job(7, 2, false);
+        assert!(!s.apply(batch(0, 0, 1.0)).unwrap().duplicate);
+        assert!(s.apply(batch(0, 0, 1.0)).unwrap().duplicate);
+        assert!(matches!(
+            s.apply(batch(1, 1, 1.0)),
+            Err(TableError::ClockGap { expected: 0, .. })
+        ));
+        let out = s.apply(batch(1, 0, 2.0)).unwrap();
+        assert_eq!((out.min_clock_before, out.min_clock_after), (0, 1));
+        assert_eq!(s.read(1, 0).unwrap(), AnyRow::F64(Row::Dense(vec![3.0, 0.0])));
+    }
+
+    #[test]
+    fn deterministic_mode_applies_whole_clocks_in_worker_order() {
+        let mut s = ShardState::new(0);
+        s.create_table(&spec()).unwrap();
+        s.register_job(7, 3, true);
+        // Arrival order 2, 0, 1. In arrival order the sum would be
+        // (1e16 + 1) + 1 = 1e16 (each +1 rounds away); in worker order it is
+        // (1 + 1) + 1e16 = 1e16 + 2 exactly.
+        s.apply(batch(2, 0, 1e16)).unwrap();
+        assert_eq!(s.read(1, 0).unwrap(), AnyRow::F64(Row::Dense(vec![0.0, 0.0])));
+        s.apply(batch(0, 0, 1.0)).unwrap();
+        assert_eq!(s.job(7).unwrap().min_clock(), 0);
+        s.apply(batch(1, 0, 1.0)).unwrap();
+        assert_eq!(s.job(7).unwrap().min_clock(), 1);
+        assert_eq!(s.job(7).unwrap().applied(), vec![1, 1, 1]);
+        assert_eq!(
+            s.read(1, 0).unwrap(),
+            AnyRow::F64(Row::Dense(vec![1e16 + 2.0, 0.0]))
+        );
+    }
+
+    #[test]
+    fn mistyped_and_misshaped_deltas_are_refused() {
+        let mut s = ShardState::new(0);
+        s.create_table(&spec()).unwrap();
+        s.register_job(7, 1, false);
+        let mut b = batch(0, 0, 1.0);
+        b.updates[0].delta = AnyRow::F32(Row::Dense(vec![1.0, 2.0]));
+        assert!(matches!(s.apply(b), Err(TableError::WrongType { .. })));
+        let mut b = batch(0, 0, 1.0);
+        b.updates[0].delta = AnyRow::F64(Row::Dense(vec![1.0]));
+        assert!(matches!(s.apply(b), Err(TableError::WidthMismatch { .. })));
+        // Nothing was applied and the clock did not move.
+        assert_eq!(s.job(7).unwrap().min_clock(), 0);
+    }
+}

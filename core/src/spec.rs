@@ -1,0 +1,428 @@
+//! Job specs (design.md §6): the TOML a user writes, validated before any
+//! work starts, with errors that name the field and the problem.
+//!
+//! ```toml
+//! name = "mnist-softmax"
+//! algorithm = "multiclass_lr"
+//!
+//! [data]
+//! format = "idx"
+//! train = "data/mnist/train-images-idx3-ubyte"
+//! train_labels = "data/mnist/train-labels-idx1-ubyte"
+//!
+//! [run]
+//! workers = 2
+//! consistency = "ssp"
+//! staleness = 2
+//! clocks = 10
+//!
+//! [model]
+//! path = "models/mnist-softmax.safetensors"
+//!
+//! [params]
+//! learning_rate = 0.5
+//! ```
+//!
+//! Relative paths are resolved against the directory of the spec file.
+
+use crate::consistency::Consistency;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A problem with a job spec.
+#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+pub enum SpecError {
+    #[error("cannot read job spec {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("job spec {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("job spec field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl SpecError {
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        SpecError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Formats of training data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataFormat {
+    /// IDX images + IDX labels (MNIST), optionally gzip-compressed.
+    Idx,
+    /// libsvm / svmlight sparse text.
+    Libsvm,
+    /// CSV with a header row; the label column is named by `label_column`.
+    Csv,
+    /// UCI bag of words (`docword.txt`, with `vocab.txt`).
+    UciBow,
+    /// LDA-C (`N id:count ...`).
+    Ldac,
+}
+
+/// Where the data is and how to read it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    pub format: DataFormat,
+    pub train: PathBuf,
+    #[serde(default)]
+    pub train_labels: Option<PathBuf>,
+    #[serde(default)]
+    pub test: Option<PathBuf>,
+    #[serde(default)]
+    pub test_labels: Option<PathBuf>,
+    /// CSV: the name of the label column.
+    #[serde(default)]
+    pub label_column: Option<String>,
+    /// libsvm: whether feature indices start at 1 (detected when absent).
+    #[serde(default)]
+    pub one_based: Option<bool>,
+    /// Hold out this fraction of `train` as the test set when `test` is absent.
+    #[serde(default)]
+    pub test_fraction: Option<f64>,
+}
+
+/// Consistency model names as written in specs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyName {
+    Bsp,
+    Ssp,
+    Essp,
+    Async,
+}
+
+fn default_workers() -> u32 {
+    2
+}
+fn default_consistency() -> ConsistencyName {
+    ConsistencyName::Ssp
+}
+fn default_clocks() -> i64 {
+    10
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_shards() -> u32 {
+    8
+}
+
+/// How to run the job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    #[serde(default = "default_workers")]
+    pub workers: u32,
+    #[serde(default = "default_consistency")]
+    pub consistency: ConsistencyName,
+    /// SSP/ESSP staleness (default 2); not allowed with bsp or async.
+    #[serde(default)]
+    pub staleness: Option<i64>,
+    /// Number of clocks (iterations) to run.
+    #[serde(default = "default_clocks")]
+    pub clocks: i64,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Take a consistent checkpoint every this many clocks (0: never).
+    #[serde(default)]
+    pub checkpoint_every: i64,
+    /// BSP, per-(worker, clock) RNG streams, batches applied in worker order:
+    /// the same spec gives the same model bit for bit, even across resumes.
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Shards per table in the embedded cluster.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+}
+
+impl Default for RunSpec {
+    fn default() -> Self {
+        RunSpec {
+            workers: default_workers(),
+            consistency: default_consistency(),
+            staleness: None,
+            clocks: default_clocks(),
+            seed: default_seed(),
+            checkpoint_every: 0,
+            deterministic: false,
+            shards: default_shards(),
+        }
+    }
+}
+
+/// Where the trained model goes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub path: PathBuf,
+}
+
+/// A job as submitted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub name: String,
+    pub algorithm: String,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub run: RunSpec,
+    pub model: ModelSpec,
+    /// Algorithm hyperparameters, validated by the algorithm.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+/// Limits that keep a typo from asking for a million threads.
+pub const MAX_WORKERS: u32 = 4096;
+pub const MAX_STALENESS: i64 = 1000;
+pub const MAX_SHARDS: u32 = 4096;
+
+impl JobSpec {
+    /// Parses TOML text. `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<JobSpec, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Reads a spec file and resolves its relative paths against the
+    /// file's directory.
+    pub fn from_file(path: &Path) -> Result<JobSpec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut spec = JobSpec::parse(&text, &path.display().to_string())?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        spec.resolve_paths(base);
+        Ok(spec)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data.train);
+        for p in [
+            &mut self.data.train_labels,
+            &mut self.data.test,
+            &mut self.data.test_labels,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        fix(&mut self.model.path);
+    }
+
+    /// The consistency model the spec asks for.
+    pub fn consistency(&self) -> Consistency {
+        let s = self.run.staleness.unwrap_or(2).clamp(0, MAX_STALENESS) as u32;
+        match self.run.consistency {
+            ConsistencyName::Bsp => Consistency::Bsp,
+            ConsistencyName::Ssp => Consistency::Ssp { staleness: s },
+            ConsistencyName::Essp => Consistency::Essp { staleness: s },
+            ConsistencyName::Async => Consistency::Async,
+        }
+    }
+
+    /// Number of clocks to run (validated to be positive).
+    pub fn clocks(&self) -> u64 {
+        self.run.clocks.max(0) as u64
+    }
+
+    /// Checks everything that does not depend on the algorithm, including
+    /// that the data files exist. Algorithms check `params` themselves.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.name.trim().is_empty() {
+            return Err(SpecError::invalid("name", "must not be empty"));
+        }
+        let r = &self.run;
+        if r.workers == 0 || r.workers > MAX_WORKERS {
+            return Err(SpecError::invalid(
+                "run.workers",
+                format!("must be between 1 and {MAX_WORKERS} (got {})", r.workers),
+            ));
+        }
+        if r.shards == 0 || r.shards > MAX_SHARDS {
+            return Err(SpecError::invalid(
+                "run.shards",
+                format!("must be between 1 and {MAX_SHARDS} (got {})", r.shards),
+            ));
+        }
+        if let Some(s) = r.staleness {
+            if s < 0 {
+                return Err(SpecError::invalid(
+                    "run.staleness",
+                    format!("must be >= 0 (got {s})"),
+                ));
+            }
+            if s > MAX_STALENESS {
+                return Err(SpecError::invalid(
+                    "run.staleness",
+                    format!("must be <= {MAX_STALENESS} (got {s})"),
+                ));
+            }
+            if matches!(r.consistency, ConsistencyName::Bsp | ConsistencyName::Async) {
+                return Err(SpecError::invalid(
+                    "run.staleness",
+                    format!(
+                        "only ssp and essp take a staleness (consistency is {:?})",
+                        r.consistency
+                    )
+                    .to_lowercase(),
+                ));
+            }
+        }
+        if r.clocks < 1 {
+            return Err(SpecError::invalid(
+                "run.clocks",
+                format!("must be >= 1 (got {})", r.clocks),
+            ));
+        }
+        if r.checkpoint_every < 0 {
+            return Err(SpecError::invalid(
+                "run.checkpoint_every",
+                format!("must be >= 0 (got {})", r.checkpoint_every),
+            ));
+        }
+        if r.deterministic && r.consistency != ConsistencyName::Bsp {
+            return Err(SpecError::invalid(
+                "run.deterministic",
+                "requires run.consistency = \"bsp\"",
+            ));
+        }
+        let d = &self.data;
+        check_file("data.train", &d.train)?;
+        for (field, p) in [
+            ("data.train_labels", &d.train_labels),
+            ("data.test", &d.test),
+            ("data.test_labels", &d.test_labels),
+        ] {
+            if let Some(p) = p {
+                check_file(field, p)?;
+            }
+        }
+        if d.format == DataFormat::Idx && d.train_labels.is_none() {
+            return Err(SpecError::invalid(
+                "data.train_labels",
+                "the idx format needs a labels file",
+            ));
+        }
+        if d.format == DataFormat::Idx && d.test.is_some() != d.test_labels.is_some() {
+            return Err(SpecError::invalid(
+                "data.test_labels",
+                "give both data.test and data.test_labels, or neither",
+            ));
+        }
+        if let Some(f) = d.test_fraction {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(SpecError::invalid(
+                    "data.test_fraction",
+                    format!("must be between 0 and 1, exclusive (got {f})"),
+                ));
+            }
+        }
+        if self.model.path.as_os_str().is_empty() {
+            return Err(SpecError::invalid("model.path", "must not be empty"));
+        }
+        if self.model.path.is_dir() {
+            return Err(SpecError::invalid(
+                "model.path",
+                format!("{} is a directory", self.model.path.display()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_file(field: &str, p: &Path) -> Result<(), SpecError> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(_) => Err(SpecError::invalid(
+            field,
+            format!("{} is not a regular file", p.display()),
+        )),
+        Err(e) => Err(SpecError::invalid(
+            field,
+            format!("cannot read {}: {e}", p.display()),
+        )),
+    }
+}
+
+/// Deserialises an algorithm's `[params]` table into its typed
+/// hyperparameters, naming the offending field on error.
+pub fn parse_params<P: serde::de::DeserializeOwned>(params: &toml::Table) -> Result<P, SpecError> {
+    P::deserialize(toml::Value::Table(params.clone())).map_err(|e| {
+        let msg = e.to_string();
+        SpecError::invalid("params", msg.trim_end().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> String {
+        let file = std::env::current_exe().unwrap();
+        format!(
+            "name = \"t\"\nalgorithm = \"x\"\n[data]\nformat = \"libsvm\"\ntrain = \"{}\"\n[model]\npath = \"/tmp/m\"\n",
+            file.display()
+        )
+    }
+
+    fn err(extra: &str) -> SpecError {
+        let text = format!("{}{}", base(), extra);
+        match JobSpec::parse(&text, "t.toml") {
+            Ok(s) => s.validate().unwrap_err(),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn valid_spec_passes() {
+        let s = JobSpec::parse(&base(), "t.toml").unwrap();
+        s.validate().unwrap();
+        assert_eq!(s.consistency(), Consistency::Ssp { staleness: 2 });
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err("[run]\nstaleness = -1\n");
+        assert!(e.to_string().contains("run.staleness"), "{e}");
+        assert!(e.to_string().contains(">= 0"), "{e}");
+        let e = err("[run]\nworkers = \"four\"\n");
+        assert!(e.to_string().contains("workers"), "{e}");
+        let e = err("[run]\nconsistency = \"bsp\"\nstaleness = 2\n");
+        assert!(e.to_string().contains("run.staleness"), "{e}");
+        let e = err("[run]\ndeterministic = true\n");
+        assert!(e.to_string().contains("run.deterministic"), "{e}");
+        let e = err("[run]\nworkerz = 3\n");
+        assert!(e.to_string().contains("workerz"), "{e}");
+        let e = err("[run]\nclocks = 0\n");
+        assert!(e.to_string().contains("run.clocks"), "{e}");
+    }
+
+    #[test]
+    fn missing_data_file_is_named() {
+        let text = base().replace(
+            &std::env::current_exe().unwrap().display().to_string(),
+            "/nonexistent/x.libsvm",
+        );
+        let e = JobSpec::parse(&text, "t.toml").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("data.train"), "{e}");
+        assert!(e.to_string().contains("/nonexistent/x.libsvm"), "{e}");
+    }
+}

@@ -1,0 +1,419 @@
+//! The worker's view of the tables: typed handles, `get`/`inc`/`batch_inc`
+//! and `clock`, with the SSP guarantee enforced on every read.
+//!
+//! Increments are aggregated in a per-worker op log keyed by row and, at
+//! `clock()`, grouped into one [`UpdateBatch`] per shard (per worker, clock
+//! and shard), so nothing leaves the worker per `inc`.
+//!
+//! Reads go through the node's [`ProcessCache`]. A cached copy is used when
+//! its min clock meets the model's bound; otherwise the worker fetches and
+//! the shard answers once its min clock is high enough. The worker's own
+//! increments are always visible: the current clock's op log, and its
+//! flushed batches of the last `s + 1` clocks that the cached copy does not
+//! yet include (known from the copy's per-worker applied clocks), are added
+//! on top of the cached row.
+
+use crate::batch::{RowUpdate, UpdateBatch};
+use crate::cache::{CacheEntry, ProcessCache};
+use crate::consistency::Consistency;
+use crate::error::TableError;
+use crate::row::{AnyRow, Row};
+use crate::service::{FetchRequest, PushSink, ShardService};
+use crate::types::{shard_of, Clock, Elem, JobId, RowId, RowKind, TableId, TableSpec, WorkerId};
+use rustc_hash::FxHashMap;
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The shards and the process cache of one node, shared by its workers.
+pub struct Node {
+    service: Arc<dyn ShardService>,
+    cache: Arc<ProcessCache>,
+}
+
+impl Node {
+    /// Default bound on cached rows per node.
+    pub const DEFAULT_CACHE_ROWS: usize = 1 << 20;
+
+    pub fn new(service: Arc<dyn ShardService>, cache_rows: usize) -> Arc<Node> {
+        let cache = Arc::new(ProcessCache::new(service.num_shards(), cache_rows));
+        let sink: Arc<dyn PushSink> = cache.clone();
+        service.subscribe(Arc::downgrade(&sink));
+        Arc::new(Node { service, cache })
+    }
+
+    pub fn service(&self) -> &Arc<dyn ShardService> {
+        &self.service
+    }
+
+    pub fn cache(&self) -> &Arc<ProcessCache> {
+        &self.cache
+    }
+}
+
+/// A typed handle to a table, checked once when it is obtained.
+pub struct Table<T: Elem> {
+    id: TableId,
+    kind: RowKind,
+    columns: u32,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Elem> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Elem> Copy for Table<T> {}
+
+impl<T: Elem> Table<T> {
+    pub fn id(&self) -> TableId {
+        self.id
+    }
+    pub fn columns(&self) -> u32 {
+        self.columns
+    }
+    pub fn kind(&self) -> RowKind {
+        self.kind
+    }
+}
+
+/// Counters a worker keeps about its own table traffic.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    pub reads: u64,
+    pub fetches: u64,
+    pub incs: u64,
+    pub batches: u64,
+    pub bytes_pushed: u64,
+    pub wait: Duration,
+}
+
+type Key = (TableId, RowId);
+type OpLog = FxHashMap<Key, AnyRow>;
+
+/// One worker of one job.
+pub struct WorkerCtx {
+    node: Arc<Node>,
+    job: JobId,
+    worker: WorkerId,
+    workers: u32,
+    consistency: Consistency,
+    clock: Clock,
+    tables: HashMap<TableId, TableSpec>,
+    names: HashMap<String, TableId>,
+    oplog: OpLog,
+    /// Flushed op logs of the last few clocks, oldest first.
+    history: VecDeque<(Clock, Arc<OpLog>)>,
+    num_shards: u32,
+    stats: WorkerStats,
+}
+
+impl WorkerCtx {
+    /// A worker starting at `clock` (0 for a new job, `c + 1` on resume).
+    pub fn new(
+        node: Arc<Node>,
+        job: JobId,
+        worker: WorkerId,
+        workers: u32,
+        consistency: Consistency,
+        tables: &[TableSpec],
+        clock: Clock,
+    ) -> Self {
+        let num_shards = node.service.num_shards();
+        WorkerCtx {
+            node,
+            job,
+            worker,
+            workers,
+            consistency,
+            clock,
+            tables: tables.iter().map(|t| (t.id, t.clone())).collect(),
+            names: tables.iter().map(|t| (t.name.clone(), t.id)).collect(),
+            oplog: OpLog::default(),
+            history: VecDeque::new(),
+            num_shards,
+            stats: WorkerStats::default(),
+        }
+    }
+
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+    pub fn worker(&self) -> WorkerId {
+        self.worker
+    }
+    pub fn workers(&self) -> u32 {
+        self.workers
+    }
+    /// The clock this worker is at (number of `clock()` calls so far).
+    pub fn clock_now(&self) -> Clock {
+        self.clock
+    }
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+    pub fn stats(&self) -> WorkerStats {
+        self.stats
+    }
+
+    /// A typed handle to a table of this job, by name.
+    pub fn table<T: Elem>(&self, name: &str) -> Result<Table<T>, TableError> {
+        let id = *self
+            .names
+            .get(name)
+            .ok_or_else(|| TableError::NoSuchTableName(name.to_string()))?;
+        let spec = &self.tables[&id];
+        if spec.elem != T::TYPE {
+            return Err(TableError::WrongType {
+                table: id,
+                expected: spec.elem,
+                found: T::TYPE,
+            });
+        }
+        Ok(Table {
+            id,
+            kind: spec.kind,
+            columns: spec.columns,
+            _t: PhantomData,
+        })
+    }
+
+    /// Reads a row under the job's consistency model. Blocks when the
+    /// guarantee cannot yet be met.
+    pub fn get<T: Elem>(&mut self, t: Table<T>, row: RowId) -> Result<Row<T>, TableError> {
+        let entry = self.entry(t.id, row)?;
+        let mut out = T::from_any(&entry.snap.row)
+            .ok_or(TableError::WrongType {
+                table: t.id,
+                expected: entry.snap.row.elem(),
+                found: T::TYPE,
+            })?
+            .clone();
+        self.overlay_own(t.id, row, &entry, &mut out);
+        Ok(out)
+    }
+
+    /// Reads a dense row into `out` (resized to the row width); the
+    /// allocation-free form of [`get`](Self::get) for hot loops.
+    pub fn get_dense_into<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        row: RowId,
+        out: &mut Vec<T>,
+    ) -> Result<(), TableError> {
+        if t.kind != RowKind::Dense {
+            return Err(TableError::WrongKind {
+                table: t.id,
+                kind: t.kind,
+            });
+        }
+        let entry = self.entry(t.id, row)?;
+        out.clear();
+        match T::from_any(&entry.snap.row) {
+            Some(Row::Dense(v)) => out.extend_from_slice(v),
+            Some(r @ Row::Sparse(_)) => out.extend(r.to_dense(t.columns)),
+            None => {
+                return Err(TableError::WrongType {
+                    table: t.id,
+                    expected: entry.snap.row.elem(),
+                    found: T::TYPE,
+                })
+            }
+        }
+        let own = self.own_applied(&entry);
+        for (c, log) in &self.history {
+            if *c >= own {
+                if let Some(d) = log.get(&(t.id, row)).and_then(T::from_any) {
+                    add_into_dense(out, d);
+                }
+            }
+        }
+        if let Some(d) = self.oplog.get(&(t.id, row)).and_then(T::from_any) {
+            add_into_dense(out, d);
+        }
+        Ok(())
+    }
+
+    /// Adds `delta` to one value.
+    pub fn inc<T: Elem>(&mut self, t: Table<T>, row: RowId, col: u32, delta: T) -> Result<(), TableError> {
+        if col >= t.columns {
+            return Err(TableError::ColumnOutOfRange {
+                table: t.id,
+                row,
+                col,
+                columns: t.columns,
+            });
+        }
+        self.stats.incs += 1;
+        self.log_row::<T>(t, row).add_at(col, delta);
+        Ok(())
+    }
+
+    /// Adds a full dense vector to a row.
+    pub fn batch_inc<T: Elem>(&mut self, t: Table<T>, row: RowId, delta: &[T]) -> Result<(), TableError> {
+        if delta.len() != t.columns as usize {
+            return Err(TableError::WidthMismatch {
+                table: t.id,
+                row,
+                got: delta.len(),
+                columns: t.columns,
+            });
+        }
+        self.stats.incs += 1;
+        self.log_row::<T>(t, row).add_slice(delta);
+        Ok(())
+    }
+
+    /// Adds `(column, delta)` pairs to a row.
+    pub fn batch_inc_sparse<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        row: RowId,
+        delta: &[(u32, T)],
+    ) -> Result<(), TableError> {
+        if let Some(&(col, _)) = delta.iter().find(|(c, _)| *c >= t.columns) {
+            return Err(TableError::ColumnOutOfRange {
+                table: t.id,
+                row,
+                col,
+                columns: t.columns,
+            });
+        }
+        self.stats.incs += 1;
+        let r = self.log_row::<T>(t, row);
+        for &(c, d) in delta {
+            r.add_at(c, d);
+        }
+        Ok(())
+    }
+
+    /// Ends this worker's current clock: sends one batch per shard with the
+    /// aggregated increments, waits for the acknowledgement, and advances.
+    pub fn clock(&mut self) -> Result<(), TableError> {
+        let log = Arc::new(std::mem::take(&mut self.oplog));
+        let mut per_shard: Vec<Vec<RowUpdate>> = vec![Vec::new(); self.num_shards as usize];
+        for (&(table, row), delta) in log.iter() {
+            per_shard[shard_of(table, row, self.num_shards) as usize].push(RowUpdate {
+                table,
+                row,
+                delta: delta.clone(),
+            });
+        }
+        let batches: Vec<UpdateBatch> = per_shard
+            .into_iter()
+            .enumerate()
+            .map(|(shard, updates)| UpdateBatch {
+                job: self.job,
+                worker: self.worker,
+                clock: self.clock,
+                shard: shard as u32,
+                updates,
+            })
+            .collect();
+        self.stats.batches += batches.len() as u64;
+        self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
+        self.node.service.push(batches)?;
+        self.history.push_back((self.clock, log));
+        while self.history.len() > self.consistency.own_history_clocks() {
+            self.history.pop_front();
+        }
+        self.clock += 1;
+        Ok(())
+    }
+
+    fn log_row<T: Elem>(&mut self, t: Table<T>, row: RowId) -> &mut Row<T> {
+        let entry = self
+            .oplog
+            .entry((t.id, row))
+            .or_insert_with(|| AnyRow::zero(T::TYPE, t.kind, t.columns));
+        T::from_any_mut(entry).expect("table handle type checked at creation")
+    }
+
+    /// Oldest own clock whose increments the worker can still overlay.
+    fn own_floor(&self) -> Clock {
+        self.clock - self.history.len() as Clock
+    }
+
+    fn own_applied(&self, entry: &CacheEntry) -> Clock {
+        entry
+            .snap
+            .worker_clocks
+            .get(self.worker as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a cached copy may serve a read at the current clock.
+    fn usable(&self, e: &CacheEntry) -> bool {
+        if self.own_applied(e) < self.own_floor() {
+            return false;
+        }
+        match self.consistency.required_min_clock(self.clock) {
+            Some(m) => e.snap.min_clock >= m,
+            // Async never waits, but refreshes a row once per clock.
+            None => e.fetched_at >= self.clock,
+        }
+    }
+
+    fn entry(&mut self, table: TableId, row: RowId) -> Result<CacheEntry, TableError> {
+        if !self.tables.contains_key(&table) {
+            return Err(TableError::NoSuchTable(table));
+        }
+        self.stats.reads += 1;
+        let shard = shard_of(table, row, self.num_shards);
+        let cache = &self.node.cache;
+        if let Some(e) = cache.lookup(shard, (table, row)) {
+            if self.usable(&e) {
+                cache.count(true);
+                return Ok(e);
+            }
+        }
+        cache.count(false);
+        self.stats.fetches += 1;
+        let started = Instant::now();
+        let snap = self.node.service.fetch(&FetchRequest {
+            job: self.job,
+            table,
+            row,
+            worker: self.worker,
+            min_clock: self.consistency.required_min_clock(self.clock),
+            own_clock: self.own_floor(),
+        })?;
+        self.stats.wait += started.elapsed();
+        let entry = CacheEntry {
+            snap,
+            job: self.job,
+            fetched_at: self.clock,
+            subscribed: self.consistency.pushes(),
+        };
+        cache.insert(shard, (table, row), entry.clone());
+        Ok(entry)
+    }
+
+    fn overlay_own<T: Elem>(&self, table: TableId, row: RowId, entry: &CacheEntry, out: &mut Row<T>) {
+        let own = self.own_applied(entry);
+        for (c, log) in &self.history {
+            if *c >= own {
+                if let Some(d) = log.get(&(table, row)).and_then(T::from_any) {
+                    out.add_row(d);
+                }
+            }
+        }
+        if let Some(d) = self.oplog.get(&(table, row)).and_then(T::from_any) {
+            out.add_row(d);
+        }
+    }
+}
+
+fn add_into_dense<T: Elem>(out: &mut [T], d: &Row<T>) {
+    match d {
+        Row::Dense(v) => crate::row::add_assign_slice(out, v),
+        Row::Sparse(m) => {
+            for (&c, &x) in m {
+                out[c as usize] += x;
+            }
+        }
+    }
+}

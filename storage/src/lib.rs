@@ -1,0 +1,1 @@
+//! Persistence layer for shards: see docs/storage.md (work in progress).
