@@ -1,1 +1,17 @@
+//! # petuum-algorithms
+//!
+//! Built-in algorithms over the Bosen table API of `petuum-core`, the data
+//! readers they share and the model file format. Nothing here knows whether
+//! it runs embedded or on a cluster: algorithms see only
+//! [`petuum_core::WorkerCtx`].
+//!
+//! - [`registry`]: job spec → validated, data-loaded [`petuum_core::algorithm::Algorithm`].
+//! - [`eval`]: held-out evaluation of a saved model.
 
+pub mod data;
+pub mod eval;
+pub mod model;
+pub mod registry;
+pub mod softmax;
+
+pub use registry::{build, validate, BuildError, ALGORITHMS};

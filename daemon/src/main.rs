@@ -1,1 +1,118 @@
-fn main() {}
+//! `petuumd`: the petuum daemon.
+//!
+//! - `petuumd run JOB.toml`: start a single-node cluster in this process,
+//!   run the job on it, write the model, exit.
+//! - `petuumd eval --model M --data D [--labels L]`: evaluate a saved model.
+//! - `petuumd validate JOB.toml`: check a job spec without running it.
+
+mod embedded;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "petuumd", version, about = "petuum daemon: distributed ML on Bosen tables")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a job on an embedded single-node cluster and write its model.
+    Run {
+        /// The job spec (TOML). Relative paths in it are relative to its directory.
+        job: PathBuf,
+        /// Where the embedded node keeps its state.
+        #[arg(long, default_value = "petuum-data", env = "PETUUM_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print one JSON object per line (progress, then a final result).
+        #[arg(long)]
+        json: bool,
+        /// Override the job's worker count.
+        #[arg(long)]
+        workers: Option<u32>,
+    },
+    /// Evaluate a saved model on held-out data.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        /// Data file (IDX images for MNIST-style models).
+        #[arg(long)]
+        data: PathBuf,
+        /// Labels file (IDX data).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a job spec (fields, data files, hyperparameters) without running it.
+    Validate { job: PathBuf },
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run {
+            job,
+            data_dir,
+            json,
+            workers,
+        } => embedded::run(&job, &data_dir, json, workers),
+        Command::Eval {
+            model,
+            data,
+            labels,
+            json,
+        } => eval(&model, &data, labels.as_deref(), json),
+        Command::Validate { job } => validate(&job),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("petuumd: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("PETUUM_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn eval(model: &std::path::Path, data: &std::path::Path, labels: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {
+    let report = petuum_algorithms::eval::evaluate(model, data, labels)
+        .with_context(|| format!("evaluating {}", model.display()))?;
+    if json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("algorithm".into(), report.algorithm.clone().into());
+        obj.insert("samples".into(), report.samples.into());
+        for (k, v) in &report.metrics {
+            obj.insert(k.clone(), (*v).into());
+        }
+        println!("{}", serde_json::Value::Object(obj));
+    } else {
+        println!("model:     {}", model.display());
+        println!("algorithm: {}", report.algorithm);
+        println!("samples:   {}", report.samples);
+        for (k, v) in &report.metrics {
+            println!("{k}: {v:.4}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn validate(job: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let spec = petuum_core::spec::JobSpec::from_file(job)?;
+    petuum_algorithms::validate(&spec)?;
+    println!("{}: ok ({} with {} workers, {})", job.display(), spec.algorithm, spec.run.workers, spec.consistency().name());
+    Ok(ExitCode::SUCCESS)
+}

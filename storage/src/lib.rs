@@ -1,1 +1,38 @@
-//! Persistence layer for shards: see docs/storage.md (work in progress).
+//! # petuum-storage
+//!
+//! Persistence of petuum's shards (design.md §2, §3; layout and formats in
+//! docs/storage.md):
+//!
+//! - [`NodeDb`]: the node's one RocksDB instance, column families per
+//!   purpose, shared by all Raft groups on the node.
+//! - [`RaftLogStore`]: openraft's `RaftLogStorage` for one group (vote,
+//!   entries, purge, truncate, committed id); an append is one synced
+//!   `WriteBatch`.
+//! - [`ShardStateMachine`]: openraft's `RaftStateMachine` for one shard:
+//!   applies [`ShardRequest`]s (update batches and the commands around them)
+//!   to a [`petuum_core::shard::ShardState`], keeps the state at each job's
+//!   min clock, builds and installs checksummed snapshots.
+//! - [`CheckpointStore`]: consistent checkpoints per `(job, clock)` and
+//!   worker blobs, the newest N kept.
+
+pub mod checkpoint;
+pub mod codec;
+pub mod db;
+pub mod error;
+pub mod image;
+pub mod keys;
+pub mod log_store;
+pub mod shard_data;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+pub mod workload;
+
+pub use checkpoint::{CheckpointInfo, CheckpointStore};
+pub use db::{NodeDb, StorageConfig};
+pub use error::{RaftStorageError, StorageError};
+pub use image::{JobImage, ShardImage};
+pub use log_store::RaftLogStore;
+pub use shard_data::ShardData;
+pub use state_machine::{Replica, ShardHandle, ShardStateMachine};
+pub use types::{Entry, LogId, ShardRequest, ShardResponse, TypeConfig};

@@ -1,0 +1,192 @@
+//! The embedded single-node cluster behind `petuumd run`: the same shard
+//! state machine and worker code as the cluster, in one process, with its
+//! state under `--data-dir`.
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use petuum_core::inproc::InProcShards;
+use petuum_core::runner::{run_job, ClockProgress, ProgressSink, RunConfig};
+use petuum_core::spec::JobSpec;
+use petuum_core::worker::Node;
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Node state in the data directory: a stable node id and a job counter.
+struct DataDir {
+    root: std::path::PathBuf,
+}
+
+impl DataDir {
+    fn open(root: &Path) -> anyhow::Result<DataDir> {
+        std::fs::create_dir_all(root.join("jobs"))
+            .with_context(|| format!("creating data directory {}", root.display()))?;
+        Ok(DataDir {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Allocates the next job id (persisted, so ids are never reused).
+    fn next_job_id(&self) -> anyhow::Result<u64> {
+        let path = self.root.join("next-job-id");
+        let next = match std::fs::read_to_string(&path) {
+            Ok(s) => s
+                .trim()
+                .parse::<u64>()
+                .with_context(|| format!("{} is corrupt: `{}`", path.display(), s.trim()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{}\n", next + 1))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(next)
+    }
+}
+
+/// Where progress goes: a bar on a terminal, plain lines otherwise, or JSON.
+struct Reporter {
+    json: bool,
+    bar: Option<ProgressBar>,
+    log: std::sync::Mutex<std::fs::File>,
+    objective_name: &'static str,
+}
+
+impl ProgressSink for Reporter {
+    fn on_clock(&self, p: &ClockProgress) {
+        let line = json!({
+            "event": "clock",
+            "clock": p.clock,
+            "clocks": p.clocks,
+            "objective": p.objective,
+            "samples": p.samples,
+            "throughput": p.throughput,
+            "elapsed_s": p.elapsed_s,
+        });
+        if let Ok(mut f) = self.log.lock() {
+            let _ = writeln!(f, "{line}");
+        }
+        if self.json {
+            println!("{line}");
+        } else if let Some(bar) = &self.bar {
+            bar.set_position(p.clock);
+            bar.set_message(format!(
+                "{} {:.4} | {:.0} samples/s",
+                self.objective_name, p.objective, p.throughput
+            ));
+        } else {
+            eprintln!(
+                "clock {}/{}  {} {:.4}  {:.0} samples/s  {:.1}s",
+                p.clock, p.clocks, self.objective_name, p.objective, p.throughput, p.elapsed_s
+            );
+        }
+    }
+}
+
+/// `petuumd run`.
+pub fn run(job_path: &Path, data_dir: &Path, json_out: bool, workers: Option<u32>) -> anyhow::Result<ExitCode> {
+    let mut spec = JobSpec::from_file(job_path)?;
+    if let Some(w) = workers {
+        spec.run.workers = w;
+    }
+    let algo = petuum_algorithms::build(&spec)?;
+    let dir = DataDir::open(data_dir)?;
+    let job_id = dir.next_job_id()?;
+    let job_dir = dir.root.join("jobs").join(job_id.to_string());
+    std::fs::create_dir_all(&job_dir)?;
+    std::fs::write(job_dir.join("spec.json"), serde_json::to_vec_pretty(&spec)?)?;
+    let span = tracing::info_span!("job", job = job_id, name = %spec.name);
+    let _enter = span.enter();
+    tracing::info!(algorithm = %spec.algorithm, workers = spec.run.workers, "starting embedded job");
+
+    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let node = Node::new(shards, Node::DEFAULT_CACHE_ROWS);
+    let cfg = RunConfig {
+        job: job_id,
+        first_table: 1,
+        workers: spec.run.workers,
+        consistency: spec.consistency(),
+        clocks: spec.clocks(),
+        seed: spec.run.seed,
+        deterministic: spec.run.deterministic,
+    };
+    let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new(cfg.clocks);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} clock {pos}/{len} [{bar:30}] {msg} ({elapsed}, eta {eta})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    });
+    let reporter = Reporter {
+        json: json_out,
+        bar,
+        log: std::sync::Mutex::new(std::fs::File::create(job_dir.join("progress.jsonl"))?),
+        objective_name: algo.objective_name(),
+    };
+    if !json_out {
+        eprintln!(
+            "job {job_id} `{}`: {} on {} workers, {}, {} clocks",
+            spec.name,
+            algo.name(),
+            cfg.workers,
+            cfg.consistency.name(),
+            cfg.clocks
+        );
+    }
+    let cancel = AtomicBool::new(false);
+    let result = run_job(&node, algo.as_ref(), &cfg, &spec.model.path, &reporter, &cancel);
+    if let Some(bar) = &reporter.bar {
+        bar.finish();
+    }
+    let (state, code, final_line) = match result {
+        Ok(out) => {
+            let mut v = json!({
+                "event": "done",
+                "state": "succeeded",
+                "job": job_id,
+                "clocks": out.clocks,
+                "objective": out.objective,
+                "model_path": spec.model.path.display().to_string(),
+                "model_bytes": out.model.bytes,
+                "seconds": out.seconds,
+            });
+            for (k, m) in &out.model.metrics {
+                v[k] = json!(m);
+            }
+            if !json_out {
+                eprintln!(
+                    "job {job_id} succeeded in {:.1}s: {} {:.4}; model written to {}",
+                    out.seconds,
+                    algo.objective_name(),
+                    out.objective,
+                    spec.model.path.display()
+                );
+                for (k, m) in &out.model.metrics {
+                    eprintln!("  {k}: {m:.4}");
+                }
+            }
+            ("succeeded", ExitCode::SUCCESS, v)
+        }
+        Err(e) => {
+            if !json_out {
+                eprintln!("petuumd: job {job_id} failed: {e}");
+            }
+            (
+                "failed",
+                ExitCode::from(1),
+                json!({"event": "done", "state": "failed", "job": job_id, "error": e.to_string()}),
+            )
+        }
+    };
+    std::fs::write(job_dir.join("result.json"), serde_json::to_vec_pretty(&final_line)?)?;
+    tracing::info!(state, "job finished");
+    if json_out {
+        println!("{final_line}");
+    }
+    Ok(code)
+}

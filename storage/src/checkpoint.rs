@@ -1,0 +1,193 @@
+//! Consistent checkpoints (design.md §3): each shard's state of a job at
+//! clock `c`, and each worker's opaque local state at `c`, under keys
+//! `(job, c, part)` in the `checkpoint` column family. The last
+//! `keep_checkpoints` clocks of each job are kept.
+
+use crate::db::NodeDb;
+use crate::error::{Result, StorageError};
+use crate::image::ShardImage;
+use crate::keys::{self, CF_CHECKPOINT, PART_SHARD, PART_WORKER};
+use petuum_core::types::{Clock, JobId, ShardId, WorkerId};
+use rocksdb::WriteBatch;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// First bytes of a shard checkpoint part.
+pub const CHECKPOINT_MAGIC: [u8; 4] = *b"PCKP";
+/// The format version this build writes and reads.
+pub const CHECKPOINT_VERSION: u16 = 1;
+const HEADER_BYTES: usize = 4 + 2 + 4 + 8 + 8;
+
+/// The parts of one checkpoint present on this node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub clock: Clock,
+    pub shards: Vec<ShardId>,
+    pub workers: Vec<WorkerId>,
+}
+
+/// The checkpoint store of a node.
+#[derive(Clone, Debug)]
+pub struct CheckpointStore {
+    db: Arc<NodeDb>,
+}
+
+impl CheckpointStore {
+    pub fn new(db: Arc<NodeDb>) -> Self {
+        CheckpointStore { db }
+    }
+
+    /// Persists a shard's encoded image of `job` at `clock` (synced), then
+    /// deletes the job's checkpoints beyond the newest `keep_checkpoints`.
+    pub fn write_shard(&self, job: JobId, clock: Clock, shard: ShardId, image: &[u8]) -> Result<()> {
+        let mut value = Vec::with_capacity(HEADER_BYTES + image.len());
+        value.extend_from_slice(&CHECKPOINT_MAGIC);
+        value.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        value.extend_from_slice(&shard.to_le_bytes());
+        value.extend_from_slice(&job.to_le_bytes());
+        value.extend_from_slice(&clock.to_le_bytes());
+        value.extend_from_slice(image);
+        let part = keys::checkpoint_shard(job, clock, shard);
+        let mut batch = WriteBatch::default();
+        self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, &value);
+        self.db
+            .write(batch, "write checkpoint", shard as u64, &keys::show(CF_CHECKPOINT, &part))?;
+        tracing::info!(job, clock, shard, bytes = value.len(), "checkpoint part written");
+        self.prune(job, self.db.config().keep_checkpoints)?;
+        Ok(())
+    }
+
+    /// Loads a shard's part of the checkpoint of `job` at `clock`.
+    pub fn load_shard(&self, job: JobId, clock: Clock, shard: ShardId) -> Result<ShardImage> {
+        let part = keys::checkpoint_shard(job, clock, shard);
+        let key = keys::show(CF_CHECKPOINT, &part);
+        let value = self
+            .db
+            .get_blob(CF_CHECKPOINT, &part, "checkpoint", shard)?
+            .ok_or(StorageError::NoCheckpoint { job, clock, shard })?;
+        let corrupt = |reason: String| StorageError::Corrupt {
+            what: "checkpoint",
+            shard,
+            key: key.clone(),
+            reason,
+        };
+        if value.len() < HEADER_BYTES || value[..4] != CHECKPOINT_MAGIC {
+            return Err(corrupt("bad checkpoint header".into()));
+        }
+        let version = u16::from_le_bytes([value[4], value[5]]);
+        if version != CHECKPOINT_VERSION {
+            return Err(StorageError::UnsupportedVersion {
+                what: "checkpoint",
+                shard,
+                key,
+                found: version,
+                supported: CHECKPOINT_VERSION,
+            });
+        }
+        let h_shard = u32::from_le_bytes(value[6..10].try_into().expect("4"));
+        let h_job = u64::from_le_bytes(value[10..18].try_into().expect("8"));
+        let h_clock = u64::from_le_bytes(value[18..26].try_into().expect("8"));
+        if (h_shard, h_job, h_clock) != (shard, job, clock) {
+            return Err(corrupt(format!(
+                "header names shard {h_shard} job {h_job} clock {h_clock}"
+            )));
+        }
+        let image: ShardImage =
+            postcard::from_bytes(&value[HEADER_BYTES..]).map_err(|e| corrupt(format!("image: {e}")))?;
+        if image.shard != shard {
+            return Err(corrupt(format!("image of shard {}", image.shard)));
+        }
+        Ok(image)
+    }
+
+    /// Persists a worker's local state for the checkpoint of `job` at `clock`.
+    pub fn put_worker_blob(&self, job: JobId, clock: Clock, worker: WorkerId, data: &[u8]) -> Result<()> {
+        let part = keys::checkpoint_worker(job, clock, worker);
+        let mut batch = WriteBatch::default();
+        self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, data);
+        self.db
+            .write(batch, "write worker blob", job, &keys::show(CF_CHECKPOINT, &part))
+    }
+
+    /// Loads a worker's local state, if stored. Errors name the worker's id
+    /// in the `shard` field's place is not meaningful; the key says which.
+    pub fn load_worker_blob(&self, job: JobId, clock: Clock, worker: WorkerId) -> Result<Option<Vec<u8>>> {
+        let part = keys::checkpoint_worker(job, clock, worker);
+        self.db.get_blob(CF_CHECKPOINT, &part, "worker blob", worker)
+    }
+
+    /// Checkpoints of `job` present on this node, oldest first.
+    pub fn list(&self, job: JobId) -> Result<Vec<CheckpointInfo>> {
+        let cf = self.db.cf(CF_CHECKPOINT);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::prefix_end(job).to_vec());
+        let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
+        it.seek(keys::prefix(job));
+        let mut by_clock: BTreeMap<Clock, CheckpointInfo> = BTreeMap::new();
+        while it.valid() {
+            let k = it.key().expect("valid iterator has a key").to_vec();
+            // job(8) clock(8) kind(1) id(4) chunk(4)
+            if k.len() != 25 {
+                return Err(StorageError::Corrupt {
+                    what: "checkpoint key",
+                    shard: 0,
+                    key: keys::show(CF_CHECKPOINT, &k),
+                    reason: format!("key of {} bytes, expected 25", k.len()),
+                });
+            }
+            let clock = u64::from_be_bytes(k[8..16].try_into().expect("8"));
+            let kind = k[16];
+            let id = u32::from_be_bytes(k[17..21].try_into().expect("4"));
+            let info = by_clock.entry(clock).or_insert_with(|| CheckpointInfo {
+                clock,
+                ..Default::default()
+            });
+            match kind {
+                PART_SHARD => info.shards.push(id),
+                PART_WORKER => info.workers.push(id),
+                _ => {}
+            }
+            // Skip this part's chunks.
+            it.seek(crate::codec::chunk_key(&k[..21], u32::MAX));
+        }
+        it.status().map_err(|source| StorageError::Rocks {
+            op: "list checkpoints",
+            group: job,
+            key: keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            source,
+        })?;
+        Ok(by_clock.into_values().collect())
+    }
+
+    /// The newest checkpoint clock of `job` holding `shard`'s part.
+    pub fn latest(&self, job: JobId, shard: ShardId) -> Result<Option<Clock>> {
+        Ok(self
+            .list(job)?
+            .into_iter()
+            .rev()
+            .find(|c| c.shards.contains(&shard))
+            .map(|c| c.clock))
+    }
+
+    /// Deletes every checkpoint of `job` older than its newest `keep`
+    /// clocks. Returns the clocks deleted.
+    pub fn prune(&self, job: JobId, keep: usize) -> Result<Vec<Clock>> {
+        let keep = keep.max(1);
+        let clocks: Vec<Clock> = self.list(job)?.into_iter().map(|c| c.clock).collect();
+        if clocks.len() <= keep {
+            return Ok(Vec::new());
+        }
+        let cut = clocks[clocks.len() - keep];
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.db.cf(CF_CHECKPOINT),
+            keys::checkpoint_prefix(job, 0),
+            keys::checkpoint_prefix(job, cut),
+        );
+        self.db
+            .write(batch, "prune checkpoints", job, &keys::show(CF_CHECKPOINT, &keys::prefix(job)))?;
+        let deleted: Vec<Clock> = clocks.into_iter().filter(|&c| c < cut).collect();
+        tracing::debug!(job, ?deleted, "old checkpoints deleted");
+        Ok(deleted)
+    }
+}

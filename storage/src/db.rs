@@ -1,0 +1,289 @@
+//! The node's one RocksDB instance: column families per purpose, shared by
+//! every Raft group on the node (docs/storage.md).
+
+use crate::codec::{chunk_key, frame, unframe, BlobHeader, CHUNK_BYTES};
+use crate::error::{Result, StorageError};
+use crate::keys::{self, ALL_CFS};
+use petuum_core::types::ShardId;
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, DB};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Configuration of a node's storage.
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Directory of the RocksDB instance (created if missing).
+    pub path: PathBuf,
+    /// Sync the WAL before acknowledging any write. Only tests that measure
+    /// the cost of syncing turn this off; a node must keep it on.
+    pub sync_writes: bool,
+    /// Consistent checkpoints kept per job; older ones are deleted when a
+    /// newer one is written. At least 1.
+    pub keep_checkpoints: usize,
+    /// RocksDB memtable size per column family, in bytes.
+    pub write_buffer_bytes: usize,
+}
+
+impl StorageConfig {
+    /// Defaults for a node storing under `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StorageConfig {
+            path: path.into(),
+            sync_writes: true,
+            keep_checkpoints: 3,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+
+    /// Checks the values before anything is opened.
+    pub fn validate(&self) -> Result<()> {
+        if self.keep_checkpoints == 0 {
+            return Err(StorageError::Config("keep_checkpoints must be at least 1".into()));
+        }
+        if self.write_buffer_bytes < (1 << 20) {
+            return Err(StorageError::Config(format!(
+                "write_buffer_bytes {} is below 1 MiB",
+                self.write_buffer_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One RocksDB instance per node.
+pub struct NodeDb {
+    db: DB,
+    config: StorageConfig,
+}
+
+impl std::fmt::Debug for NodeDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDb").field("path", &self.config.path).finish()
+    }
+}
+
+impl NodeDb {
+    /// Opens (or creates) the node's database. RocksDB replays its WAL here:
+    /// every write acknowledged before a crash is back when this returns.
+    pub fn open(config: StorageConfig) -> Result<Arc<NodeDb>> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.path).map_err(|source| StorageError::Io {
+            path: config.path.display().to_string(),
+            source,
+        })?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // A torn last WAL record (crash mid-write) is dropped; everything
+        // synced before it is recovered.
+        opts.set_wal_recovery_mode(rocksdb::DBRecoveryMode::PointInTime);
+        opts.set_max_total_wal_size(512 << 20);
+        opts.set_bytes_per_sync(8 << 20);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(config.write_buffer_bytes);
+            // Values are mostly floats: compression costs CPU for little.
+            o.set_compression_type(DBCompressionType::None);
+            if *name != keys::CF_META {
+                // Large values go to blob files, out of the compaction path.
+                o.set_enable_blob_files(true);
+                o.set_min_blob_size(4096);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, &config.path, cfs).map_err(|source| {
+            StorageError::Rocks {
+                op: "open",
+                group: 0,
+                key: config.path.display().to_string(),
+                source,
+            }
+        })?;
+        tracing::info!(path = %config.path.display(), "storage opened");
+        Ok(Arc::new(NodeDb { db, config }))
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// The raw RocksDB handle, for tools and tests that inspect the layout.
+    pub fn raw(&self) -> &DB {
+        &self.db
+    }
+
+    /// A column family handle; every family is created at open.
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db.cf_handle(name).expect("column family created at open")
+    }
+
+    /// Writes a batch atomically, syncing the WAL first when configured.
+    pub fn write(&self, batch: WriteBatch, op: &'static str, group: u64, key: &str) -> Result<()> {
+        self.write_sync(batch, self.config.sync_writes, op, group, key)
+    }
+
+    /// Writes a batch atomically; `sync` says whether to sync the WAL.
+    pub fn write_sync(&self, batch: WriteBatch, sync: bool, op: &'static str, group: u64, key: &str) -> Result<()> {
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(sync);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|source| StorageError::Rocks {
+                op,
+                group,
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    /// Reads one framed value and checks it.
+    pub fn get_framed(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        what: &'static str,
+        shard: ShardId,
+    ) -> Result<Option<Vec<u8>>> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(cf), key)
+            .map_err(|source| StorageError::Rocks {
+                op: "get",
+                group: shard as u64,
+                key: keys::show(cf, key),
+                source,
+            })?;
+        match v {
+            None => Ok(None),
+            Some(v) => unframe(key, &v)
+                .map(|p| Some(p.to_vec()))
+                .map_err(|reason| StorageError::Corrupt {
+                    what,
+                    shard,
+                    key: keys::show(cf, key),
+                    reason,
+                }),
+        }
+    }
+
+    /// Adds to `batch` the writes that replace the blob named `part`.
+    pub fn put_blob(&self, batch: &mut WriteBatch, cf: &'static str, part: &[u8], data: &[u8]) {
+        let cfh = self.cf(cf);
+        Self::delete_blob_in(batch, cfh, part);
+        let header = BlobHeader::of(data);
+        let k0 = chunk_key(part, 0);
+        batch.put_cf(cfh, &k0, frame(&k0, header.encode()));
+        for (i, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
+            let k = chunk_key(part, i as u32 + 1);
+            batch.put_cf(cfh, &k, frame(&k, chunk.to_vec()));
+        }
+    }
+
+    /// Adds to `batch` the deletion of the blob named `part`.
+    pub fn delete_blob(&self, batch: &mut WriteBatch, cf: &'static str, part: &[u8]) {
+        Self::delete_blob_in(batch, self.cf(cf), part);
+    }
+
+    fn delete_blob_in(batch: &mut WriteBatch, cfh: &ColumnFamily, part: &[u8]) {
+        batch.delete_range_cf(cfh, chunk_key(part, 0), chunk_key(part, u32::MAX));
+    }
+
+    /// Reads the blob named `part`, checking every chunk and the whole.
+    pub fn get_blob(
+        &self,
+        cf: &'static str,
+        part: &[u8],
+        what: &'static str,
+        shard: ShardId,
+    ) -> Result<Option<Vec<u8>>> {
+        let k0 = chunk_key(part, 0);
+        let Some(h) = self.get_framed(cf, &k0, what, shard)? else {
+            return Ok(None);
+        };
+        let corrupt = |key: &[u8], reason: String| StorageError::Corrupt {
+            what,
+            shard,
+            key: keys::show(cf, key),
+            reason,
+        };
+        let header = BlobHeader::decode(&h).map_err(|r| corrupt(&k0, r))?;
+        let mut data = Vec::with_capacity(header.total_len as usize);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(chunk_key(part, header.chunks.saturating_add(1)));
+        let start = chunk_key(part, 1);
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf),
+            ro,
+            rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+        );
+        let mut expected = 1u32;
+        for item in iter {
+            let (k, v) = item.map_err(|source| StorageError::Rocks {
+                op: "iterate",
+                group: shard as u64,
+                key: keys::show(cf, part),
+                source,
+            })?;
+            if *k != *chunk_key(part, expected) {
+                return Err(corrupt(&k, format!("chunk {expected} is missing")));
+            }
+            let payload = unframe(&k, &v).map_err(|r| corrupt(&k, r))?;
+            data.extend_from_slice(payload);
+            expected += 1;
+        }
+        if expected != header.chunks + 1 {
+            return Err(corrupt(
+                &chunk_key(part, expected),
+                format!("blob truncated: {} of {} chunks present", expected - 1, header.chunks),
+            ));
+        }
+        if data.len() as u64 != header.total_len || crc32c::crc32c(&data) != header.crc {
+            return Err(corrupt(
+                &k0,
+                format!(
+                    "blob of {} bytes does not match its header ({} bytes, crc {:08x})",
+                    data.len(),
+                    header.total_len,
+                    header.crc
+                ),
+            ));
+        }
+        Ok(Some(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_round_trip_and_missing_chunks_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+        let data: Vec<u8> = (0..CHUNK_BYTES * 2 + 100).map(|i| (i % 251) as u8).collect();
+        let mut b = WriteBatch::default();
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &data);
+        db.write(b, "put", 0, "part").unwrap();
+        let back = db.get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4).unwrap();
+        assert_eq!(back.as_deref(), Some(&data[..]));
+        // A shorter blob under the same name replaces every old chunk.
+        let mut b = WriteBatch::default();
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", b"short");
+        db.write(b, "put", 0, "part").unwrap();
+        let back = db.get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4).unwrap();
+        assert_eq!(back.as_deref(), Some(&b"short"[..]));
+        // Losing the last chunk of a long blob is reported with its key.
+        let mut b = WriteBatch::default();
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &data);
+        db.write(b, "put", 0, "part").unwrap();
+        db.raw()
+            .delete_cf(db.cf(keys::CF_CHECKPOINT), chunk_key(b"part", 3))
+            .unwrap();
+        let err = db
+            .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("shard 4") && msg.contains("truncated"), "{msg}");
+        assert!(db.get_blob(keys::CF_CHECKPOINT, b"none", "x", 0).unwrap().is_none());
+    }
+}

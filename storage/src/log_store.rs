@@ -1,0 +1,266 @@
+//! The Raft log of one group, in the node's RocksDB (docs/storage.md).
+//!
+//! Entries live in `raft_log` under `group ++ index` (big-endian), each
+//! postcard-encoded and checksummed; vote, committed id and last purged id
+//! live in `raft_meta`. An append is one `WriteBatch`, written with a
+//! synced WAL before openraft is told it is durable.
+
+use crate::codec::{frame, unframe};
+use crate::db::NodeDb;
+use crate::error::{RaftStorageError, Result, StorageError};
+use crate::keys::{self, CF_LOG, CF_META, META_COMMITTED, META_PURGED, META_VOTE};
+use crate::types::{Entry, LogId, TypeConfig};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorVerb, OptionalSend, RaftLogReader, Vote};
+use rocksdb::WriteBatch;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+/// The Raft log of group `group`. Cheap to clone (it is also its reader).
+#[derive(Clone, Debug)]
+pub struct RaftLogStore {
+    db: Arc<NodeDb>,
+    group: u64,
+}
+
+impl RaftLogStore {
+    /// The log of `group` (any id but `u64::MAX`) in `db`.
+    pub fn new(db: Arc<NodeDb>, group: u64) -> Self {
+        assert!(group < u64::MAX, "group id u64::MAX is reserved");
+        RaftLogStore { db, group }
+    }
+
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
+    /// they would survive a crash.
+    pub fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Option<LogId>> {
+        let cf = self.db.cf(CF_LOG);
+        let mut batch = WriteBatch::default();
+        let mut last = None;
+        for e in entries {
+            let key = keys::log_key(self.group, e.log_id.index);
+            if let Some(prev) = last.as_ref().map(|l: &LogId| l.index) {
+                assert_eq!(prev + 1, e.log_id.index, "appended entries must be consecutive");
+            }
+            batch.put_cf(cf, key, frame(&key, self.encode(&e, &key)?));
+            last = Some(e.log_id);
+        }
+        let Some(last_id) = last else { return Ok(None) };
+        self.db
+            .write(batch, "append", self.group, &keys::show(CF_LOG, &keys::log_key(self.group, last_id.index)))?;
+        Ok(last)
+    }
+
+    /// Entries with index in `range`, in order.
+    pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
+        let start = match range.start_bound() {
+            Bound::Included(&x) => x,
+            Bound::Excluded(&x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end_key = match range.end_bound() {
+            Bound::Included(&x) if x < u64::MAX => keys::log_key(self.group, x + 1).to_vec(),
+            Bound::Excluded(&x) => keys::log_key(self.group, x).to_vec(),
+            _ => keys::prefix_end(self.group).to_vec(),
+        };
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end_key);
+        let from = keys::log_key(self.group, start);
+        let iter = self.db.raw().iterator_cf_opt(
+            self.db.cf(CF_LOG),
+            ro,
+            rocksdb::IteratorMode::From(&from, rocksdb::Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            let (k, v) = item.map_err(|source| self.rocks("read logs", &from, source))?;
+            let entry: Entry = self.decode_framed(&k, &v, "log entry")?;
+            let index = keys::log_key_index(&k).unwrap_or(u64::MAX);
+            if entry.log_id.index != index {
+                return Err(self.corrupt(&k, "log entry", format!("entry {} under index {index}", entry.log_id.index)));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// First and last log ids present, and the last purged one.
+    pub fn log_state(&self) -> Result<LogState<TypeConfig>> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_lower_bound(keys::prefix(self.group).to_vec());
+        ro.set_iterate_upper_bound(keys::prefix_end(self.group).to_vec());
+        let mut it = self.db.raw().raw_iterator_cf_opt(self.db.cf(CF_LOG), ro);
+        it.seek_to_last();
+        let last = if it.valid() {
+            let k = it.key().expect("valid").to_vec();
+            let v = it.value().expect("valid");
+            let e: Entry = self.decode_framed(&k, v, "log entry")?;
+            Some(e.log_id)
+        } else {
+            it.status()
+                .map_err(|source| self.rocks("read log state", &keys::prefix(self.group), source))?;
+            None
+        };
+        let last_purged_log_id = self.read_meta::<LogId>(META_PURGED)?;
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last.or(last_purged_log_id),
+        })
+    }
+
+    /// Deletes entries from `index` on (a conflicting suffix).
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            keys::log_key(self.group, index).to_vec(),
+            keys::prefix_end(self.group).to_vec(),
+        );
+        self.db
+            .write(batch, "truncate", self.group, &keys::show(CF_LOG, &keys::log_key(self.group, index)))
+    }
+
+    /// Deletes entries up to and including `log_id`, recording it as the
+    /// last purged id in the same write.
+    pub fn purge_upto(&self, log_id: LogId) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let key = keys::meta_key(self.group, META_PURGED);
+        batch.put_cf(self.db.cf(CF_META), key, frame(&key, self.encode(&log_id, &key)?));
+        batch.delete_range_cf(
+            self.db.cf(CF_LOG),
+            keys::log_key(self.group, 0).to_vec(),
+            keys::log_key(self.group, log_id.index.saturating_add(1)).to_vec(),
+        );
+        self.db.write(batch, "purge", self.group, &keys::show(CF_META, &key))
+    }
+
+    /// Saves a metadata value, syncing the WAL when `sync`.
+    fn write_meta<T: Serialize>(&self, tag: u8, value: &T, sync: bool) -> Result<()> {
+        let key = keys::meta_key(self.group, tag);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.db.cf(CF_META), key, frame(&key, self.encode(value, &key)?));
+        let sync = sync && self.db.config().sync_writes;
+        self.db
+            .write_sync(batch, sync, "write meta", self.group, &keys::show(CF_META, &key))
+    }
+
+    fn read_meta<T: DeserializeOwned>(&self, tag: u8) -> Result<Option<T>> {
+        let key = keys::meta_key(self.group, tag);
+        let v = self
+            .db
+            .raw()
+            .get_pinned_cf(self.db.cf(CF_META), key)
+            .map_err(|source| self.rocks("read meta", &key, source))?;
+        match v {
+            None => Ok(None),
+            Some(v) => Ok(Some(self.decode_framed(&key, &v, "raft metadata")?)),
+        }
+    }
+
+    fn encode<T: Serialize>(&self, value: &T, key: &[u8]) -> Result<Vec<u8>> {
+        postcard::to_allocvec(value).map_err(|e| StorageError::Encode {
+            what: "log value",
+            shard: self.group as u32,
+            reason: format!("{} at {}", e, keys::show(CF_LOG, key)),
+        })
+    }
+
+    fn decode_framed<T: DeserializeOwned>(&self, key: &[u8], value: &[u8], what: &'static str) -> Result<T> {
+        let payload = unframe(key, value).map_err(|r| self.corrupt(key, what, r))?;
+        postcard::from_bytes(payload).map_err(|e| self.corrupt(key, what, e.to_string()))
+    }
+
+    fn corrupt(&self, key: &[u8], what: &'static str, reason: String) -> StorageError {
+        StorageError::Corrupt {
+            what,
+            shard: self.group as u32,
+            key: keys::show(if what == "raft metadata" { CF_META } else { CF_LOG }, key),
+            reason,
+        }
+    }
+
+    fn rocks(&self, op: &'static str, key: &[u8], source: rocksdb::Error) -> StorageError {
+        StorageError::Rocks {
+            op,
+            group: self.group,
+            key: keys::show(CF_LOG, key),
+            source,
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for RaftLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, RaftStorageError> {
+        self.entries(range).map_err(|e| e.into_raft(ErrorVerb::Read))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RaftLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        self.log_state().map_err(|e| e.into_raft(ErrorVerb::Read))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), RaftStorageError> {
+        self.write_meta(META_VOTE, vote, true).map_err(|e| e.into_raft(ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, RaftStorageError> {
+        self.read_meta(META_VOTE).map_err(|e| e.into_raft(ErrorVerb::Read))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        // Not synced: a committed id lost in a crash only means fewer
+        // entries re-applied at start; openraft learns it again.
+        self.write_meta(META_COMMITTED, &committed, false)
+            .map_err(|e| e.into_raft(ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
+        Ok(self
+            .read_meta::<Option<LogId>>(META_COMMITTED)
+            .map_err(|e| e.into_raft(ErrorVerb::Read))?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        match self.append_entries(entries) {
+            Ok(_) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e.into_raft(ErrorVerb::Write))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        tracing::debug!(group = self.group, ?log_id, "truncate log");
+        self.truncate_from(log_id.index).map_err(|e| e.into_raft(ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        tracing::debug!(group = self.group, ?log_id, "purge log");
+        self.purge_upto(log_id).map_err(|e| e.into_raft(ErrorVerb::Delete))
+    }
+}

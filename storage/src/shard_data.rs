@@ -1,0 +1,317 @@
+//! The sans-IO core of a shard replica: the current state (what reads
+//! see), the state at each job's min clock ("base", design.md §3), and the
+//! batches in between. Commands go in; responses and checkpoint images to
+//! persist come out. The Raft state machine wraps it with I/O.
+
+use crate::error::Result;
+use crate::image::{encode_image, JobImage, ShardImage};
+use crate::types::ShardRequest;
+use crate::types::ShardResponse;
+use petuum_core::batch::UpdateBatch;
+use petuum_core::shard::ShardState;
+use petuum_core::types::{Clock, JobId, ShardId, TableId, TableSpec, WorkerId};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A consistent checkpoint part that applying produced and that must be
+/// persisted: the state of `job` on this shard at `clock` (every increment
+/// of clocks `<= clock` applied, none later).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointImage {
+    pub job: JobId,
+    pub clock: Clock,
+    /// An encoded [`ShardImage`] of the job's tables and clocks.
+    pub image: Vec<u8>,
+}
+
+/// I/O a command asks the wrapper to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Persist a shard checkpoint part.
+    Checkpoint(CheckpointImage),
+    /// Persist a worker blob of a checkpoint.
+    WorkerBlob {
+        job: JobId,
+        clock: Clock,
+        worker: WorkerId,
+        data: Vec<u8>,
+    },
+}
+
+/// The replica's state. See the module docs.
+#[derive(Clone, Debug)]
+pub struct ShardData {
+    current: ShardState,
+    base: ShardState,
+    tables: BTreeMap<TableId, TableSpec>,
+    jobs: BTreeMap<JobId, JobImage>,
+    /// Batches applied to `current` and not yet to `base`, by job and clock.
+    pending: BTreeMap<JobId, BTreeMap<Clock, Vec<UpdateBatch>>>,
+}
+
+impl ShardData {
+    pub fn new(shard: ShardId) -> Self {
+        ShardData {
+            current: ShardState::new(shard),
+            base: ShardState::new(shard),
+            tables: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.current.shard()
+    }
+
+    /// Every applied batch: what reads are served from.
+    pub fn current(&self) -> &ShardState {
+        &self.current
+    }
+
+    /// The state at each job's min clock.
+    pub fn base(&self) -> &ShardState {
+        &self.base
+    }
+
+    /// Tables defined on the shard.
+    pub fn tables(&self) -> impl Iterator<Item = &TableSpec> {
+        self.tables.values()
+    }
+
+    /// Jobs registered on the shard, with `clock` = the base (min) clock.
+    pub fn jobs(&self) -> impl Iterator<Item = &JobImage> {
+        self.jobs.values()
+    }
+
+    /// Batches held between the base and the current state, in the order a
+    /// restore applies them (job, clock, worker).
+    pub fn pending(&self) -> impl Iterator<Item = &UpdateBatch> {
+        self.pending.values().flat_map(|by_clock| by_clock.values().flatten())
+    }
+
+    /// Rebuilds a replica from a base image and its pending batches.
+    pub fn from_parts(base: &ShardImage, pending: Vec<UpdateBatch>) -> Result<Self> {
+        let mut d = ShardData::new(base.shard);
+        d.base = base.restore()?;
+        d.current = d.base.clone();
+        d.tables = base.tables.iter().map(|t| (t.id, t.clone())).collect();
+        d.jobs = base.jobs.iter().map(|j| (j.job, j.clone())).collect();
+        for b in pending {
+            let out = d.current.apply(b.clone()).map_err(|source| crate::StorageError::Restore {
+                what: "pending batch",
+                shard: base.shard,
+                source,
+            })?;
+            if !out.duplicate {
+                d.pending.entry(b.job).or_default().entry(b.clock).or_default().push(b);
+            }
+        }
+        Ok(d)
+    }
+
+    /// Encodes the base state (all jobs) as an image.
+    pub fn encode_base(&self) -> Result<Vec<u8>> {
+        encode_image(
+            &self.base,
+            self.tables.values().collect(),
+            self.jobs.values().cloned().collect(),
+        )
+    }
+
+    /// Applies one committed command.
+    pub fn apply(&mut self, req: ShardRequest) -> (ShardResponse, Vec<Effect>) {
+        let mut effects = Vec::new();
+        let resp = match req {
+            ShardRequest::CreateTable(spec) => match self.current.create_table(&spec) {
+                Ok(()) => {
+                    self.base.create_table(&spec).expect("base has the tables of current");
+                    self.tables.insert(spec.id, spec);
+                    ShardResponse::default()
+                }
+                Err(e) => ShardResponse::refused(e),
+            },
+            ShardRequest::RegisterJob {
+                job,
+                workers,
+                deterministic,
+                checkpoint_every,
+            } => {
+                if workers == 0 {
+                    return (ShardResponse::refused(format!("job {job} has no workers")), effects);
+                }
+                self.current.register_job(job, workers, deterministic);
+                self.base.register_job(job, workers, deterministic);
+                self.jobs.entry(job).or_insert(JobImage {
+                    job,
+                    workers,
+                    deterministic,
+                    checkpoint_every,
+                    requested: BTreeSet::new(),
+                    clock: 0,
+                });
+                ShardResponse::default()
+            }
+            ShardRequest::Load { table, row, value } => {
+                match self.current.load(table, row, value.clone()) {
+                    Ok(()) => {
+                        self.base.load(table, row, value).expect("base has the tables of current");
+                        ShardResponse::default()
+                    }
+                    Err(e) => ShardResponse::refused(e),
+                }
+            }
+            ShardRequest::Batch(batch) => self.apply_batch(batch, &mut effects),
+            ShardRequest::Checkpoint { job, clock } => self.request_checkpoint(job, clock, &mut effects),
+            ShardRequest::WorkerBlob {
+                job,
+                clock,
+                worker,
+                data,
+            } => {
+                effects.push(Effect::WorkerBlob {
+                    job,
+                    clock,
+                    worker,
+                    data,
+                });
+                ShardResponse::default()
+            }
+            ShardRequest::DropJob { job } => {
+                self.current.drop_job(job);
+                self.base.drop_job(job);
+                self.jobs.remove(&job);
+                self.pending.remove(&job);
+                self.tables.retain(|_, t| t.job != job);
+                ShardResponse::default()
+            }
+            // Needs the checkpoint store: the state machine handles it and
+            // calls `restore_job`.
+            ShardRequest::Restore { job, .. } => {
+                ShardResponse::refused(format!("restore of job {job} needs the checkpoint store"))
+            }
+        };
+        (resp, effects)
+    }
+
+    /// Replaces `job` (its tables, rows and clocks) with a checkpoint image.
+    pub fn restore_job(&mut self, job: JobId, image: &ShardImage) -> Result<()> {
+        // Build both states first so a bad image changes nothing.
+        let mut current = self.current.clone();
+        current.drop_job(job);
+        image.restore_into(&mut current)?;
+        let mut base = self.base.clone();
+        base.drop_job(job);
+        image.restore_into(&mut base)?;
+        self.current = current;
+        self.base = base;
+        self.pending.remove(&job);
+        self.tables.retain(|_, t| t.job != job);
+        for t in &image.tables {
+            self.tables.insert(t.id, t.clone());
+        }
+        self.jobs.remove(&job);
+        for j in &image.jobs {
+            self.jobs.insert(j.job, j.clone());
+        }
+        Ok(())
+    }
+
+    fn apply_batch(&mut self, batch: UpdateBatch, effects: &mut Vec<Effect>) -> ShardResponse {
+        let job = batch.job;
+        let out = match self.current.apply(batch.clone()) {
+            Ok(out) => out,
+            Err(e) => return ShardResponse::refused(e),
+        };
+        let mut resp = ShardResponse {
+            duplicate: out.duplicate,
+            min_clock: Some(out.min_clock_after),
+            ..Default::default()
+        };
+        if out.duplicate {
+            return resp;
+        }
+        self.pending
+            .entry(job)
+            .or_default()
+            .entry(batch.clock)
+            .or_default()
+            .push(batch);
+        self.advance_base(job, out.min_clock_after, effects, &mut resp);
+        resp
+    }
+
+    /// Feeds `base` every clock below `min_clock`, one clock at a time in
+    /// worker order, writing checkpoints as their clocks complete.
+    fn advance_base(&mut self, job: JobId, min_clock: Clock, effects: &mut Vec<Effect>, resp: &mut ShardResponse) {
+        let Some(meta) = self.jobs.get(&job) else { return };
+        let mut clock = meta.clock;
+        while clock < min_clock {
+            let mut batches = self
+                .pending
+                .get_mut(&job)
+                .and_then(|p| p.remove(&clock))
+                .unwrap_or_default();
+            batches.sort_by_key(|b| b.worker);
+            for b in batches {
+                if let Err(e) = self.base.apply(b) {
+                    // current accepted it, so base (at an older clock of
+                    // the same tables) must too.
+                    tracing::error!(shard = self.shard(), job, clock, error = %e, "base refused a batch");
+                    debug_assert!(false, "base refused a batch current applied: {e}");
+                }
+            }
+            clock += 1;
+            let meta = self.jobs.get_mut(&job).expect("checked above");
+            meta.clock = clock;
+            let done = clock - 1;
+            let periodic = meta.checkpoint_every > 0 && clock % meta.checkpoint_every == 0;
+            let asked = meta.requested.remove(&done);
+            if periodic || asked {
+                match self.checkpoint_image(job) {
+                    Ok(image) => {
+                        effects.push(Effect::Checkpoint(CheckpointImage { job, clock: done, image }));
+                        resp.checkpoints.push((job, done));
+                    }
+                    Err(e) => {
+                        tracing::error!(shard = self.shard(), job, clock = done, error = %e, "checkpoint encode failed")
+                    }
+                }
+            }
+        }
+    }
+
+    fn request_checkpoint(&mut self, job: JobId, clock: Clock, effects: &mut Vec<Effect>) -> ShardResponse {
+        let Some(meta) = self.jobs.get_mut(&job) else {
+            return ShardResponse::refused(format!("job {job} is not registered on shard {}", self.shard()));
+        };
+        // The state at `clock` exists while the base is at `clock + 1`.
+        let base = meta.clock;
+        if base > clock + 1 {
+            return ShardResponse::refused(format!(
+                "job {job}: checkpoint at clock {clock} asked after the min clock passed it (at {base})"
+            ));
+        }
+        if base < clock + 1 {
+            meta.requested.insert(clock);
+            return ShardResponse::default();
+        }
+        match self.checkpoint_image(job) {
+            Ok(image) => {
+                effects.push(Effect::Checkpoint(CheckpointImage { job, clock, image }));
+                ShardResponse {
+                    checkpoints: vec![(job, clock)],
+                    ..Default::default()
+                }
+            }
+            Err(e) => ShardResponse::refused(e),
+        }
+    }
+
+    /// The image of one job of the base state.
+    fn checkpoint_image(&self, job: JobId) -> Result<Vec<u8>> {
+        let tables = self.tables.values().filter(|t| t.job == job).collect();
+        let mut meta = self.jobs[&job].clone();
+        meta.requested.clear();
+        encode_image(&self.base, tables, vec![meta])
+    }
+}

@@ -1,0 +1,328 @@
+//! The Raft state machine of a shard group: [`ShardData`] plus I/O
+//! (checkpoints, snapshots) behind openraft's `RaftStateMachine`.
+//!
+//! The state lives in memory. What survives a restart is the group's last
+//! snapshot (stored in the `snapshot` column family, synced) and the Raft
+//! log after it, which openraft re-applies up to the committed index.
+
+use crate::checkpoint::CheckpointStore;
+use crate::db::NodeDb;
+use crate::error::{RaftStorageError, Result, StorageError};
+use crate::keys::{self, CF_SNAPSHOT};
+use crate::shard_data::{Effect, ShardData};
+use crate::snapshot::{self, SnapshotHeader};
+use crate::types::{Entry, LogId, ShardRequest, ShardResponse, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use parking_lot::RwLock;
+use petuum_core::shard::ShardState;
+use petuum_core::types::ShardId;
+use rocksdb::WriteBatch;
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// The applied state of a replica.
+#[derive(Debug)]
+pub struct Replica {
+    pub data: ShardData,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// Shared read access to a replica's state, for follower reads and tests
+/// (openraft owns the state machine itself).
+#[derive(Clone, Debug)]
+pub struct ShardHandle {
+    inner: Arc<RwLock<Replica>>,
+}
+
+impl ShardHandle {
+    /// Runs `f` on the current state (every applied batch).
+    pub fn with_current<R>(&self, f: impl FnOnce(&ShardState) -> R) -> R {
+        f(self.inner.read().data.current())
+    }
+
+    /// Runs `f` on the whole replica.
+    pub fn with_replica<R>(&self, f: impl FnOnce(&Replica) -> R) -> R {
+        f(&self.inner.read())
+    }
+
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.inner.read().last_applied
+    }
+}
+
+/// The state machine of one shard group.
+#[derive(Debug)]
+pub struct ShardStateMachine {
+    db: Arc<NodeDb>,
+    group: u64,
+    shard: ShardId,
+    checkpoints: CheckpointStore,
+    inner: Arc<RwLock<Replica>>,
+}
+
+impl ShardStateMachine {
+    /// Opens the state machine of `group` (holding `shard`), restoring its
+    /// last snapshot if one is stored. A stored snapshot that fails its
+    /// checks is an error: the node must not start from a damaged state.
+    pub fn open(db: Arc<NodeDb>, group: u64, shard: ShardId) -> Result<Self> {
+        assert!(group < u64::MAX, "group id u64::MAX is reserved");
+        let sm = ShardStateMachine {
+            checkpoints: CheckpointStore::new(db.clone()),
+            db,
+            group,
+            shard,
+            inner: Arc::new(RwLock::new(Replica {
+                data: ShardData::new(shard),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            })),
+        };
+        if let Some(bytes) = sm.stored_snapshot()? {
+            let (header, data) = snapshot::decode(&bytes, shard, &sm.snapshot_key())?;
+            tracing::info!(group, shard, last_applied = ?header.last_applied, "state restored from snapshot");
+            *sm.inner.write() = Replica {
+                data,
+                last_applied: header.last_applied,
+                membership: header.membership,
+            };
+        }
+        Ok(sm)
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    /// A read handle that stays valid after the machine moves into openraft.
+    pub fn handle(&self) -> ShardHandle {
+        ShardHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The node's checkpoint store.
+    pub fn checkpoints(&self) -> &CheckpointStore {
+        &self.checkpoints
+    }
+
+    /// Applies committed entries in order. Entries at or below the last
+    /// applied index (a replay after restart) change nothing.
+    pub fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<ShardResponse>> {
+        let mut out = Vec::new();
+        for entry in entries {
+            let mut effects = Vec::new();
+            let resp = {
+                let mut r = self.inner.write();
+                if r.last_applied.is_some_and(|l| l.index >= entry.log_id.index) {
+                    out.push(ShardResponse {
+                        duplicate: true,
+                        ..Default::default()
+                    });
+                    continue;
+                }
+                r.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => ShardResponse::default(),
+                    EntryPayload::Membership(m) => {
+                        r.membership = StoredMembership::new(Some(entry.log_id), m);
+                        ShardResponse::default()
+                    }
+                    EntryPayload::Normal(ShardRequest::Restore { job, clock }) => {
+                        // A replica that cannot load a checkpoint the group
+                        // agreed to restore would diverge: that is fatal.
+                        let image = self.checkpoints.load_shard(job, clock, self.shard)?;
+                        r.data.restore_job(job, &image)?;
+                        tracing::info!(shard = self.shard, job, clock, "job restored from checkpoint");
+                        ShardResponse::default()
+                    }
+                    EntryPayload::Normal(req) => {
+                        let (resp, fx) = r.data.apply(req);
+                        effects = fx;
+                        resp
+                    }
+                }
+            };
+            for fx in effects {
+                match fx {
+                    Effect::Checkpoint(c) => self.checkpoints.write_shard(c.job, c.clock, self.shard, &c.image)?,
+                    Effect::WorkerBlob {
+                        job,
+                        clock,
+                        worker,
+                        data,
+                    } => self.checkpoints.put_worker_blob(job, clock, worker, &data)?,
+                }
+            }
+            out.push(resp);
+        }
+        Ok(out)
+    }
+
+    /// Encodes a snapshot of the current state.
+    pub fn encode_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
+        let r = self.inner.read();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let snapshot_id = match r.last_applied {
+            Some(l) => format!("{}-{}-{}-{nanos}", self.group, l.leader_id, l.index),
+            None => format!("{}--{nanos}", self.group),
+        };
+        let header = SnapshotHeader {
+            shard: self.shard,
+            snapshot_id: snapshot_id.clone(),
+            last_applied: r.last_applied,
+            membership: r.membership.clone(),
+            clocks: snapshot::clocks_of(&r.data),
+        };
+        let bytes = snapshot::encode(&header, &r.data)?;
+        let meta = SnapshotMeta {
+            last_log_id: r.last_applied,
+            last_membership: r.membership.clone(),
+            snapshot_id,
+        };
+        Ok((meta, bytes))
+    }
+
+    /// Builds a snapshot and stores it as the group's current one (synced).
+    pub fn build_and_store_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
+        let (meta, bytes) = self.encode_snapshot()?;
+        self.store_snapshot(&bytes)?;
+        Ok((meta, bytes))
+    }
+
+    /// Checks a received snapshot completely, stores it, then replaces the
+    /// state. A corrupt, truncated or mismatched snapshot changes nothing.
+    pub fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<()> {
+        let key = self.snapshot_key();
+        let (header, data) = snapshot::decode(&bytes, self.shard, &key)?;
+        if header.last_applied != meta.last_log_id
+            || header.membership != meta.last_membership
+            || header.snapshot_id != meta.snapshot_id
+        {
+            return Err(StorageError::Corrupt {
+                what: "snapshot",
+                shard: self.shard,
+                key,
+                reason: format!(
+                    "contents ({:?}, {}) do not match the metadata sent with it ({:?}, {})",
+                    header.last_applied, header.snapshot_id, meta.last_log_id, meta.snapshot_id
+                ),
+            });
+        }
+        self.store_snapshot(&bytes)?;
+        *self.inner.write() = Replica {
+            data,
+            last_applied: header.last_applied,
+            membership: header.membership,
+        };
+        tracing::info!(group = self.group, shard = self.shard, last_applied = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    /// The stored snapshot's header and bytes, checked.
+    pub fn current_snapshot(&self) -> Result<Option<(SnapshotHeader, Vec<u8>)>> {
+        let Some(bytes) = self.stored_snapshot()? else {
+            return Ok(None);
+        };
+        let (header, _) = snapshot::decode_header(&bytes, self.shard, &self.snapshot_key())?;
+        Ok(Some((header, bytes)))
+    }
+
+    fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.db.put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), bytes);
+        self.db.write(batch, "store snapshot", self.group, &self.snapshot_key())
+    }
+
+    fn stored_snapshot(&self) -> Result<Option<Vec<u8>>> {
+        self.db
+            .get_blob(CF_SNAPSHOT, &keys::prefix(self.group), "snapshot", self.shard)
+    }
+
+    fn snapshot_key(&self) -> String {
+        keys::show(CF_SNAPSHOT, &keys::prefix(self.group))
+    }
+}
+
+/// Builds a snapshot prepared when openraft asked for the builder (so it is
+/// consistent with the applied state at that moment).
+pub struct ShardSnapshotBuilder {
+    prepared: Option<Result<(SnapshotMeta, Vec<u8>)>>,
+    db: Arc<NodeDb>,
+    group: u64,
+    shard: ShardId,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let prepared = self.prepared.take().unwrap_or_else(|| {
+            Err(StorageError::Config("snapshot builder used twice".into()))
+        });
+        let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        let mut batch = WriteBatch::default();
+        self.db.put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), &bytes);
+        self.db
+            .write(batch, "store snapshot", self.group, &keys::show(CF_SNAPSHOT, &keys::prefix(self.group)))
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ShardStateMachine {
+    type SnapshotBuilder = ShardSnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        let r = self.inner.read();
+        Ok((r.last_applied, r.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardResponse>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.apply_entries(entries).map_err(|e| e.into_raft(ErrorVerb::Write))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        ShardSnapshotBuilder {
+            prepared: Some(self.encode_snapshot()),
+            db: self.db.clone(),
+            group: self.group,
+            shard: self.shard,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), RaftStorageError> {
+        self.install(meta, snapshot.into_inner())
+            .map_err(|e| e.into_raft(ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let cur = self.current_snapshot().map_err(|e| e.into_raft(ErrorVerb::Read))?;
+        Ok(cur.map(|(h, bytes)| Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: h.last_applied,
+                last_membership: h.membership,
+                snapshot_id: h.snapshot_id,
+            },
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
