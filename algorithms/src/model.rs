@@ -6,8 +6,8 @@
 //! Metadata keys every model has: `format` = `petuum-model`,
 //! `format_version` = `1`, `algorithm`; the rest are per algorithm.
 
-use safetensors::tensor::{Dtype, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use safetensors::tensor::Dtype;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -64,7 +64,10 @@ impl ModelFile {
     }
 
     pub fn algorithm(&self) -> &str {
-        self.metadata.get("algorithm").map(String::as_str).unwrap_or("")
+        self.metadata
+            .get("algorithm")
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn set(&mut self, key: &str, value: impl ToString) {
@@ -72,15 +75,21 @@ impl ModelFile {
     }
 
     pub fn add_tensor(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
-        assert_eq!(shape.iter().product::<usize>(), data.len(), "tensor {name} shape");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            data.len(),
+            "tensor {name} shape"
+        );
         self.tensors.insert(name.into(), Tensor { shape, data });
     }
 
     pub fn tensor(&self, name: &str) -> Result<&Tensor, ModelError> {
-        self.tensors.get(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.path.clone(),
-            name: name.into(),
-        })
+        self.tensors
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.path.clone(),
+                name: name.into(),
+            })
     }
 
     /// A metadata value parsed as `T`.
@@ -100,37 +109,50 @@ impl ModelFile {
         })
     }
 
+    /// The file's bytes. Deterministic: tensors and metadata in name order,
+    /// so the same model always gives the same bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // safetensors layout: u64 LE header size, JSON header padded with
+        // spaces to a multiple of 8, then the tensors' little-endian data.
+        let mut header = serde_json::Map::new();
+        let mut offset = 0usize;
+        for (name, t) in &self.tensors {
+            let len = t.data.len() * 4;
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + len]}),
+            );
+            offset += len;
+        }
+        let meta: serde_json::Map<String, serde_json::Value> = self
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+        // serde_json's Map is a BTreeMap here (no preserve_order): sorted keys.
+        let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
+        while json.len() % 8 != 0 {
+            json.push(b' ');
+        }
+        let mut out = Vec::with_capacity(8 + json.len() + offset);
+        out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+        out.extend_from_slice(&json);
+        for t in self.tensors.values() {
+            for x in &t.data {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        out
+    }
+
     /// Writes the model atomically (temp file, fsync, rename). Returns its size.
     pub fn save(&self, path: &Path) -> Result<u64, ModelError> {
         let io = |source| ModelError::Io {
             path: path.to_path_buf(),
             source,
         };
-        let bytes_of: Vec<(String, Vec<u8>, Vec<usize>)> = self
-            .tensors
-            .iter()
-            .map(|(n, t)| {
-                let mut b = Vec::with_capacity(t.data.len() * 4);
-                for x in &t.data {
-                    b.extend_from_slice(&x.to_le_bytes());
-                }
-                (n.clone(), b, t.shape.clone())
-            })
-            .collect();
-        let views: Vec<(String, TensorView<'_>)> = bytes_of
-            .iter()
-            .map(|(n, b, s)| {
-                (
-                    n.clone(),
-                    TensorView::new(Dtype::F32, s.clone(), b).expect("consistent tensor"),
-                )
-            })
-            .collect();
-        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        let bytes = safetensors::serialize(views, &Some(meta)).map_err(|e| ModelError::Format {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let bytes = self.to_bytes();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
@@ -154,7 +176,8 @@ impl ModelFile {
             path: path.to_path_buf(),
             reason,
         };
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| fmt(e.to_string()))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| fmt(e.to_string()))?;
         let metadata: BTreeMap<String, String> = header
             .metadata()
             .clone()
@@ -162,17 +185,24 @@ impl ModelFile {
             .into_iter()
             .collect();
         if metadata.get("format").map(String::as_str) != Some(FORMAT) {
-            return Err(fmt("missing `format = petuum-model` in the safetensors metadata".into()));
+            return Err(fmt(
+                "missing `format = petuum-model` in the safetensors metadata".into(),
+            ));
         }
         let version = metadata.get("format_version").cloned().unwrap_or_default();
         if version != FORMAT_VERSION {
-            return Err(fmt(format!("format_version `{version}` is not supported (this build reads {FORMAT_VERSION})")));
+            return Err(fmt(format!(
+                "format_version `{version}` is not supported (this build reads {FORMAT_VERSION})"
+            )));
         }
         let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| fmt(e.to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             if view.dtype() != Dtype::F32 {
-                return Err(fmt(format!("tensor `{name}` has dtype {:?}, expected F32", view.dtype())));
+                return Err(fmt(format!(
+                    "tensor `{name}` has dtype {:?}, expected F32",
+                    view.dtype()
+                )));
             }
             let data = view
                 .data()
@@ -207,6 +237,11 @@ mod tests {
         m.set("classes", 3);
         m.add_tensor("w", vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
         m.save(&p).unwrap();
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            m.to_bytes(),
+            "same model, same bytes"
+        );
         let back = ModelFile::load(&p).unwrap();
         assert_eq!(back.tensors, m.tensors);
         assert_eq!(back.meta::<u32>("classes").unwrap(), 3);

@@ -21,7 +21,9 @@ pub enum BuildError {
 /// Canonical name of an algorithm (accepts aliases).
 pub fn canonical(name: &str) -> Option<&'static str> {
     match name {
-        "multiclass_lr" | "softmax" | "mlr" | "multiclass_logistic_regression" => Some(softmax::NAME),
+        "multiclass_lr" | "softmax" | "mlr" | "multiclass_logistic_regression" => {
+            Some(softmax::NAME)
+        }
         _ => None,
     }
 }
@@ -30,7 +32,11 @@ fn algorithm_of(spec: &JobSpec) -> Result<&'static str, SpecError> {
     canonical(&spec.algorithm).ok_or_else(|| {
         SpecError::invalid(
             "algorithm",
-            format!("unknown algorithm `{}` (known: {})", spec.algorithm, ALGORITHMS.join(", ")),
+            format!(
+                "unknown algorithm `{}` (known: {})",
+                spec.algorithm,
+                ALGORITHMS.join(", ")
+            ),
         )
     })
 }
@@ -46,7 +52,12 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             if !matches!(spec.data.format, DataFormat::Idx) {
                 return Err(SpecError::invalid(
                     "data.format",
-                    format!("{:?} is not supported by {} yet (use idx)", spec.data.format, softmax::NAME).to_lowercase(),
+                    format!(
+                        "{:?} is not supported by {} yet (use idx)",
+                        spec.data.format,
+                        softmax::NAME
+                    )
+                    .to_lowercase(),
                 ));
             }
             Ok(())
@@ -88,7 +99,11 @@ fn load_labelled(spec: &JobSpec) -> Result<(Dataset, Option<Dataset>), BuildErro
         if t.dim() != train.dim() {
             return Err(SpecError::invalid(
                 "data.test",
-                format!("test samples have {} features, training samples {}", t.dim(), train.dim()),
+                format!(
+                    "test samples have {} features, training samples {}",
+                    t.dim(),
+                    train.dim()
+                ),
             )
             .into());
         }

@@ -104,11 +104,13 @@ impl<'a> TableReader<'a> {
             min_clock: None,
             own_clock: 0,
         })?;
-        T::from_any(&snap.row).cloned().ok_or(TableError::WrongType {
-            table: spec.id,
-            expected: spec.elem,
-            found: T::TYPE,
-        })
+        T::from_any(&snap.row)
+            .cloned()
+            .ok_or(TableError::WrongType {
+                table: spec.id,
+                expected: spec.elem,
+                found: T::TYPE,
+            })
     }
 
     /// Row ids written so far in a table.
@@ -138,7 +140,8 @@ impl<'a> TableLoader<'a> {
                 found: T::TYPE,
             });
         }
-        let rows: Vec<(RowId, AnyRow)> = rows.into_iter().map(|(r, v)| (r, T::into_any(v))).collect();
+        let rows: Vec<(RowId, AnyRow)> =
+            rows.into_iter().map(|(r, v)| (r, T::into_any(v))).collect();
         self.reader.service.load(spec.id, rows)
     }
 }

@@ -74,9 +74,18 @@ mod tests {
     #[test]
     fn required_min_clock_follows_the_definition() {
         assert_eq!(Consistency::Bsp.required_min_clock(5), Some(5));
-        assert_eq!(Consistency::Ssp { staleness: 3 }.required_min_clock(5), Some(2));
-        assert_eq!(Consistency::Ssp { staleness: 3 }.required_min_clock(1), Some(0));
-        assert_eq!(Consistency::Essp { staleness: 1 }.required_min_clock(4), Some(3));
+        assert_eq!(
+            Consistency::Ssp { staleness: 3 }.required_min_clock(5),
+            Some(2)
+        );
+        assert_eq!(
+            Consistency::Ssp { staleness: 3 }.required_min_clock(1),
+            Some(0)
+        );
+        assert_eq!(
+            Consistency::Essp { staleness: 1 }.required_min_clock(4),
+            Some(3)
+        );
         assert_eq!(Consistency::Async.required_min_clock(9), None);
     }
 }

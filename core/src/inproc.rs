@@ -41,10 +41,12 @@ impl InProcShards {
     }
 
     fn cell(&self, shard: ShardId) -> Result<&ShardCell, TableError> {
-        self.shards.get(shard as usize).ok_or(TableError::NoSuchShard {
-            shard,
-            shards: self.shards.len() as u32,
-        })
+        self.shards
+            .get(shard as usize)
+            .ok_or(TableError::NoSuchShard {
+                shard,
+                shards: self.shards.len() as u32,
+            })
     }
 
     fn check_aborted(&self, job: JobId) -> Result<(), TableError> {
@@ -110,7 +112,12 @@ impl ShardService for InProcShards {
         Ok(())
     }
 
-    fn register_job(&self, job: JobId, workers: u32, deterministic: bool) -> Result<(), TableError> {
+    fn register_job(
+        &self,
+        job: JobId,
+        workers: u32,
+        deterministic: bool,
+    ) -> Result<(), TableError> {
         self.aborted.lock().remove(&job);
         for cell in &self.shards {
             cell.state.lock().register_job(job, workers, deterministic);
@@ -154,11 +161,15 @@ impl ShardService for InProcShards {
             let clocks = st.job(req.job)?;
             let min_clock = clocks.min_clock();
             let applied = clocks.applied();
-            let own = applied.get(req.worker as usize).copied().ok_or(TableError::NoSuchWorker {
-                job: req.job,
-                worker: req.worker,
-                workers: clocks.workers(),
-            })?;
+            let own =
+                applied
+                    .get(req.worker as usize)
+                    .copied()
+                    .ok_or(TableError::NoSuchWorker {
+                        job: req.job,
+                        worker: req.worker,
+                        workers: clocks.workers(),
+                    })?;
             if req.min_clock.is_none_or(|m| min_clock >= m) && own >= req.own_clock {
                 return Ok(RowSnapshot {
                     row: Arc::new(st.read(req.table, req.row)?),

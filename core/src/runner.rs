@@ -2,7 +2,9 @@
 //! looping `step` then `clock`, with per-clock progress aggregated over
 //! workers and reported to a sink.
 
-use crate::algorithm::{AlgoWorker, Algorithm, BoxError, ModelSummary, TableDecl, TableLoader, TableReader};
+use crate::algorithm::{
+    AlgoWorker, Algorithm, BoxError, ModelSummary, TableDecl, TableLoader, TableReader,
+};
 use crate::consistency::Consistency;
 use crate::error::TableError;
 use crate::types::{Clock, JobId, TableId, TableSpec, WorkerId};
@@ -283,12 +285,20 @@ fn run_worker(
         let mut rng = step_rng(cfg.seed, w, c);
         let stats = algo_worker
             .step(ctx, &mut rng)
-            .map_err(|source| JobError::Worker { worker: w, clock: c, source })?;
+            .map_err(|source| JobError::Worker {
+                worker: w,
+                clock: c,
+                source,
+            })?;
         if !stats.objective.is_finite() {
             return Err(JobError::Worker {
                 worker: w,
                 clock: c,
-                source: format!("objective is {} (diverged; lower the learning rate)", stats.objective).into(),
+                source: format!(
+                    "objective is {} (diverged; lower the learning rate)",
+                    stats.objective
+                )
+                .into(),
             });
         }
         ctx.clock().map_err(|e| JobError::Worker {

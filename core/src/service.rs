@@ -52,7 +52,8 @@ pub trait ShardService: Send + Sync {
     fn create_table(&self, spec: &TableSpec) -> Result<(), TableError>;
 
     /// Registers a job's workers on every shard.
-    fn register_job(&self, job: JobId, workers: u32, deterministic: bool) -> Result<(), TableError>;
+    fn register_job(&self, job: JobId, workers: u32, deterministic: bool)
+        -> Result<(), TableError>;
 
     /// Sets initial row values before workers start (bulk load).
     fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError>;

@@ -373,7 +373,10 @@ mod tests {
         ));
         let out = s.apply(batch(1, 0, 2.0)).unwrap();
         assert_eq!((out.min_clock_before, out.min_clock_after), (0, 1));
-        assert_eq!(s.read(1, 0).unwrap(), AnyRow::F64(Row::Dense(vec![3.0, 0.0])));
+        assert_eq!(
+            s.read(1, 0).unwrap(),
+            AnyRow::F64(Row::Dense(vec![3.0, 0.0]))
+        );
     }
 
     #[test]
@@ -385,7 +388,10 @@ mod tests {
         // (1e16 + 1) + 1 = 1e16 (each +1 rounds away); in worker order it is
         // (1 + 1) + 1e16 = 1e16 + 2 exactly.
         s.apply(batch(2, 0, 1e16)).unwrap();
-        assert_eq!(s.read(1, 0).unwrap(), AnyRow::F64(Row::Dense(vec![0.0, 0.0])));
+        assert_eq!(
+            s.read(1, 0).unwrap(),
+            AnyRow::F64(Row::Dense(vec![0.0, 0.0]))
+        );
         s.apply(batch(0, 0, 1.0)).unwrap();
         assert_eq!(s.job(7).unwrap().min_clock(), 0);
         s.apply(batch(1, 0, 1.0)).unwrap();

@@ -210,7 +210,7 @@ impl JobSpec {
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = normalize(&base.join(&*p));
             }
         };
         fix(&mut self.data.train);
@@ -348,6 +348,27 @@ impl JobSpec {
     }
 }
 
+/// Removes `.` and `dir/..` pairs without touching the file system, so
+/// paths in messages read as the user would write them.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component<'_>> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    if out.is_empty() {
+        PathBuf::from(".")
+    } else {
+        out.iter().collect()
+    }
+}
+
 fn check_file(field: &str, p: &Path) -> Result<(), SpecError> {
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() => Ok(()),
@@ -392,6 +413,17 @@ mod tests {
     }
 
     #[test]
+    fn relative_paths_resolve_against_the_spec_dir() {
+        let mut s = JobSpec::parse(&base(), "t.toml").unwrap();
+        s.model.path = PathBuf::from("../../models/m.safetensors");
+        s.resolve_paths(Path::new("examples/jobs"));
+        assert_eq!(s.model.path, PathBuf::from("models/m.safetensors"));
+        s.model.path = PathBuf::from("./m");
+        s.resolve_paths(Path::new("/a/b"));
+        assert_eq!(s.model.path, PathBuf::from("/a/b/m"));
+    }
+
+    #[test]
     fn valid_spec_passes() {
         let s = JobSpec::parse(&base(), "t.toml").unwrap();
         s.validate().unwrap();
@@ -421,7 +453,10 @@ mod tests {
             &std::env::current_exe().unwrap().display().to_string(),
             "/nonexistent/x.libsvm",
         );
-        let e = JobSpec::parse(&text, "t.toml").unwrap().validate().unwrap_err();
+        let e = JobSpec::parse(&text, "t.toml")
+            .unwrap()
+            .validate()
+            .unwrap_err();
         assert!(e.to_string().contains("data.train"), "{e}");
         assert!(e.to_string().contains("/nonexistent/x.libsvm"), "{e}");
     }

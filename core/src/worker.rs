@@ -237,7 +237,13 @@ impl WorkerCtx {
     }
 
     /// Adds `delta` to one value.
-    pub fn inc<T: Elem>(&mut self, t: Table<T>, row: RowId, col: u32, delta: T) -> Result<(), TableError> {
+    pub fn inc<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        row: RowId,
+        col: u32,
+        delta: T,
+    ) -> Result<(), TableError> {
         if col >= t.columns {
             return Err(TableError::ColumnOutOfRange {
                 table: t.id,
@@ -252,7 +258,12 @@ impl WorkerCtx {
     }
 
     /// Adds a full dense vector to a row.
-    pub fn batch_inc<T: Elem>(&mut self, t: Table<T>, row: RowId, delta: &[T]) -> Result<(), TableError> {
+    pub fn batch_inc<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        row: RowId,
+        delta: &[T],
+    ) -> Result<(), TableError> {
         if delta.len() != t.columns as usize {
             return Err(TableError::WidthMismatch {
                 table: t.id,
@@ -392,7 +403,13 @@ impl WorkerCtx {
         Ok(entry)
     }
 
-    fn overlay_own<T: Elem>(&self, table: TableId, row: RowId, entry: &CacheEntry, out: &mut Row<T>) {
+    fn overlay_own<T: Elem>(
+        &self,
+        table: TableId,
+        row: RowId,
+        entry: &CacheEntry,
+        out: &mut Row<T>,
+    ) {
         let own = self.own_applied(entry);
         for (c, log) in &self.history {
             if *c >= own {

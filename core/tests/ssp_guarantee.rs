@@ -46,7 +46,10 @@ fn setup(workers: u32, shards: u32) -> (Arc<InProcShards>, Arc<Node>, TableSpec)
 /// Number of whole clocks `k` with `k (k + 1) / 2 == v`, if `v` is triangular.
 fn clocks_in(v: i64) -> Option<u64> {
     let k = (((8 * v + 1) as f64).sqrt() as i64 - 1) / 2;
-    (0..=2).map(|d| k - 1 + d).find(|&k| k >= 0 && k * (k + 1) / 2 == v).map(|k| k as u64)
+    (0..=2)
+        .map(|d| k - 1 + d)
+        .find(|&k| k >= 0 && k * (k + 1) / 2 == v)
+        .map(|k| k as u64)
 }
 
 /// Runs the counter workload and checks every read. Returns the number of
@@ -139,14 +142,31 @@ proptest! {
 fn blocks_exactly_when_it_must(consistency: Consistency) {
     let (_svc, node, spec) = setup(2, 2);
     let s = consistency.staleness().unwrap_or(u32::MAX) as u64;
-    let mut slow = WorkerCtx::new(node.clone(), JOB, 1, 2, consistency, std::slice::from_ref(&spec), 0);
+    let mut slow = WorkerCtx::new(
+        node.clone(),
+        JOB,
+        1,
+        2,
+        consistency,
+        std::slice::from_ref(&spec),
+        0,
+    );
     let ts = slow.table::<i64>("counters").unwrap();
     slow.inc(ts, 0, 1, 5).unwrap();
     let returned_at: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::new()));
-    let stop_after = if consistency.staleness().is_some() { s + 1 } else { 6 };
+    let stop_after = if consistency.staleness().is_some() {
+        s + 1
+    } else {
+        6
+    };
     let done = Arc::new(AtomicBool::new(false));
     let fast = {
-        let (node, spec, returned_at, done) = (node.clone(), spec.clone(), returned_at.clone(), done.clone());
+        let (node, spec, returned_at, done) = (
+            node.clone(),
+            spec.clone(),
+            returned_at.clone(),
+            done.clone(),
+        );
         std::thread::spawn(move || {
             let mut ctx = WorkerCtx::new(node, JOB, 0, 2, consistency, &[spec], 0);
             let t = ctx.table::<i64>("counters").unwrap();
@@ -155,7 +175,14 @@ fn blocks_exactly_when_it_must(consistency: Consistency) {
                 returned_at.lock().push(c);
                 if c == stop_after {
                     // This read happened after worker 1's first clock.
-                    assert_eq!(row.value(1), if consistency.staleness().is_some() { 5 } else { row.value(1) });
+                    assert_eq!(
+                        row.value(1),
+                        if consistency.staleness().is_some() {
+                            5
+                        } else {
+                            row.value(1)
+                        }
+                    );
                 }
                 ctx.inc(t, 0, 0, 1).unwrap();
                 ctx.clock().unwrap();
@@ -171,7 +198,11 @@ fn blocks_exactly_when_it_must(consistency: Consistency) {
         assert!(!done.load(Ordering::SeqCst));
         slow.clock().unwrap();
     } else {
-        assert_eq!(seen, (0..=stop_after).collect::<Vec<_>>(), "async must never block");
+        assert_eq!(
+            seen,
+            (0..=stop_after).collect::<Vec<_>>(),
+            "async must never block"
+        );
     }
     fast.join().unwrap();
     assert!(done.load(Ordering::SeqCst));
@@ -212,7 +243,10 @@ fn essp_pushes_fresh_rows_into_the_cache() {
     b.inc(tb, 0, 1, 1).unwrap();
     a.clock().unwrap();
     b.clock().unwrap();
-    assert!(node.cache().stats().pushes > before.pushes, "min clock advanced but nothing was pushed");
+    assert!(
+        node.cache().stats().pushes > before.pushes,
+        "min clock advanced but nothing was pushed"
+    );
     // The read at clock 1 is served from the pushed copy, without a fetch.
     let fetches = a.stats().fetches;
     assert_eq!(a.get(ta, 0).unwrap().to_dense(2), vec![1, 1]);
@@ -225,7 +259,11 @@ fn deterministic_mode_gives_identical_float_sums_across_runs() {
     // mode the f32 totals must be bit-identical.
     let run = |seed: u64| -> Vec<u32> {
         let svc = Arc::new(InProcShards::new(3));
-        let spec = TableSpec { elem: ElemType::F32, columns: 4, ..table(4) };
+        let spec = TableSpec {
+            elem: ElemType::F32,
+            columns: 4,
+            ..table(4)
+        };
         svc.create_table(&spec).unwrap();
         svc.register_job(JOB, 4, true).unwrap();
         let node = Node::new(svc.clone(), 1024);
@@ -245,10 +283,19 @@ fn deterministic_mode_gives_identical_float_sums_across_runs() {
                 });
             }
         });
-        let snap = svc.fetch(&petuum_core::service::FetchRequest {
-            job: JOB, table: 1, row: 0, worker: 0, min_clock: None, own_clock: 0,
-        }).unwrap();
-        let petuum_core::AnyRow::F32(petuum_core::Row::Dense(v)) = &*snap.row else { panic!() };
+        let snap = svc
+            .fetch(&petuum_core::service::FetchRequest {
+                job: JOB,
+                table: 1,
+                row: 0,
+                worker: 0,
+                min_clock: None,
+                own_clock: 0,
+            })
+            .unwrap();
+        let petuum_core::AnyRow::F32(petuum_core::Row::Dense(v)) = &*snap.row else {
+            panic!()
+        };
         v.iter().map(|x| x.to_bits()).collect()
     };
     let first = run(1);

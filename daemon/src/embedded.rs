@@ -87,7 +87,12 @@ impl ProgressSink for Reporter {
 }
 
 /// `petuumd run`.
-pub fn run(job_path: &Path, data_dir: &Path, json_out: bool, workers: Option<u32>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    job_path: &Path,
+    data_dir: &Path,
+    json_out: bool,
+    workers: Option<u32>,
+) -> anyhow::Result<ExitCode> {
     let mut spec = JobSpec::from_file(job_path)?;
     if let Some(w) = workers {
         spec.run.workers = w;
@@ -116,9 +121,11 @@ pub fn run(job_path: &Path, data_dir: &Path, json_out: bool, workers: Option<u32
     let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(cfg.clocks);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} clock {pos}/{len} [{bar:30}] {msg} ({elapsed}, eta {eta})")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} clock {pos}/{len} [{bar:30}] {msg} ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         bar
     });
@@ -139,7 +146,14 @@ pub fn run(job_path: &Path, data_dir: &Path, json_out: bool, workers: Option<u32
         );
     }
     let cancel = AtomicBool::new(false);
-    let result = run_job(&node, algo.as_ref(), &cfg, &spec.model.path, &reporter, &cancel);
+    let result = run_job(
+        &node,
+        algo.as_ref(),
+        &cfg,
+        &spec.model.path,
+        &reporter,
+        &cancel,
+    );
     if let Some(bar) = &reporter.bar {
         bar.finish();
     }
@@ -183,7 +197,10 @@ pub fn run(job_path: &Path, data_dir: &Path, json_out: bool, workers: Option<u32
             )
         }
     };
-    std::fs::write(job_dir.join("result.json"), serde_json::to_vec_pretty(&final_line)?)?;
+    std::fs::write(
+        job_dir.join("result.json"),
+        serde_json::to_vec_pretty(&final_line)?,
+    )?;
     tracing::info!(state, "job finished");
     if json_out {
         println!("{final_line}");

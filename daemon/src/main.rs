@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "petuumd", version, about = "petuum daemon: distributed ML on Bosen tables")]
+#[command(
+    name = "petuumd",
+    version,
+    about = "petuum daemon: distributed ML on Bosen tables"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -88,7 +92,12 @@ fn init_tracing() {
         .init();
 }
 
-fn eval(model: &std::path::Path, data: &std::path::Path, labels: Option<&std::path::Path>, json: bool) -> anyhow::Result<ExitCode> {
+fn eval(
+    model: &std::path::Path,
+    data: &std::path::Path,
+    labels: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let report = petuum_algorithms::eval::evaluate(model, data, labels)
         .with_context(|| format!("evaluating {}", model.display()))?;
     if json {
@@ -113,6 +122,12 @@ fn eval(model: &std::path::Path, data: &std::path::Path, labels: Option<&std::pa
 fn validate(job: &std::path::Path) -> anyhow::Result<ExitCode> {
     let spec = petuum_core::spec::JobSpec::from_file(job)?;
     petuum_algorithms::validate(&spec)?;
-    println!("{}: ok ({} with {} workers, {})", job.display(), spec.algorithm, spec.run.workers, spec.consistency().name());
+    println!(
+        "{}: ok ({} with {} workers, {})",
+        job.display(),
+        spec.algorithm,
+        spec.run.workers,
+        spec.consistency().name()
+    );
     Ok(ExitCode::SUCCESS)
 }

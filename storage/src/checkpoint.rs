@@ -39,7 +39,13 @@ impl CheckpointStore {
 
     /// Persists a shard's encoded image of `job` at `clock` (synced), then
     /// deletes the job's checkpoints beyond the newest `keep_checkpoints`.
-    pub fn write_shard(&self, job: JobId, clock: Clock, shard: ShardId, image: &[u8]) -> Result<()> {
+    pub fn write_shard(
+        &self,
+        job: JobId,
+        clock: Clock,
+        shard: ShardId,
+        image: &[u8],
+    ) -> Result<()> {
         let mut value = Vec::with_capacity(HEADER_BYTES + image.len());
         value.extend_from_slice(&CHECKPOINT_MAGIC);
         value.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
@@ -50,9 +56,19 @@ impl CheckpointStore {
         let part = keys::checkpoint_shard(job, clock, shard);
         let mut batch = WriteBatch::default();
         self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, &value);
-        self.db
-            .write(batch, "write checkpoint", shard as u64, &keys::show(CF_CHECKPOINT, &part))?;
-        tracing::info!(job, clock, shard, bytes = value.len(), "checkpoint part written");
+        self.db.write(
+            batch,
+            "write checkpoint",
+            shard as u64,
+            &keys::show(CF_CHECKPOINT, &part),
+        )?;
+        tracing::info!(
+            job,
+            clock,
+            shard,
+            bytes = value.len(),
+            "checkpoint part written"
+        );
         self.prune(job, self.db.config().keep_checkpoints)?;
         Ok(())
     }
@@ -92,8 +108,8 @@ impl CheckpointStore {
                 "header names shard {h_shard} job {h_job} clock {h_clock}"
             )));
         }
-        let image: ShardImage =
-            postcard::from_bytes(&value[HEADER_BYTES..]).map_err(|e| corrupt(format!("image: {e}")))?;
+        let image: ShardImage = postcard::from_bytes(&value[HEADER_BYTES..])
+            .map_err(|e| corrupt(format!("image: {e}")))?;
         if image.shard != shard {
             return Err(corrupt(format!("image of shard {}", image.shard)));
         }
@@ -101,19 +117,35 @@ impl CheckpointStore {
     }
 
     /// Persists a worker's local state for the checkpoint of `job` at `clock`.
-    pub fn put_worker_blob(&self, job: JobId, clock: Clock, worker: WorkerId, data: &[u8]) -> Result<()> {
+    pub fn put_worker_blob(
+        &self,
+        job: JobId,
+        clock: Clock,
+        worker: WorkerId,
+        data: &[u8],
+    ) -> Result<()> {
         let part = keys::checkpoint_worker(job, clock, worker);
         let mut batch = WriteBatch::default();
         self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, data);
-        self.db
-            .write(batch, "write worker blob", job, &keys::show(CF_CHECKPOINT, &part))
+        self.db.write(
+            batch,
+            "write worker blob",
+            job,
+            &keys::show(CF_CHECKPOINT, &part),
+        )
     }
 
-    /// Loads a worker's local state, if stored. Errors name the worker's id
-    /// in the `shard` field's place is not meaningful; the key says which.
-    pub fn load_worker_blob(&self, job: JobId, clock: Clock, worker: WorkerId) -> Result<Option<Vec<u8>>> {
+    /// Loads a worker's local state, if stored. In errors the `shard` field
+    /// holds the worker id; the key names the part exactly.
+    pub fn load_worker_blob(
+        &self,
+        job: JobId,
+        clock: Clock,
+        worker: WorkerId,
+    ) -> Result<Option<Vec<u8>>> {
         let part = keys::checkpoint_worker(job, clock, worker);
-        self.db.get_blob(CF_CHECKPOINT, &part, "worker blob", worker)
+        self.db
+            .get_blob(CF_CHECKPOINT, &part, "worker blob", worker)
     }
 
     /// Checkpoints of `job` present on this node, oldest first.
@@ -184,8 +216,12 @@ impl CheckpointStore {
             keys::checkpoint_prefix(job, 0),
             keys::checkpoint_prefix(job, cut),
         );
-        self.db
-            .write(batch, "prune checkpoints", job, &keys::show(CF_CHECKPOINT, &keys::prefix(job)))?;
+        self.db.write(
+            batch,
+            "prune checkpoints",
+            job,
+            &keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+        )?;
         let deleted: Vec<Clock> = clocks.into_iter().filter(|&c| c < cut).collect();
         tracing::debug!(job, ?deleted, "old checkpoints deleted");
         Ok(deleted)

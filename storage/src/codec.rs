@@ -31,7 +31,10 @@ pub fn frame(key: &[u8], mut payload: Vec<u8>) -> Vec<u8> {
 /// Checks and strips the checksum of a value read under `key`.
 pub fn unframe<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], String> {
     if value.len() < 4 {
-        return Err(format!("value of {} bytes is shorter than its checksum", value.len()));
+        return Err(format!(
+            "value of {} bytes is shorter than its checksum",
+            value.len()
+        ));
     }
     let (payload, tail) = value.split_at(value.len() - 4);
     let stored = u32::from_le_bytes(tail.try_into().expect("4 bytes"));
@@ -76,14 +79,19 @@ impl BlobHeader {
 
     pub fn decode(b: &[u8]) -> Result<Self, String> {
         if b.len() != BLOB_HEADER_BYTES {
-            return Err(format!("blob header of {} bytes, expected {BLOB_HEADER_BYTES}", b.len()));
+            return Err(format!(
+                "blob header of {} bytes, expected {BLOB_HEADER_BYTES}",
+                b.len()
+            ));
         }
         if b[..4] != BLOB_MAGIC {
             return Err("bad blob magic".into());
         }
         let version = u16::from_le_bytes([b[4], b[5]]);
         if version != BLOB_VERSION {
-            return Err(format!("blob format version {version}, this build reads {BLOB_VERSION}"));
+            return Err(format!(
+                "blob format version {version}, this build reads {BLOB_VERSION}"
+            ));
         }
         let h = BlobHeader {
             chunks: u32::from_le_bytes(b[6..10].try_into().expect("4")),
@@ -91,7 +99,10 @@ impl BlobHeader {
             crc: u32::from_le_bytes(b[18..22].try_into().expect("4")),
         };
         if h.total_len.div_ceil(CHUNK_BYTES as u64) != h.chunks as u64 {
-            return Err(format!("{} chunks cannot hold {} bytes", h.chunks, h.total_len));
+            return Err(format!(
+                "{} chunks cannot hold {} bytes",
+                h.chunks, h.total_len
+            ));
         }
         Ok(h)
     }
@@ -118,7 +129,10 @@ mod tests {
         assert!(unframe(b"k1", &flipped).unwrap_err().contains("checksum"));
         assert!(unframe(b"k1", &v[..v.len() - 1]).is_err());
         assert!(unframe(b"k1", &v[..2]).is_err());
-        assert!(unframe(b"k2", &v).is_err(), "a value under another key must fail");
+        assert!(
+            unframe(b"k2", &v).is_err(),
+            "a value under another key must fail"
+        );
     }
 
     #[test]

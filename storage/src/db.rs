@@ -38,7 +38,9 @@ impl StorageConfig {
     /// Checks the values before anything is opened.
     pub fn validate(&self) -> Result<()> {
         if self.keep_checkpoints == 0 {
-            return Err(StorageError::Config("keep_checkpoints must be at least 1".into()));
+            return Err(StorageError::Config(
+                "keep_checkpoints must be at least 1".into(),
+            ));
         }
         if self.write_buffer_bytes < (1 << 20) {
             return Err(StorageError::Config(format!(
@@ -58,7 +60,9 @@ pub struct NodeDb {
 
 impl std::fmt::Debug for NodeDb {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeDb").field("path", &self.config.path).finish()
+        f.debug_struct("NodeDb")
+            .field("path", &self.config.path)
+            .finish()
     }
 }
 
@@ -114,7 +118,9 @@ impl NodeDb {
 
     /// A column family handle; every family is created at open.
     pub fn cf(&self, name: &str) -> &ColumnFamily {
-        self.db.cf_handle(name).expect("column family created at open")
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
     }
 
     /// Writes a batch atomically, syncing the WAL first when configured.
@@ -123,7 +129,14 @@ impl NodeDb {
     }
 
     /// Writes a batch atomically; `sync` says whether to sync the WAL.
-    pub fn write_sync(&self, batch: WriteBatch, sync: bool, op: &'static str, group: u64, key: &str) -> Result<()> {
+    pub fn write_sync(
+        &self,
+        batch: WriteBatch,
+        sync: bool,
+        op: &'static str,
+        group: u64,
+        key: &str,
+    ) -> Result<()> {
         let mut wo = rocksdb::WriteOptions::default();
         wo.set_sync(sync);
         self.db
@@ -225,16 +238,20 @@ impl NodeDb {
                 source,
             })?;
             if *k != *chunk_key(part, expected) {
-                return Err(corrupt(&k, format!("chunk {expected} is missing")));
+                return Err(corrupt(&k[..], format!("chunk {expected} is missing")));
             }
-            let payload = unframe(&k, &v).map_err(|r| corrupt(&k, r))?;
+            let payload = unframe(&k, &v).map_err(|r| corrupt(&k[..], r))?;
             data.extend_from_slice(payload);
             expected += 1;
         }
         if expected != header.chunks + 1 {
             return Err(corrupt(
                 &chunk_key(part, expected),
-                format!("blob truncated: {} of {} chunks present", expected - 1, header.chunks),
+                format!(
+                    "blob truncated: {} of {} chunks present",
+                    expected - 1,
+                    header.chunks
+                ),
             ));
         }
         if data.len() as u64 != header.total_len || crc32c::crc32c(&data) != header.crc {
@@ -260,17 +277,23 @@ mod tests {
     fn blobs_round_trip_and_missing_chunks_are_reported() {
         let dir = tempfile::tempdir().unwrap();
         let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
-        let data: Vec<u8> = (0..CHUNK_BYTES * 2 + 100).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..CHUNK_BYTES * 2 + 100)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let mut b = WriteBatch::default();
         db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &data);
         db.write(b, "put", 0, "part").unwrap();
-        let back = db.get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4).unwrap();
+        let back = db
+            .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
+            .unwrap();
         assert_eq!(back.as_deref(), Some(&data[..]));
         // A shorter blob under the same name replaces every old chunk.
         let mut b = WriteBatch::default();
         db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", b"short");
         db.write(b, "put", 0, "part").unwrap();
-        let back = db.get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4).unwrap();
+        let back = db
+            .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
+            .unwrap();
         assert_eq!(back.as_deref(), Some(&b"short"[..]));
         // Losing the last chunk of a long blob is reported with its key.
         let mut b = WriteBatch::default();
@@ -283,7 +306,13 @@ mod tests {
             .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
             .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("shard 4") && msg.contains("truncated"), "{msg}");
-        assert!(db.get_blob(keys::CF_CHECKPOINT, b"none", "x", 0).unwrap().is_none());
+        assert!(
+            msg.contains("shard 4") && msg.contains("truncated"),
+            "{msg}"
+        );
+        assert!(db
+            .get_blob(keys::CF_CHECKPOINT, b"none", "x", 0)
+            .unwrap()
+            .is_none());
     }
 }

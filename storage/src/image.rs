@@ -140,7 +140,10 @@ impl ShardImage {
 /// `ShardState` has no setter for clocks, so this feeds one empty batch per
 /// worker per clock: O(clock × workers) cheap applies. (A
 /// `ShardState::restore_job_clock` in core would make this O(workers).)
-fn set_clock(state: &mut ShardState, j: &JobImage) -> std::result::Result<(), petuum_core::TableError> {
+fn set_clock(
+    state: &mut ShardState,
+    j: &JobImage,
+) -> std::result::Result<(), petuum_core::TableError> {
     let have = state.job(j.job)?.min_clock();
     for clock in have..j.clock {
         for worker in 0..j.workers {
@@ -157,9 +160,18 @@ fn set_clock(state: &mut ShardState, j: &JobImage) -> std::result::Result<(), pe
 }
 
 /// Encodes an image of `state` limited to `jobs` (and their tables).
-pub fn encode_image(state: &ShardState, tables: Vec<&TableSpec>, jobs: Vec<JobImage>) -> Result<Vec<u8>> {
+pub fn encode_image(
+    state: &ShardState,
+    tables: Vec<&TableSpec>,
+    jobs: Vec<JobImage>,
+) -> Result<Vec<u8>> {
     let shard = state.shard();
-    postcard::to_allocvec(&ShardImageRef { state, tables, jobs }).map_err(|e| StorageError::Encode {
+    postcard::to_allocvec(&ShardImageRef {
+        state,
+        tables,
+        jobs,
+    })
+    .map_err(|e| StorageError::Encode {
         what: "shard image",
         shard,
         reason: e.to_string(),
@@ -233,7 +245,10 @@ mod tests {
             assert_eq!(&back.read(*t, *r).unwrap(), v);
             assert_eq!(&s.read(*t, *r).unwrap(), v);
         }
-        assert_eq!(back.read(2, 9).unwrap(), AnyRow::F32(Row::Sparse(HashMap::from([(3, 3.0)]))));
+        assert_eq!(
+            back.read(2, 9).unwrap(),
+            AnyRow::F32(Row::Sparse(HashMap::from([(3, 3.0)])))
+        );
         // The restored state takes the next clock and refuses a replay.
         let next = |clock| UpdateBatch {
             job: 1,

@@ -114,7 +114,12 @@ mod tests {
         keys.sort();
         let decoded: Vec<(u64, u64)> = keys
             .iter()
-            .map(|k| (u64::from_be_bytes(k[..8].try_into().unwrap()), log_key_index(k).unwrap()))
+            .map(|k| {
+                (
+                    u64::from_be_bytes(k[..8].try_into().unwrap()),
+                    log_key_index(k).unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             decoded,

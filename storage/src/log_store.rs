@@ -39,21 +39,32 @@ impl RaftLogStore {
 
     /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
     /// they would survive a crash.
-    pub fn append_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Option<LogId>> {
+    pub fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Option<LogId>> {
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         let mut last = None;
         for e in entries {
             let key = keys::log_key(self.group, e.log_id.index);
             if let Some(prev) = last.as_ref().map(|l: &LogId| l.index) {
-                assert_eq!(prev + 1, e.log_id.index, "appended entries must be consecutive");
+                assert_eq!(
+                    prev + 1,
+                    e.log_id.index,
+                    "appended entries must be consecutive"
+                );
             }
             batch.put_cf(cf, key, frame(&key, self.encode(&e, &key)?));
             last = Some(e.log_id);
         }
         let Some(last_id) = last else { return Ok(None) };
-        self.db
-            .write(batch, "append", self.group, &keys::show(CF_LOG, &keys::log_key(self.group, last_id.index)))?;
+        self.db.write(
+            batch,
+            "append",
+            self.group,
+            &keys::show(CF_LOG, &keys::log_key(self.group, last_id.index)),
+        )?;
         Ok(last)
     }
 
@@ -83,7 +94,11 @@ impl RaftLogStore {
             let entry: Entry = self.decode_framed(&k, &v, "log entry")?;
             let index = keys::log_key_index(&k).unwrap_or(u64::MAX);
             if entry.log_id.index != index {
-                return Err(self.corrupt(&k, "log entry", format!("entry {} under index {index}", entry.log_id.index)));
+                return Err(self.corrupt(
+                    &k,
+                    "log entry",
+                    format!("entry {} under index {index}", entry.log_id.index),
+                ));
             }
             out.push(entry);
         }
@@ -103,8 +118,9 @@ impl RaftLogStore {
             let e: Entry = self.decode_framed(&k, v, "log entry")?;
             Some(e.log_id)
         } else {
-            it.status()
-                .map_err(|source| self.rocks("read log state", &keys::prefix(self.group), source))?;
+            it.status().map_err(|source| {
+                self.rocks("read log state", &keys::prefix(self.group), source)
+            })?;
             None
         };
         let last_purged_log_id = self.read_meta::<LogId>(META_PURGED)?;
@@ -122,8 +138,12 @@ impl RaftLogStore {
             keys::log_key(self.group, index).to_vec(),
             keys::prefix_end(self.group).to_vec(),
         );
-        self.db
-            .write(batch, "truncate", self.group, &keys::show(CF_LOG, &keys::log_key(self.group, index)))
+        self.db.write(
+            batch,
+            "truncate",
+            self.group,
+            &keys::show(CF_LOG, &keys::log_key(self.group, index)),
+        )
     }
 
     /// Deletes entries up to and including `log_id`, recording it as the
@@ -131,23 +151,37 @@ impl RaftLogStore {
     pub fn purge_upto(&self, log_id: LogId) -> Result<()> {
         let mut batch = WriteBatch::default();
         let key = keys::meta_key(self.group, META_PURGED);
-        batch.put_cf(self.db.cf(CF_META), key, frame(&key, self.encode(&log_id, &key)?));
+        batch.put_cf(
+            self.db.cf(CF_META),
+            key,
+            frame(&key, self.encode(&log_id, &key)?),
+        );
         batch.delete_range_cf(
             self.db.cf(CF_LOG),
             keys::log_key(self.group, 0).to_vec(),
             keys::log_key(self.group, log_id.index.saturating_add(1)).to_vec(),
         );
-        self.db.write(batch, "purge", self.group, &keys::show(CF_META, &key))
+        self.db
+            .write(batch, "purge", self.group, &keys::show(CF_META, &key))
     }
 
     /// Saves a metadata value, syncing the WAL when `sync`.
     fn write_meta<T: Serialize>(&self, tag: u8, value: &T, sync: bool) -> Result<()> {
         let key = keys::meta_key(self.group, tag);
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.db.cf(CF_META), key, frame(&key, self.encode(value, &key)?));
+        batch.put_cf(
+            self.db.cf(CF_META),
+            key,
+            frame(&key, self.encode(value, &key)?),
+        );
         let sync = sync && self.db.config().sync_writes;
-        self.db
-            .write_sync(batch, sync, "write meta", self.group, &keys::show(CF_META, &key))
+        self.db.write_sync(
+            batch,
+            sync,
+            "write meta",
+            self.group,
+            &keys::show(CF_META, &key),
+        )
     }
 
     fn read_meta<T: DeserializeOwned>(&self, tag: u8) -> Result<Option<T>> {
@@ -171,7 +205,12 @@ impl RaftLogStore {
         })
     }
 
-    fn decode_framed<T: DeserializeOwned>(&self, key: &[u8], value: &[u8], what: &'static str) -> Result<T> {
+    fn decode_framed<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        what: &'static str,
+    ) -> Result<T> {
         let payload = unframe(key, value).map_err(|r| self.corrupt(key, what, r))?;
         postcard::from_bytes(payload).map_err(|e| self.corrupt(key, what, e.to_string()))
     }
@@ -180,7 +219,14 @@ impl RaftLogStore {
         StorageError::Corrupt {
             what,
             shard: self.group as u32,
-            key: keys::show(if what == "raft metadata" { CF_META } else { CF_LOG }, key),
+            key: keys::show(
+                if what == "raft metadata" {
+                    CF_META
+                } else {
+                    CF_LOG
+                },
+                key,
+            ),
             reason,
         }
     }
@@ -200,7 +246,8 @@ impl RaftLogReader<TypeConfig> for RaftLogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, RaftStorageError> {
-        self.entries(range).map_err(|e| e.into_raft(ErrorVerb::Read))
+        self.entries(range)
+            .map_err(|e| e.into_raft(ErrorVerb::Read))
     }
 }
 
@@ -216,11 +263,13 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), RaftStorageError> {
-        self.write_meta(META_VOTE, vote, true).map_err(|e| e.into_raft(ErrorVerb::Write))
+        self.write_meta(META_VOTE, vote, true)
+            .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, RaftStorageError> {
-        self.read_meta(META_VOTE).map_err(|e| e.into_raft(ErrorVerb::Read))
+        self.read_meta(META_VOTE)
+            .map_err(|e| e.into_raft(ErrorVerb::Read))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
@@ -237,7 +286,11 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), RaftStorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), RaftStorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -256,11 +309,13 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         tracing::debug!(group = self.group, ?log_id, "truncate log");
-        self.truncate_from(log_id.index).map_err(|e| e.into_raft(ErrorVerb::Delete))
+        self.truncate_from(log_id.index)
+            .map_err(|e| e.into_raft(ErrorVerb::Delete))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         tracing::debug!(group = self.group, ?log_id, "purge log");
-        self.purge_upto(log_id).map_err(|e| e.into_raft(ErrorVerb::Delete))
+        self.purge_upto(log_id)
+            .map_err(|e| e.into_raft(ErrorVerb::Delete))
     }
 }

@@ -86,7 +86,9 @@ impl ShardData {
     /// Batches held between the base and the current state, in the order a
     /// restore applies them (job, clock, worker).
     pub fn pending(&self) -> impl Iterator<Item = &UpdateBatch> {
-        self.pending.values().flat_map(|by_clock| by_clock.values().flatten())
+        self.pending
+            .values()
+            .flat_map(|by_clock| by_clock.values().flatten())
     }
 
     /// Rebuilds a replica from a base image and its pending batches.
@@ -97,13 +99,21 @@ impl ShardData {
         d.tables = base.tables.iter().map(|t| (t.id, t.clone())).collect();
         d.jobs = base.jobs.iter().map(|j| (j.job, j.clone())).collect();
         for b in pending {
-            let out = d.current.apply(b.clone()).map_err(|source| crate::StorageError::Restore {
-                what: "pending batch",
-                shard: base.shard,
-                source,
-            })?;
+            let out =
+                d.current
+                    .apply(b.clone())
+                    .map_err(|source| crate::StorageError::Restore {
+                        what: "pending batch",
+                        shard: base.shard,
+                        source,
+                    })?;
             if !out.duplicate {
-                d.pending.entry(b.job).or_default().entry(b.clock).or_default().push(b);
+                d.pending
+                    .entry(b.job)
+                    .or_default()
+                    .entry(b.clock)
+                    .or_default()
+                    .push(b);
             }
         }
         Ok(d)
@@ -124,7 +134,9 @@ impl ShardData {
         let resp = match req {
             ShardRequest::CreateTable(spec) => match self.current.create_table(&spec) {
                 Ok(()) => {
-                    self.base.create_table(&spec).expect("base has the tables of current");
+                    self.base
+                        .create_table(&spec)
+                        .expect("base has the tables of current");
                     self.tables.insert(spec.id, spec);
                     ShardResponse::default()
                 }
@@ -137,7 +149,10 @@ impl ShardData {
                 checkpoint_every,
             } => {
                 if workers == 0 {
-                    return (ShardResponse::refused(format!("job {job} has no workers")), effects);
+                    return (
+                        ShardResponse::refused(format!("job {job} has no workers")),
+                        effects,
+                    );
                 }
                 self.current.register_job(job, workers, deterministic);
                 self.base.register_job(job, workers, deterministic);
@@ -154,14 +169,18 @@ impl ShardData {
             ShardRequest::Load { table, row, value } => {
                 match self.current.load(table, row, value.clone()) {
                     Ok(()) => {
-                        self.base.load(table, row, value).expect("base has the tables of current");
+                        self.base
+                            .load(table, row, value)
+                            .expect("base has the tables of current");
                         ShardResponse::default()
                     }
                     Err(e) => ShardResponse::refused(e),
                 }
             }
             ShardRequest::Batch(batch) => self.apply_batch(batch, &mut effects),
-            ShardRequest::Checkpoint { job, clock } => self.request_checkpoint(job, clock, &mut effects),
+            ShardRequest::Checkpoint { job, clock } => {
+                self.request_checkpoint(job, clock, &mut effects)
+            }
             ShardRequest::WorkerBlob {
                 job,
                 clock,
@@ -242,8 +261,16 @@ impl ShardData {
 
     /// Feeds `base` every clock below `min_clock`, one clock at a time in
     /// worker order, writing checkpoints as their clocks complete.
-    fn advance_base(&mut self, job: JobId, min_clock: Clock, effects: &mut Vec<Effect>, resp: &mut ShardResponse) {
-        let Some(meta) = self.jobs.get(&job) else { return };
+    fn advance_base(
+        &mut self,
+        job: JobId,
+        min_clock: Clock,
+        effects: &mut Vec<Effect>,
+        resp: &mut ShardResponse,
+    ) {
+        let Some(meta) = self.jobs.get(&job) else {
+            return;
+        };
         let mut clock = meta.clock;
         while clock < min_clock {
             let mut batches = self
@@ -269,7 +296,11 @@ impl ShardData {
             if periodic || asked {
                 match self.checkpoint_image(job) {
                     Ok(image) => {
-                        effects.push(Effect::Checkpoint(CheckpointImage { job, clock: done, image }));
+                        effects.push(Effect::Checkpoint(CheckpointImage {
+                            job,
+                            clock: done,
+                            image,
+                        }));
                         resp.checkpoints.push((job, done));
                     }
                     Err(e) => {
@@ -280,9 +311,17 @@ impl ShardData {
         }
     }
 
-    fn request_checkpoint(&mut self, job: JobId, clock: Clock, effects: &mut Vec<Effect>) -> ShardResponse {
+    fn request_checkpoint(
+        &mut self,
+        job: JobId,
+        clock: Clock,
+        effects: &mut Vec<Effect>,
+    ) -> ShardResponse {
         let Some(meta) = self.jobs.get_mut(&job) else {
-            return ShardResponse::refused(format!("job {job} is not registered on shard {}", self.shard()));
+            return ShardResponse::refused(format!(
+                "job {job} is not registered on shard {}",
+                self.shard()
+            ));
         };
         // The state at `clock` exists while the base is at `clock + 1`.
         let base = meta.clock;

@@ -78,7 +78,11 @@ pub fn encode(header: &SnapshotHeader, data: &ShardData) -> Result<Vec<u8>> {
 
 /// Checks the framing and checksum and decodes the header. `shard` and
 /// `key` name the snapshot in errors.
-pub fn decode_header(bytes: &[u8], shard: ShardId, key: &str) -> Result<(SnapshotHeader, &[u8])> {
+pub fn decode_header<'a>(
+    bytes: &'a [u8],
+    shard: ShardId,
+    key: &str,
+) -> Result<(SnapshotHeader, &'a [u8])> {
     let corrupt = |reason: String| StorageError::Corrupt {
         what: "snapshot",
         shard,
@@ -86,7 +90,10 @@ pub fn decode_header(bytes: &[u8], shard: ShardId, key: &str) -> Result<(Snapsho
         reason,
     };
     if bytes.len() < FIXED_BYTES {
-        return Err(corrupt(format!("{} bytes is shorter than any snapshot", bytes.len())));
+        return Err(corrupt(format!(
+            "{} bytes is shorter than any snapshot",
+            bytes.len()
+        )));
     }
     if bytes[..4] != SNAPSHOT_MAGIC {
         return Err(corrupt("bad magic".into()));
@@ -115,12 +122,15 @@ pub fn decode_header(bytes: &[u8], shard: ShardId, key: &str) -> Result<(Snapsho
         .checked_add(header_len)
         .filter(|&e| e + 8 <= content.len())
         .ok_or_else(|| corrupt(format!("header length {header_len} runs past the end")))?;
-    let header: SnapshotHeader =
-        postcard::from_bytes(&content[10..header_end]).map_err(|e| corrupt(format!("header: {e}")))?;
+    let header: SnapshotHeader = postcard::from_bytes(&content[10..header_end])
+        .map_err(|e| corrupt(format!("header: {e}")))?;
     let body_len = u64::from_le_bytes(content[header_end..header_end + 8].try_into().expect("8"));
     let body = &content[header_end + 8..];
     if body.len() as u64 != body_len {
-        return Err(corrupt(format!("body of {} bytes, header says {body_len}", body.len())));
+        return Err(corrupt(format!(
+            "body of {} bytes, header says {body_len}",
+            body.len()
+        )));
     }
     if header.shard != shard {
         return Err(StorageError::WrongShard {

@@ -11,7 +11,10 @@ use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_SNAPSHOT};
 use crate::shard_data::{Effect, ShardData};
 use crate::snapshot::{self, SnapshotHeader};
-use crate::types::{Entry, LogId, ShardRequest, ShardResponse, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{
+    Entry, LogId, ShardRequest, ShardResponse, SnapshotData, SnapshotMeta, StoredMembership,
+    TypeConfig,
+};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
@@ -113,13 +116,18 @@ impl ShardStateMachine {
 
     /// Applies committed entries in order. Entries at or below the last
     /// applied index (a replay after restart) change nothing.
-    pub fn apply_entries(&self, entries: impl IntoIterator<Item = Entry>) -> Result<Vec<ShardResponse>> {
+    pub fn apply_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+    ) -> Result<Vec<ShardResponse>> {
         let mut out = Vec::new();
         for entry in entries {
             let mut effects = Vec::new();
             let resp = {
                 let mut r = self.inner.write();
-                if r.last_applied.is_some_and(|l| l.index >= entry.log_id.index) {
+                if r.last_applied
+                    .is_some_and(|l| l.index >= entry.log_id.index)
+                {
                     out.push(ShardResponse {
                         duplicate: true,
                         ..Default::default()
@@ -138,7 +146,12 @@ impl ShardStateMachine {
                         // agreed to restore would diverge: that is fatal.
                         let image = self.checkpoints.load_shard(job, clock, self.shard)?;
                         r.data.restore_job(job, &image)?;
-                        tracing::info!(shard = self.shard, job, clock, "job restored from checkpoint");
+                        tracing::info!(
+                            shard = self.shard,
+                            job,
+                            clock,
+                            "job restored from checkpoint"
+                        );
                         ShardResponse::default()
                     }
                     EntryPayload::Normal(req) => {
@@ -150,13 +163,17 @@ impl ShardStateMachine {
             };
             for fx in effects {
                 match fx {
-                    Effect::Checkpoint(c) => self.checkpoints.write_shard(c.job, c.clock, self.shard, &c.image)?,
+                    Effect::Checkpoint(c) => self
+                        .checkpoints
+                        .write_shard(c.job, c.clock, self.shard, &c.image)?,
                     Effect::WorkerBlob {
                         job,
                         clock,
                         worker,
                         data,
-                    } => self.checkpoints.put_worker_blob(job, clock, worker, &data)?,
+                    } => self
+                        .checkpoints
+                        .put_worker_blob(job, clock, worker, &data)?,
                 }
             }
             out.push(resp);
@@ -238,13 +255,19 @@ impl ShardStateMachine {
 
     fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
         let mut batch = WriteBatch::default();
-        self.db.put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), bytes);
-        self.db.write(batch, "store snapshot", self.group, &self.snapshot_key())
+        self.db
+            .put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), bytes);
+        self.db
+            .write(batch, "store snapshot", self.group, &self.snapshot_key())
     }
 
     fn stored_snapshot(&self) -> Result<Option<Vec<u8>>> {
-        self.db
-            .get_blob(CF_SNAPSHOT, &keys::prefix(self.group), "snapshot", self.shard)
+        self.db.get_blob(
+            CF_SNAPSHOT,
+            &keys::prefix(self.group),
+            "snapshot",
+            self.shard,
+        )
     }
 
     fn snapshot_key(&self) -> String {
@@ -263,14 +286,21 @@ pub struct ShardSnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let prepared = self.prepared.take().unwrap_or_else(|| {
-            Err(StorageError::Config("snapshot builder used twice".into()))
-        });
+        let prepared = self
+            .prepared
+            .take()
+            .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
         let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
         let mut batch = WriteBatch::default();
-        self.db.put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), &bytes);
         self.db
-            .write(batch, "store snapshot", self.group, &keys::show(CF_SNAPSHOT, &keys::prefix(self.group)))
+            .put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), &bytes);
+        self.db
+            .write(
+                batch,
+                "store snapshot",
+                self.group,
+                &keys::show(CF_SNAPSHOT, &keys::prefix(self.group)),
+            )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
         Ok(Snapshot {
@@ -283,7 +313,9 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
 impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     type SnapshotBuilder = ShardSnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
         let r = self.inner.read();
         Ok((r.last_applied, r.membership.clone()))
     }
@@ -293,7 +325,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries).map_err(|e| e.into_raft(ErrorVerb::Write))
+        self.apply_entries(entries)
+            .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -309,13 +342,21 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), RaftStorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), RaftStorageError> {
         self.install(meta, snapshot.into_inner())
             .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let cur = self.current_snapshot().map_err(|e| e.into_raft(ErrorVerb::Read))?;
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let cur = self
+            .current_snapshot()
+            .map_err(|e| e.into_raft(ErrorVerb::Read))?;
         Ok(cur.map(|(h, bytes)| Snapshot {
             meta: SnapshotMeta {
                 last_log_id: h.last_applied,

@@ -9,11 +9,20 @@ use petuum_storage::codec::chunk_key;
 use petuum_storage::keys::{self, CF_CHECKPOINT, CF_LOG, CF_SNAPSHOT};
 use petuum_storage::{RaftLogStore, StorageError};
 
-fn prepared_leader(dir: &std::path::Path) -> (std::sync::Arc<petuum_storage::NodeDb>, petuum_storage::ShardStateMachine) {
+fn prepared_leader(
+    dir: &std::path::Path,
+) -> (
+    std::sync::Arc<petuum_storage::NodeDb>,
+    petuum_storage::ShardStateMachine,
+) {
     let (db, sm) = open(dir, 3);
     let mut next = 0;
     apply(&sm, &mut next, setup(2, false, 1));
-    apply(&sm, &mut next, vec![batch(0, 0, 1.0), batch(1, 0, 2.0), batch(0, 1, 4.0)]);
+    apply(
+        &sm,
+        &mut next,
+        vec![batch(0, 0, 1.0), batch(1, 0, 2.0), batch(0, 1, 4.0)],
+    );
     (db, sm)
 }
 
@@ -38,12 +47,26 @@ async fn corrupt_or_truncated_snapshots_are_refused_and_change_nothing() {
         let err = follower.install(&meta, bytes).unwrap_err();
         let msg = err.to_string();
         assert!(
-            matches!(err, StorageError::Corrupt { shard: SHARD, .. } | StorageError::UnsupportedVersion { shard: SHARD, .. }),
+            matches!(
+                err,
+                StorageError::Corrupt { shard: SHARD, .. }
+                    | StorageError::UnsupportedVersion { shard: SHARD, .. }
+            ),
             "{what}: {msg}"
         );
-        assert!(msg.contains(&format!("shard {SHARD}")) && msg.contains("snapshot:"), "{what}: {msg}");
-        assert_eq!(follower.applied_state().await.unwrap(), before, "{what}: state changed");
-        assert!(follower.get_current_snapshot().await.unwrap().is_none(), "{what}: stored");
+        assert!(
+            msg.contains(&format!("shard {SHARD}")) && msg.contains("snapshot:"),
+            "{what}: {msg}"
+        );
+        assert_eq!(
+            follower.applied_state().await.unwrap(),
+            before,
+            "{what}: state changed"
+        );
+        assert!(
+            follower.get_current_snapshot().await.unwrap().is_none(),
+            "{what}: stored"
+        );
     }
     // A snapshot whose metadata does not match its contents is refused too.
     let mut wrong = meta.clone();
@@ -51,7 +74,10 @@ async fn corrupt_or_truncated_snapshots_are_refused_and_change_nothing() {
     assert!(follower.install(&wrong, good.clone()).is_err());
     // The intact one installs.
     follower.install(&meta, good).unwrap();
-    assert_eq!(follower.applied_state().await.unwrap(), (meta.last_log_id, meta.last_membership));
+    assert_eq!(
+        follower.applied_state().await.unwrap(),
+        (meta.last_log_id, meta.last_membership)
+    );
 }
 
 #[test]
@@ -73,7 +99,13 @@ fn a_damaged_stored_snapshot_stops_the_state_machine_from_opening() {
     let err = petuum_storage::ShardStateMachine::open(db, GROUP, SHARD).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains(&format!("shard {SHARD}")), "{msg}");
-    assert!(msg.contains(&keys::show(CF_SNAPSHOT, &chunk_key(&keys::prefix(GROUP), 1))), "{msg}");
+    assert!(
+        msg.contains(&keys::show(
+            CF_SNAPSHOT,
+            &chunk_key(&keys::prefix(GROUP), 1)
+        )),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -91,16 +123,31 @@ fn damaged_checkpoint_values_are_reported_with_shard_and_key() {
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x08;
     let damage: Vec<(&str, Box<dyn Fn()>)> = vec![
-        ("flipped byte", Box::new(|| db.raw().put_cf(cf, &k1, &flipped).unwrap())),
-        ("truncated value", Box::new(|| db.raw().put_cf(cf, &k1, &good[..good.len() - 3]).unwrap())),
-        ("missing chunk", Box::new(|| db.raw().delete_cf(cf, &k1).unwrap())),
+        (
+            "flipped byte",
+            Box::new(|| db.raw().put_cf(cf, &k1, &flipped).unwrap()),
+        ),
+        (
+            "truncated value",
+            Box::new(|| db.raw().put_cf(cf, &k1, &good[..good.len() - 3]).unwrap()),
+        ),
+        (
+            "missing chunk",
+            Box::new(|| db.raw().delete_cf(cf, &k1).unwrap()),
+        ),
     ];
     for (what, hurt) in damage {
         hurt();
         let err = cps.load_shard(JOB, 0, SHARD).unwrap_err();
         let msg = err.to_string();
-        assert!(matches!(err, StorageError::Corrupt { shard: SHARD, .. }), "{what}: {msg}");
-        assert!(msg.contains(&format!("shard {SHARD}")) && msg.contains(&shown), "{what}: {msg}");
+        assert!(
+            matches!(err, StorageError::Corrupt { shard: SHARD, .. }),
+            "{what}: {msg}"
+        );
+        assert!(
+            msg.contains(&format!("shard {SHARD}")) && msg.contains(&shown),
+            "{what}: {msg}"
+        );
         db.raw().put_cf(cf, &k1, &good).unwrap();
         assert!(cps.load_shard(JOB, 0, SHARD).is_ok());
     }
@@ -117,7 +164,8 @@ fn a_damaged_log_entry_is_reported_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _sm) = open(dir.path(), 3);
     let log = RaftLogStore::new(db.clone(), GROUP);
-    log.append_entries((1..=4).map(|i| ent(i, batch(0, i - 1, 1.0)))).unwrap();
+    log.append_entries((1..=4).map(|i| ent(i, batch(0, i - 1, 1.0))))
+        .unwrap();
     let key = keys::log_key(GROUP, 3);
     let cf = db.cf(CF_LOG);
     let mut v = db.raw().get_cf(cf, key).unwrap().unwrap();
@@ -125,5 +173,8 @@ fn a_damaged_log_entry_is_reported_with_its_key() {
     db.raw().put_cf(cf, key, v).unwrap();
     assert_eq!(log.entries(1..3).unwrap().len(), 2);
     let msg = log.entries(..).unwrap_err().to_string();
-    assert!(msg.contains(&keys::show(CF_LOG, &key)) && msg.contains("checksum"), "{msg}");
+    assert!(
+        msg.contains(&keys::show(CF_LOG, &key)) && msg.contains("checksum"),
+        "{msg}"
+    );
 }

@@ -46,7 +46,10 @@ fn sigkill_at_random_points_loses_no_acknowledged_entry() {
         let ready = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("child did not open its store");
-        assert!(ready.starts_with("ready "), "unexpected first line {ready:?}");
+        assert!(
+            ready.starts_with("ready "),
+            "unexpected first line {ready:?}"
+        );
         let next: u64 = ready[6..].parse().unwrap();
         assert!(
             next > acked_max,
@@ -84,22 +87,42 @@ fn verify(path: &std::path::Path, acked_max: u64, round: u32) {
     );
     let first = state.last_purged_log_id.map_or(1, |l| l.index + 1);
     let entries = log.entries(first..=last).unwrap();
-    assert_eq!(entries.len() as u64, last + 1 - first, "round {round}: hole in the log");
+    assert_eq!(
+        entries.len() as u64,
+        last + 1 - first,
+        "round {round}: hole in the log"
+    );
     for e in &entries {
-        assert_eq!(*e, workload::entry(e.log_id.index), "round {round}: entry altered");
+        assert_eq!(
+            *e,
+            workload::entry(e.log_id.index),
+            "round {round}: entry altered"
+        );
     }
     // Reopen the state machine (snapshot) and replay the log after it.
     let sm = ShardStateMachine::open(db.clone(), GROUP, workload::SHARD).unwrap();
     let applied = sm.handle().last_applied().map_or(0, |l| l.index);
-    assert!(applied >= first - 1, "round {round}: snapshot at {applied} is below the purged log {first}");
-    sm.apply_entries(log.entries(applied + 1..=last).unwrap()).unwrap();
+    assert!(
+        applied >= first - 1,
+        "round {round}: snapshot at {applied} is below the purged log {first}"
+    );
+    sm.apply_entries(log.entries(applied + 1..=last).unwrap())
+        .unwrap();
     let (expected, images) = workload::replay(last);
     sm.handle().with_replica(|r| {
         assert_eq!(r.last_applied.map(|l| l.index), Some(last));
-        for state in [(r.data.current(), expected.current()), (r.data.base(), expected.base())] {
+        for state in [
+            (r.data.current(), expected.current()),
+            (r.data.base(), expected.base()),
+        ] {
             let (got, want) = state;
             for t in workload::tables() {
-                assert_eq!(got.row_ids(t.id), want.row_ids(t.id), "round {round}: rows of table {}", t.id);
+                assert_eq!(
+                    got.row_ids(t.id),
+                    want.row_ids(t.id),
+                    "round {round}: rows of table {}",
+                    t.id
+                );
                 for row in want.row_ids(t.id) {
                     assert_eq!(got.read(t.id, row).unwrap(), want.read(t.id, row).unwrap());
                 }
@@ -115,10 +138,17 @@ fn verify(path: &std::path::Path, acked_max: u64, round: u32) {
     let cps = sm.checkpoints().list(workload::JOB).unwrap();
     assert!(cps.len() <= db.config().keep_checkpoints);
     if let Some(newest) = images.keys().next_back() {
-        assert_eq!(cps.last().map(|c| c.clock), Some(*newest), "round {round}: newest checkpoint missing");
+        assert_eq!(
+            cps.last().map(|c| c.clock),
+            Some(*newest),
+            "round {round}: newest checkpoint missing"
+        );
     }
     for cp in cps {
-        let got = sm.checkpoints().load_shard(workload::JOB, cp.clock, workload::SHARD).unwrap();
+        let got = sm
+            .checkpoints()
+            .load_shard(workload::JOB, cp.clock, workload::SHARD)
+            .unwrap();
         let want: ShardImage = postcard::from_bytes(&images[&cp.clock]).unwrap();
         assert_eq!(got, want, "round {round}: checkpoint at clock {}", cp.clock);
     }

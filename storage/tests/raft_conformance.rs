@@ -1,7 +1,9 @@
 //! openraft's own storage conformance suite against the RocksDB stores.
 
 use openraft::testing::{StoreBuilder, Suite};
-use petuum_storage::{NodeDb, RaftLogStore, RaftStorageError, ShardStateMachine, StorageConfig, TypeConfig};
+use petuum_storage::{
+    NodeDb, RaftLogStore, RaftStorageError, ShardStateMachine, StorageConfig, TypeConfig,
+};
 use tempfile::TempDir;
 
 struct RocksBuilder;

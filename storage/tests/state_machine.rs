@@ -13,13 +13,27 @@ fn base_holds_the_state_at_the_min_clock_and_checkpoints_follow_it() {
     let mut next = 0;
     apply(&sm, &mut next, setup(2, false, 2));
     // Worker 0 runs two clocks ahead of worker 1 (SSP).
-    let r = apply(&sm, &mut next, vec![batch(0, 0, 1.0), batch(0, 1, 10.0), batch(0, 2, 100.0)]);
-    assert!(r.iter().all(|r| r.error.is_none() && r.checkpoints.is_empty()));
+    let r = apply(
+        &sm,
+        &mut next,
+        vec![batch(0, 0, 1.0), batch(0, 1, 10.0), batch(0, 2, 100.0)],
+    );
+    assert!(r
+        .iter()
+        .all(|r| r.error.is_none() && r.checkpoints.is_empty()));
     assert_eq!(row0(&sm, false), dense(111.0, 3.0));
-    assert_eq!(row0(&sm, true), dense(0.0, 0.0), "nothing is final before worker 1 clocks");
+    assert_eq!(
+        row0(&sm, true),
+        dense(0.0, 0.0),
+        "nothing is final before worker 1 clocks"
+    );
     let r = apply(&sm, &mut next, vec![batch(1, 0, 2.0)]);
     assert_eq!(r[0].min_clock, Some(1));
-    assert_eq!(row0(&sm, true), dense(3.0, 2.0), "state at min clock 1 = clock 0 of both");
+    assert_eq!(
+        row0(&sm, true),
+        dense(3.0, 2.0),
+        "state at min clock 1 = clock 0 of both"
+    );
     let r = apply(&sm, &mut next, vec![batch(1, 1, 20.0)]);
     // Clocks 0 and 1 are final: with checkpoint_every = 2 that is clock 1.
     assert_eq!(r[0].checkpoints, vec![(JOB, 1)]);
@@ -32,7 +46,13 @@ fn base_holds_the_state_at_the_min_clock_and_checkpoints_follow_it() {
     for c in 2..8 {
         apply(&sm, &mut next, vec![batch(0, c + 1, 0.5), batch(1, c, 0.5)]);
     }
-    let clocks: Vec<u64> = sm.checkpoints().list(JOB).unwrap().iter().map(|c| c.clock).collect();
+    let clocks: Vec<u64> = sm
+        .checkpoints()
+        .list(JOB)
+        .unwrap()
+        .iter()
+        .map(|c| c.clock)
+        .collect();
     assert_eq!(clocks, vec![5, 7]);
     assert!(sm.checkpoints().load_shard(JOB, 1, SHARD).is_err());
 }
@@ -54,7 +74,11 @@ fn a_batch_applied_twice_changes_nothing() {
     assert_eq!(sm.handle().last_applied().unwrap().index, 4);
     // A gap is refused without changing anything, on every replica alike.
     let r = apply(&sm, &mut next, vec![batch(0, 5, 1.0)]);
-    assert!(r[0].error.as_deref().unwrap().contains("arrived before clock 1"));
+    assert!(r[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("arrived before clock 1"));
     assert_eq!(row0(&sm, false), dense(1.0, 1.0));
 }
 
@@ -70,12 +94,25 @@ async fn snapshots_carry_the_base_and_the_pending_clocks() {
     apply(
         &leader,
         &mut next,
-        vec![batch(2, 0, 1000.0), batch(0, 0, 1.0), batch(1, 0, 1.0), batch(1, 1, 5.0)],
+        vec![
+            batch(2, 0, 1000.0),
+            batch(0, 0, 1.0),
+            batch(1, 0, 1.0),
+            batch(1, 1, 5.0),
+        ],
     );
     let mut builder = leader.get_snapshot_builder().await;
-    let snap = openraft::RaftSnapshotBuilder::build_snapshot(&mut builder).await.unwrap();
-    follower.install_snapshot(&snap.meta, snap.snapshot).await.unwrap();
-    assert_eq!(follower.applied_state().await.unwrap(), leader.applied_state().await.unwrap());
+    let snap = openraft::RaftSnapshotBuilder::build_snapshot(&mut builder)
+        .await
+        .unwrap();
+    follower
+        .install_snapshot(&snap.meta, snap.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(
+        follower.applied_state().await.unwrap(),
+        leader.applied_state().await.unwrap()
+    );
     // Both continue identically: the held batch of worker 1 is kept.
     for sm in [&leader, &follower] {
         let mut n = next;
@@ -85,7 +122,10 @@ async fn snapshots_carry_the_base_and_the_pending_clocks() {
     assert_eq!(row0(&leader, false), row0(&follower, false));
     assert_eq!(row0(&leader, true), row0(&follower, true));
     assert_eq!(leader.handle().last_applied().unwrap().index, next + 2);
-    assert_eq!(follower.handle().last_applied(), leader.handle().last_applied());
+    assert_eq!(
+        follower.handle().last_applied(),
+        leader.handle().last_applied()
+    );
     // Reopening restores the stored snapshot.
     let cur = follower.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(cur.meta, snap.meta);
@@ -97,9 +137,17 @@ fn restore_rolls_a_job_back_to_its_checkpoint() {
     let (_db, sm) = open(dir.path(), 3);
     let mut next = 0;
     apply(&sm, &mut next, setup(1, false, 2));
-    apply(&sm, &mut next, vec![batch(0, 0, 1.0), batch(0, 1, 2.0), batch(0, 2, 4.0)]);
+    apply(
+        &sm,
+        &mut next,
+        vec![batch(0, 0, 1.0), batch(0, 1, 2.0), batch(0, 2, 4.0)],
+    );
     assert_eq!(row0(&sm, false), dense(7.0, 3.0));
-    let r = apply(&sm, &mut next, vec![ShardRequest::Restore { job: JOB, clock: 1 }]);
+    let r = apply(
+        &sm,
+        &mut next,
+        vec![ShardRequest::Restore { job: JOB, clock: 1 }],
+    );
     assert!(r[0].error.is_none());
     assert_eq!(row0(&sm, false), dense(3.0, 2.0));
     // Workers continue from clock 2; clock 1 again is a replay.
@@ -119,8 +167,18 @@ fn worker_blobs_are_stored_per_checkpoint() {
         &sm,
         &mut next,
         vec![
-            ShardRequest::WorkerBlob { job: JOB, clock: 4, worker: 0, data: b"topics".to_vec() },
-            ShardRequest::WorkerBlob { job: JOB, clock: 4, worker: 1, data: big.clone() },
+            ShardRequest::WorkerBlob {
+                job: JOB,
+                clock: 4,
+                worker: 0,
+                data: b"topics".to_vec(),
+            },
+            ShardRequest::WorkerBlob {
+                job: JOB,
+                clock: 4,
+                worker: 1,
+                data: big.clone(),
+            },
         ],
     );
     let cps = sm.checkpoints();

@@ -1,1 +1,88 @@
-//! Helpers for the end-to-end tests live in `tests/tests/`.
+//! Shared helpers for the end-to-end tests in `tests/tests/`: locating the
+//! real binaries and the shared data sets, and writing job specs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory of the real data sets: `$PETUUM_DATASETS`, or
+/// `../shared/datasets` beside the checkout.
+pub fn datasets() -> PathBuf {
+    let dir = std::env::var_os("PETUUM_DATASETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
+    assert!(
+        dir.join("mnist").is_dir(),
+        "data sets not found at {} (set PETUUM_DATASETS)",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of a binary of this workspace, built by `cargo build --release --bins`
+/// into the same target directory as the test executables.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} not built: run `cargo build --release --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs a binary to completion.
+pub fn run(bin_name: &str, args: &[&str], cwd: &Path) -> Output {
+    Command::new(bin(bin_name))
+        .args(args)
+        .current_dir(cwd)
+        .env("PETUUM_LOG", "warn")
+        .output()
+        .expect("spawn binary")
+}
+
+/// Parses JSON lines from a command's stdout.
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+/// A MNIST multi-class LR job spec on the shared data, with `run_extra`
+/// lines appended to `[run]`.
+pub fn mnist_job(model: &Path, run_extra: &str, params_extra: &str) -> String {
+    let d = datasets().join("mnist");
+    format!(
+        r#"name = "mnist-softmax-test"
+algorithm = "multiclass_lr"
+
+[data]
+format = "idx"
+train = "{tr}"
+train_labels = "{trl}"
+test = "{te}"
+test_labels = "{tel}"
+
+[run]
+{run_extra}
+
+[model]
+path = "{model}"
+
+[params]
+learning_rate = 0.5
+decay = 1.0
+batch_size = 100
+batches_per_clock = 30
+{params_extra}
+"#,
+        tr = d.join("train-images-idx3-ubyte.gz").display(),
+        trl = d.join("train-labels-idx1-ubyte.gz").display(),
+        te = d.join("t10k-images-idx3-ubyte.gz").display(),
+        tel = d.join("t10k-labels-idx1-ubyte.gz").display(),
+        model = model.display(),
+    )
+}

@@ -27,18 +27,27 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
     if head[0] != 0 || head[1] != 0 {
         return Err(DataError::invalid(
             path,
-            format!("not an IDX file: magic bytes {:02x}{:02x}, expected 0000", head[0], head[1]),
+            format!(
+                "not an IDX file: magic bytes {:02x}{:02x}, expected 0000",
+                head[0], head[1]
+            ),
         ));
     }
     if head[2] != 0x08 {
         return Err(DataError::invalid(
             path,
-            format!("IDX element type 0x{:02x} is not unsigned byte (0x08)", head[2]),
+            format!(
+                "IDX element type 0x{:02x} is not unsigned byte (0x08)",
+                head[2]
+            ),
         ));
     }
     let ndim = head[3] as usize;
     if ndim == 0 || ndim > 4 {
-        return Err(DataError::invalid(path, format!("IDX with {ndim} dimensions is not supported")));
+        return Err(DataError::invalid(
+            path,
+            format!("IDX with {ndim} dimensions is not supported"),
+        ));
     }
     let mut dims = Vec::with_capacity(ndim);
     for i in 0..ndim {
@@ -47,11 +56,15 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
             .map_err(|_| DataError::invalid(path, format!("header truncated in dimension {i}")))?;
         dims.push(u32::from_be_bytes(b) as usize);
     }
-    let total: usize = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-        DataError::invalid(path, format!("dimensions {dims:?} overflow"))
-    })?;
+    let total: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| DataError::invalid(path, format!("dimensions {dims:?} overflow")))?;
     if total > 1 << 34 {
-        return Err(DataError::invalid(path, format!("dimensions {dims:?} too large")));
+        return Err(DataError::invalid(
+            path,
+            format!("dimensions {dims:?} too large"),
+        ));
     }
     let mut data = Vec::with_capacity(total);
     r.by_ref()
@@ -70,7 +83,10 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
     }
     let mut extra = [0u8; 1];
     if r.read(&mut extra).map_err(|e| DataError::io(path, e))? != 0 {
-        return Err(DataError::invalid(path, format!("trailing bytes after the {total} values of {dims:?}")));
+        return Err(DataError::invalid(
+            path,
+            format!("trailing bytes after the {total} values of {dims:?}"),
+        ));
     }
     Ok(IdxU8 { dims, data })
 }
@@ -81,16 +97,27 @@ pub fn read_images_labels(images: &Path, labels: &Path) -> Result<Dataset, DataE
     let img = read_u8(images)?;
     let lab = read_u8(labels)?;
     if img.dims.len() < 2 {
-        return Err(DataError::invalid(images, format!("expected images of 2+ dimensions, got {:?}", img.dims)));
+        return Err(DataError::invalid(
+            images,
+            format!("expected images of 2+ dimensions, got {:?}", img.dims),
+        ));
     }
     if lab.dims.len() != 1 {
-        return Err(DataError::invalid(labels, format!("expected 1-dimensional labels, got {:?}", lab.dims)));
+        return Err(DataError::invalid(
+            labels,
+            format!("expected 1-dimensional labels, got {:?}", lab.dims),
+        ));
     }
     let n = img.dims[0];
     if lab.dims[0] != n {
         return Err(DataError::invalid(
             labels,
-            format!("{} labels for {} images in {}", lab.dims[0], n, images.display()),
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                n,
+                images.display()
+            ),
         ));
     }
     let dim = img.dims[1..].iter().product::<usize>();

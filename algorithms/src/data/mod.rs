@@ -70,7 +70,8 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {
     let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = f.read(&mut magic).map_err(|e| DataError::io(path, e))?;
-    f.seek(SeekFrom::Start(0)).map_err(|e| DataError::io(path, e))?;
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| DataError::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 20, f);
     if n == 2 && magic == [0x1f, 0x8b] {
         Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))

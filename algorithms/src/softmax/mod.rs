@@ -100,7 +100,10 @@ impl Algorithm for MulticlassLr {
         let lo = n * worker as usize / workers as usize;
         let hi = n * (worker as usize + 1) / workers as usize;
         if hi <= lo {
-            return Err(format!("worker {worker} of {workers} has no training samples ({n} in all)").into());
+            return Err(format!(
+                "worker {worker} of {workers} has no training samples ({n} in all)"
+            )
+            .into());
         }
         Ok(Box::new(SoftmaxWorker {
             params: self.params.clone(),
@@ -145,7 +148,11 @@ impl Algorithm for MulticlassLr {
             metrics.push(("test_accuracy".to_string(), acc));
         }
         metrics.push(("train_accuracy".to_string(), model.accuracy(&self.train)));
-        file.add_tensor("weight", vec![c, d], model.weight.into_raw_vec_and_offset().0);
+        file.add_tensor(
+            "weight",
+            vec![c, d],
+            model.weight.into_raw_vec_and_offset().0,
+        );
         file.add_tensor("bias", vec![c], model.bias);
         let bytes = file.save(path)?;
         Ok(ModelSummary { bytes, metrics })
@@ -282,7 +289,10 @@ impl SoftmaxModel {
             reason,
         };
         if w.shape.len() != 2 || b.shape != [w.shape[0]] {
-            return Err(bad(format!("weight {:?} and bias {:?} do not match", w.shape, b.shape)));
+            return Err(bad(format!(
+                "weight {:?} and bias {:?} do not match",
+                w.shape, b.shape
+            )));
         }
         Ok(SoftmaxModel {
             weight: Array2::from_shape_vec((w.shape[0], w.shape[1]), w.data.clone())
@@ -306,7 +316,13 @@ impl SoftmaxModel {
             .map(|r| {
                 r.iter()
                     .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best })
+                    .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                        if v > best.1 {
+                            (i, v)
+                        } else {
+                            best
+                        }
+                    })
                     .0 as u32
             })
             .collect()

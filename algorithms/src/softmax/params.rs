@@ -52,7 +52,11 @@ impl SoftmaxParams {
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
             return Err(SpecError::invalid(
                 "params.batch_size",
-                format!("must be between 1 and {} (got {})", 1 << 20, self.batch_size),
+                format!(
+                    "must be between 1 and {} (got {})",
+                    1 << 20,
+                    self.batch_size
+                ),
             ));
         }
         if !(self.l2.is_finite() && self.l2 >= 0.0) {
@@ -62,7 +66,10 @@ impl SoftmaxParams {
             ));
         }
         if self.batches_per_clock == Some(0) {
-            return Err(SpecError::invalid("params.batches_per_clock", "must be >= 1"));
+            return Err(SpecError::invalid(
+                "params.batches_per_clock",
+                "must be >= 1",
+            ));
         }
         Ok(())
     }

@@ -65,7 +65,11 @@ pub fn batch(worker: WorkerId, clock: Clock, v: f64) -> ShardRequest {
 }
 
 /// Applies requests as consecutive entries after `*next`.
-pub fn apply(sm: &ShardStateMachine, next: &mut u64, reqs: Vec<ShardRequest>) -> Vec<petuum_storage::ShardResponse> {
+pub fn apply(
+    sm: &ShardStateMachine,
+    next: &mut u64,
+    reqs: Vec<ShardRequest>,
+) -> Vec<petuum_storage::ShardResponse> {
     let entries: Vec<Entry> = reqs
         .into_iter()
         .map(|r| {
@@ -78,7 +82,11 @@ pub fn apply(sm: &ShardStateMachine, next: &mut u64, reqs: Vec<ShardRequest>) ->
 
 pub fn row0(sm: &ShardStateMachine, base: bool) -> AnyRow {
     sm.handle().with_replica(|r| {
-        let s = if base { r.data.base() } else { r.data.current() };
+        let s = if base {
+            r.data.base()
+        } else {
+            r.data.current()
+        };
         s.read(1, 0).unwrap()
     })
 }

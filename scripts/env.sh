@@ -1,0 +1,7 @@
+# Sourced by the scripts: one place for the build environment, so every
+# build (setup, run, tests, CI) shares one target directory and one set of
+# variables and nothing is compiled twice.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/petuum/target}"
+export PETUUM_CACHE="${PETUUM_CACHE:-$HOME/.cache/petuum}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$CARGO_TARGET_DIR" "$PETUUM_CACHE"

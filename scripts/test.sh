@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, then every test
+# of every crate in release mode (one profile, so dependencies' C++ is
+# compiled once and reused from $CARGO_TARGET_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+./scripts/setup.sh --deps
+
+export PETUUM_DATASETS="${PETUUM_DATASETS:-$(cd .. && pwd)/shared/datasets}"
+echo "test: datasets from $PETUUM_DATASETS, target dir $CARGO_TARGET_DIR" >&2
+
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+# The end-to-end tests run the real binaries: build them first.
+cargo build --release --workspace --bins --quiet
+cargo test --release --workspace --no-fail-fast
