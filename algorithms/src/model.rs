@@ -132,7 +132,7 @@ impl ModelFile {
         header.insert("__metadata__".into(), serde_json::Value::Object(meta));
         // serde_json's Map is a BTreeMap here (no preserve_order): sorted keys.
         let mut json = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
-        while json.len() % 8 != 0 {
+        while !json.len().is_multiple_of(8) {
             json.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + json.len() + offset);

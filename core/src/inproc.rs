@@ -134,13 +134,13 @@ impl ShardService for InProcShards {
         Ok(())
     }
 
-    fn push(&self, batches: Vec<UpdateBatch>) -> Result<(), TableError> {
+    fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError> {
         for batch in batches {
             let job = batch.job;
             self.check_aborted(job)?;
             let shard = batch.shard;
             let cell = self.cell(shard)?;
-            let outcome = cell.state.lock().apply(batch)?;
+            let outcome = cell.state.lock().apply_ref(batch)?;
             if outcome.min_clock_after > outcome.min_clock_before {
                 cell.changed.notify_all();
                 self.push_to_sinks(shard, job);

@@ -61,7 +61,7 @@ pub trait ShardService: Send + Sync {
     /// Commits one clock's batches of one worker (one per shard). Returns
     /// once they are acknowledged: applied (embedded) or committed by a
     /// quorum (cluster).
-    fn push(&self, batches: Vec<UpdateBatch>) -> Result<(), TableError>;
+    fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError>;
 
     /// Reads a row, waiting as the request says.
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError>;

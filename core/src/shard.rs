@@ -161,6 +161,19 @@ impl ShardState {
     /// received from that worker is a replay and is ignored; a batch from the
     /// future (a gap) is refused.
     pub fn apply(&mut self, batch: UpdateBatch) -> Result<ApplyOutcome, TableError> {
+        self.apply_cow(std::borrow::Cow::Owned(batch))
+    }
+
+    /// [`apply`](Self::apply) for a borrowed batch (copied only when
+    /// deterministic mode must hold it until its clock is complete).
+    pub fn apply_ref(&mut self, batch: &UpdateBatch) -> Result<ApplyOutcome, TableError> {
+        self.apply_cow(std::borrow::Cow::Borrowed(batch))
+    }
+
+    fn apply_cow(
+        &mut self,
+        batch: std::borrow::Cow<'_, UpdateBatch>,
+    ) -> Result<ApplyOutcome, TableError> {
         self.validate(&batch)?;
         let shard = self.shard;
         let clocks = self.jobs.get_mut(&batch.job).expect("validated");
@@ -191,7 +204,7 @@ impl ShardState {
                 .held
                 .entry(batch.clock)
                 .or_insert_with(|| vec![None; n]);
-            slot[w] = Some(batch);
+            slot[w] = Some(batch.into_owned());
             // Apply every complete clock, in clock order then worker order.
             let mut ready = Vec::new();
             while let Some(entry) = clocks.held.first_entry() {

@@ -93,6 +93,22 @@ pub struct WorkerStats {
 type Key = (TableId, RowId);
 type OpLog = FxHashMap<Key, AnyRow>;
 
+/// One flushed clock: its batches (one per shard) and where each row's
+/// delta sits in them.
+struct Flushed {
+    clock: Clock,
+    batches: Vec<UpdateBatch>,
+    index: FxHashMap<Key, (u32, u32)>,
+}
+
+impl Flushed {
+    fn delta(&self, key: &Key) -> Option<&AnyRow> {
+        self.index
+            .get(key)
+            .map(|&(b, u)| &self.batches[b as usize].updates[u as usize].delta)
+    }
+}
+
 /// One worker of one job.
 pub struct WorkerCtx {
     node: Arc<Node>,
@@ -104,8 +120,8 @@ pub struct WorkerCtx {
     tables: HashMap<TableId, TableSpec>,
     names: HashMap<String, TableId>,
     oplog: OpLog,
-    /// Flushed op logs of the last few clocks, oldest first.
-    history: VecDeque<(Clock, Arc<OpLog>)>,
+    /// Flushed clocks kept for the own-write overlay, oldest first.
+    history: VecDeque<Flushed>,
     num_shards: u32,
     stats: WorkerStats,
 }
@@ -223,9 +239,9 @@ impl WorkerCtx {
             }
         }
         let own = self.own_applied(&entry);
-        for (c, log) in &self.history {
-            if *c >= own {
-                if let Some(d) = log.get(&(t.id, row)).and_then(T::from_any) {
+        for f in &self.history {
+            if f.clock >= own {
+                if let Some(d) = f.delta(&(t.id, row)).and_then(T::from_any) {
                     add_into_dense(out, d);
                 }
             }
@@ -303,30 +319,32 @@ impl WorkerCtx {
     /// Ends this worker's current clock: sends one batch per shard with the
     /// aggregated increments, waits for the acknowledgement, and advances.
     pub fn clock(&mut self) -> Result<(), TableError> {
-        let log = Arc::new(std::mem::take(&mut self.oplog));
-        let mut per_shard: Vec<Vec<RowUpdate>> = vec![Vec::new(); self.num_shards as usize];
-        for (&(table, row), delta) in log.iter() {
-            per_shard[shard_of(table, row, self.num_shards) as usize].push(RowUpdate {
-                table,
-                row,
-                delta: delta.clone(),
-            });
-        }
-        let batches: Vec<UpdateBatch> = per_shard
-            .into_iter()
-            .enumerate()
-            .map(|(shard, updates)| UpdateBatch {
+        let log = std::mem::take(&mut self.oplog);
+        let mut batches: Vec<UpdateBatch> = (0..self.num_shards)
+            .map(|shard| UpdateBatch {
                 job: self.job,
                 worker: self.worker,
                 clock: self.clock,
-                shard: shard as u32,
-                updates,
+                shard,
+                updates: Vec::new(),
             })
             .collect();
+        let mut index = FxHashMap::default();
+        index.reserve(log.len());
+        for ((table, row), delta) in log {
+            let shard = shard_of(table, row, self.num_shards);
+            let updates = &mut batches[shard as usize].updates;
+            index.insert((table, row), (shard, updates.len() as u32));
+            updates.push(RowUpdate { table, row, delta });
+        }
         self.stats.batches += batches.len() as u64;
         self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
-        self.node.service.push(batches)?;
-        self.history.push_back((self.clock, log));
+        self.node.service.push(&batches)?;
+        self.history.push_back(Flushed {
+            clock: self.clock,
+            batches,
+            index,
+        });
         while self.history.len() > self.consistency.own_history_clocks() {
             self.history.pop_front();
         }
@@ -411,9 +429,9 @@ impl WorkerCtx {
         out: &mut Row<T>,
     ) {
         let own = self.own_applied(entry);
-        for (c, log) in &self.history {
-            if *c >= own {
-                if let Some(d) = log.get(&(table, row)).and_then(T::from_any) {
+        for f in &self.history {
+            if f.clock >= own {
+                if let Some(d) = f.delta(&(table, row)).and_then(T::from_any) {
                     out.add_row(d);
                 }
             }

@@ -354,3 +354,161 @@ impl ShardData {
         encode_image(&self.base, tables, vec![meta])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petuum_core::batch::RowUpdate;
+    use petuum_core::row::{AnyRow, Row};
+    use petuum_core::types::{ElemType, RowKind};
+    use rand::{Rng, SeedableRng};
+
+    const WORKERS: u32 = 4;
+    const STALENESS: u64 = 2;
+
+    fn setup(d: &mut ShardData, checkpoint_every: Clock) {
+        let spec = TableSpec {
+            id: 1,
+            name: "t".into(),
+            job: 5,
+            kind: RowKind::Dense,
+            elem: ElemType::I64,
+            columns: 3,
+        };
+        assert!(d.apply(ShardRequest::CreateTable(spec)).0.error.is_none());
+        let reg = ShardRequest::RegisterJob {
+            job: 5,
+            workers: WORKERS,
+            deterministic: false,
+            checkpoint_every,
+        };
+        assert!(d.apply(reg).0.error.is_none());
+    }
+
+    fn batch(worker: WorkerId, clock: Clock) -> UpdateBatch {
+        let v = (worker as i64 + 1) * 1000 + clock as i64;
+        UpdateBatch {
+            job: 5,
+            worker,
+            clock,
+            shard: 0,
+            updates: vec![RowUpdate {
+                table: 1,
+                row: clock % 3,
+                delta: AnyRow::I64(Row::Dense(vec![v, 1, -v])),
+            }],
+        }
+    }
+
+    /// The state at clock `m`: a fresh shard fed only clocks below `m`.
+    fn state_at(m: Clock) -> ShardState {
+        let mut d = ShardData::new(0);
+        setup(&mut d, 0);
+        for c in 0..m {
+            for w in 0..WORKERS {
+                d.apply(ShardRequest::Batch(batch(w, c)));
+            }
+        }
+        d.current.clone()
+    }
+
+    #[test]
+    fn base_equals_the_state_at_the_min_clock_under_random_ssp_interleavings() {
+        for seed in 0..20u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut d = ShardData::new(0);
+            setup(&mut d, 3);
+            let mut next = [0u64; WORKERS as usize];
+            let mut checkpoints = Vec::new();
+            for _ in 0..120 {
+                let min = *next.iter().min().unwrap();
+                // SSP(2): a worker may run at most STALENESS clocks ahead.
+                let ready: Vec<usize> = (0..WORKERS as usize)
+                    .filter(|&w| next[w] <= min + STALENESS)
+                    .collect();
+                let w = ready[rng.gen_range(0..ready.len())];
+                let (resp, effects) = d.apply(ShardRequest::Batch(batch(w as u32, next[w])));
+                assert!(resp.error.is_none() && !resp.duplicate);
+                next[w] += 1;
+                let min = *next.iter().min().unwrap();
+                assert_eq!(resp.min_clock, Some(min));
+                assert_eq!(d.jobs[&5].clock, min);
+                assert!(d
+                    .pending()
+                    .all(|b| b.clock >= min && b.clock < min + STALENESS + 1));
+                for e in effects {
+                    if let Effect::Checkpoint(c) = e {
+                        assert_eq!((c.clock + 1) % 3, 0);
+                        let img: ShardImage = postcard::from_bytes(&c.image).unwrap();
+                        assert_eq!(img.jobs[0].clock, c.clock + 1);
+                        checkpoints.push((c.clock, img));
+                    }
+                }
+            }
+            let min = *next.iter().min().unwrap();
+            let want = state_at(min);
+            for r in 0..3 {
+                assert_eq!(
+                    d.base.read(1, r).unwrap(),
+                    want.read(1, r).unwrap(),
+                    "seed {seed} row {r}"
+                );
+            }
+            assert_eq!(
+                d.base.job(5).unwrap().applied(),
+                vec![min; WORKERS as usize]
+            );
+            // Every checkpoint equals the state at its clock + 1.
+            assert!(!checkpoints.is_empty());
+            for (clock, img) in checkpoints {
+                let want = state_at(clock + 1);
+                for (t, r, v) in &img.rows {
+                    assert_eq!(
+                        &want.read(*t, *r).unwrap(),
+                        v,
+                        "seed {seed} checkpoint {clock}"
+                    );
+                }
+                assert_eq!(img.rows.len(), want.row_ids(1).len());
+            }
+            // A rebuild from base + pending matches the live replica.
+            let base: ShardImage = postcard::from_bytes(&d.encode_base().unwrap()).unwrap();
+            let rebuilt = ShardData::from_parts(&base, d.pending().cloned().collect()).unwrap();
+            for r in 0..3 {
+                assert_eq!(
+                    rebuilt.current.read(1, r).unwrap(),
+                    d.current.read(1, r).unwrap()
+                );
+            }
+            assert_eq!(
+                rebuilt.current.job(5).unwrap().applied(),
+                d.current.job(5).unwrap().applied()
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoint_requests_are_served_now_later_or_refused_when_too_late() {
+        let mut d = ShardData::new(0);
+        setup(&mut d, 0);
+        for w in 0..WORKERS {
+            d.apply(ShardRequest::Batch(batch(w, 0)));
+        }
+        // Base at clock 1: the state at clock 0 is available now.
+        let (r, fx) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 0 });
+        assert_eq!((r.checkpoints.clone(), fx.len()), (vec![(5, 0)], 1));
+        // Clock 1 is written when it completes.
+        let (r, fx) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 1 });
+        assert!(r.error.is_none() && fx.is_empty());
+        let mut written = Vec::new();
+        for w in 0..WORKERS {
+            written.extend(d.apply(ShardRequest::Batch(batch(w, 1))).0.checkpoints);
+        }
+        assert_eq!(written, vec![(5, 1)]);
+        // Clock 0 is gone now.
+        let (r, _) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 0 });
+        assert!(r.error.unwrap().contains("passed"));
+        let (r, _) = d.apply(ShardRequest::Checkpoint { job: 6, clock: 0 });
+        assert!(r.error.unwrap().contains("not registered"));
+    }
+}

@@ -207,7 +207,7 @@ impl AlgoWorker for SoftmaxWorker {
         let mut seen = 0u64;
         let mut pos = 0;
         for _ in 0..batches {
-            for i in 0..bs {
+            for (i, yi) in y.iter_mut().enumerate() {
                 if pos == order.len() {
                     order.shuffle(rng);
                     pos = 0;
@@ -215,7 +215,7 @@ impl AlgoWorker for SoftmaxWorker {
                 let s = order[pos];
                 pos += 1;
                 x.row_mut(i).assign(&self.data.features.row(s));
-                y[i] = self.data.labels[s] as usize;
+                *yi = self.data.labels[s] as usize;
             }
             self.read_weights(ctx, t)?;
             loss_sum += self.sgd_update(ctx, t, x.view(), &y, lr)?;
