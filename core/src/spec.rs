@@ -77,9 +77,13 @@ pub struct DataSpec {
     pub test: Option<PathBuf>,
     #[serde(default)]
     pub test_labels: Option<PathBuf>,
-    /// CSV: the name of the label column.
+    /// CSV: the name of the label column (also of `train_labels`/`test_labels`
+    /// when those are CSV files, e.g. `spam` in spamassassin's labels.csv).
     #[serde(default)]
     pub label_column: Option<String>,
+    /// UCI bag of words: the vocabulary file (one word per line).
+    #[serde(default)]
+    pub vocab: Option<PathBuf>,
     /// libsvm: whether feature indices start at 1 (detected when absent).
     #[serde(default)]
     pub one_based: Option<bool>,
@@ -218,6 +222,7 @@ impl JobSpec {
             &mut self.data.train_labels,
             &mut self.data.test,
             &mut self.data.test_labels,
+            &mut self.data.vocab,
         ]
         .into_iter()
         .flatten()
@@ -310,6 +315,7 @@ impl JobSpec {
             ("data.train_labels", &d.train_labels),
             ("data.test", &d.test),
             ("data.test_labels", &d.test_labels),
+            ("data.vocab", &d.vocab),
         ] {
             if let Some(p) = p {
                 check_file(field, p)?;
