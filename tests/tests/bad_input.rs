@@ -129,3 +129,17 @@ fn flate2_free_gunzip(gz: &[u8]) -> std::io::Cursor<Vec<u8>> {
     writer.join().unwrap().unwrap();
     std::io::Cursor::new(out.stdout)
 }
+
+#[test]
+fn client_validates_specs_like_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, mnist_job(&model, "workers = 2", "")).unwrap();
+    let out = run("petuum-client", &["validate", job.to_str().unwrap()], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&job, mnist_job(&model, "workers = 2\nstaleness = -3", "")).unwrap();
+    let out = run("petuum-client", &["validate", job.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run.staleness"));
+}
