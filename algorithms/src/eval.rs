@@ -1,6 +1,6 @@
 //! Evaluation of a saved model on held-out data (`petuumd eval`).
 
-use crate::data::{idx, DataError};
+use crate::data::{idx, DataError, Dataset};
 use crate::model::{ModelError, ModelFile};
 use crate::softmax::{self, SoftmaxModel};
 use std::path::Path;
@@ -25,24 +25,46 @@ pub struct EvalReport {
     pub metrics: Vec<(String, f64)>,
 }
 
+/// Reads evaluation data the way the model's training data was read.
+fn read_for_model(file: &ModelFile, data: &Path, labels: Option<&Path>) -> Result<Dataset, EvalError> {
+    let format: String = file.meta("input_format")?;
+    let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?).map_err(|e| ModelError::Metadata {
+        path: file.path.clone(),
+        key: "class_names".into(),
+        reason: e.to_string(),
+    })?;
+    let (mut features, raw) = match format.as_str() {
+        "idx_u8" => {
+            let labels = labels.ok_or_else(|| EvalError::Usage("IDX data needs --labels (the labels file)".into()))?;
+            idx::read_features_labels(data, labels)?
+        }
+        "libsvm" => crate::data::libsvm::read(data, None)?,
+        "csv" => {
+            let col: String = file.meta("label_column")?;
+            let (f, l, _) = crate::data::csv::read(data, &col)?;
+            (f, l)
+        }
+        other => return Err(EvalError::Usage(format!("models reading `{other}` data are not supported by this build"))),
+    };
+    let expected: usize = file.meta("num_features")?;
+    if features.ncols() > expected || (features.ncols() < expected && format != "libsvm") {
+        return Err(EvalError::Usage(format!(
+            "{} has {} features per sample, the model expects {expected}",
+            data.display(),
+            features.ncols()
+        )));
+    }
+    features.set_ncols(expected);
+    Ok(Dataset::with_classes(features, raw, &class_names, data)?)
+}
+
 /// Evaluates `model` on `data` (with `labels` for IDX data).
 pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<EvalReport, EvalError> {
     let file = ModelFile::load(model)?;
     match file.algorithm() {
         softmax::NAME => {
             let m = SoftmaxModel::from_file(&file)?;
-            let labels = labels.ok_or_else(|| {
-                EvalError::Usage("IDX data needs --labels (the labels file)".into())
-            })?;
-            let ds = idx::read_images_labels(data, labels)?;
-            let expected: usize = file.meta("num_features")?;
-            if ds.dim() != expected {
-                return Err(EvalError::Usage(format!(
-                    "{} has {} features per sample, the model expects {expected}",
-                    data.display(),
-                    ds.dim()
-                )));
-            }
+            let ds = read_for_model(&file, data, labels)?;
             Ok(EvalReport {
                 algorithm: softmax::NAME.into(),
                 samples: ds.len(),

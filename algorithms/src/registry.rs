@@ -1,8 +1,8 @@
 //! From a job spec to a ready algorithm: name lookup, hyperparameter
 //! validation (before any data is read) and data loading.
 
-use crate::data::{idx, DataError, Dataset};
-use crate::softmax::{self, InputScale, MulticlassLr, SoftmaxParams};
+use crate::data::{idx, load_job_data, DataError};
+use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
 
@@ -49,18 +49,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         softmax::NAME => {
             let p: SoftmaxParams = parse_params(&spec.params)?;
             p.validate()?;
-            if !matches!(spec.data.format, DataFormat::Idx) {
-                return Err(SpecError::invalid(
-                    "data.format",
-                    format!(
-                        "{:?} is not supported by {} yet (use idx)",
-                        spec.data.format,
-                        softmax::NAME
-                    )
-                    .to_lowercase(),
-                ));
-            }
-            Ok(())
+            check_labelled_format(spec)
         }
         other => unreachable!("canonical name {other} without a builder"),
     }
@@ -72,41 +61,41 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
     match algorithm_of(spec)? {
         softmax::NAME => {
             let params: SoftmaxParams = parse_params(&spec.params)?;
-            let (train, test) = load_labelled(spec)?;
-            Ok(Box::new(MulticlassLr::new(
-                params,
-                train,
-                test,
-                InputScale(idx::PIXEL_SCALE),
-                "idx_u8",
-            )))
+            let (train, test) = load_job_data(&spec.data)?;
+            Ok(Box::new(MulticlassLr::new(params, train, test, input_spec(spec))))
         }
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
 
-fn load_labelled(spec: &JobSpec) -> Result<(Dataset, Option<Dataset>), BuildError> {
-    let d = &spec.data;
-    let labels = d.train_labels.as_ref().ok_or_else(|| {
-        SpecError::invalid("data.train_labels", "the idx format needs a labels file")
-    })?;
-    let train = idx::read_images_labels(&d.train, labels)?;
-    let test = match (&d.test, &d.test_labels) {
-        (Some(t), Some(l)) => Some(idx::read_images_labels(t, l)?),
-        _ => None,
-    };
-    if let Some(t) = &test {
-        if t.dim() != train.dim() {
-            return Err(SpecError::invalid(
-                "data.test",
-                format!(
-                    "test samples have {} features, training samples {}",
-                    t.dim(),
-                    train.dim()
-                ),
-            )
-            .into());
-        }
+/// Formats with one label per sample.
+fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
+    match spec.data.format {
+        DataFormat::Idx | DataFormat::Libsvm | DataFormat::Csv => Ok(()),
+        other => Err(SpecError::invalid(
+            "data.format",
+            format!("`{other:?}` has no per-sample labels; {} reads idx, libsvm or csv", spec.algorithm).to_lowercase(),
+        )),
     }
-    Ok((train, test))
+}
+
+/// How the model will read raw inputs.
+fn input_spec(spec: &JobSpec) -> InputSpec {
+    match spec.data.format {
+        DataFormat::Idx => InputSpec {
+            format: "idx_u8".into(),
+            scale: idx::PIXEL_SCALE,
+            label_column: None,
+        },
+        DataFormat::Csv => InputSpec {
+            format: "csv".into(),
+            scale: 1.0,
+            label_column: Some(spec.data.label_column.clone().unwrap_or_else(|| "label".into())),
+        },
+        _ => InputSpec {
+            format: "libsvm".into(),
+            scale: 1.0,
+            label_column: None,
+        },
+    }
 }

@@ -2,7 +2,7 @@
 //! (`0x00 0x00 type ndim`), `ndim` u32 dimensions, then the values.
 //! Plain or gzip-compressed.
 
-use super::{open_maybe_gz, DataError, Dataset};
+use super::{open_maybe_gz, DataError, Dataset, Features, RawLabels};
 use ndarray::Array2;
 use std::io::Read;
 use std::path::Path;
@@ -91,33 +91,22 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
     Ok(IdxU8 { dims, data })
 }
 
-/// Reads IDX images (n × rows × cols) and labels (n) into a data set with
-/// pixels scaled to [0, 1].
-pub fn read_images_labels(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
+/// Reads IDX images (n × rows × cols) and labels (n) with pixels scaled to
+/// [0, 1].
+pub fn read_features_labels(images: &Path, labels: &Path) -> Result<(Features, RawLabels), DataError> {
     let img = read_u8(images)?;
     let lab = read_u8(labels)?;
     if img.dims.len() < 2 {
-        return Err(DataError::invalid(
-            images,
-            format!("expected images of 2+ dimensions, got {:?}", img.dims),
-        ));
+        return Err(DataError::invalid(images, format!("expected images of 2+ dimensions, got {:?}", img.dims)));
     }
     if lab.dims.len() != 1 {
-        return Err(DataError::invalid(
-            labels,
-            format!("expected 1-dimensional labels, got {:?}", lab.dims),
-        ));
+        return Err(DataError::invalid(labels, format!("expected 1-dimensional labels, got {:?}", lab.dims)));
     }
     let n = img.dims[0];
     if lab.dims[0] != n {
         return Err(DataError::invalid(
             labels,
-            format!(
-                "{} labels for {} images in {}",
-                lab.dims[0],
-                n,
-                images.display()
-            ),
+            format!("{} labels for {} images in {}", lab.dims[0], n, images.display()),
         ));
     }
     let dim = img.dims[1..].iter().product::<usize>();
@@ -126,13 +115,14 @@ pub fn read_images_labels(images: &Path, labels: &Path) -> Result<Dataset, DataE
         img.data.iter().map(|&p| p as f32 * PIXEL_SCALE).collect(),
     )
     .expect("shape checked");
-    let labels: Vec<u32> = lab.data.iter().map(|&l| l as u32).collect();
-    let num_classes = labels.iter().copied().max().map_or(0, |m| m + 1);
-    Ok(Dataset {
-        features,
-        labels,
-        num_classes,
-    })
+    let labels = lab.data.iter().map(|&l| l.to_string()).collect();
+    Ok((Features::Dense(features), RawLabels(labels)))
+}
+
+/// [`read_features_labels`] as a data set.
+pub fn read_images_labels(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
+    let (f, l) = read_features_labels(images, labels)?;
+    Ok(Dataset::from_raw(f, l))
 }
 
 #[cfg(test)]
@@ -157,9 +147,10 @@ mod tests {
         let ds = read_images_labels(&ip, &lp).unwrap();
         assert_eq!(ds.len(), 2);
         assert_eq!(ds.dim(), 2);
-        assert_eq!(ds.features[[0, 1]], 1.0);
-        assert_eq!(ds.labels, vec![3, 1]);
-        assert_eq!(ds.num_classes, 4);
+        assert_eq!(ds.features.to_dense()[[0, 1]], 1.0);
+        assert_eq!(ds.class_names, vec!["1", "3"]);
+        assert_eq!(ds.labels, vec![1, 0]);
+        assert_eq!(ds.num_classes, 2);
 
         let short = write(dir.path(), "s", &img[..18]);
         let e = read_images_labels(&short, &lp).unwrap_err().to_string();

@@ -20,7 +20,7 @@ mod params;
 
 pub use params::SoftmaxParams;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Features};
 use crate::model::ModelFile;
 use ndarray::{s, Array2, ArrayView2, Axis};
 use petuum_core::algorithm::{
@@ -36,9 +36,17 @@ use std::sync::Arc;
 pub const NAME: &str = "multiclass_lr";
 const TABLE: &str = "weights";
 
-/// How raw inputs are scaled before the model sees them (stored in the model).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct InputScale(pub f32);
+/// How the model's inputs are read and scaled, recorded in the model so
+/// that evaluation reads data the same way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    /// `idx_u8`, `libsvm` or `csv`.
+    pub format: String,
+    /// Raw values are multiplied by this before the model (1/255 for IDX).
+    pub scale: f32,
+    /// CSV: the label column.
+    pub label_column: Option<String>,
+}
 
 /// The algorithm with its data loaded.
 pub struct MulticlassLr {
@@ -46,29 +54,33 @@ pub struct MulticlassLr {
     train: Arc<Dataset>,
     test: Option<Arc<Dataset>>,
     num_classes: u32,
-    input_scale: InputScale,
-    input_format: String,
+    input: InputSpec,
+    /// Column means and deviations when `standardize` is on.
+    standardizer: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl MulticlassLr {
-    pub fn new(
-        params: SoftmaxParams,
-        train: Dataset,
-        test: Option<Dataset>,
-        input_scale: InputScale,
-        input_format: &str,
-    ) -> Self {
-        let num_classes = train
-            .num_classes
-            .max(test.as_ref().map_or(0, |t| t.num_classes))
-            .max(2);
+    pub fn new(params: SoftmaxParams, mut train: Dataset, mut test: Option<Dataset>, input: InputSpec) -> Self {
+        let num_classes = train.num_classes.max(2);
+        let standardizer = params.standardize.then(|| {
+            let (mean, std) = train.features.column_stats();
+            train.features.standardize(&mean, &std);
+            if let Some(t) = &mut test {
+                t.features.standardize(&mean, &std);
+            }
+            (mean, std)
+        });
+        if let Features::Sparse(_) = train.features {
+            // The worker builds dense mini-batches; expand once here.
+            train.features = Features::Dense(train.features.to_dense());
+        }
         MulticlassLr {
             params,
             train: Arc::new(train),
             test: test.map(Arc::new),
             num_classes,
-            input_scale,
-            input_format: input_format.to_string(),
+            input,
+            standardizer,
         }
     }
 
@@ -130,24 +142,41 @@ impl Algorithm for MulticlassLr {
             weight.extend_from_slice(&row[..d]);
             bias.push(row[d]);
         }
-        let model = SoftmaxModel {
+        let mut model = SoftmaxModel {
             weight: Array2::from_shape_vec((c, d), weight)?,
             bias,
-            input_scale: self.input_scale.0,
+            class_names: self.train.class_names.clone(),
         };
+        let mut metrics = Vec::new();
+        if let Some(test) = &self.test {
+            metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
+        }
+        metrics.push(("train_accuracy".to_string(), model.accuracy(&self.train)));
+        if let Some((mean, std)) = &self.standardizer {
+            // Fold (x - mean) / std into the weights: the saved model reads raw inputs.
+            for k in 0..c {
+                let mut shift = 0.0f32;
+                for j in 0..d {
+                    let w = model.weight[[k, j]] / std[j];
+                    model.weight[[k, j]] = w;
+                    shift += w * mean[j];
+                }
+                model.bias[k] -= shift;
+            }
+        }
         let mut file = ModelFile::new(NAME);
         file.set("num_classes", c);
         file.set("num_features", d);
-        file.set("input_scale", self.input_scale.0);
-        file.set("input_format", &self.input_format);
-        file.set("params", serde_json::to_string(&self.params)?);
-        let mut metrics = Vec::new();
-        if let Some(test) = &self.test {
-            let acc = model.accuracy(test);
-            file.set("test_accuracy", acc);
-            metrics.push(("test_accuracy".to_string(), acc));
+        file.set("input_scale", self.input.scale);
+        file.set("input_format", &self.input.format);
+        if let Some(col) = &self.input.label_column {
+            file.set("label_column", col);
         }
-        metrics.push(("train_accuracy".to_string(), model.accuracy(&self.train)));
+        file.set("class_names", serde_json::to_string(&model.class_names)?);
+        file.set("params", serde_json::to_string(&self.params)?);
+        for (k, v) in &metrics {
+            file.set(k, v);
+        }
         file.add_tensor(
             "weight",
             vec![c, d],
@@ -214,7 +243,9 @@ impl AlgoWorker for SoftmaxWorker {
                 }
                 let s = order[pos];
                 pos += 1;
-                x.row_mut(i).assign(&self.data.features.row(s));
+                self.data
+                    .features
+                    .row_into(s, x.row_mut(i).into_slice().expect("standard layout"));
                 *yi = self.data.labels[s] as usize;
             }
             self.read_weights(ctx, t)?;
@@ -276,7 +307,8 @@ impl SoftmaxWorker {
 pub struct SoftmaxModel {
     pub weight: Array2<f32>,
     pub bias: Vec<f32>,
-    pub input_scale: f32,
+    /// Label of each class as written in the training data.
+    pub class_names: Vec<String>,
 }
 
 impl SoftmaxModel {
@@ -289,43 +321,28 @@ impl SoftmaxModel {
             reason,
         };
         if w.shape.len() != 2 || b.shape != [w.shape[0]] {
-            return Err(bad(format!(
-                "weight {:?} and bias {:?} do not match",
-                w.shape, b.shape
-            )));
+            return Err(bad(format!("weight {:?} and bias {:?} do not match", w.shape, b.shape)));
         }
+        let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
+            .map_err(|e| bad(format!("class_names: {e}")))?;
         Ok(SoftmaxModel {
             weight: Array2::from_shape_vec((w.shape[0], w.shape[1]), w.data.clone())
                 .map_err(|e| bad(e.to_string()))?,
             bias: b.data.clone(),
-            input_scale: file.meta("input_scale")?,
+            class_names,
         })
     }
 
-    /// Predicted class of each sample (features already scaled).
-    pub fn predict(&self, x: ArrayView2<'_, f32>) -> Vec<u32> {
-        let mut logits = x.dot(&self.weight.t());
-        for mut row in logits.rows_mut() {
-            for (v, b) in row.iter_mut().zip(&self.bias) {
-                *v += b;
+    /// Predicted class of sample `i`.
+    pub fn predict(&self, x: &Features, i: usize) -> u32 {
+        let mut best = (0u32, f32::NEG_INFINITY);
+        for (k, b) in self.bias.iter().enumerate() {
+            let v = x.dot(i, self.weight.row(k).as_slice().expect("standard layout")) + b;
+            if v > best.1 {
+                best = (k as u32, v);
             }
         }
-        logits
-            .rows()
-            .into_iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
-                        if v > best.1 {
-                            (i, v)
-                        } else {
-                            best
-                        }
-                    })
-                    .0 as u32
-            })
-            .collect()
+        best.0
     }
 
     /// Fraction of samples classified correctly.
@@ -333,16 +350,9 @@ impl SoftmaxModel {
         if data.is_empty() {
             return 0.0;
         }
-        let mut correct = 0usize;
-        for start in (0..data.len()).step_by(4096) {
-            let end = (start + 4096).min(data.len());
-            let pred = self.predict(data.features.slice(s![start..end, ..]));
-            correct += pred
-                .iter()
-                .zip(&data.labels[start..end])
-                .filter(|(p, l)| p == l)
-                .count();
-        }
+        let correct = (0..data.len())
+            .filter(|&i| self.predict(&data.features, i) == data.labels[i])
+            .count();
         correct as f64 / data.len() as f64
     }
 }

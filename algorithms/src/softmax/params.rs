@@ -32,6 +32,10 @@ pub struct SoftmaxParams {
     /// Mini-batches per clock (default: one pass over the worker's data).
     #[serde(default)]
     pub batches_per_clock: Option<usize>,
+    /// Standardise features (mean 0, variance 1 on the training set); the
+    /// saved model folds the scaling into its weights and reads raw inputs.
+    #[serde(default)]
+    pub standardize: bool,
 }
 
 impl SoftmaxParams {
