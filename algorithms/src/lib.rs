@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod lda;
 pub mod model;
 pub mod registry;
 pub mod softmax;

@@ -2,12 +2,13 @@
 //! validation (before any data is read) and data loading.
 
 use crate::data::{idx, load_job_data, DataError};
+use crate::lda;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
 
 /// Algorithms this build knows, by canonical name.
-pub const ALGORITHMS: &[&str] = &[softmax::NAME];
+pub const ALGORITHMS: &[&str] = &[softmax::NAME, lda::NAME];
 
 /// Why a job could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +25,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "multiclass_lr" | "softmax" | "mlr" | "multiclass_logistic_regression" => {
             Some(softmax::NAME)
         }
+        "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         _ => None,
     }
 }
@@ -51,6 +53,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             p.validate()?;
             check_labelled_format(spec)
         }
+        lda::NAME => lda::job::validate(spec),
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
@@ -64,6 +67,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
             let (train, test) = load_job_data(&spec.data)?;
             Ok(Box::new(MulticlassLr::new(params, train, test, input_spec(spec))))
         }
+        lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         other => unreachable!("canonical name {other} without a builder"),
     }
 }

@@ -3,6 +3,7 @@
 //! Every reader reports malformed input with the file, the line (or byte
 //! offset for binary formats) and the reason.
 
+pub mod bow;
 pub mod csv;
 pub mod features;
 pub mod idx;

@@ -1,0 +1,85 @@
+//! From a job spec to an [`Lda`]: checks and corpus loading shared with
+//! MedLDA.
+
+use super::{split_holdout, Lda, LdaParams};
+use crate::data::bow::{self, Corpus};
+use crate::registry::BuildError;
+use petuum_core::spec::{parse_params, DataFormat, DataSpec, JobSpec, SpecError};
+
+/// Checks that the data is a bag-of-words corpus.
+pub fn check_bow_format(spec: &JobSpec) -> Result<(), SpecError> {
+    match spec.data.format {
+        DataFormat::UciBow | DataFormat::Ldac => Ok(()),
+        other => Err(SpecError::invalid(
+            "data.format",
+            format!(
+                "{} reads uci_bow or ldac corpora, not `{other:?}`",
+                spec.algorithm
+            )
+            .to_lowercase(),
+        )),
+    }
+}
+
+/// Validates an `lda` spec without reading data.
+pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    let p: LdaParams = parse_params(&spec.params)?;
+    p.validate()?;
+    check_bow_format(spec)
+}
+
+/// Reads one corpus file of the spec's format.
+pub fn read_corpus(d: &DataSpec, path: &std::path::Path) -> Result<Corpus, BuildError> {
+    Ok(match d.format {
+        DataFormat::UciBow => bow::read_uci(path, d.vocab.as_deref())?,
+        DataFormat::Ldac => bow::read_ldac(path, d.vocab.as_deref())?,
+        other => {
+            return Err(SpecError::invalid(
+                "data.format",
+                format!("`{other:?}` is not a bag-of-words format").to_lowercase(),
+            )
+            .into())
+        }
+    })
+}
+
+/// The training corpus and the held-out one (`data.test`, or the seeded
+/// `data.test_fraction` split of `data.train`), with the split's indices
+/// into `data.train` (all documents when there is no split).
+pub fn load(
+    spec: &JobSpec,
+) -> Result<(Corpus, Option<Corpus>, Vec<usize>, Vec<usize>), BuildError> {
+    let d = &spec.data;
+    let all = read_corpus(d, &d.train)?;
+    if let Some(t) = &d.test {
+        let mut test = read_corpus(d, t)?;
+        if test.num_words > all.num_words {
+            return Err(SpecError::invalid(
+                "data.test",
+                format!(
+                    "has {} words, the training corpus {}",
+                    test.num_words, all.num_words
+                ),
+            )
+            .into());
+        }
+        test.num_words = all.num_words;
+        let n = all.len();
+        return Ok((all, Some(test), (0..n).collect(), Vec::new()));
+    }
+    if let Some(f) = d.test_fraction {
+        let (train, test) = split_holdout(all.len(), f, spec.run.seed);
+        return Ok((all.subset(&train), Some(all.subset(&test)), train, test));
+    }
+    let n = all.len();
+    Ok((all, None, (0..n).collect(), Vec::new()))
+}
+
+/// Validates the spec, reads the corpus and builds the algorithm.
+pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
+    validate(spec)?;
+    let params: LdaParams = parse_params(&spec.params)?;
+    let (train, test, _, _) = load(spec)?;
+    Lda::new(params, train, test, spec.run.seed)
+        .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
+}

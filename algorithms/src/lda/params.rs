@@ -1,0 +1,130 @@
+//! Hyperparameters of LDA.
+
+use petuum_core::spec::SpecError;
+use serde::{Deserialize, Serialize};
+
+fn topics() -> u32 {
+    100
+}
+fn alpha() -> f64 {
+    0.1
+}
+fn beta() -> f64 {
+    0.01
+}
+fn top_words() -> usize {
+    20
+}
+fn infer_iterations() -> u32 {
+    50
+}
+
+/// Most topics a job may ask for (a topic id must fit the samplers' `u32`
+/// and a dense `K`-wide row must stay small).
+pub const MAX_TOPICS: u32 = 1 << 16;
+
+/// `[params]` of an `lda` job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdaParams {
+    /// Number of topics `K`.
+    #[serde(default = "topics")]
+    pub num_topics: u32,
+    /// Symmetric Dirichlet prior on document-topic mixtures.
+    #[serde(default = "alpha")]
+    pub alpha: f64,
+    /// Symmetric Dirichlet prior on topic-word distributions.
+    #[serde(default = "beta")]
+    pub beta: f64,
+    /// Top words per topic kept in the model file and printed by `eval`.
+    #[serde(default = "top_words")]
+    pub top_words: usize,
+    /// Gibbs sweeps per held-out document for inference and perplexity.
+    #[serde(default = "infer_iterations")]
+    pub infer_iterations: u32,
+}
+
+impl Default for LdaParams {
+    fn default() -> Self {
+        LdaParams {
+            num_topics: topics(),
+            alpha: alpha(),
+            beta: beta(),
+            top_words: top_words(),
+            infer_iterations: infer_iterations(),
+        }
+    }
+}
+
+impl LdaParams {
+    /// Checks values before any work starts.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.num_topics < 2 || self.num_topics > MAX_TOPICS {
+            return Err(SpecError::invalid(
+                "params.num_topics",
+                format!(
+                    "must be between 2 and {MAX_TOPICS} (got {})",
+                    self.num_topics
+                ),
+            ));
+        }
+        for (field, v) in [("params.alpha", self.alpha), ("params.beta", self.beta)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(SpecError::invalid(
+                    field,
+                    format!("must be a positive number (got {v})"),
+                ));
+            }
+        }
+        if self.top_words == 0 || self.top_words > 1000 {
+            return Err(SpecError::invalid(
+                "params.top_words",
+                format!("must be between 1 and 1000 (got {})", self.top_words),
+            ));
+        }
+        if self.infer_iterations == 0 || self.infer_iterations > 100_000 {
+            return Err(SpecError::invalid(
+                "params.infer_iterations",
+                format!(
+                    "must be between 1 and 100000 (got {})",
+                    self.infer_iterations
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut p = LdaParams {
+            num_topics: 1,
+            ..LdaParams::default()
+        };
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("params.num_topics"));
+        p.num_topics = 10;
+        p.beta = 0.0;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("params.beta"));
+        p.beta = 0.1;
+        p.alpha = f64::NAN;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("params.alpha"));
+        p.alpha = 0.1;
+        p.validate().unwrap();
+    }
+}
