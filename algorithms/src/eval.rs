@@ -1,6 +1,7 @@
 //! Evaluation of a saved model on held-out data (`petuumd eval`).
 
 use crate::data::{idx, DataError, Dataset};
+use crate::linear::{self, LinearModel};
 use crate::model::{ModelError, ModelFile};
 use crate::softmax::{self, SoftmaxModel};
 use std::path::Path;
@@ -26,16 +27,23 @@ pub struct EvalReport {
 }
 
 /// Reads evaluation data the way the model's training data was read.
-fn read_for_model(file: &ModelFile, data: &Path, labels: Option<&Path>) -> Result<Dataset, EvalError> {
+fn read_for_model(
+    file: &ModelFile,
+    data: &Path,
+    labels: Option<&Path>,
+) -> Result<Dataset, EvalError> {
     let format: String = file.meta("input_format")?;
-    let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?).map_err(|e| ModelError::Metadata {
-        path: file.path.clone(),
-        key: "class_names".into(),
-        reason: e.to_string(),
-    })?;
+    let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
+        .map_err(|e| ModelError::Metadata {
+            path: file.path.clone(),
+            key: "class_names".into(),
+            reason: e.to_string(),
+        })?;
     let (mut features, raw) = match format.as_str() {
         "idx_u8" => {
-            let labels = labels.ok_or_else(|| EvalError::Usage("IDX data needs --labels (the labels file)".into()))?;
+            let labels = labels.ok_or_else(|| {
+                EvalError::Usage("IDX data needs --labels (the labels file)".into())
+            })?;
             idx::read_features_labels(data, labels)?
         }
         "libsvm" => crate::data::libsvm::read(data, None)?,
@@ -44,7 +52,11 @@ fn read_for_model(file: &ModelFile, data: &Path, labels: Option<&Path>) -> Resul
             let (f, l, _) = crate::data::csv::read(data, &col)?;
             (f, l)
         }
-        other => return Err(EvalError::Usage(format!("models reading `{other}` data are not supported by this build"))),
+        other => {
+            return Err(EvalError::Usage(format!(
+                "models reading `{other}` data are not supported by this build"
+            )))
+        }
     };
     let expected: usize = file.meta("num_features")?;
     if features.ncols() > expected || (features.ncols() < expected && format != "libsvm") {
@@ -67,6 +79,15 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
             let ds = read_for_model(&file, data, labels)?;
             Ok(EvalReport {
                 algorithm: softmax::NAME.into(),
+                samples: ds.len(),
+                metrics: vec![("accuracy".into(), m.accuracy(&ds))],
+            })
+        }
+        name @ (linear::LOGISTIC | linear::SVM) => {
+            let m = LinearModel::from_file(&file)?;
+            let ds = read_for_model(&file, data, labels)?;
+            Ok(EvalReport {
+                algorithm: name.into(),
                 samples: ds.len(),
                 metrics: vec![("accuracy".into(), m.accuracy(&ds))],
             })

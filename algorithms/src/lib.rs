@@ -10,7 +10,9 @@
 
 pub mod data;
 pub mod eval;
+pub mod linear;
 pub mod lda;
+pub mod medlda;
 pub mod model;
 pub mod registry;
 pub mod softmax;

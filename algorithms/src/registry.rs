@@ -3,12 +3,20 @@
 
 use crate::data::{idx, load_job_data, DataError};
 use crate::lda;
+use crate::linear::{self, BinaryLinear, LinearParams, Loss};
+use crate::medlda;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
 
 /// Algorithms this build knows, by canonical name.
-pub const ALGORITHMS: &[&str] = &[softmax::NAME, lda::NAME];
+pub const ALGORITHMS: &[&str] = &[
+    softmax::NAME,
+    linear::LOGISTIC,
+    linear::SVM,
+    lda::NAME,
+    medlda::NAME,
+];
 
 /// Why a job could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +33,10 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "multiclass_lr" | "softmax" | "mlr" | "multiclass_logistic_regression" => {
             Some(softmax::NAME)
         }
+        "logistic_regression" | "lr" | "logistic" => Some(linear::LOGISTIC),
+        "svm" | "linear_svm" => Some(linear::SVM),
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
+        "medlda" | "med_lda" => Some(medlda::NAME),
         _ => None,
     }
 }
@@ -53,7 +64,13 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             p.validate()?;
             check_labelled_format(spec)
         }
+        linear::LOGISTIC | linear::SVM => {
+            let p: LinearParams = parse_params(&spec.params)?;
+            p.validate()?;
+            check_labelled_format(spec)
+        }
         lda::NAME => lda::job::validate(spec),
+        medlda::NAME => medlda::validate(spec),
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
@@ -65,9 +82,27 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         softmax::NAME => {
             let params: SoftmaxParams = parse_params(&spec.params)?;
             let (train, test) = load_job_data(&spec.data)?;
-            Ok(Box::new(MulticlassLr::new(params, train, test, input_spec(spec))))
+            Ok(Box::new(MulticlassLr::new(
+                params,
+                train,
+                test,
+                input_spec(spec),
+            )))
+        }
+        name @ (linear::LOGISTIC | linear::SVM) => {
+            let params: LinearParams = parse_params(&spec.params)?;
+            let (train, test) = load_job_data(&spec.data)?;
+            let loss = if name == linear::SVM {
+                Loss::Hinge
+            } else {
+                Loss::Logistic
+            };
+            BinaryLinear::new(loss, params, train, test, input_spec(spec), spec.clocks())
+                .map(|a| Box::new(a) as Box<dyn Algorithm>)
+                .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
+        medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
@@ -78,7 +113,11 @@ fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
         DataFormat::Idx | DataFormat::Libsvm | DataFormat::Csv => Ok(()),
         other => Err(SpecError::invalid(
             "data.format",
-            format!("`{other:?}` has no per-sample labels; {} reads idx, libsvm or csv", spec.algorithm).to_lowercase(),
+            format!(
+                "`{other:?}` has no per-sample labels; {} reads idx, libsvm or csv",
+                spec.algorithm
+            )
+            .to_lowercase(),
         )),
     }
 }
@@ -94,7 +133,12 @@ fn input_spec(spec: &JobSpec) -> InputSpec {
         DataFormat::Csv => InputSpec {
             format: "csv".into(),
             scale: 1.0,
-            label_column: Some(spec.data.label_column.clone().unwrap_or_else(|| "label".into())),
+            label_column: Some(
+                spec.data
+                    .label_column
+                    .clone()
+                    .unwrap_or_else(|| "label".into()),
+            ),
         },
         _ => InputSpec {
             format: "libsvm".into(),
