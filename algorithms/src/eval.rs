@@ -1,6 +1,7 @@
 //! Evaluation of a saved model on held-out data (`petuumd eval`).
 
-use crate::data::{idx, DataError, Dataset};
+use crate::data::{idx, DataError, Dataset, Features, RawLabels};
+use crate::kmeans::{self, KMeansModel};
 use crate::linear::{self, LinearModel};
 use crate::model::{ModelError, ModelFile};
 use crate::softmax::{self, SoftmaxModel};
@@ -32,13 +33,24 @@ fn read_for_model(
     data: &Path,
     labels: Option<&Path>,
 ) -> Result<Dataset, EvalError> {
-    let format: String = file.meta("input_format")?;
+    let (features, raw) = read_features_for_model(file, data, labels)?;
     let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
         .map_err(|e| ModelError::Metadata {
             path: file.path.clone(),
             key: "class_names".into(),
             reason: e.to_string(),
         })?;
+    Ok(Dataset::with_classes(features, raw, &class_names, data)?)
+}
+
+/// Reads the features (and raw labels) of evaluation data as the model's
+/// training data were read.
+fn read_features_for_model(
+    file: &ModelFile,
+    data: &Path,
+    labels: Option<&Path>,
+) -> Result<(Features, RawLabels), EvalError> {
+    let format: String = file.meta("input_format")?;
     let (mut features, raw) = match format.as_str() {
         "idx_u8" => {
             let labels = labels.ok_or_else(|| {
@@ -67,7 +79,7 @@ fn read_for_model(
         )));
     }
     features.set_ncols(expected);
-    Ok(Dataset::with_classes(features, raw, &class_names, data)?)
+    Ok((features, raw))
 }
 
 /// Evaluates `model` on `data` (with `labels` for IDX data).
@@ -90,6 +102,63 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 algorithm: name.into(),
                 samples: ds.len(),
                 metrics: vec![("accuracy".into(), m.accuracy(&ds))],
+            })
+        }
+        crate::lda::NAME => {
+            // Held-out documents: perplexity by document completion; the
+            // topics' top words go to stderr (stdout is the report).
+            let m = crate::lda::LdaModel::from_file(&file)?;
+            let corpus = crate::lda::job::read_eval_corpus(data, m.num_words)?;
+            eprint!("{}", m.format_topics(20));
+            let iterations = file.meta::<u32>("infer_iterations").unwrap_or(50);
+            let (ppl, n) = m.perplexity(&corpus, iterations, 0);
+            Ok(EvalReport {
+                algorithm: crate::lda::NAME.into(),
+                samples: corpus.len(),
+                metrics: vec![
+                    ("perplexity".into(), ppl),
+                    ("heldout_tokens".into(), n as f64),
+                ],
+            })
+        }
+        crate::medlda::NAME => {
+            let m = crate::medlda::MedLdaModel::from_file(&file)?;
+            let corpus = crate::lda::job::read_eval_corpus(data, m.lda.num_words)?;
+            let labels = labels.ok_or_else(|| {
+                EvalError::Usage(
+                    "medlda models need --labels (a CSV with the model's label column)".into(),
+                )
+            })?;
+            let column: String = file.meta("label_column")?;
+            let y = crate::data::bow::read_labels_csv(labels, &column)?;
+            if y.len() != corpus.len() {
+                return Err(EvalError::Usage(format!(
+                    "{} labels for {} documents",
+                    y.len(),
+                    corpus.len()
+                )));
+            }
+            eprint!("{}", m.lda.format_topics(20));
+            Ok(EvalReport {
+                algorithm: crate::medlda::NAME.into(),
+                samples: corpus.len(),
+                metrics: vec![("accuracy".into(), m.accuracy(&corpus, &y, 0))],
+            })
+        }
+        kmeans::NAME => {
+            let m = KMeansModel::from_file(&file)?;
+            let (x, _) = read_features_for_model(&file, data, labels)?;
+            let inertia = m.inertia(&x);
+            Ok(EvalReport {
+                algorithm: kmeans::NAME.into(),
+                samples: x.nrows(),
+                metrics: vec![
+                    ("inertia".into(), inertia),
+                    (
+                        "mean_squared_distance".into(),
+                        inertia / x.nrows().max(1) as f64,
+                    ),
+                ],
             })
         }
         other => Err(EvalError::Usage(format!(

@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod kmeans;
 pub mod linear;
 pub mod lda;
 pub mod medlda;

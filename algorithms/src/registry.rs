@@ -2,6 +2,7 @@
 //! validation (before any data is read) and data loading.
 
 use crate::data::{idx, load_job_data, DataError};
+use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
@@ -14,6 +15,7 @@ pub const ALGORITHMS: &[&str] = &[
     softmax::NAME,
     linear::LOGISTIC,
     linear::SVM,
+    kmeans::NAME,
     lda::NAME,
     medlda::NAME,
 ];
@@ -35,6 +37,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         }
         "logistic_regression" | "lr" | "logistic" => Some(linear::LOGISTIC),
         "svm" | "linear_svm" => Some(linear::SVM),
+        "kmeans" | "k_means" | "k-means" => Some(kmeans::NAME),
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
         _ => None,
@@ -69,6 +72,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             p.validate()?;
             check_labelled_format(spec)
         }
+        kmeans::NAME => {
+            let p: KMeansParams = parse_params(&spec.params)?;
+            p.validate()?;
+            check_labelled_format(spec)
+        }
         lda::NAME => lda::job::validate(spec),
         medlda::NAME => medlda::validate(spec),
         other => unreachable!("canonical name {other} without a builder"),
@@ -100,6 +108,21 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
             BinaryLinear::new(loss, params, train, test, input_spec(spec), spec.clocks())
                 .map(|a| Box::new(a) as Box<dyn Algorithm>)
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
+        }
+        kmeans::NAME => {
+            let params: KMeansParams = parse_params(&spec.params)?;
+            let (train, test) = load_job_data(&spec.data)?;
+            let staleness = spec.consistency().staleness().unwrap_or(0) as u64;
+            KMeans::new(
+                params,
+                train,
+                test,
+                input_spec(spec),
+                spec.run.seed,
+                staleness,
+            )
+            .map(|a| Box::new(a) as Box<dyn Algorithm>)
+            .map_err(|e| SpecError::invalid("params.k", e.to_string()).into())
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
