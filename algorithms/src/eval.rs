@@ -1,6 +1,7 @@
 //! Evaluation of a saved model on held-out data (`petuumd eval`).
 
 use crate::data::{idx, DataError, Dataset, Features, RawLabels};
+use crate::forest::{self, ForestModel};
 use crate::kmeans::{self, KMeansModel};
 use crate::linear::{self, LinearModel};
 use crate::model::{ModelError, ModelFile};
@@ -143,6 +144,15 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 algorithm: crate::medlda::NAME.into(),
                 samples: corpus.len(),
                 metrics: vec![("accuracy".into(), m.accuracy(&corpus, &y, 0))],
+            })
+        }
+        forest::NAME => {
+            let m = ForestModel::from_file(&file)?;
+            let ds = read_for_model(&file, data, labels)?;
+            Ok(EvalReport {
+                algorithm: forest::NAME.into(),
+                samples: ds.len(),
+                metrics: vec![("accuracy".into(), m.accuracy(&ds))],
             })
         }
         kmeans::NAME => {

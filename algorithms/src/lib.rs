@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod forest;
 pub mod kmeans;
 pub mod linear;
 pub mod lda;

@@ -2,6 +2,7 @@
 //! validation (before any data is read) and data loading.
 
 use crate::data::{idx, load_job_data, DataError};
+use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
@@ -16,6 +17,7 @@ pub const ALGORITHMS: &[&str] = &[
     linear::LOGISTIC,
     linear::SVM,
     kmeans::NAME,
+    forest::NAME,
     lda::NAME,
     medlda::NAME,
 ];
@@ -38,6 +40,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "logistic_regression" | "lr" | "logistic" => Some(linear::LOGISTIC),
         "svm" | "linear_svm" => Some(linear::SVM),
         "kmeans" | "k_means" | "k-means" => Some(kmeans::NAME),
+        "random_forest" | "rf" | "forest" => Some(forest::NAME),
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
         _ => None,
@@ -74,6 +77,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         }
         kmeans::NAME => {
             let p: KMeansParams = parse_params(&spec.params)?;
+            p.validate()?;
+            check_labelled_format(spec)
+        }
+        forest::NAME => {
+            let p: ForestParams = parse_params(&spec.params)?;
             p.validate()?;
             check_labelled_format(spec)
         }
@@ -123,6 +131,17 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
             )
             .map(|a| Box::new(a) as Box<dyn Algorithm>)
             .map_err(|e| SpecError::invalid("params.k", e.to_string()).into())
+        }
+        forest::NAME => {
+            let params: ForestParams = parse_params(&spec.params)?;
+            let (train, test) = load_job_data(&spec.data)?;
+            Ok(Box::new(RandomForest::new(
+                params,
+                train,
+                test,
+                input_spec(spec),
+                spec.clocks(),
+            )))
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
