@@ -83,3 +83,29 @@ pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
     Lda::new(params, train, test, spec.run.seed)
         .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
 }
+
+/// Reads held-out documents for evaluation: LDA-C when the file name ends
+/// in `.ldac`, else UCI bag of words. Checks the ids against a model's
+/// vocabulary size.
+pub fn read_eval_corpus(
+    path: &std::path::Path,
+    num_words: usize,
+) -> Result<Corpus, crate::data::DataError> {
+    let ldac = path.extension().is_some_and(|e| e == "ldac");
+    let mut c = if ldac {
+        bow::read_ldac(path, None)?
+    } else {
+        bow::read_uci(path, None)?
+    };
+    if c.num_words as usize > num_words {
+        return Err(crate::data::DataError::invalid(
+            path,
+            format!(
+                "documents use {} word ids, the model knows {num_words}",
+                c.num_words
+            ),
+        ));
+    }
+    c.num_words = num_words as u32;
+    Ok(c)
+}

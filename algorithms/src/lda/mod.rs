@@ -18,7 +18,9 @@
 //!
 //! # One clock
 //!
-//! One clock is one full sweep over the worker's documents:
+//! One clock is one full sweep over the worker's documents (or, with
+//! `clocks_per_sweep = n`, a 1/n share of them, so that workers see each
+//! other's changes n times per sweep):
 //! 1. read `n_k` and the rows `n_w·` of the worker's vocabulary once each
 //!    (under the job's consistency model: own increments always visible,
 //!    others' within the staleness bound) into local structures;
@@ -194,21 +196,14 @@ impl Lda {
 
     /// Reads the trained model from the tables.
     pub fn read_model(&self, tables: &TableReader<'_>) -> Result<LdaModel, BoxError> {
-        let (k, v) = (self.k(), self.v());
-        let mut counts = vec![0f32; k * v];
-        for w in 0..v {
-            for (t, c) in tables.read::<i32>(WORD_TOPIC, w as u64)?.sorted_entries() {
-                counts[t as usize * v + w] = c as f32;
-            }
-        }
-        Ok(LdaModel::new(
-            k,
-            v,
+        read_model(
+            tables,
+            self.k(),
+            self.v(),
             self.params.alpha,
             self.params.beta,
-            counts,
             self.corpus.vocab.clone(),
-        ))
+        )
     }
 
     /// `log p(w, z)` of the final state: word and topic parts from the
@@ -301,6 +296,7 @@ impl Algorithm for Lda {
         file.set("params", serde_json::to_string(&self.params)?);
         file.set("train_docs", self.corpus.len());
         file.set("train_tokens", self.tokens.words.len());
+        file.set("infer_iterations", self.params.infer_iterations);
         let mut metrics = Vec::new();
         if let Some(ll) = self.final_loglik(tables)? {
             file.set("loglik", ll);
@@ -318,6 +314,24 @@ impl Algorithm for Lda {
         let bytes = file.save(path)?;
         Ok(ModelSummary { bytes, metrics })
     }
+}
+
+/// Reads `n_kw` from the `word_topic` table into a model.
+pub fn read_model(
+    tables: &TableReader<'_>,
+    k: usize,
+    v: usize,
+    alpha: f64,
+    beta: f64,
+    vocab: Vec<String>,
+) -> Result<LdaModel, BoxError> {
+    let mut counts = vec![0f32; k * v];
+    for w in 0..v {
+        for (t, c) in tables.read::<i32>(WORD_TOPIC, w as u64)?.sorted_entries() {
+            counts[t as usize * v + w] = c as f32;
+        }
+    }
+    Ok(LdaModel::new(k, v, alpha, beta, counts, vocab))
 }
 
 /// Word-topic rows (sparse, by word) and topic totals of assignments.
@@ -364,6 +378,7 @@ struct LdaWorker {
     published: Published,
     scratch: Vec<i32>,
     delta: Vec<(u32, i32)>,
+    clocks_per_sweep: u32,
 }
 
 impl LdaWorker {
@@ -415,7 +430,15 @@ impl LdaWorker {
             published,
             scratch: vec![0; k],
             delta: Vec::new(),
+            clocks_per_sweep: params.clocks_per_sweep,
         }
+    }
+
+    /// The documents sampled in clock `c`: part `c mod clocks_per_sweep`
+    /// of the worker's documents, balanced by tokens.
+    fn docs_of_clock(&self, c: u64) -> std::ops::Range<usize> {
+        let parts = partition(&self.tokens, self.clocks_per_sweep);
+        parts[(c % self.clocks_per_sweep as u64) as usize].clone()
     }
 
     fn publish(&self) {
@@ -465,8 +488,11 @@ impl AlgoWorker for LdaWorker {
                 .ll
                 .doc_from_z(&self.z[self.tokens.doc(d)], &mut self.scratch);
         }
-        // 2. One sweep on the local copies.
-        self.sampler.sweep(&self.tokens, &mut self.z, rng);
+        // 2. A sweep (or this clock's share of one) on the local copies.
+        let docs = self.docs_of_clock(ctx.clock_now());
+        let sampled = self.tokens.doc_start[docs.end] - self.tokens.doc_start[docs.start];
+        self.sampler
+            .sweep_docs(&self.tokens, &mut self.z, docs, rng);
         // 3. One aggregated delta per row.
         for l in 0..self.vocab.len() {
             for &(t, c) in &self.read_rows[l] {
@@ -501,7 +527,7 @@ impl AlgoWorker for LdaWorker {
         Ok(StepStats {
             objective,
             weight: 0.0,
-            samples: self.z.len() as u64,
+            samples: sampled as u64,
         })
     }
 

@@ -161,10 +161,27 @@ impl LdaModel {
             .filter(|&&(w, _)| (w as usize) < self.num_words)
             .flat_map(|&(w, c)| std::iter::repeat_n(w, c as usize))
             .collect();
-        self.infer_tokens(&words, iterations, rng)
+        self.infer_tokens(&words, iterations, rng, true)
     }
 
-    fn infer_tokens<R: Rng>(&self, words: &[u32], iterations: u32, rng: &mut R) -> Vec<f64> {
+    /// The expected empirical topic distribution `z̄ = n_d· / N_d` of a
+    /// document under the same sampler (what MedLDA's classifier reads).
+    pub fn infer_zbar<R: Rng>(&self, doc: &[(u32, u32)], iterations: u32, rng: &mut R) -> Vec<f64> {
+        let words: Vec<u32> = doc
+            .iter()
+            .filter(|&&(w, _)| (w as usize) < self.num_words)
+            .flat_map(|&(w, c)| std::iter::repeat_n(w, c as usize))
+            .collect();
+        self.infer_tokens(&words, iterations, rng, false)
+    }
+
+    fn infer_tokens<R: Rng>(
+        &self,
+        words: &[u32],
+        iterations: u32,
+        rng: &mut R,
+        smooth: bool,
+    ) -> Vec<f64> {
         let k = self.num_topics;
         let a = self.alpha;
         let mut theta = vec![0.0; k];
@@ -191,7 +208,11 @@ impl LdaModel {
             }
             if it >= burn {
                 kept += 1;
-                let den = words.len() as f64 + k as f64 * a;
+                let (a, den) = if smooth {
+                    (a, words.len() as f64 + k as f64 * a)
+                } else {
+                    (0.0, words.len() as f64)
+                };
                 for t in 0..k {
                     theta[t] += (ndk[t] as f64 + a) / den;
                 }
@@ -243,7 +264,7 @@ impl LdaModel {
             }
             let observed: Vec<u32> = words.iter().step_by(2).copied().collect();
             let held: Vec<u32> = words.iter().skip(1).step_by(2).copied().collect();
-            let theta = self.infer_tokens(&observed, iterations, &mut rng);
+            let theta = self.infer_tokens(&observed, iterations, &mut rng, true);
             ll += self.log_prob(&held, &theta);
             n += held.len() as u64;
         }

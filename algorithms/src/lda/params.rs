@@ -18,6 +18,9 @@ fn top_words() -> usize {
 fn infer_iterations() -> u32 {
     50
 }
+fn one() -> u32 {
+    1
+}
 
 /// Most topics a job may ask for (a topic id must fit the samplers' `u32`
 /// and a dense `K`-wide row must stay small).
@@ -42,6 +45,12 @@ pub struct LdaParams {
     /// Gibbs sweeps per held-out document for inference and perplexity.
     #[serde(default = "infer_iterations")]
     pub infer_iterations: u32,
+    /// Clocks per sweep over the data: each clock samples this fraction of
+    /// every worker's documents, so workers exchange counts more often
+    /// (less stale) at the price of more row reads. `run.clocks` counts
+    /// clocks, so iterations = clocks / clocks_per_sweep.
+    #[serde(default = "one")]
+    pub clocks_per_sweep: u32,
 }
 
 impl Default for LdaParams {
@@ -52,6 +61,7 @@ impl Default for LdaParams {
             beta: beta(),
             top_words: top_words(),
             infer_iterations: infer_iterations(),
+            clocks_per_sweep: 1,
         }
     }
 }
@@ -89,6 +99,12 @@ impl LdaParams {
                     "must be between 1 and 100000 (got {})",
                     self.infer_iterations
                 ),
+            ));
+        }
+        if self.clocks_per_sweep == 0 || self.clocks_per_sweep > 1000 {
+            return Err(SpecError::invalid(
+                "params.clocks_per_sweep",
+                format!("must be between 1 and 1000 (got {})", self.clocks_per_sweep),
             ));
         }
         Ok(())

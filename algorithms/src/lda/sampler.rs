@@ -117,13 +117,24 @@ impl SparseLda {
     /// One Gibbs sweep over `tokens` (words are local ids) with their
     /// assignments `z`, in document order.
     pub fn sweep<R: Rng>(&mut self, tokens: &Tokens, z: &mut [u32], rng: &mut R) {
+        self.sweep_docs(tokens, z, 0..tokens.num_docs(), rng);
+    }
+
+    /// One Gibbs pass over the documents `docs` only.
+    pub fn sweep_docs<R: Rng>(
+        &mut self,
+        tokens: &Tokens,
+        z: &mut [u32],
+        docs: std::ops::Range<usize>,
+        rng: &mut R,
+    ) {
         let (a, b) = (self.alpha, self.beta);
         let ab = a * b;
         for t in 0..self.k {
             self.coef[t] = a / self.den(t);
         }
         let mut s = 0.0;
-        for d in 0..tokens.num_docs() {
+        for d in docs {
             let range = tokens.doc(d);
             if range.is_empty() {
                 continue;
