@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn log_keys_sort_in_log_order_within_and_across_groups() {
-        let mut keys = vec![
+        let mut keys = [
             log_key(2, 0),
             log_key(1, 256),
             log_key(1, 1),

@@ -237,7 +237,7 @@ impl ShardData {
 
     fn apply_batch(&mut self, batch: UpdateBatch, effects: &mut Vec<Effect>) -> ShardResponse {
         let job = batch.job;
-        let out = match self.current.apply(batch.clone()) {
+        let out = match self.current.apply_ref(&batch) {
             Ok(out) => out,
             Err(e) => return ShardResponse::refused(e),
         };

@@ -122,7 +122,8 @@ fn damaged_checkpoint_values_are_reported_with_shard_and_key() {
     // A flipped byte, a truncated value, a missing chunk, a damaged header.
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x08;
-    let damage: Vec<(&str, Box<dyn Fn()>)> = vec![
+    type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>);
+    let damage: Vec<Damage> = vec![
         (
             "flipped byte",
             Box::new(|| db.raw().put_cf(cf, &k1, &flipped).unwrap()),

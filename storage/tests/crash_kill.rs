@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const KILLS: u32 = 60;
+const KILLS: u32 = 80;
 const GROUP: u64 = 1;
 
 #[test]
@@ -55,7 +55,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_entry() {
             next > acked_max,
             "round {round}: child restarted at {next}, but {acked_max} was acknowledged"
         );
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..40_000)));
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..80_000)));
         child.kill().expect("SIGKILL child");
         let status = child.wait().unwrap();
         assert!(!status.success(), "child exited on its own: {status}");
@@ -127,11 +127,13 @@ fn verify(path: &std::path::Path, acked_max: u64, round: u32) {
                     assert_eq!(got.read(t.id, row).unwrap(), want.read(t.id, row).unwrap());
                 }
             }
-            assert_eq!(
-                got.job(workload::JOB).unwrap().applied(),
-                want.job(workload::JOB).unwrap().applied(),
-                "round {round}: clocks"
-            );
+            if last >= workload::SETUP_ENTRIES {
+                assert_eq!(
+                    got.job(workload::JOB).unwrap().applied(),
+                    want.job(workload::JOB).unwrap().applied(),
+                    "round {round}: clocks"
+                );
+            }
         }
     });
     // Checkpoints: at most `keep`, each intact and equal to the replay's.

@@ -57,7 +57,7 @@ fn run(dir: &str, seed: u64) -> Result<(), petuum_storage::StorageError> {
         }
         sm.apply_entries(entries)?;
         next += n;
-        if next - 1 >= last_snapshot + SNAPSHOT_EVERY {
+        if next > last_snapshot + SNAPSHOT_EVERY {
             let (meta, _) = sm.build_and_store_snapshot()?;
             let at = meta.last_log_id.expect("applied entries");
             if at.index > KEEP_BELOW_SNAPSHOT {
