@@ -1,0 +1,156 @@
+//! `petuumd run` on LDA jobs end to end: the real binary, the shared
+//! Reuters corpus (395 documents, 84,010 tokens), the embedded single-node
+//! cluster; then `petuumd eval` on the saved model; and deterministic mode
+//! giving identical model bytes.
+
+use petuum_tests::{datasets, json_lines, run};
+use std::path::Path;
+
+fn lda_job(model: &Path, run_extra: &str) -> String {
+    let d = datasets().join("reuters395_lda");
+    format!(
+        r#"name = "reuters-lda-test"
+algorithm = "lda"
+
+[data]
+format = "uci_bow"
+train = "{train}"
+vocab = "{vocab}"
+test_fraction = 0.1
+
+[run]
+{run_extra}
+
+[model]
+path = "{model}"
+
+[params]
+num_topics = 20
+alpha = 0.1
+beta = 0.01
+clocks_per_sweep = 2
+"#,
+        train = d.join("docword.txt").display(),
+        vocab = d.join("vocab.txt").display(),
+        model = model.display(),
+    )
+}
+
+#[test]
+fn reuters_lda_runs_exports_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("lda.safetensors");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        lda_job(
+            &model,
+            "workers = 2\nconsistency = \"ssp\"\nstaleness = 1\nclocks = 60\nseed = 11",
+        ),
+    )
+    .unwrap();
+    let out = run(
+        "petuumd",
+        &["run", job.to_str().unwrap(), "--json", "--data-dir", "pd"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "petuumd run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let clocks: Vec<_> = lines.iter().filter(|l| l["event"] == "clock").collect();
+    assert_eq!(clocks.len(), 60, "one progress line per clock");
+    // Throughput is tokens/s; every clock samples half of each worker's
+    // documents (clocks_per_sweep = 2).
+    assert!(clocks
+        .iter()
+        .all(|l| l["throughput"].as_f64().unwrap() > 0.0));
+    // The objective is the corpus log-likelihood log p(w, z) of the state
+    // at the start of each clock: negative, and rising as topics form.
+    let first = clocks[0]["objective"].as_f64().unwrap();
+    let last = clocks[59]["objective"].as_f64().unwrap();
+    assert!(first < 0.0 && last < 0.0, "{first} {last}");
+    assert!(
+        last > first * 0.8,
+        "log-likelihood did not rise enough: {first} -> {last}"
+    );
+    let done = lines.last().unwrap();
+    assert_eq!(done["state"], "succeeded");
+    assert_eq!(done["clocks"], 60);
+    assert_eq!(done["model_path"], model.display().to_string());
+    // The final state's log-likelihood is reported at export: one
+    // half-sweep after the last per-clock figure, so close to it.
+    let ll = done["loglik"].as_f64().unwrap();
+    assert!(ll > last * 1.01, "final loglik {ll} vs last clock {last}");
+    // Held-out perplexity by document completion on the 10% split must
+    // beat a uniform model, whose perplexity is the vocabulary size (4258).
+    let ppl = done["heldout_perplexity"].as_f64().unwrap();
+    assert!(ppl > 1.0 && ppl < 4258.0, "held-out perplexity {ppl}");
+
+    // `petuumd eval` reads the model and scores held-out documents given
+    // as LDA-C (the corpus's own .ldac copy), printing topics to stderr.
+    let d = datasets().join("reuters395_lda");
+    let out = run(
+        "petuumd",
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            d.join("reuters.ldac").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "eval failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["algorithm"], "lda");
+    assert_eq!(report["samples"], 395);
+    let eval_ppl = report["perplexity"].as_f64().unwrap();
+    assert!(eval_ppl > 1.0 && eval_ppl < 4258.0, "{eval_ppl}");
+    let topics = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        topics.lines().filter(|l| l.starts_with("topic ")).count(),
+        20,
+        "{topics}"
+    );
+}
+
+#[test]
+fn deterministic_lda_runs_write_identical_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = Vec::new();
+    for i in 0..2 {
+        let model = dir.path().join(format!("m{i}.safetensors"));
+        let job = dir.path().join(format!("job{i}.toml"));
+        std::fs::write(
+            &job,
+            lda_job(
+                &model,
+                "workers = 3\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 10\nseed = 3",
+            ),
+        )
+        .unwrap();
+        let out = run(
+            "petuumd",
+            &["run", job.to_str().unwrap(), "--json", "--data-dir", "pd"],
+            dir.path(),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        bytes.push(std::fs::read(&model).unwrap());
+    }
+    assert!(
+        bytes[0] == bytes[1],
+        "deterministic mode produced different model bytes"
+    );
+}
