@@ -9,6 +9,7 @@
 //! - [`eval`]: held-out evaluation of a saved model.
 
 pub mod data;
+pub mod dml;
 pub mod eval;
 pub mod forest;
 pub mod kmeans;

@@ -2,6 +2,7 @@
 //! validation (before any data is read) and data loading.
 
 use crate::data::{idx, load_job_data, DataError};
+use crate::dml::{self, Dml, DmlParams};
 use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lda;
@@ -18,6 +19,7 @@ pub const ALGORITHMS: &[&str] = &[
     linear::SVM,
     kmeans::NAME,
     forest::NAME,
+    dml::NAME,
     lda::NAME,
     medlda::NAME,
 ];
@@ -41,6 +43,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "svm" | "linear_svm" => Some(linear::SVM),
         "kmeans" | "k_means" | "k-means" => Some(kmeans::NAME),
         "random_forest" | "rf" | "forest" => Some(forest::NAME),
+        "dml" | "distance_metric_learning" => Some(dml::NAME),
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
         _ => None,
@@ -82,6 +85,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         }
         forest::NAME => {
             let p: ForestParams = parse_params(&spec.params)?;
+            p.validate()?;
+            check_labelled_format(spec)
+        }
+        dml::NAME => {
+            let p: DmlParams = parse_params(&spec.params)?;
             p.validate()?;
             check_labelled_format(spec)
         }
@@ -142,6 +150,13 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 input_spec(spec),
                 spec.clocks(),
             )))
+        }
+        dml::NAME => {
+            let params: DmlParams = parse_params(&spec.params)?;
+            let (train, test) = load_job_data(&spec.data)?;
+            Dml::new(params, train, test, input_spec(spec))
+                .map(|a| Box::new(a) as Box<dyn Algorithm>)
+                .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),

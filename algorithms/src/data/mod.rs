@@ -97,14 +97,28 @@ impl Dataset {
     }
 
     /// Builds a data set whose classes must be among `class_names`.
-    pub fn with_classes(features: Features, raw: RawLabels, class_names: &[String], file: &Path) -> Result<Dataset, DataError> {
+    pub fn with_classes(
+        features: Features,
+        raw: RawLabels,
+        class_names: &[String],
+        file: &Path,
+    ) -> Result<Dataset, DataError> {
         let labels = raw
             .0
             .iter()
             .map(|l| {
-                class_names.iter().position(|n| n == l).map(|i| i as u32).ok_or_else(|| {
-                    DataError::invalid(file, format!("label `{l}` is not one of the training classes {class_names:?}"))
-                })
+                class_names
+                    .iter()
+                    .position(|n| n == l)
+                    .map(|i| i as u32)
+                    .ok_or_else(|| {
+                        DataError::invalid(
+                            file,
+                            format!(
+                                "label `{l}` is not one of the training classes {class_names:?}"
+                            ),
+                        )
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Dataset {
@@ -141,6 +155,15 @@ impl Dataset {
     }
 }
 
+/// The rows of `n` that worker `worker` of `workers` trains on: every
+/// `workers`-th row, so that files sorted by class (many UCI sets are)
+/// still give every worker every class.
+pub fn worker_rows(n: usize, worker: u32, workers: u32) -> Vec<usize> {
+    (worker as usize..n)
+        .step_by(workers.max(1) as usize)
+        .collect()
+}
+
 /// Reads a labelled data file in one of the supported formats.
 pub fn read_labelled(
     format: petuum_core::spec::DataFormat,
@@ -152,26 +175,48 @@ pub fn read_labelled(
     use petuum_core::spec::DataFormat;
     match format {
         DataFormat::Idx => {
-            let labels = labels.ok_or_else(|| DataError::invalid(path, "IDX images need a labels file"))?;
+            let labels =
+                labels.ok_or_else(|| DataError::invalid(path, "IDX images need a labels file"))?;
             idx::read_features_labels(path, labels)
         }
         DataFormat::Libsvm => libsvm::read(path, one_based),
         DataFormat::Csv => csv::read(path, label_column.unwrap_or("label")).map(|(f, l, _)| (f, l)),
-        other => Err(DataError::invalid(path, format!("{other:?} data has no labels per sample").to_lowercase())),
+        other => Err(DataError::invalid(
+            path,
+            format!("{other:?} data has no labels per sample").to_lowercase(),
+        )),
     }
 }
 
 /// Loads a job's labelled training data and its test set: the `test`
 /// file(s) when given, else a deterministic `test_fraction` hold-out.
-pub fn load_job_data(d: &petuum_core::spec::DataSpec) -> Result<(Dataset, Option<Dataset>), DataError> {
-    let (f, l) = read_labelled(d.format, &d.train, d.train_labels.as_deref(), d.label_column.as_deref(), d.one_based)?;
+pub fn load_job_data(
+    d: &petuum_core::spec::DataSpec,
+) -> Result<(Dataset, Option<Dataset>), DataError> {
+    let (f, l) = read_labelled(
+        d.format,
+        &d.train,
+        d.train_labels.as_deref(),
+        d.label_column.as_deref(),
+        d.one_based,
+    )?;
     let mut all = Dataset::from_raw(f, l);
     if let Some(test) = &d.test {
-        let (mut tf, tl) = read_labelled(d.format, test, d.test_labels.as_deref(), d.label_column.as_deref(), d.one_based)?;
+        let (mut tf, tl) = read_labelled(
+            d.format,
+            test,
+            d.test_labels.as_deref(),
+            d.label_column.as_deref(),
+            d.one_based,
+        )?;
         if tf.ncols() > all.dim() && d.format != petuum_core::spec::DataFormat::Libsvm {
             return Err(DataError::invalid(
                 test,
-                format!("{} features per sample, the training data has {}", tf.ncols(), all.dim()),
+                format!(
+                    "{} features per sample, the training data has {}",
+                    tf.ncols(),
+                    all.dim()
+                ),
             ));
         }
         // libsvm files of one data set may end at different feature indices.

@@ -94,8 +94,7 @@ impl Algorithm for RandomForest {
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
         let part: Vec<usize> = if self.params.partition {
-            (n * worker as usize / workers as usize..n * (worker as usize + 1) / workers as usize)
-                .collect()
+            crate::data::worker_rows(n, worker, workers)
         } else {
             (0..n).collect()
         };

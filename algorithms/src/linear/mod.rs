@@ -177,11 +177,8 @@ impl Algorithm for BinaryLinear {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
-        let (lo, hi) = (
-            n * worker as usize / workers as usize,
-            n * (worker as usize + 1) / workers as usize,
-        );
-        if hi <= lo {
+        let part = crate::data::worker_rows(n, worker, workers);
+        if part.is_empty() {
             return Err(format!(
                 "worker {worker} of {workers} has no training samples ({n} in all)"
             )
@@ -191,7 +188,7 @@ impl Algorithm for BinaryLinear {
             loss: self.loss,
             params: self.params.clone(),
             data: self.train.clone(),
-            part: (lo..hi).collect(),
+            part,
             w: Vec::new(),
             grad: Vec::new(),
             table: None,

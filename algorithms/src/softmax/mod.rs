@@ -60,7 +60,12 @@ pub struct MulticlassLr {
 }
 
 impl MulticlassLr {
-    pub fn new(params: SoftmaxParams, mut train: Dataset, mut test: Option<Dataset>, input: InputSpec) -> Self {
+    pub fn new(
+        params: SoftmaxParams,
+        mut train: Dataset,
+        mut test: Option<Dataset>,
+        input: InputSpec,
+    ) -> Self {
         let num_classes = train.num_classes.max(2);
         let standardizer = params.standardize.then(|| {
             let (mean, std) = train.features.column_stats();
@@ -109,9 +114,8 @@ impl Algorithm for MulticlassLr {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
-        let lo = n * worker as usize / workers as usize;
-        let hi = n * (worker as usize + 1) / workers as usize;
-        if hi <= lo {
+        let part = crate::data::worker_rows(n, worker, workers);
+        if part.is_empty() {
             return Err(format!(
                 "worker {worker} of {workers} has no training samples ({n} in all)"
             )
@@ -120,7 +124,7 @@ impl Algorithm for MulticlassLr {
         Ok(Box::new(SoftmaxWorker {
             params: self.params.clone(),
             data: self.train.clone(),
-            part: (lo..hi).collect(),
+            part,
             classes: self.num_classes as usize,
             w: Array2::zeros((self.num_classes as usize, self.dim() + 1)),
             row_buf: Vec::new(),
@@ -321,7 +325,10 @@ impl SoftmaxModel {
             reason,
         };
         if w.shape.len() != 2 || b.shape != [w.shape[0]] {
-            return Err(bad(format!("weight {:?} and bias {:?} do not match", w.shape, b.shape)));
+            return Err(bad(format!(
+                "weight {:?} and bias {:?} do not match",
+                w.shape, b.shape
+            )));
         }
         let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
             .map_err(|e| bad(format!("class_names: {e}")))?;
