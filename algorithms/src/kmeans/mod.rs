@@ -350,6 +350,36 @@ impl KMeansWorker {
 }
 
 impl AlgoWorker for KMeansWorker {
+    /// The centres used last clock (for clusters that become empty).
+    fn save_state(&self) -> Vec<u8> {
+        match &self.prev {
+            None => Vec::new(),
+            Some(c) => c.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        let d = self.data.ncols();
+        if state.is_empty() {
+            self.prev = None;
+            return Ok(());
+        }
+        if state.len() != self.k * d * 4 {
+            return Err(format!(
+                "k-means worker state of {} bytes, expected {}",
+                state.len(),
+                self.k * d * 4
+            )
+            .into());
+        }
+        let v: Vec<f32> = state
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        self.prev = Some(Array2::from_shape_vec((self.k, d), v)?);
+        Ok(())
+    }
+
     fn step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<StepStats, BoxError> {
         let c = ctx.clock_now();
         let k = self.k as u64;
