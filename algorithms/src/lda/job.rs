@@ -43,12 +43,20 @@ pub fn read_corpus(d: &DataSpec, path: &std::path::Path) -> Result<Corpus, Build
     })
 }
 
+/// A job's corpora.
+pub struct Loaded {
+    pub train: Corpus,
+    /// `data.test`, or the held-out part of a `data.test_fraction` split.
+    pub test: Option<Corpus>,
+    /// Indices into `data.train` of the training documents (all of them
+    /// when there is no split) and of the held-out ones.
+    pub train_idx: Vec<usize>,
+    pub test_idx: Vec<usize>,
+}
+
 /// The training corpus and the held-out one (`data.test`, or the seeded
-/// `data.test_fraction` split of `data.train`), with the split's indices
-/// into `data.train` (all documents when there is no split).
-pub fn load(
-    spec: &JobSpec,
-) -> Result<(Corpus, Option<Corpus>, Vec<usize>, Vec<usize>), BuildError> {
+/// `data.test_fraction` split of `data.train`).
+pub fn load(spec: &JobSpec) -> Result<Loaded, BuildError> {
     let d = &spec.data;
     let all = read_corpus(d, &d.train)?;
     if let Some(t) = &d.test {
@@ -65,22 +73,37 @@ pub fn load(
         }
         test.num_words = all.num_words;
         let n = all.len();
-        return Ok((all, Some(test), (0..n).collect(), Vec::new()));
+        return Ok(Loaded {
+            train: all,
+            test: Some(test),
+            train_idx: (0..n).collect(),
+            test_idx: Vec::new(),
+        });
     }
     if let Some(f) = d.test_fraction {
         let (train, test) = split_holdout(all.len(), f, spec.run.seed);
-        return Ok((all.subset(&train), Some(all.subset(&test)), train, test));
+        return Ok(Loaded {
+            train: all.subset(&train),
+            test: Some(all.subset(&test)),
+            train_idx: train,
+            test_idx: test,
+        });
     }
     let n = all.len();
-    Ok((all, None, (0..n).collect(), Vec::new()))
+    Ok(Loaded {
+        train: all,
+        test: None,
+        train_idx: (0..n).collect(),
+        test_idx: Vec::new(),
+    })
 }
 
 /// Validates the spec, reads the corpus and builds the algorithm.
 pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
     validate(spec)?;
     let params: LdaParams = parse_params(&spec.params)?;
-    let (train, test, _, _) = load(spec)?;
-    Lda::new(params, train, test, spec.run.seed)
+    let data = load(spec)?;
+    Lda::new(params, data.train, data.test, spec.run.seed)
         .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
 }
 

@@ -111,7 +111,7 @@ pub enum LdaError {
 /// `round(fraction * n)` for testing. Returns `(train, test)`, each sorted.
 pub fn split_holdout(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut idx: Vec<usize> = (0..n).collect();
-    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x686f_6c64_6f75_74));
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ 0x0068_6f6c_646f_7574));
     let n_test = ((fraction * n as f64).round() as usize).min(n);
     let mut test = idx[..n_test].to_vec();
     let mut train = idx[n_test..].to_vec();

@@ -318,6 +318,7 @@ impl ReferenceGibbs {
     }
 
     /// One sweep over all tokens, in document order.
+    #[allow(clippy::needless_range_loop)] // indexes four arrays by topic
     pub fn sweep<R: Rng>(&mut self, rng: &mut R) {
         let (k, a, b) = (self.k, self.alpha, self.beta);
         let vb = self.v as f64 * b;

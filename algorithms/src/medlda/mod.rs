@@ -381,9 +381,7 @@ impl MedWorker {
             }
             let n = range.len() as f64;
             ndk.iter_mut().for_each(|x| *x = 0);
-            for j in 0..m {
-                lam[j] = 0.0;
-            }
+            lam.iter_mut().for_each(|x| *x = 0.0);
             for &t in &self.z[range.clone()] {
                 ndk[t as usize] += 1;
                 for j in 0..m {
@@ -673,7 +671,12 @@ pub fn build(spec: &JobSpec) -> Result<MedLda, BuildError> {
     let column = d.label_column.clone().unwrap_or_else(|| "label".into());
     let labels_path = d.train_labels.as_ref().expect("validated");
     let labels = bow::read_labels_csv(labels_path, &column)?;
-    let (train, test, train_idx, test_idx) = lda::job::load(spec)?;
+    let lda::job::Loaded {
+        train,
+        test,
+        train_idx,
+        test_idx,
+    } = lda::job::load(spec)?;
     let n_all = if d.test.is_some() {
         train.len()
     } else {
