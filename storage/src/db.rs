@@ -9,6 +9,12 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Blobs at least this large are written by SST ingestion (see
+/// [`NodeDb::write_blob`]).
+pub const INGEST_MIN_BYTES: usize = 4 << 20;
+
+static INGEST_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Configuration of a node's storage.
 #[derive(Clone, Debug)]
 pub struct StorageConfig {
@@ -192,6 +198,80 @@ impl NodeDb {
         }
     }
 
+    /// Writes the blob named `part` durably, replacing any old one.
+    ///
+    /// Blobs of `INGEST_MIN_BYTES` or more bypass the WAL and memtable: the
+    /// chunks are written to an SST file (synced by RocksDB when finished)
+    /// that is ingested atomically (header and chunks replace the old ones
+    /// at once), so a 100 MB checkpoint is written once instead of to the
+    /// WAL, the memtable and a flushed file.
+    pub fn write_blob(
+        &self,
+        cf: &'static str,
+        part: &[u8],
+        data: &[u8],
+        op: &'static str,
+        group: u64,
+    ) -> Result<()> {
+        let key = keys::show(cf, part);
+        if data.len() < INGEST_MIN_BYTES {
+            let mut batch = WriteBatch::default();
+            self.put_blob(&mut batch, cf, part, data);
+            return self.write(batch, op, group, &key);
+        }
+        let rocks = |op, source| StorageError::Rocks {
+            op,
+            group,
+            key: key.clone(),
+            source,
+        };
+        let dir = self.config.path.join("ingest");
+        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let n = INGEST_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = dir.join(format!("{}-{n}.sst", std::process::id()));
+        let mut opts = Options::default();
+        opts.set_compression_type(DBCompressionType::None);
+        let writer = rocksdb::SstFileWriter::create(&opts);
+        let result = (|| {
+            let mut writer = writer;
+            writer.open(&file).map_err(|e| rocks("sst open", e))?;
+            let header = BlobHeader::of(data);
+            let k0 = chunk_key(part, 0);
+            writer
+                .put(&k0, frame(&k0, header.encode()))
+                .map_err(|e| rocks("sst put", e))?;
+            for (i, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
+                let k = chunk_key(part, i as u32 + 1);
+                writer
+                    .put(&k, frame(&k, chunk.to_vec()))
+                    .map_err(|e| rocks("sst put", e))?;
+            }
+            writer.finish().map_err(|e| rocks("sst finish", e))?;
+            let mut io = rocksdb::IngestExternalFileOptions::default();
+            io.set_move_files(true);
+            self.db
+                .ingest_external_file_cf_opts(self.cf(cf), &io, vec![&file])
+                .map_err(|e| rocks("ingest", e))
+        })();
+        // After a successful move the file is gone; after a failure, clean up.
+        let _ = std::fs::remove_file(&file);
+        result?;
+        // Chunks of an older, longer blob are unreachable (reads stop at the
+        // header's count); drop them. Losing this write in a crash only
+        // leaves garbage.
+        let chunks = data.len().div_ceil(CHUNK_BYTES) as u32;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            self.cf(cf),
+            chunk_key(part, chunks + 1),
+            chunk_key(part, u32::MAX),
+        );
+        self.write_sync(batch, false, op, group, &key)
+    }
+
     /// Adds to `batch` the deletion of the blob named `part`.
     pub fn delete_blob(&self, batch: &mut WriteBatch, cf: &'static str, part: &[u8]) {
         Self::delete_blob_in(batch, self.cf(cf), part);
@@ -314,5 +394,36 @@ mod tests {
             .get_blob(keys::CF_CHECKPOINT, b"none", "x", 0)
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn large_blobs_are_ingested_and_replace_longer_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..9 * CHUNK_BYTES + 7).map(|i| (i % 249) as u8).collect();
+        let mid: Vec<u8> = (0..INGEST_MIN_BYTES + 3).map(|i| (i % 13) as u8).collect();
+        {
+            let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+            db.write_blob(keys::CF_SNAPSHOT, b"g", &big, "put", 1)
+                .unwrap();
+            let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
+            assert_eq!(back.as_deref(), Some(&big[..]));
+            // A shorter ingested blob replaces header and chunks at once.
+            db.write_blob(keys::CF_SNAPSHOT, b"g", &mid, "put", 1)
+                .unwrap();
+            let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
+            assert_eq!(back.as_deref(), Some(&mid[..]));
+            assert!(
+                !dir.path().join("ingest").read_dir().unwrap().any(|_| true),
+                "ingest files left"
+            );
+        }
+        // Durable across a reopen; then a small blob goes through the WAL.
+        let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+        let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
+        assert_eq!(back.as_deref(), Some(&mid[..]));
+        db.write_blob(keys::CF_SNAPSHOT, b"g", b"tiny", "put", 1)
+            .unwrap();
+        let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
+        assert_eq!(back.as_deref(), Some(&b"tiny"[..]));
     }
 }

@@ -20,7 +20,6 @@ use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
 use petuum_core::shard::ShardState;
 use petuum_core::types::ShardId;
-use rocksdb::WriteBatch;
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -254,11 +253,13 @@ impl ShardStateMachine {
     }
 
     fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        self.db
-            .put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), bytes);
-        self.db
-            .write(batch, "store snapshot", self.group, &self.snapshot_key())
+        self.db.write_blob(
+            CF_SNAPSHOT,
+            &keys::prefix(self.group),
+            bytes,
+            "store snapshot",
+            self.group,
+        )
     }
 
     fn stored_snapshot(&self) -> Result<Option<Vec<u8>>> {
@@ -291,15 +292,13 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .take()
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
         let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
-        let mut batch = WriteBatch::default();
         self.db
-            .put_blob(&mut batch, CF_SNAPSHOT, &keys::prefix(self.group), &bytes);
-        self.db
-            .write(
-                batch,
+            .write_blob(
+                CF_SNAPSHOT,
+                &keys::prefix(self.group),
+                &bytes,
                 "store snapshot",
                 self.group,
-                &keys::show(CF_SNAPSHOT, &keys::prefix(self.group)),
             )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");

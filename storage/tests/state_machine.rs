@@ -162,7 +162,7 @@ fn worker_blobs_are_stored_per_checkpoint() {
     let (_db, sm) = open(dir.path(), 3);
     let mut next = 0;
     apply(&sm, &mut next, setup(2, false, 0));
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let big: Vec<u8> = (0..5_000_000u32).map(|i| (i % 253) as u8).collect();
     apply(
         &sm,
         &mut next,
