@@ -1,6 +1,7 @@
 //! Evaluation of a saved model on held-out data (`petuumd eval`).
 
 use crate::data::{idx, DataError, Dataset, Features, RawLabels};
+use crate::dml::{self, DmlModel};
 use crate::forest::{self, ForestModel};
 use crate::kmeans::{self, KMeansModel};
 use crate::linear::{self, LinearModel};
@@ -153,6 +154,33 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 algorithm: forest::NAME.into(),
                 samples: ds.len(),
                 metrics: vec![("accuracy".into(), m.accuracy(&ds))],
+            })
+        }
+        dml::NAME => {
+            let m = DmlModel::from_file(&file)?;
+            let (x, raw) = read_features_for_model(&file, data, labels)?;
+            let ds = Dataset::from_raw(x, raw);
+            let k: usize =
+                serde_json::from_str::<serde_json::Value>(&file.meta::<String>("params")?)
+                    .ok()
+                    .and_then(|p| p["knn"].as_u64())
+                    .unwrap_or(5) as usize;
+            let raw_x = ds.features.to_dense();
+            let learned = m.transform(raw_x.view());
+            let classes = ds.num_classes as usize;
+            Ok(EvalReport {
+                algorithm: dml::NAME.into(),
+                samples: ds.len(),
+                metrics: vec![
+                    (
+                        format!("loo_{k}nn_accuracy"),
+                        dml::loo_knn_accuracy(learned.view(), &ds.labels, k, classes),
+                    ),
+                    (
+                        format!("loo_{k}nn_accuracy_euclidean"),
+                        dml::loo_knn_accuracy(raw_x.view(), &ds.labels, k, classes),
+                    ),
+                ],
             })
         }
         kmeans::NAME => {

@@ -78,7 +78,7 @@ fn svm_heart_scale_within_a_point_of_linear_svc() {
     let out = run_spec(&spec(
         "svm",
         "classification/heart_scale.libsvm",
-        "clocks = 200",
+        "clocks = 200\nconsistency = \"bsp\"\ndeterministic = true",
         "learning_rate = 0.5\ndecay = 1.0\nbatch_size = 8\nbatches_per_clock = 4\nl2 = 0.0046",
     ));
     let acc = metric(&out, "test_accuracy");
@@ -99,7 +99,7 @@ fn softmax_satimage_and_dna_within_a_point_of_sklearn() {
         let out = run_spec(&spec(
             "multiclass_lr",
             file,
-            "clocks = 1000",
+            "clocks = 1000\nconsistency = \"bsp\"\ndeterministic = true",
             &format!("learning_rate = 0.5\ndecay = 0.1\nbatch_size = 50\nbatches_per_clock = 10\nstandardize = true\nl2 = {l2}"),
         ));
         let acc = metric(&out, "test_accuracy");

@@ -405,6 +405,40 @@ impl DmlModel {
     }
 }
 
+/// Majority vote of the `k` nearest of `(distance, class)` candidates;
+/// ties go to the class of the nearest tied neighbour.
+fn vote(d: &mut [(f32, u32)], k: usize, classes: usize) -> u32 {
+    let k = k.min(d.len());
+    d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+    let near = &mut d[..k];
+    near.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut votes = vec![0usize; classes];
+    for &(_, c) in near.iter() {
+        votes[c as usize] += 1;
+    }
+    let top = *votes.iter().max().expect("classes > 0");
+    near.iter().find(|(_, c)| votes[*c as usize] == top).map_or(0, |(_, c)| *c)
+}
+
+/// Leave-one-out k-NN accuracy of a labelled set against itself.
+pub fn loo_knn_accuracy(x: ArrayView2<'_, f32>, y: &[u32], k: usize, classes: usize) -> f64 {
+    let n = x.nrows();
+    if n < 2 {
+        return 0.0;
+    }
+    let norms: Vec<f32> = x.rows().into_iter().map(|r| r.dot(&r)).collect();
+    let dots = x.dot(&x.t());
+    let mut correct = 0;
+    for q in 0..n {
+        let mut d: Vec<(f32, u32)> = (0..n)
+            .filter(|&j| j != q)
+            .map(|j| (norms[q] + norms[j] - 2.0 * dots[[q, j]], y[j]))
+            .collect();
+        correct += (vote(&mut d, k, classes) == y[q]) as usize;
+    }
+    correct as f64 / n as f64
+}
+
 /// Accuracy of majority-vote k-NN (Euclidean; ties to the nearest
 /// neighbour's class).
 pub fn knn_accuracy(
@@ -428,20 +462,7 @@ pub fn knn_accuracy(
             .zip(train_y)
             .map(|((&dot, &n), &y)| (n - 2.0 * dot, y))
             .collect();
-        let k = k.min(d.len());
-        d.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
-        let mut near = d[..k].to_vec();
-        near.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut votes = vec![0usize; classes];
-        for &(_, y) in &near {
-            votes[y as usize] += 1;
-        }
-        let top = *votes.iter().max().expect("classes > 0");
-        let pred = near
-            .iter()
-            .find(|(_, y)| votes[*y as usize] == top)
-            .map_or(0, |(_, y)| *y);
-        correct += (pred == test_y[q]) as usize;
+        correct += (vote(&mut d, k, classes) == test_y[q]) as usize;
     }
     correct as f64 / test.nrows() as f64
 }
