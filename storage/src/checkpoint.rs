@@ -46,27 +46,25 @@ impl CheckpointStore {
         shard: ShardId,
         image: &[u8],
     ) -> Result<()> {
-        let mut value = Vec::with_capacity(HEADER_BYTES + image.len());
-        value.extend_from_slice(&CHECKPOINT_MAGIC);
-        value.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-        value.extend_from_slice(&shard.to_le_bytes());
-        value.extend_from_slice(&job.to_le_bytes());
-        value.extend_from_slice(&clock.to_le_bytes());
-        value.extend_from_slice(image);
+        let mut header = Vec::with_capacity(HEADER_BYTES);
+        header.extend_from_slice(&CHECKPOINT_MAGIC);
+        header.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        header.extend_from_slice(&shard.to_le_bytes());
+        header.extend_from_slice(&job.to_le_bytes());
+        header.extend_from_slice(&clock.to_le_bytes());
         let part = keys::checkpoint_shard(job, clock, shard);
-        let mut batch = WriteBatch::default();
-        self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, &value);
-        self.db.write(
-            batch,
+        self.db.write_blob(
+            CF_CHECKPOINT,
+            &part,
+            &[&header, image],
             "write checkpoint",
             shard as u64,
-            &keys::show(CF_CHECKPOINT, &part),
         )?;
         tracing::info!(
             job,
             clock,
             shard,
-            bytes = value.len(),
+            bytes = HEADER_BYTES + image.len(),
             "checkpoint part written"
         );
         self.prune(job, self.db.config().keep_checkpoints)?;
@@ -125,14 +123,8 @@ impl CheckpointStore {
         data: &[u8],
     ) -> Result<()> {
         let part = keys::checkpoint_worker(job, clock, worker);
-        let mut batch = WriteBatch::default();
-        self.db.put_blob(&mut batch, CF_CHECKPOINT, &part, data);
-        self.db.write(
-            batch,
-            "write worker blob",
-            job,
-            &keys::show(CF_CHECKPOINT, &part),
-        )
+        self.db
+            .write_blob(CF_CHECKPOINT, &part, &[data], "write worker blob", job)
     }
 
     /// Loads a worker's local state, if stored. In errors the `shard` field

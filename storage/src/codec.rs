@@ -60,10 +60,16 @@ pub struct BlobHeader {
 impl BlobHeader {
     /// Describes `data` cut into `CHUNK_BYTES` chunks.
     pub fn of(data: &[u8]) -> Self {
+        Self::of_parts(&[data])
+    }
+
+    /// Describes the concatenation of `parts`.
+    pub fn of_parts(parts: &[&[u8]]) -> Self {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
         BlobHeader {
-            chunks: data.len().div_ceil(CHUNK_BYTES) as u32,
-            total_len: data.len() as u64,
-            crc: crc32c::crc32c(data),
+            chunks: total.div_ceil(CHUNK_BYTES) as u32,
+            total_len: total as u64,
+            crc: parts.iter().fold(0, |crc, p| crc32c::crc32c_append(crc, p)),
         }
     }
 
@@ -108,6 +114,40 @@ impl BlobHeader {
     }
 }
 
+/// The framed `(key, value)` pairs of a blob made of the concatenation of
+/// `parts`: the header, then chunks of `CHUNK_BYTES`. Each byte is copied
+/// once, straight into its framed chunk value.
+pub fn blob_values<'a>(
+    part: &'a [u8],
+    parts: &'a [&'a [u8]],
+) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + 'a {
+    let header = BlobHeader::of_parts(parts);
+    let k0 = chunk_key(part, 0);
+    let head = frame(&k0, header.encode());
+    let (mut at_part, mut at_byte, mut n) = (0usize, 0usize, 0u32);
+    let chunks = std::iter::from_fn(move || {
+        let mut buf = Vec::with_capacity(CHUNK_BYTES + 4);
+        while buf.len() < CHUNK_BYTES && at_part < parts.len() {
+            let src = &parts[at_part][at_byte..];
+            let take = src.len().min(CHUNK_BYTES - buf.len());
+            buf.extend_from_slice(&src[..take]);
+            at_byte += take;
+            if at_byte == parts[at_part].len() {
+                at_part += 1;
+                at_byte = 0;
+            }
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        n += 1;
+        let k = chunk_key(part, n);
+        let v = frame(&k, buf);
+        Some((k, v))
+    });
+    std::iter::once((k0, head)).chain(chunks)
+}
+
 /// Key of chunk `n` of the blob named `part` (chunk 0 is the header).
 pub fn chunk_key(part: &[u8], n: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(part.len() + 4);
@@ -145,5 +185,11 @@ mod tests {
         bad[6] = 9; // nine chunks for the same length
         assert!(BlobHeader::decode(&bad).is_err());
         assert_eq!(BlobHeader::of(&[]).chunks, 0);
+        // Chunking a concatenation of parts equals chunking the whole.
+        let (a, b) = data.split_at(CHUNK_BYTES - 3);
+        let split: Vec<_> = blob_values(b"p", &[a, &[], b]).collect();
+        let whole: Vec<_> = blob_values(b"p", &[&data[..]]).collect();
+        assert_eq!(split.len(), 4);
+        assert!(split == whole);
     }
 }

@@ -1,7 +1,7 @@
 //! The node's one RocksDB instance: column families per purpose, shared by
 //! every Raft group on the node (docs/storage.md).
 
-use crate::codec::{chunk_key, frame, unframe, BlobHeader, CHUNK_BYTES};
+use crate::codec::{blob_values, chunk_key, unframe, BlobHeader, CHUNK_BYTES};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, ALL_CFS};
 use petuum_core::types::ShardId;
@@ -186,15 +186,11 @@ impl NodeDb {
     }
 
     /// Adds to `batch` the writes that replace the blob named `part`.
-    pub fn put_blob(&self, batch: &mut WriteBatch, cf: &'static str, part: &[u8], data: &[u8]) {
+    pub fn put_blob(&self, batch: &mut WriteBatch, cf: &'static str, part: &[u8], data: &[&[u8]]) {
         let cfh = self.cf(cf);
         Self::delete_blob_in(batch, cfh, part);
-        let header = BlobHeader::of(data);
-        let k0 = chunk_key(part, 0);
-        batch.put_cf(cfh, &k0, frame(&k0, header.encode()));
-        for (i, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
-            let k = chunk_key(part, i as u32 + 1);
-            batch.put_cf(cfh, &k, frame(&k, chunk.to_vec()));
+        for (k, v) in blob_values(part, data) {
+            batch.put_cf(cfh, k, v);
         }
     }
 
@@ -209,12 +205,13 @@ impl NodeDb {
         &self,
         cf: &'static str,
         part: &[u8],
-        data: &[u8],
+        data: &[&[u8]],
         op: &'static str,
         group: u64,
     ) -> Result<()> {
         let key = keys::show(cf, part);
-        if data.len() < INGEST_MIN_BYTES {
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        if total < INGEST_MIN_BYTES {
             let mut batch = WriteBatch::default();
             self.put_blob(&mut batch, cf, part, data);
             return self.write(batch, op, group, &key);
@@ -238,16 +235,8 @@ impl NodeDb {
         let result = (|| {
             let mut writer = writer;
             writer.open(&file).map_err(|e| rocks("sst open", e))?;
-            let header = BlobHeader::of(data);
-            let k0 = chunk_key(part, 0);
-            writer
-                .put(&k0, frame(&k0, header.encode()))
-                .map_err(|e| rocks("sst put", e))?;
-            for (i, chunk) in data.chunks(CHUNK_BYTES).enumerate() {
-                let k = chunk_key(part, i as u32 + 1);
-                writer
-                    .put(&k, frame(&k, chunk.to_vec()))
-                    .map_err(|e| rocks("sst put", e))?;
+            for (k, v) in blob_values(part, data) {
+                writer.put(k, v).map_err(|e| rocks("sst put", e))?;
             }
             writer.finish().map_err(|e| rocks("sst finish", e))?;
             let mut io = rocksdb::IngestExternalFileOptions::default();
@@ -262,7 +251,7 @@ impl NodeDb {
         // Chunks of an older, longer blob are unreachable (reads stop at the
         // header's count); drop them. Losing this write in a crash only
         // leaves garbage.
-        let chunks = data.len().div_ceil(CHUNK_BYTES) as u32;
+        let chunks = total.div_ceil(CHUNK_BYTES) as u32;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.cf(cf),
@@ -361,7 +350,7 @@ mod tests {
             .map(|i| (i % 251) as u8)
             .collect();
         let mut b = WriteBatch::default();
-        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &data);
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &[&data]);
         db.write(b, "put", 0, "part").unwrap();
         let back = db
             .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
@@ -369,7 +358,7 @@ mod tests {
         assert_eq!(back.as_deref(), Some(&data[..]));
         // A shorter blob under the same name replaces every old chunk.
         let mut b = WriteBatch::default();
-        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", b"short");
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &[b"short"]);
         db.write(b, "put", 0, "part").unwrap();
         let back = db
             .get_blob(keys::CF_CHECKPOINT, b"part", "test blob", 4)
@@ -377,7 +366,7 @@ mod tests {
         assert_eq!(back.as_deref(), Some(&b"short"[..]));
         // Losing the last chunk of a long blob is reported with its key.
         let mut b = WriteBatch::default();
-        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &data);
+        db.put_blob(&mut b, keys::CF_CHECKPOINT, b"part", &[&data]);
         db.write(b, "put", 0, "part").unwrap();
         db.raw()
             .delete_cf(db.cf(keys::CF_CHECKPOINT), chunk_key(b"part", 3))
@@ -403,12 +392,12 @@ mod tests {
         let mid: Vec<u8> = (0..INGEST_MIN_BYTES + 3).map(|i| (i % 13) as u8).collect();
         {
             let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
-            db.write_blob(keys::CF_SNAPSHOT, b"g", &big, "put", 1)
+            db.write_blob(keys::CF_SNAPSHOT, b"g", &[&big], "put", 1)
                 .unwrap();
             let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
             assert_eq!(back.as_deref(), Some(&big[..]));
             // A shorter ingested blob replaces header and chunks at once.
-            db.write_blob(keys::CF_SNAPSHOT, b"g", &mid, "put", 1)
+            db.write_blob(keys::CF_SNAPSHOT, b"g", &[&mid[..10], &mid[10..]], "put", 1)
                 .unwrap();
             let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
             assert_eq!(back.as_deref(), Some(&mid[..]));
@@ -421,7 +410,7 @@ mod tests {
         let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
         let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
         assert_eq!(back.as_deref(), Some(&mid[..]));
-        db.write_blob(keys::CF_SNAPSHOT, b"g", b"tiny", "put", 1)
+        db.write_blob(keys::CF_SNAPSHOT, b"g", &[b"tiny"], "put", 1)
             .unwrap();
         let back = db.get_blob(keys::CF_SNAPSHOT, b"g", "snapshot", 1).unwrap();
         assert_eq!(back.as_deref(), Some(&b"tiny"[..]));

@@ -256,7 +256,7 @@ impl ShardStateMachine {
         self.db.write_blob(
             CF_SNAPSHOT,
             &keys::prefix(self.group),
-            bytes,
+            &[bytes],
             "store snapshot",
             self.group,
         )
@@ -296,7 +296,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .write_blob(
                 CF_SNAPSHOT,
                 &keys::prefix(self.group),
-                &bytes,
+                &[&bytes],
                 "store snapshot",
                 self.group,
             )
