@@ -46,15 +46,24 @@ fn main() {
         &[]
     };
     for &size in sizes {
-        let raw = raw_file(&dir, size, secs);
-        let log = appends(&dir, size, secs);
+        // Interleave short slices of both so a change of load on the
+        // machine hits both alike.
+        let (mut raw, mut log) = (Rate::default(), Rate::default());
+        let db_path = dir.join(format!("log-{size}"));
+        let mut appender = Appender::new(&db_path, size);
+        for _ in 0..SLICES {
+            raw.add(raw_file(&dir, size, secs / SLICES as f64));
+            log.add(timed(secs / SLICES as f64, || appender.append()));
+        }
+        drop(appender);
+        std::fs::remove_dir_all(&db_path).ok();
         println!(
             "| raft append (WAL synced) | {} | {:.0} | {:.1} | {:.1} | {:.0}% |",
             human(size),
-            log.0,
-            log.1,
-            raw.1,
-            100.0 * log.1 / raw.1
+            log.ops_per_s(),
+            log.mb_per_s(size),
+            raw.mb_per_s(size),
+            100.0 * log.mb_per_s(size) / raw.mb_per_s(size)
         );
     }
     checkpoint(&dir);
@@ -69,55 +78,85 @@ fn human(bytes: usize) -> String {
     }
 }
 
-/// Plain file: write `size` bytes then fdatasync, in a loop. (ops/s, MB/s)
-fn raw_file(dir: &Path, size: usize, secs: f64) -> (f64, f64) {
+/// Slices per case (alternating raw file and Raft log).
+const SLICES: usize = 5;
+
+#[derive(Default)]
+struct Rate {
+    ops: usize,
+    secs: f64,
+}
+
+impl Rate {
+    fn add(&mut self, (ops, secs): (usize, f64)) {
+        self.ops += ops;
+        self.secs += secs;
+    }
+    fn ops_per_s(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    fn mb_per_s(&self, size: usize) -> f64 {
+        (self.ops * size) as f64 / self.secs / MB
+    }
+}
+
+/// Plain file: write `size` bytes then fdatasync, in a loop. (ops, seconds)
+fn raw_file(dir: &Path, size: usize, secs: f64) -> (usize, f64) {
     let path = dir.join(format!("raw-{size}"));
     let mut f = std::fs::File::create(&path).expect("raw file");
     let buf = vec![0x5Au8; size];
-    let (ops, elapsed) = timed(secs, || {
+    let r = timed(secs, || {
         f.write_all(&buf).expect("write");
         f.sync_data().expect("fdatasync");
     });
     drop(f);
     std::fs::remove_file(&path).ok();
-    (ops as f64 / elapsed, (ops * size) as f64 / elapsed / MB)
+    r
 }
 
-/// One-entry appends of an update batch of `size` value bytes. (ops/s, MB/s)
-fn appends(dir: &Path, size: usize, secs: f64) -> (f64, f64) {
-    let path = dir.join(format!("log-{size}"));
-    let db = NodeDb::open(StorageConfig::new(&path)).expect("open");
-    let log = RaftLogStore::new(db, 1);
-    let rows = (size / 4).div_ceil(ROW_FLOATS);
-    let width = (size / 4).min(ROW_FLOATS);
-    let batch = UpdateBatch {
-        job: 1,
-        worker: 0,
-        clock: 0,
-        shard: 0,
-        updates: (0..rows as u64)
-            .map(|r| RowUpdate {
-                table: 1,
-                row: r,
-                delta: AnyRow::F32(Row::Dense((0..width).map(|i| i as f32 * 0.5).collect())),
-            })
-            .collect(),
-    };
-    assert_eq!(batch.value_bytes(), size);
-    let mut index = 0u64;
-    let (ops, elapsed) = timed(secs, || {
-        index += 1;
-        let mut b = batch.clone();
-        b.clock = index;
+/// One-entry appends of an update batch of `size` value bytes.
+struct Appender {
+    log: RaftLogStore,
+    batch: UpdateBatch,
+    index: u64,
+}
+
+impl Appender {
+    fn new(path: &Path, size: usize) -> Self {
+        let db = NodeDb::open(StorageConfig::new(path)).expect("open");
+        let rows = (size / 4).div_ceil(ROW_FLOATS);
+        let width = (size / 4).min(ROW_FLOATS);
+        let batch = UpdateBatch {
+            job: 1,
+            worker: 0,
+            clock: 0,
+            shard: 0,
+            updates: (0..rows as u64)
+                .map(|r| RowUpdate {
+                    table: 1,
+                    row: r,
+                    delta: AnyRow::F32(Row::Dense((0..width).map(|i| i as f32 * 0.5).collect())),
+                })
+                .collect(),
+        };
+        assert_eq!(batch.value_bytes(), size);
+        Appender {
+            log: RaftLogStore::new(db, 1),
+            batch,
+            index: 0,
+        }
+    }
+
+    fn append(&mut self) {
+        self.index += 1;
+        let mut b = self.batch.clone();
+        b.clock = self.index;
         let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
             payload: EntryPayload::Normal(ShardRequest::Batch(b)),
         };
-        log.append_entries([e]).expect("append");
-    });
-    drop(log);
-    std::fs::remove_dir_all(&path).ok();
-    (ops as f64 / elapsed, (ops * size) as f64 / elapsed / MB)
+        self.log.append_entries([e]).expect("append");
+    }
 }
 
 /// Runs `f` until `secs` have passed (at least 3 times). (count, seconds)
