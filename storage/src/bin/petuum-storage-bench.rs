@@ -117,8 +117,7 @@ fn raw_file(dir: &Path, size: usize, secs: f64) -> (usize, f64) {
 /// One-entry appends of an update batch of `size` value bytes.
 struct Appender {
     log: RaftLogStore,
-    batch: UpdateBatch,
-    index: u64,
+    entry: Entry,
 }
 
 impl Appender {
@@ -142,20 +141,20 @@ impl Appender {
         assert_eq!(batch.value_bytes(), size);
         Appender {
             log: RaftLogStore::new(db, 1),
-            batch,
-            index: 0,
+            entry: Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 0), 0),
+                payload: EntryPayload::Normal(ShardRequest::Batch(batch)),
+            },
         }
     }
 
+    /// Appends the next entry: the same batch under the next index and clock.
     fn append(&mut self) {
-        self.index += 1;
-        let mut b = self.batch.clone();
-        b.clock = self.index;
-        let e = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 0), self.index),
-            payload: EntryPayload::Normal(ShardRequest::Batch(b)),
-        };
-        self.log.append_entries([e]).expect("append");
+        self.entry.log_id.index += 1;
+        if let EntryPayload::Normal(ShardRequest::Batch(b)) = &mut self.entry.payload {
+            b.clock = self.entry.log_id.index;
+        }
+        self.log.append_entries([&self.entry]).expect("append");
     }
 }
 
