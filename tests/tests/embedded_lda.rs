@@ -154,3 +154,53 @@ fn deterministic_lda_runs_write_identical_models() {
         "deterministic mode produced different model bytes"
     );
 }
+
+#[test]
+fn bad_lda_specs_and_corpora_are_rejected_with_the_problem_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.safetensors");
+    let good = lda_job(&model, "workers = 2\nclocks = 2");
+    let bad_corpus = dir.path().join("docword.txt");
+    // Line 5 names word 9, but the header says W = 3.
+    std::fs::write(&bad_corpus, "2\n3\n3\n1 1 1\n2 9 1\n1 2 1\n").unwrap();
+    let reuters = datasets().join("reuters395_lda");
+    let cases: Vec<(String, &[&str])> = vec![
+        (
+            good.replace("num_topics = 20", "num_topics = 1"),
+            &["params.num_topics", "between 2"],
+        ),
+        (
+            good.replace("beta = 0.01", "beta = -1.0"),
+            &["params.beta", "positive"],
+        ),
+        (
+            good.replace("format = \"uci_bow\"", "format = \"libsvm\""),
+            &["data.format"],
+        ),
+        (
+            good.replace(
+                &reuters.join("docword.txt").display().to_string(),
+                &bad_corpus.display().to_string(),
+            )
+            .replace(
+                &format!("vocab = \"{}\"\n", reuters.join("vocab.txt").display()),
+                "",
+            ),
+            &["docword.txt:5:", "wordID 9 out of range 1..=3"],
+        ),
+    ];
+    for (text, needles) in cases {
+        let job = dir.path().join("bad.toml");
+        std::fs::write(&job, &text).unwrap();
+        let out = run(
+            "petuumd",
+            &["run", job.to_str().unwrap(), "--data-dir", "pd"],
+            dir.path(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text}\n{err}");
+        for n in needles {
+            assert!(err.contains(n), "`{n}` not in: {err}");
+        }
+    }
+}

