@@ -26,16 +26,13 @@ struct Net {
 }
 
 impl Net {
-    fn peer<E: std::error::Error>(&self) -> Result<Raft<TypeConfig>, RPCError<u64, BasicNode, E>> {
-        self.router
-            .lock()
-            .unwrap()
-            .get(&self.target)
-            .cloned()
-            .ok_or_else(|| {
-                RPCError::Unreachable(Unreachable::new(&std::io::Error::other("no such node")))
-            })
+    fn peer(&self) -> Option<Raft<TypeConfig>> {
+        self.router.lock().unwrap().get(&self.target).cloned()
     }
+}
+
+fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other("no such node")))
 }
 
 struct NetFactory(Router);
@@ -56,7 +53,9 @@ impl RaftNetwork<TypeConfig> for Net {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let peer = self.peer()?;
+        let Some(peer) = self.peer() else {
+            return Err(unreachable());
+        };
         peer.append_entries(rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -70,7 +69,9 @@ impl RaftNetwork<TypeConfig> for Net {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        let peer = self.peer()?;
+        let Some(peer) = self.peer() else {
+            return Err(unreachable());
+        };
         peer.install_snapshot(rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -81,7 +82,9 @@ impl RaftNetwork<TypeConfig> for Net {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let peer = self.peer()?;
+        let Some(peer) = self.peer() else {
+            return Err(unreachable());
+        };
         peer.vote(rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
