@@ -152,3 +152,68 @@ fn medlda_beats_lda_plus_svm_on_spamassassin() {
     // Spam is 31% of the mails: both are far above the majority class.
     assert!(baseline > 0.85);
 }
+
+/// One-vs-all with three classes on a seeded synthetic corpus: class `c`
+/// draws half of its tokens from its own block of 20 words and half from
+/// all 60 words, so the label is recoverable from the topics; MedLDA must
+/// train three classifiers and classify held-out documents of every class.
+#[test]
+fn medlda_one_vs_all_three_classes() {
+    use rand::Rng;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut make = |n: usize| {
+        let mut docs = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..n {
+            let c = (i % 3) as u32;
+            let mut counts = std::collections::BTreeMap::new();
+            for _ in 0..50 {
+                let w: u32 = if rng.gen::<bool>() {
+                    20 * c + rng.gen_range(0..20)
+                } else {
+                    rng.gen_range(0..60)
+                };
+                *counts.entry(w).or_insert(0u32) += 1;
+            }
+            docs.push(counts.into_iter().collect());
+            labels.push(c);
+        }
+        (
+            Corpus {
+                num_words: 60,
+                vocab: Vec::new(),
+                docs,
+            },
+            labels,
+        )
+    };
+    let (train, train_labels) = make(300);
+    let (test, test_labels) = make(90);
+    let p = MedLdaParams {
+        num_topics: 6,
+        c: 16.0,
+        ..MedLdaParams::default()
+    };
+    let m = MedLda::new(
+        p,
+        train,
+        train_labels,
+        Some((test.clone(), test_labels.clone())),
+        1,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let o = run(&m, 2, 30, 1, &path);
+    let model = MedLdaModel::from_file(&ModelFile::load(&path).unwrap()).unwrap();
+    assert_eq!(model.eta.len(), 3, "one classifier per class");
+    assert_eq!(model.num_classes, 3);
+    let acc = metric(&o, "test_accuracy");
+    // Half of each document (25 of 50 tokens on average) comes from its
+    // class's block: the class is nearly always evident; chance is 1/3.
+    assert!(acc > 0.9, "three-class accuracy {acc}");
+    let mut r = ChaCha8Rng::seed_from_u64(1);
+    let predicted: std::collections::BTreeSet<u32> =
+        test.docs.iter().map(|d| model.predict(d, &mut r)).collect();
+    assert_eq!(predicted.len(), 3, "every class is predicted");
+}
