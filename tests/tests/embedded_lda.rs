@@ -204,3 +204,98 @@ fn bad_lda_specs_and_corpora_are_rejected_with_the_problem_named() {
         }
     }
 }
+
+/// `petuumd run` on a MedLDA job built from the spec (labels from
+/// labels.csv column `spam`, seeded 20% split), then `petuumd eval` with
+/// the labels. A short run (K = 10, 10 sweeps) measured 95.9% held-out
+/// accuracy (seed 5); the bar is well above the 68.6% of always
+/// answering ham (4,150 of 6,046 mails).
+#[test]
+fn spam_medlda_runs_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("medlda.safetensors");
+    let s = datasets().join("spamassassin");
+    let job = dir.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"name = "spam-medlda-test"
+algorithm = "medlda"
+
+[data]
+format = "uci_bow"
+train = "{train}"
+vocab = "{vocab}"
+train_labels = "{labels}"
+label_column = "spam"
+test_fraction = 0.2
+
+[run]
+workers = 2
+consistency = "ssp"
+staleness = 1
+clocks = 10
+seed = 5
+
+[model]
+path = "{model}"
+
+[params]
+num_topics = 10
+c = 16.0
+"#,
+            train = s.join("docword.txt").display(),
+            vocab = s.join("vocab.txt").display(),
+            labels = s.join("labels.csv").display(),
+            model = model.display(),
+        ),
+    )
+    .unwrap();
+    let out = run(
+        "petuumd",
+        &["run", job.to_str().unwrap(), "--json", "--data-dir", "pd"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let done = lines.last().unwrap();
+    assert_eq!(done["state"], "succeeded");
+    let acc = done["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.9, "held-out accuracy {acc}");
+    // The objective is the mean training hinge loss: it falls.
+    let clocks: Vec<f64> = lines
+        .iter()
+        .filter(|l| l["event"] == "clock")
+        .map(|l| l["objective"].as_f64().unwrap())
+        .collect();
+    assert_eq!(clocks.len(), 10);
+    assert!(clocks[9] < clocks[1], "{clocks:?}");
+
+    let out = run(
+        "petuumd",
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            s.join("docword.txt").to_str().unwrap(),
+            "--labels",
+            s.join("labels.csv").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = &json_lines(&out)[0];
+    assert_eq!(report["algorithm"], "medlda");
+    assert_eq!(report["samples"], 6046);
+    assert!(report["accuracy"].as_f64().unwrap() > 0.9);
+}
