@@ -39,6 +39,7 @@ impl CheckpointStore {
 
     /// Persists a shard's encoded image of `job` at `clock` (synced), then
     /// deletes the job's checkpoints beyond the newest `keep_checkpoints`.
+    #[tracing::instrument(level = "debug", skip(self, image), fields(bytes = image.len()))]
     pub fn write_shard(
         &self,
         job: JobId,

@@ -40,6 +40,7 @@ impl RaftLogStore {
 
     /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
     /// they would survive a crash.
+    #[tracing::instrument(level = "trace", skip_all, fields(group = self.group))]
     pub fn append_entries<E: Borrow<Entry>>(
         &self,
         entries: impl IntoIterator<Item = E>,

@@ -115,6 +115,7 @@ impl ShardStateMachine {
 
     /// Applies committed entries in order. Entries at or below the last
     /// applied index (a replay after restart) change nothing.
+    #[tracing::instrument(level = "debug", skip_all, fields(group = self.group, shard = self.shard))]
     pub fn apply_entries(
         &self,
         entries: impl IntoIterator<Item = Entry>,
@@ -181,6 +182,7 @@ impl ShardStateMachine {
     }
 
     /// Encodes a snapshot of the current state.
+    #[tracing::instrument(level = "debug", skip_all, fields(group = self.group, shard = self.shard))]
     pub fn encode_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
         let r = self.inner.read();
         let nanos = std::time::SystemTime::now()
@@ -216,6 +218,7 @@ impl ShardStateMachine {
 
     /// Checks a received snapshot completely, stores it, then replaces the
     /// state. A corrupt, truncated or mismatched snapshot changes nothing.
+    #[tracing::instrument(level = "info", skip_all, fields(group = self.group, shard = self.shard, bytes = bytes.len()))]
     pub fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<()> {
         let key = self.snapshot_key();
         let (header, data) = snapshot::decode(&bytes, self.shard, &key)?;
