@@ -36,7 +36,10 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 if json {
-                    println!("{}", serde_json::json!({"valid": false, "error": e.to_string()}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"valid": false, "error": e.to_string()})
+                    );
                 }
                 eprintln!("petuum-client: {e}");
                 ExitCode::from(2)

@@ -64,6 +64,12 @@ impl InProcShards {
         f(&self.shards[shard as usize].state.lock())
     }
 
+    /// Runs `f` on one shard's state mutably (restoring a checkpoint before
+    /// any worker starts).
+    pub fn with_shard_mut<R>(&self, shard: ShardId, f: impl FnOnce(&mut ShardState) -> R) -> R {
+        f(&mut self.shards[shard as usize].state.lock())
+    }
+
     fn push_to_sinks(&self, shard: ShardId, job: JobId) {
         let sinks: Vec<Arc<dyn PushSink>> = {
             let mut sinks = self.sinks.lock();

@@ -49,6 +49,41 @@ pub trait ProgressSink: Send + Sync {
     fn on_clock(&self, progress: &ClockProgress);
 }
 
+/// Receives consistent checkpoints (design.md §3).
+pub trait Checkpointer: Send + Sync {
+    /// Called while every worker is stopped after finishing `clock` clocks,
+    /// so the shards hold exactly the state at `clock`: every increment of
+    /// clocks `< clock` applied, none later. `worker_states[w]` is worker
+    /// `w`'s `save_state()`. The checkpoint counts only once this returns Ok.
+    fn checkpoint(
+        &self,
+        job: JobId,
+        clock: Clock,
+        worker_states: &[Vec<u8>],
+    ) -> Result<(), BoxError>;
+}
+
+/// Where a resumed job starts: the shards already hold the state at
+/// `clock` (restored by the caller), and the workers get their states back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resume {
+    pub clock: Clock,
+    pub worker_states: Vec<Vec<u8>>,
+}
+
+/// Everything around a run besides its configuration.
+pub struct RunHooks<'a> {
+    pub progress: &'a dyn ProgressSink,
+    /// Set to stop the job. With a checkpointer the workers first agree on
+    /// a clock every one of them can still reach, checkpoint there and stop
+    /// with [`JobError::Paused`] (preemption); without one they stop at once.
+    pub stop: &'a AtomicBool,
+    /// Take a checkpoint every `checkpoint_every` clocks (0: only on stop).
+    pub checkpoint_every: Clock,
+    pub checkpointer: Option<&'a dyn Checkpointer>,
+    pub resume: Option<Resume>,
+}
+
 /// A sink that ignores progress.
 pub struct NoProgress;
 impl ProgressSink for NoProgress {
@@ -72,6 +107,10 @@ pub enum JobError {
     Panic { worker: WorkerId, message: String },
     #[error("cancelled")]
     Cancelled,
+    #[error("paused at the checkpoint of clock {clock}")]
+    Paused { clock: Clock },
+    #[error("checkpoint at clock {clock} failed: {source}")]
+    Checkpoint { clock: Clock, source: BoxError },
     #[error("model export failed: {0}")]
     Export(BoxError),
 }
@@ -175,6 +214,48 @@ pub fn run_job(
     sink: &dyn ProgressSink,
     cancel: &AtomicBool,
 ) -> Result<RunOutcome, JobError> {
+    run_job_with(
+        node,
+        algo,
+        cfg,
+        model_path,
+        RunHooks {
+            progress: sink,
+            stop: cancel,
+            checkpoint_every: 0,
+            checkpointer: None,
+            resume: None,
+        },
+    )
+}
+
+/// Clock bookkeeping shared by the workers for stopping at a common clock.
+#[derive(Default)]
+struct StopPlan {
+    /// Highest clock count any worker has finished.
+    max_done: Clock,
+    /// The clock count at which every worker stops, once decided.
+    stop_at: Option<Clock>,
+}
+
+/// What the workers share for checkpoints.
+struct CheckpointSync<'a> {
+    every: Clock,
+    sink: Option<&'a dyn Checkpointer>,
+    barrier: std::sync::Barrier,
+    states: Mutex<Vec<Vec<u8>>>,
+    failed: Mutex<Option<String>>,
+    plan: Mutex<StopPlan>,
+}
+
+/// [`run_job`] with checkpoints, stopping and resuming.
+pub fn run_job_with(
+    node: &Arc<Node>,
+    algo: &dyn Algorithm,
+    cfg: &RunConfig,
+    model_path: &Path,
+    hooks: RunHooks<'_>,
+) -> Result<RunOutcome, JobError> {
     let start = Instant::now();
     let service = node.service().as_ref();
     let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
@@ -182,26 +263,50 @@ pub fn run_job(
         service.create_table(t)?;
     }
     service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
-    algo.initialize(&TableLoader::new(service, &tables))
-        .map_err(JobError::Init)?;
+    let start_clock = hooks.resume.as_ref().map_or(0, |r| r.clock);
+    if hooks.resume.is_none() {
+        algo.initialize(&TableLoader::new(service, &tables))
+            .map_err(JobError::Init)?;
+    }
 
     let mut workers: Vec<Box<dyn AlgoWorker>> = Vec::with_capacity(cfg.workers as usize);
     for w in 0..cfg.workers {
-        workers.push(algo.worker(w, cfg.workers).map_err(JobError::Init)?);
+        let mut worker = algo.worker(w, cfg.workers).map_err(JobError::Init)?;
+        if let Some(r) = &hooks.resume {
+            let state = r
+                .worker_states
+                .get(w as usize)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            worker.restore_state(state).map_err(JobError::Init)?;
+        }
+        workers.push(worker);
     }
     let agg = Aggregator {
         workers: cfg.workers,
         clocks: cfg.clocks,
         start,
         last: Mutex::new((start, BTreeMap::new())),
-        sink,
+        sink: hooks.progress,
         final_objective: Mutex::new(f64::NAN),
     };
+    let sync = CheckpointSync {
+        every: hooks.checkpoint_every,
+        sink: hooks.checkpointer,
+        barrier: std::sync::Barrier::new(cfg.workers as usize),
+        states: Mutex::new(vec![Vec::new(); cfg.workers as usize]),
+        failed: Mutex::new(None),
+        plan: Mutex::new(StopPlan {
+            max_done: start_clock,
+            stop_at: None,
+        }),
+    };
+    let cancel = hooks.stop;
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers.into_iter().enumerate() {
             let w = w as WorkerId;
-            let (agg, first_error, tables) = (&agg, &first_error, &tables);
+            let (agg, first_error, tables, sync) = (&agg, &first_error, &tables, &sync);
             std::thread::Builder::new()
                 .name(format!("worker-{w}"))
                 .spawn_scoped(scope, move || {
@@ -212,10 +317,10 @@ pub fn run_job(
                         cfg.workers,
                         cfg.consistency,
                         tables,
-                        0,
+                        start_clock,
                     );
                     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        run_worker(&mut ctx, algo_worker.as_mut(), cfg, agg, cancel)
+                        run_worker(&mut ctx, algo_worker.as_mut(), cfg, agg, cancel, sync)
                     }));
                     let err = match result {
                         Ok(Ok(())) => return,
@@ -230,20 +335,28 @@ pub fn run_job(
                     // Errors caused by another worker's abort are not the root cause.
                     let is_echo = matches!(&err, JobError::Worker { source, .. }
                         if matches!(source.downcast_ref::<TableError>(), Some(TableError::Aborted { .. })));
-                    if slot.is_none() && !is_echo {
+                    let replace = match slot.as_ref() {
+                        None => !is_echo,
+                        // Every worker reports the pause; keep one.
+                        Some(_) => false,
+                    };
+                    if replace {
                         *slot = Some(err);
                     }
                     drop(slot);
-                    service.abort_job(cfg.job, &reason);
+                    if !reason.starts_with("paused") {
+                        service.abort_job(cfg.job, &reason);
+                    }
                 })
                 .expect("spawn worker thread");
         }
     });
     if let Some(e) = first_error.into_inner() {
         service.drop_job(cfg.job);
+        node.cache().forget_job(cfg.job);
         return Err(e);
     }
-    if cancel.load(Ordering::Relaxed) {
+    if cancel.load(Ordering::Relaxed) && sync.sink.is_none() {
         service.drop_job(cfg.job);
         return Err(JobError::Cancelled);
     }
@@ -268,11 +381,12 @@ fn run_worker(
     cfg: &RunConfig,
     agg: &Aggregator<'_>,
     cancel: &AtomicBool,
+    sync: &CheckpointSync<'_>,
 ) -> Result<(), JobError> {
     let w = ctx.worker();
     while ctx.clock_now() < cfg.clocks {
         let c = ctx.clock_now();
-        if cancel.load(Ordering::Relaxed) {
+        if cancel.load(Ordering::Relaxed) && sync.sink.is_none() {
             return Err(JobError::Worker {
                 worker: w,
                 clock: c,
@@ -307,6 +421,53 @@ fn run_worker(
             source: Box::new(e),
         })?;
         agg.report(c, stats);
+        let done = c + 1;
+        let stop_here = {
+            let mut plan = sync.plan.lock();
+            plan.max_done = plan.max_done.max(done);
+            if plan.stop_at.is_none() && cancel.load(Ordering::Relaxed) {
+                // Workers that finished max_done before this may have moved
+                // on, but none can have finished max_done + 1 without seeing
+                // this decision: every worker stops there. A job that would
+                // end by then simply finishes.
+                plan.stop_at = Some(plan.max_done + 1);
+            }
+            plan.stop_at == Some(done) && done < cfg.clocks
+        };
+        let periodic = sync.every > 0 && done % sync.every == 0 && done < cfg.clocks;
+        if sync.sink.is_some() && (periodic || stop_here) {
+            checkpoint_barrier(ctx, algo_worker, cfg, sync, done)?;
+            if stop_here {
+                return Err(JobError::Paused { clock: done });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// All workers stop after `done` clocks; the barrier's leader writes the
+/// checkpoint; nobody goes on until it is written.
+fn checkpoint_barrier(
+    ctx: &WorkerCtx,
+    algo_worker: &dyn AlgoWorker,
+    cfg: &RunConfig,
+    sync: &CheckpointSync<'_>,
+    done: Clock,
+) -> Result<(), JobError> {
+    sync.states.lock()[ctx.worker() as usize] = algo_worker.save_state();
+    if sync.barrier.wait().is_leader() {
+        let states = sync.states.lock().clone();
+        let sink = sync.sink.expect("checked by the caller");
+        if let Err(e) = sink.checkpoint(cfg.job, done, &states) {
+            *sync.failed.lock() = Some(e.to_string());
+        }
+    }
+    sync.barrier.wait();
+    if let Some(msg) = sync.failed.lock().clone() {
+        return Err(JobError::Checkpoint {
+            clock: done,
+            source: msg.into(),
+        });
     }
     Ok(())
 }

@@ -107,6 +107,11 @@ impl ShardState {
         }
     }
 
+    /// Every table defined on this shard.
+    pub fn tables(&self) -> impl Iterator<Item = &TableSpec> {
+        self.tables.values()
+    }
+
     pub fn table(&self, id: TableId) -> Result<&TableSpec, TableError> {
         self.tables.get(&id).ok_or(TableError::NoSuchTable(id))
     }

@@ -2,12 +2,16 @@
 //! state machine and worker code as the cluster, in one process, with its
 //! state under `--data-dir`.
 
+use crate::checkpoints;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use petuum_core::inproc::InProcShards;
-use petuum_core::runner::{run_job, ClockProgress, ProgressSink, RunConfig};
+use petuum_core::runner::{
+    run_job_with, ClockProgress, JobError, ProgressSink, RunConfig, RunHooks,
+};
 use petuum_core::spec::JobSpec;
 use petuum_core::worker::Node;
+use petuum_storage::{CheckpointStore, NodeDb, StorageConfig};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -31,6 +35,8 @@ impl DataDir {
 
     /// Allocates the next job id (persisted, so ids are never reused).
     fn next_job_id(&self) -> anyhow::Result<u64> {
+        // One `petuumd run` per data directory at a time: RocksDB's lock
+        // refuses a second one when the node database is opened.
         let path = self.root.join("next-job-id");
         let next = match std::fs::read_to_string(&path) {
             Ok(s) => s
@@ -40,9 +46,7 @@ impl DataDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 1,
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, format!("{}\n", next + 1))?;
-        std::fs::rename(&tmp, &path)?;
+        checkpoints::write_atomic(&path, format!("{}\n", next + 1).as_bytes())?;
         Ok(next)
     }
 }
@@ -86,7 +90,7 @@ impl ProgressSink for Reporter {
     }
 }
 
-/// `petuumd run`.
+/// `petuumd run`: a new job.
 pub fn run(
     job_path: &Path,
     data_dir: &Path,
@@ -102,13 +106,64 @@ pub fn run(
     let job_id = dir.next_job_id()?;
     let job_dir = dir.root.join("jobs").join(job_id.to_string());
     std::fs::create_dir_all(&job_dir)?;
-    std::fs::write(job_dir.join("spec.json"), serde_json::to_vec_pretty(&spec)?)?;
+    checkpoints::write_atomic(
+        &job_dir.join("spec.json"),
+        &serde_json::to_vec_pretty(&spec)?,
+    )?;
+    execute(&dir, job_id, &spec, algo.as_ref(), json_out, false)
+}
+
+/// `petuumd resume`: continue a job from its newest complete checkpoint.
+pub fn resume(job_id: u64, data_dir: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::open(data_dir)?;
+    let job_dir = dir.root.join("jobs").join(job_id.to_string());
+    let spec_path = job_dir.join("spec.json");
+    let spec: JobSpec = serde_json::from_slice(
+        &std::fs::read(&spec_path)
+            .with_context(|| format!("job {job_id}: no record in {}", job_dir.display()))?,
+    )
+    .with_context(|| format!("{} is corrupt", spec_path.display()))?;
+    let algo = petuum_algorithms::build(&spec)?;
+    execute(&dir, job_id, &spec, algo.as_ref(), json_out, true)
+}
+
+fn execute(
+    dir: &DataDir,
+    job_id: u64,
+    spec: &JobSpec,
+    algo: &dyn petuum_core::algorithm::Algorithm,
+    json_out: bool,
+    resuming: bool,
+) -> anyhow::Result<ExitCode> {
+    let job_dir = dir.root.join("jobs").join(job_id.to_string());
     let span = tracing::info_span!("job", job = job_id, name = %spec.name);
     let _enter = span.enter();
-    tracing::info!(algorithm = %spec.algorithm, workers = spec.run.workers, "starting embedded job");
-
+    let db = NodeDb::open(StorageConfig::new(dir.root.join("db")))
+        .with_context(|| format!("opening the node database in {}", dir.root.display()))?;
+    let store = CheckpointStore::new(db);
     let shards = Arc::new(InProcShards::new(spec.run.shards));
-    let node = Node::new(shards, Node::DEFAULT_CACHE_ROWS);
+    let resume = if resuming {
+        match checkpoints::complete_clock(&job_dir)? {
+            Some(clock) => Some(checkpoints::restore(
+                &shards,
+                &store,
+                job_id,
+                clock,
+                spec.run.workers,
+            )?),
+            None => {
+                if !json_out {
+                    eprintln!("job {job_id} has no complete checkpoint: starting it from clock 0");
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let start_clock = resume.as_ref().map_or(0, |r| r.clock);
+    tracing::info!(algorithm = %spec.algorithm, workers = spec.run.workers, start_clock, "starting embedded job");
+    let node = Node::new(shards.clone(), Node::DEFAULT_CACHE_ROWS);
     let cfg = RunConfig {
         job: job_id,
         first_table: 1,
@@ -127,32 +182,61 @@ pub fn run(
             .expect("valid template")
             .progress_chars("=> "),
         );
+        bar.set_position(start_clock);
         bar
     });
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(job_dir.join("progress.jsonl"))?;
     let reporter = Reporter {
         json: json_out,
         bar,
-        log: std::sync::Mutex::new(std::fs::File::create(job_dir.join("progress.jsonl"))?),
+        log: std::sync::Mutex::new(log),
         objective_name: algo.objective_name(),
     };
     if !json_out {
         eprintln!(
-            "job {job_id} `{}`: {} on {} workers, {}, {} clocks",
+            "job {job_id} `{}`: {} on {} workers, {}, {} clocks{}",
             spec.name,
             algo.name(),
             cfg.workers,
             cfg.consistency.name(),
-            cfg.clocks
+            cfg.clocks,
+            if start_clock > 0 {
+                format!(", resuming at clock {start_clock}")
+            } else {
+                String::new()
+            }
         );
     }
-    let cancel = AtomicBool::new(false);
-    let result = run_job(
+    // SIGTERM (preemption) and SIGINT stop the job at a clock every worker
+    // can reach, after a checkpoint there; a second SIGINT exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    let checkpointer = checkpoints::EmbeddedCheckpointer {
+        shards: shards.clone(),
+        store,
+        job_dir: job_dir.clone(),
+        workers: cfg.workers,
+        deterministic: cfg.deterministic,
+        every: spec.run.checkpoint_every.max(0) as u64,
+    };
+    let result = run_job_with(
         &node,
-        algo.as_ref(),
+        algo,
         &cfg,
         &spec.model.path,
-        &reporter,
-        &cancel,
+        RunHooks {
+            progress: &reporter,
+            stop: &stop,
+            checkpoint_every: checkpointer.every,
+            checkpointer: Some(&checkpointer),
+            resume,
+        },
     );
     if let Some(bar) = &reporter.bar {
         bar.finish();
@@ -186,6 +270,19 @@ pub fn run(
             }
             ("succeeded", ExitCode::SUCCESS, v)
         }
+        Err(JobError::Paused { clock }) => {
+            if !json_out {
+                eprintln!(
+                    "job {job_id} paused at the checkpoint of clock {clock}; continue with `petuumd resume {job_id} --data-dir {}`",
+                    dir.root.display()
+                );
+            }
+            (
+                "paused",
+                ExitCode::SUCCESS,
+                json!({"event": "done", "state": "paused", "job": job_id, "clocks": clock}),
+            )
+        }
         Err(e) => {
             if !json_out {
                 eprintln!("petuumd: job {job_id} failed: {e}");
@@ -197,9 +294,9 @@ pub fn run(
             )
         }
     };
-    std::fs::write(
-        job_dir.join("result.json"),
-        serde_json::to_vec_pretty(&final_line)?,
+    checkpoints::write_atomic(
+        &job_dir.join("result.json"),
+        &serde_json::to_vec_pretty(&final_line)?,
     )?;
     tracing::info!(state, "job finished");
     if json_out {

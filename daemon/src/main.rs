@@ -5,6 +5,7 @@
 //! - `petuumd eval --model M --data D [--labels L]`: evaluate a saved model.
 //! - `petuumd validate JOB.toml`: check a job spec without running it.
 
+mod checkpoints;
 mod embedded;
 
 use anyhow::Context;
@@ -39,6 +40,16 @@ enum Command {
         #[arg(long)]
         workers: Option<u32>,
     },
+    /// Continue an embedded job from its newest complete checkpoint (after
+    /// a crash, kill or preemption).
+    Resume {
+        /// The job id (`petuumd run` prints it; see DATA_DIR/jobs/).
+        job: u64,
+        #[arg(long, default_value = "petuum-data", env = "PETUUM_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate a saved model on held-out data.
     Eval {
         #[arg(long)]
@@ -66,6 +77,11 @@ fn main() -> ExitCode {
             json,
             workers,
         } => embedded::run(&job, &data_dir, json, workers),
+        Command::Resume {
+            job,
+            data_dir,
+            json,
+        } => embedded::resume(job, &data_dir, json),
         Command::Eval {
             model,
             data,

@@ -136,10 +136,22 @@ fn client_validates_specs_like_the_server() {
     let model = dir.path().join("m.safetensors");
     let job = dir.path().join("job.toml");
     std::fs::write(&job, mnist_job(&model, "workers = 2", "")).unwrap();
-    let out = run("petuum-client", &["validate", job.to_str().unwrap()], dir.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        "petuum-client",
+        &["validate", job.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(&job, mnist_job(&model, "workers = 2\nstaleness = -3", "")).unwrap();
-    let out = run("petuum-client", &["validate", job.to_str().unwrap()], dir.path());
+    let out = run(
+        "petuum-client",
+        &["validate", job.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run.staleness"));
 }

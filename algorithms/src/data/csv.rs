@@ -8,21 +8,36 @@ use std::io::BufRead;
 use std::path::Path;
 
 /// Reads a CSV file; `label_column` names the label column.
-pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Vec<String>), DataError> {
+pub fn read(
+    path: &Path,
+    label_column: &str,
+) -> Result<(Features, RawLabels, Vec<String>), DataError> {
     let reader = std::io::BufReader::new(super::open_maybe_gz(path)?);
     let mut lines = reader.lines();
     let header = match lines.next() {
         Some(h) => h.map_err(|e| DataError::io(path, e))?,
-        None => return Err(DataError::invalid(path, "empty file (expected a header row)")),
+        None => {
+            return Err(DataError::invalid(
+                path,
+                "empty file (expected a header row)",
+            ))
+        }
     };
-    let names: Vec<String> = header.split(',').map(|s| s.trim().trim_matches('"').to_string()).collect();
-    let label_at = names.iter().position(|n| n == label_column).ok_or_else(|| {
-        DataError::Malformed {
+    let names: Vec<String> = header
+        .split(',')
+        .map(|s| s.trim().trim_matches('"').to_string())
+        .collect();
+    let label_at = names
+        .iter()
+        .position(|n| n == label_column)
+        .ok_or_else(|| DataError::Malformed {
             file: path.to_path_buf(),
             line: 1,
-            reason: format!("no column named `{label_column}` in the header ({} columns)", names.len()),
-        }
-    })?;
+            reason: format!(
+                "no column named `{label_column}` in the header ({} columns)",
+                names.len()
+            ),
+        })?;
     let width = names.len() - 1;
     let mut values = Vec::new();
     let mut labels = Vec::new();
@@ -64,7 +79,12 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Vec
     if labels.is_empty() {
         return Err(DataError::invalid(path, "no samples after the header"));
     }
-    let feature_names = names.into_iter().enumerate().filter(|(j, _)| *j != label_at).map(|(_, n)| n).collect();
+    let feature_names = names
+        .into_iter()
+        .enumerate()
+        .filter(|(j, _)| *j != label_at)
+        .map(|(_, n)| n)
+        .collect();
     let a = Array2::from_shape_vec((labels.len(), width), values).expect("rows checked");
     Ok((Features::Dense(a), RawLabels(labels), feature_names))
 }

@@ -87,7 +87,9 @@ impl Features {
     /// Writes row `i` densely into `out` (of length `ncols`).
     pub fn row_into(&self, i: usize, out: &mut [f32]) {
         match self {
-            Features::Dense(a) => out.copy_from_slice(a.row(i).as_slice().expect("standard layout")),
+            Features::Dense(a) => {
+                out.copy_from_slice(a.row(i).as_slice().expect("standard layout"))
+            }
             Features::Sparse(c) => {
                 out.fill(0.0);
                 let (idx, val) = c.row(i);

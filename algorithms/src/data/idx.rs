@@ -93,20 +93,34 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
 
 /// Reads IDX images (n × rows × cols) and labels (n) with pixels scaled to
 /// [0, 1].
-pub fn read_features_labels(images: &Path, labels: &Path) -> Result<(Features, RawLabels), DataError> {
+pub fn read_features_labels(
+    images: &Path,
+    labels: &Path,
+) -> Result<(Features, RawLabels), DataError> {
     let img = read_u8(images)?;
     let lab = read_u8(labels)?;
     if img.dims.len() < 2 {
-        return Err(DataError::invalid(images, format!("expected images of 2+ dimensions, got {:?}", img.dims)));
+        return Err(DataError::invalid(
+            images,
+            format!("expected images of 2+ dimensions, got {:?}", img.dims),
+        ));
     }
     if lab.dims.len() != 1 {
-        return Err(DataError::invalid(labels, format!("expected 1-dimensional labels, got {:?}", lab.dims)));
+        return Err(DataError::invalid(
+            labels,
+            format!("expected 1-dimensional labels, got {:?}", lab.dims),
+        ));
     }
     let n = img.dims[0];
     if lab.dims[0] != n {
         return Err(DataError::invalid(
             labels,
-            format!("{} labels for {} images in {}", lab.dims[0], n, images.display()),
+            format!(
+                "{} labels for {} images in {}",
+                lab.dims[0],
+                n,
+                images.display()
+            ),
         ));
     }
     let dim = img.dims[1..].iter().product::<usize>();

@@ -66,7 +66,10 @@ pub fn read(path: &Path, one_based: Option<bool>) -> Result<(Features, RawLabels
     }
     let one_based = match one_based {
         Some(true) if saw_zero => {
-            return Err(DataError::invalid(path, "feature index 0 in a file declared 1-based"))
+            return Err(DataError::invalid(
+                path,
+                "feature index 0 in a file declared 1-based",
+            ))
         }
         Some(b) => b,
         None => !saw_zero,

@@ -417,7 +417,9 @@ fn vote(d: &mut [(f32, u32)], k: usize, classes: usize) -> u32 {
         votes[c as usize] += 1;
     }
     let top = *votes.iter().max().expect("classes > 0");
-    near.iter().find(|(_, c)| votes[*c as usize] == top).map_or(0, |(_, c)| *c)
+    near.iter()
+        .find(|(_, c)| votes[*c as usize] == top)
+        .map_or(0, |(_, c)| *c)
 }
 
 /// Leave-one-out k-NN accuracy of a labelled set against itself.
