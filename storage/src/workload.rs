@@ -87,6 +87,20 @@ pub fn request(index: u64) -> ShardRequest {
     }
 }
 
+/// Job id under which the crash loop stores large worker blobs (written by
+/// SST ingestion), apart from the workload job's checkpoints.
+pub const BLOB_JOB: JobId = 2;
+/// Bytes of such a blob: above the ingestion threshold.
+pub const BLOB_BYTES: usize = 5 << 20;
+
+/// The content of the large blob stored for `clock`.
+pub fn blob(clock: Clock) -> Vec<u8> {
+    let h = mix(clock);
+    (0..BLOB_BYTES as u64)
+        .map(|i| (h.wrapping_add(i * 31) >> 8) as u8)
+        .collect()
+}
+
 /// The log entry at `index` (term 1, leader node 0).
 pub fn entry(index: u64) -> Entry {
     Entry {

@@ -4,7 +4,8 @@
 //! - every entry acknowledged before the kill is in the log, unaltered;
 //! - the stored snapshot and every checkpoint pass their checksums;
 //! - the state (snapshot + log replay) equals a replay of the workload;
-//! - the checkpoints kept equal the replay's checkpoints at their clocks.
+//! - the checkpoints kept equal the replay's checkpoints at their clocks;
+//! - every large (ingested) blob present is whole.
 
 use petuum_storage::image::ShardImage;
 use petuum_storage::{workload, NodeDb, RaftLogStore, ShardStateMachine, StorageConfig};
@@ -25,6 +26,7 @@ fn sigkill_at_random_points_loses_no_acknowledged_entry() {
     let started = Instant::now();
     let mut acked_max = 0u64;
     let mut appends_seen = 0u64;
+    let mut blobs_checked = 0usize;
     for round in 0..KILLS {
         let mut child = Command::new(bin)
             .arg(dir.path())
@@ -64,19 +66,22 @@ fn sigkill_at_random_points_loses_no_acknowledged_entry() {
             acked_max = acked_max.max(line.parse().expect("an acknowledged index"));
             appends_seen += 1;
         }
-        verify(dir.path(), acked_max, round);
+        blobs_checked += verify(dir.path(), acked_max, round);
     }
     assert!(
         appends_seen >= 100,
         "only {appends_seen} appends acknowledged over {KILLS} runs: the test exercised too little"
     );
+    assert!(blobs_checked > 0, "no large blob was ever written");
     eprintln!(
-        "{KILLS} kills, {appends_seen} appends acknowledged, last index {acked_max}, {:.1} s",
+        "{KILLS} kills, {appends_seen} appends acknowledged, last index {acked_max}, \
+         {blobs_checked} blob checks, {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
 
-fn verify(path: &std::path::Path, acked_max: u64, round: u32) {
+/// Checks the store; returns the number of large blobs checked.
+fn verify(path: &std::path::Path, acked_max: u64, round: u32) -> usize {
     let db = NodeDb::open(StorageConfig::new(path)).unwrap();
     let log = RaftLogStore::new(db.clone(), GROUP);
     let state = log.log_state().unwrap();
@@ -154,4 +159,18 @@ fn verify(path: &std::path::Path, acked_max: u64, round: u32) {
         let want: ShardImage = postcard::from_bytes(&images[&cp.clock]).unwrap();
         assert_eq!(got, want, "round {round}: checkpoint at clock {}", cp.clock);
     }
+    // Large blobs: each one listed is whole (ingestion is atomic).
+    let blobs = sm.checkpoints().list(workload::BLOB_JOB).unwrap();
+    for cp in &blobs {
+        let got = sm
+            .checkpoints()
+            .load_worker_blob(workload::BLOB_JOB, cp.clock, 0)
+            .unwrap();
+        assert!(
+            got == Some(workload::blob(cp.clock)),
+            "round {round}: blob {} damaged",
+            cp.clock
+        );
+    }
+    blobs.len()
 }

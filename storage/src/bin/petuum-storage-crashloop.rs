@@ -2,7 +2,8 @@
 //! workload entries to a RocksDB Raft log and applies them, forever, until
 //! it is killed. Prints `ready <next index>` once open, then the last index
 //! of every append as soon as the append is durable (WAL synced). Every so
-//! often it stores a snapshot and purges the log below it.
+//! often it stores a snapshot, purges the log below it and stores a large
+//! worker blob (written by SST ingestion).
 //!
 //! Usage: petuum-storage-crashloop DIR SEED
 
@@ -65,6 +66,10 @@ fn run(dir: &str, seed: u64) -> Result<(), petuum_storage::StorageError> {
                 log.purge_upto(purge)?;
             }
             last_snapshot = at.index;
+            // A large blob (SST ingestion path), killed mid-write sometimes.
+            let cps = sm.checkpoints();
+            cps.put_worker_blob(workload::BLOB_JOB, at.index, 0, &workload::blob(at.index))?;
+            cps.prune(workload::BLOB_JOB, 2)?;
         }
     }
     Ok(())
