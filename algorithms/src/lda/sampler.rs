@@ -189,8 +189,11 @@ impl SparseLda {
                     self.cum.push(q);
                 }
                 let u = rng.gen::<f64>() * (s + r + q);
+                // Position of the new topic in the word's row, when known.
+                let mut at = None;
                 let new = if u < q {
                     let j = self.cum.partition_point(|&c| c <= u).min(row.len() - 1);
+                    at = Some(j);
                     row[j].0 as usize
                 } else if u < q + r {
                     let mut u = u - q;
@@ -231,7 +234,10 @@ impl SparseLda {
                 s += ab / den;
                 r += self.ndk[new] as f64 * b / den;
                 self.coef[new] = (a + self.ndk[new] as f64) / den;
-                inc_word(&mut self.wt[w], new as u32);
+                match at {
+                    Some(j) => inc_word_at(&mut self.wt[w], j),
+                    None => inc_word(&mut self.wt[w], new as u32),
+                }
                 z[i] = new as u32;
             }
             for &t in &self.doc_topics {
@@ -264,14 +270,17 @@ fn dec_word(row: &mut Vec<(u32, i32)>, t: u32) {
 /// `n_wt += 1`, keeping the row sorted by count (largest first).
 fn inc_word(row: &mut Vec<(u32, i32)>, t: u32) {
     match row.iter().position(|&(x, _)| x == t) {
-        Some(mut j) => {
-            row[j].1 += 1;
-            while j > 0 && row[j - 1].1 < row[j].1 {
-                row.swap(j, j - 1);
-                j -= 1;
-            }
-        }
+        Some(j) => inc_word_at(row, j),
         None => row.push((t, 1)),
+    }
+}
+
+/// `n_wt += 1` for the entry at position `j`, keeping the order.
+fn inc_word_at(row: &mut [(u32, i32)], mut j: usize) {
+    row[j].1 += 1;
+    while j > 0 && row[j - 1].1 < row[j].1 {
+        row.swap(j, j - 1);
+        j -= 1;
     }
 }
 
