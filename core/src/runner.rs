@@ -434,7 +434,7 @@ fn run_worker(
             }
             plan.stop_at == Some(done) && done < cfg.clocks
         };
-        let periodic = sync.every > 0 && done % sync.every == 0 && done < cfg.clocks;
+        let periodic = sync.every > 0 && done.is_multiple_of(sync.every) && done < cfg.clocks;
         if sync.sink.is_some() && (periodic || stop_here) {
             checkpoint_barrier(ctx, algo_worker, cfg, sync, done)?;
             if stop_here {
