@@ -36,12 +36,7 @@ fn read_for_model(
     labels: Option<&Path>,
 ) -> Result<Dataset, EvalError> {
     let (features, raw) = read_features_for_model(file, data, labels)?;
-    let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
-        .map_err(|e| ModelError::Metadata {
-            path: file.path.clone(),
-            key: "class_names".into(),
-            reason: e.to_string(),
-        })?;
+    let class_names = file.class_names()?;
     Ok(Dataset::with_classes(features, raw, &class_names, data)?)
 }
 

@@ -74,6 +74,24 @@ impl ModelFile {
         self.metadata.insert(key.into(), value.to_string());
     }
 
+    /// Records metrics (e.g. held-out accuracy) in the metadata.
+    pub fn set_metrics(&mut self, metrics: &[(String, f64)]) {
+        for (k, v) in metrics {
+            self.set(k, v);
+        }
+    }
+
+    /// The `class_names` metadata: labels as written in the training data.
+    pub fn class_names(&self) -> Result<Vec<String>, ModelError> {
+        serde_json::from_str(&self.meta::<String>("class_names")?).map_err(|e| {
+            ModelError::Metadata {
+                path: self.path.clone(),
+                key: "class_names".into(),
+                reason: e.to_string(),
+            }
+        })
+    }
+
     pub fn add_tensor(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) {
         assert_eq!(
             shape.iter().product::<usize>(),

@@ -24,5 +24,9 @@ fn every_example_job_validates() {
         );
         checked += 1;
     }
-    assert!(checked >= 7, "only {checked} example jobs found in {}", dir.display());
+    assert!(
+        checked >= 7,
+        "only {checked} example jobs found in {}",
+        dir.display()
+    );
 }

@@ -105,7 +105,7 @@ fn sigkilled_deterministic_job_resumes_to_identical_model() {
             std::fs::read_to_string(dir.path().join("data/jobs/1/checkpoint")).unwrap_or_default();
         let done: u64 = marker.trim().parse().unwrap_or(0);
         assert!(
-            done <= clock && done % 4 == 0,
+            done <= clock && done.is_multiple_of(4),
             "checkpoint {done} after clock {clock}"
         );
         floor = done;

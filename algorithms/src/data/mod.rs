@@ -164,6 +164,21 @@ pub fn worker_rows(n: usize, worker: u32, workers: u32) -> Vec<usize> {
         .collect()
 }
 
+/// [`worker_rows`], refusing a worker with no rows.
+pub fn partition(
+    n: usize,
+    worker: u32,
+    workers: u32,
+) -> Result<Vec<usize>, petuum_core::algorithm::BoxError> {
+    let rows = worker_rows(n, worker, workers);
+    if rows.is_empty() {
+        return Err(
+            format!("worker {worker} of {workers} has no training samples ({n} in all)").into(),
+        );
+    }
+    Ok(rows)
+}
+
 /// Reads a labelled data file in one of the supported formats.
 pub fn read_labelled(
     format: petuum_core::spec::DataFormat,

@@ -149,7 +149,7 @@ impl Algorithm for Dml {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.x.nrows();
-        let part = crate::data::worker_rows(n, worker, workers);
+        let part = crate::data::partition(n, worker, workers)?;
         let mut classes: Vec<u32> = part.iter().map(|&i| self.y[i]).collect();
         classes.sort_unstable();
         classes.dedup();
@@ -213,15 +213,9 @@ impl Algorithm for Dml {
         let mut file = ModelFile::new(NAME);
         file.set("num_features", d);
         file.set("dim", k);
-        file.set("input_scale", self.input.scale);
-        file.set("input_format", &self.input.format);
-        if let Some(col) = &self.input.label_column {
-            file.set("label_column", col);
-        }
+        self.input.record(&mut file);
         file.set("params", serde_json::to_string(&self.params)?);
-        for (name, v) in &metrics {
-            file.set(name, v);
-        }
+        file.set_metrics(&metrics);
         file.add_tensor("L", vec![k, d], model.l.into_raw_vec_and_offset().0);
         file.add_tensor("mean", vec![d], model.mean);
         file.add_tensor("std", vec![d], model.std);

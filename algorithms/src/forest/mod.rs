@@ -150,16 +150,10 @@ impl Algorithm for RandomForest {
         let mut file = ModelFile::new(NAME);
         file.set("num_features", self.train.dim());
         file.set("num_classes", g.num_classes);
-        file.set("input_scale", self.input.scale);
-        file.set("input_format", &self.input.format);
-        if let Some(col) = &self.input.label_column {
-            file.set("label_column", col);
-        }
+        self.input.record(&mut file);
         file.set("class_names", serde_json::to_string(&model.class_names)?);
         file.set("params", serde_json::to_string(&self.params)?);
-        for (k, v) in &metrics {
-            file.set(k, v);
-        }
+        file.set_metrics(&metrics);
         let (nodes, offsets) = model.flatten();
         file.add_tensor("nodes", vec![nodes.len() / 4, 4], nodes);
         file.add_tensor("offsets", vec![offsets.len()], offsets);
@@ -278,8 +272,7 @@ impl ForestModel {
             path: file.path.clone(),
             reason,
         };
-        let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
-            .map_err(|e| bad(format!("class_names: {e}")))?;
+        let class_names = file.class_names()?;
         let mut trees = Vec::new();
         for w in offsets.data.windows(2) {
             let (a, b) = (w[0] as usize * 4, w[1] as usize * 4);

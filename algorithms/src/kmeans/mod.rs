@@ -270,15 +270,9 @@ impl Algorithm for KMeans {
         let mut file = ModelFile::new(NAME);
         file.set("k", k);
         file.set("num_features", d);
-        file.set("input_scale", self.input.scale);
-        file.set("input_format", &self.input.format);
-        if let Some(col) = &self.input.label_column {
-            file.set("label_column", col);
-        }
+        self.input.record(&mut file);
         file.set("params", serde_json::to_string(&self.params)?);
-        for (name, v) in &metrics {
-            file.set(name, v);
-        }
+        file.set_metrics(&metrics);
         file.add_tensor("centers", vec![k, d], centers.into_raw_vec_and_offset().0);
         Ok(ModelSummary {
             bytes: file.save(path)?,

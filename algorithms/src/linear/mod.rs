@@ -177,13 +177,7 @@ impl Algorithm for BinaryLinear {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
-        let part = crate::data::worker_rows(n, worker, workers);
-        if part.is_empty() {
-            return Err(format!(
-                "worker {worker} of {workers} has no training samples ({n} in all)"
-            )
-            .into());
-        }
+        let part = crate::data::partition(n, worker, workers)?;
         Ok(Box::new(LinearWorker {
             loss: self.loss,
             params: self.params.clone(),
@@ -237,16 +231,10 @@ impl Algorithm for BinaryLinear {
         let mut file = ModelFile::new(self.loss.name());
         file.set("num_features", d);
         file.set("num_classes", 2);
-        file.set("input_scale", self.input.scale);
-        file.set("input_format", &self.input.format);
-        if let Some(col) = &self.input.label_column {
-            file.set("label_column", col);
-        }
+        self.input.record(&mut file);
         file.set("class_names", serde_json::to_string(&model.class_names)?);
         file.set("params", serde_json::to_string(&self.params)?);
-        for (k, v) in &metrics {
-            file.set(k, v);
-        }
+        file.set_metrics(&metrics);
         file.add_tensor("weight", vec![d], model.weight);
         file.add_tensor("bias", vec![1], vec![model.bias]);
         Ok(ModelSummary {
@@ -358,12 +346,7 @@ impl LinearModel {
     pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
         let w = file.tensor("weight")?;
         let b = file.tensor("bias")?;
-        let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
-            .map_err(|e| ModelError::Metadata {
-            path: file.path.clone(),
-            key: "class_names".into(),
-            reason: e.to_string(),
-        })?;
+        let class_names = file.class_names()?;
         Ok(LinearModel {
             weight: w.data.clone(),
             bias: b.data.first().copied().unwrap_or(0.0),

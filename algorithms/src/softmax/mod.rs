@@ -48,6 +48,17 @@ pub struct InputSpec {
     pub label_column: Option<String>,
 }
 
+impl InputSpec {
+    /// Records how inputs are read in a model's metadata.
+    pub fn record(&self, file: &mut ModelFile) {
+        file.set("input_scale", self.scale);
+        file.set("input_format", &self.format);
+        if let Some(col) = &self.label_column {
+            file.set("label_column", col);
+        }
+    }
+}
+
 /// The algorithm with its data loaded.
 pub struct MulticlassLr {
     params: SoftmaxParams,
@@ -114,13 +125,7 @@ impl Algorithm for MulticlassLr {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
-        let part = crate::data::worker_rows(n, worker, workers);
-        if part.is_empty() {
-            return Err(format!(
-                "worker {worker} of {workers} has no training samples ({n} in all)"
-            )
-            .into());
-        }
+        let part = crate::data::partition(n, worker, workers)?;
         Ok(Box::new(SoftmaxWorker {
             params: self.params.clone(),
             data: self.train.clone(),
@@ -171,16 +176,10 @@ impl Algorithm for MulticlassLr {
         let mut file = ModelFile::new(NAME);
         file.set("num_classes", c);
         file.set("num_features", d);
-        file.set("input_scale", self.input.scale);
-        file.set("input_format", &self.input.format);
-        if let Some(col) = &self.input.label_column {
-            file.set("label_column", col);
-        }
+        self.input.record(&mut file);
         file.set("class_names", serde_json::to_string(&model.class_names)?);
         file.set("params", serde_json::to_string(&self.params)?);
-        for (k, v) in &metrics {
-            file.set(k, v);
-        }
+        file.set_metrics(&metrics);
         file.add_tensor(
             "weight",
             vec![c, d],
@@ -330,8 +329,7 @@ impl SoftmaxModel {
                 w.shape, b.shape
             )));
         }
-        let class_names: Vec<String> = serde_json::from_str(&file.meta::<String>("class_names")?)
-            .map_err(|e| bad(format!("class_names: {e}")))?;
+        let class_names = file.class_names()?;
         Ok(SoftmaxModel {
             weight: Array2::from_shape_vec((w.shape[0], w.shape[1]), w.data.clone())
                 .map_err(|e| bad(e.to_string()))?,
