@@ -23,7 +23,9 @@
 //! other's changes n times per sweep):
 //! 1. read `n_k` and the rows `n_w·` of the worker's vocabulary once each
 //!    (under the job's consistency model: own increments always visible,
-//!    others' within the staleness bound) into local structures;
+//!    others' within the staleness bound) into local structures; with
+//!    several clocks per sweep, only the rows of the words in the clock's
+//!    documents, except at the start of a sweep (the objective needs all);
 //! 2. sweep with SparseLDA on those local copies, which the worker keeps up
 //!    to date with its own changes during the sweep (other workers' changes
 //!    of this clock arrive next clock: the usual data-parallel
@@ -385,6 +387,8 @@ struct LdaWorker {
     clocks_per_sweep: u32,
     /// Share of the objective, computed at the start of each sweep.
     objective: Option<f64>,
+    /// Local words of each part of a sweep (`clocks_per_sweep` parts).
+    chunk_words: Vec<Vec<u32>>,
 }
 
 impl LdaWorker {
@@ -438,7 +442,27 @@ impl LdaWorker {
             delta: Vec::new(),
             clocks_per_sweep: params.clocks_per_sweep,
             objective: None,
+            chunk_words: Vec::new(),
         }
+    }
+
+    /// Local words of the documents of part `part` of a sweep (sorted).
+    fn chunk_words(&mut self, part: usize) -> &[u32] {
+        if self.chunk_words.is_empty() {
+            let parts = partition(&self.tokens, self.clocks_per_sweep);
+            self.chunk_words = parts
+                .iter()
+                .map(|docs| {
+                    let lo = self.tokens.doc_start[docs.start];
+                    let hi = self.tokens.doc_start[docs.end];
+                    let mut ws = self.tokens.words[lo..hi].to_vec();
+                    ws.sort_unstable();
+                    ws.dedup();
+                    ws
+                })
+                .collect();
+        }
+        &self.chunk_words[part]
     }
 
     /// The documents sampled in clock `c`: part `c mod clocks_per_sweep`
@@ -494,10 +518,26 @@ impl AlgoWorker for LdaWorker {
                 ctx.table::<i32>(TOPIC_TOTALS)?,
             )),
         };
-        // 1. Read the shared counts once.
+        // 1. Read the shared counts once: every local word at the start of
+        // a sweep (the objective needs them), else only the words of this
+        // clock's documents (the only rows sampled, hence changed).
+        let c = ctx.clock_now();
+        let sweep_start =
+            self.objective.is_none() || c.is_multiple_of(self.clocks_per_sweep as u64);
+        let part = (c % self.clocks_per_sweep as u64) as usize;
+        let active = if sweep_start {
+            None
+        } else {
+            Some(self.chunk_words(part))
+        };
+        let words: Vec<usize> = match &active {
+            Some(ws) => ws.iter().map(|&l| l as usize).collect(),
+            None => (0..self.vocab.len()).collect(),
+        };
         ctx.get_dense_into(tk, 0, &mut self.nk_read)?;
         self.sampler.nk.clone_from(&self.nk_read);
-        for (l, &g) in self.vocab.iter().enumerate() {
+        for &l in &words {
+            let g = self.vocab[l];
             // Unsorted is fine here: deltas go through a dense scratch row
             // and the sampler sorts its copy (by count, then topic).
             let rr = &mut self.read_rows[l];
@@ -508,8 +548,7 @@ impl AlgoWorker for LdaWorker {
             }
             self.sampler.set_word(l, rr);
         }
-        let c = ctx.clock_now();
-        if self.objective.is_none() || c.is_multiple_of(self.clocks_per_sweep as u64) {
+        if sweep_start {
             self.objective = Some(self.objective_share(ctx, tw)?);
         }
         let objective = self.objective.expect("just computed");
@@ -518,8 +557,9 @@ impl AlgoWorker for LdaWorker {
         let sampled = self.tokens.doc_start[docs.end] - self.tokens.doc_start[docs.start];
         self.sampler
             .sweep_docs(&self.tokens, &mut self.z, docs, rng);
-        // 3. One aggregated delta per row.
-        for l in 0..self.vocab.len() {
+        // 3. One aggregated delta per row read (rows not read this clock
+        // were not sampled: their last delta is already sent).
+        for &l in &words {
             for &(t, c) in &self.read_rows[l] {
                 self.scratch[t as usize] -= c;
             }
