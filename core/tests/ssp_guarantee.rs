@@ -190,18 +190,28 @@ fn blocks_exactly_when_it_must(consistency: Consistency) {
             done.store(true, Ordering::SeqCst);
         })
     };
-    std::thread::sleep(Duration::from_millis(400));
-    let seen = returned_at.lock().clone();
     if consistency.staleness().is_some() {
-        // Reads at clocks 0..=s returned; the read at s + 1 is blocked.
+        // Reads at clocks 0..=s return (however loaded the machine is)...
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while (returned_at.lock().len() as u64) < s + 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // ...and the read at s + 1 stays blocked while worker 1 sits at clock 0.
+        std::thread::sleep(Duration::from_millis(300));
+        let seen = returned_at.lock().clone();
         assert_eq!(seen, (0..=s).collect::<Vec<_>>(), "{consistency:?}");
         assert!(!done.load(Ordering::SeqCst));
         slow.clock().unwrap();
     } else {
+        // Async never blocks: the fast worker finishes alone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !done.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(done.load(Ordering::SeqCst), "async read blocked");
         assert_eq!(
-            seen,
-            (0..=stop_after).collect::<Vec<_>>(),
-            "async must never block"
+            returned_at.lock().clone(),
+            (0..=stop_after).collect::<Vec<_>>()
         );
     }
     fast.join().unwrap();
