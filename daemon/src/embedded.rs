@@ -173,6 +173,21 @@ fn execute(
         seed: spec.run.seed,
         deterministic: spec.run.deterministic,
     };
+    if !json_out {
+        eprintln!(
+            "job {job_id} `{}`: {} on {} workers, {}, {} clocks{}",
+            spec.name,
+            algo.name(),
+            cfg.workers,
+            cfg.consistency.name(),
+            cfg.clocks,
+            if start_clock > 0 {
+                format!(", resuming at clock {start_clock}")
+            } else {
+                String::new()
+            }
+        );
+    }
     let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(cfg.clocks);
         bar.set_style(
@@ -195,21 +210,6 @@ fn execute(
         log: std::sync::Mutex::new(log),
         objective_name: algo.objective_name(),
     };
-    if !json_out {
-        eprintln!(
-            "job {job_id} `{}`: {} on {} workers, {}, {} clocks{}",
-            spec.name,
-            algo.name(),
-            cfg.workers,
-            cfg.consistency.name(),
-            cfg.clocks,
-            if start_clock > 0 {
-                format!(", resuming at clock {start_clock}")
-            } else {
-                String::new()
-            }
-        );
-    }
     // SIGTERM (preemption) and SIGINT stop the job at a clock every worker
     // can reach, after a checkpoint there; a second SIGINT exits at once.
     let stop = Arc::new(AtomicBool::new(false));
