@@ -252,6 +252,50 @@ impl WorkerCtx {
         Ok(())
     }
 
+    /// Appends a row's non-zero `(column, value)` entries to `out` (in no
+    /// particular order for sparse rows), under the same guarantee as
+    /// [`get`](Self::get) but without copying the cached row when none of
+    /// this worker's own writes need to be added to it.
+    pub fn get_entries_into<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        row: RowId,
+        out: &mut Vec<(u32, T)>,
+    ) -> Result<(), TableError> {
+        let entry = self.entry(t.id, row)?;
+        let key = (t.id, row);
+        let own = self.own_applied(&entry);
+        let overlay = self.oplog.contains_key(&key)
+            || self
+                .history
+                .iter()
+                .any(|f| f.clock >= own && f.delta(&key).is_some());
+        let cached = T::from_any(&entry.snap.row).ok_or(TableError::WrongType {
+            table: t.id,
+            expected: entry.snap.row.elem(),
+            found: T::TYPE,
+        })?;
+        let merged;
+        let r = if overlay {
+            let mut copy = cached.clone();
+            self.overlay_own(t.id, row, &entry, &mut copy);
+            merged = copy;
+            &merged
+        } else {
+            cached
+        };
+        match r {
+            Row::Sparse(m) => out.extend(m.iter().map(|(&c, &v)| (c, v))),
+            Row::Dense(v) => out.extend(
+                v.iter()
+                    .enumerate()
+                    .filter(|(_, x)| !x.is_zero())
+                    .map(|(c, &x)| (c as u32, x)),
+            ),
+        }
+        Ok(())
+    }
+
     /// Adds `delta` to one value.
     pub fn inc<T: Elem>(
         &mut self,

@@ -313,3 +313,47 @@ fn deterministic_mode_gives_identical_float_sums_across_runs() {
         assert_eq!(run(seed), first, "deterministic mode gave different bits");
     }
 }
+
+#[test]
+fn get_entries_into_matches_get_with_and_without_own_writes() {
+    // One worker, so both reads see the same shard state.
+    let svc = Arc::new(InProcShards::new(2));
+    let spec = TableSpec {
+        kind: RowKind::Sparse,
+        columns: 1000,
+        ..table(1)
+    };
+    svc.create_table(&spec).unwrap();
+    svc.register_job(JOB, 1, false).unwrap();
+    let node = Node::new(svc, 1024);
+    let mut ctx = WorkerCtx::new(
+        node,
+        JOB,
+        0,
+        1,
+        Consistency::Ssp { staleness: 2 },
+        &[spec],
+        0,
+    );
+    let t = ctx.table::<i64>("counters").unwrap();
+    let check = |ctx: &mut WorkerCtx, what: &str| {
+        for r in 0..3u64 {
+            let want = ctx.get(t, r).unwrap().sorted_entries();
+            let mut got = Vec::new();
+            ctx.get_entries_into(t, r, &mut got).unwrap();
+            got.sort_unstable();
+            assert_eq!(got, want, "{what}, row {r}");
+        }
+    };
+    for c in 0..6i64 {
+        check(&mut ctx, "clock start (cached copies, flushed own writes)");
+        ctx.batch_inc_sparse(t, (c % 3) as u64, &[(c as u32 * 7, c + 1), (999, 1)])
+            .unwrap();
+        check(&mut ctx, "pending own writes");
+        ctx.clock().unwrap();
+    }
+    let mut all = Vec::new();
+    ctx.get_entries_into(t, 0, &mut all).unwrap();
+    all.sort_unstable();
+    assert_eq!(all, vec![(0, 1), (21, 4), (999, 2)]);
+}

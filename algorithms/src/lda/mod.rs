@@ -542,10 +542,7 @@ impl AlgoWorker for LdaWorker {
             // and the sampler sorts its copy (by count, then topic).
             let rr = &mut self.read_rows[l];
             rr.clear();
-            match ctx.get(tw, g as u64)? {
-                Row::Sparse(m) => rr.extend(m),
-                r @ Row::Dense(_) => rr.extend(r.sorted_entries()),
-            }
+            ctx.get_entries_into(tw, g as u64, rr)?;
             self.sampler.set_word(l, rr);
         }
         if sweep_start {
