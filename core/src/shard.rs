@@ -6,7 +6,7 @@
 use crate::batch::UpdateBatch;
 use crate::error::TableError;
 use crate::row::{AnyRow, Row};
-use crate::types::{Clock, JobId, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId};
+use crate::types::{Clock, JobId, RowId, ShardId, TableId, TableSpec, WorkerId};
 use std::collections::{BTreeMap, HashMap};
 
 /// Per-job clock bookkeeping on one shard.
@@ -340,10 +340,8 @@ pub fn check_delta(spec: &TableSpec, row: RowId, delta: &AnyRow) -> Result<(), T
         AnyRow::I32(r) => check!(r),
         AnyRow::I64(r) => check!(r),
     }
-    if spec.kind == RowKind::Sparse && delta.kind() == RowKind::Dense {
-        // A dense delta on a sparse table is accepted (it is added by column).
-        return Ok(());
-    }
+    // A dense delta on a sparse table (or the reverse) is fine: rows add
+    // column by column.
     Ok(())
 }
 
@@ -351,7 +349,7 @@ pub fn check_delta(spec: &TableSpec, row: RowId, delta: &AnyRow) -> Result<(), T
 mod tests {
     use super::*;
     use crate::batch::RowUpdate;
-    use crate::types::ElemType;
+    use crate::types::{ElemType, RowKind};
 
     fn spec() -> TableSpec {
         TableSpec {
