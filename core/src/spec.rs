@@ -389,6 +389,40 @@ fn check_file(field: &str, p: &Path) -> Result<(), SpecError> {
     }
 }
 
+/// Hyperparameter checks shared by the algorithms: `field` names the
+/// offending value in the error.
+pub fn check_positive(field: &str, v: f64) -> Result<(), SpecError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(
+            field,
+            format!("must be a positive number (got {v})"),
+        ))
+    }
+}
+
+/// A finite value `>= 0`.
+pub fn check_non_negative(field: &str, v: f64) -> Result<(), SpecError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(field, format!("must be >= 0 (got {v})")))
+    }
+}
+
+/// `lo <= v <= hi` for a count-like hyperparameter.
+pub fn check_range(field: &str, v: usize, lo: usize, hi: usize) -> Result<(), SpecError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(
+            field,
+            format!("must be between {lo} and {hi} (got {v})"),
+        ))
+    }
+}
+
 /// Deserialises an algorithm's `[params]` table into its typed
 /// hyperparameters, naming the offending field on error.
 pub fn parse_params<P: serde::de::DeserializeOwned>(params: &toml::Table) -> Result<P, SpecError> {

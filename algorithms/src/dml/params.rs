@@ -1,6 +1,6 @@
 //! Hyperparameters of distance metric learning.
 
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn lr() -> f64 {
@@ -61,36 +61,21 @@ pub struct DmlParams {
 
 impl DmlParams {
     pub fn validate(&self) -> Result<(), SpecError> {
-        for (field, v) in [("learning_rate", self.learning_rate), ("pull", self.pull)] {
-            if !(v.is_finite() && v >= 0.0) || (field == "learning_rate" && v == 0.0) {
-                return Err(SpecError::invalid(
-                    format!("params.{field}"),
-                    format!("must be a positive number (got {v})"),
-                ));
-            }
-        }
-        if !(self.decay.is_finite() && self.decay >= 0.0) {
-            return Err(SpecError::invalid(
-                "params.decay",
-                format!("must be >= 0 (got {})", self.decay),
-            ));
-        }
-        for (field, v) in [
-            ("batch_size", self.batch_size),
-            ("batches_per_clock", self.batches_per_clock),
-            ("knn", self.knn),
-            ("targets", self.targets),
-            ("impostors", self.impostors),
-        ] {
-            if v == 0 {
-                return Err(SpecError::invalid(
-                    format!("params.{field}"),
-                    "must be >= 1",
-                ));
-            }
-        }
-        if let Some(0) = self.dim {
-            return Err(SpecError::invalid("params.dim", "must be >= 1"));
+        check_positive("params.learning_rate", self.learning_rate)?;
+        check_non_negative("params.pull", self.pull)?;
+        check_non_negative("params.decay", self.decay)?;
+        check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
+        check_range(
+            "params.batches_per_clock",
+            self.batches_per_clock,
+            1,
+            1 << 20,
+        )?;
+        check_range("params.knn", self.knn, 1, 1 << 16)?;
+        check_range("params.targets", self.targets, 1, 1 << 16)?;
+        check_range("params.impostors", self.impostors, 1, 1 << 16)?;
+        if let Some(d) = self.dim {
+            check_range("params.dim", d, 1, 1 << 20)?;
         }
         Ok(())
     }

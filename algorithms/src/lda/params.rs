@@ -1,6 +1,6 @@
 //! Hyperparameters of LDA.
 
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn topics() -> u32 {
@@ -79,28 +79,15 @@ impl LdaParams {
             ));
         }
         for (field, v) in [("params.alpha", self.alpha), ("params.beta", self.beta)] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(SpecError::invalid(
-                    field,
-                    format!("must be a positive number (got {v})"),
-                ));
-            }
+            check_positive(field, v)?;
         }
-        if self.top_words == 0 || self.top_words > 1000 {
-            return Err(SpecError::invalid(
-                "params.top_words",
-                format!("must be between 1 and 1000 (got {})", self.top_words),
-            ));
-        }
-        if self.infer_iterations == 0 || self.infer_iterations > 100_000 {
-            return Err(SpecError::invalid(
-                "params.infer_iterations",
-                format!(
-                    "must be between 1 and 100000 (got {})",
-                    self.infer_iterations
-                ),
-            ));
-        }
+        check_range("params.top_words", self.top_words, 1, 1000)?;
+        check_range(
+            "params.infer_iterations",
+            self.infer_iterations as usize,
+            1,
+            100_000,
+        )?;
         if self.clocks_per_sweep == 0 || self.clocks_per_sweep > 1000 {
             return Err(SpecError::invalid(
                 "params.clocks_per_sweep",

@@ -1,6 +1,6 @@
 //! Hyperparameters of the binary linear models.
 
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn lr() -> f64 {
@@ -51,44 +51,19 @@ pub struct LinearParams {
 
 impl LinearParams {
     pub fn validate(&self) -> Result<(), SpecError> {
-        let pos = |field: &str, v: f64, zero_ok: bool| {
-            if v.is_finite() && (v > 0.0 || (zero_ok && v == 0.0)) {
-                Ok(())
-            } else {
-                Err(SpecError::invalid(
-                    format!("params.{field}"),
-                    format!(
-                        "must be {} (got {v})",
-                        if zero_ok { ">= 0" } else { "a positive number" }
-                    ),
-                ))
-            }
-        };
-        pos("learning_rate", self.learning_rate, false)?;
-        pos("decay", self.decay, true)?;
-        pos("l2", self.l2, true)?;
-        pos("l1", self.l1, true)?;
-        if self.batch_size == 0 || self.batch_size > 1 << 20 {
-            return Err(SpecError::invalid(
-                "params.batch_size",
-                format!(
-                    "must be between 1 and {} (got {})",
-                    1 << 20,
-                    self.batch_size
-                ),
-            ));
-        }
+        check_positive("params.learning_rate", self.learning_rate)?;
+        check_non_negative("params.decay", self.decay)?;
+        check_non_negative("params.l2", self.l2)?;
+        check_non_negative("params.l1", self.l1)?;
+        check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
         if let Some(a) = self.average_from.filter(|a| !(0.0..=1.0).contains(a)) {
             return Err(SpecError::invalid(
                 "params.average_from",
                 format!("must be between 0 and 1 (got {a})"),
             ));
         }
-        if self.batches_per_clock == Some(0) {
-            return Err(SpecError::invalid(
-                "params.batches_per_clock",
-                "must be >= 1",
-            ));
+        if let Some(b) = self.batches_per_clock {
+            check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Hyperparameters of MedLDA.
 
 use crate::lda::MAX_TOPICS;
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn topics() -> u32 {
@@ -91,28 +91,15 @@ impl MedLdaParams {
             ("params.margin", self.margin),
             ("params.eta_variance", self.eta_variance),
         ] {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(SpecError::invalid(
-                    field,
-                    format!("must be a positive number (got {v})"),
-                ));
-            }
+            check_positive(field, v)?;
         }
-        if self.top_words == 0 || self.top_words > 1000 {
-            return Err(SpecError::invalid(
-                "params.top_words",
-                format!("must be between 1 and 1000 (got {})", self.top_words),
-            ));
-        }
-        if self.infer_iterations == 0 || self.infer_iterations > 100_000 {
-            return Err(SpecError::invalid(
-                "params.infer_iterations",
-                format!(
-                    "must be between 1 and 100000 (got {})",
-                    self.infer_iterations
-                ),
-            ));
-        }
+        check_range("params.top_words", self.top_words, 1, 1000)?;
+        check_range(
+            "params.infer_iterations",
+            self.infer_iterations as usize,
+            1,
+            100_000,
+        )?;
         Ok(())
     }
 }

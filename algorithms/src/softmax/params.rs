@@ -1,6 +1,6 @@
 //! Hyperparameters of multi-class logistic regression.
 
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn lr() -> f64 {
@@ -41,39 +41,12 @@ pub struct SoftmaxParams {
 impl SoftmaxParams {
     /// Checks values before any work starts.
     pub fn validate(&self) -> Result<(), SpecError> {
-        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return Err(SpecError::invalid(
-                "params.learning_rate",
-                format!("must be a positive number (got {})", self.learning_rate),
-            ));
-        }
-        if !(self.decay.is_finite() && self.decay >= 0.0) {
-            return Err(SpecError::invalid(
-                "params.decay",
-                format!("must be >= 0 (got {})", self.decay),
-            ));
-        }
-        if self.batch_size == 0 || self.batch_size > 1 << 20 {
-            return Err(SpecError::invalid(
-                "params.batch_size",
-                format!(
-                    "must be between 1 and {} (got {})",
-                    1 << 20,
-                    self.batch_size
-                ),
-            ));
-        }
-        if !(self.l2.is_finite() && self.l2 >= 0.0) {
-            return Err(SpecError::invalid(
-                "params.l2",
-                format!("must be >= 0 (got {})", self.l2),
-            ));
-        }
-        if self.batches_per_clock == Some(0) {
-            return Err(SpecError::invalid(
-                "params.batches_per_clock",
-                "must be >= 1",
-            ));
+        check_positive("params.learning_rate", self.learning_rate)?;
+        check_non_negative("params.decay", self.decay)?;
+        check_non_negative("params.l2", self.l2)?;
+        check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
+        if let Some(b) = self.batches_per_clock {
+            check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
         Ok(())
     }
