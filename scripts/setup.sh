@@ -21,6 +21,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v curl >/dev/null || missing+=(curl)
+# The TLS tests make their certificates with the openssl CLI.
+command -v openssl >/dev/null || missing+=(openssl)
 if (( want_data )); then
   command -v npm >/dev/null || missing+=(npm)
 fi

@@ -15,4 +15,10 @@ cargo fmt --all -- --check
 cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 # The end-to-end tests run the real binaries: build them first.
 cargo build --release --workspace --bins --quiet
+# The systemd unit, checked against the binary just built.
+if command -v systemd-analyze >/dev/null 2>&1; then
+  unit="$(mktemp -d)/petuumd.service"
+  sed "s#/usr/local/bin/petuumd#$CARGO_TARGET_DIR/release/petuumd#" systemd/petuumd.service > "$unit"
+  systemd-analyze verify "$unit"
+fi
 cargo test --release --workspace --no-fail-fast

@@ -3,7 +3,7 @@
 use crate::types::{Clock, ElemType, JobId, RowId, RowKind, ShardId, TableId, WorkerId};
 
 /// An error from a table operation, a shard or the backend behind them.
-#[derive(Debug, thiserror::Error, Clone, PartialEq)]
+#[derive(Debug, thiserror::Error, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum TableError {
     #[error("table {0} does not exist")]
     NoSuchTable(TableId),

@@ -164,25 +164,8 @@ impl ShardService for InProcShards {
         let mut st = cell.state.lock();
         loop {
             self.check_aborted(req.job)?;
-            let clocks = st.job(req.job)?;
-            let min_clock = clocks.min_clock();
-            let applied = clocks.applied();
-            let own =
-                applied
-                    .get(req.worker as usize)
-                    .copied()
-                    .ok_or(TableError::NoSuchWorker {
-                        job: req.job,
-                        worker: req.worker,
-                        workers: clocks.workers(),
-                    })?;
-            if req.min_clock.is_none_or(|m| min_clock >= m) && own >= req.own_clock {
-                return Ok(RowSnapshot {
-                    row: Arc::new(st.read(req.table, req.row)?),
-                    min_clock,
-                    worker_clocks: applied.into(),
-                    version: st.version(),
-                });
+            if let Some(snap) = st.try_fetch(req)? {
+                return Ok(snap);
             }
             // Bounded wait so an abort is noticed even without a notify.
             cell.changed

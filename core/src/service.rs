@@ -10,7 +10,7 @@ use crate::types::{Clock, JobId, RowId, ShardId, TableId, TableSpec, WorkerId};
 use std::sync::Arc;
 
 /// A read request from a worker.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FetchRequest {
     pub job: JobId,
     pub table: TableId,
@@ -24,7 +24,7 @@ pub struct FetchRequest {
 }
 
 /// A row as a shard had it, with the clocks that say how fresh it is.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RowSnapshot {
     pub row: Arc<AnyRow>,
     /// The job's min clock on the shard when the row was read.

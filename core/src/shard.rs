@@ -94,6 +94,36 @@ impl ShardState {
         self.version
     }
 
+    /// Answers a read if this state meets the request's clock conditions
+    /// (`Ok(None)`: not yet; the caller waits for more batches). Every
+    /// replica runs the same check, which is what makes follower reads
+    /// safe (design.md §2).
+    pub fn try_fetch(
+        &self,
+        req: &crate::service::FetchRequest,
+    ) -> Result<Option<crate::service::RowSnapshot>, TableError> {
+        let clocks = self.job(req.job)?;
+        let min_clock = clocks.min_clock();
+        let applied = clocks.applied();
+        let own = applied
+            .get(req.worker as usize)
+            .copied()
+            .ok_or(TableError::NoSuchWorker {
+                job: req.job,
+                worker: req.worker,
+                workers: clocks.workers(),
+            })?;
+        if req.min_clock.is_none_or(|m| min_clock >= m) && own >= req.own_clock {
+            return Ok(Some(crate::service::RowSnapshot {
+                row: std::sync::Arc::new(self.read(req.table, req.row)?),
+                min_clock,
+                worker_clocks: applied.into(),
+                version: self.version,
+            }));
+        }
+        Ok(None)
+    }
+
     /// Defines a table. Idempotent for an identical definition.
     pub fn create_table(&mut self, spec: &TableSpec) -> Result<(), TableError> {
         match self.tables.get(&spec.id) {

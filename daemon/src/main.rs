@@ -4,9 +4,11 @@
 //!   run the job on it, write the model, exit.
 //! - `petuumd eval --model M --data D [--labels L]`: evaluate a saved model.
 //! - `petuumd validate JOB.toml`: check a job spec without running it.
+//! - `petuumd serve --config node.toml`: run a cluster node (docs/cluster.md).
 
 mod checkpoints;
 mod embedded;
+mod serve;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -65,6 +67,12 @@ enum Command {
     },
     /// Check a job spec (fields, data files, hyperparameters) without running it.
     Validate { job: PathBuf },
+    /// Run a cluster node until SIGTERM (docs/cluster.md).
+    Serve {
+        /// The node configuration (TOML).
+        #[arg(long, env = "PETUUM_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +97,7 @@ fn main() -> ExitCode {
             json,
         } => eval(&model, &data, labels.as_deref(), json),
         Command::Validate { job } => validate(&job),
+        Command::Serve { config } => serve::serve(&config),
     };
     match result {
         Ok(code) => code,

@@ -208,6 +208,9 @@ impl ShardData {
             ShardRequest::Restore { job, .. } => {
                 ShardResponse::refused(format!("restore of job {job} needs the checkpoint store"))
             }
+            ShardRequest::Meta(_) => {
+                ShardResponse::refused("a metadata command sent to a shard group")
+            }
         };
         (resp, effects)
     }

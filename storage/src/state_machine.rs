@@ -36,6 +36,7 @@ pub struct Replica {
 #[derive(Clone, Debug)]
 pub struct ShardHandle {
     inner: Arc<RwLock<Replica>>,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl ShardHandle {
@@ -52,6 +53,12 @@ impl ShardHandle {
     pub fn last_applied(&self) -> Option<LogId> {
         self.inner.read().last_applied
     }
+
+    /// A receiver that changes whenever entries are applied or a snapshot
+    /// is installed (readers waiting on the SSP guarantee wait on it).
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.clone()
+    }
 }
 
 /// The state machine of one shard group.
@@ -62,6 +69,7 @@ pub struct ShardStateMachine {
     shard: ShardId,
     checkpoints: CheckpointStore,
     inner: Arc<RwLock<Replica>>,
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl ShardStateMachine {
@@ -80,6 +88,7 @@ impl ShardStateMachine {
                 last_applied: None,
                 membership: StoredMembership::default(),
             })),
+            applied: Arc::new(tokio::sync::watch::channel(0).0),
         };
         if let Some(bytes) = sm.stored_snapshot()? {
             let (header, data) = snapshot::decode(&bytes, shard, &sm.snapshot_key())?;
@@ -105,6 +114,7 @@ impl ShardStateMachine {
     pub fn handle(&self) -> ShardHandle {
         ShardHandle {
             inner: self.inner.clone(),
+            applied: self.applied.subscribe(),
         }
     }
 
@@ -178,6 +188,7 @@ impl ShardStateMachine {
             }
             out.push(resp);
         }
+        self.notify_applied();
         Ok(out)
     }
 
@@ -242,6 +253,7 @@ impl ShardStateMachine {
             last_applied: header.last_applied,
             membership: header.membership,
         };
+        self.notify_applied();
         tracing::info!(group = self.group, shard = self.shard, last_applied = ?meta.last_log_id, "snapshot installed");
         Ok(())
     }
@@ -253,6 +265,11 @@ impl ShardStateMachine {
         };
         let (header, _) = snapshot::decode_header(&bytes, self.shard, &self.snapshot_key())?;
         Ok(Some((header, bytes)))
+    }
+
+    fn notify_applied(&self) {
+        let index = self.inner.read().last_applied.map_or(0, |l| l.index);
+        self.applied.send_replace(index);
     }
 
     fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {

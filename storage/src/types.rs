@@ -60,6 +60,10 @@ pub enum ShardRequest {
     Restore { job: JobId, clock: Clock },
     /// Drops a finished job's tables, rows and clocks.
     DropJob { job: JobId },
+    /// A command of the cluster's metadata group, encoded by its owner
+    /// (petuum-cluster). Shard groups refuse it; sharing one entry type
+    /// lets every group on a node share the log store and the network.
+    Meta(Vec<u8>),
 }
 
 /// What applying one entry did.
@@ -74,6 +78,8 @@ pub struct ShardResponse {
     pub min_clock: Option<Clock>,
     /// Consistent checkpoints this entry completed on this shard.
     pub checkpoints: Vec<(JobId, Clock)>,
+    /// The answer of a metadata command, encoded by its owner.
+    pub payload: Option<Vec<u8>>,
 }
 
 impl ShardResponse {

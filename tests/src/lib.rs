@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests in `tests/tests/`: locating the
 //! real binaries and the shared data sets, and writing job specs.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -22,8 +24,14 @@ pub fn datasets() -> PathBuf {
 /// into the same target directory as the test executables.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>; a binary of
+    // this crate (the benchmarks) lives in target/<profile>/ itself.
+    let here = exe.parent().expect("exe dir");
+    let dir = if here.join(name).is_file() {
+        here
+    } else {
+        here.parent().expect("target dir")
+    };
     let p = dir.join(name);
     assert!(
         p.is_file(),

@@ -1,0 +1,296 @@
+//! A node's configuration file (`petuumd serve --config node.toml`),
+//! validated with errors that name the field.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// An error in a node configuration, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: `{field}`: {reason}")]
+    Field {
+        path: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// One member of the initial cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's node id (> 0, unique).
+    pub id: u64,
+    /// `host:port` where the peer listens (its `advertise` address).
+    pub addr: String,
+}
+
+/// Raft timing and batching knobs (docs/cluster.md, "Tuning").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// A follower that hears nothing for a random time in
+    /// `[election_timeout_min_ms, election_timeout_max_ms)` starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot (and purge the log before it) after this many entries.
+    pub snapshot_after_entries: u64,
+    /// Most entries in one append-entries message.
+    pub max_entries_per_append: u64,
+    /// Deadline of one Raft RPC.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 5000,
+            max_entries_per_append: 256,
+            rpc_timeout_ms: 2000,
+        }
+    }
+}
+
+/// TLS files for mutual authentication between nodes (and with clients).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// This node's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs every node's certificate (PEM); peers must present
+    /// a certificate it signed.
+    pub ca: PathBuf,
+}
+
+/// A node's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id (> 0, one of `peers`).
+    pub id: u64,
+    /// Address the node listens on (Raft, table traffic and the client API
+    /// share it).
+    pub listen: SocketAddr,
+    /// Address peers and clients use to reach this node (default: `listen`).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Where the node keeps its RocksDB and cluster identity.
+    pub data_dir: PathBuf,
+    /// Every member of the initial cluster, this node included. All nodes
+    /// of a cluster must list the same ids.
+    pub peers: Vec<PeerConfig>,
+    /// Replicas per shard (fewer when the cluster is smaller).
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Shards in the cluster's shard space: every table is spread over them.
+    #[serde(default = "default_shards")]
+    pub shards: u32,
+    #[serde(default)]
+    pub raft: RaftTuning,
+    /// Mutual TLS between nodes; without it traffic is plain HTTP/2.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
+    /// A file holding the bearer token clients must send (never logged).
+    #[serde(default)]
+    pub client_token_file: Option<PathBuf>,
+}
+
+fn default_replicas() -> u32 {
+    3
+}
+fn default_shards() -> u32 {
+    64
+}
+
+impl NodeConfig {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        cfg.validate(&shown)?;
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::Field {
+            path: path.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        if self.id == 0 {
+            return Err(err("id", "node ids start at 1 (0 means `no node`)".into()));
+        }
+        if self.peers.is_empty() {
+            return Err(err("peers", "list at least this node".into()));
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.id == 0 {
+                return Err(err(&format!("peers[{i}].id"), "node ids start at 1".into()));
+            }
+            if !ids.insert(p.id) {
+                return Err(err(
+                    &format!("peers[{i}].id"),
+                    format!("node {} listed twice", p.id),
+                ));
+            }
+            if !p.addr.contains(':') {
+                return Err(err(
+                    &format!("peers[{i}].addr"),
+                    format!("`{}` is not host:port", p.addr),
+                ));
+            }
+            if !addrs.insert(p.addr.clone()) {
+                return Err(err(
+                    &format!("peers[{i}].addr"),
+                    format!("address {} listed twice", p.addr),
+                ));
+            }
+        }
+        if !ids.contains(&self.id) {
+            return Err(err(
+                "peers",
+                format!("this node (id {}) is not among the peers", self.id),
+            ));
+        }
+        if self.replicas == 0 {
+            return Err(err("replicas", "must be at least 1".into()));
+        }
+        if !(1..=4096).contains(&self.shards) {
+            return Err(err("shards", format!("{} is not in 1..=4096", self.shards)));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 {
+            return Err(err("raft.heartbeat_ms", "must be positive".into()));
+        }
+        if r.election_timeout_min_ms <= r.heartbeat_ms * 2 {
+            return Err(err(
+                "raft.election_timeout_min_ms",
+                format!(
+                    "{} ms must exceed twice the heartbeat ({} ms)",
+                    r.election_timeout_min_ms, r.heartbeat_ms
+                ),
+            ));
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return Err(err(
+                "raft.election_timeout_max_ms",
+                "must exceed election_timeout_min_ms".into(),
+            ));
+        }
+        if r.snapshot_after_entries == 0 || r.max_entries_per_append == 0 || r.rpc_timeout_ms == 0 {
+            return Err(err(
+                "raft",
+                "snapshot_after_entries, max_entries_per_append and rpc_timeout_ms must be positive"
+                    .into(),
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            for (field, p) in [
+                ("tls.cert", &tls.cert),
+                ("tls.key", &tls.key),
+                ("tls.ca", &tls.ca),
+            ] {
+                if !p.is_file() {
+                    return Err(err(
+                        field,
+                        format!("{} is not a readable file", p.display()),
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.client_token_file {
+            if !t.is_file() {
+                return Err(err(
+                    "client_token_file",
+                    format!("{} is not a readable file", t.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address peers use for this node.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "node.toml".into(),
+            message: e.to_string(),
+        })?;
+        cfg.validate("node.toml")?;
+        Ok(cfg)
+    }
+
+    const GOOD: &str = r#"
+id = 1
+listen = "127.0.0.1:7070"
+data_dir = "/tmp/x"
+peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" }]
+"#;
+
+    #[test]
+    fn defaults_and_errors_name_the_field() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!((c.replicas, c.shards), (3, 64));
+        assert_eq!(c.advertised(), "127.0.0.1:7070");
+        let e = parse(&GOOD.replace("id = 1\n", "id = 3\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`peers`") && e.contains("id 3"), "{e}");
+        let e = parse(&GOOD.replace("id = 1\n", "id = \"one\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("id"), "{e}");
+        let e = parse(&format!("{GOOD}\nshards = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`shards`"), "{e}");
+        let e = parse(&format!("{GOOD}\nbogus = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse(&format!("{GOOD}\n[raft]\nelection_timeout_min_ms = 100\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("raft.election_timeout_min_ms"), "{e}");
+        let e = parse(&GOOD.replace("7071", "7070"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("peers[1].addr"), "{e}");
+    }
+}

@@ -1,0 +1,26 @@
+//! # petuum-cluster
+//!
+//! The replicated side of petuum (design.md §2, docs/cluster.md):
+//!
+//! - [`ClusterNode`]: one node: a Raft group (openraft, storage from
+//!   petuum-storage) per shard replica placed on it, plus the metadata
+//!   group; [`server::serve`] puts it on the network (tonic).
+//! - [`network`]: one HTTP/2 channel per peer, carrying every group's Raft
+//!   messages and the table traffic in versioned envelopes.
+//! - [`ClusterShards`]: the networked table backend, the same
+//!   [`petuum_core::service::ShardService`] the embedded node implements,
+//!   so algorithm code does not change between embedded and cluster mode.
+
+pub mod config;
+pub mod meta;
+pub mod network;
+pub mod node;
+pub mod placement;
+pub mod server;
+pub mod shards;
+pub mod wire;
+
+pub use config::NodeConfig;
+pub use node::{ClusterNode, NodeError};
+pub use placement::Placement;
+pub use shards::{ClusterShards, ConnectOptions};

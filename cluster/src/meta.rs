@@ -1,0 +1,395 @@
+//! The metadata group: one more Raft group (id 0) replicated on up to five
+//! nodes, holding the cluster's nodes, shard placement and table
+//! definitions, and allocating ids.
+
+use crate::placement::{Placement, META_GROUP};
+use crate::wire;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use parking_lot::RwLock;
+use petuum_core::types::{TableId, TableSpec};
+use petuum_storage::keys::{self, CF_SNAPSHOT};
+use petuum_storage::types::{SnapshotData, SnapshotMeta, StoredMembership};
+use petuum_storage::{
+    Entry, LogId, NodeDb, RaftStorageError, ShardRequest, ShardResponse, StorageError, TypeConfig,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::Arc;
+
+/// The replicated metadata.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetaState {
+    pub placement: Option<Placement>,
+    /// Node id -> address.
+    pub nodes: BTreeMap<u64, String>,
+    pub tables: BTreeMap<TableId, TableSpec>,
+    /// The next id [`MetaCommand::AllocIds`] hands out (ids start at 1).
+    pub next_id: u64,
+}
+
+/// A metadata command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetaCommand {
+    /// Records the cluster's placement and nodes (the first command; a
+    /// repeat with the same placement is a no-op).
+    Init {
+        placement: Placement,
+        nodes: BTreeMap<u64, String>,
+    },
+    /// A node's new address (after a move).
+    SetNodeAddr { node: u64, addr: String },
+    /// Defines a table (idempotent for an identical definition).
+    DefineTable(TableSpec),
+    /// Allocates `count` consecutive ids (jobs, tables).
+    AllocIds { count: u64 },
+}
+
+/// The answer to a metadata command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MetaAnswer {
+    Ok,
+    /// The first of the allocated ids.
+    Ids {
+        first: u64,
+    },
+}
+
+impl MetaState {
+    /// Applies a command; refusals leave the state unchanged.
+    pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaAnswer, String> {
+        match cmd {
+            MetaCommand::Init { placement, nodes } => match &self.placement {
+                Some(p) if *p != placement => Err(format!(
+                    "the cluster is already formed with nodes {:?}, {} shards",
+                    p.nodes(),
+                    p.shards()
+                )),
+                _ => {
+                    self.placement = Some(placement);
+                    self.nodes.extend(nodes);
+                    Ok(MetaAnswer::Ok)
+                }
+            },
+            MetaCommand::SetNodeAddr { node, addr } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(format!("node {node} is not a member"));
+                }
+                self.nodes.insert(node, addr);
+                Ok(MetaAnswer::Ok)
+            }
+            MetaCommand::DefineTable(spec) => match self.tables.get(&spec.id) {
+                Some(t) if *t != spec => Err(format!(
+                    "table {} is already defined differently (`{}` of job {})",
+                    spec.id, t.name, t.job
+                )),
+                _ => {
+                    self.tables.insert(spec.id, spec);
+                    Ok(MetaAnswer::Ok)
+                }
+            },
+            MetaCommand::AllocIds { count } => {
+                let first = self.next_id.max(1);
+                self.next_id = first + count;
+                Ok(MetaAnswer::Ids { first })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MetaReplica {
+    state: MetaState,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    snapshot_id: String,
+}
+
+const SNAP_MAGIC: &[u8; 4] = b"PMSN";
+
+fn encode_snapshot(r: &MetaReplica) -> Vec<u8> {
+    let body = wire::encode(r);
+    let mut out = Vec::with_capacity(body.len() + 8);
+    out.extend_from_slice(SNAP_MAGIC);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<MetaReplica, StorageError> {
+    let corrupt = |reason: String| StorageError::Corrupt {
+        what: "metadata snapshot",
+        shard: 0,
+        key: keys::show(CF_SNAPSHOT, &keys::prefix(META_GROUP)),
+        reason,
+    };
+    if bytes.len() < 8 || &bytes[..4] != SNAP_MAGIC {
+        return Err(corrupt("bad magic or truncated".into()));
+    }
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[8..]) != crc {
+        return Err(corrupt("checksum mismatch".into()));
+    }
+    wire::decode(&bytes[8..], "metadata snapshot").map_err(corrupt)
+}
+
+/// Read access to the metadata a node has applied.
+#[derive(Clone, Debug)]
+pub struct MetaHandle {
+    inner: Arc<RwLock<MetaReplica>>,
+}
+
+impl MetaHandle {
+    pub fn state(&self) -> MetaState {
+        self.inner.read().state.clone()
+    }
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.inner.read().last_applied
+    }
+}
+
+/// The metadata group's state machine.
+pub struct MetaStateMachine {
+    db: Arc<NodeDb>,
+    inner: Arc<RwLock<MetaReplica>>,
+}
+
+impl MetaStateMachine {
+    /// Opens the state machine, restoring the stored snapshot (a damaged
+    /// one is an error: the node must not start from it).
+    pub fn open(db: Arc<NodeDb>) -> Result<Self, StorageError> {
+        let replica = match db.get_blob(
+            CF_SNAPSHOT,
+            &keys::prefix(META_GROUP),
+            "metadata snapshot",
+            0,
+        )? {
+            Some(bytes) => decode_snapshot(&bytes)?,
+            None => MetaReplica::default(),
+        };
+        Ok(MetaStateMachine {
+            db,
+            inner: Arc::new(RwLock::new(replica)),
+        })
+    }
+
+    pub fn handle(&self) -> MetaHandle {
+        MetaHandle {
+            inner: self.inner.clone(),
+        }
+    }
+
+    fn store(&self, bytes: &[u8]) -> Result<(), StorageError> {
+        self.db.write_blob(
+            CF_SNAPSHOT,
+            &keys::prefix(META_GROUP),
+            &[bytes],
+            "store metadata snapshot",
+            META_GROUP,
+        )
+    }
+}
+
+/// Builds the snapshot prepared when openraft asked for the builder.
+pub struct MetaSnapshotBuilder {
+    db: Arc<NodeDb>,
+    prepared: Option<(SnapshotMeta, Vec<u8>)>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
+        let (meta, bytes) = self.prepared.take().ok_or_else(|| {
+            StorageError::Config("metadata snapshot builder used twice".into())
+                .into_raft(ErrorVerb::Write)
+        })?;
+        self.db
+            .write_blob(
+                CF_SNAPSHOT,
+                &keys::prefix(META_GROUP),
+                &[&bytes],
+                "store metadata snapshot",
+                META_GROUP,
+            )
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MetaStateMachine {
+    type SnapshotBuilder = MetaSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership), RaftStorageError> {
+        let r = self.inner.read();
+        Ok((r.last_applied, r.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ShardResponse>, RaftStorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        let mut r = self.inner.write();
+        for entry in entries {
+            if r.last_applied
+                .is_some_and(|l| l.index >= entry.log_id.index)
+            {
+                out.push(ShardResponse {
+                    duplicate: true,
+                    ..Default::default()
+                });
+                continue;
+            }
+            r.last_applied = Some(entry.log_id);
+            let resp = match entry.payload {
+                EntryPayload::Blank => ShardResponse::default(),
+                EntryPayload::Membership(m) => {
+                    r.membership = StoredMembership::new(Some(entry.log_id), m);
+                    ShardResponse::default()
+                }
+                EntryPayload::Normal(ShardRequest::Meta(bytes)) => {
+                    match wire::decode::<MetaCommand>(&bytes, "metadata command")
+                        .and_then(|cmd| r.state.apply(cmd))
+                    {
+                        Ok(answer) => ShardResponse {
+                            payload: Some(wire::encode(&answer)),
+                            ..Default::default()
+                        },
+                        Err(e) => ShardResponse {
+                            error: Some(e),
+                            ..Default::default()
+                        },
+                    }
+                }
+                EntryPayload::Normal(_) => ShardResponse {
+                    error: Some("a shard command sent to the metadata group".into()),
+                    ..Default::default()
+                },
+            };
+            out.push(resp);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let mut r = self.inner.write();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        r.snapshot_id = format!("meta-{}-{nanos}", r.last_applied.map_or(0, |l| l.index));
+        let meta = SnapshotMeta {
+            last_log_id: r.last_applied,
+            last_membership: r.membership.clone(),
+            snapshot_id: r.snapshot_id.clone(),
+        };
+        MetaSnapshotBuilder {
+            db: self.db.clone(),
+            prepared: Some((meta, encode_snapshot(&r))),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<SnapshotData>,
+    ) -> Result<(), RaftStorageError> {
+        let bytes = snapshot.into_inner();
+        let replica = decode_snapshot(&bytes).map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        if replica.last_applied != meta.last_log_id {
+            return Err(StorageError::Corrupt {
+                what: "metadata snapshot",
+                shard: 0,
+                key: meta.snapshot_id.clone(),
+                reason: "contents do not match the metadata sent with it".into(),
+            }
+            .into_raft(ErrorVerb::Write));
+        }
+        self.store(&bytes)
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        *self.inner.write() = replica;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let Some(bytes) = self
+            .db
+            .get_blob(
+                CF_SNAPSHOT,
+                &keys::prefix(META_GROUP),
+                "metadata snapshot",
+                0,
+            )
+            .map_err(|e| e.into_raft(ErrorVerb::Read))?
+        else {
+            return Ok(None);
+        };
+        let r = decode_snapshot(&bytes).map_err(|e| e.into_raft(ErrorVerb::Read))?;
+        Ok(Some(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: r.last_applied,
+                last_membership: r.membership,
+                snapshot_id: r.snapshot_id,
+            },
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_apply_and_refuse() {
+        let mut s = MetaState::default();
+        let p = Placement::new(vec![1, 2, 3], 8, 3);
+        let nodes: BTreeMap<u64, String> = [(1, "a:1".to_string())].into();
+        assert_eq!(
+            s.apply(MetaCommand::Init {
+                placement: p.clone(),
+                nodes: nodes.clone()
+            }),
+            Ok(MetaAnswer::Ok)
+        );
+        let other = Placement::new(vec![1, 2], 8, 3);
+        assert!(s
+            .apply(MetaCommand::Init {
+                placement: other,
+                nodes
+            })
+            .is_err());
+        assert_eq!(
+            s.apply(MetaCommand::AllocIds { count: 3 }),
+            Ok(MetaAnswer::Ids { first: 1 })
+        );
+        assert_eq!(
+            s.apply(MetaCommand::AllocIds { count: 1 }),
+            Ok(MetaAnswer::Ids { first: 4 })
+        );
+        let r = MetaReplica {
+            state: s.clone(),
+            ..Default::default()
+        };
+        let mut bytes = encode_snapshot(&r);
+        assert_eq!(decode_snapshot(&bytes).unwrap().state, s);
+        let n = bytes.len();
+        bytes[n - 1] ^= 1;
+        assert!(decode_snapshot(&bytes)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
+    }
+}

@@ -1,0 +1,304 @@
+//! Connections to peers: one HTTP/2 channel per peer (tonic multiplexes
+//! every Raft group and the table traffic over it), and openraft's network
+//! traits on top.
+
+use crate::wire::{self, KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::BasicNode;
+use parking_lot::Mutex;
+use petuum_proto::v1::peer_client::PeerClient;
+use petuum_proto::v1::Envelope;
+use petuum_proto::PROTOCOL_VERSION;
+use petuum_storage::TypeConfig;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+/// Which RPC of the Peer service.
+#[derive(Clone, Copy, Debug)]
+pub enum Method {
+    Raft,
+    Data,
+}
+
+/// A failed call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// No answer: connection refused, reset or timed out.
+    #[error("node {node} unreachable: {reason}")]
+    Unreachable { node: u64, reason: String },
+    /// The peer answered with an error status.
+    #[error("node {node} refused: {message}")]
+    Remote {
+        node: u64,
+        code: tonic::Code,
+        message: String,
+    },
+}
+
+/// Peer addresses and their channels.
+pub struct Peers {
+    me: u64,
+    cluster: u64,
+    addrs: Mutex<HashMap<u64, String>>,
+    channels: Mutex<HashMap<u64, Channel>>,
+    tls: Option<ClientTlsConfig>,
+    token: Option<String>,
+}
+
+impl Peers {
+    /// `me` is 0 for a client that is not a node.
+    pub fn new(
+        me: u64,
+        cluster: u64,
+        addrs: HashMap<u64, String>,
+        tls: Option<ClientTlsConfig>,
+        token: Option<String>,
+    ) -> Arc<Peers> {
+        Arc::new(Peers {
+            me,
+            cluster,
+            addrs: Mutex::new(addrs),
+            channels: Mutex::new(HashMap::new()),
+            tls,
+            token,
+        })
+    }
+
+    pub fn me(&self) -> u64 {
+        self.me
+    }
+
+    pub fn cluster(&self) -> u64 {
+        self.cluster
+    }
+
+    pub fn addr(&self, node: u64) -> Option<String> {
+        self.addrs.lock().get(&node).cloned()
+    }
+
+    /// The channel to a node (connected lazily, reconnected by tonic).
+    pub fn channel(&self, node: u64) -> Result<Channel, CallError> {
+        if let Some(c) = self.channels.lock().get(&node) {
+            return Ok(c.clone());
+        }
+        let addr = self.addr(node).ok_or_else(|| CallError::Unreachable {
+            node,
+            reason: "no address known".into(),
+        })?;
+        let channel = endpoint(&addr, self.tls.clone())
+            .map_err(|reason| CallError::Unreachable { node, reason })?
+            .connect_lazy();
+        self.channels.lock().insert(node, channel.clone());
+        Ok(channel)
+    }
+
+    fn client(&self, node: u64) -> Result<PeerClient<Channel>, CallError> {
+        Ok(PeerClient::new(self.channel(node)?)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    fn authorize<T>(&self, req: &mut tonic::Request<T>) {
+        if let Some(t) = &self.token {
+            if let Ok(v) = format!("Bearer {t}").parse() {
+                req.metadata_mut().insert("authorization", v);
+            }
+        }
+    }
+
+    /// A node's status (the Cluster service).
+    pub async fn status(
+        &self,
+        node: u64,
+        timeout: Duration,
+    ) -> Result<petuum_proto::v1::StatusReply, CallError> {
+        let mut client = petuum_proto::v1::cluster_client::ClusterClient::new(self.channel(node)?);
+        let mut req = tonic::Request::new(petuum_proto::v1::StatusRequest {});
+        req.set_timeout(timeout);
+        self.authorize(&mut req);
+        match tokio::time::timeout(timeout, client.status(req)).await {
+            Err(_) => Err(CallError::Unreachable {
+                node,
+                reason: format!("no answer within {timeout:?}"),
+            }),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(status_error(node, status)),
+        }
+    }
+
+    /// Sends one envelope and returns the reply payload.
+    pub async fn call(
+        &self,
+        node: u64,
+        method: Method,
+        group: u64,
+        kind: u32,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut client = self.client(node)?;
+        let mut req = tonic::Request::new(Envelope {
+            version: PROTOCOL_VERSION,
+            cluster: self.cluster,
+            from: self.me,
+            group,
+            kind,
+            payload,
+        });
+        req.set_timeout(timeout);
+        self.authorize(&mut req);
+        let fut = async {
+            match method {
+                Method::Raft => client.raft(req).await,
+                Method::Data => client.data(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Err(_) => Err(CallError::Unreachable {
+                node,
+                reason: format!("no answer within {timeout:?}"),
+            }),
+            Ok(Ok(reply)) => Ok(reply.into_inner().payload),
+            Ok(Err(status)) => Err(status_error(node, status)),
+        }
+    }
+}
+
+fn status_error(node: u64, status: tonic::Status) -> CallError {
+    match status.code() {
+        // tonic reports connection failures (refused, reset mid-call) as
+        // Unavailable or Unknown("transport error"); petuum's handlers never
+        // answer Unknown themselves.
+        tonic::Code::Unavailable
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Cancelled
+        | tonic::Code::Unknown => CallError::Unreachable {
+            node,
+            reason: status.message().to_string(),
+        },
+        code => CallError::Remote {
+            node,
+            code,
+            message: status.message().to_string(),
+        },
+    }
+}
+
+/// An endpoint for `addr` (`host:port`), over TLS when configured.
+pub fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| format!("bad address `{addr}`: {e}"))?
+        .connect_timeout(Duration::from_millis(500))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5));
+    if let Some(tls) = tls {
+        ep = ep
+            .tls_config(tls)
+            .map_err(|e| format!("TLS setup for `{addr}`: {e}"))?;
+    }
+    Ok(ep)
+}
+
+/// openraft's network factory for one group.
+pub struct GroupNetwork {
+    pub peers: Arc<Peers>,
+    pub group: u64,
+}
+
+/// openraft's connection from one group's replica to a peer's replica.
+pub struct GroupConn {
+    peers: Arc<Peers>,
+    group: u64,
+    target: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
+    type Network = GroupConn;
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> GroupConn {
+        GroupConn {
+            peers: self.peers.clone(),
+            group: self.group,
+            target,
+        }
+    }
+}
+
+fn network_err<E: std::error::Error>(msg: String) -> RPCError<u64, BasicNode, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+}
+
+impl GroupConn {
+    async fn raft_call<Req, Resp, E>(
+        &self,
+        kind: u32,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let bytes = self
+            .peers
+            .call(
+                self.target,
+                Method::Raft,
+                self.group,
+                kind,
+                wire::encode(req),
+                option.hard_ttl(),
+            )
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.to_string())))
+                }
+                CallError::Remote { .. } => network_err(e.to_string()),
+            })?;
+        let res: Result<Resp, RaftError<u64, E>> =
+            wire::decode(&bytes, "raft reply").map_err(network_err)?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GroupConn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.raft_call(KIND_APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.raft_call(KIND_SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        self.raft_call(KIND_VOTE, &rpc, &option).await
+    }
+}

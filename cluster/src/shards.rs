@@ -1,0 +1,698 @@
+//! The networked table backend: [`ShardService`] over gRPC to a cluster.
+//! Update batches go to each shard's leader and return once committed;
+//! reads go to any replica (follower reads), which answers only when its
+//! applied clocks meet the SSP condition of the request.
+//!
+//! The API is blocking (worker threads call it); it runs its own tokio
+//! runtime and must not be called from inside another runtime.
+
+use crate::meta::MetaCommand;
+use crate::network::{CallError, Method, Peers};
+use crate::placement::{shard_group, Placement};
+use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
+use futures::future::join_all;
+use parking_lot::Mutex;
+use petuum_core::batch::UpdateBatch;
+use petuum_core::row::AnyRow;
+use petuum_core::service::{FetchRequest, PushSink, RowSnapshot, ShardService};
+use petuum_core::types::{shard_of, Clock, JobId, RowId, ShardId, TableId, TableSpec};
+use petuum_core::TableError;
+use petuum_proto::v1::StatusReply;
+use petuum_storage::{ShardRequest, ShardResponse};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Options of a cluster connection.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// How long an operation keeps retrying (leader changes, a node down)
+    /// before it fails.
+    pub deadline: Duration,
+    /// Bearer token, when the cluster requires one.
+    pub token: Option<String>,
+    /// TLS to the nodes.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Deadline of one RPC.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            deadline: Duration::from_secs(60),
+            token: None,
+            tls: None,
+            rpc_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A connection to a cluster's shards.
+pub struct ClusterShards {
+    rt: tokio::runtime::Runtime,
+    peers: Arc<Peers>,
+    placement: Placement,
+    leaders: Mutex<HashMap<ShardId, u64>>,
+    aborted: Mutex<HashMap<JobId, String>>,
+    sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
+    /// Jobs registered through this connection (ESSP watchers follow them).
+    jobs: Arc<Mutex<std::collections::BTreeSet<JobId>>>,
+    watching: std::sync::atomic::AtomicBool,
+    opts: ConnectOptions,
+    /// Where node-local follower reads go first (0: spread over replicas).
+    local: u64,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TableError {
+    TableError::Unavailable(e.to_string())
+}
+
+impl ClusterShards {
+    /// Connects through any of `endpoints` (`host:port`), learning the
+    /// cluster's nodes and placement from the first that answers.
+    pub fn connect(
+        endpoints: &[String],
+        opts: ConnectOptions,
+    ) -> Result<ClusterShards, TableError> {
+        Self::connect_as(endpoints, opts, 0)
+    }
+
+    /// Like [`connect`](Self::connect), for workers on node `local`, whose
+    /// reads go to the local replica when there is one.
+    pub fn connect_as(
+        endpoints: &[String],
+        opts: ConnectOptions,
+        local: u64,
+    ) -> Result<ClusterShards, TableError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("petuum-net")
+            .enable_all()
+            .build()
+            .map_err(unavailable)?;
+        let status = rt.block_on(first_status(endpoints, &opts))?;
+        let addrs: HashMap<u64, String> = status
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        let placement = Placement::new(
+            status.nodes.iter().map(|n| n.id).collect(),
+            status.shards,
+            status.replicas,
+        );
+        let peers = Peers::new(
+            local,
+            status.cluster,
+            addrs,
+            opts.tls.clone(),
+            opts.token.clone(),
+        );
+        Ok(ClusterShards {
+            rt,
+            peers,
+            placement,
+            leaders: Mutex::new(HashMap::new()),
+            aborted: Mutex::new(HashMap::new()),
+            sinks: Arc::new(Mutex::new(Vec::new())),
+            jobs: Arc::new(Mutex::new(Default::default())),
+            watching: std::sync::atomic::AtomicBool::new(false),
+            opts,
+            local,
+        })
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// A node's status.
+    pub fn status(&self, node: u64) -> Result<StatusReply, TableError> {
+        self.rt
+            .block_on(self.peers.status(node, self.opts.rpc_timeout))
+            .map_err(unavailable)
+    }
+
+    /// Sends one `Data` request to one node.
+    pub fn call(&self, node: u64, req: &DataRequest) -> Result<DataReply, TableError> {
+        self.rt
+            .block_on(self.data(node, req, self.opts.rpc_timeout))
+            .map_err(|e| match e {
+                Failure::Unreachable(e) => unavailable(e),
+                Failure::Data(DataError::Table(t)) => t,
+                Failure::Data(d) => unavailable(d),
+            })
+    }
+
+    /// A row as node `node`'s replica has it now, with its applied log
+    /// index and the job's worker clocks there.
+    pub fn read_local(
+        &self,
+        node: u64,
+        table: TableId,
+        row: RowId,
+        job: Option<JobId>,
+    ) -> Result<(Option<AnyRow>, u64, Vec<Clock>), TableError> {
+        let shard = shard_of(table, row, self.placement.shards());
+        match self.call(
+            node,
+            &DataRequest::ReadLocal {
+                shard,
+                table,
+                row,
+                job,
+            },
+        )? {
+            DataReply::Local {
+                row,
+                last_applied,
+                worker_clocks,
+            } => Ok((row, last_applied, worker_clocks)),
+            other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn data(
+        &self,
+        node: u64,
+        req: &DataRequest,
+        timeout: Duration,
+    ) -> Result<DataReply, Failure> {
+        let bytes = self
+            .peers
+            .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable { .. } => Failure::Unreachable(e.to_string()),
+                CallError::Remote { .. } => Failure::Data(DataError::Refused(e.to_string())),
+            })?;
+        let r: Result<DataReply, DataError> = wire::decode(&bytes, "data reply")
+            .map_err(|e| Failure::Data(DataError::Refused(format!("node {node}: {e}"))))?;
+        r.map_err(Failure::Data)
+    }
+
+    fn leader_guess(&self, shard: ShardId) -> u64 {
+        *self
+            .leaders
+            .lock()
+            .entry(shard)
+            .or_insert_with(|| self.placement.preferred_leader(shard))
+    }
+
+    /// Moves the guess to the next replica after `failed`.
+    fn rotate(&self, shard: ShardId, failed: u64) {
+        let reps = self.placement.replicas_of(shard);
+        let i = reps.iter().position(|&n| n == failed).unwrap_or(0);
+        self.leaders
+            .lock()
+            .insert(shard, reps[(i + 1) % reps.len()]);
+    }
+
+    fn check_aborted(&self, job: JobId) -> Result<(), TableError> {
+        match self.aborted.lock().get(&job) {
+            Some(reason) => Err(TableError::Aborted {
+                job,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Sends per-shard payloads to shard leaders until each is accepted,
+    /// following leader hints and failing over.
+    async fn to_leaders<T: Clone>(
+        &self,
+        items: Vec<(ShardId, T)>,
+        make: impl Fn(ShardId, Vec<T>) -> DataRequest,
+        // Per item result from a reply: Ok(Some(x)) done, Ok(None) retry.
+        take: impl Fn(DataReply) -> Result<Vec<Result<ShardResponse, DataError>>, DataError>,
+    ) -> Result<Vec<(ShardId, ShardResponse)>, TableError> {
+        let (make, take) = (&make, &take);
+        let start = Instant::now();
+        let mut pending = items;
+        let mut done = Vec::new();
+        let mut backoff = Duration::from_millis(10);
+        let mut last_error = String::new();
+        // Nodes that did not answer during this operation: a stale hint
+        // naming one of them is not followed.
+        let mut dead = std::collections::HashSet::new();
+        loop {
+            let mut by_node: BTreeMap<u64, BTreeMap<ShardId, Vec<T>>> = BTreeMap::new();
+            for (shard, item) in pending.drain(..) {
+                by_node
+                    .entry(self.leader_guess(shard))
+                    .or_default()
+                    .entry(shard)
+                    .or_default()
+                    .push(item);
+            }
+            let calls = by_node.into_iter().map(|(node, shards)| async move {
+                let mut replies = Vec::new();
+                // One RPC per shard keeps each group's commands in order;
+                // the node runs them concurrently with other shards'.
+                let futs = shards.into_iter().map(|(shard, items)| async move {
+                    let r = self
+                        .data(node, &make(shard, items.clone()), self.opts.rpc_timeout * 4)
+                        .await;
+                    (shard, items, r)
+                });
+                replies.extend(join_all(futs).await);
+                (node, replies)
+            });
+            let mut progress = false;
+            for (node, replies) in join_all(calls).await {
+                for (shard, items, r) in replies {
+                    if matches!(r, Err(Failure::Unreachable(_))) {
+                        dead.insert(node);
+                    }
+                    let per_item = match r.map_err(|f| match f {
+                        Failure::Unreachable(e) => DataError::Unavailable(e),
+                        Failure::Data(d) => d,
+                    }) {
+                        Ok(reply) => take(reply),
+                        Err(e) => Err(e),
+                    };
+                    match per_item {
+                        Ok(results) => {
+                            for (item, res) in items.into_iter().zip(results) {
+                                match res {
+                                    Ok(resp) => {
+                                        if let Some(e) = &resp.error {
+                                            return Err(unavailable(format!(
+                                                "shard {shard} refused: {e}"
+                                            )));
+                                        }
+                                        progress = true;
+                                        done.push((shard, resp));
+                                    }
+                                    Err(e) => {
+                                        self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                                        last_error = e.to_string();
+                                        pending.push((shard, item));
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                            last_error = e.to_string();
+                            pending.extend(items.into_iter().map(|i| (shard, i)));
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            if start.elapsed() > self.opts.deadline {
+                return Err(unavailable(format!(
+                    "{} shard operations not acknowledged within {:?}; last error: {last_error}",
+                    pending.len(),
+                    self.opts.deadline
+                )));
+            }
+            if !progress {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            } else {
+                backoff = Duration::from_millis(10);
+            }
+        }
+    }
+
+    /// Updates the leader guess after a failure; errors that retrying
+    /// cannot fix are returned.
+    fn retry_on(
+        &self,
+        shard: ShardId,
+        node: u64,
+        e: &DataError,
+        dead: &std::collections::HashSet<u64>,
+        progress: &mut bool,
+    ) -> Result<(), TableError> {
+        match e {
+            DataError::NotLeader {
+                leader: Some(l), ..
+            } if *l != node && !dead.contains(l) => {
+                self.leaders.lock().insert(shard, *l);
+                *progress = true;
+                Ok(())
+            }
+            DataError::NotLeader { .. } | DataError::NotHere { .. } | DataError::Unavailable(_) => {
+                self.rotate(shard, node);
+                Ok(())
+            }
+            DataError::Table(t) => Err(t.clone()),
+            DataError::Refused(m) => Err(unavailable(format!("shard {shard}: {m}"))),
+            DataError::NotYet => Ok(()),
+        }
+    }
+
+    /// Runs commands on every listed shard's leader (in order per shard).
+    fn commands(&self, per_shard: Vec<(ShardId, ShardRequest)>) -> Result<(), TableError> {
+        self.rt
+            .block_on(self.to_leaders(
+                per_shard,
+                |shard, commands| DataRequest::Commands { shard, commands },
+                |reply| match reply {
+                    DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),
+                    other => Err(DataError::Refused(format!("unexpected reply {other:?}"))),
+                },
+            ))
+            .map(|_| ())
+    }
+
+    fn all_shards(&self, req: ShardRequest) -> Vec<(ShardId, ShardRequest)> {
+        (0..self.placement.shards())
+            .map(|s| (s, req.clone()))
+            .collect()
+    }
+
+    /// Runs a metadata command.
+    pub fn meta(&self, cmd: MetaCommand) -> Result<crate::meta::MetaAnswer, TableError> {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < self.opts.deadline {
+            for &node in self.placement.nodes() {
+                match self.call(node, &DataRequest::Meta(cmd.clone())) {
+                    Ok(DataReply::Meta(a)) => return Ok(a),
+                    Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                    Err(TableError::Unavailable(e)) if e.contains("refused:") => {
+                        return Err(TableError::Unavailable(e))
+                    }
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(unavailable(format!("metadata group unavailable: {last}")))
+    }
+}
+
+impl ClusterShards {
+    /// ESSP in cluster mode: one long poll per (shard, job) that returns
+    /// the subscribed rows each time the shard's min clock advances, pushed
+    /// into the subscribed sinks (the process cache).
+    fn start_watchers(&self) {
+        let peers = self.peers.clone();
+        let sinks = self.sinks.clone();
+        let jobs = self.jobs.clone();
+        let placement = self.placement.clone();
+        let local = self.local;
+        let timeout = self.opts.rpc_timeout;
+        self.rt.spawn(async move {
+            let mut running: HashMap<(ShardId, JobId), tokio::task::JoinHandle<()>> =
+                HashMap::new();
+            loop {
+                if Arc::strong_count(&sinks) == 1 {
+                    return; // the connection is gone
+                }
+                let live: Vec<JobId> = jobs.lock().iter().copied().collect();
+                running.retain(|(_, j), h| live.contains(j) && !h.is_finished());
+                for &job in &live {
+                    for shard in 0..placement.shards() {
+                        if running.contains_key(&(shard, job)) {
+                            continue;
+                        }
+                        let task = watch_shard(
+                            peers.clone(),
+                            sinks.clone(),
+                            jobs.clone(),
+                            placement.replicas_of(shard),
+                            local,
+                            shard,
+                            job,
+                            timeout,
+                        );
+                        running.insert((shard, job), tokio::spawn(task));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn watch_shard(
+    peers: Arc<Peers>,
+    sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
+    jobs: Arc<Mutex<std::collections::BTreeSet<JobId>>>,
+    replicas: Vec<u64>,
+    local: u64,
+    shard: ShardId,
+    job: JobId,
+    timeout: Duration,
+) {
+    let mut i = replicas.iter().position(|&n| n == local).unwrap_or(0);
+    let mut after: Clock = 0;
+    while jobs.lock().contains(&job) && Arc::strong_count(&sinks) > 1 {
+        let live: Vec<Arc<dyn PushSink>> = {
+            let mut s = sinks.lock();
+            s.retain(|w| w.strong_count() > 0);
+            s.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut rows: Vec<(TableId, RowId)> =
+            live.iter().flat_map(|s| s.subscribed(shard, job)).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        if rows.is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let wait_ms = 1000;
+        let req = DataRequest::Watch {
+            shard,
+            job,
+            after,
+            rows,
+            wait_ms,
+        };
+        let node = replicas[i];
+        let r = peers
+            .call(
+                node,
+                Method::Data,
+                shard_group(shard),
+                KIND_DATA,
+                wire::encode(&req),
+                timeout + Duration::from_millis(wait_ms),
+            )
+            .await;
+        let reply = r
+            .map_err(|e| e.to_string())
+            .and_then(|b| wire::decode::<Result<DataReply, DataError>>(&b, "watch reply"));
+        match reply {
+            Ok(Ok(DataReply::Rows { min_clock, rows })) => {
+                after = min_clock;
+                for s in &live {
+                    s.push(shard, rows.clone());
+                }
+            }
+            Ok(Err(DataError::NotYet)) => {}
+            _ => {
+                i = (i + 1) % replicas.len();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+enum Failure {
+    Unreachable(String),
+    Data(DataError),
+}
+
+async fn first_status(
+    endpoints: &[String],
+    opts: &ConnectOptions,
+) -> Result<StatusReply, TableError> {
+    let mut last = String::from("no endpoints given");
+    for (i, ep) in endpoints.iter().enumerate() {
+        // A throwaway Peers object for one bootstrap call.
+        let peers = Peers::new(
+            0,
+            0,
+            [(i as u64 + 1, ep.clone())].into(),
+            opts.tls.clone(),
+            opts.token.clone(),
+        );
+        match peers.status(i as u64 + 1, opts.rpc_timeout).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("{ep}: {e}"),
+        }
+    }
+    Err(unavailable(format!(
+        "no cluster endpoint answered ({last})"
+    )))
+}
+
+impl ShardService for ClusterShards {
+    fn num_shards(&self) -> u32 {
+        self.placement.shards()
+    }
+
+    fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {
+        self.meta(MetaCommand::DefineTable(spec.clone()))?;
+        self.commands(self.all_shards(ShardRequest::CreateTable(spec.clone())))
+    }
+
+    fn register_job(
+        &self,
+        job: JobId,
+        workers: u32,
+        deterministic: bool,
+    ) -> Result<(), TableError> {
+        self.aborted.lock().remove(&job);
+        self.jobs.lock().insert(job);
+        self.commands(self.all_shards(ShardRequest::RegisterJob {
+            job,
+            workers,
+            deterministic,
+            checkpoint_every: 0,
+        }))
+    }
+
+    fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError> {
+        let n = self.num_shards();
+        let cmds = rows
+            .into_iter()
+            .map(|(row, value)| {
+                (
+                    shard_of(table, row, n),
+                    ShardRequest::Load { table, row, value },
+                )
+            })
+            .collect();
+        self.commands(cmds)
+    }
+
+    fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError> {
+        if let Some(b) = batches.first() {
+            self.check_aborted(b.job)?;
+        }
+        let items = batches.iter().map(|b| (b.shard, b.clone())).collect();
+        self.rt
+            .block_on(self.to_leaders(
+                items,
+                |_, batches| DataRequest::Push(batches),
+                |reply| {
+                    match reply {
+                        DataReply::Pushed(rs) => Ok(rs
+                            .into_iter()
+                            .map(|r| r.map(|()| ShardResponse::default()))
+                            .collect()),
+                        other => Err(DataError::Refused(format!("unexpected reply {other:?}"))),
+                    }
+                },
+            ))
+            .map(|_| ())
+    }
+
+    fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        let shard = shard_of(req.table, req.row, self.num_shards());
+        let replicas = self.placement.replicas_of(shard);
+        let mut i = match replicas.iter().position(|&n| n == self.local) {
+            Some(p) => p,
+            None => req.worker as usize % replicas.len(),
+        };
+        let start = Instant::now();
+        let mut last = String::new();
+        loop {
+            self.check_aborted(req.job)?;
+            if start.elapsed() > self.opts.deadline {
+                return Err(unavailable(format!(
+                    "shard {shard}: no replica answered a read of table {} row {} within {:?}: {last}",
+                    req.table, req.row, self.opts.deadline
+                )));
+            }
+            let node = replicas[i];
+            let wait_ms = 500;
+            let r = self.rt.block_on(self.data(
+                node,
+                &DataRequest::Fetch {
+                    shard,
+                    req: req.clone(),
+                    wait_ms,
+                },
+                self.opts.rpc_timeout + Duration::from_millis(wait_ms),
+            ));
+            match r {
+                Ok(DataReply::Row(snap)) => return Ok(snap),
+                Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                Err(Failure::Data(DataError::NotYet)) => {}
+                // A follower may not have applied the job's registration
+                // or the table yet: retry for a while.
+                Err(Failure::Data(DataError::Table(
+                    e @ (TableError::NoSuchJob(_) | TableError::NoSuchTable(_)),
+                ))) if start.elapsed() < Duration::from_secs(5) => {
+                    last = e.to_string();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(Failure::Data(DataError::Table(e))) => return Err(e),
+                Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
+                Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
+                    last = e;
+                    i = (i + 1) % replicas.len();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(Failure::Data(e)) => {
+                    last = e.to_string();
+                    i = (i + 1) % replicas.len();
+                }
+            }
+        }
+    }
+
+    fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {
+        let mut ids = Vec::new();
+        for shard in 0..self.num_shards() {
+            let replicas = self.placement.replicas_of(shard);
+            let mut got = None;
+            let mut last = String::new();
+            for &node in &replicas {
+                match self.call(node, &DataRequest::RowIds { shard, table }) {
+                    Ok(DataReply::RowIds(r)) => {
+                        got = Some(r);
+                        break;
+                    }
+                    Ok(other) => last = format!("unexpected reply {other:?}"),
+                    Err(e @ TableError::NoSuchTable(_)) => return Err(e),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            ids.extend(got.ok_or_else(|| {
+                unavailable(format!("shard {shard}: no replica listed its rows: {last}"))
+            })?);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn subscribe(&self, sink: Weak<dyn PushSink>) {
+        self.sinks.lock().push(sink);
+        if !self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.start_watchers();
+        }
+    }
+
+    fn abort_job(&self, job: JobId, reason: &str) {
+        self.aborted.lock().insert(job, reason.to_string());
+    }
+
+    fn drop_job(&self, job: JobId) {
+        self.jobs.lock().remove(&job);
+        if let Err(e) = self.commands(self.all_shards(ShardRequest::DropJob { job })) {
+            tracing::warn!(job, error = %e, "dropping the job's shard state");
+        }
+    }
+}
+
+/// The group of a shard (re-exported for tests and tools).
+pub fn group_of(shard: ShardId) -> u64 {
+    shard_group(shard)
+}

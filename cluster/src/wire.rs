@@ -1,0 +1,111 @@
+//! Messages of the node-to-node `Data` RPC (postcard inside the versioned
+//! [`petuum_proto::v1::Envelope`]).
+
+use crate::meta::{MetaAnswer, MetaCommand};
+use petuum_core::batch::UpdateBatch;
+use petuum_core::row::AnyRow;
+use petuum_core::service::{FetchRequest, RowSnapshot};
+use petuum_core::types::{Clock, JobId, RowId, ShardId, TableId};
+use petuum_core::TableError;
+use petuum_storage::{ShardRequest, ShardResponse};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// `Envelope.kind` of Raft messages.
+pub const KIND_APPEND: u32 = 1;
+pub const KIND_VOTE: u32 = 2;
+pub const KIND_SNAPSHOT: u32 = 3;
+/// `Envelope.kind` of a [`DataRequest`].
+pub const KIND_DATA: u32 = 10;
+
+/// A request of the `Data` RPC.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DataRequest {
+    /// Update batches for shards this node leads; each is acknowledged once
+    /// committed by a quorum of its group.
+    Push(Vec<UpdateBatch>),
+    /// A read served by this node's replica once it meets the request's
+    /// clock conditions, waiting at most `wait_ms`.
+    Fetch {
+        shard: ShardId,
+        req: FetchRequest,
+        wait_ms: u64,
+    },
+    /// Commands for one shard group (table and job setup), in order.
+    Commands {
+        shard: ShardId,
+        commands: Vec<ShardRequest>,
+    },
+    /// Row ids of a table on this node's replica of a shard.
+    RowIds { shard: ShardId, table: TableId },
+    /// A row and the applied position of this node's replica, without
+    /// waiting (consistency checks, tests).
+    ReadLocal {
+        shard: ShardId,
+        table: TableId,
+        row: RowId,
+        job: Option<JobId>,
+    },
+    /// A metadata command, forwarded to the metadata leader.
+    Meta(MetaCommand),
+    /// Asks the leader of `group` to hand leadership to `to`.
+    Yield { group: u64, to: u64 },
+    /// ESSP push as a long poll: answers with fresh copies of `rows` as
+    /// soon as the job's min clock on this replica passes `after` (or
+    /// `NotYet` after `wait_ms`).
+    Watch {
+        shard: ShardId,
+        job: JobId,
+        after: Clock,
+        rows: Vec<(TableId, RowId)>,
+        wait_ms: u64,
+    },
+}
+
+/// Why a `Data` request failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum DataError {
+    #[error("group {group}: not the leader (leader: {leader:?})")]
+    NotLeader { group: u64, leader: Option<u64> },
+    #[error("group {group} has no replica on this node")]
+    NotHere { group: u64 },
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error("{0}")]
+    Refused(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("the replica has not reached the requested clock yet")]
+    NotYet,
+}
+
+/// A successful `Data` reply.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum DataReply {
+    Pushed(Vec<Result<(), DataError>>),
+    Row(RowSnapshot),
+    Done(Vec<ShardResponse>),
+    RowIds(Vec<RowId>),
+    Local {
+        row: Option<AnyRow>,
+        last_applied: u64,
+        worker_clocks: Vec<Clock>,
+    },
+    Meta(MetaAnswer),
+    Ok,
+    /// Pushed rows and the min clock they were read at.
+    Rows {
+        min_clock: Clock,
+        rows: Vec<((TableId, RowId), RowSnapshot)>,
+    },
+}
+
+/// Encodes a value for an envelope payload.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("postcard encoding of in-memory values does not fail")
+}
+
+/// Decodes an envelope payload, naming what was expected on failure.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, String> {
+    postcard::from_bytes(bytes)
+        .map_err(|e| format!("cannot decode {what} ({} bytes): {e}", bytes.len()))
+}

@@ -1,0 +1,19 @@
+//! # petuum-proto
+//!
+//! The wire protocol of petuum: tonic services generated from
+//! `petuum.proto`, and the version every node-to-node message
+//! carries. docs/cluster.md describes the protocol.
+
+#![allow(clippy::derive_partial_eq_without_eq)]
+
+/// Protobuf types and gRPC stubs generated from `petuum.proto` (by
+/// `cargo run --manifest-path proto/gen/Cargo.toml`; checked in so that
+/// building petuum needs neither protoc nor prost-build).
+#[allow(clippy::all)]
+pub mod v1 {
+    include!("petuum.v1.rs");
+}
+
+/// The node-to-node protocol version. A node refuses messages of any other
+/// version with an error naming both.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,178 @@
+//! Cluster benchmark (docs/performance.md, "Cluster"):
+//!
+//! 1. replicated update throughput and clock()-to-commit latency on three
+//!    local `petuumd serve` nodes, beside the same workload on the embedded
+//!    single-node backend (in-process shards), in the same run;
+//! 2. failover: time from SIGKILL of a shard leader to the first write
+//!    committed by its successor, over N kills.
+//!
+//! Usage: petuum-cluster-bench [CLOCKS] [KILLS]   (release build:
+//! `cargo build --release --bins && target/release/petuum-cluster-bench`)
+
+use petuum_cluster::placement::shard_group;
+use petuum_core::batch::{RowUpdate, UpdateBatch};
+use petuum_core::consistency::Consistency;
+use petuum_core::inproc::InProcShards;
+use petuum_core::row::{AnyRow, Row};
+use petuum_core::service::ShardService;
+use petuum_core::types::{ElemType, RowKind, TableSpec};
+use petuum_core::worker::{Node, WorkerCtx};
+use petuum_tests::cluster::LocalCluster;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const WORKERS: u32 = 2;
+const COLUMNS: u32 = 1000;
+const ROWS_PER_CLOCK: u64 = 64;
+const SHARDS: u32 = 16;
+
+struct Figures {
+    mb_s: f64,
+    batches_s: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Workers doing dense f32 increments under SSP(1); returns throughput and
+/// clock() latency (the time clock() takes: aggregation, send, commit).
+fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
+    let spec = TableSpec {
+        id: job as u32,
+        name: "w".into(),
+        job,
+        kind: RowKind::Dense,
+        elem: ElemType::F32,
+        columns: COLUMNS,
+    };
+    service.create_table(&spec).unwrap();
+    service.register_job(job, WORKERS, false).unwrap();
+    let node = Node::new(service, 1 << 16);
+    let start = Instant::now();
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let node = node.clone();
+            let spec = spec.clone();
+            std::thread::spawn(move || {
+                let mut ctx = WorkerCtx::new(
+                    node,
+                    job,
+                    w,
+                    WORKERS,
+                    Consistency::Ssp { staleness: 1 },
+                    std::slice::from_ref(&spec),
+                    0,
+                );
+                let t = ctx.table::<f32>("w").unwrap();
+                let delta = vec![0.5f32; COLUMNS as usize];
+                let mut lat = Vec::new();
+                for c in 0..clocks {
+                    for r in 0..ROWS_PER_CLOCK {
+                        let row = (c * 7 + r * WORKERS as u64 + w as u64) % 4096;
+                        ctx.batch_inc(t, row, &delta).unwrap();
+                    }
+                    let t0 = Instant::now();
+                    ctx.clock().unwrap();
+                    lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat: Vec<f64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = (WORKERS as u64 * clocks * ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64;
+    let batches = (WORKERS as u64 * clocks * SHARDS as u64) as f64;
+    Figures {
+        mb_s: bytes / secs / 1e6,
+        batches_s: batches / secs,
+        p50_ms: percentile(&mut lat, 0.5),
+        p99_ms: percentile(&mut lat, 0.99),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let clocks: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let kills: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20);
+
+    let embedded = workload(Arc::new(InProcShards::new(SHARDS)), 1, clocks);
+    let mut c = LocalCluster::start(3, SHARDS, "");
+    let client = Arc::new(c.connect());
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let replicated = workload(client.clone(), 1, clocks);
+    println!(
+        "| backend | MB/s of deltas | batches/s | clock() p50 ms | clock() p99 ms |\n|---|---|---|---|---|"
+    );
+    for (name, f) in [
+        ("embedded (in-process shards)", &embedded),
+        ("3 nodes, 3 replicas (Raft + RocksDB)", &replicated),
+    ] {
+        println!(
+            "| {name} | {:.1} | {:.0} | {:.2} | {:.2} |",
+            f.mb_s, f.batches_s, f.p50_ms, f.p99_ms
+        );
+    }
+
+    // Failover: kill the leader of shard 0, time the first committed write.
+    client.register_job(2, 1, false).unwrap();
+    let spec = TableSpec {
+        id: 2,
+        name: "f".into(),
+        job: 2,
+        kind: RowKind::Dense,
+        elem: ElemType::F32,
+        columns: 4,
+    };
+    client.create_table(&spec).unwrap();
+    let mut clock = 0u64;
+    let mut push = |client: &petuum_cluster::ClusterShards| {
+        let b = UpdateBatch {
+            job: 2,
+            worker: 0,
+            clock,
+            shard: 0,
+            updates: vec![RowUpdate {
+                table: 2,
+                row: 0,
+                delta: AnyRow::F32(Row::Dense(vec![1.0; 4])),
+            }],
+        };
+        clock += 1;
+        client.push(&[b])
+    };
+    let mut times = Vec::new();
+    for i in 0..kills {
+        push(&client).unwrap();
+        let leader = client
+            .status(1)
+            .or_else(|_| client.status(2))
+            .unwrap()
+            .groups
+            .iter()
+            .find(|g| g.group == shard_group(0))
+            .map(|g| g.leader)
+            .unwrap();
+        c.kill(leader);
+        let t0 = Instant::now();
+        push(&client).unwrap();
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        times.push(dt);
+        eprintln!("kill {i}: node {leader} -> first commit after {dt:.0} ms");
+        c.spawn(leader);
+        // Let it rejoin and leadership settle before the next kill.
+        let ids = [1, 2, 3];
+        c.wait_leaders(&client, &ids, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let max = times.iter().cloned().fold(0.0, f64::max);
+    let p50 = percentile(&mut times, 0.5);
+    println!("\nfailover over {kills} kills of shard 0's leader: p50 {p50:.0} ms, max {max:.0} ms (default timeouts: heartbeat 100 ms, election 400-800 ms)");
+}

@@ -1,0 +1,318 @@
+//! A cluster of real `petuumd serve` processes on 127.0.0.1, for the
+//! cluster and fault tests and the cluster benchmark.
+
+use crate::bin;
+use petuum_cluster::{ClusterShards, ConnectOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One node process.
+pub struct NodeProc {
+    pub id: u64,
+    pub addr: String,
+    pub config: PathBuf,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// A local cluster; every process is killed on drop.
+pub struct LocalCluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<NodeProc>,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding an ephemeral port")
+        .port()
+}
+
+/// Sends a signal to a process.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid this process spawned; no memory involved.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+}
+
+impl LocalCluster {
+    /// Writes configs for `n` nodes (`extra` is appended to each, e.g. a
+    /// `[raft]` table) and starts them.
+    pub fn start(n: u64, shards: u32, extra: &str) -> LocalCluster {
+        Self::start_with(n, shards, |_| extra.to_string())
+    }
+
+    /// Like [`start`](Self::start), with per-node extra config lines.
+    pub fn start_with(n: u64, shards: u32, extra: impl Fn(u64) -> String) -> LocalCluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peers: Vec<String> = (1..=n)
+            .map(|id| {
+                format!(
+                    "{{ id = {id}, addr = \"127.0.0.1:{}\" }}",
+                    ports[id as usize - 1]
+                )
+            })
+            .collect();
+        let mut nodes = Vec::new();
+        for id in 1..=n {
+            let addr = format!("127.0.0.1:{}", ports[id as usize - 1]);
+            let config = dir.path().join(format!("node{id}.toml"));
+            let text = format!(
+                "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\npeers = [{}]\n{}\n",
+                dir.path().join(format!("data{id}")).display(),
+                peers.join(", "),
+                extra(id)
+            );
+            std::fs::write(&config, text).expect("writing node config");
+            nodes.push(NodeProc {
+                id,
+                addr,
+                config,
+                child: None,
+                log: dir.path().join(format!("node{id}.log")),
+            });
+        }
+        let mut c = LocalCluster { dir, nodes };
+        for id in 1..=n {
+            c.spawn(id);
+        }
+        c
+    }
+
+    fn node(&mut self, id: u64) -> &mut NodeProc {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Starts (or restarts) node `id` with its data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let n = self.node(id);
+        assert!(n.child.is_none(), "node {id} is running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)
+            .expect("node log");
+        let child = Command::new(bin("petuumd"))
+            .args(["serve", "--config"])
+            .arg(&n.config)
+            .env(
+                "PETUUM_LOG",
+                std::env::var("PETUUM_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning petuumd serve");
+        n.child = Some(child);
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.node(id).child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The pid of a running node.
+    pub fn pid(&mut self, id: u64) -> u32 {
+        self.node(id).child.as_ref().expect("node running").id()
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// Connects a client, retrying while the nodes start.
+    pub fn connect(&self) -> ClusterShards {
+        self.connect_with(ConnectOptions::default())
+    }
+
+    /// Connects with options (TLS, token), retrying while the nodes start.
+    pub fn connect_with(&self, opts: ConnectOptions) -> ClusterShards {
+        let start = Instant::now();
+        loop {
+            match ClusterShards::connect(&self.endpoints(), opts.clone()) {
+                Ok(c) => return c,
+                Err(e) if start.elapsed() < Duration::from_secs(30) => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => panic!("cluster did not come up: {e}\n{}", self.logs()),
+            }
+        }
+    }
+
+    /// Waits until every running node reports a leader for each of its
+    /// groups, and the nodes agree on it. Returns group -> leader.
+    pub fn wait_leaders(
+        &self,
+        client: &ClusterShards,
+        running: &[u64],
+        timeout: Duration,
+    ) -> Vec<(u64, u64)> {
+        let start = Instant::now();
+        loop {
+            let mut view: std::collections::BTreeMap<u64, u64> = Default::default();
+            let mut ok = true;
+            for &id in running {
+                match client.status(id) {
+                    Ok(s) => {
+                        for g in s.groups {
+                            if g.leader == 0 || !running.contains(&g.leader) {
+                                ok = false;
+                            }
+                            if let Some(&l) = view.get(&g.group) {
+                                if l != g.leader {
+                                    ok = false;
+                                }
+                            }
+                            view.insert(g.group, g.leader);
+                        }
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+            if ok && !view.is_empty() {
+                return view.into_iter().collect();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "groups without an agreed leader after {timeout:?}: {view:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The tail of every node's log (for failure messages).
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for n in &self.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            out.push_str(&format!(
+                "--- node {} ({}) ---\n{}\n",
+                n.id,
+                n.log.display(),
+                tail.join("\n")
+            ));
+        }
+        out
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                // A SIGSTOPped node must be continued to die promptly.
+                // SAFETY: signals to our own children.
+                unsafe {
+                    libc::kill(c.id() as i32, libc::SIGCONT);
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// Certificates for mutual TLS made with the openssl CLI: a CA, and one
+/// certificate per node (SAN 127.0.0.1 and localhost) signed by it. Returns
+/// the `[tls]` table of node `id`'s config.
+pub fn make_certs(dir: &Path, nodes: u64) -> Vec<String> {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl CLI (scripts/setup.sh installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=petuum test CA",
+    ]);
+    let mut tables = Vec::new();
+    for id in 1..=nodes {
+        let (key, csr, pem, ext) = (
+            format!("node{id}.key"),
+            format!("node{id}.csr"),
+            format!("node{id}.pem"),
+            format!("node{id}.ext"),
+        );
+        std::fs::write(
+            dir.join(&ext),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+        .expect("writing the extension file");
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN=node{id}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+        tables.push(format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+            dir.join(&pem).display(),
+            dir.join(&key).display(),
+            dir.join("ca.pem").display()
+        ));
+    }
+    tables
+}

@@ -1,0 +1,521 @@
+//! The cluster with real processes: `petuumd serve` nodes on 127.0.0.1,
+//! real RocksDB data directories, real gRPC; nodes are SIGKILLed and
+//! SIGSTOPped. (issue: petuumd cluster)
+
+#![allow(clippy::result_large_err)]
+
+use petuum_cluster::placement::shard_group;
+use petuum_cluster::wire::{DataReply, DataRequest, KIND_APPEND, KIND_DATA};
+use petuum_cluster::ClusterShards;
+use petuum_core::consistency::Consistency;
+use petuum_core::row::{AnyRow, Row};
+use petuum_core::service::ShardService;
+use petuum_core::types::{shard_of, ElemType, RowKind, TableSpec};
+use petuum_core::worker::{Node, WorkerCtx};
+use petuum_proto::v1::peer_client::PeerClient;
+use petuum_proto::v1::Envelope;
+use petuum_tests::cluster::{signal, LocalCluster};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn counters(job: u64, columns: u32) -> TableSpec {
+    TableSpec {
+        id: 1,
+        name: "counters".into(),
+        job,
+        kind: RowKind::Dense,
+        elem: ElemType::I64,
+        columns,
+    }
+}
+
+/// Leaders per node over the shard groups.
+fn leader_counts(view: &[(u64, u64)]) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for &(g, l) in view {
+        if g != 0 {
+            *m.entry(l).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[test]
+fn three_nodes_form_with_64_shards_and_spread_leaders() {
+    let c = LocalCluster::start(3, 64, "");
+    let client = c.connect();
+    let view = c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    assert_eq!(view.len(), 65, "64 shard groups and the metadata group");
+    let counts = leader_counts(&view);
+    for (node, n) in &counts {
+        assert!(*n <= 32, "node {node} leads {n} of 64 shards: {counts:?}");
+    }
+    // Every shard group has 3 voters on every node's view.
+    let s = client.status(2).unwrap();
+    assert_eq!(s.groups.len(), 65);
+    assert!(
+        s.groups.iter().all(|g| g.voters.len() == 3),
+        "{:?}",
+        s.groups
+    );
+    // A table over the 64 shards takes writes and reads on every shard.
+    client.create_table(&counters(7, 2)).unwrap();
+    client.register_job(7, 1, false).unwrap();
+    let node = Node::new(Arc::new(client), 1024);
+    let mut w = WorkerCtx::new(
+        node.clone(),
+        7,
+        0,
+        1,
+        Consistency::Bsp,
+        &[counters(7, 2)],
+        0,
+    );
+    let t = w.table::<i64>("counters").unwrap();
+    let mut shards_hit = std::collections::BTreeSet::new();
+    for r in 0..400u64 {
+        w.inc(t, r, 1, r as i64).unwrap();
+        shards_hit.insert(shard_of(1, r, 64));
+    }
+    assert_eq!(shards_hit.len(), 64);
+    w.clock().unwrap();
+    for r in (0..400u64).step_by(37) {
+        assert_eq!(w.get(t, r).unwrap().value(1), r as i64);
+    }
+}
+
+/// Counters under SSP(2) with 4 workers; the leader of row 0's shard is
+/// SIGKILLed mid-run and restarted later. Every acknowledged increment
+/// must be in the final totals, exactly, on every replica.
+#[test]
+fn killed_leader_loses_no_acknowledged_increment() {
+    const WORKERS: u32 = 4;
+    const CLOCKS: u64 = 30;
+    const ROWS: u64 = 24;
+    let mut c = LocalCluster::start(3, 16, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let spec = counters(1, WORKERS);
+    client.create_table(&spec).unwrap();
+    client.register_job(1, WORKERS, false).unwrap();
+    let client = Arc::new(client);
+    let node = Node::new(client.clone(), 4096);
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
+    let handles: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let node = node.clone();
+            let spec = spec.clone();
+            let progress = progress.clone();
+            std::thread::spawn(move || {
+                let mut ctx = WorkerCtx::new(
+                    node,
+                    1,
+                    w,
+                    WORKERS,
+                    Consistency::Ssp { staleness: 2 },
+                    &[spec],
+                    0,
+                );
+                let t = ctx.table::<i64>("counters").unwrap();
+                for clock in 0..CLOCKS {
+                    for r in 0..ROWS {
+                        // SSP(2): a worker at clock c sees every other
+                        // worker's increments of clocks < c - 2, and its own.
+                        let row = ctx.get(t, r).unwrap();
+                        for other in 0..WORKERS {
+                            let seen = row.value(other);
+                            let done_clocks = if other == w {
+                                clock
+                            } else {
+                                clock.saturating_sub(2)
+                            };
+                            let lower = (done_clocks * (done_clocks + 1) / 2) as i64;
+                            assert!(
+                                seen >= lower,
+                                "worker {w} clock {clock} row {r}: column {other} = {seen} < {lower}"
+                            );
+                        }
+                        ctx.inc(t, r, w, clock as i64 + 1).unwrap();
+                    }
+                    ctx.clock().unwrap();
+                    // Acknowledged: committed by a quorum of every shard.
+                    progress[w as usize].store(clock + 1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    // Kill the leader of row 0's shard once every worker is a few clocks in.
+    let start = Instant::now();
+    while progress
+        .iter()
+        .map(|p| p.load(Ordering::SeqCst))
+        .min()
+        .unwrap()
+        < 5
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "workers stalled\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = shard_group(shard_of(1, 0, 16));
+    let victim = client
+        .status(1)
+        .unwrap()
+        .groups
+        .iter()
+        .find(|g| g.group == group)
+        .unwrap()
+        .leader;
+    c.kill(victim);
+    let killed_at: Vec<u64> = progress.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let during: Vec<u64> = progress.iter().map(|p| p.load(Ordering::SeqCst)).collect();
+    c.spawn(victim);
+    for h in handles {
+        h.join().expect("worker panicked");
+    }
+    assert!(
+        during.iter().zip(&killed_at).any(|(d, k)| d > k) || during.iter().all(|&d| d == CLOCKS),
+        "no worker progressed while node {victim} was down: {killed_at:?} -> {during:?}"
+    );
+    // Every replica (3 of 3 nodes) ends with the exact totals.
+    let per_worker = (CLOCKS * (CLOCKS + 1) / 2) as i64;
+    let expected: Vec<i64> = vec![per_worker; WORKERS as usize];
+    for n in 1..=3u64 {
+        for r in 0..ROWS {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let got = client.read_local(n, 1, r, Some(1));
+                if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, clocks)) = &got {
+                    if clocks.iter().all(|&k| k == CLOCKS) {
+                        assert_eq!(v, &expected, "node {n} row {r}");
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {n} row {r} did not catch up: {got:?}\n{}",
+                    c.logs()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// A SIGSTOPped node (a stand-in for a partition) loses its leaderships,
+/// the others keep serving, and after SIGCONT it catches up through a
+/// snapshot (its peers purged the log it missed).
+#[test]
+fn stopped_node_loses_leadership_and_catches_up() {
+    let mut c = LocalCluster::start(3, 6, "[raft]\nsnapshot_after_entries = 20\n");
+    let client = c.connect();
+    let view = c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let led_by_2: Vec<u64> = view
+        .iter()
+        .filter(|(g, l)| *g != 0 && *l == 2)
+        .map(|(g, _)| *g)
+        .collect();
+    assert!(!led_by_2.is_empty(), "node 2 leads nothing: {view:?}");
+    let spec = counters(3, 1);
+    client.create_table(&spec).unwrap();
+    client.register_job(3, 1, false).unwrap();
+    let client = Arc::new(client);
+    let node = Node::new(client.clone(), 1024);
+    let mut w = WorkerCtx::new(node, 3, 0, 1, Consistency::Ssp { staleness: 1 }, &[spec], 0);
+    let t = w.table::<i64>("counters").unwrap();
+    let step = |w: &mut WorkerCtx| {
+        for r in 0..12 {
+            w.inc(t, r, 0, 1).unwrap();
+        }
+        w.clock().unwrap();
+    };
+    for _ in 0..5 {
+        step(&mut w);
+    }
+    let pid = c.pid(2);
+    signal(pid, libc::SIGSTOP);
+    // The others elect new leaders for node 2's groups.
+    let start = Instant::now();
+    loop {
+        let s1 = client.status(1).unwrap();
+        let moved = s1
+            .groups
+            .iter()
+            .filter(|g| led_by_2.contains(&g.group))
+            .all(|g| g.leader != 2 && g.leader != 0);
+        if moved {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "leadership did not move: {:?}",
+            s1.groups
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The cluster keeps serving: 60 more clocks (more than the snapshot
+    // threshold, so the stopped node's missing log is purged).
+    for _ in 0..60 {
+        step(&mut w);
+    }
+    signal(pid, libc::SIGCONT);
+    for r in 0..12 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = client.read_local(2, 1, r, Some(3));
+            if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, clocks)) = &got {
+                if clocks == &vec![65] {
+                    assert_eq!(v, &vec![65], "row {r} on node 2");
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 2 did not catch up on row {r}: {got:?}\n{}",
+                c.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let log = std::fs::read_to_string(c.path().join("node2.log")).unwrap();
+    assert!(
+        log.contains("snapshot installed"),
+        "node 2 caught up without installing a snapshot\n{}",
+        c.logs()
+    );
+}
+
+/// Garbage bytes, a wrong protocol version, a wrong cluster and
+/// undecodable payloads get clear errors; the node keeps serving.
+#[test]
+fn garbage_and_wrong_versions_get_clear_errors() {
+    let c = LocalCluster::start(1, 4, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1], Duration::from_secs(30));
+    let addr = c.nodes[0].addr.clone();
+    // Raw garbage on the socket, with and without the HTTP/2 preface.
+    for bytes in [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761u32) >> 13) as u8)
+            .collect::<Vec<u8>>(),
+        [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice(), &[0xff; 64]].concat(),
+    ] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.write_all(&bytes);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+    }
+    let status = client.status(1).expect("node still serving after garbage");
+    let cluster = status.cluster;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |version: u32, cluster: u64, kind: u32, raft: bool, payload: Vec<u8>| {
+        rt.block_on(async {
+            let mut p = PeerClient::connect(format!("http://{addr}")).await.unwrap();
+            let env = Envelope {
+                version,
+                cluster,
+                from: 1,
+                group: 1,
+                kind,
+                payload,
+            };
+            if raft {
+                p.raft(env).await
+            } else {
+                p.data(env).await
+            }
+        })
+    };
+    let e = call(99, cluster, KIND_DATA, false, vec![]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        e.message().contains("protocol version 99") && e.message().contains("version 1"),
+        "{}",
+        e.message()
+    );
+    let e = call(1, cluster ^ 1, KIND_DATA, false, vec![]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(e.message().contains("cluster"), "{}", e.message());
+    let e = call(
+        1,
+        cluster,
+        KIND_DATA,
+        false,
+        vec![0xde, 0xad, 0xbe, 0xef, 0xff],
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("cannot decode data request"),
+        "{}",
+        e.message()
+    );
+    let e = call(1, cluster, KIND_APPEND, true, vec![0xff; 32]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("cannot decode append-entries"),
+        "{}",
+        e.message()
+    );
+    let e = call(1, cluster, 77, true, vec![]).unwrap_err();
+    assert!(
+        e.message().contains("unknown Raft message kind 77"),
+        "{}",
+        e.message()
+    );
+    // Still serving: a table write and read.
+    client.create_table(&counters(5, 1)).unwrap();
+    client.register_job(5, 1, false).unwrap();
+    match client
+        .call(1, &DataRequest::RowIds { shard: 0, table: 1 })
+        .unwrap()
+    {
+        DataReply::RowIds(ids) => assert!(ids.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let _: &ClusterShards = &client;
+}
+
+/// A bad node configuration is refused at start with the field named.
+#[test]
+fn bad_node_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("node.toml");
+    std::fs::write(
+        &cfg,
+        "id = 4\nlisten = \"127.0.0.1:1\"\ndata_dir = \"d\"\npeers = [{ id = 1, addr = \"127.0.0.1:1\" }]\n",
+    )
+    .unwrap();
+    let out = petuum_tests::run(
+        "petuumd",
+        &["serve", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`peers`") && err.contains("id 4"), "{err}");
+    std::fs::write(&cfg, "id = 1\nlisten = \"nowhere\"\n").unwrap();
+    let out = petuum_tests::run(
+        "petuumd",
+        &["serve", "--config", cfg.to_str().unwrap()],
+        dir.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen"), "{err}");
+}
+
+/// With `[tls]` nodes talk mutual TLS (Raft needs a certificate signed by
+/// the cluster CA) and with `client_token_file` every request needs the
+/// bearer token; the token never appears in the logs.
+#[test]
+fn mutual_tls_and_client_token() {
+    use petuum_cluster::ConnectOptions;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+    let certs = tempfile::tempdir().unwrap();
+    let tls = petuum_tests::cluster::make_certs(certs.path(), 3);
+    let secret = "tok-5e9a1c7d2b4f8e30";
+    let token_file = certs.path().join("token");
+    std::fs::write(&token_file, format!("{secret}\n")).unwrap();
+    let c = LocalCluster::start_with(3, 4, |id| {
+        format!(
+            "client_token_file = \"{}\"\n{}",
+            token_file.display(),
+            tls[id as usize - 1]
+        )
+    });
+    let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+    let ca = Certificate::from_pem(read("ca.pem"));
+    let client_tls = ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(Identity::from_pem(read("node1.pem"), read("node1.key")));
+    let opts = ConnectOptions {
+        tls: Some(client_tls.clone()),
+        token: Some(secret.into()),
+        ..Default::default()
+    };
+    let client = c.connect_with(opts.clone());
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    client.create_table(&counters(9, 1)).unwrap();
+    client.register_job(9, 1, false).unwrap();
+    let node = Node::new(Arc::new(client), 64);
+    let mut w = WorkerCtx::new(node, 9, 0, 1, Consistency::Bsp, &[counters(9, 1)], 0);
+    let t = w.table::<i64>("counters").unwrap();
+    w.inc(t, 3, 0, 42).unwrap();
+    w.clock().unwrap();
+    assert_eq!(w.get(t, 3).unwrap().value(0), 42);
+
+    // No token: refused, and the error says why.
+    let quick = Duration::from_secs(2);
+    let no_token = ConnectOptions {
+        token: None,
+        deadline: quick,
+        ..opts.clone()
+    };
+    let e = petuum_cluster::ClusterShards::connect(&c.endpoints(), no_token)
+        .err()
+        .expect("token required");
+    assert!(e.to_string().contains("bearer token"), "{e}");
+    // Plain HTTP/2 to a TLS node: no answer.
+    let plain = ConnectOptions {
+        tls: None,
+        deadline: quick,
+        ..opts.clone()
+    };
+    assert!(petuum_cluster::ClusterShards::connect(&c.endpoints(), plain).is_err());
+    // TLS without a client certificate: status is allowed (clients), Raft is not.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let addr = c.nodes[0].addr.clone();
+    let cluster = rt.block_on(async {
+        let ch = Endpoint::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(ClientTlsConfig::new().ca_certificate(ca.clone()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut status = petuum_proto::v1::cluster_client::ClusterClient::new(ch.clone());
+        let mut req = tonic::Request::new(petuum_proto::v1::StatusRequest {});
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+        let s = status
+            .status(req)
+            .await
+            .expect("status over TLS without a client cert");
+        let mut peer = PeerClient::new(ch);
+        let mut req = tonic::Request::new(Envelope {
+            version: 1,
+            cluster: s.get_ref().cluster,
+            from: 2,
+            group: 1,
+            kind: KIND_APPEND,
+            payload: vec![],
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {secret}").parse().unwrap());
+        let e = peer.raft(req).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("peer certificate"), "{}", e.message());
+        s.into_inner().cluster
+    });
+    assert_ne!(cluster, 0);
+    for n in &c.nodes {
+        let log = std::fs::read_to_string(&n.log).unwrap();
+        assert!(!log.contains(secret), "node {} logged the token", n.id);
+    }
+}
