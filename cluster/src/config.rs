@@ -55,9 +55,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
+            heartbeat_ms: 75,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
             snapshot_after_entries: 5000,
             max_entries_per_append: 256,
             rpc_timeout_ms: 2000,

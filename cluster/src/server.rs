@@ -161,6 +161,17 @@ pub async fn serve(
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX);
     let cluster = ClusterServer::new(ClusterSvc { node: node.clone() });
+    // Accepted sockets get TCP_NODELAY here: with a caller-bound listener
+    // tonic does not set it, and Nagle + delayed ACKs add ~40 ms per RPC.
+    let incoming = tonic::transport::server::TcpIncoming::from_listener(
+        listener,
+        true,
+        Some(Duration::from_secs(30)),
+    )
+    .map_err(|e| NodeError::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
     tracing::info!(node = node.id(), %addr, "listening");
     node.bootstrap().await;
     tokio::spawn(node.clone().balance_leaders());
@@ -168,10 +179,7 @@ pub async fn serve(
     builder
         .add_service(peer)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| NodeError::Listen {
             addr: addr.to_string(),

@@ -61,6 +61,36 @@ fn three_nodes_form_with_64_shards_and_spread_leaders() {
         "{:?}",
         s.groups
     );
+    // The CLI shows the same picture.
+    let ep = format!("http://{}", c.nodes[1].addr);
+    let out = petuum_tests::run(
+        "petuum-client",
+        &["nodes", "--json", "--endpoint", &ep],
+        c.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = &petuum_tests::json_lines(&out)[0];
+    assert_eq!(j["shards"], 64);
+    assert_eq!(j["leaderless"].as_array().unwrap().len(), 0);
+    let led: u64 = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["leads"].as_u64().unwrap())
+        .sum();
+    assert_eq!(led, 64);
+    let out = petuum_tests::run(
+        "petuum-client",
+        &["nodes", "--endpoint", "http://127.0.0.1:1"],
+        c.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
     // A table over the 64 shards takes writes and reads on every shard.
     client.create_table(&counters(7, 2)).unwrap();
     client.register_job(7, 1, false).unwrap();
@@ -184,6 +214,31 @@ fn killed_leader_loses_no_acknowledged_increment() {
         during.iter().zip(&killed_at).any(|(d, k)| d > k) || during.iter().all(|&d| d == CLOCKS),
         "no worker progressed while node {victim} was down: {killed_at:?} -> {during:?}"
     );
+    // The restarted node takes back leadership of the shards it is the
+    // preferred leader of (leadership balancing).
+    let placement = client.placement().clone();
+    let preferred: Vec<u64> = (0..16)
+        .filter(|&s| placement.preferred_leader(s) == victim)
+        .map(shard_group)
+        .collect();
+    let start = Instant::now();
+    loop {
+        let view = c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+        let back = view
+            .iter()
+            .filter(|(g, l)| preferred.contains(g) && *l == victim)
+            .count();
+        if back == preferred.len() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "node {victim} leads {back} of its {} preferred groups: {view:?}\n{}",
+            preferred.len(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     // Every replica (3 of 3 nodes) ends with the exact totals.
     let per_worker = (CLOCKS * (CLOCKS + 1) / 2) as i64;
     let expected: Vec<i64> = vec![per_worker; WORKERS as usize];
