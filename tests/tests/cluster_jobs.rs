@@ -92,3 +92,83 @@ fn deterministic_mnist_job_on_three_nodes_equals_embedded_bytes() {
         .unwrap();
     assert!(acc > 0.88, "accuracy {acc}");
 }
+
+/// Every data-parallel algorithm, deterministic, on one 3-node cluster:
+/// each model byte-identical to its embedded run.
+#[test]
+fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
+    let d = datasets();
+    let data = |f: &str| d.join(f).display().to_string();
+    let jobs: Vec<(&str, String, u64)> = vec![
+        (
+            "logistic_regression",
+            format!("[data]\nformat = \"libsvm\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nlearning_rate = 10.0\nbatch_size = 32\nbatches_per_clock = 10\nl2 = 0.0002", data("spamassassin/spam.libsvm")),
+            30,
+        ),
+        (
+            "svm",
+            format!("[data]\nformat = \"libsvm\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nlearning_rate = 10.0\nbatch_size = 32\nbatches_per_clock = 10\nl2 = 0.0002", data("spamassassin/spam.libsvm")),
+            30,
+        ),
+        (
+            "kmeans",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+            40,
+        ),
+        (
+            "random_forest",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nnum_trees = 20", data("classification/satimage.csv")),
+            10,
+        ),
+        (
+            "dml",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nlearning_rate = 0.01", data("classification/ionosphere.csv")),
+            60,
+        ),
+        (
+            "lda",
+            format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 20", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
+            20,
+        ),
+    ];
+    let c = LocalCluster::start(3, 16, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let cluster = Node::new(Arc::new(client), Node::DEFAULT_CACHE_ROWS);
+    let stop = AtomicBool::new(false);
+    for (i, (algorithm, body, clocks)) in jobs.into_iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let model_a = dir.path().join("embedded.safetensors");
+        let model_b = dir.path().join("cluster.safetensors");
+        let path = dir.path().join("job.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = 5\nshards = 16\nclocks = {clocks}\n[model]\npath = \"{}\"\n{body}\n",
+                model_a.display()
+            ),
+        )
+        .unwrap();
+        let spec = JobSpec::from_file(&path).unwrap();
+        let algo = petuum_algorithms::build(&spec).unwrap();
+        let cfg = RunConfig {
+            job: 10 + i as u64,
+            first_table: 100 * (i as u32 + 1),
+            workers: spec.run.workers,
+            consistency: spec.consistency(),
+            clocks: spec.clocks(),
+            seed: spec.run.seed,
+            deterministic: spec.run.deterministic,
+        };
+        let embedded = Node::new(Arc::new(InProcShards::new(16)), Node::DEFAULT_CACHE_ROWS);
+        let a = run_job(&embedded, algo.as_ref(), &cfg, &model_a, &NoProgress, &stop).unwrap();
+        let b = run_job(&cluster, algo.as_ref(), &cfg, &model_b, &NoProgress, &stop)
+            .unwrap_or_else(|e| panic!("{algorithm} on the cluster: {e}\n{}", c.logs()));
+        assert_eq!(a.objective.to_bits(), b.objective.to_bits(), "{algorithm}");
+        assert!(
+            std::fs::read(&model_a).unwrap() == std::fs::read(&model_b).unwrap(),
+            "{algorithm}: the cluster run's model differs from the embedded run's"
+        );
+        cluster.service().drop_job(cfg.job);
+    }
+}
