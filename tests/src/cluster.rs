@@ -216,6 +216,12 @@ impl LocalCluster {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if std::env::var_os("PETUUM_KEEP_CLUSTER").is_some() {
+            if let Ok(spare) = tempfile::tempdir() {
+                let dir = std::mem::replace(&mut self.dir, spare);
+                eprintln!("keeping the cluster's directory {}", dir.keep().display());
+            }
+        }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 // A SIGSTOPped node must be continued to die promptly.

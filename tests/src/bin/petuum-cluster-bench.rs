@@ -113,7 +113,9 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(3);
-    let mut c = LocalCluster::start(nodes, SHARDS, "");
+    // Extra node config lines, e.g. "replicas = 1" or a [raft] table.
+    let extra = std::env::var("PETUUM_BENCH_CONFIG").unwrap_or_default();
+    let mut c = LocalCluster::start(nodes, SHARDS, &extra);
     let client = Arc::new(c.connect());
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
