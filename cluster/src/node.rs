@@ -525,6 +525,14 @@ impl ClusterNode {
                 self.yield_leadership(group, to).await?;
                 Ok(DataReply::Ok)
             }
+            DataRequest::Elect { group } => {
+                let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+                raft.trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Ok)
+            }
         }
     }
 
@@ -575,6 +583,71 @@ impl ClusterNode {
             yielding.lock().remove(&group);
         });
         Ok(())
+    }
+
+    /// Hands leadership of every group this node leads to another replica
+    /// (graceful stop, preemption): stop heartbeats and campaigning, refuse
+    /// writes, wait out the followers' leader lease, then ask another
+    /// member to campaign. All groups at once; returns the groups handed
+    /// off.
+    pub async fn hand_off(&self) -> Vec<u64> {
+        let me = self.id();
+        let mut led = Vec::new();
+        let mut ids: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
+        if self.meta.is_some() {
+            ids.push(META_GROUP);
+        }
+        for group in ids {
+            let Some(raft) = self.raft(group) else {
+                continue;
+            };
+            if raft.metrics().borrow().current_leader == Some(me) {
+                self.yielding.lock().insert(group);
+                raft.runtime_config().heartbeat(false);
+                raft.runtime_config().elect(false);
+                led.push(group);
+            }
+        }
+        for group in self.shards.keys().map(|&s| shard_group(s)) {
+            if let Some(raft) = self.raft(group) {
+                raft.runtime_config().elect(false);
+            }
+        }
+        if led.is_empty() {
+            return led;
+        }
+        tracing::info!(
+            node = me,
+            groups = led.len(),
+            "handing leadership off before stopping"
+        );
+        tokio::time::sleep(Duration::from_millis(
+            self.config.raft.election_timeout_max_ms + 50,
+        ))
+        .await;
+        join_all(led.iter().map(|&group| async move {
+            for target in self.placement.members(group) {
+                if target == me {
+                    continue;
+                }
+                let r = self
+                    .peers
+                    .call(
+                        target,
+                        Method::Data,
+                        group,
+                        KIND_DATA,
+                        wire::encode(&DataRequest::Elect { group }),
+                        Duration::from_millis(500),
+                    )
+                    .await;
+                if r.is_ok() {
+                    break;
+                }
+            }
+        }))
+        .await;
+        led
     }
 
     /// Periodically takes back leadership of the groups this node should

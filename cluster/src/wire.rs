@@ -49,6 +49,9 @@ pub enum DataRequest {
     Meta(MetaCommand),
     /// Asks the leader of `group` to hand leadership to `to`.
     Yield { group: u64, to: u64 },
+    /// Asks this node to campaign for leadership of `group` now (the
+    /// leader handing off on shutdown has stopped its heartbeats).
+    Elect { group: u64 },
     /// ESSP push as a long poll: answers with fresh copies of `rows` as
     /// soon as the job's min clock on this replica passes `after` (or
     /// `NotYet` after `wait_ms`).

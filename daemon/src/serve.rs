@@ -35,14 +35,23 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("opening node from {}", config.display()))?;
         let id = node.id();
-        let shutdown = async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("installing the SIGTERM handler");
+        let stopping = node.clone();
+        let shutdown = async move {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
             tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+                _ = term.recv() => tracing::info!("SIGTERM: handing off leadership, then stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: handing off leadership, then stopping"),
             }
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            // Keep serving while the groups move, so writers are told
+            // "not the leader" instead of finding a closed port.
+            let handed = stopping.hand_off().await;
+            eprintln!(
+                "petuumd: node {} handed off {} groups; stopping",
+                stopping.id(),
+                handed.len()
+            );
         };
         eprintln!(
             "petuumd: node {id} serving on {} (cluster {:016x}, {} shards)",
@@ -51,7 +60,6 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             node.placement.shards()
         );
         server::serve(node.clone(), shutdown, notify_ready).await?;
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         node.shutdown().await;
         eprintln!("petuumd: node {id} stopped");
         Ok(ExitCode::SUCCESS)

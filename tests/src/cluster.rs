@@ -117,6 +117,24 @@ impl LocalCluster {
         }
     }
 
+    /// Waits for node `id` to exit by itself (after a signal); None if it
+    /// is still running after `timeout`.
+    pub fn wait_exit(&mut self, id: u64, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let n = self.node(id);
+        loop {
+            let child = n.child.as_mut().expect("node running");
+            if let Ok(Some(status)) = child.try_wait() {
+                n.child = None;
+                return Some(status);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The pid of a running node.
     pub fn pid(&mut self, id: u64) -> u32 {
         self.node(id).child.as_ref().expect("node running").id()

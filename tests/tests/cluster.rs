@@ -574,3 +574,49 @@ fn mutual_tls_and_client_token() {
         assert!(!log.contains(secret), "node {} logged the token", n.id);
     }
 }
+
+/// SIGTERM (preemption, `systemctl stop`): the node hands its leaderships
+/// to other replicas while still serving, exits 0 well within the unit's
+/// 30 s grace period, and the cluster keeps taking writes.
+#[test]
+fn sigterm_hands_off_leadership_and_exits_zero() {
+    let mut c = LocalCluster::start(3, 8, "");
+    let client = c.connect();
+    let view = c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    assert!(
+        view.iter().any(|&(_, l)| l == 1),
+        "node 1 leads nothing: {view:?}"
+    );
+    client.create_table(&counters(4, 1)).unwrap();
+    client.register_job(4, 1, false).unwrap();
+    let client = Arc::new(client);
+    let node = Node::new(client.clone(), 64);
+    let mut w = WorkerCtx::new(node, 4, 0, 1, Consistency::Bsp, &[counters(4, 1)], 0);
+    let t = w.table::<i64>("counters").unwrap();
+    let step = |w: &mut WorkerCtx| {
+        for r in 0..16 {
+            w.inc(t, r, 0, 1).unwrap();
+        }
+        w.clock().unwrap();
+    };
+    for _ in 0..3 {
+        step(&mut w);
+    }
+    let pid = c.pid(1);
+    let t0 = Instant::now();
+    signal(pid, libc::SIGTERM);
+    let status = c
+        .wait_exit(1, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("node 1 still running 20 s after SIGTERM\n{}", c.logs()));
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status:?}\n{}", c.logs());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    // Leadership already moved: every group has a leader among 2 and 3.
+    c.wait_leaders(&client, &[2, 3], Duration::from_secs(5));
+    for _ in 0..3 {
+        step(&mut w);
+    }
+    assert_eq!(w.get(t, 5).unwrap().value(0), 6);
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
+    assert!(log.contains("handed off"), "{}", c.logs());
+}

@@ -190,4 +190,33 @@ fn main() {
     let max = times.iter().cloned().fold(0.0, f64::max);
     let p50 = percentile(&mut times, 0.5);
     println!("\nfailover over {kills} kills of shard 0's leader: p50 {p50:.0} ms, max {max:.0} ms (default timeouts: heartbeat 75 ms, election 300-600 ms)");
+
+    // Graceful stop (SIGTERM: hand-off first) of shard 0's leader.
+    let mut graceful = Vec::new();
+    for i in 0..kills.min(10) {
+        push(&client).unwrap();
+        let leader = client
+            .status(1)
+            .or_else(|_| client.status(2))
+            .unwrap()
+            .groups
+            .iter()
+            .find(|g| g.group == shard_group(0))
+            .map(|g| g.leader)
+            .unwrap();
+        let pid = c.pid(leader);
+        let t0 = Instant::now();
+        petuum_tests::cluster::signal(pid, libc::SIGTERM);
+        push(&client).unwrap();
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        graceful.push(dt);
+        eprintln!("stop {i}: node {leader} (SIGTERM) -> first commit after {dt:.0} ms");
+        c.wait_exit(leader, Duration::from_secs(30));
+        c.spawn(leader);
+        c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let max = graceful.iter().cloned().fold(0.0, f64::max);
+    let p50 = percentile(&mut graceful, 0.5);
+    println!("graceful stop (SIGTERM, leadership handed off) of shard 0's leader, {} stops: p50 {p50:.0} ms, max {max:.0} ms", graceful.len());
 }
