@@ -470,6 +470,43 @@ fn bad_node_config_names_the_field() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listen"), "{err}");
+    // A data directory of another cluster, and a corrupt identity file,
+    // are refused before anything is opened.
+    let port = petuum_tests::cluster::free_port();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("cluster.json"),
+        r#"{"cluster_id": 1, "node": 1, "nodes": [1, 2], "shards": 8, "replicas": 3}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npeers = [{{ id = 1, addr = \"127.0.0.1:{port}\" }}]\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let serve = || {
+        petuum_tests::run(
+            "petuumd",
+            &["serve", "--config", cfg.to_str().unwrap()],
+            dir.path(),
+        )
+    };
+    let out = serve();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("belongs to node 1 of a cluster of nodes [1, 2]"),
+        "{err}"
+    );
+    std::fs::write(data.join("cluster.json"), "{not json").unwrap();
+    let out = serve();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("corrupt cluster identity"), "{err}");
 }
 
 /// With `[tls]` nodes talk mutual TLS (Raft needs a certificate signed by
