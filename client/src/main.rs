@@ -105,7 +105,7 @@ fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
         let nodes: Vec<_> = status
             .nodes
             .iter()
-            .map(|n| serde_json::json!({"id": n.id, "addr": n.addr, "leads": leads(n.id)}))
+            .map(|n| serde_json::json!({"id": n.id, "addr": n.addr, "state": n.state, "leads": leads(n.id)}))
             .collect();
         let groups: Vec<_> = status
             .groups

@@ -27,6 +27,26 @@ pub struct MetaState {
     pub tables: BTreeMap<TableId, TableSpec>,
     /// The next id [`MetaCommand::AllocIds`] hands out (ids start at 1).
     pub next_id: u64,
+    /// What each node last announced.
+    pub node_states: BTreeMap<u64, NodeState>,
+}
+
+/// What a node announced to the metadata group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeState {
+    /// Serving (announced after every start).
+    Up,
+    /// Stopping: its leaderships are handed off (SIGTERM, preemption).
+    Leaving,
+}
+
+impl NodeState {
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeState::Up => "up",
+            NodeState::Leaving => "leaving",
+        }
+    }
 }
 
 /// A metadata command.
@@ -44,6 +64,8 @@ pub enum MetaCommand {
     DefineTable(TableSpec),
     /// Allocates `count` consecutive ids (jobs, tables).
     AllocIds { count: u64 },
+    /// A node announces it is up or leaving.
+    SetNodeState { node: u64, state: NodeState },
 }
 
 /// The answer to a metadata command.
@@ -89,6 +111,13 @@ impl MetaState {
                     Ok(MetaAnswer::Ok)
                 }
             },
+            MetaCommand::SetNodeState { node, state } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(format!("node {node} is not a member"));
+                }
+                self.node_states.insert(node, state);
+                Ok(MetaAnswer::Ok)
+            }
             MetaCommand::AllocIds { count } => {
                 let first = self.next_id.max(1);
                 self.next_id = first + count;

@@ -3,7 +3,7 @@
 //! leadership balancing.
 
 use crate::config::NodeConfig;
-use crate::meta::{MetaAnswer, MetaCommand, MetaHandle, MetaStateMachine};
+use crate::meta::{MetaAnswer, MetaCommand, MetaHandle, MetaStateMachine, NodeState};
 use crate::network::{GroupNetwork, Method, Peers};
 use crate::placement::{group_shard, shard_group, Placement, META_GROUP};
 use crate::wire::{
@@ -278,6 +278,24 @@ impl ClusterNode {
                 Err(e) => tracing::warn!(node = me, group, error = %e, "is_initialized"),
             }
         }
+        {
+            // Announce this node as up once the metadata group takes writes
+            // (and the placement is recorded, so the node is a member).
+            let node = self.clone();
+            tokio::spawn(async move {
+                let cmd = MetaCommand::SetNodeState {
+                    node: me,
+                    state: NodeState::Up,
+                };
+                for _ in 0..600 {
+                    if node.meta_command(cmd.clone()).await.is_ok() {
+                        tracing::info!(node = me, "announced as up");
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+            });
+        }
         if self.placement.preferred(META_GROUP) == me {
             let node = self.clone();
             tokio::spawn(async move {
@@ -309,9 +327,10 @@ impl ClusterNode {
     async fn write(&self, group: u64, req: ShardRequest) -> Result<ShardResponse, DataError> {
         let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
         if self.yielding.lock().contains(&group) {
+            let me = self.id();
             return Err(DataError::NotLeader {
                 group,
-                leader: None,
+                leader: raft.metrics().borrow().current_leader.filter(|&l| l != me),
             });
         }
         match raft.client_write(req).await {
@@ -338,6 +357,17 @@ impl ClusterNode {
                 Err(DataError::NotLeader {
                     leader: Some(l), ..
                 }) => targets.push(l),
+                // No leader known here (an election, or this node is
+                // handing off): ask the other voters.
+                Err(DataError::NotLeader { leader: None, .. }) => {
+                    let me = self.id();
+                    targets = self
+                        .placement
+                        .meta_voters()
+                        .into_iter()
+                        .filter(|&n| n != me)
+                        .collect();
+                }
                 Err(e) => return Err(e),
             }
         } else {
@@ -613,7 +643,26 @@ impl ClusterNode {
                 raft.runtime_config().elect(false);
             }
         }
+        let announce = async {
+            let cmd = MetaCommand::SetNodeState {
+                node: me,
+                state: NodeState::Leaving,
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while tokio::time::Instant::now() < deadline {
+                if self.meta_command(cmd.clone()).await.is_ok() {
+                    tracing::info!(node = me, "announced as leaving");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::warn!(
+                node = me,
+                "could not announce leaving to the metadata group"
+            );
+        };
         if led.is_empty() {
+            announce.await;
             return led;
         }
         tracing::info!(
@@ -647,6 +696,8 @@ impl ClusterNode {
             }
         }))
         .await;
+        // The metadata group has a new leader by now (if this node led it).
+        announce.await;
         led
     }
 
@@ -710,6 +761,7 @@ impl ClusterNode {
 
     /// Status of this node and its groups.
     pub fn status(&self) -> StatusReply {
+        let states = self.meta_state().map(|m| m.node_states).unwrap_or_default();
         let mut groups = Vec::new();
         let mut ids: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
         if self.meta.is_some() {
@@ -749,6 +801,7 @@ impl ClusterNode {
                 .map(|&n| NodeInfo {
                     id: n,
                     addr: self.peers.addr(n).unwrap_or_default(),
+                    state: states.get(&n).map_or("unknown", |s| s.name()).to_string(),
                 })
                 .collect(),
             groups,

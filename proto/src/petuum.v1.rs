@@ -27,6 +27,11 @@ pub struct NodeInfo {
     pub id: u64,
     #[prost(string, tag = "2")]
     pub addr: ::prost::alloc::string::String,
+    /// As the metadata group records it: "up" (announced itself after
+    /// starting), "leaving" (stopping after handing off its leaderships), or
+    /// "unknown" (not announced yet, or this node holds no metadata replica).
+    #[prost(string, tag = "3")]
+    pub state: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GroupInfo {

@@ -77,6 +77,12 @@ fn three_nodes_form_with_64_shards_and_spread_leaders() {
     let j = &petuum_tests::json_lines(&out)[0];
     assert_eq!(j["shards"], 64);
     assert_eq!(j["leaderless"].as_array().unwrap().len(), 0);
+    for n in j["nodes"].as_array().unwrap() {
+        assert!(
+            ["up", "unknown"].contains(&n["state"].as_str().unwrap()),
+            "{n}"
+        );
+    }
     let led: u64 = j["nodes"]
         .as_array()
         .unwrap()
@@ -650,6 +656,15 @@ fn sigterm_hands_off_leadership_and_exits_zero() {
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     // Leadership already moved: every group has a leader among 2 and 3.
     c.wait_leaders(&client, &[2, 3], Duration::from_secs(5));
+    // And the metadata group knows node 1 left.
+    let states: Vec<(u64, String)> = client
+        .status(2)
+        .unwrap()
+        .nodes
+        .iter()
+        .map(|n| (n.id, n.state.clone()))
+        .collect();
+    assert_eq!(states[0], (1, "leaving".to_string()), "{states:?}");
     for _ in 0..3 {
         step(&mut w);
     }
