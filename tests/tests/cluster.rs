@@ -656,15 +656,27 @@ fn sigterm_hands_off_leadership_and_exits_zero() {
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     // Leadership already moved: every group has a leader among 2 and 3.
     c.wait_leaders(&client, &[2, 3], Duration::from_secs(5));
-    // And the metadata group knows node 1 left.
-    let states: Vec<(u64, String)> = client
-        .status(2)
-        .unwrap()
-        .nodes
-        .iter()
-        .map(|n| (n.id, n.state.clone()))
-        .collect();
-    assert_eq!(states[0], (1, "leaving".to_string()), "{states:?}");
+    // And the metadata group knows node 1 left (node 1 announced it before
+    // exiting; a follower's replica applies it with the next commit index).
+    let start = Instant::now();
+    loop {
+        let states: Vec<(u64, String)> = client
+            .status(2)
+            .unwrap()
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.state.clone()))
+            .collect();
+        if states[0] == (1, "leaving".to_string()) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{states:?}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for _ in 0..3 {
         step(&mut w);
     }
