@@ -10,7 +10,7 @@ use crate::wire::{
     self, DataError, DataReply, DataRequest, KIND_APPEND, KIND_DATA, KIND_SNAPSHOT, KIND_VOTE,
 };
 use futures::future::join_all;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 use parking_lot::Mutex;
@@ -464,6 +464,24 @@ impl ClusterNode {
                         Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
                         Err(_) => return Err(DataError::NotYet),
                     }
+                }
+            }
+            DataRequest::FetchLatest { shard, req } => {
+                let group = shard_group(shard);
+                let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
+                match g.raft.ensure_linearizable().await {
+                    Ok(_) => {}
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                        return Err(DataError::NotLeader {
+                            group,
+                            leader: f.leader_id,
+                        })
+                    }
+                    Err(e) => return Err(DataError::Unavailable(format!("group {group}: {e}"))),
+                }
+                match g.handle.with_current(|st| st.try_fetch(&req))? {
+                    Some(snap) => Ok(DataReply::Row(snap)),
+                    None => Err(DataError::NotYet),
                 }
             }
             DataRequest::Commands { shard, commands } => {

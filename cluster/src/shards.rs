@@ -391,6 +391,54 @@ impl ClusterShards {
 }
 
 impl ClusterShards {
+    /// A read that waits for no clock (job init and model export): every
+    /// acknowledged write must be in it, so it goes to the shard's leader,
+    /// which confirms its leadership (linearizable read) before answering.
+    fn fetch_latest(&self, shard: ShardId, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        let start = Instant::now();
+        let mut last = String::new();
+        let mut dead = std::collections::HashSet::new();
+        loop {
+            self.check_aborted(req.job)?;
+            if start.elapsed() > self.opts.deadline {
+                return Err(unavailable(format!(
+                    "shard {shard}: no leader answered a read of table {} row {} within {:?}: {last}",
+                    req.table, req.row, self.opts.deadline
+                )));
+            }
+            let node = self.leader_guess(shard);
+            let r = self.rt.block_on(self.data(
+                node,
+                &DataRequest::FetchLatest {
+                    shard,
+                    req: req.clone(),
+                },
+                self.opts.rpc_timeout,
+            ));
+            match r {
+                Ok(DataReply::Row(snap)) => return Ok(snap),
+                Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                Err(Failure::Data(DataError::Table(e))) => return Err(e),
+                Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
+                Err(f) => {
+                    let e = match f {
+                        Failure::Unreachable(e) => {
+                            dead.insert(node);
+                            DataError::Unavailable(e)
+                        }
+                        Failure::Data(d) => d,
+                    };
+                    let mut progress = false;
+                    self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                    last = e.to_string();
+                    if !progress {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            }
+        }
+    }
+
     /// ESSP in cluster mode: one long poll per (shard, job) that returns
     /// the subscribed rows each time the shard's min clock advances, pushed
     /// into the subscribed sinks (the process cache).
@@ -592,6 +640,9 @@ impl ShardService for ClusterShards {
 
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
         let shard = shard_of(req.table, req.row, self.num_shards());
+        if req.min_clock.is_none() && req.own_clock == 0 {
+            return self.fetch_latest(shard, req);
+        }
         let replicas = self.placement.replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
             Some(p) => p,

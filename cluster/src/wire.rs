@@ -30,6 +30,10 @@ pub enum DataRequest {
         req: FetchRequest,
         wait_ms: u64,
     },
+    /// A read of everything committed so far (init and export, which wait
+    /// for no clock): served by the shard's leader after a linearizable
+    /// read barrier, so no acknowledged write is missing.
+    FetchLatest { shard: ShardId, req: FetchRequest },
     /// Commands for one shard group (table and job setup), in order.
     Commands {
         shard: ShardId,
