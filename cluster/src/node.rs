@@ -666,7 +666,7 @@ impl ClusterNode {
                 node: me,
                 state: NodeState::Leaving,
             };
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
             while tokio::time::Instant::now() < deadline {
                 if self.meta_command(cmd.clone()).await.is_ok() {
                     tracing::info!(node = me, "announced as leaving");

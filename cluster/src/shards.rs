@@ -452,10 +452,8 @@ impl ClusterShards {
         self.rt.spawn(async move {
             let mut running: HashMap<(ShardId, JobId), tokio::task::JoinHandle<()>> =
                 HashMap::new();
+            // Runs until the connection (and with it this runtime) is dropped.
             loop {
-                if Arc::strong_count(&sinks) == 1 {
-                    return; // the connection is gone
-                }
                 let live: Vec<JobId> = jobs.lock().iter().copied().collect();
                 running.retain(|(_, j), h| live.contains(j) && !h.is_finished());
                 for &job in &live {
@@ -495,7 +493,7 @@ async fn watch_shard(
 ) {
     let mut i = replicas.iter().position(|&n| n == local).unwrap_or(0);
     let mut after: Clock = 0;
-    while jobs.lock().contains(&job) && Arc::strong_count(&sinks) > 1 {
+    while jobs.lock().contains(&job) {
         let live: Vec<Arc<dyn PushSink>> = {
             let mut s = sinks.lock();
             s.retain(|w| w.strong_count() > 0);
@@ -741,9 +739,4 @@ impl ShardService for ClusterShards {
             tracing::warn!(job, error = %e, "dropping the job's shard state");
         }
     }
-}
-
-/// The group of a shard (re-exported for tests and tools).
-pub fn group_of(shard: ShardId) -> u64 {
-    shard_group(shard)
 }

@@ -6,7 +6,6 @@
 
 use petuum_cluster::placement::shard_group;
 use petuum_cluster::wire::{DataReply, DataRequest, KIND_APPEND, KIND_DATA};
-use petuum_cluster::ClusterShards;
 use petuum_core::consistency::Consistency;
 use petuum_core::row::{AnyRow, Row};
 use petuum_core::service::ShardService;
@@ -446,7 +445,6 @@ fn garbage_and_wrong_versions_get_clear_errors() {
         DataReply::RowIds(ids) => assert!(ids.is_empty()),
         other => panic!("{other:?}"),
     }
-    let _: &ClusterShards = &client;
 }
 
 /// A bad node configuration is refused at start with the field named.
@@ -671,7 +669,7 @@ fn sigterm_hands_off_leadership_and_exits_zero() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(15),
             "{states:?}\n{}",
             c.logs()
         );

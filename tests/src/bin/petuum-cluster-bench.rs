@@ -98,6 +98,18 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
     }
 }
 
+/// The leader of `group` as a live node sees it.
+fn leader_of(client: &petuum_cluster::ClusterShards, group: u64) -> u64 {
+    (1..=3)
+        .find_map(|n| client.status(n).ok())
+        .expect("no node answered")
+        .groups
+        .iter()
+        .find(|g| g.group == group)
+        .map(|g| g.leader)
+        .expect("group not hosted")
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let clocks: u64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(100);
@@ -163,15 +175,7 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..kills {
         push(&client).unwrap();
-        let leader = client
-            .status(1)
-            .or_else(|_| client.status(2))
-            .unwrap()
-            .groups
-            .iter()
-            .find(|g| g.group == shard_group(0))
-            .map(|g| g.leader)
-            .unwrap();
+        let leader = leader_of(&client, shard_group(0));
         c.kill(leader);
         let t0 = Instant::now();
         push(&client).unwrap();
@@ -195,15 +199,7 @@ fn main() {
     let mut graceful = Vec::new();
     for i in 0..kills.min(10) {
         push(&client).unwrap();
-        let leader = client
-            .status(1)
-            .or_else(|_| client.status(2))
-            .unwrap()
-            .groups
-            .iter()
-            .find(|g| g.group == shard_group(0))
-            .map(|g| g.leader)
-            .unwrap();
+        let leader = leader_of(&client, shard_group(0));
         let pid = c.pid(leader);
         let t0 = Instant::now();
         petuum_tests::cluster::signal(pid, libc::SIGTERM);
