@@ -3,8 +3,8 @@
 //! The client side of petuum: validates job specs exactly as the server
 //! does (design.md §6: a spec is checked by the client before submission
 //! and by the server again), and asks a cluster node for the cluster's
-//! state over gRPC ([`cluster_status`]). The job API (`submit`, `status`,
-//! `watch`, `cancel`, `resume`, `list`) is not there yet.
+//! state over gRPC ([`cluster_status`]), and drives jobs through any node
+//! ([`Client`]: submit, status, list, watch, cancel, resume, logs, model).
 
 use petuum_core::spec::{JobSpec, SpecError};
 use std::path::Path;
@@ -18,6 +18,231 @@ pub enum ClientError {
     Unreachable { endpoint: String, reason: String },
     #[error("{endpoint} refused: {message}")]
     Refused { endpoint: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the server rejected the job: {0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ClientError {
+    /// The CLI's exit code for this error: 2 bad input, 3 unreachable or
+    /// refused by the cluster, 4 not found.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ClientError::Spec(_) | ClientError::Invalid(_) | ClientError::Io(_) => 2,
+            ClientError::Unreachable { .. } | ClientError::Refused { .. } => 3,
+            ClientError::NotFound(_) => 4,
+        }
+    }
+}
+
+pub use petuum_proto::v1::JobInfo;
+
+/// Whether a job state is final.
+pub fn is_terminal(state: &str) -> bool {
+    matches!(state, "succeeded" | "failed" | "cancelled")
+}
+
+/// A connection to a cluster node's job API.
+#[derive(Clone)]
+pub struct Client {
+    endpoint: String,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    jobs: petuum_proto::v1::jobs_client::JobsClient<tonic::transport::Channel>,
+}
+
+impl Client {
+    /// Connects to `endpoint` (`http://host:port`).
+    pub async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        let unreachable = |reason: String| ClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let token = match token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| unreachable("the token is not a valid header value".into()))?,
+            ),
+            None => None,
+        };
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| unreachable(format!("bad endpoint: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        Ok(Client {
+            endpoint: endpoint.to_string(),
+            token,
+            jobs: petuum_proto::v1::jobs_client::JobsClient::new(channel)
+                .max_decoding_message_size(64 << 20),
+        })
+    }
+
+    fn req<T>(&self, body: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(body);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("authorization", t.clone());
+        }
+        r
+    }
+
+    fn err(&self, s: tonic::Status) -> ClientError {
+        match s.code() {
+            tonic::Code::NotFound => ClientError::NotFound(s.message().to_string()),
+            tonic::Code::InvalidArgument => ClientError::Invalid(s.message().to_string()),
+            tonic::Code::Unavailable if s.message().contains("transport") => {
+                ClientError::Unreachable {
+                    endpoint: self.endpoint.clone(),
+                    reason: s.message().to_string(),
+                }
+            }
+            _ => ClientError::Refused {
+                endpoint: self.endpoint.clone(),
+                message: s.message().to_string(),
+            },
+        }
+    }
+
+    /// Validates the spec here (as [`load_job`]), then submits it; the
+    /// server validates it again.
+    pub async fn submit(&mut self, path: &Path) -> Result<JobInfo, ClientError> {
+        load_job(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(dir)
+            .map_err(|e| ClientError::Io(format!("{}: {e}", dir.display())))?;
+        self.submit_text(&text, &path.display().to_string(), &base)
+            .await
+    }
+
+    /// Submits spec text as is (the server validates it).
+    pub async fn submit_text(
+        &mut self,
+        spec_toml: &str,
+        origin: &str,
+        base_dir: &Path,
+    ) -> Result<JobInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::SubmitRequest {
+            spec_toml: spec_toml.to_string(),
+            origin: origin.to_string(),
+            base_dir: base_dir.display().to_string(),
+        });
+        self.jobs
+            .submit(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn status(&mut self, job: u64) -> Result<JobInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        self.jobs
+            .get(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn list(&mut self) -> Result<Vec<JobInfo>, ClientError> {
+        let req = self.req(petuum_proto::v1::ListRequest {});
+        self.jobs
+            .list(req)
+            .await
+            .map(|r| r.into_inner().jobs)
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn cancel(&mut self, job: u64) -> Result<JobInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        self.jobs
+            .cancel(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    pub async fn resume(&mut self, job: u64) -> Result<JobInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        self.jobs
+            .resume(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    /// Calls `each` with the job's record every time it changes, until the
+    /// job ends; returns the final record.
+    pub async fn watch(
+        &mut self,
+        job: u64,
+        mut each: impl FnMut(&JobInfo),
+    ) -> Result<JobInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        let mut stream = self
+            .jobs
+            .watch(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        let mut last = None;
+        while let Some(info) = stream.message().await.map_err(|s| self.err(s))? {
+            each(&info);
+            let end = is_terminal(&info.state);
+            last = Some(info);
+            if end {
+                break;
+            }
+        }
+        last.ok_or_else(|| ClientError::Refused {
+            endpoint: self.endpoint.clone(),
+            message: "the watch ended without a record".into(),
+        })
+    }
+
+    /// The job's log: events and progress lines, oldest first.
+    pub async fn logs(&mut self, job: u64) -> Result<Vec<(u64, String)>, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        self.jobs
+            .logs(req)
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .lines
+                    .into_iter()
+                    .map(|l| (l.at_ms, l.text))
+                    .collect()
+            })
+            .map_err(|s| self.err(s))
+    }
+
+    /// Downloads the trained model to `out` (written atomically); returns
+    /// its size.
+    pub async fn model(&mut self, job: u64, out: &Path) -> Result<u64, ClientError> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        let mut stream = self
+            .jobs
+            .model(req)
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        let mut bytes = Vec::new();
+        while let Some(c) = stream.message().await.map_err(|s| self.err(s))? {
+            bytes.extend_from_slice(&c.data);
+        }
+        let tmp = out.with_extension("part");
+        std::fs::write(&tmp, &bytes)
+            .and_then(|_| std::fs::rename(&tmp, out))
+            .map_err(|e| ClientError::Io(format!("{}: {e}", out.display())))?;
+        Ok(bytes.len() as u64)
+    }
 }
 
 /// The status of a cluster as one node sees it (its nodes and the Raft

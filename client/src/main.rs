@@ -1,12 +1,20 @@
 //! `petuum-client`: talks to a petuum cluster: `validate` a job spec,
-//! `nodes` (the cluster's nodes and Raft group leaders).
+//! `nodes` (the cluster's nodes and Raft group leaders), and the job
+//! commands (`submit`, `status`, `watch`, `list`, `cancel`, `resume`,
+//! `logs`, `model`).
 
 use clap::{Parser, Subcommand};
+use petuum_client::{Client, ClientError, JobInfo};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "petuum-client", version, about = "petuum client")]
+#[command(
+    name = "petuum-client",
+    version,
+    about = "petuum client: submit and follow jobs on a petuum cluster",
+    after_help = "Exit codes: 0 success; 1 the job failed or was cancelled (submit --wait, watch, status); 2 bad input (job spec, arguments, files); 3 the node is unreachable or refused; 4 no such job."
+)]
 struct Cli {
     /// A node of the cluster.
     #[arg(
@@ -19,6 +27,9 @@ struct Cli {
     /// Bearer token, when the cluster has a client_token_file.
     #[arg(long, global = true, env = "PETUUM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,25 +37,44 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a job spec as the server would, without submitting it.
-    Validate {
-        job: PathBuf,
-        /// Print the resolved spec as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Validate { job: PathBuf },
     /// The cluster's nodes and who leads each Raft group (exit 1 when a
     /// group has no leader).
-    Nodes {
+    Nodes,
+    /// Submit a job spec (validated here, then by the server).
+    Submit {
+        job: PathBuf,
+        /// Follow the job until it ends (as `watch`).
         #[arg(long)]
-        json: bool,
+        wait: bool,
+    },
+    /// A job's state and progress.
+    Status { job: u64 },
+    /// Follow a job live until it ends (progress bar on a terminal).
+    Watch { job: u64 },
+    /// Every job the cluster knows.
+    List,
+    /// Cancel a job.
+    Cancel { job: u64 },
+    /// Continue a paused or failed job from its newest checkpoint.
+    Resume { job: u64 },
+    /// A job's events and progress.
+    Logs { job: u64 },
+    /// Download a finished job's model.
+    Model {
+        job: u64,
+        /// Where to write it.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.json;
     match cli.command {
-        Command::Nodes { json } => nodes(&cli.endpoint, cli.token.as_deref(), json),
-        Command::Validate { job, json } => match petuum_client::load_job(&job) {
+        Command::Nodes => nodes(&cli.endpoint, cli.token.as_deref(), json),
+        Command::Validate { job } => match petuum_client::load_job(&job) {
             Ok(spec) => {
                 if json {
                     println!("{}", serde_json::json!({"valid": true, "spec": spec}));
@@ -53,18 +83,311 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                if json {
+            Err(e) => fail(json, &e),
+        },
+        cmd => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime");
+            rt.block_on(jobs(&cli.endpoint, cli.token.as_deref(), json, cmd))
+        }
+    }
+}
+
+/// Prints a one-line reason and returns the error's exit code.
+fn fail(json: bool, e: &ClientError) -> ExitCode {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"error": e.to_string(), "exit_code": e.exit_code()})
+        );
+    }
+    eprintln!("petuum-client: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+async fn jobs(endpoint: &str, token: Option<&str>, json: bool, cmd: Command) -> ExitCode {
+    match run_jobs(endpoint, token, json, cmd).await {
+        Ok(code) => code,
+        Err(e) => fail(json, &e),
+    }
+}
+
+async fn run_jobs(
+    endpoint: &str,
+    token: Option<&str>,
+    json: bool,
+    cmd: Command,
+) -> Result<ExitCode, ClientError> {
+    if let Command::Submit { job, .. } = &cmd {
+        // Refuse a bad spec before touching the network.
+        petuum_client::load_job(job)?;
+    }
+    let mut c = Client::connect(endpoint, token).await?;
+    match cmd {
+        Command::Submit { job, wait } => {
+            let info = c.submit(&job).await?;
+            if json {
+                println!("{}", job_json(&info));
+            } else {
+                println!("job {} `{}` submitted ({})", info.id, info.name, info.algorithm);
+            }
+            if wait {
+                return watch(&mut c, info.id, json).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { job } => {
+            let info = c.status(job).await?;
+            if json {
+                println!("{}", job_json(&info));
+            } else {
+                print_status(&info);
+            }
+            Ok(final_code(&info))
+        }
+        Command::Watch { job } => watch(&mut c, job, json).await,
+        Command::List => {
+            let jobs = c.list().await?;
+            if json {
+                let v: Vec<_> = jobs.iter().map(job_json).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else if jobs.is_empty() {
+                println!("no jobs");
+            } else {
+                println!(
+                    "{:>5}  {:<20} {:<20} {:<10} {:>13}  {:>5}",
+                    "ID", "NAME", "ALGORITHM", "STATE", "CLOCK", "NODE"
+                );
+                for j in &jobs {
                     println!(
-                        "{}",
-                        serde_json::json!({"valid": false, "error": e.to_string()})
+                        "{:>5}  {:<20} {:<20} {:<10} {:>13}  {:>5}",
+                        j.id,
+                        truncate(&j.name, 20),
+                        truncate(&j.algorithm, 20),
+                        j.state,
+                        format!("{}/{}", j.clock, j.clocks),
+                        if j.host == 0 { "-".to_string() } else { j.host.to_string() }
                     );
                 }
-                eprintln!("petuum-client: {e}");
-                ExitCode::from(2)
             }
-        },
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel { job } => {
+            let info = c.cancel(job).await?;
+            if json {
+                println!("{}", job_json(&info));
+            } else if info.state == "cancelled" {
+                println!("job {job} cancelled");
+            } else {
+                println!("job {job}: cancel requested (its node stops it)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resume { job } => {
+            let info = c.resume(job).await?;
+            if json {
+                println!("{}", job_json(&info));
+            } else {
+                println!(
+                    "job {job} resumes {}",
+                    if info.has_checkpoint {
+                        format!("from the checkpoint of clock {}", info.checkpoint)
+                    } else {
+                        "from clock 0 (no checkpoint)".to_string()
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Logs { job } => {
+            let lines = c.logs(job).await?;
+            for (at, text) in lines {
+                if json {
+                    println!("{}", serde_json::json!({"at_ms": at, "text": text}));
+                } else {
+                    println!("{}  {text}", fmt_time(at));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model { job, output } => {
+            let n = c.model(job, &output).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"job": job, "path": output.display().to_string(), "bytes": n})
+                );
+            } else {
+                println!("wrote {} ({n} bytes)", output.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { .. } | Command::Nodes => unreachable!("handled in main"),
     }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n - 1).collect();
+        t.push('~');
+        t
+    }
+}
+
+/// UTC time of day of a ms timestamp.
+fn fmt_time(ms: u64) -> String {
+    let s = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        ms % 1000
+    )
+}
+
+fn final_code(info: &JobInfo) -> ExitCode {
+    match info.state.as_str() {
+        "failed" | "cancelled" => {
+            if !info.error.is_empty() {
+                eprintln!("petuum-client: job {} failed: {}", info.id, info.error);
+            } else {
+                eprintln!("petuum-client: job {} {}", info.id, info.state);
+            }
+            ExitCode::from(1)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+fn job_json(i: &JobInfo) -> serde_json::Value {
+    let metrics: serde_json::Map<String, serde_json::Value> = i
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+        .collect();
+    serde_json::json!({
+        "id": i.id,
+        "name": i.name,
+        "algorithm": i.algorithm,
+        "state": i.state,
+        "host": if i.host == 0 { serde_json::Value::Null } else { i.host.into() },
+        "epoch": i.epoch,
+        "clock": i.clock,
+        "clocks": i.clocks,
+        "objective": if i.has_progress || i.state == "succeeded" { serde_json::json!(i.objective) } else { serde_json::Value::Null },
+        "throughput": i.throughput,
+        "elapsed_s": i.elapsed_s,
+        "checkpoint": if i.has_checkpoint { i.checkpoint.into() } else { serde_json::Value::Null },
+        "recoveries": i.recoveries,
+        "error": if i.error.is_empty() { serde_json::Value::Null } else { i.error.clone().into() },
+        "model_bytes": i.model_bytes,
+        "metrics": metrics,
+        "workers": i.workers,
+        "seconds": i.seconds,
+        "submitted_ms": i.submitted_ms,
+        "finished_ms": if i.finished_ms == 0 { serde_json::Value::Null } else { i.finished_ms.into() },
+        "cancel_requested": i.cancel_requested,
+    })
+}
+
+fn print_status(i: &JobInfo) {
+    println!("job {} `{}` ({}, {} workers)", i.id, i.name, i.algorithm, i.workers);
+    let host = if i.host == 0 {
+        String::new()
+    } else {
+        format!(" on node {}", i.host)
+    };
+    println!("  state:      {}{host} (epoch {})", i.state, i.epoch);
+    if i.has_progress {
+        println!(
+            "  progress:   clock {}/{}, objective {:.6}, {:.0} samples/s",
+            i.clock, i.clocks, i.objective, i.throughput
+        );
+    } else {
+        println!("  progress:   clock 0/{}", i.clocks);
+    }
+    if i.has_checkpoint {
+        println!("  checkpoint: clock {}", i.checkpoint);
+    }
+    if i.recoveries > 0 {
+        println!("  recoveries: {}", i.recoveries);
+    }
+    if i.state == "succeeded" {
+        println!(
+            "  result:     objective {:.6} in {:.1}s, model {} bytes",
+            i.objective, i.seconds, i.model_bytes
+        );
+        let mut m: Vec<_> = i.metrics.iter().collect();
+        m.sort_by(|a, b| a.0.cmp(b.0));
+        for (k, v) in m {
+            println!("  {k}: {v:.4}");
+        }
+    }
+    if !i.error.is_empty() {
+        println!("  error:      {}", i.error);
+    }
+}
+
+async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientError> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    use std::io::IsTerminal;
+    let bar: Option<ProgressBar> = (!json && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::new(1);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} job {prefix} clock {pos}/{len} [{bar:30}] {msg} ({elapsed}, eta {eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_prefix(job.to_string());
+        b
+    });
+    let mut last_state = String::new();
+    let info = c
+        .watch(job, |i| {
+            if json {
+                println!("{}", job_json(i));
+                return;
+            }
+            if let Some(b) = &bar {
+                b.set_length(i.clocks.max(1));
+                b.set_position(i.clock);
+                b.set_message(format!(
+                    "{} | objective {:.4} | {:.0} samples/s",
+                    i.state, i.objective, i.throughput
+                ));
+            } else if i.state != last_state || i.has_progress {
+                eprintln!(
+                    "job {}: {} clock {}/{} objective {:.6} {:.0} samples/s{}",
+                    i.id,
+                    i.state,
+                    i.clock,
+                    i.clocks,
+                    i.objective,
+                    i.throughput,
+                    if i.host == 0 {
+                        String::new()
+                    } else {
+                        format!(" on node {}", i.host)
+                    }
+                );
+            }
+            last_state = i.state.clone();
+        })
+        .await?;
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    if !json {
+        print_status(&info);
+    }
+    Ok(final_code(&info))
 }
 
 fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
@@ -80,13 +403,7 @@ fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
     };
     let status = match rt.block_on(petuum_client::cluster_status(endpoint, token)) {
         Ok(s) => s,
-        Err(e) => {
-            if json {
-                println!("{}", serde_json::json!({"error": e.to_string()}));
-            }
-            eprintln!("petuum-client: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return fail(json, &e),
     };
     let leaderless: Vec<u64> = status
         .groups

@@ -12,6 +12,7 @@
 //!   so algorithm code does not change between embedded and cluster mode.
 
 pub mod config;
+pub mod jobs;
 pub mod meta;
 pub mod network;
 pub mod node;

@@ -2,6 +2,7 @@
 //! nodes, holding the cluster's nodes, shard placement and table
 //! definitions, and allocating ids.
 
+use crate::jobs::{JobCommand, JobRecord};
 use crate::placement::{Placement, META_GROUP};
 use crate::wire;
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -29,6 +30,8 @@ pub struct MetaState {
     pub next_id: u64,
     /// What each node last announced.
     pub node_states: BTreeMap<u64, NodeState>,
+    /// Jobs by id (crate::jobs).
+    pub jobs: BTreeMap<u64, JobRecord>,
 }
 
 /// What a node announced to the metadata group.
@@ -66,6 +69,8 @@ pub enum MetaCommand {
     AllocIds { count: u64 },
     /// A node announces it is up or leaving.
     SetNodeState { node: u64, state: NodeState },
+    /// A change to the job records.
+    Job(JobCommand),
 }
 
 /// The answer to a metadata command.
@@ -76,6 +81,8 @@ pub enum MetaAnswer {
     Ids {
         first: u64,
     },
+    /// A job command's answer: the job id (submit) or its epoch.
+    Job(u64),
 }
 
 impl MetaState {
@@ -117,6 +124,9 @@ impl MetaState {
                 }
                 self.node_states.insert(node, state);
                 Ok(MetaAnswer::Ok)
+            }
+            MetaCommand::Job(cmd) => {
+                crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd).map(MetaAnswer::Job)
             }
             MetaCommand::AllocIds { count } => {
                 let first = self.next_id.max(1);

@@ -3,7 +3,7 @@
 //! leadership balancing.
 
 use crate::config::NodeConfig;
-use crate::meta::{MetaAnswer, MetaCommand, MetaHandle, MetaStateMachine, NodeState};
+use crate::meta::{MetaAnswer, MetaCommand, MetaHandle, MetaState, MetaStateMachine, NodeState};
 use crate::network::{GroupNetwork, Method, Peers};
 use crate::placement::{group_shard, shard_group, Placement, META_GROUP};
 use crate::wire::{
@@ -345,6 +345,73 @@ impl ClusterNode {
         }
     }
 
+    /// The bearer token clients must send (the node's own connections as
+    /// a client send it too). Never log it.
+    pub fn client_token(&self) -> Option<String> {
+        self.token.clone()
+    }
+
+    /// The address clients reach this node at.
+    pub fn endpoint(&self) -> String {
+        self.peers
+            .addr(self.id())
+            .unwrap_or_else(|| self.config.listen.to_string())
+    }
+
+    /// Whether this node leads the metadata group now.
+    pub fn is_meta_leader(&self) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|(raft, _)| raft.metrics().borrow().current_leader == Some(self.id()))
+            && !self.yielding.lock().contains(&META_GROUP)
+    }
+
+    /// The metadata: this node's replica when it holds one, else a voter's.
+    pub async fn meta_read(&self) -> Result<MetaState, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.state());
+        }
+        let mut last = DataError::Unavailable("no metadata replica reachable".into());
+        for t in self.placement.meta_voters() {
+            match self.data_call(t, &DataRequest::MetaRead, Duration::from_secs(3)).await {
+                Ok(DataReply::MetaState(s)) => return Ok(*s),
+                Ok(other) => {
+                    last = DataError::Unavailable(format!("unexpected reply {other:?}"))
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Whether `node` answers within `timeout`.
+    pub async fn ping(&self, node: u64, timeout: Duration) -> bool {
+        if node == self.id() {
+            return true;
+        }
+        matches!(
+            self.data_call(node, &DataRequest::Ping, timeout).await,
+            Ok(DataReply::Ok)
+        )
+    }
+
+    /// One data request to another node.
+    pub async fn data_call(
+        &self,
+        node: u64,
+        req: &DataRequest,
+        timeout: Duration,
+    ) -> Result<DataReply, DataError> {
+        let bytes = self
+            .peers
+            .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+        let r: Result<DataReply, DataError> =
+            wire::decode(&bytes, "data reply").map_err(DataError::Unavailable)?;
+        r
+    }
+
     /// Runs a metadata command on the metadata leader (forwarding once).
     pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
         let mut targets: Vec<u64> = Vec::new();
@@ -573,6 +640,18 @@ impl ClusterNode {
                 self.yield_leadership(group, to).await?;
                 Ok(DataReply::Ok)
             }
+            DataRequest::MetaRead => match &self.meta {
+                Some((_, h)) => Ok(DataReply::MetaState(Box::new(h.state()))),
+                None => Err(DataError::NotHere { group: META_GROUP }),
+            },
+            DataRequest::Blob { job, clock, worker } => {
+                let store = petuum_storage::CheckpointStore::new(self.db.clone());
+                let blob = store
+                    .load_worker_blob(job, clock, worker)
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Blob(blob))
+            }
+            DataRequest::Ping => Ok(DataReply::Ok),
             DataRequest::Elect { group } => {
                 let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
                 raft.trigger()

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 /// Checks the bearer token when the node has one configured. The token is
 /// compared without early exit and never logged.
-pub(crate) fn check_token<T>(node: &ClusterNode, req: &Request<T>) -> Result<(), Status> {
+pub fn check_token<T>(node: &ClusterNode, req: &Request<T>) -> Result<(), Status> {
     let Some(want) = &node.token else {
         return Ok(());
     };
@@ -128,6 +128,7 @@ impl Cluster for ClusterSvc {
 /// node's groups are bootstrapped (petuumd tells systemd there).
 pub async fn serve(
     node: Arc<ClusterNode>,
+    extra: tonic::service::Routes,
     shutdown: impl Future<Output = ()> + Send + 'static,
     on_ready: impl FnOnce(),
 ) -> Result<(), NodeError> {
@@ -177,6 +178,7 @@ pub async fn serve(
     tokio::spawn(node.clone().balance_leaders());
     on_ready();
     builder
+        .add_routes(extra)
         .add_service(peer)
         .add_service(cluster)
         .serve_with_incoming_shutdown(incoming, shutdown)

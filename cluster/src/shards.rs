@@ -369,6 +369,69 @@ impl ClusterShards {
             .collect()
     }
 
+    /// Runs one command on a shard's leader and returns its response
+    /// (checkpoint requests, restores, worker blobs); a refusal is an error.
+    pub fn command(&self, shard: ShardId, req: ShardRequest) -> Result<ShardResponse, TableError> {
+        let mut out = self.rt.block_on(self.to_leaders(
+            vec![(shard, req)],
+            |shard, commands| DataRequest::Commands { shard, commands },
+            |reply| match reply {
+                DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),
+                other => Err(DataError::Refused(format!("unexpected reply {other:?}"))),
+            },
+        ))?;
+        Ok(out.pop().map(|(_, r)| r).unwrap_or_default())
+    }
+
+    /// Runs a command on every shard's leader (all shards at once).
+    pub fn command_all(&self, req: impl Fn(ShardId) -> ShardRequest) -> Result<(), TableError> {
+        self.commands(
+            (0..self.placement.shards())
+                .map(|s| (s, req(s)))
+                .collect(),
+        )
+    }
+
+    /// A worker blob of `job` at `clock` committed through `shard`'s
+    /// group: read from the first replica that has it.
+    pub fn fetch_blob(
+        &self,
+        shard: ShardId,
+        job: JobId,
+        clock: Clock,
+        worker: u32,
+    ) -> Result<Option<Vec<u8>>, TableError> {
+        let mut last = None;
+        let mut members = self.placement.members(crate::placement::shard_group(shard));
+        // The local replica first.
+        members.sort_by_key(|&n| n != self.local);
+        for node in members {
+            match self.call(node, &DataRequest::Blob { job, clock, worker }) {
+                Ok(DataReply::Blob(Some(b))) => return Ok(Some(b)),
+                Ok(_) => {}
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            // Every replica answered and none has it.
+            None => Ok(None),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// The metadata as a voter has applied it.
+    pub fn meta_read(&self) -> Result<crate::meta::MetaState, TableError> {
+        let mut last = String::new();
+        for node in self.placement.meta_voters() {
+            match self.call(node, &DataRequest::MetaRead) {
+                Ok(DataReply::MetaState(s)) => return Ok(*s),
+                Ok(other) => last = format!("unexpected reply {other:?}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(unavailable(format!("metadata unavailable: {last}")))
+    }
+
     /// Runs a metadata command.
     pub fn meta(&self, cmd: MetaCommand) -> Result<crate::meta::MetaAnswer, TableError> {
         let start = Instant::now();

@@ -1,7 +1,7 @@
 //! Messages of the node-to-node `Data` RPC (postcard inside the versioned
 //! [`petuum_proto::v1::Envelope`]).
 
-use crate::meta::{MetaAnswer, MetaCommand};
+use crate::meta::{MetaAnswer, MetaCommand, MetaState};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::row::AnyRow;
 use petuum_core::service::{FetchRequest, RowSnapshot};
@@ -66,6 +66,19 @@ pub enum DataRequest {
         rows: Vec<(TableId, RowId)>,
         wait_ms: u64,
     },
+    /// The metadata as this node's replica has applied it (metadata voters
+    /// only).
+    MetaRead,
+    /// A checkpoint part in this node's checkpoint store: worker `worker`'s
+    /// state of `job` at `clock` (a replica of the shard group that
+    /// committed it has it).
+    Blob {
+        job: JobId,
+        clock: Clock,
+        worker: u32,
+    },
+    /// Liveness probe (the job scheduler's failure detector).
+    Ping,
 }
 
 /// Why a `Data` request failed.
@@ -104,6 +117,8 @@ pub enum DataReply {
         min_clock: Clock,
         rows: Vec<((TableId, RowId), RowSnapshot)>,
     },
+    MetaState(Box<MetaState>),
+    Blob(Option<Vec<u8>>),
 }
 
 /// Encodes a value for an envelope payload.

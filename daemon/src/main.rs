@@ -8,6 +8,7 @@
 
 mod checkpoints;
 mod embedded;
+mod jobs;
 mod serve;
 
 use anyhow::Context;

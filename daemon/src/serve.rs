@@ -5,6 +5,11 @@ use petuum_cluster::{server, ClusterNode, NodeConfig};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// How long SIGTERM waits for running jobs to reach a checkpoint. With
+/// the leadership hand-off (about a second) and the Raft shutdown this
+/// stays inside the unit's `TimeoutStopSec=30s`.
+pub const JOB_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Tells systemd (Type=notify) the node is up, and starts the watchdog
 /// pings when the unit has `WatchdogSec`. Outside systemd this does nothing.
 fn notify_ready() {
@@ -35,7 +40,10 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("opening node from {}", config.display()))?;
         let id = node.id();
+        let jobs = crate::jobs::Jobs::new(node.clone());
+        let routes = crate::jobs::service::routes(jobs.clone());
         let stopping = node.clone();
+        let jobs_stopping = jobs.clone();
         let shutdown = async move {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
                 .expect("installing the SIGTERM handler");
@@ -44,6 +52,10 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: handing off leadership, then stopping"),
             }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+            // Preemption: running jobs stop at a checkpoint (bounded so
+            // the whole stop fits systemd's TimeoutStopSec=30s) and move
+            // to other nodes; then the leaderships move.
+            jobs_stopping.stop(JOB_STOP_GRACE).await;
             // Keep serving while the groups move, so writers are told
             // "not the leader" instead of finding a closed port.
             let handed = stopping.hand_off().await;
@@ -59,7 +71,14 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             node.cluster_id,
             node.placement.shards()
         );
-        server::serve(node.clone(), shutdown, notify_ready).await?;
+        let ready = {
+            let jobs = jobs.clone();
+            move || {
+                jobs.spawn();
+                notify_ready();
+            }
+        };
+        server::serve(node.clone(), routes, shutdown, ready).await?;
         node.shutdown().await;
         eprintln!("petuumd: node {id} stopped");
         Ok(ExitCode::SUCCESS)

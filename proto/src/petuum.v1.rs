@@ -76,6 +76,103 @@ pub struct ElectRequest {
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct ElectReply {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SubmitRequest {
+    /// The job spec, TOML text.
+    #[prost(string, tag = "1")]
+    pub spec_toml: ::prost::alloc::string::String,
+    /// Where the spec came from (named in errors), e.g. its file name.
+    #[prost(string, tag = "2")]
+    pub origin: ::prost::alloc::string::String,
+    /// Directory that relative paths in the spec are resolved against (the
+    /// spec file's directory on the submitting machine). Data paths must be
+    /// readable at the same absolute path on every node.
+    #[prost(string, tag = "3")]
+    pub base_dir: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct JobRef {
+    #[prost(uint64, tag = "1")]
+    pub job: u64,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct ListRequest {}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct JobInfo {
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub algorithm: ::prost::alloc::string::String,
+    /// submitted, running, recovering, succeeded, failed, cancelled, paused.
+    #[prost(string, tag = "4")]
+    pub state: ::prost::alloc::string::String,
+    /// The node running the job's workers (0: none now).
+    #[prost(uint64, tag = "5")]
+    pub host: u64,
+    #[prost(uint64, tag = "6")]
+    pub epoch: u64,
+    /// Clocks finished (newest progress report).
+    #[prost(uint64, tag = "7")]
+    pub clock: u64,
+    #[prost(uint64, tag = "8")]
+    pub clocks: u64,
+    #[prost(double, tag = "9")]
+    pub objective: f64,
+    #[prost(double, tag = "10")]
+    pub throughput: f64,
+    #[prost(double, tag = "11")]
+    pub elapsed_s: f64,
+    #[prost(bool, tag = "12")]
+    pub has_checkpoint: bool,
+    /// Clocks finished at the newest complete checkpoint.
+    #[prost(uint64, tag = "13")]
+    pub checkpoint: u64,
+    #[prost(uint32, tag = "14")]
+    pub recoveries: u32,
+    #[prost(string, tag = "15")]
+    pub error: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "16")]
+    pub model_bytes: u64,
+    #[prost(map = "string, double", tag = "17")]
+    pub metrics: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
+    #[prost(uint64, tag = "18")]
+    pub submitted_ms: u64,
+    #[prost(uint64, tag = "19")]
+    pub finished_ms: u64,
+    #[prost(uint32, tag = "20")]
+    pub workers: u32,
+    /// Run time of the successful run.
+    #[prost(double, tag = "21")]
+    pub seconds: f64,
+    #[prost(bool, tag = "22")]
+    pub cancel_requested: bool,
+    #[prost(bool, tag = "23")]
+    pub has_progress: bool,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListReply {
+    #[prost(message, repeated, tag = "1")]
+    pub jobs: ::prost::alloc::vec::Vec<JobInfo>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogLine {
+    #[prost(uint64, tag = "1")]
+    pub at_ms: u64,
+    #[prost(string, tag = "2")]
+    pub text: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct LogsReply {
+    #[prost(message, repeated, tag = "1")]
+    pub lines: ::prost::alloc::vec::Vec<LogLine>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ModelChunk {
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
 /// Generated client implementations.
 pub mod peer_client {
     #![allow(
@@ -315,6 +412,254 @@ pub mod cluster_client {
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Cluster", "Status"));
             self.inner.unary(req, path, codec).await
+        }
+    }
+}
+/// Generated client implementations.
+pub mod jobs_client {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    use tonic::codegen::http::Uri;
+    #[derive(Debug, Clone)]
+    pub struct JobsClient<T> {
+        inner: tonic::client::Grpc<T>,
+    }
+    impl JobsClient<tonic::transport::Channel> {
+        /// Attempt to create a new client by connecting to a given endpoint.
+        pub async fn connect<D>(dst: D) -> Result<Self, tonic::transport::Error>
+        where
+            D: TryInto<tonic::transport::Endpoint>,
+            D::Error: Into<StdError>,
+        {
+            let conn = tonic::transport::Endpoint::new(dst)?.connect().await?;
+            Ok(Self::new(conn))
+        }
+    }
+    impl<T> JobsClient<T>
+    where
+        T: tonic::client::GrpcService<tonic::body::BoxBody>,
+        T::Error: Into<StdError>,
+        T::ResponseBody: Body<Data = Bytes> + std::marker::Send + 'static,
+        <T::ResponseBody as Body>::Error: Into<StdError> + std::marker::Send,
+    {
+        pub fn new(inner: T) -> Self {
+            let inner = tonic::client::Grpc::new(inner);
+            Self { inner }
+        }
+        pub fn with_origin(inner: T, origin: Uri) -> Self {
+            let inner = tonic::client::Grpc::with_origin(inner, origin);
+            Self { inner }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> JobsClient<InterceptedService<T, F>>
+        where
+            F: tonic::service::Interceptor,
+            T::ResponseBody: Default,
+            T: tonic::codegen::Service<
+                http::Request<tonic::body::BoxBody>,
+                Response = http::Response<
+                    <T as tonic::client::GrpcService<tonic::body::BoxBody>>::ResponseBody,
+                >,
+            >,
+            <T as tonic::codegen::Service<
+                http::Request<tonic::body::BoxBody>,
+            >>::Error: Into<StdError> + std::marker::Send + std::marker::Sync,
+        {
+            JobsClient::new(InterceptedService::new(inner, interceptor))
+        }
+        /// Compress requests with the given encoding.
+        ///
+        /// This requires the server to support it otherwise it might respond with an
+        /// error.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.send_compressed(encoding);
+            self
+        }
+        /// Enable decompressing responses.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.inner = self.inner.accept_compressed(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_decoding_message_size(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.inner = self.inner.max_encoding_message_size(limit);
+            self
+        }
+        /// Validates and records a job; a node starts it.
+        pub async fn submit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SubmitRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Submit");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Submit"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn get(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Get");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Get"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn list(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/List");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "List"));
+            self.inner.unary(req, path, codec).await
+        }
+        pub async fn cancel(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Cancel");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Cancel"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Continues a paused or failed job from its newest checkpoint.
+        pub async fn resume(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Resume");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Resume"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The job's record each time it changes, until the job ends.
+        pub async fn watch(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::JobInfo>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Watch");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Watch"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Events (assignments, checkpoints, recoveries) and progress lines.
+        pub async fn logs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::LogsReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Logs");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Logs"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The trained model file (safetensors), in chunks.
+        pub async fn model(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::ModelChunk>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Model");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Model"));
+            self.inner.server_streaming(req, path, codec).await
         }
     }
 }
@@ -714,6 +1059,529 @@ pub mod cluster_server {
     /// Generated gRPC service name
     pub const SERVICE_NAME: &str = "petuum.v1.Cluster";
     impl<T> tonic::server::NamedService for ClusterServer<T> {
+        const NAME: &'static str = SERVICE_NAME;
+    }
+}
+/// Generated server implementations.
+pub mod jobs_server {
+    #![allow(
+        unused_variables,
+        dead_code,
+        missing_docs,
+        clippy::wildcard_imports,
+        clippy::let_unit_value,
+    )]
+    use tonic::codegen::*;
+    /// Generated trait containing gRPC methods that should be implemented for use with JobsServer.
+    #[async_trait]
+    pub trait Jobs: std::marker::Send + std::marker::Sync + 'static {
+        /// Validates and records a job; a node starts it.
+        async fn submit(
+            &self,
+            request: tonic::Request<super::SubmitRequest>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        async fn get(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        async fn list(
+            &self,
+            request: tonic::Request<super::ListRequest>,
+        ) -> std::result::Result<tonic::Response<super::ListReply>, tonic::Status>;
+        async fn cancel(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// Continues a paused or failed job from its newest checkpoint.
+        async fn resume(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// Server streaming response type for the Watch method.
+        type WatchStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::JobInfo, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The job's record each time it changes, until the job ends.
+        async fn watch(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<Self::WatchStream>, tonic::Status>;
+        /// Events (assignments, checkpoints, recoveries) and progress lines.
+        async fn logs(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::LogsReply>, tonic::Status>;
+        /// Server streaming response type for the Model method.
+        type ModelStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::ModelChunk, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// The trained model file (safetensors), in chunks.
+        async fn model(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<Self::ModelStream>, tonic::Status>;
+    }
+    #[derive(Debug)]
+    pub struct JobsServer<T> {
+        inner: Arc<T>,
+        accept_compression_encodings: EnabledCompressionEncodings,
+        send_compression_encodings: EnabledCompressionEncodings,
+        max_decoding_message_size: Option<usize>,
+        max_encoding_message_size: Option<usize>,
+    }
+    impl<T> JobsServer<T> {
+        pub fn new(inner: T) -> Self {
+            Self::from_arc(Arc::new(inner))
+        }
+        pub fn from_arc(inner: Arc<T>) -> Self {
+            Self {
+                inner,
+                accept_compression_encodings: Default::default(),
+                send_compression_encodings: Default::default(),
+                max_decoding_message_size: None,
+                max_encoding_message_size: None,
+            }
+        }
+        pub fn with_interceptor<F>(
+            inner: T,
+            interceptor: F,
+        ) -> InterceptedService<Self, F>
+        where
+            F: tonic::service::Interceptor,
+        {
+            InterceptedService::new(Self::new(inner), interceptor)
+        }
+        /// Enable decompressing requests with the given encoding.
+        #[must_use]
+        pub fn accept_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.accept_compression_encodings.enable(encoding);
+            self
+        }
+        /// Compress responses with the given encoding, if the client supports it.
+        #[must_use]
+        pub fn send_compressed(mut self, encoding: CompressionEncoding) -> Self {
+            self.send_compression_encodings.enable(encoding);
+            self
+        }
+        /// Limits the maximum size of a decoded message.
+        ///
+        /// Default: `4MB`
+        #[must_use]
+        pub fn max_decoding_message_size(mut self, limit: usize) -> Self {
+            self.max_decoding_message_size = Some(limit);
+            self
+        }
+        /// Limits the maximum size of an encoded message.
+        ///
+        /// Default: `usize::MAX`
+        #[must_use]
+        pub fn max_encoding_message_size(mut self, limit: usize) -> Self {
+            self.max_encoding_message_size = Some(limit);
+            self
+        }
+    }
+    impl<T, B> tonic::codegen::Service<http::Request<B>> for JobsServer<T>
+    where
+        T: Jobs,
+        B: Body + std::marker::Send + 'static,
+        B::Error: Into<StdError> + std::marker::Send + 'static,
+    {
+        type Response = http::Response<tonic::body::BoxBody>;
+        type Error = std::convert::Infallible;
+        type Future = BoxFuture<Self::Response, Self::Error>;
+        fn poll_ready(
+            &mut self,
+            _cx: &mut Context<'_>,
+        ) -> Poll<std::result::Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            match req.uri().path() {
+                "/petuum.v1.Jobs/Submit" => {
+                    #[allow(non_camel_case_types)]
+                    struct SubmitSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::SubmitRequest>
+                    for SubmitSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SubmitRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::submit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SubmitSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Get" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    for GetSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::get(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/List" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::ListRequest>
+                    for ListSvc<T> {
+                        type Response = super::ListReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::list(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Cancel" => {
+                    #[allow(non_camel_case_types)]
+                    struct CancelSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    for CancelSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::cancel(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CancelSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Resume" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResumeSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    for ResumeSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::resume(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResumeSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Watch" => {
+                    #[allow(non_camel_case_types)]
+                    struct WatchSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::ServerStreamingService<super::JobRef>
+                    for WatchSvc<T> {
+                        type Response = super::JobInfo;
+                        type ResponseStream = T::WatchStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::watch(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = WatchSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Logs" => {
+                    #[allow(non_camel_case_types)]
+                    struct LogsSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    for LogsSvc<T> {
+                        type Response = super::LogsReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::logs(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = LogsSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Model" => {
+                    #[allow(non_camel_case_types)]
+                    struct ModelSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::ServerStreamingService<super::JobRef>
+                    for ModelSvc<T> {
+                        type Response = super::ModelChunk;
+                        type ResponseStream = T::ModelStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::model(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ModelSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                _ => {
+                    Box::pin(async move {
+                        let mut response = http::Response::new(empty_body());
+                        let headers = response.headers_mut();
+                        headers
+                            .insert(
+                                tonic::Status::GRPC_STATUS,
+                                (tonic::Code::Unimplemented as i32).into(),
+                            );
+                        headers
+                            .insert(
+                                http::header::CONTENT_TYPE,
+                                tonic::metadata::GRPC_CONTENT_TYPE,
+                            );
+                        Ok(response)
+                    })
+                }
+            }
+        }
+    }
+    impl<T> Clone for JobsServer<T> {
+        fn clone(&self) -> Self {
+            let inner = self.inner.clone();
+            Self {
+                inner,
+                accept_compression_encodings: self.accept_compression_encodings,
+                send_compression_encodings: self.send_compression_encodings,
+                max_decoding_message_size: self.max_decoding_message_size,
+                max_encoding_message_size: self.max_encoding_message_size,
+            }
+        }
+    }
+    /// Generated gRPC service name
+    pub const SERVICE_NAME: &str = "petuum.v1.Jobs";
+    impl<T> tonic::server::NamedService for JobsServer<T> {
         const NAME: &'static str = SERVICE_NAME;
     }
 }

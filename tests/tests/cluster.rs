@@ -94,7 +94,7 @@ fn three_nodes_form_with_64_shards_and_spread_leaders() {
         &["nodes", "--endpoint", "http://127.0.0.1:1"],
         c.path(),
     );
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(3), "unreachable: exit 3");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach http://127.0.0.1:1"));
     // A table over the 64 shards takes writes and reads on every shard.
     client.create_table(&counters(7, 2)).unwrap();

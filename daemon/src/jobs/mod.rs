@@ -1,0 +1,268 @@
+//! Jobs on the cluster (design.md §3 and §6, docs/jobs.md).
+//!
+//! - The **scheduler** runs on the metadata leader: it probes every node,
+//!   places submitted jobs on a live node, and when a job's host stops
+//!   answering it reassigns the job (a new epoch) to a live node, which
+//!   rolls the job back to its newest complete checkpoint. With fewer than
+//!   a majority of nodes up, jobs wait in `paused` and continue by
+//!   themselves when nodes return.
+//! - The **supervisor** runs on every node: it starts the runs the
+//!   metadata group assigns to this node, cancels them on request, aborts
+//!   runs that were reassigned elsewhere, and on SIGTERM stops them at a
+//!   checkpoint so they move to another node.
+//! - [`service`] is the client-facing gRPC API (`petuum.v1.Jobs`).
+
+pub mod runner;
+pub mod service;
+
+use petuum_cluster::jobs::{JobCommand, JobState, RunEnd};
+use petuum_cluster::meta::{MetaCommand, NodeState};
+use petuum_cluster::ClusterNode;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Table ids reserved per job (the job id is followed by its tables).
+pub const TABLES_PER_JOB: u64 = 64;
+/// Where a finished job's model is kept in the checkpoint store.
+pub const MODEL_CLOCK: u64 = u64::MAX;
+/// A node that has not answered a probe for this long is presumed dead.
+pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// How often the scheduler and the supervisors look at the job records.
+const TICK: Duration = Duration::from_millis(200);
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The job machinery of one node.
+pub struct Jobs {
+    pub node: Arc<ClusterNode>,
+    data_dir: PathBuf,
+    runs: parking_lot::Mutex<HashMap<u64, runner::RunHandle>>,
+    stopping: AtomicBool,
+}
+
+impl Jobs {
+    pub fn new(node: Arc<ClusterNode>) -> Arc<Jobs> {
+        let data_dir = node.config.data_dir.clone();
+        Arc::new(Jobs {
+            node,
+            data_dir,
+            runs: parking_lot::Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the supervisor and scheduler loops.
+    pub fn spawn(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move { me.supervise().await });
+        let me = self.clone();
+        tokio::spawn(async move { me.schedule().await });
+    }
+
+    /// The supervisor: keeps this node's runs in line with the records.
+    async fn supervise(self: Arc<Self>) {
+        let me = self.node.id();
+        loop {
+            tokio::time::sleep(TICK).await;
+            let Ok(meta) = self.node.meta_read().await else {
+                continue;
+            };
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            let mut runs = self.runs.lock();
+            // Reap finished runs.
+            runs.retain(|_, h| !h.thread.is_finished());
+            // Runs that are no longer ours (reassigned, ended) stop.
+            for (job, h) in runs.iter() {
+                let current = meta.jobs.get(job).is_some_and(|r| {
+                    r.host == Some(me) && r.epoch == h.epoch && !r.state.is_terminal()
+                });
+                if !current && !h.abort.load(Ordering::SeqCst) {
+                    tracing::warn!(job, epoch = h.epoch, "the job was reassigned: aborting this run");
+                    h.abort("reassigned to another node");
+                }
+                if let Some(r) = meta.jobs.get(job) {
+                    if r.cancel_requested && !h.cancelled.load(Ordering::SeqCst) {
+                        tracing::info!(job, "cancelling");
+                        h.cancelled.store(true, Ordering::SeqCst);
+                        h.abort("cancelled");
+                    }
+                }
+            }
+            if stopping {
+                continue;
+            }
+            for r in meta.jobs.values() {
+                let ours = r.host == Some(me)
+                    && matches!(r.state, JobState::Running | JobState::Recovering)
+                    && !r.cancel_requested;
+                if !ours || runs.contains_key(&r.id) {
+                    continue;
+                }
+                tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting a run");
+                let h = runner::start(runner::RunCtx {
+                    node: self.node.clone(),
+                    rt: tokio::runtime::Handle::current(),
+                    record: r.clone(),
+                    epoch: r.epoch,
+                    data_dir: self.data_dir.clone(),
+                });
+                runs.insert(r.id, h);
+            }
+        }
+    }
+
+    /// The scheduler (acts only on the metadata leader).
+    async fn schedule(self: Arc<Self>) {
+        // Last time each node answered a probe; a new leader counts every
+        // node as seen when it took over.
+        let mut seen: HashMap<u64, Instant> = HashMap::new();
+        let mut leading = false;
+        let nodes = self.node.placement.nodes().to_vec();
+        loop {
+            tokio::time::sleep(TICK).await;
+            if !self.node.is_meta_leader() {
+                leading = false;
+                continue;
+            }
+            if !leading {
+                leading = true;
+                let now = Instant::now();
+                seen = nodes.iter().map(|&n| (n, now)).collect();
+            }
+            let probes = futures::future::join_all(nodes.iter().map(|&n| {
+                let node = self.node.clone();
+                async move { (n, node.ping(n, Duration::from_millis(400)).await) }
+            }))
+            .await;
+            let now = Instant::now();
+            for (n, ok) in probes {
+                if ok {
+                    seen.insert(n, now);
+                }
+            }
+            let live = |n: u64| seen.get(&n).is_some_and(|t| now.duration_since(*t) < DEAD_AFTER);
+            let Some(meta) = self.node.meta_state() else {
+                continue;
+            };
+            let leaving = |n: u64| meta.node_states.get(&n) == Some(&NodeState::Leaving);
+            let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
+            let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
+            let majority = nodes.len() / 2 + 1;
+            // Jobs per host, to spread new assignments.
+            let mut load: HashMap<u64, usize> = candidates.iter().map(|&n| (n, 0)).collect();
+            for r in meta.jobs.values() {
+                if let Some(h) = r.host {
+                    if !r.state.is_terminal() {
+                        *load.entry(h).or_default() += 1;
+                    }
+                }
+            }
+            for r in meta.jobs.values() {
+                if r.state.is_terminal() {
+                    continue;
+                }
+                let reason = match r.host {
+                    Some(h) if live(h) => continue,
+                    Some(h) => format!("node {h} stopped answering"),
+                    None if r.state == JobState::Submitted => "placed".to_string(),
+                    None if r.state == JobState::Paused => "enough nodes are up again".into(),
+                    None => "moved off a stopping node".into(),
+                };
+                let cmd = if r.cancel_requested {
+                    JobCommand::Finish {
+                        job: r.id,
+                        epoch: r.epoch,
+                        end: RunEnd::Cancelled,
+                        at_ms: now_ms(),
+                    }
+                } else if up.len() >= majority && !candidates.is_empty() {
+                    let host = *candidates
+                        .iter()
+                        .min_by_key(|&&n| (load.get(&n).copied().unwrap_or(0), n))
+                        .expect("not empty");
+                    *load.entry(host).or_default() += 1;
+                    JobCommand::Assign {
+                        job: r.id,
+                        node: host,
+                        epoch: r.epoch,
+                        reason,
+                        at_ms: now_ms(),
+                    }
+                } else if r.state != JobState::Paused {
+                    JobCommand::Pause {
+                        job: r.id,
+                        epoch: r.epoch,
+                        reason: format!(
+                            "{} of {} nodes up, {} needed ({reason})",
+                            candidates.len(),
+                            nodes.len(),
+                            majority
+                        ),
+                        at_ms: now_ms(),
+                    }
+                } else {
+                    continue;
+                };
+                tracing::info!(job = r.id, ?cmd, "scheduling");
+                if let Err(e) = self.node.meta_command(MetaCommand::Job(cmd)).await {
+                    tracing::warn!(job = r.id, error = %e, "scheduling command failed");
+                }
+            }
+        }
+    }
+
+    /// Preemption (SIGTERM): takes no new runs, tells the metadata group
+    /// this node is leaving (so nothing is placed here), and stops every
+    /// run at a checkpoint, waiting at most `grace`. Runs still going then
+    /// are abandoned: they continue elsewhere from their last checkpoint.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let me = self.node.id();
+        let _ = self
+            .node
+            .meta_command(MetaCommand::SetNodeState {
+                node: me,
+                state: NodeState::Leaving,
+            })
+            .await;
+        let n = {
+            let runs = self.runs.lock();
+            for h in runs.values() {
+                h.stop.store(true, Ordering::SeqCst);
+            }
+            runs.len()
+        };
+        if n == 0 {
+            return;
+        }
+        tracing::info!(runs = n, "stopping job runs at a checkpoint");
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = {
+                let mut runs = self.runs.lock();
+                runs.retain(|_, h| !h.thread.is_finished());
+                runs.len()
+            };
+            if left == 0 {
+                tracing::info!("every job run stopped");
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(runs = left, "grace period over: abandoning job runs");
+                for h in self.runs.lock().values() {
+                    h.abort("node stopping");
+                }
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

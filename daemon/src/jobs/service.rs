@@ -1,0 +1,335 @@
+//! `petuum.v1.Jobs`: the client API, served by every node.
+
+use super::{now_ms, runner::model_shard, Jobs, MODEL_CLOCK, TABLES_PER_JOB};
+use futures::Stream;
+use petuum_cluster::jobs::{JobCommand, JobRecord};
+use petuum_cluster::meta::{MetaAnswer, MetaCommand};
+use petuum_cluster::placement::shard_group;
+use petuum_cluster::server::check_token;
+use petuum_cluster::wire::{DataError, DataReply, DataRequest};
+use petuum_core::spec::JobSpec;
+use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
+use petuum_proto::v1::{
+    JobInfo, JobRef, ListReply, ListRequest, LogLine, LogsReply, ModelChunk, SubmitRequest,
+};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+
+/// The service, ready for [`petuum_cluster::server::serve`]'s routes.
+pub fn routes(jobs: Arc<Jobs>) -> tonic::service::Routes {
+    tonic::service::Routes::new(
+        JobsServer::new(JobsSvc { jobs })
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(64 << 20),
+    )
+}
+
+struct JobsSvc {
+    jobs: Arc<Jobs>,
+}
+
+/// A job record as the API shows it.
+pub fn info(r: &JobRecord) -> JobInfo {
+    let p = r.progress.clone().unwrap_or_default();
+    let res = r.result.clone().unwrap_or_default();
+    JobInfo {
+        id: r.id,
+        name: r.name.clone(),
+        algorithm: r.algorithm.clone(),
+        state: r.state.name().to_string(),
+        host: r.host.unwrap_or(0),
+        epoch: r.epoch,
+        clock: p.clock,
+        clocks: r.clocks,
+        objective: if r.result.is_some() {
+            res.objective
+        } else {
+            p.objective
+        },
+        throughput: p.throughput,
+        elapsed_s: p.elapsed_s,
+        has_checkpoint: r.checkpoint.is_some(),
+        checkpoint: r.checkpoint.unwrap_or(0),
+        recoveries: r.recoveries,
+        error: r.error.clone().unwrap_or_default(),
+        model_bytes: res.model_bytes,
+        metrics: res.metrics.into_iter().collect(),
+        submitted_ms: r.submitted_ms,
+        finished_ms: r.finished_ms.unwrap_or(0),
+        workers: r.workers,
+        seconds: res.seconds,
+        cancel_requested: r.cancel_requested,
+        has_progress: r.progress.is_some(),
+    }
+}
+
+fn status_of(e: DataError) -> Status {
+    match e {
+        DataError::Refused(m) if m.contains("not found") => Status::not_found(m),
+        DataError::Refused(m) => Status::failed_precondition(m),
+        other => Status::unavailable(other.to_string()),
+    }
+}
+
+impl JobsSvc {
+    async fn record(&self, job: u64) -> Result<JobRecord, Status> {
+        let meta = self.jobs.node.meta_read().await.map_err(status_of)?;
+        meta.jobs
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("job {job} not found")))
+    }
+
+    /// The record once this node's metadata replica shows `done` (a
+    /// command just committed on the leader reaches it within a heartbeat).
+    async fn record_after(
+        &self,
+        job: u64,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> Result<JobRecord, Status> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match self.record(job).await {
+                Ok(r) if done(&r) => return Ok(r),
+                Ok(r) if tokio::time::Instant::now() >= deadline => return Ok(r),
+                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    async fn command(&self, cmd: JobCommand) -> Result<u64, Status> {
+        match self
+            .jobs
+            .node
+            .meta_command(MetaCommand::Job(cmd))
+            .await
+            .map_err(status_of)?
+        {
+            MetaAnswer::Job(v) => Ok(v),
+            other => Err(Status::internal(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// The model bytes from the first replica that has them.
+    async fn model_bytes(&self, job: u64) -> Result<Vec<u8>, Status> {
+        let node = &self.jobs.node;
+        let shard = model_shard(job, node.placement.shards());
+        let mut members = node.placement.members(shard_group(shard));
+        members.sort_by_key(|&n| n != node.id());
+        let mut last = String::from("no replica answered");
+        for n in members {
+            let r = if n == node.id() {
+                petuum_storage::CheckpointStore::new(node.db.clone())
+                    .load_worker_blob(job, MODEL_CLOCK, 0)
+                    .map_err(|e| e.to_string())
+            } else {
+                match node
+                    .data_call(
+                        n,
+                        &DataRequest::Blob {
+                            job,
+                            clock: MODEL_CLOCK,
+                            worker: 0,
+                        },
+                        Duration::from_secs(30),
+                    )
+                    .await
+                {
+                    Ok(DataReply::Blob(b)) => Ok(b),
+                    Ok(other) => Err(format!("unexpected reply {other:?}")),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            match r {
+                Ok(Some(b)) => return Ok(b),
+                Ok(None) => last = format!("node {n} has no copy"),
+                Err(e) => last = format!("node {n}: {e}"),
+            }
+        }
+        Err(Status::unavailable(format!(
+            "the model of job {job} could not be read: {last}"
+        )))
+    }
+}
+
+type InfoStream = Pin<Box<dyn Stream<Item = Result<JobInfo, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<ModelChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl JobsApi for JobsSvc {
+    async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<JobInfo>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let req = req.into_inner();
+        let origin = if req.origin.is_empty() {
+            "job spec".to_string()
+        } else {
+            req.origin.clone()
+        };
+        let mut spec =
+            JobSpec::parse(&req.spec_toml, &origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let base = Path::new(&req.base_dir);
+        if !base.is_absolute() {
+            return Err(Status::invalid_argument(format!(
+                "{origin}: base_dir `{}` must be an absolute path (relative paths in the spec are resolved against it)",
+                req.base_dir
+            )));
+        }
+        spec.resolve_paths(base);
+        // The server checks again what the client checked: fields, the
+        // algorithm's hyperparameters, and that the data files exist here.
+        petuum_algorithms::validate(&spec)
+            .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
+        let body = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
+        let id = self
+            .command(JobCommand::Submit {
+                name: spec.name.clone(),
+                algorithm: spec.algorithm.clone(),
+                spec: body,
+                workers: spec.run.workers,
+                clocks: spec.clocks(),
+                tables: TABLES_PER_JOB,
+                at_ms: now_ms(),
+            })
+            .await?;
+        tracing::info!(job = id, name = %spec.name, algorithm = %spec.algorithm, "job submitted");
+        Ok(Response::new(info(&self.record_after(id, |_| true).await?)))
+    }
+
+    async fn get(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        Ok(Response::new(info(&self.record(req.get_ref().job).await?)))
+    }
+
+    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let meta = self.jobs.node.meta_read().await.map_err(status_of)?;
+        Ok(Response::new(ListReply {
+            jobs: meta.jobs.values().map(info).collect(),
+        }))
+    }
+
+    async fn cancel(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let job = req.get_ref().job;
+        self.command(JobCommand::Cancel {
+            job,
+            at_ms: now_ms(),
+        })
+        .await?;
+        let r = self
+            .record_after(job, |r| r.cancel_requested || r.state.is_terminal())
+            .await?;
+        Ok(Response::new(info(&r)))
+    }
+
+    async fn resume(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let job = req.get_ref().job;
+        let epoch = self
+            .command(JobCommand::Resume {
+                job,
+                at_ms: now_ms(),
+            })
+            .await?;
+        let r = self.record_after(job, |r| r.epoch >= epoch).await?;
+        Ok(Response::new(info(&r)))
+    }
+
+    type WatchStream = InfoStream;
+
+    async fn watch(&self, req: Request<JobRef>) -> Result<Response<InfoStream>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let job = req.get_ref().job;
+        // Fail at once for an unknown job.
+        let first = self.record(job).await?;
+        let node = self.jobs.node.clone();
+        let stream = futures::stream::unfold(
+            (Some(first), None::<JobInfo>, false),
+            move |(pending, last, ended)| {
+                let node = node.clone();
+                async move {
+                    if ended {
+                        return None;
+                    }
+                    let mut pending = pending;
+                    loop {
+                        let r = match pending.take() {
+                            Some(r) => r,
+                            None => {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                match node.meta_read().await {
+                                    Ok(meta) => match meta.jobs.get(&job) {
+                                        Some(r) => r.clone(),
+                                        None => {
+                                            return Some((
+                                                Err(Status::not_found(format!(
+                                                    "job {job} not found"
+                                                ))),
+                                                (None, last, true),
+                                            ))
+                                        }
+                                    },
+                                    // The metadata group is electing: wait.
+                                    Err(_) => continue,
+                                }
+                            }
+                        };
+                        let i = info(&r);
+                        if last.as_ref() == Some(&i) {
+                            continue;
+                        }
+                        let done = r.state.is_terminal();
+                        return Some((Ok(i.clone()), (None, Some(i), done)));
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn logs(&self, req: Request<JobRef>) -> Result<Response<LogsReply>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let r = self.record(req.get_ref().job).await?;
+        let mut lines: Vec<LogLine> = r
+            .events
+            .iter()
+            .map(|e| LogLine {
+                at_ms: e.at_ms,
+                text: e.text.clone(),
+            })
+            .collect();
+        lines.extend(r.history.iter().map(|p| LogLine {
+            at_ms: p.at_ms,
+            text: format!(
+                "clock {}/{}: objective {:.6}, {:.0} samples/s, {:.1}s",
+                p.clock, r.clocks, p.objective, p.throughput, p.elapsed_s
+            ),
+        }));
+        lines.sort_by_key(|l| l.at_ms);
+        Ok(Response::new(LogsReply { lines }))
+    }
+
+    type ModelStream = ChunkStream;
+
+    async fn model(&self, req: Request<JobRef>) -> Result<Response<ChunkStream>, Status> {
+        check_token(&self.jobs.node, &req)?;
+        let job = req.get_ref().job;
+        let r = self.record(job).await?;
+        if r.result.is_none() {
+            return Err(Status::failed_precondition(format!(
+                "job {job} is {}: a model exists once it has succeeded",
+                r.state.name()
+            )));
+        }
+        let bytes = self.model_bytes(job).await?;
+        let chunks: Vec<Result<ModelChunk, Status>> = bytes
+            .chunks(1 << 20)
+            .map(|c| Ok(ModelChunk { data: c.to_vec() }))
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+}

@@ -1,0 +1,382 @@
+//! Jobs on a 3-node cluster of real `petuumd serve` processes, driven by
+//! the `petuum-client` CLI: a node running a job is SIGKILLed, SIGTERMed,
+//! or the whole cluster is stopped and restarted, and the job still
+//! succeeds with a model byte-identical to an uninterrupted run
+//! (deterministic mode). Bad specs are refused by the client and by the
+//! server. The scenarios run one at a time (each starts its own cluster;
+//! the failure detector's timings assume the machine is not oversubscribed).
+
+use petuum_tests::cluster::{signal, LocalCluster};
+use petuum_tests::{datasets, run};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CLOCKS: u64 = 120;
+
+/// Logistic regression on spamassassin, deterministic, checkpoint every
+/// 10 clocks.
+fn lr_spec(dir: &Path, model: &Path) -> PathBuf {
+    let path = dir.join("lr.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "spam-lr"
+algorithm = "logistic_regression"
+[data]
+format = "libsvm"
+train = "{}"
+test_fraction = 0.2
+[run]
+workers = 2
+consistency = "bsp"
+deterministic = true
+seed = 11
+shards = 16
+clocks = {CLOCKS}
+checkpoint_every = 10
+[params]
+learning_rate = 10.0
+batch_size = 32
+batches_per_clock = 10
+l2 = 0.0002
+[model]
+path = "{}"
+"#,
+            datasets().join("spamassassin/spam.libsvm").display(),
+            model.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The uninterrupted run's model (embedded, same spec).
+fn reference(dir: &Path) -> (PathBuf, Vec<u8>) {
+    let model = dir.join("reference.safetensors");
+    let spec = lr_spec(dir, &model);
+    let out = run(
+        "petuumd",
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--json",
+            "--data-dir",
+            dir.join("embedded").to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (spec, std::fs::read(&model).unwrap())
+}
+
+fn endpoint(c: &LocalCluster, id: u64) -> String {
+    format!("http://{}", c.nodes[id as usize - 1].addr)
+}
+
+fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut all = vec!["--endpoint", ep];
+    all.extend_from_slice(args);
+    run("petuum-client", &all, cwd)
+}
+
+fn status(ep: &str, job: u64, cwd: &Path) -> Option<Value> {
+    let out = client(ep, &["status", &job.to_string(), "--json"], cwd);
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls the job's status through `ep` until `f` holds.
+fn wait_for(
+    c: &LocalCluster,
+    ep: &str,
+    job: u64,
+    timeout: Duration,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < timeout {
+        if let Some(s) = status(ep, job, c.path()) {
+            if f(&s) {
+                return s;
+            }
+            last = s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}; last status {last}\n{}", c.logs());
+}
+
+fn submit(c: &LocalCluster, ep: &str, spec: &Path) -> u64 {
+    let out = client(ep, &["submit", spec.to_str().unwrap(), "--json"], c.path());
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["id"].as_u64().unwrap()
+}
+
+/// Waits for success, downloads the model and checks it is the
+/// reference's, byte for byte.
+fn finish_and_compare(c: &LocalCluster, ep: &str, job: u64, reference: &[u8]) -> Value {
+    let s = wait_for(c, ep, job, Duration::from_secs(180), "success", |s| {
+        assert_ne!(s["state"], "failed", "job failed: {s}");
+        s["state"] == "succeeded"
+    });
+    let model = c.path().join(format!("job{job}.safetensors"));
+    let out = client(
+        ep,
+        &["model", &job.to_string(), "-o", model.to_str().unwrap()],
+        c.path(),
+    );
+    assert!(
+        out.status.success(),
+        "model: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = std::fs::read(&model).unwrap();
+    assert!(
+        got == reference,
+        "the recovered job's model differs from the uninterrupted run's ({} vs {} bytes)\n{s}",
+        got.len(),
+        reference.len()
+    );
+    // And it is a good model: scikit-learn's LogisticRegression reaches
+    // 97.8% on this split (issue 7); 120 clocks of SGD get within ~1.5 points.
+    let acc = s["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.95, "accuracy {acc}");
+    s
+}
+
+#[test]
+fn killed_host_job_recovers_bit_identical() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let mut c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep1 = endpoint(&c, 1);
+    let job = submit(&c, &ep1, &spec);
+    // Past the first checkpoints, then kill the node running the workers.
+    let s = wait_for(&c, &ep1, job, Duration::from_secs(60), "progress", |s| {
+        s["checkpoint"].as_u64().unwrap_or(0) >= 20 && s["state"] == "running"
+    });
+    let host = s["host"].as_u64().unwrap();
+    let at_kill = s["clock"].as_u64().unwrap();
+    assert!(at_kill < CLOCKS, "the job finished before the kill");
+    c.kill(host);
+    let killed = Instant::now();
+    let other = (1..=3).find(|&n| n != host).unwrap();
+    let ep = endpoint(&c, other);
+    // The job moves to a live node without anyone typing a command...
+    let moved = wait_for(&c, &ep, job, Duration::from_secs(30), "reassignment", |s| {
+        s["host"].as_u64().is_some_and(|h| h != host) && s["epoch"].as_u64() > Some(1)
+    });
+    eprintln!(
+        "host {host} killed at clock {at_kill}; job on node {} after {:?}",
+        moved["host"],
+        killed.elapsed()
+    );
+    // ... and ends with the uninterrupted run's model, bit for bit.
+    let s = finish_and_compare(&c, &ep, job, &reference);
+    assert!(s["recoveries"].as_u64().unwrap() >= 1, "{s}");
+    let out = client(&ep, &["logs", &job.to_string()], c.path());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains(&format!("node {host} stopped answering")),
+        "{logs}"
+    );
+    assert!(logs.contains("from the checkpoint of clock"), "{logs}");
+    // The killed node comes back and serves the finished job's model too.
+    c.spawn(host);
+    let model = c.path().join("again.safetensors");
+    let start = Instant::now();
+    loop {
+        let out = client(
+            &endpoint(&c, host),
+            &["model", &job.to_string(), "-o", model.to_str().unwrap()],
+            c.path(),
+        );
+        if out.status.success() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{out:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(std::fs::read(&model).unwrap() == reference);
+}
+
+#[test]
+fn sigterm_moves_the_job_and_exits_zero() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let mut c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep1 = endpoint(&c, 1);
+    let job = submit(&c, &ep1, &spec);
+    let s = wait_for(&c, &ep1, job, Duration::from_secs(60), "progress", |s| {
+        s["clock"].as_u64().unwrap_or(0) >= 15 && s["state"] == "running"
+    });
+    let host = s["host"].as_u64().unwrap();
+    let pid = c.pid(host);
+    let t = Instant::now();
+    signal(pid, 15);
+    let code = c
+        .wait_exit(host, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("node {host} did not exit within the grace period"));
+    assert_eq!(code.code(), Some(0), "SIGTERM must exit 0");
+    eprintln!("node {host} exited 0 after {:?}", t.elapsed());
+    let ep = endpoint(&c, (1..=3).find(|&n| n != host).unwrap());
+    let s = finish_and_compare(&c, &ep, job, &reference);
+    let out = client(&ep, &["logs", &job.to_string()], c.path());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains(&format!("node {host} is stopping")),
+        "the stopping node checkpoints the job before leaving\n{logs}\n{s}"
+    );
+}
+
+#[test]
+fn whole_cluster_restart_resumes_from_checkpoint() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let mut c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep1 = endpoint(&c, 1);
+    let job = submit(&c, &ep1, &spec);
+    wait_for(&c, &ep1, job, Duration::from_secs(60), "a checkpoint", |s| {
+        s["checkpoint"].as_u64().unwrap_or(0) >= 20
+    });
+    // Every VM preempted at once, without warning.
+    for n in 1..=3 {
+        c.kill(n);
+    }
+    for n in 1..=3 {
+        c.spawn(n);
+    }
+    let s = finish_and_compare(&c, &ep1, job, &reference);
+    assert!(s["recoveries"].as_u64().unwrap() >= 1 || s["epoch"].as_u64() > Some(1));
+}
+
+#[test]
+fn bad_specs_and_requests_get_clear_errors() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = endpoint(&c, 2);
+    let d = c.path();
+    // Malformed TOML: refused by the client, naming the file and line.
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\nalgorithm = \n").unwrap();
+    let out = client(&ep, &["submit", bad.to_str().unwrap()], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.toml") && err.contains("line 2"), "{err}");
+    // A data file that does not exist: refused by the client, naming it.
+    let missing = d.join("missing.toml");
+    std::fs::write(
+        &missing,
+        "name = \"m\"\nalgorithm = \"logistic_regression\"\n[data]\nformat = \"libsvm\"\ntrain = \"/no/such/spam.libsvm\"\n[model]\npath = \"m.safetensors\"\n",
+    )
+    .unwrap();
+    let out = client(&ep, &["submit", missing.to_str().unwrap()], d);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/no/such/spam.libsvm"), "{err}");
+    // The server checks again (a client that skipped validation).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cl = petuum_client::Client::connect(&ep, None).await.unwrap();
+        let text = std::fs::read_to_string(&missing).unwrap();
+        let e = cl
+            .submit_text(&text, "missing.toml", d)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rejected") && e.contains("/no/such/spam.libsvm"),
+            "{e}"
+        );
+        let e = cl
+            .submit_text("algorithm = [", "garbage.toml", d)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("garbage.toml"), "{e}");
+        let e = cl
+            .submit_text(
+                &text.replace("logistic_regression", "no_such_algo").replace(
+                    "/no/such/spam.libsvm",
+                    &datasets().join("spamassassin/spam.libsvm").display().to_string(),
+                ),
+                "x.toml",
+                d,
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no_such_algo"), "{e}");
+        let e = cl
+            .submit_text(&text, "rel.toml", Path::new("relative/dir"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute"), "{e}");
+    });
+    // Unknown job: exit 4 with the reason; unreachable node: exit 3.
+    let out = client(&ep, &["status", "999"], d);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("job 999 not found"));
+    let out = client("http://127.0.0.1:1", &["list"], d);
+    assert_eq!(out.status.code(), Some(3));
+    // Submit, cancel while it runs: the job ends cancelled, watch exits 1.
+    let model = d.join("cancel.safetensors");
+    let spec = lr_spec(d, &model);
+    std::fs::write(
+        &spec,
+        std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace(&format!("clocks = {CLOCKS}"), "clocks = 100000"),
+    )
+    .unwrap();
+    let job = submit(&c, &ep, &spec);
+    wait_for(&c, &ep, job, Duration::from_secs(60), "progress", |s| {
+        s["clock"].as_u64().unwrap_or(0) >= 2
+    });
+    let out = client(&ep, &["cancel", &job.to_string()], d);
+    assert!(out.status.success(), "{out:?}");
+    let out = client(&ep, &["watch", &job.to_string(), "--json"], d);
+    assert_eq!(out.status.code(), Some(1), "a cancelled job: watch exits 1");
+    let last: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["state"], "cancelled");
+    let out = client(&ep, &["list", "--json"], d);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list.as_array().unwrap().iter().any(|j| j["id"] == job));
+    // Only paused or failed jobs resume; a cancelled one's model is refused.
+    let out = client(&ep, &["resume", &job.to_string()], d);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only a paused or failed job"));
+    let out = client(&ep, &["model", &job.to_string(), "-o", "x.bin"], d);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("once it has succeeded"));
+}
