@@ -151,10 +151,11 @@ fn finish_and_compare(c: &LocalCluster, ep: &str, job: u64, reference: &[u8]) ->
         got.len(),
         reference.len()
     );
-    // And it is a good model: scikit-learn's LogisticRegression reaches
-    // 97.8% on this split (issue 7); 120 clocks of SGD get within ~1.5 points.
-    let acc = s["metrics"]["accuracy"].as_f64().unwrap();
-    assert!(acc > 0.95, "accuracy {acc}");
+    // And it is a good model: scikit-learn's LogisticRegression(C=1) reaches
+    // 0.9686 on this split (algorithms/tests/linear_quality.rs, which runs
+    // 400 passes); these 120 clocks are a fraction of that.
+    let acc = s["metrics"]["test_accuracy"].as_f64().unwrap();
+    assert!(acc > 0.94, "test accuracy {acc}");
     s
 }
 
@@ -267,7 +268,13 @@ fn whole_cluster_restart_resumes_from_checkpoint() {
         c.spawn(n);
     }
     let s = finish_and_compare(&c, &ep1, job, &reference);
-    assert!(s["recoveries"].as_u64().unwrap() >= 1 || s["epoch"].as_u64() > Some(1));
+    assert!(s["recoveries"].as_u64().unwrap() >= 1, "{s}");
+    let out = client(&ep1, &["logs", &job.to_string()], c.path());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains("restarted") && logs.contains("from the checkpoint of clock"),
+        "the restarted host resumes the job from its checkpoint\n{logs}"
+    );
 }
 
 #[test]

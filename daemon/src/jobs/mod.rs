@@ -70,11 +70,34 @@ impl Jobs {
     /// The supervisor: keeps this node's runs in line with the records.
     async fn supervise(self: Arc<Self>) {
         let me = self.node.id();
+        let mut first = true;
         loop {
             tokio::time::sleep(TICK).await;
             let Ok(meta) = self.node.meta_read().await else {
                 continue;
             };
+            if first && meta.placement.is_some() {
+                first = false;
+                // Jobs recorded as running here were started by this
+                // node's previous life (a crash, a preemption, a reboot):
+                // claim them under a new epoch, which fences anything of
+                // the old run still in flight, and resume them.
+                for r in meta.jobs.values() {
+                    if r.host == Some(me) && !r.state.is_terminal() {
+                        let cmd = JobCommand::Assign {
+                            job: r.id,
+                            node: me,
+                            epoch: r.epoch,
+                            reason: format!("node {me} restarted"),
+                            at_ms: now_ms(),
+                        };
+                        if let Err(e) = self.node.meta_command(MetaCommand::Job(cmd)).await {
+                            tracing::warn!(job = r.id, error = %e, "claiming a job after restart");
+                        }
+                    }
+                }
+                continue;
+            }
             let stopping = self.stopping.load(Ordering::SeqCst);
             let mut runs = self.runs.lock();
             // Reap finished runs.

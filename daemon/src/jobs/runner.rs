@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How often a run reports progress through Raft (each report is one
+/// metadata write).
+pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
 /// What the supervisor keeps of a run it started.
 pub struct RunHandle {
     pub job: JobId,
@@ -71,6 +75,9 @@ pub fn start(ctx: RunCtx) -> RunHandle {
             let span = tracing::info_span!("job", node = ctx.node.id(), job, epoch);
             let _enter = span.enter();
             let end = run(&ctx, &s, &a, &sh);
+            // The connection owns a tokio runtime: drop it here, on this
+            // thread, not wherever the handle is dropped (an async task).
+            drop(sh.lock().take());
             let end = match end {
                 _ if a.load(Ordering::SeqCst) && !c.load(Ordering::SeqCst) => {
                     tracing::info!("run aborted (job reassigned or node stopping)");
@@ -317,7 +324,8 @@ fn restore(
     })
 }
 
-/// Progress to the metadata group, at most once a second (and at the end).
+/// Progress to the metadata group, at most every [`PROGRESS_EVERY`] (and at
+/// the end).
 struct MetaProgress<'a> {
     ctx: &'a RunCtx,
     abort: Arc<AtomicBool>,
@@ -351,7 +359,7 @@ impl ProgressSink for MetaProgress<'_> {
     fn on_clock(&self, p: &ClockProgress) {
         {
             let mut last = self.last.lock();
-            let due = last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
             if !due && p.clock < p.clocks {
                 return;
             }
