@@ -131,7 +131,10 @@ async fn run_jobs(
             if json {
                 println!("{}", job_json(&info));
             } else {
-                println!("job {} `{}` submitted ({})", info.id, info.name, info.algorithm);
+                println!(
+                    "job {} `{}` submitted ({})",
+                    info.id, info.name, info.algorithm
+                );
             }
             if wait {
                 return watch(&mut c, info.id, json).await;
@@ -168,7 +171,11 @@ async fn run_jobs(
                         truncate(&j.algorithm, 20),
                         j.state,
                         format!("{}/{}", j.clock, j.clocks),
-                        if j.host == 0 { "-".to_string() } else { j.host.to_string() }
+                        if j.host == 0 {
+                            "-".to_string()
+                        } else {
+                            j.host.to_string()
+                        }
                     );
                 }
             }
@@ -296,7 +303,10 @@ fn job_json(i: &JobInfo) -> serde_json::Value {
 }
 
 fn print_status(i: &JobInfo) {
-    println!("job {} `{}` ({}, {} workers)", i.id, i.name, i.algorithm, i.workers);
+    println!(
+        "job {} `{}` ({}, {} workers)",
+        i.id, i.name, i.algorithm, i.workers
+    );
     let host = if i.host == 0 {
         String::new()
     } else {

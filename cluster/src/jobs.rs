@@ -159,7 +159,10 @@ pub enum RunEnd {
     Cancelled,
     /// Stopped at the checkpoint of `clock` (preemption of the host): the
     /// job moves to another node.
-    Stopped { clock: Clock, reason: String },
+    Stopped {
+        clock: Clock,
+        reason: String,
+    },
     /// Lost the cluster under it (shards unavailable): retried from the
     /// newest checkpoint.
     Interrupted(String),
@@ -536,15 +539,30 @@ mod tests {
         };
         apply(&mut jobs, &mut next, done).unwrap();
         assert_eq!(jobs[&id].state, JobState::Succeeded);
-        assert!(apply(&mut jobs, &mut next, JobCommand::Cancel { job: id, at_ms: 5 }).is_err());
-        assert!(apply(&mut jobs, &mut next, JobCommand::Resume { job: id, at_ms: 5 }).is_err());
+        assert!(apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Cancel { job: id, at_ms: 5 }
+        )
+        .is_err());
+        assert!(apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Resume { job: id, at_ms: 5 }
+        )
+        .is_err());
     }
 
     #[test]
     fn cancel_and_resume() {
         let (mut jobs, mut next) = (BTreeMap::new(), 1);
         let id = submit(&mut jobs, &mut next);
-        apply(&mut jobs, &mut next, JobCommand::Cancel { job: id, at_ms: 1 }).unwrap();
+        apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Cancel { job: id, at_ms: 1 },
+        )
+        .unwrap();
         assert_eq!(jobs[&id].state, JobState::Cancelled);
         let id = submit(&mut jobs, &mut next);
         apply(
@@ -559,10 +577,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(jobs[&id].state, JobState::Paused);
-        apply(&mut jobs, &mut next, JobCommand::Resume { job: id, at_ms: 2 }).unwrap();
+        apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Resume { job: id, at_ms: 2 },
+        )
+        .unwrap();
         assert_eq!(jobs[&id].state, JobState::Recovering);
-        assert!(apply(&mut jobs, &mut next, JobCommand::Resume { job: 99, at_ms: 2 })
-            .unwrap_err()
-            .contains("not found"));
+        assert!(apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Resume { job: 99, at_ms: 2 }
+        )
+        .unwrap_err()
+        .contains("not found"));
     }
 }

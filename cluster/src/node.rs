@@ -373,11 +373,12 @@ impl ClusterNode {
         }
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
         for t in self.placement.meta_voters() {
-            match self.data_call(t, &DataRequest::MetaRead, Duration::from_secs(3)).await {
+            match self
+                .data_call(t, &DataRequest::MetaRead, Duration::from_secs(3))
+                .await
+            {
                 Ok(DataReply::MetaState(s)) => return Ok(*s),
-                Ok(other) => {
-                    last = DataError::Unavailable(format!("unexpected reply {other:?}"))
-                }
+                Ok(other) => last = DataError::Unavailable(format!("unexpected reply {other:?}")),
                 Err(e) => last = e,
             }
         }
@@ -652,6 +653,13 @@ impl ClusterNode {
                 Ok(DataReply::Blob(blob))
             }
             DataRequest::Ping => Ok(DataReply::Ok),
+            DataRequest::ShardImage { shard, job, clock } => {
+                let store = petuum_storage::CheckpointStore::new(self.db.clone());
+                let part = store
+                    .load_shard_bytes(job, clock, shard)
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Blob(part))
+            }
             DataRequest::Elect { group } => {
                 let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
                 raft.trigger()

@@ -385,11 +385,46 @@ impl ClusterShards {
 
     /// Runs a command on every shard's leader (all shards at once).
     pub fn command_all(&self, req: impl Fn(ShardId) -> ShardRequest) -> Result<(), TableError> {
-        self.commands(
-            (0..self.placement.shards())
-                .map(|s| (s, req(s)))
-                .collect(),
-        )
+        self.commands((0..self.placement.shards()).map(|s| (s, req(s))).collect())
+    }
+
+    /// Rolls `job` back to its checkpoint at `clock` (the label: the last
+    /// clock it includes) on every shard: each part is read from a replica
+    /// that has it and shipped through the group's log, so replicas that
+    /// never wrote it (caught up from a snapshot) restore it too.
+    pub fn restore_checkpoint(&self, job: JobId, clock: Clock) -> Result<(), TableError> {
+        let n = self.placement.shards();
+        let mut parts = Vec::with_capacity(n as usize);
+        for shard in 0..n {
+            let mut members = self.placement.members(crate::placement::shard_group(shard));
+            members.sort_by_key(|&m| m != self.local);
+            let mut found = None;
+            let mut last = String::from("no replica has it");
+            for node in members {
+                match self.call(node, &DataRequest::ShardImage { shard, job, clock }) {
+                    Ok(DataReply::Blob(Some(b))) => {
+                        found = Some(b);
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            let part = found.ok_or_else(|| {
+                unavailable(format!(
+                    "shard {shard}'s part of the checkpoint of job {job} at clock {clock}: {last}"
+                ))
+            })?;
+            parts.push((
+                shard,
+                ShardRequest::RestoreImage {
+                    job,
+                    clock,
+                    image: part,
+                },
+            ));
+        }
+        self.commands(parts)
     }
 
     /// A worker blob of `job` at `clock` committed through `shard`'s

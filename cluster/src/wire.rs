@@ -79,6 +79,13 @@ pub enum DataRequest {
     },
     /// Liveness probe (the job scheduler's failure detector).
     Ping,
+    /// A shard's part of the checkpoint of `job` at `clock` as this node
+    /// stores it (to ship to replicas in a `RestoreImage`).
+    ShardImage {
+        shard: ShardId,
+        job: JobId,
+        clock: Clock,
+    },
 }
 
 /// Why a `Data` request failed.

@@ -74,44 +74,44 @@ impl CheckpointStore {
 
     /// Loads a shard's part of the checkpoint of `job` at `clock`.
     pub fn load_shard(&self, job: JobId, clock: Clock, shard: ShardId) -> Result<ShardImage> {
-        let part = keys::checkpoint_shard(job, clock, shard);
-        let key = keys::show(CF_CHECKPOINT, &part);
         let value = self
-            .db
-            .get_blob(CF_CHECKPOINT, &part, "checkpoint", shard)?
+            .load_shard_bytes(job, clock, shard)?
             .ok_or(StorageError::NoCheckpoint { job, clock, shard })?;
-        let corrupt = |reason: String| StorageError::Corrupt {
-            what: "checkpoint",
-            shard,
-            key: key.clone(),
-            reason,
-        };
-        if value.len() < HEADER_BYTES || value[..4] != CHECKPOINT_MAGIC {
-            return Err(corrupt("bad checkpoint header".into()));
-        }
-        let version = u16::from_le_bytes([value[4], value[5]]);
-        if version != CHECKPOINT_VERSION {
-            return Err(StorageError::UnsupportedVersion {
-                what: "checkpoint",
-                shard,
-                key,
-                found: version,
-                supported: CHECKPOINT_VERSION,
-            });
-        }
-        let h_shard = u32::from_le_bytes(value[6..10].try_into().expect("4"));
-        let h_job = u64::from_le_bytes(value[10..18].try_into().expect("8"));
-        let h_clock = u64::from_le_bytes(value[18..26].try_into().expect("8"));
-        if (h_shard, h_job, h_clock) != (shard, job, clock) {
-            return Err(corrupt(format!(
-                "header names shard {h_shard} job {h_job} clock {h_clock}"
-            )));
-        }
-        let image: ShardImage = postcard::from_bytes(&value[HEADER_BYTES..])
-            .map_err(|e| corrupt(format!("image: {e}")))?;
-        if image.shard != shard {
-            return Err(corrupt(format!("image of shard {}", image.shard)));
-        }
+        decode_shard_part(&value, job, clock, shard)
+    }
+
+    /// A shard's part of a checkpoint as stored (header and image), to
+    /// ship to a replica that lacks it.
+    pub fn load_shard_bytes(
+        &self,
+        job: JobId,
+        clock: Clock,
+        shard: ShardId,
+    ) -> Result<Option<Vec<u8>>> {
+        let part = keys::checkpoint_shard(job, clock, shard);
+        self.db.get_blob(CF_CHECKPOINT, &part, "checkpoint", shard)
+    }
+
+    /// Stores a shard's part received as [`load_shard_bytes`] returned it,
+    /// after checking it.
+    ///
+    /// [`load_shard_bytes`]: Self::load_shard_bytes
+    pub fn put_shard_bytes(
+        &self,
+        job: JobId,
+        clock: Clock,
+        shard: ShardId,
+        value: &[u8],
+    ) -> Result<ShardImage> {
+        let image = decode_shard_part(value, job, clock, shard)?;
+        let part = keys::checkpoint_shard(job, clock, shard);
+        self.db.write_blob(
+            CF_CHECKPOINT,
+            &part,
+            &[value],
+            "write checkpoint",
+            shard as u64,
+        )?;
         Ok(image)
     }
 
@@ -219,4 +219,48 @@ impl CheckpointStore {
         tracing::debug!(job, ?deleted, "old checkpoints deleted");
         Ok(deleted)
     }
+}
+
+/// Checks and decodes a stored shard part of the checkpoint of `job` at
+/// `clock`.
+pub fn decode_shard_part(
+    value: &[u8],
+    job: JobId,
+    clock: Clock,
+    shard: ShardId,
+) -> Result<ShardImage> {
+    let key = keys::show(CF_CHECKPOINT, &keys::checkpoint_shard(job, clock, shard));
+    let corrupt = |reason: String| StorageError::Corrupt {
+        what: "checkpoint",
+        shard,
+        key: key.clone(),
+        reason,
+    };
+    if value.len() < HEADER_BYTES || value[..4] != CHECKPOINT_MAGIC {
+        return Err(corrupt("bad checkpoint header".into()));
+    }
+    let version = u16::from_le_bytes([value[4], value[5]]);
+    if version != CHECKPOINT_VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            what: "checkpoint",
+            shard,
+            key,
+            found: version,
+            supported: CHECKPOINT_VERSION,
+        });
+    }
+    let h_shard = u32::from_le_bytes(value[6..10].try_into().expect("4"));
+    let h_job = u64::from_le_bytes(value[10..18].try_into().expect("8"));
+    let h_clock = u64::from_le_bytes(value[18..26].try_into().expect("8"));
+    if (h_shard, h_job, h_clock) != (shard, job, clock) {
+        return Err(corrupt(format!(
+            "header names shard {h_shard} job {h_job} clock {h_clock}"
+        )));
+    }
+    let image: ShardImage =
+        postcard::from_bytes(&value[HEADER_BYTES..]).map_err(|e| corrupt(format!("image: {e}")))?;
+    if image.shard != shard {
+        return Err(corrupt(format!("image of shard {}", image.shard)));
+    }
+    Ok(image)
 }

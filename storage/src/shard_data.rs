@@ -205,7 +205,7 @@ impl ShardData {
             }
             // Needs the checkpoint store: the state machine handles it and
             // calls `restore_job`.
-            ShardRequest::Restore { job, .. } => {
+            ShardRequest::Restore { job, .. } | ShardRequest::RestoreImage { job, .. } => {
                 ShardResponse::refused(format!("restore of job {job} needs the checkpoint store"))
             }
             ShardRequest::Meta(_) => {

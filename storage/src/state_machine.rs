@@ -164,6 +164,32 @@ impl ShardStateMachine {
                         );
                         ShardResponse::default()
                     }
+                    EntryPayload::Normal(ShardRequest::RestoreImage { job, clock, image }) => {
+                        // Every replica gets the same bytes: a bad part is
+                        // refused by all, and the state stays as it was.
+                        // A failing disk is fatal for this replica (as for
+                        // any write), not a refusal the others did not see.
+                        let decoded =
+                            crate::checkpoint::decode_shard_part(&image, job, clock, self.shard);
+                        if decoded.is_ok() {
+                            self.checkpoints
+                                .put_shard_bytes(job, clock, self.shard, &image)?;
+                        }
+                        match decoded.and_then(|img| r.data.restore_job(job, &img)) {
+                            Ok(()) => {
+                                tracing::info!(
+                                    shard = self.shard,
+                                    job,
+                                    clock,
+                                    "job restored from a shipped checkpoint part"
+                                );
+                                ShardResponse::default()
+                            }
+                            Err(e) => ShardResponse::refused(format!(
+                                "restoring job {job} at clock {clock}: {e}"
+                            )),
+                        }
+                    }
                     EntryPayload::Normal(req) => {
                         let (resp, fx) = r.data.apply(req);
                         effects = fx;

@@ -58,6 +58,16 @@ pub enum ShardRequest {
     /// Rolls `job` back to its checkpoint at `clock`, read from this node's
     /// checkpoint store (design.md §3, resume).
     Restore { job: JobId, clock: Clock },
+    /// Rolls `job` back to the checkpoint part `image` (as stored by a
+    /// replica that has it: header and image), which each replica checks,
+    /// keeps in its checkpoint store and restores. Unlike `Restore` it
+    /// works on replicas that never wrote that checkpoint (one that caught
+    /// up by installing a snapshot). A damaged part is refused by all.
+    RestoreImage {
+        job: JobId,
+        clock: Clock,
+        image: Vec<u8>,
+    },
     /// Drops a finished job's tables, rows and clocks.
     DropJob { job: JobId },
     /// A command of the cluster's metadata group, encoded by its owner

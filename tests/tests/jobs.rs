@@ -112,7 +112,10 @@ fn wait_for(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("timed out waiting for {what}; last status {last}\n{}", c.logs());
+    panic!(
+        "timed out waiting for {what}; last status {last}\n{}",
+        c.logs()
+    );
 }
 
 fn submit(c: &LocalCluster, ep: &str, spec: &Path) -> u64 {
@@ -257,9 +260,14 @@ fn whole_cluster_restart_resumes_from_checkpoint() {
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep1 = endpoint(&c, 1);
     let job = submit(&c, &ep1, &spec);
-    wait_for(&c, &ep1, job, Duration::from_secs(60), "a checkpoint", |s| {
-        s["checkpoint"].as_u64().unwrap_or(0) >= 20
-    });
+    wait_for(
+        &c,
+        &ep1,
+        job,
+        Duration::from_secs(60),
+        "a checkpoint",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 20,
+    );
     // Every VM preempted at once, without warning.
     for n in 1..=3 {
         c.kill(n);
@@ -329,7 +337,10 @@ fn bad_specs_and_requests_get_clear_errors() {
             .submit_text(
                 &text.replace("logistic_regression", "no_such_algo").replace(
                     "/no/such/spam.libsvm",
-                    &datasets().join("spamassassin/spam.libsvm").display().to_string(),
+                    &datasets()
+                        .join("spamassassin/spam.libsvm")
+                        .display()
+                        .to_string(),
                 ),
                 "x.toml",
                 d,
@@ -369,13 +380,8 @@ fn bad_specs_and_requests_get_clear_errors() {
     assert!(out.status.success(), "{out:?}");
     let out = client(&ep, &["watch", &job.to_string(), "--json"], d);
     assert_eq!(out.status.code(), Some(1), "a cancelled job: watch exits 1");
-    let last: Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["state"], "cancelled");
     let out = client(&ep, &["list", "--json"], d);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -386,4 +392,47 @@ fn bad_specs_and_requests_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("only a paused or failed job"));
     let out = client(&ep, &["model", &job.to_string(), "-o", "x.bin"], d);
     assert!(String::from_utf8_lossy(&out.stderr).contains("once it has succeeded"));
+}
+
+#[test]
+fn job_pauses_without_quorum_and_continues_when_nodes_return() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    // 5 nodes, 3 replicas per shard: losing two neighbours leaves the
+    // metadata group a quorum (3 of 5) but some shard groups none.
+    let mut c = LocalCluster::start(5, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3, 4, 5], Duration::from_secs(60));
+    let ep = |c: &LocalCluster, h: u64| endpoint(c, h);
+    let job = submit(&c, &ep(&c, 1), &spec);
+    let s = wait_for(
+        &c,
+        &ep(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "a checkpoint",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 10 && s["state"] == "running",
+    );
+    let host = s["host"].as_u64().unwrap();
+    let neighbour = host % 5 + 1;
+    c.kill(host);
+    c.kill(neighbour);
+    let survivor = (1..=5).find(|&n| n != host && n != neighbour).unwrap();
+    let s = wait_for(
+        &c,
+        &ep(&c, survivor),
+        job,
+        Duration::from_secs(30),
+        "paused",
+        |s| s["state"] == "paused",
+    );
+    assert!(s["host"].is_null(), "{s}");
+    // One node returns: every shard group has a quorum again, and the job
+    // continues by itself from its checkpoint.
+    c.spawn(neighbour);
+    finish_and_compare(&c, &ep(&c, survivor), job, &reference);
+    let out = client(&ep(&c, survivor), &["logs", &job.to_string()], c.path());
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("without a quorum"), "{logs}");
+    assert!(logs.contains("enough nodes are up again"), "{logs}");
 }

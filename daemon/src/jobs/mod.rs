@@ -3,9 +3,9 @@
 //! - The **scheduler** runs on the metadata leader: it probes every node,
 //!   places submitted jobs on a live node, and when a job's host stops
 //!   answering it reassigns the job (a new epoch) to a live node, which
-//!   rolls the job back to its newest complete checkpoint. With fewer than
-//!   a majority of nodes up, jobs wait in `paused` and continue by
-//!   themselves when nodes return.
+//!   rolls the job back to its newest complete checkpoint. While some
+//!   shard group has lost its quorum, jobs wait in `paused` and continue
+//!   by themselves when nodes return.
 //! - The **supervisor** runs on every node: it starts the runs the
 //!   metadata group assigns to this node, cancels them on request, aborts
 //!   runs that were reassigned elsewhere, and on SIGTERM stops them at a
@@ -108,7 +108,11 @@ impl Jobs {
                     r.host == Some(me) && r.epoch == h.epoch && !r.state.is_terminal()
                 });
                 if !current && !h.abort.load(Ordering::SeqCst) {
-                    tracing::warn!(job, epoch = h.epoch, "the job was reassigned: aborting this run");
+                    tracing::warn!(
+                        job,
+                        epoch = h.epoch,
+                        "the job was reassigned: aborting this run"
+                    );
                     h.abort("reassigned to another node");
                 }
                 if let Some(r) = meta.jobs.get(job) {
@@ -171,14 +175,25 @@ impl Jobs {
                     seen.insert(n, now);
                 }
             }
-            let live = |n: u64| seen.get(&n).is_some_and(|t| now.duration_since(*t) < DEAD_AFTER);
+            let live = |n: u64| {
+                seen.get(&n)
+                    .is_some_and(|t| now.duration_since(*t) < DEAD_AFTER)
+            };
             let Some(meta) = self.node.meta_state() else {
                 continue;
             };
             let leaving = |n: u64| meta.node_states.get(&n) == Some(&NodeState::Leaving);
             let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
             let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
-            let majority = nodes.len() / 2 + 1;
+            // A job can run when every shard group keeps a quorum of live
+            // replicas (its workers touch every shard).
+            let placement = &self.node.placement;
+            let lost: Vec<u32> = (0..placement.shards())
+                .filter(|&s| {
+                    let m = placement.members(petuum_cluster::placement::shard_group(s));
+                    m.iter().filter(|&&n| live(n)).count() < m.len() / 2 + 1
+                })
+                .collect();
             // Jobs per host, to spread new assignments.
             let mut load: HashMap<u64, usize> = candidates.iter().map(|&n| (n, 0)).collect();
             for r in meta.jobs.values() {
@@ -193,6 +208,11 @@ impl Jobs {
                     continue;
                 }
                 let reason = match r.host {
+                    // Its workers would block on the shards without a
+                    // quorum: stop the run (the new epoch fences it).
+                    Some(h) if live(h) && !lost.is_empty() && !r.cancel_requested => {
+                        "shard groups lost their quorum".to_string()
+                    }
                     Some(h) if live(h) => continue,
                     Some(h) => format!("node {h} stopped answering"),
                     None if r.state == JobState::Submitted => "placed".to_string(),
@@ -206,7 +226,7 @@ impl Jobs {
                         end: RunEnd::Cancelled,
                         at_ms: now_ms(),
                     }
-                } else if up.len() >= majority && !candidates.is_empty() {
+                } else if lost.is_empty() && !candidates.is_empty() {
                     let host = *candidates
                         .iter()
                         .min_by_key(|&&n| (load.get(&n).copied().unwrap_or(0), n))
@@ -224,10 +244,10 @@ impl Jobs {
                         job: r.id,
                         epoch: r.epoch,
                         reason: format!(
-                            "{} of {} nodes up, {} needed ({reason})",
-                            candidates.len(),
+                            "{} of {} nodes up; {} shard groups without a quorum ({reason})",
+                            up.len(),
                             nodes.len(),
-                            majority
+                            lost.len()
                         ),
                         at_ms: now_ms(),
                     }

@@ -67,7 +67,12 @@ pub fn start(ctx: RunCtx) -> RunHandle {
     let shards = Arc::new(parking_lot::Mutex::new(None));
     let epoch = ctx.epoch;
     let job = ctx.record.id;
-    let (s, a, c, sh) = (stop.clone(), abort.clone(), cancelled.clone(), shards.clone());
+    let (s, a, c, sh) = (
+        stop.clone(),
+        abort.clone(),
+        cancelled.clone(),
+        shards.clone(),
+    );
     let thread = std::thread::Builder::new()
         .name(format!("job-{}", ctx.record.id))
         .spawn(move || {
@@ -87,12 +92,15 @@ pub fn start(ctx: RunCtx) -> RunHandle {
                 e => e,
             };
             tracing::info!(end = %short(&end), "run ended");
-            let _ = report(&ctx, JobCommand::Finish {
-                job,
-                epoch: ctx.epoch,
-                end,
-                at_ms: now_ms(),
-            });
+            let _ = report(
+                &ctx,
+                JobCommand::Finish {
+                    job,
+                    epoch: ctx.epoch,
+                    end,
+                    at_ms: now_ms(),
+                },
+            );
         })
         .expect("spawn job thread");
     RunHandle {
@@ -272,7 +280,8 @@ pub fn model_shard(job: JobId, shards: u32) -> ShardId {
 /// Whether a failure came from the cluster (retrying from a checkpoint
 /// can help) rather than from the algorithm or its data.
 fn infrastructure(e: &JobError) -> bool {
-    let table = |t: &TableError| matches!(t, TableError::Unavailable(_) | TableError::Aborted { .. });
+    let table =
+        |t: &TableError| matches!(t, TableError::Unavailable(_) | TableError::Aborted { .. });
     match e {
         JobError::Table(t) => table(t),
         JobError::Worker { source, .. } | JobError::Init(source) | JobError::Export(source) => {
@@ -293,9 +302,9 @@ fn restore(
     // include (`clock - 1`); `clock` counts finished clocks.
     let label = clock - 1;
     let started = Instant::now();
-    shards
-        .command_all(|_| ShardRequest::Restore { job, clock: label })
-        .map_err(|e| RunEnd::Interrupted(format!("restoring the checkpoint of clock {clock}: {e}")))?;
+    shards.restore_checkpoint(job, label).map_err(|e| {
+        RunEnd::Interrupted(format!("restoring the checkpoint of clock {clock}: {e}"))
+    })?;
     let n = shards.placement().shards();
     let mut states = Vec::with_capacity(workers as usize);
     for w in 0..workers {

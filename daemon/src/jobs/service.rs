@@ -169,8 +169,8 @@ impl JobsApi for JobsSvc {
         } else {
             req.origin.clone()
         };
-        let mut spec =
-            JobSpec::parse(&req.spec_toml, &origin).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut spec = JobSpec::parse(&req.spec_toml, &origin)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let base = Path::new(&req.base_dir);
         if !base.is_absolute() {
             return Err(Status::invalid_argument(format!(
