@@ -147,7 +147,10 @@ impl CheckpointStore {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(keys::prefix_end(job).to_vec());
         let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
-        it.seek(keys::prefix(job));
+        match self.db.checkpoint_floor.lock().get(&job) {
+            Some(&c) => it.seek(keys::checkpoint_prefix(job, c)),
+            None => it.seek(keys::prefix(job)),
+        }
         let mut by_clock: BTreeMap<Clock, CheckpointInfo> = BTreeMap::new();
         while it.valid() {
             let k = it.key().expect("valid iterator has a key").to_vec();
@@ -203,18 +206,37 @@ impl CheckpointStore {
             return Ok(Vec::new());
         }
         let cut = clocks[clocks.len() - keep];
+        // Point deletes of the keys below the cut, not a range delete:
+        // range tombstones pile up in the memtable and every later read of
+        // the column family pays for all of them (checkpoint_every = 1 got
+        // slower with every checkpoint).
+        let cf = self.db.cf(CF_CHECKPOINT);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::checkpoint_prefix(job, cut).to_vec());
+        let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
+        match self.db.checkpoint_floor.lock().get(&job) {
+            Some(&c) => it.seek(keys::checkpoint_prefix(job, c)),
+            None => it.seek(keys::prefix(job)),
+        }
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            self.db.cf(CF_CHECKPOINT),
-            keys::checkpoint_prefix(job, 0),
-            keys::checkpoint_prefix(job, cut),
-        );
+        while it.valid() {
+            batch.delete_cf(cf, it.key().expect("valid iterator has a key"));
+            it.next();
+        }
+        it.status().map_err(|source| StorageError::Rocks {
+            op: "prune checkpoints",
+            group: job,
+            key: keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            source,
+        })?;
+        drop(it);
         self.db.write(
             batch,
             "prune checkpoints",
             job,
             &keys::show(CF_CHECKPOINT, &keys::prefix(job)),
         )?;
+        self.db.checkpoint_floor.lock().insert(job, cut);
         let deleted: Vec<Clock> = clocks.into_iter().filter(|&c| c < cut).collect();
         tracing::debug!(job, ?deleted, "old checkpoints deleted");
         Ok(deleted)

@@ -62,6 +62,11 @@ impl StorageConfig {
 pub struct NodeDb {
     db: DB,
     config: StorageConfig,
+    /// Per job, the clock below which its checkpoints were pruned
+    /// (crate::checkpoint): listings start there instead of stepping over
+    /// range-deleted parts, which stay in the memtable until compaction
+    /// and made every checkpoint slower than the last.
+    pub(crate) checkpoint_floor: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 impl std::fmt::Debug for NodeDb {
@@ -110,7 +115,11 @@ impl NodeDb {
             }
         })?;
         tracing::info!(path = %config.path.display(), "storage opened");
-        Ok(Arc::new(NodeDb { db, config }))
+        Ok(Arc::new(NodeDb {
+            db,
+            config,
+            checkpoint_floor: Default::default(),
+        }))
     }
 
     pub fn config(&self) -> &StorageConfig {

@@ -399,6 +399,7 @@ impl Checkpointer for ClusterCheckpointer<'_> {
         let label = clock - 1;
         self.shards
             .command_all(|_| ShardRequest::Checkpoint { job, clock: label })?;
+        let shards_ms = started.elapsed().as_millis() as u64;
         let n = self.shards.placement().shards();
         for (w, data) in worker_states.iter().enumerate() {
             self.shards.command(
@@ -411,6 +412,7 @@ impl Checkpointer for ClusterCheckpointer<'_> {
                 },
             )?;
         }
+        let blobs_ms = started.elapsed().as_millis() as u64 - shards_ms;
         report(
             self.ctx,
             JobCommand::Checkpoint {
@@ -423,6 +425,8 @@ impl Checkpointer for ClusterCheckpointer<'_> {
         tracing::info!(
             clock,
             ms = started.elapsed().as_millis() as u64,
+            shards_ms,
+            blobs_ms,
             "checkpoint complete"
         );
         Ok(())

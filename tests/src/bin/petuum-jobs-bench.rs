@@ -1,0 +1,221 @@
+//! Jobs benchmark (docs/performance.md, "Jobs"), on three local
+//! `petuumd serve` nodes, with the embedded run of the same job beside it:
+//!
+//! 1. checkpoint overhead: the same logistic-regression job (spamassassin,
+//!    2 workers, BSP, deterministic) with `checkpoint_every` off, 10 and 1;
+//! 2. recovery: SIGKILL the node running a job, N times: time until the
+//!    job is reassigned, time until it reports progress again from its
+//!    checkpoint, and the clocks of work lost.
+//!
+//! Usage: petuum-jobs-bench [CLOCKS] [KILLS]   (release build:
+//! `cargo build --release --bins && target/release/petuum-jobs-bench`)
+
+use petuum_client::{Client, JobInfo};
+use petuum_tests::cluster::LocalCluster;
+use petuum_tests::{datasets, run};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn spec(dir: &Path, name: &str, clocks: u64, every: u64) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"name = "{name}"
+algorithm = "logistic_regression"
+[data]
+format = "libsvm"
+train = "{}"
+test_fraction = 0.2
+[run]
+workers = 2
+consistency = "bsp"
+deterministic = true
+seed = 11
+shards = 16
+clocks = {clocks}
+checkpoint_every = {every}
+[params]
+learning_rate = 10.0
+batch_size = 32
+batches_per_clock = 10
+l2 = 0.0002
+[model]
+path = "{}"
+"#,
+            datasets().join("spamassassin/spam.libsvm").display(),
+            dir.join(format!("{name}.safetensors")).display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+async fn poll(c: &mut Client, job: u64, what: &str, f: impl Fn(&JobInfo) -> bool) -> JobInfo {
+    let start = Instant::now();
+    loop {
+        if let Ok(i) = c.status(job).await {
+            if f(&i) {
+                return i;
+            }
+            assert_ne!(i.state, "failed", "job failed: {}", i.error);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn connect(ep: &str) -> Client {
+    let start = Instant::now();
+    loop {
+        match Client::connect(ep, None).await {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<u64> = std::env::args()
+        .skip(1)
+        .map(|a| {
+            a.parse()
+                .expect("usage: petuum-jobs-bench [CLOCKS] [KILLS]")
+        })
+        .collect();
+    let clocks = args.first().copied().unwrap_or(200);
+    let kills = args.get(1).copied().unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // The embedded run of the same job (the single-process peer).
+    let s = spec(dir.path(), "embedded", clocks, 0);
+    let t = Instant::now();
+    let out = run(
+        "petuumd",
+        &[
+            "run",
+            s.to_str().unwrap(),
+            "--json",
+            "--data-dir",
+            dir.path().join("embedded").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let embedded_s = last["seconds"].as_f64().unwrap();
+    println!(
+        "embedded (petuumd run): {clocks} clocks in {embedded_s:.2}s = {:.1} clocks/s (process wall {:.2}s)",
+        clocks as f64 / embedded_s,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = |c: &LocalCluster, n: u64| format!("http://{}", c.nodes[n as usize - 1].addr);
+
+    println!("\ncheckpoint overhead, 3 nodes x 3 replicas, {clocks} clocks:");
+    println!(
+        "{:<20} {:>10} {:>10} {:>12} {:>14}",
+        "checkpoint_every", "run s", "clocks/s", "vs off", "checkpoints"
+    );
+    let mut off = None;
+    for every in [0u64, 10, 1] {
+        let s = spec(dir.path(), &format!("ckpt{every}"), clocks, every);
+        let info = rt.block_on(async {
+            let mut cl = connect(&ep(&c, 1)).await;
+            let job = cl.submit(&s).await.unwrap().id;
+            poll(&mut cl, job, "success", |i| i.state == "succeeded").await
+        });
+        let rate = clocks as f64 / info.seconds;
+        let base = *off.get_or_insert(rate);
+        let n = if every == 0 { 0 } else { clocks / every };
+        println!(
+            "{:<20} {:>10.2} {:>10.1} {:>11.1}% {:>14}",
+            if every == 0 {
+                "off".to_string()
+            } else {
+                every.to_string()
+            },
+            info.seconds,
+            rate,
+            100.0 * rate / base,
+            n
+        );
+    }
+
+    println!("\nrecovery after SIGKILL of the job's node (checkpoint_every = 10):");
+    let (mut to_assign, mut to_run, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..kills {
+        let s = spec(dir.path(), &format!("kill{k}"), 100_000, 10);
+        let (host, job, before) = rt.block_on(async {
+            let mut cl = connect(&ep(&c, 1)).await;
+            let job = cl.submit(&s).await.unwrap().id;
+            // Kill at a varying distance from the last checkpoint.
+            let target = 20 + 3 * k;
+            let i = poll(&mut cl, job, "progress", |i| {
+                i.state == "running" && i.clock >= target
+            })
+            .await;
+            (i.host, job, i)
+        });
+        c.kill(host);
+        let t0 = Instant::now();
+        let other = (1..=3).find(|&n| n != host).unwrap();
+        let (assigned, running, after) = rt.block_on(async {
+            let mut cl = connect(&ep(&c, other)).await;
+            let a = poll(&mut cl, job, "reassignment", |i| {
+                i.host != host && i.host != 0
+            })
+            .await;
+            let assigned = t0.elapsed().as_secs_f64();
+            let r = poll(&mut cl, job, "progress after recovery", |i| {
+                i.epoch == a.epoch && i.state == "running"
+            })
+            .await;
+            let running = t0.elapsed().as_secs_f64();
+            cl.cancel(job).await.unwrap();
+            (assigned, running, r)
+        });
+        // Clocks finished before the kill that were redone: at least the
+        // last reported clock minus the checkpoint the job resumed from.
+        let redo = before.clock.saturating_sub(after.checkpoint);
+        println!(
+            "  kill {}: node {host} at clock >= {} (checkpoint {}): reassigned after {:.2}s, running again after {:.2}s, {} clocks redone",
+            k + 1,
+            before.clock,
+            after.checkpoint,
+            assigned,
+            running,
+            redo
+        );
+        to_assign.push(assigned);
+        to_run.push(running);
+        lost.push(redo as f64);
+        c.spawn(host);
+        // Let it rejoin and catch up before the next round.
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    if kills > 0 {
+        println!(
+            "median over {kills} kills: reassigned {:.2}s, running again {:.2}s (goal < 5 s), {:.0} clocks redone (bound: checkpoint_every = 10)",
+            median(&mut to_assign),
+            median(&mut to_run),
+            median(&mut lost)
+        );
+    }
+}
