@@ -326,10 +326,12 @@ impl JobsApi for JobsSvc {
             )));
         }
         let bytes = self.model_bytes(job).await?;
-        let chunks: Vec<Result<ModelChunk, Status>> = bytes
+        let chunks: Vec<ModelChunk> = bytes
             .chunks(1 << 20)
-            .map(|c| Ok(ModelChunk { data: c.to_vec() }))
+            .map(|c| ModelChunk { data: c.to_vec() })
             .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            chunks.into_iter().map(Ok),
+        ))))
     }
 }

@@ -143,7 +143,7 @@ fn main() {
         });
         let rate = clocks as f64 / info.seconds;
         let base = *off.get_or_insert(rate);
-        let n = if every == 0 { 0 } else { clocks / every };
+        let n = clocks.checked_div(every).unwrap_or(0);
         println!(
             "{:<20} {:>10.2} {:>10.1} {:>11.1}% {:>14}",
             if every == 0 {
