@@ -283,6 +283,7 @@ fn job_json(i: &JobInfo) -> serde_json::Value {
         "algorithm": i.algorithm,
         "state": i.state,
         "host": if i.host == 0 { serde_json::Value::Null } else { i.host.into() },
+        "placement": i.placement,
         "epoch": i.epoch,
         "clock": i.clock,
         "clocks": i.clocks,
@@ -313,6 +314,10 @@ fn print_status(i: &JobInfo) {
         format!(" on node {}", i.host)
     };
     println!("  state:      {}{host} (epoch {})", i.state, i.epoch);
+    if !i.placement.is_empty() {
+        let p: Vec<String> = i.placement.iter().map(|n| n.to_string()).collect();
+        println!("  workers on: nodes {}", p.join(", "));
+    }
     if i.has_progress {
         println!(
             "  progress:   clock {}/{}, objective {:.6}, {:.0} samples/s",

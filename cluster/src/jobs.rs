@@ -11,7 +11,7 @@
 
 use petuum_core::types::Clock;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How many progress samples a job record keeps (the newest).
 pub const HISTORY: usize = 2000;
@@ -71,6 +71,17 @@ pub struct Progress {
     pub at_ms: u64,
 }
 
+/// One host's progress: sums over its workers after `clock` clocks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    pub clock: Clock,
+    pub objective_sum: f64,
+    pub weight: f64,
+    pub samples: u64,
+    pub throughput: f64,
+    pub elapsed_s: f64,
+}
+
 /// What a finished job produced.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
@@ -104,8 +115,20 @@ pub struct JobRecord {
     /// Id of the job's first table (the others follow).
     pub first_table: u64,
     pub state: JobState,
-    /// The node running the job's workers now.
+    /// The job's coordinator now (the node of worker 0): it restores or
+    /// initialises the tables, exports the model and reports the end.
     pub host: Option<u64>,
+    /// The node of each worker in this epoch (empty while unplaced).
+    pub placement: Vec<u64>,
+    /// This epoch's tables are restored or initialised: workers may start.
+    pub ready: bool,
+    /// Nodes that saved their workers' states, per checkpoint clock not
+    /// yet complete.
+    pub parts: BTreeMap<Clock, BTreeSet<u64>>,
+    /// Each host's newest progress in this epoch.
+    pub host_progress: BTreeMap<u64, HostReport>,
+    /// Hosts whose workers finished every clock in this epoch.
+    pub done_hosts: BTreeSet<u64>,
     /// Bumped by every assignment; reports from older epochs are refused.
     pub epoch: u64,
     /// Clocks finished at the newest complete checkpoint.
@@ -136,6 +159,62 @@ impl JobRecord {
         }
     }
 
+    /// The nodes of this epoch's placement.
+    pub fn hosts(&self) -> BTreeSet<u64> {
+        self.placement.iter().copied().collect()
+    }
+
+    /// Forgets the per-epoch state (a new epoch starts).
+    fn next_epoch(&mut self) {
+        self.epoch += 1;
+        self.ready = false;
+        self.parts.clear();
+        self.host_progress.clear();
+        self.done_hosts.clear();
+    }
+
+    /// Leaves the job without hosts.
+    fn unplace(&mut self) {
+        self.host = None;
+        self.placement.clear();
+    }
+
+    /// Merges the hosts' reports into the job's progress.
+    fn merge_progress(&mut self, at_ms: u64) {
+        let hosts = self.hosts();
+        let mut p = Progress {
+            clock: Clock::MAX,
+            at_ms,
+            ..Default::default()
+        };
+        let (mut sum, mut weight) = (0.0, 0.0);
+        for h in &hosts {
+            let Some(r) = self.host_progress.get(h) else {
+                p.clock = 0;
+                continue;
+            };
+            p.clock = p.clock.min(r.clock);
+            sum += r.objective_sum;
+            weight += r.weight;
+            p.samples += r.samples;
+            p.throughput += r.throughput;
+            p.elapsed_s = p.elapsed_s.max(r.elapsed_s);
+        }
+        if p.clock == Clock::MAX {
+            p.clock = 0;
+        }
+        p.objective = if weight > 0.0 { sum / weight } else { sum };
+        let advanced = self.history.last().is_none_or(|l| l.clock != p.clock);
+        if advanced {
+            self.history.push(p.clone());
+            if self.history.len() > HISTORY {
+                let excess = self.history.len() - HISTORY;
+                self.history.drain(..excess);
+            }
+        }
+        self.progress = Some(p);
+    }
+
     fn check_epoch(&self, epoch: u64) -> Result<(), String> {
         if epoch != self.epoch {
             return Err(format!(
@@ -157,12 +236,6 @@ pub enum RunEnd {
     /// The algorithm or the data failed: retrying does not help.
     Failed(String),
     Cancelled,
-    /// Stopped at the checkpoint of `clock` (preemption of the host): the
-    /// job moves to another node.
-    Stopped {
-        clock: Clock,
-        reason: String,
-    },
     /// Lost the cluster under it (shards unavailable): retried from the
     /// newest checkpoint.
     Interrupted(String),
@@ -182,32 +255,60 @@ pub enum JobCommand {
         tables: u64,
         at_ms: u64,
     },
-    /// Puts the job on `node` (compare-and-set on `epoch`): its supervisor
-    /// there starts the workers, restoring the newest checkpoint if any.
+    /// Places the job's workers (`placement[w]` is worker `w`'s node;
+    /// compare-and-set on `epoch`): the coordinator (worker 0's node)
+    /// restores the newest checkpoint if any, and every host starts its
+    /// workers once the job is ready.
     Assign {
         job: u64,
-        node: u64,
+        placement: Vec<u64>,
         epoch: u64,
         reason: String,
         at_ms: u64,
     },
-    /// Too few nodes to run on: wait (no host).
+    /// Too few nodes to run on: wait (no hosts).
     Pause {
         job: u64,
         epoch: u64,
         reason: String,
         at_ms: u64,
     },
-    Progress {
+    /// The coordinator restored or initialised the tables.
+    Ready {
         job: u64,
         epoch: u64,
-        progress: Progress,
     },
-    /// Every part of the checkpoint at `clock` is durable.
-    Checkpoint {
+    /// A host's progress.
+    HostProgress {
         job: u64,
         epoch: u64,
+        node: u64,
+        report: HostReport,
+        at_ms: u64,
+    },
+    /// `node` saved the states of its workers at `clock`; the checkpoint
+    /// is complete once every host has (the shards write their images by
+    /// themselves as the clock passes).
+    CheckpointPart {
+        job: u64,
+        epoch: u64,
+        node: u64,
         clock: Clock,
+        at_ms: u64,
+    },
+    /// `node`'s workers finished every clock.
+    HostDone {
+        job: u64,
+        epoch: u64,
+        node: u64,
+    },
+    /// `node` gives its workers up (it is stopping): the job rolls back to
+    /// its newest checkpoint and is placed again without it.
+    Release {
+        job: u64,
+        epoch: u64,
+        node: u64,
+        reason: String,
         at_ms: u64,
     },
     Finish {
@@ -258,6 +359,11 @@ pub fn apply(
                 first_table: id + 1,
                 state: JobState::Submitted,
                 host: None,
+                placement: Vec::new(),
+                ready: false,
+                parts: BTreeMap::new(),
+                host_progress: BTreeMap::new(),
+                done_hosts: BTreeSet::new(),
                 epoch: 0,
                 checkpoint: None,
                 progress: None,
@@ -276,7 +382,7 @@ pub fn apply(
         }
         JobCommand::Assign {
             job,
-            node,
+            placement,
             epoch,
             reason,
             at_ms,
@@ -294,12 +400,20 @@ pub fn apply(
             if r.cancel_requested {
                 return Err(format!("job {job} is being cancelled"));
             }
+            if placement.len() != r.workers as usize {
+                return Err(format!(
+                    "job {job}: a placement of {} workers for a job of {}",
+                    placement.len(),
+                    r.workers
+                ));
+            }
             let restart = r.progress.is_some() || r.checkpoint.is_some();
             if restart && r.epoch > 0 {
                 r.recoveries += 1;
             }
-            r.epoch += 1;
-            r.host = Some(node);
+            r.next_epoch();
+            r.host = placement.first().copied();
+            r.placement = placement;
             r.state = if restart {
                 JobState::Recovering
             } else {
@@ -310,9 +424,15 @@ pub fn apply(
                 None if restart => "from clock 0 (no complete checkpoint)".into(),
                 None => "from clock 0".into(),
             };
+            let nodes: Vec<String> = r.hosts().iter().map(|n| n.to_string()).collect();
             r.event(
                 at_ms,
-                format!("epoch {}: on node {node} {from} ({reason})", r.epoch),
+                format!(
+                    "epoch {}: workers on node{} {} {from} ({reason})",
+                    r.epoch,
+                    if nodes.len() > 1 { "s" } else { "" },
+                    nodes.join(", ")
+                ),
             );
             Ok(r.epoch)
         }
@@ -324,46 +444,75 @@ pub fn apply(
         } => {
             let r = record(jobs, job)?;
             r.check_epoch(epoch)?;
-            r.host = None;
-            r.epoch += 1;
+            r.unplace();
+            r.next_epoch();
             r.state = JobState::Paused;
             r.event(at_ms, format!("paused: {reason}"));
             Ok(r.epoch)
         }
-        JobCommand::Progress {
+        JobCommand::Ready { job, epoch } => {
+            let r = record(jobs, job)?;
+            r.check_epoch(epoch)?;
+            r.ready = true;
+            Ok(r.epoch)
+        }
+        JobCommand::HostProgress {
             job,
             epoch,
-            progress,
+            node,
+            report,
+            at_ms,
         } => {
             let r = record(jobs, job)?;
             r.check_epoch(epoch)?;
             if r.state == JobState::Recovering {
                 r.state = JobState::Running;
             }
-            r.history.push(progress.clone());
-            if r.history.len() > HISTORY {
-                let excess = r.history.len() - HISTORY;
-                r.history.drain(..excess);
-            }
-            r.progress = Some(progress);
+            r.host_progress.insert(node, report);
+            r.merge_progress(at_ms);
             Ok(r.epoch)
         }
-        JobCommand::Checkpoint {
+        JobCommand::CheckpointPart {
             job,
             epoch,
+            node,
             clock,
             at_ms,
         } => {
             let r = record(jobs, job)?;
             r.check_epoch(epoch)?;
-            if r.checkpoint.is_some_and(|c| c > clock) {
-                return Err(format!(
-                    "job {job}: checkpoint at clock {clock} is older than the recorded {}",
-                    r.checkpoint.unwrap_or(0)
-                ));
+            if r.checkpoint.is_some_and(|c| c >= clock) {
+                return Ok(r.epoch);
             }
-            r.checkpoint = Some(clock);
-            r.event(at_ms, format!("checkpoint complete at clock {clock}"));
+            let hosts = r.hosts();
+            let parts = r.parts.entry(clock).or_default();
+            parts.insert(node);
+            if hosts.is_subset(parts) {
+                r.checkpoint = Some(clock);
+                r.parts.retain(|&c, _| c > clock);
+                r.event(at_ms, format!("checkpoint complete at clock {clock}"));
+            }
+            Ok(r.epoch)
+        }
+        JobCommand::HostDone { job, epoch, node } => {
+            let r = record(jobs, job)?;
+            r.check_epoch(epoch)?;
+            r.done_hosts.insert(node);
+            Ok(r.epoch)
+        }
+        JobCommand::Release {
+            job,
+            epoch,
+            node,
+            reason,
+            at_ms,
+        } => {
+            let r = record(jobs, job)?;
+            r.check_epoch(epoch)?;
+            r.unplace();
+            r.next_epoch();
+            r.state = JobState::Recovering;
+            r.event(at_ms, format!("node {node} released its workers: {reason}"));
             Ok(r.epoch)
         }
         JobCommand::Finish {
@@ -386,37 +535,28 @@ pub fn apply(
                     );
                     r.result = Some(res);
                     r.finished_ms = Some(at_ms);
-                    r.host = None;
+                    r.unplace();
                 }
                 RunEnd::Failed(e) => {
                     r.state = JobState::Failed;
                     r.event(at_ms, format!("failed: {e}"));
                     r.error = Some(e);
                     r.finished_ms = Some(at_ms);
-                    r.host = None;
+                    r.unplace();
                 }
                 RunEnd::Cancelled => {
                     r.state = JobState::Cancelled;
                     r.event(at_ms, "cancelled");
                     r.finished_ms = Some(at_ms);
-                    r.host = None;
-                }
-                RunEnd::Stopped { clock, reason } => {
-                    r.checkpoint = Some(clock);
-                    r.state = JobState::Recovering;
-                    r.event(
-                        at_ms,
-                        format!("stopped at the checkpoint of clock {clock}: {reason}"),
-                    );
-                    r.host = None;
+                    r.unplace();
                 }
                 RunEnd::Interrupted(reason) => {
                     r.state = JobState::Recovering;
                     r.event(at_ms, format!("interrupted: {reason}"));
-                    r.host = None;
+                    r.unplace();
                 }
             }
-            r.epoch += 1;
+            r.next_epoch();
             Ok(r.epoch)
         }
         JobCommand::Cancel { job, at_ms } => {
@@ -429,7 +569,7 @@ pub fn apply(
                 r.event(at_ms, "cancel requested");
             } else {
                 r.state = JobState::Cancelled;
-                r.epoch += 1;
+                r.next_epoch();
                 r.finished_ms = Some(at_ms);
                 r.event(at_ms, "cancelled");
             }
@@ -440,10 +580,10 @@ pub fn apply(
             match r.state {
                 JobState::Paused | JobState::Failed => {
                     r.state = JobState::Recovering;
-                    r.host = None;
+                    r.unplace();
                     r.error = None;
                     r.finished_ms = None;
-                    r.epoch += 1;
+                    r.next_epoch();
                     r.event(at_ms, "resume requested");
                     Ok(r.epoch)
                 }
@@ -482,62 +622,94 @@ mod tests {
         .unwrap()
     }
 
+    fn report(clock: Clock, objective_sum: f64, weight: f64) -> HostReport {
+        HostReport {
+            clock,
+            objective_sum,
+            weight,
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn lifecycle_with_recovery_and_fencing() {
         let (mut jobs, mut next) = (BTreeMap::new(), 1);
         let id = submit(&mut jobs, &mut next);
         assert_eq!((id, jobs[&id].first_table, next), (1, 2, 4));
-        let assign = |node, epoch| JobCommand::Assign {
+        let assign = |placement: Vec<u64>, epoch| JobCommand::Assign {
             job: id,
-            node,
+            placement,
             epoch,
             reason: "test".into(),
             at_ms: 2,
         };
-        assert_eq!(apply(&mut jobs, &mut next, assign(1, 0)), Ok(1));
-        assert_eq!(jobs[&id].state, JobState::Running);
+        // A placement must cover every worker.
+        assert!(apply(&mut jobs, &mut next, assign(vec![1], 0)).is_err());
+        assert_eq!(apply(&mut jobs, &mut next, assign(vec![1, 2], 0)), Ok(1));
+        assert_eq!(
+            (jobs[&id].state, jobs[&id].host),
+            (JobState::Running, Some(1))
+        );
         // A stale assignment is refused.
-        assert!(apply(&mut jobs, &mut next, assign(2, 0)).is_err());
-        let ckpt = JobCommand::Checkpoint {
+        assert!(apply(&mut jobs, &mut next, assign(vec![2, 3], 0)).is_err());
+        // Progress merges the hosts: the slower host's clock, the pooled mean.
+        let hp = |node, r| JobCommand::HostProgress {
             job: id,
             epoch: 1,
-            clock: 5,
+            node,
+            report: r,
             at_ms: 3,
         };
-        apply(&mut jobs, &mut next, ckpt).unwrap();
-        // Host 1 lost: reassigned, recovering from the checkpoint.
-        assert_eq!(apply(&mut jobs, &mut next, assign(2, 1)), Ok(2));
-        let r = &jobs[&id];
-        assert_eq!(
-            (r.state, r.host, r.checkpoint, r.recoveries),
-            (JobState::Recovering, Some(2), Some(5), 1)
-        );
-        // The old host's late report is fenced off.
-        let late = JobCommand::Progress {
+        apply(&mut jobs, &mut next, hp(1, report(6, 3.0, 1.0))).unwrap();
+        assert_eq!(jobs[&id].progress.as_ref().unwrap().clock, 0);
+        apply(&mut jobs, &mut next, hp(2, report(5, 1.0, 1.0))).unwrap();
+        let p = jobs[&id].progress.clone().unwrap();
+        assert_eq!((p.clock, p.objective), (5, 2.0));
+        // A checkpoint is complete once every host saved its part.
+        let part = |node, clock| JobCommand::CheckpointPart {
             job: id,
             epoch: 1,
-            progress: Progress::default(),
+            node,
+            clock,
+            at_ms: 4,
         };
-        assert!(apply(&mut jobs, &mut next, late)
+        apply(&mut jobs, &mut next, part(1, 5)).unwrap();
+        assert_eq!(jobs[&id].checkpoint, None);
+        apply(&mut jobs, &mut next, part(2, 5)).unwrap();
+        assert_eq!(jobs[&id].checkpoint, Some(5));
+        // Host 1 lost: placed again, recovering from the checkpoint.
+        assert_eq!(apply(&mut jobs, &mut next, assign(vec![2, 3], 1)), Ok(2));
+        let r = &jobs[&id];
+        assert_eq!(
+            (r.state, r.host, r.checkpoint, r.recoveries, r.ready),
+            (JobState::Recovering, Some(2), Some(5), 1, false)
+        );
+        assert!(r.host_progress.is_empty());
+        // The old epoch's late report is fenced off.
+        assert!(apply(&mut jobs, &mut next, hp(1, report(7, 0.0, 1.0)))
             .unwrap_err()
             .contains("epoch"));
-        let p = JobCommand::Progress {
+        apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Ready { job: id, epoch: 2 },
+        )
+        .unwrap();
+        let done = |node| JobCommand::HostDone {
             job: id,
             epoch: 2,
-            progress: Progress {
-                clock: 6,
-                ..Default::default()
-            },
+            node,
         };
-        apply(&mut jobs, &mut next, p).unwrap();
-        assert_eq!(jobs[&id].state, JobState::Running);
-        let done = JobCommand::Finish {
+        apply(&mut jobs, &mut next, done(2)).unwrap();
+        apply(&mut jobs, &mut next, done(3)).unwrap();
+        assert!(jobs[&id].hosts().is_subset(&jobs[&id].done_hosts));
+        let fin = JobCommand::Finish {
             job: id,
             epoch: 2,
             end: RunEnd::Succeeded(JobResult::default()),
             at_ms: 4,
         };
-        apply(&mut jobs, &mut next, done).unwrap();
+        apply(&mut jobs, &mut next, fin).unwrap();
         assert_eq!(jobs[&id].state, JobState::Succeeded);
         assert!(apply(
             &mut jobs,
@@ -554,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn cancel_and_resume() {
+    fn release_cancel_and_resume() {
         let (mut jobs, mut next) = (BTreeMap::new(), 1);
         let id = submit(&mut jobs, &mut next);
         apply(
@@ -568,9 +740,35 @@ mod tests {
         apply(
             &mut jobs,
             &mut next,
+            JobCommand::Assign {
+                job: id,
+                placement: vec![1, 2],
+                epoch: 0,
+                reason: "t".into(),
+                at_ms: 1,
+            },
+        )
+        .unwrap();
+        apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Release {
+                job: id,
+                epoch: 1,
+                node: 2,
+                reason: "node 2 is stopping".into(),
+                at_ms: 2,
+            },
+        )
+        .unwrap();
+        let r = &jobs[&id];
+        assert_eq!((r.state, r.host, r.epoch), (JobState::Recovering, None, 2));
+        apply(
+            &mut jobs,
+            &mut next,
             JobCommand::Pause {
                 job: id,
-                epoch: 0,
+                epoch: 2,
                 reason: "1 of 3 nodes up".into(),
                 at_ms: 1,
             },

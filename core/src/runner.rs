@@ -481,3 +481,203 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         "unknown panic".into()
     }
 }
+
+/// Per-clock sums over the workers of one host, for a coordinator that
+/// merges hosts (a job whose workers are spread over several nodes).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HostProgress {
+    /// Clocks every local worker has finished.
+    pub clock: Clock,
+    pub objective_sum: f64,
+    pub weight: f64,
+    pub samples: u64,
+    /// Samples per second of this host over the clock.
+    pub throughput: f64,
+    pub elapsed_s: f64,
+}
+
+/// What a host running some of a job's workers reports.
+pub trait WorkerHooks: Send + Sync {
+    /// Every local worker finished `p.clock` clocks.
+    fn on_clock(&self, p: &HostProgress);
+    /// Worker `worker` finished `clock` clocks, a checkpoint clock
+    /// (`clock % checkpoint_every == 0`): persist its state. The worker
+    /// goes on when this returns.
+    fn save_worker(&self, worker: WorkerId, clock: Clock, state: Vec<u8>) -> Result<(), BoxError>;
+}
+
+/// Runs the workers `local` of a job whose tables exist and are
+/// initialised (or restored to `start`), without a barrier with the
+/// others: each worker checkpoints its own state as it passes a
+/// checkpoint clock, and the shards write their images of that clock by
+/// themselves (registered with `checkpoint_every`). `states` holds the
+/// restored workers' states. Setting `abort` makes the workers stop with
+/// an error at their next clock.
+#[allow(clippy::too_many_arguments)]
+pub fn run_workers(
+    node: &Arc<Node>,
+    algo: &dyn Algorithm,
+    cfg: &RunConfig,
+    local: &[WorkerId],
+    start: Clock,
+    states: &BTreeMap<WorkerId, Vec<u8>>,
+    checkpoint_every: Clock,
+    abort: &AtomicBool,
+    hooks: &dyn WorkerHooks,
+) -> Result<(), JobError> {
+    let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
+    let mut workers = Vec::with_capacity(local.len());
+    for &w in local {
+        let mut worker = algo.worker(w, cfg.workers).map_err(JobError::Init)?;
+        if start > 0 {
+            let state = states.get(&w).ok_or_else(|| {
+                JobError::Init(
+                    format!("no checkpointed state for worker {w} at clock {start}").into(),
+                )
+            })?;
+            worker.restore_state(state).map_err(JobError::Init)?;
+        }
+        workers.push((w, worker));
+    }
+    let began = Instant::now();
+    let agg: Mutex<(Instant, BTreeMap<Clock, ClockAcc>)> = Mutex::new((began, BTreeMap::new()));
+    let n = local.len() as u32;
+    let report = |c: Clock, s: crate::algorithm::StepStats| {
+        let mut guard = agg.lock();
+        let (last, pending) = &mut *guard;
+        let acc = pending.entry(c).or_default();
+        acc.reported += 1;
+        acc.objective += s.objective;
+        acc.weight += s.weight;
+        acc.samples += s.samples;
+        while let Some(entry) = pending.first_entry() {
+            if entry.get().reported < n {
+                break;
+            }
+            let c = *entry.key();
+            let acc = entry.remove();
+            let now = Instant::now();
+            let dt = now.duration_since(*last).as_secs_f64().max(1e-9);
+            *last = now;
+            hooks.on_clock(&HostProgress {
+                clock: c + 1,
+                objective_sum: acc.objective,
+                weight: acc.weight,
+                samples: acc.samples,
+                throughput: acc.samples as f64 / dt,
+                elapsed_s: now.duration_since(began).as_secs_f64(),
+            });
+        }
+    };
+    let first_error: Mutex<Option<JobError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for (w, mut algo_worker) in workers {
+            let (tables, report, first_error) = (&tables, &report, &first_error);
+            std::thread::Builder::new()
+                .name(format!("worker-{w}"))
+                .spawn_scoped(scope, move || {
+                    let mut ctx = WorkerCtx::new(
+                        node.clone(),
+                        cfg.job,
+                        w,
+                        cfg.workers,
+                        cfg.consistency,
+                        tables,
+                        start,
+                    );
+                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        loop_worker(
+                            &mut ctx,
+                            algo_worker.as_mut(),
+                            cfg,
+                            checkpoint_every,
+                            abort,
+                            hooks,
+                            report,
+                        )
+                    }));
+                    let err = match result {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => e,
+                        Err(panic) => JobError::Panic {
+                            worker: w,
+                            message: panic_message(&panic),
+                        },
+                    };
+                    let reason = err.to_string();
+                    let mut slot = first_error.lock();
+                    // Keep the root cause, not another worker's echo of it.
+                    let replace = match slot.as_ref() {
+                        None => true,
+                        Some(prev) => is_abort_echo(prev) && !is_abort_echo(&err),
+                    };
+                    if replace {
+                        *slot = Some(err);
+                    }
+                    drop(slot);
+                    // Stop this host's other workers.
+                    node.service().abort_job(cfg.job, &reason);
+                })
+                .expect("spawn worker thread");
+        }
+    });
+    match first_error.into_inner() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// An error caused by another worker's abort of the job.
+fn is_abort_echo(e: &JobError) -> bool {
+    matches!(e, JobError::Worker { source, .. }
+        if matches!(source.downcast_ref::<TableError>(), Some(TableError::Aborted { .. })))
+}
+
+fn loop_worker(
+    ctx: &mut WorkerCtx,
+    algo_worker: &mut dyn AlgoWorker,
+    cfg: &RunConfig,
+    every: Clock,
+    abort: &AtomicBool,
+    hooks: &dyn WorkerHooks,
+    report: &dyn Fn(Clock, crate::algorithm::StepStats),
+) -> Result<(), JobError> {
+    let w = ctx.worker();
+    while ctx.clock_now() < cfg.clocks {
+        let c = ctx.clock_now();
+        let fail = |source: BoxError| JobError::Worker {
+            worker: w,
+            clock: c,
+            source,
+        };
+        if abort.load(Ordering::Relaxed) {
+            return Err(fail(Box::new(TableError::Aborted {
+                job: cfg.job,
+                reason: "stopped".into(),
+            })));
+        }
+        let mut rng = step_rng(cfg.seed, w, c);
+        let stats = algo_worker.step(ctx, &mut rng).map_err(fail)?;
+        if !stats.objective.is_finite() {
+            return Err(fail(
+                format!(
+                    "objective is {} (diverged; lower the learning rate)",
+                    stats.objective
+                )
+                .into(),
+            ));
+        }
+        ctx.clock().map_err(|e| fail(Box::new(e)))?;
+        report(c, stats);
+        let done = c + 1;
+        if every > 0 && done.is_multiple_of(every) && done < cfg.clocks {
+            hooks
+                .save_worker(w, done, algo_worker.save_state())
+                .map_err(|source| JobError::Checkpoint {
+                    clock: done,
+                    source,
+                })?;
+        }
+    }
+    Ok(())
+}

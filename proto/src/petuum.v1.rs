@@ -108,7 +108,7 @@ pub struct JobInfo {
     /// submitted, running, recovering, succeeded, failed, cancelled, paused.
     #[prost(string, tag = "4")]
     pub state: ::prost::alloc::string::String,
-    /// The node running the job's workers (0: none now).
+    /// The job's coordinator: worker 0's node (0: none now).
     #[prost(uint64, tag = "5")]
     pub host: u64,
     #[prost(uint64, tag = "6")]
@@ -150,6 +150,10 @@ pub struct JobInfo {
     pub cancel_requested: bool,
     #[prost(bool, tag = "23")]
     pub has_progress: bool,
+    /// The node of each worker in this epoch (empty while unplaced); `host`
+    /// is worker 0's node, the job's coordinator.
+    #[prost(uint64, repeated, tag = "24")]
+    pub placement: ::prost::alloc::vec::Vec<u64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListReply {

@@ -177,6 +177,17 @@ fn killed_host_job_recovers_bit_identical() {
     });
     let host = s["host"].as_u64().unwrap();
     let at_kill = s["clock"].as_u64().unwrap();
+    // The scheduler spreads the two workers over two nodes.
+    let placement: Vec<u64> = s["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        placement.len() == 2 && placement[0] != placement[1],
+        "{placement:?}"
+    );
     assert!(at_kill < CLOCKS, "the job finished before the kill");
     c.kill(host);
     let killed = Instant::now();

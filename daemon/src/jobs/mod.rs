@@ -83,10 +83,10 @@ impl Jobs {
                 // claim them under a new epoch, which fences anything of
                 // the old run still in flight, and resume them.
                 for r in meta.jobs.values() {
-                    if r.host == Some(me) && !r.state.is_terminal() {
+                    if r.placement.contains(&me) && !r.state.is_terminal() {
                         let cmd = JobCommand::Assign {
                             job: r.id,
-                            node: me,
+                            placement: r.placement.clone(),
                             epoch: r.epoch,
                             reason: format!("node {me} restarted"),
                             at_ms: now_ms(),
@@ -105,7 +105,7 @@ impl Jobs {
             // Runs that are no longer ours (reassigned, ended) stop.
             for (job, h) in runs.iter() {
                 let current = meta.jobs.get(job).is_some_and(|r| {
-                    r.host == Some(me) && r.epoch == h.epoch && !r.state.is_terminal()
+                    r.placement.contains(&me) && r.epoch == h.epoch && !r.state.is_terminal()
                 });
                 if !current && !h.abort.load(Ordering::SeqCst) {
                     tracing::warn!(
@@ -127,13 +127,13 @@ impl Jobs {
                 continue;
             }
             for r in meta.jobs.values() {
-                let ours = r.host == Some(me)
+                let ours = r.placement.contains(&me)
                     && matches!(r.state, JobState::Running | JobState::Recovering)
                     && !r.cancel_requested;
                 if !ours || runs.contains_key(&r.id) {
                     continue;
                 }
-                tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting a run");
+                tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting this node's workers");
                 let h = runner::start(runner::RunCtx {
                     node: self.node.clone(),
                     rt: tokio::runtime::Handle::current(),
@@ -195,10 +195,11 @@ impl Jobs {
                 })
                 .collect();
             // Jobs per host, to spread new assignments.
+            // Workers per node, to spread new placements.
             let mut load: HashMap<u64, usize> = candidates.iter().map(|&n| (n, 0)).collect();
             for r in meta.jobs.values() {
-                if let Some(h) = r.host {
-                    if !r.state.is_terminal() {
+                if !r.state.is_terminal() {
+                    for &h in &r.placement {
                         *load.entry(h).or_default() += 1;
                     }
                 }
@@ -207,17 +208,23 @@ impl Jobs {
                 if r.state.is_terminal() {
                     continue;
                 }
-                let reason = match r.host {
-                    // Its workers would block on the shards without a
-                    // quorum: stop the run (the new epoch fences it).
-                    Some(h) if live(h) && !lost.is_empty() && !r.cancel_requested => {
+                let dead: Vec<u64> = r.placement.iter().copied().filter(|&h| !live(h)).collect();
+                let reason = if !r.placement.is_empty() {
+                    if let Some(h) = dead.first() {
+                        format!("node {h} stopped answering")
+                    } else if !lost.is_empty() && !r.cancel_requested {
+                        // Its workers would block on the shards without a
+                        // quorum: stop the run (the new epoch fences it).
                         "shard groups lost their quorum".to_string()
+                    } else {
+                        continue;
                     }
-                    Some(h) if live(h) => continue,
-                    Some(h) => format!("node {h} stopped answering"),
-                    None if r.state == JobState::Submitted => "placed".to_string(),
-                    None if r.state == JobState::Paused => "enough nodes are up again".into(),
-                    None => "moved off a stopping node".into(),
+                } else if r.state == JobState::Submitted {
+                    "placed".to_string()
+                } else if r.state == JobState::Paused {
+                    "enough nodes are up again".into()
+                } else {
+                    "placed again".into()
                 };
                 let cmd = if r.cancel_requested {
                     JobCommand::Finish {
@@ -227,14 +234,21 @@ impl Jobs {
                         at_ms: now_ms(),
                     }
                 } else if lost.is_empty() && !candidates.is_empty() {
-                    let host = *candidates
-                        .iter()
-                        .min_by_key(|&&n| (load.get(&n).copied().unwrap_or(0), n))
-                        .expect("not empty");
-                    *load.entry(host).or_default() += 1;
+                    // Each worker on the least loaded node: round-robin
+                    // over the nodes for one job on an idle cluster.
+                    let placement: Vec<u64> = (0..r.workers)
+                        .map(|_| {
+                            let n = *candidates
+                                .iter()
+                                .min_by_key(|&&n| (load.get(&n).copied().unwrap_or(0), n))
+                                .expect("not empty");
+                            *load.entry(n).or_default() += 1;
+                            n
+                        })
+                        .collect();
                     JobCommand::Assign {
                         job: r.id,
-                        node: host,
+                        placement,
                         epoch: r.epoch,
                         reason,
                         at_ms: now_ms(),
@@ -262,10 +276,12 @@ impl Jobs {
         }
     }
 
-    /// Preemption (SIGTERM): takes no new runs, tells the metadata group
-    /// this node is leaving (so nothing is placed here), and stops every
-    /// run at a checkpoint, waiting at most `grace`. Runs still going then
-    /// are abandoned: they continue elsewhere from their last checkpoint.
+    /// Preemption (SIGTERM): takes no new runs and tells the metadata
+    /// group this node is leaving (nothing is placed here). For each job
+    /// with workers here it waits, at most `grace`, for the job's next
+    /// complete checkpoint (its workers keep running meanwhile), then
+    /// releases its workers: the job rolls back to that fresh checkpoint
+    /// and is placed again on the other nodes, losing (almost) nothing.
     pub async fn stop(&self, grace: Duration) {
         self.stopping.store(true, Ordering::SeqCst);
         let me = self.node.id();
@@ -276,36 +292,82 @@ impl Jobs {
                 state: NodeState::Leaving,
             })
             .await;
-        let n = {
-            let runs = self.runs.lock();
-            for h in runs.values() {
-                h.stop.store(true, Ordering::SeqCst);
-            }
-            runs.len()
-        };
-        if n == 0 {
+        let runs: Vec<(u64, u64)> = self
+            .runs
+            .lock()
+            .values()
+            .filter(|h| !h.thread.is_finished())
+            .map(|h| (h.job, h.epoch))
+            .collect();
+        if runs.is_empty() {
             return;
         }
-        tracing::info!(runs = n, "stopping job runs at a checkpoint");
+        tracing::info!(
+            runs = runs.len(),
+            "waiting for the next checkpoint of each job here"
+        );
+        let first = self.node.meta_read().await.ok();
+        let at_stop = |job: u64| {
+            first
+                .as_ref()
+                .and_then(|m| m.jobs.get(&job))
+                .and_then(|r| r.checkpoint)
+        };
         let deadline = Instant::now() + grace;
-        loop {
-            let left = {
-                let mut runs = self.runs.lock();
-                runs.retain(|_, h| !h.thread.is_finished());
-                runs.len()
-            };
-            if left == 0 {
-                tracing::info!("every job run stopped");
-                return;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!(runs = left, "grace period over: abandoning job runs");
-                for h in self.runs.lock().values() {
+        let mut pending: Vec<(u64, u64)> = runs;
+        while !pending.is_empty() {
+            let meta = self.node.meta_read().await.ok();
+            let late = Instant::now() >= deadline;
+            let mut still = Vec::new();
+            for (job, epoch) in pending {
+                let Some(r) = meta.as_ref().and_then(|m| m.jobs.get(&job)) else {
+                    still.push((job, epoch));
+                    continue;
+                };
+                if r.epoch != epoch || r.state.is_terminal() {
+                    continue;
+                }
+                let every = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
+                    .map(|s| s.run.checkpoint_every)
+                    .unwrap_or(0);
+                let fresh = r.checkpoint > at_stop(job);
+                if !(fresh || every <= 0 || late) {
+                    still.push((job, epoch));
+                    continue;
+                }
+                let reason = if late && !fresh {
+                    format!("node {me} is stopping (no new checkpoint within {grace:?})")
+                } else {
+                    format!("node {me} is stopping")
+                };
+                tracing::info!(job, checkpoint = ?r.checkpoint, "releasing the job's workers");
+                let cmd = JobCommand::Release {
+                    job,
+                    epoch,
+                    node: me,
+                    reason,
+                    at_ms: now_ms(),
+                };
+                if let Err(e) = self.node.meta_command(MetaCommand::Job(cmd)).await {
+                    tracing::warn!(job, error = %e, "releasing the job");
+                }
+                if let Some(h) = self.runs.lock().get(&job) {
                     h.abort("node stopping");
                 }
-                return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            pending = still;
+            if !pending.is_empty() {
+                if Instant::now() >= deadline + Duration::from_secs(2) {
+                    tracing::warn!(jobs = pending.len(), "could not release every job");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // Let the aborted runs wind down (they report nothing).
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until && self.runs.lock().values().any(|h| !h.thread.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

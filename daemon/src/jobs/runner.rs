@@ -1,28 +1,33 @@
-//! One run (epoch) of a job on this node: restore the newest complete
-//! checkpoint if there is one, run every worker of the job here against
-//! the cluster's shards, checkpoint every `checkpoint_every` clocks, and
-//! report progress and the end to the metadata group.
+//! This node's part of one run (epoch) of a job: the workers the metadata
+//! group placed here. The coordinator (worker 0's node) first rolls the
+//! shards back to the newest complete checkpoint (or clears them and runs
+//! the algorithm's initialisation) and marks the epoch ready; every host
+//! then runs its workers against the cluster's shards, saves their states
+//! at each checkpoint clock and reports progress. When every host is done,
+//! the coordinator exports the model, stores it replicated, and reports
+//! the end.
 
 use super::{now_ms, MODEL_CLOCK, TABLES_PER_JOB};
-use petuum_cluster::jobs::{JobCommand, JobRecord, JobResult, Progress, RunEnd};
+use petuum_cluster::jobs::{HostReport, JobCommand, JobRecord, JobResult, RunEnd};
 use petuum_cluster::meta::MetaCommand;
 use petuum_cluster::{ClusterNode, ClusterShards, ConnectOptions};
-use petuum_core::algorithm::BoxError;
+use petuum_core::algorithm::{Algorithm, BoxError, TableLoader, TableReader};
 use petuum_core::runner::{
-    run_job_with, Checkpointer, ClockProgress, JobError, ProgressSink, Resume, RunConfig, RunHooks,
+    run_workers, table_specs, HostProgress, JobError, RunConfig, WorkerHooks,
 };
 use petuum_core::service::ShardService;
 use petuum_core::spec::JobSpec;
-use petuum_core::types::{Clock, JobId, ShardId};
+use petuum_core::types::{Clock, JobId, ShardId, TableId, WorkerId};
 use petuum_core::worker::Node;
 use petuum_core::TableError;
 use petuum_storage::ShardRequest;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often a run reports progress through Raft (each report is one
+/// How often a host reports progress through Raft (each report is one
 /// metadata write).
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
@@ -30,10 +35,8 @@ pub const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 pub struct RunHandle {
     pub job: JobId,
     pub epoch: u64,
-    /// Preemption: stop at a checkpoint every worker can reach.
-    pub stop: Arc<AtomicBool>,
-    /// Set when the run must end without reporting (cancelled, or the job
-    /// was reassigned).
+    /// Set when the run must end without reporting (cancelled, the job
+    /// was reassigned, the node is stopping).
     pub abort: Arc<AtomicBool>,
     pub cancelled: Arc<AtomicBool>,
     pub shards: Arc<parking_lot::Mutex<Option<Arc<ClusterShards>>>>,
@@ -59,37 +62,47 @@ pub struct RunCtx {
     pub data_dir: PathBuf,
 }
 
+impl RunCtx {
+    fn coordinator(&self) -> bool {
+        self.record.host == Some(self.node.id())
+    }
+
+    fn local_workers(&self) -> Vec<WorkerId> {
+        let me = self.node.id();
+        (0..self.record.workers)
+            .filter(|&w| self.record.placement.get(w as usize) == Some(&me))
+            .collect()
+    }
+}
+
 /// Starts a run on its own thread.
 pub fn start(ctx: RunCtx) -> RunHandle {
-    let stop = Arc::new(AtomicBool::new(false));
     let abort = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let shards = Arc::new(parking_lot::Mutex::new(None));
     let epoch = ctx.epoch;
     let job = ctx.record.id;
-    let (s, a, c, sh) = (
-        stop.clone(),
-        abort.clone(),
-        cancelled.clone(),
-        shards.clone(),
-    );
+    let (a, c, sh) = (abort.clone(), cancelled.clone(), shards.clone());
     let thread = std::thread::Builder::new()
-        .name(format!("job-{}", ctx.record.id))
+        .name(format!("job-{job}"))
         .spawn(move || {
-            let job = ctx.record.id;
             let span = tracing::info_span!("job", node = ctx.node.id(), job, epoch);
             let _enter = span.enter();
-            let end = run(&ctx, &s, &a, &sh);
+            let end = run(&ctx, &a, &sh);
             // The connection owns a tokio runtime: drop it here, on this
             // thread, not wherever the handle is dropped (an async task).
             drop(sh.lock().take());
             let end = match end {
-                _ if a.load(Ordering::SeqCst) && !c.load(Ordering::SeqCst) => {
+                _ if c.load(Ordering::SeqCst) => Some(RunEnd::Cancelled),
+                _ if a.load(Ordering::SeqCst) => {
                     tracing::info!("run aborted (job reassigned or node stopping)");
                     return;
                 }
-                _ if c.load(Ordering::SeqCst) => RunEnd::Cancelled,
                 e => e,
+            };
+            let Some(end) = end else {
+                tracing::info!("this host's workers are done");
+                return;
             };
             tracing::info!(end = %short(&end), "run ended");
             let _ = report(
@@ -106,7 +119,6 @@ pub fn start(ctx: RunCtx) -> RunHandle {
     RunHandle {
         job,
         epoch,
-        stop,
         abort,
         cancelled,
         shards,
@@ -132,7 +144,7 @@ pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), String> {
         {
             Ok(_) => return Ok(()),
             Err(petuum_cluster::wire::DataError::Refused(e)) => {
-                tracing::warn!(error = %e, "job report refused");
+                tracing::debug!(error = %e, "job report refused");
                 return Err(e);
             }
             Err(e) if start.elapsed() > Duration::from_secs(30) => {
@@ -144,132 +156,284 @@ pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), String> {
     }
 }
 
+/// Waits until the job's record satisfies `f` in this epoch. None when the
+/// epoch ended (reassigned, finished) or the run was aborted.
+fn wait_record(
+    ctx: &RunCtx,
+    abort: &AtomicBool,
+    f: impl Fn(&JobRecord) -> bool,
+) -> Option<JobRecord> {
+    loop {
+        if abort.load(Ordering::SeqCst) {
+            return None;
+        }
+        if let Ok(meta) = ctx.rt.block_on(ctx.node.meta_read()) {
+            match meta.jobs.get(&ctx.record.id) {
+                Some(r) if r.epoch != ctx.epoch || r.state.is_terminal() => return None,
+                Some(r) if f(r) => return Some(r.clone()),
+                _ => {}
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs this host's part. Returns how the job ended when this host is the
+/// one to say (the coordinator, or any host on a failure), None when this
+/// host's workers simply finished.
 fn run(
     ctx: &RunCtx,
-    stop: &Arc<AtomicBool>,
     abort: &Arc<AtomicBool>,
     slot: &parking_lot::Mutex<Option<Arc<ClusterShards>>>,
-) -> RunEnd {
+) -> Option<RunEnd> {
     let r = &ctx.record;
     let job = r.id;
     let spec: JobSpec = match serde_json::from_str(&r.spec) {
         Ok(s) => s,
-        Err(e) => return RunEnd::Failed(format!("the recorded spec is unreadable: {e}")),
+        Err(e) => {
+            return Some(RunEnd::Failed(format!(
+                "the recorded spec is unreadable: {e}"
+            )))
+        }
     };
     let algo = match petuum_algorithms::build(&spec) {
         Ok(a) => a,
-        Err(e) => return RunEnd::Failed(e.to_string()),
+        Err(e) => return Some(RunEnd::Failed(e.to_string())),
     };
     if algo.tables().len() as u64 > TABLES_PER_JOB {
-        return RunEnd::Failed(format!(
+        return Some(RunEnd::Failed(format!(
             "the algorithm declares {} tables; a job may have at most {TABLES_PER_JOB}",
             algo.tables().len()
-        ));
+        )));
     }
+    let Ok(first_table) = TableId::try_from(r.first_table) else {
+        return Some(RunEnd::Failed("table ids exhausted".into()));
+    };
     let opts = ConnectOptions {
         token: ctx.node.client_token(),
         tls: match petuum_cluster::node::client_tls(&ctx.node.config) {
             Ok(t) => t,
-            Err(e) => return RunEnd::Failed(e.to_string()),
+            Err(e) => return Some(RunEnd::Failed(e.to_string())),
         },
         ..Default::default()
     };
     let shards = match ClusterShards::connect_as(&[ctx.node.endpoint()], opts, ctx.node.id()) {
         Ok(s) => Arc::new(s),
-        Err(e) => return RunEnd::Interrupted(format!("connecting to the shards: {e}")),
-    };
-    *slot.lock() = Some(shards.clone());
-    if abort.load(Ordering::SeqCst) {
-        return RunEnd::Interrupted("aborted before starting".into());
-    }
-    // Roll the shards back to the newest complete checkpoint, or clear
-    // what an earlier run left when there is none.
-    let resume = match r.checkpoint {
-        Some(clock) => match restore(&shards, job, clock, r.workers) {
-            Ok(res) => Some(res),
-            Err(e) => return e,
-        },
-        None => {
-            shards.drop_job(job);
-            None
+        Err(e) => {
+            return Some(RunEnd::Interrupted(format!(
+                "connecting to the shards: {e}"
+            )))
         }
     };
+    *slot.lock() = Some(shards.clone());
     let cfg = RunConfig {
         job,
-        first_table: match petuum_core::types::TableId::try_from(r.first_table) {
-            Ok(t) => t,
-            Err(_) => return RunEnd::Failed("table ids exhausted".into()),
-        },
+        first_table,
         workers: r.workers,
         consistency: spec.consistency(),
         clocks: spec.clocks(),
         seed: spec.run.seed,
         deterministic: spec.run.deterministic,
     };
+    let every = spec.run.checkpoint_every.max(0) as Clock;
+    let start = r.checkpoint.unwrap_or(0);
+    if ctx.coordinator() {
+        if let Err(end) = prepare(&shards, algo.as_ref(), &cfg, r.checkpoint, every) {
+            return Some(end);
+        }
+        if let Err(e) = report(
+            ctx,
+            JobCommand::Ready {
+                job,
+                epoch: ctx.epoch,
+            },
+        ) {
+            tracing::info!(error = %e, "epoch ended before it was ready");
+            return None;
+        }
+    }
+    wait_record(ctx, abort, |r| r.ready)?;
+    // Registered through this connection too (idempotent; ESSP watchers
+    // follow the jobs a connection registered).
+    if let Err(e) = shards.register_job(job, cfg.workers, cfg.deterministic) {
+        return Some(RunEnd::Interrupted(format!("registering the job: {e}")));
+    }
+    // This host's workers' states at the checkpoint.
+    let local = ctx.local_workers();
+    let n = shards.placement().shards();
+    let mut states = BTreeMap::new();
+    if start > 0 {
+        for &w in &local {
+            match shards.fetch_blob(w % n, job, start - 1, w) {
+                Ok(Some(b)) => {
+                    states.insert(w, b);
+                }
+                Ok(None) => {
+                    return Some(RunEnd::Failed(format!(
+                        "the checkpoint of clock {start} has no state for worker {w}"
+                    )))
+                }
+                Err(e) => {
+                    return Some(RunEnd::Interrupted(format!(
+                        "reading worker {w}'s state of clock {start}: {e}"
+                    )))
+                }
+            }
+        }
+    }
+    tracing::info!(workers = ?local, start, coordinator = ctx.coordinator(), "starting workers");
     let node = Node::new(shards.clone(), Node::DEFAULT_CACHE_ROWS);
-    let progress = MetaProgress {
-        ctx,
-        abort: abort.clone(),
-        last: parking_lot::Mutex::new(None),
-    };
-    let checkpointer = ClusterCheckpointer {
+    let hooks = Hooks {
         ctx,
         shards: shards.clone(),
+        abort: abort.clone(),
+        local: local.len(),
+        last: parking_lot::Mutex::new(None),
+        saved: parking_lot::Mutex::new(BTreeMap::new()),
     };
-    let model_dir = ctx.data_dir.join("jobs").join(job.to_string());
-    if let Err(e) = std::fs::create_dir_all(&model_dir) {
-        return RunEnd::Failed(format!("creating {}: {e}", model_dir.display()));
-    }
-    let model_path = model_dir.join("model.safetensors");
-    let result = run_job_with(
+    let result = run_workers(
         &node,
         algo.as_ref(),
         &cfg,
-        &model_path,
-        RunHooks {
-            progress: &progress,
-            stop,
-            checkpoint_every: spec.run.checkpoint_every.max(0) as u64,
-            checkpointer: Some(&checkpointer),
-            resume,
-        },
+        &local,
+        start,
+        &states,
+        every,
+        abort,
+        &hooks,
     );
-    match result {
-        Ok(out) => {
-            // The last progress report may have been skipped by the throttle.
-            progress.send(out.clocks, out.objective, 0, 0.0, out.seconds);
-            let bytes = match std::fs::read(&model_path) {
-                Ok(b) => b,
-                Err(e) => return RunEnd::Failed(format!("reading the exported model: {e}")),
-            };
-            // The model goes into replicated storage (the checkpoint store
-            // of a shard group's replicas), so any node can serve it.
-            if let Err(e) = shards.command(
-                model_shard(job, shards.placement().shards()),
-                ShardRequest::WorkerBlob {
-                    job,
-                    clock: MODEL_CLOCK,
-                    worker: 0,
-                    data: bytes.clone(),
-                },
-            ) {
-                return RunEnd::Interrupted(format!("storing the model: {e}"));
-            }
-            RunEnd::Succeeded(JobResult {
-                objective: out.objective,
-                seconds: out.seconds,
-                model_bytes: bytes.len() as u64,
-                metrics: out.model.metrics.clone(),
-                node: ctx.node.id(),
-            })
+    if let Err(e) = result {
+        if abort.load(Ordering::SeqCst) {
+            return None;
         }
-        Err(JobError::Paused { clock }) => RunEnd::Stopped {
-            clock,
-            reason: format!("node {} is stopping", ctx.node.id()),
-        },
-        Err(e) if infrastructure(&e) => RunEnd::Interrupted(e.to_string()),
-        Err(e) => RunEnd::Failed(e.to_string()),
+        return Some(if infrastructure(&e) {
+            RunEnd::Interrupted(e.to_string())
+        } else {
+            RunEnd::Failed(e.to_string())
+        });
     }
+    hooks.flush();
+    if let Err(e) = report(
+        ctx,
+        JobCommand::HostDone {
+            job,
+            epoch: ctx.epoch,
+            node: ctx.node.id(),
+        },
+    ) {
+        tracing::info!(error = %e, "epoch ended before this host was done");
+        return None;
+    }
+    if !ctx.coordinator() {
+        return None;
+    }
+    // Every host done: every clock of every worker is committed.
+    let rec = wait_record(ctx, abort, |r| r.hosts().is_subset(&r.done_hosts))?;
+    Some(finish(ctx, &shards, algo.as_ref(), &cfg, &rec))
+}
+
+/// The coordinator's preparation of an epoch: tables and job registered
+/// (with the shards' checkpoint period), then the newest checkpoint
+/// restored, or the job's old state cleared and the algorithm initialised.
+fn prepare(
+    shards: &ClusterShards,
+    algo: &dyn Algorithm,
+    cfg: &RunConfig,
+    checkpoint: Option<Clock>,
+    every: Clock,
+) -> Result<(), RunEnd> {
+    let job = cfg.job;
+    let interrupted = |what: &str, e: TableError| RunEnd::Interrupted(format!("{what}: {e}"));
+    let tables = table_specs(job, cfg.first_table, &algo.tables());
+    match checkpoint {
+        Some(clock) => {
+            let started = Instant::now();
+            shards
+                .restore_checkpoint(job, clock - 1)
+                .map_err(|e| interrupted("restoring the checkpoint", e))?;
+            tracing::info!(
+                clock,
+                ms = started.elapsed().as_millis() as u64,
+                "restored the checkpoint"
+            );
+        }
+        None => {
+            shards.drop_job(job);
+            for t in &tables {
+                shards
+                    .create_table(t)
+                    .map_err(|e| interrupted("creating the tables", e))?;
+            }
+        }
+    }
+    shards
+        .command_all(|_| ShardRequest::RegisterJob {
+            job,
+            workers: cfg.workers,
+            deterministic: cfg.deterministic,
+            checkpoint_every: every,
+        })
+        .map_err(|e| interrupted("registering the job", e))?;
+    if checkpoint.is_none() {
+        algo.initialize(&TableLoader::new(shards, &tables))
+            .map_err(|e| RunEnd::Failed(format!("initialisation failed: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The coordinator's end of a job: export the model, keep it replicated,
+/// drop the job's tables.
+fn finish(
+    ctx: &RunCtx,
+    shards: &ClusterShards,
+    algo: &dyn Algorithm,
+    cfg: &RunConfig,
+    rec: &JobRecord,
+) -> RunEnd {
+    let job = cfg.job;
+    let dir = ctx.data_dir.join("jobs").join(job.to_string());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return RunEnd::Failed(format!("creating {}: {e}", dir.display()));
+    }
+    let path = dir.join("model.safetensors");
+    let tables = table_specs(job, cfg.first_table, &algo.tables());
+    let model = match algo.export(&TableReader::new(shards, &tables), &path) {
+        Ok(m) => m,
+        Err(e) => {
+            let e = JobError::Export(e);
+            return if infrastructure(&e) {
+                RunEnd::Interrupted(e.to_string())
+            } else {
+                RunEnd::Failed(e.to_string())
+            };
+        }
+    };
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => return RunEnd::Failed(format!("reading the exported model: {e}")),
+    };
+    // Into replicated storage (the checkpoint store of a shard group's
+    // replicas), so any node serves it.
+    if let Err(e) = shards.command(
+        model_shard(job, shards.placement().shards()),
+        ShardRequest::WorkerBlob {
+            job,
+            clock: MODEL_CLOCK,
+            worker: 0,
+            data: bytes.clone(),
+        },
+    ) {
+        return RunEnd::Interrupted(format!("storing the model: {e}"));
+    }
+    shards.drop_job(job);
+    let p = rec.progress.clone().unwrap_or_default();
+    RunEnd::Succeeded(JobResult {
+        objective: p.objective,
+        seconds: p.elapsed_s,
+        model_bytes: bytes.len() as u64,
+        metrics: model.metrics.clone(),
+        node: ctx.node.id(),
+    })
 }
 
 /// The shard group whose replicas keep a job's model.
@@ -292,143 +456,104 @@ fn infrastructure(e: &JobError) -> bool {
     }
 }
 
-fn restore(
-    shards: &ClusterShards,
-    job: JobId,
-    clock: Clock,
-    workers: u32,
-) -> Result<Resume, RunEnd> {
-    // Shard images and worker blobs are labelled with the last clock they
-    // include (`clock - 1`); `clock` counts finished clocks.
-    let label = clock - 1;
-    let started = Instant::now();
-    shards.restore_checkpoint(job, label).map_err(|e| {
-        RunEnd::Interrupted(format!("restoring the checkpoint of clock {clock}: {e}"))
-    })?;
-    let n = shards.placement().shards();
-    let mut states = Vec::with_capacity(workers as usize);
-    for w in 0..workers {
-        match shards.fetch_blob(w % n, job, label, w) {
-            Ok(Some(b)) => states.push(b),
-            Ok(None) => {
-                return Err(RunEnd::Failed(format!(
-                    "the checkpoint of clock {clock} has no state for worker {w}"
-                )))
-            }
-            Err(e) => {
-                return Err(RunEnd::Interrupted(format!(
-                    "reading worker {w}'s state of clock {clock}: {e}"
-                )))
-            }
-        }
-    }
-    tracing::info!(
-        clock,
-        ms = started.elapsed().as_millis() as u64,
-        "restored the checkpoint"
-    );
-    Ok(Resume {
-        clock,
-        worker_states: states,
-    })
-}
-
-/// Progress to the metadata group, at most every [`PROGRESS_EVERY`] (and at
-/// the end).
-struct MetaProgress<'a> {
+/// Progress and checkpoint parts of this host, to the metadata group.
+struct Hooks<'a> {
     ctx: &'a RunCtx,
+    shards: Arc<ClusterShards>,
     abort: Arc<AtomicBool>,
-    last: parking_lot::Mutex<Option<Instant>>,
+    local: usize,
+    /// When progress was last sent, and the newest report not sent yet.
+    last: parking_lot::Mutex<Option<(Instant, Option<HostProgress>)>>,
+    /// Workers that saved their state, per checkpoint clock.
+    saved: parking_lot::Mutex<BTreeMap<Clock, usize>>,
 }
 
-impl MetaProgress<'_> {
-    fn send(&self, clock: Clock, objective: f64, samples: u64, throughput: f64, elapsed_s: f64) {
-        let cmd = JobCommand::Progress {
+impl Hooks<'_> {
+    fn send(&self, p: &HostProgress) {
+        let cmd = JobCommand::HostProgress {
             job: self.ctx.record.id,
             epoch: self.ctx.epoch,
-            progress: Progress {
-                clock,
-                objective,
-                samples,
-                throughput,
-                elapsed_s,
-                at_ms: now_ms(),
+            node: self.ctx.node.id(),
+            report: HostReport {
+                clock: p.clock,
+                objective_sum: p.objective_sum,
+                weight: p.weight,
+                samples: p.samples,
+                throughput: p.throughput,
+                elapsed_s: p.elapsed_s,
             },
+            at_ms: now_ms(),
         };
         if let Err(e) = report(self.ctx, cmd) {
-            if e.contains("epoch") {
+            if e.contains("epoch") || e.contains("already") {
                 // Reassigned: this run is stale and must stop writing.
                 self.abort.store(true, Ordering::SeqCst);
             }
         }
     }
-}
 
-impl ProgressSink for MetaProgress<'_> {
-    fn on_clock(&self, p: &ClockProgress) {
-        {
-            let mut last = self.last.lock();
-            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
-            if !due && p.clock < p.clocks {
-                return;
-            }
-            *last = Some(Instant::now());
+    /// Sends the newest progress the throttle held back.
+    fn flush(&self) {
+        let pending = self.last.lock().as_mut().and_then(|(_, p)| p.take());
+        if let Some(p) = pending {
+            self.send(&p);
         }
-        self.send(p.clock, p.objective, p.samples, p.throughput, p.elapsed_s);
     }
 }
 
-/// Consistent checkpoints on the cluster (design.md §3): every shard group
-/// commits "checkpoint at clock c" after every batch of clock c (each
-/// replica writes its image when it applies it), each worker's state is
-/// committed through a shard group, and only then does the metadata group
-/// record the checkpoint complete.
-struct ClusterCheckpointer<'a> {
-    ctx: &'a RunCtx,
-    shards: Arc<ClusterShards>,
-}
-
-impl Checkpointer for ClusterCheckpointer<'_> {
-    fn checkpoint(
-        &self,
-        job: JobId,
-        clock: Clock,
-        worker_states: &[Vec<u8>],
-    ) -> Result<(), BoxError> {
-        let started = Instant::now();
-        let label = clock - 1;
-        self.shards
-            .command_all(|_| ShardRequest::Checkpoint { job, clock: label })?;
-        let shards_ms = started.elapsed().as_millis() as u64;
-        let n = self.shards.placement().shards();
-        for (w, data) in worker_states.iter().enumerate() {
-            self.shards.command(
-                w as u32 % n,
-                ShardRequest::WorkerBlob {
-                    job,
-                    clock: label,
-                    worker: w as u32,
-                    data: data.clone(),
-                },
-            )?;
+impl WorkerHooks for Hooks<'_> {
+    fn on_clock(&self, p: &HostProgress) {
+        {
+            let mut last = self.last.lock();
+            let due = last
+                .as_ref()
+                .is_none_or(|(t, _)| t.elapsed() >= PROGRESS_EVERY);
+            if !due {
+                if let Some((_, pending)) = last.as_mut() {
+                    *pending = Some(p.clone());
+                }
+                return;
+            }
+            *last = Some((Instant::now(), None));
         }
-        let blobs_ms = started.elapsed().as_millis() as u64 - shards_ms;
-        report(
-            self.ctx,
-            JobCommand::Checkpoint {
+        self.send(p);
+    }
+
+    fn save_worker(&self, worker: WorkerId, clock: Clock, state: Vec<u8>) -> Result<(), BoxError> {
+        let job = self.ctx.record.id;
+        let n = self.shards.placement().shards();
+        self.shards.command(
+            worker % n,
+            ShardRequest::WorkerBlob {
                 job,
-                epoch: self.ctx.epoch,
-                clock,
-                at_ms: now_ms(),
+                clock: clock - 1,
+                worker,
+                data: state,
             },
         )?;
-        tracing::info!(
-            clock,
-            ms = started.elapsed().as_millis() as u64,
-            shards_ms,
-            blobs_ms,
-            "checkpoint complete"
-        );
+        let all = {
+            let mut saved = self.saved.lock();
+            let k = saved.entry(clock).or_default();
+            *k += 1;
+            let all = *k == self.local;
+            if all {
+                saved.remove(&clock);
+            }
+            all
+        };
+        if all {
+            report(
+                self.ctx,
+                JobCommand::CheckpointPart {
+                    job,
+                    epoch: self.ctx.epoch,
+                    node: self.ctx.node.id(),
+                    clock,
+                    at_ms: now_ms(),
+                },
+            )?;
+            tracing::debug!(clock, "checkpoint part saved");
+        }
         Ok(())
     }
 }

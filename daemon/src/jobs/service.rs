@@ -63,6 +63,7 @@ pub fn info(r: &JobRecord) -> JobInfo {
         seconds: res.seconds,
         cancel_requested: r.cancel_requested,
         has_progress: r.progress.is_some(),
+        placement: r.placement.clone(),
     }
 }
 
