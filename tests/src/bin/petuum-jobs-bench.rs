@@ -130,8 +130,8 @@ fn main() {
 
     println!("\ncheckpoint overhead, 3 nodes x 3 replicas, {clocks} clocks:");
     println!(
-        "{:<20} {:>10} {:>10} {:>12} {:>14}",
-        "checkpoint_every", "run s", "clocks/s", "vs off", "checkpoints"
+        "{:<20} {:>10} {:>10} {:>12} {:>14} {:>11}",
+        "checkpoint_every", "run s", "clocks/s", "vs off", "checkpoints", "recoveries"
     );
     let mut off = None;
     for every in [0u64, 10, 1] {
@@ -145,7 +145,7 @@ fn main() {
         let base = *off.get_or_insert(rate);
         let n = clocks.checked_div(every).unwrap_or(0);
         println!(
-            "{:<20} {:>10.2} {:>10.1} {:>11.1}% {:>14}",
+            "{:<20} {:>10.2} {:>10.1} {:>11.1}% {:>14} {:>11}",
             if every == 0 {
                 "off".to_string()
             } else {
@@ -154,7 +154,8 @@ fn main() {
             info.seconds,
             rate,
             100.0 * rate / base,
-            n
+            n,
+            info.recoveries
         );
     }
 
