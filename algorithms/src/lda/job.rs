@@ -104,6 +104,7 @@ pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
     let params: LdaParams = parse_params(&spec.params)?;
     let data = load(spec)?;
     Lda::new(params, data.train, data.test, spec.run.seed)
+        .map(|l| l.with_clocks(spec.clocks()))
         .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
 }
 

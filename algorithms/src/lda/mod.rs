@@ -99,6 +99,10 @@ pub const NAME: &str = "lda";
 pub const WORD_TOPIC: &str = "word_topic";
 /// Table of `n_k` (one dense row).
 pub const TOPIC_TOTALS: &str = "topic_totals";
+/// Row `w`: worker `w`'s document part of `log p(w, z)` after the last
+/// clock (so the export needs no worker's assignments: the workers may
+/// run in other processes, on other nodes).
+pub const DOC_LOGLIK: &str = "doc_loglik";
 
 /// Errors of LDA beyond the table layer.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +156,9 @@ pub struct Lda {
     test: Option<Arc<Corpus>>,
     seed: u64,
     published: Published,
+    /// The job's clocks (0: unknown): workers write their document part
+    /// of the log-likelihood after the last one.
+    clocks: u64,
 }
 
 impl Lda {
@@ -175,7 +182,14 @@ impl Lda {
             test: test.map(Arc::new),
             seed,
             published: Arc::new(Mutex::new(Vec::new())),
+            clocks: 0,
         })
+    }
+
+    /// Sets the job's clock count (see [`DOC_LOGLIK`]).
+    pub fn with_clocks(mut self, clocks: u64) -> Self {
+        self.clocks = clocks;
+        self
     }
 
     pub fn params(&self) -> &LdaParams {
@@ -215,10 +229,28 @@ impl Lda {
     /// `log p(w, z)` of the final state: word and topic parts from the
     /// tables, document part from the published assignments.
     fn final_loglik(&self, tables: &TableReader<'_>) -> Result<Option<f64>, BoxError> {
-        let Some(z) = self.final_assignments() else {
-            return Ok(None);
-        };
         let (k, v) = (self.k(), self.v());
+        let workers = self.published.lock().expect("not poisoned").len();
+        // The document part: from the workers' rows when the job's clocks
+        // are known, else from assignments published in this process.
+        let doc_part = if self.clocks > 0 && workers > 0 {
+            let mut sum = 0.0;
+            for w in 0..workers {
+                sum += tables.read::<f64>(DOC_LOGLIK, w as u64)?.to_dense(1)[0];
+            }
+            sum
+        } else {
+            let Some(z) = self.final_assignments() else {
+                return Ok(None);
+            };
+            let ll = LogLik::new(k, v, self.params.alpha, self.params.beta);
+            let mut scratch = vec![0; k];
+            let mut sum = 0.0;
+            for d in 0..self.tokens.num_docs() {
+                sum += ll.doc_from_z(&z[self.tokens.doc(d)], &mut scratch);
+            }
+            sum
+        };
         let ll = LogLik::new(k, v, self.params.alpha, self.params.beta);
         let mut total = 0.0;
         for w in 0..v {
@@ -232,11 +264,7 @@ impl Lda {
             .map(i64::from)
             .collect();
         total += ll.topic_totals(&nk);
-        let mut scratch = vec![0; k];
-        for d in 0..self.tokens.num_docs() {
-            total += ll.doc_from_z(&z[self.tokens.doc(d)], &mut scratch);
-        }
-        Ok(Some(total))
+        Ok(Some(total + doc_part))
     }
 }
 
@@ -263,6 +291,12 @@ impl Algorithm for Lda {
                 elem: ElemType::I32,
                 columns: self.params.num_topics,
             },
+            TableDecl {
+                name: DOC_LOGLIK.into(),
+                kind: RowKind::Dense,
+                elem: ElemType::F64,
+                columns: 1,
+            },
         ]
     }
 
@@ -282,17 +316,20 @@ impl Algorithm for Lda {
             }
         }
         let range = partition(&self.tokens, workers)[worker as usize].clone();
-        Ok(Box::new(LdaWorker::new(
-            &self.tokens,
-            &self.z0,
-            range,
-            worker,
-            workers,
-            self.k(),
-            self.v(),
-            &self.params,
-            self.published.clone(),
-        )))
+        Ok(Box::new(
+            LdaWorker::new(
+                &self.tokens,
+                &self.z0,
+                range,
+                worker,
+                workers,
+                self.k(),
+                self.v(),
+                &self.params,
+                self.published.clone(),
+            )
+            .last_clock(self.clocks.checked_sub(1)),
+        ))
     }
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
@@ -389,6 +426,9 @@ struct LdaWorker {
     objective: Option<f64>,
     /// Local words of each part of a sweep (`clocks_per_sweep` parts).
     chunk_words: Vec<Vec<u32>>,
+    /// The job's last clock, after which the worker writes its document
+    /// part of the log-likelihood (DOC_LOGLIK).
+    last_clock: Option<u64>,
 }
 
 impl LdaWorker {
@@ -443,6 +483,7 @@ impl LdaWorker {
             clocks_per_sweep: params.clocks_per_sweep,
             objective: None,
             chunk_words: Vec::new(),
+            last_clock: None,
         }
     }
 
@@ -499,6 +540,11 @@ impl LdaWorker {
                 .doc_from_z(&self.z[self.tokens.doc(d)], &mut self.scratch);
         }
         Ok(objective)
+    }
+
+    fn last_clock(mut self, c: Option<u64>) -> Self {
+        self.last_clock = c;
+        self
     }
 
     fn publish(&self) {
@@ -584,6 +630,16 @@ impl AlgoWorker for LdaWorker {
             .collect();
         if nk_delta.iter().any(|&d| d != 0) {
             ctx.batch_inc(tk, 0, &nk_delta)?;
+        }
+        if self.last_clock == Some(c) {
+            let mut doc_part = 0.0;
+            for d in 0..self.tokens.num_docs() {
+                doc_part += self
+                    .ll
+                    .doc_from_z(&self.z[self.tokens.doc(d)], &mut self.scratch);
+            }
+            let t = ctx.table::<f64>(DOC_LOGLIK)?;
+            ctx.batch_inc(t, self.worker as u64, &[doc_part])?;
         }
         self.publish();
         Ok(StepStats {
