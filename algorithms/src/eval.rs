@@ -92,6 +92,15 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 metrics: vec![("accuracy".into(), m.accuracy(&ds))],
             })
         }
+        crate::dnn::NAME => {
+            let m = crate::dnn::MlpModel::from_file(&file)?;
+            let ds = read_for_model(&file, data, labels)?;
+            Ok(EvalReport {
+                algorithm: crate::dnn::NAME.into(),
+                samples: ds.len(),
+                metrics: vec![("accuracy".into(), m.accuracy(&ds))],
+            })
+        }
         name @ (linear::LOGISTIC | linear::SVM) => {
             let m = LinearModel::from_file(&file)?;
             let ds = read_for_model(&file, data, labels)?;

@@ -10,6 +10,7 @@
 
 pub mod data;
 pub mod dml;
+pub mod dnn;
 pub mod eval;
 pub mod forest;
 pub mod kmeans;

@@ -3,6 +3,7 @@
 
 use crate::data::{idx, load_job_data, DataError};
 use crate::dml::{self, Dml, DmlParams};
+use crate::dnn::{self, DnnParams};
 use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lda;
@@ -22,6 +23,7 @@ pub const ALGORITHMS: &[&str] = &[
     dml::NAME,
     lda::NAME,
     medlda::NAME,
+    dnn::NAME,
 ];
 
 /// Why a job could not be built.
@@ -46,6 +48,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "dml" | "distance_metric_learning" => Some(dml::NAME),
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
+        "dnn" | "mlp" | "poseidon" => Some(dnn::NAME),
         _ => None,
     }
 }
@@ -95,6 +98,11 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         }
         lda::NAME => lda::job::validate(spec),
         medlda::NAME => medlda::validate(spec),
+        dnn::NAME => {
+            let p: DnnParams = parse_params(&spec.params)?;
+            p.validate()?;
+            check_labelled_format(spec)
+        }
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
@@ -160,12 +168,20 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
+        dnn::NAME => match dnn::builder() {
+            Some(b) => b(spec),
+            None => Err(SpecError::invalid(
+                "algorithm",
+                "`dnn` needs Poseidon (petuum-poseidon), which this program was built without",
+            )
+            .into()),
+        },
         other => unreachable!("canonical name {other} without a builder"),
     }
 }
 
 /// Formats with one label per sample.
-fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
+pub fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
     match spec.data.format {
         DataFormat::Idx | DataFormat::Libsvm | DataFormat::Csv => Ok(()),
         other => Err(SpecError::invalid(
@@ -180,7 +196,7 @@ fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
 }
 
 /// How the model will read raw inputs.
-fn input_spec(spec: &JobSpec) -> InputSpec {
+pub fn input_spec(spec: &JobSpec) -> InputSpec {
     match spec.data.format {
         DataFormat::Idx => InputSpec {
             format: "idx_u8".into(),

@@ -78,6 +78,8 @@ enum Command {
 
 fn main() -> ExitCode {
     init_tracing();
+    // Deep networks (`algorithm = "dnn"`) train through libtorch.
+    petuum_poseidon::register();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {

@@ -1,0 +1,87 @@
+//! Poseidon (issue 9, first part): a 784-256-10 MLP trained data-parallel
+//! on MNIST through libtorch, 2 workers under SSP(1), embedded.
+//!
+//! Reference: the issue's bar is 97.5% test accuracy for an MLP; PyTorch's
+//! own MNIST MLP examples of this size reach 97.5–98% in a few epochs.
+//! Here: 8 passes over each worker's half, 97.95% measured on 2026-11-25
+//! (about 8 s on 2 cores).
+
+use petuum_tests::{json_lines, run};
+use std::path::Path;
+
+#[test]
+fn mnist_mlp_reaches_97_5_percent_and_evaluates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let job = root.join("examples/jobs/mnist-mlp.toml");
+    let model = dir.path().join("mlp.safetensors");
+    // The example, with the model written into the temp dir.
+    let text = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("../../data/", &format!("{}/data/", root.display()))
+        .replace(
+            "../../models/mnist-mlp.safetensors",
+            &model.display().to_string(),
+        );
+    let spec = dir.path().join("mlp.toml");
+    std::fs::write(&spec, text).unwrap();
+    let out = run(
+        "petuumd",
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--json",
+            "--data-dir",
+            dir.path().join("d").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let done = lines.last().unwrap();
+    assert_eq!(done["state"], "succeeded");
+    let acc = done["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.975, "MLP test accuracy {acc} < 0.975");
+    // The objective went down: first clock vs last.
+    let first = lines[0]["objective"].as_f64().unwrap();
+    let last = lines[lines.len() - 2]["objective"].as_f64().unwrap();
+    assert!(last < first / 5.0, "cross-entropy {first} -> {last}");
+    // The saved model evaluates without libtorch to the same accuracy.
+    let d = root.join("data/mnist");
+    let out = run(
+        "petuumd",
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            d.join("t10k-images-idx3-ubyte").to_str().unwrap(),
+            "--labels",
+            d.join("t10k-labels-idx1-ubyte").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = &json_lines(&out)[0];
+    assert_eq!(v["accuracy"].as_f64().unwrap(), acc);
+}
+
+#[test]
+fn bad_dnn_params_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let text = std::fs::read_to_string(root.join("examples/jobs/mnist-mlp.toml"))
+        .unwrap()
+        .replace("../../", &format!("{}/", root.display()))
+        .replace("momentum = 0.9", "momentum = 1.5");
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(&spec, text).unwrap();
+    let out = run("petuumd", &["validate", spec.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("params.momentum"));
+}
