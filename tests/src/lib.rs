@@ -94,3 +94,45 @@ batches_per_clock = 30
         model = model.display(),
     )
 }
+
+/// Runs `petuumd ARGS --json` in `dir` until it ends or has reported
+/// `stop_after.0` clocks, in which case it gets signal `stop_after.1`.
+/// Returns the last clock seen, the exit status code and the last line.
+pub fn run_until(
+    args: &[&str],
+    dir: &Path,
+    stop_after: Option<(u64, i32)>,
+) -> (u64, Option<i32>, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(bin("petuumd"))
+        .args(args)
+        .arg("--json")
+        .current_dir(dir)
+        .env("PETUUM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn petuumd");
+    let out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut last_clock = 0;
+    let mut last_line = String::new();
+    let mut signalled = false;
+    for line in out.lines() {
+        let line = line.expect("petuumd output");
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        if v["event"] == "clock" {
+            last_clock = v["clock"].as_u64().expect("clock");
+            if let Some((at, sig)) = stop_after {
+                if !signalled && last_clock >= at {
+                    signalled = true;
+                    cluster::signal(child.id(), sig);
+                }
+            }
+        }
+        last_line = line;
+    }
+    let status = child.wait().expect("wait for petuumd");
+    (last_clock, status.code(), last_line)
+}

@@ -4,11 +4,9 @@
 //! SIGTERM pauses it at a checkpoint and exits 0 within the grace period.
 //! Real `petuumd` processes, real RocksDB, real MNIST.
 
-use petuum_tests::{bin, mnist_job};
+use petuum_tests::{mnist_job, run_until};
 use rand::{Rng, SeedableRng};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CLOCKS: u64 = 40;
@@ -19,61 +17,6 @@ fn spec(model: &Path) -> String {
         &format!("workers = 3\nconsistency = \"bsp\"\ndeterministic = true\nclocks = {CLOCKS}\ncheckpoint_every = 4\nseed = 11"),
         "",
     )
-}
-
-/// Runs `petuumd ARGS --json` until it ends or has reported `stop_after`
-/// clocks, in which case it is killed with `signal`. Returns the last clock
-/// seen, the exit status code and the last line.
-fn run_until(
-    args: &[&str],
-    dir: &Path,
-    stop_after: Option<(u64, i32)>,
-) -> (u64, Option<i32>, String) {
-    let mut child = Command::new(bin("petuumd"))
-        .args(args)
-        .arg("--json")
-        .current_dir(dir)
-        .env("PETUUM_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn petuumd");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let mut last_clock = 0;
-    let mut last_line = String::new();
-    let mut signalled = false;
-    for line in out.lines() {
-        let line = line.unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-        if v["event"] == "clock" {
-            last_clock = v["clock"].as_u64().unwrap();
-            if let Some((at, sig)) = stop_after {
-                if !signalled && last_clock >= at {
-                    signalled = true;
-                    let rc = send_signal(child.id(), sig);
-                    assert_eq!(rc, 0, "kill failed");
-                }
-            }
-        }
-        last_line = line;
-    }
-    let status = child.wait().unwrap();
-    (last_clock, status.code(), last_line)
-}
-
-/// Sends a signal with the system's `kill` (procps).
-fn send_signal(pid: u32, sig: i32) -> i32 {
-    let s = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    if s.success() {
-        0
-    } else {
-        1
-    }
 }
 
 #[test]
