@@ -470,7 +470,7 @@ fn job_pauses_without_quorum_and_continues_when_nodes_return() {
     assert!(logs.contains("enough nodes are up again"), "{logs}");
 }
 
-/// Every other data-parallel algorithm and LDA, through the job API, each
+/// Every other data-parallel algorithm, the DNN and LDA, through the job API, each
 /// with its coordinator SIGKILLed after a checkpoint: each model equals
 /// its uninterrupted embedded run's, byte for byte.
 #[test]
@@ -509,6 +509,12 @@ fn every_algorithm_survives_a_kill_bit_identical() {
             format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nlearning_rate = 0.01", data("classification/ionosphere.csv")),
             80,
             10,
+        ),
+        (
+            "dnn",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [32]\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
+            40,
+            8,
         ),
         (
             "lda",
