@@ -14,7 +14,7 @@
 //! backward), sufficient-factor broadcasting and the speech DNN.
 
 use petuum_algorithms::data::{load_job_data, Dataset, Features};
-use petuum_algorithms::dnn::{self, DnnParams, MlpModel};
+use petuum_algorithms::dnn::{self, DnnParams, MlpModel, Optimizer};
 use petuum_algorithms::model::ModelFile;
 use petuum_algorithms::registry::{input_spec, BuildError};
 use petuum_algorithms::softmax::InputSpec;
@@ -191,6 +191,12 @@ impl Algorithm for Dnn {
             flat: vec![0.0; self.rows() * ROW],
             grad: vec![0.0; n],
             velocity: vec![0.0; n],
+            second: if self.params.optimizer == Optimizer::Adam {
+                vec![0.0; n]
+            } else {
+                Vec::new()
+            },
+            steps: 0,
             delta: vec![0.0; ROW],
             row_buf: Vec::new(),
             table: None,
@@ -240,8 +246,13 @@ struct DnnWorker {
     /// The parameters as read for the current mini-batch.
     flat: Vec<f32>,
     grad: Vec<f32>,
-    /// Momentum, per parameter (worker-local, checkpointed).
+    /// Momentum (SGD) or Adam's first moment, per parameter (worker-local,
+    /// checkpointed).
     velocity: Vec<f32>,
+    /// Adam's second moment (empty for SGD).
+    second: Vec<f32>,
+    /// Adam steps taken (bias correction).
+    steps: u64,
     delta: Vec<f32>,
     row_buf: Vec<f32>,
     table: Option<Table<f32>>,
@@ -346,12 +357,34 @@ impl AlgoWorker for DnnWorker {
                     }
                 }
             }
-            for (v, g) in self.velocity.iter_mut().zip(&self.grad) {
-                *v = mu * *v + g;
+            // The step direction goes into `grad` (reused as scratch).
+            match p.optimizer {
+                Optimizer::Sgd => {
+                    for (v, g) in self.velocity.iter_mut().zip(self.grad.iter_mut()) {
+                        *v = mu * *v + *g;
+                        *g = *v;
+                    }
+                }
+                Optimizer::Adam => {
+                    self.steps += 1;
+                    let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
+                    let c1 = 1.0 - b1.powi(self.steps.min(1 << 20) as i32);
+                    let c2 = 1.0 - b2.powi(self.steps.min(1 << 20) as i32);
+                    for ((m, v), g) in self
+                        .velocity
+                        .iter_mut()
+                        .zip(self.second.iter_mut())
+                        .zip(self.grad.iter_mut())
+                    {
+                        *m = b1 * *m + (1.0 - b1) * *g;
+                        *v = b2 * *v + (1.0 - b2) * *g * *g;
+                        *g = (*m / c1) / ((*v / c2).sqrt() + eps);
+                    }
+                }
             }
-            for (r, chunk) in self.velocity.chunks(ROW).enumerate() {
+            for (r, chunk) in self.grad.chunks(ROW).enumerate() {
                 self.delta.clear();
-                self.delta.extend(chunk.iter().map(|v| -lr * v));
+                self.delta.extend(chunk.iter().map(|d| -lr * d));
                 self.delta.resize(ROW, 0.0);
                 ctx.batch_inc(t, r as u64, &self.delta)?;
             }
@@ -363,25 +396,31 @@ impl AlgoWorker for DnnWorker {
         })
     }
 
+    /// `steps`, then the first moment, then the second (Adam only).
     fn save_state(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 * self.velocity.len());
-        for v in &self.velocity {
+        let mut out = Vec::with_capacity(8 + 4 * (self.velocity.len() + self.second.len()));
+        out.extend_from_slice(&self.steps.to_le_bytes());
+        for v in self.velocity.iter().chain(&self.second) {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        if state.len() != 4 * self.velocity.len() {
+        let want = 8 + 4 * (self.velocity.len() + self.second.len());
+        if state.len() != want {
             return Err(format!(
-                "checkpointed momentum has {} bytes, the network needs {}",
-                state.len(),
-                4 * self.velocity.len()
+                "checkpointed optimiser state has {} bytes, the network needs {want}",
+                state.len()
             )
             .into());
         }
-        for (v, c) in self.velocity.iter_mut().zip(state.chunks_exact(4)) {
-            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        self.steps = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
+        let mut vals = state[8..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        for v in self.velocity.iter_mut().chain(self.second.iter_mut()) {
+            *v = vals.next().expect("length checked");
         }
         Ok(())
     }

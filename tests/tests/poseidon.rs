@@ -130,3 +130,36 @@ fn sigkilled_dnn_job_resumes_to_identical_model() {
         "the resumed DNN's model differs from the uninterrupted run's"
     );
 }
+
+/// Adam (moments kept by each worker, scaled like SGD's updates): the same
+/// MLP with `optimizer = "adam"`, lr 0.001, 4 passes over each half.
+/// Measured 96.9% (8 passes: 97.8%).
+#[test]
+fn adam_trains_the_mlp() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root.join("examples/jobs/mnist-mlp.toml"))
+        .unwrap()
+        .replace("../../data/", &format!("{}/data/", root.display()))
+        .replace("../../models/mnist-mlp.safetensors", "adam.safetensors")
+        .replace(
+            "learning_rate = 0.05",
+            "learning_rate = 0.001\noptimizer = \"adam\"",
+        )
+        .replace("momentum = 0.9\n", "")
+        .replace("clocks = 940", "clocks = 470");
+    std::fs::write(dir.path().join("adam.toml"), text).unwrap();
+    let out = run(
+        "petuumd",
+        &["run", "adam.toml", "--json", "--data-dir", "d"],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = json_lines(&out).pop().unwrap();
+    let acc = done["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.965, "Adam MLP test accuracy {acc}");
+}

@@ -28,8 +28,29 @@ fn hidden() -> Vec<usize> {
     vec![256]
 }
 
+/// The optimiser each worker runs on its gradients.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// SGD with (heavy-ball) momentum.
+    #[default]
+    Sgd,
+    /// Adam (Kingma & Ba 2015), moments kept by each worker.
+    Adam,
+}
+
+fn beta1() -> f64 {
+    0.9
+}
+fn beta2() -> f64 {
+    0.999
+}
+fn eps() -> f64 {
+    1e-8
+}
+
 /// `[params]` of a `dnn` job: a multi-layer perceptron (ReLU hidden
-/// layers, softmax output) trained by SGD with momentum.
+/// layers, softmax output) trained by SGD with momentum or Adam.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnnParams {
@@ -52,6 +73,16 @@ pub struct DnnParams {
     /// Mini-batches per clock (default: one pass over the worker's data).
     #[serde(default)]
     pub batches_per_clock: Option<usize>,
+    /// `sgd` (default, with `momentum`) or `adam`.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Adam's decay rates and epsilon.
+    #[serde(default = "beta1")]
+    pub beta1: f64,
+    #[serde(default = "beta2")]
+    pub beta2: f64,
+    #[serde(default = "eps")]
+    pub eps: f64,
 }
 
 impl DnnParams {
@@ -65,6 +96,15 @@ impl DnnParams {
                 format!("must be in [0, 1), got {}", self.momentum),
             ));
         }
+        for (field, v) in [("params.beta1", self.beta1), ("params.beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(SpecError::invalid(
+                    field,
+                    format!("must be in [0, 1), got {v}"),
+                ));
+            }
+        }
+        check_positive("params.eps", self.eps)?;
         check_range("params.batch_size", self.batch_size, 1, 1 << 16)?;
         if let Some(b) = self.batches_per_clock {
             check_range("params.batches_per_clock", b, 1, 1 << 30)?;
