@@ -26,21 +26,12 @@ if ! ls "$WHEELS"/torch-$VER-*.whl >/dev/null 2>&1; then
   log "downloading torch==$VER from PyPI (~530 MB, once)"
   python3 -m pip download -q --no-deps "torch==$VER" -d "$WHEELS"
 fi
-extra=()
 if (( cuda )); then
-  # torch's CUDA dependencies, as its wheel metadata pins them.
-  mapfile -t extra < <(python3 - "$WHEELS" "$VER" <<'PY'
-import sys, zipfile, glob, re
-z = zipfile.ZipFile(glob.glob(f"{sys.argv[1]}/torch-{sys.argv[2]}-*.whl")[0])
-meta = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")][0]
-for line in z.read(meta).decode().splitlines():
-    m = re.match(r"Requires-Dist: (nvidia-[\w-]+)\s*\(?(==[\w.*]+)", line)
-    if m and "extra ==" not in line:
-        print(m.group(1) + m.group(2))
-PY
-  )
+  # The CUDA libraries torch needs, as its wheel's dependencies resolve
+  # (cuda-toolkit extras, cudnn, nccl, ...): a few GB, once.
+  log "downloading torch==$VER's CUDA dependencies"
+  python3 -m pip download -q "torch==$VER" -d "$WHEELS"
 fi
-pins+=("${extra[@]}")
 log "downloading ${pins[*]}"
 python3 -m pip download -q --no-deps "${pins[@]}" -d "$WHEELS"
 
@@ -58,7 +49,7 @@ for n in z.namelist():
         z.extract(n, out)
 lib = os.path.join(out, "torch", "lib")
 names = ["nvidia_cuda_runtime", "nvidia_cuda_cupti"]
-for w in glob.glob(f"{wheels}/nvidia_*.whl"):
+for w in glob.glob(f"{wheels}/nvidia_*.whl") + glob.glob(f"{wheels}/cuda_*.whl"):
     base = os.path.basename(w)
     if not cuda and not any(base.startswith(p + "-") for p in names):
         continue

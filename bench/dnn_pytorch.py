@@ -1,0 +1,58 @@
+"""The PyTorch side of the DNN benchmark (docs/benchmarks.md, "DNN"):
+the same MLP (784-256-10, ReLU), the same data (MNIST from data/mnist,
+pixels / 255), batch 64, SGD lr 0.05 momentum 0.9, in a plain PyTorch
+training loop on the CPU with torch from the same PyPI wheel (2.13.0) whose
+libtorch petuum links.
+
+Usage: python bench/dnn_pytorch.py EPOCHS THREADS
+Prints one JSON line: seconds per epoch, images/s, test accuracy.
+"""
+import gzip, json, os, struct, sys, time
+
+import torch
+
+
+def idx(path):
+    op = gzip.open if path.endswith(".gz") else open
+    with op(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = struct.unpack(">" + "I" * dims, data[4 : 4 + 4 * dims])
+    return torch.frombuffer(bytearray(data[4 + 4 * dims :]), dtype=torch.uint8).reshape(shape)
+
+
+def main():
+    epochs, threads = int(sys.argv[1]), int(sys.argv[2])
+    torch.set_num_threads(threads)
+    torch.manual_seed(42)
+    d = os.path.join(os.path.dirname(__file__), "..", "data", "mnist")
+    x = idx(os.path.join(d, "train-images-idx3-ubyte")).reshape(-1, 784).float() / 255
+    y = idx(os.path.join(d, "train-labels-idx1-ubyte")).long()
+    xt = idx(os.path.join(d, "t10k-images-idx3-ubyte")).reshape(-1, 784).float() / 255
+    yt = idx(os.path.join(d, "t10k-labels-idx1-ubyte")).long()
+    net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    n = x.shape[0]
+    start = time.time()
+    for _ in range(epochs):
+        perm = torch.randperm(n)
+        for i in range(0, n - 63, 64):
+            b = perm[i : i + 64]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(net(x[b]), y[b])
+            loss.backward()
+            opt.step()
+    secs = time.time() - start
+    with torch.no_grad():
+        acc = (net(xt).argmax(1) == yt).float().mean().item()
+    print(json.dumps({
+        "epochs": epochs,
+        "threads": threads,
+        "seconds_per_epoch": secs / epochs,
+        "images_per_s": epochs * (n // 64) * 64 / secs,
+        "test_accuracy": acc,
+    }))
+
+
+if __name__ == "__main__":
+    main()
