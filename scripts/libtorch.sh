@@ -19,12 +19,15 @@ marker="$DEST/.complete-cpu"
 [[ -f $marker ]] && exit 0
 
 log() { printf 'libtorch: %s\n' "$*" >&2; }
-command -v python3 >/dev/null || { log "python3 with pip is needed to fetch the torch wheel"; exit 1; }
+python3 -m pip --version >/dev/null 2>&1 || { log "python3 with pip is needed to fetch the torch wheel (scripts/setup.sh installs it)"; exit 1; }
 mkdir -p "$WHEELS"
 pins=(nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85)
-if ! ls "$WHEELS"/torch-$VER-*.whl >/dev/null 2>&1; then
+if ! ls "$WHEELS"/torch-$VER-cp311-*manylinux_2_28_x86_64.whl >/dev/null 2>&1; then
   log "downloading torch==$VER from PyPI (~530 MB, once)"
-  python3 -m pip download -q --no-deps "torch==$VER" -d "$WHEELS"
+  # The cp311 manylinux_2_28 wheel whatever this machine's Python is: only
+  # its libtorch is used, and tch 0.26 was checked against this build.
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 311 \
+    --platform manylinux_2_28_x86_64 "torch==$VER" -d "$WHEELS"
 fi
 if (( cuda )); then
   # The CUDA libraries torch needs, as its wheel's dependencies resolve
@@ -42,7 +45,7 @@ log "unpacking into $DEST"
 python3 - "$WHEELS" "$VER" "$tmp" "$cuda" <<'PY'
 import sys, zipfile, glob, os, shutil
 wheels, ver, out, cuda = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
-torch = glob.glob(f"{wheels}/torch-{ver}-*.whl")[0]
+torch = glob.glob(f"{wheels}/torch-{ver}-cp311-*.whl")[0]
 z = zipfile.ZipFile(torch)
 for n in z.namelist():
     if n.startswith(("torch/lib/", "torch/include/", "torch/share/")):

@@ -22,6 +22,10 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v curl >/dev/null || missing+=(curl)
 # The TLS tests make their certificates with the openssl CLI.
 command -v openssl >/dev/null || missing+=(openssl)
+# scripts/libtorch.sh fetches libtorch from PyPI's torch wheel with pip and
+# unpacks it with Python's zipfile.
+command -v python3 >/dev/null || missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 if (( want_data )); then
   command -v npm >/dev/null || missing+=(npm)
 fi
