@@ -45,6 +45,35 @@ pub fn is_terminal(state: &str) -> bool {
     matches!(state, "succeeded" | "failed" | "cancelled")
 }
 
+/// A job spec checked on this machine, ready to submit.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub text: String,
+    pub origin: String,
+    /// The spec file's directory, absolute (relative paths in the spec).
+    pub base_dir: std::path::PathBuf,
+}
+
+impl Submission {
+    /// Reads and validates the spec as the server will ([`load_job`]).
+    pub fn prepare(path: &Path) -> Result<Submission, ClientError> {
+        load_job(path)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base_dir = std::fs::canonicalize(dir)
+            .map_err(|e| ClientError::Io(format!("{}: {e}", dir.display())))?;
+        Ok(Submission {
+            text,
+            origin: path.display().to_string(),
+            base_dir,
+        })
+    }
+}
+
 /// A connection to a cluster node's job API.
 #[derive(Clone)]
 pub struct Client {
@@ -110,17 +139,13 @@ impl Client {
     /// Validates the spec here (as [`load_job`]), then submits it; the
     /// server validates it again.
     pub async fn submit(&mut self, path: &Path) -> Result<JobInfo, ClientError> {
-        load_job(path)?;
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ClientError::Io(format!("{}: {e}", path.display())))?;
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let base = std::fs::canonicalize(dir)
-            .map_err(|e| ClientError::Io(format!("{}: {e}", dir.display())))?;
-        self.submit_text(&text, &path.display().to_string(), &base)
-            .await
+        let s = Submission::prepare(path)?;
+        self.submit_prepared(&s).await
+    }
+
+    /// Submits a spec [`Submission::prepare`] checked.
+    pub async fn submit_prepared(&mut self, s: &Submission) -> Result<JobInfo, ClientError> {
+        self.submit_text(&s.text, &s.origin, &s.base_dir).await
     }
 
     /// Submits spec text as is (the server validates it).

@@ -4,7 +4,7 @@
 //! `logs`, `model`).
 
 use clap::{Parser, Subcommand};
-use petuum_client::{Client, ClientError, JobInfo};
+use petuum_client::{Client, ClientError, JobInfo, Submission};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -120,14 +120,16 @@ async fn run_jobs(
     json: bool,
     cmd: Command,
 ) -> Result<ExitCode, ClientError> {
-    if let Command::Submit { job, .. } = &cmd {
-        // Refuse a bad spec before touching the network.
-        petuum_client::load_job(job)?;
-    }
+    // Refuse a bad spec before touching the network.
+    let submission = match &cmd {
+        Command::Submit { job, .. } => Some(Submission::prepare(job)?),
+        _ => None,
+    };
     let mut c = Client::connect(endpoint, token).await?;
     match cmd {
-        Command::Submit { job, wait } => {
-            let info = c.submit(&job).await?;
+        Command::Submit { wait, .. } => {
+            let s = submission.expect("prepared above");
+            let info = c.submit_prepared(&s).await?;
             if json {
                 println!("{}", job_json(&info));
             } else {

@@ -442,8 +442,7 @@ pub fn apply(
             reason,
             at_ms,
         } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             r.unplace();
             r.next_epoch();
             r.state = JobState::Paused;
@@ -451,8 +450,7 @@ pub fn apply(
             Ok(r.epoch)
         }
         JobCommand::Ready { job, epoch } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             r.ready = true;
             Ok(r.epoch)
         }
@@ -463,8 +461,7 @@ pub fn apply(
             report,
             at_ms,
         } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             if r.state == JobState::Recovering {
                 r.state = JobState::Running;
             }
@@ -479,8 +476,7 @@ pub fn apply(
             clock,
             at_ms,
         } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             if r.checkpoint.is_some_and(|c| c >= clock) {
                 return Ok(r.epoch);
             }
@@ -495,8 +491,7 @@ pub fn apply(
             Ok(r.epoch)
         }
         JobCommand::HostDone { job, epoch, node } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             r.done_hosts.insert(node);
             Ok(r.epoch)
         }
@@ -507,8 +502,7 @@ pub fn apply(
             reason,
             at_ms,
         } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             r.unplace();
             r.next_epoch();
             r.state = JobState::Recovering;
@@ -521,8 +515,7 @@ pub fn apply(
             end,
             at_ms,
         } => {
-            let r = record(jobs, job)?;
-            r.check_epoch(epoch)?;
+            let r = current(jobs, job, epoch)?;
             match end {
                 RunEnd::Succeeded(res) => {
                     r.state = JobState::Succeeded;
@@ -594,6 +587,17 @@ pub fn apply(
             }
         }
     }
+}
+
+/// The record of a running job, for a report made under `epoch`.
+fn current(
+    jobs: &mut BTreeMap<u64, JobRecord>,
+    job: u64,
+    epoch: u64,
+) -> Result<&mut JobRecord, String> {
+    let r = record(jobs, job)?;
+    r.check_epoch(epoch)?;
+    Ok(r)
 }
 
 fn record(jobs: &mut BTreeMap<u64, JobRecord>, job: u64) -> Result<&mut JobRecord, String> {

@@ -387,22 +387,22 @@ impl ClusterNode {
 
     /// Whether `node` answers within `timeout`.
     pub async fn ping(&self, node: u64, timeout: Duration) -> bool {
-        if node == self.id() {
-            return true;
-        }
         matches!(
             self.data_call(node, &DataRequest::Ping, timeout).await,
             Ok(DataReply::Ok)
         )
     }
 
-    /// One data request to another node.
+    /// One data request to a node (this one: handled in place).
     pub async fn data_call(
         &self,
         node: u64,
         req: &DataRequest,
         timeout: Duration,
     ) -> Result<DataReply, DataError> {
+        if node == self.id() {
+            return Box::pin(self.handle_data(req.clone())).await;
+        }
         let bytes = self
             .peers
             .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)

@@ -383,52 +383,27 @@ impl ClusterShards {
         Ok(out.pop().map(|(_, r)| r).unwrap_or_default())
     }
 
-    /// Runs a command on every shard's leader (all shards at once).
-    pub fn command_all(&self, req: impl Fn(ShardId) -> ShardRequest) -> Result<(), TableError> {
-        self.commands((0..self.placement.shards()).map(|s| (s, req(s))).collect())
-    }
-
     /// Rolls `job` back to its checkpoint at `clock` (the label: the last
     /// clock it includes) on every shard: each part is read from a replica
     /// that has it and shipped through the group's log, so replicas that
     /// never wrote it (caught up from a snapshot) restore it too.
     pub fn restore_checkpoint(&self, job: JobId, clock: Clock) -> Result<(), TableError> {
-        let n = self.placement.shards();
-        let mut parts = Vec::with_capacity(n as usize);
-        for shard in 0..n {
-            let mut members = self.placement.members(crate::placement::shard_group(shard));
-            members.sort_by_key(|&m| m != self.local);
-            let mut found = None;
-            let mut last = String::from("no replica has it");
-            for node in members {
-                match self.call(node, &DataRequest::ShardImage { shard, job, clock }) {
-                    Ok(DataReply::Blob(Some(b))) => {
-                        found = Some(b);
-                        break;
-                    }
-                    Ok(_) => {}
-                    Err(e) => last = e.to_string(),
-                }
-            }
-            let part = found.ok_or_else(|| {
-                unavailable(format!(
-                    "shard {shard}'s part of the checkpoint of job {job} at clock {clock}: {last}"
-                ))
-            })?;
-            parts.push((
-                shard,
-                ShardRequest::RestoreImage {
-                    job,
-                    clock,
-                    image: part,
-                },
-            ));
+        let mut parts = Vec::with_capacity(self.placement.shards() as usize);
+        for shard in 0..self.placement.shards() {
+            let image = self
+                .ask_replicas(shard, &DataRequest::ShardImage { shard, job, clock })?
+                .ok_or_else(|| {
+                    unavailable(format!(
+                        "no replica has shard {shard}'s part of the checkpoint of job {job} at clock {clock}"
+                    ))
+                })?;
+            parts.push((shard, ShardRequest::RestoreImage { job, clock, image }));
         }
         self.commands(parts)
     }
 
     /// A worker blob of `job` at `clock` committed through `shard`'s
-    /// group: read from the first replica that has it.
+    /// group, from the first replica that has it.
     pub fn fetch_blob(
         &self,
         shard: ShardId,
@@ -436,35 +411,47 @@ impl ClusterShards {
         clock: Clock,
         worker: u32,
     ) -> Result<Option<Vec<u8>>, TableError> {
-        let mut last = None;
+        self.ask_replicas(shard, &DataRequest::Blob { job, clock, worker })
+    }
+
+    /// Asks `shard`'s replicas, the local one first, for a stored part
+    /// (`DataReply::Blob`) until one has it. None when every replica
+    /// answered without it; the last error when some did not answer.
+    fn ask_replicas(
+        &self,
+        shard: ShardId,
+        req: &DataRequest,
+    ) -> Result<Option<Vec<u8>>, TableError> {
         let mut members = self.placement.members(crate::placement::shard_group(shard));
-        // The local replica first.
         members.sort_by_key(|&n| n != self.local);
+        let mut last = None;
         for node in members {
-            match self.call(node, &DataRequest::Blob { job, clock, worker }) {
+            match self.call(node, req) {
                 Ok(DataReply::Blob(Some(b))) => return Ok(Some(b)),
                 Ok(_) => {}
                 Err(e) => last = Some(e),
             }
         }
-        match last {
-            // Every replica answered and none has it.
-            None => Ok(None),
-            Some(e) => Err(e),
-        }
+        last.map_or(Ok(None), Err)
     }
 
-    /// The metadata as a voter has applied it.
-    pub fn meta_read(&self) -> Result<crate::meta::MetaState, TableError> {
-        let mut last = String::new();
-        for node in self.placement.meta_voters() {
-            match self.call(node, &DataRequest::MetaRead) {
-                Ok(DataReply::MetaState(s)) => return Ok(*s),
-                Ok(other) => last = format!("unexpected reply {other:?}"),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(unavailable(format!("metadata unavailable: {last}")))
+    /// Registers a job whose shards write a consistent checkpoint by
+    /// themselves every `checkpoint_every` clocks (design.md §3).
+    pub fn register_job_every(
+        &self,
+        job: JobId,
+        workers: u32,
+        deterministic: bool,
+        checkpoint_every: Clock,
+    ) -> Result<(), TableError> {
+        self.aborted.lock().remove(&job);
+        self.jobs.lock().insert(job);
+        self.commands(self.all_shards(ShardRequest::RegisterJob {
+            job,
+            workers,
+            deterministic,
+            checkpoint_every,
+        }))
     }
 
     /// Runs a metadata command.
@@ -688,14 +675,7 @@ impl ShardService for ClusterShards {
         workers: u32,
         deterministic: bool,
     ) -> Result<(), TableError> {
-        self.aborted.lock().remove(&job);
-        self.jobs.lock().insert(job);
-        self.commands(self.all_shards(ShardRequest::RegisterJob {
-            job,
-            workers,
-            deterministic,
-            checkpoint_every: 0,
-        }))
+        self.register_job_every(job, workers, deterministic, 0)
     }
 
     fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError> {

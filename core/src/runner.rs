@@ -37,7 +37,12 @@ pub struct ClockProgress {
     /// The clock just finished (1-based count of finished clocks).
     pub clock: Clock,
     pub clocks: Clock,
+    /// The workers' objective: their summed parts divided by `weight`
+    /// (the plain sum when `weight` is 0).
     pub objective: f64,
+    /// Summed weight of the objective (e.g. samples), so partial
+    /// aggregates (one host's workers) can be merged.
+    pub weight: f64,
     pub samples: u64,
     /// Samples per second over this clock.
     pub throughput: f64,
@@ -197,6 +202,7 @@ impl Aggregator<'_> {
                 clock: c + 1,
                 clocks: self.clocks,
                 objective,
+                weight: acc.weight,
                 samples: acc.samples,
                 throughput: acc.samples as f64 / dt,
                 elapsed_s: now.duration_since(self.start).as_secs_f64(),
@@ -396,31 +402,7 @@ fn run_worker(
                 }),
             });
         }
-        let mut rng = step_rng(cfg.seed, w, c);
-        let stats = algo_worker
-            .step(ctx, &mut rng)
-            .map_err(|source| JobError::Worker {
-                worker: w,
-                clock: c,
-                source,
-            })?;
-        if !stats.objective.is_finite() {
-            return Err(JobError::Worker {
-                worker: w,
-                clock: c,
-                source: format!(
-                    "objective is {} (diverged; lower the learning rate)",
-                    stats.objective
-                )
-                .into(),
-            });
-        }
-        ctx.clock().map_err(|e| JobError::Worker {
-            worker: w,
-            clock: c,
-            source: Box::new(e),
-        })?;
-        agg.report(c, stats);
+        step_and_clock(ctx, algo_worker, cfg, agg)?;
         let done = c + 1;
         let stop_here = {
             let mut plan = sync.plan.lock();
@@ -442,6 +424,36 @@ fn run_worker(
             }
         }
     }
+    Ok(())
+}
+
+/// One clock of one worker: its step with the clock's random stream, the
+/// objective checked, `clock()`, and the step's stats to the aggregator.
+fn step_and_clock(
+    ctx: &mut WorkerCtx,
+    algo_worker: &mut dyn AlgoWorker,
+    cfg: &RunConfig,
+    agg: &Aggregator<'_>,
+) -> Result<(), JobError> {
+    let (w, c) = (ctx.worker(), ctx.clock_now());
+    let fail = |source: BoxError| JobError::Worker {
+        worker: w,
+        clock: c,
+        source,
+    };
+    let mut rng = step_rng(cfg.seed, w, c);
+    let stats = algo_worker.step(ctx, &mut rng).map_err(fail)?;
+    if !stats.objective.is_finite() {
+        return Err(fail(
+            format!(
+                "objective is {} (diverged; lower the learning rate)",
+                stats.objective
+            )
+            .into(),
+        ));
+    }
+    ctx.clock().map_err(|e| fail(Box::new(e)))?;
+    agg.report(c, stats);
     Ok(())
 }
 
@@ -482,24 +494,9 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Per-clock sums over the workers of one host, for a coordinator that
-/// merges hosts (a job whose workers are spread over several nodes).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct HostProgress {
-    /// Clocks every local worker has finished.
-    pub clock: Clock,
-    pub objective_sum: f64,
-    pub weight: f64,
-    pub samples: u64,
-    /// Samples per second of this host over the clock.
-    pub throughput: f64,
-    pub elapsed_s: f64,
-}
-
-/// What a host running some of a job's workers reports.
-pub trait WorkerHooks: Send + Sync {
-    /// Every local worker finished `p.clock` clocks.
-    fn on_clock(&self, p: &HostProgress);
+/// What a host running some of a job's workers reports: progress over
+/// its workers (as a [`ProgressSink`]) and their states at checkpoints.
+pub trait WorkerHooks: ProgressSink {
     /// Worker `worker` finished `clock` clocks, a checkpoint clock
     /// (`clock % checkpoint_every == 0`): persist its state. The worker
     /// goes on when this returns.
@@ -540,39 +537,18 @@ pub fn run_workers(
         workers.push((w, worker));
     }
     let began = Instant::now();
-    let agg: Mutex<(Instant, BTreeMap<Clock, ClockAcc>)> = Mutex::new((began, BTreeMap::new()));
-    let n = local.len() as u32;
-    let report = |c: Clock, s: crate::algorithm::StepStats| {
-        let mut guard = agg.lock();
-        let (last, pending) = &mut *guard;
-        let acc = pending.entry(c).or_default();
-        acc.reported += 1;
-        acc.objective += s.objective;
-        acc.weight += s.weight;
-        acc.samples += s.samples;
-        while let Some(entry) = pending.first_entry() {
-            if entry.get().reported < n {
-                break;
-            }
-            let c = *entry.key();
-            let acc = entry.remove();
-            let now = Instant::now();
-            let dt = now.duration_since(*last).as_secs_f64().max(1e-9);
-            *last = now;
-            hooks.on_clock(&HostProgress {
-                clock: c + 1,
-                objective_sum: acc.objective,
-                weight: acc.weight,
-                samples: acc.samples,
-                throughput: acc.samples as f64 / dt,
-                elapsed_s: now.duration_since(began).as_secs_f64(),
-            });
-        }
+    let agg = Aggregator {
+        workers: local.len() as u32,
+        clocks: cfg.clocks,
+        start: began,
+        last: Mutex::new((began, BTreeMap::new())),
+        sink: hooks,
+        final_objective: Mutex::new(f64::NAN),
     };
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers {
-            let (tables, report, first_error) = (&tables, &report, &first_error);
+            let (tables, agg, first_error) = (&tables, &agg, &first_error);
             std::thread::Builder::new()
                 .name(format!("worker-{w}"))
                 .spawn_scoped(scope, move || {
@@ -593,7 +569,7 @@ pub fn run_workers(
                             checkpoint_every,
                             abort,
                             hooks,
-                            report,
+                            agg,
                         )
                     }));
                     let err = match result {
@@ -640,39 +616,24 @@ fn loop_worker(
     every: Clock,
     abort: &AtomicBool,
     hooks: &dyn WorkerHooks,
-    report: &dyn Fn(Clock, crate::algorithm::StepStats),
+    agg: &Aggregator<'_>,
 ) -> Result<(), JobError> {
-    let w = ctx.worker();
     while ctx.clock_now() < cfg.clocks {
-        let c = ctx.clock_now();
-        let fail = |source: BoxError| JobError::Worker {
-            worker: w,
-            clock: c,
-            source,
-        };
         if abort.load(Ordering::Relaxed) {
-            return Err(fail(Box::new(TableError::Aborted {
-                job: cfg.job,
-                reason: "stopped".into(),
-            })));
+            return Err(JobError::Worker {
+                worker: ctx.worker(),
+                clock: ctx.clock_now(),
+                source: Box::new(TableError::Aborted {
+                    job: cfg.job,
+                    reason: "stopped".into(),
+                }),
+            });
         }
-        let mut rng = step_rng(cfg.seed, w, c);
-        let stats = algo_worker.step(ctx, &mut rng).map_err(fail)?;
-        if !stats.objective.is_finite() {
-            return Err(fail(
-                format!(
-                    "objective is {} (diverged; lower the learning rate)",
-                    stats.objective
-                )
-                .into(),
-            ));
-        }
-        ctx.clock().map_err(|e| fail(Box::new(e)))?;
-        report(c, stats);
-        let done = c + 1;
+        step_and_clock(ctx, algo_worker, cfg, agg)?;
+        let done = ctx.clock_now();
         if every > 0 && done.is_multiple_of(every) && done < cfg.clocks {
             hooks
-                .save_worker(w, done, algo_worker.save_state())
+                .save_worker(ctx.worker(), done, algo_worker.save_state())
                 .map_err(|source| JobError::Checkpoint {
                     clock: done,
                     source,

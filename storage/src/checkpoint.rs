@@ -92,8 +92,8 @@ impl CheckpointStore {
         self.db.get_blob(CF_CHECKPOINT, &part, "checkpoint", shard)
     }
 
-    /// Stores a shard's part received as [`load_shard_bytes`] returned it,
-    /// after checking it.
+    /// Stores a shard's part as [`load_shard_bytes`] returned it (the
+    /// caller has checked it with [`decode_shard_part`]).
     ///
     /// [`load_shard_bytes`]: Self::load_shard_bytes
     pub fn put_shard_bytes(
@@ -102,8 +102,7 @@ impl CheckpointStore {
         clock: Clock,
         shard: ShardId,
         value: &[u8],
-    ) -> Result<ShardImage> {
-        let image = decode_shard_part(value, job, clock, shard)?;
+    ) -> Result<()> {
         let part = keys::checkpoint_shard(job, clock, shard);
         self.db.write_blob(
             CF_CHECKPOINT,
@@ -111,8 +110,7 @@ impl CheckpointStore {
             &[value],
             "write checkpoint",
             shard as u64,
-        )?;
-        Ok(image)
+        )
     }
 
     /// Persists a worker's local state for the checkpoint of `job` at `clock`.

@@ -136,3 +136,35 @@ pub fn run_until(
     let status = child.wait().expect("wait for petuumd");
     (last_clock, status.code(), last_line)
 }
+
+/// Logistic regression on spamassassin's `spam.libsvm` (2 workers, BSP,
+/// deterministic, seed 11, 16 shards): the job of the cluster job tests
+/// and benchmark. The spec's `[model] path` is `model`.
+pub fn spam_lr_job(name: &str, clocks: u64, checkpoint_every: u64, model: &Path) -> String {
+    format!(
+        r#"name = "{name}"
+algorithm = "logistic_regression"
+[data]
+format = "libsvm"
+train = "{}"
+test_fraction = 0.2
+[run]
+workers = 2
+consistency = "bsp"
+deterministic = true
+seed = 11
+shards = 16
+clocks = {clocks}
+checkpoint_every = {checkpoint_every}
+[params]
+learning_rate = 10.0
+batch_size = 32
+batches_per_clock = 10
+l2 = 0.0002
+[model]
+path = "{}"
+"#,
+        datasets().join("spamassassin/spam.libsvm").display(),
+        model.display()
+    )
+}

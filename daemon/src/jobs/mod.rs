@@ -306,13 +306,17 @@ impl Jobs {
             runs = runs.len(),
             "waiting for the next checkpoint of each job here"
         );
+        // Per job: its checkpoint when the stop began, and its period.
         let first = self.node.meta_read().await.ok();
-        let at_stop = |job: u64| {
-            first
-                .as_ref()
-                .and_then(|m| m.jobs.get(&job))
-                .and_then(|r| r.checkpoint)
-        };
+        let at_stop: HashMap<u64, (Option<u64>, i64)> = runs
+            .iter()
+            .filter_map(|&(job, _)| {
+                let r = first.as_ref()?.jobs.get(&job)?;
+                let every = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
+                    .map_or(0, |s| s.run.checkpoint_every);
+                Some((job, (r.checkpoint, every)))
+            })
+            .collect();
         let deadline = Instant::now() + grace;
         let mut pending: Vec<(u64, u64)> = runs;
         while !pending.is_empty() {
@@ -327,10 +331,8 @@ impl Jobs {
                 if r.epoch != epoch || r.state.is_terminal() {
                     continue;
                 }
-                let every = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
-                    .map(|s| s.run.checkpoint_every)
-                    .unwrap_or(0);
-                let fresh = r.checkpoint > at_stop(job);
+                let (before, every) = at_stop.get(&job).copied().unwrap_or((None, 0));
+                let fresh = r.checkpoint > before;
                 if !(fresh || every <= 0 || late) {
                     still.push((job, epoch));
                     continue;

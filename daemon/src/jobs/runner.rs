@@ -13,7 +13,7 @@ use petuum_cluster::meta::MetaCommand;
 use petuum_cluster::{ClusterNode, ClusterShards, ConnectOptions};
 use petuum_core::algorithm::{Algorithm, BoxError, TableLoader, TableReader};
 use petuum_core::runner::{
-    run_workers, table_specs, HostProgress, JobError, RunConfig, WorkerHooks,
+    run_workers, table_specs, ClockProgress, JobError, ProgressSink, RunConfig, WorkerHooks,
 };
 use petuum_core::service::ShardService;
 use petuum_core::spec::JobSpec;
@@ -367,12 +367,7 @@ fn prepare(
         }
     }
     shards
-        .command_all(|_| ShardRequest::RegisterJob {
-            job,
-            workers: cfg.workers,
-            deterministic: cfg.deterministic,
-            checkpoint_every: every,
-        })
+        .register_job_every(job, cfg.workers, cfg.deterministic, every)
         .map_err(|e| interrupted("registering the job", e))?;
     if checkpoint.is_none() {
         algo.initialize(&TableLoader::new(shards, &tables))
@@ -463,20 +458,25 @@ struct Hooks<'a> {
     abort: Arc<AtomicBool>,
     local: usize,
     /// When progress was last sent, and the newest report not sent yet.
-    last: parking_lot::Mutex<Option<(Instant, Option<HostProgress>)>>,
+    last: parking_lot::Mutex<Option<(Instant, Option<ClockProgress>)>>,
     /// Workers that saved their state, per checkpoint clock.
     saved: parking_lot::Mutex<BTreeMap<Clock, usize>>,
 }
 
 impl Hooks<'_> {
-    fn send(&self, p: &HostProgress) {
+    fn send(&self, p: &ClockProgress) {
         let cmd = JobCommand::HostProgress {
             job: self.ctx.record.id,
             epoch: self.ctx.epoch,
             node: self.ctx.node.id(),
             report: HostReport {
                 clock: p.clock,
-                objective_sum: p.objective_sum,
+                // Back to the sum, so the metadata group can pool hosts.
+                objective_sum: if p.weight > 0.0 {
+                    p.objective * p.weight
+                } else {
+                    p.objective
+                },
                 weight: p.weight,
                 samples: p.samples,
                 throughput: p.throughput,
@@ -501,8 +501,8 @@ impl Hooks<'_> {
     }
 }
 
-impl WorkerHooks for Hooks<'_> {
-    fn on_clock(&self, p: &HostProgress) {
+impl ProgressSink for Hooks<'_> {
+    fn on_clock(&self, p: &ClockProgress) {
         {
             let mut last = self.last.lock();
             let due = last
@@ -518,7 +518,9 @@ impl WorkerHooks for Hooks<'_> {
         }
         self.send(p);
     }
+}
 
+impl WorkerHooks for Hooks<'_> {
     fn save_worker(&self, worker: WorkerId, clock: Clock, state: Vec<u8>) -> Result<(), BoxError> {
         let job = self.ctx.record.id;
         let n = self.shards.placement().shards();

@@ -122,28 +122,16 @@ impl JobsSvc {
         let mut members = node.placement.members(shard_group(shard));
         members.sort_by_key(|&n| n != node.id());
         let mut last = String::from("no replica answered");
+        let req = DataRequest::Blob {
+            job,
+            clock: MODEL_CLOCK,
+            worker: 0,
+        };
         for n in members {
-            let r = if n == node.id() {
-                petuum_storage::CheckpointStore::new(node.db.clone())
-                    .load_worker_blob(job, MODEL_CLOCK, 0)
-                    .map_err(|e| e.to_string())
-            } else {
-                match node
-                    .data_call(
-                        n,
-                        &DataRequest::Blob {
-                            job,
-                            clock: MODEL_CLOCK,
-                            worker: 0,
-                        },
-                        Duration::from_secs(30),
-                    )
-                    .await
-                {
-                    Ok(DataReply::Blob(b)) => Ok(b),
-                    Ok(other) => Err(format!("unexpected reply {other:?}")),
-                    Err(e) => Err(e.to_string()),
-                }
+            let r = match node.data_call(n, &req, Duration::from_secs(30)).await {
+                Ok(DataReply::Blob(b)) => Ok(b),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(e.to_string()),
             };
             match r {
                 Ok(Some(b)) => return Ok(b),

@@ -12,42 +12,14 @@
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::LocalCluster;
-use petuum_tests::{datasets, run};
+use petuum_tests::{run, spam_lr_job};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn spec(dir: &Path, name: &str, clocks: u64, every: u64) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"name = "{name}"
-algorithm = "logistic_regression"
-[data]
-format = "libsvm"
-train = "{}"
-test_fraction = 0.2
-[run]
-workers = 2
-consistency = "bsp"
-deterministic = true
-seed = 11
-shards = 16
-clocks = {clocks}
-checkpoint_every = {every}
-[params]
-learning_rate = 10.0
-batch_size = 32
-batches_per_clock = 10
-l2 = 0.0002
-[model]
-path = "{}"
-"#,
-            datasets().join("spamassassin/spam.libsvm").display(),
-            dir.join(format!("{name}.safetensors")).display()
-        ),
-    )
-    .unwrap();
+    let model = dir.join(format!("{name}.safetensors"));
+    std::fs::write(&path, spam_lr_job(name, clocks, every, &model)).unwrap();
     path
 }
 
