@@ -93,7 +93,7 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
             })
         }
         crate::dnn::NAME => {
-            let m = crate::dnn::MlpModel::from_file(&file)?;
+            let m = crate::dnn::Network::from_file(&file)?;
             let ds = read_for_model(&file, data, labels)?;
             Ok(EvalReport {
                 algorithm: crate::dnn::NAME.into(),

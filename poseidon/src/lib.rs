@@ -1,20 +1,33 @@
 //! # petuum-poseidon
 //!
-//! Data-parallel deep learning on Bosen tables, as Petuum's Poseidon
-//! (issue 9; this is its first part): a multi-layer perceptron whose
-//! parameters live in the dense `f32` rows of one table (`params`, the
-//! layers' weights and biases flattened in order, cut into rows of
-//! [`ROW`] values). Each worker trains on its partition of the data: per
-//! mini-batch it reads the parameters under the job's consistency model,
-//! runs forward and backward with libtorch (tch), on the GPU when there
-//! is one, and sends its update `-lr * v` (SGD with momentum, `v` kept by
-//! the worker and saved with checkpoints) through `inc`.
+//! Data-parallel deep learning on Bosen tables, as Petuum's Poseidon: a
+//! network of `[params]` (MLP or CNN: linear, conv, max-pool, batch-norm,
+//! dropout, ReLU/tanh; see `petuum_algorithms::dnn::net`) whose parameters
+//! live in the dense `f32` rows of one table (`params`; each layer's
+//! tensors start on a row of their own, [`ROW`] values per row). Each
+//! worker trains on its partition of the data: per mini-batch it reads
+//! the parameters under the job's consistency model, runs forward and
+//! backward with libtorch (tch), on the GPU when there is one, and sends
+//! its update (SGD with momentum or Adam, the optimiser state kept by the
+//! worker and saved with checkpoints) through `inc`, scaled by 1/workers.
 //!
-//! Not yet here: CNNs, Adam, wait-free backprop (per-layer sends during
-//! backward), sufficient-factor broadcasting and the speech DNN.
+//! **Wait-free backprop** (Zhang et al., Poseidon, USENIX ATC 2017): the
+//! forward pass runs in segments, one per parametric layer, each taking
+//! a detached leaf copy of the activations below it; backward then runs
+//! segment by segment from the top, and as soon as a segment's gradients
+//! exist a sender thread takes them (optimiser step, `inc` of its rows,
+//! the worker's own view of them updated for the next mini-batch) while backward goes
+//! on with the segments below. The worker reports how much of the
+//! sender's time was hidden behind backward.
+//!
+//! **Sufficient-factor broadcasting** for fully connected layers: see
+//! [`sfb`].
+
+pub mod sfb;
 
 use petuum_algorithms::data::{load_job_data, Dataset, Features};
-use petuum_algorithms::dnn::{self, DnnParams, MlpModel, Optimizer};
+use petuum_algorithms::dnn::net::{Op, Segment, Slot};
+use petuum_algorithms::dnn::{self, DnnParams, Network, Optimizer, Plan, Shape};
 use petuum_algorithms::model::ModelFile;
 use petuum_algorithms::registry::{input_spec, BuildError};
 use petuum_algorithms::softmax::InputSpec;
@@ -27,11 +40,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::Arc;
-use tch::{Device, Tensor};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
 
-/// Values per parameter row.
-pub const ROW: usize = 4096;
+pub use petuum_algorithms::dnn::ROW;
 const TABLE: &str = "params";
 
 /// Registers the `dnn` trainer with the algorithm registry.
@@ -55,18 +69,17 @@ fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         input_spec(spec),
         spec.run.seed,
         spec.run.workers,
-    )))
+    )?))
 }
 
-/// A multi-layer perceptron on the tables.
+/// A network on the tables.
 pub struct Dnn {
     params: DnnParams,
     train: Arc<Dataset>,
     test: Option<Arc<Dataset>>,
     input: InputSpec,
     seed: u64,
-    /// Layer widths, input first, classes last.
-    sizes: Vec<usize>,
+    plan: Plan,
     device: Device,
 }
 
@@ -78,67 +91,36 @@ impl Dnn {
         input: InputSpec,
         seed: u64,
         workers: u32,
-    ) -> Self {
+    ) -> Result<Self, BuildError> {
         if let Features::Sparse(_) = train.features {
             train.features = Features::Dense(train.features.to_dense());
         }
         let classes = train.num_classes.max(2) as usize;
-        let mut sizes = vec![train.dim()];
-        sizes.extend(&params.hidden);
-        sizes.push(classes);
+        let plan = params.plan(train.dim(), classes)?;
         // The workers of a node share its cores; torch's pool is per process.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tch::set_num_threads((cores / workers.max(1) as usize).max(1) as i32);
-        Dnn {
+        let threads = params
+            .threads
+            .unwrap_or((cores / workers.max(1) as usize).max(1));
+        tch::set_num_threads(threads as i32);
+        Ok(Dnn {
             params,
             train: Arc::new(train),
             test: test.map(Arc::new),
             input,
             seed,
-            sizes,
+            plan,
             device: device(),
-        }
-    }
-
-    /// (offset, out, in) of each layer's weight; its bias follows it.
-    fn layout(&self) -> Vec<(usize, usize, usize)> {
-        let mut off = 0;
-        self.sizes
-            .windows(2)
-            .map(|w| {
-                let l = (off, w[1], w[0]);
-                off += w[1] * w[0] + w[1];
-                l
-            })
-            .collect()
-    }
-
-    fn num_params(&self) -> usize {
-        self.sizes.windows(2).map(|w| w[1] * w[0] + w[1]).sum()
-    }
-
-    fn rows(&self) -> usize {
-        self.num_params().div_ceil(ROW)
+        })
     }
 
     fn read_flat(&self, tables: &TableReader<'_>) -> Result<Vec<f32>, BoxError> {
-        let mut flat = Vec::with_capacity(self.rows() * ROW);
-        for r in 0..self.rows() {
-            flat.extend(tables.read::<f32>(TABLE, r as u64)?.to_dense(ROW as u32));
+        let rows = self.plan.rows();
+        let mut flat = Vec::with_capacity(rows as usize * ROW);
+        for r in 0..rows {
+            flat.extend(tables.read::<f32>(TABLE, r)?.to_dense(ROW as u32));
         }
-        flat.truncate(self.num_params());
         Ok(flat)
-    }
-
-    fn model_of(&self, flat: &[f32]) -> Result<MlpModel, BoxError> {
-        let mut layers = Vec::new();
-        for (off, out, inp) in self.layout() {
-            let w =
-                ndarray::Array2::from_shape_vec((out, inp), flat[off..off + out * inp].to_vec())?;
-            let b = ndarray::Array1::from(flat[off + out * inp..off + out * inp + out].to_vec());
-            layers.push((w, b));
-        }
-        Ok(MlpModel { layers })
     }
 }
 
@@ -160,17 +142,11 @@ impl Algorithm for Dnn {
         }]
     }
 
-    /// PyTorch's default initialisation of linear layers: weights and
-    /// biases uniform in ±1/sqrt(fan_in), from the job's seed.
+    /// PyTorch's default initialisation (see [`Plan::initial`]), from the
+    /// job's seed.
     fn initialize(&self, loader: &TableLoader<'_>) -> Result<(), BoxError> {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ 0x706f_7365_6964_6f6e);
-        let mut flat = vec![0f32; self.rows() * ROW];
-        for (off, out, inp) in self.layout() {
-            let bound = 1.0 / (inp as f32).sqrt();
-            for v in &mut flat[off..off + out * inp + out] {
-                *v = rng.gen_range(-bound..bound);
-            }
-        }
+        let flat = self.plan.initial(&mut rng);
         let rows = flat
             .chunks(ROW)
             .enumerate()
@@ -182,40 +158,28 @@ impl Algorithm for Dnn {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let part = petuum_algorithms::data::partition(self.train.len(), worker, workers)?;
-        let n = self.num_params();
-        Ok(Box::new(DnnWorker {
-            params: self.params.clone(),
-            data: self.train.clone(),
+        Ok(Box::new(DnnWorker::new(
+            self.params.clone(),
+            self.plan.clone(),
+            self.train.clone(),
             part,
-            layout: self.layout(),
-            flat: vec![0.0; self.rows() * ROW],
-            grad: vec![0.0; n],
-            velocity: vec![0.0; n],
-            second: if self.params.optimizer == Optimizer::Adam {
-                vec![0.0; n]
-            } else {
-                Vec::new()
-            },
-            steps: 0,
-            delta: vec![0.0; ROW],
-            row_buf: Vec::new(),
-            table: None,
-            device: self.device,
-            share: 1.0 / workers.max(1) as f32,
-        }))
+            self.device,
+            workers,
+        )))
     }
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
-        let flat = self.read_flat(tables)?;
-        let model = self.model_of(&flat)?;
+        let net = Network::new(self.plan.clone(), self.read_flat(tables)?);
         let mut metrics = Vec::new();
         if let Some(test) = &self.test {
-            metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
+            metrics.push(("test_accuracy".to_string(), net.accuracy(test)));
         }
         let mut file = ModelFile::new(dnn::NAME);
-        file.set("num_layers", model.layers.len());
-        file.set("num_classes", *self.sizes.last().expect("classes"));
-        file.set("num_features", self.sizes[0]);
+        file.set(
+            "num_classes",
+            self.plan.shapes.last().map_or(0, |s| s.numel()),
+        );
+        file.set("num_features", self.plan.input.numel());
         self.input.record(&mut file);
         file.set(
             "class_names",
@@ -223,97 +187,480 @@ impl Algorithm for Dnn {
         );
         file.set("params", serde_json::to_string(&self.params)?);
         file.set_metrics(&metrics);
-        for (i, (w, b)) in model.layers.into_iter().enumerate() {
-            let shape = vec![w.nrows(), w.ncols()];
-            file.add_tensor(
-                &format!("layer{i}.weight"),
-                shape,
-                w.into_raw_vec_and_offset().0,
-            );
-            let n = b.len();
-            file.add_tensor(&format!("layer{i}.bias"), vec![n], b.to_vec());
-        }
+        net.save_into(&mut file)?;
         let bytes = file.save(path)?;
         Ok(ModelSummary { bytes, metrics })
     }
 }
 
-struct DnnWorker {
-    params: DnnParams,
-    data: Arc<Dataset>,
-    part: Vec<usize>,
-    layout: Vec<(usize, usize, usize)>,
-    /// The parameters as read for the current mini-batch.
+/// What the sender thread owns: the parameters as last read, the
+/// optimiser state, scratch.
+struct SendState {
+    /// The parameters as read for the current mini-batch (flat layout).
     flat: Vec<f32>,
+    /// Gradients, then the deltas sent (flat layout; padding stays 0).
     grad: Vec<f32>,
-    /// Momentum (SGD) or Adam's first moment, per parameter (worker-local,
-    /// checkpointed).
+    /// Momentum (SGD) or Adam's first moment (worker-local, checkpointed).
     velocity: Vec<f32>,
     /// Adam's second moment (empty for SGD).
     second: Vec<f32>,
     /// Adam steps taken (bias correction).
     steps: u64,
-    delta: Vec<f32>,
     row_buf: Vec<f32>,
+}
+
+/// Per-mini-batch settings the sender needs.
+#[derive(Clone, Copy)]
+struct StepCfg {
+    lr: f32,
+    share: f32,
+}
+
+struct DnnWorker {
+    params: DnnParams,
+    plan: Plan,
+    segments: Vec<Segment>,
+    slots: Vec<Slot>,
+    /// First slot of each op.
+    op_slot: Vec<usize>,
+    data: Arc<Dataset>,
+    part: Vec<usize>,
+    /// One tensor per slot, on the device; trainable ones track gradients.
+    tensors: Vec<Tensor>,
+    state: SendState,
     table: Option<Table<f32>>,
     device: Device,
     /// 1 / workers: the workers' updates add up to one step of
     /// `learning_rate` on the mean of their gradients (as synchronous
     /// data-parallel SGD over their combined batch would take).
     share: f32,
+    /// Wait-free backprop on (the parameter, or on for GPUs).
+    wait_free: bool,
+    timing: Timing,
+}
+
+/// Where the sender's time went (wait-free backprop's figures).
+#[derive(Default)]
+struct Timing {
+    /// Sender busy with the updates of mini-batches.
+    busy: Duration,
+    /// Of that, time the trainer waited after its backward had finished.
+    exposed: Duration,
+    batches: u64,
+}
+
+impl Drop for DnnWorker {
+    fn drop(&mut self) {
+        let t = &self.timing;
+        if t.batches > 0 {
+            let busy = t.busy.as_secs_f64();
+            let hidden = if busy > 0.0 {
+                (1.0 - t.exposed.as_secs_f64() / busy).max(0.0)
+            } else {
+                0.0
+            };
+            tracing::info!(
+                wait_free = self.wait_free,
+                batches = t.batches,
+                send_ms = busy * 1e3,
+                exposed_ms = t.exposed.as_secs_f64() * 1e3,
+                hidden_fraction = hidden,
+                "updates sent by the worker's sender thread"
+            );
+        }
+    }
 }
 
 impl DnnWorker {
-    fn read_params(&mut self, ctx: &mut WorkerCtx, t: Table<f32>) -> Result<(), BoxError> {
-        for (r, chunk) in self.flat.chunks_mut(ROW).enumerate() {
-            ctx.get_dense_into(t, r as u64, &mut self.row_buf)?;
-            chunk.copy_from_slice(&self.row_buf);
+    fn new(
+        params: DnnParams,
+        plan: Plan,
+        data: Arc<Dataset>,
+        part: Vec<usize>,
+        device: Device,
+        workers: u32,
+    ) -> Self {
+        let (segments, slots) = plan.layout();
+        let n = segments.last().map_or(0, |s| s.flat.end);
+        let mut op_slot = vec![usize::MAX; plan.ops.len()];
+        for (i, s) in slots.iter().enumerate().rev() {
+            op_slot[s.op] = i;
         }
-        Ok(())
-    }
-
-    /// Forward and backward of one mini-batch on the parameters just read;
-    /// fills `grad`, returns the summed loss.
-    fn backprop(&mut self, x: &[f32], y: &[i64], bs: usize) -> Result<f64, BoxError> {
-        let dev = self.device;
-        let d = self.layout[0].2;
-        let params: Vec<(Tensor, Tensor)> = self
-            .layout
+        let flat = vec![0f32; n];
+        let tensors = slots
             .iter()
-            .map(|&(off, out, inp)| {
-                let w = Tensor::from_slice(&self.flat[off..off + out * inp])
-                    .view([out as i64, inp as i64])
-                    .to_device(dev)
-                    .set_requires_grad(true);
-                let b = Tensor::from_slice(&self.flat[off + out * inp..off + out * inp + out])
-                    .to_device(dev)
-                    .set_requires_grad(true);
-                (w, b)
+            .map(|s| {
+                let shape: Vec<i64> = s.shape.iter().map(|&d| d as i64).collect();
+                if s.trainable && device == Device::Cpu {
+                    // A view of the worker's own copy of the parameters:
+                    // the sender's update of `flat` is the tensor's update.
+                    let mut strides = vec![1i64; shape.len()];
+                    for k in (0..shape.len().saturating_sub(1)).rev() {
+                        strides[k] = strides[k + 1] * shape[k + 1];
+                    }
+                    // SAFETY: `flat` is allocated once here and never
+                    // resized; it moves with the worker (the heap block
+                    // stays put) and outlives the tensors (fields drop in
+                    // declaration order: `tensors` before `state`).
+                    unsafe {
+                        Tensor::from_blob(
+                            flat[s.offset..].as_ptr() as *const u8,
+                            &shape,
+                            &strides,
+                            Kind::Float,
+                            Device::Cpu,
+                        )
+                    }
+                    .set_requires_grad(true)
+                } else {
+                    Tensor::zeros(shape.as_slice(), (Kind::Float, device))
+                        .set_requires_grad(s.trainable)
+                }
             })
             .collect();
-        let mut h = Tensor::from_slice(x)
-            .view([bs as i64, d as i64])
-            .to_device(dev);
-        for (i, (w, b)) in params.iter().enumerate() {
-            h = h.matmul(&w.tr()) + b;
-            if i + 1 < params.len() {
-                h = h.relu();
+        let adam = params.optimizer == Optimizer::Adam;
+        let wait_free = params.wait_free.unwrap_or(device != Device::Cpu);
+        DnnWorker {
+            state: SendState {
+                flat,
+                grad: vec![0.0; n],
+                velocity: vec![0.0; n],
+                second: if adam { vec![0.0; n] } else { Vec::new() },
+                steps: 0,
+                row_buf: Vec::new(),
+            },
+            params,
+            plan,
+            segments,
+            slots,
+            op_slot,
+            data,
+            part,
+            tensors,
+            table: None,
+            device,
+            share: 1.0 / workers.max(1) as f32,
+            wait_free,
+            timing: Timing::default(),
+        }
+    }
+}
+
+/// Writes `src` into a parameter tensor in place (outside autograd).
+fn load_into(t: &Tensor, src: &[f32]) {
+    if t.device() == Device::Cpu {
+        debug_assert!(t.is_contiguous() && t.kind() == Kind::Float && t.numel() == src.len());
+        // SAFETY: a contiguous CPU f32 tensor of src.len() elements that
+        // no other thread touches while the sender loads it (the trainer
+        // waits for the sender before its next forward pass).
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), t.data_ptr() as *mut f32, src.len());
+        }
+    } else {
+        tch::no_grad(|| {
+            let mut t = t.shallow_clone();
+            t.copy_(&Tensor::from_slice(src).view(t.size().as_slice()));
+        });
+    }
+}
+
+/// Copies a tensor's values to `dst` (host memory).
+fn store_from(t: &Tensor, dst: &mut [f32]) {
+    if t.device() == Device::Cpu {
+        t.copy_data(dst, dst.len());
+    } else {
+        t.to_device(Device::Cpu).copy_data(dst, dst.len());
+    }
+}
+
+/// The sender's side of one segment: its gradients (and batch norm's
+/// updated running statistics) → optimiser → `inc` of its rows, and the
+/// worker's own view of them updated for the next mini-batch.
+///
+/// On the CPU the trainable tensors are views of `flat` (see
+/// [`DnnWorker::new`]) and their gradients are read and zeroed in place,
+/// so each value is touched in one fused pass plus the `inc`.
+#[allow(clippy::too_many_arguments)]
+fn send_segment(
+    st: &mut SendState,
+    ctx: &mut WorkerCtx,
+    t: Table<f32>,
+    seg: &Segment,
+    slots: &[Slot],
+    plan: &Plan,
+    tensors: &mut [Tensor],
+    p: &DnnParams,
+    cfg: StepCfg,
+) -> Result<(), BoxError> {
+    let (mu, l2) = (p.momentum as f32, p.l2 as f32);
+    let lr = cfg.lr;
+    for i in seg.slots.clone() {
+        let s = &slots[i];
+        let r = s.offset..s.offset + s.len;
+        if !s.trainable {
+            // Running statistics: the forward pass moved them from the
+            // values read; each worker adds its share of that move.
+            store_from(&tensors[i], &mut st.grad[r.clone()]);
+            for j in r.clone() {
+                st.grad[j] = cfg.share * (st.grad[j] - st.flat[j]);
+                st.flat[j] += st.grad[j];
+            }
+            load_into(&tensors[i], &st.flat[r]);
+            continue;
+        }
+        let gt = tensors[i].grad();
+        let on_cpu = tensors[i].device() == Device::Cpu;
+        let mut copied;
+        let g: &mut [f32] = if !gt.defined() {
+            copied = vec![0.0; s.len];
+            &mut copied
+        } else if on_cpu && gt.is_contiguous() && gt.kind() == Kind::Float {
+            // SAFETY: the contiguous f32 gradient of this tensor, s.len
+            // values; backward has finished with it (the trainer announced
+            // the segment) and nothing else touches it until the next
+            // backward, which comes after this function returns.
+            unsafe { std::slice::from_raw_parts_mut(gt.data_ptr() as *mut f32, s.len) }
+        } else {
+            copied = vec![0.0; s.len];
+            store_from(&gt, &mut copied);
+            tensors[i].zero_grad();
+            &mut copied
+        };
+        let decay = if s.name == "weight"
+            && matches!(plan.ops[s.op], Op::Linear { .. } | Op::Conv { .. })
+        {
+            l2
+        } else {
+            0.0
+        };
+        let (flat, delta) = (&mut st.flat[r.clone()], &mut st.grad[r.clone()]);
+        match p.optimizer {
+            Optimizer::Sgd => {
+                let vel = &mut st.velocity[r];
+                for j in 0..s.len {
+                    let grad = g[j] + decay * flat[j];
+                    g[j] = 0.0;
+                    let v = mu * vel[j] + grad;
+                    vel[j] = v;
+                    delta[j] = -lr * v;
+                    flat[j] += delta[j];
+                }
+            }
+            Optimizer::Adam => {
+                let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
+                let k = st.steps.min(1 << 20) as i32;
+                let (c1, c2) = (1.0 - b1.powi(k), 1.0 - b2.powi(k));
+                let (m1, m2) = (&mut st.velocity[r.clone()], &mut st.second[r]);
+                for j in 0..s.len {
+                    let grad = g[j] + decay * flat[j];
+                    g[j] = 0.0;
+                    let m = b1 * m1[j] + (1.0 - b1) * grad;
+                    let v = b2 * m2[j] + (1.0 - b2) * grad * grad;
+                    m1[j] = m;
+                    m2[j] = v;
+                    delta[j] = -lr * (m / c1) / ((v / c2).sqrt() + eps);
+                    flat[j] += delta[j];
+                }
             }
         }
-        let targets = Tensor::from_slice(y).to_device(dev);
-        let loss = h.cross_entropy_for_logits(&targets);
-        loss.backward();
-        let loss = f64::try_from(loss.to_device(Device::Cpu))?;
-        for ((off, out, inp), (w, b)) in self.layout.iter().zip(&params) {
-            let nw = out * inp;
-            w.grad()
-                .to_device(Device::Cpu)
-                .copy_data(&mut self.grad[*off..off + nw], nw);
-            b.grad()
-                .to_device(Device::Cpu)
-                .copy_data(&mut self.grad[off + nw..off + nw + out], *out);
+        if !on_cpu {
+            load_into(&tensors[i], flat);
         }
-        Ok(loss * bs as f64)
+    }
+    for row in seg.rows.clone() {
+        let r = row as usize * ROW..(row as usize + 1) * ROW;
+        ctx.batch_inc(t, row, &st.grad[r])?;
+    }
+    Ok(())
+}
+
+/// Reads a segment's rows (under the consistency model, at the start of
+/// each clock) into `flat` and its parameter tensors.
+fn read_segment(
+    st: &mut SendState,
+    ctx: &mut WorkerCtx,
+    t: Table<f32>,
+    seg: &Segment,
+    slots: &[Slot],
+    tensors: &[Tensor],
+) -> Result<(), BoxError> {
+    for row in seg.rows.clone() {
+        ctx.get_dense_into(t, row, &mut st.row_buf)?;
+        st.flat[row as usize * ROW..(row as usize + 1) * ROW].copy_from_slice(&st.row_buf);
+    }
+    for i in seg.slots.clone() {
+        let s = &slots[i];
+        if !(s.trainable && tensors[i].device() == Device::Cpu) {
+            load_into(&tensors[i], &st.flat[s.offset..s.offset + s.len]);
+        }
+    }
+    Ok(())
+}
+
+/// Trainer → sender.
+enum Msg {
+    /// Read every segment (start of a clock).
+    ReadAll,
+    /// Segment `k`'s gradients are ready.
+    Segment(usize),
+}
+
+/// The sending side of a worker for one clock: owns the table context
+/// and the optimiser state while the trainer runs forward and backward.
+struct Sender<'a> {
+    st: &'a mut SendState,
+    ctx: &'a mut WorkerCtx,
+    t: Table<f32>,
+    segments: &'a [Segment],
+    slots: &'a [Slot],
+    plan: &'a Plan,
+    tensors: Vec<Tensor>,
+    p: &'a DnnParams,
+    cfg: StepCfg,
+    /// Time spent on mini-batch updates.
+    busy: Duration,
+}
+
+impl Sender<'_> {
+    fn handle(&mut self, msg: Msg) -> Result<(), BoxError> {
+        let started = Instant::now();
+        match msg {
+            Msg::ReadAll => {
+                for seg in self.segments {
+                    read_segment(self.st, self.ctx, self.t, seg, self.slots, &self.tensors)?;
+                }
+                return Ok(());
+            }
+            Msg::Segment(k) => {
+                if k == self.segments.len() - 1 && self.p.optimizer == Optimizer::Adam {
+                    self.st.steps += 1;
+                }
+                send_segment(
+                    self.st,
+                    self.ctx,
+                    self.t,
+                    &self.segments[k],
+                    self.slots,
+                    self.plan,
+                    &mut self.tensors,
+                    self.p,
+                    self.cfg,
+                )?;
+            }
+        }
+        self.busy += started.elapsed();
+        Ok(())
+    }
+}
+
+impl DnnWorker {
+    /// Op `i` on `h` (training mode: batch statistics, dropout masks from
+    /// the worker's generator).
+    fn apply(&self, i: usize, h: Tensor, rng: &mut ChaCha8Rng) -> Tensor {
+        let w = |k: usize| &self.tensors[self.op_slot[i] + k];
+        match self.plan.ops[i] {
+            Op::Linear { .. } => {
+                let h = if h.dim() > 2 { h.flatten(1, -1) } else { h };
+                h.matmul(&w(0).tr()) + w(1)
+            }
+            Op::Conv {
+                stride, padding, ..
+            } => {
+                let (s, p) = (stride as i64, padding as i64);
+                h.conv2d(w(0), Some(w(1)), [s, s], [p, p], [1, 1], 1)
+            }
+            Op::MaxPool { kernel, stride } => {
+                let (k, s) = (kernel as i64, stride as i64);
+                h.max_pool2d([k, k], [s, s], [0, 0], [1, 1], false)
+            }
+            Op::BatchNorm { momentum, eps, .. } => h.batch_norm(
+                Some(w(0)),
+                Some(w(1)),
+                Some(w(2)),
+                Some(w(3)),
+                true,
+                momentum,
+                eps,
+                self.device != Device::Cpu,
+            ),
+            Op::Dropout { p } => {
+                if p == 0.0 {
+                    return h;
+                }
+                let keep = 1.0 / (1.0 - p) as f32;
+                let mask: Vec<f32> = (0..h.numel())
+                    .map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                let mask = Tensor::from_slice(&mask)
+                    .view(h.size().as_slice())
+                    .to_device(self.device);
+                h * mask
+            }
+            Op::Relu => h.relu(),
+            Op::Tanh => h.tanh(),
+            Op::Flatten => h.flatten(1, -1),
+        }
+    }
+
+    fn input_tensor(&self, x: &[f32], bs: usize) -> Tensor {
+        let t = Tensor::from_slice(x);
+        let t = match self.plan.input {
+            Shape::Flat(d) => t.view([bs as i64, d as i64]),
+            Shape::Image(c, h, w) => t.view([bs as i64, c as i64, h as i64, w as i64]),
+        };
+        t.to_device(self.device)
+    }
+
+    /// Forward and backward of one mini-batch; tells the sender about each
+    /// segment as its gradients are ready. Returns the summed loss.
+    fn backprop(
+        &self,
+        x: &[f32],
+        y: &[i64],
+        rng: &mut ChaCha8Rng,
+        send: &mut dyn FnMut(Msg) -> Result<(), BoxError>,
+    ) -> Result<f64, BoxError> {
+        let bs = y.len();
+        let targets = Tensor::from_slice(y).to_device(self.device);
+        let top = self.segments.len() - 1;
+        let mut h = self.input_tensor(x, bs);
+        let loss = if self.wait_free {
+            // Segments joined by detached leaves: backward stops at each.
+            let mut leaves = Vec::with_capacity(self.segments.len());
+            let mut outs = Vec::with_capacity(self.segments.len());
+            for (k, seg) in self.segments.iter().enumerate() {
+                if k > 0 {
+                    h = h.detach().set_requires_grad(true);
+                    leaves.push(h.shallow_clone());
+                }
+                for i in seg.ops.clone() {
+                    h = self.apply(i, h, rng);
+                }
+                if k < top {
+                    outs.push(h.shallow_clone());
+                }
+            }
+            let loss = h.cross_entropy_for_logits(&targets);
+            loss.backward();
+            send(Msg::Segment(top))?;
+            for k in (0..top).rev() {
+                let g = leaves[k].grad();
+                (&outs[k] * g).sum(Kind::Float).backward();
+                send(Msg::Segment(k))?;
+            }
+            loss
+        } else {
+            for i in 0..self.plan.ops.len() {
+                h = self.apply(i, h, rng);
+            }
+            let loss = h.cross_entropy_for_logits(&targets);
+            loss.backward();
+            for k in (0..=top).rev() {
+                send(Msg::Segment(k))?;
+            }
+            loss
+        };
+        Ok(f64::try_from(loss.to_device(Device::Cpu))? * bs as f64)
     }
 }
 
@@ -327,15 +674,44 @@ impl AlgoWorker for DnnWorker {
         let bs = p.batch_size.min(self.part.len());
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
         let epochs = (ctx.clock_now() as f64 * (batches * bs) as f64) / self.part.len() as f64;
-        let lr = (p.learning_rate / (1.0 + p.decay * epochs)) as f32 * self.share;
-        let (mu, l2) = (p.momentum as f32, p.l2 as f32);
+        let cfg = StepCfg {
+            lr: (p.learning_rate / (1.0 + p.decay * epochs)) as f32 * self.share,
+            share: self.share,
+        };
         let mut order = self.part.clone();
         order.shuffle(rng);
         let d = self.data.dim();
         let mut x = vec![0f32; bs * d];
         let mut y = vec![0i64; bs];
         let (mut loss_sum, mut seen, mut pos) = (0.0f64, 0u64, 0usize);
-        for _ in 0..batches {
+        let mut state = std::mem::replace(
+            &mut self.state,
+            SendState {
+                flat: Vec::new(),
+                grad: Vec::new(),
+                velocity: Vec::new(),
+                second: Vec::new(),
+                steps: 0,
+                row_buf: Vec::new(),
+            },
+        );
+        let this = &*self;
+        let mut sender = Sender {
+            st: &mut state,
+            ctx,
+            t,
+            segments: &this.segments,
+            slots: &this.slots,
+            plan: &this.plan,
+            tensors: this.tensors.iter().map(|t| t.shallow_clone()).collect(),
+            p: &p,
+            cfg,
+            busy: Duration::ZERO,
+        };
+        let mut exposed = Duration::ZERO;
+        let mut batch = |rng: &mut ChaCha8Rng,
+                         send: &mut dyn FnMut(Msg) -> Result<(), BoxError>|
+         -> Result<f64, BoxError> {
             for i in 0..bs {
                 if pos == order.len() {
                     order.shuffle(rng);
@@ -343,52 +719,76 @@ impl AlgoWorker for DnnWorker {
                 }
                 let s = order[pos];
                 pos += 1;
-                self.data.features.row_into(s, &mut x[i * d..(i + 1) * d]);
-                y[i] = self.data.labels[s] as i64;
+                this.data.features.row_into(s, &mut x[i * d..(i + 1) * d]);
+                y[i] = this.data.labels[s] as i64;
             }
-            self.read_params(ctx, t)?;
-            loss_sum += self.backprop(&x, &y, bs)?;
-            seen += bs as u64;
-            // v = mu v + g (+ l2 w on weights); the update is -lr v.
-            if l2 > 0.0 {
-                for &(off, out, inp) in &self.layout {
-                    for j in off..off + out * inp {
-                        self.grad[j] += l2 * self.flat[j];
-                    }
+            this.backprop(&x, &y, rng, send)
+        };
+        let result = if !self.wait_free {
+            // Everything in this thread, one step after the other.
+            (|| -> Result<(), BoxError> {
+                sender.handle(Msg::ReadAll)?;
+                for _ in 0..batches {
+                    let before = sender.busy;
+                    loss_sum += batch(rng, &mut |m| sender.handle(m))?;
+                    exposed += sender.busy - before;
+                    seen += bs as u64;
                 }
-            }
-            // The step direction goes into `grad` (reused as scratch).
-            match p.optimizer {
-                Optimizer::Sgd => {
-                    for (v, g) in self.velocity.iter_mut().zip(self.grad.iter_mut()) {
-                        *v = mu * *v + *g;
-                        *g = *v;
+                Ok(())
+            })()
+        } else {
+            // The sender in its own thread; the trainer hands it each
+            // segment as backward reaches it and waits for it only before
+            // the next forward pass.
+            std::thread::scope(|scope| -> Result<(), BoxError> {
+                let (to_sender, inbox) = mpsc::channel::<Option<Msg>>();
+                let (reply, replies) = mpsc::channel::<Result<(), BoxError>>();
+                let sender = &mut sender;
+                let thread = scope.spawn(move || {
+                    let mut failed = false;
+                    for msg in inbox {
+                        match msg {
+                            Some(m) if !failed => {
+                                if let Err(e) = sender.handle(m) {
+                                    failed = true;
+                                    let _ = reply.send(Err(e));
+                                }
+                            }
+                            Some(_) => {}
+                            None if !failed => {
+                                let _ = reply.send(Ok(()));
+                            }
+                            None => {}
+                        }
                     }
-                }
-                Optimizer::Adam => {
-                    self.steps += 1;
-                    let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
-                    let c1 = 1.0 - b1.powi(self.steps.min(1 << 20) as i32);
-                    let c2 = 1.0 - b2.powi(self.steps.min(1 << 20) as i32);
-                    for ((m, v), g) in self
-                        .velocity
-                        .iter_mut()
-                        .zip(self.second.iter_mut())
-                        .zip(self.grad.iter_mut())
-                    {
-                        *m = b1 * *m + (1.0 - b1) * *g;
-                        *v = b2 * *v + (1.0 - b2) * *g * *g;
-                        *g = (*m / c1) / ((*v / c2).sqrt() + eps);
+                });
+                let mut run = || -> Result<(), BoxError> {
+                    to_sender.send(Some(Msg::ReadAll))?;
+                    to_sender.send(None)?;
+                    replies.recv()??;
+                    for _ in 0..batches {
+                        loss_sum += batch(rng, &mut |m| Ok(to_sender.send(Some(m))?))?;
+                        seen += bs as u64;
+                        let waited = Instant::now();
+                        to_sender.send(None)?;
+                        replies.recv()??;
+                        exposed += waited.elapsed();
                     }
-                }
-            }
-            for (r, chunk) in self.grad.chunks(ROW).enumerate() {
-                self.delta.clear();
-                self.delta.extend(chunk.iter().map(|d| -lr * d));
-                self.delta.resize(ROW, 0.0);
-                ctx.batch_inc(t, r as u64, &self.delta)?;
-            }
-        }
+                    Ok(())
+                };
+                let r = run();
+                drop(to_sender);
+                thread
+                    .join()
+                    .map_err(|_| "the DNN sender thread panicked")?;
+                r
+            })
+        };
+        self.timing.busy += sender.busy;
+        self.timing.exposed += exposed;
+        self.timing.batches += batches as u64;
+        self.state = state;
+        result?;
         Ok(StepStats {
             objective: loss_sum,
             weight: seen as f64,
@@ -398,16 +798,18 @@ impl AlgoWorker for DnnWorker {
 
     /// `steps`, then the first moment, then the second (Adam only).
     fn save_state(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + 4 * (self.velocity.len() + self.second.len()));
-        out.extend_from_slice(&self.steps.to_le_bytes());
-        for v in self.velocity.iter().chain(&self.second) {
+        let st = &self.state;
+        let mut out = Vec::with_capacity(8 + 4 * (st.velocity.len() + st.second.len()));
+        out.extend_from_slice(&st.steps.to_le_bytes());
+        for v in st.velocity.iter().chain(&st.second) {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        let want = 8 + 4 * (self.velocity.len() + self.second.len());
+        let st = &mut self.state;
+        let want = 8 + 4 * (st.velocity.len() + st.second.len());
         if state.len() != want {
             return Err(format!(
                 "checkpointed optimiser state has {} bytes, the network needs {want}",
@@ -415,11 +817,11 @@ impl AlgoWorker for DnnWorker {
             )
             .into());
         }
-        self.steps = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
+        st.steps = u64::from_le_bytes(state[..8].try_into().expect("8 bytes"));
         let mut vals = state[8..]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-        for v in self.velocity.iter_mut().chain(self.second.iter_mut()) {
+        for v in st.velocity.iter_mut().chain(st.second.iter_mut()) {
             *v = vals.next().expect("length checked");
         }
         Ok(())

@@ -4,9 +4,8 @@
 //! [`set_builder`]; everything here is plain Rust, so validating a spec or
 //! evaluating a saved model needs no libtorch.
 
-use crate::data::Features;
-use crate::model::{ModelError, ModelFile};
-use ndarray::{Array1, Array2};
+pub mod net;
+
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{check_non_negative, check_positive, check_range, JobSpec, SpecError};
 use serde::{Deserialize, Serialize};
@@ -49,14 +48,33 @@ fn eps() -> f64 {
     1e-8
 }
 
-/// `[params]` of a `dnn` job: a multi-layer perceptron (ReLU hidden
-/// layers, softmax output) trained by SGD with momentum or Adam.
+/// `[params]` of a `dnn` job: a network (`layers`, or the ReLU MLP of
+/// `hidden`) with a softmax output, trained by SGD with momentum or Adam.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DnnParams {
-    /// Widths of the hidden layers.
-    #[serde(default = "hidden")]
-    pub hidden: Vec<usize>,
+    /// Widths of the hidden layers of an MLP (default [256]); or
+    #[serde(default)]
+    pub hidden: Option<Vec<usize>>,
+    /// the layers, in order (conv, max_pool, batch_norm, dropout, linear,
+    /// relu, tanh, flatten); the output layer is added.
+    #[serde(default)]
+    pub layers: Option<Vec<LayerSpec>>,
+    /// `[channels, height, width]` of a sample (needed by conv layers).
+    #[serde(default)]
+    pub input_shape: Option<[usize; 3]>,
+    /// Wait-free backprop: each layer's update goes to the table from a
+    /// sender thread as soon as backward has produced its gradient, while
+    /// backward goes on below it. Default: on when training on a GPU, off
+    /// on the CPU, where the segmented backward and the extra thread cost
+    /// more than the (already small) update time they hide (measured in
+    /// docs/benchmarks.md).
+    #[serde(default)]
+    pub wait_free: Option<bool>,
+    /// libtorch threads per worker (default: the node's cores divided
+    /// among its workers).
+    #[serde(default)]
+    pub threads: Option<usize>,
     #[serde(default = "lr")]
     pub learning_rate: f64,
     /// Step size after `e` passes over the worker's data is
@@ -109,8 +127,32 @@ impl DnnParams {
         if let Some(b) = self.batches_per_clock {
             check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
-        for (i, &h) in self.hidden.iter().enumerate() {
+        if self.hidden.is_some() && self.layers.is_some() {
+            return Err(SpecError::invalid(
+                "params.hidden",
+                "give either hidden (an MLP) or layers, not both",
+            ));
+        }
+        for (i, &h) in self.hidden.iter().flatten().enumerate() {
             check_range(&format!("params.hidden[{i}]"), h, 1, 1 << 16)?;
+        }
+        if let Some(t) = self.threads {
+            check_range("params.threads", t, 1, 1024)?;
+        }
+        if let Some(s) = self.input_shape {
+            if s.contains(&0) {
+                return Err(SpecError::invalid(
+                    "params.input_shape",
+                    "dimensions must be at least 1",
+                ));
+            }
+        }
+        // Shapes need the data; the layers' own values are checked here.
+        let probe = self
+            .input_shape
+            .map_or(Shape::Flat(1 << 20), |[c, h, w]| Shape::Image(c, h, w));
+        if let Some(layers) = &self.layers {
+            Plan::new(probe, layers, 2)?;
         }
         Ok(())
     }
@@ -130,80 +172,37 @@ pub(crate) fn builder() -> Option<Builder> {
     BUILDER.get().copied()
 }
 
-/// A trained MLP: `layers[i] = (weight out×in, bias out)`.
-#[derive(Clone, Debug)]
-pub struct MlpModel {
-    pub layers: Vec<(Array2<f32>, Array1<f32>)>,
-}
+pub use net::{LayerSpec, Network, Plan, Shape, ROW};
 
-impl MlpModel {
-    pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
-        let n: usize = file.meta("num_layers")?;
-        let bad = |reason: String| ModelError::Format {
-            path: file.path.clone(),
-            reason,
-        };
-        let mut layers = Vec::with_capacity(n);
-        for i in 0..n {
-            let w = file.tensor(&format!("layer{i}.weight"))?;
-            let b = file.tensor(&format!("layer{i}.bias"))?;
-            if w.shape.len() != 2 || b.shape != [w.shape[0]] {
-                return Err(bad(format!(
-                    "layer {i}: weight {:?} and bias {:?} do not fit",
-                    w.shape, b.shape
-                )));
-            }
-            if let Some((prev, _)) = layers.last() {
-                let prev: &Array2<f32> = prev;
-                if prev.nrows() != w.shape[1] {
-                    return Err(bad(format!(
-                        "layer {i} takes {} inputs, layer {} gives {}",
-                        w.shape[1],
-                        i - 1,
-                        prev.nrows()
-                    )));
+impl DnnParams {
+    /// The network on samples of `dim` features with `classes` classes:
+    /// `layers` (or the MLP of `hidden`), then the output layer.
+    pub fn plan(&self, dim: usize, classes: usize) -> Result<Plan, SpecError> {
+        let input = match self.input_shape {
+            Some([c, h, w]) => {
+                if c * h * w != dim {
+                    return Err(SpecError::invalid(
+                        "params.input_shape",
+                        format!(
+                            "{c}x{h}x{w} = {} values, but the samples have {dim} features",
+                            c * h * w
+                        ),
+                    ));
                 }
+                Shape::Image(c, h, w)
             }
-            let w = Array2::from_shape_vec((w.shape[0], w.shape[1]), w.data.clone())
-                .map_err(|e| bad(e.to_string()))?;
-            layers.push((w, Array1::from(b.data.clone())));
-        }
-        Ok(MlpModel { layers })
-    }
-
-    /// Class scores of sample `i` (logits).
-    pub fn logits(&self, x: &Features, i: usize) -> Array1<f32> {
-        let d = self.layers.first().map_or(0, |l| l.0.ncols());
-        let mut h = Array1::<f32>::zeros(d);
-        x.row_into(i, h.as_slice_mut().expect("contiguous"));
-        for (k, (w, b)) in self.layers.iter().enumerate() {
-            h = w.dot(&h) + b;
-            if k + 1 < self.layers.len() {
-                h.mapv_inplace(|v| v.max(0.0));
-            }
-        }
-        h
-    }
-
-    pub fn predict(&self, x: &Features, i: usize) -> u32 {
-        let s = self.logits(x, i);
-        let mut best = 0;
-        for (k, &v) in s.iter().enumerate() {
-            if v > s[best] {
-                best = k;
-            }
-        }
-        best as u32
-    }
-
-    pub fn accuracy(&self, data: &crate::data::Dataset) -> f64 {
-        let n = data.len();
-        if n == 0 {
-            return 0.0;
-        }
-        let hits = (0..n)
-            .filter(|&i| self.predict(&data.features, i) == data.labels[i])
-            .count();
-        hits as f64 / n as f64
+            None => Shape::Flat(dim),
+        };
+        let layers = match &self.layers {
+            Some(l) => l.clone(),
+            None => self
+                .hidden
+                .clone()
+                .unwrap_or_else(hidden)
+                .into_iter()
+                .flat_map(|units| [LayerSpec::Linear { units }, LayerSpec::Relu])
+                .collect(),
+        };
+        Plan::new(input, &layers, classes)
     }
 }

@@ -1,0 +1,1 @@
+//! Sufficient-factor broadcasting (placeholder, filled below).
