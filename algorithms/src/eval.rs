@@ -92,6 +92,37 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 metrics: vec![("accuracy".into(), m.accuracy(&ds))],
             })
         }
+        crate::dnn::NAME if file.meta::<String>("frames").is_ok() => {
+            let m = crate::dnn::Network::from_file(&file)?;
+            let json = |key: &str| -> Result<String, EvalError> { Ok(file.meta::<String>(key)?) };
+            let bad = |e: serde_json::Error| ModelError::Format {
+                path: file.path.clone(),
+                reason: format!("frame metadata: {e}"),
+            };
+            let spec: crate::data::frames::FrameSpec =
+                serde_json::from_str(&json("frames")?).map_err(bad)?;
+            let st: crate::data::frames::Standardise =
+                serde_json::from_str(&json("frame_standardise")?).map_err(bad)?;
+            let names: Vec<String> = serde_json::from_str(&json("frame_features")?).map_err(bad)?;
+            let label: String = file.meta("label_column")?;
+            let set = crate::data::frames::read_eval(
+                &spec,
+                data,
+                &label,
+                &st,
+                &names,
+                &file.class_names()?,
+            )?;
+            let (frame, utterance) = m.frame_accuracies(&set);
+            Ok(EvalReport {
+                algorithm: crate::dnn::NAME.into(),
+                samples: set.data.len(),
+                metrics: vec![
+                    ("accuracy".into(), frame),
+                    ("utterance_accuracy".into(), utterance),
+                ],
+            })
+        }
         crate::dnn::NAME => {
             let m = crate::dnn::Network::from_file(&file)?;
             let ds = read_for_model(&file, data, labels)?;

@@ -101,6 +101,14 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         dnn::NAME => {
             let p: DnnParams = parse_params(&spec.params)?;
             p.validate()?;
+            if p.frames.is_some()
+                && (spec.data.format != DataFormat::Csv || spec.data.label_column.is_none())
+            {
+                return Err(SpecError::invalid(
+                    "params.frames",
+                    "frame data are read from CSV: set data.format = \"csv\" and data.label_column",
+                ));
+            }
             check_labelled_format(spec)
         }
         other => unreachable!("canonical name {other} without a builder"),

@@ -25,7 +25,7 @@
 
 pub mod sfb;
 
-use petuum_algorithms::data::{load_job_data, Dataset, Features};
+use petuum_algorithms::data::{frames, load_job_data, Dataset, Features};
 use petuum_algorithms::dnn::net::{Op, Segment, Slot};
 use petuum_algorithms::dnn::{self, DnnParams, Network, Optimizer, Plan, Shape};
 use petuum_algorithms::model::ModelFile;
@@ -61,15 +61,44 @@ pub fn device() -> Device {
 fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
     let params: DnnParams = parse_params(&spec.params)?;
     params.validate()?;
-    let (train, test) = load_job_data(&spec.data)?;
-    Ok(Box::new(Dnn::new(
+    let (train, test, frames) = match &params.frames {
+        Some(f) => {
+            let label = spec.data.label_column.as_deref().unwrap_or_default();
+            let (train, test, standardise, names) =
+                frames::read_job(f, &spec.data.train, spec.data.test.as_deref(), label)?;
+            let test_frames = test.clone();
+            (
+                train.data,
+                test.map(|t| t.data),
+                Some(FrameInfo {
+                    test: test_frames,
+                    standardise,
+                    names,
+                }),
+            )
+        }
+        None => {
+            let (train, test) = load_job_data(&spec.data)?;
+            (train, test, None)
+        }
+    };
+    let mut dnn = Dnn::new(
         params,
         train,
         test,
         input_spec(spec),
         spec.run.seed,
         spec.run.workers,
-    )?))
+    )?;
+    dnn.frames = frames;
+    Ok(Box::new(dnn))
+}
+
+/// Frame data of a speech job (see `petuum_algorithms::data::frames`).
+struct FrameInfo {
+    test: Option<frames::FrameSet>,
+    standardise: frames::Standardise,
+    names: Vec<String>,
 }
 
 /// A network on the tables.
@@ -81,6 +110,7 @@ pub struct Dnn {
     seed: u64,
     plan: Plan,
     device: Device,
+    frames: Option<FrameInfo>,
 }
 
 impl Dnn {
@@ -111,6 +141,7 @@ impl Dnn {
             seed,
             plan,
             device: device(),
+            frames: None,
         })
     }
 
@@ -171,8 +202,14 @@ impl Algorithm for Dnn {
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let net = Network::new(self.plan.clone(), self.read_flat(tables)?);
         let mut metrics = Vec::new();
-        if let Some(test) = &self.test {
-            metrics.push(("test_accuracy".to_string(), net.accuracy(test)));
+        match (&self.frames, &self.test) {
+            (Some(FrameInfo { test: Some(t), .. }), _) => {
+                let (frame, utterance) = net.frame_accuracies(t);
+                metrics.push(("test_accuracy".to_string(), frame));
+                metrics.push(("test_utterance_accuracy".to_string(), utterance));
+            }
+            (_, Some(test)) => metrics.push(("test_accuracy".to_string(), net.accuracy(test))),
+            _ => {}
         }
         let mut file = ModelFile::new(dnn::NAME);
         file.set(
@@ -186,6 +223,11 @@ impl Algorithm for Dnn {
             serde_json::to_string(&self.train.class_names)?,
         );
         file.set("params", serde_json::to_string(&self.params)?);
+        if let (Some(f), Some(spec)) = (&self.frames, &self.params.frames) {
+            file.set("frames", serde_json::to_string(spec)?);
+            file.set("frame_standardise", serde_json::to_string(&f.standardise)?);
+            file.set("frame_features", serde_json::to_string(&f.names)?);
+        }
         file.set_metrics(&metrics);
         net.save_into(&mut file)?;
         let bytes = file.save(path)?;

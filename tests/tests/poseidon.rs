@@ -1,5 +1,6 @@
-//! Poseidon (issue 9, first part): a 784-256-10 MLP trained data-parallel
-//! on MNIST through libtorch, 2 workers under SSP(1), embedded.
+//! Poseidon (issue 9): networks trained data-parallel through libtorch,
+//! 2 workers under SSP(1), embedded: a 784-256-10 MLP and a small CNN on
+//! MNIST, speech DNNs on frames, kill-and-resume, wait-free backprop.
 //!
 //! Reference: the issue's bar is 97.5% test accuracy for an MLP; PyTorch's
 //! own MNIST MLP examples of this size reach 97.5–98% in a few epochs.
@@ -86,10 +87,71 @@ fn bad_dnn_params_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("params.momentum"));
 }
 
-/// A deterministic DNN job (BSP, 2 workers) SIGKILLed mid-run and resumed
-/// from its checkpoint writes the same model bytes as an uninterrupted run:
-/// the momentum is worker state saved with the checkpoint, and libtorch on
-/// the CPU with one thread per worker computes the same gradients.
+/// A small CNN with every layer kind (conv, batch norm, max-pool, dropout,
+/// linear), wait-free backprop on.
+const SMALL_CNN: &str = r#"input_shape = [1, 28, 28]
+wait_free = true
+layers = [
+  { type = "conv", filters = 4, kernel = 5, stride = 2, padding = 2 },
+  { type = "batch_norm" },
+  { type = "relu" },
+  { type = "max_pool", kernel = 2 },
+  { type = "dropout", p = 0.2 },
+  { type = "linear", units = 32 },
+  { type = "relu" },
+]"#;
+
+/// The example spec with its paths made absolute and `edits` applied.
+fn example(name: &str, model: &str, edits: &[(&str, &str)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut text = std::fs::read_to_string(root.join("examples/jobs").join(name))
+        .unwrap()
+        .replace(
+            "../../../shared/",
+            &format!("{}/../shared/", root.display()),
+        )
+        .replace("../../data/", &format!("{}/data/", root.display()));
+    text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("path = ") {
+                format!("path = \"{model}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (from, to) in edits {
+        assert!(text.contains(from), "{name} has no `{from}`");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+/// Runs a spec with `petuumd run --json`; returns its last line.
+fn run_spec(dir: &Path, file: &str, text: &str) -> serde_json::Value {
+    std::fs::write(dir.join(file), text).unwrap();
+    let out = run(
+        "petuumd",
+        &["run", file, "--json", "--data-dir", &format!("{file}.d")],
+        dir,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out).pop().unwrap()
+}
+
+/// A deterministic DNN job (BSP, 2 workers; a CNN with batch norm and
+/// dropout, wait-free backprop on) SIGKILLed mid-run and resumed from its
+/// checkpoint writes the same model bytes as an uninterrupted run: the
+/// momentum is worker state saved with the checkpoint, batch norm's
+/// running statistics live in the table, dropout masks come from the
+/// worker's checkpointed generator, and libtorch on the CPU with one
+/// thread per worker computes the same gradients.
 #[test]
 fn sigkilled_dnn_job_resumes_to_identical_model() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -105,7 +167,7 @@ fn sigkilled_dnn_job_resumes_to_identical_model() {
             )
             .replace("staleness = 1\n", "")
             .replace("clocks = 940", "clocks = 60")
-            .replace("hidden = [256]", "hidden = [64]")
+            .replace("hidden = [256]", SMALL_CNN)
     };
     std::fs::write(dir.path().join("ref.toml"), spec("reference.safetensors")).unwrap();
     let (clock, code, last) = run_until(
@@ -162,4 +224,201 @@ fn adam_trains_the_mlp() {
     let done = json_lines(&out).pop().unwrap();
     let acc = done["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.965, "Adam MLP test accuracy {acc}");
+}
+
+/// The CNN example (two conv/batch-norm/ReLU/max-pool blocks, a fully
+/// connected layer with dropout): the issue's bar is 98.5% within a
+/// bounded number of epochs; 2 passes over each worker's half measured
+/// 98.75–98.87% (about 40 s on 2 cores; PyTorch's MNIST example CNN
+/// reaches ~98.5–99% after 1–2 epochs).
+#[test]
+fn mnist_cnn_reaches_98_5_percent_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("cnn.safetensors");
+    let done = run_spec(
+        dir.path(),
+        "cnn.toml",
+        &example("mnist-cnn.toml", model.to_str().unwrap(), &[]),
+    );
+    let acc = done["test_accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.985, "CNN test accuracy {acc} < 0.985");
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+    let out = run(
+        "petuumd",
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            d.join("t10k-images-idx3-ubyte").to_str().unwrap(),
+            "--labels",
+            d.join("t10k-labels-idx1-ubyte").to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(json_lines(&out)[0]["accuracy"].as_f64().unwrap(), acc);
+}
+
+/// Wait-free backprop changes when updates are sent, not what they are:
+/// in deterministic BSP the segmented backward (detached segment inputs,
+/// gradients injected from above) and the sender thread give the same
+/// model bytes as one plain backward with the updates sent afterwards.
+#[test]
+fn wait_free_backprop_sends_the_same_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |wf: &str, model: &str| {
+        example(
+            "mnist-mlp.toml",
+            model,
+            &[
+                (
+                    "consistency = \"ssp\"",
+                    "consistency = \"bsp\"\ndeterministic = true",
+                ),
+                ("staleness = 1\n", ""),
+                ("clocks = 940", "clocks = 30"),
+                ("hidden = [256]", &SMALL_CNN.replace("wait_free = true", wf)),
+            ],
+        )
+    };
+    run_spec(
+        dir.path(),
+        "on.toml",
+        &spec("wait_free = true", "on.safetensors"),
+    );
+    run_spec(
+        dir.path(),
+        "off.toml",
+        &spec("wait_free = false", "off.safetensors"),
+    );
+    // The tensors, byte for byte (the metadata records `wait_free`).
+    let tensors = |f: &str| {
+        let b = std::fs::read(dir.path().join(f)).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..].to_vec()
+    };
+    let on = tensors("on.safetensors");
+    assert!(on.len() > 4 * 4000, "{} bytes of tensors", on.len());
+    assert!(
+        on == tensors("off.safetensors"),
+        "wait-free backprop changed the trained model"
+    );
+}
+
+/// DNN for speech: speaker identification from Japanese Vowels LPC frames
+/// with a ±2-frame context window, against logistic regression on the
+/// same stacked frames (the same job with no hidden layers).
+/// Reference (scikit-learn 1.9.1 on the same standardised, stacked frames,
+/// 2026-11-26): LogisticRegression frame 94.67% / utterance 97.84%;
+/// MLPClassifier(256, 256) frame 96.43% / utterance 98.38%. Ours measured:
+/// DNN 96.13% / 98.38%, logistic regression 94.53% / 97.57%.
+#[test]
+fn speech_dnn_beats_logistic_regression_on_the_same_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let dnn = run_spec(
+        dir.path(),
+        "dnn.toml",
+        &example("speech-dnn.toml", "dnn.safetensors", &[]),
+    );
+    let lr_spec = {
+        let t = example("speech-dnn.toml", "lr.safetensors", &[]);
+        let (a, b) = (
+            t.find("layers = [").unwrap(),
+            t.find("]\nlearning_rate").unwrap(),
+        );
+        format!("{}layers = [{}", &t[..a], &t[b..])
+    };
+    let lr = run_spec(dir.path(), "lr.toml", &lr_spec);
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let (dnn_frame, dnn_utt) = (f(&dnn, "test_accuracy"), f(&dnn, "test_utterance_accuracy"));
+    let (lr_frame, lr_utt) = (f(&lr, "test_accuracy"), f(&lr, "test_utterance_accuracy"));
+    assert!(dnn_frame >= 0.955, "speech DNN frame accuracy {dnn_frame}");
+    assert!(
+        dnn_frame >= lr_frame + 0.01,
+        "DNN frames {dnn_frame} vs logistic regression {lr_frame}"
+    );
+    assert!(
+        dnn_utt >= lr_utt && dnn_utt >= 0.975,
+        "DNN utterances {dnn_utt} vs logistic regression {lr_utt}"
+    );
+    // The saved model evaluates the held-out utterances the same way.
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/speech/japanese_vowels_frames.csv");
+    let out = run(
+        "petuumd",
+        &[
+            "eval",
+            "--model",
+            "dnn.safetensors",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let v = &json_lines(&out)[0];
+    assert_eq!(f(v, "accuracy"), dnn_frame);
+    assert_eq!(f(v, "utterance_accuracy"), dnn_utt);
+}
+
+/// Deterding vowels (11 vowels, speaker-independent split, 9 LPC log-area
+/// ratios; no frames: every row is its own utterance). Reference
+/// (scikit-learn 1.9.1, standardised): LogisticRegression 36.58%,
+/// MLPClassifier(128, tanh) 50.65%; the data set's literature reports
+/// 45–60% for networks. Ours measured: DNN 51.30%, logistic regression
+/// 37.66%.
+#[test]
+fn deterding_vowels_dnn_beats_logistic_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/datasets/speech/vowel_deterding.csv");
+    let spec = |layers: &str, model: &str| {
+        format!(
+            r#"name = "vowel"
+algorithm = "dnn"
+[data]
+format = "csv"
+train = "{}"
+label_column = "label"
+[run]
+workers = 2
+consistency = "ssp"
+staleness = 1
+clocks = 400
+seed = 7
+[model]
+path = "{model}"
+[params]
+layers = [{layers}]
+learning_rate = 0.05
+momentum = 0.9
+batch_size = 16
+batches_per_clock = 4
+[params.frames]
+split_column = "split"
+ignore_columns = ["speaker", "vowel"]
+"#,
+            data.display()
+        )
+    };
+    let dnn = run_spec(
+        dir.path(),
+        "dnn.toml",
+        &spec(
+            r#"{ type = "linear", units = 128 }, { type = "tanh" }"#,
+            "d.safetensors",
+        ),
+    );
+    let lr = run_spec(dir.path(), "lr.toml", &spec("", "l.safetensors"));
+    let (d, l) = (
+        dnn["test_accuracy"].as_f64().unwrap(),
+        lr["test_accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        d >= 0.46 && d >= l + 0.08,
+        "DNN {d} vs logistic regression {l}"
+    );
 }

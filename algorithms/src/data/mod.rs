@@ -6,6 +6,7 @@
 pub mod bow;
 pub mod csv;
 pub mod features;
+pub mod frames;
 pub mod idx;
 pub mod libsvm;
 

@@ -71,6 +71,11 @@ pub struct DnnParams {
     /// docs/benchmarks.md).
     #[serde(default)]
     pub wait_free: Option<bool>,
+    /// Frame-level speech data: group the CSV's rows into utterances and
+    /// stack each frame with its neighbours (`context`); reports frame and
+    /// utterance accuracy.
+    #[serde(default)]
+    pub frames: Option<crate::data::frames::FrameSpec>,
     /// libtorch threads per worker (default: the node's cores divided
     /// among its workers).
     #[serde(default)]
@@ -135,6 +140,9 @@ impl DnnParams {
         }
         for (i, &h) in self.hidden.iter().flatten().enumerate() {
             check_range(&format!("params.hidden[{i}]"), h, 1, 1 << 16)?;
+        }
+        if let Some(f) = &self.frames {
+            check_range("params.frames.context", f.context, 0, 64)?;
         }
         if let Some(t) = self.threads {
             check_range("params.threads", t, 1, 1024)?;

@@ -572,6 +572,22 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Frame and utterance accuracy on stacked speech frames.
+    pub fn frame_accuracies(&self, set: &crate::data::frames::FrameSet) -> (f64, f64) {
+        let d = self.plan.input.numel();
+        let lp: Vec<Vec<f32>> = (0..set.data.len())
+            .into_par_iter()
+            .map(|i| {
+                let mut row = vec![0f32; d];
+                set.data.features.row_into(i, &mut row);
+                self.log_probs(&row)
+            })
+            .collect();
+        crate::data::frames::accuracies(set, &lp)
+    }
+}
+
 pub fn argmax(s: &[f32]) -> u32 {
     let mut best = 0;
     for (k, &v) in s.iter().enumerate() {
