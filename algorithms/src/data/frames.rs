@@ -61,13 +61,16 @@ struct Utterance {
     frames: Vec<(f64, Vec<f32>)>,
 }
 
+/// Utterances by split.
+type Groups = BTreeMap<String, Vec<Utterance>>;
+
 /// Rows of one file, grouped by split ("train"/"test"/"" without a split
 /// column) and utterance, in order of first appearance.
 fn read_utterances(
     path: &Path,
     spec: &FrameSpec,
     label_column: &str,
-) -> Result<(BTreeMap<String, Vec<Utterance>>, Vec<String>), DataError> {
+) -> Result<(Groups, Vec<String>), DataError> {
     let reader = std::io::BufReader::new(super::open_maybe_gz(path)?);
     let mut lines = reader.lines();
     let header = match lines.next() {
@@ -126,7 +129,7 @@ fn read_utterances(
     if feature_names.is_empty() {
         return Err(DataError::invalid(path, "no feature columns left"));
     }
-    let mut out: BTreeMap<String, Vec<Utterance>> = BTreeMap::new();
+    let mut out = Groups::new();
     let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (n, line) in lines.enumerate() {
         let lineno = n as u64 + 2;
@@ -384,8 +387,7 @@ pub fn accuracies(set: &FrameSet, log_probs: &[Vec<f32>]) -> (f64, f64) {
     let mut frame_hits = 0usize;
     let mut sums = vec![vec![0f64; classes]; set.utterances];
     let mut truth = vec![0u32; set.utterances];
-    for i in 0..n {
-        let lp = &log_probs[i];
+    for (i, lp) in log_probs.iter().enumerate().take(n) {
         if super::super::dnn::net::argmax(lp) == set.data.labels[i] {
             frame_hits += 1;
         }
@@ -455,7 +457,8 @@ mod tests {
         let te = te.unwrap();
         assert_eq!(te.data.labels, [1]);
         // Utterance accuracy sums log-probabilities over frames.
-        let lp = vec![vec![-0.1, -2.0], vec![-3.0, -0.5], vec![-1.0, -0.2]];
+        // Utterance 0's second frame is wrong alone, right in the sum.
+        let lp = vec![vec![-0.1, -4.0], vec![-3.0, -0.5], vec![-1.0, -0.2]];
         let (f, u) = accuracies(&tr, &lp);
         assert_eq!((f, u), (2.0 / 3.0, 1.0));
     }
