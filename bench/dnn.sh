@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# DNN benchmark (docs/benchmarks.md, "DNN"): the example MLP on MNIST,
-# petuum (embedded, 1 and 2 workers) against a plain PyTorch loop (1 and 2
-# threads) with torch from the same 2.13.0 wheel, 2 epochs each, CPU.
-#   ./bench/dnn.sh          (needs ./scripts/setup.sh; installs torch into
-#                            $PETUUM_CACHE/venv if missing: a few GB of
-#                            CUDA wheels come with PyPI's torch)
+# DNN benchmark (docs/benchmarks.md, "DNN"): the example MLP and CNN on
+# MNIST, petuum (embedded; 1 worker with 1 and 2 torch threads, 2 workers;
+# wait-free backprop off and on) against a plain PyTorch loop (1 and 2
+# threads) with torch from the same 2.13.0 wheel, CPU.
+#   ./bench/dnn.sh [mlp_epochs] [cnn_epochs]   (default 2 1; needs
+#     ./scripts/setup.sh; installs torch into $PETUUM_CACHE/venv if
+#     missing: a few GB of CUDA wheels come with PyPI's torch)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -12,31 +13,49 @@ venv="$PETUUM_CACHE/venv"
 [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
 "$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q "torch==2.13.0"
 cargo build --quiet --release -p petuumd
-epochs=2
 tmp=$(mktemp -d)
-printf '%-34s %12s %12s %10s\n' "run" "s/epoch" "images/s" "test acc"
-for w in 1 2; do
+trap 'rm -rf "$tmp"' EXIT
+printf '%-44s %9s %10s %9s %8s\n' "run" "s/epoch" "images/s" "test acc" "hidden"
+petuum() { # net epochs workers threads wait_free
+  local net=$1 epochs=$2 w=$3 th=$4 wf=$5
   # 4 mini-batches of 64 per worker per clock.
-  clocks=$(( epochs * 60000 / (256 * w) ))
+  local clocks=$(( epochs * 60000 / (256 * w) ))
   sed -e "s/^clocks = .*/clocks = $clocks/" -e "s#\.\./\.\./#$PWD/#g" \
-    examples/jobs/mnist-mlp.toml > "$tmp/mlp.toml"
-  sed -i "s#^path = .*#path = \"$tmp/m$w.safetensors\"#" "$tmp/mlp.toml"
-  line=$("$CARGO_TARGET_DIR/release/petuumd" run "$tmp/mlp.toml" --workers "$w" --json \
-    --data-dir "$tmp/d$w" | tail -1)
-  python3 - "$line" "$w" "$clocks" "$epochs" <<'PY'
+    -e "s#^path = .*#path = \"$tmp/m.safetensors\"#" \
+    -e "s/^batches_per_clock = 4/batches_per_clock = 4\nthreads = $th\nwait_free = $wf/" \
+    "examples/jobs/mnist-$net.toml" > "$tmp/job.toml"
+  rm -rf "$tmp/d"
+  local line
+  line=$(PETUUM_LOG=petuum_poseidon=info "$CARGO_TARGET_DIR/release/petuumd" run "$tmp/job.toml" \
+    --workers "$w" --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -1)
+  local hidden
+  hidden=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/log" | grep -o 'hidden_fraction=[0-9.]*' \
+    | cut -d= -f2 | awk '{s+=$1; n++} END {if (n) printf "%.0f%%", 100*s/n; else print "-"}')
+  python3 - "$line" "$net, $w worker(s), $th thread(s), wait-free $wf" "$clocks" "$epochs" "$w" "$hidden" <<'PY'
 import json, sys
-v = json.loads(sys.argv[1]); w, clocks, epochs = map(int, sys.argv[2:5])
+v = json.loads(sys.argv[1]); name = sys.argv[2]; clocks, epochs, w = map(int, sys.argv[3:6])
 s = v["seconds"]; imgs = clocks * w * 256
-print(f"{'petuum, ' + str(w) + ' worker(s)':<34} {s / epochs:>12.2f} {imgs / s:>12.0f} {v['test_accuracy']:>10.4f}")
+print(f"{'petuum ' + name:<44} {s / epochs:>9.2f} {imgs / s:>10.0f} {v['test_accuracy']:>9.4f} {sys.argv[6]:>8}")
 PY
-done
-for t in 1 2; do
-  line=$("$venv/bin/python" bench/dnn_pytorch.py "$epochs" "$t")
+}
+pytorch() { # net epochs threads
+  local line
+  line=$("$venv/bin/python" bench/dnn_pytorch.py "$2" "$3" "$1")
   python3 - "$line" <<'PY'
 import json, sys
 v = json.loads(sys.argv[1])
-name = "pytorch, %d thread(s)" % v["threads"]
-print(f"{name:<34} {v['seconds_per_epoch']:>12.2f} {v['images_per_s']:>12.0f} {v['test_accuracy']:>10.4f}")
+name = "pytorch %s, %d thread(s)" % (v["net"], v["threads"])
+print(f"{name:<44} {v['seconds_per_epoch']:>9.2f} {v['images_per_s']:>10.0f} {v['test_accuracy']:>9.4f} {'-':>8}")
 PY
+}
+for spec in "mlp ${1:-2}" "cnn ${2:-1}"; do
+  set -- $spec
+  net=$1 epochs=$2
+  petuum "$net" "$epochs" 1 1 false
+  petuum "$net" "$epochs" 1 2 false
+  petuum "$net" "$epochs" 1 1 true
+  petuum "$net" "$epochs" 2 1 false
+  petuum "$net" "$epochs" 2 1 true
+  pytorch "$net" "$epochs" 1
+  pytorch "$net" "$epochs" 2
 done
-rm -rf "$tmp"

@@ -1,10 +1,13 @@
 """The PyTorch side of the DNN benchmark (docs/benchmarks.md, "DNN"):
-the same MLP (784-256-10, ReLU), the same data (MNIST from data/mnist,
-pixels / 255), batch 64, SGD lr 0.05 momentum 0.9, in a plain PyTorch
-training loop on the CPU with torch from the same PyPI wheel (2.13.0) whose
-libtorch petuum links.
+the same networks as examples/jobs/mnist-mlp.toml (784-256-10, ReLU) and
+examples/jobs/mnist-cnn.toml (conv 16@5x5 / batch norm / ReLU / max-pool
+2, conv 32@5x5 / batch norm / ReLU / max-pool 2, linear 128 / ReLU /
+dropout 0.25, linear 10), the same data (MNIST from data/mnist, pixels /
+255), batch 64, SGD lr 0.05 momentum 0.9, in a plain PyTorch training loop
+on the CPU with torch from the same PyPI wheel (2.13.0) whose libtorch
+petuum links.
 
-Usage: python bench/dnn_pytorch.py EPOCHS THREADS
+Usage: python bench/dnn_pytorch.py EPOCHS THREADS [mlp|cnn]
 Prints one JSON line: seconds per epoch, images/s, test accuracy.
 """
 import gzip, json, os, struct, sys, time
@@ -23,6 +26,7 @@ def idx(path):
 
 def main():
     epochs, threads = int(sys.argv[1]), int(sys.argv[2])
+    kind = sys.argv[3] if len(sys.argv) > 3 else "mlp"
     torch.set_num_threads(threads)
     torch.manual_seed(42)
     d = os.path.join(os.path.dirname(__file__), "..", "data", "mnist")
@@ -30,7 +34,15 @@ def main():
     y = idx(os.path.join(d, "train-labels-idx1-ubyte")).long()
     xt = idx(os.path.join(d, "t10k-images-idx3-ubyte")).reshape(-1, 784).float() / 255
     yt = idx(os.path.join(d, "t10k-labels-idx1-ubyte")).long()
-    net = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    nn = torch.nn
+    if kind == "cnn":
+        x, xt = x.reshape(-1, 1, 28, 28), xt.reshape(-1, 1, 28, 28)
+        net = nn.Sequential(
+            nn.Conv2d(1, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 7 * 7, 128), nn.ReLU(), nn.Dropout(0.25), nn.Linear(128, 10))
+    else:
+        net = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 10))
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     n = x.shape[0]
     start = time.time()
@@ -43,11 +55,13 @@ def main():
             loss.backward()
             opt.step()
     secs = time.time() - start
+    net.eval()
     with torch.no_grad():
         acc = (net(xt).argmax(1) == yt).float().mean().item()
     print(json.dumps({
         "epochs": epochs,
         "threads": threads,
+        "net": kind,
         "seconds_per_epoch": secs / epochs,
         "images_per_s": epochs * (n // 64) * 64 / secs,
         "test_accuracy": acc,

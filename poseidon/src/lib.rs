@@ -20,8 +20,10 @@
 //! on with the segments below. The worker reports how much of the
 //! sender's time was hidden behind backward.
 //!
-//! **Sufficient-factor broadcasting** for fully connected layers: see
-//! [`sfb`].
+//! **Sufficient factors** of fully connected layers and Poseidon's cost
+//! model: see [`sfb`] (the factors, their reconstruction and the choice
+//! per layer are built and tested; their peer-to-peer transport is not,
+//! so every layer's update still goes through the table).
 
 pub mod sfb;
 
@@ -362,6 +364,25 @@ impl DnnWorker {
             .collect();
         let adam = params.optimizer == Optimizer::Adam;
         let wait_free = params.wait_free.unwrap_or(device != Device::Cpu);
+        // Poseidon's hybrid communication: what the cost model would pick
+        // for each fully connected layer (the factors' transport is not
+        // built yet; every layer goes through the table).
+        let k = params.batch_size.min(part.len().max(1));
+        let per_clock = params.batches_per_clock.unwrap_or(part.len().div_ceil(k));
+        for (i, op) in plan.ops.iter().enumerate() {
+            if let Op::Linear { inp, out } = *op {
+                let (ps, sfb) = sfb::costs(out, inp, k, per_clock, workers as usize);
+                tracing::debug!(
+                    op = i,
+                    out,
+                    inp,
+                    ps_values = ps,
+                    sfb_values = sfb,
+                    choice = ?sfb::choose(out, inp, k, per_clock, workers as usize),
+                    "fully connected layer: communication cost per clock"
+                );
+            }
+        }
         DnnWorker {
             state: SendState {
                 flat,
