@@ -29,15 +29,15 @@ pub mod sfb;
 
 use petuum_algorithms::data::{frames, load_job_data, Dataset, Features};
 use petuum_algorithms::dnn::net::{Op, Segment, Slot};
-use petuum_algorithms::dnn::{self, DnnParams, Network, Optimizer, Plan, Shape};
+use petuum_algorithms::dnn::{self, DnnParams, Network, Optimizer, Plan, SfbMode, Shape};
 use petuum_algorithms::model::ModelFile;
 use petuum_algorithms::registry::{input_spec, BuildError};
 use petuum_algorithms::softmax::InputSpec;
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
 };
-use petuum_core::spec::{parse_params, JobSpec};
-use petuum_core::{ElemType, Row, RowKind, Table, WorkerCtx};
+use petuum_core::spec::{parse_params, JobSpec, SpecError};
+use petuum_core::{Consistency, ElemType, Row, RowKind, Table, WorkerCtx};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -93,6 +93,7 @@ fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         spec.run.workers,
     )?;
     dnn.frames = frames;
+    dnn.set_sfb(spec.consistency(), spec.run.clocks)?;
     Ok(Box::new(dnn))
 }
 
@@ -113,9 +114,80 @@ pub struct Dnn {
     plan: Plan,
     device: Device,
     frames: Option<FrameInfo>,
+    /// Fully connected layers sent by sufficient factors, if any.
+    sfb: Option<Arc<sfb::SfbPlan>>,
+    workers: u32,
+    /// The job's clocks (the last one writes the factor-sent layers'
+    /// replicas for the export).
+    clocks: u64,
 }
 
 impl Dnn {
+    /// Chooses the fully connected layers sent by sufficient factors
+    /// (`params.sfb`, Poseidon's cost model) for a job of `clocks` clocks
+    /// under `consistency`.
+    pub fn set_sfb(&mut self, consistency: Consistency, clocks: i64) -> Result<(), BuildError> {
+        let p = &self.params;
+        let workers = self.workers as usize;
+        let staleness = match consistency {
+            Consistency::Bsp => Some(0),
+            Consistency::Ssp { staleness } | Consistency::Essp { staleness } => {
+                Some(staleness as u64)
+            }
+            Consistency::Async => None,
+        };
+        let why_not = if p.sfb == SfbMode::Off {
+            Some("")
+        } else if workers < 2 {
+            Some("it needs several workers")
+        } else if p.optimizer != Optimizer::Sgd || p.l2 != 0.0 {
+            Some("it needs optimizer = \"sgd\" without l2")
+        } else if p.batches_per_clock.is_none() {
+            Some("it needs batches_per_clock")
+        } else if staleness.is_none() {
+            Some("asynchronous consistency has no staleness bound")
+        } else if clocks <= 0 {
+            Some("it needs a fixed number of clocks")
+        } else {
+            None
+        };
+        if let Some(why) = why_not {
+            if p.sfb == SfbMode::On {
+                return Err(
+                    SpecError::invalid("params.sfb", format!("cannot be on: {why}")).into(),
+                );
+            }
+            return Ok(());
+        }
+        let (k, batches) = (p.batch_size, p.batches_per_clock.unwrap_or(1));
+        let (_, slots) = self.plan.layout();
+        let mut layers = Vec::new();
+        for (i, op) in self.plan.ops.iter().enumerate() {
+            if let Op::Linear { inp, out } = *op {
+                let pick = p.sfb == SfbMode::On
+                    || sfb::choose(out, inp, k, batches, workers) == sfb::Comm::Sfb;
+                if pick {
+                    let slot = slots
+                        .iter()
+                        .position(|s| s.op == i && s.name == "weight")
+                        .expect("a linear layer has a weight");
+                    layers.push((slot, slots[slot].offset, out, inp));
+                }
+            }
+        }
+        if !layers.is_empty() {
+            self.sfb = Some(Arc::new(sfb::SfbPlan::new(
+                &layers,
+                workers,
+                staleness.unwrap_or(0),
+                batches,
+                k,
+            )));
+        }
+        self.clocks = clocks.max(0) as u64;
+        Ok(())
+    }
+
     pub fn new(
         params: DnnParams,
         mut train: Dataset,
@@ -144,6 +216,9 @@ impl Dnn {
             plan,
             device: device(),
             frames: None,
+            sfb: None,
+            clocks: 0,
+            workers,
         })
     }
 
@@ -167,12 +242,18 @@ impl Algorithm for Dnn {
     }
 
     fn tables(&self) -> Vec<TableDecl> {
-        vec![TableDecl {
-            name: TABLE.into(),
+        let dense = |name: &str| TableDecl {
+            name: name.into(),
             kind: RowKind::Dense,
             elem: ElemType::F32,
             columns: ROW as u32,
-        }]
+        };
+        let mut t = vec![dense(TABLE)];
+        if self.sfb.is_some() {
+            t.push(dense(sfb::SF_TABLE));
+            t.push(dense(sfb::FINAL_TABLE));
+        }
+        t
     }
 
     /// PyTorch's default initialisation (see [`Plan::initial`]), from the
@@ -191,18 +272,42 @@ impl Algorithm for Dnn {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let part = petuum_algorithms::data::partition(self.train.len(), worker, workers)?;
-        Ok(Box::new(DnnWorker::new(
+        if self.sfb.is_some() && part.len() < self.params.batch_size {
+            return Err(format!(
+                "worker {worker} has {} samples, fewer than batch_size {} (sufficient factors need full mini-batches)",
+                part.len(),
+                self.params.batch_size
+            )
+            .into());
+        }
+        let mut w = DnnWorker::new(
             self.params.clone(),
             self.plan.clone(),
             self.train.clone(),
             part,
             self.device,
             workers,
-        )))
+        );
+        if let Some(plan) = &self.sfb {
+            w.state.sfb = Some(sfb::SfbState::new(plan));
+            for (i, l) in plan.layers.iter().enumerate() {
+                w.sfb_of_slot[l.slot] = Some(i);
+            }
+            w.sfb = Some(plan.clone());
+            w.last_clock = self.clocks.saturating_sub(1);
+        }
+        Ok(Box::new(w))
     }
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
-        let net = Network::new(self.plan.clone(), self.read_flat(tables)?);
+        let mut flat = self.read_flat(tables)?;
+        if let Some(plan) = &self.sfb {
+            let mu = self.params.momentum as f32;
+            for (offset, w) in sfb::export_weights(plan, tables, self.clocks, mu)? {
+                flat[offset..offset + w.len()].copy_from_slice(&w);
+            }
+        }
+        let net = Network::new(self.plan.clone(), flat);
         let mut metrics = Vec::new();
         match (&self.frames, &self.test) {
             (Some(FrameInfo { test: Some(t), .. }), _) => {
@@ -251,6 +356,8 @@ struct SendState {
     /// Adam steps taken (bias correction).
     steps: u64,
     row_buf: Vec<f32>,
+    /// The factor-sent layers' replicas and buffers.
+    sfb: Option<sfb::SfbState>,
 }
 
 /// Per-mini-batch settings the sender needs.
@@ -281,6 +388,11 @@ struct DnnWorker {
     /// Wait-free backprop on (the parameter, or on for GPUs).
     wait_free: bool,
     timing: Timing,
+    /// The factor-sent layers, and which slot is whose weight.
+    sfb: Option<Arc<sfb::SfbPlan>>,
+    sfb_of_slot: Vec<Option<usize>>,
+    /// The job's last clock.
+    last_clock: u64,
 }
 
 /// Where the sender's time went (wait-free backprop's figures).
@@ -291,6 +403,8 @@ struct Timing {
     /// Of that, time the trainer waited after its backward had finished.
     exposed: Duration,
     batches: u64,
+    /// Bytes of updates this worker pushed to the tables so far.
+    bytes_pushed: u64,
 }
 
 impl Drop for DnnWorker {
@@ -309,6 +423,7 @@ impl Drop for DnnWorker {
                 send_ms = busy * 1e3,
                 exposed_ms = t.exposed.as_secs_f64() * 1e3,
                 hidden_fraction = hidden,
+                bytes_pushed = t.bytes_pushed,
                 "updates sent by the worker's sender thread"
             );
         }
@@ -391,7 +506,11 @@ impl DnnWorker {
                 second: if adam { vec![0.0; n] } else { Vec::new() },
                 steps: 0,
                 row_buf: Vec::new(),
+                sfb: None,
             },
+            sfb: None,
+            sfb_of_slot: vec![None; slots.len()],
+            last_clock: 0,
             params,
             plan,
             segments,
@@ -454,8 +573,12 @@ fn send_segment(
     tensors: &mut [Tensor],
     p: &DnnParams,
     cfg: StepCfg,
+    sfb_of_slot: &[Option<usize>],
+    factors: Option<(usize, sfb::Factors)>,
 ) -> Result<(), BoxError> {
     let (mu, l2) = (p.momentum as f32, p.l2 as f32);
+    // Rows holding only factor-sent weights are not sent at all.
+    let mut skip = Vec::new();
     let lr = cfg.lr;
     for i in seg.slots.clone() {
         let s = &slots[i];
@@ -529,8 +652,22 @@ fn send_segment(
         if !on_cpu {
             load_into(&tensors[i], flat);
         }
+        if let (Some(li), Some(state)) = (sfb_of_slot[i], st.sfb.as_mut()) {
+            // The update stays in the worker's view; it travels as factors.
+            for (c, d) in state.current[li].iter_mut().zip(delta.iter_mut()) {
+                *c += *d;
+                *d = 0.0;
+            }
+            skip.push(s.offset.div_ceil(ROW) as u64..((s.offset + s.len) / ROW) as u64);
+        }
+    }
+    if let (Some((li, f)), Some(state)) = (factors, st.sfb.as_mut()) {
+        state.record(li, &f);
     }
     for row in seg.rows.clone() {
+        if skip.iter().any(|r| r.contains(&row)) {
+            continue;
+        }
         let r = row as usize * ROW..(row as usize + 1) * ROW;
         ctx.batch_inc(t, row, &st.grad[r])?;
     }
@@ -546,8 +683,22 @@ fn read_segment(
     seg: &Segment,
     slots: &[Slot],
     tensors: &[Tensor],
+    sfb_of_slot: &[Option<usize>],
 ) -> Result<(), BoxError> {
     for row in seg.rows.clone() {
+        // Rows holding only a factor-sent weight hold its initial value
+        // in the table; read once, then the replica takes over.
+        let replicated = st.sfb.as_ref().is_some_and(|s| s.initialized());
+        let factor_only = replicated
+            && seg.slots.clone().any(|i| {
+                let s = &slots[i];
+                sfb_of_slot[i].is_some()
+                    && (s.offset.div_ceil(ROW) as u64..((s.offset + s.len) / ROW) as u64)
+                        .contains(&row)
+            });
+        if factor_only {
+            continue;
+        }
         ctx.get_dense_into(t, row, &mut st.row_buf)?;
         st.flat[row as usize * ROW..(row as usize + 1) * ROW].copy_from_slice(&st.row_buf);
     }
@@ -564,8 +715,9 @@ fn read_segment(
 enum Msg {
     /// Read every segment (start of a clock).
     ReadAll,
-    /// Segment `k`'s gradients are ready.
-    Segment(usize),
+    /// Segment `k`'s gradients are ready (with the factors of its
+    /// factor-sent layer).
+    Segment(usize, Option<(usize, sfb::Factors)>),
 }
 
 /// The sending side of a worker for one clock: owns the table context
@@ -582,6 +734,8 @@ struct Sender<'a> {
     cfg: StepCfg,
     /// Time spent on mini-batch updates.
     busy: Duration,
+    sfb: Option<(&'a sfb::SfbPlan, Table<f32>, Table<f32>)>,
+    sfb_of_slot: &'a [Option<usize>],
 }
 
 impl Sender<'_> {
@@ -590,11 +744,32 @@ impl Sender<'_> {
         match msg {
             Msg::ReadAll => {
                 for seg in self.segments {
-                    read_segment(self.st, self.ctx, self.t, seg, self.slots, &self.tensors)?;
+                    read_segment(
+                        self.st,
+                        self.ctx,
+                        self.t,
+                        seg,
+                        self.slots,
+                        &self.tensors,
+                        self.sfb_of_slot,
+                    )?;
+                }
+                if let (Some((plan, t_sf, _)), Some(state)) = (self.sfb, self.st.sfb.as_mut()) {
+                    let clock = self.ctx.clock_now();
+                    let mu = self.p.momentum as f32;
+                    state.begin_clock(plan, self.ctx, t_sf, clock, mu, &mut self.st.flat)?;
+                    for l in &plan.layers {
+                        if self.tensors[l.slot].device() != Device::Cpu {
+                            load_into(
+                                &self.tensors[l.slot],
+                                &self.st.flat[l.offset..l.offset + l.m * l.n],
+                            );
+                        }
+                    }
                 }
                 return Ok(());
             }
-            Msg::Segment(k) => {
+            Msg::Segment(k, factors) => {
                 if k == self.segments.len() - 1 && self.p.optimizer == Optimizer::Adam {
                     self.st.steps += 1;
                 }
@@ -608,10 +783,29 @@ impl Sender<'_> {
                     &mut self.tensors,
                     self.p,
                     self.cfg,
+                    self.sfb_of_slot,
+                    factors,
                 )?;
             }
         }
         self.busy += started.elapsed();
+        Ok(())
+    }
+
+    /// End of the clock: the factor-sent layers' broadcast.
+    fn end_clock(&mut self, last_clock: u64) -> Result<(), BoxError> {
+        if let (Some((plan, t_sf, t_final)), Some(state)) = (self.sfb, self.st.sfb.as_mut()) {
+            let clock = self.ctx.clock_now();
+            state.end_clock(
+                plan,
+                self.ctx,
+                t_sf,
+                t_final,
+                clock,
+                -self.cfg.lr,
+                clock == last_clock,
+            )?;
+        }
         Ok(())
     }
 }
@@ -665,6 +859,19 @@ impl DnnWorker {
         }
     }
 
+    /// The factor-sent layer index of op `i`, if it is one.
+    fn sfb_layer_of_op(&self, i: usize) -> Option<usize> {
+        self.sfb.as_ref()?;
+        let first = self.op_slot[i];
+        if first == usize::MAX {
+            return None;
+        }
+        match self.plan.ops[i] {
+            Op::Linear { .. } => self.sfb_of_slot[first],
+            _ => None,
+        }
+    }
+
     fn input_tensor(&self, x: &[f32], bs: usize) -> Tensor {
         let t = Tensor::from_slice(x);
         let t = match self.plan.input {
@@ -687,29 +894,52 @@ impl DnnWorker {
         let targets = Tensor::from_slice(y).to_device(self.device);
         let top = self.segments.len() - 1;
         let mut h = self.input_tensor(x, bs);
-        let loss = if self.wait_free {
+        let loss = if self.wait_free || self.sfb.is_some() {
             // Segments joined by detached leaves: backward stops at each.
+            // A factor-sent layer's output is cut too, to catch δ there.
             let mut leaves = Vec::with_capacity(self.segments.len());
             let mut outs = Vec::with_capacity(self.segments.len());
+            let mut cuts = Vec::with_capacity(self.segments.len());
             for (k, seg) in self.segments.iter().enumerate() {
                 if k > 0 {
                     h = h.detach().set_requires_grad(true);
                     leaves.push(h.shallow_clone());
                 }
+                let mut cut = None;
                 for i in seg.ops.clone() {
-                    h = self.apply(i, h, rng);
+                    match self.sfb_layer_of_op(i) {
+                        Some(li) => {
+                            let x2 = if h.dim() > 2 { h.flatten(1, -1) } else { h };
+                            let z = self.apply(i, x2.shallow_clone(), rng);
+                            h = z.detach().set_requires_grad(true);
+                            cut = Some((li, x2, z, h.shallow_clone()));
+                        }
+                        None => h = self.apply(i, h, rng),
+                    }
                 }
+                cuts.push(cut);
                 if k < top {
                     outs.push(h.shallow_clone());
                 }
             }
+            // Backward from a cut to the segment's input; the factors.
+            let finish = |cut: Option<(usize, Tensor, Tensor, Tensor)>| {
+                cut.map(|(li, x2, z, zl)| {
+                    let delta = zl.grad();
+                    (&z * &delta).sum(Kind::Float).backward();
+                    (li, sfb::Factors::of(&x2.detach(), &delta))
+                })
+            };
             let loss = h.cross_entropy_for_logits(&targets);
             loss.backward();
-            send(Msg::Segment(top))?;
+            let mut cuts: Vec<_> = cuts.into_iter().map(Some).collect();
+            let f = finish(cuts[top].take().flatten());
+            send(Msg::Segment(top, f))?;
             for k in (0..top).rev() {
                 let g = leaves[k].grad();
                 (&outs[k] * g).sum(Kind::Float).backward();
-                send(Msg::Segment(k))?;
+                let f = finish(cuts[k].take().flatten());
+                send(Msg::Segment(k, f))?;
             }
             loss
         } else {
@@ -719,7 +949,7 @@ impl DnnWorker {
             let loss = h.cross_entropy_for_logits(&targets);
             loss.backward();
             for k in (0..=top).rev() {
-                send(Msg::Segment(k))?;
+                send(Msg::Segment(k, None))?;
             }
             loss
         };
@@ -756,9 +986,18 @@ impl AlgoWorker for DnnWorker {
                 second: Vec::new(),
                 steps: 0,
                 row_buf: Vec::new(),
+                sfb: None,
             },
         );
         let this = &*self;
+        let sfb_tables = match &this.sfb {
+            Some(plan) => Some((
+                plan.as_ref(),
+                ctx.table::<f32>(sfb::SF_TABLE)?,
+                ctx.table::<f32>(sfb::FINAL_TABLE)?,
+            )),
+            None => None,
+        };
         let mut sender = Sender {
             st: &mut state,
             ctx,
@@ -770,6 +1009,8 @@ impl AlgoWorker for DnnWorker {
             p: &p,
             cfg,
             busy: Duration::ZERO,
+            sfb: sfb_tables,
+            sfb_of_slot: &this.sfb_of_slot,
         };
         let mut exposed = Duration::ZERO;
         let mut batch = |rng: &mut ChaCha8Rng,
@@ -847,7 +1088,11 @@ impl AlgoWorker for DnnWorker {
                 r
             })
         };
+        let result = result.and_then(|_| sender.end_clock(this.last_clock));
+        // Pushed at the runner's clock(): this clock's bytes show next time.
+        let pushed = sender.ctx.stats().bytes_pushed;
         self.timing.busy += sender.busy;
+        self.timing.bytes_pushed = pushed;
         self.timing.exposed += exposed;
         self.timing.batches += batches as u64;
         self.state = state;
@@ -859,7 +1104,8 @@ impl AlgoWorker for DnnWorker {
         })
     }
 
-    /// `steps`, then the first moment, then the second (Adam only).
+    /// `steps`, then the first moment, then the second (Adam only), then
+    /// the factor-sent layers' state.
     fn save_state(&self) -> Vec<u8> {
         let st = &self.state;
         let mut out = Vec::with_capacity(8 + 4 * (st.velocity.len() + st.second.len()));
@@ -867,12 +1113,32 @@ impl AlgoWorker for DnnWorker {
         for v in st.velocity.iter().chain(&st.second) {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        if let Some(sfb) = &st.sfb {
+            sfb.save(&mut out);
+        }
         out
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
         let st = &mut self.state;
         let want = 8 + 4 * (st.velocity.len() + st.second.len());
+        let (state, rest) = state.split_at(want.min(state.len()));
+        if let (Some(sfb), Some(plan)) = (st.sfb.as_mut(), &self.sfb) {
+            let used = sfb.restore(plan, rest)?;
+            if used != rest.len() {
+                return Err(format!(
+                    "checkpointed worker state has {} bytes after the factor-sent layers' state",
+                    rest.len() - used
+                )
+                .into());
+            }
+        } else if !rest.is_empty() {
+            return Err(format!(
+                "checkpointed optimiser state has {} bytes, the network needs {want}",
+                want + rest.len()
+            )
+            .into());
+        }
         if state.len() != want {
             return Err(format!(
                 "checkpointed optimiser state has {} bytes, the network needs {want}",

@@ -422,3 +422,133 @@ ignore_columns = ["speaker", "vowel"]
         "DNN {d} vs logistic regression {l}"
     );
 }
+
+/// The model tensors of a safetensors file as f32 values (every tensor
+/// of a DNN model is f32; the layout follows the header).
+fn model_values(path: &Path) -> Vec<f32> {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    b[8 + n..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// An MLP job for the sufficient-factor tests: deterministic BSP, one
+/// mini-batch of 64 per clock (where the cost model sends the 784 × 64
+/// layer by factors when forced, and the 784 × 256 one by itself).
+fn sfb_spec(model: &str, clocks: u32, sfb: &str, hidden: &str) -> String {
+    example(
+        "mnist-mlp.toml",
+        model,
+        &[
+            (
+                "consistency = \"ssp\"",
+                "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10",
+            ),
+            ("staleness = 1\n", ""),
+            ("clocks = 940", &format!("clocks = {clocks}")),
+            (
+                "hidden = [256]",
+                &format!("hidden = [{hidden}]\nsfb = \"{sfb}\""),
+            ),
+            ("batches_per_clock = 4", "batches_per_clock = 1"),
+        ],
+    )
+}
+
+/// Sufficient-factor broadcasting moves each mini-batch's factors instead
+/// of the 784 × 256 matrix (the cost model's choice with one mini-batch
+/// of 64 per clock) and every worker rebuilds the updates from them: the
+/// trained model equals the parameter server's to float tolerance (on
+/// this machine bit for bit, 2026-11-26) and the accuracy is the same.
+#[test]
+fn sufficient_factors_train_the_same_model_as_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let ps = run_spec(
+        dir.path(),
+        "ps.toml",
+        &sfb_spec("ps.safetensors", 300, "off", "256"),
+    );
+    let sf = run_spec(
+        dir.path(),
+        "sf.toml",
+        &sfb_spec("sf.safetensors", 300, "auto", "256"),
+    );
+    let (a, b) = (
+        model_values(&dir.path().join("ps.safetensors")),
+        model_values(&dir.path().join("sf.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(diff <= 1e-4, "largest weight difference {diff}");
+    let acc = |v: &serde_json::Value| v["test_accuracy"].as_f64().unwrap();
+    assert!(
+        (acc(&ps) - acc(&sf)).abs() <= 0.002,
+        "{} vs {}",
+        acc(&ps),
+        acc(&sf)
+    );
+    assert!(acc(&sf) > 0.9, "accuracy {}", acc(&sf));
+}
+
+/// A job sending a layer by factors, SIGKILLed after a checkpoint and
+/// resumed, writes the same model bytes as an uninterrupted run: the
+/// replicas, per-worker momentum buffers and recent own updates are
+/// worker state, and the factors of the clocks not yet folded in are in
+/// the checkpointed table.
+#[test]
+fn sigkilled_sfb_job_resumes_to_identical_model() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ref.toml"),
+        sfb_spec("reference.safetensors", 60, "on", "64"),
+    )
+    .unwrap();
+    let (clock, code, last) = run_until(
+        &["run", "ref.toml", "--data-dir", "ref-data"],
+        dir.path(),
+        None,
+    );
+    assert_eq!((clock, code), (60, Some(0)), "{last}");
+    std::fs::write(
+        dir.path().join("job.toml"),
+        sfb_spec("model.safetensors", 60, "on", "64"),
+    )
+    .unwrap();
+    let (clock, code, _) = run_until(
+        &["run", "job.toml", "--data-dir", "data"],
+        dir.path(),
+        Some((27, 9)),
+    );
+    assert!((27..60).contains(&clock), "killed at clock {clock}");
+    assert_eq!(code, None, "SIGKILL ends the process without an exit code");
+    let (clock, code, last) = run_until(&["resume", "1", "--data-dir", "data"], dir.path(), None);
+    assert_eq!((clock, code), (60, Some(0)), "{last}");
+    assert!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+            == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
+        "the resumed SFB job's model differs from the uninterrupted run's"
+    );
+}
+
+/// `sfb = "on"` where factors cannot work is refused with the reason.
+#[test]
+fn sfb_on_with_adam_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        sfb_spec("x.safetensors", 10, "on", "64").replace("momentum = 0.9", "optimizer = \"adam\"");
+    std::fs::write(dir.path().join("bad.toml"), text).unwrap();
+    let out = run(
+        "petuumd",
+        &["run", "bad.toml", "--data-dir", "d"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("params.sfb") && err.contains("sgd"), "{err}");
+}

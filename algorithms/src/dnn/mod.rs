@@ -11,6 +11,16 @@ use petuum_core::spec::{check_non_negative, check_positive, check_range, JobSpec
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
+/// How fully connected layers send their updates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SfbMode {
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
 /// Registry name.
 pub const NAME: &str = "dnn";
 
@@ -71,6 +81,12 @@ pub struct DnnParams {
     /// docs/benchmarks.md).
     #[serde(default)]
     pub wait_free: Option<bool>,
+    /// Sufficient-factor broadcasting of fully connected layers: `auto`
+    /// (default: each layer by Poseidon's cost model), `on` (every fully
+    /// connected layer) or `off`. Needs SGD without `l2`, several
+    /// workers, `batches_per_clock`, and BSP or (E)SSP.
+    #[serde(default)]
+    pub sfb: SfbMode,
     /// Frame-level speech data: group the CSV's rows into utterances and
     /// stack each frame with its neighbours (`context`); reports frame and
     /// utterance accuracy.
