@@ -3,6 +3,9 @@
 # MNIST, petuum (embedded; 1 worker with 1 and 2 torch threads, 2 workers;
 # wait-free backprop off and on) against a plain PyTorch loop (1 and 2
 # threads) with torch from the same 2.13.0 wheel, CPU.
+# Then sufficient factors against the server for the MLP with one
+# mini-batch per clock (bytes each worker pushed to the tables).
+#   DNN_BENCH=sfb ./bench/dnn.sh   (only that part)
 #   ./bench/dnn.sh [mlp_epochs] [cnn_epochs]   (default 2 1; needs
 #     ./scripts/setup.sh; installs torch into $PETUUM_CACHE/venv if
 #     missing: a few GB of CUDA wheels come with PyPI's torch)
@@ -48,6 +51,30 @@ name = "pytorch %s, %d thread(s)" % (v["net"], v["threads"])
 print(f"{name:<44} {v['seconds_per_epoch']:>9.2f} {v['images_per_s']:>10.0f} {v['test_accuracy']:>9.4f} {'-':>8}")
 PY
 }
+sfb_run() { # mode: the MLP, 2 workers, one mini-batch of 64 per clock, 2 epochs
+  local clocks=$(( 2 * 60000 / (64 * 2) ))
+  sed -e "s/^clocks = .*/clocks = $clocks/" -e "s#\.\./\.\./#$PWD/#g" \
+    -e "s#^path = .*#path = \"$tmp/m.safetensors\"#" \
+    -e "s/^batches_per_clock = 4/batches_per_clock = 1\nsfb = \"$1\"/" \
+    -e 's/^consistency = "ssp"/consistency = "bsp"/' -e '/^staleness/d' \
+    examples/jobs/mnist-mlp.toml > "$tmp/job.toml"
+  rm -rf "$tmp/d"
+  local line bytes
+  line=$(PETUUM_LOG=petuum_poseidon=info "$CARGO_TARGET_DIR/release/petuumd" run "$tmp/job.toml" \
+    --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -1)
+  bytes=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/log" | grep -o 'bytes_pushed=[0-9]*' | cut -d= -f2 | head -1)
+  python3 - "$line" "$1" "$bytes" <<'PY'
+import json, sys
+v = json.loads(sys.argv[1])
+print(f"{'petuum mlp, 2 workers, 1 batch/clock, sfb ' + sys.argv[2]:<44} {v['seconds'] / 2:>9.2f} {v['test_accuracy']:>10.4f} {int(sys.argv[3]) / 2**20:>12.1f}")
+PY
+}
+if [[ ${DNN_BENCH:-all} == sfb ]]; then
+  printf '%-44s %9s %10s %12s\n' "run" "s/epoch" "test acc" "MiB pushed"
+  sfb_run off
+  sfb_run auto
+  exit 0
+fi
 for spec in "mlp ${1:-2}" "cnn ${2:-1}"; do
   set -- $spec
   net=$1 epochs=$2
@@ -59,3 +86,7 @@ for spec in "mlp ${1:-2}" "cnn ${2:-1}"; do
   pytorch "$net" "$epochs" 1
   pytorch "$net" "$epochs" 2
 done
+echo
+printf '%-44s %9s %10s %12s\n' "run" "s/epoch" "test acc" "MiB pushed"
+sfb_run off
+sfb_run auto

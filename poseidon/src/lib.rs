@@ -20,10 +20,8 @@
 //! on with the segments below. The worker reports how much of the
 //! sender's time was hidden behind backward.
 //!
-//! **Sufficient factors** of fully connected layers and Poseidon's cost
-//! model: see [`sfb`] (the factors, their reconstruction and the choice
-//! per layer are built and tested; their peer-to-peer transport is not,
-//! so every layer's update still goes through the table).
+//! **Sufficient-factor broadcasting** of fully connected layers, chosen
+//! per layer by Poseidon's cost model: see [`sfb`].
 
 pub mod sfb;
 
@@ -479,9 +477,8 @@ impl DnnWorker {
             .collect();
         let adam = params.optimizer == Optimizer::Adam;
         let wait_free = params.wait_free.unwrap_or(device != Device::Cpu);
-        // Poseidon's hybrid communication: what the cost model would pick
-        // for each fully connected layer (the factors' transport is not
-        // built yet; every layer goes through the table).
+        // Poseidon's hybrid communication: the cost model's figures for
+        // each fully connected layer (`params.sfb = "auto"` follows them).
         let k = params.batch_size.min(part.len().max(1));
         let per_clock = params.batches_per_clock.unwrap_or(part.len().div_ceil(k));
         for (i, op) in plan.ops.iter().enumerate() {
