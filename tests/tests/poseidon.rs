@@ -536,7 +536,8 @@ fn sigkilled_sfb_job_resumes_to_identical_model() {
     );
 }
 
-/// `sfb = "on"` where factors cannot work is refused with the reason.
+/// `sfb = "on"` where factors cannot work is refused with the reason, by
+/// validation and by the run.
 #[test]
 fn sfb_on_with_adam_is_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,4 +552,8 @@ fn sfb_on_with_adam_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("params.sfb") && err.contains("sgd"), "{err}");
+    // Validation (what the client runs before submitting) says so too.
+    let out = run("petuumd", &["validate", "bad.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("params.sfb"));
 }
