@@ -14,6 +14,17 @@
 //! core and the joint log-likelihood `log p(w, z)` after the sweeps (the
 //! same formula in both systems).
 //!
+//! Held-out perplexity against gensim's `LdaMulticore` (online variational
+//! Bayes; `pip install gensim` into the same venv): every 10th document
+//! held out, both trained on the rest, both scored by document completion
+//! with the same split of each held-out document (even tokens observed,
+//! odd tokens scored, `θ` inferred by each system's own inference):
+//!
+//! ```text
+//! LDA_BENCH_GENSIM=1 LDA_BENCH_ITERS=30 LDA_BENCH_PASSES=5 LDA_BENCH_TOPICS=100 \
+//!     cargo bench -p petuum-algorithms --bench lda
+//! ```
+//!
 //! Scaling on a corpus drawn from LDA's generative model (documents of 500
 //! tokens, 20,000 words, 100 generating topics; `lda::synthetic`), 1 and
 //! 2 workers, 1 clock per sweep:
@@ -92,6 +103,13 @@ fn main() {
         corpus.num_words,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if std::env::var("LDA_BENCH_GENSIM").as_deref() == Ok("1") {
+        let passes: u64 = env_or("LDA_BENCH_PASSES", 5);
+        for &k in &topics {
+            heldout(&corpus, &docword, k, iters, passes);
+        }
+        return;
+    }
     for &k in &topics {
         for &cps in &cps_list {
             sparse_lda(&corpus, k, cps, iters, workers);
@@ -254,5 +272,123 @@ fn synthetic(tokens: u64, topics: &[u32], iters: u64) {
         for workers in [1, 2] {
             sparse_lda(&corpus, k, 1, iters, workers);
         }
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Held-out document-completion perplexity: petuum (2 workers, SSP(1), 4
+/// clocks per sweep, `sweeps` sweeps) against gensim's LdaMulticore
+/// (`passes` passes), same training documents, same held-out documents.
+fn heldout(corpus: &bow::Corpus, docword: &Path, k: u32, sweeps: u64, passes: u64) {
+    let train_idx: Vec<usize> = (0..corpus.len()).filter(|i| i % 10 != 0).collect();
+    let test_idx: Vec<usize> = (0..corpus.len()).filter(|i| i % 10 == 0).collect();
+    let (train, test) = (corpus.subset(&train_idx), corpus.subset(&test_idx));
+    let params = LdaParams {
+        num_topics: k,
+        clocks_per_sweep: 4,
+        ..LdaParams::default()
+    };
+    let lda = Lda::new(params, train.clone(), None, 1).expect("corpus has tokens");
+    let node = Node::new(Arc::new(InProcShards::new(8)), Node::DEFAULT_CACHE_ROWS);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = RunConfig {
+        job: 1,
+        first_table: 1,
+        workers: 2,
+        consistency: Consistency::Ssp { staleness: 1 },
+        clocks: sweeps * 4,
+        seed: 1,
+        deterministic: false,
+    };
+    let path = dir.path().join("m.safetensors");
+    let start = Instant::now();
+    run_job(&node, &lda, &cfg, &path, &Clocks::default(), &AtomicBool::new(false)).expect("lda job");
+    let secs = start.elapsed().as_secs_f64();
+    let file = petuum_algorithms::model::ModelFile::load(&path).expect("model");
+    let model = petuum_algorithms::lda::LdaModel::from_file(&file).expect("lda model");
+    let (ppl, n) = model.perplexity(&test, 50, 0);
+    let tokens = train.num_tokens() as f64 * sweeps as f64;
+    println!(
+        "K={k:<5} petuum SparseLDA, 2 workers, {sweeps} sweeps: {secs:7.2} s, {:>10.0} tokens/s, held-out perplexity {ppl:.1} ({n} tokens scored), peak RSS of the bench process {:.0} MiB",
+        tokens / secs,
+        peak_rss_mib()
+    );
+    let python = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/petuum/venv/bin/python");
+    let script = r#"
+import sys, time, json, resource
+import numpy as np
+from gensim.models import LdaMulticore
+path, k, passes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(path) as f:
+    D = int(f.readline()); W = int(f.readline()); f.readline()
+    a = np.loadtxt(f, dtype=np.int64)
+docs = [[] for _ in range(D)]
+for d, w, c in a:
+    docs[d - 1].append((int(w - 1), int(c)))
+train = [d for i, d in enumerate(docs) if i % 10 != 0]
+test = [d for i, d in enumerate(docs) if i % 10 == 0]
+t = time.time()
+m = LdaMulticore(corpus=train, num_topics=k, id2word={i: str(i) for i in range(W)}, workers=1,
+                 passes=passes, alpha=0.1, eta=0.01, random_state=1, chunksize=2000)
+secs = time.time() - t
+phi = m.get_topics()  # k x W
+ll, n = 0.0, 0
+for d in test:
+    words = [w for w, c in d for _ in range(c)]
+    if len(words) < 2:
+        continue
+    obs, held = words[0::2], words[1::2]
+    bow = {}
+    for w in obs:
+        bow[w] = bow.get(w, 0) + 1
+    gamma, _ = m.inference([sorted(bow.items())])
+    theta = gamma[0] / gamma[0].sum()
+    p = theta @ phi[:, held]
+    ll += np.log(p).sum(); n += len(held)
+tokens = sum(c for d in train for _, c in d) * passes
+print(json.dumps({"seconds": secs, "tokens_per_s": tokens / secs, "perplexity": float(np.exp(-ll / n)), "n": n,
+                  "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(docword)
+        .arg(k.to_string())
+        .arg(passes.to_string())
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            let line = String::from_utf8_lossy(&o.stdout);
+            let v: serde_json::Value = match serde_json::from_str(line.trim()) {
+                Ok(v) => v,
+                Err(e) => return println!("K={k:<5} gensim: unreadable output ({e}): {line}"),
+            };
+            println!(
+                "K={k:<5} gensim LdaMulticore (1 worker process + main), {passes} passes: {:7.2} s, {:>10.0} tokens/s, held-out perplexity {:.1} ({} tokens scored), peak RSS {:.0} MiB",
+                v["seconds"].as_f64().unwrap_or(f64::NAN),
+                v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+                v["perplexity"].as_f64().unwrap_or(f64::NAN),
+                v["n"],
+                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+            );
+        }
+        Ok(o) => println!(
+            "K={k:<5} gensim: failed: {}",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+        ),
+        Err(e) => println!("K={k:<5} gensim: failed to start: {e}"),
     }
 }
