@@ -312,7 +312,15 @@ fn heldout(corpus: &bow::Corpus, docword: &Path, k: u32, sweeps: u64, passes: u6
     };
     let path = dir.path().join("m.safetensors");
     let start = Instant::now();
-    run_job(&node, &lda, &cfg, &path, &Clocks::default(), &AtomicBool::new(false)).expect("lda job");
+    run_job(
+        &node,
+        &lda,
+        &cfg,
+        &path,
+        &Clocks::default(),
+        &AtomicBool::new(false),
+    )
+    .expect("lda job");
     let secs = start.elapsed().as_secs_f64();
     let file = petuum_algorithms::model::ModelFile::load(&path).expect("model");
     let model = petuum_algorithms::lda::LdaModel::from_file(&file).expect("lda model");
@@ -387,7 +395,10 @@ print(json.dumps({"seconds": secs, "tokens_per_s": tokens / secs, "perplexity": 
         }
         Ok(o) => println!(
             "K={k:<5} gensim: failed: {}",
-            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ),
         Err(e) => println!("K={k:<5} gensim: failed to start: {e}"),
     }
