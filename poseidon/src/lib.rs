@@ -974,6 +974,15 @@ impl AlgoWorker for DnnWorker {
         let mut x = vec![0f32; bs * d];
         let mut y = vec![0i64; bs];
         let (mut loss_sum, mut seen, mut pos) = (0.0f64, 0u64, 0usize);
+        // Table handles first: nothing may fail while the state (whose
+        // buffer the parameter tensors view) is out of `self`.
+        let sf_handles = match &self.sfb {
+            Some(_) => Some((
+                ctx.table::<f32>(sfb::SF_TABLE)?,
+                ctx.table::<f32>(sfb::FINAL_TABLE)?,
+            )),
+            None => None,
+        };
         let mut state = std::mem::replace(
             &mut self.state,
             SendState {
@@ -987,14 +996,11 @@ impl AlgoWorker for DnnWorker {
             },
         );
         let this = &*self;
-        let sfb_tables = match &this.sfb {
-            Some(plan) => Some((
-                plan.as_ref(),
-                ctx.table::<f32>(sfb::SF_TABLE)?,
-                ctx.table::<f32>(sfb::FINAL_TABLE)?,
-            )),
-            None => None,
-        };
+        let sfb_tables = this
+            .sfb
+            .as_deref()
+            .zip(sf_handles)
+            .map(|(plan, (sf, fin))| (plan, sf, fin));
         let mut sender = Sender {
             st: &mut state,
             ctx,
