@@ -9,7 +9,11 @@ mod common;
 use common::{metric, run_spec};
 
 fn dml(file: &str, seed: u64) -> (f64, f64, f64) {
-    dml_with(file, seed, "pull = 0.25\ntargets = 3\nimpostors = 20")
+    dml_with(
+        file,
+        seed,
+        "learning_rate = 0.003\npull = 0.25\ntargets = 5\nimpostors = 10",
+    )
 }
 
 fn dml_with(file: &str, seed: u64, params: &str) -> (f64, f64, f64) {
@@ -17,7 +21,7 @@ fn dml_with(file: &str, seed: u64, params: &str) -> (f64, f64, f64) {
         "name = \"t\"\nalgorithm = \"dml\"\n[data]\nformat = \"csv\"\ntrain = \"{{data}}/{file}\"\ntest_fraction = 0.2\n\
          [run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = {seed}\nclocks = 200\n\
          [model]\npath = \"{{model}}\"\n\
-         [params]\nlearning_rate = 0.01\ndecay = 0.01\nknn = 5\n{params}\n"
+         [params]\ndecay = 0.01\nknn = 5\n{params}\n"
     ));
     (
         metric(&out, "test_knn_accuracy"),
@@ -26,13 +30,26 @@ fn dml_with(file: &str, seed: u64, params: &str) -> (f64, f64, f64) {
     )
 }
 
+/// Settings: learning rate 0.003, pull 0.25, 5 target neighbours, 10
+/// impostors (a grid over those on seed 1, checked on seeds 1–5,
+/// 2026-11-26): ionosphere 0.871–0.886 over seeds (Euclidean 0.814;
+/// scikit-learn StandardScaler + NCA + 5-NN 0.8714 on this split, see
+/// docs/benchmarks.md), sonar 0.878–0.902 (Euclidean 0.780).
 #[test]
 fn learned_metric_beats_euclidean_knn_on_ionosphere_and_sonar() {
     for file in ["classification/ionosphere.csv", "classification/sonar.csv"] {
         let (learned, euclid, _) = dml(file, 1);
         assert!(
-            learned > euclid,
+            learned > euclid + 0.05,
             "{file}: learned-space 5-NN {learned} vs Euclidean {euclid}"
+        );
+    }
+    // Within 1 point of scikit-learn's NCA on ionosphere, on two seeds.
+    for seed in [1, 2] {
+        let (learned, _, _) = dml("classification/ionosphere.csv", seed);
+        assert!(
+            learned >= 0.8714 - 0.01,
+            "seed {seed}: ionosphere {learned} vs NCA 0.8714"
         );
     }
 }
@@ -49,7 +66,7 @@ fn learned_metric_beats_euclidean_knn_on_digits() {
         let (learned, euclid, objective) = dml_with(
             "digits_8x8/digits.csv",
             seed,
-            "pull = 0.5\ntargets = 1\nimpostors = 50",
+            "learning_rate = 0.01\npull = 0.5\ntargets = 1\nimpostors = 50",
         );
         assert!((euclid - 0.9861).abs() < 1e-3, "baseline {euclid}");
         assert!(
