@@ -1,6 +1,8 @@
 # Sourced by the scripts: one place for the build environment, so every
 # build (setup, run, tests, CI) shares one target directory and one set of
 # variables and nothing is compiled twice.
+# rustup's default location (scripts/setup.sh installs Rust there if missing).
+[[ -d $HOME/.cargo/bin && ":$PATH:" != *":$HOME/.cargo/bin:"* ]] && export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/petuum/target}"
 export PETUUM_CACHE="${PETUUM_CACHE:-$HOME/.cache/petuum}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -36,8 +36,10 @@ if (( ${#missing[@]} )); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
-  log "Rust is missing: install it with rustup (https://rustup.rs), then rerun"
-  exit 1
+  log "installing Rust (rustup, stable, minimal profile)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal >/dev/null
+  export PATH="$HOME/.cargo/bin:$PATH"
+  command -v cargo >/dev/null || { log "Rust install failed: install it with rustup (https://rustup.rs), then rerun"; exit 1; }
 fi
 # scripts/test.sh runs `cargo fmt` and `cargo clippy`: a minimal rustup
 # profile lacks both.

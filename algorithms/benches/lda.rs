@@ -183,10 +183,7 @@ fn sparse_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) 
 
 /// Runs the PyPI `lda` package on the same corpus if its venv exists.
 fn pypi_lda(docword: &Path, k: u32, iters: u64) {
-    let python = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/petuum/venv/bin/python");
+    let python = venv_python();
     if !python.is_file() {
         println!(
             "K={k:<5} PyPI lda: skipped (no venv at {})",
@@ -275,6 +272,14 @@ fn synthetic(tokens: u64, topics: &[u32], iters: u64) {
     }
 }
 
+/// The Python of the benchmark venv (`$HOME/.cache/petuum/venv`).
+fn venv_python() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default()
+        .join(".cache/petuum/venv/bin/python")
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -331,10 +336,7 @@ fn heldout(corpus: &bow::Corpus, docword: &Path, k: u32, sweeps: u64, passes: u6
         tokens / secs,
         peak_rss_mib()
     );
-    let python = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache/petuum/venv/bin/python");
+    let python = venv_python();
     let script = r#"
 import sys, time, json, resource
 import numpy as np

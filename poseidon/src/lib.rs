@@ -342,6 +342,7 @@ impl Algorithm for Dnn {
 
 /// What the sender thread owns: the parameters as last read, the
 /// optimiser state, scratch.
+#[derive(Default)]
 struct SendState {
     /// The parameters as read for the current mini-batch (flat layout).
     flat: Vec<f32>,
@@ -983,18 +984,7 @@ impl AlgoWorker for DnnWorker {
             )),
             None => None,
         };
-        let mut state = std::mem::replace(
-            &mut self.state,
-            SendState {
-                flat: Vec::new(),
-                grad: Vec::new(),
-                velocity: Vec::new(),
-                second: Vec::new(),
-                steps: 0,
-                row_buf: Vec::new(),
-                sfb: None,
-            },
-        );
+        let mut state = std::mem::take(&mut self.state);
         let this = &*self;
         let sfb_tables = this
             .sfb

@@ -7,7 +7,7 @@
 //! Here: 8 passes over each worker's half, 97.95% measured on 2026-11-25
 //! (about 8 s on 2 cores).
 
-use petuum_tests::{json_lines, run, run_until};
+use petuum_tests::{datasets, json_lines, run, run_until};
 use std::path::Path;
 
 #[test]
@@ -52,24 +52,39 @@ fn mnist_mlp_reaches_97_5_percent_and_evaluates() {
     let last = lines[lines.len() - 2]["objective"].as_f64().unwrap();
     assert!(last < first / 5.0, "cross-entropy {first} -> {last}");
     // The saved model evaluates without libtorch to the same accuracy.
-    let d = root.join("data/mnist");
-    let out = run(
-        "petuumd",
-        &[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            d.join("t10k-images-idx3-ubyte").to_str().unwrap(),
-            "--labels",
-            d.join("t10k-labels-idx1-ubyte").to_str().unwrap(),
-            "--json",
-        ],
-        dir.path(),
-    );
+    assert_eq!(eval_mnist(dir.path(), &model), acc);
+}
+
+/// `petuumd eval --json` of a model; returns its report.
+fn eval(dir: &Path, model: &Path, data: &Path, labels: Option<&Path>) -> serde_json::Value {
+    let mut args = vec![
+        "eval".to_string(),
+        "--model".into(),
+        model.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--json".into(),
+    ];
+    if let Some(l) = labels {
+        args.extend(["--labels".to_string(), l.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run("petuumd", &args, dir);
     assert!(out.status.success(), "{out:?}");
-    let v = &json_lines(&out)[0];
-    assert_eq!(v["accuracy"].as_f64().unwrap(), acc);
+    json_lines(&out).remove(0)
+}
+
+/// The MNIST test set's accuracy of a saved model, by `petuumd eval`.
+fn eval_mnist(dir: &Path, model: &Path) -> f64 {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+    eval(
+        dir,
+        model,
+        &d.join("t10k-images-idx3-ubyte"),
+        Some(&d.join("t10k-labels-idx1-ubyte")),
+    )["accuracy"]
+        .as_f64()
+        .unwrap()
 }
 
 #[test]
@@ -107,8 +122,8 @@ fn example(name: &str, model: &str, edits: &[(&str, &str)]) -> String {
     let mut text = std::fs::read_to_string(root.join("examples/jobs").join(name))
         .unwrap()
         .replace(
-            "../../../shared/",
-            &format!("{}/../shared/", root.display()),
+            "../../../shared/datasets/",
+            &format!("{}/", datasets().display()),
         )
         .replace("../../data/", &format!("{}/data/", root.display()));
     text = text
@@ -154,29 +169,37 @@ fn run_spec(dir: &Path, file: &str, text: &str) -> serde_json::Value {
 /// thread per worker computes the same gradients.
 #[test]
 fn sigkilled_dnn_job_resumes_to_identical_model() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = tempfile::tempdir().unwrap();
     let spec = |model: &str| {
-        std::fs::read_to_string(root.join("examples/jobs/mnist-mlp.toml"))
-            .unwrap()
-            .replace("../../data/", &format!("{}/data/", root.display()))
-            .replace("../../models/mnist-mlp.safetensors", model)
-            .replace(
-                "consistency = \"ssp\"",
-                "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10",
-            )
-            .replace("staleness = 1\n", "")
-            .replace("clocks = 940", "clocks = 60")
-            .replace("hidden = [256]", SMALL_CNN)
+        example(
+            "mnist-mlp.toml",
+            model,
+            &[
+                (
+                    "consistency = \"ssp\"",
+                    "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10",
+                ),
+                ("staleness = 1\n", ""),
+                ("clocks = 940", "clocks = 60"),
+                ("hidden = [256]", SMALL_CNN),
+            ],
+        )
     };
-    std::fs::write(dir.path().join("ref.toml"), spec("reference.safetensors")).unwrap();
+    kill_resume_matches_reference(&spec("reference.safetensors"), &spec("model.safetensors"));
+}
+
+/// Runs `reference` (a 60-clock job checkpointing every 10) to the end;
+/// runs `job`, SIGKILLs it after clock 27 once a checkpoint exists,
+/// resumes it, and asserts both wrote the same model bytes.
+fn kill_resume_matches_reference(reference: &str, job: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ref.toml"), reference).unwrap();
     let (clock, code, last) = run_until(
         &["run", "ref.toml", "--data-dir", "ref-data"],
         dir.path(),
         None,
     );
     assert_eq!((clock, code), (60, Some(0)), "{last}");
-    std::fs::write(dir.path().join("job.toml"), spec("model.safetensors")).unwrap();
+    std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let (clock, code, _) = run_until(
         &["run", "job.toml", "--data-dir", "data"],
         dir.path(),
@@ -189,7 +212,7 @@ fn sigkilled_dnn_job_resumes_to_identical_model() {
     assert!(
         std::fs::read(dir.path().join("model.safetensors")).unwrap()
             == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
-        "the resumed DNN's model differs from the uninterrupted run's"
+        "the resumed job's model differs from the uninterrupted run's"
     );
 }
 
@@ -242,23 +265,7 @@ fn mnist_cnn_reaches_98_5_percent_and_evaluates() {
     );
     let acc = done["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.985, "CNN test accuracy {acc} < 0.985");
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
-    let out = run(
-        "petuumd",
-        &[
-            "eval",
-            "--model",
-            model.to_str().unwrap(),
-            "--data",
-            d.join("t10k-images-idx3-ubyte").to_str().unwrap(),
-            "--labels",
-            d.join("t10k-labels-idx1-ubyte").to_str().unwrap(),
-            "--json",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{out:?}");
-    assert_eq!(json_lines(&out)[0]["accuracy"].as_f64().unwrap(), acc);
+    assert_eq!(eval_mnist(dir.path(), &model), acc);
 }
 
 /// Wait-free backprop changes when updates are sent, not what they are:
@@ -351,22 +358,8 @@ fn speech_dnn_beats_logistic_regression_on_the_same_frames() {
         "DNN utterances {dnn_utt} vs logistic regression {lr_utt}"
     );
     // The saved model evaluates the held-out utterances the same way.
-    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets/speech/japanese_vowels_frames.csv");
-    let out = run(
-        "petuumd",
-        &[
-            "eval",
-            "--model",
-            "dnn.safetensors",
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{out:?}");
-    let v = &json_lines(&out)[0];
+    let data = datasets().join("speech/japanese_vowels_frames.csv");
+    let v = &eval(dir.path(), &dir.path().join("dnn.safetensors"), &data, None);
     assert_eq!(f(v, "accuracy"), dnn_frame);
     assert_eq!(f(v, "utterance_accuracy"), dnn_utt);
 }
@@ -380,8 +373,7 @@ fn speech_dnn_beats_logistic_regression_on_the_same_frames() {
 #[test]
 fn deterding_vowels_dnn_beats_logistic_regression() {
     let dir = tempfile::tempdir().unwrap();
-    let data = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/datasets/speech/vowel_deterding.csv");
+    let data = datasets().join("speech/vowel_deterding.csv");
     let spec = |layers: &str, model: &str| {
         format!(
             r#"name = "vowel"
@@ -510,36 +502,9 @@ fn sufficient_factors_train_the_same_model_as_the_server() {
 /// the checkpointed table.
 #[test]
 fn sigkilled_sfb_job_resumes_to_identical_model() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("ref.toml"),
-        sfb_spec("reference.safetensors", 60, "on", "64"),
-    )
-    .unwrap();
-    let (clock, code, last) = run_until(
-        &["run", "ref.toml", "--data-dir", "ref-data"],
-        dir.path(),
-        None,
-    );
-    assert_eq!((clock, code), (60, Some(0)), "{last}");
-    std::fs::write(
-        dir.path().join("job.toml"),
-        sfb_spec("model.safetensors", 60, "on", "64"),
-    )
-    .unwrap();
-    let (clock, code, _) = run_until(
-        &["run", "job.toml", "--data-dir", "data"],
-        dir.path(),
-        Some((27, 9)),
-    );
-    assert!((27..60).contains(&clock), "killed at clock {clock}");
-    assert_eq!(code, None, "SIGKILL ends the process without an exit code");
-    let (clock, code, last) = run_until(&["resume", "1", "--data-dir", "data"], dir.path(), None);
-    assert_eq!((clock, code), (60, Some(0)), "{last}");
-    assert!(
-        std::fs::read(dir.path().join("model.safetensors")).unwrap()
-            == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
-        "the resumed SFB job's model differs from the uninterrupted run's"
+    kill_resume_matches_reference(
+        &sfb_spec("reference.safetensors", 60, "on", "64"),
+        &sfb_spec("model.safetensors", 60, "on", "64"),
     );
 }
 

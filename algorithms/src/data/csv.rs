@@ -7,13 +7,11 @@ use ndarray::Array2;
 use std::io::BufRead;
 use std::path::Path;
 
-/// Reads a CSV file; `label_column` names the label column.
-pub fn read(
-    path: &Path,
-    label_column: &str,
-) -> Result<(Features, RawLabels, Vec<String>), DataError> {
-    let reader = std::io::BufReader::new(super::open_maybe_gz(path)?);
-    let mut lines = reader.lines();
+/// The remaining lines of a CSV file and the column names of its header.
+pub(crate) type Lines = std::io::Lines<std::io::BufReader<Box<dyn std::io::Read>>>;
+
+pub(crate) fn open_with_header(path: &Path) -> Result<(Lines, Vec<String>), DataError> {
+    let mut lines = std::io::BufReader::new(super::open_maybe_gz(path)?).lines();
     let header = match lines.next() {
         Some(h) => h.map_err(|e| DataError::io(path, e))?,
         None => {
@@ -23,10 +21,19 @@ pub fn read(
             ))
         }
     };
-    let names: Vec<String> = header
+    let names = header
         .split(',')
         .map(|s| s.trim().trim_matches('"').to_string())
         .collect();
+    Ok((lines, names))
+}
+
+/// Reads a CSV file; `label_column` names the label column.
+pub fn read(
+    path: &Path,
+    label_column: &str,
+) -> Result<(Features, RawLabels, Vec<String>), DataError> {
+    let (lines, names) = open_with_header(path)?;
     let label_at = names
         .iter()
         .position(|n| n == label_column)

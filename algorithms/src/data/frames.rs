@@ -12,7 +12,6 @@ use super::{DataError, Dataset, Features, RawLabels};
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::path::Path;
 
 /// `[params.frames]` of a `dnn` job.
@@ -71,21 +70,7 @@ fn read_utterances(
     spec: &FrameSpec,
     label_column: &str,
 ) -> Result<(Groups, Vec<String>), DataError> {
-    let reader = std::io::BufReader::new(super::open_maybe_gz(path)?);
-    let mut lines = reader.lines();
-    let header = match lines.next() {
-        Some(h) => h.map_err(|e| DataError::io(path, e))?,
-        None => {
-            return Err(DataError::invalid(
-                path,
-                "empty file (expected a header row)",
-            ))
-        }
-    };
-    let names: Vec<String> = header
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .collect();
+    let (lines, names) = super::csv::open_with_header(path)?;
     let find = |name: &str, what: &str| {
         names
             .iter()
