@@ -9,13 +9,24 @@
 #   ./bench/dnn.sh [mlp_epochs] [cnn_epochs]   (default 2 1; needs
 #     ./scripts/setup.sh; installs torch into $PETUUM_CACHE/venv if
 #     missing: a few GB of CUDA wheels come with PyPI's torch)
+# On a GPU machine: DNN_DEVICE=cuda runs both sides on the GPU (the job
+# says device = "cuda", so a CPU-only build fails instead of running on
+# the CPU); PETUUMD=<binary> and PYTHON=<python with torch> use a
+# prebuilt petuumd and an installed torch (docs/poseidon.md, "GPU").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/env.sh
-venv="$PETUUM_CACHE/venv"
-[[ -x $venv/bin/python ]] || python3 -m venv "$venv"
-"$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q "torch==2.13.0"
-cargo build --quiet --release -p petuumd
+dev=${DNN_DEVICE:-cpu}
+if [[ -z ${PETUUMD:-} ]]; then
+  source scripts/env.sh
+  PETUUMD="$CARGO_TARGET_DIR/release/petuumd"
+  cargo build --quiet --release -p petuumd
+fi
+if [[ -z ${PYTHON:-} ]]; then
+  venv="${PETUUM_CACHE:-$HOME/.cache/petuum}/venv"
+  [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+  "$venv/bin/python" -c "import torch" 2>/dev/null || "$venv/bin/pip" install -q "torch==2.13.0"
+  PYTHON="$venv/bin/python"
+fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 printf '%-44s %9s %10s %9s %8s\n' "run" "s/epoch" "images/s" "test acc" "hidden"
@@ -25,16 +36,16 @@ petuum() { # net epochs workers threads wait_free
   local clocks=$(( epochs * 60000 / (256 * w) ))
   sed -e "s/^clocks = .*/clocks = $clocks/" -e "s#\.\./\.\./#$PWD/#g" \
     -e "s#^path = .*#path = \"$tmp/m.safetensors\"#" \
-    -e "s/^batches_per_clock = 4/batches_per_clock = 4\nthreads = $th\nwait_free = $wf/" \
+    -e "s/^batches_per_clock = 4/batches_per_clock = 4\nthreads = $th\nwait_free = $wf\ndevice = \"$dev\"/" \
     "examples/jobs/mnist-$net.toml" > "$tmp/job.toml"
   rm -rf "$tmp/d"
   local line
-  line=$(PETUUM_LOG=petuum_poseidon=info "$CARGO_TARGET_DIR/release/petuumd" run "$tmp/job.toml" \
+  line=$(PETUUM_LOG=petuum_poseidon=info "$PETUUMD" run "$tmp/job.toml" \
     --workers "$w" --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -1)
   local hidden
   hidden=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/log" | grep -o 'hidden_fraction=[0-9.]*' \
     | cut -d= -f2 | awk '{s+=$1; n++} END {if (n) printf "%.0f%%", 100*s/n; else print "-"}')
-  python3 - "$line" "$net, $w worker(s), $th thread(s), wait-free $wf" "$clocks" "$epochs" "$w" "$hidden" <<'PY'
+  python3 - "$line" "$net, $w worker(s), $th thread(s), wait-free $wf, $dev" "$clocks" "$epochs" "$w" "$hidden" <<'PY'
 import json, sys
 v = json.loads(sys.argv[1]); name = sys.argv[2]; clocks, epochs, w = map(int, sys.argv[3:6])
 s = v["seconds"]; imgs = clocks * w * 256
@@ -43,11 +54,11 @@ PY
 }
 pytorch() { # net epochs threads
   local line
-  line=$("$venv/bin/python" bench/dnn_pytorch.py "$2" "$3" "$1")
+  line=$("$PYTHON" bench/dnn_pytorch.py "$2" "$3" "$1" "$dev")
   python3 - "$line" <<'PY'
 import json, sys
 v = json.loads(sys.argv[1])
-name = "pytorch %s, %d thread(s)" % (v["net"], v["threads"])
+name = "pytorch %s, %d thread(s), %s" % (v["net"], v["threads"], v["device"])
 print(f"{name:<44} {v['seconds_per_epoch']:>9.2f} {v['images_per_s']:>10.0f} {v['test_accuracy']:>9.4f} {'-':>8}")
 PY
 }
@@ -55,12 +66,12 @@ sfb_run() { # mode: the MLP, 2 workers, one mini-batch of 64 per clock, 2 epochs
   local clocks=$(( 2 * 60000 / (64 * 2) ))
   sed -e "s/^clocks = .*/clocks = $clocks/" -e "s#\.\./\.\./#$PWD/#g" \
     -e "s#^path = .*#path = \"$tmp/m.safetensors\"#" \
-    -e "s/^batches_per_clock = 4/batches_per_clock = 1\nsfb = \"$1\"/" \
+    -e "s/^batches_per_clock = 4/batches_per_clock = 1\nsfb = \"$1\"\ndevice = \"$dev\"/" \
     -e 's/^consistency = "ssp"/consistency = "bsp"/' -e '/^staleness/d' \
     examples/jobs/mnist-mlp.toml > "$tmp/job.toml"
   rm -rf "$tmp/d"
   local line bytes
-  line=$(PETUUM_LOG=petuum_poseidon=info "$CARGO_TARGET_DIR/release/petuumd" run "$tmp/job.toml" \
+  line=$(PETUUM_LOG=petuum_poseidon=info "$PETUUMD" run "$tmp/job.toml" \
     --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -1)
   bytes=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/log" | grep -o 'bytes_pushed=[0-9]*' | cut -d= -f2 | head -1)
   python3 - "$line" "$1" "$bytes" <<'PY'
@@ -79,12 +90,12 @@ for spec in "mlp ${1:-2}" "cnn ${2:-1}"; do
   set -- $spec
   net=$1 epochs=$2
   petuum "$net" "$epochs" 1 1 false
-  petuum "$net" "$epochs" 1 2 false
+  if [[ $dev == cpu ]]; then petuum "$net" "$epochs" 1 2 false; fi
   petuum "$net" "$epochs" 1 1 true
   petuum "$net" "$epochs" 2 1 false
   petuum "$net" "$epochs" 2 1 true
   pytorch "$net" "$epochs" 1
-  pytorch "$net" "$epochs" 2
+  if [[ $dev == cpu ]]; then pytorch "$net" "$epochs" 2; fi
 done
 echo
 printf '%-44s %9s %10s %12s\n' "run" "s/epoch" "test acc" "MiB pushed"

@@ -53,9 +53,32 @@ pub fn register() {
     dnn::set_builder(build);
 }
 
-/// Where the networks run: the first GPU when there is one.
+/// Where the networks run by default: the first GPU when there is one.
 pub fn device() -> Device {
     Device::cuda_if_available()
+}
+
+/// The device `params.device` names; a GPU that libtorch does not see is
+/// refused, naming the parameter.
+pub fn device_for(choice: Option<&str>) -> Result<Device, BuildError> {
+    let choice = match choice {
+        Some(s) => dnn::parse_device(s)?,
+        None => dnn::DeviceChoice::Auto,
+    };
+    let gpus = tch::Cuda::device_count().max(0) as usize;
+    match choice {
+        dnn::DeviceChoice::Auto => Ok(device()),
+        dnn::DeviceChoice::Cpu => Ok(Device::Cpu),
+        dnn::DeviceChoice::Cuda(n) if n < gpus => Ok(Device::Cuda(n)),
+        dnn::DeviceChoice::Cuda(n) => Err(SpecError::invalid(
+            "params.device",
+            format!(
+                "GPU {n} asked for, but libtorch sees {gpus} GPU(s) (a CPU-only libtorch, \
+                 or no CUDA driver on this node)"
+            ),
+        )
+        .into()),
+    }
 }
 
 fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
@@ -205,6 +228,8 @@ impl Dnn {
             .threads
             .unwrap_or((cores / workers.max(1) as usize).max(1));
         tch::set_num_threads(threads as i32);
+        let device = device_for(params.device.as_deref())?;
+        tracing::info!(?device, threads, "dnn: training device");
         Ok(Dnn {
             params,
             train: Arc::new(train),
@@ -212,7 +237,7 @@ impl Dnn {
             input,
             seed,
             plan,
-            device: device(),
+            device,
             frames: None,
             sfb: None,
             clocks: 0,

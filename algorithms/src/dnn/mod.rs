@@ -96,6 +96,11 @@ pub struct DnnParams {
     /// among its workers).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Where the network runs: `auto` (default: the first GPU when libtorch
+    /// sees one, else the CPU), `cpu`, `cuda` or `cuda:N` (refused when
+    /// there is no such GPU).
+    #[serde(default)]
+    pub device: Option<String>,
     #[serde(default = "lr")]
     pub learning_rate: f64,
     /// Step size after `e` passes over the worker's data is
@@ -145,6 +150,9 @@ impl DnnParams {
         }
         check_positive("params.eps", self.eps)?;
         check_range("params.batch_size", self.batch_size, 1, 1 << 16)?;
+        if let Some(d) = &self.device {
+            parse_device(d)?;
+        }
         if let Some(b) = self.batches_per_clock {
             check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
@@ -228,5 +236,50 @@ impl DnnParams {
                 .collect(),
         };
         Plan::new(input, &layers, classes)
+    }
+}
+
+/// Where a network runs (`params.device`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The first GPU when libtorch sees one, else the CPU.
+    Auto,
+    Cpu,
+    /// GPU number N.
+    Cuda(usize),
+}
+
+/// Parses `params.device`: `auto`, `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<DeviceChoice, SpecError> {
+    match s {
+        "auto" => Ok(DeviceChoice::Auto),
+        "cpu" => Ok(DeviceChoice::Cpu),
+        "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceChoice::Cuda)
+            .ok_or_else(|| {
+                SpecError::invalid(
+                    "params.device",
+                    format!("expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\", got {s:?}"),
+                )
+            }),
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn device_names() {
+        assert_eq!(parse_device("auto").unwrap(), DeviceChoice::Auto);
+        assert_eq!(parse_device("cpu").unwrap(), DeviceChoice::Cpu);
+        assert_eq!(parse_device("cuda").unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!(parse_device("cuda:3").unwrap(), DeviceChoice::Cuda(3));
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("params.device") && e.contains("tpu"), "{e}");
+        assert!(parse_device("cuda:x").is_err());
     }
 }
