@@ -35,7 +35,7 @@
 //! ```
 
 use petuum_algorithms::data::bow;
-use petuum_algorithms::lda::{Lda, LdaParams};
+use petuum_algorithms::lda::{Lda, LdaParams, LdaSampler};
 use petuum_core::inproc::InProcShards;
 use petuum_core::runner::{run_job, ClockProgress, ProgressSink, RunConfig};
 use petuum_core::{Consistency, Node};
@@ -120,14 +120,45 @@ fn main() {
     }
 }
 
-/// SparseLDA over in-process tables, `workers` workers, SSP(1), `cps` clocks per
-/// sweep, `iters` sweeps.
+/// The samplers to run (`LDA_BENCH_SAMPLER=sparse,warp`; default: both).
+fn samplers() -> Vec<LdaSampler> {
+    std::env::var("LDA_BENCH_SAMPLER")
+        .unwrap_or_else(|_| "sparse,warp".into())
+        .split(',')
+        .filter_map(|s| match s.trim() {
+            "sparse" => Some(LdaSampler::Sparse),
+            "warp" => Some(LdaSampler::Warp),
+            "auto" => Some(LdaSampler::Auto),
+            _ => None,
+        })
+        .collect()
+}
+
+/// LDA over in-process tables, `workers` workers, SSP(1), `cps` clocks per
+/// sweep, `iters` sweeps, each sampler of [`samplers`] (WarpLDA only with
+/// one clock per sweep).
 fn sparse_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) {
+    for sampler in samplers() {
+        if sampler == LdaSampler::Warp && cps != 1 {
+            continue;
+        }
+        run_lda(corpus, k, cps, iters, workers, sampler);
+    }
+}
+
+fn run_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32, sampler: LdaSampler) {
     let tokens = corpus.num_tokens();
     let params = LdaParams {
         num_topics: k,
         clocks_per_sweep: cps,
+        sampler,
+        mh_steps: env_or("LDA_BENCH_MH", LdaParams::default().mh_steps),
         ..LdaParams::default()
+    };
+    let name = if params.uses_warp() {
+        "WarpLDA"
+    } else {
+        "SparseLDA"
     };
     let lda = Lda::new(params, corpus.clone(), None, 1).expect("corpus has tokens");
     let node = Node::new(Arc::new(InProcShards::new(8)), Node::DEFAULT_CACHE_ROWS);
@@ -174,7 +205,7 @@ fn sparse_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) 
         .find(|(n, _)| n == "loglik")
         .map_or(f64::NAN, |m| m.1);
     println!(
-        "K={k:<5} petuum SparseLDA, {workers} workers, {cps} clock/sweep: {clock_s:7.2} s in clocks 2..N ({total_s:.2} s job), \
+        "K={k:<5} petuum {name:<9}, {workers} workers, {cps} clock/sweep: {clock_s:7.2} s in clocks 2..N ({total_s:.2} s job), \
          {tps:>10.0} tokens/s = {:>9.0} per core (last 5 clocks: {:.0} per core), loglik {ll:.4e}",
         tps / workers as f64,
         last5 / workers as f64,

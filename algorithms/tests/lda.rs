@@ -3,7 +3,9 @@
 //! topic coherence, determinism and checkpoint state.
 
 use petuum_algorithms::data::bow::{self, Corpus};
-use petuum_algorithms::lda::{initial_assignments, Lda, LdaModel, LdaParams, ReferenceGibbs};
+use petuum_algorithms::lda::{
+    initial_assignments, Lda, LdaModel, LdaParams, LdaSampler, ReferenceGibbs,
+};
 use petuum_algorithms::model::ModelFile;
 use petuum_core::algorithm::Algorithm;
 use petuum_core::inproc::InProcShards;
@@ -261,17 +263,23 @@ fn table_counts_equal_the_assignments_under_every_consistency_model() {
     let corpus = reuters();
     let tokens = Tokens::of(&corpus);
     let (k, v) = (10usize, corpus.num_words as usize);
-    for (workers, c, cps) in [
-        (1, Consistency::Bsp, 1),
-        (3, Consistency::Ssp { staleness: 2 }, 1),
-        (2, Consistency::Ssp { staleness: 1 }, 3),
-        (4, Consistency::Essp { staleness: 1 }, 2),
-        (3, Consistency::Async, 1),
-        (2, Consistency::Async, 4),
+    use LdaSampler::{Sparse, Warp};
+    for (workers, c, cps, sampler) in [
+        (1, Consistency::Bsp, 1, Sparse),
+        (3, Consistency::Ssp { staleness: 2 }, 1, Sparse),
+        (2, Consistency::Ssp { staleness: 1 }, 3, Sparse),
+        (4, Consistency::Essp { staleness: 1 }, 2, Sparse),
+        (3, Consistency::Async, 1, Sparse),
+        (2, Consistency::Async, 4, Sparse),
+        (1, Consistency::Bsp, 1, Warp),
+        (3, Consistency::Ssp { staleness: 2 }, 1, Warp),
+        (4, Consistency::Essp { staleness: 1 }, 1, Warp),
+        (2, Consistency::Async, 1, Warp),
     ] {
         let p = LdaParams {
             num_topics: k as u32,
             clocks_per_sweep: cps,
+            sampler,
             ..LdaParams::default()
         };
         let r = run(corpus.clone(), p, workers, 7, c, 1, false);
@@ -284,7 +292,7 @@ fn table_counts_equal_the_assignments_under_every_consistency_model() {
         }
         assert!(
             m.counts == want,
-            "{c:?}, {workers} workers, {cps} clocks/sweep: table differs from the assignments"
+            "{sampler:?}, {c:?}, {workers} workers, {cps} clocks/sweep: table differs from the assignments"
         );
     }
 }
@@ -294,6 +302,17 @@ fn table_counts_equal_the_assignments_under_every_consistency_model() {
 /// that never stopped (deterministic mode, two workers).
 #[test]
 fn resume_from_saved_state_gives_identical_model() {
+    resume_gives_identical_model(LdaSampler::Sparse);
+}
+
+/// The same with WarpLDA, whose saved state also holds the pending word
+/// proposals.
+#[test]
+fn warp_lda_resume_gives_identical_model() {
+    resume_gives_identical_model(LdaSampler::Warp);
+}
+
+fn resume_gives_identical_model(sampler: LdaSampler) {
     use petuum_core::algorithm::{TableLoader, TableReader};
     use petuum_core::runner::{step_rng, table_specs};
     use petuum_core::service::ShardService;
@@ -301,6 +320,7 @@ fn resume_from_saved_state_gives_identical_model() {
 
     let p = LdaParams {
         num_topics: 10,
+        sampler,
         ..LdaParams::default()
     };
     let (workers, clocks, stop, seed) = (2u32, 12u64, 6u64, 9u64);
@@ -454,4 +474,66 @@ fn derive_known_pairs() {
     };
     assert_eq!(robust_pairs(&reuters(), 20, 1000), owned(REUTERS_PAIRS));
     assert_eq!(robust_pairs(&nyt(), 20, 300), owned(NYT_PAIRS));
+}
+
+/// WarpLDA (Metropolis-Hastings, O(1) per token) mixes more slowly per
+/// sweep than exact Gibbs, but a sweep costs 2-4x less at large K
+/// (docs/benchmarks.md). Given twice the sweeps of the reference sampler
+/// it must reach the reference's log-likelihood within 1%, two workers,
+/// deterministic BSP. Measured (mh_steps = 2): Reuters K = 20, 100 sweeps
+/// against 50: 0.08% below; NYT K = 50, 60 against 30: 0.30% below (after
+/// the same number of sweeps: 1.6% and 3.8% below; after three times as
+/// many, above the reference).
+#[test]
+fn warp_lda_with_twice_the_sweeps_reaches_the_reference() {
+    for (name, corpus, k, sweeps) in [("reuters", reuters(), 20u32, 50u32), ("nyt", nyt(), 50, 30)]
+    {
+        let p = LdaParams {
+            num_topics: k,
+            sampler: LdaSampler::Warp,
+            ..LdaParams::default()
+        };
+        let reference = reference_loglik(&corpus, &p, sweeps, 3);
+        let r = run(corpus, p, 2, 2 * sweeps as u64, Consistency::Bsp, 3, true);
+        let ll = metric(&r.outcome, "loglik");
+        eprintln!(
+            "{name}: warp {ll:.1} after {} sweeps, reference {reference:.1} after {sweeps}",
+            2 * sweeps
+        );
+        assert!(
+            ll > reference - 0.01 * reference.abs(),
+            "{name}: warp {ll} vs reference {reference}"
+        );
+    }
+}
+
+/// `sampler = "auto"` picks WarpLDA from WARP_MIN_TOPICS topics up (with
+/// one clock per sweep), and `warp` with several clocks per sweep is
+/// refused naming the field.
+#[test]
+fn sampler_choice() {
+    use petuum_algorithms::lda::WARP_MIN_TOPICS;
+    let p = |k, cps, sampler| LdaParams {
+        num_topics: k,
+        clocks_per_sweep: cps,
+        sampler,
+        ..LdaParams::default()
+    };
+    assert!(!p(WARP_MIN_TOPICS - 1, 1, LdaSampler::Auto).uses_warp());
+    assert!(p(WARP_MIN_TOPICS, 1, LdaSampler::Auto).uses_warp());
+    assert!(!p(WARP_MIN_TOPICS, 2, LdaSampler::Auto).uses_warp());
+    assert!(p(10, 1, LdaSampler::Warp).uses_warp());
+    let e = p(10, 2, LdaSampler::Warp)
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("params.sampler"), "{e}");
+    let e = LdaParams {
+        mh_steps: 0,
+        ..LdaParams::default()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("params.mh_steps"), "{e}");
 }

@@ -318,6 +318,8 @@ impl Algorithm for Dnn {
             }
             w.sfb = Some(plan.clone());
             w.last_clock = self.clocks.saturating_sub(1);
+            // Factor-sent layers keep their updates on the host.
+            w.dev = None;
         }
         Ok(Box::new(w))
     }
@@ -417,6 +419,59 @@ struct DnnWorker {
     sfb_of_slot: Vec<Option<usize>>,
     /// The job's last clock.
     last_clock: u64,
+    /// Optimiser state on the device (`params.device_optimizer`).
+    dev: Option<DevOpt>,
+}
+
+/// The optimiser on the device (`params.device_optimizer`): per slot,
+/// momentum (or Adam's moments) and the clock's summed update as device
+/// tensors, so a mini-batch needs no copy to the host; the update goes to
+/// the table once per clock. The host vectors of [`SendState`] stay the
+/// checkpointed truth: loaded at the start of each clock, written back at
+/// its end.
+struct DevOpt {
+    vel: Vec<Tensor>,
+    second: Vec<Tensor>,
+    acc: Vec<Tensor>,
+    /// Batch norm's running statistics before the mini-batch.
+    prev: Vec<Tensor>,
+}
+
+impl DevOpt {
+    fn new(slots: &[Slot], device: Device, adam: bool) -> Self {
+        let zeros = |s: &Slot| {
+            let shape: Vec<i64> = s.shape.iter().map(|&d| d as i64).collect();
+            Tensor::zeros(shape.as_slice(), (Kind::Float, device))
+        };
+        DevOpt {
+            vel: slots.iter().map(zeros).collect(),
+            second: if adam {
+                slots.iter().map(zeros).collect()
+            } else {
+                Vec::new()
+            },
+            acc: slots.iter().map(zeros).collect(),
+            prev: slots.iter().map(zeros).collect(),
+        }
+    }
+
+    /// Start of a clock, after the parameters were read.
+    fn begin_clock(&mut self, tensors: &[Tensor], st: &SendState, slots: &[Slot]) {
+        tch::no_grad(|| {
+            for (i, s) in slots.iter().enumerate() {
+                let r = s.offset..s.offset + s.len;
+                if s.trainable {
+                    load_into(&self.vel[i], &st.velocity[r.clone()]);
+                    if let Some(m2) = self.second.get(i) {
+                        load_into(m2, &st.second[r]);
+                    }
+                } else {
+                    self.prev[i].shallow_clone().copy_(&tensors[i]);
+                }
+                let _ = self.acc[i].shallow_clone().zero_();
+            }
+        });
+    }
 }
 
 /// Where the sender's time went (wait-free backprop's figures).
@@ -534,6 +589,10 @@ impl DnnWorker {
             sfb: None,
             sfb_of_slot: vec![None; slots.len()],
             last_clock: 0,
+            dev: params
+                .device_optimizer
+                .unwrap_or(device != Device::Cpu)
+                .then(|| DevOpt::new(&slots, device, adam)),
             params,
             plan,
             segments,
@@ -697,6 +756,108 @@ fn send_segment(
     Ok(())
 }
 
+/// [`send_segment`] with the optimiser on the device (`DevOpt`): the
+/// step runs as tensor operations where the gradients are; at the clock's
+/// last mini-batch (`flush`) the clock's summed update (and the optimiser
+/// state, for checkpoints) comes to the host once and goes to the table.
+#[allow(clippy::too_many_arguments)]
+fn send_segment_dev(
+    st: &mut SendState,
+    dev: &mut DevOpt,
+    ctx: &mut WorkerCtx,
+    t: Table<f32>,
+    seg: &Segment,
+    slots: &[Slot],
+    plan: &Plan,
+    tensors: &mut [Tensor],
+    p: &DnnParams,
+    cfg: StepCfg,
+    flush: bool,
+) -> Result<(), BoxError> {
+    let (mu, l2, lr) = (p.momentum, p.l2, cfg.lr as f64);
+    tch::no_grad(|| {
+        for i in seg.slots.clone() {
+            let s = &slots[i];
+            let mut w = tensors[i].shallow_clone();
+            let mut acc = dev.acc[i].shallow_clone();
+            if !s.trainable {
+                // Running statistics: this worker's share of their move.
+                let mut prev = dev.prev[i].shallow_clone();
+                let d = (&w - &prev) * cfg.share as f64;
+                let _ = prev.g_add_(&d);
+                w.copy_(&prev);
+                let _ = acc.g_add_(&d);
+                continue;
+            }
+            let mut g = w.grad();
+            if !g.defined() {
+                continue;
+            }
+            let decay = if s.name == "weight"
+                && matches!(plan.ops[s.op], Op::Linear { .. } | Op::Conv { .. })
+            {
+                l2
+            } else {
+                0.0
+            };
+            let grad = if decay != 0.0 {
+                &g + &w * decay
+            } else {
+                g.shallow_clone()
+            };
+            let mut m1 = dev.vel[i].shallow_clone();
+            let d = match p.optimizer {
+                Optimizer::Sgd => {
+                    let _ = m1.g_mul_scalar_(mu);
+                    let _ = m1.g_add_(&grad);
+                    &m1 * -lr
+                }
+                Optimizer::Adam => {
+                    // The host pass's f32 constants, so both paths agree.
+                    let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
+                    let k = st.steps.min(1 << 20) as i32;
+                    let (c1, c2) = ((1.0 - b1.powi(k)) as f64, (1.0 - b2.powi(k)) as f64);
+                    let (b1, b2, eps, d1, d2) = (
+                        b1 as f64,
+                        b2 as f64,
+                        eps as f64,
+                        (1.0 - b1) as f64,
+                        (1.0 - b2) as f64,
+                    );
+                    let mut m2 = dev.second[i].shallow_clone();
+                    let _ = m1.g_mul_scalar_(b1);
+                    let _ = m1.g_add_(&(&grad * d1));
+                    let _ = m2.g_mul_scalar_(b2);
+                    let _ = m2.g_add_(&(&grad * d2 * &grad));
+                    (&m1 / c1) * -lr / ((&m2 / c2).sqrt() + eps)
+                }
+            };
+            let _ = w.g_add_(&d);
+            let _ = acc.g_add_(&d);
+            let _ = g.zero_();
+        }
+    });
+    if !flush {
+        return Ok(());
+    }
+    for i in seg.slots.clone() {
+        let s = &slots[i];
+        let r = s.offset..s.offset + s.len;
+        store_from(&dev.acc[i], &mut st.grad[r.clone()]);
+        if s.trainable {
+            store_from(&dev.vel[i], &mut st.velocity[r.clone()]);
+            if let Some(m2) = dev.second.get(i) {
+                store_from(m2, &mut st.second[r]);
+            }
+        }
+    }
+    for row in seg.rows.clone() {
+        let r = row as usize * ROW..(row as usize + 1) * ROW;
+        ctx.batch_inc(t, row, &st.grad[r])?;
+    }
+    Ok(())
+}
+
 /// Reads a segment's rows (under the consistency model, at the start of
 /// each clock) into `flat` and its parameter tensors.
 fn read_segment(
@@ -759,6 +920,11 @@ struct Sender<'a> {
     busy: Duration,
     sfb: Option<(&'a sfb::SfbPlan, Table<f32>, Table<f32>)>,
     sfb_of_slot: &'a [Option<usize>],
+    /// The optimiser on the device, if on; the clock's mini-batches and
+    /// how many have been sent (the last one flushes).
+    dev: Option<&'a mut DevOpt>,
+    batches: usize,
+    sent: usize,
 }
 
 impl Sender<'_> {
@@ -776,6 +942,9 @@ impl Sender<'_> {
                         &self.tensors,
                         self.sfb_of_slot,
                     )?;
+                }
+                if let Some(dev) = self.dev.as_deref_mut() {
+                    dev.begin_clock(&self.tensors, self.st, self.slots);
                 }
                 if let (Some((plan, t_sf, _)), Some(state)) = (self.sfb, self.st.sfb.as_mut()) {
                     let clock = self.ctx.clock_now();
@@ -795,6 +964,26 @@ impl Sender<'_> {
             Msg::Segment(k, factors) => {
                 if k == self.segments.len() - 1 && self.p.optimizer == Optimizer::Adam {
                     self.st.steps += 1;
+                }
+                if let Some(dev) = self.dev.as_deref_mut() {
+                    send_segment_dev(
+                        self.st,
+                        dev,
+                        self.ctx,
+                        self.t,
+                        &self.segments[k],
+                        self.slots,
+                        self.plan,
+                        &mut self.tensors,
+                        self.p,
+                        self.cfg,
+                        self.sent + 1 == self.batches,
+                    )?;
+                    if k == 0 {
+                        self.sent += 1;
+                    }
+                    self.busy += started.elapsed();
+                    return Ok(());
                 }
                 send_segment(
                     self.st,
@@ -905,14 +1094,15 @@ impl DnnWorker {
     }
 
     /// Forward and backward of one mini-batch; tells the sender about each
-    /// segment as its gradients are ready. Returns the summed loss.
+    /// segment as its gradients are ready. Returns the summed loss (a
+    /// scalar on the device: no wait for the device here).
     fn backprop(
         &self,
         x: &[f32],
         y: &[i64],
         rng: &mut ChaCha8Rng,
         send: &mut dyn FnMut(Msg) -> Result<(), BoxError>,
-    ) -> Result<f64, BoxError> {
+    ) -> Result<Tensor, BoxError> {
         let bs = y.len();
         let targets = Tensor::from_slice(y).to_device(self.device);
         let top = self.segments.len() - 1;
@@ -976,7 +1166,7 @@ impl DnnWorker {
             }
             loss
         };
-        Ok(f64::try_from(loss.to_device(Device::Cpu))? * bs as f64)
+        Ok(loss.detach().to_kind(Kind::Double) * bs as f64)
     }
 }
 
@@ -999,7 +1189,7 @@ impl AlgoWorker for DnnWorker {
         let d = self.data.dim();
         let mut x = vec![0f32; bs * d];
         let mut y = vec![0i64; bs];
-        let (mut loss_sum, mut seen, mut pos) = (0.0f64, 0u64, 0usize);
+        let (mut losses, mut seen, mut pos) = (Vec::with_capacity(batches), 0u64, 0usize);
         // Table handles first: nothing may fail while the state (whose
         // buffer the parameter tensors view) is out of `self`.
         let sf_handles = match &self.sfb {
@@ -1010,6 +1200,7 @@ impl AlgoWorker for DnnWorker {
             None => None,
         };
         let mut state = std::mem::take(&mut self.state);
+        let mut dev = self.dev.take();
         let this = &*self;
         let sfb_tables = this
             .sfb
@@ -1029,11 +1220,14 @@ impl AlgoWorker for DnnWorker {
             busy: Duration::ZERO,
             sfb: sfb_tables,
             sfb_of_slot: &this.sfb_of_slot,
+            dev: dev.as_mut(),
+            batches,
+            sent: 0,
         };
         let mut exposed = Duration::ZERO;
         let mut batch = |rng: &mut ChaCha8Rng,
                          send: &mut dyn FnMut(Msg) -> Result<(), BoxError>|
-         -> Result<f64, BoxError> {
+         -> Result<Tensor, BoxError> {
             for i in 0..bs {
                 if pos == order.len() {
                     order.shuffle(rng);
@@ -1052,7 +1246,7 @@ impl AlgoWorker for DnnWorker {
                 sender.handle(Msg::ReadAll)?;
                 for _ in 0..batches {
                     let before = sender.busy;
-                    loss_sum += batch(rng, &mut |m| sender.handle(m))?;
+                    losses.push(batch(rng, &mut |m| sender.handle(m))?);
                     exposed += sender.busy - before;
                     seen += bs as u64;
                 }
@@ -1089,7 +1283,7 @@ impl AlgoWorker for DnnWorker {
                     to_sender.send(None)?;
                     replies.recv()??;
                     for _ in 0..batches {
-                        loss_sum += batch(rng, &mut |m| Ok(to_sender.send(Some(m))?))?;
+                        losses.push(batch(rng, &mut |m| Ok(to_sender.send(Some(m))?))?);
                         seen += bs as u64;
                         let waited = Instant::now();
                         to_sender.send(None)?;
@@ -1114,7 +1308,17 @@ impl AlgoWorker for DnnWorker {
         self.timing.exposed += exposed;
         self.timing.batches += batches as u64;
         self.state = state;
+        self.dev = dev;
         result?;
+        // One copy of the clock's losses to the host.
+        let loss_sum = match losses.len() {
+            0 => 0.0,
+            _ => f64::try_from(
+                Tensor::stack(&losses, 0)
+                    .sum(Kind::Double)
+                    .to_device(Device::Cpu),
+            )?,
+        };
         Ok(StepStats {
             objective: loss_sum,
             weight: seen as f64,

@@ -180,6 +180,12 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
             format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 20", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
             40,
         ),
+        (
+            // WarpLDA: its checkpoint also holds the pending proposals.
+            "lda",
+            format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 20\nsampler = \"warp\"", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
+            40,
+        ),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(77);
     for (algorithm, body, clocks) in jobs {

@@ -314,6 +314,76 @@ fn wait_free_backprop_sends_the_same_updates() {
     );
 }
 
+/// The optimiser on the device (`device_optimizer`, the GPU default: no
+/// copy of gradients to the host per mini-batch, one update per clock)
+/// trains the same model as the host optimiser, for SGD with momentum and
+/// for Adam, with batch norm and dropout and wait-free backprop: the same
+/// steps, only summed into one `inc` per clock instead of one per
+/// mini-batch. Run here on the CPU; on a GPU it is the default path
+/// (docs/poseidon.md, "GPU").
+#[test]
+fn device_optimizer_trains_the_same_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |opt: &str, dev: bool, model: &str| {
+        let lr = if opt == "adam" { "0.002" } else { "0.05" };
+        example(
+            "mnist-mlp.toml",
+            model,
+            &[
+                ("learning_rate = 0.05", &format!("learning_rate = {lr}")),
+                (
+                    "consistency = \"ssp\"",
+                    "consistency = \"bsp\"\ndeterministic = true",
+                ),
+                ("staleness = 1\n", ""),
+                ("clocks = 940", "clocks = 30"),
+                (
+                    "hidden = [256]",
+                    &format!("{SMALL_CNN}\ndevice_optimizer = {dev}\noptimizer = \"{opt}\""),
+                ),
+            ],
+        )
+    };
+    let floats = |f: &str| -> Vec<f32> {
+        let b = std::fs::read(dir.path().join(f)).unwrap();
+        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+        b[8 + n..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    for opt in ["sgd", "adam"] {
+        let mut acc = Vec::new();
+        for dev in [false, true] {
+            let name = format!("{opt}-{dev}");
+            let done = run_spec(
+                dir.path(),
+                &format!("{name}.toml"),
+                &spec(opt, dev, &format!("{name}.safetensors")),
+            );
+            acc.push(done["test_accuracy"].as_f64().unwrap());
+        }
+        let (host, device) = (
+            floats(&format!("{opt}-false.safetensors")),
+            floats(&format!("{opt}-true.safetensors")),
+        );
+        assert_eq!(host.len(), device.len());
+        let worst = host
+            .iter()
+            .zip(&device)
+            .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+            .fold(0f32, f32::max);
+        eprintln!("{opt}: test accuracy {acc:?}, largest difference {worst}");
+        // SGD: the same bytes (measured: identical). Adam divides by small
+        // running moments, which magnifies rounding (libtorch divides by a
+        // scalar as a multiplication by its inverse): measured 3.7e-4 at
+        // most, the same test accuracy.
+        let bar = if opt == "sgd" { 0.0 } else { 1e-3 };
+        assert!(worst <= bar, "{opt}: largest difference {worst}");
+        assert!((acc[0] - acc[1]).abs() <= 0.002, "{opt}: accuracy {acc:?}");
+    }
+}
+
 /// DNN for speech: speaker identification from Japanese Vowels LPC frames
 /// with a ±2-frame context window, against logistic regression on the
 /// same stacked frames (the same job with no hidden layers).

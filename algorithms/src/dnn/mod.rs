@@ -101,6 +101,13 @@ pub struct DnnParams {
     /// there is no such GPU).
     #[serde(default)]
     pub device: Option<String>,
+    /// Run the optimiser where the network runs (momentum and Adam state
+    /// on the device) and send the clock's summed update once, at the
+    /// clock's last mini-batch, instead of copying every mini-batch's
+    /// gradients to the host. Default: on for GPUs, off on the CPU (where
+    /// the fused host pass is faster). Not with factor-sent layers.
+    #[serde(default)]
+    pub device_optimizer: Option<bool>,
     #[serde(default = "lr")]
     pub learning_rate: f64,
     /// Step size after `e` passes over the worker's data is

@@ -75,11 +75,13 @@ mod model;
 mod params;
 mod sampler;
 pub mod synthetic;
+mod warp;
 
 pub use loglik::{ln_gamma, LnGammaTable, LogLik};
 pub use model::LdaModel;
-pub use params::{LdaParams, MAX_TOPICS};
+pub use params::{LdaParams, LdaSampler, MAX_TOPICS, WARP_MIN_TOPICS};
 pub use sampler::{initial_assignments, ReferenceGibbs, SparseLda, Tokens};
+pub use warp::WarpLda;
 
 use crate::data::bow::Corpus;
 use crate::model::ModelFile;
@@ -413,7 +415,7 @@ struct LdaWorker {
     owned_local: Vec<usize>,
     /// Owned words that are not local (read only for the objective).
     owned_extra: Vec<u32>,
-    sampler: SparseLda,
+    sampler: Sampler,
     /// Word rows as read at the start of the clock, sorted by topic.
     read_rows: Vec<Vec<(u32, i32)>>,
     nk_read: Vec<i32>,
@@ -430,6 +432,57 @@ struct LdaWorker {
     /// The job's last clock, after which the worker writes its document
     /// part of the log-likelihood (DOC_LOGLIK).
     last_clock: Option<u64>,
+}
+
+/// The sampler a worker runs (`params.sampler`).
+enum Sampler {
+    Sparse(SparseLda),
+    Warp(WarpLda),
+}
+
+impl Sampler {
+    fn set_word(&mut self, local: usize, entries: &[(u32, i32)]) {
+        match self {
+            Sampler::Sparse(s) => s.set_word(local, entries),
+            Sampler::Warp(s) => s.set_word(local, entries),
+        }
+    }
+
+    /// A local word's row as read plus the worker's changes since.
+    fn wt(&self, local: usize) -> &[(u32, i32)] {
+        match self {
+            Sampler::Sparse(s) => &s.wt[local],
+            Sampler::Warp(s) => &s.wt[local],
+        }
+    }
+
+    fn nk(&self) -> &[i32] {
+        match self {
+            Sampler::Sparse(s) => &s.nk,
+            Sampler::Warp(s) => &s.nk,
+        }
+    }
+
+    fn nk_mut(&mut self) -> &mut Vec<i32> {
+        match self {
+            Sampler::Sparse(s) => &mut s.nk,
+            Sampler::Warp(s) => &mut s.nk,
+        }
+    }
+
+    fn sweep_docs(
+        &mut self,
+        tokens: &Tokens,
+        z: &mut [u32],
+        docs: std::ops::Range<usize>,
+        rng: &mut ChaCha8Rng,
+    ) {
+        match self {
+            Sampler::Sparse(s) => s.sweep_docs(tokens, z, docs, rng),
+            // Validation keeps WarpLDA to whole sweeps (one clock each).
+            Sampler::Warp(s) => s.sweep(tokens, z, rng),
+        }
+    }
 }
 
 impl LdaWorker {
@@ -451,11 +504,11 @@ impl LdaWorker {
         let mut vocab: Vec<u32> = global.to_vec();
         vocab.sort_unstable();
         vocab.dedup();
-        let words = global
+        let words: Vec<u32> = global
             .iter()
             .map(|w| vocab.binary_search(w).expect("word is local") as u32)
             .collect();
-        let doc_start = all.doc_start[docs.start..=docs.end]
+        let doc_start: Vec<usize> = all.doc_start[docs.start..=docs.end]
             .iter()
             .map(|s| s - lo)
             .collect();
@@ -468,9 +521,26 @@ impl LdaWorker {
         LdaWorker {
             worker,
             k,
+            sampler: if params.uses_warp() {
+                let tokens = Tokens {
+                    doc_start: doc_start.clone(),
+                    words: words.clone(),
+                };
+                Sampler::Warp(WarpLda::new(
+                    k,
+                    v,
+                    params.alpha,
+                    params.beta,
+                    params.mh_steps as usize,
+                    &tokens,
+                    vocab.len(),
+                    &z0[lo..hi],
+                ))
+            } else {
+                Sampler::Sparse(SparseLda::new(k, v, params.alpha, params.beta, vocab.len()))
+            },
             tokens: Tokens { doc_start, words },
             z: z0[lo..hi].to_vec(),
-            sampler: SparseLda::new(k, v, params.alpha, params.beta, vocab.len()),
             read_rows: vec![Vec::new(); vocab.len()],
             vocab,
             owned_local,
@@ -523,7 +593,7 @@ impl LdaWorker {
         for &l in &self.owned_local {
             objective += self
                 .ll
-                .word_row(self.sampler.wt[l].iter().map(|&(_, c)| c as i64));
+                .word_row(self.sampler.wt(l).iter().map(|&(_, c)| c as i64));
         }
         for &g in &self.owned_extra {
             let row = ctx.get(tw, g as u64)?;
@@ -582,7 +652,7 @@ impl AlgoWorker for LdaWorker {
             None => (0..self.vocab.len()).collect(),
         };
         ctx.get_dense_into(tk, 0, &mut self.nk_read)?;
-        self.sampler.nk.clone_from(&self.nk_read);
+        self.sampler.nk_mut().clone_from(&self.nk_read);
         for &l in &words {
             let g = self.vocab[l];
             // Unsorted is fine here: deltas go through a dense scratch row
@@ -607,11 +677,11 @@ impl AlgoWorker for LdaWorker {
             for &(t, c) in &self.read_rows[l] {
                 self.scratch[t as usize] -= c;
             }
-            for &(t, c) in &self.sampler.wt[l] {
+            for &(t, c) in self.sampler.wt(l) {
                 self.scratch[t as usize] += c;
             }
             self.delta.clear();
-            for &(t, _) in self.read_rows[l].iter().chain(&self.sampler.wt[l]) {
+            for &(t, _) in self.read_rows[l].iter().chain(self.sampler.wt(l)) {
                 let d = std::mem::take(&mut self.scratch[t as usize]);
                 if d != 0 {
                     self.delta.push((t, d));
@@ -624,7 +694,7 @@ impl AlgoWorker for LdaWorker {
         }
         let nk_delta: Vec<i32> = self
             .sampler
-            .nk
+            .nk()
             .iter()
             .zip(&self.nk_read)
             .map(|(a, b)| a - b)
@@ -650,34 +720,85 @@ impl AlgoWorker for LdaWorker {
         })
     }
 
+    /// Length-prefixed `u32` arrays: the assignments `z`, then (WarpLDA)
+    /// the pending word proposals.
     fn save_state(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + 4 * self.z.len());
-        out.extend_from_slice(&(self.z.len() as u64).to_le_bytes());
-        for &t in &self.z {
-            out.extend_from_slice(&t.to_le_bytes());
+        let mut put = |xs: &[u32]| {
+            out.extend_from_slice(&(xs.len() as u64).to_le_bytes());
+            for &t in xs {
+                out.extend_from_slice(&t.to_le_bytes());
+            }
+        };
+        put(&self.z);
+        if let Sampler::Warp(s) = &self.sampler {
+            put(&s.word_prop);
         }
         out
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        let n = self.z.len();
         let bad = |got| LdaError::BadState {
             worker: self.worker,
             got,
-            expected: self.z.len(),
+            expected: n,
         };
-        if state.len() < 8 {
-            return Err(bad(0).into());
+        let mut arrays = Vec::new();
+        let mut rest = state;
+        while !rest.is_empty() {
+            if rest.len() < 8 {
+                return Err(bad(0).into());
+            }
+            let len = u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")) as usize;
+            let bytes = len.checked_mul(4).filter(|&b| b <= rest.len() - 8);
+            let Some(bytes) = bytes else {
+                return Err(bad(len).into());
+            };
+            arrays.push(
+                rest[8..8 + bytes]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<u32>>(),
+            );
+            rest = &rest[8 + bytes..];
         }
-        let n = u64::from_le_bytes(state[..8].try_into().expect("8 bytes")) as usize;
-        if n != self.z.len() || state.len() != 8 + 4 * n {
-            return Err(bad(n).into());
+        let mut arrays = arrays.into_iter();
+        let z = arrays.next().unwrap_or_default();
+        if z.len() != n {
+            return Err(bad(z.len()).into());
         }
-        let z: Vec<u32> = state[8..]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        if let Some(&t) = z.iter().find(|&&t| t as usize >= self.k) {
+        let extra: Vec<Vec<u32>> = arrays.collect();
+        if let Some(&t) = z
+            .iter()
+            .chain(extra.first().into_iter().flatten())
+            .find(|&&t| t as usize >= self.k)
+        {
             return Err(format!("checkpoint assigns topic {t}, but K = {}", self.k).into());
+        }
+        match &mut self.sampler {
+            Sampler::Warp(s) => {
+                let m = n * s.mh_steps();
+                match extra.as_slice() {
+                    [topics] if topics.len() == m => s.word_prop.clone_from(topics),
+                    // Saved by SparseLDA: no proposals pending.
+                    [] => {
+                        s.word_prop = warp::no_proposals(&z, s.mh_steps());
+                    }
+                    _ => {
+                        return Err(format!(
+                            "checkpoint state of worker {}: WarpLDA proposals do not match \
+                             {n} tokens x {} steps",
+                            self.worker,
+                            s.mh_steps()
+                        )
+                        .into())
+                    }
+                }
+            }
+            Sampler::Sparse(_) => {
+                // Proposals saved by WarpLDA are of no use to SparseLDA.
+            }
         }
         self.z = z;
         self.objective = None;

@@ -21,6 +21,27 @@ fn infer_iterations() -> u32 {
 fn one() -> u32 {
     1
 }
+fn mh_steps() -> u32 {
+    2
+}
+
+/// Which sampler the workers run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LdaSampler {
+    /// WarpLDA from [`WARP_MIN_TOPICS`] topics up (with one clock per
+    /// sweep), SparseLDA below.
+    #[default]
+    Auto,
+    /// SparseLDA: exact collapsed Gibbs, O(K_d + K_w) per token.
+    Sparse,
+    /// WarpLDA: Metropolis-Hastings, O(1) per token.
+    Warp,
+}
+
+/// From this many topics up, `sampler = "auto"` runs WarpLDA
+/// (docs/benchmarks.md, "LDA": where it overtakes SparseLDA).
+pub const WARP_MIN_TOPICS: u32 = 400;
 
 /// Most topics a job may ask for (a topic id must fit the samplers' `u32`
 /// and a dense `K`-wide row must stay small).
@@ -51,6 +72,12 @@ pub struct LdaParams {
     /// clocks, so iterations = clocks / clocks_per_sweep.
     #[serde(default = "one")]
     pub clocks_per_sweep: u32,
+    /// `auto` (default), `sparse` or `warp`: see [`LdaSampler`].
+    #[serde(default)]
+    pub sampler: LdaSampler,
+    /// WarpLDA's proposals of each kind per token and sweep.
+    #[serde(default = "mh_steps")]
+    pub mh_steps: u32,
 }
 
 impl Default for LdaParams {
@@ -62,6 +89,8 @@ impl Default for LdaParams {
             top_words: top_words(),
             infer_iterations: infer_iterations(),
             clocks_per_sweep: 1,
+            sampler: LdaSampler::Auto,
+            mh_steps: mh_steps(),
         }
     }
 }
@@ -94,7 +123,23 @@ impl LdaParams {
                 format!("must be between 1 and 1000 (got {})", self.clocks_per_sweep),
             ));
         }
+        check_range("params.mh_steps", self.mh_steps as usize, 1, 64)?;
+        if self.sampler == LdaSampler::Warp && self.clocks_per_sweep != 1 {
+            return Err(SpecError::invalid(
+                "params.sampler",
+                "warp samples whole sweeps: it needs clocks_per_sweep = 1",
+            ));
+        }
         Ok(())
+    }
+
+    /// Whether the workers run WarpLDA (else SparseLDA).
+    pub fn uses_warp(&self) -> bool {
+        match self.sampler {
+            LdaSampler::Warp => true,
+            LdaSampler::Sparse => false,
+            LdaSampler::Auto => self.num_topics >= WARP_MIN_TOPICS && self.clocks_per_sweep == 1,
+        }
     }
 }
 
