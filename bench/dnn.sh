@@ -6,7 +6,7 @@
 # Then sufficient factors against the server for the MLP with one
 # mini-batch per clock (bytes each worker pushed to the tables).
 #   DNN_BENCH=sfb ./bench/dnn.sh   (only that part)
-#   ./bench/dnn.sh [mlp_epochs] [cnn_epochs]   (default 2 1; needs
+#   ./bench/dnn.sh [mlp_epochs] [cnn_epochs]   (default 2 1, 0 skips; needs
 #     ./scripts/setup.sh; installs torch into $PETUUM_CACHE/venv if
 #     missing: a few GB of CUDA wheels come with PyPI's torch)
 # On a GPU machine: DNN_DEVICE=cuda runs both sides on the GPU (the job
@@ -29,7 +29,10 @@ if [[ -z ${PYTHON:-} ]]; then
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-printf '%-44s %9s %10s %9s %8s\n' "run" "s/epoch" "images/s" "test acc" "hidden"
+# s/epoch: training time per epoch (petuum: the last clock's elapsed time,
+# PyTorch: its training loop), images/s likewise; job s: petuum's whole
+# run (data loading, setup, export and test evaluation included).
+printf '%-44s %9s %10s %9s %8s %7s\n' "run" "s/epoch" "images/s" "test acc" "hidden" "job s"
 petuum() { # net epochs workers threads wait_free
   local net=$1 epochs=$2 w=$3 th=$4 wf=$5
   # 4 mini-batches of 64 per worker per clock.
@@ -40,16 +43,19 @@ petuum() { # net epochs workers threads wait_free
     "examples/jobs/mnist-$net.toml" > "$tmp/job.toml"
   rm -rf "$tmp/d"
   local line
+  # The last two lines: the last clock (training time, as the PyTorch
+  # loop times it: no data loading, no test evaluation) and the summary.
   line=$(PETUUM_LOG=petuum_poseidon=info "$PETUUMD" run "$tmp/job.toml" \
-    --workers "$w" --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -1)
+    --workers "$w" --json --data-dir "$tmp/d" 2>"$tmp/log" | tail -2 | paste -sd'|')
   local hidden
   hidden=$(sed 's/\x1b\[[0-9;]*m//g' "$tmp/log" | grep -o 'hidden_fraction=[0-9.]*' \
     | cut -d= -f2 | awk '{s+=$1; n++} END {if (n) printf "%.0f%%", 100*s/n; else print "-"}')
   python3 - "$line" "$net, $w worker(s), $th thread(s), wait-free $wf, $dev" "$clocks" "$epochs" "$w" "$hidden" <<'PY'
 import json, sys
-v = json.loads(sys.argv[1]); name = sys.argv[2]; clocks, epochs, w = map(int, sys.argv[3:6])
-s = v["seconds"]; imgs = clocks * w * 256
-print(f"{'petuum ' + name:<44} {s / epochs:>9.2f} {imgs / s:>10.0f} {v['test_accuracy']:>9.4f} {sys.argv[6]:>8}")
+last, v = (json.loads(x) for x in sys.argv[1].split("|"))
+name = sys.argv[2]; clocks, epochs, w = map(int, sys.argv[3:6])
+s = last["elapsed_s"]; imgs = clocks * w * 256
+print(f"{'petuum ' + name:<44} {s / epochs:>9.2f} {imgs / s:>10.0f} {v['test_accuracy']:>9.4f} {sys.argv[6]:>8} {v['seconds']:>7.1f}")
 PY
 }
 pytorch() { # net epochs threads
@@ -89,6 +95,7 @@ fi
 for spec in "mlp ${1:-2}" "cnn ${2:-1}"; do
   set -- $spec
   net=$1 epochs=$2
+  if [[ $epochs == 0 ]]; then continue; fi
   petuum "$net" "$epochs" 1 1 false
   if [[ $dev == cpu ]]; then petuum "$net" "$epochs" 1 2 false; fi
   petuum "$net" "$epochs" 1 1 true

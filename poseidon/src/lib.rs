@@ -557,7 +557,7 @@ impl DnnWorker {
             })
             .collect();
         let adam = params.optimizer == Optimizer::Adam;
-        let wait_free = params.wait_free.unwrap_or(device != Device::Cpu);
+        let wait_free = params.wait_free.unwrap_or(false);
         // Poseidon's hybrid communication: the cost model's figures for
         // each fully connected layer (`params.sfb = "auto"` follows them).
         let k = params.batch_size.min(part.len().max(1));
@@ -1184,8 +1184,15 @@ impl AlgoWorker for DnnWorker {
             lr: (p.learning_rate / (1.0 + p.decay * epochs)) as f32 * self.share,
             share: self.share,
         };
-        let mut order = self.part.clone();
-        order.shuffle(rng);
+        // The clock's samples: a uniformly random ordered subset of the
+        // worker's partition, drawn without replacement (a partial
+        // Fisher-Yates: O(samples), not O(partition) per clock).
+        let need = (bs * batches).min(self.part.len());
+        let draw = |rng: &mut ChaCha8Rng| -> Vec<usize> {
+            let mut all = self.part.clone();
+            all.partial_shuffle(rng, need).0.to_vec()
+        };
+        let mut order = draw(rng);
         let d = self.data.dim();
         let mut x = vec![0f32; bs * d];
         let mut y = vec![0i64; bs];
@@ -1230,7 +1237,7 @@ impl AlgoWorker for DnnWorker {
          -> Result<Tensor, BoxError> {
             for i in 0..bs {
                 if pos == order.len() {
-                    order.shuffle(rng);
+                    order = draw(rng);
                     pos = 0;
                 }
                 let s = order[pos];
