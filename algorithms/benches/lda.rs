@@ -128,7 +128,6 @@ fn samplers() -> Vec<LdaSampler> {
         .filter_map(|s| match s.trim() {
             "sparse" => Some(LdaSampler::Sparse),
             "warp" => Some(LdaSampler::Warp),
-            "auto" => Some(LdaSampler::Auto),
             _ => None,
         })
         .collect()

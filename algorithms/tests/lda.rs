@@ -507,22 +507,18 @@ fn warp_lda_with_twice_the_sweeps_reaches_the_reference() {
     }
 }
 
-/// `sampler = "auto"` picks WarpLDA from WARP_MIN_TOPICS topics up (with
-/// one clock per sweep), and `warp` with several clocks per sweep is
-/// refused naming the field.
+/// SparseLDA is the default; `warp` with several clocks per sweep, or
+/// no proposals per step, is refused naming the field.
 #[test]
 fn sampler_choice() {
-    use petuum_algorithms::lda::WARP_MIN_TOPICS;
     let p = |k, cps, sampler| LdaParams {
         num_topics: k,
         clocks_per_sweep: cps,
         sampler,
         ..LdaParams::default()
     };
-    assert!(!p(WARP_MIN_TOPICS - 1, 1, LdaSampler::Auto).uses_warp());
-    assert!(p(WARP_MIN_TOPICS, 1, LdaSampler::Auto).uses_warp());
-    assert!(!p(WARP_MIN_TOPICS, 2, LdaSampler::Auto).uses_warp());
-    assert!(p(10, 1, LdaSampler::Warp).uses_warp());
+    assert!(!LdaParams::default().uses_warp());
+    assert!(p(1000, 1, LdaSampler::Warp).uses_warp());
     let e = p(10, 2, LdaSampler::Warp)
         .validate()
         .unwrap_err()

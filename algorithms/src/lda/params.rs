@@ -25,23 +25,20 @@ fn mh_steps() -> u32 {
     2
 }
 
-/// Which sampler the workers run.
+/// Which sampler the workers run (docs/lda.md, "Samplers").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LdaSampler {
-    /// WarpLDA from [`WARP_MIN_TOPICS`] topics up (with one clock per
-    /// sweep), SparseLDA below.
+    /// SparseLDA: exact collapsed Gibbs, O(K_d + K_w) per token. The
+    /// default: the best log-likelihood per second once topics are
+    /// concentrated, and the best per sweep always.
     #[default]
-    Auto,
-    /// SparseLDA: exact collapsed Gibbs, O(K_d + K_w) per token.
     Sparse,
-    /// WarpLDA: Metropolis-Hastings, O(1) per token.
+    /// WarpLDA: Metropolis-Hastings, O(1) per token: 4x SparseLDA's
+    /// tokens/s at K = 1000 while words still spread over many topics,
+    /// but about twice the sweeps for the same log-likelihood.
     Warp,
 }
-
-/// From this many topics up, `sampler = "auto"` runs WarpLDA
-/// (docs/benchmarks.md, "LDA": where it overtakes SparseLDA).
-pub const WARP_MIN_TOPICS: u32 = 400;
 
 /// Most topics a job may ask for (a topic id must fit the samplers' `u32`
 /// and a dense `K`-wide row must stay small).
@@ -72,7 +69,7 @@ pub struct LdaParams {
     /// clocks, so iterations = clocks / clocks_per_sweep.
     #[serde(default = "one")]
     pub clocks_per_sweep: u32,
-    /// `auto` (default), `sparse` or `warp`: see [`LdaSampler`].
+    /// `sparse` (default) or `warp`: see [`LdaSampler`].
     #[serde(default)]
     pub sampler: LdaSampler,
     /// WarpLDA's proposals of each kind per token and sweep.
@@ -89,7 +86,7 @@ impl Default for LdaParams {
             top_words: top_words(),
             infer_iterations: infer_iterations(),
             clocks_per_sweep: 1,
-            sampler: LdaSampler::Auto,
+            sampler: LdaSampler::Sparse,
             mh_steps: mh_steps(),
         }
     }
@@ -135,11 +132,7 @@ impl LdaParams {
 
     /// Whether the workers run WarpLDA (else SparseLDA).
     pub fn uses_warp(&self) -> bool {
-        match self.sampler {
-            LdaSampler::Warp => true,
-            LdaSampler::Sparse => false,
-            LdaSampler::Auto => self.num_topics >= WARP_MIN_TOPICS && self.clocks_per_sweep == 1,
-        }
+        self.sampler == LdaSampler::Warp
     }
 }
 
