@@ -278,6 +278,16 @@ pub enum JobCommand {
         job: u64,
         epoch: u64,
     },
+    /// Changes nothing; refused unless `epoch` is the job's current epoch
+    /// (and the job is not over). A host sends it, through the metadata
+    /// group's leader, before acting on its own replica's view of the job:
+    /// after a restart that replica replays old entries, and a node that
+    /// was a job's coordinator in an old epoch must not restore the job's
+    /// tables under the new epoch's running workers.
+    Fence {
+        job: u64,
+        epoch: u64,
+    },
     /// A host's progress.
     HostProgress {
         job: u64,
@@ -454,6 +464,7 @@ pub fn apply(
             r.ready = true;
             Ok(r.epoch)
         }
+        JobCommand::Fence { job, epoch } => Ok(current(jobs, job, epoch)?.epoch),
         JobCommand::HostProgress {
             job,
             epoch,
@@ -693,6 +704,23 @@ mod tests {
         assert!(apply(&mut jobs, &mut next, hp(1, report(7, 0.0, 1.0)))
             .unwrap_err()
             .contains("epoch"));
+        // So is an old epoch's host about to act (a restarted former
+        // coordinator); the current epoch passes, and nothing changes.
+        let before = jobs[&id].clone();
+        assert!(apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Fence { job: id, epoch: 1 }
+        )
+        .unwrap_err()
+        .contains("epoch"));
+        apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Fence { job: id, epoch: 2 },
+        )
+        .unwrap();
+        assert_eq!(jobs[&id], before);
         apply(
             &mut jobs,
             &mut next,

@@ -156,6 +156,36 @@ pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), String> {
     }
 }
 
+/// Whether this run's epoch is still the job's current one, asked through
+/// the metadata group's leader (`JobCommand::Fence`), not this node's
+/// replica. Retries while the group is unreachable, until the run is
+/// aborted.
+fn epoch_is_current(ctx: &RunCtx, abort: &AtomicBool) -> bool {
+    let fence = JobCommand::Fence {
+        job: ctx.record.id,
+        epoch: ctx.epoch,
+    };
+    loop {
+        if abort.load(Ordering::SeqCst) {
+            return false;
+        }
+        match ctx
+            .rt
+            .block_on(ctx.node.meta_command(MetaCommand::Job(fence.clone())))
+        {
+            Ok(_) => return true,
+            Err(petuum_cluster::wire::DataError::Refused(e)) => {
+                tracing::info!(error = %e, "not starting: the epoch is over");
+                return false;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "epoch check: metadata group unreachable");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
 /// Waits until the job's record satisfies `f` in this epoch. None when the
 /// epoch ended (reassigned, finished) or the run was aborted.
 fn wait_record(
@@ -237,6 +267,13 @@ fn run(
     };
     let every = spec.run.checkpoint_every.max(0) as Clock;
     let start = r.checkpoint.unwrap_or(0);
+    // This host's view of the job comes from its own metadata replica,
+    // which lags after a restart: make sure the epoch is still current
+    // before touching the tables (a stale coordinator's restore would
+    // rewind the shards under the new epoch's workers).
+    if !epoch_is_current(ctx, abort) {
+        return None;
+    }
     if ctx.coordinator() {
         if let Err(end) = prepare(&shards, algo.as_ref(), &cfg, r.checkpoint, every) {
             return Some(end);
