@@ -411,7 +411,7 @@ struct DnnWorker {
     /// `learning_rate` on the mean of their gradients (as synchronous
     /// data-parallel SGD over their combined batch would take).
     share: f32,
-    /// Wait-free backprop on (the parameter, or on for GPUs).
+    /// Wait-free backprop on (the parameter; off by default).
     wait_free: bool,
     timing: Timing,
     /// The factor-sent layers, and which slot is whose weight.

@@ -75,10 +75,11 @@ pub struct DnnParams {
     pub input_shape: Option<[usize; 3]>,
     /// Wait-free backprop: each layer's update goes to the table from a
     /// sender thread as soon as backward has produced its gradient, while
-    /// backward goes on below it. Default: on when training on a GPU, off
-    /// on the CPU, where the segmented backward and the extra thread cost
-    /// more than the (already small) update time they hide (measured in
-    /// docs/benchmarks.md).
+    /// backward goes on below it. Default: off. On the CPU the segmented
+    /// backward and the extra thread cost more than the (already small)
+    /// update time they hide unless the sender has a core of its own; on
+    /// a GPU, with the optimiser on the device, the update of a mini-batch
+    /// is a few kernel launches and it was slower too (docs/benchmarks.md).
     #[serde(default)]
     pub wait_free: Option<bool>,
     /// Sufficient-factor broadcasting of fully connected layers: `auto`
