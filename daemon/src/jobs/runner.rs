@@ -267,14 +267,14 @@ fn run(
     };
     let every = spec.run.checkpoint_every.max(0) as Clock;
     let start = r.checkpoint.unwrap_or(0);
-    // This host's view of the job comes from its own metadata replica,
-    // which lags after a restart: make sure the epoch is still current
-    // before touching the tables (a stale coordinator's restore would
-    // rewind the shards under the new epoch's workers).
-    if !epoch_is_current(ctx, abort) {
-        return None;
-    }
     if ctx.coordinator() {
+        // This host's view of the job comes from its own metadata replica,
+        // which lags after a restart: make sure the epoch is still current
+        // before touching the tables (a stale coordinator's restore would
+        // rewind the shards under the new epoch's workers).
+        if !epoch_is_current(ctx, abort) {
+            return None;
+        }
         if let Err(end) = prepare(&shards, algo.as_ref(), &cfg, r.checkpoint, every) {
             return Some(end);
         }
