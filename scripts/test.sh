@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 # Full setup, data included: the examples test validates the README's job.
 ./scripts/setup.sh
+# Again: on a fresh machine setup.sh has just installed Rust under
+# ~/.cargo/bin, which this shell's PATH did not have yet.
+source scripts/env.sh
 
 export PETUUM_DATASETS="${PETUUM_DATASETS:-$(cd .. && pwd)/shared/datasets}"
 echo "test: datasets from $PETUUM_DATASETS, target dir $CARGO_TARGET_DIR" >&2
