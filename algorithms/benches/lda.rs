@@ -1,6 +1,6 @@
 //! LDA throughput and quality on the NYT corpus (8,447 documents, 1.22M
-//! tokens): SparseLDA over the tables with 2 workers at K = 100 and
-//! K = 1000, and, when a Python venv with the PyPI `lda` package exists
+//! tokens): SparseLDA and WarpLDA (`LDA_BENCH_SAMPLER=sparse,warp`, the
+//! default) over the tables with 2 workers at K = 100 and K = 1000, and, when a Python venv with the PyPI `lda` package exists
 //! (`$HOME/.cache/petuum/venv`), the same corpus, K, priors and number of
 //! sweeps with `lda` 3.0.2 (plain collapsed Gibbs in Cython, one core).
 //!
@@ -112,7 +112,7 @@ fn main() {
     }
     for &k in &topics {
         for &cps in &cps_list {
-            sparse_lda(&corpus, k, cps, iters, workers);
+            petuum_lda(&corpus, k, cps, iters, workers);
         }
         if std::env::var("LDA_BENCH_PYPI").as_deref() != Ok("0") {
             pypi_lda(&docword, k, iters);
@@ -136,7 +136,7 @@ fn samplers() -> Vec<LdaSampler> {
 /// LDA over in-process tables, `workers` workers, SSP(1), `cps` clocks per
 /// sweep, `iters` sweeps, each sampler of [`samplers`] (WarpLDA only with
 /// one clock per sweep).
-fn sparse_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) {
+fn petuum_lda(corpus: &bow::Corpus, k: u32, cps: u32, iters: u64, workers: u32) {
     for sampler in samplers() {
         if sampler == LdaSampler::Warp && cps != 1 {
             continue;
@@ -235,37 +235,12 @@ t = time.time()
 m.fit(X)
 print(json.dumps({"seconds": time.time() - t, "loglik": m.loglikelihood(), "tokens": int(X.sum()), "version": lda.__version__ if hasattr(lda, "__version__") else "?"}))
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(docword)
-        .arg(k.to_string())
-        .arg(iters.to_string())
-        .output();
-    let out = match out {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            println!(
-                "K={k:<5} PyPI lda: failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-            return;
-        }
-        Err(e) => {
-            println!("K={k:<5} PyPI lda: failed to start: {e}");
-            return;
-        }
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    let Some(v) = text
-        .lines()
-        .last()
-        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-    else {
-        println!("K={k:<5} PyPI lda: unreadable output: {text}");
+    let args = [
+        docword.display().to_string(),
+        k.to_string(),
+        iters.to_string(),
+    ];
+    let Some(v) = run_python(&python, script, &args, &format!("K={k:<5} PyPI lda")) else {
         return;
     };
     let s = v["seconds"].as_f64().unwrap_or(f64::NAN);
@@ -280,7 +255,7 @@ print(json.dumps({"seconds": time.time() - t, "loglik": m.loglikelihood(), "toke
 }
 
 /// The synthetic corpus of about `tokens` tokens: generation time, then
-/// SparseLDA with 1 and 2 workers at each K.
+/// each sampler with 1 and 2 workers at each K.
 fn synthetic(tokens: u64, topics: &[u32], iters: u64) {
     let gen = petuum_algorithms::lda::synthetic::Synthetic::with_tokens(tokens, 7);
     let start = Instant::now();
@@ -297,9 +272,46 @@ fn synthetic(tokens: u64, topics: &[u32], iters: u64) {
     );
     for &k in topics {
         for workers in [1, 2] {
-            sparse_lda(&corpus, k, 1, iters, workers);
+            petuum_lda(&corpus, k, 1, iters, workers);
         }
     }
+}
+
+/// Runs `script` with `args` under `python` and parses the last line of
+/// its output as JSON; prints why (prefixed with `label`) and gives None
+/// when it fails.
+fn run_python(
+    python: &Path,
+    script: &str,
+    args: &[String],
+    label: &str,
+) -> Option<serde_json::Value> {
+    let out = match Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+    {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            println!("{label}: failed: {}", err.lines().last().unwrap_or(""));
+            return None;
+        }
+        Err(e) => {
+            println!("{label}: failed to start: {e}");
+            return None;
+        }
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok());
+    if v.is_none() {
+        println!("{label}: unreadable output: {text}");
+    }
+    v
 }
 
 /// The Python of the benchmark venv (`$HOME/.cache/petuum/venv`).
@@ -402,36 +414,20 @@ tokens = sum(c for d in train for _, c in d) * passes
 print(json.dumps({"seconds": secs, "tokens_per_s": tokens / secs, "perplexity": float(np.exp(-ll / n)), "n": n,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 "#;
-    let out = Command::new(&python)
-        .arg("-c")
-        .arg(script)
-        .arg(docword)
-        .arg(k.to_string())
-        .arg(passes.to_string())
-        .output();
-    match out {
-        Ok(o) if o.status.success() => {
-            let line = String::from_utf8_lossy(&o.stdout);
-            let v: serde_json::Value = match serde_json::from_str(line.trim()) {
-                Ok(v) => v,
-                Err(e) => return println!("K={k:<5} gensim: unreadable output ({e}): {line}"),
-            };
-            println!(
-                "K={k:<5} gensim LdaMulticore (1 worker process + main), {passes} passes: {:7.2} s, {:>10.0} tokens/s, held-out perplexity {:.1} ({} tokens scored), peak RSS {:.0} MiB",
-                v["seconds"].as_f64().unwrap_or(f64::NAN),
-                v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
-                v["perplexity"].as_f64().unwrap_or(f64::NAN),
-                v["n"],
-                v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
-            );
-        }
-        Ok(o) => println!(
-            "K={k:<5} gensim: failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ),
-        Err(e) => println!("K={k:<5} gensim: failed to start: {e}"),
-    }
+    let args = [
+        docword.display().to_string(),
+        k.to_string(),
+        passes.to_string(),
+    ];
+    let Some(v) = run_python(&python, script, &args, &format!("K={k:<5} gensim")) else {
+        return;
+    };
+    println!(
+            "K={k:<5} gensim LdaMulticore (1 worker process + main), {passes} passes: {:7.2} s, {:>10.0} tokens/s, held-out perplexity {:.1} ({} tokens scored), peak RSS {:.0} MiB",
+            v["seconds"].as_f64().unwrap_or(f64::NAN),
+            v["tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            v["perplexity"].as_f64().unwrap_or(f64::NAN),
+            v["n"],
+            v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN),
+        );
 }

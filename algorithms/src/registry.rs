@@ -101,25 +101,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         dnn::NAME => {
             let p: DnnParams = parse_params(&spec.params)?;
             p.validate()?;
-            if p.sfb == dnn::SfbMode::On {
-                let why = if p.optimizer != dnn::Optimizer::Sgd || p.l2 != 0.0 {
-                    Some("it needs optimizer = \"sgd\" without l2")
-                } else if p.batches_per_clock.is_none() {
-                    Some("it needs batches_per_clock")
-                } else if spec.run.workers < 2 {
-                    Some("it needs several workers")
-                } else if spec.run.consistency == petuum_core::spec::ConsistencyName::Async {
-                    Some("asynchronous consistency has no staleness bound")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(SpecError::invalid(
-                        "params.sfb",
-                        format!("cannot be on: {why}"),
-                    ));
-                }
-            }
+            p.check_sfb_on(spec.run.workers, spec.consistency(), spec.run.clocks)?;
             if p.frames.is_some()
                 && (spec.data.format != DataFormat::Csv || spec.data.label_column.is_none())
             {

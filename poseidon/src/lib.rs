@@ -150,36 +150,15 @@ impl Dnn {
     pub fn set_sfb(&mut self, consistency: Consistency, clocks: i64) -> Result<(), BuildError> {
         let p = &self.params;
         let workers = self.workers as usize;
-        let staleness = match consistency {
-            Consistency::Bsp => Some(0),
-            Consistency::Ssp { staleness } | Consistency::Essp { staleness } => {
-                Some(staleness as u64)
-            }
-            Consistency::Async => None,
-        };
-        let why_not = if p.sfb == SfbMode::Off {
-            Some("")
-        } else if workers < 2 {
-            Some("it needs several workers")
-        } else if p.optimizer != Optimizer::Sgd || p.l2 != 0.0 {
-            Some("it needs optimizer = \"sgd\" without l2")
-        } else if p.batches_per_clock.is_none() {
-            Some("it needs batches_per_clock")
-        } else if staleness.is_none() {
-            Some("asynchronous consistency has no staleness bound")
-        } else if clocks <= 0 {
-            Some("it needs a fixed number of clocks")
-        } else {
-            None
-        };
-        if let Some(why) = why_not {
-            if p.sfb == SfbMode::On {
-                return Err(
-                    SpecError::invalid("params.sfb", format!("cannot be on: {why}")).into(),
-                );
-            }
+        p.check_sfb_on(self.workers, consistency, clocks)?;
+        if p.sfb == SfbMode::Off || p.sfb_blocker(self.workers, consistency, clocks).is_some() {
             return Ok(());
         }
+        // Async was refused above: the bound is BSP's 0 or (E)SSP's s.
+        let staleness = match consistency {
+            Consistency::Ssp { staleness } | Consistency::Essp { staleness } => staleness as u64,
+            _ => 0,
+        };
         let (k, batches) = (p.batch_size, p.batches_per_clock.unwrap_or(1));
         let (_, slots) = self.plan.layout();
         let mut layers = Vec::new();
@@ -198,11 +177,7 @@ impl Dnn {
         }
         if !layers.is_empty() {
             self.sfb = Some(Arc::new(sfb::SfbPlan::new(
-                &layers,
-                workers,
-                staleness.unwrap_or(0),
-                batches,
-                k,
+                &layers, workers, staleness, batches, k,
             )));
         }
         self.clocks = clocks.max(0) as u64;
@@ -637,6 +612,43 @@ fn store_from(t: &Tensor, dst: &mut [f32]) {
     }
 }
 
+/// L2 decay of slot `s`: `l2` on the weights of conv and linear layers,
+/// none on biases and batch norm.
+fn weight_decay(s: &Slot, plan: &Plan, l2: f32) -> f32 {
+    let decayed =
+        s.name == "weight" && matches!(plan.ops[s.op], Op::Linear { .. } | Op::Conv { .. });
+    if decayed {
+        l2
+    } else {
+        0.0
+    }
+}
+
+/// Adam's constants for the step after `steps` steps, in f32 (the host
+/// pass's precision; the device pass widens the same values).
+struct AdamStep {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    /// Bias corrections `1 - b^k`.
+    c1: f32,
+    c2: f32,
+}
+
+impl AdamStep {
+    fn new(p: &DnnParams, steps: u64) -> Self {
+        let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
+        let k = steps.min(1 << 20) as i32;
+        AdamStep {
+            b1,
+            b2,
+            eps,
+            c1: 1.0 - b1.powi(k),
+            c2: 1.0 - b2.powi(k),
+        }
+    }
+}
+
 /// The sender's side of one segment: its gradients (and batch norm's
 /// updated running statistics) → optimiser → `inc` of its rows, and the
 /// worker's own view of them updated for the next mini-batch.
@@ -694,13 +706,7 @@ fn send_segment(
             tensors[i].zero_grad();
             &mut copied
         };
-        let decay = if s.name == "weight"
-            && matches!(plan.ops[s.op], Op::Linear { .. } | Op::Conv { .. })
-        {
-            l2
-        } else {
-            0.0
-        };
+        let decay = weight_decay(s, plan, l2);
         let (flat, delta) = (&mut st.flat[r.clone()], &mut st.grad[r.clone()]);
         match p.optimizer {
             Optimizer::Sgd => {
@@ -715,9 +721,13 @@ fn send_segment(
                 }
             }
             Optimizer::Adam => {
-                let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
-                let k = st.steps.min(1 << 20) as i32;
-                let (c1, c2) = (1.0 - b1.powi(k), 1.0 - b2.powi(k));
+                let AdamStep {
+                    b1,
+                    b2,
+                    eps,
+                    c1,
+                    c2,
+                } = AdamStep::new(p, st.steps);
                 let (m1, m2) = (&mut st.velocity[r.clone()], &mut st.second[r]);
                 for j in 0..s.len {
                     let grad = g[j] + decay * flat[j];
@@ -774,7 +784,7 @@ fn send_segment_dev(
     cfg: StepCfg,
     flush: bool,
 ) -> Result<(), BoxError> {
-    let (mu, l2, lr) = (p.momentum, p.l2, cfg.lr as f64);
+    let (mu, l2, lr) = (p.momentum, p.l2 as f32, cfg.lr as f64);
     tch::no_grad(|| {
         for i in seg.slots.clone() {
             let s = &slots[i];
@@ -793,13 +803,7 @@ fn send_segment_dev(
             if !g.defined() {
                 continue;
             }
-            let decay = if s.name == "weight"
-                && matches!(plan.ops[s.op], Op::Linear { .. } | Op::Conv { .. })
-            {
-                l2
-            } else {
-                0.0
-            };
+            let decay = weight_decay(s, plan, l2) as f64;
             let grad = if decay != 0.0 {
                 &g + &w * decay
             } else {
@@ -814,16 +818,15 @@ fn send_segment_dev(
                 }
                 Optimizer::Adam => {
                     // The host pass's f32 constants, so both paths agree.
-                    let (b1, b2, eps) = (p.beta1 as f32, p.beta2 as f32, p.eps as f32);
-                    let k = st.steps.min(1 << 20) as i32;
-                    let (c1, c2) = ((1.0 - b1.powi(k)) as f64, (1.0 - b2.powi(k)) as f64);
-                    let (b1, b2, eps, d1, d2) = (
-                        b1 as f64,
-                        b2 as f64,
-                        eps as f64,
-                        (1.0 - b1) as f64,
-                        (1.0 - b2) as f64,
+                    let a = AdamStep::new(p, st.steps);
+                    let (b1, b2, eps, c1, c2) = (
+                        a.b1 as f64,
+                        a.b2 as f64,
+                        a.eps as f64,
+                        a.c1 as f64,
+                        a.c2 as f64,
                     );
+                    let (d1, d2) = ((1.0 - a.b1) as f64, (1.0 - a.b2) as f64);
                     let mut m2 = dev.second[i].shallow_clone();
                     let _ = m1.g_mul_scalar_(b1);
                     let _ = m1.g_add_(&(&grad * d1));

@@ -169,21 +169,7 @@ fn run_spec(dir: &Path, file: &str, text: &str) -> serde_json::Value {
 /// thread per worker computes the same gradients.
 #[test]
 fn sigkilled_dnn_job_resumes_to_identical_model() {
-    let spec = |model: &str| {
-        example(
-            "mnist-mlp.toml",
-            model,
-            &[
-                (
-                    "consistency = \"ssp\"",
-                    "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10",
-                ),
-                ("staleness = 1\n", ""),
-                ("clocks = 940", "clocks = 60"),
-                ("hidden = [256]", SMALL_CNN),
-            ],
-        )
-    };
+    let spec = |model: &str| deterministic_mlp(model, 60, true, &[("hidden = [256]", SMALL_CNN)]);
     kill_resume_matches_reference(&spec("reference.safetensors"), &spec("model.safetensors"));
 }
 
@@ -276,19 +262,8 @@ fn mnist_cnn_reaches_98_5_percent_and_evaluates() {
 fn wait_free_backprop_sends_the_same_updates() {
     let dir = tempfile::tempdir().unwrap();
     let spec = |wf: &str, model: &str| {
-        example(
-            "mnist-mlp.toml",
-            model,
-            &[
-                (
-                    "consistency = \"ssp\"",
-                    "consistency = \"bsp\"\ndeterministic = true",
-                ),
-                ("staleness = 1\n", ""),
-                ("clocks = 940", "clocks = 30"),
-                ("hidden = [256]", &SMALL_CNN.replace("wait_free = true", wf)),
-            ],
-        )
+        let net = SMALL_CNN.replace("wait_free = true", wf);
+        deterministic_mlp(model, 30, false, &[("hidden = [256]", &net)])
     };
     run_spec(
         dir.path(),
@@ -301,11 +276,7 @@ fn wait_free_backprop_sends_the_same_updates() {
         &spec("wait_free = false", "off.safetensors"),
     );
     // The tensors, byte for byte (the metadata records `wait_free`).
-    let tensors = |f: &str| {
-        let b = std::fs::read(dir.path().join(f)).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        b[8 + n..].to_vec()
-    };
+    let tensors = |f: &str| model_tensor_bytes(&dir.path().join(f));
     let on = tensors("on.safetensors");
     assert!(on.len() > 4 * 4000, "{} bytes of tensors", on.len());
     assert!(
@@ -326,32 +297,16 @@ fn device_optimizer_trains_the_same_model() {
     let dir = tempfile::tempdir().unwrap();
     let spec = |opt: &str, dev: bool, model: &str| {
         let lr = if opt == "adam" { "0.002" } else { "0.05" };
-        example(
-            "mnist-mlp.toml",
+        let lr = format!("learning_rate = {lr}");
+        let net = format!("{SMALL_CNN}\ndevice_optimizer = {dev}\noptimizer = \"{opt}\"");
+        deterministic_mlp(
             model,
-            &[
-                ("learning_rate = 0.05", &format!("learning_rate = {lr}")),
-                (
-                    "consistency = \"ssp\"",
-                    "consistency = \"bsp\"\ndeterministic = true",
-                ),
-                ("staleness = 1\n", ""),
-                ("clocks = 940", "clocks = 30"),
-                (
-                    "hidden = [256]",
-                    &format!("{SMALL_CNN}\ndevice_optimizer = {dev}\noptimizer = \"{opt}\""),
-                ),
-            ],
+            30,
+            false,
+            &[("learning_rate = 0.05", &lr), ("hidden = [256]", &net)],
         )
     };
-    let floats = |f: &str| -> Vec<f32> {
-        let b = std::fs::read(dir.path().join(f)).unwrap();
-        let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-        b[8 + n..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    };
+    let floats = |f: &str| model_values(&dir.path().join(f));
     for opt in ["sgd", "adam"] {
         let mut acc = Vec::new();
         for dev in [false, true] {
@@ -492,35 +447,52 @@ ignore_columns = ["speaker", "vowel"]
     );
 }
 
+/// The tensor data of a safetensors file: what follows its header (the
+/// metadata, which records settings such as `wait_free`, left out).
+fn model_tensor_bytes(path: &Path) -> Vec<u8> {
+    let b = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
+    b[8 + n..].to_vec()
+}
+
 /// The model tensors of a safetensors file as f32 values (every tensor
 /// of a DNN model is f32; the layout follows the header).
 fn model_values(path: &Path) -> Vec<f32> {
-    let b = std::fs::read(path).unwrap();
-    let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
-    b[8 + n..]
+    model_tensor_bytes(path)
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
+}
+
+/// The MNIST MLP example as a deterministic BSP job of `clocks` clocks
+/// (checkpointing every 10 clocks when `checkpoint`), then `edits`.
+fn deterministic_mlp(model: &str, clocks: u32, checkpoint: bool, edits: &[(&str, &str)]) -> String {
+    let run = if checkpoint {
+        "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10"
+    } else {
+        "consistency = \"bsp\"\ndeterministic = true"
+    };
+    let clocks = format!("clocks = {clocks}");
+    let mut all = vec![
+        ("consistency = \"ssp\"", run),
+        ("staleness = 1\n", ""),
+        ("clocks = 940", clocks.as_str()),
+    ];
+    all.extend_from_slice(edits);
+    example("mnist-mlp.toml", model, &all)
 }
 
 /// An MLP job for the sufficient-factor tests: deterministic BSP, one
 /// mini-batch of 64 per clock (where the cost model sends the 784 × 64
 /// layer by factors when forced, and the 784 × 256 one by itself).
 fn sfb_spec(model: &str, clocks: u32, sfb: &str, hidden: &str) -> String {
-    example(
-        "mnist-mlp.toml",
+    let net = format!("hidden = [{hidden}]\nsfb = \"{sfb}\"");
+    deterministic_mlp(
         model,
+        clocks,
+        true,
         &[
-            (
-                "consistency = \"ssp\"",
-                "consistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 10",
-            ),
-            ("staleness = 1\n", ""),
-            ("clocks = 940", &format!("clocks = {clocks}")),
-            (
-                "hidden = [256]",
-                &format!("hidden = [{hidden}]\nsfb = \"{sfb}\""),
-            ),
+            ("hidden = [256]", &net),
             ("batches_per_clock = 4", "batches_per_clock = 1"),
         ],
     )

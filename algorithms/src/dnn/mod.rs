@@ -8,6 +8,7 @@ pub mod net;
 
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{check_non_negative, check_positive, check_range, JobSpec, SpecError};
+use petuum_core::Consistency;
 use serde::{Deserialize, Serialize};
 use std::sync::OnceLock;
 
@@ -215,6 +216,46 @@ pub(crate) fn builder() -> Option<Builder> {
 pub use net::{LayerSpec, Network, Plan, Shape, ROW};
 
 impl DnnParams {
+    /// Why sufficient factors cannot carry any layer of a job of `workers`
+    /// workers under `consistency` for `clocks` clocks, if they cannot
+    /// (whatever `sfb` says).
+    pub fn sfb_blocker(
+        &self,
+        workers: u32,
+        consistency: Consistency,
+        clocks: i64,
+    ) -> Option<&'static str> {
+        if workers < 2 {
+            Some("it needs several workers")
+        } else if self.optimizer != Optimizer::Sgd || self.l2 != 0.0 {
+            Some("it needs optimizer = \"sgd\" without l2")
+        } else if self.batches_per_clock.is_none() {
+            Some("it needs batches_per_clock")
+        } else if consistency == Consistency::Async {
+            Some("asynchronous consistency has no staleness bound")
+        } else if clocks <= 0 {
+            Some("it needs a fixed number of clocks")
+        } else {
+            None
+        }
+    }
+
+    /// Refuses `sfb = "on"` where factors cannot run, naming `params.sfb`.
+    pub fn check_sfb_on(
+        &self,
+        workers: u32,
+        consistency: Consistency,
+        clocks: i64,
+    ) -> Result<(), SpecError> {
+        match self.sfb_blocker(workers, consistency, clocks) {
+            Some(why) if self.sfb == SfbMode::On => Err(SpecError::invalid(
+                "params.sfb",
+                format!("cannot be on: {why}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The network on samples of `dim` features with `classes` classes:
     /// `layers` (or the MLP of `hidden`), then the output layer.
     pub fn plan(&self, dim: usize, classes: usize) -> Result<Plan, SpecError> {

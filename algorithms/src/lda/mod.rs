@@ -448,7 +448,7 @@ struct LdaWorker {
 /// The sampler a worker runs (`params.sampler`).
 enum Sampler {
     Sparse(SparseLda),
-    Warp(WarpLda),
+    Warp(Box<WarpLda>),
 }
 
 impl Sampler {
@@ -515,14 +515,16 @@ impl LdaWorker {
         let mut vocab: Vec<u32> = global.to_vec();
         vocab.sort_unstable();
         vocab.dedup();
-        let words: Vec<u32> = global
-            .iter()
-            .map(|w| vocab.binary_search(w).expect("word is local") as u32)
-            .collect();
-        let doc_start: Vec<usize> = all.doc_start[docs.start..=docs.end]
-            .iter()
-            .map(|s| s - lo)
-            .collect();
+        let tokens = Tokens {
+            doc_start: all.doc_start[docs.start..=docs.end]
+                .iter()
+                .map(|s| s - lo)
+                .collect(),
+            words: global
+                .iter()
+                .map(|w| vocab.binary_search(w).expect("word is local") as u32)
+                .collect(),
+        };
         let owned_local = (0..vocab.len())
             .filter(|&l| vocab[l] % workers == worker)
             .collect();
@@ -533,11 +535,7 @@ impl LdaWorker {
             worker,
             k,
             sampler: if params.uses_warp() {
-                let tokens = Tokens {
-                    doc_start: doc_start.clone(),
-                    words: words.clone(),
-                };
-                Sampler::Warp(WarpLda::new(
+                Sampler::Warp(Box::new(WarpLda::new(
                     k,
                     v,
                     params.alpha,
@@ -546,11 +544,11 @@ impl LdaWorker {
                     &tokens,
                     vocab.len(),
                     &z0[lo..hi],
-                ))
+                )))
             } else {
                 Sampler::Sparse(SparseLda::new(k, v, params.alpha, params.beta, vocab.len()))
             },
-            tokens: Tokens { doc_start, words },
+            tokens,
             z: z0[lo..hi].to_vec(),
             read_rows: vec![Vec::new(); vocab.len()],
             vocab,

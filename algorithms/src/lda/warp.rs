@@ -87,11 +87,7 @@ pub struct WarpLda {
     dense: Vec<i32>,
     seen: Vec<bool>,
     touched: Vec<u32>,
-    alias_prob: Vec<f32>,
-    alias_other: Vec<u32>,
-    alias_topic: Vec<u32>,
-    small: Vec<u32>,
-    large: Vec<u32>,
+    alias: Alias,
 }
 
 impl WarpLda {
@@ -140,11 +136,7 @@ impl WarpLda {
             dense: vec![0; k],
             seen: vec![false; k],
             touched: Vec::with_capacity(k),
-            alias_prob: Vec::with_capacity(k),
-            alias_other: Vec::with_capacity(k),
-            alias_topic: Vec::with_capacity(k),
-            small: Vec::with_capacity(k),
-            large: Vec::with_capacity(k),
+            alias: Alias::default(),
         }
     }
 
@@ -176,6 +168,25 @@ impl WarpLda {
         self.vbeta + self.nk[t].max(0) as f64
     }
 
+    /// One Metropolis-Hastings test of moving a token from topic `s` to
+    /// the proposed `t`, with the token taken out. `dense` holds the row
+    /// of the phase (the document's counts with prior α, or the word's
+    /// with β); the proposal came from the other factor, which cancels.
+    /// On acceptance the token moves in `dense` and `nk`.
+    #[inline]
+    fn accept(&mut self, r: &mut SplitMix, prior: f64, s: usize, t: usize) -> bool {
+        let num = (self.dense[t].max(0) as f64 + prior) * (self.den(s) - 1.0).max(self.vbeta);
+        let den = ((self.dense[s] - 1).max(0) as f64 + prior) * self.den(t);
+        let ok = r.unit() * den < num;
+        if ok {
+            self.dense[s] -= 1;
+            self.dense[t] += 1;
+            self.nk[s] -= 1;
+            self.nk[t] += 1;
+        }
+        ok
+    }
+
     fn doc_phase(&mut self, tokens: &Tokens, z: &mut [u32], r: &mut SplitMix) {
         let (a, mh, k) = (self.alpha, self.mh, self.k);
         let ka = k as f64 * a;
@@ -194,15 +205,9 @@ impl WarpLda {
                     if t == s {
                         continue;
                     }
-                    // π(t) q_w(s|t) / (π(s) q_w(t|s)), the token taken
-                    // out: the word's factors cancel.
-                    let num = (self.dense[t] as f64 + a) * (self.den(s) - 1.0).max(self.vbeta);
-                    let den = ((self.dense[s] - 1).max(0) as f64 + a) * self.den(t);
-                    if r.unit() * den < num {
-                        self.dense[s] -= 1;
-                        self.dense[t] += 1;
-                        self.nk[s] -= 1;
-                        self.nk[t] += 1;
+                    // π(t) q_w(s|t) / (π(s) q_w(t|s)): the word's factors
+                    // cancel.
+                    if self.accept(r, a, s, t) {
                         z[i] = t as u32;
                     }
                 }
@@ -261,14 +266,7 @@ impl WarpLda {
                         continue;
                     }
                     // The document's factors cancel.
-                    let num =
-                        (self.dense[t].max(0) as f64 + b) * (self.den(s) - 1.0).max(self.vbeta);
-                    let den = ((self.dense[s] - 1).max(0) as f64 + b) * self.den(t);
-                    if r.unit() * den < num {
-                        self.dense[s] -= 1;
-                        self.dense[t] += 1;
-                        self.nk[s] -= 1;
-                        self.nk[t] += 1;
+                    if self.accept(r, b, s, t) {
                         z[i] = t as u32;
                         if !self.seen[t] {
                             self.seen[t] = true;
@@ -289,29 +287,15 @@ impl WarpLda {
                     mass += c as i64;
                 }
             }
-            build_alias(
-                row,
-                mass,
-                &mut self.alias_prob,
-                &mut self.alias_other,
-                &mut self.alias_topic,
-                &mut self.small,
-                &mut self.large,
-            );
+            self.alias.build(row, mass);
             // Word proposals for the next document phase.
             let total = mass as f64 + kb;
-            let n = self.alias_topic.len();
             for p in toks {
                 let i = self.word_tok[p] as usize;
                 for j in 0..mh {
                     let u = r.unit() * total;
-                    let t = if u < mass as f64 && n > 0 {
-                        let slot = r.below(n);
-                        if (r.unit() as f32) < self.alias_prob[slot] {
-                            self.alias_topic[slot]
-                        } else {
-                            self.alias_other[slot]
-                        }
+                    let t = if u < mass as f64 && !self.alias.is_empty() {
+                        self.alias.sample(r)
                     } else {
                         r.below(k) as u32
                     };
@@ -331,53 +315,75 @@ pub fn no_proposals(z: &[u32], mh: usize) -> Vec<u32> {
     z.iter().flat_map(|&t| std::iter::repeat_n(t, mh)).collect()
 }
 
-/// Vose's alias table over `(topic, count)` entries with total `mass`:
-/// slot `i` keeps `topic[i]` with probability `prob[i]`, else `other[i]`.
-fn build_alias(
-    row: &[(u32, i32)],
-    mass: i64,
-    prob: &mut Vec<f32>,
-    other: &mut Vec<u32>,
-    topic: &mut Vec<u32>,
-    small: &mut Vec<u32>,
-    large: &mut Vec<u32>,
-) {
-    let n = row.len();
-    prob.clear();
-    other.clear();
-    topic.clear();
-    small.clear();
-    large.clear();
-    if n == 0 {
-        return;
+/// Vose's alias table over a word's `(topic, count)` entries; its buffers
+/// are reused from word to word.
+#[derive(Default)]
+struct Alias {
+    /// Slot `i` gives `topic[i]` with probability `prob[i]`, else `other[i]`.
+    prob: Vec<f32>,
+    topic: Vec<u32>,
+    other: Vec<u32>,
+    scaled: Vec<f64>,
+    small: Vec<u32>,
+    large: Vec<u32>,
+}
+
+impl Alias {
+    /// The table of `row`, whose counts sum to `mass`.
+    fn build(&mut self, row: &[(u32, i32)], mass: i64) {
+        let n = row.len();
+        self.prob.clear();
+        self.other.clear();
+        self.topic.clear();
+        self.small.clear();
+        self.large.clear();
+        self.scaled.clear();
+        if n == 0 {
+            return;
+        }
+        let scale = n as f64 / mass as f64;
+        let p = &mut self.scaled;
+        p.extend(row.iter().map(|&(_, c)| c as f64 * scale));
+        for (i, &(t, _)) in row.iter().enumerate() {
+            self.topic.push(t);
+            self.other.push(t);
+            if p[i] < 1.0 {
+                self.small.push(i as u32);
+            } else {
+                self.large.push(i as u32);
+            }
+        }
+        self.prob.resize(n, 1.0);
+        while let (Some(&s), Some(&g)) = (self.small.last(), self.large.last()) {
+            self.small.pop();
+            let (s, g) = (s as usize, g as usize);
+            self.prob[s] = p[s] as f32;
+            self.other[s] = self.topic[g];
+            p[g] -= 1.0 - p[s];
+            if p[g] < 1.0 {
+                self.large.pop();
+                self.small.push(g as u32);
+            }
+        }
+        // Leftovers are 1 up to rounding.
+        for &i in self.small.iter().chain(self.large.iter()) {
+            self.prob[i as usize] = 1.0;
+        }
     }
-    let scale = n as f64 / mass as f64;
-    let mut p: Vec<f64> = Vec::new();
-    p.extend(row.iter().map(|&(_, c)| c as f64 * scale));
-    for (i, &(t, _)) in row.iter().enumerate() {
-        topic.push(t);
-        other.push(t);
-        if p[i] < 1.0 {
-            small.push(i as u32);
+
+    fn is_empty(&self) -> bool {
+        self.topic.is_empty()
+    }
+
+    /// A topic drawn with probability count / mass.
+    #[inline]
+    fn sample(&self, r: &mut SplitMix) -> u32 {
+        let slot = r.below(self.topic.len());
+        if (r.unit() as f32) < self.prob[slot] {
+            self.topic[slot]
         } else {
-            large.push(i as u32);
+            self.other[slot]
         }
-    }
-    prob.resize(n, 1.0);
-    while let (Some(&s), Some(&g)) = (small.last(), large.last()) {
-        small.pop();
-        let (s, g) = (s as usize, g as usize);
-        prob[s] = p[s] as f32;
-        other[s] = topic[g];
-        p[g] -= 1.0 - p[s];
-        if p[g] < 1.0 {
-            large.pop();
-            small.push(g as u32);
-        }
-    }
-    // Leftovers are 1 up to rounding.
-    for &i in small.iter().chain(large.iter()) {
-        prob[i as usize] = 1.0;
     }
 }
 
@@ -395,18 +401,13 @@ mod tests {
         let row = vec![(2u32, 5i32), (7, 1), (9, 14), (11, 0)];
         let row: Vec<_> = row.into_iter().filter(|&(_, c)| c > 0).collect();
         let mass: i64 = row.iter().map(|&(_, c)| c as i64).sum();
-        let (mut p, mut o, mut t, mut s, mut l) = Default::default();
-        build_alias(&row, mass, &mut p, &mut o, &mut t, &mut s, &mut l);
+        let mut alias = Alias::default();
+        alias.build(&row, mass);
         let mut r = SplitMix(7);
         let mut hits = std::collections::HashMap::new();
         let n = 400_000;
         for _ in 0..n {
-            let slot = r.below(t.len());
-            let k = if (r.unit() as f32) < p[slot] {
-                t[slot]
-            } else {
-                o[slot]
-            };
+            let k = alias.sample(&mut r);
             *hits.entry(k).or_insert(0usize) += 1;
         }
         for &(k, c) in &row {
