@@ -109,6 +109,15 @@ pub struct NodeConfig {
     /// A file holding the bearer token clients must send (never logged).
     #[serde(default)]
     pub client_token_file: Option<PathBuf>,
+    /// The largest message a node accepts from a peer, in MiB (a Raft
+    /// append, a checkpoint part, a batch). A larger one is refused with
+    /// OUT_OF_RANGE (tonic) before it is buffered whole.
+    #[serde(default = "default_max_message_mb")]
+    pub max_message_mb: u32,
+}
+
+fn default_max_message_mb() -> u32 {
+    256
 }
 
 fn default_replicas() -> u32 {
@@ -180,6 +189,12 @@ impl NodeConfig {
         }
         if self.replicas == 0 {
             return Err(err("replicas", "must be at least 1".into()));
+        }
+        if !(1..=4096).contains(&self.max_message_mb) {
+            return Err(err(
+                "max_message_mb",
+                format!("{} is not in 1..=4096", self.max_message_mb),
+            ));
         }
         if !(1..=4096).contains(&self.shards) {
             return Err(err("shards", format!("{} is not in 1..=4096", self.shards)));

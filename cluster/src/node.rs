@@ -8,6 +8,7 @@ use crate::network::{GroupNetwork, Method, Peers};
 use crate::placement::{group_shard, shard_group, Placement, META_GROUP};
 use crate::wire::{
     self, DataError, DataReply, DataRequest, KIND_APPEND, KIND_DATA, KIND_SNAPSHOT, KIND_VOTE,
+    MAX_WAIT_MS,
 };
 use futures::future::join_all;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -18,6 +19,7 @@ use petuum_core::batch::UpdateBatch;
 use petuum_core::types::ShardId;
 use petuum_proto::v1::{GroupInfo, NodeInfo, StatusReply};
 use petuum_proto::PROTOCOL_VERSION;
+use petuum_storage::EpochCheck;
 use petuum_storage::{
     NodeDb, RaftLogStore, ShardHandle, ShardRequest, ShardResponse, ShardStateMachine,
     StorageConfig, TypeConfig,
@@ -72,6 +74,9 @@ pub struct ClusterNode {
     shards: HashMap<ShardId, ShardGroup>,
     /// Groups this node is handing leadership away from: writes refused.
     yielding: Arc<Mutex<HashSet<u64>>>,
+    /// Set once the node began to stop: it takes no leadership back (the
+    /// balancer ends, requests to campaign are refused).
+    stopping: std::sync::atomic::AtomicBool,
     pub(crate) token: Option<String>,
 }
 
@@ -203,6 +208,7 @@ impl ClusterNode {
             meta,
             shards,
             yielding: Arc::new(Mutex::new(HashSet::new())),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             token,
         });
         tracing::info!(
@@ -511,20 +517,23 @@ impl ClusterNode {
     /// Handles a table or metadata request.
     pub async fn handle_data(&self, req: DataRequest) -> Result<DataReply, DataError> {
         match req {
-            DataRequest::Push(batches) => Ok(DataReply::Pushed(self.push(batches).await)),
+            DataRequest::Push { epoch, batches } => {
+                Ok(DataReply::Pushed(self.push(epoch, batches).await))
+            }
             DataRequest::Fetch {
                 shard,
                 req,
+                epoch,
                 wait_ms,
             } => {
                 let g = self.shard(shard).ok_or(DataError::NotHere {
                     group: shard_group(shard),
                 })?;
                 let mut watch = g.handle.applied_watch();
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+                let deadline = long_poll_deadline(wait_ms);
                 loop {
                     let _ = watch.borrow_and_update();
-                    if let Some(snap) = g.handle.with_current(|st| st.try_fetch(&req))? {
+                    if let Some(snap) = g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
                         return Ok(DataReply::Row(snap));
                     }
                     match tokio::time::timeout_at(deadline, watch.changed()).await {
@@ -534,20 +543,9 @@ impl ClusterNode {
                     }
                 }
             }
-            DataRequest::FetchLatest { shard, req } => {
-                let group = shard_group(shard);
-                let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
-                match g.raft.ensure_linearizable().await {
-                    Ok(_) => {}
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                        return Err(DataError::NotLeader {
-                            group,
-                            leader: f.leader_id,
-                        })
-                    }
-                    Err(e) => return Err(DataError::Unavailable(format!("group {group}: {e}"))),
-                }
-                match g.handle.with_current(|st| st.try_fetch(&req))? {
+            DataRequest::FetchLatest { shard, req, epoch } => {
+                let g = self.read_barrier(shard).await?;
+                match g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
                     Some(snap) => Ok(DataReply::Row(snap)),
                     None => Err(DataError::NotYet),
                 }
@@ -561,9 +559,9 @@ impl ClusterNode {
                 Ok(DataReply::Done(out))
             }
             DataRequest::RowIds { shard, table } => {
-                let g = self.shard(shard).ok_or(DataError::NotHere {
-                    group: shard_group(shard),
-                })?;
+                // Exports list rows: every acknowledged write must be in
+                // the list, so the leader answers after a read barrier.
+                let g = self.read_barrier(shard).await?;
                 let ids = g.handle.with_current(|st| {
                     st.table(table)?;
                     Ok::<_, petuum_core::TableError>(st.row_ids(table))
@@ -591,6 +589,7 @@ impl ClusterNode {
             DataRequest::Watch {
                 shard,
                 job,
+                epoch,
                 after,
                 rows,
                 wait_ms,
@@ -599,17 +598,29 @@ impl ClusterNode {
                     group: shard_group(shard),
                 })?;
                 let mut watch = g.handle.applied_watch();
-                let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+                let deadline = long_poll_deadline(wait_ms);
                 loop {
                     let _ = watch.borrow_and_update();
-                    let ready = g.handle.with_current(|st| {
+                    let ready = g.handle.with_replica(|r| {
+                        match r.data.check_epoch(job, epoch) {
+                            EpochCheck::Stale { current } => {
+                                return Err(petuum_core::TableError::StaleEpoch {
+                                    job,
+                                    epoch,
+                                    current,
+                                })
+                            }
+                            _ if !r.data.live_in(job, epoch) => return Ok(None),
+                            _ => {}
+                        }
+                        let st = r.data.current();
                         let clocks = st.job(job)?;
                         let min_clock = clocks.min_clock();
                         if min_clock <= after {
                             return Ok::<_, petuum_core::TableError>(None);
                         }
                         let worker_clocks: Arc<[u64]> = clocks.applied().into();
-                        let version = st.version();
+                        let version = replica_version(r);
                         let out = rows
                             .iter()
                             .filter_map(|&(t, r)| {
@@ -662,6 +673,12 @@ impl ClusterNode {
             }
             DataRequest::Elect { group } => {
                 let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+                if self.is_stopping() {
+                    return Err(DataError::Refused(format!(
+                        "node {} is stopping: it campaigns for no group",
+                        self.id()
+                    )));
+                }
                 raft.trigger()
                     .elect()
                     .await
@@ -671,16 +688,47 @@ impl ClusterNode {
         }
     }
 
-    async fn push(&self, batches: Vec<UpdateBatch>) -> Vec<Result<(), DataError>> {
-        join_all(batches.into_iter().map(|b| async move {
-            let group = shard_group(b.shard);
-            let resp = self.write(group, ShardRequest::Batch(b)).await?;
-            match resp.error {
-                Some(e) => Err(DataError::Refused(e)),
-                None => Ok(()),
+    async fn push(&self, epoch: u64, batches: Vec<UpdateBatch>) -> Vec<Result<(), DataError>> {
+        join_all(batches.into_iter().map(|batch| async move {
+            let group = shard_group(batch.shard);
+            let job = batch.job;
+            let resp = self
+                .write(group, ShardRequest::Batch { epoch, batch })
+                .await?;
+            match (resp.superseded_by, resp.error) {
+                (Some(current), _) => Err(DataError::Table(petuum_core::TableError::StaleEpoch {
+                    job,
+                    epoch,
+                    current,
+                })),
+                (None, Some(e)) => Err(DataError::Refused(e)),
+                (None, None) => Ok(()),
             }
         }))
         .await
+    }
+
+    /// This node's replica of `shard` once it holds every write the group
+    /// acknowledged: the leader, after confirming its leadership with a
+    /// quorum (a linearizable read). Others answer `NotLeader`.
+    async fn read_barrier(&self, shard: ShardId) -> Result<&ShardGroup, DataError> {
+        let group = shard_group(shard);
+        let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
+        match g.raft.ensure_linearizable().await {
+            Ok(_) => Ok(g),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(DataError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(DataError::Unavailable(format!("group {group}: {e}"))),
+        }
+    }
+
+    /// Whether the node began to stop (see [`hand_off`](Self::hand_off)).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Hands leadership of `group` to `to`: stop heartbeats and refuse
@@ -727,6 +775,10 @@ impl ClusterNode {
     /// off.
     pub async fn hand_off(&self) -> Vec<u64> {
         let me = self.id();
+        // From here on the balancer takes nothing back and this node
+        // campaigns for nothing: leadership only leaves.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut led = Vec::new();
         let mut ids: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
         if self.meta.is_some() {
@@ -795,7 +847,15 @@ impl ClusterNode {
                         Duration::from_millis(500),
                     )
                     .await;
-                if r.is_ok() {
+                // Campaigning: done. Refused (stopping too) or unreachable:
+                // the next replica.
+                let campaigning = r.is_ok_and(|b| {
+                    matches!(
+                        wire::decode::<Result<DataReply, DataError>>(&b, "elect reply"),
+                        Ok(Ok(DataReply::Ok))
+                    )
+                });
+                if campaigning {
                     break;
                 }
             }
@@ -813,6 +873,9 @@ impl ClusterNode {
         let period = Duration::from_millis(self.config.raft.election_timeout_max_ms * 4);
         loop {
             tokio::time::sleep(period).await;
+            if self.is_stopping() {
+                return;
+            }
             // Only rebalance when this node leads fewer than its share.
             let mine: Vec<u64> = self
                 .shards
@@ -821,6 +884,9 @@ impl ClusterNode {
                 .filter(|&g| self.placement.preferred(g) == me)
                 .collect();
             for group in mine {
+                if self.is_stopping() {
+                    return;
+                }
                 let Some(raft) = self.raft(group) else {
                     continue;
                 };
@@ -852,7 +918,8 @@ impl ClusterNode {
                         .map(|b| wire::decode::<Result<DataReply, DataError>>(b, "yield reply")),
                     Ok(Ok(Ok(DataReply::Ok)))
                 );
-                if ok {
+                // A node that began to stop while asking takes nothing back.
+                if ok && !self.is_stopping() {
                     let _ = raft.trigger().elect().await;
                     tracing::info!(node = me, group, from = leader, "took leadership back");
                     tokio::time::sleep(Duration::from_millis(
@@ -925,6 +992,34 @@ impl ClusterNode {
         }))
         .await;
     }
+}
+
+/// When a long poll asking for `wait_ms` gives up (capped at
+/// [`MAX_WAIT_MS`]: a client-chosen wait cannot overflow the clock or park
+/// a handler for long).
+fn long_poll_deadline(wait_ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
+}
+
+/// A replica's version of its rows: the index of the last log entry it
+/// applied. Replicas at the same index hold the same state and a higher
+/// index is a later state, on every replica of the group (a restore or a
+/// snapshot included), so caches can compare copies from any replica.
+fn replica_version(r: &petuum_storage::Replica) -> u64 {
+    r.last_applied.map_or(0, |l| l.index)
+}
+
+/// A read of run `epoch` as this replica can serve it exactly (see
+/// [`petuum_storage::ShardData::try_fetch`]), versioned by log index.
+fn exact_fetch(
+    r: &petuum_storage::Replica,
+    req: &petuum_core::service::FetchRequest,
+    epoch: u64,
+) -> Result<Option<petuum_core::service::RowSnapshot>, petuum_core::TableError> {
+    Ok(r.data.try_fetch(req, epoch)?.map(|mut snap| {
+        snap.version = replica_version(r);
+        snap
+    }))
 }
 
 fn meta_answer(resp: ShardResponse) -> Result<MetaAnswer, DataError> {

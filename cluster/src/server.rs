@@ -158,9 +158,12 @@ pub async fn serve(
             )
             .map_err(|e| NodeError::Tls(e.to_string()))?;
     }
+    // A peer's message is bounded (node.toml `max_message_mb`): one that
+    // claims more is refused before it is buffered.
+    let max_message = node.config.max_message_mb as usize * (1 << 20);
     let peer = PeerServer::new(PeerSvc { node: node.clone() })
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX);
+        .max_decoding_message_size(max_message)
+        .max_encoding_message_size(max_message);
     let cluster = ClusterServer::new(ClusterSvc { node: node.clone() });
     // Accepted sockets get TCP_NODELAY here: with a caller-bound listener
     // tonic does not set it, and Nagle + delayed ACKs add ~40 ms per RPC.

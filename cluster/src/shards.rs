@@ -23,6 +23,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+/// The job a shard command belongs to, when it is a job's.
+fn request_job(req: &ShardRequest) -> Option<JobId> {
+    match req {
+        ShardRequest::RegisterJob { job, .. }
+        | ShardRequest::Checkpoint { job, .. }
+        | ShardRequest::WorkerBlob { job, .. }
+        | ShardRequest::RestoreImage { job, .. }
+        | ShardRequest::DropJob { job, .. } => Some(*job),
+        ShardRequest::Batch { batch, .. } => Some(batch.job),
+        ShardRequest::CreateTable(t) => Some(t.job),
+        ShardRequest::Load { .. } | ShardRequest::Meta(_) => None,
+    }
+}
+
 /// Options of a cluster connection.
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -62,6 +76,12 @@ pub struct ClusterShards {
     opts: ConnectOptions,
     /// Where node-local follower reads go first (0: spread over replicas).
     local: u64,
+    /// The run (epoch) each job's commands and reads name; 0 for a job
+    /// never set (tools and benchmarks that run outside the scheduler).
+    epochs: Arc<Mutex<HashMap<JobId, u64>>>,
+    /// The job of each table created through this connection (a load
+    /// names its table only).
+    table_jobs: Mutex<HashMap<TableId, JobId>>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TableError {
@@ -120,7 +140,20 @@ impl ClusterShards {
             watching: std::sync::atomic::AtomicBool::new(false),
             opts,
             local,
+            epochs: Arc::new(Mutex::new(HashMap::new())),
+            table_jobs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Makes every command and read of `job` through this connection name
+    /// run `epoch`: the shards refuse them once a newer run has begun.
+    pub fn set_epoch(&self, job: JobId, epoch: u64) {
+        self.epochs.lock().insert(job, epoch);
+    }
+
+    /// The run this connection's commands of `job` name.
+    pub fn epoch(&self, job: JobId) -> u64 {
+        self.epochs.lock().get(&job).copied().unwrap_or(0)
     }
 
     pub fn placement(&self) -> &Placement {
@@ -223,6 +256,7 @@ impl ClusterShards {
     /// following leader hints and failing over.
     async fn to_leaders<T: Clone>(
         &self,
+        job: Option<JobId>,
         items: Vec<(ShardId, T)>,
         make: impl Fn(ShardId, Vec<T>) -> DataRequest,
         // Per item result from a reply: Ok(Some(x)) done, Ok(None) retry.
@@ -238,6 +272,11 @@ impl ClusterShards {
         // naming one of them is not followed.
         let mut dead = std::collections::HashSet::new();
         loop {
+            // A run that was aborted (superseded, cancelled) stops here,
+            // not after the deadline.
+            if let Some(job) = job {
+                self.check_aborted(job)?;
+            }
             let mut by_node: BTreeMap<u64, BTreeMap<ShardId, Vec<T>>> = BTreeMap::new();
             for (shard, item) in pending.drain(..) {
                 by_node
@@ -278,6 +317,15 @@ impl ClusterShards {
                             for (item, res) in items.into_iter().zip(results) {
                                 match res {
                                     Ok(resp) => {
+                                        if let (Some(current), Some(job)) =
+                                            (resp.superseded_by, job)
+                                        {
+                                            return Err(TableError::StaleEpoch {
+                                                job,
+                                                epoch: self.epoch(job),
+                                                current,
+                                            });
+                                        }
                                         if let Some(e) = &resp.error {
                                             return Err(unavailable(format!(
                                                 "shard {shard} refused: {e}"
@@ -349,10 +397,16 @@ impl ClusterShards {
         }
     }
 
-    /// Runs commands on every listed shard's leader (in order per shard).
-    fn commands(&self, per_shard: Vec<(ShardId, ShardRequest)>) -> Result<(), TableError> {
+    /// Runs commands (of `job`, when they are a job's) on every listed
+    /// shard's leader, in order per shard.
+    fn commands(
+        &self,
+        job: Option<JobId>,
+        per_shard: Vec<(ShardId, ShardRequest)>,
+    ) -> Result<(), TableError> {
         self.rt
             .block_on(self.to_leaders(
+                job,
                 per_shard,
                 |shard, commands| DataRequest::Commands { shard, commands },
                 |reply| match reply {
@@ -372,7 +426,9 @@ impl ClusterShards {
     /// Runs one command on a shard's leader and returns its response
     /// (checkpoint requests, restores, worker blobs); a refusal is an error.
     pub fn command(&self, shard: ShardId, req: ShardRequest) -> Result<ShardResponse, TableError> {
+        let job = request_job(&req);
         let mut out = self.rt.block_on(self.to_leaders(
+            job,
             vec![(shard, req)],
             |shard, commands| DataRequest::Commands { shard, commands },
             |reply| match reply {
@@ -397,9 +453,17 @@ impl ClusterShards {
                         "no replica has shard {shard}'s part of the checkpoint of job {job} at clock {clock}"
                     ))
                 })?;
-            parts.push((shard, ShardRequest::RestoreImage { job, clock, image }));
+            parts.push((
+                shard,
+                ShardRequest::RestoreImage {
+                    job,
+                    epoch: self.epoch(job),
+                    clock,
+                    image,
+                },
+            ));
         }
-        self.commands(parts)
+        self.commands(Some(job), parts)
     }
 
     /// A worker blob of `job` at `clock` committed through `shard`'s
@@ -446,12 +510,30 @@ impl ClusterShards {
     ) -> Result<(), TableError> {
         self.aborted.lock().remove(&job);
         self.jobs.lock().insert(job);
-        self.commands(self.all_shards(ShardRequest::RegisterJob {
-            job,
-            workers,
-            deterministic,
-            checkpoint_every,
-        }))
+        self.commands(
+            Some(job),
+            self.all_shards(ShardRequest::RegisterJob {
+                job,
+                epoch: self.epoch(job),
+                workers,
+                deterministic,
+                checkpoint_every,
+            }),
+        )
+    }
+
+    /// Drops `job`'s tables, rows and clocks on every shard under this
+    /// connection's run of it (which begins that run there, see
+    /// [`ShardRequest::DropJob`]).
+    pub fn drop_job_checked(&self, job: JobId) -> Result<(), TableError> {
+        self.jobs.lock().remove(&job);
+        self.commands(
+            Some(job),
+            self.all_shards(ShardRequest::DropJob {
+                job,
+                epoch: self.epoch(job),
+            }),
+        )
     }
 
     /// Runs a metadata command.
@@ -497,6 +579,7 @@ impl ClusterShards {
                 &DataRequest::FetchLatest {
                     shard,
                     req: req.clone(),
+                    epoch: self.epoch(req.job),
                 },
                 self.opts.rpc_timeout,
             ));
@@ -534,6 +617,7 @@ impl ClusterShards {
         let placement = self.placement.clone();
         let local = self.local;
         let timeout = self.opts.rpc_timeout;
+        let epochs = self.epochs.clone();
         self.rt.spawn(async move {
             let mut running: HashMap<(ShardId, JobId), tokio::task::JoinHandle<()>> =
                 HashMap::new();
@@ -546,7 +630,9 @@ impl ClusterShards {
                         if running.contains_key(&(shard, job)) {
                             continue;
                         }
+                        let epoch = epochs.lock().get(&job).copied().unwrap_or(0);
                         let task = watch_shard(
+                            epoch,
                             peers.clone(),
                             sinks.clone(),
                             jobs.clone(),
@@ -567,6 +653,7 @@ impl ClusterShards {
 
 #[allow(clippy::too_many_arguments)]
 async fn watch_shard(
+    epoch: u64,
     peers: Arc<Peers>,
     sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
     jobs: Arc<Mutex<std::collections::BTreeSet<JobId>>>,
@@ -596,6 +683,7 @@ async fn watch_shard(
         let req = DataRequest::Watch {
             shard,
             job,
+            epoch,
             after,
             rows,
             wait_ms,
@@ -666,7 +754,11 @@ impl ShardService for ClusterShards {
 
     fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {
         self.meta(MetaCommand::DefineTable(spec.clone()))?;
-        self.commands(self.all_shards(ShardRequest::CreateTable(spec.clone())))
+        self.table_jobs.lock().insert(spec.id, spec.job);
+        self.commands(
+            Some(spec.job),
+            self.all_shards(ShardRequest::CreateTable(spec.clone())),
+        )
     }
 
     fn register_job(
@@ -680,27 +772,37 @@ impl ShardService for ClusterShards {
 
     fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError> {
         let n = self.num_shards();
+        let job = self.table_jobs.lock().get(&table).copied();
+        let epoch = job.map_or(0, |j| self.epoch(j));
         let cmds = rows
             .into_iter()
             .map(|(row, value)| {
                 (
                     shard_of(table, row, n),
-                    ShardRequest::Load { table, row, value },
+                    ShardRequest::Load {
+                        epoch,
+                        table,
+                        row,
+                        value,
+                    },
                 )
             })
             .collect();
-        self.commands(cmds)
+        self.commands(job, cmds)
     }
 
     fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError> {
-        if let Some(b) = batches.first() {
-            self.check_aborted(b.job)?;
-        }
+        let Some(job) = batches.first().map(|b| b.job) else {
+            return Ok(());
+        };
+        debug_assert!(batches.iter().all(|b| b.job == job), "one job per push");
+        let epoch = self.epoch(job);
         let items = batches.iter().map(|b| (b.shard, b.clone())).collect();
         self.rt
             .block_on(self.to_leaders(
+                Some(job),
                 items,
-                |_, batches| DataRequest::Push(batches),
+                |_, batches| DataRequest::Push { epoch, batches },
                 |reply| {
                     match reply {
                         DataReply::Pushed(rs) => Ok(rs
@@ -724,7 +826,7 @@ impl ShardService for ClusterShards {
             Some(p) => p,
             None => req.worker as usize % replicas.len(),
         };
-        let start = Instant::now();
+        let mut start = Instant::now();
         let mut last = String::new();
         loop {
             self.check_aborted(req.job)?;
@@ -741,6 +843,7 @@ impl ShardService for ClusterShards {
                 &DataRequest::Fetch {
                     shard,
                     req: req.clone(),
+                    epoch: self.epoch(req.job),
                     wait_ms,
                 },
                 self.opts.rpc_timeout + Duration::from_millis(wait_ms),
@@ -748,15 +851,11 @@ impl ShardService for ClusterShards {
             match r {
                 Ok(DataReply::Row(snap)) => return Ok(snap),
                 Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
-                Err(Failure::Data(DataError::NotYet)) => {}
-                // A follower may not have applied the job's registration
-                // or the table yet: retry for a while.
-                Err(Failure::Data(DataError::Table(
-                    e @ (TableError::NoSuchJob(_) | TableError::NoSuchTable(_)),
-                ))) if start.elapsed() < Duration::from_secs(5) => {
-                    last = e.to_string();
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                // The replica is alive and the run current, waiting for a
+                // slower worker's clock: keep waiting as long as that is
+                // so. A dead worker's host makes the scheduler begin a new
+                // run, and this one's next read is refused as stale.
+                Err(Failure::Data(DataError::NotYet)) => start = Instant::now(),
                 Err(Failure::Data(DataError::Table(e))) => return Err(e),
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
                 Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
@@ -775,23 +874,43 @@ impl ShardService for ClusterShards {
     fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {
         let mut ids = Vec::new();
         for shard in 0..self.num_shards() {
-            let replicas = self.placement.replicas_of(shard);
-            let mut got = None;
+            // The leader answers after a read barrier (an export must list
+            // every acknowledged row): follow the hints, fail over.
+            let start = Instant::now();
             let mut last = String::new();
-            for &node in &replicas {
-                match self.call(node, &DataRequest::RowIds { shard, table }) {
-                    Ok(DataReply::RowIds(r)) => {
-                        got = Some(r);
-                        break;
-                    }
-                    Ok(other) => last = format!("unexpected reply {other:?}"),
-                    Err(e @ TableError::NoSuchTable(_)) => return Err(e),
-                    Err(e) => last = e.to_string(),
+            let mut dead = std::collections::HashSet::new();
+            let got = loop {
+                if start.elapsed() > self.opts.deadline {
+                    return Err(unavailable(format!(
+                        "shard {shard}: no leader listed its rows within {:?}: {last}",
+                        self.opts.deadline
+                    )));
                 }
-            }
-            ids.extend(got.ok_or_else(|| {
-                unavailable(format!("shard {shard}: no replica listed its rows: {last}"))
-            })?);
+                let node = self.leader_guess(shard);
+                let r = self.rt.block_on(self.data(
+                    node,
+                    &DataRequest::RowIds { shard, table },
+                    self.opts.rpc_timeout,
+                ));
+                let e = match r {
+                    Ok(DataReply::RowIds(r)) => break r,
+                    Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                    Err(Failure::Data(DataError::Table(e))) => return Err(e),
+                    Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
+                    Err(Failure::Unreachable(e)) => {
+                        dead.insert(node);
+                        DataError::Unavailable(e)
+                    }
+                    Err(Failure::Data(d)) => d,
+                };
+                let mut progress = false;
+                self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                last = e.to_string();
+                if !progress {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            };
+            ids.extend(got);
         }
         ids.sort_unstable();
         Ok(ids)
@@ -812,8 +931,7 @@ impl ShardService for ClusterShards {
     }
 
     fn drop_job(&self, job: JobId) {
-        self.jobs.lock().remove(&job);
-        if let Err(e) = self.commands(self.all_shards(ShardRequest::DropJob { job })) {
+        if let Err(e) = self.drop_job_checked(job) {
             tracing::warn!(job, error = %e, "dropping the job's shard state");
         }
     }

@@ -16,24 +16,37 @@ pub const KIND_VOTE: u32 = 2;
 pub const KIND_SNAPSHOT: u32 = 3;
 /// `Envelope.kind` of a [`DataRequest`].
 pub const KIND_DATA: u32 = 10;
+/// The longest a long poll (`Fetch`, `Watch`) waits on a node, whatever
+/// the request asks: a client cannot park a handler longer.
+pub const MAX_WAIT_MS: u64 = 30_000;
 
 /// A request of the `Data` RPC.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DataRequest {
-    /// Update batches for shards this node leads; each is acknowledged once
-    /// committed by a quorum of its group.
-    Push(Vec<UpdateBatch>),
-    /// A read served by this node's replica once it meets the request's
-    /// clock conditions, waiting at most `wait_ms`.
+    /// Update batches of run `epoch` for shards this node leads; each is
+    /// acknowledged once committed by a quorum of its group.
+    Push {
+        epoch: u64,
+        batches: Vec<UpdateBatch>,
+    },
+    /// A read of run `epoch` served by this node's replica once it can
+    /// serve it exactly (the run registered there, so its restore or loads
+    /// are applied) and meets the request's clock conditions, waiting at
+    /// most `wait_ms` (capped at [`MAX_WAIT_MS`]).
     Fetch {
         shard: ShardId,
         req: FetchRequest,
+        epoch: u64,
         wait_ms: u64,
     },
     /// A read of everything committed so far (init and export, which wait
     /// for no clock): served by the shard's leader after a linearizable
     /// read barrier, so no acknowledged write is missing.
-    FetchLatest { shard: ShardId, req: FetchRequest },
+    FetchLatest {
+        shard: ShardId,
+        req: FetchRequest,
+        epoch: u64,
+    },
     /// Commands for one shard group (table and job setup), in order.
     Commands {
         shard: ShardId,
@@ -62,6 +75,7 @@ pub enum DataRequest {
     Watch {
         shard: ShardId,
         job: JobId,
+        epoch: u64,
         after: Clock,
         rows: Vec<(TableId, RowId)>,
         wait_ms: u64,

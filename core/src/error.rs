@@ -55,4 +55,12 @@ pub enum TableError {
     Aborted { job: JobId, reason: String },
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The job has moved on to a newer run (epoch): a command or read of
+    /// an older run is refused by every replica alike.
+    #[error("job {job}: run {epoch} is superseded by run {current}")]
+    StaleEpoch {
+        job: JobId,
+        epoch: u64,
+        current: u64,
+    },
 }

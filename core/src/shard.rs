@@ -161,6 +161,16 @@ impl ShardState {
     pub fn load(&mut self, table: TableId, row: RowId, value: AnyRow) -> Result<(), TableError> {
         let spec = self.table(table)?;
         check_delta(spec, row, &value)?;
+        // Stored in the table's own row kind (a sparse value for a dense
+        // table, or the reverse, is converted), so every replica and every
+        // image of the shard holds the same representation.
+        let value = if value.kind() == spec.kind {
+            value
+        } else {
+            let mut r = AnyRow::zero(spec.elem, spec.kind, spec.columns);
+            r.add(&value);
+            r
+        };
         self.rows.insert((table, row), value);
         self.version += 1;
         Ok(())

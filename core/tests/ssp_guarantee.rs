@@ -173,16 +173,18 @@ fn blocks_exactly_when_it_must(consistency: Consistency) {
             for c in 0..=stop_after {
                 let row = ctx.get(t, 0).unwrap();
                 returned_at.lock().push(c);
+                // Read-my-writes: the worker's own increments of every
+                // earlier clock, under every model.
+                assert_eq!(row.value(0), c as i64, "{consistency:?} clock {c}");
                 if c == stop_after {
-                    // This read happened after worker 1's first clock.
-                    assert_eq!(
-                        row.value(1),
-                        if consistency.staleness().is_some() {
-                            5
-                        } else {
-                            row.value(1)
-                        }
-                    );
+                    if consistency.staleness().is_some() {
+                        // This read waited for worker 1's first clock.
+                        assert_eq!(row.value(1), 5, "{consistency:?}");
+                    } else {
+                        // Async read at once, while worker 1 has not
+                        // clocked: its buffered increment is not visible.
+                        assert_eq!(row.value(1), 0, "{consistency:?}");
+                    }
                 }
                 ctx.inc(t, 0, 0, 1).unwrap();
                 ctx.clock().unwrap();

@@ -33,6 +33,6 @@ pub use db::{NodeDb, StorageConfig};
 pub use error::{RaftStorageError, StorageError};
 pub use image::{JobImage, ShardImage};
 pub use log_store::RaftLogStore;
-pub use shard_data::ShardData;
+pub use shard_data::{EpochCheck, ShardData};
 pub use state_machine::{Replica, ShardHandle, ShardStateMachine};
 pub use types::{Entry, LogId, ShardRequest, ShardResponse, TypeConfig};

@@ -264,7 +264,7 @@ fn entry_size_hint(e: &Entry) -> usize {
     match &e.payload {
         // Values (sparse ones counted with their column), plus varint
         // tags and lengths: a quarter more covers a sparse column's varint.
-        EntryPayload::Normal(ShardRequest::Batch(b)) => {
+        EntryPayload::Normal(ShardRequest::Batch { batch: b, .. }) => {
             b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64
         }
         _ => 256,

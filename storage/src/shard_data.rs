@@ -46,6 +46,20 @@ pub struct ShardData {
     jobs: BTreeMap<JobId, JobImage>,
     /// Batches applied to `current` and not yet to `base`, by job and clock.
     pending: BTreeMap<JobId, BTreeMap<Clock, Vec<UpdateBatch>>>,
+    /// Per job, the newest run (epoch) that began on this shard. Kept after
+    /// the job is dropped, so a superseded run cannot bring it back.
+    fences: BTreeMap<JobId, u64>,
+}
+
+/// How a command's run relates to the job's fence on a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EpochCheck {
+    /// The command's run is the job's current one.
+    Current,
+    /// A newer run than any that began here.
+    Newer,
+    /// A superseded run: `current` began since.
+    Stale { current: u64 },
 }
 
 impl ShardData {
@@ -56,7 +70,81 @@ impl ShardData {
             tables: BTreeMap::new(),
             jobs: BTreeMap::new(),
             pending: BTreeMap::new(),
+            fences: BTreeMap::new(),
         }
+    }
+
+    /// The newest run of `job` that began on this shard (0: none yet).
+    pub fn fence(&self, job: JobId) -> u64 {
+        self.fences.get(&job).copied().unwrap_or(0)
+    }
+
+    /// Every job's fence, for snapshots.
+    pub fn fences(&self) -> impl Iterator<Item = (JobId, u64)> + '_ {
+        self.fences.iter().map(|(&j, &e)| (j, e))
+    }
+
+    /// How run `epoch` of `job` relates to this shard's fence.
+    pub fn check_epoch(&self, job: JobId, epoch: u64) -> EpochCheck {
+        let fence = self.fence(job);
+        match epoch.cmp(&fence) {
+            std::cmp::Ordering::Equal => EpochCheck::Current,
+            std::cmp::Ordering::Greater => EpochCheck::Newer,
+            std::cmp::Ordering::Less => EpochCheck::Stale { current: fence },
+        }
+    }
+
+    /// Whether `job` is registered here in run `epoch`: every command of
+    /// that run sent before its registration (drop or restore, tables,
+    /// loads) is applied.
+    pub fn live_in(&self, job: JobId, epoch: u64) -> bool {
+        self.check_epoch(job, epoch) == EpochCheck::Current && self.jobs.contains_key(&job)
+    }
+
+    /// Answers a read of run `epoch` once this replica can serve it
+    /// exactly: the run is registered here (so its restore or loads are
+    /// applied) and the request's clock conditions hold. `Ok(None)`: not
+    /// yet. A superseded run's read is refused.
+    pub fn try_fetch(
+        &self,
+        req: &petuum_core::service::FetchRequest,
+        epoch: u64,
+    ) -> std::result::Result<Option<petuum_core::service::RowSnapshot>, petuum_core::TableError>
+    {
+        match self.check_epoch(req.job, epoch) {
+            EpochCheck::Stale { current } => Err(petuum_core::TableError::StaleEpoch {
+                job: req.job,
+                epoch,
+                current,
+            }),
+            EpochCheck::Newer => Ok(None),
+            EpochCheck::Current if !self.jobs.contains_key(&req.job) => Ok(None),
+            EpochCheck::Current => self.current.try_fetch(req),
+        }
+    }
+
+    /// The refusal of a command of `job` in run `epoch` unless it is the
+    /// current run; `None` when it is.
+    fn require_current(&self, job: JobId, epoch: u64) -> Option<ShardResponse> {
+        match self.check_epoch(job, epoch) {
+            EpochCheck::Current => None,
+            EpochCheck::Stale { current } => Some(ShardResponse::stale(job, epoch, current)),
+            EpochCheck::Newer => Some(ShardResponse::refused(format!(
+                "job {job}: run {epoch} has not begun on shard {} (a run begins with a restore or a drop; current run {})",
+                self.shard(),
+                self.fence(job)
+            ))),
+        }
+    }
+
+    /// Checks that run `epoch` may begin (or continue) on this shard and
+    /// moves the fence to it.
+    pub fn begin_run(&mut self, job: JobId, epoch: u64) -> std::result::Result<(), ShardResponse> {
+        if let EpochCheck::Stale { current } = self.check_epoch(job, epoch) {
+            return Err(ShardResponse::stale(job, epoch, current));
+        }
+        self.fences.insert(job, epoch);
+        Ok(())
     }
 
     pub fn shard(&self) -> ShardId {
@@ -91,9 +179,15 @@ impl ShardData {
             .flat_map(|by_clock| by_clock.values().flatten())
     }
 
-    /// Rebuilds a replica from a base image and its pending batches.
-    pub fn from_parts(base: &ShardImage, pending: Vec<UpdateBatch>) -> Result<Self> {
+    /// Rebuilds a replica from a base image, its pending batches and its
+    /// jobs' fences.
+    pub fn from_parts(
+        base: &ShardImage,
+        pending: Vec<UpdateBatch>,
+        fences: &[(JobId, u64)],
+    ) -> Result<Self> {
         let mut d = ShardData::new(base.shard);
+        d.fences = fences.iter().copied().collect();
         d.base = base.restore()?;
         d.current = d.base.clone();
         d.tables = base.tables.iter().map(|t| (t.id, t.clone())).collect();
@@ -133,17 +227,20 @@ impl ShardData {
         let mut effects = Vec::new();
         let resp = match req {
             ShardRequest::CreateTable(spec) => match self.current.create_table(&spec) {
-                Ok(()) => {
-                    self.base
-                        .create_table(&spec)
-                        .expect("base has the tables of current");
-                    self.tables.insert(spec.id, spec);
-                    ShardResponse::default()
-                }
+                // Base holds the tables of current: it accepts what current
+                // accepted.
+                Ok(()) => match self.base.create_table(&spec) {
+                    Ok(()) => {
+                        self.tables.insert(spec.id, spec);
+                        ShardResponse::default()
+                    }
+                    Err(e) => ShardResponse::refused(e),
+                },
                 Err(e) => ShardResponse::refused(e),
             },
             ShardRequest::RegisterJob {
                 job,
+                epoch,
                 workers,
                 deterministic,
                 checkpoint_every,
@@ -153,6 +250,40 @@ impl ShardData {
                         ShardResponse::refused(format!("job {job} has no workers")),
                         effects,
                     );
+                }
+                match self.check_epoch(job, epoch) {
+                    EpochCheck::Stale { current } => {
+                        return (ShardResponse::stale(job, epoch, current), effects)
+                    }
+                    // A newer run of a job still registered here must first
+                    // restore or drop it: registering would keep the old
+                    // run's clocks (and treat the new run's batches as
+                    // replays).
+                    EpochCheck::Newer if self.jobs.contains_key(&job) => {
+                        return (
+                            ShardResponse::refused(format!(
+                                "job {job}: run {epoch} must begin with a restore or a drop on shard {} (registered in run {})",
+                                self.shard(),
+                                self.fence(job)
+                            )),
+                            effects,
+                        )
+                    }
+                    EpochCheck::Newer => {
+                        self.fences.insert(job, epoch);
+                    }
+                    EpochCheck::Current => {}
+                }
+                if let Some(j) = self.jobs.get(&job) {
+                    if (j.workers, j.deterministic) != (workers, deterministic) {
+                        return (
+                            ShardResponse::refused(format!(
+                                "job {job} is registered with {} workers (deterministic: {}), not {workers} ({deterministic})",
+                                j.workers, j.deterministic
+                            )),
+                            effects,
+                        );
+                    }
                 }
                 self.current.register_job(job, workers, deterministic);
                 self.base.register_job(job, workers, deterministic);
@@ -166,46 +297,71 @@ impl ShardData {
                 });
                 ShardResponse::default()
             }
-            ShardRequest::Load { table, row, value } => {
+            ShardRequest::Load {
+                epoch,
+                table,
+                row,
+                value,
+            } => {
+                let job = match self.current.table(table) {
+                    Ok(t) => t.job,
+                    Err(e) => return (ShardResponse::refused(e), effects),
+                };
+                if let Some(r) = self.require_current(job, epoch) {
+                    return (r, effects);
+                }
+                // The same checks on both states: current and base hold
+                // the same tables.
                 match self.current.load(table, row, value.clone()) {
-                    Ok(()) => {
-                        self.base
-                            .load(table, row, value)
-                            .expect("base has the tables of current");
-                        ShardResponse::default()
-                    }
+                    Ok(()) => match self.base.load(table, row, value) {
+                        Ok(()) => ShardResponse::default(),
+                        Err(e) => ShardResponse::refused(e),
+                    },
                     Err(e) => ShardResponse::refused(e),
                 }
             }
-            ShardRequest::Batch(batch) => self.apply_batch(batch, &mut effects),
-            ShardRequest::Checkpoint { job, clock } => {
-                self.request_checkpoint(job, clock, &mut effects)
+            ShardRequest::Batch { epoch, batch } => match self.require_current(batch.job, epoch) {
+                Some(r) => r,
+                None => self.apply_batch(batch, &mut effects),
+            },
+            ShardRequest::Checkpoint { job, epoch, clock } => {
+                match self.require_current(job, epoch) {
+                    Some(r) => r,
+                    None => self.request_checkpoint(job, clock, &mut effects),
+                }
             }
             ShardRequest::WorkerBlob {
                 job,
+                epoch,
                 clock,
                 worker,
                 data,
-            } => {
-                effects.push(Effect::WorkerBlob {
-                    job,
-                    clock,
-                    worker,
-                    data,
-                });
-                ShardResponse::default()
-            }
-            ShardRequest::DropJob { job } => {
-                self.current.drop_job(job);
-                self.base.drop_job(job);
-                self.jobs.remove(&job);
-                self.pending.remove(&job);
-                self.tables.retain(|_, t| t.job != job);
-                ShardResponse::default()
-            }
+            } => match self.require_current(job, epoch) {
+                Some(r) => r,
+                None => {
+                    effects.push(Effect::WorkerBlob {
+                        job,
+                        clock,
+                        worker,
+                        data,
+                    });
+                    ShardResponse::default()
+                }
+            },
+            ShardRequest::DropJob { job, epoch } => match self.begin_run(job, epoch) {
+                Err(r) => r,
+                Ok(()) => {
+                    self.current.drop_job(job);
+                    self.base.drop_job(job);
+                    self.jobs.remove(&job);
+                    self.pending.remove(&job);
+                    self.tables.retain(|_, t| t.job != job);
+                    ShardResponse::default()
+                }
+            },
             // Needs the checkpoint store: the state machine handles it and
             // calls `restore_job`.
-            ShardRequest::Restore { job, .. } | ShardRequest::RestoreImage { job, .. } => {
+            ShardRequest::RestoreImage { job, .. } => {
                 ShardResponse::refused(format!("restore of job {job} needs the checkpoint store"))
             }
             ShardRequest::Meta(_) => {
@@ -215,8 +371,11 @@ impl ShardData {
         (resp, effects)
     }
 
-    /// Replaces `job` (its tables, rows and clocks) with a checkpoint image.
-    pub fn restore_job(&mut self, job: JobId, image: &ShardImage) -> Result<()> {
+    /// Replaces `job` (its tables, rows and clocks) with a checkpoint image,
+    /// beginning run `epoch` (the caller checked it with [`begin_run`]).
+    ///
+    /// [`begin_run`]: Self::begin_run
+    pub fn restore_job(&mut self, job: JobId, epoch: u64, image: &ShardImage) -> Result<()> {
         // Build both states first so a bad image changes nothing.
         let mut current = self.current.clone();
         current.drop_job(job);
@@ -235,6 +394,7 @@ impl ShardData {
         for j in &image.jobs {
             self.jobs.insert(j.job, j.clone());
         }
+        self.fences.insert(job, epoch);
         Ok(())
     }
 
@@ -291,7 +451,9 @@ impl ShardData {
                 }
             }
             clock += 1;
-            let meta = self.jobs.get_mut(&job).expect("checked above");
+            let Some(meta) = self.jobs.get_mut(&job) else {
+                return;
+            };
             meta.clock = clock;
             let done = clock - 1;
             let periodic = meta.checkpoint_every > 0 && clock % meta.checkpoint_every == 0;
@@ -381,6 +543,7 @@ mod tests {
         assert!(d.apply(ShardRequest::CreateTable(spec)).0.error.is_none());
         let reg = ShardRequest::RegisterJob {
             job: 5,
+            epoch: 0,
             workers: WORKERS,
             deterministic: false,
             checkpoint_every,
@@ -409,7 +572,10 @@ mod tests {
         setup(&mut d, 0);
         for c in 0..m {
             for w in 0..WORKERS {
-                d.apply(ShardRequest::Batch(batch(w, c)));
+                d.apply(ShardRequest::Batch {
+                    epoch: 0,
+                    batch: batch(w, c),
+                });
             }
         }
         d.current.clone()
@@ -430,7 +596,10 @@ mod tests {
                     .filter(|&w| next[w] <= min + STALENESS)
                     .collect();
                 let w = ready[rng.gen_range(0..ready.len())];
-                let (resp, effects) = d.apply(ShardRequest::Batch(batch(w as u32, next[w])));
+                let (resp, effects) = d.apply(ShardRequest::Batch {
+                    epoch: 0,
+                    batch: batch(w as u32, next[w]),
+                });
                 assert!(resp.error.is_none() && !resp.duplicate);
                 next[w] += 1;
                 let min = *next.iter().min().unwrap();
@@ -476,7 +645,8 @@ mod tests {
             }
             // A rebuild from base + pending matches the live replica.
             let base: ShardImage = postcard::from_bytes(&d.encode_base().unwrap()).unwrap();
-            let rebuilt = ShardData::from_parts(&base, d.pending().cloned().collect()).unwrap();
+            let rebuilt =
+                ShardData::from_parts(&base, d.pending().cloned().collect(), &[]).unwrap();
             for r in 0..3 {
                 assert_eq!(
                     rebuilt.current.read(1, r).unwrap(),
@@ -495,23 +665,214 @@ mod tests {
         let mut d = ShardData::new(0);
         setup(&mut d, 0);
         for w in 0..WORKERS {
-            d.apply(ShardRequest::Batch(batch(w, 0)));
+            d.apply(ShardRequest::Batch {
+                epoch: 0,
+                batch: batch(w, 0),
+            });
         }
         // Base at clock 1: the state at clock 0 is available now.
-        let (r, fx) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 0 });
+        let (r, fx) = d.apply(ShardRequest::Checkpoint {
+            job: 5,
+            epoch: 0,
+            clock: 0,
+        });
         assert_eq!((r.checkpoints.clone(), fx.len()), (vec![(5, 0)], 1));
         // Clock 1 is written when it completes.
-        let (r, fx) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 1 });
+        let (r, fx) = d.apply(ShardRequest::Checkpoint {
+            job: 5,
+            epoch: 0,
+            clock: 1,
+        });
         assert!(r.error.is_none() && fx.is_empty());
         let mut written = Vec::new();
         for w in 0..WORKERS {
-            written.extend(d.apply(ShardRequest::Batch(batch(w, 1))).0.checkpoints);
+            written.extend(
+                d.apply(ShardRequest::Batch {
+                    epoch: 0,
+                    batch: batch(w, 1),
+                })
+                .0
+                .checkpoints,
+            );
         }
         assert_eq!(written, vec![(5, 1)]);
         // Clock 0 is gone now.
-        let (r, _) = d.apply(ShardRequest::Checkpoint { job: 5, clock: 0 });
+        let (r, _) = d.apply(ShardRequest::Checkpoint {
+            job: 5,
+            epoch: 0,
+            clock: 0,
+        });
         assert!(r.error.unwrap().contains("passed"));
-        let (r, _) = d.apply(ShardRequest::Checkpoint { job: 6, clock: 0 });
+        let (r, _) = d.apply(ShardRequest::Checkpoint {
+            job: 6,
+            epoch: 0,
+            clock: 0,
+        });
         assert!(r.error.unwrap().contains("not registered"));
+    }
+
+    fn image_at(d: &ShardData, job: JobId) -> ShardImage {
+        postcard::from_bytes(&d.checkpoint_image(job).unwrap()).unwrap()
+    }
+
+    fn reg(epoch: u64) -> ShardRequest {
+        ShardRequest::RegisterJob {
+            job: 5,
+            epoch,
+            workers: WORKERS,
+            deterministic: false,
+            checkpoint_every: 0,
+        }
+    }
+
+    /// The bug of the superseded run: after a rollback to clock 1, a batch
+    /// of the old run for clock 1 used to be accepted, and the new run's
+    /// own batch for clock 1 was then dropped as a replay.
+    #[test]
+    fn a_superseded_runs_batch_after_a_rollback_is_refused() {
+        let mut d = ShardData::new(0);
+        setup(&mut d, 0);
+        for w in 0..WORKERS {
+            d.apply(ShardRequest::Batch {
+                epoch: 0,
+                batch: batch(w, 0),
+            });
+        }
+        // The state after clock 0, as a checkpoint part.
+        let img = image_at(&d, 5);
+        let old_run_batch = |d: &mut ShardData| {
+            d.apply(ShardRequest::Batch {
+                epoch: 0,
+                batch: batch(0, 1),
+            })
+            .0
+        };
+        // Run 1 begins: the job rolls back to the state after clock 0.
+        d.begin_run(5, 1).unwrap();
+        d.restore_job(5, 1, &img).unwrap();
+        let stale = old_run_batch(&mut d);
+        assert_eq!(stale.superseded_by, Some(1), "{stale:?}");
+        assert!(stale.error.unwrap().contains("superseded"));
+        // The new run's batch for clock 1 is applied, not taken for a replay.
+        let (r, _) = d.apply(ShardRequest::Batch {
+            epoch: 1,
+            batch: batch(0, 1),
+        });
+        assert!(r.error.is_none() && !r.duplicate, "{r:?}");
+        assert_eq!(d.current.job(5).unwrap().applied()[0], 2);
+        // Every other command of run 0 is refused the same way.
+        for req in [
+            reg(0),
+            ShardRequest::Checkpoint {
+                job: 5,
+                epoch: 0,
+                clock: 1,
+            },
+            ShardRequest::WorkerBlob {
+                job: 5,
+                epoch: 0,
+                clock: 1,
+                worker: 0,
+                data: vec![1],
+            },
+            ShardRequest::Load {
+                epoch: 0,
+                table: 1,
+                row: 0,
+                value: AnyRow::I64(Row::Dense(vec![1, 2, 3])),
+            },
+            ShardRequest::DropJob { job: 5, epoch: 0 },
+        ] {
+            let (r, fx) = d.apply(req.clone());
+            assert_eq!(r.superseded_by, Some(1), "{req:?}: {r:?}");
+            assert!(fx.is_empty());
+        }
+        assert!(d.live_in(5, 1));
+    }
+
+    #[test]
+    fn a_run_begins_with_a_drop_or_a_restore_and_reads_wait_for_its_registration() {
+        use petuum_core::service::FetchRequest;
+        let mut d = ShardData::new(0);
+        setup(&mut d, 0);
+        d.apply(ShardRequest::Batch {
+            epoch: 0,
+            batch: batch(0, 0),
+        });
+        // Registering run 1 over run 0's clocks is refused: it must drop or
+        // restore first.
+        let (r, _) = d.apply(reg(1));
+        assert!(r.error.unwrap().contains("must begin"));
+        // A batch of a run that has not begun is refused (not stale).
+        let (r, _) = d.apply(ShardRequest::Batch {
+            epoch: 2,
+            batch: batch(1, 0),
+        });
+        assert!(r.error.unwrap().contains("has not begun") && r.superseded_by.is_none());
+        // Run 1 from scratch: drop, table, load, register.
+        assert!(d
+            .apply(ShardRequest::DropJob { job: 5, epoch: 1 })
+            .0
+            .error
+            .is_none());
+        let read = FetchRequest {
+            job: 5,
+            worker: 0,
+            table: 1,
+            row: 0,
+            min_clock: Some(0),
+            own_clock: 0,
+        };
+        // Dropped, not registered again yet: a read of run 1 waits (the
+        // loads may be on their way); a read of run 0 is refused.
+        assert_eq!(d.try_fetch(&read, 1).unwrap(), None);
+        assert!(matches!(
+            d.try_fetch(&read, 0),
+            Err(petuum_core::TableError::StaleEpoch { current: 1, .. })
+        ));
+        setup_table(&mut d);
+        let load = ShardRequest::Load {
+            epoch: 1,
+            table: 1,
+            row: 0,
+            value: AnyRow::I64(Row::Dense(vec![7, 8, 9])),
+        };
+        assert!(d.apply(load).0.error.is_none());
+        assert_eq!(d.try_fetch(&read, 1).unwrap(), None);
+        assert!(d.apply(reg(1)).0.error.is_none());
+        let snap = d.try_fetch(&read, 1).unwrap().expect("registered: served");
+        assert_eq!(*snap.row, AnyRow::I64(Row::Dense(vec![7, 8, 9])));
+        // Idempotent within the run; a changed worker count is refused.
+        assert!(d.apply(reg(1)).0.error.is_none());
+        let (r, _) = d.apply(ShardRequest::RegisterJob {
+            job: 5,
+            epoch: 1,
+            workers: WORKERS + 1,
+            deterministic: false,
+            checkpoint_every: 0,
+        });
+        assert!(r.error.unwrap().contains("registered with"));
+        // The fence outlives the job and survives a rebuild from a snapshot.
+        assert!(d
+            .apply(ShardRequest::DropJob { job: 5, epoch: 3 })
+            .0
+            .error
+            .is_none());
+        let base: ShardImage = postcard::from_bytes(&d.encode_base().unwrap()).unwrap();
+        let fences: Vec<_> = d.fences().collect();
+        let mut rebuilt = ShardData::from_parts(&base, vec![], &fences).unwrap();
+        assert_eq!(rebuilt.apply(reg(2)).0.superseded_by, Some(3));
+    }
+
+    fn setup_table(d: &mut ShardData) {
+        let spec = TableSpec {
+            id: 1,
+            name: "t".into(),
+            job: 5,
+            kind: RowKind::Dense,
+            elem: ElemType::I64,
+            columns: 3,
+        };
+        assert!(d.apply(ShardRequest::CreateTable(spec)).0.error.is_none());
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"PSNP";
 /// The format version this build writes and reads.
-pub const SNAPSHOT_VERSION: u16 = 1;
+pub const SNAPSHOT_VERSION: u16 = 2;
 const FIXED_BYTES: usize = 4 + 2 + 4 + 8 + 4;
 
 /// What a snapshot says about itself, readable without the body.
@@ -36,6 +36,7 @@ pub struct SnapshotHeader {
 struct BodyRef<'a> {
     base: ShardImageRef<'a>,
     pending: Vec<&'a UpdateBatch>,
+    fences: Vec<(JobId, u64)>,
 }
 
 /// The state in a snapshot: the base image and the batches above it.
@@ -43,6 +44,8 @@ struct BodyRef<'a> {
 pub struct SnapshotBody {
     pub base: ShardImage,
     pub pending: Vec<UpdateBatch>,
+    /// Each job's newest run on the shard (version 2).
+    pub fences: Vec<(JobId, u64)>,
 }
 
 /// Encodes a snapshot of `data`.
@@ -60,6 +63,7 @@ pub fn encode(header: &SnapshotHeader, data: &ShardData) -> Result<Vec<u8>> {
             jobs: data.jobs().cloned().collect(),
         },
         pending: data.pending().collect(),
+        fences: data.fences().collect(),
     };
     let header_bytes = postcard::to_allocvec(header).map_err(enc)?;
     let body_bytes = postcard::to_allocvec(&body).map_err(enc)?;
@@ -158,7 +162,7 @@ pub fn decode(bytes: &[u8], shard: ShardId, key: &str) -> Result<(SnapshotHeader
             found: body.base.shard,
         });
     }
-    let data = ShardData::from_parts(&body.base, body.pending)?;
+    let data = ShardData::from_parts(&body.base, body.pending, &body.fences)?;
     Ok((header, data))
 }
 

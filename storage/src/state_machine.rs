@@ -151,31 +151,30 @@ impl ShardStateMachine {
                         r.membership = StoredMembership::new(Some(entry.log_id), m);
                         ShardResponse::default()
                     }
-                    EntryPayload::Normal(ShardRequest::Restore { job, clock }) => {
-                        // A replica that cannot load a checkpoint the group
-                        // agreed to restore would diverge: that is fatal.
-                        let image = self.checkpoints.load_shard(job, clock, self.shard)?;
-                        r.data.restore_job(job, &image)?;
-                        tracing::info!(
-                            shard = self.shard,
-                            job,
-                            clock,
-                            "job restored from checkpoint"
-                        );
-                        ShardResponse::default()
-                    }
-                    EntryPayload::Normal(ShardRequest::RestoreImage { job, clock, image }) => {
-                        // Every replica gets the same bytes: a bad part is
-                        // refused by all, and the state stays as it was.
-                        // A failing disk is fatal for this replica (as for
-                        // any write), not a refusal the others did not see.
+                    EntryPayload::Normal(ShardRequest::RestoreImage {
+                        job,
+                        epoch,
+                        clock,
+                        image,
+                    }) => {
+                        // Every replica gets the same bytes: a bad part (or
+                        // a superseded run) is refused by all, and the state
+                        // stays as it was. A failing disk is fatal for this
+                        // replica (as for any write), not a refusal the
+                        // others did not see.
+                        if let crate::shard_data::EpochCheck::Stale { current } =
+                            r.data.check_epoch(job, epoch)
+                        {
+                            out.push(ShardResponse::stale(job, epoch, current));
+                            continue;
+                        }
                         let decoded =
                             crate::checkpoint::decode_shard_part(&image, job, clock, self.shard);
                         if decoded.is_ok() {
                             self.checkpoints
                                 .put_shard_bytes(job, clock, self.shard, &image)?;
                         }
-                        match decoded.and_then(|img| r.data.restore_job(job, &img)) {
+                        match decoded.and_then(|img| r.data.restore_job(job, epoch, &img)) {
                             Ok(()) => {
                                 tracing::info!(
                                     shard = self.shard,

@@ -24,52 +24,70 @@ pub type StoredMembership = openraft::StoredMembership<u64, openraft::BasicNode>
 pub type SnapshotMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
 
 /// A command replicated through a shard's Raft log.
+///
+/// Every job-scoped command names the job's run (`epoch`, the job record's
+/// epoch in the metadata group). Each replica keeps a fence per job, the
+/// highest epoch that began on the shard, and checks it inside the state
+/// machine, so every replica refuses a stale command identically
+/// (docs/design.md, "Runs and fences"). A run begins on a shard with
+/// `RestoreImage` or `DropJob` of its epoch; every other command must carry
+/// the fence's epoch exactly.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ShardRequest {
     /// Defines a table (idempotent for an identical definition).
     CreateTable(TableSpec),
-    /// Registers a job's workers (idempotent). `checkpoint_every > 0` makes
-    /// the shard write a consistent checkpoint at every clock `c` with
-    /// `(c + 1) % checkpoint_every == 0`.
+    /// Registers a job's workers (idempotent within a run). `checkpoint_every
+    /// > 0` makes the shard write a consistent checkpoint at every clock `c`
+    /// with `(c + 1) % checkpoint_every == 0`. A registered job at `epoch`
+    /// means every command of that run sent before it (its loads) is
+    /// applied on this replica: reads of the run wait for it.
     RegisterJob {
         job: JobId,
+        epoch: u64,
         workers: u32,
         deterministic: bool,
         checkpoint_every: Clock,
     },
-    /// Sets the initial value of a row (a job's init phase).
+    /// Sets the initial value of a row (a job's init phase); the job is the
+    /// table's.
     Load {
+        epoch: u64,
         table: TableId,
         row: RowId,
         value: AnyRow,
     },
     /// One worker's increments for one clock: the replicated unit.
-    Batch(UpdateBatch),
+    Batch { epoch: u64, batch: UpdateBatch },
     /// Asks for a consistent checkpoint of `job` at `clock` (written when
     /// the job's min clock passes `clock`, or at once if it is there now).
-    Checkpoint { job: JobId, clock: Clock },
+    Checkpoint {
+        job: JobId,
+        epoch: u64,
+        clock: Clock,
+    },
     /// A worker's local state for the checkpoint of `job` at `clock`.
     WorkerBlob {
         job: JobId,
+        epoch: u64,
         clock: Clock,
         worker: WorkerId,
         data: Vec<u8>,
     },
-    /// Rolls `job` back to its checkpoint at `clock`, read from this node's
-    /// checkpoint store (design.md §3, resume).
-    Restore { job: JobId, clock: Clock },
-    /// Rolls `job` back to the checkpoint part `image` (as stored by a
-    /// replica that has it: header and image), which each replica checks,
-    /// keeps in its checkpoint store and restores. Unlike `Restore` it
-    /// works on replicas that never wrote that checkpoint (one that caught
-    /// up by installing a snapshot). A damaged part is refused by all.
+    /// Begins run `epoch` by rolling `job` back to the checkpoint part
+    /// `image` (as stored by a replica that has it: header and image),
+    /// which each replica checks, keeps in its checkpoint store and
+    /// restores. It works on replicas that never wrote that checkpoint
+    /// (one that caught up by installing a snapshot). A damaged part is
+    /// refused by all, and the state stays as it was.
     RestoreImage {
         job: JobId,
+        epoch: u64,
         clock: Clock,
         image: Vec<u8>,
     },
-    /// Drops a finished job's tables, rows and clocks.
-    DropJob { job: JobId },
+    /// Drops a job's tables, rows and clocks: at the start of a run that
+    /// starts from scratch, and when a job ends.
+    DropJob { job: JobId, epoch: u64 },
     /// A command of the cluster's metadata group, encoded by its owner
     /// (petuum-cluster). Shard groups refuse it; sharing one entry type
     /// lets every group on a node share the log store and the network.
@@ -90,6 +108,9 @@ pub struct ShardResponse {
     pub checkpoints: Vec<(JobId, Clock)>,
     /// The answer of a metadata command, encoded by its owner.
     pub payload: Option<Vec<u8>>,
+    /// Set with `error` when the command named a superseded run: the job's
+    /// current epoch on the shard.
+    pub superseded_by: Option<u64>,
 }
 
 impl ShardResponse {
@@ -97,6 +118,18 @@ impl ShardResponse {
         ShardResponse {
             error: Some(reason.to_string()),
             ..Default::default()
+        }
+    }
+
+    /// The refusal of a command of a superseded run.
+    pub(crate) fn stale(job: JobId, epoch: u64, current: u64) -> Self {
+        ShardResponse {
+            superseded_by: Some(current),
+            ..Self::refused(petuum_core::TableError::StaleEpoch {
+                job,
+                epoch,
+                current,
+            })
         }
     }
 }

@@ -54,6 +54,7 @@ pub fn request(index: u64) -> ShardRequest {
         2 => ShardRequest::CreateTable(sparse),
         3 => ShardRequest::RegisterJob {
             job: JOB,
+            epoch: 0,
             workers: WORKERS,
             deterministic: false,
             checkpoint_every: CHECKPOINT_EVERY,
@@ -65,24 +66,27 @@ pub fn request(index: u64) -> ShardRequest {
             let sparse_delta: HashMap<u32, i64> = (0..3)
                 .map(|j| ((mix(h + j) % 1000) as u32, (j as i64) + 1))
                 .collect();
-            ShardRequest::Batch(UpdateBatch {
-                job: JOB,
-                worker: (k % WORKERS as u64) as u32,
-                clock: k / WORKERS as u64,
-                shard: SHARD,
-                updates: vec![
-                    RowUpdate {
-                        table: 1,
-                        row: h % ROWS,
-                        delta: AnyRow::I64(Row::Dense(dense_delta)),
-                    },
-                    RowUpdate {
-                        table: 2,
-                        row: (h >> 8) % ROWS,
-                        delta: AnyRow::I64(Row::Sparse(sparse_delta)),
-                    },
-                ],
-            })
+            ShardRequest::Batch {
+                epoch: 0,
+                batch: UpdateBatch {
+                    job: JOB,
+                    worker: (k % WORKERS as u64) as u32,
+                    clock: k / WORKERS as u64,
+                    shard: SHARD,
+                    updates: vec![
+                        RowUpdate {
+                            table: 1,
+                            row: h % ROWS,
+                            delta: AnyRow::I64(Row::Dense(dense_delta)),
+                        },
+                        RowUpdate {
+                            table: 2,
+                            row: (h >> 8) % ROWS,
+                            delta: AnyRow::I64(Row::Sparse(sparse_delta)),
+                        },
+                    ],
+                },
+            }
         }
     }
 }

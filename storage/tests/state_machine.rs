@@ -143,16 +143,49 @@ fn restore_rolls_a_job_back_to_its_checkpoint() {
         vec![batch(0, 0, 1.0), batch(0, 1, 2.0), batch(0, 2, 4.0)],
     );
     assert_eq!(row0(&sm, false), dense(7.0, 3.0));
+    // Run 1 begins by shipping the checkpoint part of clock 1.
+    let image = sm
+        .checkpoints()
+        .load_shard_bytes(JOB, 1, SHARD)
+        .unwrap()
+        .expect("checkpoint of clock 1 written");
     let r = apply(
         &sm,
         &mut next,
-        vec![ShardRequest::Restore { job: JOB, clock: 1 }],
+        vec![ShardRequest::RestoreImage {
+            job: JOB,
+            epoch: 1,
+            clock: 1,
+            image: image.clone(),
+        }],
     );
-    assert!(r[0].error.is_none());
+    assert!(r[0].error.is_none(), "{r:?}");
     assert_eq!(row0(&sm, false), dense(3.0, 2.0));
-    // Workers continue from clock 2; clock 1 again is a replay.
-    let r = apply(&sm, &mut next, vec![batch(0, 1, 9.0), batch(0, 2, 8.0)]);
-    assert!(r[0].duplicate && !r[1].duplicate);
+    // The superseded run's batch of clock 2, arriving late, is refused.
+    let r = apply(&sm, &mut next, vec![batch_in(0, 0, 2, 4.0)]);
+    assert_eq!(r[0].superseded_by, Some(1), "{r:?}");
+    assert_eq!(row0(&sm, false), dense(3.0, 2.0));
+    // Run 1 continues from clock 2; its clock 1 again is a replay.
+    let r = apply(
+        &sm,
+        &mut next,
+        vec![batch_in(1, 0, 1, 9.0), batch_in(1, 0, 2, 8.0)],
+    );
+    assert!(r[0].duplicate && !r[1].duplicate, "{r:?}");
+    assert_eq!(row0(&sm, false), dense(11.0, 3.0));
+    // A restore of the superseded run is refused by every replica alike,
+    // before anything is stored.
+    let r = apply(
+        &sm,
+        &mut next,
+        vec![ShardRequest::RestoreImage {
+            job: JOB,
+            epoch: 0,
+            clock: 1,
+            image,
+        }],
+    );
+    assert_eq!(r[0].superseded_by, Some(1));
     assert_eq!(row0(&sm, false), dense(11.0, 3.0));
 }
 
@@ -169,12 +202,14 @@ fn worker_blobs_are_stored_per_checkpoint() {
         vec![
             ShardRequest::WorkerBlob {
                 job: JOB,
+                epoch: 0,
                 clock: 4,
                 worker: 0,
                 data: b"topics".to_vec(),
             },
             ShardRequest::WorkerBlob {
                 job: JOB,
+                epoch: 0,
                 clock: 4,
                 worker: 1,
                 data: big.clone(),

@@ -23,11 +23,13 @@ fn mnist_softmax_ssp_reaches_92_percent_and_evaluates() {
         ),
     )
     .unwrap();
+    let wall = std::time::Instant::now();
     let out = run(
         "petuumd",
         &["run", job.to_str().unwrap(), "--json", "--data-dir", "pd"],
         dir.path(),
     );
+    let wall = wall.elapsed().as_secs_f64();
     assert!(
         out.status.success(),
         "petuumd run failed: {}",
@@ -36,6 +38,15 @@ fn mnist_softmax_ssp_reaches_92_percent_and_evaluates() {
     let lines = json_lines(&out);
     let clocks: Vec<_> = lines.iter().filter(|l| l["event"] == "clock").collect();
     assert_eq!(clocks.len(), 200, "one progress line per clock");
+    // Elapsed time rises clock by clock.
+    let elapsed: Vec<f64> = clocks
+        .iter()
+        .map(|l| l["elapsed_s"].as_f64().unwrap())
+        .collect();
+    assert!(
+        elapsed.windows(2).all(|w| w[0] <= w[1]) && elapsed[0] > 0.0,
+        "elapsed_s not increasing: {elapsed:?}"
+    );
     assert!(clocks
         .iter()
         .all(|l| l["objective"].as_f64().unwrap().is_finite()
@@ -48,7 +59,13 @@ fn mnist_softmax_ssp_reaches_92_percent_and_evaluates() {
     assert_eq!(done["state"], "succeeded");
     assert_eq!(done["clocks"], 200);
     assert_eq!(done["model_path"], model.display().to_string());
-    assert!(done["seconds"].as_f64().unwrap() > 0.0);
+    // The job's time covers every clock and fits in the process's life.
+    let seconds = done["seconds"].as_f64().unwrap();
+    assert!(
+        seconds >= elapsed[199] && seconds <= wall,
+        "seconds {seconds}: last clock at {} s, process ran {wall} s",
+        elapsed[199]
+    );
     let acc = done["test_accuracy"].as_f64().unwrap();
     assert!(acc >= 0.92, "test accuracy {acc} below 92%");
     // The embedded node kept its job record in the data directory.

@@ -41,7 +41,9 @@ impl World {
         for p in installed {
             dpkg.push_str(&format!("  {p}) printf 'install ok installed'; exit 0;;\n"));
         }
-        dpkg.push_str("  *) echo \"dpkg-query: no packages found matching $pkg\" >&2; exit 1;;\nesac\n");
+        dpkg.push_str(
+            "  *) echo \"dpkg-query: no packages found matching $pkg\" >&2; exit 1;;\nesac\n",
+        );
         w.script("dpkg-query", &dpkg);
         for c in commands {
             w.script(c, "#!/bin/bash\nexit 0\n");

@@ -255,6 +255,9 @@ fn run(
             )))
         }
     };
+    // Every command and read of this run names its epoch: once a newer run
+    // has begun on a shard, this one's are refused there (and it stops).
+    shards.set_epoch(job, ctx.epoch);
     *slot.lock() = Some(shards.clone());
     let cfg = RunConfig {
         job,
@@ -340,7 +343,8 @@ fn run(
         &hooks,
     );
     if let Err(e) = result {
-        if abort.load(Ordering::SeqCst) {
+        if abort.load(Ordering::SeqCst) || superseded(&e) {
+            tracing::info!(error = %e, "run ended: aborted or superseded");
             return None;
         }
         return Some(if infrastructure(&e) {
@@ -369,9 +373,12 @@ fn run(
     Some(finish(ctx, &shards, algo.as_ref(), &cfg, &rec))
 }
 
-/// The coordinator's preparation of an epoch: tables and job registered
-/// (with the shards' checkpoint period), then the newest checkpoint
-/// restored, or the job's old state cleared and the algorithm initialised.
+/// The coordinator's preparation of an epoch. The run begins on every
+/// shard with a restore of the newest checkpoint, or with a drop of the
+/// job's old state followed by its tables and the algorithm's initial rows;
+/// the job is registered last, so a replica that has applied the
+/// registration has applied everything before it, and reads of the run
+/// wait for it (exact reads on followers).
 fn prepare(
     shards: &ClusterShards,
     algo: &dyn Algorithm,
@@ -395,21 +402,24 @@ fn prepare(
             );
         }
         None => {
-            shards.drop_job(job);
+            shards
+                .drop_job_checked(job)
+                .map_err(|e| interrupted("clearing the job's old state", e))?;
             for t in &tables {
                 shards
                     .create_table(t)
                     .map_err(|e| interrupted("creating the tables", e))?;
             }
+            algo.initialize(&TableLoader::new(shards, &tables))
+                .map_err(|e| match e.downcast::<TableError>() {
+                    Ok(t) => interrupted("initialising the tables", *t),
+                    Err(e) => RunEnd::Failed(format!("initialisation failed: {e}")),
+                })?;
         }
     }
     shards
         .register_job_every(job, cfg.workers, cfg.deterministic, every)
         .map_err(|e| interrupted("registering the job", e))?;
-    if checkpoint.is_none() {
-        algo.initialize(&TableLoader::new(shards, &tables))
-            .map_err(|e| RunEnd::Failed(format!("initialisation failed: {e}")))?;
-    }
     Ok(())
 }
 
@@ -450,6 +460,7 @@ fn finish(
         model_shard(job, shards.placement().shards()),
         ShardRequest::WorkerBlob {
             job,
+            epoch: ctx.epoch,
             clock: MODEL_CLOCK,
             worker: 0,
             data: bytes.clone(),
@@ -476,16 +487,30 @@ pub fn model_shard(job: JobId, shards: u32) -> ShardId {
 /// Whether a failure came from the cluster (retrying from a checkpoint
 /// can help) rather than from the algorithm or its data.
 fn infrastructure(e: &JobError) -> bool {
-    let table =
-        |t: &TableError| matches!(t, TableError::Unavailable(_) | TableError::Aborted { .. });
-    match e {
-        JobError::Table(t) => table(t),
-        JobError::Worker { source, .. } | JobError::Init(source) | JobError::Export(source) => {
-            source.downcast_ref::<TableError>().is_some_and(table)
-        }
-        JobError::Checkpoint { .. } => true,
-        _ => false,
+    match table_error(e) {
+        Some(t) => matches!(
+            t,
+            TableError::Unavailable(_) | TableError::Aborted { .. } | TableError::StaleEpoch { .. }
+        ),
+        None => matches!(e, JobError::Checkpoint { .. }),
     }
+}
+
+/// The table error behind a job error, if one is.
+fn table_error(e: &JobError) -> Option<&TableError> {
+    match e {
+        JobError::Table(t) => Some(t),
+        JobError::Worker { source, .. } | JobError::Init(source) | JobError::Export(source) => {
+            source.downcast_ref::<TableError>()
+        }
+        _ => None,
+    }
+}
+
+/// Whether a newer run of the job began on the shards: this run ends
+/// without a word (its reports would be refused as stale anyway).
+fn superseded(e: &JobError) -> bool {
+    matches!(table_error(e), Some(TableError::StaleEpoch { .. }))
 }
 
 /// Progress and checkpoint parts of this host, to the metadata group.
@@ -565,6 +590,7 @@ impl WorkerHooks for Hooks<'_> {
             worker % n,
             ShardRequest::WorkerBlob {
                 job,
+                epoch: self.ctx.epoch,
                 clock: clock - 1,
                 worker,
                 data: state,

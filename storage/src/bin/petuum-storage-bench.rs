@@ -143,7 +143,7 @@ impl Appender {
             log: RaftLogStore::new(db, 1),
             entry: Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 0), 0),
-                payload: EntryPayload::Normal(ShardRequest::Batch(batch)),
+                payload: EntryPayload::Normal(ShardRequest::Batch { epoch: 0, batch }),
             },
         }
     }
@@ -151,7 +151,8 @@ impl Appender {
     /// Appends the next entry: the same batch under the next index and clock.
     fn append(&mut self) {
         self.entry.log_id.index += 1;
-        if let EntryPayload::Normal(ShardRequest::Batch(b)) = &mut self.entry.payload {
+        if let EntryPayload::Normal(ShardRequest::Batch { batch: b, .. }) = &mut self.entry.payload
+        {
             b.clock = self.entry.log_id.index;
         }
         self.log.append_entries([&self.entry]).expect("append");

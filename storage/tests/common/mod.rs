@@ -43,6 +43,7 @@ pub fn setup(workers: u32, deterministic: bool, checkpoint_every: Clock) -> Vec<
         ShardRequest::CreateTable(table()),
         ShardRequest::RegisterJob {
             job: JOB,
+            epoch: 0,
             workers,
             deterministic,
             checkpoint_every,
@@ -51,17 +52,25 @@ pub fn setup(workers: u32, deterministic: bool, checkpoint_every: Clock) -> Vec<
 }
 
 pub fn batch(worker: WorkerId, clock: Clock, v: f64) -> ShardRequest {
-    ShardRequest::Batch(UpdateBatch {
-        job: JOB,
-        worker,
-        clock,
-        shard: SHARD,
-        updates: vec![RowUpdate {
-            table: 1,
-            row: 0,
-            delta: AnyRow::F64(Row::Dense(vec![v, 1.0])),
-        }],
-    })
+    batch_in(0, worker, clock, v)
+}
+
+/// A batch of run `epoch`.
+pub fn batch_in(epoch: u64, worker: WorkerId, clock: Clock, v: f64) -> ShardRequest {
+    ShardRequest::Batch {
+        epoch,
+        batch: UpdateBatch {
+            job: JOB,
+            worker,
+            clock,
+            shard: SHARD,
+            updates: vec![RowUpdate {
+                table: 1,
+                row: 0,
+                delta: AnyRow::F64(Row::Dense(vec![v, 1.0])),
+            }],
+        },
+    }
 }
 
 /// Applies requests as consecutive entries after `*next`.

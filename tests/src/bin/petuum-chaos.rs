@@ -1,0 +1,530 @@
+//! `petuum-chaos`: a seeded chaos run against a local cluster of real
+//! `petuumd serve` processes.
+//!
+//! ```text
+//! petuum-chaos --seed 7 --nodes 3 --jobs 4 --faults 40
+//! ```
+//!
+//! It computes each job kind's model with an embedded `petuumd run` (the
+//! reference), starts the nodes on loopback, keeps `--jobs` deterministic
+//! jobs of different algorithms and worker counts running through the
+//! `petuum-client` library (a finished job is replaced while faults remain
+//! to inject), and drives a seeded schedule of faults on random nodes:
+//! SIGKILL and restart, SIGSTOP for several election timeouts then SIGCONT,
+//! SIGTERM and restart, a whole-cluster restart, and two nodes down at once
+//! (no quorum: jobs pause and continue by themselves). It ends when every
+//! fault is injected and every job has ended, and checks that every job
+//! succeeded, with a model byte-identical to its embedded run, within
+//! `--max-job-seconds`. It prints the faults, the recoveries, the recovery
+//! time (fault to every affected job's next clock) p50 and max, and the
+//! command that reproduces the run; it exits 1 when a check failed.
+
+use petuum_client::{is_terminal, Client};
+use petuum_tests::cluster::{signal, LocalCluster};
+use petuum_tests::{datasets, run};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Parser, Debug)]
+#[command(about = "Seeded fault injection against a local petuum cluster")]
+struct Args {
+    /// Seeds the fault schedule, the nodes hit and the job order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Nodes in the cluster (each shard has 3 replicas, or fewer).
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Jobs running at once.
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// Faults to inject.
+    #[arg(long, default_value_t = 40)]
+    faults: usize,
+    /// Shards in the cluster's shard space.
+    #[arg(long, default_value_t = 8)]
+    shards: u32,
+    /// A job that takes longer than this (submission to end) fails the run.
+    #[arg(long, default_value_t = 300)]
+    max_job_seconds: u64,
+    /// Mean seconds between faults (each gap is drawn from 0.5x..1.5x).
+    #[arg(long, default_value_t = 3.0)]
+    fault_gap_s: f64,
+}
+
+/// A deterministic job and its embedded reference model.
+struct Kind {
+    name: &'static str,
+    spec: PathBuf,
+    reference: Vec<u8>,
+}
+
+fn kind_specs(shards: u32) -> Vec<(&'static str, String)> {
+    let d = datasets();
+    let data = |f: &str| d.join(f).display().to_string();
+    // (name, algorithm, workers, clocks, checkpoint_every, [data] + [params])
+    let kinds: Vec<(&str, &str, u32, u64, u64, String)> = vec![
+        (
+            "lr",
+            "logistic_regression",
+            2,
+            60,
+            5,
+            format!("[data]\nformat = \"libsvm\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nlearning_rate = 10.0\nbatch_size = 32\nbatches_per_clock = 10\nl2 = 0.0002", data("spamassassin/spam.libsvm")),
+        ),
+        (
+            "kmeans",
+            "kmeans",
+            3,
+            40,
+            5,
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+        ),
+        (
+            "lda",
+            "lda",
+            2,
+            16,
+            2,
+            format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 10", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
+        ),
+        (
+            "dnn",
+            "dnn",
+            1,
+            30,
+            5,
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [16]\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
+        ),
+    ];
+    kinds
+        .into_iter()
+        .map(|(name, algorithm, workers, clocks, every, body)| {
+            (
+                name,
+                format!(
+                    "name = \"chaos-{name}\"\nalgorithm = \"{algorithm}\"\n[run]\nworkers = {workers}\nconsistency = \"bsp\"\ndeterministic = true\nseed = 5\nshards = {shards}\nclocks = {clocks}\ncheckpoint_every = {every}\n[model]\npath = \"MODEL\"\n{body}\n"
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Writes each kind's spec and computes its reference with `petuumd run`.
+fn references(dir: &Path, shards: u32) -> Result<Vec<Kind>, String> {
+    let mut out = Vec::new();
+    for (name, text) in kind_specs(shards) {
+        let model = dir.join(format!("{name}.reference.safetensors"));
+        let spec = dir.join(format!("{name}.toml"));
+        std::fs::write(&spec, text.replace("MODEL", &model.display().to_string()))
+            .map_err(|e| e.to_string())?;
+        let o = run(
+            "petuumd",
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--json",
+                "--data-dir",
+                dir.join(format!("embedded-{name}")).to_str().unwrap(),
+            ],
+            dir,
+        );
+        if !o.status.success() {
+            return Err(format!(
+                "embedded {name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let reference = std::fs::read(&model).map_err(|e| e.to_string())?;
+        eprintln!("chaos: reference {name}: {} model bytes", reference.len());
+        out.push(Kind {
+            name,
+            spec,
+            reference,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    KillRestart,
+    StopCont,
+    TermRestart,
+    WholeCluster,
+    TwoDown,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillRestart => "sigkill+restart",
+            Fault::StopCont => "sigstop+sigcont",
+            Fault::TermRestart => "sigterm+restart",
+            Fault::WholeCluster => "whole-cluster restart",
+            Fault::TwoDown => "two nodes down",
+        }
+    }
+}
+
+enum Action {
+    Spawn(u64),
+    Cont(u64),
+}
+
+struct Running {
+    kind: usize,
+    submitted: Instant,
+    clock: u64,
+}
+
+/// A fault whose recovery is being timed: the clock of every job running
+/// when it struck; it is over when each has passed that clock or ended.
+struct Open {
+    at: Instant,
+    waiting: BTreeMap<u64, u64>,
+}
+
+struct Chaos {
+    args: Args,
+    cluster: LocalCluster,
+    rt: tokio::runtime::Runtime,
+    clients: BTreeMap<u64, Client>,
+    up: Vec<bool>,
+    stopped: Vec<bool>,
+}
+
+impl Chaos {
+    fn endpoint(&self, id: u64) -> String {
+        format!("http://{}", self.cluster.nodes[id as usize - 1].addr)
+    }
+
+    /// Runs `f` with a client of some running node, trying each in turn.
+    fn with_client<T>(
+        &mut self,
+        f: impl Fn(
+            &mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, petuum_client::ClientError>> + '_>,
+        >,
+    ) -> Option<T> {
+        for id in 1..=self.args.nodes {
+            if !self.up[id as usize - 1] || self.stopped[id as usize - 1] {
+                continue;
+            }
+            if !self.clients.contains_key(&id) {
+                let ep = self.endpoint(id);
+                match self.rt.block_on(Client::connect(&ep, None)) {
+                    Ok(c) => {
+                        self.clients.insert(id, c);
+                    }
+                    Err(_) => continue,
+                }
+            }
+            let c = self.clients.get_mut(&id).expect("inserted");
+            let r = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), f(c)).await });
+            match r {
+                Ok(Ok(v)) => return Some(v),
+                _ => {
+                    self.clients.remove(&id);
+                }
+            }
+        }
+        None
+    }
+
+    fn down(&mut self, id: u64) {
+        self.cluster.kill(id);
+        self.up[id as usize - 1] = false;
+        self.clients.remove(&id);
+    }
+
+    fn spawn(&mut self, id: u64) {
+        self.cluster.spawn(id);
+        self.up[id as usize - 1] = true;
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn main() -> std::process::ExitCode {
+    let args = <Args as clap::Parser>::parse();
+    let command = format!(
+        "petuum-chaos --seed {} --nodes {} --jobs {} --faults {} --shards {} --max-job-seconds {} --fault-gap-s {}",
+        args.seed, args.nodes, args.jobs, args.faults, args.shards, args.max_job_seconds, args.fault_gap_s
+    );
+    eprintln!("chaos: {command}");
+    let work = tempfile::tempdir().expect("temp dir");
+    let kinds = match references(work.path(), args.shards) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("chaos: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let cluster = LocalCluster::start(args.nodes, args.shards, "");
+    let nodes = args.nodes;
+    let mut chaos = Chaos {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        cluster,
+        clients: BTreeMap::new(),
+        up: vec![true; nodes as usize],
+        stopped: vec![false; nodes as usize],
+        args,
+    };
+    let started = Instant::now();
+    let mut failures: Vec<String> = Vec::new();
+    let mut running: BTreeMap<u64, Running> = BTreeMap::new();
+    let mut scheduled: Vec<(Instant, Action)> = Vec::new();
+    let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
+    let mut faults = 0usize;
+    let mut open: Vec<Open> = Vec::new();
+    let mut recovery_s: Vec<f64> = Vec::new();
+    let mut finished = 0usize;
+    let mut recoveries = 0u64;
+    let gap = |rng: &mut rand_chacha::ChaCha8Rng, mean: f64| {
+        Duration::from_secs_f64(mean * rng.gen_range(0.5..1.5))
+    };
+    // The first fault strikes once the jobs are under way.
+    let mut next_fault = Instant::now() + Duration::from_secs(5);
+    let mut next_kind = rng.gen_range(0..kinds.len());
+    loop {
+        let now = Instant::now();
+        // Scheduled restarts and continues.
+        scheduled.sort_by_key(|(t, _)| *t);
+        while scheduled.first().is_some_and(|(t, _)| *t <= now) {
+            let (_, a) = scheduled.remove(0);
+            match a {
+                Action::Spawn(id) => chaos.spawn(id),
+                Action::Cont(id) => {
+                    let pid = chaos.cluster.pid(id);
+                    signal(pid, libc::SIGCONT);
+                    chaos.stopped[id as usize - 1] = false;
+                }
+            }
+        }
+        // Keep the jobs running while faults remain.
+        while faults < chaos.args.faults && running.len() < chaos.args.jobs {
+            let k = next_kind;
+            next_kind = (next_kind + 1 + rng.gen_range(0..2)) % kinds.len();
+            let spec = kinds[k].spec.clone();
+            match chaos.with_client(|c| {
+                let spec = spec.clone();
+                Box::pin(async move { c.submit(&spec).await })
+            }) {
+                Some(info) => {
+                    running.insert(
+                        info.id,
+                        Running {
+                            kind: k,
+                            submitted: Instant::now(),
+                            clock: 0,
+                        },
+                    );
+                }
+                None => break,
+            }
+        }
+        // Job states.
+        let ids: Vec<u64> = running.keys().copied().collect();
+        for id in ids {
+            let Some(info) = chaos.with_client(|c| Box::pin(async move { c.status(id).await }))
+            else {
+                break;
+            };
+            let r = running.get_mut(&id).expect("running");
+            r.clock = r.clock.max(info.clock);
+            let kind = &kinds[r.kind];
+            if r.submitted.elapsed() > Duration::from_secs(chaos.args.max_job_seconds) {
+                failures.push(format!(
+                    "job {id} ({}) still {} after {} s (bound {} s)",
+                    kind.name,
+                    info.state,
+                    r.submitted.elapsed().as_secs(),
+                    chaos.args.max_job_seconds
+                ));
+                running.remove(&id);
+                continue;
+            }
+            if !is_terminal(&info.state) {
+                continue;
+            }
+            let took = r.submitted.elapsed().as_secs_f64();
+            recoveries += info.recoveries as u64;
+            finished += 1;
+            if info.state != "succeeded" {
+                failures.push(format!(
+                    "job {id} ({}) ended {}: {}",
+                    kind.name, info.state, info.error
+                ));
+            } else {
+                let path = work.path().join(format!("job{id}.safetensors"));
+                let p = path.clone();
+                let got = chaos
+                    .with_client(|c| {
+                        let p = p.clone();
+                        Box::pin(async move { c.model(id, &p).await })
+                    })
+                    .and_then(|_| std::fs::read(&path).ok());
+                match got {
+                    Some(bytes) if bytes == kind.reference => {}
+                    Some(_) => failures.push(format!(
+                        "job {id} ({}): model differs from the embedded run's",
+                        kind.name
+                    )),
+                    None => failures.push(format!("job {id} ({}): model unreadable", kind.name)),
+                }
+            }
+            eprintln!(
+                "chaos: job {id} ({}) {} in {took:.1} s, {} recoveries, epoch {}",
+                kind.name, info.state, info.recoveries, info.epoch
+            );
+            running.remove(&id);
+        }
+        // Recovery times.
+        let now = Instant::now();
+        open.retain_mut(|o| {
+            o.waiting
+                .retain(|job, clock| running.get(job).is_some_and(|r| r.clock <= *clock));
+            if o.waiting.is_empty() {
+                recovery_s.push(now.duration_since(o.at).as_secs_f64());
+                false
+            } else {
+                true
+            }
+        });
+        // The next fault, once the previous one's nodes are back.
+        if faults < chaos.args.faults && scheduled.is_empty() && now >= next_fault {
+            let fault = match rng.gen_range(0..100) {
+                0..=34 => Fault::KillRestart,
+                35..=54 => Fault::StopCont,
+                55..=74 => Fault::TermRestart,
+                75..=84 => Fault::WholeCluster,
+                _ => Fault::TwoDown,
+            };
+            let a = rng.gen_range(1..=nodes);
+            let back = |rng: &mut rand_chacha::ChaCha8Rng| {
+                Instant::now() + Duration::from_millis(rng.gen_range(300..3000))
+            };
+            eprintln!(
+                "chaos: fault {} at {:.1} s: {} (node {a})",
+                faults + 1,
+                started.elapsed().as_secs_f64(),
+                fault.name()
+            );
+            match fault {
+                Fault::KillRestart => {
+                    chaos.down(a);
+                    scheduled.push((back(&mut rng), Action::Spawn(a)));
+                }
+                Fault::StopCont => {
+                    let pid = chaos.cluster.pid(a);
+                    signal(pid, libc::SIGSTOP);
+                    chaos.stopped[a as usize - 1] = true;
+                    chaos.clients.remove(&a);
+                    // Several election timeouts (600 ms at most each).
+                    let t = Instant::now() + Duration::from_millis(rng.gen_range(1500..4000));
+                    scheduled.push((t, Action::Cont(a)));
+                }
+                Fault::TermRestart => {
+                    let pid = chaos.cluster.pid(a);
+                    signal(pid, libc::SIGTERM);
+                    if chaos
+                        .cluster
+                        .wait_exit(a, Duration::from_secs(30))
+                        .is_none()
+                    {
+                        failures.push(format!(
+                            "fault {}: node {a} did not exit within 30 s of SIGTERM",
+                            faults + 1
+                        ));
+                    }
+                    chaos.down(a);
+                    scheduled.push((back(&mut rng), Action::Spawn(a)));
+                }
+                Fault::WholeCluster => {
+                    for id in 1..=nodes {
+                        chaos.down(id);
+                    }
+                    let t = back(&mut rng);
+                    for id in 1..=nodes {
+                        scheduled.push((t, Action::Spawn(id)));
+                    }
+                }
+                Fault::TwoDown => {
+                    let b = (a % nodes) + 1;
+                    chaos.down(a);
+                    if b != a {
+                        chaos.down(b);
+                    }
+                    let t = Instant::now() + Duration::from_millis(rng.gen_range(2000..6000));
+                    scheduled.push((t, Action::Spawn(a)));
+                    if b != a {
+                        scheduled.push((t, Action::Spawn(b)));
+                    }
+                }
+            }
+            *injected.entry(fault).or_default() += 1;
+            faults += 1;
+            if !running.is_empty() {
+                open.push(Open {
+                    at: Instant::now(),
+                    waiting: running.iter().map(|(&j, r)| (j, r.clock)).collect(),
+                });
+            }
+            next_fault = Instant::now() + gap(&mut rng, chaos.args.fault_gap_s);
+        }
+        if faults >= chaos.args.faults && running.is_empty() && scheduled.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    recovery_s.sort_by(|a, b| a.total_cmp(b));
+    let kinds_line: Vec<String> = injected
+        .iter()
+        .map(|(f, n)| format!("{} {n}", f.name()))
+        .collect();
+    println!("faults injected: {faults} ({})", kinds_line.join(", "));
+    println!("jobs finished: {finished}, recoveries: {recoveries}");
+    println!(
+        "recovery time (fault to every running job's next clock): p50 {:.2} s, max {:.2} s over {} faults",
+        percentile(&recovery_s, 0.5),
+        recovery_s.last().copied().unwrap_or(f64::NAN),
+        recovery_s.len()
+    );
+    println!("wall time: {:.0} s", started.elapsed().as_secs_f64());
+    println!("reproduce: {command}");
+    if failures.is_empty() {
+        println!("chaos: every job succeeded with its embedded run's model");
+        std::process::ExitCode::SUCCESS
+    } else {
+        for f in &failures {
+            println!("FAILED: {f}");
+        }
+        println!(
+            "{}",
+            chaos
+                .cluster
+                .logs()
+                .lines()
+                .rev()
+                .take(60)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::process::ExitCode::FAILURE
+    }
+}
