@@ -141,9 +141,20 @@ fn reuters_lda_runs_exports_and_evaluates() {
     // at the start of each clock: negative, and rising as topics form.
     let first = clocks[0]["objective"].as_f64().unwrap();
     let last = clocks[59]["objective"].as_f64().unwrap();
+    // Against the one-topic model of the same training documents, computed
+    // here from the data (-613,501 for this split): the random initial
+    // assignment explains the corpus far worse (-949,020 when written), the
+    // trained state comes within a few percent (-631,295; the joint also
+    // pays log p(z)). An objective of the wrong corpus, scale or sign
+    // misses these bands.
     let (unigram_ll, unigram_ppl) = unigram_baselines(0.1, 11, 0.01);
-    eprintln!(
-        "MEASURE first {first} last {last} unigram_ll {unigram_ll} unigram_ppl {unigram_ppl}"
+    assert!(
+        first < unigram_ll * 1.2,
+        "initial log-likelihood {first} vs one topic {unigram_ll}"
+    );
+    assert!(
+        last > unigram_ll * 1.08 && last < 0.0,
+        "trained log-likelihood {last} vs one topic {unigram_ll}"
     );
     assert!(
         last > first * 0.8,
@@ -160,7 +171,13 @@ fn reuters_lda_runs_exports_and_evaluates() {
     // Held-out perplexity by document completion on the 10% split must
     // beat a uniform model, whose perplexity is the vocabulary size (4258).
     let ppl = done["heldout_perplexity"].as_f64().unwrap();
-    eprintln!("MEASURE ppl {ppl}");
+    // ...and beat the unigram model of the training documents on the same
+    // held-out halves by a wide margin (1818 vs 2712 when written; a
+    // sampler that learned nothing scores near the unigram).
+    assert!(
+        ppl > 1.0 && ppl < 0.8 * unigram_ppl,
+        "held-out perplexity {ppl}, unigram {unigram_ppl}"
+    );
 
     // `petuumd eval` reads the model and scores held-out documents given
     // as LDA-C (the corpus's own .ldac copy), printing topics to stderr.
@@ -186,7 +203,12 @@ fn reuters_lda_runs_exports_and_evaluates() {
     assert_eq!(report["algorithm"], "lda");
     assert_eq!(report["samples"], 395);
     let eval_ppl = report["perplexity"].as_f64().unwrap();
-    assert!(eval_ppl > 1.0 && eval_ppl < 4258.0, "{eval_ppl}");
+    // Every document, most of them seen in training: below the held-out
+    // unigram bar too.
+    assert!(
+        eval_ppl > 1.0 && eval_ppl < 0.8 * unigram_ppl,
+        "{eval_ppl} vs unigram {unigram_ppl}"
+    );
     let topics = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         topics.lines().filter(|l| l.starts_with("topic ")).count(),
