@@ -411,7 +411,7 @@ fn garbage_and_wrong_versions_get_clear_errors() {
     assert_eq!(e.code(), tonic::Code::PermissionDenied);
     assert!(e.message().contains("cluster"), "{}", e.message());
     let e = call(
-        1,
+        PROTOCOL_VERSION,
         cluster,
         KIND_DATA,
         false,
