@@ -134,6 +134,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 train,
                 test,
                 input_spec(spec),
+                spec.clocks(),
             )))
         }
         name @ (linear::LOGISTIC | linear::SVM) => {
