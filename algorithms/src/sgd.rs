@@ -492,6 +492,30 @@ pub fn avg_bucket(c: u64) -> u64 {
     (c + 1).ilog2() as u64
 }
 
+/// The tail average after `clocks` clocks of the sums in `rows` of an
+/// averages table (values, then the count), into `out`; false (and `out`
+/// untouched) while there is nothing to average.
+pub fn read_average(
+    ctx: &mut WorkerCtx,
+    table: Table<f64>,
+    rows: impl IntoIterator<Item = u64>,
+    out: &mut [f32],
+) -> Result<bool, BoxError> {
+    let n = out.len();
+    let mut sum = vec![0f64; n + 1];
+    for r in rows {
+        let row = ctx.get(table, r)?.to_dense(n as u32 + 1);
+        sum.iter_mut().zip(&row).for_each(|(a, b)| *a += b);
+    }
+    if sum[n] <= 0.0 {
+        return Ok(false);
+    }
+    for (o, s) in out.iter_mut().zip(&sum) {
+        *o = (s / sum[n]) as f32;
+    }
+    Ok(true)
+}
+
 /// The buckets averaged for a run of `clocks` clocks.
 pub fn avg_buckets(clocks: u64) -> Vec<u64> {
     let last = avg_bucket(clocks.max(1) - 1);

@@ -169,7 +169,7 @@ fn multiclass_cases(tmp: &Path) -> Vec<Case> {
 
 fn spec(algorithm: &str, data: &str) -> String {
     format!(
-        "name = \"defaults\"\nalgorithm = \"{algorithm}\"\n[data]\n{data}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = 1\nclocks = 300\n[model]\npath = \"{{model}}\"\n[params]\n{}\n", std::env::var("EXTRA").unwrap_or_default().replace(";", "\n")
+        "name = \"defaults\"\nalgorithm = \"{algorithm}\"\n[data]\n{data}\n[run]\nworkers = 2\n{}\nclocks = 300\n[model]\npath = \"{{model}}\"\n[params]\n{}\n", std::env::var("RUN").unwrap_or("consistency = \"bsp\"\ndeterministic = true\nseed = 1\n".into()), std::env::var("EXTRA").unwrap_or_default().replace(";", "\n")
     )
 }
 

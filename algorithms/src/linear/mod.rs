@@ -360,10 +360,17 @@ impl AlgoWorker for LinearWorker {
             Averaging::Buckets => Some(sgd::avg_bucket(c)),
         };
         // With the stop rule on, the objective is measured exactly on the
-        // worker's partition at the weights the clock starts from: the
-        // running loss of the mini-batches is too noisy to tell a plateau.
+        // worker's partition, for the model the job would save if it ended
+        // now (the tail average, or the weights the clock starts from): the
+        // running loss of the mini-batches and the iterates themselves are
+        // too noisy to tell a plateau.
+        let averaging = self.averaging;
         let exact = (self.cfg.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
             ctx.get_dense_into(t, 0, &mut self.w)?;
+            if averaging == Averaging::Buckets && c > 0 {
+                let avg = ctx.table::<f64>(AVG_TABLE)?;
+                sgd::read_average(ctx, avg, sgd::avg_buckets(c), &mut self.w)?;
+            }
             let reg = 0.5 * l2 * sq_norm(&self.w[..d])
                 + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
             let loss: f64 = self

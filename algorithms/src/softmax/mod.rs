@@ -304,6 +304,16 @@ impl AlgoWorker for SoftmaxWorker {
         // of the mini-batches is too noisy to tell a plateau).
         let exact = if self.cfg.stop.tol > 0.0 {
             self.read_weights(ctx, t)?;
+            if self.cfg.average && c > 0 {
+                // The model the job would save now: the tail average.
+                let avg = ctx.table::<f64>(AVG_TABLE)?;
+                let classes = self.classes as u64;
+                for k in 0..self.classes {
+                    let rows = sgd::avg_buckets(c).into_iter().map(|b| b * classes + k as u64);
+                    let mut row = self.w.row_mut(k);
+                    sgd::read_average(ctx, avg, rows, row.as_slice_mut().expect("standard layout"))?;
+                }
+            }
             Some(self.exact_objective())
         } else {
             None
