@@ -354,9 +354,15 @@ impl Progress {
             let k = self.checked;
             let row = ctx.get(t, k)?.to_dense(2);
             self.checked += 1;
-            let o = if row[1] > 0.0 { row[0] / row[1] } else { row[0] };
+            let o = if row[1] > 0.0 {
+                row[0] / row[1]
+            } else {
+                row[0]
+            };
             if !o.is_finite() {
-                return Err(format!("diverged: the objective of clock {} is {o}; {}", k + 1, hint()).into());
+                return Err(
+                    format!("diverged: the objective of clock {k} is {o}; {}", hint()).into(),
+                );
             }
             if o > self.last {
                 self.rising += 1;
@@ -366,9 +372,8 @@ impl Progress {
             self.last = o;
             if self.rising >= GROWTH_CLOCKS && o > GROWTH_FACTOR * self.best {
                 return Err(format!(
-                    "diverged: the objective grew for {} clocks in a row, to {o:.4e} at clock {} from a best of {:.4e}; {}",
+                    "diverged: the objective grew for {} clocks in a row, to {o:.4e} at clock {k} from a best of {:.4e}; {}",
                     self.rising,
-                    k + 1,
                     self.best,
                     hint()
                 )
@@ -469,7 +474,12 @@ pub fn majority_fraction(data: &Dataset) -> f64 {
 
 /// Adds the majority-class check to a model's metrics and warns when the
 /// model does no better than the majority class on its training data.
-pub fn check_majority(name: &str, train: &Dataset, train_accuracy: f64, out: &mut Vec<(String, f64)>) {
+pub fn check_majority(
+    name: &str,
+    train: &Dataset,
+    train_accuracy: f64,
+    out: &mut Vec<(String, f64)>,
+) {
     let majority = majority_fraction(train);
     out.push(("majority_baseline".into(), majority));
     let flagged = train_accuracy <= majority + 1e-9;
@@ -568,9 +578,11 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_truncation_is_an_error() {
-        let mut p = Progress::default();
-        p.checked = 7;
-        p.best = 0.123456789;
+        let p = Progress {
+            checked: 7,
+            best: 0.123456789,
+            ..Progress::default()
+        };
         let mut w = StateWriter::default();
         p.save(&mut w);
         w.f64s(&[1.5, f64::MIN_POSITIVE]);

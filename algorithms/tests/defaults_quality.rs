@@ -169,7 +169,7 @@ fn multiclass_cases(tmp: &Path) -> Vec<Case> {
 
 fn spec(algorithm: &str, data: &str) -> String {
     format!(
-        "name = \"defaults\"\nalgorithm = \"{algorithm}\"\n[data]\n{data}\n[run]\nworkers = 2\n{}\nclocks = 300\n[model]\npath = \"{{model}}\"\n[params]\n{}\n", std::env::var("RUN").unwrap_or("consistency = \"bsp\"\ndeterministic = true\nseed = 1\n".into()), std::env::var("EXTRA").unwrap_or_default().replace(";", "\n")
+        "name = \"defaults\"\nalgorithm = \"{algorithm}\"\n[data]\n{data}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = 1\nclocks = 300\n[model]\npath = \"{{model}}\"\n"
     )
 }
 
@@ -228,4 +228,167 @@ fn multiclass_lr_defaults_match_sklearn() {
         .map(|c| (c.name, c.data, c.sk_lr))
         .collect();
     check("multiclass_lr", &cases);
+}
+
+/// Runs a spec by hand (one thread, BSP, deterministic shards) and returns
+/// the model bytes; with `interrupt = Some(c)` the workers are dropped
+/// after clock `c` and rebuilt from their saved state, as a resumed job's
+/// are. Stops early when the workers say they have finished, as the
+/// runner does.
+fn run_by_hand(spec_text: &str, interrupt: Option<u64>, path: &Path) -> (Vec<u8>, u64) {
+    use petuum_core::algorithm::{TableLoader, TableReader};
+    use petuum_core::inproc::InProcShards;
+    use petuum_core::runner::{step_rng, table_specs};
+    use petuum_core::service::ShardService;
+    use petuum_core::spec::JobSpec;
+    use petuum_core::{Consistency, Node, WorkerCtx};
+    use std::sync::Arc;
+
+    let text = spec_text.replace("{model}", &path.display().to_string());
+    let spec = JobSpec::parse(&text, "test.toml").unwrap();
+    let algo = petuum_algorithms::build(&spec).unwrap();
+    let (workers, seed) = (spec.run.workers, spec.run.seed);
+    let shards = Arc::new(InProcShards::new(4));
+    let node = Node::new(shards.clone(), 1 << 16);
+    let tables = table_specs(1, 1, &algo.tables());
+    for t in &tables {
+        shards.create_table(t).unwrap();
+    }
+    shards.register_job(1, workers, true).unwrap();
+    algo.initialize(&TableLoader::new(shards.as_ref(), &tables))
+        .unwrap();
+    let mut ws: Vec<_> = (0..workers)
+        .map(|w| algo.worker(w, workers).unwrap())
+        .collect();
+    let mut ctxs: Vec<_> = (0..workers)
+        .map(|w| WorkerCtx::new(node.clone(), 1, w, workers, Consistency::Bsp, &tables, 0))
+        .collect();
+    let mut ran = 0;
+    for c in 0..spec.clocks() {
+        if interrupt == Some(c) {
+            let saved: Vec<Vec<u8>> = ws.iter().map(|w| w.save_state()).collect();
+            ws = (0..workers)
+                .map(|w| algo.worker(w, workers).unwrap())
+                .collect();
+            for (w, s) in ws.iter_mut().zip(&saved) {
+                w.restore_state(s).unwrap();
+            }
+            ctxs = (0..workers)
+                .map(|w| WorkerCtx::new(node.clone(), 1, w, workers, Consistency::Bsp, &tables, c))
+                .collect();
+        }
+        for w in 0..workers as usize {
+            let mut rng = step_rng(seed, w as u32, c);
+            ws[w].step(&mut ctxs[w], &mut rng).unwrap();
+        }
+        for ctx in ctxs.iter_mut() {
+            ctx.clock().unwrap();
+        }
+        ran = c + 1;
+        let done: Vec<bool> = ws.iter().map(|w| w.finished()).collect();
+        assert!(
+            done.iter().all(|d| *d == done[0]),
+            "workers disagree at clock {ran}"
+        );
+        if done[0] {
+            break;
+        }
+    }
+    algo.export(
+        &TableReader::new(shards.as_ref(), &tables),
+        &spec.model.path,
+    )
+    .unwrap();
+    (std::fs::read(&spec.model.path).unwrap(), ran)
+}
+
+/// Deterministic mode with the automatic configuration: a job stopped
+/// after clock 7 and resumed from its workers' saved state (AdaGrad sums,
+/// the stop rule's state; the tables hold the tail averages and the
+/// per-clock objectives) writes the same model bytes and stops at the
+/// same clock as one that never stopped.
+#[test]
+fn automatic_configuration_resumes_byte_identically() {
+    let d = datasets();
+    for (algorithm, file) in [
+        ("logistic_regression", "classification/heart_scale.libsvm"),
+        ("svm", "classification/breast_cancer_wdbc.csv"),
+        ("multiclass_lr", "digits_8x8/digits.csv"),
+    ] {
+        let text = format!(
+            "name = \"r\"\nalgorithm = \"{algorithm}\"\n[data]\n{}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 300\n[model]\npath = \"{{model}}\"\n",
+            data_block(&d.join(file))
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (a, ran_a) = run_by_hand(&text, None, &dir.path().join("a.safetensors"));
+        let (b, ran_b) = run_by_hand(&text, Some(7), &dir.path().join("b.safetensors"));
+        assert!(ran_a > 7 && ran_a < 300, "{algorithm}: ran {ran_a} clocks");
+        assert_eq!(ran_a, ran_b, "{algorithm}: stopped at different clocks");
+        assert!(a == b, "{algorithm}: resumed model differs");
+    }
+}
+
+/// Divergence ends the job `failed`, naming the likely cause and the clock;
+/// a model no better than the majority class is flagged. Both are the
+/// tuned path (a `learning_rate` is honoured as given) on the raw Ames
+/// features, which reach 215,245.
+#[test]
+fn divergence_fails_and_useless_models_are_flagged() {
+    use petuum_core::inproc::InProcShards;
+    use petuum_core::runner::{run_job, NoProgress, RunConfig};
+    use petuum_core::spec::JobSpec;
+    use petuum_core::Node;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let ames = data_block(&ames_binary(tmp.path()));
+    let run = |algorithm: &str, params: &str| {
+        let text = format!(
+            "name = \"d\"\nalgorithm = \"{algorithm}\"\n[data]\n{ames}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 50\n[model]\npath = \"{}\"\n[params]\n{params}\n",
+            tmp.path().join("m.safetensors").display()
+        );
+        let spec = JobSpec::parse(&text, "test.toml").unwrap();
+        let algo = petuum_algorithms::build(&spec).unwrap();
+        let node = Node::new(Arc::new(InProcShards::new(4)), 1 << 16);
+        let cfg = RunConfig {
+            job: 1,
+            first_table: 1,
+            workers: 2,
+            consistency: spec.consistency(),
+            clocks: spec.clocks(),
+            seed: 1,
+            deterministic: true,
+        };
+        run_job(
+            &node,
+            algo.as_ref(),
+            &cfg,
+            &spec.model.path,
+            &NoProgress,
+            &AtomicBool::new(false),
+        )
+    };
+    // A step of 1e30 on raw features overflows f32 in the first clock.
+    let err = run("logistic_regression", "learning_rate = 1e30")
+        .expect_err("a diverged job must fail")
+        .to_string();
+    // The runner names the clock ("worker 0 failed at clock 4: diverged: ...").
+    for needle in [
+        "failed at clock",
+        "diverged",
+        "learning_rate",
+        "not scaled",
+        "2.152e5",
+    ] {
+        assert!(err.contains(needle), "`{needle}` missing from: {err}");
+    }
+    // A step far too small leaves the weights at ~0: every sample gets the
+    // first class, less frequent than the majority on the Ames training
+    // rows (1,168 vs 1,176 of 2,344), and the result says so.
+    let out = run("logistic_regression", "learning_rate = 1e-12").unwrap();
+    let m = |k: &str| out.model.metrics.iter().find(|(n, _)| n == k).unwrap().1;
+    assert!(m("train_accuracy") <= m("majority_baseline"));
+    assert_eq!(m("below_majority"), 1.0);
+    assert_eq!(m("converged"), 0.0, "tuned runs run every clock");
 }

@@ -427,9 +427,8 @@ impl AlgoWorker for LinearWorker {
             }
             if !finite || !loss_sum.is_finite() {
                 return Err(format!(
-                    "diverged: the weights or the loss became {} at clock {}; {}",
+                    "diverged: the weights or the loss became {} in this clock; {}",
                     if loss_sum.is_nan() { "NaN" } else { "infinite" },
-                    c + 1,
                     self.hint
                 )
                 .into());

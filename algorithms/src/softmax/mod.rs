@@ -90,7 +90,9 @@ impl MulticlassLr {
         let cfg = params.resolve(train.len());
         if params.standardize {
             // As before `scaling` existed: sparse data densified and centred.
-            for f in std::iter::once(&mut train.features).chain(test.as_mut().map(|t| &mut t.features)) {
+            for f in
+                std::iter::once(&mut train.features).chain(test.as_mut().map(|t| &mut t.features))
+            {
                 if let Features::Sparse(_) = f {
                     *f = Features::Dense(f.to_dense());
                 }
@@ -229,7 +231,10 @@ impl Algorithm for MulticlassLr {
             // Fold the scaling into the weights: the saved model reads raw inputs.
             for k in 0..c {
                 let mut row = model.weight.row_mut(k);
-                s.fold(row.as_slice_mut().expect("standard layout"), &mut model.bias[k]);
+                s.fold(
+                    row.as_slice_mut().expect("standard layout"),
+                    &mut model.bias[k],
+                );
             }
         }
         let mut file = ModelFile::new(NAME);
@@ -309,9 +314,16 @@ impl AlgoWorker for SoftmaxWorker {
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
                 let classes = self.classes as u64;
                 for k in 0..self.classes {
-                    let rows = sgd::avg_buckets(c).into_iter().map(|b| b * classes + k as u64);
+                    let rows = sgd::avg_buckets(c)
+                        .into_iter()
+                        .map(|b| b * classes + k as u64);
                     let mut row = self.w.row_mut(k);
-                    sgd::read_average(ctx, avg, rows, row.as_slice_mut().expect("standard layout"))?;
+                    sgd::read_average(
+                        ctx,
+                        avg,
+                        rows,
+                        row.as_slice_mut().expect("standard layout"),
+                    )?;
                 }
             }
             Some(self.exact_objective())
@@ -343,9 +355,7 @@ impl AlgoWorker for SoftmaxWorker {
             seen += bs as u64;
             if !loss_sum.is_finite() {
                 return Err(format!(
-                    "diverged: the cross-entropy became {} at clock {}; {}",
-                    loss_sum,
-                    c + 1,
+                    "diverged: the cross-entropy became {loss_sum} in this clock; {}",
                     self.hint
                 )
                 .into());
@@ -488,8 +498,7 @@ impl SoftmaxWorker {
             }
             if self.delta.iter().any(|v| !v.is_finite()) {
                 return Err(format!(
-                    "diverged: the weights of class {k} became non-finite at clock {}; {}",
-                    clock + 1,
+                    "diverged: the weights of class {k} became non-finite in this clock; {}",
                     self.hint
                 )
                 .into());

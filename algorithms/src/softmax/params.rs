@@ -135,9 +135,11 @@ impl SoftmaxParams {
                 (None, _) if auto => Scaling::Auto,
                 (None, _) => Scaling::None,
             },
-            l2: self
-                .l2
-                .unwrap_or(if auto { 1.0 / n_train.max(1) as f64 } else { 0.0 }),
+            l2: self.l2.unwrap_or(if auto {
+                1.0 / n_train.max(1) as f64
+            } else {
+                0.0
+            }),
             stop: StopRule {
                 tol: self.tol.unwrap_or(if auto { TOL } else { 0.0 }),
                 patience: self.patience,
