@@ -604,4 +604,67 @@ mod tests {
             );
         }
     }
+
+    /// Feeds one worker's objectives through the progress table, one
+    /// clock at a time; returns the clocks run or the error.
+    fn drive(objectives: &[f64], rule: StopRule) -> Result<u64, String> {
+        use petuum_core::inproc::InProcShards;
+        use petuum_core::runner::table_specs;
+        use petuum_core::service::ShardService;
+        use petuum_core::{Consistency, Node};
+        let shards = std::sync::Arc::new(InProcShards::new(2));
+        let node = Node::new(shards.clone(), 1 << 10);
+        let tables = table_specs(1, 1, &[progress_table()]);
+        shards.create_table(&tables[0]).unwrap();
+        shards.register_job(1, 1, true).unwrap();
+        let mut ctx = WorkerCtx::new(node, 1, 0, 1, Consistency::Ssp { staleness: 1 }, &tables, 0);
+        let mut p = Progress::default();
+        for (c, &o) in objectives.iter().enumerate() {
+            let stats = StepStats {
+                objective: o * 10.0,
+                weight: 10.0,
+                samples: 10,
+            };
+            p.after_step(&mut ctx, rule, &stats, &|| "hint".into())
+                .map_err(|e| e.to_string())?;
+            ctx.clock().unwrap();
+            if p.finished() {
+                return Ok(c as u64 + 1);
+            }
+        }
+        Ok(objectives.len() as u64)
+    }
+
+    #[test]
+    fn stop_rule_converges_and_detects_growth() {
+        let rule = StopRule {
+            tol: 1e-3,
+            patience: 3,
+        };
+        // Improves by 10% a clock, then flat from clock 5: the rule fires
+        // on row 8 (the third without improvement), which SSP(1) guarantees
+        // complete at clock 10: the job stops after 11 clocks.
+        let mut o: Vec<f64> = (0..6).map(|i| 0.9f64.powi(i)).collect();
+        o.extend([o[5]; 20]);
+        assert_eq!(drive(&o, rule), Ok(11));
+        // tol 0 never stops early.
+        assert_eq!(drive(&o, StopRule { tol: 0.0, ..rule }), Ok(26));
+        // Noise that keeps finding new bests does not stop it.
+        let noisy: Vec<f64> = (0..30)
+            .map(|i| 1.0 / (1.0 + i as f64) + 0.01 * (i % 2) as f64)
+            .collect();
+        assert_eq!(drive(&noisy, rule), Ok(30));
+        // Growth: 12 clocks up by 10% each after a best of 1.0.
+        let grow: Vec<f64> = (0..14)
+            .map(|i| if i < 2 { 1.0 } else { 1.1f64.powi(i - 1) })
+            .collect();
+        let e = drive(&grow, StopRule { tol: 0.0, ..rule }).unwrap_err();
+        assert!(
+            e.contains("diverged") && e.contains("grew for 10 clocks") && e.contains("hint"),
+            "{e}"
+        );
+        // A non-finite objective is divergence at once.
+        let e = drive(&[1.0, f64::NAN, 1.0, 1.0], rule).unwrap_err();
+        assert!(e.contains("objective of clock 1 is NaN"), "{e}");
+    }
 }

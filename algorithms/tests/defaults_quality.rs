@@ -235,7 +235,11 @@ fn multiclass_lr_defaults_match_sklearn() {
 /// after clock `c` and rebuilt from their saved state, as a resumed job's
 /// are. Stops early when the workers say they have finished, as the
 /// runner does.
-fn run_by_hand(spec_text: &str, interrupt: Option<u64>, path: &Path) -> (Vec<u8>, u64) {
+fn run_by_hand(
+    spec_text: &str,
+    interrupt: Option<u64>,
+    path: &Path,
+) -> (Vec<u8>, u64, Vec<(String, f64)>) {
     use petuum_core::algorithm::{TableLoader, TableReader};
     use petuum_core::inproc::InProcShards;
     use petuum_core::runner::{step_rng, table_specs};
@@ -294,12 +298,17 @@ fn run_by_hand(spec_text: &str, interrupt: Option<u64>, path: &Path) -> (Vec<u8>
             break;
         }
     }
-    algo.export(
-        &TableReader::new(shards.as_ref(), &tables),
-        &spec.model.path,
+    let summary = algo
+        .export(
+            &TableReader::new(shards.as_ref(), &tables),
+            &spec.model.path,
+        )
+        .unwrap();
+    (
+        std::fs::read(&spec.model.path).unwrap(),
+        ran,
+        summary.metrics,
     )
-    .unwrap();
-    (std::fs::read(&spec.model.path).unwrap(), ran)
 }
 
 /// Deterministic mode with the automatic configuration: a job stopped
@@ -320,8 +329,8 @@ fn automatic_configuration_resumes_byte_identically() {
             data_block(&d.join(file))
         );
         let dir = tempfile::tempdir().unwrap();
-        let (a, ran_a) = run_by_hand(&text, None, &dir.path().join("a.safetensors"));
-        let (b, ran_b) = run_by_hand(&text, Some(7), &dir.path().join("b.safetensors"));
+        let (a, ran_a, _) = run_by_hand(&text, None, &dir.path().join("a.safetensors"));
+        let (b, ran_b, _) = run_by_hand(&text, Some(7), &dir.path().join("b.safetensors"));
         assert!(ran_a > 7 && ran_a < 300, "{algorithm}: ran {ran_a} clocks");
         assert_eq!(ran_a, ran_b, "{algorithm}: stopped at different clocks");
         assert!(a == b, "{algorithm}: resumed model differs");
@@ -391,4 +400,39 @@ fn divergence_fails_and_useless_models_are_flagged() {
     assert!(m("train_accuracy") <= m("majority_baseline"));
     assert_eq!(m("below_majority"), 1.0);
     assert_eq!(m("converged"), 0.0, "tuned runs run every clock");
+}
+
+/// The scaling is folded into the saved model: `petuumd eval`'s reader of
+/// raw files gives the accuracy the job measured on the scaled data (over
+/// the whole file: the training and the test rows), to within one sample
+/// whose margin f32 rounding may flip.
+#[test]
+fn saved_models_read_raw_inputs() {
+    let d = datasets();
+    for (algorithm, file) in [
+        ("logistic_regression", "classification/heart_scale.libsvm"),
+        ("svm", "classification/breast_cancer_wdbc.csv"),
+        ("multiclass_lr", "classification/shuttle.csv"),
+    ] {
+        let path = d.join(file);
+        let text = format!(
+            "name = \"e\"\nalgorithm = \"{algorithm}\"\n[data]\n{}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 300\n[model]\npath = \"{{model}}\"\n",
+            data_block(&path)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.safetensors");
+        let (_, _, metrics) = run_by_hand(&text, None, &model);
+        let m = |k: &str| metrics.iter().find(|(n, _)| n == k).unwrap().1;
+        let report = petuum_algorithms::eval::evaluate(&model, &path, None).unwrap();
+        let n = report.samples as f64;
+        let n_test = (0..report.samples)
+            .filter(|i| ((i + 1) as f64 * 0.2).floor() > (*i as f64 * 0.2).floor())
+            .count() as f64;
+        let expected = (m("train_accuracy") * (n - n_test) + m("test_accuracy") * n_test) / n;
+        let got = report.metrics[0].1;
+        assert!(
+            (got - expected).abs() <= 1.0 / n + 1e-9,
+            "{algorithm} {file}: eval on raw data {got}, in the job {expected}"
+        );
+    }
 }
