@@ -48,8 +48,9 @@ use std::sync::Arc;
 pub const LOGISTIC: &str = "logistic_regression";
 pub const SVM: &str = "svm";
 const TABLE: &str = "weights";
-/// Sums of iterates (features, bias, count): row 0 for the tail average of
-/// a tuned run, row `b` for doubling bucket `b` in the automatic one.
+/// Sums of iterates (features, bias, count) in row 0: the tail average of
+/// a tuned run, or the polynomial-decay average of the automatic one
+/// (weighted values, then the summed weight).
 const AVG_TABLE: &str = "weights_avg";
 
 /// The loss a binary linear model minimises.
@@ -105,8 +106,8 @@ enum Averaging {
     Off,
     /// Tuned run: iterates from this clock on, in row 0.
     From(u64),
-    /// Automatic run: iterates by doubling bucket.
-    Buckets,
+    /// Automatic run: every iterate, weighted by `sgd::avg_weight`.
+    Poly,
 }
 
 /// A binary linear classifier with its data loaded.
@@ -183,7 +184,7 @@ impl BinaryLinear {
         if self.cfg.auto {
             return match self.params.average_from {
                 Some(a) if a >= 1.0 => Averaging::Off,
-                _ => Averaging::Buckets,
+                _ => Averaging::Poly,
             };
         }
         let from = self.params.average_from.unwrap_or(match self.loss {
@@ -266,7 +267,7 @@ impl Algorithm for BinaryLinear {
         let avg_rows = match self.averaging() {
             Averaging::Off => vec![],
             Averaging::From(_) => vec![0],
-            Averaging::Buckets => sgd::avg_buckets(status.clocks_run),
+            Averaging::Poly => vec![0],
         };
         let mut sum = vec![0f64; d + 2];
         for r in avg_rows {
@@ -354,10 +355,10 @@ impl AlgoWorker for LinearWorker {
         let mut pos = 0;
         let mut loss_sum = 0.0f64;
         let mut reg = 0.0f64;
-        let avg_row = match self.averaging {
+        let avg_weight = match self.averaging {
             Averaging::Off => None,
-            Averaging::From(from) => (c >= from).then_some(0),
-            Averaging::Buckets => Some(sgd::avg_bucket(c)),
+            Averaging::From(from) => (c >= from).then_some(1.0),
+            Averaging::Poly => Some(sgd::avg_weight(c)),
         };
         // With the stop rule on, the objective is measured exactly on the
         // worker's partition, for the model the job would save if it ended
@@ -367,9 +368,9 @@ impl AlgoWorker for LinearWorker {
         let averaging = self.averaging;
         let exact = (self.cfg.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
             ctx.get_dense_into(t, 0, &mut self.w)?;
-            if averaging == Averaging::Buckets && c > 0 {
+            if averaging == Averaging::Poly && c > 0 {
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
-                sgd::read_average(ctx, avg, sgd::avg_buckets(c), &mut self.w)?;
+                sgd::read_average(ctx, avg, [0], &mut self.w)?;
             }
             let reg = 0.5 * l2 * sq_norm(&self.w[..d])
                 + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
@@ -434,13 +435,17 @@ impl AlgoWorker for LinearWorker {
                 .into());
             }
             ctx.batch_inc(t, 0, &self.grad)?;
-            if let Some(r) = avg_row {
+            if let Some(a) = avg_weight {
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
                 self.avg_buf.clear();
-                self.avg_buf
-                    .extend(self.w.iter().zip(&self.grad).map(|(w, g)| (w + g) as f64));
-                self.avg_buf.push(1.0);
-                ctx.batch_inc(avg, r, &self.avg_buf)?;
+                self.avg_buf.extend(
+                    self.w
+                        .iter()
+                        .zip(&self.grad)
+                        .map(|(w, g)| a * (w + g) as f64),
+                );
+                self.avg_buf.push(a);
+                ctx.batch_inc(avg, 0, &self.avg_buf)?;
             }
         }
         let seen = (batches * bs) as f64;

@@ -36,9 +36,9 @@ use std::sync::Arc;
 /// Registry name.
 pub const NAME: &str = "multiclass_lr";
 const TABLE: &str = "weights";
-/// Sums of iterates for the tail average: row `b * classes + k` holds
-/// class `k`'s weights and bias summed over doubling bucket `b`, then the
-/// count.
+/// Sums of iterates for the polynomial-decay average (`sgd::avg_weight`):
+/// row `k` holds class `k`'s weighted weights and bias, then the summed
+/// weight.
 const AVG_TABLE: &str = "weights_avg";
 
 /// How the model's inputs are read and scaled, recorded in the model so
@@ -201,12 +201,10 @@ impl Algorithm for MulticlassLr {
             };
             if self.cfg.average {
                 let mut sum = vec![0f64; d + 2];
-                for b in sgd::avg_buckets(status.clocks_run) {
-                    let s = tables
-                        .read::<f64>(AVG_TABLE, b * c as u64 + k as u64)?
-                        .to_dense(d as u32 + 2);
-                    sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
-                }
+                let s = tables
+                    .read::<f64>(AVG_TABLE, k as u64)?
+                    .to_dense(d as u32 + 2);
+                sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
                 if sum[d + 1] > 0.0 {
                     row = sum[..=d].iter().map(|v| (v / sum[d + 1]) as f32).collect();
                 }
@@ -312,11 +310,8 @@ impl AlgoWorker for SoftmaxWorker {
             if self.cfg.average && c > 0 {
                 // The model the job would save now: the tail average.
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
-                let classes = self.classes as u64;
                 for k in 0..self.classes {
-                    let rows = sgd::avg_buckets(c)
-                        .into_iter()
-                        .map(|b| b * classes + k as u64);
+                    let rows = [k as u64];
                     let mut row = self.w.row_mut(k);
                     sgd::read_average(
                         ctx,
@@ -472,7 +467,7 @@ impl SoftmaxWorker {
         let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
         let base = self.cfg.learning_rate;
         let avg = if self.cfg.average {
-            Some((ctx.table::<f64>(AVG_TABLE)?, sgd::avg_bucket(clock)))
+            Some((ctx.table::<f64>(AVG_TABLE)?, sgd::avg_weight(clock)))
         } else {
             None
         };
@@ -504,12 +499,12 @@ impl SoftmaxWorker {
                 .into());
             }
             ctx.batch_inc(t, k as u64, &self.delta)?;
-            if let Some((avg, b)) = avg {
+            if let Some((avg, a)) = avg {
                 self.avg_buf.clear();
                 self.avg_buf
-                    .extend(wk.iter().zip(&self.delta).map(|(w, g)| (w + g) as f64));
-                self.avg_buf.push(1.0);
-                ctx.batch_inc(avg, b * self.classes as u64 + k as u64, &self.avg_buf)?;
+                    .extend(wk.iter().zip(&self.delta).map(|(w, g)| a * (w + g) as f64));
+                self.avg_buf.push(a);
+                ctx.batch_inc(avg, k as u64, &self.avg_buf)?;
             }
         }
         Ok(loss)
