@@ -67,7 +67,7 @@ pub const ADAGRAD_LR: f64 = 0.1;
 /// Default relative tolerance of the convergence rule.
 pub const TOL: f64 = 1e-4;
 /// Complete clocks without an improvement of `tol` before stopping.
-pub const PATIENCE: u32 = 5;
+pub const PATIENCE: u32 = 10;
 /// Complete clocks of growth, and the growth over the best objective,
 /// that count as divergence.
 pub const GROWTH_CLOCKS: u32 = 10;
