@@ -231,22 +231,62 @@ pub fn divergence_hint(
 /// AdaGrad accumulators of one worker.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Adagrad {
-    pub g2: Vec<f64>,
+    lr: f64,
+    /// Sums of squared gradients (saved with the worker).
+    g2: Vec<f64>,
+    /// `lr / sqrt(g2)` (0 before the first non-zero gradient), kept so a
+    /// coordinate with no gradient in a mini-batch costs no square root.
+    eta: Vec<f64>,
 }
 
 impl Adagrad {
+    /// Accumulators for `n` coordinates with base step `lr`.
+    pub fn new(n: usize, lr: f64) -> Self {
+        Adagrad {
+            lr,
+            g2: vec![0.0; n],
+            eta: vec![0.0; n],
+        }
+    }
+
     /// The new value of a coordinate at `w` with loss gradient `g`, and
     /// the step used: an AdaGrad step, then the L2 shrink with the same
     /// step (`l2` 0 for a bias).
     #[inline]
-    pub fn step(&mut self, j: usize, w: f32, g: f32, lr: f64, l2: f64) -> (f32, f64) {
-        let acc = &mut self.g2[j];
-        *acc += g as f64 * g as f64;
-        if *acc == 0.0 {
+    pub fn step(&mut self, j: usize, w: f32, g: f32, l2: f64) -> (f32, f64) {
+        if g != 0.0 {
+            self.g2[j] += g as f64 * g as f64;
+            self.eta[j] = self.lr / self.g2[j].sqrt();
+        }
+        let eta = self.eta[j];
+        if eta == 0.0 {
             return (w, 0.0);
         }
-        let eta = lr / acc.sqrt();
         (((w as f64 - eta * g as f64) / (1.0 + eta * l2)) as f32, eta)
+    }
+
+    pub fn save(&self, out: &mut StateWriter) {
+        out.f64s(&self.g2);
+    }
+
+    /// Restores what [`save`](Self::save) wrote into accumulators of the
+    /// same size.
+    pub fn restore(&mut self, r: &mut StateReader<'_>) -> Result<(), BoxError> {
+        let g2 = r.f64s()?;
+        if g2.len() != self.g2.len() {
+            return Err(format!(
+                "worker state has {} AdaGrad sums, the model {} coordinates",
+                g2.len(),
+                self.g2.len()
+            )
+            .into());
+        }
+        self.eta = g2
+            .iter()
+            .map(|&a| if a > 0.0 { self.lr / a.sqrt() } else { 0.0 })
+            .collect();
+        self.g2 = g2;
+        Ok(())
     }
 }
 

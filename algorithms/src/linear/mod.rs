@@ -245,12 +245,10 @@ impl Algorithm for BinaryLinear {
             table: None,
             averaging: self.averaging(),
             avg_buf: Vec::new(),
-            ada: Adagrad {
-                g2: if self.cfg.optimizer == Optimizer::Adagrad {
-                    vec![0.0; d + 1]
-                } else {
-                    Vec::new()
-                },
+            ada: if self.cfg.optimizer == Optimizer::Adagrad {
+                Adagrad::new(d + 1, self.cfg.learning_rate)
+            } else {
+                Adagrad::default()
             },
             progress: Progress::default(),
             hint: self.hint.clone(),
@@ -416,7 +414,7 @@ impl AlgoWorker for LinearWorker {
                 let g = self.grad[j] * inv;
                 let l2j = if j < d { l2 } else { 0.0 };
                 let (mut v, step) = if adagrad {
-                    self.ada.step(j, wj, g, lr, l2j)
+                    self.ada.step(j, wj, g, l2j)
                 } else {
                     (wj - sgd_lr * (g + l2j as f32 * wj), sgd_lr as f64)
                 };
@@ -474,7 +472,7 @@ impl AlgoWorker for LinearWorker {
     fn save_state(&self) -> Vec<u8> {
         let mut w = StateWriter::default();
         self.progress.save(&mut w);
-        w.f64s(&self.ada.g2);
+        self.ada.save(&mut w);
         w.0
     }
 
@@ -484,16 +482,7 @@ impl AlgoWorker for LinearWorker {
         }
         let mut r = StateReader(state);
         self.progress = Progress::restore(&mut r)?;
-        let g2 = r.f64s()?;
-        if g2.len() != self.ada.g2.len() {
-            return Err(format!(
-                "worker state has {} AdaGrad accumulators, the model {}",
-                g2.len(),
-                self.ada.g2.len()
-            )
-            .into());
-        }
-        self.ada.g2 = g2;
+        self.ada.restore(&mut r)?;
         Ok(())
     }
 }

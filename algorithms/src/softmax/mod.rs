@@ -176,12 +176,10 @@ impl Algorithm for MulticlassLr {
             delta: Vec::new(),
             avg_buf: Vec::new(),
             table: None,
-            ada: Adagrad {
-                g2: if self.cfg.optimizer == Optimizer::Adagrad {
-                    vec![0.0; c * (self.dim() + 1)]
-                } else {
-                    Vec::new()
-                },
+            ada: if self.cfg.optimizer == Optimizer::Adagrad {
+                Adagrad::new(c * (self.dim() + 1), self.cfg.learning_rate)
+            } else {
+                Adagrad::default()
             },
             progress: Progress::default(),
             hint: self.hint.clone(),
@@ -381,7 +379,7 @@ impl AlgoWorker for SoftmaxWorker {
     fn save_state(&self) -> Vec<u8> {
         let mut w = StateWriter::default();
         self.progress.save(&mut w);
-        w.f64s(&self.ada.g2);
+        self.ada.save(&mut w);
         w.0
     }
 
@@ -391,16 +389,7 @@ impl AlgoWorker for SoftmaxWorker {
         }
         let mut r = StateReader(state);
         self.progress = Progress::restore(&mut r)?;
-        let g2 = r.f64s()?;
-        if g2.len() != self.ada.g2.len() {
-            return Err(format!(
-                "worker state has {} AdaGrad accumulators, the model {}",
-                g2.len(),
-                self.ada.g2.len()
-            )
-            .into());
-        }
-        self.ada.g2 = g2;
+        self.ada.restore(&mut r)?;
         Ok(())
     }
 }
@@ -465,7 +454,6 @@ impl SoftmaxWorker {
         let inv = 1.0 / bs as f32;
         let l2 = self.cfg.l2;
         let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
-        let base = self.cfg.learning_rate;
         let avg = if self.cfg.average {
             Some((ctx.table::<f64>(AVG_TABLE)?, sgd::avg_weight(clock)))
         } else {
@@ -479,10 +467,10 @@ impl SoftmaxWorker {
             if adagrad {
                 let off = k * (d + 1);
                 for j in 0..d {
-                    let (v, _) = self.ada.step(off + j, wk[j], g[j] * inv, base, l2);
+                    let (v, _) = self.ada.step(off + j, wk[j], g[j] * inv, l2);
                     self.delta[j] = v - wk[j];
                 }
-                let (v, _) = self.ada.step(off + d, wk[d], gb, base, 0.0);
+                let (v, _) = self.ada.step(off + d, wk[d], gb, 0.0);
                 self.delta[d] = v - wk[d];
             } else {
                 let l2 = l2 as f32;
