@@ -7,7 +7,7 @@
 //! `[params]`. The bar is scikit-learn's test accuracy less 1 point.
 //!
 //! Reference figures: scikit-learn 1.9.1, same files, same split,
-//! `python3 bench/reference/sklearn_refs.py defaults` (the `defaults` case
+//! `~/.cache/petuum/venv/bin/python bench/reference/sklearn_refs.py defaults` (the `defaults` case
 //! prints every figure below). Pipelines: dense data
 //! `make_pipeline(StandardScaler(), LogisticRegression())` and
 //! `make_pipeline(StandardScaler(), LinearSVC())`; sparse (libsvm) data

@@ -71,8 +71,8 @@ pub struct LinearParams {
     /// `1 - average_from` of the clocks (Polyak–Ruppert tail averaging);
     /// default 0.5 for the SVM and 1.0 (off) for logistic regression. In
     /// the automatic configuration the run's length is not known in
-    /// advance: any value below 1 (the default) averages the last half to
-    /// three quarters of the clocks run, 1.0 turns averaging off. Models
+    /// advance: any value below 1 (the default) saves the polynomial-decay
+    /// average (`crate::sgd::avg_weight`), 1.0 the last iterate. Models
     /// with `l1 > 0` save the last (sparse) iterate.
     #[serde(default)]
     pub average_from: Option<f64>,
@@ -103,7 +103,7 @@ pub struct Resolved {
     pub l2: f64,
     pub stop: StopRule,
     pub hinge: HingeLoss,
-    /// Automatic configuration: tail average by doubling buckets.
+    /// Automatic configuration (polynomial-decay average of the iterates).
     pub auto: bool,
 }
 

@@ -53,9 +53,9 @@ pub struct SoftmaxParams {
     #[serde(default)]
     pub scaling: Option<Scaling>,
     /// In the automatic configuration: below 1 (the default) the model is
-    /// the average of the iterates of the last half to three quarters of
-    /// the clocks run; 1.0 saves the last iterate. Tuned runs save the
-    /// last iterate.
+    /// the polynomial-decay average of the iterates
+    /// (`crate::sgd::avg_weight`); 1.0 saves the last iterate. Tuned runs
+    /// save the last iterate.
     #[serde(default)]
     pub average_from: Option<f64>,
     /// Stop when the objective has not improved by this fraction for
