@@ -237,32 +237,47 @@ pub struct Adagrad {
     /// `lr / sqrt(g2)` (0 before the first non-zero gradient), kept so a
     /// coordinate with no gradient in a mini-batch costs no square root.
     eta: Vec<f64>,
+    /// The L2 shrink `1 / (1 + eta l2)` of each coordinate for `l2`.
+    shrink: Vec<f64>,
+    l2: f64,
 }
 
 impl Adagrad {
-    /// Accumulators for `n` coordinates with base step `lr`.
-    pub fn new(n: usize, lr: f64) -> Self {
+    /// Accumulators for `n` coordinates with base step `lr` and L2
+    /// strength `l2` (applied to every coordinate but those `step` is
+    /// told are biases).
+    pub fn new(n: usize, lr: f64, l2: f64) -> Self {
         Adagrad {
             lr,
             g2: vec![0.0; n],
             eta: vec![0.0; n],
+            shrink: vec![1.0; n],
+            l2,
         }
     }
 
     /// The new value of a coordinate at `w` with loss gradient `g`, and
-    /// the step used: an AdaGrad step, then the L2 shrink with the same
-    /// step (`l2` 0 for a bias).
+    /// the step used: an AdaGrad step, then the L2 shrink
+    /// `1 / (1 + step l2)` (none for a `bias`). A coordinate without
+    /// gradient costs one multiplication.
     #[inline]
-    pub fn step(&mut self, j: usize, w: f32, g: f32, l2: f64) -> (f32, f64) {
+    pub fn step(&mut self, j: usize, w: f32, g: f32, bias: bool) -> (f32, f64) {
         if g != 0.0 {
             self.g2[j] += g as f64 * g as f64;
-            self.eta[j] = self.lr / self.g2[j].sqrt();
+            self.set_step(j);
         }
         let eta = self.eta[j];
         if eta == 0.0 {
             return (w, 0.0);
         }
-        (((w as f64 - eta * g as f64) / (1.0 + eta * l2)) as f32, eta)
+        let shrink = if bias { 1.0 } else { self.shrink[j] };
+        (((w as f64 - eta * g as f64) * shrink) as f32, eta)
+    }
+
+    fn set_step(&mut self, j: usize) {
+        let a = self.g2[j];
+        self.eta[j] = if a > 0.0 { self.lr / a.sqrt() } else { 0.0 };
+        self.shrink[j] = 1.0 / (1.0 + self.eta[j] * self.l2);
     }
 
     pub fn save(&self, out: &mut StateWriter) {
@@ -281,11 +296,10 @@ impl Adagrad {
             )
             .into());
         }
-        self.eta = g2
-            .iter()
-            .map(|&a| if a > 0.0 { self.lr / a.sqrt() } else { 0.0 })
-            .collect();
         self.g2 = g2;
+        for j in 0..self.g2.len() {
+            self.set_step(j);
+        }
         Ok(())
     }
 }

@@ -246,7 +246,7 @@ impl Algorithm for BinaryLinear {
             averaging: self.averaging(),
             avg_buf: Vec::new(),
             ada: if self.cfg.optimizer == Optimizer::Adagrad {
-                Adagrad::new(d + 1, self.cfg.learning_rate)
+                Adagrad::new(d + 1, self.cfg.learning_rate, self.cfg.l2)
             } else {
                 Adagrad::default()
             },
@@ -414,7 +414,7 @@ impl AlgoWorker for LinearWorker {
                 let g = self.grad[j] * inv;
                 let l2j = if j < d { l2 } else { 0.0 };
                 let (mut v, step) = if adagrad {
-                    self.ada.step(j, wj, g, l2j)
+                    self.ada.step(j, wj, g, j == d)
                 } else {
                     (wj - sgd_lr * (g + l2j as f32 * wj), sgd_lr as f64)
                 };

@@ -177,7 +177,7 @@ impl Algorithm for MulticlassLr {
             avg_buf: Vec::new(),
             table: None,
             ada: if self.cfg.optimizer == Optimizer::Adagrad {
-                Adagrad::new(c * (self.dim() + 1), self.cfg.learning_rate)
+                Adagrad::new(c * (self.dim() + 1), self.cfg.learning_rate, self.cfg.l2)
             } else {
                 Adagrad::default()
             },
@@ -467,10 +467,10 @@ impl SoftmaxWorker {
             if adagrad {
                 let off = k * (d + 1);
                 for j in 0..d {
-                    let (v, _) = self.ada.step(off + j, wk[j], g[j] * inv, l2);
+                    let (v, _) = self.ada.step(off + j, wk[j], g[j] * inv, false);
                     self.delta[j] = v - wk[j];
                 }
-                let (v, _) = self.ada.step(off + d, wk[d], gb, 0.0);
+                let (v, _) = self.ada.step(off + d, wk[d], gb, true);
                 self.delta[d] = v - wk[d];
             } else {
                 let l2 = l2 as f32;
