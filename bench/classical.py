@@ -6,6 +6,7 @@ markers) and prints it.
 
     python3 bench/classical.py            # all cases
     python3 bench/classical.py lr_spam    # some cases
+    python3 bench/classical.py defaults   # the "defaults" table (issue 18)
 
 Each measurement is its own process (data loading included), so wall time
 and peak memory (max RSS from wait4) are per run. scikit-learn comes from a
@@ -134,6 +135,92 @@ CASES = {
         "5-NN accuracy", "StandardScaler+NCA+KNN(5)"),
 }
 
+# The "defaults" table: every classifier with no [params] (clocks = 300 as
+# an upper bound; the jobs stop on convergence) against scikit-learn's
+# default pipeline (StandardScaler on dense data, MaxAbsScaler on sparse
+# data, then the model with default parameters), the data sets of
+# algorithms/tests/defaults_quality.rs. (name, data block maker, sklearn
+# loader code, sparse, classes > 2).
+DEFAULT_SETS = [
+    ("breast_cancer_wdbc", lambda d: csvdata("classification/breast_cancer_wdbc.csv"), "csv(D+'/classification/breast_cancer_wdbc.csv')", False, False),
+    ("ames_binary", lambda d: f'format = "csv"\ntrain = "{ames_binary(d)}"\ntest_fraction = 0.2', "csv(AMES)", False, False),
+    ("spamassassin", lambda d: libsvm("spamassassin/spam.libsvm"), "L(D+'/spamassassin/spam.libsvm')", True, False),
+    ("ionosphere", lambda d: csvdata("classification/ionosphere.csv"), "csv(D+'/classification/ionosphere.csv')", False, False),
+    ("heart_scale", lambda d: libsvm("classification/heart_scale.libsvm"), "L(D+'/classification/heart_scale.libsvm')", True, False),
+    ("satimage", lambda d: csvdata("classification/satimage.csv"), "csv(D+'/classification/satimage.csv')", False, True),
+    ("dna", lambda d: libsvm("classification/dna.libsvm"), "L(D+'/classification/dna.libsvm')", True, True),
+    ("shuttle", lambda d: csvdata("classification/shuttle.csv"), "csv(D+'/classification/shuttle.csv')", False, True),
+    ("digits", lambda d: f'format = "csv"\ntrain = "{DATA}/digits_8x8/digits.csv"\ntest_fraction = 0.2', "csv(D+'/digits_8x8/digits.csv')", False, True),
+]
+# (petuum algorithm, scikit-learn model, binary only)
+DEFAULT_MODELS = [
+    ("logistic_regression", "LogisticRegression()", True),
+    ("svm", "LinearSVC()", True),
+    ("multiclass_lr", "LogisticRegression()", False),
+]
+
+def ames_binary(d):
+    """regression/ames_raw.csv's 33 numeric columns but Sale_Price, label
+    1 when Sale_Price is above its median else -1, written into `d` (the
+    derivation of algorithms/tests/defaults_quality.rs)."""
+    import csv as c, statistics
+    with open(os.path.join(DATA, "regression", "ames_raw.csv")) as f:
+        rows = list(c.reader(f))
+    head, rows = rows[0], rows[1:]
+    price = head.index("Sale_Price")
+    def numeric(j):
+        try:
+            [float(r[j]) for r in rows]
+            return True
+        except ValueError:
+            return False
+    cols = [j for j in range(len(head)) if j != price and numeric(j)]
+    median = statistics.median(float(r[price]) for r in rows)
+    path = os.path.join(d, "ames_binary.csv")
+    with open(path, "w") as f:
+        f.write(",".join(head[j] for j in cols) + ",label\n")
+        for r in rows:
+            f.write(",".join(r[j] for j in cols) + ("," + ("1" if float(r[price]) > median else "-1")) + "\n")
+    return path
+
+def defaults_table(py):
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for set_name, data, loader, sparse, multi in DEFAULT_SETS:
+            for algorithm, model, binary_only in DEFAULT_MODELS:
+                if (binary_only and multi) or (algorithm == "multiclass_lr" and set_name == "spamassassin"):
+                    continue  # multiclass_lr trains on dense rows: spam would be 366 MB
+                spec = f'name = "defaults"\nalgorithm = "{algorithm}"\n[data]\n{data(d)}\n[run]\nworkers = 2\nclocks = 300\n[model]\npath = "{{model}}"\n'
+                res, pw, pm = run_petuum(spec)
+                scaler = "MaxAbsScaler" if sparse else "StandardScaler"
+                code = (f"from sklearn.datasets import load_svmlight_file as L; from sklearn.pipeline import make_pipeline as P\n"
+                        f"from sklearn.preprocessing import {scaler} as S; from sklearn.linear_model import LogisticRegression; from sklearn.svm import LinearSVC\n"
+                        f"AMES = {os.path.join(d, 'ames_binary.csv')!r}\n"
+                        f"Xtr,ytr,Xte,yte = split(*{loader}); print(P(S(), {model}).fit(Xtr,ytr).score(Xte,yte))")
+                theirs, sw, sm = run_sklearn(py, code)
+                ours = res["test_accuracy"]
+                stop = "converged" if res.get("converged") == 1.0 else "clock limit"
+                rows.append((algorithm, set_name, f"{scaler}+{model}", ours, theirs, res["clocks"], stop, pw, sw))
+                print(f"defaults {algorithm} {set_name}: petuum {ours:.4f} ({res['clocks']} clocks, {stop}) in {pw:.2f}s, sklearn {theirs:.4f} in {sw:.2f}s", flush=True)
+    lines = [
+        "| algorithm | data | scikit-learn peer | petuum accuracy | scikit-learn accuracy | within 1 point | petuum clocks (of 300) | petuum s | sklearn s | time ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for algorithm, set_name, peer, ours, theirs, clocks, stop, pw, sw in rows:
+        lines.append(f"| {algorithm} | {set_name} | {peer} | {ours:.4f} | {theirs:.4f} | {'yes' if ours >= theirs - 0.01 else 'no'} | {clocks} ({stop}) | {pw:.2f} | {sw:.2f} | {pw / sw:.2f} |")
+    return "\n".join(lines)
+
+def write_block(name, table):
+    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = open(doc).read() if os.path.exists(doc) else "# Benchmarks\n"
+    block = f"{begin}\n{table}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += f"\n{block}\n"
+    open(doc, "w").write(text)
+
 def run_petuum(spec):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "job.toml")
@@ -155,6 +242,11 @@ def main():
     if not os.path.exists(PETUUMD):
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "petuumd"], cwd=ROOT)
     py = venv_python()
+    if names == ["defaults"]:
+        table = defaults_table(py)
+        print(table)
+        write_block("defaults", table)
+        return
     rows = []
     for n in names:
         spec, metric, code, kind, peer = CASES[n]

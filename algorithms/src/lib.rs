@@ -19,6 +19,7 @@ pub mod linear;
 pub mod medlda;
 pub mod model;
 pub mod registry;
+pub mod sgd;
 pub mod softmax;
 
 pub use registry::{build, validate, BuildError, ALGORITHMS};

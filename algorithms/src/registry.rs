@@ -76,9 +76,15 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             p.validate()?;
             check_labelled_format(spec)
         }
-        linear::LOGISTIC | linear::SVM => {
+        name @ (linear::LOGISTIC | linear::SVM) => {
             let p: LinearParams = parse_params(&spec.params)?;
             p.validate()?;
+            if name == linear::LOGISTIC && p.loss.is_some() {
+                return Err(SpecError::invalid(
+                    "params.loss",
+                    "logistic_regression has the log loss; `loss` (hinge or squared_hinge) is for svm",
+                ));
+            }
             check_labelled_format(spec)
         }
         kmeans::NAME => {
@@ -128,6 +134,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 train,
                 test,
                 input_spec(spec),
+                spec.clocks(),
             )))
         }
         name @ (linear::LOGISTIC | linear::SVM) => {

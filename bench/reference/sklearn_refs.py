@@ -43,6 +43,47 @@ def mnist():
         return np.frombuffer(gzip.open(d + f).read(), np.uint8, offset=8)
     return imgs("train-images-idx3-ubyte.gz"), labs("train-labels-idx1-ubyte.gz"), imgs("t10k-images-idx3-ubyte.gz"), labs("t10k-labels-idx1-ubyte.gz")
 
+def ames_binary():
+    """The 33 numeric columns of regression/ames_raw.csv but Sale_Price;
+    label 1 when Sale_Price is above its median, else -1 (as
+    algorithms/tests/defaults_quality.rs derives it)."""
+    import csv as c
+    with open(f"{D}/regression/ames_raw.csv") as f:
+        rows = list(c.reader(f))
+    head, rows = rows[0], rows[1:]
+    price = head.index("Sale_Price")
+    def numeric(j):
+        try:
+            [float(r[j]) for r in rows]
+            return True
+        except ValueError:
+            return False
+    cols = [j for j in range(len(head)) if j != price and numeric(j)]
+    p = np.array([float(r[price]) for r in rows])
+    X = np.array([[float(r[j]) for j in cols] for r in rows])
+    return X, np.where(p > np.median(p), 1.0, -1.0), [head[j] for j in cols]
+
+# The data sets of the defaults tests: (name, loader, sparse).
+DEFAULT_SETS = [
+    ("breast_cancer_wdbc", lambda: csv(f"{D}/classification/breast_cancer_wdbc.csv"), False),
+    ("ames_binary", lambda: ames_binary()[:2], False),
+    ("spamassassin", lambda: svm("spamassassin/spam.libsvm"), True),
+    ("ionosphere", lambda: csv(f"{D}/classification/ionosphere.csv"), False),
+    ("heart_scale", lambda: svm("classification/heart_scale.libsvm"), True),
+    ("satimage", lambda: csv(f"{D}/classification/satimage.csv"), False),
+    ("dna", lambda: svm("classification/dna.libsvm"), True),
+    ("shuttle", lambda: csv(f"{D}/classification/shuttle.csv"), False),
+    ("digits", lambda: csv(f"{D}/digits_8x8/digits.csv"), False),
+]
+
+def default_pipeline(model, sparse):
+    """scikit-learn's default pipeline: StandardScaler for dense data,
+    MaxAbsScaler (the scaler its user guide recommends for sparse data)
+    for sparse data, then the model with default parameters."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler
+    return make_pipeline(MaxAbsScaler() if sparse else StandardScaler(), model)
+
 def report(what, **kw):
     print(what, " ".join(f"{k}={v}" for k, v in kw.items()), flush=True)
 
@@ -87,6 +128,25 @@ def run(name):
         for seed in range(3):
             m = RandomForestClassifier(n_estimators=50, max_depth=16, random_state=seed, n_jobs=2).fit(Xtr, ytr)
             report(name, model=f"RandomForestClassifier(50 trees,max_depth=16,sqrt features,random_state={seed})", test_acc=round(m.score(Xte, yte), 4), secs=round(time.time() - t, 2))
+    elif name == "defaults":
+        # Figures of algorithms/tests/defaults_quality.rs: default pipelines;
+        # lbfgs at max_iter=100 and, where that stops unconverged, 5000.
+        import warnings
+        from sklearn.exceptions import ConvergenceWarning
+        for set_name, load, sparse in DEFAULT_SETS:
+            X, y = load()
+            Xtr, ytr, Xte, yte = split(X, y)
+            models = [("LogisticRegression()", LogisticRegression()), ("LogisticRegression(max_iter=5000)", LogisticRegression(max_iter=5000))]
+            if len(np.unique(y)) == 2:
+                models.append(("LinearSVC()", LinearSVC()))
+            for label, m in models:
+                t = time.time()
+                with warnings.catch_warnings(record=True) as w:
+                    warnings.simplefilter("always")
+                    p = default_pipeline(m, sparse).fit(Xtr, ytr)
+                conv = not any(issubclass(x.category, ConvergenceWarning) for x in w)
+                report(name, data=set_name, model=("MaxAbsScaler+" if sparse else "StandardScaler+") + label,
+                       test_acc=round(p.score(Xte, yte), 4), converged=conv, secs=round(time.time() - t, 2))
     elif name == "knn_digits":
         X, y = csv(f"{D}/digits_8x8/digits.csv")
         Xtr, ytr, Xte, yte = split(X, y)

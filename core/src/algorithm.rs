@@ -73,6 +73,14 @@ pub trait AlgoWorker: Send {
     fn restore_state(&mut self, _state: &[u8]) -> Result<(), BoxError> {
         Ok(())
     }
+    /// Whether the worker has finished before the job's last clock (a
+    /// convergence rule): the runner stops it after the clock just run.
+    /// Every worker of a job must answer the same after the same clock
+    /// (decide from table values all of them read), or the others wait
+    /// for it forever.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// Access to a job's tables by name, for init and export.

@@ -123,6 +123,8 @@ pub enum JobError {
 /// What a finished run produced.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunOutcome {
+    /// Clocks run: the job's `clocks`, or fewer when the workers finished
+    /// early ([`AlgoWorker::finished`]).
     pub clocks: Clock,
     pub objective: f64,
     pub seconds: f64,
@@ -370,10 +372,11 @@ pub fn run_job_with(
         .export(&TableReader::new(service, &tables), model_path)
         .map_err(JobError::Export)?;
     let objective = *agg.final_objective.lock();
+    let clocks = sync.plan.lock().max_done.min(cfg.clocks);
     service.drop_job(cfg.job);
     node.cache().forget_job(cfg.job);
     Ok(RunOutcome {
-        clocks: cfg.clocks,
+        clocks,
         objective,
         seconds: start.elapsed().as_secs_f64(),
         model,
@@ -404,6 +407,12 @@ fn run_worker(
         }
         step_and_clock(ctx, algo_worker, cfg, agg)?;
         let done = c + 1;
+        if algo_worker.finished() {
+            // Converged: every worker decides this after the same clock.
+            let mut plan = sync.plan.lock();
+            plan.max_done = plan.max_done.max(done);
+            return Ok(());
+        }
         let stop_here = {
             let mut plan = sync.plan.lock();
             plan.max_done = plan.max_done.max(done);
@@ -631,6 +640,9 @@ fn loop_worker(
         }
         step_and_clock(ctx, algo_worker, cfg, agg)?;
         let done = ctx.clock_now();
+        if algo_worker.finished() {
+            return Ok(());
+        }
         if every > 0 && done.is_multiple_of(every) && done < cfg.clocks {
             hooks
                 .save_worker(ctx.worker(), done, algo_worker.save_state())

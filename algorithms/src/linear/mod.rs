@@ -19,16 +19,22 @@
 //! The objective reported per clock is the mean loss of its mini-batches
 //! (before each update) plus the regularisation of the weights read.
 //!
+//! With no `learning_rate` in the spec the models train in the automatic
+//! configuration of [`crate::sgd`] (scaled features, AdaGrad, `C = 1`,
+//! tail averaging, the squared hinge for the SVM, a stop on convergence);
+//! see [`LinearParams`].
+//!
 //! Limitation: with several workers, L1 truncation is applied by each
 //! worker to its own view, so concurrent truncations of one weight overlap
 //! and the global weights are much less sparse than with one worker.
 
 mod params;
 
-pub use params::LinearParams;
+pub use params::{HingeLoss, LinearParams, Resolved};
 
 use crate::data::{Dataset, Features};
 use crate::model::{ModelError, ModelFile};
+use crate::sgd::{self, Adagrad, Optimizer, Progress, RunStatus, Scaler, StateReader, StateWriter};
 use crate::softmax::InputSpec;
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableReader,
@@ -42,7 +48,9 @@ use std::sync::Arc;
 pub const LOGISTIC: &str = "logistic_regression";
 pub const SVM: &str = "svm";
 const TABLE: &str = "weights";
-/// Sum of the iterates seen after `average_from` (features, bias, count).
+/// Sums of iterates (features, bias, count) in row 0: the tail average of
+/// a tuned run, or the polynomial-decay average of the automatic one
+/// (weighted values, then the summed weight).
 const AVG_TABLE: &str = "weights_avg";
 
 /// The loss a binary linear model minimises.
@@ -50,13 +58,14 @@ const AVG_TABLE: &str = "weights_avg";
 pub enum Loss {
     Logistic,
     Hinge,
+    SquaredHinge,
 }
 
 impl Loss {
     fn name(self) -> &'static str {
         match self {
             Loss::Logistic => LOGISTIC,
-            Loss::Hinge => SVM,
+            Loss::Hinge | Loss::SquaredHinge => SVM,
         }
     }
 
@@ -80,23 +89,44 @@ impl Loss {
                     (0.0, 0.0)
                 }
             }
+            Loss::SquaredHinge => {
+                if m < 1.0 {
+                    ((1.0 - m) * (1.0 - m), -2.0 * (1.0 - m))
+                } else {
+                    (0.0, 0.0)
+                }
+            }
         }
     }
+}
+
+/// How the saved weights average the iterates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Averaging {
+    Off,
+    /// Tuned run: iterates from this clock on, in row 0.
+    From(u64),
+    /// Automatic run: every iterate, weighted by `sgd::avg_weight`.
+    Poly,
 }
 
 /// A binary linear classifier with its data loaded.
 pub struct BinaryLinear {
     loss: Loss,
     params: LinearParams,
+    cfg: Resolved,
     train: Arc<Dataset>,
     test: Option<Arc<Dataset>>,
     input: InputSpec,
-    standardizer: Option<(Vec<f32>, Vec<f32>)>,
+    scaler: Option<Scaler>,
     clocks: u64,
+    /// The likely cause named if the job diverges.
+    hint: Arc<str>,
 }
 
 impl BinaryLinear {
-    /// Fails unless the data have exactly two classes.
+    /// Fails unless the data have exactly two classes. `loss` is
+    /// `Logistic` or `Hinge` (the SVM; the parameters choose its hinge).
     pub fn new(
         loss: Loss,
         params: LinearParams,
@@ -114,35 +144,58 @@ impl BinaryLinear {
             )
             .into());
         }
-        let standardizer = (params.standardize && matches!(train.features, Features::Dense(_)))
-            .then(|| {
-                let (mean, std) = train.features.column_stats();
-                train.features.standardize(&mean, &std);
-                if let Some(t) = &mut test {
-                    t.features.standardize(&mean, &std);
-                }
-                (mean, std)
-            });
+        let cfg = params.resolve(train.len());
+        let loss = match (loss, cfg.hinge) {
+            (Loss::Logistic, _) => Loss::Logistic,
+            (_, HingeLoss::Hinge) => Loss::Hinge,
+            (_, HingeLoss::SquaredHinge) => Loss::SquaredHinge,
+        };
+        let scaler = Scaler::fit(&train.features, cfg.scaling);
+        let hint = sgd::divergence_hint(
+            &train.features,
+            scaler.is_some(),
+            cfg.optimizer,
+            cfg.learning_rate,
+            cfg.user_lr,
+        );
+        if let Some(s) = &scaler {
+            s.apply(&mut train.features);
+            if let Some(t) = &mut test {
+                s.apply(&mut t.features);
+            }
+        }
         Ok(BinaryLinear {
             loss,
             params,
+            cfg,
             train: Arc::new(train),
             test: test.map(Arc::new),
             input,
-            standardizer,
+            scaler,
             clocks,
+            hint: hint.into(),
         })
     }
 
-    fn average_from(&self) -> f64 {
-        self.params.average_from.unwrap_or(match self.loss {
-            Loss::Hinge => 0.5,
+    fn averaging(&self) -> Averaging {
+        if self.params.l1 > 0.0 {
+            return Averaging::Off;
+        }
+        if self.cfg.auto {
+            return match self.params.average_from {
+                Some(a) if a >= 1.0 => Averaging::Off,
+                _ => Averaging::Poly,
+            };
+        }
+        let from = self.params.average_from.unwrap_or(match self.loss {
+            Loss::Hinge | Loss::SquaredHinge => 0.5,
             Loss::Logistic => 1.0,
-        })
-    }
-
-    fn averaging(&self) -> bool {
-        self.params.l1 == 0.0 && self.average_from() < 1.0
+        });
+        if from < 1.0 {
+            Averaging::From((self.clocks as f64 * from).floor() as u64)
+        } else {
+            Averaging::Off
+        }
     }
 }
 
@@ -155,6 +208,7 @@ impl Algorithm for BinaryLinear {
         match self.loss {
             Loss::Logistic => "log-loss+reg",
             Loss::Hinge => "hinge+reg",
+            Loss::SquaredHinge => "squared-hinge+reg",
         }
     }
 
@@ -172,39 +226,55 @@ impl Algorithm for BinaryLinear {
                 elem: ElemType::F64,
                 columns: self.train.dim() as u32 + 2,
             },
+            sgd::progress_table(),
         ]
     }
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
         let part = crate::data::partition(n, worker, workers)?;
+        let d = self.train.dim();
         Ok(Box::new(LinearWorker {
             loss: self.loss,
             params: self.params.clone(),
+            cfg: self.cfg.clone(),
             data: self.train.clone(),
             part,
             w: Vec::new(),
             grad: Vec::new(),
             table: None,
-            average_after: self
-                .averaging()
-                .then(|| (self.clocks as f64 * self.average_from()).floor() as u64),
+            averaging: self.averaging(),
             avg_buf: Vec::new(),
+            ada: if self.cfg.optimizer == Optimizer::Adagrad {
+                Adagrad::new(d + 1, self.cfg.learning_rate, self.cfg.l2)
+            } else {
+                Adagrad::default()
+            },
+            progress: Progress::default(),
+            hint: self.hint.clone(),
         }))
     }
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let d = self.train.dim();
+        let status = RunStatus::read(tables, self.clocks)?;
         let mut row = match tables.read::<f32>(TABLE, 0)? {
             Row::Dense(v) => v,
             r => r.to_dense(d as u32 + 1),
         };
-        if self.averaging() {
-            let sum = tables.read::<f64>(AVG_TABLE, 0)?.to_dense(d as u32 + 2);
-            let count = sum[d + 1];
-            if count > 0.0 {
-                row = sum[..=d].iter().map(|s| (s / count) as f32).collect();
-            }
+        let avg_rows = match self.averaging() {
+            Averaging::Off => vec![],
+            Averaging::From(_) => vec![0],
+            Averaging::Poly => vec![0],
+        };
+        let mut sum = vec![0f64; d + 2];
+        for r in avg_rows {
+            let s = tables.read::<f64>(AVG_TABLE, r)?.to_dense(d as u32 + 2);
+            sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+        }
+        let count = sum[d + 1];
+        if count > 0.0 {
+            row = sum[..=d].iter().map(|s| (s / count) as f32).collect();
         }
         let mut model = LinearModel {
             weight: row[..d].to_vec(),
@@ -215,18 +285,16 @@ impl Algorithm for BinaryLinear {
         if let Some(test) = &self.test {
             metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
         }
-        metrics.push(("train_accuracy".to_string(), model.accuracy(&self.train)));
+        let train_accuracy = model.accuracy(&self.train);
+        metrics.push(("train_accuracy".to_string(), train_accuracy));
         metrics.push((
             "nonzero_weights".to_string(),
             model.weight.iter().filter(|w| **w != 0.0).count() as f64,
         ));
-        if let Some((mean, std)) = &self.standardizer {
-            let mut shift = 0.0;
-            for j in 0..d {
-                model.weight[j] /= std[j];
-                shift += model.weight[j] * mean[j];
-            }
-            model.bias -= shift;
+        status.metrics(&mut metrics);
+        sgd::check_majority(self.loss.name(), &self.train, train_accuracy, &mut metrics);
+        if let Some(s) = &self.scaler {
+            s.fold(&mut model.weight, &mut model.bias);
         }
         let mut file = ModelFile::new(self.loss.name());
         file.set("num_features", d);
@@ -234,6 +302,9 @@ impl Algorithm for BinaryLinear {
         self.input.record(&mut file);
         file.set("class_names", serde_json::to_string(&model.class_names)?);
         file.set("params", serde_json::to_string(&self.params)?);
+        if let Some(s) = &self.scaler {
+            file.set("scaling_folded", s.kind);
+        }
         file.set_metrics(&metrics);
         file.add_tensor("weight", vec![d], model.weight);
         file.add_tensor("bias", vec![1], vec![model.bias]);
@@ -247,14 +318,17 @@ impl Algorithm for BinaryLinear {
 struct LinearWorker {
     loss: Loss,
     params: LinearParams,
+    cfg: Resolved,
     data: Arc<Dataset>,
     part: Vec<usize>,
     w: Vec<f32>,
     grad: Vec<f32>,
     table: Option<Table<f32>>,
-    /// Clock from which iterates are summed into the average table.
-    average_after: Option<u64>,
+    averaging: Averaging,
     avg_buf: Vec<f64>,
+    ada: Adagrad,
+    progress: Progress,
+    hint: Arc<str>,
 }
 
 impl AlgoWorker for LinearWorker {
@@ -264,11 +338,14 @@ impl AlgoWorker for LinearWorker {
             None => *self.table.insert(ctx.table::<f32>(TABLE)?),
         };
         let p = &self.params;
+        let c = ctx.clock_now();
         let bs = p.batch_size.min(self.part.len());
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
-        let epochs = ctx.clock_now() as f64 * (batches * bs) as f64 / self.part.len() as f64;
-        let lr = (p.learning_rate / (1.0 + p.decay * epochs)) as f32;
-        let (l1, l2) = (p.l1 as f32, p.l2 as f32);
+        let epochs = c as f64 * (batches * bs) as f64 / self.part.len() as f64;
+        let lr = self.cfg.learning_rate;
+        let sgd_lr = (lr / (1.0 + p.decay * epochs)) as f32;
+        let (l1, l2) = (p.l1, self.cfg.l2);
+        let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
         let d = self.data.dim();
         let x = &self.data.features;
         let mut order = self.part.clone();
@@ -276,10 +353,40 @@ impl AlgoWorker for LinearWorker {
         let mut pos = 0;
         let mut loss_sum = 0.0f64;
         let mut reg = 0.0f64;
+        let avg_weight = match self.averaging {
+            Averaging::Off => None,
+            Averaging::From(from) => (c >= from).then_some(1.0),
+            Averaging::Poly => Some(sgd::avg_weight(c)),
+        };
+        // With the stop rule on, the objective is measured exactly on the
+        // worker's partition, for the model the job would save if it ended
+        // now (the tail average, or the weights the clock starts from): the
+        // running loss of the mini-batches and the iterates themselves are
+        // too noisy to tell a plateau.
+        let averaging = self.averaging;
+        let exact = (self.cfg.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
+            ctx.get_dense_into(t, 0, &mut self.w)?;
+            if averaging == Averaging::Poly && c > 0 {
+                let avg = ctx.table::<f64>(AVG_TABLE)?;
+                sgd::read_average(ctx, avg, [0], &mut self.w)?;
+            }
+            let reg = 0.5 * l2 * sq_norm(&self.w[..d])
+                + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
+            let loss: f64 = self
+                .part
+                .iter()
+                .map(|&i| {
+                    let y = if self.data.labels[i] == 1 { 1.0 } else { -1.0 };
+                    self.loss.eval(y * (x.dot(i, &self.w) + self.w[d])).0 as f64
+                })
+                .sum();
+            Ok(loss + reg * self.part.len() as f64)
+        });
+        let exact = exact.transpose()?;
         for _ in 0..batches {
             ctx.get_dense_into(t, 0, &mut self.w)?;
-            reg = 0.5 * p.l2 * sq_norm(&self.w[..d])
-                + p.l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
+            reg = 0.5 * l2 * sq_norm(&self.w[..d])
+                + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
             self.grad.clear();
             self.grad.resize(d + 1, 0.0);
             for _ in 0..bs {
@@ -298,34 +405,85 @@ impl AlgoWorker for LinearWorker {
                     self.grad[d] += dm * y;
                 }
             }
-            // New weights: gradient step with L2 shrink, then L1 truncation;
-            // the increment is the difference from what was read.
+            // New weights: a gradient step with the L2 shrink, then the L1
+            // truncation; the increment is the difference from what was read.
             let inv = 1.0 / bs as f32;
+            let mut finite = true;
             for j in 0..=d {
                 let wj = self.w[j];
-                let g = self.grad[j] * inv + if j < d { l2 * wj } else { 0.0 };
-                let mut v = wj - lr * g;
+                let g = self.grad[j] * inv;
+                let l2j = if j < d { l2 } else { 0.0 };
+                let (mut v, step) = if adagrad {
+                    self.ada.step(j, wj, g, j == d)
+                } else {
+                    (wj - sgd_lr * (g + l2j as f32 * wj), sgd_lr as f64)
+                };
                 if l1 > 0.0 && j < d {
-                    v = v.signum() * (v.abs() - lr * l1).max(0.0);
+                    v = v.signum() * (v.abs() - (step * l1) as f32).max(0.0);
                 }
+                finite &= v.is_finite();
                 self.grad[j] = v - wj;
             }
+            if !finite || !loss_sum.is_finite() {
+                return Err(format!(
+                    "diverged: the weights or the loss became {} in this clock; {}",
+                    if loss_sum.is_nan() { "NaN" } else { "infinite" },
+                    self.hint
+                )
+                .into());
+            }
             ctx.batch_inc(t, 0, &self.grad)?;
-            if self.average_after.is_some_and(|c| ctx.clock_now() >= c) {
+            if let Some(a) = avg_weight {
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
                 self.avg_buf.clear();
-                self.avg_buf
-                    .extend(self.w.iter().zip(&self.grad).map(|(w, g)| (w + g) as f64));
-                self.avg_buf.push(1.0);
+                self.avg_buf.extend(
+                    self.w
+                        .iter()
+                        .zip(&self.grad)
+                        .map(|(w, g)| a * (w + g) as f64),
+                );
+                self.avg_buf.push(a);
                 ctx.batch_inc(avg, 0, &self.avg_buf)?;
             }
         }
         let seen = (batches * bs) as f64;
-        Ok(StepStats {
-            objective: loss_sum + reg * seen,
-            weight: seen,
-            samples: seen as u64,
-        })
+        let stats = match exact {
+            Some(objective) => StepStats {
+                objective,
+                weight: self.part.len() as f64,
+                samples: seen as u64,
+            },
+            None => StepStats {
+                objective: loss_sum + reg * seen,
+                weight: seen,
+                samples: seen as u64,
+            },
+        };
+        let hint = self.hint.clone();
+        self.progress
+            .after_step(ctx, self.cfg.stop, &stats, &|| hint.to_string())?;
+        Ok(stats)
+    }
+
+    fn finished(&self) -> bool {
+        self.progress.finished()
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let mut w = StateWriter::default();
+        self.progress.save(&mut w);
+        self.ada.save(&mut w);
+        w.0
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut r = StateReader(state);
+        self.progress = Progress::restore(&mut r)?;
+        self.ada.restore(&mut r)?;
+        Ok(())
     }
 }
 

@@ -1,11 +1,18 @@
 //! Hyperparameters of the binary linear models.
+//!
+//! A spec without `learning_rate` gets the automatic configuration, meant
+//! for data nobody tuned anything for: features scaled, AdaGrad steps,
+//! L2 of scikit-learn's `C = 1`, the tail average of the iterates, the
+//! squared hinge for the SVM (as `LinearSVC`), and a stop on convergence
+//! (`clocks` is then an upper bound). A spec that sets `learning_rate` is
+//! taken to be tuned and keeps the behaviour it was tuned with: plain SGD
+//! with `learning_rate / (1 + decay e)`, raw features, no L2 unless set,
+//! the hinge, no early stop. Every choice can also be set explicitly.
 
+use crate::sgd::{Optimizer, Scaling, StopRule, ADAGRAD_LR, PATIENCE, TOL};
 use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
-fn lr() -> f64 {
-    0.5
-}
 fn decay() -> f64 {
     1.0
 }
@@ -13,22 +20,38 @@ fn batch() -> usize {
     32
 }
 
+/// The SVM's loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HingeLoss {
+    /// `max(0, 1 - m)`.
+    Hinge,
+    /// `max(0, 1 - m)²` (scikit-learn's `LinearSVC` default).
+    SquaredHinge,
+}
+
 /// `[params]` of a `logistic_regression` or `svm` job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinearParams {
-    /// Initial step size.
-    #[serde(default = "lr")]
-    pub learning_rate: f64,
-    /// Step size after `e` passes over the data: `learning_rate / (1 + decay * e)`.
+    /// Step size. Unset: AdaGrad with step 0.1 on scaled features (the
+    /// automatic configuration); set: plain SGD unless `optimizer` says
+    /// otherwise.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// `sgd` or `adagrad`.
+    #[serde(default)]
+    pub optimizer: Option<Optimizer>,
+    /// SGD's step after `e` passes over the data: `learning_rate / (1 + decay * e)`.
     #[serde(default = "decay")]
     pub decay: f64,
     #[serde(default = "batch")]
     pub batch_size: usize,
     /// L2 strength λ of `mean loss + λ/2 ||w||²` (scikit-learn's C is
-    /// `1 / (λ n)`).
+    /// `1 / (λ n)`). Default: `1 / n_train` (C = 1) in the automatic
+    /// configuration, 0 with a `learning_rate`.
     #[serde(default)]
-    pub l2: f64,
+    pub l2: Option<f64>,
     /// L1 strength, applied by truncated gradient (Langford et al. 2009):
     /// after each step every weight is shrunk towards 0 by `lr * l1`.
     #[serde(default)]
@@ -36,24 +59,63 @@ pub struct LinearParams {
     /// Mini-batches per clock (default: one pass over the worker's data).
     #[serde(default)]
     pub batches_per_clock: Option<usize>,
-    /// Standardise dense features (folded into the saved weights).
+    /// Standardise dense features (the same as `scaling = "standard"`).
     #[serde(default)]
     pub standardize: bool,
-    /// Save the average of the iterates of the last `1 - average_from` of
-    /// the clocks (Polyak–Ruppert tail averaging) instead of the last
-    /// iterate; 1.0 turns averaging off. Default: 0.5 for the SVM, whose
-    /// non-smooth loss leaves the last iterate noisy; 1.0 for logistic
-    /// regression, whose iterates are still improving late in training.
-    /// Models with `l1 > 0` save the last (sparse) iterate.
+    /// `auto` (dense standardised, sparse max-abs), `standard`, `maxabs`
+    /// or `none`; folded into the saved weights. Default: `auto`, or
+    /// `none` with a `learning_rate`.
+    #[serde(default)]
+    pub scaling: Option<Scaling>,
+    /// With a `learning_rate`: save the average of the iterates of the last
+    /// `1 - average_from` of the clocks (Polyak–Ruppert tail averaging);
+    /// default 0.5 for the SVM and 1.0 (off) for logistic regression. In
+    /// the automatic configuration the run's length is not known in
+    /// advance: any value below 1 (the default) saves the polynomial-decay
+    /// average (`crate::sgd::avg_weight`), 1.0 the last iterate. Models
+    /// with `l1 > 0` save the last (sparse) iterate.
     #[serde(default)]
     pub average_from: Option<f64>,
+    /// Stop when the objective has not improved by this fraction for
+    /// `patience` clocks (0: run every clock). Default 1e-4, or 0 with a
+    /// `learning_rate`.
+    #[serde(default)]
+    pub tol: Option<f64>,
+    #[serde(default = "patience")]
+    pub patience: u32,
+    /// The SVM's loss: `hinge` or `squared_hinge` (default `squared_hinge`,
+    /// or `hinge` with a `learning_rate`). Logistic regression refuses it.
+    #[serde(default)]
+    pub loss: Option<HingeLoss>,
+}
+
+fn patience() -> u32 {
+    PATIENCE
+}
+
+/// The settings a job runs with, defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub user_lr: bool,
+    pub scaling: Scaling,
+    pub l2: f64,
+    pub stop: StopRule,
+    pub hinge: HingeLoss,
+    /// Automatic configuration (polynomial-decay average of the iterates).
+    pub auto: bool,
 }
 
 impl LinearParams {
     pub fn validate(&self) -> Result<(), SpecError> {
-        check_positive("params.learning_rate", self.learning_rate)?;
+        if let Some(lr) = self.learning_rate {
+            check_positive("params.learning_rate", lr)?;
+        }
         check_non_negative("params.decay", self.decay)?;
-        check_non_negative("params.l2", self.l2)?;
+        if let Some(l2) = self.l2 {
+            check_non_negative("params.l2", l2)?;
+        }
         check_non_negative("params.l1", self.l1)?;
         check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
         if let Some(a) = self.average_from.filter(|a| !(0.0..=1.0).contains(a)) {
@@ -65,6 +127,55 @@ impl LinearParams {
         if let Some(b) = self.batches_per_clock {
             check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
+        if let Some(t) = self.tol {
+            check_non_negative("params.tol", t)?;
+        }
+        check_range("params.patience", self.patience as usize, 1, 1 << 20)?;
+        if self.standardize && matches!(self.scaling, Some(s) if s != Scaling::Standard) {
+            return Err(SpecError::invalid(
+                "params.standardize",
+                "contradicts params.scaling (standardize = true is scaling = \"standard\")",
+            ));
+        }
         Ok(())
+    }
+
+    /// The settings for `n_train` training samples.
+    pub fn resolve(&self, n_train: usize) -> Resolved {
+        let auto = self.learning_rate.is_none();
+        let optimizer = self.optimizer.unwrap_or(if auto {
+            Optimizer::Adagrad
+        } else {
+            Optimizer::Sgd
+        });
+        Resolved {
+            optimizer,
+            learning_rate: self.learning_rate.unwrap_or(match optimizer {
+                Optimizer::Adagrad => ADAGRAD_LR,
+                Optimizer::Sgd => 0.5,
+            }),
+            user_lr: !auto,
+            scaling: match (self.scaling, self.standardize) {
+                (_, true) => Scaling::Standard,
+                (Some(s), _) => s,
+                (None, _) if auto => Scaling::Auto,
+                (None, _) => Scaling::None,
+            },
+            l2: self.l2.unwrap_or(if auto {
+                1.0 / n_train.max(1) as f64
+            } else {
+                0.0
+            }),
+            stop: StopRule {
+                tol: self.tol.unwrap_or(if auto { TOL } else { 0.0 }),
+                patience: self.patience,
+            },
+            hinge: self.loss.unwrap_or(if auto {
+                HingeLoss::SquaredHinge
+            } else {
+                HingeLoss::Hinge
+            }),
+            auto,
+        }
     }
 }

@@ -18,10 +18,11 @@
 
 mod params;
 
-pub use params::SoftmaxParams;
+pub use params::{Resolved, SoftmaxParams};
 
 use crate::data::{Dataset, Features};
 use crate::model::ModelFile;
+use crate::sgd::{self, Adagrad, Optimizer, Progress, RunStatus, Scaler, StateReader, StateWriter};
 use ndarray::{s, Array2, ArrayView2, Axis};
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableReader,
@@ -35,6 +36,10 @@ use std::sync::Arc;
 /// Registry name.
 pub const NAME: &str = "multiclass_lr";
 const TABLE: &str = "weights";
+/// Sums of iterates for the polynomial-decay average (`sgd::avg_weight`):
+/// row `k` holds class `k`'s weighted weights and bias, then the summed
+/// weight.
+const AVG_TABLE: &str = "weights_avg";
 
 /// How the model's inputs are read and scaled, recorded in the model so
 /// that evaluation reads data the same way.
@@ -62,12 +67,15 @@ impl InputSpec {
 /// The algorithm with its data loaded.
 pub struct MulticlassLr {
     params: SoftmaxParams,
+    cfg: Resolved,
     train: Arc<Dataset>,
     test: Option<Arc<Dataset>>,
     num_classes: u32,
     input: InputSpec,
-    /// Column means and deviations when `standardize` is on.
-    standardizer: Option<(Vec<f32>, Vec<f32>)>,
+    /// The feature scaling, folded into the saved weights.
+    scaler: Option<Scaler>,
+    clocks: u64,
+    hint: Arc<str>,
 }
 
 impl MulticlassLr {
@@ -76,27 +84,48 @@ impl MulticlassLr {
         mut train: Dataset,
         mut test: Option<Dataset>,
         input: InputSpec,
+        clocks: u64,
     ) -> Self {
         let num_classes = train.num_classes.max(2);
-        let standardizer = params.standardize.then(|| {
-            let (mean, std) = train.features.column_stats();
-            train.features.standardize(&mean, &std);
-            if let Some(t) = &mut test {
-                t.features.standardize(&mean, &std);
+        let cfg = params.resolve(train.len());
+        if params.standardize {
+            // As before `scaling` existed: sparse data densified and centred.
+            for f in
+                std::iter::once(&mut train.features).chain(test.as_mut().map(|t| &mut t.features))
+            {
+                if let Features::Sparse(_) = f {
+                    *f = Features::Dense(f.to_dense());
+                }
             }
-            (mean, std)
-        });
+        }
+        let scaler = Scaler::fit(&train.features, cfg.scaling);
+        let hint = sgd::divergence_hint(
+            &train.features,
+            scaler.is_some(),
+            cfg.optimizer,
+            cfg.learning_rate,
+            cfg.user_lr,
+        );
+        if let Some(s) = &scaler {
+            s.apply(&mut train.features);
+            if let Some(t) = &mut test {
+                s.apply(&mut t.features);
+            }
+        }
         if let Features::Sparse(_) = train.features {
             // The worker builds dense mini-batches; expand once here.
             train.features = Features::Dense(train.features.to_dense());
         }
         MulticlassLr {
             params,
+            cfg,
             train: Arc::new(train),
             test: test.map(Arc::new),
             num_classes,
             input,
-            standardizer,
+            scaler,
+            clocks,
+            hint: hint.into(),
         }
     }
 
@@ -115,39 +144,69 @@ impl Algorithm for MulticlassLr {
     }
 
     fn tables(&self) -> Vec<TableDecl> {
-        vec![TableDecl {
-            name: TABLE.into(),
-            kind: RowKind::Dense,
-            elem: ElemType::F32,
-            columns: self.dim() as u32 + 1,
-        }]
+        vec![
+            TableDecl {
+                name: TABLE.into(),
+                kind: RowKind::Dense,
+                elem: ElemType::F32,
+                columns: self.dim() as u32 + 1,
+            },
+            TableDecl {
+                name: AVG_TABLE.into(),
+                kind: RowKind::Dense,
+                elem: ElemType::F64,
+                columns: self.dim() as u32 + 2,
+            },
+            sgd::progress_table(),
+        ]
     }
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
         let part = crate::data::partition(n, worker, workers)?;
+        let c = self.num_classes as usize;
         Ok(Box::new(SoftmaxWorker {
             params: self.params.clone(),
+            cfg: self.cfg.clone(),
             data: self.train.clone(),
             part,
-            classes: self.num_classes as usize,
-            w: Array2::zeros((self.num_classes as usize, self.dim() + 1)),
+            classes: c,
+            w: Array2::zeros((c, self.dim() + 1)),
             row_buf: Vec::new(),
             delta: Vec::new(),
+            avg_buf: Vec::new(),
             table: None,
+            ada: if self.cfg.optimizer == Optimizer::Adagrad {
+                Adagrad::new(c * (self.dim() + 1), self.cfg.learning_rate, self.cfg.l2)
+            } else {
+                Adagrad::default()
+            },
+            progress: Progress::default(),
+            hint: self.hint.clone(),
         }))
     }
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let d = self.dim();
         let c = self.num_classes as usize;
+        let status = RunStatus::read(tables, self.clocks)?;
         let mut weight = Vec::with_capacity(c * d);
         let mut bias = Vec::with_capacity(c);
         for k in 0..c {
-            let row = match tables.read::<f32>(TABLE, k as u64)? {
+            let mut row = match tables.read::<f32>(TABLE, k as u64)? {
                 Row::Dense(v) => v,
                 r @ Row::Sparse(_) => r.to_dense(d as u32 + 1),
             };
+            if self.cfg.average {
+                let mut sum = vec![0f64; d + 2];
+                let s = tables
+                    .read::<f64>(AVG_TABLE, k as u64)?
+                    .to_dense(d as u32 + 2);
+                sum.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+                if sum[d + 1] > 0.0 {
+                    row = sum[..=d].iter().map(|v| (v / sum[d + 1]) as f32).collect();
+                }
+            }
             weight.extend_from_slice(&row[..d]);
             bias.push(row[d]);
         }
@@ -160,17 +219,18 @@ impl Algorithm for MulticlassLr {
         if let Some(test) = &self.test {
             metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
         }
-        metrics.push(("train_accuracy".to_string(), model.accuracy(&self.train)));
-        if let Some((mean, std)) = &self.standardizer {
-            // Fold (x - mean) / std into the weights: the saved model reads raw inputs.
+        let train_accuracy = model.accuracy(&self.train);
+        metrics.push(("train_accuracy".to_string(), train_accuracy));
+        status.metrics(&mut metrics);
+        sgd::check_majority(NAME, &self.train, train_accuracy, &mut metrics);
+        if let Some(s) = &self.scaler {
+            // Fold the scaling into the weights: the saved model reads raw inputs.
             for k in 0..c {
-                let mut shift = 0.0f32;
-                for j in 0..d {
-                    let w = model.weight[[k, j]] / std[j];
-                    model.weight[[k, j]] = w;
-                    shift += w * mean[j];
-                }
-                model.bias[k] -= shift;
+                let mut row = model.weight.row_mut(k);
+                s.fold(
+                    row.as_slice_mut().expect("standard layout"),
+                    &mut model.bias[k],
+                );
             }
         }
         let mut file = ModelFile::new(NAME);
@@ -179,6 +239,9 @@ impl Algorithm for MulticlassLr {
         self.input.record(&mut file);
         file.set("class_names", serde_json::to_string(&model.class_names)?);
         file.set("params", serde_json::to_string(&self.params)?);
+        if let Some(s) = &self.scaler {
+            file.set("scaling_folded", s.kind);
+        }
         file.set_metrics(&metrics);
         file.add_tensor(
             "weight",
@@ -193,6 +256,7 @@ impl Algorithm for MulticlassLr {
 
 struct SoftmaxWorker {
     params: SoftmaxParams,
+    cfg: Resolved,
     data: Arc<Dataset>,
     part: Vec<usize>,
     classes: usize,
@@ -200,7 +264,11 @@ struct SoftmaxWorker {
     w: Array2<f32>,
     row_buf: Vec<f32>,
     delta: Vec<f32>,
+    avg_buf: Vec<f64>,
     table: Option<Table<f32>>,
+    ada: Adagrad,
+    progress: Progress,
+    hint: Arc<str>,
 }
 
 impl SoftmaxWorker {
@@ -224,15 +292,39 @@ impl AlgoWorker for SoftmaxWorker {
             None => *self.table.insert(ctx.table::<f32>(TABLE)?),
         };
         let p = &self.params;
+        let c = ctx.clock_now();
         let bs = p.batch_size.min(self.part.len());
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
         // Decay by passes over the data, so the schedule does not depend on
         // how many clocks a pass is split into.
-        let epochs = (ctx.clock_now() as f64 * (batches * bs) as f64) / self.part.len() as f64;
-        let lr = (p.learning_rate / (1.0 + p.decay * epochs)) as f32;
+        let epochs = (c as f64 * (batches * bs) as f64) / self.part.len() as f64;
+        let lr = (self.cfg.learning_rate / (1.0 + p.decay * epochs)) as f32;
+        let d = self.data.dim();
+        // With the stop rule on, the objective is measured exactly on the
+        // partition at the weights the clock starts from (the running loss
+        // of the mini-batches is too noisy to tell a plateau).
+        let exact = if self.cfg.stop.tol > 0.0 {
+            self.read_weights(ctx, t)?;
+            if self.cfg.average && c > 0 {
+                // The model the job would save now: the tail average.
+                let avg = ctx.table::<f64>(AVG_TABLE)?;
+                for k in 0..self.classes {
+                    let rows = [k as u64];
+                    let mut row = self.w.row_mut(k);
+                    sgd::read_average(
+                        ctx,
+                        avg,
+                        rows,
+                        row.as_slice_mut().expect("standard layout"),
+                    )?;
+                }
+            }
+            Some(self.exact_objective())
+        } else {
+            None
+        };
         let mut order = self.part.clone();
         order.shuffle(rng);
-        let d = self.data.dim();
         let mut x = Array2::<f32>::zeros((bs, d));
         let mut y = vec![0usize; bs];
         let mut loss_sum = 0.0f64;
@@ -252,18 +344,87 @@ impl AlgoWorker for SoftmaxWorker {
                 *yi = self.data.labels[s] as usize;
             }
             self.read_weights(ctx, t)?;
-            loss_sum += self.sgd_update(ctx, t, x.view(), &y, lr)?;
+            loss_sum += self.sgd_update(ctx, t, x.view(), &y, lr, c)?;
             seen += bs as u64;
+            if !loss_sum.is_finite() {
+                return Err(format!(
+                    "diverged: the cross-entropy became {loss_sum} in this clock; {}",
+                    self.hint
+                )
+                .into());
+            }
         }
-        Ok(StepStats {
-            objective: loss_sum,
-            weight: seen as f64,
-            samples: seen,
-        })
+        let stats = match exact {
+            Some(objective) => StepStats {
+                objective,
+                weight: self.part.len() as f64,
+                samples: seen,
+            },
+            None => StepStats {
+                objective: loss_sum,
+                weight: seen as f64,
+                samples: seen,
+            },
+        };
+        let hint = self.hint.clone();
+        self.progress
+            .after_step(ctx, self.cfg.stop, &stats, &|| hint.to_string())?;
+        Ok(stats)
+    }
+
+    fn finished(&self) -> bool {
+        self.progress.finished()
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let mut w = StateWriter::default();
+        self.progress.save(&mut w);
+        self.ada.save(&mut w);
+        w.0
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut r = StateReader(state);
+        self.progress = Progress::restore(&mut r)?;
+        self.ada.restore(&mut r)?;
+        Ok(())
     }
 }
 
 impl SoftmaxWorker {
+    /// Summed cross-entropy of the partition at `self.w`, plus the L2
+    /// term times the partition's size.
+    fn exact_objective(&self) -> f64 {
+        let d = self.data.dim();
+        let Features::Dense(a) = &self.data.features else {
+            unreachable!("multiclass_lr densifies its data")
+        };
+        let mut logits = vec![0f32; self.classes];
+        let mut loss = 0.0f64;
+        for &i in &self.part {
+            let xi = a.row(i);
+            let xi = xi.as_slice().expect("standard layout");
+            for (k, l) in logits.iter_mut().enumerate() {
+                let wk = self.w.row(k);
+                let wk = wk.as_slice().expect("standard layout");
+                *l = xi.iter().zip(&wk[..d]).map(|(x, w)| x * w).sum::<f32>() + wk[d];
+            }
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let z: f64 = logits.iter().map(|&v| ((v - max) as f64).exp()).sum();
+            loss += z.ln() - (logits[self.data.labels[i] as usize] - max) as f64;
+        }
+        let reg: f64 = self
+            .w
+            .slice(s![.., ..d])
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum();
+        loss + 0.5 * self.cfg.l2 * reg * self.part.len() as f64
+    }
+
     /// One mini-batch: returns the summed loss before the update.
     fn sgd_update(
         &mut self,
@@ -272,6 +433,7 @@ impl SoftmaxWorker {
         x: ArrayView2<'_, f32>,
         y: &[usize],
         lr: f32,
+        clock: u64,
     ) -> Result<f64, BoxError> {
         let d = x.ncols();
         let bs = x.nrows();
@@ -290,16 +452,48 @@ impl SoftmaxWorker {
         }
         let grad_w = probs.t().dot(&x); // classes × d
         let inv = 1.0 / bs as f32;
-        let l2 = self.params.l2 as f32;
+        let l2 = self.cfg.l2;
+        let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
+        let avg = if self.cfg.average {
+            Some((ctx.table::<f64>(AVG_TABLE)?, sgd::avg_weight(clock)))
+        } else {
+            None
+        };
         self.delta.resize(d + 1, 0.0);
         for k in 0..self.classes {
             let g = grad_w.row(k);
             let wk = self.w.row(k);
-            for j in 0..d {
-                self.delta[j] = -lr * (g[j] * inv + l2 * wk[j]);
+            let gb = probs.column(k).sum() * inv;
+            if adagrad {
+                let off = k * (d + 1);
+                for j in 0..d {
+                    let (v, _) = self.ada.step(off + j, wk[j], g[j] * inv, false);
+                    self.delta[j] = v - wk[j];
+                }
+                let (v, _) = self.ada.step(off + d, wk[d], gb, true);
+                self.delta[d] = v - wk[d];
+            } else {
+                let l2 = l2 as f32;
+                for j in 0..d {
+                    self.delta[j] = -lr * (g[j] * inv + l2 * wk[j]);
+                }
+                self.delta[d] = -lr * gb;
             }
-            self.delta[d] = -lr * probs.column(k).sum() * inv;
+            if self.delta.iter().any(|v| !v.is_finite()) {
+                return Err(format!(
+                    "diverged: the weights of class {k} became non-finite in this clock; {}",
+                    self.hint
+                )
+                .into());
+            }
             ctx.batch_inc(t, k as u64, &self.delta)?;
+            if let Some((avg, a)) = avg {
+                self.avg_buf.clear();
+                self.avg_buf
+                    .extend(wk.iter().zip(&self.delta).map(|(w, g)| a * (w + g) as f64));
+                self.avg_buf.push(a);
+                ctx.batch_inc(avg, k as u64, &self.avg_buf)?;
+            }
         }
         Ok(loss)
     }

@@ -1,10 +1,11 @@
 //! Hyperparameters of multi-class logistic regression.
 
+use crate::sgd::{Optimizer, Scaling, StopRule, ADAGRAD_LR, PATIENCE, TOL};
 use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
-fn lr() -> f64 {
-    0.5
+fn patience() -> u32 {
+    PATIENCE
 }
 fn decay() -> f64 {
     1.0
@@ -14,21 +15,32 @@ fn batch() -> usize {
 }
 
 /// `[params]` of a `multiclass_lr` job.
+///
+/// As for the binary models (`crate::linear::LinearParams`): without
+/// `learning_rate` the automatic configuration (features scaled, AdaGrad
+/// with step 0.1, L2 of scikit-learn's `C = 1`, tail averaging, a stop on
+/// convergence); with one, the tuned behaviour of before (plain SGD, raw
+/// features unless `standardize`, `l2` 0 unless set, every clock run).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SoftmaxParams {
-    /// Initial step size.
-    #[serde(default = "lr")]
-    pub learning_rate: f64,
+    /// Step size (see above).
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// `sgd` or `adagrad` (default: `adagrad`, or `sgd` with a `learning_rate`).
+    #[serde(default)]
+    pub optimizer: Option<Optimizer>,
     /// Step size after `e` passes over the data is `learning_rate / (1 + decay * e)`.
     #[serde(default = "decay")]
     pub decay: f64,
     /// Samples per mini-batch.
     #[serde(default = "batch")]
     pub batch_size: usize,
-    /// L2 regularisation strength (on weights, not biases).
+    /// L2 regularisation strength λ of `mean loss + λ/2 ||W||²` (on
+    /// weights, not biases). Default `1 / n_train` (scikit-learn's C = 1),
+    /// or 0 with a `learning_rate`.
     #[serde(default)]
-    pub l2: f64,
+    pub l2: Option<f64>,
     /// Mini-batches per clock (default: one pass over the worker's data).
     #[serde(default)]
     pub batches_per_clock: Option<usize>,
@@ -36,18 +48,103 @@ pub struct SoftmaxParams {
     /// saved model folds the scaling into its weights and reads raw inputs.
     #[serde(default)]
     pub standardize: bool,
+    /// `auto` (dense standardised, sparse max-abs), `standard`, `maxabs`
+    /// or `none`. Default `auto`, or `none` with a `learning_rate`.
+    #[serde(default)]
+    pub scaling: Option<Scaling>,
+    /// In the automatic configuration: below 1 (the default) the model is
+    /// the polynomial-decay average of the iterates
+    /// (`crate::sgd::avg_weight`); 1.0 saves the last iterate. Tuned runs
+    /// save the last iterate.
+    #[serde(default)]
+    pub average_from: Option<f64>,
+    /// Stop when the objective has not improved by this fraction for
+    /// `patience` clocks (0: run every clock). Default 1e-4, or 0 with a
+    /// `learning_rate`.
+    #[serde(default)]
+    pub tol: Option<f64>,
+    #[serde(default = "patience")]
+    pub patience: u32,
+}
+
+/// The settings a job runs with, defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub user_lr: bool,
+    pub scaling: Scaling,
+    pub l2: f64,
+    pub stop: StopRule,
+    pub average: bool,
 }
 
 impl SoftmaxParams {
     /// Checks values before any work starts.
     pub fn validate(&self) -> Result<(), SpecError> {
-        check_positive("params.learning_rate", self.learning_rate)?;
+        if let Some(lr) = self.learning_rate {
+            check_positive("params.learning_rate", lr)?;
+        }
         check_non_negative("params.decay", self.decay)?;
-        check_non_negative("params.l2", self.l2)?;
+        if let Some(l2) = self.l2 {
+            check_non_negative("params.l2", l2)?;
+        }
+        if let Some(t) = self.tol {
+            check_non_negative("params.tol", t)?;
+        }
+        check_range("params.patience", self.patience as usize, 1, 1 << 20)?;
+        if let Some(a) = self.average_from.filter(|a| !(0.0..=1.0).contains(a)) {
+            return Err(SpecError::invalid(
+                "params.average_from",
+                format!("must be between 0 and 1 (got {a})"),
+            ));
+        }
+        if self.standardize && matches!(self.scaling, Some(s) if s != Scaling::Standard) {
+            return Err(SpecError::invalid(
+                "params.standardize",
+                "contradicts params.scaling (standardize = true is scaling = \"standard\")",
+            ));
+        }
         check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
         if let Some(b) = self.batches_per_clock {
             check_range("params.batches_per_clock", b, 1, 1 << 30)?;
         }
         Ok(())
+    }
+}
+
+impl SoftmaxParams {
+    /// The settings for `n_train` training samples.
+    pub fn resolve(&self, n_train: usize) -> Resolved {
+        let auto = self.learning_rate.is_none();
+        let optimizer = self.optimizer.unwrap_or(if auto {
+            Optimizer::Adagrad
+        } else {
+            Optimizer::Sgd
+        });
+        Resolved {
+            optimizer,
+            learning_rate: self.learning_rate.unwrap_or(match optimizer {
+                Optimizer::Adagrad => ADAGRAD_LR,
+                Optimizer::Sgd => 0.5,
+            }),
+            user_lr: !auto,
+            scaling: match (self.scaling, self.standardize) {
+                (_, true) => Scaling::Standard,
+                (Some(s), _) => s,
+                (None, _) if auto => Scaling::Auto,
+                (None, _) => Scaling::None,
+            },
+            l2: self.l2.unwrap_or(if auto {
+                1.0 / n_train.max(1) as f64
+            } else {
+                0.0
+            }),
+            stop: StopRule {
+                tol: self.tol.unwrap_or(if auto { TOL } else { 0.0 }),
+                patience: self.patience,
+            },
+            average: auto && self.average_from.is_none_or(|a| a < 1.0),
+        }
     }
 }
