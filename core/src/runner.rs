@@ -270,12 +270,15 @@ pub fn run_job_with(
     for t in &tables {
         service.create_table(t)?;
     }
-    service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
     let start_clock = hooks.resume.as_ref().map_or(0, |r| r.clock);
     if hooks.resume.is_none() {
         algo.initialize(&TableLoader::new(service, &tables))
             .map_err(JobError::Init)?;
     }
+    // Registered after the initial rows: on a replicated backend a replica
+    // that has the job registered has applied its loads, so workers' reads
+    // (served by any replica) see them (docs/design.md §7).
+    service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
 
     let mut workers: Vec<Box<dyn AlgoWorker>> = Vec::with_capacity(cfg.workers as usize);
     for w in 0..cfg.workers {
