@@ -211,3 +211,55 @@ fn more_workers_than_rows_is_an_error() {
         .to_string();
     assert!(e.contains("params.k"), "{e}");
 }
+
+/// The example jobs validate (the MNIST one needs `./scripts/setup.sh`'s
+/// data, so only its parameters are checked here), and a trained model is
+/// evaluated by `petuumd eval`'s code path: the transform of the data.
+#[test]
+fn example_jobs_validate_and_eval_transforms() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for name in [
+        "nyt-nmf.toml",
+        "digits-sparse-coding.toml",
+        "mnist-nmf.toml",
+    ] {
+        let path = root.join("examples/jobs").join(name);
+        let spec = JobSpec::from_file(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name.starts_with("mnist") {
+            petuum_algorithms::nmf::validate(&spec).unwrap();
+        } else {
+            petuum_algorithms::validate(&spec).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+    }
+    // Train NMF (k = 10) on digits for 12 clocks, then evaluate on the same
+    // file: the transform with the dictionary fixed reconstructs the images
+    // about as well as the training coefficients.
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = digits_spec("nmf", "k = 10");
+    spec.model.path = dir.path().join("m.safetensors");
+    let f = petuum_algorithms::nmf::build(&spec).unwrap();
+    run_manual(&f, false, &spec.model.path);
+    let train_rel: f64 = petuum_algorithms::model::ModelFile::load(&spec.model.path)
+        .unwrap()
+        .meta("relative_error")
+        .unwrap();
+    let r = petuum_algorithms::eval::evaluate(&spec.model.path, &spec.data.train, None).unwrap();
+    assert_eq!(r.samples, 1797);
+    let rel = r
+        .metrics
+        .iter()
+        .find(|(n, _)| n == "relative_error")
+        .unwrap()
+        .1;
+    assert!(
+        rel <= train_rel * 1.01 && rel > 0.0,
+        "eval {rel} vs training {train_rel}"
+    );
+    // Data of another width are refused, naming the file.
+    let narrow = dir.path().join("narrow.csv");
+    std::fs::write(&narrow, "a,b,label\n1,2,0\n").unwrap();
+    let e = petuum_algorithms::eval::evaluate(&spec.model.path, &narrow, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("narrow.csv") && e.contains("2 columns"), "{e}");
+}
