@@ -16,7 +16,12 @@
 //! dictionary step needs only the sums over all rows of `A = WᵀW` (k × k)
 //! and `B = WᵀX` (k × d) (for KL, `Wᵀ(X / WH)` and the column sums of
 //! `W`): each clock every worker adds its part of these statistics to rows
-//! of the `gram` and `xtw` tables reserved for that clock. At clock `c`
+//! of the `gram` and `xtw` tables reserved for that clock (`gram`: one
+//! small row per clock, kept for the model's history; `xtw`: k rows of d
+//! values in a ring of `3s + 3` slots, so the table holds at most
+//! `(3s + 3) k d` values: the owner of row `t` zeroes it, by adding the
+//! negated sum, at clock `p + 2s + 2`, when every worker has read it and
+//! before any worker can write the slot again at clock `p + 3s + 3`). At clock `c`
 //! every worker reads the statistics of clock `c − 1 − s` (complete under
 //! SSP(s): every worker reads the same stored sums), applies the same
 //! deterministic dictionary update (k² d flops, small next to the 2 nnz(X) k
@@ -706,6 +711,28 @@ impl FactorWorker {
         Ok(out)
     }
 
+    /// First `xtw` row of the statistics of clock `c`.
+    fn slot(&self, c: u64) -> u64 {
+        (c % (3 * self.staleness + 3)) * self.k as u64
+    }
+
+    /// Zeroes this worker's rows of the `xtw` slot of clock `q`, which every
+    /// worker has read (they did at clock `q + 1 + s`, and this worker's
+    /// clock is `q + 2s + 2`) and none writes before clock `q + 3s + 3`:
+    /// the row holds exactly the sum of clock `q`, so adding its negation
+    /// leaves an exact 0.
+    fn clear_slot(&self, ctx: &mut WorkerCtx, q: u64) -> Result<(), BoxError> {
+        let t = ctx.table::<f64>(XTW)?;
+        let mut buf = Vec::new();
+        for r in (self.worker as usize..self.k).step_by(self.workers as usize) {
+            let row = self.slot(q) + r as u64;
+            ctx.get_dense_into(t, row, &mut buf)?;
+            buf.iter_mut().for_each(|v| *v = -*v);
+            ctx.batch_inc(t, row, &buf)?;
+        }
+        Ok(())
+    }
+
     /// First step: the initial dictionary and (NMF) coefficients.
     fn start(&mut self, ctx: &mut WorkerCtx) -> Result<(), BoxError> {
         let (k, d) = (self.k, self.d);
@@ -749,7 +776,7 @@ impl FactorWorker {
         let (k, d) = (self.k, self.d);
         let gcols = k * k + k + N_SCALARS;
         let g = self.read_rows(ctx, GRAM, p, 1, gcols)?;
-        let b = self.read_rows(ctx, XTW, p * k as u64, k, d)?;
+        let b = self.read_rows(ctx, XTW, self.slot(p), k, d)?;
         let a = &g[..k * k];
         let colsum = &g[k * k..k * k + k];
         let old = self.h.clone().expect("started");
@@ -873,6 +900,9 @@ impl AlgoWorker for FactorWorker {
             self.start(ctx)?;
         } else if c > self.staleness {
             self.update_dictionary(ctx, c - 1 - self.staleness)?;
+            if c >= 2 * self.staleness + 2 {
+                self.clear_slot(ctx, c - 2 - 2 * self.staleness)?;
+            }
             if self.worker == 0 {
                 let g =
                     self.read_rows(ctx, GRAM, c - 1 - self.staleness, 1, k * k + k + N_SCALARS)?;
@@ -994,7 +1024,7 @@ impl AlgoWorker for FactorWorker {
         let tx = ctx.table::<f64>(XTW)?;
         let b = linalg::transpose(&bt, d, k);
         for t in 0..k {
-            ctx.batch_inc(tx, c * k as u64 + t as u64, &b[t * d..(t + 1) * d])?;
+            ctx.batch_inc(tx, self.slot(c) + t as u64, &b[t * d..(t + 1) * d])?;
         }
         let weight = match self.problem {
             Problem::Nmf(_) => 0.0,
