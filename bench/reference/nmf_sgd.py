@@ -55,7 +55,7 @@ for solver in () if "--sgd-only" in sys.argv else ("cd", "mu"):
     print(f"digits k={k} {solver} {epochs} iterations: relative error {rel(X, W, m.components_):.6f} ({time.time() - t:.1f}s)")
 for init in ("nndsvda", "nndsvd"):
     best = None
-    for c in (100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01):
+    for c in (3000, 1000, 300, 100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01):
         t = time.time()
         with np.errstate(all="ignore"):
             r = sgd(X, k, c * X.shape[0] / L, epochs, init)
