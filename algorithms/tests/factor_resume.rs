@@ -166,6 +166,14 @@ fn bad_input_is_refused_naming_the_field() {
     )
     .unwrap());
     assert!(e.contains("data.format"), "{e}");
+    // Async has no staleness bound.
+    let e = build_err(&spec(
+        "nmf",
+        &good,
+        "[run]\nconsistency = \"async\"",
+        "k = 2",
+    ));
+    assert!(e.contains("run.consistency"), "{e}");
     // Params.
     let e = build_err(&spec(
         "nmf",

@@ -130,8 +130,18 @@ pub struct Factorization {
     staleness: u64,
 }
 
-/// Formats each problem reads.
+/// Formats each problem reads, and a consistency model with a staleness
+/// bound (the dictionary step needs complete statistics).
 fn check_format(spec: &JobSpec, sparse_coding: bool) -> Result<(), SpecError> {
+    if spec.consistency().staleness().is_none() {
+        return Err(SpecError::invalid(
+            "run.consistency",
+            format!(
+                "{} needs a staleness bound (bsp, ssp or essp): every worker applies the same dictionary update from complete statistics",
+                spec.algorithm
+            ),
+        ));
+    }
     match spec.data.format {
         DataFormat::UciBow | DataFormat::Ldac if sparse_coding => Err(SpecError::invalid(
             "data.format",
