@@ -234,9 +234,30 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 ],
             })
         }
+        crate::nmf::NAME | crate::sparse_coding::NAME => evaluate_factor(&file, data),
         other => Err(EvalError::Usage(format!(
             "{}: evaluation of `{other}` models is not supported by this build",
             model.display()
         ))),
     }
+}
+
+/// NMF and sparse coding: the coefficients of `data` with the dictionary
+/// fixed (the transform) and their metrics; NMF models of text print their
+/// components' top words to stderr.
+fn evaluate_factor(file: &ModelFile, data: &Path) -> Result<EvalReport, EvalError> {
+    let (m, x) = crate::nmf::read_for_model(file, data)?;
+    if let Ok(top) = file.meta::<String>("top_words") {
+        if let Ok(top) = serde_json::from_str::<Vec<Vec<String>>>(&top) {
+            for (c, words) in top.iter().enumerate() {
+                eprintln!("component {c}: {}", words.join(" "));
+            }
+        }
+    }
+    let (w, _) = m.transform(&x);
+    Ok(EvalReport {
+        algorithm: file.algorithm().to_string(),
+        samples: x.nrows(),
+        metrics: m.metrics(&x, &w),
+    })
 }

@@ -18,8 +18,10 @@ pub mod lda;
 pub mod linear;
 pub mod medlda;
 pub mod model;
+pub mod nmf;
 pub mod registry;
 pub mod sgd;
 pub mod softmax;
+pub mod sparse_coding;
 
 pub use registry::{build, validate, BuildError, ALGORITHMS};

@@ -9,7 +9,9 @@ use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
+use crate::nmf;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
+use crate::sparse_coding;
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
 
@@ -24,6 +26,8 @@ pub const ALGORITHMS: &[&str] = &[
     lda::NAME,
     medlda::NAME,
     dnn::NAME,
+    nmf::NAME,
+    sparse_coding::NAME,
 ];
 
 /// Why a job could not be built.
@@ -49,6 +53,8 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
         "dnn" | "mlp" | "poseidon" => Some(dnn::NAME),
+        "nmf" | "non_negative_matrix_factorization" => Some(nmf::NAME),
+        "sparse_coding" | "sparsecoding" | "dictionary_learning" => Some(sparse_coding::NAME),
         _ => None,
     }
 }
@@ -104,6 +110,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         }
         lda::NAME => lda::job::validate(spec),
         medlda::NAME => medlda::validate(spec),
+        nmf::NAME => nmf::validate(spec),
+        sparse_coding::NAME => sparse_coding::validate(spec),
         dnn::NAME => {
             let p: DnnParams = parse_params(&spec.params)?;
             p.validate()?;
@@ -184,6 +192,8 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
+        nmf::NAME => Ok(Box::new(nmf::build(spec)?)),
+        sparse_coding::NAME => Ok(Box::new(sparse_coding::build(spec)?)),
         dnn::NAME => match dnn::builder() {
             Some(b) => b(spec),
             None => Err(SpecError::invalid(

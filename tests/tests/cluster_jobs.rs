@@ -130,6 +130,16 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
             format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 20", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
             20,
         ),
+        (
+            "nmf",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+            30,
+        ),
+        (
+            "sparse_coding",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nk = 16\nlambda = 1.6", data("digits_8x8/digits.csv")),
+            20,
+        ),
     ];
     let c = LocalCluster::start(3, 16, "");
     let client = c.connect();

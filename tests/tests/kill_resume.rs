@@ -186,6 +186,17 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
             format!("[data]\nformat = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"\n[params]\nnum_topics = 20\nsampler = \"warp\"", data("reuters395_lda/docword.txt"), data("reuters395_lda/vocab.txt")),
             40,
         ),
+        (
+            // Its checkpoint holds each worker's coefficients and dictionary.
+            "nmf",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+            60,
+        ),
+        (
+            "sparse_coding",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nk = 16\nlambda = 1.6", data("digits_8x8/digits.csv")),
+            30,
+        ),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(77);
     for (algorithm, body, clocks) in jobs {
