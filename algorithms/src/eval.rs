@@ -218,6 +218,14 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 ],
             })
         }
+        crate::lasso::NAME => {
+            let (samples, metrics) = crate::lasso::evaluate(&file, data, labels)?;
+            Ok(EvalReport {
+                algorithm: crate::lasso::NAME.into(),
+                samples,
+                metrics,
+            })
+        }
         kmeans::NAME => {
             let m = KMeansModel::from_file(&file)?;
             let (x, _) = read_features_for_model(&file, data, labels)?;

@@ -7,6 +7,8 @@
 //!
 //! - [`registry`]: job spec → validated, data-loaded [`petuum_core::algorithm::Algorithm`].
 //! - [`eval`]: held-out evaluation of a saved model.
+//! - [`strads`]: scheduled model parallelism (rounds, schedulers), used by
+//!   [`lasso`].
 
 pub mod data;
 pub mod dml;
@@ -14,11 +16,13 @@ pub mod dnn;
 pub mod eval;
 pub mod forest;
 pub mod kmeans;
+pub mod lasso;
 pub mod lda;
 pub mod linear;
 pub mod medlda;
 pub mod model;
 pub mod registry;
 pub mod softmax;
+pub mod strads;
 
 pub use registry::{build, validate, BuildError, ALGORITHMS};

@@ -6,6 +6,7 @@ use crate::dml::{self, Dml, DmlParams};
 use crate::dnn::{self, DnnParams};
 use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
+use crate::lasso;
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
@@ -24,6 +25,7 @@ pub const ALGORITHMS: &[&str] = &[
     lda::NAME,
     medlda::NAME,
     dnn::NAME,
+    lasso::NAME,
 ];
 
 /// Why a job could not be built.
@@ -49,6 +51,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "lda" | "sparse_lda" | "sparselda" => Some(lda::NAME),
         "medlda" | "med_lda" => Some(medlda::NAME),
         "dnn" | "mlp" | "poseidon" => Some(dnn::NAME),
+        "lasso" | "schmp_lasso" => Some(lasso::NAME),
         _ => None,
     }
 }
@@ -97,6 +100,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             check_labelled_format(spec)
         }
         lda::NAME => lda::job::validate(spec),
+        lasso::NAME => lasso::validate(spec),
         medlda::NAME => medlda::validate(spec),
         dnn::NAME => {
             let p: DnnParams = parse_params(&spec.params)?;
@@ -176,6 +180,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
+        lasso::NAME => Ok(Box::new(lasso::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
         dnn::NAME => match dnn::builder() {
             Some(b) => b(spec),

@@ -73,6 +73,14 @@ pub trait AlgoWorker: Send {
     fn restore_state(&mut self, _state: &[u8]) -> Result<(), BoxError> {
         Ok(())
     }
+    /// True once the job has converged (e.g. a duality gap under its
+    /// tolerance): the runner stops this worker after the clock just run.
+    /// Every worker of a job must turn true after the same clock, so derive
+    /// it from values every worker reads at that clock (under BSP, the
+    /// table rows of earlier clocks), never from worker-local data alone.
+    fn finished(&self) -> bool {
+        false
+    }
 }
 
 /// Access to a job's tables by name, for init and export.

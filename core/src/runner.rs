@@ -403,6 +403,9 @@ fn run_worker(
             });
         }
         step_and_clock(ctx, algo_worker, cfg, agg)?;
+        if algo_worker.finished() {
+            break;
+        }
         let done = c + 1;
         let stop_here = {
             let mut plan = sync.plan.lock();
@@ -630,6 +633,9 @@ fn loop_worker(
             });
         }
         step_and_clock(ctx, algo_worker, cfg, agg)?;
+        if algo_worker.finished() {
+            break;
+        }
         let done = ctx.clock_now();
         if every > 0 && done.is_multiple_of(every) && done < cfg.clocks {
             hooks
