@@ -218,6 +218,14 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 ],
             })
         }
+        crate::mf::NAME => {
+            let (samples, metrics) = crate::mf::evaluate(&file, data)?;
+            Ok(EvalReport {
+                algorithm: crate::mf::NAME.into(),
+                samples,
+                metrics,
+            })
+        }
         crate::lasso::NAME => {
             let (samples, metrics) = crate::lasso::evaluate(&file, data, labels)?;
             Ok(EvalReport {

@@ -20,6 +20,7 @@ pub mod lasso;
 pub mod lda;
 pub mod linear;
 pub mod medlda;
+pub mod mf;
 pub mod model;
 pub mod registry;
 pub mod softmax;

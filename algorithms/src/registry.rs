@@ -10,6 +10,7 @@ use crate::lasso;
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
+use crate::mf;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use petuum_core::algorithm::Algorithm;
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
@@ -26,6 +27,7 @@ pub const ALGORITHMS: &[&str] = &[
     medlda::NAME,
     dnn::NAME,
     lasso::NAME,
+    mf::NAME,
 ];
 
 /// Why a job could not be built.
@@ -52,6 +54,7 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "medlda" | "med_lda" => Some(medlda::NAME),
         "dnn" | "mlp" | "poseidon" => Some(dnn::NAME),
         "lasso" | "schmp_lasso" => Some(lasso::NAME),
+        "mf" | "matrix_factorization" | "matrix_factorisation" => Some(mf::NAME),
         _ => None,
     }
 }
@@ -101,6 +104,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         }
         lda::NAME => lda::job::validate(spec),
         lasso::NAME => lasso::validate(spec),
+        mf::NAME => mf::validate(spec),
         medlda::NAME => medlda::validate(spec),
         dnn::NAME => {
             let p: DnnParams = parse_params(&spec.params)?;
@@ -181,6 +185,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
         lasso::NAME => Ok(Box::new(lasso::build(spec)?)),
+        mf::NAME => Ok(Box::new(mf::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
         dnn::NAME => match dnn::builder() {
             Some(b) => b(spec),
