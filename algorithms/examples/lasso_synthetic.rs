@@ -8,8 +8,13 @@ use std::io::Write;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = args.first().expect("usage: lasso_synthetic OUT.libsvm [TRUTH.txt] [n d density k sigma seed]");
-    let num = |i: usize, default: f64| args.get(i).map_or(default, |s| s.parse().expect("a number"));
+    let out = args
+        .first()
+        .expect("usage: lasso_synthetic OUT.libsvm [TRUTH.txt] [n d density k sigma seed]");
+    let num = |i: usize, default: f64| {
+        args.get(i)
+            .map_or(default, |s| s.parse().expect("a number"))
+    };
     let (n, d, density, k, sigma, seed) = (
         num(2, 5000.0) as usize,
         num(3, 10000.0) as usize,
@@ -26,5 +31,8 @@ fn main() {
             writeln!(f, "{v}").expect("write truth");
         }
     }
-    eprintln!("{n} x {d}, {} non-zeros, {k}-sparse truth, sigma {sigma}, seed {seed}", s.design.x.nnz());
+    eprintln!(
+        "{n} x {d}, {} non-zeros, {k}-sparse truth, sigma {sigma}, seed {seed}",
+        s.design.x.nnz()
+    );
 }

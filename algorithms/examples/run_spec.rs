@@ -15,7 +15,7 @@ use std::time::Instant;
 struct Every(u64);
 impl ProgressSink for Every {
     fn on_clock(&self, p: &ClockProgress) {
-        if self.0 > 0 && p.clock % self.0 == 0 {
+        if self.0 > 0 && p.clock.is_multiple_of(self.0) {
             eprintln!(
                 "clock {} objective {:.10e} elapsed {:.3}s",
                 p.clock, p.objective, p.elapsed_s
@@ -26,7 +26,9 @@ impl ProgressSink for Every {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().expect("usage: run_spec JOB.toml [PRINT_EVERY]");
+    let path = args
+        .first()
+        .expect("usage: run_spec JOB.toml [PRINT_EVERY]");
     let every: u64 = args.get(1).map_or(0, |s| s.parse().expect("a number"));
     let spec = JobSpec::from_file(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"));
     let started = Instant::now();

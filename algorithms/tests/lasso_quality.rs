@@ -13,7 +13,12 @@ fn lasso(data: &str, params: &str, workers: u32) -> petuum_core::runner::RunOutc
     lasso_to(data, params, workers, "{model}")
 }
 
-fn lasso_to(data: &str, params: &str, workers: u32, model: &str) -> petuum_core::runner::RunOutcome {
+fn lasso_to(
+    data: &str,
+    params: &str,
+    workers: u32,
+    model: &str,
+) -> petuum_core::runner::RunOutcome {
     run_spec(&format!(
         "name = \"t\"\nalgorithm = \"lasso\"\n[data]\n{data}\n[run]\nworkers = {workers}\nconsistency = \"bsp\"\nclocks = 400000\nseed = 1\n[model]\npath = \"{model}\"\n[params]\n{params}\n"
     ))
@@ -83,5 +88,8 @@ fn synthetic_sparse_problem_matches_sklearn_and_recovers_the_support() {
     let missed: Vec<usize> = (0..s.truth.len())
         .filter(|&j| s.truth[j] != 0.0 && coef[j] == 0.0)
         .collect();
-    assert!(missed.is_empty(), "true coefficients left at zero: {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "true coefficients left at zero: {missed:?}"
+    );
 }

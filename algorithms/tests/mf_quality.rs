@@ -60,6 +60,9 @@ fn synthetic_low_rank_reaches_the_noise_floor() {
         ));
         let rmse = metric(&out, "test_rmse");
         eprintln!("{solver}: test RMSE {rmse:.4} (sigma {sigma})");
-        assert!(rmse <= 1.05 * sigma, "{solver}: test RMSE {rmse} vs sigma {sigma}");
+        assert!(
+            rmse <= 1.05 * sigma,
+            "{solver}: test RMSE {rmse} vs sigma {sigma}"
+        );
     }
 }

@@ -6,7 +6,6 @@
 
 mod common;
 use common::datasets;
-use std::sync::Mutex;
 use petuum_core::algorithm::BoxError;
 use petuum_core::inproc::InProcShards;
 use petuum_core::runner::{
@@ -20,11 +19,15 @@ use petuum_core::types::{Clock, JobId};
 use petuum_core::worker::Node;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::Mutex;
+
+/// A checkpoint: its clock, every shard's state, every worker's state.
+type Taken = (Clock, Vec<ShardState>, Vec<Vec<u8>>);
 
 /// Keeps the last checkpoint in memory.
 struct MemCheckpoints {
     shards: Arc<InProcShards>,
-    taken: Mutex<Option<(Clock, Vec<ShardState>, Vec<Vec<u8>>)>>,
+    taken: Mutex<Option<Taken>>,
 }
 
 impl Checkpointer for MemCheckpoints {
@@ -83,7 +86,14 @@ fn straight(text: &str) -> Vec<u8> {
         checkpointer: None,
         resume: None,
     };
-    run_job_with(&node, algo.as_ref(), &config(&spec), &spec.model.path, hooks).unwrap();
+    run_job_with(
+        &node,
+        algo.as_ref(),
+        &config(&spec),
+        &spec.model.path,
+        hooks,
+    )
+    .unwrap();
     std::fs::read(&spec.model.path).unwrap()
 }
 
@@ -155,13 +165,24 @@ fn mf_ccd_resumed_is_byte_identical() {
     let a = straight(MF);
     assert_eq!(a, straight(MF), "two deterministic runs differ");
     // An odd clock: the items' half of a rank.
-    assert_eq!(a, paused_and_resumed(MF, 23), "the resumed run's model differs");
+    assert_eq!(
+        a,
+        paused_and_resumed(MF, 23),
+        "the resumed run's model differs"
+    );
 }
 
 #[test]
 fn mf_sgd_resumed_is_byte_identical() {
-    let spec = MF.replace("lambda = 0.1\n", "lambda = 0.1\nsolver = \"sgd\"\nbatches = 4\n");
+    let spec = MF.replace(
+        "lambda = 0.1\n",
+        "lambda = 0.1\nsolver = \"sgd\"\nbatches = 4\n",
+    );
     let a = straight(&spec);
     assert_eq!(a, straight(&spec), "two deterministic runs differ");
-    assert_eq!(a, paused_and_resumed(&spec, 9), "the resumed run's model differs");
+    assert_eq!(
+        a,
+        paused_and_resumed(&spec, 9),
+        "the resumed run's model differs"
+    );
 }

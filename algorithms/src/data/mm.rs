@@ -48,7 +48,13 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
     let array = match words[2].as_str() {
         "coordinate" => false,
         "array" => true,
-        f => return Err(malformed(path, 1, format!("format `{f}` (coordinate or array)"))),
+        f => {
+            return Err(malformed(
+                path,
+                1,
+                format!("format `{f}` (coordinate or array)"),
+            ))
+        }
     };
     let pattern = match words[3].as_str() {
         "real" | "integer" | "double" => false,
@@ -58,7 +64,13 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
     let symmetric = match words[4].as_str() {
         "general" => false,
         "symmetric" => true,
-        f => return Err(malformed(path, 1, format!("symmetry `{f}` is not supported"))),
+        f => {
+            return Err(malformed(
+                path,
+                1,
+                format!("symmetry `{f}` is not supported"),
+            ))
+        }
     };
     let mut size: Option<(usize, usize, usize)> = None;
     let mut entries = Vec::new();
@@ -72,7 +84,9 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
         }
         let f: Vec<&str> = t.split_ascii_whitespace().collect();
         let num = |i: usize, what: &str| -> Result<f64, DataError> {
-            let s = f.get(i).ok_or_else(|| malformed(path, lineno, format!("missing {what}")))?;
+            let s = f
+                .get(i)
+                .ok_or_else(|| malformed(path, lineno, format!("missing {what}")))?;
             let v: f64 = s
                 .parse()
                 .map_err(|_| malformed(path, lineno, format!("{what} `{s}` is not a number")))?;
@@ -83,7 +97,9 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
             }
         };
         let index = |i: usize, what: &str, max: usize| -> Result<u32, DataError> {
-            let s = f.get(i).ok_or_else(|| malformed(path, lineno, format!("missing {what}")))?;
+            let s = f
+                .get(i)
+                .ok_or_else(|| malformed(path, lineno, format!("missing {what}")))?;
             match s.parse::<usize>() {
                 Ok(v) if v >= 1 && v <= max => Ok((v - 1) as u32),
                 _ => Err(malformed(
@@ -113,7 +129,11 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
             continue;
         };
         if k >= nnz {
-            return Err(malformed(path, lineno, format!("more than the {nnz} entries declared")));
+            return Err(malformed(
+                path,
+                lineno,
+                format!("more than the {nnz} entries declared"),
+            ));
         }
         if array {
             let v = num(0, "value")?;
@@ -177,9 +197,9 @@ pub fn read_vector(path: &Path) -> Result<Vec<f64>, DataError> {
         if t.is_empty() || t.starts_with('#') || t.starts_with('%') {
             continue;
         }
-        let x: f64 = t.parse().map_err(|_| {
-            malformed(path, n as u64 + 1, format!("target `{t}` is not a number"))
-        })?;
+        let x: f64 = t
+            .parse()
+            .map_err(|_| malformed(path, n as u64 + 1, format!("target `{t}` is not a number")))?;
         if !x.is_finite() {
             return Err(malformed(path, n as u64 + 1, format!("target is {x}")));
         }
@@ -207,7 +227,11 @@ mod tests {
         let m = read(&p).unwrap();
         assert_eq!((m.rows, m.cols), (2, 3));
         assert_eq!(m.entries, vec![(0, 2, 2.5), (1, 0, -1.0)]);
-        std::fs::write(&p, "%%MatrixMarket matrix array real general\n2 2\n1\n0\n3\n4\n").unwrap();
+        std::fs::write(
+            &p,
+            "%%MatrixMarket matrix array real general\n2 2\n1\n0\n3\n4\n",
+        )
+        .unwrap();
         let m = read(&p).unwrap();
         assert_eq!(m.entries, vec![(0, 0, 1.0), (0, 1, 3.0), (1, 1, 4.0)]);
         for (text, needle) in [

@@ -188,7 +188,8 @@ pub fn read(
     one_based: Option<bool>,
     transform: TargetTransform,
 ) -> Result<Design, DataError> {
-    let (x, raw, line_of): (Csc, Vec<String>, Box<dyn Fn(usize) -> u64>) = match format {
+    type LineOf<'a> = Box<dyn Fn(usize) -> u64 + 'a>;
+    let (x, raw, line_of): (Csc, Vec<String>, LineOf<'_>) = match format {
         DataFormat::Libsvm => {
             let (f, l) = libsvm::read(path, one_based)?;
             (Csc::from_features(&f), l.0, Box::new(|_| 0))
@@ -213,7 +214,12 @@ pub fn read(
             if y.len() != m.rows {
                 return Err(DataError::invalid(
                     labels,
-                    format!("{} targets for the {} rows of {}", y.len(), m.rows, path.display()),
+                    format!(
+                        "{} targets for the {} rows of {}",
+                        y.len(),
+                        m.rows,
+                        path.display()
+                    ),
                 ));
             }
             let x = Csc::from_triples(m.rows, m.cols, m.entries);
@@ -253,7 +259,7 @@ fn finish(
     }
     if transform == TargetTransform::Log {
         for (i, v) in y.iter_mut().enumerate() {
-            if !(*v > 0.0) {
+            if v.is_nan() || *v <= 0.0 {
                 return Err(DataError::Malformed {
                     file: path.to_path_buf(),
                     line: line_of(i),
@@ -272,7 +278,10 @@ fn finish(
 /// A job's training data and its test set (`data.test`, or the
 /// deterministic `data.test_fraction` hold-out of
 /// [`crate::data::Dataset::split`]).
-pub fn load(d: &DataSpec, transform: TargetTransform) -> Result<(Design, Option<Design>), DataError> {
+pub fn load(
+    d: &DataSpec,
+    transform: TargetTransform,
+) -> Result<(Design, Option<Design>), DataError> {
     let column = d.label_column.as_deref().unwrap_or("label");
     let train = read(
         d.format,
@@ -327,7 +336,11 @@ mod tests {
 
     #[test]
     fn csc_from_triples_and_row_selection() {
-        let x = Csc::from_triples(3, 3, vec![(2, 0, 1.0), (0, 0, 2.0), (1, 2, 3.0), (1, 2, 1.0)]);
+        let x = Csc::from_triples(
+            3,
+            3,
+            vec![(2, 0, 1.0), (0, 0, 2.0), (1, 2, 3.0), (1, 2, 1.0)],
+        );
         assert_eq!(x.col(0), (&[0u32, 2][..], &[2.0, 1.0][..]));
         assert_eq!(x.col(1).0.len(), 0);
         assert_eq!(x.col(2), (&[1u32][..], &[4.0][..]));
@@ -342,23 +355,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "a,price\n1,2\n\n2,x\n").unwrap();
-        let e = read(DataFormat::Csv, &p, None, "price", None, TargetTransform::None)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("r.csv:4:") && e.contains("target `price`"), "{e}");
-        let e = read(DataFormat::Csv, &p, None, "cost", None, TargetTransform::None)
-            .unwrap_err()
-            .to_string();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.csv:4:") && e.contains("target `price`"),
+            "{e}"
+        );
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "cost",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("r.csv:1:") && e.contains("`cost`"), "{e}");
         std::fs::write(&p, "a,price\n1,2\n2,-1\n").unwrap();
-        let e = read(DataFormat::Csv, &p, None, "price", None, TargetTransform::Log)
-            .unwrap_err()
-            .to_string();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::Log,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("r.csv:3:") && e.contains("> 0"), "{e}");
         std::fs::write(&p, "a,price\n").unwrap();
-        let e = read(DataFormat::Csv, &p, None, "price", None, TargetTransform::None)
-            .unwrap_err()
-            .to_string();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("no samples"), "{e}");
     }
 }

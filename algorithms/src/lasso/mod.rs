@@ -75,7 +75,11 @@ pub fn build(spec: &JobSpec) -> Result<Lasso, crate::registry::BuildError> {
             _ => "libsvm",
         }
         .into(),
-        label_column: spec.data.label_column.clone().unwrap_or_else(|| "label".into()),
+        label_column: spec
+            .data
+            .label_column
+            .clone()
+            .unwrap_or_else(|| "label".into()),
     };
     Ok(Lasso::new(params, train, test, input, spec.run.seed))
 }
@@ -120,8 +124,8 @@ impl Shared {
             } else {
                 0.0
             };
-            let ss = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>()
-                + (n - v.len()) as f64 * m * m;
+            let ss =
+                v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() + (n - v.len()) as f64 * m * m;
             if params.standardize {
                 let var = ss / nf;
                 scale[j] = if var > 1e-12 { 1.0 / var.sqrt() } else { 1.0 };
@@ -155,10 +159,7 @@ impl Shared {
                 .collect()
         };
         let block = params.block_size().min(d).max(1);
-        let gap_every = params
-            .gap_every
-            .unwrap_or(d.div_ceil(block))
-            .max(1) as u64;
+        let gap_every = params.gap_every.unwrap_or(d.div_ceil(block)).max(1) as u64;
         Shared {
             params,
             x: train.x,
@@ -182,11 +183,7 @@ impl Shared {
         let w: Vec<f64> = beta.iter().zip(&self.scale).map(|(b, s)| b * s).collect();
         let shift: f64 = w.iter().zip(&self.mu).map(|(w, m)| w * m).sum();
         let xw = self.x.matvec(&w);
-        self.yc
-            .iter()
-            .zip(xw)
-            .map(|(y, v)| y - v + shift)
-            .collect()
+        self.yc.iter().zip(xw).map(|(y, v)| y - v + shift).collect()
     }
 
     /// `x̃_jᵀ r` for every column, from `Σ x_ij r_i` and `Σ r_i`.
@@ -422,9 +419,16 @@ impl Algorithm for Lasso {
             ("duality_gap".to_string(), gap / n),
             (
                 "relative_gap".to_string(),
-                if s.yc_norm2 > 0.0 { gap / s.yc_norm2 } else { 0.0 },
+                if s.yc_norm2 > 0.0 {
+                    gap / s.yc_norm2
+                } else {
+                    0.0
+                },
             ),
-            ("train_r2".to_string(), 1.0 - r2 / s.yc_norm2.max(f64::MIN_POSITIVE)),
+            (
+                "train_r2".to_string(),
+                1.0 - r2 / s.yc_norm2.max(f64::MIN_POSITIVE),
+            ),
         ];
         if let Some(t) = &self.test {
             let (r2t, rmse) = model.score(t);
@@ -549,7 +553,7 @@ impl AlgoWorker for LassoWorker {
         // Coordinates changed this clock, with their changes.
         let mut changed: Vec<(u32, f64)> = Vec::new();
         // The gap of the state this clock starts from (computed last clock).
-        if c >= 1 && (c - 1) % s.gap_every == 0 {
+        if c >= 1 && (c - 1).is_multiple_of(s.gap_every) {
             let tg = ctx.table::<f64>(GAP)?;
             let mut row = Vec::new();
             ctx.get_dense_into(tg, c - 1, &mut row)?;
@@ -644,7 +648,7 @@ impl AlgoWorker for LassoWorker {
         }
         let rsum = self.rsum();
         // Gap partials of this state.
-        if c % s.gap_every == 0 {
+        if c.is_multiple_of(s.gap_every) {
             let mut row: Vec<f64> = (0..s.d).map(|j| self.partial(j, rsum)).collect();
             let (mut r2, mut ry) = (0.0, 0.0);
             for (r, y) in self.resid.iter().zip(&self.yc) {
@@ -663,7 +667,8 @@ impl AlgoWorker for LassoWorker {
             .iter()
             .map(|&j| self.partial(j as usize, rsum))
             .collect();
-        self.rounds.push_partials(ctx, c, block.len(), &partials, &[])?;
+        self.rounds
+            .push_partials(ctx, c, block.len(), &partials, &[])?;
         // The scheduler picks the next round's block.
         if let Some(scheduler) = &self.scheduler {
             let mut prio = vec![0.0; s.d];
@@ -715,7 +720,9 @@ impl AlgoWorker for LassoWorker {
         if state.is_empty() {
             return Ok(());
         }
-        let bad = || -> BoxError { format!("lasso worker state of {} bytes is corrupt", state.len()).into() };
+        let bad = || -> BoxError {
+            format!("lasso worker state of {} bytes is corrupt", state.len()).into()
+        };
         if state.len() < 25 {
             return Err(bad());
         }
@@ -731,7 +738,12 @@ impl AlgoWorker for LassoWorker {
         {
             return Err(bad());
         }
-        for (k, r) in self.resid.iter_mut().chain(self.beta.iter_mut()).enumerate() {
+        for (k, r) in self
+            .resid
+            .iter_mut()
+            .chain(self.beta.iter_mut())
+            .enumerate()
+        {
             *r = f64::from_bits(u64_at(25 + 8 * k));
         }
         let at = 25 + 8 * (len + d);
@@ -754,7 +766,12 @@ pub struct LassoModel {
 
 impl LassoModel {
     pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
-        let coef = file.tensor("coef")?.data.iter().map(|&v| v as f64).collect();
+        let coef = file
+            .tensor("coef")?
+            .data
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
         let intercept: f64 = file.meta("intercept")?;
         Ok(LassoModel { coef, intercept })
     }
@@ -763,7 +780,10 @@ impl LassoModel {
     pub fn predict(&self, d: &Design) -> Vec<f64> {
         let mut w = self.coef.clone();
         w.resize(d.d().max(w.len()), 0.0);
-        d.x.matvec(&w).into_iter().map(|v| v + self.intercept).collect()
+        d.x.matvec(&w)
+            .into_iter()
+            .map(|v| v + self.intercept)
+            .collect()
     }
 
     /// (R², RMSE) on `d`.

@@ -286,23 +286,33 @@ mod tests {
         assert_eq!(users.ids, vec!["2", "10"]);
         std::fs::write(&p, "u,i,r,t\n1,5,4.5,0\n2,5,four,0\n").unwrap();
         let e = read(DataFormat::Csv, &p, &cols).unwrap_err().to_string();
-        assert!(e.contains("r.csv:3:") && e.contains("field `r`") && e.contains("four"), "{e}");
+        assert!(
+            e.contains("r.csv:3:") && e.contains("field `r`") && e.contains("four"),
+            "{e}"
+        );
         let other = Columns {
             rating: "stars".into(),
             ..cols.clone()
         };
         let e = read(DataFormat::Csv, &p, &other).unwrap_err().to_string();
-        assert!(e.contains("r.csv:1:") && e.contains("`stars`") && e.contains("params.rating_column"), "{e}");
+        assert!(
+            e.contains("r.csv:1:") && e.contains("`stars`") && e.contains("params.rating_column"),
+            "{e}"
+        );
         std::fs::write(&p, "u,i,r,t\n").unwrap();
         let e = read(DataFormat::Csv, &p, &cols).unwrap_err().to_string();
         assert!(e.contains("empty matrix"), "{e}");
         let t = dir.path().join("r.txt");
         std::fs::write(&t, "1 2 3\n# c\n2 1 x\n").unwrap();
-        let e = read(DataFormat::Triples, &t, &cols).unwrap_err().to_string();
+        let e = read(DataFormat::Triples, &t, &cols)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.txt:3:") && e.contains("field `value`"), "{e}");
         let m = dir.path().join("r.mtx");
         std::fs::write(&m, "%%MatrixMarket matrix coordinate real general\n0 0 0\n").unwrap();
-        let e = read(DataFormat::MatrixMarket, &m, &cols).unwrap_err().to_string();
+        let e = read(DataFormat::MatrixMarket, &m, &cols)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("r.mtx:2:") && e.contains("empty matrix"), "{e}");
     }
 }

@@ -29,7 +29,9 @@ use data::{Columns, IdMap, Ratings};
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
 };
-use petuum_core::spec::{check_positive, check_range, parse_params, DataFormat, JobSpec, SpecError};
+use petuum_core::spec::{
+    check_positive, check_range, parse_params, DataFormat, JobSpec, SpecError,
+};
 use petuum_core::{ElemType, Row, RowKind, WorkerCtx};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -137,7 +139,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
         DataFormat::Csv | DataFormat::MatrixMarket | DataFormat::Triples => Ok(()),
         other => Err(SpecError::invalid(
             "data.format",
-            format!("mf reads csv, matrix_market or triples ratings, not `{other:?}`").to_lowercase(),
+            format!("mf reads csv, matrix_market or triples ratings, not `{other:?}`")
+                .to_lowercase(),
         )),
     }
 }
@@ -285,7 +288,8 @@ impl Algorithm for Mf {
         // CCD++ keeps residuals, starting at r − mean − w·h; SGD the
         // centred ratings.
         let (m, n, k) = (s.m(), s.n(), s.params.rank);
-        let pred = |u: usize, i: usize| -> f64 { (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum() };
+        let pred =
+            |u: usize, i: usize| -> f64 { (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum() };
         let residuals = s.params.solver == Solver::Ccd;
         for (u, list) in by_user.iter_mut().enumerate().filter(|_| residuals) {
             for (i, r) in list.iter_mut() {
@@ -323,7 +327,10 @@ impl Algorithm for Mf {
             w.extend(tables.read::<f64>(W_TABLE, f as u64)?.to_dense(m as u32));
             h.extend(tables.read::<f64>(H_TABLE, f as u64)?.to_dense(n as u32));
         }
-        let mut metrics = vec![("train_rmse".to_string(), rmse(&s.train, s.mean, &w, &h, m, n, k))];
+        let mut metrics = vec![(
+            "train_rmse".to_string(),
+            rmse(&s.train, s.mean, &w, &h, m, n, k),
+        )];
         if let Some(t) = &s.test {
             metrics.push(("test_rmse".into(), rmse(t, s.mean, &w, &h, m, n, k)));
             metrics.push(("test_unseen".into(), self.unseen as f64));
@@ -408,7 +415,7 @@ impl MfWorker {
         let c = ctx.clock_now() as usize;
         let per_rank = 2 * s.params.inner;
         let f = (c / per_rank) % k;
-        if c % 2 == 0 {
+        if c.is_multiple_of(2) {
             // Items changed last clock (rank fp): bring the users' residuals up to date.
             if c >= 1 {
                 let fp = ((c - 1) / per_rank) % k;
@@ -577,10 +584,15 @@ impl AlgoWorker for MfWorker {
             Solver::Ccd => 2 * s.params.inner * s.params.rank,
             Solver::Sgd => s.params.batches,
         };
-        if self.worker == 0 && c % epoch == 0 {
+        if self.worker == 0 && c.is_multiple_of(epoch) {
             if let Some(t) = &s.test {
                 let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.params.rank);
-                tracing::info!(clock = c, train_mse = sse / count.max(1) as f64, test_rmse = r, "mf");
+                tracing::info!(
+                    clock = c,
+                    train_mse = sse / count.max(1) as f64,
+                    test_rmse = r,
+                    "mf"
+                );
             }
         }
         Ok(StepStats {
@@ -616,7 +628,8 @@ impl AlgoWorker for MfWorker {
         let mut at = 0usize;
         let mut take = |want: usize| -> Result<Vec<f64>, BoxError> {
             let bad = || -> BoxError { "mf worker state is corrupt".into() };
-            let len = u64::from_le_bytes(state.get(at..at + 8).ok_or_else(bad)?.try_into()?) as usize;
+            let len =
+                u64::from_le_bytes(state.get(at..at + 8).ok_or_else(bad)?.try_into()?) as usize;
             if len != want {
                 return Err(bad());
             }
@@ -661,12 +674,13 @@ pub struct MfModel {
 impl MfModel {
     pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
         let ids = |key: &str| -> Result<IdMap, ModelError> {
-            let v: Vec<String> =
-                serde_json::from_str(&file.meta::<String>(key)?).map_err(|e| ModelError::Metadata {
+            let v: Vec<String> = serde_json::from_str(&file.meta::<String>(key)?).map_err(|e| {
+                ModelError::Metadata {
                     path: file.path.clone(),
                     key: key.into(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             Ok(IdMap::from_ids(v))
         };
         Ok(MfModel {
@@ -744,7 +758,14 @@ pub fn evaluate(
 /// A seeded low-rank ratings matrix: `W`, `H` with N(0, 1) entries, each
 /// (user, item) observed with probability `density`, rating `w_uᵀh_i /
 /// sqrt(rank) + sigma · N(0, 1)`. Returns `row col value` lines (1-based).
-pub fn synthetic(users: usize, items: usize, rank: usize, density: f64, sigma: f64, seed: u64) -> String {
+pub fn synthetic(
+    users: usize,
+    items: usize,
+    rank: usize,
+    density: f64,
+    sigma: f64,
+    seed: u64,
+) -> String {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = |rng: &mut ChaCha8Rng| -> f64 {
         let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
@@ -758,7 +779,10 @@ pub fn synthetic(users: usize, items: usize, rank: usize, density: f64, sigma: f
     for u in 0..users {
         for i in 0..items {
             if rng.gen::<f64>() < density {
-                let p: f64 = (0..rank).map(|f| w[u * rank + f] * h[i * rank + f]).sum::<f64>() * scale;
+                let p: f64 = (0..rank)
+                    .map(|f| w[u * rank + f] * h[i * rank + f])
+                    .sum::<f64>()
+                    * scale;
                 let r = p + sigma * normal(&mut rng);
                 out.push_str(&format!("{} {} {}\n", u + 1, i + 1, r as f32));
             }

@@ -154,9 +154,7 @@ mod tests {
             interference: Arc::new(Adjacent),
         };
         let mut p = vec![0.0; 100];
-        for j in 40..50 {
-            p[j] = 100.0;
-        }
+        p[40..50].fill(100.0);
         let mut hits = 0;
         for seed in 0..50 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
