@@ -12,9 +12,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-struct Every(u64);
+struct Every(u64, std::sync::atomic::AtomicU64);
 impl ProgressSink for Every {
     fn on_clock(&self, p: &ClockProgress) {
+        self.1.fetch_max(p.clock, std::sync::atomic::Ordering::Relaxed);
         if self.0 > 0 && p.clock.is_multiple_of(self.0) {
             eprintln!(
                 "clock {} objective {:.10e} elapsed {:.3}s",
@@ -45,12 +46,13 @@ fn main() {
         deterministic: spec.run.deterministic,
     };
     let t = Instant::now();
+    let sink = Every(every, Default::default());
     let out = run_job(
         &node,
         algo.as_ref(),
         &cfg,
         &spec.model.path,
-        &Every(every),
+        &sink,
         &AtomicBool::new(false),
     )
     .unwrap_or_else(|e| panic!("job failed: {e}"));
@@ -66,6 +68,7 @@ fn main() {
             "spec": path,
             "load_s": loaded,
             "train_s": t.elapsed().as_secs_f64(),
+            "clocks": sink.1.load(std::sync::atomic::Ordering::Relaxed),
             "metrics": metrics,
         })
     );
