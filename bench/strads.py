@@ -19,6 +19,8 @@ D = sys.argv[1] if len(sys.argv) > 1 else "../shared/datasets"
 D = os.path.abspath(D)
 TARGET = os.environ.get("CARGO_TARGET_DIR", "target")
 TMP = tempfile.mkdtemp(prefix="strads-bench-")
+# LIBMF (C++) is compiled once into its own target dir.
+LIBMF_TARGET = os.environ.get("LIBMF_TARGET_DIR", os.path.join(TARGET, "libmf_ref"))
 
 
 def cargo(*args):
@@ -28,9 +30,9 @@ def cargo(*args):
 cargo("build", "--release", "-p", "petuum-algorithms", "--example", "run_spec",
       "--example", "lasso_synthetic", "--example", "mf_synthetic")
 subprocess.run(["cargo", "build", "--release"], cwd="bench/strads/libmf_ref", check=True,
-               stdout=subprocess.DEVNULL, env={**os.environ, "CARGO_TARGET_DIR": os.path.join(TMP, "libmf")})
+               stdout=subprocess.DEVNULL, env={**os.environ, "CARGO_TARGET_DIR": LIBMF_TARGET})
 RUN_SPEC = os.path.join(TARGET, "release/examples/run_spec")
-LIBMF = os.path.join(TMP, "libmf/release/libmf_ref")
+LIBMF = os.path.join(LIBMF_TARGET, "release/libmf_ref")
 
 
 def petuum(spec):
