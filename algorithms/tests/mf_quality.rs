@@ -6,9 +6,9 @@
 mod common;
 use common::{metric, run_spec};
 
-fn movielens(solver: &str, lambda: f64, clocks: u32) -> f64 {
+fn movielens(solver: &str, lambda: f64, clocks: u32, extra: &str) -> f64 {
     let out = run_spec(&format!(
-        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{{data}}/movielens_dslabs/ratings.csv\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = {clocks}\nseed = 1\n[model]\npath = \"{{model}}\"\n[params]\nrank = 10\nlambda = {lambda}\nsolver = \"{solver}\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n"
+        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{{data}}/movielens_dslabs/ratings.csv\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = {clocks}\nseed = 1\n[model]\npath = \"{{model}}\"\n[params]\nrank = 10\nlambda = {lambda}\nsolver = \"{solver}\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n{extra}\n"
     ));
     metric(&out, "test_rmse")
 }
@@ -24,22 +24,23 @@ const LIBMF_BEST: f64 = 0.8949;
 
 #[test]
 fn movielens_ccd_and_sgd_against_libmf() {
-    // CCD++: 20 passes over the ranks (2 clocks per rank); SGD: 20 epochs.
-    let ccd = [0.02, 0.05, 0.1, 0.2]
+    let grid = [0.02, 0.05, 0.1, 0.2];
+    // SGD: 20 epochs of 4 clocks (the workers merge their changes 4 times
+    // per pass over the data).
+    let sgd = grid
         .iter()
-        .map(|&l| movielens("ccd", l, 400))
+        .map(|&l| movielens("sgd", l, 80, "batches = 4"))
         .fold(f64::INFINITY, f64::min);
-    let sgd = [0.02, 0.05, 0.1, 0.2]
+    // CCD++: 20 passes over the ranks (2 clocks per rank).
+    let ccd = grid
         .iter()
-        .map(|&l| movielens("sgd", l, 20))
+        .map(|&l| movielens("ccd", l, 400, ""))
         .fold(f64::INFINITY, f64::min);
-    eprintln!("best test RMSE: ccd {ccd:.4}, sgd {sgd:.4}, LIBMF {LIBMF_BEST}");
-    // Measured: ccd 0.8996 (λ 0.2), sgd 0.8967 (λ 0.1). The bar is
-    // "at least as good as LIBMF"; we are 0.2–0.5% short of LIBMF's
-    // early-stopped 20-iteration figure (and better than its 100-iteration
-    // one), so this asserts within 1% and documents the gap.
+    eprintln!("best test RMSE: sgd {sgd:.4}, ccd {ccd:.4}, LIBMF {LIBMF_BEST}");
+    // Measured: sgd 0.8901 (λ 0.1), ccd 0.8996 (λ 0.2).
+    assert!(sgd <= LIBMF_BEST, "sgd {sgd} vs LIBMF {LIBMF_BEST}");
+    // CCD++ misses the bar by 0.5%; asserted within 1% (docs/benchmarks.md).
     assert!(ccd <= LIBMF_BEST * 1.01, "ccd {ccd} vs LIBMF {LIBMF_BEST}");
-    assert!(sgd <= LIBMF_BEST * 1.01, "sgd {sgd} vs LIBMF {LIBMF_BEST}");
 }
 
 #[test]
