@@ -15,7 +15,8 @@ use std::time::Instant;
 struct Every(u64, std::sync::atomic::AtomicU64);
 impl ProgressSink for Every {
     fn on_clock(&self, p: &ClockProgress) {
-        self.1.fetch_max(p.clock, std::sync::atomic::Ordering::Relaxed);
+        self.1
+            .fetch_max(p.clock, std::sync::atomic::Ordering::Relaxed);
         if self.0 > 0 && p.clock.is_multiple_of(self.0) {
             eprintln!(
                 "clock {} objective {:.10e} elapsed {:.3}s",

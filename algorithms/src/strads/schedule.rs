@@ -30,9 +30,9 @@ impl Interference for NoInterference {
 
 /// SchMP's dynamic schedule (Lee et al. 2014): sample `candidates`
 /// variables without replacement with probability ∝ `priority + floor ·
-/// mean(priority)` (uniform while every priority is 0), then keep them in
-/// sampled order, dropping any that interferes with one already kept,
-/// until `block_size` are kept.
+/// mean(priority)` (uniform while every priority is 0), then keep them in sampled order,
+/// dropping any that interferes with one already kept, until `block_size`
+/// are kept.
 pub struct PriorityScheduler {
     pub num_vars: usize,
     pub block_size: usize,
@@ -46,34 +46,53 @@ pub struct PriorityScheduler {
 impl Scheduler for PriorityScheduler {
     fn schedule(&self, priorities: &[f64], rng: &mut ChaCha8Rng) -> Vec<u32> {
         let n = self.num_vars;
-        let m = self.candidates.clamp(1, n.max(1));
         let live = priorities.iter().filter(|p| **p >= 0.0);
         let (sum, count) = live.fold((0.0, 0usize), |(s, c), p| (s + p, c + 1));
         let mean = if count > 0 { sum / count as f64 } else { 0.0 };
         let floor = if mean > 0.0 { self.floor * mean } else { 1.0 };
-        // Efraimidis and Spirakis: the m largest keys ln(u) / w are a
-        // weighted sample without replacement.
-        let mut keys: Vec<(f64, u32)> = (0..n)
-            .filter(|&j| priorities.get(j).is_none_or(|p| *p >= 0.0))
-            .map(|j| {
-                let w = priorities.get(j).copied().unwrap_or(0.0) + floor;
-                let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-                (u.ln() / w, j as u32)
-            })
-            .collect();
-        let n = keys.len();
-        let m = m.min(n);
-        if m == 0 {
-            return Vec::new();
+        // Successive sampling without replacement: draws ∝ weight from the
+        // prefix sums, a variable drawn twice redrawn (which conditions on
+        // the ones already drawn), at most 20 draws per candidate.
+        let mut prefix = Vec::with_capacity(n);
+        let mut total = 0.0;
+        let mut eligible = 0usize;
+        for j in 0..n {
+            let p = priorities.get(j).copied().unwrap_or(0.0);
+            if p >= 0.0 {
+                total += p + floor;
+                eligible += 1;
+            }
+            prefix.push(total);
         }
-        let desc = |a: &(f64, u32), b: &(f64, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if m < n {
-            keys.select_nth_unstable_by(m - 1, desc);
-            keys.truncate(m);
+        let m = self.candidates.clamp(1, n.max(1)).min(eligible);
+        let mut drawn = vec![false; n];
+        let mut candidates: Vec<u32> = Vec::with_capacity(m);
+        let mut tries = 0;
+        while candidates.len() < m && tries < 20 * m {
+            tries += 1;
+            let u = rng.gen::<f64>() * total;
+            let j = prefix.partition_point(|&c| c <= u).min(n - 1);
+            if drawn[j] || priorities.get(j).is_some_and(|p| *p < 0.0) {
+                continue;
+            }
+            drawn[j] = true;
+            candidates.push(j as u32);
         }
-        keys.sort_unstable_by(desc);
+        if candidates.len() < m {
+            // A few variables hold nearly all the weight and are drawn: the
+            // rest have equal (floor) weight, so fill up uniformly.
+            for j in rand::seq::index::sample(rng, n, n) {
+                if candidates.len() >= m {
+                    break;
+                }
+                if !drawn[j] && priorities.get(j).is_none_or(|p| *p >= 0.0) {
+                    drawn[j] = true;
+                    candidates.push(j as u32);
+                }
+            }
+        }
         let mut block: Vec<u32> = Vec::with_capacity(self.block_size);
-        for (_, j) in keys {
+        for j in candidates {
             if block.len() >= self.block_size {
                 break;
             }
