@@ -218,6 +218,22 @@ pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<Eval
                 ],
             })
         }
+        crate::mf::NAME => {
+            let (samples, metrics) = crate::mf::evaluate(&file, data)?;
+            Ok(EvalReport {
+                algorithm: crate::mf::NAME.into(),
+                samples,
+                metrics,
+            })
+        }
+        crate::lasso::NAME => {
+            let (samples, metrics) = crate::lasso::evaluate(&file, data, labels)?;
+            Ok(EvalReport {
+                algorithm: crate::lasso::NAME.into(),
+                samples,
+                metrics,
+            })
+        }
         kmeans::NAME => {
             let m = KMeansModel::from_file(&file)?;
             let (x, _) = read_features_for_model(&file, data, labels)?;

@@ -7,6 +7,8 @@
 //!
 //! - [`registry`]: job spec → validated, data-loaded [`petuum_core::algorithm::Algorithm`].
 //! - [`eval`]: held-out evaluation of a saved model.
+//! - [`strads`]: scheduled model parallelism (rounds, schedulers), used by
+//!   [`lasso`].
 
 pub mod data;
 pub mod dml;
@@ -14,14 +16,17 @@ pub mod dnn;
 pub mod eval;
 pub mod forest;
 pub mod kmeans;
+pub mod lasso;
 pub mod lda;
 pub mod linear;
 pub mod medlda;
+pub mod mf;
 pub mod model;
 pub mod nmf;
 pub mod registry;
 pub mod sgd;
 pub mod softmax;
 pub mod sparse_coding;
+pub mod strads;
 
 pub use registry::{build, validate, BuildError, ALGORITHMS};

@@ -6,9 +6,11 @@ use crate::dml::{self, Dml, DmlParams};
 use crate::dnn::{self, DnnParams};
 use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
+use crate::lasso;
 use crate::lda;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
+use crate::mf;
 use crate::nmf;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use crate::sparse_coding;
@@ -28,6 +30,8 @@ pub const ALGORITHMS: &[&str] = &[
     dnn::NAME,
     nmf::NAME,
     sparse_coding::NAME,
+    lasso::NAME,
+    mf::NAME,
 ];
 
 /// Why a job could not be built.
@@ -55,6 +59,8 @@ pub fn canonical(name: &str) -> Option<&'static str> {
         "dnn" | "mlp" | "poseidon" => Some(dnn::NAME),
         "nmf" | "non_negative_matrix_factorization" => Some(nmf::NAME),
         "sparse_coding" | "sparsecoding" | "dictionary_learning" => Some(sparse_coding::NAME),
+        "lasso" | "schmp_lasso" => Some(lasso::NAME),
+        "mf" | "matrix_factorization" | "matrix_factorisation" => Some(mf::NAME),
         _ => None,
     }
 }
@@ -109,6 +115,8 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
             check_labelled_format(spec)
         }
         lda::NAME => lda::job::validate(spec),
+        lasso::NAME => lasso::validate(spec),
+        mf::NAME => mf::validate(spec),
         medlda::NAME => medlda::validate(spec),
         nmf::NAME => nmf::validate(spec),
         sparse_coding::NAME => sparse_coding::validate(spec),
@@ -191,6 +199,8 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
         lda::NAME => Ok(Box::new(lda::job::build(spec)?)),
+        lasso::NAME => Ok(Box::new(lasso::build(spec)?)),
+        mf::NAME => Ok(Box::new(mf::build(spec)?)),
         medlda::NAME => Ok(Box::new(medlda::build(spec)?)),
         nmf::NAME => Ok(Box::new(nmf::build(spec)?)),
         sparse_coding::NAME => Ok(Box::new(sparse_coding::build(spec)?)),

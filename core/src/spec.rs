@@ -63,6 +63,11 @@ pub enum DataFormat {
     UciBow,
     /// LDA-C (`N id:count ...`).
     Ldac,
+    /// MatrixMarket (`%%MatrixMarket matrix coordinate|array ...`): a
+    /// feature matrix (targets in `train_labels`) or a ratings matrix.
+    MatrixMarket,
+    /// Whitespace-separated `row col value` lines (ratings).
+    Triples,
 }
 
 /// Where the data is and how to read it.

@@ -9,6 +9,7 @@ pub mod features;
 pub mod frames;
 pub mod idx;
 pub mod libsvm;
+pub mod mm;
 
 pub use features::{Csr, Features};
 use std::path::{Path, PathBuf};

@@ -26,6 +26,9 @@ impl InputDesc {
             DataFormat::Libsvm => ("libsvm", 1.0),
             DataFormat::UciBow => ("uci_bow", 1.0),
             DataFormat::Ldac => ("ldac", 1.0),
+            // Not read by the factorisations: refused by name when loading.
+            DataFormat::MatrixMarket => ("matrix_market", 1.0),
+            DataFormat::Triples => ("triples", 1.0),
         };
         InputDesc {
             format: f.into(),

@@ -1,0 +1,408 @@
+//! Regression data for Lasso: a design matrix stored by column (CSC, f64)
+//! and a real target, from libsvm, CSV (target column by name) or
+//! MatrixMarket (targets in `data.train_labels`).
+
+use crate::data::{csv, libsvm, mm, DataError, Features};
+use petuum_core::spec::{DataFormat, DataSpec};
+use std::path::Path;
+
+/// A sparse matrix stored by column, row indices increasing in a column.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Csc {
+    pub nrows: usize,
+    pub indptr: Vec<usize>,
+    pub rows: Vec<u32>,
+    pub vals: Vec<f64>,
+}
+
+impl Csc {
+    pub fn ncols(&self) -> usize {
+        self.indptr.len().saturating_sub(1)
+    }
+
+    /// The (row, value) pairs of column `j`.
+    #[inline]
+    pub fn col(&self, j: usize) -> (&[u32], &[f64]) {
+        let (a, b) = (self.indptr[j], self.indptr[j + 1]);
+        (&self.rows[a..b], &self.vals[a..b])
+    }
+
+    pub fn nnz(&self) -> usize {
+        self.vals.len()
+    }
+
+    /// From `(row, col, value)` triples (zeros dropped, duplicates summed).
+    pub fn from_triples(nrows: usize, ncols: usize, mut t: Vec<(u32, u32, f64)>) -> Csc {
+        t.sort_unstable_by_key(|&(i, j, _)| (j, i));
+        let mut out = Csc {
+            nrows,
+            indptr: vec![0; ncols + 1],
+            ..Default::default()
+        };
+        let mut last: Option<(u32, u32)> = None;
+        for (i, j, v) in t {
+            if last == Some((i, j)) {
+                *out.vals.last_mut().expect("a previous entry") += v;
+                continue;
+            }
+            last = Some((i, j));
+            out.rows.push(i);
+            out.vals.push(v);
+            out.indptr[j as usize + 1] = out.rows.len();
+        }
+        for j in 0..ncols {
+            out.indptr[j + 1] = out.indptr[j + 1].max(out.indptr[j]);
+        }
+        out
+    }
+
+    /// From row-major features (dense zeros are not stored).
+    pub fn from_features(f: &Features) -> Csc {
+        let mut t = Vec::new();
+        match f {
+            Features::Dense(a) => {
+                for ((i, j), &v) in a.indexed_iter() {
+                    if v != 0.0 {
+                        t.push((i as u32, j as u32, v as f64));
+                    }
+                }
+            }
+            Features::Sparse(c) => {
+                for i in 0..c.nrows() {
+                    let (idx, val) = c.row(i);
+                    for (&j, &v) in idx.iter().zip(val) {
+                        if v != 0.0 {
+                            t.push((i as u32, j, v as f64));
+                        }
+                    }
+                }
+            }
+        }
+        Csc::from_triples(f.nrows(), f.ncols(), t)
+    }
+
+    /// The rows `rows` (in that order, renumbered from 0).
+    pub fn select_rows(&self, rows: &[usize]) -> Csc {
+        let mut map = vec![u32::MAX; self.nrows];
+        for (new, &old) in rows.iter().enumerate() {
+            map[old] = new as u32;
+        }
+        let mut out = Csc {
+            nrows: rows.len(),
+            indptr: vec![0],
+            ..Default::default()
+        };
+        for j in 0..self.ncols() {
+            let (r, v) = self.col(j);
+            let mut col: Vec<(u32, f64)> = r
+                .iter()
+                .zip(v)
+                .filter(|(&i, _)| map[i as usize] != u32::MAX)
+                .map(|(&i, &x)| (map[i as usize], x))
+                .collect();
+            col.sort_unstable_by_key(|e| e.0);
+            for (i, x) in col {
+                out.rows.push(i);
+                out.vals.push(x);
+            }
+            out.indptr.push(out.rows.len());
+        }
+        out
+    }
+
+    /// Widens to `ncols` columns (empty ones appended).
+    pub fn set_ncols(&mut self, ncols: usize) {
+        while self.ncols() < ncols {
+            self.indptr.push(self.rows.len());
+        }
+    }
+
+    /// `X w` for a dense `w`.
+    pub fn matvec(&self, w: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; self.nrows];
+        for (j, &wj) in w.iter().enumerate().take(self.ncols()) {
+            if wj != 0.0 {
+                let (r, v) = self.col(j);
+                for (&i, &x) in r.iter().zip(v) {
+                    out[i as usize] += x * wj;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A regression data set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Design {
+    pub x: Csc,
+    pub y: Vec<f64>,
+}
+
+impl Design {
+    pub fn n(&self) -> usize {
+        self.y.len()
+    }
+    pub fn d(&self) -> usize {
+        self.x.ncols()
+    }
+}
+
+/// How the target is transformed before fitting (and evaluating).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetTransform {
+    None,
+    /// Natural logarithm (e.g. prices); every target must be > 0.
+    Log,
+}
+
+/// Which sample of a CSV file (counting non-blank data lines) is on
+/// which line, for messages about a sample found after reading.
+fn csv_line_of(path: &Path, sample: usize) -> u64 {
+    use std::io::BufRead;
+    let Ok(r) = crate::data::open_maybe_gz(path) else {
+        return 0;
+    };
+    let mut k = 0;
+    for (n, line) in std::io::BufReader::new(r).lines().enumerate().skip(1) {
+        let Ok(line) = line else { return 0 };
+        if line.trim().is_empty() {
+            continue;
+        }
+        if k == sample {
+            return n as u64 + 1;
+        }
+        k += 1;
+    }
+    0
+}
+
+/// Reads one regression file of `format` (`labels`: the target file of a
+/// MatrixMarket design; `column`: the CSV target column).
+pub fn read(
+    format: DataFormat,
+    path: &Path,
+    labels: Option<&Path>,
+    column: &str,
+    one_based: Option<bool>,
+    transform: TargetTransform,
+) -> Result<Design, DataError> {
+    type LineOf<'a> = Box<dyn Fn(usize) -> u64 + 'a>;
+    let (x, raw, line_of): (Csc, Vec<String>, LineOf<'_>) = match format {
+        DataFormat::Libsvm => {
+            let (f, l) = libsvm::read(path, one_based)?;
+            (Csc::from_features(&f), l.0, Box::new(|_| 0))
+        }
+        DataFormat::Csv => {
+            let (f, l, _) = csv::read(path, column)?;
+            (
+                Csc::from_features(&f),
+                l.0,
+                Box::new(move |i| csv_line_of(path, i)),
+            )
+        }
+        DataFormat::MatrixMarket => {
+            let m = mm::read(path)?;
+            let labels = labels.ok_or_else(|| {
+                DataError::invalid(
+                    path,
+                    "a MatrixMarket design needs its targets in data.train_labels (data.test_labels for data.test)",
+                )
+            })?;
+            let y = mm::read_vector(labels)?;
+            if y.len() != m.rows {
+                return Err(DataError::invalid(
+                    labels,
+                    format!(
+                        "{} targets for the {} rows of {}",
+                        y.len(),
+                        m.rows,
+                        path.display()
+                    ),
+                ));
+            }
+            let x = Csc::from_triples(m.rows, m.cols, m.entries);
+            return finish(x, y, labels, &|i| i as u64 + 1, transform);
+        }
+        other => {
+            return Err(DataError::invalid(
+                path,
+                format!("lasso reads libsvm, csv or matrix_market, not `{other:?}`").to_lowercase(),
+            ))
+        }
+    };
+    let mut y = Vec::with_capacity(raw.len());
+    for (i, s) in raw.iter().enumerate() {
+        let v: f64 = s.parse().map_err(|_| DataError::Malformed {
+            file: path.to_path_buf(),
+            line: line_of(i),
+            reason: format!("target `{column}`: `{s}` is not a number"),
+        })?;
+        y.push(v);
+    }
+    finish(x, y, path, &*line_of, transform)
+}
+
+fn finish(
+    x: Csc,
+    mut y: Vec<f64>,
+    path: &Path,
+    line_of: &dyn Fn(usize) -> u64,
+    transform: TargetTransform,
+) -> Result<Design, DataError> {
+    if y.is_empty() || x.ncols() == 0 {
+        return Err(DataError::invalid(
+            path,
+            format!("empty matrix ({} samples, {} features)", y.len(), x.ncols()),
+        ));
+    }
+    if transform == TargetTransform::Log {
+        for (i, v) in y.iter_mut().enumerate() {
+            if v.is_nan() || *v <= 0.0 {
+                return Err(DataError::Malformed {
+                    file: path.to_path_buf(),
+                    line: line_of(i),
+                    reason: format!(
+                        "target {v} of sample {}: target_transform = \"log\" needs targets > 0",
+                        i + 1
+                    ),
+                });
+            }
+            *v = v.ln();
+        }
+    }
+    Ok(Design { x, y })
+}
+
+/// A job's training data and its test set (`data.test`, or the
+/// deterministic `data.test_fraction` hold-out of
+/// [`crate::data::Dataset::split`]).
+pub fn load(
+    d: &DataSpec,
+    transform: TargetTransform,
+) -> Result<(Design, Option<Design>), DataError> {
+    let column = d.label_column.as_deref().unwrap_or("label");
+    let train = read(
+        d.format,
+        &d.train,
+        d.train_labels.as_deref(),
+        column,
+        d.one_based,
+        transform,
+    )?;
+    if let Some(t) = &d.test {
+        let mut test = read(
+            d.format,
+            t,
+            d.test_labels.as_deref(),
+            column,
+            d.one_based,
+            transform,
+        )?;
+        let mut train = train;
+        if test.d() > train.d() && d.format != DataFormat::Libsvm {
+            return Err(DataError::invalid(
+                t,
+                format!("{} features, the training data has {}", test.d(), train.d()),
+            ));
+        }
+        let cols = test.d().max(train.d());
+        train.x.set_ncols(cols);
+        test.x.set_ncols(cols);
+        return Ok((train, Some(test)));
+    }
+    if let Some(f) = d.test_fraction {
+        let (mut tr, mut te) = (Vec::new(), Vec::new());
+        for i in 0..train.n() {
+            if ((i + 1) as f64 * f).floor() > (i as f64 * f).floor() {
+                te.push(i);
+            } else {
+                tr.push(i);
+            }
+        }
+        let pick = |rows: &[usize]| Design {
+            x: train.x.select_rows(rows),
+            y: rows.iter().map(|&i| train.y[i]).collect(),
+        };
+        return Ok((pick(&tr), Some(pick(&te))));
+    }
+    Ok((train, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csc_from_triples_and_row_selection() {
+        let x = Csc::from_triples(
+            3,
+            3,
+            vec![(2, 0, 1.0), (0, 0, 2.0), (1, 2, 3.0), (1, 2, 1.0)],
+        );
+        assert_eq!(x.col(0), (&[0u32, 2][..], &[2.0, 1.0][..]));
+        assert_eq!(x.col(1).0.len(), 0);
+        assert_eq!(x.col(2), (&[1u32][..], &[4.0][..]));
+        let s = x.select_rows(&[2, 1]);
+        assert_eq!(s.col(0), (&[0u32][..], &[1.0][..]));
+        assert_eq!(s.col(2), (&[1u32][..], &[4.0][..]));
+        assert_eq!(x.matvec(&[1.0, 0.0, 1.0]), vec![2.0, 4.0, 1.0]);
+    }
+
+    #[test]
+    fn bad_targets_are_refused_with_file_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.csv");
+        std::fs::write(&p, "a,price\n1,2\n\n2,x\n").unwrap();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.csv:4:") && e.contains("target `price`"),
+            "{e}"
+        );
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "cost",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("r.csv:1:") && e.contains("`cost`"), "{e}");
+        std::fs::write(&p, "a,price\n1,2\n2,-1\n").unwrap();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::Log,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("r.csv:3:") && e.contains("> 0"), "{e}");
+        std::fs::write(&p, "a,price\n").unwrap();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no samples"), "{e}");
+    }
+}

@@ -1,0 +1,792 @@
+//! Matrix factorisation `R ≈ W Hᵀ` of a ratings matrix, minimising
+//! `Σ_(u,i) (r_ui − w_uᵀh_i)² + λ (Σ_u n_u ||w_u||² + Σ_i n_i ||h_i||²)`
+//! (`n_u`, `n_i`: ratings of the user / item; the per-rating weighting of
+//! LIBMF and ALS-WR).
+//!
+//! **`ccd`** (default): CCD++ (Yu et al., ICDM 2012) as a Strads program.
+//! The model is two tables with a row per rank: row `k` of `mf_W` is the
+//! column `W[:, k]` (one value per user), of `mf_H` the column `H[:, k]`.
+//! The schedule is static: clock `c` updates rank `k = (c / 2·inner) mod
+//! rank`, users on even clocks, items on odd ones; users and items are
+//! partitioned over the workers, and each worker updates its own users'
+//! (items') entries of the rank and writes them to the table. A worker
+//! keeps the residuals of its users' ratings and of its items' ratings and
+//! brings them up to date with the other side's changes read from the
+//! table the next clock (`W` is written only on even clocks and read on odd
+//! ones, `H` the other way round, so under BSP every read is complete and
+//! the same for everyone).
+//!
+//! **`sgd`**: Bosen-style data-parallel SGD: each clock every worker runs
+//! one pass over a `1/batches` share of its ratings (users partitioned
+//! over workers) on its copy of the model with AdaGrad step sizes
+//! (per-row accumulated squared gradients, as LIBMF) and adds its changes
+//! to the tables.
+
+pub mod data;
+
+use crate::model::{ModelError, ModelFile};
+use data::{Columns, IdMap, Ratings};
+use petuum_core::algorithm::{
+    AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
+};
+use petuum_core::spec::{
+    check_positive, check_range, parse_params, DataFormat, JobSpec, SpecError,
+};
+use petuum_core::{ElemType, Row, RowKind, WorkerCtx};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+
+pub const NAME: &str = "mf";
+const W_TABLE: &str = "mf_W";
+const H_TABLE: &str = "mf_H";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Solver {
+    Ccd,
+    Sgd,
+}
+
+fn d_rank() -> usize {
+    10
+}
+fn d_lambda() -> f64 {
+    0.05
+}
+fn d_solver() -> Solver {
+    Solver::Ccd
+}
+fn d_inner() -> usize {
+    1
+}
+fn d_lr() -> f64 {
+    0.1
+}
+fn d_batches() -> usize {
+    1
+}
+fn d_user() -> String {
+    "user".into()
+}
+fn d_item() -> String {
+    "item".into()
+}
+fn d_rating() -> String {
+    "rating".into()
+}
+
+/// `[params]` of an `mf` job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfParams {
+    #[serde(default = "d_rank")]
+    pub rank: usize,
+    /// L2 weight per rating.
+    #[serde(default = "d_lambda")]
+    pub lambda: f64,
+    /// `ccd` (CCD++ over Strads) or `sgd` (data-parallel, AdaGrad).
+    #[serde(default = "d_solver")]
+    pub solver: Solver,
+    /// CCD++: alternations between a rank's users and items before the
+    /// next rank.
+    #[serde(default = "d_inner")]
+    pub inner: usize,
+    /// SGD: AdaGrad's base step size.
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// SGD: clocks per pass over the data.
+    #[serde(default = "d_batches")]
+    pub batches: usize,
+    /// CSV ratings: the column names.
+    #[serde(default = "d_user")]
+    pub user_column: String,
+    #[serde(default = "d_item")]
+    pub item_column: String,
+    #[serde(default = "d_rating")]
+    pub rating_column: String,
+}
+
+impl MfParams {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_range("params.rank", self.rank, 1, 1024)?;
+        check_positive("params.lambda", self.lambda)?;
+        check_range("params.inner", self.inner, 1, 100)?;
+        check_positive("params.learning_rate", self.learning_rate)?;
+        check_range("params.batches", self.batches, 1, 1 << 20)?;
+        Ok(())
+    }
+
+    fn columns(&self) -> Columns {
+        Columns {
+            user: self.user_column.clone(),
+            item: self.item_column.clone(),
+            rating: self.rating_column.clone(),
+        }
+    }
+}
+
+/// Validates an `mf` spec without reading data.
+pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
+    let p: MfParams = parse_params(&spec.params)?;
+    p.validate()?;
+    if p.solver == Solver::Ccd {
+        crate::strads::require_bsp(spec)?;
+    }
+    match spec.data.format {
+        DataFormat::Csv | DataFormat::MatrixMarket | DataFormat::Triples => Ok(()),
+        other => Err(SpecError::invalid(
+            "data.format",
+            format!("mf reads csv, matrix_market or triples ratings, not `{other:?}`")
+                .to_lowercase(),
+        )),
+    }
+}
+
+/// Builds an `mf` job from its spec (reads the ratings).
+pub fn build(spec: &JobSpec) -> Result<Mf, crate::registry::BuildError> {
+    validate(spec)?;
+    let params: MfParams = parse_params(&spec.params)?;
+    let loaded = data::load(&spec.data, &params.columns())?;
+    let format = match spec.data.format {
+        DataFormat::Csv => "csv",
+        DataFormat::MatrixMarket => "matrix_market",
+        _ => "triples",
+    };
+    let mean = loaded.train.value.iter().sum::<f64>() / loaded.train.len().max(1) as f64;
+    Ok(Mf {
+        shared: Arc::new(Shared {
+            params,
+            mean,
+            users: loaded.users,
+            items: loaded.items,
+            train: loaded.train,
+            test: loaded.test,
+            seed: spec.run.seed,
+        }),
+        unseen: loaded.unseen,
+        format: format.into(),
+    })
+}
+
+struct Shared {
+    params: MfParams,
+    /// The mean training rating, fitted as a global bias (as LIBMF does).
+    mean: f64,
+    users: IdMap,
+    items: IdMap,
+    train: Ratings,
+    test: Option<Ratings>,
+    seed: u64,
+}
+
+impl Shared {
+    fn m(&self) -> usize {
+        self.users.len()
+    }
+    fn n(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Initial factors, the same on every worker: `H` (and `W` for SGD)
+    /// uniform in `[0, 1/sqrt(rank))`; CCD++ starts from `W = 0`.
+    fn initial(&self) -> (Vec<f64>, Vec<f64>) {
+        let k = self.params.rank;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(u64::MAX - 1);
+        let s = 1.0 / (k as f64).sqrt();
+        let h: Vec<f64> = (0..k * self.n()).map(|_| rng.gen::<f64>() * s).collect();
+        let w: Vec<f64> = match self.params.solver {
+            Solver::Ccd => vec![0.0; k * self.m()],
+            Solver::Sgd => (0..k * self.m()).map(|_| rng.gen::<f64>() * s).collect(),
+        };
+        (w, h)
+    }
+}
+
+/// Matrix factorisation with its ratings loaded.
+pub struct Mf {
+    shared: Arc<Shared>,
+    unseen: usize,
+    format: String,
+}
+
+/// RMSE of `ratings` under `mean + W Hᵀ`, factors rank-major (`w[k·m + u]`).
+fn rmse(r: &Ratings, mean: f64, w: &[f64], h: &[f64], m: usize, n: usize, k: usize) -> f64 {
+    let mut sse = 0.0;
+    for e in 0..r.len() {
+        let (u, i) = (r.user[e] as usize, r.item[e] as usize);
+        let p: f64 = mean + (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum::<f64>();
+        sse += (r.value[e] - p) * (r.value[e] - p);
+    }
+    (sse / r.len().max(1) as f64).sqrt()
+}
+
+impl Algorithm for Mf {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn objective_name(&self) -> &'static str {
+        "train MSE"
+    }
+
+    fn tables(&self) -> Vec<TableDecl> {
+        let s = &self.shared;
+        vec![
+            TableDecl {
+                name: W_TABLE.into(),
+                kind: RowKind::Dense,
+                elem: ElemType::F64,
+                columns: s.m() as u32,
+            },
+            TableDecl {
+                name: H_TABLE.into(),
+                kind: RowKind::Dense,
+                elem: ElemType::F64,
+                columns: s.n() as u32,
+            },
+        ]
+    }
+
+    fn initialize(&self, loader: &TableLoader<'_>) -> Result<(), BoxError> {
+        let s = &self.shared;
+        let (w, h) = s.initial();
+        let (m, n) = (s.m(), s.n());
+        let rows = |v: &[f64], width: usize| -> Vec<(u64, Row<f64>)> {
+            v.chunks(width)
+                .enumerate()
+                .map(|(k, c)| (k as u64, Row::Dense(c.to_vec())))
+                .collect()
+        };
+        loader.load(W_TABLE, rows(&w, m))?;
+        loader.load(H_TABLE, rows(&h, n))?;
+        Ok(())
+    }
+
+    fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
+        let s = &self.shared;
+        let (w, h) = s.initial();
+        let own_user = |u: u32| u % workers == worker;
+        let own_item = |i: u32| i % workers == worker;
+        let mut by_user: Vec<Vec<(u32, f64)>> = vec![Vec::new(); s.m()];
+        let mut by_item: Vec<Vec<(u32, f64)>> = vec![Vec::new(); s.n()];
+        for e in 0..s.train.len() {
+            let (u, i, r) = (s.train.user[e], s.train.item[e], s.train.value[e] - s.mean);
+            if own_user(u) {
+                by_user[u as usize].push((i, r));
+            }
+            if own_item(i) && s.params.solver == Solver::Ccd {
+                by_item[i as usize].push((u, r));
+            }
+        }
+        if by_user.iter().all(|v| v.is_empty()) {
+            return Err(format!("worker {worker} of {workers} has no users with ratings").into());
+        }
+        // CCD++ keeps residuals, starting at r − mean − w·h; SGD the
+        // centred ratings.
+        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let pred =
+            |u: usize, i: usize| -> f64 { (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum() };
+        let residuals = s.params.solver == Solver::Ccd;
+        for (u, list) in by_user.iter_mut().enumerate().filter(|_| residuals) {
+            for (i, r) in list.iter_mut() {
+                *r -= pred(u, *i as usize);
+            }
+        }
+        for (i, list) in by_item.iter_mut().enumerate() {
+            for (u, r) in list.iter_mut() {
+                *r -= pred(*u as usize, i);
+            }
+        }
+        let users: Vec<u32> = (0..m as u32).filter(|&u| own_user(u)).collect();
+        let items: Vec<u32> = (0..n as u32).filter(|&i| own_item(i)).collect();
+        let adagrad = s.params.solver == Solver::Sgd;
+        Ok(Box::new(MfWorker {
+            shared: s.clone(),
+            worker,
+            w,
+            h,
+            by_user,
+            by_item,
+            users,
+            items,
+            gw: if adagrad { vec![0.0; m] } else { Vec::new() },
+            gh: if adagrad { vec![0.0; n] } else { Vec::new() },
+        }))
+    }
+
+    fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
+        let s = &*self.shared;
+        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let mut w = Vec::with_capacity(k * m);
+        let mut h = Vec::with_capacity(k * n);
+        for f in 0..k {
+            w.extend(tables.read::<f64>(W_TABLE, f as u64)?.to_dense(m as u32));
+            h.extend(tables.read::<f64>(H_TABLE, f as u64)?.to_dense(n as u32));
+        }
+        let mut metrics = vec![(
+            "train_rmse".to_string(),
+            rmse(&s.train, s.mean, &w, &h, m, n, k),
+        )];
+        if let Some(t) = &s.test {
+            metrics.push(("test_rmse".into(), rmse(t, s.mean, &w, &h, m, n, k)));
+            metrics.push(("test_unseen".into(), self.unseen as f64));
+        }
+        // Saved user-major: W is m x rank, H is n x rank.
+        let transpose = |v: &[f64], rows: usize| -> Vec<f32> {
+            let mut out = vec![0f32; v.len()];
+            for f in 0..k {
+                for r in 0..rows {
+                    out[r * k + f] = v[f * rows + r] as f32;
+                }
+            }
+            out
+        };
+        let mut file = ModelFile::new(NAME);
+        file.set("rank", k);
+        file.set("mean", s.mean);
+        file.set("input_format", &self.format);
+        file.set("params", serde_json::to_string(&s.params)?);
+        file.set("user_ids", serde_json::to_string(&s.users.ids)?);
+        file.set("item_ids", serde_json::to_string(&s.items.ids)?);
+        file.set_metrics(&metrics);
+        file.add_tensor("W", vec![m, k], transpose(&w, m));
+        file.add_tensor("H", vec![n, k], transpose(&h, n));
+        Ok(ModelSummary {
+            bytes: file.save(path)?,
+            metrics,
+        })
+    }
+}
+
+struct MfWorker {
+    shared: Arc<Shared>,
+    worker: u32,
+    /// Every worker's copy of the factors, rank-major.
+    w: Vec<f64>,
+    h: Vec<f64>,
+    /// Residuals of this worker's users' ratings `(item, r − w·h)`, and of
+    /// its items' ratings `(user, r − w·h)` (CCD++).
+    by_user: Vec<Vec<(u32, f64)>>,
+    by_item: Vec<Vec<(u32, f64)>>,
+    users: Vec<u32>,
+    items: Vec<u32>,
+    /// SGD: AdaGrad's accumulated mean squared gradients per row.
+    gw: Vec<f64>,
+    gh: Vec<f64>,
+}
+
+impl MfWorker {
+    fn sse(&self) -> (f64, usize) {
+        let mut sse = 0.0;
+        let mut count = 0;
+        for &u in &self.users {
+            for &(_, r) in &self.by_user[u as usize] {
+                sse += r * r;
+                count += 1;
+            }
+        }
+        (sse, count)
+    }
+
+    /// Reads row `f` of `table` and returns (new values, the change from
+    /// this worker's copy), updating the copy.
+    fn refresh(
+        ctx: &mut WorkerCtx,
+        table: &str,
+        f: usize,
+        copy: &mut [f64],
+    ) -> Result<Vec<f64>, BoxError> {
+        let t = ctx.table::<f64>(table)?;
+        let mut row = Vec::new();
+        ctx.get_dense_into(t, f as u64, &mut row)?;
+        let delta: Vec<f64> = row.iter().zip(copy.iter()).map(|(a, b)| a - b).collect();
+        copy.copy_from_slice(&row);
+        Ok(delta)
+    }
+
+    fn ccd_step(&mut self, ctx: &mut WorkerCtx) -> Result<(), BoxError> {
+        let s = self.shared.clone();
+        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let lambda = s.params.lambda;
+        let c = ctx.clock_now() as usize;
+        let per_rank = 2 * s.params.inner;
+        let f = (c / per_rank) % k;
+        if c.is_multiple_of(2) {
+            // Items changed last clock (rank fp): bring the users' residuals up to date.
+            if c >= 1 {
+                let fp = ((c - 1) / per_rank) % k;
+                let dv = Self::refresh(ctx, H_TABLE, fp, &mut self.h[fp * n..(fp + 1) * n])?;
+                for &u in &self.users {
+                    let wu = self.w[fp * m + u as usize];
+                    for (i, r) in self.by_user[u as usize].iter_mut() {
+                        *r -= wu * dv[*i as usize];
+                    }
+                }
+            }
+            let mut inc = Vec::with_capacity(self.users.len());
+            let h = &self.h[f * n..(f + 1) * n];
+            for &u in &self.users {
+                let old = self.w[f * m + u as usize];
+                let list = &mut self.by_user[u as usize];
+                let (mut num, mut den) = (0.0, lambda * list.len() as f64);
+                for &(i, r) in list.iter() {
+                    let v = h[i as usize];
+                    num += (r + old * v) * v;
+                    den += v * v;
+                }
+                let new = if den > 0.0 { num / den } else { 0.0 };
+                let d = new - old;
+                if d != 0.0 {
+                    for (i, r) in list.iter_mut() {
+                        *r -= d * h[*i as usize];
+                    }
+                    // The copy of W keeps the table's value until the next
+                    // clock's read, which applies every user's change
+                    // (this worker's too) to the items' residuals.
+                    inc.push((u, d));
+                }
+            }
+            let t = ctx.table::<f64>(W_TABLE)?;
+            ctx.batch_inc_sparse(t, f as u64, &inc)?;
+        } else {
+            // Users changed last clock (rank f): the items' residuals.
+            let du = Self::refresh(ctx, W_TABLE, f, &mut self.w[f * m..(f + 1) * m])?;
+            for &i in &self.items {
+                let hi = self.h[f * n + i as usize];
+                for (u, r) in self.by_item[i as usize].iter_mut() {
+                    *r -= du[*u as usize] * hi;
+                }
+            }
+            let mut inc = Vec::with_capacity(self.items.len());
+            let w = &self.w[f * m..(f + 1) * m];
+            for &i in &self.items {
+                let old = self.h[f * n + i as usize];
+                let list = &mut self.by_item[i as usize];
+                let (mut num, mut den) = (0.0, lambda * list.len() as f64);
+                for &(u, r) in list.iter() {
+                    let x = w[u as usize];
+                    num += (r + old * x) * x;
+                    den += x * x;
+                }
+                let new = if den > 0.0 { num / den } else { 0.0 };
+                let d = new - old;
+                if d != 0.0 {
+                    for (u, r) in list.iter_mut() {
+                        *r -= d * w[*u as usize];
+                    }
+                    inc.push((i, d));
+                }
+            }
+            let t = ctx.table::<f64>(H_TABLE)?;
+            ctx.batch_inc_sparse(t, f as u64, &inc)?;
+        }
+        Ok(())
+    }
+
+    fn sgd_step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<(), BoxError> {
+        let s = self.shared.clone();
+        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let (lambda, eta) = (s.params.lambda, s.params.learning_rate);
+        // The current model (others' changes included as consistency allows).
+        let (tw, th) = (ctx.table::<f64>(W_TABLE)?, ctx.table::<f64>(H_TABLE)?);
+        let mut row = Vec::new();
+        for f in 0..k {
+            ctx.get_dense_into(tw, f as u64, &mut row)?;
+            self.w[f * m..(f + 1) * m].copy_from_slice(&row);
+            ctx.get_dense_into(th, f as u64, &mut row)?;
+            self.h[f * n..(f + 1) * n].copy_from_slice(&row);
+        }
+        let (w0, h0) = (self.w.clone(), self.h.clone());
+        // This clock's share of the worker's ratings, in a random order.
+        let c = ctx.clock_now() as usize;
+        let b = s.params.batches;
+        let mut todo: Vec<(u32, u32, f64)> = Vec::new();
+        for (k_u, &u) in self.users.iter().enumerate() {
+            if k_u % b == c % b {
+                for &(i, r) in &self.by_user[u as usize] {
+                    todo.push((u, i, r));
+                }
+            }
+        }
+        for a in (1..todo.len()).rev() {
+            todo.swap(a, rng.gen_range(0..=a));
+        }
+        let (mut gp, mut gq) = (vec![0.0; k], vec![0.0; k]);
+        for (u, i, r) in todo {
+            let (u, i) = (u as usize, i as usize);
+            let mut e = r;
+            for f in 0..k {
+                e -= self.w[f * m + u] * self.h[f * n + i];
+            }
+            let (mut sp, mut sq) = (0.0, 0.0);
+            for f in 0..k {
+                let (p, q) = (self.w[f * m + u], self.h[f * n + i]);
+                gp[f] = -e * q + lambda * p;
+                gq[f] = -e * p + lambda * q;
+                sp += gp[f] * gp[f];
+                sq += gq[f] * gq[f];
+            }
+            self.gw[u] += sp / k as f64;
+            self.gh[i] += sq / k as f64;
+            let (ap, aq) = (eta / self.gw[u].sqrt(), eta / self.gh[i].sqrt());
+            for f in 0..k {
+                self.w[f * m + u] -= ap * gp[f];
+                self.h[f * n + i] -= aq * gq[f];
+            }
+        }
+        for f in 0..k {
+            let dw: Vec<(u32, f64)> = (0..m)
+                .map(|u| (u as u32, self.w[f * m + u] - w0[f * m + u]))
+                .filter(|x| x.1 != 0.0)
+                .collect();
+            let dh: Vec<(u32, f64)> = (0..n)
+                .map(|i| (i as u32, self.h[f * n + i] - h0[f * n + i]))
+                .filter(|x| x.1 != 0.0)
+                .collect();
+            ctx.batch_inc_sparse(tw, f as u64, &dw)?;
+            ctx.batch_inc_sparse(th, f as u64, &dh)?;
+        }
+        Ok(())
+    }
+}
+
+impl AlgoWorker for MfWorker {
+    fn step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<StepStats, BoxError> {
+        let s = self.shared.clone();
+        let (sse, count) = match s.params.solver {
+            Solver::Ccd => {
+                self.ccd_step(ctx)?;
+                self.sse()
+            }
+            Solver::Sgd => {
+                self.sgd_step(ctx, rng)?;
+                let (m, n, k) = (s.m(), s.n(), s.params.rank);
+                let (mut sse, mut count) = (0.0, 0);
+                for &u in &self.users {
+                    for &(i, r) in &self.by_user[u as usize] {
+                        let p: f64 = (0..k)
+                            .map(|f| self.w[f * m + u as usize] * self.h[f * n + i as usize])
+                            .sum();
+                        sse += (r - p) * (r - p);
+                        count += 1;
+                    }
+                }
+                (sse, count)
+            }
+        };
+        // Test RMSE once per pass (CCD++: every rank updated once), by worker 0.
+        let c = ctx.clock_now() as usize + 1;
+        let epoch = match s.params.solver {
+            Solver::Ccd => 2 * s.params.inner * s.params.rank,
+            Solver::Sgd => s.params.batches,
+        };
+        if self.worker == 0 && c.is_multiple_of(epoch) {
+            if let Some(t) = &s.test {
+                let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.params.rank);
+                tracing::info!(
+                    clock = c,
+                    train_mse = sse / count.max(1) as f64,
+                    test_rmse = r,
+                    "mf"
+                );
+            }
+        }
+        Ok(StepStats {
+            objective: sse,
+            weight: count as f64,
+            samples: count as u64,
+        })
+    }
+
+    fn save_state(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut put = |v: &[f64]| {
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        };
+        put(&self.w);
+        put(&self.h);
+        put(&self.gw);
+        put(&self.gh);
+        let ru: Vec<f64> = self.by_user.iter().flatten().map(|e| e.1).collect();
+        let ri: Vec<f64> = self.by_item.iter().flatten().map(|e| e.1).collect();
+        put(&ru);
+        put(&ri);
+        out
+    }
+
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut at = 0usize;
+        let mut take = |want: usize| -> Result<Vec<f64>, BoxError> {
+            let bad = || -> BoxError { "mf worker state is corrupt".into() };
+            let len =
+                u64::from_le_bytes(state.get(at..at + 8).ok_or_else(bad)?.try_into()?) as usize;
+            if len != want {
+                return Err(bad());
+            }
+            at += 8;
+            let bytes = state.get(at..at + 8 * len).ok_or_else(bad)?;
+            at += 8 * len;
+            Ok(bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect())
+        };
+        self.w = take(self.w.len())?;
+        self.h = take(self.h.len())?;
+        self.gw = take(self.gw.len())?;
+        self.gh = take(self.gh.len())?;
+        let nu = self.by_user.iter().map(Vec::len).sum();
+        let ni = self.by_item.iter().map(Vec::len).sum();
+        let ru = take(nu)?;
+        let ri = take(ni)?;
+        for (e, v) in self.by_user.iter_mut().flatten().zip(ru) {
+            e.1 = v;
+        }
+        for (e, v) in self.by_item.iter_mut().flatten().zip(ri) {
+            e.1 = v;
+        }
+        Ok(())
+    }
+}
+
+/// A trained factorisation.
+#[derive(Clone, Debug)]
+pub struct MfModel {
+    pub rank: usize,
+    pub mean: f64,
+    /// `users x rank`, `items x rank`, row-major.
+    pub w: Vec<f32>,
+    pub h: Vec<f32>,
+    pub users: IdMap,
+    pub items: IdMap,
+}
+
+impl MfModel {
+    pub fn from_file(file: &ModelFile) -> Result<Self, ModelError> {
+        let ids = |key: &str| -> Result<IdMap, ModelError> {
+            let v: Vec<String> = serde_json::from_str(&file.meta::<String>(key)?).map_err(|e| {
+                ModelError::Metadata {
+                    path: file.path.clone(),
+                    key: key.into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            Ok(IdMap::from_ids(v))
+        };
+        Ok(MfModel {
+            rank: file.meta("rank")?,
+            mean: file.meta("mean")?,
+            w: file.tensor("W")?.data.clone(),
+            h: file.tensor("H")?.data.clone(),
+            users: ids("user_ids")?,
+            items: ids("item_ids")?,
+        })
+    }
+
+    fn score(&self, u: usize, i: usize) -> f64 {
+        let k = self.rank;
+        self.mean
+            + (0..k)
+                .map(|f| self.w[u * k + f] as f64 * self.h[i * k + f] as f64)
+                .sum::<f64>()
+    }
+
+    /// The `n` items with the highest predicted rating for `user` (a raw
+    /// id as in the training data), best first, skipping `exclude`.
+    pub fn top_n(&self, user: &str, n: usize, exclude: &[&str]) -> Option<Vec<(String, f64)>> {
+        let u = self.users.get(user)? as usize;
+        let mut scored: Vec<(f64, usize)> = (0..self.items.len())
+            .filter(|&i| !exclude.contains(&self.items.ids[i].as_str()))
+            .map(|i| (self.score(u, i), i))
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        Some(
+            scored
+                .into_iter()
+                .take(n)
+                .map(|(s, i)| (self.items.ids[i].clone(), s))
+                .collect(),
+        )
+    }
+}
+
+/// Evaluates a saved factorisation on a ratings file: RMSE over the
+/// ratings whose user and item the model knows, and how many it does not.
+pub fn evaluate(
+    file: &ModelFile,
+    data: &Path,
+) -> Result<(usize, Vec<(String, f64)>), crate::eval::EvalError> {
+    let m = MfModel::from_file(file)?;
+    let format = match file.meta::<String>("input_format")?.as_str() {
+        "csv" => DataFormat::Csv,
+        "matrix_market" => DataFormat::MatrixMarket,
+        _ => DataFormat::Triples,
+    };
+    let params: MfParams = serde_json::from_str(&file.meta::<String>("params")?).map_err(|e| {
+        ModelError::Metadata {
+            path: file.path.clone(),
+            key: "params".into(),
+            reason: e.to_string(),
+        }
+    })?;
+    let raw = data::read(format, data, &params.columns())?;
+    let (r, unseen) = data::remap(&raw, &m.users, &m.items);
+    let mut sse = 0.0;
+    for e in 0..r.len() {
+        let p = m.score(r.user[e] as usize, r.item[e] as usize);
+        sse += (r.value[e] - p) * (r.value[e] - p);
+    }
+    Ok((
+        r.len(),
+        vec![
+            ("rmse".into(), (sse / r.len().max(1) as f64).sqrt()),
+            ("unseen".into(), unseen as f64),
+        ],
+    ))
+}
+
+/// A seeded low-rank ratings matrix: `W`, `H` with N(0, 1) entries, each
+/// (user, item) observed with probability `density`, rating `w_uᵀh_i /
+/// sqrt(rank) + sigma · N(0, 1)`. Returns `row col value` lines (1-based).
+pub fn synthetic(
+    users: usize,
+    items: usize,
+    rank: usize,
+    density: f64,
+    sigma: f64,
+    seed: u64,
+) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = |rng: &mut ChaCha8Rng| -> f64 {
+        let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+        let v: f64 = rng.gen();
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    };
+    let w: Vec<f64> = (0..users * rank).map(|_| normal(&mut rng)).collect();
+    let h: Vec<f64> = (0..items * rank).map(|_| normal(&mut rng)).collect();
+    let mut out = String::new();
+    let scale = 1.0 / (rank as f64).sqrt();
+    for u in 0..users {
+        for i in 0..items {
+            if rng.gen::<f64>() < density {
+                let p: f64 = (0..rank)
+                    .map(|f| w[u * rank + f] * h[i * rank + f])
+                    .sum::<f64>()
+                    * scale;
+                let r = p + sigma * normal(&mut rng);
+                out.push_str(&format!("{} {} {}\n", u + 1, i + 1, r as f32));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,71 @@
+//! Matrix factorisation quality: MovieLens (ml-latest-small via dslabs,
+//! every 5th rating held out) against LIBMF at the same rank and λ grid,
+//! and a seeded synthetic low-rank matrix whose noise level bounds the
+//! attainable test RMSE.
+
+mod common;
+use common::{metric, run_spec};
+
+fn movielens(solver: &str, lambda: f64, clocks: u32, extra: &str) -> f64 {
+    let out = run_spec(&format!(
+        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{{data}}/movielens_dslabs/ratings.csv\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = {clocks}\nseed = 1\n[model]\npath = \"{{model}}\"\n[params]\nrank = 10\nlambda = {lambda}\nsolver = \"{solver}\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n{extra}\n"
+    ));
+    metric(&out, "test_rmse")
+}
+
+/// LIBMF 2.01 through the `libmf` crate 0.3.0 (rank 10, 2 threads, 20
+/// iterations, its default; λ_p2 = λ_q2 = λ), same hold-out and id maps,
+/// test ratings with unseen ids skipped as here: test RMSE 0.9185 (λ 0.02),
+/// 0.9019 (0.05), 0.8952 (0.1), 0.9157 (0.2); best 0.8952. LIBMF with 2
+/// threads is not deterministic: its best over five runs was 0.8949–0.8990
+/// (1 thread: 0.8956); we take the best seen. With 100 iterations its best
+/// is 0.9004 (λ 0.1). Program: `bench/strads/libmf_ref` (`bench/strads.py` runs it).
+const LIBMF_BEST: f64 = 0.8949;
+
+#[test]
+fn movielens_ccd_and_sgd_against_libmf() {
+    let grid = [0.02, 0.05, 0.1, 0.2];
+    // SGD: 20 epochs of 4 clocks (the workers merge their changes 4 times
+    // per pass over the data).
+    let sgd = grid
+        .iter()
+        .map(|&l| movielens("sgd", l, 80, "batches = 4"))
+        .fold(f64::INFINITY, f64::min);
+    // CCD++: 20 passes over the ranks (2 clocks per rank).
+    let ccd = grid
+        .iter()
+        .map(|&l| movielens("ccd", l, 400, ""))
+        .fold(f64::INFINITY, f64::min);
+    eprintln!("best test RMSE: sgd {sgd:.4}, ccd {ccd:.4}, LIBMF {LIBMF_BEST}");
+    // Measured: sgd 0.8901 (λ 0.1), ccd 0.8996 (λ 0.2).
+    assert!(sgd <= LIBMF_BEST, "sgd {sgd} vs LIBMF {LIBMF_BEST}");
+    // CCD++ misses the bar by 0.5%; asserted within 1% (docs/benchmarks.md).
+    assert!(ccd <= LIBMF_BEST * 1.01, "ccd {ccd} vs LIBMF {LIBMF_BEST}");
+}
+
+#[test]
+fn synthetic_low_rank_reaches_the_noise_floor() {
+    // 1000 x 1000, rank 5, 30% observed, noise sigma = 0.5 (seed 3): the
+    // best possible test RMSE is sigma; within 5% of it.
+    let sigma = 0.5;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ratings.txt");
+    std::fs::write(
+        &file,
+        petuum_algorithms::mf::synthetic(1000, 1000, 5, 0.3, sigma, 3),
+    )
+    .unwrap();
+    for solver in ["ccd", "sgd"] {
+        let clocks = if solver == "ccd" { 200 } else { 30 };
+        let out = run_spec(&format!(
+            "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"triples\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = {clocks}\nseed = 1\n[model]\npath = \"{{model}}\"\n[params]\nrank = 5\nlambda = 0.02\nsolver = \"{solver}\"\n",
+            file.display()
+        ));
+        let rmse = metric(&out, "test_rmse");
+        eprintln!("{solver}: test RMSE {rmse:.4} (sigma {sigma})");
+        assert!(
+            rmse <= 1.05 * sigma,
+            "{solver}: test RMSE {rmse} vs sigma {sigma}"
+        );
+    }
+}
