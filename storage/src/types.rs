@@ -36,9 +36,9 @@ pub type SnapshotMeta = openraft::SnapshotMeta<u64, openraft::BasicNode>;
 pub enum ShardRequest {
     /// Defines a table (idempotent for an identical definition).
     CreateTable(TableSpec),
-    /// Registers a job's workers (idempotent within a run). `checkpoint_every
-    /// > 0` makes the shard write a consistent checkpoint at every clock `c`
-    /// with `(c + 1) % checkpoint_every == 0`. A registered job at `epoch`
+    /// Registers a job's workers (idempotent within a run). A positive
+    /// `checkpoint_every` makes the shard write a consistent checkpoint at
+    /// every clock `c` with `(c + 1) % checkpoint_every == 0`. A registered job at `epoch`
     /// means every command of that run sent before it (its loads) is
     /// applied on this replica: reads of the run wait for it.
     RegisterJob {
