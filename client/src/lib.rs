@@ -1,7 +1,7 @@
 //! # petuum-client
 //!
 //! The client side of petuum: validates job specs exactly as the server
-//! does (design.md §6: a spec is checked by the client before submission
+//! does (docs/design.md §6: a spec is checked by the client before submission
 //! and by the server again), and asks a cluster node for the cluster's
 //! state over gRPC ([`cluster_status`]), and drives jobs through any node
 //! ([`Client`]: submit, status, list, watch, cancel, resume, logs, model).

@@ -1,4 +1,4 @@
-//! Job records in the metadata group (design.md §6, docs/jobs.md): what
+//! Job records in the metadata group (docs/design.md §6, docs/jobs.md): what
 //! was submitted, where it runs, its state, newest complete checkpoint and
 //! progress. Every change is a [`JobCommand`] committed through Raft, so
 //! any node answers `status` and a new metadata leader knows every job.

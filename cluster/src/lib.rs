@@ -1,6 +1,6 @@
 //! # petuum-cluster
 //!
-//! The replicated side of petuum (design.md §2, docs/cluster.md):
+//! The replicated side of petuum (docs/design.md §2, docs/cluster.md):
 //!
 //! - [`ClusterNode`]: one node: a Raft group (openraft, storage from
 //!   petuum-storage) per shard replica placed on it, plus the metadata

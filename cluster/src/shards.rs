@@ -500,7 +500,7 @@ impl ClusterShards {
     }
 
     /// Registers a job whose shards write a consistent checkpoint by
-    /// themselves every `checkpoint_every` clocks (design.md §3).
+    /// themselves every `checkpoint_every` clocks (docs/design.md §3).
     pub fn register_job_every(
         &self,
         job: JobId,

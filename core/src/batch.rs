@@ -1,4 +1,4 @@
-//! Update batches: the unit of replication (design.md §2).
+//! Update batches: the unit of replication (docs/design.md §2).
 
 use crate::row::AnyRow;
 use crate::types::{Clock, JobId, RowId, ShardId, TableId, WorkerId};

@@ -1,4 +1,4 @@
-//! The node-local process cache (design.md §1): rows stamped with how fresh
+//! The node-local process cache (docs/design.md §1): rows stamped with how fresh
 //! they are, shared by the worker threads of one node. A read uses a cached
 //! row when its stamp meets the reader's guarantee and fetches otherwise.
 //! Striped by shard so that workers touching different shards do not

@@ -1,4 +1,4 @@
-//! Consistency models (design.md §1).
+//! Consistency models (docs/design.md §1).
 //!
 //! A worker "at clock `c`" has finished clocks `0..c`. Under SSP(s) a read by
 //! that worker must see every increment of every worker tagged with a clock

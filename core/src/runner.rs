@@ -54,7 +54,7 @@ pub trait ProgressSink: Send + Sync {
     fn on_clock(&self, progress: &ClockProgress);
 }
 
-/// Receives consistent checkpoints (design.md §3).
+/// Receives consistent checkpoints (docs/design.md §3).
 pub trait Checkpointer: Send + Sync {
     /// Called while every worker is stopped after finishing `clock` clocks,
     /// so the shards hold exactly the state at `clock`: every increment of

@@ -97,7 +97,7 @@ impl ShardState {
     /// Answers a read if this state meets the request's clock conditions
     /// (`Ok(None)`: not yet; the caller waits for more batches). Every
     /// replica runs the same check, which is what makes follower reads
-    /// safe (design.md §2).
+    /// safe (docs/design.md §2).
     pub fn try_fetch(
         &self,
         req: &crate::service::FetchRequest,

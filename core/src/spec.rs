@@ -1,4 +1,4 @@
-//! Job specs (design.md §6): the TOML a user writes, validated before any
+//! Job specs (docs/design.md §6): the TOML a user writes, validated before any
 //! work starts, with errors that name the field and the problem.
 //!
 //! ```toml

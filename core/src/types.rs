@@ -121,7 +121,7 @@ pub struct TableSpec {
     pub columns: u32,
 }
 
-/// Stable assignment of a row to a shard (design.md §2): a hash of
+/// Stable assignment of a row to a shard (docs/design.md §2): a hash of
 /// (table, row) that never changes between versions or runs.
 pub fn shard_of(table: TableId, row: RowId, num_shards: u32) -> ShardId {
     debug_assert!(num_shards > 0);

@@ -1,4 +1,4 @@
-//! Tests of the consistency guarantee itself (design.md §1), on the real
+//! Tests of the consistency guarantee itself (docs/design.md §1), on the real
 //! in-process backend with its process cache.
 //!
 //! Counters: worker `w` adds `c + 1` to column `w` of every row in its

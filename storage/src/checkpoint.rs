@@ -1,4 +1,4 @@
-//! Consistent checkpoints (design.md §3): each shard's state of a job at
+//! Consistent checkpoints (docs/design.md §3): each shard's state of a job at
 //! clock `c`, and each worker's opaque local state at `c`, under keys
 //! `(job, c, part)` in the `checkpoint` column family. The last
 //! `keep_checkpoints` clocks of each job are kept.

@@ -2,7 +2,7 @@
 //! restored through `ShardState`'s public API only.
 //!
 //! An image is taken of a state where every worker of every job in it is at
-//! the same clock (the "base" state at the min clock, design.md §3), so one
+//! the same clock (the "base" state at the min clock, docs/design.md §3), so one
 //! clock per job describes all its workers.
 
 use crate::error::{Result, StorageError};

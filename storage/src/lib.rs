@@ -1,6 +1,6 @@
 //! # petuum-storage
 //!
-//! Persistence of petuum's shards (design.md §2, §3; layout and formats in
+//! Persistence of petuum's shards (docs/design.md §2, §3; layout and formats in
 //! docs/storage.md):
 //!
 //! - [`NodeDb`]: the node's one RocksDB instance, column families per

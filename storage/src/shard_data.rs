@@ -1,5 +1,5 @@
 //! The sans-IO core of a shard replica: the current state (what reads
-//! see), the state at each job's min clock ("base", design.md §3), and the
+//! see), the state at each job's min clock ("base", docs/design.md §3), and the
 //! batches in between. Commands go in; responses and checkpoint images to
 //! persist come out. The Raft state machine wraps it with I/O.
 

@@ -1,4 +1,4 @@
-//! Jobs survive SIGKILL and preemption (design.md §3): a deterministic job
+//! Jobs survive SIGKILL and preemption (docs/design.md §3): a deterministic job
 //! killed with SIGKILL at random clocks, several times, and resumed from
 //! its checkpoints writes a model bit-identical to an uninterrupted run;
 //! SIGTERM pauses it at a checkpoint and exits 0 within the grace period.

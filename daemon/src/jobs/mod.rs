@@ -1,4 +1,4 @@
-//! Jobs on the cluster (design.md §3 and §6, docs/jobs.md).
+//! Jobs on the cluster (docs/design.md §3 and §6, docs/jobs.md).
 //!
 //! - The **scheduler** runs on the metadata leader: it probes every node,
 //!   places submitted jobs on a live node, and when a job's host stops
