@@ -140,6 +140,16 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
             format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nk = 16\nlambda = 1.6", data("digits_8x8/digits.csv")),
             20,
         ),
+        (
+            "lasso",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[params]\nlambda = 0.1\nstandardize = true", data("regression/diabetes.csv")),
+            40,
+        ),
+        (
+            "mf",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nrank = 5\nlambda = 0.2\nsolver = \"ccd\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"", data("movielens_dslabs/ratings.csv")),
+            20,
+        ),
     ];
     let c = LocalCluster::start(3, 16, "");
     let client = c.connect();

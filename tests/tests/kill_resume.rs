@@ -197,6 +197,25 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
             format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nk = 16\nlambda = 1.6", data("digits_8x8/digits.csv")),
             30,
         ),
+        (
+            // Strads: SchMP rounds; 60 rounds of 10 coordinates are far from
+            // the gap tolerance on ames (thousands of rounds), so it runs
+            // every clock.
+            "lasso",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"Sale_Price\"\n[params]\nlambda = 0.003\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-9", data("regression/ames_onehot.csv")),
+            60,
+        ),
+        (
+            // Strads rotation: CCD++ over rows of W and H.
+            "mf",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nrank = 5\nlambda = 0.2\nsolver = \"ccd\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"", data("movielens_dslabs/ratings.csv")),
+            40,
+        ),
+        (
+            "mf",
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nrank = 5\nlambda = 0.05\nsolver = \"sgd\"\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"", data("movielens_dslabs/ratings.csv")),
+            30,
+        ),
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(77);
     for (algorithm, body, clocks) in jobs {
