@@ -77,6 +77,10 @@ pub struct ClusterNode {
     /// Set once the node began to stop: it takes no leadership back (the
     /// balancer ends, requests to campaign are refused).
     stopping: std::sync::atomic::AtomicBool,
+    /// Held while this node's own state (up, leaving) is being written to
+    /// the metadata group: a late "up" from startup cannot land after the
+    /// "leaving" of a stop that began meanwhile.
+    announcing: tokio::sync::Mutex<()>,
     pub(crate) token: Option<String>,
 }
 
@@ -209,6 +213,7 @@ impl ClusterNode {
             shards,
             yielding: Arc::new(Mutex::new(HashSet::new())),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            announcing: tokio::sync::Mutex::new(()),
             token,
         });
         tracing::info!(
@@ -294,10 +299,15 @@ impl ClusterNode {
                     state: NodeState::Up,
                 };
                 for _ in 0..600 {
+                    let _one_at_a_time = node.announcing.lock().await;
+                    if node.is_stopping() {
+                        return;
+                    }
                     if node.meta_command(cmd.clone()).await.is_ok() {
                         tracing::info!(node = me, "announced as up");
                         return;
                     }
+                    drop(_one_at_a_time);
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
             });
@@ -801,6 +811,8 @@ impl ClusterNode {
             }
         }
         let announce = async {
+            // After any "up" already in flight (stopping is set: no new one).
+            let _after_up = self.announcing.lock().await;
             let cmd = MetaCommand::SetNodeState {
                 node: me,
                 state: NodeState::Leaving,
