@@ -66,6 +66,68 @@ pub enum Optimizer {
 pub const ADAGRAD_LR: f64 = 0.1;
 /// Default relative tolerance of the convergence rule.
 pub const TOL: f64 = 1e-4;
+
+/// The step, scaling, regularisation and stopping settings as a spec gives
+/// them (every field optional), shared by the binary and multi-class
+/// linear models.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSpec {
+    pub learning_rate: Option<f64>,
+    pub optimizer: Option<Optimizer>,
+    pub scaling: Option<Scaling>,
+    pub standardize: bool,
+    pub l2: Option<f64>,
+    pub tol: Option<f64>,
+    pub patience: u32,
+}
+
+/// [`StepSpec`] resolved: with no `learning_rate` the automatic
+/// configuration (AdaGrad, automatic scaling, `l2 = 1/n`, a stopping
+/// tolerance), with one the plain SGD of a tuned spec.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Steps {
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub user_lr: bool,
+    pub scaling: Scaling,
+    pub l2: f64,
+    pub stop: StopRule,
+}
+
+impl StepSpec {
+    /// The settings for `n_train` training samples.
+    pub fn resolve(&self, n_train: usize) -> Steps {
+        let auto = self.learning_rate.is_none();
+        let optimizer = self.optimizer.unwrap_or(if auto {
+            Optimizer::Adagrad
+        } else {
+            Optimizer::Sgd
+        });
+        Steps {
+            optimizer,
+            learning_rate: self.learning_rate.unwrap_or(match optimizer {
+                Optimizer::Adagrad => ADAGRAD_LR,
+                Optimizer::Sgd => 0.5,
+            }),
+            user_lr: !auto,
+            scaling: match (self.scaling, self.standardize) {
+                (_, true) => Scaling::Standard,
+                (Some(s), _) => s,
+                (None, _) if auto => Scaling::Auto,
+                (None, _) => Scaling::None,
+            },
+            l2: self.l2.unwrap_or(if auto {
+                1.0 / n_train.max(1) as f64
+            } else {
+                0.0
+            }),
+            stop: StopRule {
+                tol: self.tol.unwrap_or(if auto { TOL } else { 0.0 }),
+                patience: self.patience,
+            },
+        }
+    }
+}
 /// Complete clocks without an improvement of `tol` before stopping.
 pub const PATIENCE: u32 = 10;
 /// Complete clocks of growth, and the growth over the best objective,

@@ -1,6 +1,6 @@
 //! Hyperparameters of multi-class logistic regression.
 
-use crate::sgd::{Optimizer, Scaling, StopRule, ADAGRAD_LR, PATIENCE, TOL};
+use crate::sgd::{Optimizer, Scaling, StepSpec, StopRule, PATIENCE};
 use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
@@ -117,33 +117,23 @@ impl SoftmaxParams {
     /// The settings for `n_train` training samples.
     pub fn resolve(&self, n_train: usize) -> Resolved {
         let auto = self.learning_rate.is_none();
-        let optimizer = self.optimizer.unwrap_or(if auto {
-            Optimizer::Adagrad
-        } else {
-            Optimizer::Sgd
-        });
+        let steps = StepSpec {
+            learning_rate: self.learning_rate,
+            optimizer: self.optimizer,
+            scaling: self.scaling,
+            standardize: self.standardize,
+            l2: self.l2,
+            tol: self.tol,
+            patience: self.patience,
+        }
+        .resolve(n_train);
         Resolved {
-            optimizer,
-            learning_rate: self.learning_rate.unwrap_or(match optimizer {
-                Optimizer::Adagrad => ADAGRAD_LR,
-                Optimizer::Sgd => 0.5,
-            }),
-            user_lr: !auto,
-            scaling: match (self.scaling, self.standardize) {
-                (_, true) => Scaling::Standard,
-                (Some(s), _) => s,
-                (None, _) if auto => Scaling::Auto,
-                (None, _) => Scaling::None,
-            },
-            l2: self.l2.unwrap_or(if auto {
-                1.0 / n_train.max(1) as f64
-            } else {
-                0.0
-            }),
-            stop: StopRule {
-                tol: self.tol.unwrap_or(if auto { TOL } else { 0.0 }),
-                patience: self.patience,
-            },
+            optimizer: steps.optimizer,
+            learning_rate: steps.learning_rate,
+            user_lr: steps.user_lr,
+            scaling: steps.scaling,
+            l2: steps.l2,
+            stop: steps.stop,
             average: auto && self.average_from.is_none_or(|a| a < 1.0),
         }
     }
