@@ -533,6 +533,30 @@ impl Progress {
     }
 }
 
+/// A linear worker's checkpointed state: the stopping rule's progress
+/// and the AdaGrad sums, in that order.
+pub fn save_learner(progress: &Progress, ada: &Adagrad) -> Vec<u8> {
+    let mut w = StateWriter::default();
+    progress.save(&mut w);
+    ada.save(&mut w);
+    w.0
+}
+
+/// Restores what [`save_learner`] wrote; an empty state (a job that
+/// never checkpointed) leaves both as they are.
+pub fn restore_learner(
+    state: &[u8],
+    progress: &mut Progress,
+    ada: &mut Adagrad,
+) -> Result<(), BoxError> {
+    if state.is_empty() {
+        return Ok(());
+    }
+    let mut r = StateReader(state);
+    *progress = Progress::restore(&mut r)?;
+    ada.restore(&mut r)
+}
+
 /// Little-endian encoding of worker state (exact for floats).
 #[derive(Default)]
 pub struct StateWriter(pub Vec<u8>);

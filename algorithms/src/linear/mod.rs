@@ -34,7 +34,9 @@ pub use params::{HingeLoss, LinearParams, Resolved};
 
 use crate::data::{Dataset, Features};
 use crate::model::{ModelError, ModelFile};
-use crate::sgd::{self, Adagrad, Optimizer, Progress, RunStatus, Scaler, StateReader, StateWriter};
+use crate::sgd::{
+    self, restore_learner, save_learner, Adagrad, Optimizer, Progress, RunStatus, Scaler,
+};
 use crate::softmax::InputSpec;
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableReader,
@@ -470,20 +472,11 @@ impl AlgoWorker for LinearWorker {
     }
 
     fn save_state(&self) -> Vec<u8> {
-        let mut w = StateWriter::default();
-        self.progress.save(&mut w);
-        self.ada.save(&mut w);
-        w.0
+        save_learner(&self.progress, &self.ada)
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut r = StateReader(state);
-        self.progress = Progress::restore(&mut r)?;
-        self.ada.restore(&mut r)?;
-        Ok(())
+        restore_learner(state, &mut self.progress, &mut self.ada)
     }
 }
 

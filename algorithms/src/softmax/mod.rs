@@ -22,7 +22,9 @@ pub use params::{Resolved, SoftmaxParams};
 
 use crate::data::{Dataset, Features};
 use crate::model::ModelFile;
-use crate::sgd::{self, Adagrad, Optimizer, Progress, RunStatus, Scaler, StateReader, StateWriter};
+use crate::sgd::{
+    self, restore_learner, save_learner, Adagrad, Optimizer, Progress, RunStatus, Scaler,
+};
 use ndarray::{s, Array2, ArrayView2, Axis};
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableReader,
@@ -377,20 +379,11 @@ impl AlgoWorker for SoftmaxWorker {
     }
 
     fn save_state(&self) -> Vec<u8> {
-        let mut w = StateWriter::default();
-        self.progress.save(&mut w);
-        self.ada.save(&mut w);
-        w.0
+        save_learner(&self.progress, &self.ada)
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        if state.is_empty() {
-            return Ok(());
-        }
-        let mut r = StateReader(state);
-        self.progress = Progress::restore(&mut r)?;
-        self.ada.restore(&mut r)?;
-        Ok(())
+        restore_learner(state, &mut self.progress, &mut self.ada)
     }
 }
 
