@@ -562,47 +562,61 @@ impl ClusterShards {
     /// acknowledged write must be in it, so it goes to the shard's leader,
     /// which confirms its leadership (linearizable read) before answering.
     fn fetch_latest(&self, shard: ShardId, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        let ask = DataRequest::FetchLatest {
+            shard,
+            req: req.clone(),
+            epoch: self.epoch(req.job),
+        };
+        let what = format!("a read of table {} row {}", req.table, req.row);
+        match self.to_leader(shard, Some(req.job), &ask, &what)? {
+            DataReply::Row(snap) => Ok(snap),
+            other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// One request to `shard`'s leader (reads behind a read barrier):
+    /// follows leader hints and fails over until the deadline; a job's
+    /// request stops as soon as the job is aborted. `what` names it in the
+    /// timeout error.
+    fn to_leader(
+        &self,
+        shard: ShardId,
+        job: Option<JobId>,
+        req: &DataRequest,
+        what: &str,
+    ) -> Result<DataReply, TableError> {
         let start = Instant::now();
         let mut last = String::new();
         let mut dead = std::collections::HashSet::new();
         loop {
-            self.check_aborted(req.job)?;
+            if let Some(job) = job {
+                self.check_aborted(job)?;
+            }
             if start.elapsed() > self.opts.deadline {
                 return Err(unavailable(format!(
-                    "shard {shard}: no leader answered a read of table {} row {} within {:?}: {last}",
-                    req.table, req.row, self.opts.deadline
+                    "shard {shard}: no leader answered {what} within {:?}: {last}",
+                    self.opts.deadline
                 )));
             }
             let node = self.leader_guess(shard);
-            let r = self.rt.block_on(self.data(
-                node,
-                &DataRequest::FetchLatest {
-                    shard,
-                    req: req.clone(),
-                    epoch: self.epoch(req.job),
-                },
-                self.opts.rpc_timeout,
-            ));
-            match r {
-                Ok(DataReply::Row(snap)) => return Ok(snap),
-                Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+            let e = match self
+                .rt
+                .block_on(self.data(node, req, self.opts.rpc_timeout))
+            {
+                Ok(reply) => return Ok(reply),
                 Err(Failure::Data(DataError::Table(e))) => return Err(e),
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
-                Err(f) => {
-                    let e = match f {
-                        Failure::Unreachable(e) => {
-                            dead.insert(node);
-                            DataError::Unavailable(e)
-                        }
-                        Failure::Data(d) => d,
-                    };
-                    let mut progress = false;
-                    self.retry_on(shard, node, &e, &dead, &mut progress)?;
-                    last = e.to_string();
-                    if !progress {
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
+                Err(Failure::Unreachable(e)) => {
+                    dead.insert(node);
+                    DataError::Unavailable(e)
                 }
+                Err(Failure::Data(d)) => d,
+            };
+            let mut progress = false;
+            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+            last = e.to_string();
+            if !progress {
+                std::thread::sleep(Duration::from_millis(20));
             }
         }
     }
@@ -874,41 +888,16 @@ impl ShardService for ClusterShards {
     fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {
         let mut ids = Vec::new();
         for shard in 0..self.num_shards() {
-            // The leader answers after a read barrier (an export must list
-            // every acknowledged row): follow the hints, fail over.
-            let start = Instant::now();
-            let mut last = String::new();
-            let mut dead = std::collections::HashSet::new();
-            let got = loop {
-                if start.elapsed() > self.opts.deadline {
-                    return Err(unavailable(format!(
-                        "shard {shard}: no leader listed its rows within {:?}: {last}",
-                        self.opts.deadline
-                    )));
-                }
-                let node = self.leader_guess(shard);
-                let r = self.rt.block_on(self.data(
-                    node,
-                    &DataRequest::RowIds { shard, table },
-                    self.opts.rpc_timeout,
-                ));
-                let e = match r {
-                    Ok(DataReply::RowIds(r)) => break r,
-                    Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
-                    Err(Failure::Data(DataError::Table(e))) => return Err(e),
-                    Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
-                    Err(Failure::Unreachable(e)) => {
-                        dead.insert(node);
-                        DataError::Unavailable(e)
-                    }
-                    Err(Failure::Data(d)) => d,
-                };
-                let mut progress = false;
-                self.retry_on(shard, node, &e, &dead, &mut progress)?;
-                last = e.to_string();
-                if !progress {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+            // The leader answers after a read barrier: an export must list
+            // every acknowledged row.
+            let got = match self.to_leader(
+                shard,
+                None,
+                &DataRequest::RowIds { shard, table },
+                &format!("a listing of table {table}"),
+            )? {
+                DataReply::RowIds(r) => r,
+                other => return Err(unavailable(format!("unexpected reply {other:?}"))),
             };
             ids.extend(got);
         }
