@@ -286,6 +286,11 @@ fn main() -> std::process::ExitCode {
         args,
     };
     let started = Instant::now();
+    let unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    eprintln!("chaos: faults are timed from unix ms {unix_ms}");
     let mut failures: Vec<String> = Vec::new();
     let mut running: BTreeMap<u64, Running> = BTreeMap::new();
     let mut scheduled: Vec<(Instant, Action)> = Vec::new();
@@ -349,6 +354,14 @@ fn main() -> std::process::ExitCode {
             r.clock = r.clock.max(info.clock);
             let kind = &kinds[r.kind];
             if r.submitted.elapsed() > Duration::from_secs(chaos.args.max_job_seconds) {
+                // The job's own account of its runs: what reassigned it,
+                // and how far each epoch got.
+                let events = chaos
+                    .with_client(|c| Box::pin(async move { c.logs(id).await }))
+                    .unwrap_or_default();
+                for (at, text) in &events {
+                    eprintln!("chaos: job {id} event at {at}: {text}");
+                }
                 failures.push(format!(
                     "job {id} ({}) still {} after {} s (bound {} s)",
                     kind.name,
