@@ -417,7 +417,11 @@ pub fn apply(
                     r.workers
                 ));
             }
-            let restart = r.progress.is_some() || r.checkpoint.is_some();
+            // A run was under way (even one that never finished a clock):
+            // this assignment replaces it.
+            let restart = r.progress.is_some()
+                || r.checkpoint.is_some()
+                || matches!(r.state, JobState::Running | JobState::Recovering);
             if restart && r.epoch > 0 {
                 r.recoveries += 1;
             }
@@ -755,6 +759,29 @@ mod tests {
             JobCommand::Resume { job: id, at_ms: 5 }
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_run_replaced_before_its_first_clock_counts_as_a_recovery() {
+        let (mut jobs, mut next) = (BTreeMap::new(), 1);
+        let id = submit(&mut jobs, &mut next);
+        let assign = |placement: Vec<u64>, epoch| JobCommand::Assign {
+            job: id,
+            placement,
+            epoch,
+            reason: "test".into(),
+            at_ms: 2,
+        };
+        apply(&mut jobs, &mut next, assign(vec![1, 2], 0)).unwrap();
+        assert_eq!(jobs[&id].recoveries, 0);
+        // No progress, no checkpoint: the run still existed and was lost.
+        apply(&mut jobs, &mut next, assign(vec![2, 3], 1)).unwrap();
+        apply(&mut jobs, &mut next, assign(vec![3, 1], 2)).unwrap();
+        let r = &jobs[&id];
+        assert_eq!(
+            (r.recoveries, r.epoch, r.state),
+            (2, 3, JobState::Recovering)
+        );
     }
 
     #[test]

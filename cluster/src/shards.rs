@@ -24,6 +24,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 /// The job a shard command belongs to, when it is a job's.
+/// The most row bytes one `Load` entry carries (far below the message
+/// limit, small enough that one entry's fsync stays short).
+const LOAD_CHUNK_BYTES: usize = 1 << 20;
+
 fn request_job(req: &ShardRequest) -> Option<JobId> {
     match req {
         ShardRequest::RegisterJob { job, .. }
@@ -788,18 +792,29 @@ impl ShardService for ClusterShards {
         let n = self.num_shards();
         let job = self.table_jobs.lock().get(&table).copied();
         let epoch = job.map_or(0, |j| self.epoch(j));
-        let cmds = rows
+        // Rows grouped per shard into entries of about LOAD_CHUNK_BYTES:
+        // one Raft append (one fsync per replica) per chunk, where a
+        // command per row made a 4k-row initialisation take a minute on a
+        // busy machine.
+        let mut per_shard: BTreeMap<ShardId, Vec<Vec<(RowId, AnyRow)>>> = BTreeMap::new();
+        for (row, value) in rows {
+            let chunks = per_shard.entry(shard_of(table, row, n)).or_default();
+            let bytes = |c: &Vec<(RowId, AnyRow)>| {
+                c.iter().map(|(_, v)| v.value_bytes() + 16).sum::<usize>()
+            };
+            match chunks.last_mut() {
+                Some(c) if bytes(c) + value.value_bytes() + 16 <= LOAD_CHUNK_BYTES => {
+                    c.push((row, value))
+                }
+                _ => chunks.push(vec![(row, value)]),
+            }
+        }
+        let cmds = per_shard
             .into_iter()
-            .map(|(row, value)| {
-                (
-                    shard_of(table, row, n),
-                    ShardRequest::Load {
-                        epoch,
-                        table,
-                        row,
-                        value,
-                    },
-                )
+            .flat_map(|(shard, chunks)| {
+                chunks
+                    .into_iter()
+                    .map(move |rows| (shard, ShardRequest::Load { epoch, table, rows }))
             })
             .collect();
         self.commands(job, cmds)

@@ -297,12 +297,7 @@ impl ShardData {
                 });
                 ShardResponse::default()
             }
-            ShardRequest::Load {
-                epoch,
-                table,
-                row,
-                value,
-            } => {
+            ShardRequest::Load { epoch, table, rows } => {
                 let job = match self.current.table(table) {
                     Ok(t) => t.job,
                     Err(e) => return (ShardResponse::refused(e), effects),
@@ -310,15 +305,21 @@ impl ShardData {
                 if let Some(r) = self.require_current(job, epoch) {
                     return (r, effects);
                 }
-                // The same checks on both states: current and base hold
-                // the same tables.
-                match self.current.load(table, row, value.clone()) {
-                    Ok(()) => match self.base.load(table, row, value) {
-                        Ok(()) => ShardResponse::default(),
-                        Err(e) => ShardResponse::refused(e),
-                    },
-                    Err(e) => ShardResponse::refused(e),
+                // In order, stopping at the first row refused (the same
+                // row on every replica). The same checks on both states:
+                // current and base hold the same tables.
+                let mut resp = ShardResponse::default();
+                for (row, value) in rows {
+                    let r = self
+                        .current
+                        .load(table, row, value.clone())
+                        .and_then(|()| self.base.load(table, row, value));
+                    if let Err(e) = r {
+                        resp = ShardResponse::refused(e);
+                        break;
+                    }
                 }
+                resp
             }
             ShardRequest::Batch { epoch, batch } => match self.require_current(batch.job, epoch) {
                 Some(r) => r,
@@ -778,8 +779,7 @@ mod tests {
             ShardRequest::Load {
                 epoch: 0,
                 table: 1,
-                row: 0,
-                value: AnyRow::I64(Row::Dense(vec![1, 2, 3])),
+                rows: vec![(0, AnyRow::I64(Row::Dense(vec![1, 2, 3])))],
             },
             ShardRequest::DropJob { job: 5, epoch: 0 },
         ] {
@@ -834,8 +834,7 @@ mod tests {
         let load = ShardRequest::Load {
             epoch: 1,
             table: 1,
-            row: 0,
-            value: AnyRow::I64(Row::Dense(vec![7, 8, 9])),
+            rows: vec![(0, AnyRow::I64(Row::Dense(vec![7, 8, 9])))],
         };
         assert!(d.apply(load).0.error.is_none());
         assert_eq!(d.try_fetch(&read, 1).unwrap(), None);

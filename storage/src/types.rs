@@ -48,13 +48,13 @@ pub enum ShardRequest {
         deterministic: bool,
         checkpoint_every: Clock,
     },
-    /// Sets the initial value of a row (a job's init phase); the job is the
-    /// table's.
+    /// Sets the initial values of rows (a job's init phase); the job is the
+    /// table's. Many rows ride in one entry: one log append and one fsync
+    /// per chunk, not per row.
     Load {
         epoch: u64,
         table: TableId,
-        row: RowId,
-        value: AnyRow,
+        rows: Vec<(RowId, AnyRow)>,
     },
     /// One worker's increments for one clock: the replicated unit.
     Batch { epoch: u64, batch: UpdateBatch },

@@ -70,14 +70,12 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 }
             )
         ),
-        1 => (epoch.clone(), 1u32..3, 0u64..4, row_strategy()).prop_map(|(epoch, table, row, value)| {
-            Op::Cmd(ShardRequest::Load {
-                epoch,
-                table,
-                row,
-                value,
-            })
-        }),
+        1 => (
+            epoch.clone(),
+            1u32..3,
+            proptest::collection::vec((0u64..4, row_strategy()), 0..3)
+        )
+            .prop_map(|(epoch, table, rows)| Op::Cmd(ShardRequest::Load { epoch, table, rows })),
         4 => (
             epoch.clone(),
             job.clone(),

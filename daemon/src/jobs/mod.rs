@@ -18,7 +18,7 @@ pub mod service;
 use petuum_cluster::jobs::{JobCommand, JobState, RunEnd};
 use petuum_cluster::meta::{MetaCommand, NodeState};
 use petuum_cluster::ClusterNode;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +32,26 @@ pub const MODEL_CLOCK: u64 = u64::MAX;
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How often the scheduler and the supervisors look at the job records.
 const TICK: Duration = Duration::from_millis(200);
+
+/// The epoch of `job` this node last started a run of (a file in its data
+/// directory), None when it never ran the job.
+fn started_epoch(data_dir: &std::path::Path, job: u64) -> Option<u64> {
+    let path = data_dir.join("jobs").join(job.to_string()).join("started");
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Records, durably, that this node starts a run of `job` at `epoch`.
+fn mark_started(data_dir: &std::path::Path, job: u64, epoch: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = data_dir.join("jobs").join(job.to_string());
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join("started.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(epoch.to_string().as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join("started"))?;
+    std::fs::File::open(&dir)?.sync_all()
+}
 
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -68,35 +88,67 @@ impl Jobs {
     }
 
     /// The supervisor: keeps this node's runs in line with the records.
+    ///
+    /// Each run's start is recorded durably first (`jobs/<id>/started`),
+    /// and the runs this life started are remembered, so an epoch placed
+    /// here falls in one of three cases:
+    /// - this life started it: nothing to do (running, or this host's
+    ///   workers are done and the coordinator is finishing);
+    /// - a previous life started it (a crash, a preemption, a reboot): its
+    ///   workers died with that life, so the job is claimed under a new
+    ///   epoch, which fences anything of the old run still in flight, and
+    ///   resumes from its checkpoint;
+    /// - nobody here started it (assigned while this node was down, or by
+    ///   another node's claim after a whole-cluster restart): nothing was
+    ///   lost here, so it simply starts, and one fault costs one rollback.
     async fn supervise(self: Arc<Self>) {
         let me = self.node.id();
-        let mut first = true;
+        // (job, epoch) of the runs this life started or claimed.
+        let mut mine: HashSet<(u64, u64)> = HashSet::new();
         loop {
             tokio::time::sleep(TICK).await;
             let Ok(meta) = self.node.meta_read().await else {
                 continue;
             };
-            if first && meta.placement.is_some() {
-                first = false;
-                // Jobs recorded as running here were started by this
-                // node's previous life (a crash, a preemption, a reboot):
-                // claim them under a new epoch, which fences anything of
-                // the old run still in flight, and resume them.
-                for r in meta.jobs.values() {
-                    if r.placement.contains(&me) && !r.state.is_terminal() {
-                        let cmd = JobCommand::Assign {
-                            job: r.id,
-                            placement: r.placement.clone(),
-                            epoch: r.epoch,
-                            reason: format!("node {me} restarted"),
-                            at_ms: now_ms(),
-                        };
-                        if let Err(e) = self.node.meta_command(MetaCommand::Job(cmd)).await {
-                            tracing::warn!(job = r.id, error = %e, "claiming a job after restart");
-                        }
+            if meta.placement.is_none() {
+                continue;
+            }
+            mine.retain(|(job, epoch)| {
+                meta.jobs
+                    .get(job)
+                    .is_some_and(|r| r.epoch == *epoch && !r.state.is_terminal())
+            });
+            let placed_here = |r: &&petuum_cluster::jobs::JobRecord| {
+                r.placement.contains(&me)
+                    && matches!(r.state, JobState::Running | JobState::Recovering)
+                    && !r.cancel_requested
+            };
+            let lost: Vec<(u64, u64, Vec<u64>)> = meta
+                .jobs
+                .values()
+                .filter(placed_here)
+                .filter(|r| !mine.contains(&(r.id, r.epoch)))
+                .filter(|r| started_epoch(&self.data_dir, r.id) == Some(r.epoch))
+                .map(|r| (r.id, r.epoch, r.placement.clone()))
+                .collect();
+            for (job, epoch, placement) in lost {
+                let cmd = JobCommand::Assign {
+                    job,
+                    placement,
+                    epoch,
+                    reason: format!("node {me} restarted"),
+                    at_ms: now_ms(),
+                };
+                match self.node.meta_command(MetaCommand::Job(cmd)).await {
+                    // Claimed, or the epoch moved on meanwhile: either way
+                    // this epoch is settled.
+                    Ok(_) | Err(petuum_cluster::wire::DataError::Refused(_)) => {
+                        mine.insert((job, epoch));
+                    }
+                    Err(e) => {
+                        tracing::warn!(job, error = %e, "claiming a job after restart");
                     }
                 }
-                continue;
             }
             let stopping = self.stopping.load(Ordering::SeqCst);
             let mut runs = self.runs.lock();
@@ -126,14 +178,20 @@ impl Jobs {
             if stopping {
                 continue;
             }
-            for r in meta.jobs.values() {
-                let ours = r.placement.contains(&me)
-                    && matches!(r.state, JobState::Running | JobState::Recovering)
-                    && !r.cancel_requested;
-                if !ours || runs.contains_key(&r.id) {
+            for r in meta.jobs.values().filter(placed_here) {
+                if runs.contains_key(&r.id)
+                    || mine.contains(&(r.id, r.epoch))
+                    || started_epoch(&self.data_dir, r.id) == Some(r.epoch)
+                {
                     continue;
                 }
                 tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting this node's workers");
+                // Durably before the run touches anything: after a crash,
+                // this tells the next life which epoch died with it.
+                if let Err(e) = mark_started(&self.data_dir, r.id, r.epoch) {
+                    tracing::warn!(job = r.id, error = %e, "recording the run's start; not starting it");
+                    continue;
+                }
                 let h = runner::start(runner::RunCtx {
                     node: self.node.clone(),
                     rt: tokio::runtime::Handle::current(),
@@ -142,6 +200,7 @@ impl Jobs {
                     data_dir: self.data_dir.clone(),
                 });
                 runs.insert(r.id, h);
+                mine.insert((r.id, r.epoch));
             }
         }
     }
