@@ -482,10 +482,7 @@ mod tests {
             addr: "x:1".into(),
         };
         let alloc = MetaCommand::AllocIds { count: 2 };
-        let out = sm
-            .apply([entry(1, &alloc), entry(2, &cmd)])
-            .await
-            .unwrap();
+        let out = sm.apply([entry(1, &alloc), entry(2, &cmd)]).await.unwrap();
         let answers: Vec<MetaResult> = out
             .iter()
             .map(|r| wire::decode(r.payload.as_ref().unwrap(), "answer").unwrap())

@@ -9,6 +9,7 @@ use crate::retry::Retry;
 use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
 use futures::future::join_all;
 use openraft::ServerState;
+use std::sync::Arc;
 use std::time::Duration;
 
 impl ClusterNode {

@@ -8,9 +8,8 @@
 
 use crate::meta::MetaCommand;
 use crate::network::{CallError, Method, Peers};
-use crate::placement::{shard_group, Placement};
+use crate::placement::Placement;
 use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
-use futures::future::join_all;
 use parking_lot::Mutex;
 use petuum_core::batch::UpdateBatch;
 use petuum_core::row::AnyRow;
@@ -19,9 +18,9 @@ use petuum_core::types::{shard_of, Clock, JobId, RowId, ShardId, TableId, TableS
 use petuum_core::TableError;
 use petuum_proto::v1::StatusReply;
 use petuum_storage::{ShardRequest, ShardResponse};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod admin;
 mod routing;

@@ -3,7 +3,7 @@
 //! over), reads behind a leader's read barrier, and SSP reads from any
 //! replica.
 
-use super::{unavailable, ClusterShards, Failure};
+use super::{request_job, unavailable, ClusterShards, Failure};
 use crate::retry::Retry;
 use crate::wire::{DataError, DataReply, DataRequest, Refusal};
 use futures::future::join_all;
