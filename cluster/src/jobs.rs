@@ -9,6 +9,7 @@
 //! and a report from an older epoch (a host presumed dead that was not)
 //! is refused, so it cannot overwrite the state of the current run.
 
+use crate::wire::Refusal;
 use petuum_core::types::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,15 +216,23 @@ impl JobRecord {
         self.progress = Some(p);
     }
 
-    fn check_epoch(&self, epoch: u64) -> Result<(), String> {
+    fn check_epoch(&self, epoch: u64) -> Result<(), Refusal> {
         if epoch != self.epoch {
-            return Err(format!(
-                "job {}: report of epoch {epoch}, but the job is at epoch {} (reassigned)",
-                self.id, self.epoch
-            ));
+            return Err(Refusal::StaleEpoch {
+                job: self.id,
+                epoch,
+                current: self.epoch,
+            });
         }
+        self.check_not_ended()
+    }
+
+    fn check_not_ended(&self) -> Result<(), Refusal> {
         if self.state.is_terminal() {
-            return Err(format!("job {} is already {}", self.id, self.state.name()));
+            return Err(Refusal::Ended {
+                job: self.id,
+                state: self.state,
+            });
         }
         Ok(())
     }
@@ -343,7 +352,7 @@ pub fn apply(
     jobs: &mut BTreeMap<u64, JobRecord>,
     next_id: &mut u64,
     cmd: JobCommand,
-) -> Result<u64, String> {
+) -> Result<u64, Refusal> {
     match cmd {
         JobCommand::Submit {
             name,
@@ -355,7 +364,7 @@ pub fn apply(
             at_ms,
         } => {
             if workers == 0 {
-                return Err("a job needs at least one worker".into());
+                return Err(Refusal::Invalid("a job needs at least one worker".into()));
             }
             let id = (*next_id).max(1);
             *next_id = id + 1 + tables;
@@ -399,23 +408,22 @@ pub fn apply(
         } => {
             let r = record(jobs, job)?;
             if r.epoch != epoch {
-                return Err(format!(
-                    "job {job}: assignment for epoch {epoch}, but the job is at epoch {}",
-                    r.epoch
-                ));
+                return Err(Refusal::StaleAssignment {
+                    job,
+                    epoch,
+                    current: r.epoch,
+                });
             }
-            if r.state.is_terminal() {
-                return Err(format!("job {job} is already {}", r.state.name()));
-            }
+            r.check_not_ended()?;
             if r.cancel_requested {
-                return Err(format!("job {job} is being cancelled"));
+                return Err(Refusal::Cancelling(job));
             }
             if placement.len() != r.workers as usize {
-                return Err(format!(
+                return Err(Refusal::Invalid(format!(
                     "job {job}: a placement of {} workers for a job of {}",
                     placement.len(),
                     r.workers
-                ));
+                )));
             }
             // A run was under way (even one that never finished a clock):
             // this assignment replaces it.
@@ -569,9 +577,7 @@ pub fn apply(
         }
         JobCommand::Cancel { job, at_ms } => {
             let r = record(jobs, job)?;
-            if r.state.is_terminal() {
-                return Err(format!("job {job} is already {}", r.state.name()));
-            }
+            r.check_not_ended()?;
             if r.host.is_some() {
                 r.cancel_requested = true;
                 r.event(at_ms, "cancel requested");
@@ -595,10 +601,7 @@ pub fn apply(
                     r.event(at_ms, "resume requested");
                     Ok(r.epoch)
                 }
-                s => Err(format!(
-                    "job {job} is {}: only a paused or failed job can be resumed",
-                    s.name()
-                )),
+                state => Err(Refusal::NotResumable { job, state }),
             }
         }
     }
@@ -609,15 +612,14 @@ fn current(
     jobs: &mut BTreeMap<u64, JobRecord>,
     job: u64,
     epoch: u64,
-) -> Result<&mut JobRecord, String> {
+) -> Result<&mut JobRecord, Refusal> {
     let r = record(jobs, job)?;
     r.check_epoch(epoch)?;
     Ok(r)
 }
 
-fn record(jobs: &mut BTreeMap<u64, JobRecord>, job: u64) -> Result<&mut JobRecord, String> {
-    jobs.get_mut(&job)
-        .ok_or_else(|| format!("job {job} not found"))
+fn record(jobs: &mut BTreeMap<u64, JobRecord>, job: u64) -> Result<&mut JobRecord, Refusal> {
+    jobs.get_mut(&job).ok_or(Refusal::NoSuchJob(job))
 }
 
 #[cfg(test)]
@@ -670,7 +672,10 @@ mod tests {
             (JobState::Running, Some(1))
         );
         // A stale assignment is refused.
-        assert!(apply(&mut jobs, &mut next, assign(vec![2, 3], 0)).is_err());
+        assert!(matches!(
+            apply(&mut jobs, &mut next, assign(vec![2, 3], 0)),
+            Err(Refusal::StaleAssignment { .. })
+        ));
         // Progress merges the hosts: the slower host's clock, the pooled mean.
         let hp = |node, r| JobCommand::HostProgress {
             job: id,
@@ -705,19 +710,25 @@ mod tests {
         );
         assert!(r.host_progress.is_empty());
         // The old epoch's late report is fenced off.
-        assert!(apply(&mut jobs, &mut next, hp(1, report(7, 0.0, 1.0)))
-            .unwrap_err()
-            .contains("epoch"));
+        assert_eq!(
+            apply(&mut jobs, &mut next, hp(1, report(7, 0.0, 1.0))),
+            Err(Refusal::StaleEpoch {
+                job: id,
+                epoch: 1,
+                current: 2
+            })
+        );
         // So is an old epoch's host about to act (a restarted former
         // coordinator); the current epoch passes, and nothing changes.
         let before = jobs[&id].clone();
-        assert!(apply(
-            &mut jobs,
-            &mut next,
-            JobCommand::Fence { job: id, epoch: 1 }
-        )
-        .unwrap_err()
-        .contains("epoch"));
+        assert!(matches!(
+            apply(
+                &mut jobs,
+                &mut next,
+                JobCommand::Fence { job: id, epoch: 1 }
+            ),
+            Err(Refusal::StaleEpoch { .. })
+        ));
         apply(
             &mut jobs,
             &mut next,
@@ -747,18 +758,25 @@ mod tests {
         };
         apply(&mut jobs, &mut next, fin).unwrap();
         assert_eq!(jobs[&id].state, JobState::Succeeded);
-        assert!(apply(
-            &mut jobs,
-            &mut next,
-            JobCommand::Cancel { job: id, at_ms: 5 }
-        )
-        .is_err());
-        assert!(apply(
-            &mut jobs,
-            &mut next,
-            JobCommand::Resume { job: id, at_ms: 5 }
-        )
-        .is_err());
+        assert_eq!(
+            apply(
+                &mut jobs,
+                &mut next,
+                JobCommand::Cancel { job: id, at_ms: 5 }
+            ),
+            Err(Refusal::Ended {
+                job: id,
+                state: JobState::Succeeded
+            })
+        );
+        assert!(matches!(
+            apply(
+                &mut jobs,
+                &mut next,
+                JobCommand::Resume { job: id, at_ms: 5 }
+            ),
+            Err(Refusal::NotResumable { .. })
+        ));
     }
 
     #[test]
@@ -841,12 +859,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(jobs[&id].state, JobState::Recovering);
-        assert!(apply(
+        let refused = apply(
             &mut jobs,
             &mut next,
-            JobCommand::Resume { job: 99, at_ms: 2 }
-        )
-        .unwrap_err()
-        .contains("not found"));
+            JobCommand::Resume { job: 99, at_ms: 2 },
+        );
+        assert_eq!(refused, Err(Refusal::NoSuchJob(99)));
+        // The message is the one clients have always seen.
+        assert_eq!(refused.unwrap_err().to_string(), "job 99 not found");
     }
 }

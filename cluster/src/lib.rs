@@ -10,6 +10,10 @@
 //! - [`ClusterShards`]: the networked table backend, the same
 //!   [`petuum_core::service::ShardService`] the embedded node implements,
 //!   so algorithm code does not change between embedded and cluster mode.
+//! - [`retry`]: the one retry policy (backoff with jitter, cap, deadline)
+//!   of every loop that waits for a leader, a replica or the metadata group.
+//! - [`wire::Refusal`]: why a request was refused, typed, so callers match
+//!   on variants rather than on messages.
 
 pub mod config;
 pub mod jobs;
@@ -17,6 +21,7 @@ pub mod meta;
 pub mod network;
 pub mod node;
 pub mod placement;
+pub mod retry;
 pub mod server;
 pub mod shards;
 pub mod wire;

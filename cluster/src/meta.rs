@@ -4,7 +4,7 @@
 
 use crate::jobs::{JobCommand, JobRecord};
 use crate::placement::{Placement, META_GROUP};
-use crate::wire;
+use crate::wire::{self, Refusal};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
@@ -73,6 +73,10 @@ pub enum MetaCommand {
     Job(JobCommand),
 }
 
+/// What applying a metadata command gives the node that proposed it (the
+/// payload of its `ShardResponse`).
+pub type MetaResult = Result<MetaAnswer, Refusal>;
+
 /// The answer to a metadata command.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MetaAnswer {
@@ -87,14 +91,14 @@ pub enum MetaAnswer {
 
 impl MetaState {
     /// Applies a command; refusals leave the state unchanged.
-    pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaAnswer, String> {
+    pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaAnswer, Refusal> {
         match cmd {
             MetaCommand::Init { placement, nodes } => match &self.placement {
-                Some(p) if *p != placement => Err(format!(
+                Some(p) if *p != placement => Err(Refusal::Invalid(format!(
                     "the cluster is already formed with nodes {:?}, {} shards",
                     p.nodes(),
                     p.shards()
-                )),
+                ))),
                 _ => {
                     self.placement = Some(placement);
                     self.nodes.extend(nodes);
@@ -103,16 +107,16 @@ impl MetaState {
             },
             MetaCommand::SetNodeAddr { node, addr } => {
                 if !self.nodes.contains_key(&node) {
-                    return Err(format!("node {node} is not a member"));
+                    return Err(Refusal::Invalid(format!("node {node} is not a member")));
                 }
                 self.nodes.insert(node, addr);
                 Ok(MetaAnswer::Ok)
             }
             MetaCommand::DefineTable(spec) => match self.tables.get(&spec.id) {
-                Some(t) if *t != spec => Err(format!(
+                Some(t) if *t != spec => Err(Refusal::Invalid(format!(
                     "table {} is already defined differently (`{}` of job {})",
                     spec.id, t.name, t.job
-                )),
+                ))),
                 _ => {
                     self.tables.insert(spec.id, spec);
                     Ok(MetaAnswer::Ok)
@@ -120,7 +124,7 @@ impl MetaState {
             },
             MetaCommand::SetNodeState { node, state } => {
                 if !self.nodes.contains_key(&node) {
-                    return Err(format!("node {node} is not a member"));
+                    return Err(Refusal::Invalid(format!("node {node} is not a member")));
                 }
                 self.node_states.insert(node, state);
                 Ok(MetaAnswer::Ok)
@@ -177,6 +181,7 @@ fn decode_snapshot(bytes: &[u8]) -> Result<MetaReplica, StorageError> {
 #[derive(Clone, Debug)]
 pub struct MetaHandle {
     inner: Arc<RwLock<MetaReplica>>,
+    applied: tokio::sync::watch::Receiver<u64>,
 }
 
 impl MetaHandle {
@@ -186,12 +191,27 @@ impl MetaHandle {
     pub fn last_applied(&self) -> Option<LogId> {
         self.inner.read().last_applied
     }
+    /// Reads the applied metadata in place (no copy of the whole state).
+    pub fn with_state<R>(&self, f: impl FnOnce(&MetaState) -> R) -> R {
+        f(&self.inner.read().state)
+    }
+    /// Changes each time the replica applies entries or installs a
+    /// snapshot (the value: the index of the last applied log entry), so
+    /// waiters await a change of the metadata instead of polling it.
+    pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.clone()
+    }
 }
 
 /// The metadata group's state machine.
 pub struct MetaStateMachine {
     db: Arc<NodeDb>,
     inner: Arc<RwLock<MetaReplica>>,
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+fn applied_index(r: &MetaReplica) -> u64 {
+    r.last_applied.map_or(0, |l| l.index)
 }
 
 impl MetaStateMachine {
@@ -207,16 +227,25 @@ impl MetaStateMachine {
             Some(bytes) => decode_snapshot(&bytes)?,
             None => MetaReplica::default(),
         };
+        let (applied, _) = tokio::sync::watch::channel(applied_index(&replica));
         Ok(MetaStateMachine {
             db,
             inner: Arc::new(RwLock::new(replica)),
+            applied,
         })
     }
 
     pub fn handle(&self) -> MetaHandle {
         MetaHandle {
             inner: self.inner.clone(),
+            applied: self.applied.subscribe(),
         }
+    }
+
+    /// Tells the waiters the replica moved on (after its lock is released).
+    fn publish(&self) {
+        let index = applied_index(&self.inner.read());
+        self.applied.send_replace(index);
     }
 
     fn store(&self, bytes: &[u8]) -> Result<(), StorageError> {
@@ -293,26 +322,28 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
                     ShardResponse::default()
                 }
                 EntryPayload::Normal(ShardRequest::Meta(bytes)) => {
-                    match wire::decode::<MetaCommand>(&bytes, "metadata command")
-                        .and_then(|cmd| r.state.apply(cmd))
-                    {
-                        Ok(answer) => ShardResponse {
-                            payload: Some(wire::encode(&answer)),
-                            ..Default::default()
-                        },
-                        Err(e) => ShardResponse {
-                            error: Some(e),
-                            ..Default::default()
-                        },
+                    // The answer or the typed refusal, for the node that
+                    // proposed the command (see `node::calls::meta_answer`).
+                    let answer: MetaResult =
+                        wire::decode::<MetaCommand>(&bytes, "metadata command")
+                            .map_err(Refusal::Invalid)
+                            .and_then(|cmd| r.state.apply(cmd));
+                    ShardResponse {
+                        payload: Some(wire::encode(&answer)),
+                        ..Default::default()
                     }
                 }
                 EntryPayload::Normal(_) => ShardResponse {
-                    error: Some("a shard command sent to the metadata group".into()),
+                    payload: Some(wire::encode::<MetaResult>(&Err(Refusal::Invalid(
+                        "a shard command sent to the metadata group".into(),
+                    )))),
                     ..Default::default()
                 },
             };
             out.push(resp);
         }
+        drop(r);
+        self.publish();
         Ok(out)
     }
 
@@ -357,6 +388,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         self.store(&bytes)
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         *self.inner.write() = replica;
+        self.publish();
         Ok(())
     }
 
@@ -430,5 +462,39 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("checksum"));
+    }
+
+    #[tokio::test]
+    async fn applied_entries_answer_typed_and_wake_waiters() {
+        use openraft::CommittedLeaderId;
+        let dir = tempfile::tempdir().unwrap();
+        let db = NodeDb::open(petuum_storage::StorageConfig::new(dir.path())).unwrap();
+        let mut sm = MetaStateMachine::open(db).unwrap();
+        let h = sm.handle();
+        let mut changes = h.applied_watch();
+        assert!(!changes.has_changed().unwrap());
+        let entry = |index, cmd: &MetaCommand| Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(ShardRequest::Meta(wire::encode(cmd))),
+        };
+        let cmd = MetaCommand::SetNodeAddr {
+            node: 7,
+            addr: "x:1".into(),
+        };
+        let alloc = MetaCommand::AllocIds { count: 2 };
+        let out = sm.apply([entry(1, &alloc), entry(2, &cmd)]).await.unwrap();
+        let answers: Vec<MetaResult> = out
+            .iter()
+            .map(|r| wire::decode(r.payload.as_ref().unwrap(), "answer").unwrap())
+            .collect();
+        assert_eq!(answers[0], Ok(MetaAnswer::Ids { first: 1 }));
+        assert!(matches!(answers[1], Err(Refusal::Invalid(_))));
+        // Waiters see the new applied index without polling.
+        tokio::time::timeout(std::time::Duration::from_secs(1), changes.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*changes.borrow_and_update(), 2);
+        assert_eq!(h.with_state(|s| s.next_id), 3);
     }
 }

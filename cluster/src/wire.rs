@@ -1,6 +1,7 @@
 //! Messages of the node-to-node `Data` RPC (postcard inside the versioned
 //! [`petuum_proto::v1::Envelope`]).
 
+use crate::jobs::JobState;
 use crate::meta::{MetaAnswer, MetaCommand, MetaState};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::row::AnyRow;
@@ -112,11 +113,58 @@ pub enum DataError {
     #[error(transparent)]
     Table(#[from] TableError),
     #[error("{0}")]
-    Refused(String),
+    Refused(Refusal),
     #[error("unavailable: {0}")]
     Unavailable(String),
     #[error("the replica has not reached the requested clock yet")]
     NotYet,
+}
+
+/// Why a node, a shard or the metadata group refused a request: retrying
+/// it as it is cannot succeed. Carried by [`DataError::Refused`]; callers
+/// match on the variant, never on the message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// The metadata group has no such job.
+    #[error("job {0} not found")]
+    NoSuchJob(u64),
+    /// A report (or fence) made under an epoch that is not the job's
+    /// current one: the job was reassigned and the run is stale.
+    #[error("job {job}: report of epoch {epoch}, but the job is at epoch {current} (reassigned)")]
+    StaleEpoch { job: u64, epoch: u64, current: u64 },
+    /// An assignment whose compare-and-set on the epoch failed.
+    #[error("job {job}: assignment for epoch {epoch}, but the job is at epoch {current}")]
+    StaleAssignment { job: u64, epoch: u64, current: u64 },
+    /// The job is over (succeeded, failed or cancelled).
+    #[error("job {job} is already {}", .state.name())]
+    Ended { job: u64, state: JobState },
+    /// The job is being cancelled: it is not placed again.
+    #[error("job {0} is being cancelled")]
+    Cancelling(u64),
+    /// Only a paused or failed job can be resumed.
+    #[error("job {job} is {}: only a paused or failed job can be resumed", .state.name())]
+    NotResumable { job: u64, state: JobState },
+    /// A malformed or conflicting request (a job without workers, a
+    /// placement of the wrong size, a table defined differently, an
+    /// unknown node, a cluster formed otherwise, an undecodable command).
+    #[error("{0}")]
+    Invalid(String),
+    /// What the node is doing now rules the request out (it is stopping,
+    /// or already handing leadership off).
+    #[error("{0}")]
+    Busy(String),
+    /// A shard's state machine refused a command or batch (its reason).
+    #[error("{0}")]
+    Shard(String),
+    /// The reply could not be understood (an unexpected reply, bytes that
+    /// do not decode).
+    #[error("{0}")]
+    BadReply(String),
+    /// The peer answered the call itself with an error status (a bad
+    /// token, a malformed or oversized envelope): set by the caller's side
+    /// from [`crate::network::CallError::Remote`].
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// A successful `Data` reply.

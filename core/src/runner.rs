@@ -342,6 +342,9 @@ pub fn run_job_with(
                         },
                     };
                     let reason = err.to_string();
+                    // A pause is the plan (every worker checkpointed and
+                    // stopped together), not a failure to spread.
+                    let paused = matches!(err, JobError::Paused { .. });
                     let mut slot = first_error.lock();
                     // Errors caused by another worker's abort are not the root cause.
                     let is_echo = matches!(&err, JobError::Worker { source, .. }
@@ -355,7 +358,7 @@ pub fn run_job_with(
                         *slot = Some(err);
                     }
                     drop(slot);
-                    if !reason.starts_with("paused") {
+                    if !paused {
                         service.abort_job(cfg.job, &reason);
                     }
                 })

@@ -16,5 +16,6 @@ pub mod v1 {
 
 /// The node-to-node protocol version. A node refuses messages of any other
 /// version with an error naming both. Version 2: job-scoped shard commands
-/// and reads name the job's run (epoch). Version 3: a `Load` carries many rows.
+/// and reads name the job's run (epoch). Version 3: refusals are typed
+/// (`DataError::Refused` carries a `Refusal`) and a `Load` carries many rows.
 pub const PROTOCOL_VERSION: u32 = 3;

@@ -10,6 +10,8 @@
 use super::{now_ms, MODEL_CLOCK, TABLES_PER_JOB};
 use petuum_cluster::jobs::{HostReport, JobCommand, JobRecord, JobResult, RunEnd};
 use petuum_cluster::meta::MetaCommand;
+use petuum_cluster::retry::Retry;
+use petuum_cluster::wire::{DataError, Refusal};
 use petuum_cluster::{ClusterNode, ClusterShards, ConnectOptions};
 use petuum_core::algorithm::{Algorithm, BoxError, TableLoader, TableReader};
 use petuum_core::runner::{
@@ -134,24 +136,25 @@ fn short(end: &RunEnd) -> String {
 }
 
 /// Sends a job command to the metadata group, retrying while it has no
-/// leader (up to 30 s). Refusals (a stale epoch) are returned.
-pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), String> {
-    let start = Instant::now();
+/// leader (up to 30 s). Refusals (a stale epoch) are returned as
+/// [`DataError::Refused`] with their [`Refusal`].
+pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), DataError> {
+    let mut attempts = Retry::META.within(Duration::from_secs(30)).start();
     loop {
         match ctx
             .rt
             .block_on(ctx.node.meta_command(MetaCommand::Job(cmd.clone())))
         {
             Ok(_) => return Ok(()),
-            Err(petuum_cluster::wire::DataError::Refused(e)) => {
+            Err(DataError::Refused(e)) => {
                 tracing::debug!(error = %e, "job report refused");
+                return Err(DataError::Refused(e));
+            }
+            Err(e) if attempts.expired() => {
+                tracing::warn!(error = %e, "job report failed");
                 return Err(e);
             }
-            Err(e) if start.elapsed() > Duration::from_secs(30) => {
-                tracing::warn!(error = %e, "job report failed");
-                return Err(e.to_string());
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            Err(_) => attempts.wait_blocking(),
         }
     }
 }
@@ -165,6 +168,7 @@ fn epoch_is_current(ctx: &RunCtx, abort: &AtomicBool) -> bool {
         job: ctx.record.id,
         epoch: ctx.epoch,
     };
+    let mut attempts = Retry::META.start();
     loop {
         if abort.load(Ordering::SeqCst) {
             return false;
@@ -174,37 +178,49 @@ fn epoch_is_current(ctx: &RunCtx, abort: &AtomicBool) -> bool {
             .block_on(ctx.node.meta_command(MetaCommand::Job(fence.clone())))
         {
             Ok(_) => return true,
-            Err(petuum_cluster::wire::DataError::Refused(e)) => {
+            Err(DataError::Refused(e)) => {
                 tracing::info!(error = %e, "not starting: the epoch is over");
                 return false;
             }
             Err(e) => {
                 tracing::debug!(error = %e, "epoch check: metadata group unreachable");
-                std::thread::sleep(Duration::from_millis(200));
+                attempts.wait_blocking();
             }
         }
     }
 }
 
+/// How often a run waiting on the metadata checks its abort flag (and,
+/// on a node without a metadata replica, reads the metadata again).
+const ABORT_CHECK: Duration = Duration::from_millis(20);
+
 /// Waits until the job's record satisfies `f` in this epoch. None when the
-/// epoch ended (reassigned, finished) or the run was aborted.
+/// epoch ended (reassigned, finished) or the run was aborted. The record
+/// is read again when the metadata changed (see
+/// [`ClusterNode::meta_changes`]); the abort flag is checked every
+/// [`ABORT_CHECK`].
 fn wait_record(
     ctx: &RunCtx,
     abort: &AtomicBool,
     f: impl Fn(&JobRecord) -> bool,
 ) -> Option<JobRecord> {
+    let mut changes = ctx.node.meta_changes(ABORT_CHECK);
     loop {
         if abort.load(Ordering::SeqCst) {
             return None;
         }
-        if let Ok(meta) = ctx.rt.block_on(ctx.node.meta_read()) {
-            match meta.jobs.get(&ctx.record.id) {
-                Some(r) if r.epoch != ctx.epoch || r.state.is_terminal() => return None,
-                Some(r) if f(r) => return Some(r.clone()),
-                _ => {}
+        // (Reading can fail only without a local replica, where every
+        // round reads.)
+        if changes.take() {
+            if let Ok(meta) = ctx.rt.block_on(ctx.node.meta_read()) {
+                match meta.jobs.get(&ctx.record.id) {
+                    Some(r) if r.epoch != ctx.epoch || r.state.is_terminal() => return None,
+                    Some(r) if f(r) => return Some(r.clone()),
+                    _ => {}
+                }
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        ctx.rt.block_on(changes.wait(ABORT_CHECK));
     }
 }
 
@@ -546,11 +562,11 @@ impl Hooks<'_> {
             },
             at_ms: now_ms(),
         };
-        if let Err(e) = report(self.ctx, cmd) {
-            if e.contains("epoch") || e.contains("already") {
-                // Reassigned: this run is stale and must stop writing.
-                self.abort.store(true, Ordering::SeqCst);
-            }
+        if let Err(DataError::Refused(Refusal::StaleEpoch { .. } | Refusal::Ended { .. })) =
+            report(self.ctx, cmd)
+        {
+            // Reassigned (or over): this run is stale and must stop writing.
+            self.abort.store(true, Ordering::SeqCst);
         }
     }
 

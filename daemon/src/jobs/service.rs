@@ -6,7 +6,7 @@ use petuum_cluster::jobs::{JobCommand, JobRecord};
 use petuum_cluster::meta::{MetaAnswer, MetaCommand};
 use petuum_cluster::placement::shard_group;
 use petuum_cluster::server::check_token;
-use petuum_cluster::wire::{DataError, DataReply, DataRequest};
+use petuum_cluster::wire::{DataError, DataReply, DataRequest, Refusal};
 use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
 use petuum_proto::v1::{
@@ -69,11 +69,17 @@ pub fn info(r: &JobRecord) -> JobInfo {
 
 fn status_of(e: DataError) -> Status {
     match e {
-        DataError::Refused(m) if m.contains("not found") => Status::not_found(m),
-        DataError::Refused(m) => Status::failed_precondition(m),
+        DataError::Refused(r @ Refusal::NoSuchJob(_)) => Status::not_found(r.to_string()),
+        DataError::Refused(r) => Status::failed_precondition(r.to_string()),
         other => Status::unavailable(other.to_string()),
     }
 }
+
+/// How often a node without a metadata replica reads the metadata again
+/// while waiting on a job's record (one with a replica awaits changes).
+const RECORD_POLL: Duration = Duration::from_millis(20);
+/// The same for `watch` streams.
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
     async fn record(&self, job: u64) -> Result<JobRecord, Status> {
@@ -92,12 +98,17 @@ impl JobsSvc {
         done: impl Fn(&JobRecord) -> bool,
     ) -> Result<JobRecord, Status> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut changes = self.jobs.node.meta_changes(RECORD_POLL);
         loop {
+            changes.take();
             match self.record(job).await {
                 Ok(r) if done(&r) => return Ok(r),
                 Ok(r) if tokio::time::Instant::now() >= deadline => return Ok(r),
                 Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    changes.wait(left).await;
+                }
             }
         }
     }
@@ -233,12 +244,15 @@ impl JobsApi for JobsSvc {
     async fn watch(&self, req: Request<JobRef>) -> Result<Response<InfoStream>, Status> {
         check_token(&self.jobs.node, &req)?;
         let job = req.get_ref().job;
+        // Changes after the first read are not missed: marked seen before.
+        let mut changes = self.jobs.node.meta_changes(WATCH_POLL);
+        changes.take();
         // Fail at once for an unknown job.
         let first = self.record(job).await?;
         let node = self.jobs.node.clone();
         let stream = futures::stream::unfold(
-            (Some(first), None::<JobInfo>, false),
-            move |(pending, last, ended)| {
+            (Some(first), None::<JobInfo>, false, changes),
+            move |(pending, last, ended, mut changes)| {
                 let node = node.clone();
                 async move {
                     if ended {
@@ -249,7 +263,12 @@ impl JobsApi for JobsSvc {
                         let r = match pending.take() {
                             Some(r) => r,
                             None => {
-                                tokio::time::sleep(Duration::from_millis(200)).await;
+                                // The next change of the metadata (polled
+                                // without a local replica).
+                                changes.wait(WATCH_POLL).await;
+                                if !changes.take() {
+                                    continue;
+                                }
                                 match node.meta_read().await {
                                     Ok(meta) => match meta.jobs.get(&job) {
                                         Some(r) => r.clone(),
@@ -258,7 +277,7 @@ impl JobsApi for JobsSvc {
                                                 Err(Status::not_found(format!(
                                                     "job {job} not found"
                                                 ))),
-                                                (None, last, true),
+                                                (None, last, true, changes),
                                             ))
                                         }
                                     },
@@ -272,7 +291,7 @@ impl JobsApi for JobsSvc {
                             continue;
                         }
                         let done = r.state.is_terminal();
-                        return Some((Ok(i.clone()), (None, Some(i), done)));
+                        return Some((Ok(i.clone()), (None, Some(i), done, changes)));
                     }
                 }
             },

@@ -1,0 +1,212 @@
+//! Calls out of a node: writes to the groups it leads, metadata reads and
+//! commands (forwarded to the metadata leader), and data requests to peers.
+
+use super::ClusterNode;
+use crate::meta::{MetaAnswer, MetaCommand, MetaResult, MetaState};
+use crate::network::Method;
+use crate::placement::META_GROUP;
+use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
+use openraft::error::{ClientWriteError, RaftError};
+use petuum_storage::{ShardRequest, ShardResponse};
+use std::time::Duration;
+
+impl ClusterNode {
+    /// Writes one command to a group this node leads.
+    pub(super) async fn write(
+        &self,
+        group: u64,
+        req: ShardRequest,
+    ) -> Result<ShardResponse, DataError> {
+        let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+        if self.yielding.lock().contains(&group) {
+            let me = self.id();
+            return Err(DataError::NotLeader {
+                group,
+                leader: raft.metrics().borrow().current_leader.filter(|&l| l != me),
+            });
+        }
+        match raft.client_write(req).await {
+            Ok(resp) => Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(DataError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(DataError::Unavailable(format!("group {group}: {e}"))),
+        }
+    }
+
+    /// The metadata: this node's replica when it holds one, else a voter's.
+    pub async fn meta_read(&self) -> Result<MetaState, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.state());
+        }
+        let mut last = DataError::Unavailable("no metadata replica reachable".into());
+        for t in self.placement.meta_voters() {
+            match self
+                .data_call(t, &DataRequest::MetaRead, Duration::from_secs(3))
+                .await
+            {
+                Ok(DataReply::MetaState(s)) => return Ok(*s),
+                Ok(other) => last = DataError::Unavailable(format!("unexpected reply {other:?}")),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Changes of the metadata, to await instead of polling
+    /// [`meta_read`](Self::meta_read); without a local replica they are
+    /// polled every `poll`.
+    pub fn meta_changes(&self, poll: Duration) -> MetaChanges {
+        MetaChanges {
+            rx: self.meta.as_ref().map(|(_, h)| h.applied_watch()),
+            pending: true,
+            poll,
+        }
+    }
+
+    /// Whether `node` answers within `timeout`.
+    pub async fn ping(&self, node: u64, timeout: Duration) -> bool {
+        matches!(
+            self.data_call(node, &DataRequest::Ping, timeout).await,
+            Ok(DataReply::Ok)
+        )
+    }
+
+    /// One data request to a node (this one: handled in place).
+    pub async fn data_call(
+        &self,
+        node: u64,
+        req: &DataRequest,
+        timeout: Duration,
+    ) -> Result<DataReply, DataError> {
+        if node == self.id() {
+            return Box::pin(self.handle_data(req.clone())).await;
+        }
+        let bytes = self
+            .peers
+            .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+        let r: Result<DataReply, DataError> =
+            wire::decode(&bytes, "data reply").map_err(DataError::Unavailable)?;
+        r
+    }
+
+    /// Runs a metadata command on the metadata leader (forwarding once).
+    pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
+        let mut targets: Vec<u64> = Vec::new();
+        if self.meta.is_some() {
+            match self
+                .write(META_GROUP, ShardRequest::Meta(wire::encode(&cmd)))
+                .await
+            {
+                Ok(resp) => return meta_answer(resp),
+                Err(DataError::NotLeader {
+                    leader: Some(l), ..
+                }) => targets.push(l),
+                // No leader known here (an election, or this node is
+                // handing off): ask the other voters.
+                Err(DataError::NotLeader { leader: None, .. }) => {
+                    let me = self.id();
+                    targets = self
+                        .placement
+                        .meta_voters()
+                        .into_iter()
+                        .filter(|&n| n != me)
+                        .collect();
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            targets = self.placement.meta_voters();
+        }
+        let mut last = DataError::Unavailable("no metadata replica reachable".into());
+        for t in targets {
+            match self
+                .peers
+                .call(
+                    t,
+                    Method::Data,
+                    META_GROUP,
+                    KIND_DATA,
+                    wire::encode(&DataRequest::Meta(cmd.clone())),
+                    Duration::from_secs(5),
+                )
+                .await
+            {
+                Ok(bytes) => {
+                    let r: Result<DataReply, DataError> =
+                        wire::decode(&bytes, "metadata reply").map_err(DataError::Unavailable)?;
+                    match r? {
+                        DataReply::Meta(a) => return Ok(a),
+                        other => {
+                            return Err(DataError::Unavailable(format!(
+                                "unexpected metadata reply {other:?}"
+                            )))
+                        }
+                    }
+                }
+                Err(e) => last = DataError::Unavailable(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+}
+
+/// Changes of the metadata as [`ClusterNode::meta_read`] sees it: on a
+/// node with a metadata replica, that replica's applied-entries watch;
+/// elsewhere (the metadata is read from a voter) a poll.
+pub struct MetaChanges {
+    rx: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A change not taken yet: the first one (nothing was read yet), or
+    /// one [`wait`](Self::wait) saw (which marks it seen on the watch).
+    pending: bool,
+    /// The poll interval without a local replica.
+    poll: Duration,
+}
+
+impl MetaChanges {
+    /// Whether the metadata may have changed since the last call (always
+    /// without a local replica), marking it seen: read it after this, and
+    /// a change made meanwhile is taken by the next call.
+    pub fn take(&mut self) -> bool {
+        let pending = std::mem::replace(&mut self.pending, false);
+        match &mut self.rx {
+            Some(rx) => {
+                let changed = rx.has_changed().unwrap_or(true);
+                rx.borrow_and_update();
+                pending || changed
+            }
+            None => true,
+        }
+    }
+
+    /// Waits until the metadata may have changed, at most `max` (so the
+    /// caller's own checks, such as an abort flag, run at least that
+    /// often); without a local replica, at most the poll interval.
+    pub async fn wait(&mut self, max: Duration) {
+        match &mut self.rx {
+            Some(rx) => match tokio::time::timeout(max, rx.changed()).await {
+                Ok(Ok(())) => self.pending = true,
+                Err(_) => {}
+                // The replica is gone (the node is stopping): poll.
+                Ok(Err(_)) => tokio::time::sleep(max.min(self.poll)).await,
+            },
+            None => tokio::time::sleep(max.min(self.poll)).await,
+        }
+    }
+}
+
+/// The answer (or typed refusal) the metadata state machine gave the
+/// command this node proposed (see [`crate::meta::MetaResult`]).
+fn meta_answer(resp: ShardResponse) -> Result<MetaAnswer, DataError> {
+    let bytes = resp
+        .payload
+        .ok_or_else(|| DataError::Unavailable("metadata command without an answer".into()))?;
+    let answer: MetaResult =
+        wire::decode(&bytes, "metadata answer").map_err(DataError::Unavailable)?;
+    answer.map_err(DataError::Refused)
+}

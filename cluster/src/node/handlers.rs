@@ -1,0 +1,295 @@
+//! Handling of peer and client requests: Raft messages, table reads and
+//! writes (push, read barrier, exact fetch, long polls), metadata.
+
+use super::{ClusterNode, ShardGroup};
+use crate::placement::{shard_group, META_GROUP};
+use crate::wire::{
+    self, DataError, DataReply, DataRequest, Refusal, KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE,
+    MAX_WAIT_MS,
+};
+use futures::future::join_all;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use petuum_core::batch::UpdateBatch;
+use petuum_core::types::ShardId;
+use petuum_storage::{EpochCheck, ShardRequest, TypeConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Status;
+
+impl ClusterNode {
+    /// Handles a Raft message for one of this node's groups.
+    pub async fn handle_raft(
+        &self,
+        group: u64,
+        kind: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
+        let raft = self.raft(group).ok_or_else(|| {
+            Status::not_found(format!(
+                "group {group} has no replica on node {}",
+                self.id()
+            ))
+        })?;
+        let bad = |e: String| Status::invalid_argument(format!("group {group}: {e}"));
+        match kind {
+            KIND_APPEND => {
+                let req: AppendEntriesRequest<TypeConfig> =
+                    wire::decode(payload, "append-entries").map_err(bad)?;
+                Ok(wire::encode(&raft.append_entries(req).await))
+            }
+            KIND_VOTE => {
+                let req: VoteRequest<u64> = wire::decode(payload, "vote").map_err(bad)?;
+                Ok(wire::encode(&raft.vote(req).await))
+            }
+            KIND_SNAPSHOT => {
+                let req: InstallSnapshotRequest<TypeConfig> =
+                    wire::decode(payload, "install-snapshot").map_err(bad)?;
+                Ok(wire::encode(&raft.install_snapshot(req).await))
+            }
+            k => Err(Status::invalid_argument(format!(
+                "unknown Raft message kind {k} for group {group}"
+            ))),
+        }
+    }
+
+    /// Handles a table or metadata request.
+    pub async fn handle_data(&self, req: DataRequest) -> Result<DataReply, DataError> {
+        match req {
+            DataRequest::Push { epoch, batches } => {
+                Ok(DataReply::Pushed(self.push(epoch, batches).await))
+            }
+            DataRequest::Fetch {
+                shard,
+                req,
+                epoch,
+                wait_ms,
+            } => {
+                let g = self.shard(shard).ok_or(DataError::NotHere {
+                    group: shard_group(shard),
+                })?;
+                let mut watch = g.handle.applied_watch();
+                let deadline = long_poll_deadline(wait_ms);
+                loop {
+                    let _ = watch.borrow_and_update();
+                    if let Some(snap) = g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
+                        return Ok(DataReply::Row(snap));
+                    }
+                    match tokio::time::timeout_at(deadline, watch.changed()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
+                        Err(_) => return Err(DataError::NotYet),
+                    }
+                }
+            }
+            DataRequest::FetchLatest { shard, req, epoch } => {
+                let g = self.read_barrier(shard).await?;
+                match g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
+                    Some(snap) => Ok(DataReply::Row(snap)),
+                    None => Err(DataError::NotYet),
+                }
+            }
+            DataRequest::Commands { shard, commands } => {
+                let group = shard_group(shard);
+                let mut out = Vec::with_capacity(commands.len());
+                for c in commands {
+                    out.push(self.write(group, c).await?);
+                }
+                Ok(DataReply::Done(out))
+            }
+            DataRequest::RowIds { shard, table } => {
+                // Exports list rows: every acknowledged write must be in
+                // the list, so the leader answers after a read barrier.
+                let g = self.read_barrier(shard).await?;
+                let ids = g.handle.with_current(|st| {
+                    st.table(table)?;
+                    Ok::<_, petuum_core::TableError>(st.row_ids(table))
+                })?;
+                Ok(DataReply::RowIds(ids))
+            }
+            DataRequest::ReadLocal {
+                shard,
+                table,
+                row,
+                job,
+            } => {
+                let g = self.shard(shard).ok_or(DataError::NotHere {
+                    group: shard_group(shard),
+                })?;
+                Ok(g.handle.with_replica(|r| DataReply::Local {
+                    row: r.data.current().read(table, row).ok(),
+                    last_applied: r.last_applied.map_or(0, |l| l.index),
+                    worker_clocks: job
+                        .and_then(|j| r.data.current().job(j).ok().map(|c| c.applied()))
+                        .unwrap_or_default(),
+                }))
+            }
+            DataRequest::Meta(cmd) => Ok(DataReply::Meta(self.meta_command(cmd).await?)),
+            DataRequest::Watch {
+                shard,
+                job,
+                epoch,
+                after,
+                rows,
+                wait_ms,
+            } => {
+                let g = self.shard(shard).ok_or(DataError::NotHere {
+                    group: shard_group(shard),
+                })?;
+                let mut watch = g.handle.applied_watch();
+                let deadline = long_poll_deadline(wait_ms);
+                loop {
+                    let _ = watch.borrow_and_update();
+                    let ready = g.handle.with_replica(|r| {
+                        match r.data.check_epoch(job, epoch) {
+                            EpochCheck::Stale { current } => {
+                                return Err(petuum_core::TableError::StaleEpoch {
+                                    job,
+                                    epoch,
+                                    current,
+                                })
+                            }
+                            _ if !r.data.live_in(job, epoch) => return Ok(None),
+                            _ => {}
+                        }
+                        let st = r.data.current();
+                        let clocks = st.job(job)?;
+                        let min_clock = clocks.min_clock();
+                        if min_clock <= after {
+                            return Ok::<_, petuum_core::TableError>(None);
+                        }
+                        let worker_clocks: Arc<[u64]> = clocks.applied().into();
+                        let version = replica_version(r);
+                        let out = rows
+                            .iter()
+                            .filter_map(|&(t, r)| {
+                                let row = st.read(t, r).ok()?;
+                                Some((
+                                    (t, r),
+                                    petuum_core::service::RowSnapshot {
+                                        row: Arc::new(row),
+                                        min_clock,
+                                        worker_clocks: worker_clocks.clone(),
+                                        version,
+                                    },
+                                ))
+                            })
+                            .collect();
+                        Ok(Some((min_clock, out)))
+                    })?;
+                    if let Some((min_clock, rows)) = ready {
+                        return Ok(DataReply::Rows { min_clock, rows });
+                    }
+                    match tokio::time::timeout_at(deadline, watch.changed()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
+                        Err(_) => return Err(DataError::NotYet),
+                    }
+                }
+            }
+            DataRequest::Yield { group, to } => {
+                self.yield_leadership(group, to).await?;
+                Ok(DataReply::Ok)
+            }
+            DataRequest::MetaRead => match &self.meta {
+                Some((_, h)) => Ok(DataReply::MetaState(Box::new(h.state()))),
+                None => Err(DataError::NotHere { group: META_GROUP }),
+            },
+            DataRequest::Blob { job, clock, worker } => {
+                let store = petuum_storage::CheckpointStore::new(self.db.clone());
+                let blob = store
+                    .load_worker_blob(job, clock, worker)
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Blob(blob))
+            }
+            DataRequest::Ping => Ok(DataReply::Ok),
+            DataRequest::ShardImage { shard, job, clock } => {
+                let store = petuum_storage::CheckpointStore::new(self.db.clone());
+                let part = store
+                    .load_shard_bytes(job, clock, shard)
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Blob(part))
+            }
+            DataRequest::Elect { group } => {
+                let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+                if self.is_stopping() {
+                    return Err(DataError::Refused(Refusal::Busy(format!(
+                        "node {} is stopping: it campaigns for no group",
+                        self.id()
+                    ))));
+                }
+                raft.trigger()
+                    .elect()
+                    .await
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Ok)
+            }
+        }
+    }
+
+    async fn push(&self, epoch: u64, batches: Vec<UpdateBatch>) -> Vec<Result<(), DataError>> {
+        join_all(batches.into_iter().map(|batch| async move {
+            let group = shard_group(batch.shard);
+            let job = batch.job;
+            let resp = self
+                .write(group, ShardRequest::Batch { epoch, batch })
+                .await?;
+            match (resp.superseded_by, resp.error) {
+                (Some(current), _) => Err(DataError::Table(petuum_core::TableError::StaleEpoch {
+                    job,
+                    epoch,
+                    current,
+                })),
+                (None, Some(e)) => Err(DataError::Refused(Refusal::Shard(e))),
+                (None, None) => Ok(()),
+            }
+        }))
+        .await
+    }
+
+    /// This node's replica of `shard` once it holds every write the group
+    /// acknowledged: the leader, after confirming its leadership with a
+    /// quorum (a linearizable read). Others answer `NotLeader`.
+    async fn read_barrier(&self, shard: ShardId) -> Result<&ShardGroup, DataError> {
+        let group = shard_group(shard);
+        let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
+        match g.raft.ensure_linearizable().await {
+            Ok(_) => Ok(g),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(DataError::NotLeader {
+                    group,
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(DataError::Unavailable(format!("group {group}: {e}"))),
+        }
+    }
+}
+
+/// When a long poll asking for `wait_ms` gives up (capped at
+/// [`MAX_WAIT_MS`]: a client-chosen wait cannot overflow the clock or park
+/// a handler for long).
+fn long_poll_deadline(wait_ms: u64) -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_millis(wait_ms.min(MAX_WAIT_MS))
+}
+
+/// A replica's version of its rows: the index of the last log entry it
+/// applied. Replicas at the same index hold the same state and a higher
+/// index is a later state, on every replica of the group (a restore or a
+/// snapshot included), so caches can compare copies from any replica.
+fn replica_version(r: &petuum_storage::Replica) -> u64 {
+    r.last_applied.map_or(0, |l| l.index)
+}
+
+/// A read of run `epoch` as this replica can serve it exactly (see
+/// [`petuum_storage::ShardData::try_fetch`]), versioned by log index.
+fn exact_fetch(
+    r: &petuum_storage::Replica,
+    req: &petuum_core::service::FetchRequest,
+    epoch: u64,
+) -> Result<Option<petuum_core::service::RowSnapshot>, petuum_core::TableError> {
+    Ok(r.data.try_fetch(req, epoch)?.map(|mut snap| {
+        snap.version = replica_version(r);
+        snap
+    }))
+}

@@ -1,0 +1,224 @@
+//! Leadership: handing it off (a yield asked by a peer, a graceful stop)
+//! and taking it back (the balancer).
+
+use super::ClusterNode;
+use crate::meta::{MetaCommand, NodeState};
+use crate::network::Method;
+use crate::placement::{shard_group, META_GROUP};
+use crate::retry::Retry;
+use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
+use futures::future::join_all;
+use openraft::ServerState;
+use std::sync::Arc;
+use std::time::Duration;
+
+impl ClusterNode {
+    /// Whether the node began to stop (see [`hand_off`](Self::hand_off)).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Hands leadership of `group` to `to`: stop heartbeats and refuse
+    /// writes until the followers' leader lease runs out, so `to` (which
+    /// campaigns when this returns) can win the vote.
+    pub(super) async fn yield_leadership(&self, group: u64, to: u64) -> Result<(), DataError> {
+        let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+        let m = raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.id()) {
+            return Err(DataError::NotLeader {
+                group,
+                leader: m.current_leader,
+            });
+        }
+        if !self.placement.members(group).contains(&to) {
+            return Err(DataError::Refused(Refusal::Invalid(format!(
+                "node {to} holds no replica of group {group}"
+            ))));
+        }
+        if !self.yielding.lock().insert(group) {
+            return Err(DataError::Refused(Refusal::Busy(
+                "already handing off".into(),
+            )));
+        }
+        tracing::info!(node = self.id(), group, to, "handing leadership off");
+        raft.runtime_config().heartbeat(false);
+        raft.runtime_config().elect(false);
+        let lease = Duration::from_millis(self.config.raft.election_timeout_max_ms + 50);
+        tokio::time::sleep(lease).await;
+        let raft = raft.clone();
+        let yielding = self.yielding.clone();
+        let restore = Duration::from_millis(self.config.raft.election_timeout_max_ms * 2);
+        tokio::spawn(async move {
+            tokio::time::sleep(restore).await;
+            raft.runtime_config().heartbeat(true);
+            raft.runtime_config().elect(true);
+            yielding.lock().remove(&group);
+        });
+        Ok(())
+    }
+
+    /// Hands leadership of every group this node leads to another replica
+    /// (graceful stop, preemption): stop heartbeats and campaigning, refuse
+    /// writes, wait out the followers' leader lease, then ask another
+    /// member to campaign. All groups at once; returns the groups handed
+    /// off.
+    pub async fn hand_off(&self) -> Vec<u64> {
+        let me = self.id();
+        // From here on the balancer takes nothing back and this node
+        // campaigns for nothing: leadership only leaves.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut led = Vec::new();
+        let mut ids: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
+        if self.meta.is_some() {
+            ids.push(META_GROUP);
+        }
+        for group in ids {
+            let Some(raft) = self.raft(group) else {
+                continue;
+            };
+            if raft.metrics().borrow().current_leader == Some(me) {
+                self.yielding.lock().insert(group);
+                raft.runtime_config().heartbeat(false);
+                raft.runtime_config().elect(false);
+                led.push(group);
+            }
+        }
+        for group in self.shards.keys().map(|&s| shard_group(s)) {
+            if let Some(raft) = self.raft(group) {
+                raft.runtime_config().elect(false);
+            }
+        }
+        let announce = async {
+            // After any "up" already in flight (stopping is set: no new one).
+            let _after_up = self.announcing.lock().await;
+            let cmd = MetaCommand::SetNodeState {
+                node: me,
+                state: NodeState::Leaving,
+            };
+            let mut attempts = Retry::META.within(Duration::from_secs(10)).start();
+            while !attempts.expired() {
+                if self.meta_command(cmd.clone()).await.is_ok() {
+                    tracing::info!(node = me, "announced as leaving");
+                    return;
+                }
+                attempts.wait().await;
+            }
+            tracing::warn!(
+                node = me,
+                "could not announce leaving to the metadata group"
+            );
+        };
+        if led.is_empty() {
+            announce.await;
+            return led;
+        }
+        tracing::info!(
+            node = me,
+            groups = led.len(),
+            "handing leadership off before stopping"
+        );
+        tokio::time::sleep(Duration::from_millis(
+            self.config.raft.election_timeout_max_ms + 50,
+        ))
+        .await;
+        join_all(led.iter().map(|&group| async move {
+            for target in self.placement.members(group) {
+                if target == me {
+                    continue;
+                }
+                let r = self
+                    .peers
+                    .call(
+                        target,
+                        Method::Data,
+                        group,
+                        KIND_DATA,
+                        wire::encode(&DataRequest::Elect { group }),
+                        Duration::from_millis(500),
+                    )
+                    .await;
+                // Campaigning: done. Refused (stopping too) or unreachable:
+                // the next replica.
+                let campaigning = r.is_ok_and(|b| {
+                    matches!(
+                        wire::decode::<Result<DataReply, DataError>>(&b, "elect reply"),
+                        Ok(Ok(DataReply::Ok))
+                    )
+                });
+                if campaigning {
+                    break;
+                }
+            }
+        }))
+        .await;
+        // The metadata group has a new leader by now (if this node led it).
+        announce.await;
+        led
+    }
+
+    /// Periodically takes back leadership of the groups this node should
+    /// lead (after it returns from a failure), one group at a time.
+    pub async fn balance_leaders(self: Arc<Self>) {
+        let me = self.id();
+        let period = Duration::from_millis(self.config.raft.election_timeout_max_ms * 4);
+        loop {
+            tokio::time::sleep(period).await;
+            if self.is_stopping() {
+                return;
+            }
+            // Only rebalance when this node leads fewer than its share.
+            let mine: Vec<u64> = self
+                .shards
+                .keys()
+                .map(|&s| shard_group(s))
+                .filter(|&g| self.placement.preferred(g) == me)
+                .collect();
+            for group in mine {
+                if self.is_stopping() {
+                    return;
+                }
+                let Some(raft) = self.raft(group) else {
+                    continue;
+                };
+                let m = raft.metrics().borrow().clone();
+                let Some(leader) = m.current_leader else {
+                    continue;
+                };
+                if leader == me || m.state != ServerState::Follower {
+                    continue;
+                }
+                // Up to date: everything in the local log is applied.
+                if m.last_log_index != m.last_applied.map(|l| l.index) {
+                    continue;
+                }
+                let asked = self
+                    .peers
+                    .call(
+                        leader,
+                        Method::Data,
+                        group,
+                        KIND_DATA,
+                        wire::encode(&DataRequest::Yield { group, to: me }),
+                        Duration::from_millis(self.config.raft.election_timeout_max_ms * 3),
+                    )
+                    .await;
+                let ok = matches!(
+                    asked
+                        .as_deref()
+                        .map(|b| wire::decode::<Result<DataReply, DataError>>(b, "yield reply")),
+                    Ok(Ok(Ok(DataReply::Ok)))
+                );
+                // A node that began to stop while asking takes nothing back.
+                if ok && !self.is_stopping() {
+                    let _ = raft.trigger().elect().await;
+                    tracing::info!(node = me, group, from = leader, "took leadership back");
+                    tokio::time::sleep(Duration::from_millis(
+                        self.config.raft.election_timeout_max_ms,
+                    ))
+                    .await;
+                }
+            }
+        }
+    }
+}

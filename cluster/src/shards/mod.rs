@@ -1,0 +1,405 @@
+//! The networked table backend: [`ShardService`] over gRPC to a cluster.
+//! Update batches go to each shard's leader and return once committed;
+//! reads go to any replica (follower reads), which answers only when its
+//! applied clocks meet the SSP condition of the request.
+//!
+//! The API is blocking (worker threads call it); it runs its own tokio
+//! runtime and must not be called from inside another runtime.
+
+use crate::meta::MetaCommand;
+use crate::network::{CallError, Method, Peers};
+use crate::placement::Placement;
+use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
+use parking_lot::Mutex;
+use petuum_core::batch::UpdateBatch;
+use petuum_core::row::AnyRow;
+use petuum_core::service::{FetchRequest, PushSink, RowSnapshot, ShardService};
+use petuum_core::types::{shard_of, Clock, JobId, RowId, ShardId, TableId, TableSpec};
+use petuum_core::TableError;
+use petuum_proto::v1::StatusReply;
+use petuum_storage::{ShardRequest, ShardResponse};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+mod admin;
+mod routing;
+mod watch;
+
+/// The most row bytes one `Load` entry carries (far below the message
+/// limit, small enough that one entry's fsync stays short).
+const LOAD_CHUNK_BYTES: usize = 1 << 20;
+
+/// The job a shard command belongs to, when it is a job's.
+fn request_job(req: &ShardRequest) -> Option<JobId> {
+    match req {
+        ShardRequest::RegisterJob { job, .. }
+        | ShardRequest::Checkpoint { job, .. }
+        | ShardRequest::WorkerBlob { job, .. }
+        | ShardRequest::RestoreImage { job, .. }
+        | ShardRequest::DropJob { job, .. } => Some(*job),
+        ShardRequest::Batch { batch, .. } => Some(batch.job),
+        ShardRequest::CreateTable(t) => Some(t.job),
+        ShardRequest::Load { .. } | ShardRequest::Meta(_) => None,
+    }
+}
+
+/// Options of a cluster connection.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// How long an operation keeps retrying (leader changes, a node down)
+    /// before it fails.
+    pub deadline: Duration,
+    /// Bearer token, when the cluster requires one.
+    pub token: Option<String>,
+    /// TLS to the nodes.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Deadline of one RPC.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            deadline: Duration::from_secs(60),
+            token: None,
+            tls: None,
+            rpc_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// A connection to a cluster's shards.
+pub struct ClusterShards {
+    rt: tokio::runtime::Runtime,
+    peers: Arc<Peers>,
+    placement: Placement,
+    leaders: Mutex<HashMap<ShardId, u64>>,
+    aborted: Mutex<HashMap<JobId, String>>,
+    sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
+    /// Jobs registered through this connection (ESSP watchers follow them).
+    jobs: Arc<Mutex<std::collections::BTreeSet<JobId>>>,
+    watching: std::sync::atomic::AtomicBool,
+    opts: ConnectOptions,
+    /// Where node-local follower reads go first (0: spread over replicas).
+    local: u64,
+    /// The run (epoch) each job's commands and reads name; 0 for a job
+    /// never set (tools and benchmarks that run outside the scheduler).
+    epochs: Arc<Mutex<HashMap<JobId, u64>>>,
+    /// The job of each table created through this connection (a load
+    /// names its table only).
+    table_jobs: Mutex<HashMap<TableId, JobId>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> TableError {
+    TableError::Unavailable(e.to_string())
+}
+
+impl ClusterShards {
+    /// Connects through any of `endpoints` (`host:port`), learning the
+    /// cluster's nodes and placement from the first that answers.
+    pub fn connect(
+        endpoints: &[String],
+        opts: ConnectOptions,
+    ) -> Result<ClusterShards, TableError> {
+        Self::connect_as(endpoints, opts, 0)
+    }
+
+    /// Like [`connect`](Self::connect), for workers on node `local`, whose
+    /// reads go to the local replica when there is one.
+    pub fn connect_as(
+        endpoints: &[String],
+        opts: ConnectOptions,
+        local: u64,
+    ) -> Result<ClusterShards, TableError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("petuum-net")
+            .enable_all()
+            .build()
+            .map_err(unavailable)?;
+        let status = rt.block_on(first_status(endpoints, &opts))?;
+        let addrs: HashMap<u64, String> = status
+            .nodes
+            .iter()
+            .map(|n| (n.id, n.addr.clone()))
+            .collect();
+        let placement = Placement::new(
+            status.nodes.iter().map(|n| n.id).collect(),
+            status.shards,
+            status.replicas,
+        );
+        let peers = Peers::new(
+            local,
+            status.cluster,
+            addrs,
+            opts.tls.clone(),
+            opts.token.clone(),
+        );
+        Ok(ClusterShards {
+            rt,
+            peers,
+            placement,
+            leaders: Mutex::new(HashMap::new()),
+            aborted: Mutex::new(HashMap::new()),
+            sinks: Arc::new(Mutex::new(Vec::new())),
+            jobs: Arc::new(Mutex::new(Default::default())),
+            watching: std::sync::atomic::AtomicBool::new(false),
+            opts,
+            local,
+            epochs: Arc::new(Mutex::new(HashMap::new())),
+            table_jobs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Makes every command and read of `job` through this connection name
+    /// run `epoch`: the shards refuse them once a newer run has begun.
+    pub fn set_epoch(&self, job: JobId, epoch: u64) {
+        self.epochs.lock().insert(job, epoch);
+    }
+
+    /// The run this connection's commands of `job` name.
+    pub fn epoch(&self, job: JobId) -> u64 {
+        self.epochs.lock().get(&job).copied().unwrap_or(0)
+    }
+
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    /// A node's status.
+    pub fn status(&self, node: u64) -> Result<StatusReply, TableError> {
+        self.rt
+            .block_on(self.peers.status(node, self.opts.rpc_timeout))
+            .map_err(unavailable)
+    }
+
+    /// Sends one `Data` request to one node.
+    pub fn call(&self, node: u64, req: &DataRequest) -> Result<DataReply, TableError> {
+        self.rt
+            .block_on(self.data(node, req, self.opts.rpc_timeout))
+            .map_err(|e| match e {
+                Failure::Unreachable(e) => unavailable(e),
+                Failure::Data(DataError::Table(t)) => t,
+                Failure::Data(d) => unavailable(d),
+            })
+    }
+
+    /// A row as node `node`'s replica has it now, with its applied log
+    /// index and the job's worker clocks there.
+    pub fn read_local(
+        &self,
+        node: u64,
+        table: TableId,
+        row: RowId,
+        job: Option<JobId>,
+    ) -> Result<(Option<AnyRow>, u64, Vec<Clock>), TableError> {
+        let shard = shard_of(table, row, self.placement.shards());
+        match self.call(
+            node,
+            &DataRequest::ReadLocal {
+                shard,
+                table,
+                row,
+                job,
+            },
+        )? {
+            DataReply::Local {
+                row,
+                last_applied,
+                worker_clocks,
+            } => Ok((row, last_applied, worker_clocks)),
+            other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn data(
+        &self,
+        node: u64,
+        req: &DataRequest,
+        timeout: Duration,
+    ) -> Result<DataReply, Failure> {
+        let bytes = self
+            .peers
+            .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)
+            .await
+            .map_err(|e| match e {
+                CallError::Unreachable { .. } => Failure::Unreachable(e.to_string()),
+                CallError::Remote { .. } => {
+                    Failure::Data(DataError::Refused(Refusal::Rejected(e.to_string())))
+                }
+            })?;
+        let r: Result<DataReply, DataError> = wire::decode(&bytes, "data reply").map_err(|e| {
+            Failure::Data(DataError::Refused(Refusal::BadReply(format!(
+                "node {node}: {e}"
+            ))))
+        })?;
+        r.map_err(Failure::Data)
+    }
+
+    fn check_aborted(&self, job: JobId) -> Result<(), TableError> {
+        match self.aborted.lock().get(&job) {
+            Some(reason) => Err(TableError::Aborted {
+                job,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+enum Failure {
+    Unreachable(String),
+    Data(DataError),
+}
+
+async fn first_status(
+    endpoints: &[String],
+    opts: &ConnectOptions,
+) -> Result<StatusReply, TableError> {
+    let mut last = String::from("no endpoints given");
+    for (i, ep) in endpoints.iter().enumerate() {
+        // A throwaway Peers object for one bootstrap call.
+        let peers = Peers::new(
+            0,
+            0,
+            [(i as u64 + 1, ep.clone())].into(),
+            opts.tls.clone(),
+            opts.token.clone(),
+        );
+        match peers.status(i as u64 + 1, opts.rpc_timeout).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("{ep}: {e}"),
+        }
+    }
+    Err(unavailable(format!(
+        "no cluster endpoint answered ({last})"
+    )))
+}
+
+impl ShardService for ClusterShards {
+    fn num_shards(&self) -> u32 {
+        self.placement.shards()
+    }
+
+    fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {
+        self.meta(MetaCommand::DefineTable(spec.clone()))?;
+        self.table_jobs.lock().insert(spec.id, spec.job);
+        self.commands(
+            Some(spec.job),
+            self.all_shards(ShardRequest::CreateTable(spec.clone())),
+        )
+    }
+
+    fn register_job(
+        &self,
+        job: JobId,
+        workers: u32,
+        deterministic: bool,
+    ) -> Result<(), TableError> {
+        self.register_job_every(job, workers, deterministic, 0)
+    }
+
+    fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError> {
+        let n = self.num_shards();
+        let job = self.table_jobs.lock().get(&table).copied();
+        let epoch = job.map_or(0, |j| self.epoch(j));
+        // Rows grouped per shard into entries of about LOAD_CHUNK_BYTES:
+        // one Raft append (one fsync per replica) per chunk, where a
+        // command per row made a 4k-row initialisation take a minute on a
+        // busy machine.
+        let mut per_shard: BTreeMap<ShardId, Vec<Vec<(RowId, AnyRow)>>> = BTreeMap::new();
+        for (row, value) in rows {
+            let chunks = per_shard.entry(shard_of(table, row, n)).or_default();
+            let bytes = |c: &Vec<(RowId, AnyRow)>| {
+                c.iter().map(|(_, v)| v.value_bytes() + 16).sum::<usize>()
+            };
+            match chunks.last_mut() {
+                Some(c) if bytes(c) + value.value_bytes() + 16 <= LOAD_CHUNK_BYTES => {
+                    c.push((row, value))
+                }
+                _ => chunks.push(vec![(row, value)]),
+            }
+        }
+        let cmds = per_shard
+            .into_iter()
+            .flat_map(|(shard, chunks)| {
+                chunks
+                    .into_iter()
+                    .map(move |rows| (shard, ShardRequest::Load { epoch, table, rows }))
+            })
+            .collect();
+        self.commands(job, cmds)
+    }
+
+    fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError> {
+        let Some(job) = batches.first().map(|b| b.job) else {
+            return Ok(());
+        };
+        debug_assert!(batches.iter().all(|b| b.job == job), "one job per push");
+        let epoch = self.epoch(job);
+        let items = batches.iter().map(|b| (b.shard, b.clone())).collect();
+        self.rt
+            .block_on(self.to_leaders(
+                Some(job),
+                items,
+                |_, batches| DataRequest::Push { epoch, batches },
+                |reply| {
+                    match reply {
+                        DataReply::Pushed(rs) => Ok(rs
+                            .into_iter()
+                            .map(|r| r.map(|()| ShardResponse::default()))
+                            .collect()),
+                        other => Err(DataError::Refused(Refusal::BadReply(format!(
+                            "unexpected reply {other:?}"
+                        )))),
+                    }
+                },
+            ))
+            .map(|_| ())
+    }
+
+    fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        self.fetch_row(req)
+    }
+
+    fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {
+        let mut ids = Vec::new();
+        for shard in 0..self.num_shards() {
+            // The leader answers after a read barrier: an export must list
+            // every acknowledged row.
+            let got = match self.to_leader(
+                shard,
+                None,
+                &DataRequest::RowIds { shard, table },
+                &format!("a listing of table {table}"),
+            )? {
+                DataReply::RowIds(r) => r,
+                other => return Err(unavailable(format!("unexpected reply {other:?}"))),
+            };
+            ids.extend(got);
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn subscribe(&self, sink: Weak<dyn PushSink>) {
+        self.sinks.lock().push(sink);
+        if !self
+            .watching
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.start_watchers();
+        }
+    }
+
+    fn abort_job(&self, job: JobId, reason: &str) {
+        self.aborted.lock().insert(job, reason.to_string());
+    }
+
+    fn drop_job(&self, job: JobId) {
+        if let Err(e) = self.drop_job_checked(job) {
+            tracing::warn!(job, error = %e, "dropping the job's shard state");
+        }
+    }
+}

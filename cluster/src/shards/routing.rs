@@ -1,0 +1,354 @@
+//! Getting requests to the right replica: the leader guess per shard and
+//! its rotation, commands to shard leaders (following hints, failing
+//! over), reads behind a leader's read barrier, and SSP reads from any
+//! replica.
+
+use super::{request_job, unavailable, ClusterShards, Failure};
+use crate::retry::Retry;
+use crate::wire::{DataError, DataReply, DataRequest, Refusal};
+use futures::future::join_all;
+use petuum_core::service::{FetchRequest, RowSnapshot};
+use petuum_core::types::{shard_of, JobId, ShardId};
+use petuum_core::TableError;
+use petuum_storage::{ShardRequest, ShardResponse};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+impl ClusterShards {
+    pub(super) fn leader_guess(&self, shard: ShardId) -> u64 {
+        *self
+            .leaders
+            .lock()
+            .entry(shard)
+            .or_insert_with(|| self.placement.preferred_leader(shard))
+    }
+
+    /// Moves the guess to the next replica after `failed`.
+    pub(super) fn rotate(&self, shard: ShardId, failed: u64) {
+        let reps = self.placement.replicas_of(shard);
+        let i = reps.iter().position(|&n| n == failed).unwrap_or(0);
+        self.leaders
+            .lock()
+            .insert(shard, reps[(i + 1) % reps.len()]);
+    }
+
+    /// Sends per-shard payloads to shard leaders until each is accepted,
+    /// following leader hints and failing over.
+    pub(super) async fn to_leaders<T: Clone>(
+        &self,
+        job: Option<JobId>,
+        items: Vec<(ShardId, T)>,
+        make: impl Fn(ShardId, Vec<T>) -> DataRequest,
+        // Per item result from a reply: Ok(Some(x)) done, Ok(None) retry.
+        take: impl Fn(DataReply) -> Result<Vec<Result<ShardResponse, DataError>>, DataError>,
+    ) -> Result<Vec<(ShardId, ShardResponse)>, TableError> {
+        let (make, take) = (&make, &take);
+        let mut attempts = Retry::LEADER.within(self.opts.deadline).start();
+        let mut pending = items;
+        let mut done = Vec::new();
+        let mut last_error = String::new();
+        // Nodes that did not answer during this operation: a stale hint
+        // naming one of them is not followed.
+        let mut dead = std::collections::HashSet::new();
+        loop {
+            // A run that was aborted (superseded, cancelled) stops here,
+            // not after the deadline.
+            if let Some(job) = job {
+                self.check_aborted(job)?;
+            }
+            let mut by_node: BTreeMap<u64, BTreeMap<ShardId, Vec<T>>> = BTreeMap::new();
+            for (shard, item) in pending.drain(..) {
+                by_node
+                    .entry(self.leader_guess(shard))
+                    .or_default()
+                    .entry(shard)
+                    .or_default()
+                    .push(item);
+            }
+            let calls = by_node.into_iter().map(|(node, shards)| async move {
+                let mut replies = Vec::new();
+                // One RPC per shard keeps each group's commands in order;
+                // the node runs them concurrently with other shards'.
+                let futs = shards.into_iter().map(|(shard, items)| async move {
+                    let r = self
+                        .data(node, &make(shard, items.clone()), self.opts.rpc_timeout * 4)
+                        .await;
+                    (shard, items, r)
+                });
+                replies.extend(join_all(futs).await);
+                (node, replies)
+            });
+            let mut progress = false;
+            for (node, replies) in join_all(calls).await {
+                for (shard, items, r) in replies {
+                    if matches!(r, Err(Failure::Unreachable(_))) {
+                        dead.insert(node);
+                    }
+                    let per_item = match r.map_err(|f| match f {
+                        Failure::Unreachable(e) => DataError::Unavailable(e),
+                        Failure::Data(d) => d,
+                    }) {
+                        Ok(reply) => take(reply),
+                        Err(e) => Err(e),
+                    };
+                    match per_item {
+                        Ok(results) => {
+                            for (item, res) in items.into_iter().zip(results) {
+                                match res {
+                                    Ok(resp) => {
+                                        if let (Some(current), Some(job)) =
+                                            (resp.superseded_by, job)
+                                        {
+                                            return Err(TableError::StaleEpoch {
+                                                job,
+                                                epoch: self.epoch(job),
+                                                current,
+                                            });
+                                        }
+                                        if let Some(e) = &resp.error {
+                                            return Err(unavailable(format!(
+                                                "shard {shard} refused: {e}"
+                                            )));
+                                        }
+                                        progress = true;
+                                        done.push((shard, resp));
+                                    }
+                                    Err(e) => {
+                                        self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                                        last_error = e.to_string();
+                                        pending.push((shard, item));
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                            last_error = e.to_string();
+                            pending.extend(items.into_iter().map(|i| (shard, i)));
+                        }
+                    }
+                }
+            }
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            if attempts.expired() {
+                return Err(unavailable(format!(
+                    "{} shard operations not acknowledged within {:?}; last error: {last_error}",
+                    pending.len(),
+                    self.opts.deadline
+                )));
+            }
+            // Progress (an acknowledgement, a leader hint to follow): the
+            // next round goes at once, and waits start small again.
+            if progress {
+                attempts.progressed();
+            } else {
+                attempts.wait().await;
+            }
+        }
+    }
+
+    /// Updates the leader guess after a failure; errors that retrying
+    /// cannot fix are returned.
+    pub(super) fn retry_on(
+        &self,
+        shard: ShardId,
+        node: u64,
+        e: &DataError,
+        dead: &std::collections::HashSet<u64>,
+        progress: &mut bool,
+    ) -> Result<(), TableError> {
+        match e {
+            DataError::NotLeader {
+                leader: Some(l), ..
+            } if *l != node && !dead.contains(l) => {
+                self.leaders.lock().insert(shard, *l);
+                *progress = true;
+                Ok(())
+            }
+            DataError::NotLeader { .. } | DataError::NotHere { .. } | DataError::Unavailable(_) => {
+                self.rotate(shard, node);
+                Ok(())
+            }
+            DataError::Table(t) => Err(t.clone()),
+            DataError::Refused(m) => Err(unavailable(format!("shard {shard}: {m}"))),
+            DataError::NotYet => Ok(()),
+        }
+    }
+
+    /// Runs commands (of `job`, when they are a job's) on every listed
+    /// shard's leader, in order per shard.
+    pub(super) fn commands(
+        &self,
+        job: Option<JobId>,
+        per_shard: Vec<(ShardId, ShardRequest)>,
+    ) -> Result<(), TableError> {
+        self.rt
+            .block_on(self.to_leaders(
+                job,
+                per_shard,
+                |shard, commands| DataRequest::Commands { shard, commands },
+                |reply| match reply {
+                    DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),
+                    other => Err(DataError::Refused(Refusal::BadReply(format!(
+                        "unexpected reply {other:?}"
+                    )))),
+                },
+            ))
+            .map(|_| ())
+    }
+
+    pub(super) fn all_shards(&self, req: ShardRequest) -> Vec<(ShardId, ShardRequest)> {
+        (0..self.placement.shards())
+            .map(|s| (s, req.clone()))
+            .collect()
+    }
+
+    /// Runs one command on a shard's leader and returns its response
+    /// (checkpoint requests, restores, worker blobs); a refusal is an error.
+    pub fn command(&self, shard: ShardId, req: ShardRequest) -> Result<ShardResponse, TableError> {
+        let job = request_job(&req);
+        let mut out = self.rt.block_on(self.to_leaders(
+            job,
+            vec![(shard, req)],
+            |shard, commands| DataRequest::Commands { shard, commands },
+            |reply| match reply {
+                DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),
+                other => Err(DataError::Refused(Refusal::BadReply(format!(
+                    "unexpected reply {other:?}"
+                )))),
+            },
+        ))?;
+        Ok(out.pop().map(|(_, r)| r).unwrap_or_default())
+    }
+
+    /// A read that waits for no clock (job init and model export): every
+    /// acknowledged write must be in it, so it goes to the shard's leader,
+    /// which confirms its leadership (linearizable read) before answering.
+    pub(super) fn fetch_latest(
+        &self,
+        shard: ShardId,
+        req: &FetchRequest,
+    ) -> Result<RowSnapshot, TableError> {
+        let ask = DataRequest::FetchLatest {
+            shard,
+            req: req.clone(),
+            epoch: self.epoch(req.job),
+        };
+        let what = format!("a read of table {} row {}", req.table, req.row);
+        match self.to_leader(shard, Some(req.job), &ask, &what)? {
+            DataReply::Row(snap) => Ok(snap),
+            other => Err(unavailable(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// One request to `shard`'s leader (reads behind a read barrier):
+    /// follows leader hints and fails over until the deadline; a job's
+    /// request stops as soon as the job is aborted. `what` names it in the
+    /// timeout error.
+    pub(super) fn to_leader(
+        &self,
+        shard: ShardId,
+        job: Option<JobId>,
+        req: &DataRequest,
+        what: &str,
+    ) -> Result<DataReply, TableError> {
+        let mut attempts = Retry::LEADER.within(self.opts.deadline).start();
+        let mut last = String::new();
+        let mut dead = std::collections::HashSet::new();
+        loop {
+            if let Some(job) = job {
+                self.check_aborted(job)?;
+            }
+            if attempts.expired() {
+                return Err(unavailable(format!(
+                    "shard {shard}: no leader answered {what} within {:?}: {last}",
+                    self.opts.deadline
+                )));
+            }
+            let node = self.leader_guess(shard);
+            let e = match self
+                .rt
+                .block_on(self.data(node, req, self.opts.rpc_timeout))
+            {
+                Ok(reply) => return Ok(reply),
+                Err(Failure::Data(DataError::Table(e))) => return Err(e),
+                Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
+                Err(Failure::Unreachable(e)) => {
+                    dead.insert(node);
+                    DataError::Unavailable(e)
+                }
+                Err(Failure::Data(d)) => d,
+            };
+            let mut progress = false;
+            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+            last = e.to_string();
+            // A leader hint is followed at once.
+            if progress {
+                attempts.progressed();
+            } else {
+                attempts.wait_blocking();
+            }
+        }
+    }
+
+    /// A read of one row: behind the leader's read barrier when it waits
+    /// for no clock ([`fetch_latest`](Self::fetch_latest)), else from any
+    /// replica once its clocks meet the SSP condition of `req` (the local
+    /// replica first, else spread by worker), failing over to the next.
+    pub(super) fn fetch_row(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        let shard = shard_of(req.table, req.row, self.placement.shards());
+        if req.min_clock.is_none() && req.own_clock == 0 {
+            return self.fetch_latest(shard, req);
+        }
+        let replicas = self.placement.replicas_of(shard);
+        let mut i = match replicas.iter().position(|&n| n == self.local) {
+            Some(p) => p,
+            None => req.worker as usize % replicas.len(),
+        };
+        let mut attempts = Retry::LEADER.within(self.opts.deadline).start();
+        let mut last = String::new();
+        loop {
+            self.check_aborted(req.job)?;
+            if attempts.expired() {
+                return Err(unavailable(format!(
+                    "shard {shard}: no replica answered a read of table {} row {} within {:?}: {last}",
+                    req.table, req.row, self.opts.deadline
+                )));
+            }
+            let node = replicas[i];
+            let wait_ms = 500;
+            let r = self.rt.block_on(self.data(
+                node,
+                &DataRequest::Fetch {
+                    shard,
+                    req: req.clone(),
+                    epoch: self.epoch(req.job),
+                    wait_ms,
+                },
+                self.opts.rpc_timeout + Duration::from_millis(wait_ms),
+            ));
+            match r {
+                Ok(DataReply::Row(snap)) => return Ok(snap),
+                Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                // The replica is alive and the run current, waiting for a
+                // slower worker's clock: keep waiting as long as that is
+                // so. A dead worker's host makes the scheduler begin a new
+                // run, and this one's next read is refused as stale.
+                Err(Failure::Data(DataError::NotYet)) => attempts.restart(),
+                Err(Failure::Data(DataError::Table(e))) => return Err(e),
+                Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
+                Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
+                    last = e;
+                    i = (i + 1) % replicas.len();
+                    attempts.wait_blocking();
+                }
+                Err(Failure::Data(e)) => {
+                    last = e.to_string();
+                    i = (i + 1) % replicas.len();
+                }
+            }
+        }
+    }
+}
