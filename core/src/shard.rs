@@ -158,6 +158,18 @@ impl ShardState {
     }
 
     /// Bulk load of an initial row value (a job's init phase).
+    /// Checks rows to load without loading them: the same checks `load`
+    /// makes, so a chunk is loaded whole or refused whole.
+    pub fn validate_load(
+        &self,
+        table: TableId,
+        rows: &[(RowId, AnyRow)],
+    ) -> Result<(), TableError> {
+        let spec = self.table(table)?;
+        rows.iter()
+            .try_for_each(|(row, value)| check_delta(spec, *row, value))
+    }
+
     pub fn load(&mut self, table: TableId, row: RowId, value: AnyRow) -> Result<(), TableError> {
         let spec = self.table(table)?;
         check_delta(spec, row, &value)?;

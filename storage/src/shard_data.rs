@@ -305,9 +305,13 @@ impl ShardData {
                 if let Some(r) = self.require_current(job, epoch) {
                     return (r, effects);
                 }
-                // In order, stopping at the first row refused (the same
-                // row on every replica). The same checks on both states:
-                // current and base hold the same tables.
+                // Whole or not at all: every row is checked before any is
+                // loaded (a refusal changes nothing, on every replica).
+                // Current and base hold the same tables, so the checks on
+                // one hold for the other.
+                if let Err(e) = self.current.validate_load(table, &rows) {
+                    return (ShardResponse::refused(e), effects);
+                }
                 let mut resp = ShardResponse::default();
                 for (row, value) in rows {
                     let r = self
