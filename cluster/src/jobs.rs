@@ -643,6 +643,16 @@ mod tests {
         .unwrap()
     }
 
+    fn assign(job: u64, placement: Vec<u64>, epoch: u64) -> JobCommand {
+        JobCommand::Assign {
+            job,
+            placement,
+            epoch,
+            reason: "test".into(),
+            at_ms: 2,
+        }
+    }
+
     fn report(clock: Clock, objective_sum: f64, weight: f64) -> HostReport {
         HostReport {
             clock,
@@ -657,13 +667,7 @@ mod tests {
         let (mut jobs, mut next) = (BTreeMap::new(), 1);
         let id = submit(&mut jobs, &mut next);
         assert_eq!((id, jobs[&id].first_table, next), (1, 2, 4));
-        let assign = |placement: Vec<u64>, epoch| JobCommand::Assign {
-            job: id,
-            placement,
-            epoch,
-            reason: "test".into(),
-            at_ms: 2,
-        };
+        let assign = |placement: Vec<u64>, epoch| assign(id, placement, epoch);
         // A placement must cover every worker.
         assert!(apply(&mut jobs, &mut next, assign(vec![1], 0)).is_err());
         assert_eq!(apply(&mut jobs, &mut next, assign(vec![1, 2], 0)), Ok(1));
@@ -783,13 +787,7 @@ mod tests {
     fn a_run_replaced_before_its_first_clock_counts_as_a_recovery() {
         let (mut jobs, mut next) = (BTreeMap::new(), 1);
         let id = submit(&mut jobs, &mut next);
-        let assign = |placement: Vec<u64>, epoch| JobCommand::Assign {
-            job: id,
-            placement,
-            epoch,
-            reason: "test".into(),
-            at_ms: 2,
-        };
+        let assign = |placement: Vec<u64>, epoch| assign(id, placement, epoch);
         apply(&mut jobs, &mut next, assign(vec![1, 2], 0)).unwrap();
         assert_eq!(jobs[&id].recoveries, 0);
         // No progress, no checkpoint: the run still existed and was lost.

@@ -53,6 +53,33 @@ impl ClusterNode {
         }
     }
 
+    /// A long poll on this node's replica of `shard`: `ready` looks at the
+    /// replica after each applied entry until it finds what the read
+    /// needs, or `wait_ms` (bounded) passes and the answer is `NotYet`.
+    async fn long_poll<T, E: Into<DataError>>(
+        &self,
+        shard: ShardId,
+        wait_ms: u64,
+        mut ready: impl FnMut(&petuum_storage::Replica) -> Result<Option<T>, E>,
+    ) -> Result<T, DataError> {
+        let g = self.shard(shard).ok_or(DataError::NotHere {
+            group: shard_group(shard),
+        })?;
+        let mut watch = g.handle.applied_watch();
+        let deadline = long_poll_deadline(wait_ms);
+        loop {
+            let _ = watch.borrow_and_update();
+            if let Some(v) = g.handle.with_replica(&mut ready).map_err(Into::into)? {
+                return Ok(v);
+            }
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
+                Err(_) => return Err(DataError::NotYet),
+            }
+        }
+    }
+
     /// Handles a table or metadata request.
     pub async fn handle_data(&self, req: DataRequest) -> Result<DataReply, DataError> {
         match req {
@@ -65,22 +92,10 @@ impl ClusterNode {
                 epoch,
                 wait_ms,
             } => {
-                let g = self.shard(shard).ok_or(DataError::NotHere {
-                    group: shard_group(shard),
-                })?;
-                let mut watch = g.handle.applied_watch();
-                let deadline = long_poll_deadline(wait_ms);
-                loop {
-                    let _ = watch.borrow_and_update();
-                    if let Some(snap) = g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
-                        return Ok(DataReply::Row(snap));
-                    }
-                    match tokio::time::timeout_at(deadline, watch.changed()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
-                        Err(_) => return Err(DataError::NotYet),
-                    }
-                }
+                let snap = self
+                    .long_poll(shard, wait_ms, |r| exact_fetch(r, &req, epoch))
+                    .await?;
+                Ok(DataReply::Row(snap))
             }
             DataRequest::FetchLatest { shard, req, epoch } => {
                 let g = self.read_barrier(shard).await?;
@@ -133,14 +148,8 @@ impl ClusterNode {
                 rows,
                 wait_ms,
             } => {
-                let g = self.shard(shard).ok_or(DataError::NotHere {
-                    group: shard_group(shard),
-                })?;
-                let mut watch = g.handle.applied_watch();
-                let deadline = long_poll_deadline(wait_ms);
-                loop {
-                    let _ = watch.borrow_and_update();
-                    let ready = g.handle.with_replica(|r| {
+                let (min_clock, rows) = self
+                    .long_poll(shard, wait_ms, |r| {
                         match r.data.check_epoch(job, epoch) {
                             EpochCheck::Stale { current } => {
                                 return Err(petuum_core::TableError::StaleEpoch {
@@ -176,16 +185,9 @@ impl ClusterNode {
                             })
                             .collect();
                         Ok(Some((min_clock, out)))
-                    })?;
-                    if let Some((min_clock, rows)) = ready {
-                        return Ok(DataReply::Rows { min_clock, rows });
-                    }
-                    match tokio::time::timeout_at(deadline, watch.changed()).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return Err(DataError::Unavailable("shard closed".into())),
-                        Err(_) => return Err(DataError::NotYet),
-                    }
-                }
+                    })
+                    .await?;
+                Ok(DataReply::Rows { min_clock, rows })
             }
             DataRequest::Yield { group, to } => {
                 self.yield_leadership(group, to).await?;
