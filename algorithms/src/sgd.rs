@@ -655,6 +655,8 @@ pub fn read_average(
 ) -> Result<bool, BoxError> {
     let n = out.len();
     let mut sum = vec![0f64; n + 1];
+    let rows: Vec<u64> = rows.into_iter().collect();
+    ctx.prefetch(table, rows.iter().copied())?;
     for r in rows {
         let row = ctx.get(table, r)?.to_dense(n as u32 + 1);
         sum.iter_mut().zip(&row).for_each(|(a, b)| *a += b);

@@ -21,6 +21,11 @@ pub const KIND_DATA: u32 = 10;
 /// the request asks: a client cannot park a handler longer.
 pub const MAX_WAIT_MS: u64 = 30_000;
 
+/// The most row value bytes one `Fetch` reply carries (beyond its first
+/// row): a reply stays far below the message limit however many rows a
+/// request names.
+pub const FETCH_REPLY_BYTES: usize = 4 << 20;
+
 /// A request of the `Data` RPC.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DataRequest {
@@ -30,22 +35,25 @@ pub enum DataRequest {
         epoch: u64,
         batches: Vec<UpdateBatch>,
     },
-    /// A read of run `epoch` served by this node's replica once it can
-    /// serve it exactly (the run registered there, so its restore or loads
-    /// are applied) and meets the request's clock conditions, waiting at
-    /// most `wait_ms` (capped at [`MAX_WAIT_MS`]).
+    /// Reads of run `epoch` served by this node's replica once it can
+    /// serve them exactly (the run registered there, so its restore or
+    /// loads are applied) and they meet their clock conditions, waiting at
+    /// most `wait_ms` (capped at [`MAX_WAIT_MS`]). The reply holds the
+    /// rows of a prefix of `reqs`: those ready, up to [`FETCH_REPLY_BYTES`]
+    /// of values (at least one row); the caller asks again for the rest.
     Fetch {
         shard: ShardId,
-        req: FetchRequest,
+        reqs: Vec<FetchRequest>,
         epoch: u64,
         wait_ms: u64,
     },
-    /// A read of everything committed so far (init and export, which wait
+    /// Reads of everything committed so far (init and export, which wait
     /// for no clock): served by the shard's leader after a linearizable
-    /// read barrier, so no acknowledged write is missing.
+    /// read barrier, so no acknowledged write is missing. Answered with a
+    /// prefix as `Fetch` is.
     FetchLatest {
         shard: ShardId,
-        req: FetchRequest,
+        reqs: Vec<FetchRequest>,
         epoch: u64,
     },
     /// Commands for one shard group (table and job setup), in order.
@@ -171,7 +179,8 @@ pub enum Refusal {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum DataReply {
     Pushed(Vec<Result<(), DataError>>),
-    Row(RowSnapshot),
+    /// Rows of a prefix of a `Fetch` or `FetchLatest`, in request order.
+    Snapshots(Vec<RowSnapshot>),
     Done(Vec<ShardResponse>),
     RowIds(Vec<RowId>),
     Local {

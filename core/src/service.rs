@@ -66,6 +66,13 @@ pub trait ShardService: Send + Sync {
     /// Reads a row, waiting as the request says.
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError>;
 
+    /// Reads several rows, each waiting as its request says; the answers
+    /// are in the order of `reqs`. A networked backend sends one request
+    /// per shard instead of one per row.
+    fn fetch_many(&self, reqs: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
+        reqs.iter().map(|r| self.fetch(r)).collect()
+    }
+
     /// Ids of the rows of a table that have been written, sorted.
     fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError>;
 

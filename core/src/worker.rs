@@ -20,7 +20,7 @@ use crate::error::TableError;
 use crate::row::{AnyRow, Row};
 use crate::service::{FetchRequest, PushSink, ShardService};
 use crate::types::{shard_of, Clock, Elem, JobId, RowId, RowKind, TableId, TableSpec, WorkerId};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -428,6 +428,63 @@ impl WorkerCtx {
             // Async never waits, but refreshes a row once per clock.
             None => e.fetched_at >= self.clock,
         }
+    }
+
+    /// Brings rows of a table into the process cache under the guarantee
+    /// of the current clock, fetching all that are missing or too stale
+    /// together (one request per shard on a cluster, not one per row).
+    /// The reads that follow at this clock are then cache hits. A clock
+    /// that reads many rows should name them here first.
+    pub fn prefetch<T: Elem>(
+        &mut self,
+        t: Table<T>,
+        rows: impl IntoIterator<Item = RowId>,
+    ) -> Result<(), TableError> {
+        if !self.tables.contains_key(&t.id) {
+            return Err(TableError::NoSuchTable(t.id));
+        }
+        let min_clock = self.consistency.required_min_clock(self.clock);
+        let own_clock = self.own_floor();
+        let cache = &self.node.cache;
+        let mut seen = FxHashSet::default();
+        let mut reqs = Vec::new();
+        for row in rows {
+            let shard = shard_of(t.id, row, self.num_shards);
+            if !seen.insert(row) {
+                continue;
+            }
+            if let Some(e) = cache.lookup(shard, (t.id, row)) {
+                if self.usable(&e) {
+                    continue;
+                }
+            }
+            reqs.push(FetchRequest {
+                job: self.job,
+                table: t.id,
+                row,
+                worker: self.worker,
+                min_clock,
+                own_clock,
+            });
+        }
+        if reqs.is_empty() {
+            return Ok(());
+        }
+        self.stats.fetches += reqs.len() as u64;
+        let started = Instant::now();
+        let snaps = self.node.service.fetch_many(&reqs)?;
+        self.stats.wait += started.elapsed();
+        for (req, snap) in reqs.iter().zip(snaps) {
+            let shard = shard_of(t.id, req.row, self.num_shards);
+            let entry = CacheEntry {
+                snap,
+                job: self.job,
+                fetched_at: self.clock,
+                subscribed: self.consistency.pushes(),
+            };
+            cache.insert(shard, (t.id, req.row), entry);
+        }
+        Ok(())
     }
 
     fn entry(&mut self, table: TableId, row: RowId) -> Result<CacheEntry, TableError> {

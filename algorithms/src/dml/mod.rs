@@ -291,6 +291,7 @@ impl AlgoWorker for DmlWorker {
         let mut loss_sum = 0.0f64;
         let bs = p.batch_size;
         for _ in 0..p.batches_per_clock {
+            ctx.prefetch(t, 0..self.out_dim as u64)?;
             for r in 0..self.out_dim {
                 ctx.get_dense_into(t, r as u64, &mut self.buf)?;
                 self.l

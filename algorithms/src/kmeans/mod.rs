@@ -303,6 +303,7 @@ impl KMeansWorker {
         let d = self.data.ncols();
         let mut centers = Array2::<f32>::zeros((self.k, d));
         let mut row = Vec::new();
+        ctx.prefetch(t, (0..self.k as u64).map(|j| base + j))?;
         for j in 0..self.k {
             ctx.get_dense_into(t, base + j as u64, &mut row)?;
             if row[d] > 0.0 {

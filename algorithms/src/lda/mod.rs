@@ -660,6 +660,16 @@ impl AlgoWorker for LdaWorker {
             Some(ws) => ws.iter().map(|&l| l as usize).collect(),
             None => (0..self.vocab.len()).collect(),
         };
+        // All rows of this clock in one round trip per shard (on a
+        // cluster), not one per word.
+        let extra: &[u32] = if sweep_start { &self.owned_extra } else { &[] };
+        ctx.prefetch(
+            tw,
+            words
+                .iter()
+                .map(|&l| self.vocab[l] as u64)
+                .chain(extra.iter().map(|&g| g as u64)),
+        )?;
         ctx.get_dense_into(tk, 0, &mut self.nk_read)?;
         self.sampler.nk_mut().clone_from(&self.nk_read);
         for &l in &words {

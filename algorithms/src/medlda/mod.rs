@@ -321,6 +321,7 @@ impl MedWorker {
             return Ok(vec![0.0; m * k]);
         }
         let mut stats = vec![0.0; m * block_rows(k) * k];
+        ctx.prefetch(ts, 0..(m * block_rows(k)) as u64)?;
         for r in 0..m * block_rows(k) {
             ctx.get_dense_into(ts, r as u64, &mut self.row)?;
             stats[r * k..(r + 1) * k].copy_from_slice(&self.row);
@@ -472,6 +473,7 @@ impl AlgoWorker for MedWorker {
             )),
         };
         let k = self.k;
+        ctx.prefetch(tw, self.vocab.iter().map(|&g| g as u64))?;
         ctx.get_dense_into(tk, 0, &mut self.nk_read)?;
         self.nk.clone_from(&self.nk_read);
         for (l, &g) in self.vocab.iter().enumerate() {

@@ -494,6 +494,8 @@ impl MfWorker {
         // The current model (others' changes included as consistency allows).
         let (tw, th) = (ctx.table::<f64>(W_TABLE)?, ctx.table::<f64>(H_TABLE)?);
         let mut row = Vec::new();
+        ctx.prefetch(tw, 0..k as u64)?;
+        ctx.prefetch(th, 0..k as u64)?;
         for f in 0..k {
             ctx.get_dense_into(tw, f as u64, &mut row)?;
             self.w[f * m..(f + 1) * m].copy_from_slice(&row);

@@ -706,6 +706,7 @@ impl FactorWorker {
         let t = ctx.table::<f64>(table)?;
         let mut out = Vec::with_capacity(n * width);
         let mut buf = Vec::new();
+        ctx.prefetch(t, (0..n as u64).map(|r| base + r))?;
         for r in 0..n as u64 {
             ctx.get_dense_into(t, base + r, &mut buf)?;
             if buf.len() != width {

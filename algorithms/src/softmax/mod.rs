@@ -275,6 +275,7 @@ struct SoftmaxWorker {
 
 impl SoftmaxWorker {
     fn read_weights(&mut self, ctx: &mut WorkerCtx, t: Table<f32>) -> Result<(), BoxError> {
+        ctx.prefetch(t, 0..self.classes as u64)?;
         for k in 0..self.classes {
             ctx.get_dense_into(t, k as u64, &mut self.row_buf)?;
             self.w

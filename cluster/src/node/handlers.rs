@@ -5,7 +5,7 @@ use super::{ClusterNode, ShardGroup};
 use crate::placement::{shard_group, META_GROUP};
 use crate::wire::{
     self, DataError, DataReply, DataRequest, Refusal, KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE,
-    MAX_WAIT_MS,
+    FETCH_REPLY_BYTES, MAX_WAIT_MS,
 };
 use futures::future::join_all;
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -88,19 +88,22 @@ impl ClusterNode {
             }
             DataRequest::Fetch {
                 shard,
-                req,
+                reqs,
                 epoch,
                 wait_ms,
             } => {
-                let snap = self
-                    .long_poll(shard, wait_ms, |r| exact_fetch(r, &req, epoch))
+                let rows = self
+                    .long_poll(shard, wait_ms, |r| exact_fetch_prefix(r, &reqs, epoch))
                     .await?;
-                Ok(DataReply::Row(snap))
+                Ok(DataReply::Snapshots(rows))
             }
-            DataRequest::FetchLatest { shard, req, epoch } => {
+            DataRequest::FetchLatest { shard, reqs, epoch } => {
                 let g = self.read_barrier(shard).await?;
-                match g.handle.with_replica(|r| exact_fetch(r, &req, epoch))? {
-                    Some(snap) => Ok(DataReply::Row(snap)),
+                match g
+                    .handle
+                    .with_replica(|r| exact_fetch_prefix(r, &reqs, epoch))?
+                {
+                    Some(rows) => Ok(DataReply::Snapshots(rows)),
                     None => Err(DataError::NotYet),
                 }
             }
@@ -283,15 +286,30 @@ fn replica_version(r: &petuum_storage::Replica) -> u64 {
     r.last_applied.map_or(0, |l| l.index)
 }
 
-/// A read of run `epoch` as this replica can serve it exactly (see
-/// [`petuum_storage::ShardData::try_fetch`]), versioned by log index.
-fn exact_fetch(
+/// Reads of run `epoch` as this replica can serve them exactly (see
+/// [`petuum_storage::ShardData::try_fetch`]), versioned by log index: the
+/// longest ready prefix of `reqs` within [`FETCH_REPLY_BYTES`] (at least
+/// one row), or `None` while the first is not ready.
+fn exact_fetch_prefix(
     r: &petuum_storage::Replica,
-    req: &petuum_core::service::FetchRequest,
+    reqs: &[petuum_core::service::FetchRequest],
     epoch: u64,
-) -> Result<Option<petuum_core::service::RowSnapshot>, petuum_core::TableError> {
-    Ok(r.data.try_fetch(req, epoch)?.map(|mut snap| {
-        snap.version = replica_version(r);
-        snap
-    }))
+) -> Result<Option<Vec<petuum_core::service::RowSnapshot>>, petuum_core::TableError> {
+    let version = replica_version(r);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for req in reqs {
+        if !out.is_empty() && bytes >= FETCH_REPLY_BYTES {
+            break;
+        }
+        match r.data.try_fetch(req, epoch)? {
+            Some(mut snap) => {
+                snap.version = version;
+                bytes += snap.row.value_bytes();
+                out.push(snap);
+            }
+            None => break,
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
 }

@@ -360,7 +360,13 @@ impl ShardService for ClusterShards {
     }
 
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
-        self.fetch_row(req)
+        self.fetch_rows(std::slice::from_ref(req))?
+            .pop()
+            .ok_or_else(|| unavailable("a fetch returned no row"))
+    }
+
+    fn fetch_many(&self, reqs: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
+        self.fetch_rows(reqs)
     }
 
     fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {

@@ -223,31 +223,22 @@ impl ClusterShards {
         Ok(out.pop().map(|(_, r)| r).unwrap_or_default())
     }
 
-    /// A read that waits for no clock (job init and model export): every
-    /// acknowledged write must be in it, so it goes to the shard's leader,
-    /// which confirms its leadership (linearizable read) before answering.
-    pub(super) fn fetch_latest(
-        &self,
-        shard: ShardId,
-        req: &FetchRequest,
-    ) -> Result<RowSnapshot, TableError> {
-        let ask = DataRequest::FetchLatest {
-            shard,
-            req: req.clone(),
-            epoch: self.epoch(req.job),
-        };
-        let what = format!("a read of table {} row {}", req.table, req.row);
-        match self.to_leader(shard, Some(req.job), &ask, &what)? {
-            DataReply::Row(snap) => Ok(snap),
-            other => Err(unavailable(format!("unexpected reply {other:?}"))),
-        }
-    }
-
     /// One request to `shard`'s leader (reads behind a read barrier):
     /// follows leader hints and fails over until the deadline; a job's
     /// request stops as soon as the job is aborted. `what` names it in the
     /// timeout error.
     pub(super) fn to_leader(
+        &self,
+        shard: ShardId,
+        job: Option<JobId>,
+        req: &DataRequest,
+        what: &str,
+    ) -> Result<DataReply, TableError> {
+        self.rt.block_on(self.ask_leader(shard, job, req, what))
+    }
+
+    /// [`to_leader`](Self::to_leader) inside the runtime.
+    async fn ask_leader(
         &self,
         shard: ShardId,
         job: Option<JobId>,
@@ -268,10 +259,7 @@ impl ClusterShards {
                 )));
             }
             let node = self.leader_guess(shard);
-            let e = match self
-                .rt
-                .block_on(self.data(node, req, self.opts.rpc_timeout))
-            {
+            let e = match self.data(node, req, self.opts.rpc_timeout).await {
                 Ok(reply) => return Ok(reply),
                 Err(Failure::Data(DataError::Table(e))) => return Err(e),
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
@@ -288,50 +276,115 @@ impl ClusterShards {
             if progress {
                 attempts.progressed();
             } else {
-                attempts.wait_blocking();
+                attempts.wait().await;
             }
         }
     }
 
-    /// A read of one row: behind the leader's read barrier when it waits
-    /// for no clock ([`fetch_latest`](Self::fetch_latest)), else from any
-    /// replica once its clocks meet the SSP condition of `req` (the local
-    /// replica first, else spread by worker), failing over to the next.
-    pub(super) fn fetch_row(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
-        let shard = shard_of(req.table, req.row, self.placement.shards());
-        if req.min_clock.is_none() && req.own_clock == 0 {
-            return self.fetch_latest(shard, req);
+    /// Reads rows. Those that wait for no clock (job init and model
+    /// export) must see every acknowledged write, so they go to their
+    /// shard's leader, which confirms its leadership (linearizable read)
+    /// before answering; the others go to any replica once its clocks
+    /// meet the SSP condition of the request (the local replica first,
+    /// else spread by worker), failing over to the next. Requests are
+    /// grouped by shard: one RPC per shard at a time, all shards at once.
+    pub(super) fn fetch_rows(&self, reqs: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
+        let mut groups: BTreeMap<(ShardId, JobId, bool), Vec<usize>> = BTreeMap::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let shard = shard_of(r.table, r.row, self.placement.shards());
+            let latest = r.min_clock.is_none() && r.own_clock == 0;
+            groups.entry((shard, r.job, latest)).or_default().push(i);
         }
+        let reads = groups.into_iter().map(|((shard, _, latest), idx)| async move {
+            let part: Vec<FetchRequest> = idx.iter().map(|&i| reqs[i].clone()).collect();
+            let rows = if latest {
+                self.fetch_latest(shard, part).await?
+            } else {
+                self.fetch_replica(shard, part).await?
+            };
+            Ok::<_, TableError>((idx, rows))
+        });
+        let done = self.rt.block_on(futures::future::try_join_all(reads))?;
+        let mut out: Vec<Option<RowSnapshot>> = vec![None; reqs.len()];
+        for (idx, rows) in done {
+            for (i, row) in idx.into_iter().zip(rows) {
+                out[i] = Some(row);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Reads of one shard behind its leader's read barrier, a reply's
+    /// prefix at a time.
+    async fn fetch_latest(
+        &self,
+        shard: ShardId,
+        mut reqs: Vec<FetchRequest>,
+    ) -> Result<Vec<RowSnapshot>, TableError> {
+        let job = reqs[0].job;
+        let mut out = Vec::with_capacity(reqs.len());
+        while !reqs.is_empty() {
+            let what = match reqs.len() {
+                1 => format!("a read of table {} row {}", reqs[0].table, reqs[0].row),
+                n => format!("a read of {n} rows"),
+            };
+            let ask = DataRequest::FetchLatest {
+                shard,
+                reqs: reqs.clone(),
+                epoch: self.epoch(job),
+            };
+            let rows = take_rows(self.ask_leader(shard, Some(job), &ask, &what).await?, &reqs)?;
+            reqs.drain(..rows.len());
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Reads of one shard from any replica that meets their clock
+    /// conditions, a reply's prefix at a time.
+    async fn fetch_replica(
+        &self,
+        shard: ShardId,
+        mut reqs: Vec<FetchRequest>,
+    ) -> Result<Vec<RowSnapshot>, TableError> {
+        let job = reqs[0].job;
         let replicas = self.placement.replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
             Some(p) => p,
-            None => req.worker as usize % replicas.len(),
+            None => reqs[0].worker as usize % replicas.len(),
         };
         let mut attempts = Retry::LEADER.within(self.opts.deadline).start();
         let mut last = String::new();
-        loop {
-            self.check_aborted(req.job)?;
+        let mut out = Vec::with_capacity(reqs.len());
+        while !reqs.is_empty() {
+            self.check_aborted(job)?;
             if attempts.expired() {
                 return Err(unavailable(format!(
                     "shard {shard}: no replica answered a read of table {} row {} within {:?}: {last}",
-                    req.table, req.row, self.opts.deadline
+                    reqs[0].table, reqs[0].row, self.opts.deadline
                 )));
             }
             let node = replicas[i];
             let wait_ms = 500;
-            let r = self.rt.block_on(self.data(
-                node,
-                &DataRequest::Fetch {
-                    shard,
-                    req: req.clone(),
-                    epoch: self.epoch(req.job),
-                    wait_ms,
-                },
-                self.opts.rpc_timeout + Duration::from_millis(wait_ms),
-            ));
+            let r = self
+                .data(
+                    node,
+                    &DataRequest::Fetch {
+                        shard,
+                        reqs: reqs.clone(),
+                        epoch: self.epoch(job),
+                        wait_ms,
+                    },
+                    self.opts.rpc_timeout + Duration::from_millis(wait_ms),
+                )
+                .await;
             match r {
-                Ok(DataReply::Row(snap)) => return Ok(snap),
-                Ok(other) => return Err(unavailable(format!("unexpected reply {other:?}"))),
+                Ok(reply) => {
+                    let rows = take_rows(reply, &reqs)?;
+                    reqs.drain(..rows.len());
+                    out.extend(rows);
+                    attempts.restart();
+                }
                 // The replica is alive and the run current, waiting for a
                 // slower worker's clock: keep waiting as long as that is
                 // so. A dead worker's host makes the scheduler begin a new
@@ -342,7 +395,7 @@ impl ClusterShards {
                 Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
                     last = e;
                     i = (i + 1) % replicas.len();
-                    attempts.wait_blocking();
+                    attempts.wait().await;
                 }
                 Err(Failure::Data(e)) => {
                     last = e.to_string();
@@ -350,5 +403,19 @@ impl ClusterShards {
                 }
             }
         }
+        Ok(out)
+    }
+}
+
+/// The rows of a fetch reply: a non-empty prefix of what was asked.
+fn take_rows(reply: DataReply, asked: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
+    match reply {
+        DataReply::Snapshots(rows) if !rows.is_empty() && rows.len() <= asked.len() => Ok(rows),
+        DataReply::Snapshots(rows) => Err(unavailable(format!(
+            "a fetch reply holds {} rows for {} asked",
+            rows.len(),
+            asked.len()
+        ))),
+        other => Err(unavailable(format!("unexpected reply {other:?}"))),
     }
 }
