@@ -34,6 +34,7 @@
 
 use crate::data::{Dataset, Features};
 use petuum_core::algorithm::{BoxError, StepStats, TableDecl, TableReader};
+use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use petuum_core::{ElemType, RowKind, Table, WorkerCtx};
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,27 @@ pub struct Steps {
 }
 
 impl StepSpec {
+    /// Checks the values a spec set (`params.*` names in errors).
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(lr) = self.learning_rate {
+            check_positive("params.learning_rate", lr)?;
+        }
+        if let Some(l2) = self.l2 {
+            check_non_negative("params.l2", l2)?;
+        }
+        if let Some(t) = self.tol {
+            check_non_negative("params.tol", t)?;
+        }
+        check_range("params.patience", self.patience as usize, 1, 1 << 20)?;
+        if self.standardize && matches!(self.scaling, Some(s) if s != Scaling::Standard) {
+            return Err(SpecError::invalid(
+                "params.standardize",
+                "contradicts params.scaling (standardize = true is scaling = \"standard\")",
+            ));
+        }
+        Ok(())
+    }
+
     /// The settings for `n_train` training samples.
     pub fn resolve(&self, n_train: usize) -> Steps {
         let auto = self.learning_rate.is_none();
@@ -128,6 +150,28 @@ impl StepSpec {
         }
     }
 }
+/// Checks the mini-batch schedule both SGD learners share: `decay`,
+/// `batch_size`, `batches_per_clock` and `average_from`.
+pub fn check_schedule(
+    decay: f64,
+    batch_size: usize,
+    batches_per_clock: Option<usize>,
+    average_from: Option<f64>,
+) -> Result<(), SpecError> {
+    check_non_negative("params.decay", decay)?;
+    check_range("params.batch_size", batch_size, 1, 1 << 20)?;
+    if let Some(b) = batches_per_clock {
+        check_range("params.batches_per_clock", b, 1, 1 << 30)?;
+    }
+    if let Some(a) = average_from.filter(|a| !(0.0..=1.0).contains(a)) {
+        return Err(SpecError::invalid(
+            "params.average_from",
+            format!("must be between 0 and 1 (got {a})"),
+        ));
+    }
+    Ok(())
+}
+
 /// Complete clocks without an improvement of `tol` before stopping.
 pub const PATIENCE: u32 = 10;
 /// Complete clocks of growth, and the growth over the best objective,
@@ -263,13 +307,8 @@ pub fn largest_feature(x: &Features) -> (f64, usize) {
 }
 
 /// What a diverged job's message says about the likely cause.
-pub fn divergence_hint(
-    raw: &Features,
-    scaled: bool,
-    optimizer: Optimizer,
-    lr: f64,
-    user_lr: bool,
-) -> String {
+pub fn divergence_hint(raw: &Features, scaled: bool, steps: &Steps) -> String {
+    let (optimizer, lr) = (steps.optimizer, steps.learning_rate);
     let (max, col) = largest_feature(raw);
     let scale = if scaled {
         format!("features were scaled (largest raw |x| = {max:.3e}, column {col})")
@@ -280,7 +319,7 @@ pub fn divergence_hint(
     } else {
         format!("features are not scaled (largest |x| = {max:.3e}, column {col})")
     };
-    let step = if user_lr {
+    let step = if steps.user_lr {
         format!(
             "params.learning_rate = {lr} ({optimizer:?}) is likely too large: lower it, or remove it for automatic settings"
         )

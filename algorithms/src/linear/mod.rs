@@ -152,14 +152,8 @@ impl BinaryLinear {
             (_, HingeLoss::Hinge) => Loss::Hinge,
             (_, HingeLoss::SquaredHinge) => Loss::SquaredHinge,
         };
-        let scaler = Scaler::fit(&train.features, cfg.scaling);
-        let hint = sgd::divergence_hint(
-            &train.features,
-            scaler.is_some(),
-            cfg.optimizer,
-            cfg.learning_rate,
-            cfg.user_lr,
-        );
+        let scaler = Scaler::fit(&train.features, cfg.steps.scaling);
+        let hint = sgd::divergence_hint(&train.features, scaler.is_some(), &cfg.steps);
         if let Some(s) = &scaler {
             s.apply(&mut train.features);
             if let Some(t) = &mut test {
@@ -247,8 +241,8 @@ impl Algorithm for BinaryLinear {
             table: None,
             averaging: self.averaging(),
             avg_buf: Vec::new(),
-            ada: if self.cfg.optimizer == Optimizer::Adagrad {
-                Adagrad::new(d + 1, self.cfg.learning_rate, self.cfg.l2)
+            ada: if self.cfg.steps.optimizer == Optimizer::Adagrad {
+                Adagrad::new(d + 1, self.cfg.steps.learning_rate, self.cfg.steps.l2)
             } else {
                 Adagrad::default()
             },
@@ -344,10 +338,10 @@ impl AlgoWorker for LinearWorker {
         let bs = p.batch_size.min(self.part.len());
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
         let epochs = c as f64 * (batches * bs) as f64 / self.part.len() as f64;
-        let lr = self.cfg.learning_rate;
+        let lr = self.cfg.steps.learning_rate;
         let sgd_lr = (lr / (1.0 + p.decay * epochs)) as f32;
-        let (l1, l2) = (p.l1, self.cfg.l2);
-        let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
+        let (l1, l2) = (p.l1, self.cfg.steps.l2);
+        let adagrad = self.cfg.steps.optimizer == Optimizer::Adagrad;
         let d = self.data.dim();
         let x = &self.data.features;
         let mut order = self.part.clone();
@@ -366,7 +360,7 @@ impl AlgoWorker for LinearWorker {
         // running loss of the mini-batches and the iterates themselves are
         // too noisy to tell a plateau.
         let averaging = self.averaging;
-        let exact = (self.cfg.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
+        let exact = (self.cfg.steps.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
             ctx.get_dense_into(t, 0, &mut self.w)?;
             if averaging == Averaging::Poly && c > 0 {
                 let avg = ctx.table::<f64>(AVG_TABLE)?;
@@ -463,7 +457,7 @@ impl AlgoWorker for LinearWorker {
         };
         let hint = self.hint.clone();
         self.progress
-            .after_step(ctx, self.cfg.stop, &stats, &|| hint.to_string())?;
+            .after_step(ctx, self.cfg.steps.stop, &stats, &|| hint.to_string())?;
         Ok(stats)
     }
 

@@ -9,8 +9,8 @@
 //! with `learning_rate / (1 + decay e)`, raw features, no L2 unless set,
 //! the hinge, no early stop. Every choice can also be set explicitly.
 
-use crate::sgd::{Optimizer, Scaling, StepSpec, StopRule, PATIENCE};
-use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
+use crate::sgd::{check_schedule, Optimizer, Scaling, StepSpec, Steps, PATIENCE};
+use petuum_core::spec::{check_non_negative, SpecError};
 use serde::{Deserialize, Serialize};
 
 fn decay() -> f64 {
@@ -96,12 +96,7 @@ fn patience() -> u32 {
 /// The settings a job runs with, defaults resolved.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resolved {
-    pub optimizer: Optimizer,
-    pub learning_rate: f64,
-    pub user_lr: bool,
-    pub scaling: Scaling,
-    pub l2: f64,
-    pub stop: StopRule,
+    pub steps: Steps,
     pub hinge: HingeLoss,
     /// Automatic configuration (polynomial-decay average of the iterates).
     pub auto: bool,
@@ -109,41 +104,18 @@ pub struct Resolved {
 
 impl LinearParams {
     pub fn validate(&self) -> Result<(), SpecError> {
-        if let Some(lr) = self.learning_rate {
-            check_positive("params.learning_rate", lr)?;
-        }
-        check_non_negative("params.decay", self.decay)?;
-        if let Some(l2) = self.l2 {
-            check_non_negative("params.l2", l2)?;
-        }
-        check_non_negative("params.l1", self.l1)?;
-        check_range("params.batch_size", self.batch_size, 1, 1 << 20)?;
-        if let Some(a) = self.average_from.filter(|a| !(0.0..=1.0).contains(a)) {
-            return Err(SpecError::invalid(
-                "params.average_from",
-                format!("must be between 0 and 1 (got {a})"),
-            ));
-        }
-        if let Some(b) = self.batches_per_clock {
-            check_range("params.batches_per_clock", b, 1, 1 << 30)?;
-        }
-        if let Some(t) = self.tol {
-            check_non_negative("params.tol", t)?;
-        }
-        check_range("params.patience", self.patience as usize, 1, 1 << 20)?;
-        if self.standardize && matches!(self.scaling, Some(s) if s != Scaling::Standard) {
-            return Err(SpecError::invalid(
-                "params.standardize",
-                "contradicts params.scaling (standardize = true is scaling = \"standard\")",
-            ));
-        }
-        Ok(())
+        self.step_spec().validate()?;
+        check_schedule(
+            self.decay,
+            self.batch_size,
+            self.batches_per_clock,
+            self.average_from,
+        )?;
+        check_non_negative("params.l1", self.l1)
     }
 
-    /// The settings for `n_train` training samples.
-    pub fn resolve(&self, n_train: usize) -> Resolved {
-        let auto = self.learning_rate.is_none();
-        let steps = StepSpec {
+    fn step_spec(&self) -> StepSpec {
+        StepSpec {
             learning_rate: self.learning_rate,
             optimizer: self.optimizer,
             scaling: self.scaling,
@@ -152,14 +124,13 @@ impl LinearParams {
             tol: self.tol,
             patience: self.patience,
         }
-        .resolve(n_train);
+    }
+
+    /// The settings for `n_train` training samples.
+    pub fn resolve(&self, n_train: usize) -> Resolved {
+        let auto = self.learning_rate.is_none();
         Resolved {
-            optimizer: steps.optimizer,
-            learning_rate: steps.learning_rate,
-            user_lr: steps.user_lr,
-            scaling: steps.scaling,
-            l2: steps.l2,
-            stop: steps.stop,
+            steps: self.step_spec().resolve(n_train),
             hinge: self.loss.unwrap_or(if auto {
                 HingeLoss::SquaredHinge
             } else {

@@ -100,14 +100,8 @@ impl MulticlassLr {
                 }
             }
         }
-        let scaler = Scaler::fit(&train.features, cfg.scaling);
-        let hint = sgd::divergence_hint(
-            &train.features,
-            scaler.is_some(),
-            cfg.optimizer,
-            cfg.learning_rate,
-            cfg.user_lr,
-        );
+        let scaler = Scaler::fit(&train.features, cfg.steps.scaling);
+        let hint = sgd::divergence_hint(&train.features, scaler.is_some(), &cfg.steps);
         if let Some(s) = &scaler {
             s.apply(&mut train.features);
             if let Some(t) = &mut test {
@@ -178,8 +172,12 @@ impl Algorithm for MulticlassLr {
             delta: Vec::new(),
             avg_buf: Vec::new(),
             table: None,
-            ada: if self.cfg.optimizer == Optimizer::Adagrad {
-                Adagrad::new(c * (self.dim() + 1), self.cfg.learning_rate, self.cfg.l2)
+            ada: if self.cfg.steps.optimizer == Optimizer::Adagrad {
+                Adagrad::new(
+                    c * (self.dim() + 1),
+                    self.cfg.steps.learning_rate,
+                    self.cfg.steps.l2,
+                )
             } else {
                 Adagrad::default()
             },
@@ -301,12 +299,12 @@ impl AlgoWorker for SoftmaxWorker {
         // Decay by passes over the data, so the schedule does not depend on
         // how many clocks a pass is split into.
         let epochs = (c as f64 * (batches * bs) as f64) / self.part.len() as f64;
-        let lr = (self.cfg.learning_rate / (1.0 + p.decay * epochs)) as f32;
+        let lr = (self.cfg.steps.learning_rate / (1.0 + p.decay * epochs)) as f32;
         let d = self.data.dim();
         // With the stop rule on, the objective is measured exactly on the
         // partition at the weights the clock starts from (the running loss
         // of the mini-batches is too noisy to tell a plateau).
-        let exact = if self.cfg.stop.tol > 0.0 {
+        let exact = if self.cfg.steps.stop.tol > 0.0 {
             self.read_weights(ctx, t)?;
             if self.cfg.average && c > 0 {
                 // The model the job would save now: the tail average.
@@ -371,7 +369,7 @@ impl AlgoWorker for SoftmaxWorker {
         };
         let hint = self.hint.clone();
         self.progress
-            .after_step(ctx, self.cfg.stop, &stats, &|| hint.to_string())?;
+            .after_step(ctx, self.cfg.steps.stop, &stats, &|| hint.to_string())?;
         Ok(stats)
     }
 
@@ -416,7 +414,7 @@ impl SoftmaxWorker {
             .iter()
             .map(|&v| (v as f64) * (v as f64))
             .sum();
-        loss + 0.5 * self.cfg.l2 * reg * self.part.len() as f64
+        loss + 0.5 * self.cfg.steps.l2 * reg * self.part.len() as f64
     }
 
     /// One mini-batch: returns the summed loss before the update.
@@ -446,8 +444,8 @@ impl SoftmaxWorker {
         }
         let grad_w = probs.t().dot(&x); // classes × d
         let inv = 1.0 / bs as f32;
-        let l2 = self.cfg.l2;
-        let adagrad = self.cfg.optimizer == Optimizer::Adagrad;
+        let l2 = self.cfg.steps.l2;
+        let adagrad = self.cfg.steps.optimizer == Optimizer::Adagrad;
         let avg = if self.cfg.average {
             Some((ctx.table::<f64>(AVG_TABLE)?, sgd::avg_weight(clock)))
         } else {

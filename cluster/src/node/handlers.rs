@@ -4,8 +4,8 @@
 use super::{ClusterNode, ShardGroup};
 use crate::placement::{shard_group, META_GROUP};
 use crate::wire::{
-    self, DataError, DataReply, DataRequest, Refusal, KIND_APPEND, KIND_SNAPSHOT, KIND_VOTE,
-    FETCH_REPLY_BYTES, MAX_WAIT_MS,
+    self, DataError, DataReply, DataRequest, Refusal, FETCH_REPLY_BYTES, KIND_APPEND,
+    KIND_SNAPSHOT, KIND_VOTE, MAX_WAIT_MS,
 };
 use futures::future::join_all;
 use openraft::error::{CheckIsLeaderError, RaftError};

@@ -295,15 +295,17 @@ impl ClusterShards {
             let latest = r.min_clock.is_none() && r.own_clock == 0;
             groups.entry((shard, r.job, latest)).or_default().push(i);
         }
-        let reads = groups.into_iter().map(|((shard, _, latest), idx)| async move {
-            let part: Vec<FetchRequest> = idx.iter().map(|&i| reqs[i].clone()).collect();
-            let rows = if latest {
-                self.fetch_latest(shard, part).await?
-            } else {
-                self.fetch_replica(shard, part).await?
-            };
-            Ok::<_, TableError>((idx, rows))
-        });
+        let reads = groups
+            .into_iter()
+            .map(|((shard, _, latest), idx)| async move {
+                let part: Vec<FetchRequest> = idx.iter().map(|&i| reqs[i].clone()).collect();
+                let rows = if latest {
+                    self.fetch_latest(shard, part).await?
+                } else {
+                    self.fetch_replica(shard, part).await?
+                };
+                Ok::<_, TableError>((idx, rows))
+            });
         let done = self.rt.block_on(futures::future::try_join_all(reads))?;
         let mut out: Vec<Option<RowSnapshot>> = vec![None; reqs.len()];
         for (idx, rows) in done {
