@@ -89,6 +89,10 @@ pub struct ClusterShards {
     /// The job of each table created through this connection (a load
     /// names its table only).
     table_jobs: Mutex<HashMap<TableId, JobId>>,
+    /// The node this connection's workers run on, when they run inside
+    /// it: its requests go to its handlers in process (on the node's own
+    /// runtime), not through loopback gRPC.
+    in_process: Option<(Arc<crate::node::ClusterNode>, tokio::runtime::Handle)>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TableError {
@@ -149,7 +153,23 @@ impl ClusterShards {
             local,
             epochs: Arc::new(Mutex::new(HashMap::new())),
             table_jobs: Mutex::new(HashMap::new()),
+            in_process: None,
         })
+    }
+
+    /// A connection for workers running inside `node` (a daemon's jobs):
+    /// like [`connect_as`](Self::connect_as) through the node's own
+    /// endpoint, except that requests for `node` itself are handled in
+    /// process on `rt` (the node's runtime), without encoding, loopback
+    /// TCP and decoding. Requests for other nodes go over gRPC.
+    pub fn connect_in(
+        node: Arc<crate::node::ClusterNode>,
+        rt: tokio::runtime::Handle,
+        opts: ConnectOptions,
+    ) -> Result<ClusterShards, TableError> {
+        let mut s = Self::connect_as(&[node.endpoint()], opts, node.id())?;
+        s.in_process = Some((node, rt));
+        Ok(s)
     }
 
     /// Makes every command and read of `job` through this connection name
@@ -219,6 +239,24 @@ impl ClusterShards {
         req: &DataRequest,
         timeout: Duration,
     ) -> Result<DataReply, Failure> {
+        if let Some((me, rt)) = self.in_process.as_ref().filter(|_| node == self.local) {
+            let (me, req) = (me.clone(), req.clone());
+            let handler = rt.spawn(async move { me.handle_data(req).await });
+            // As a gRPC deadline would: a handler past it is cancelled.
+            let abort = handler.abort_handle();
+            return match tokio::time::timeout(timeout, handler).await {
+                Ok(Ok(reply)) => reply.map_err(Failure::Data),
+                Ok(Err(e)) => Err(Failure::Unreachable(format!(
+                    "node {node}: the request's handler failed: {e}"
+                ))),
+                Err(_) => {
+                    abort.abort();
+                    Err(Failure::Unreachable(format!(
+                        "node {node}: no answer within {timeout:?}"
+                    )))
+                }
+            };
+        }
         let bytes = self
             .peers
             .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)

@@ -263,7 +263,8 @@ fn run(
         },
         ..Default::default()
     };
-    let shards = match ClusterShards::connect_as(&[ctx.node.endpoint()], opts, ctx.node.id()) {
+    // This node's own shards are reached in process; the others over gRPC.
+    let shards = match ClusterShards::connect_in(ctx.node.clone(), ctx.rt.clone(), opts) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             return Some(RunEnd::Interrupted(format!(
