@@ -9,6 +9,12 @@
 //!
 //! Usage: petuum-jobs-bench [CLOCKS] [KILLS]   (release build:
 //! `cargo build --release --bins && target/release/petuum-jobs-bench`)
+//!
+//! `petuum-jobs-bench mnist [RUNS]` instead runs the README's job
+//! (`examples/jobs/mnist-softmax.toml`, after `scripts/setup.sh` fetched
+//! MNIST) embedded and submitted to three local nodes, alternately, and
+//! prints wall time (submission to the end as the client sees it), the
+//! job's own run time and test accuracy of each.
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::LocalCluster;
@@ -56,7 +62,68 @@ async fn connect(ep: &str) -> Client {
     }
 }
 
+/// The README's MNIST job, embedded and on 3 local nodes, `runs` times
+/// each, alternately.
+fn mnist(runs: usize) {
+    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/mnist-softmax.toml");
+    let spec = spec.canonicalize().expect("examples/jobs/mnist-softmax.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = format!("http://{}", c.nodes[0].addr);
+    println!("{:<28} {:>8} {:>8} {:>10}", "README MNIST job", "wall s", "job s", "test acc");
+    for i in 0..runs {
+        let t = Instant::now();
+        let out = run(
+            "petuumd",
+            &[
+                "run",
+                spec.to_str().unwrap(),
+                "--json",
+                "--data-dir",
+                dir.path().join(format!("embedded{i}")).to_str().unwrap(),
+            ],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let wall = t.elapsed().as_secs_f64();
+        let last: serde_json::Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
+                .unwrap();
+        println!(
+            "{:<28} {:>8.2} {:>8.2} {:>10.4}",
+            "embedded (petuumd run)",
+            wall,
+            last["seconds"].as_f64().unwrap(),
+            last["test_accuracy"].as_f64().unwrap_or(f64::NAN)
+        );
+        let t = Instant::now();
+        let info = rt.block_on(async {
+            let mut cl = connect(&ep).await;
+            let job = cl.submit(&spec).await.unwrap().id;
+            poll(&mut cl, job, "success", |i| i.state == "succeeded").await
+        });
+        println!(
+            "{:<28} {:>8.2} {:>8.2} {:>10.4}",
+            "3 nodes x 3 replicas",
+            t.elapsed().as_secs_f64(),
+            info.seconds,
+            info.metrics.get("test_accuracy").copied().unwrap_or(f64::NAN)
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("mnist") {
+        let runs = std::env::args().nth(2).map_or(2, |r| {
+            r.parse().expect("usage: petuum-jobs-bench mnist [RUNS]")
+        });
+        return mnist(runs);
+    }
     let args: Vec<u64> = std::env::args()
         .skip(1)
         .map(|a| {
