@@ -417,7 +417,8 @@ fn run_worker(
             // Converged: every worker decides this after the same clock.
             let mut plan = sync.plan.lock();
             plan.max_done = plan.max_done.max(done);
-            return Ok(());
+            drop(plan);
+            return flush(ctx);
         }
         let stop_here = {
             let mut plan = sync.plan.lock();
@@ -439,7 +440,7 @@ fn run_worker(
             }
         }
     }
-    Ok(())
+    flush(ctx)
 }
 
 /// One clock of one worker: its step with the clock's random stream, the
@@ -647,7 +648,7 @@ fn loop_worker(
         step_and_clock(ctx, algo_worker, cfg, agg)?;
         let done = ctx.clock_now();
         if algo_worker.finished() {
-            return Ok(());
+            return flush(ctx);
         }
         if every > 0 && done.is_multiple_of(every) && done < cfg.clocks {
             hooks
@@ -658,5 +659,15 @@ fn loop_worker(
                 })?;
         }
     }
-    Ok(())
+    flush(ctx)
+}
+
+/// A worker's end: every clock's batches acknowledged before it reports
+/// itself done (pipelined clocks may still be committing).
+fn flush(ctx: &mut WorkerCtx) -> Result<(), JobError> {
+    ctx.flush().map_err(|e| JobError::Worker {
+        worker: ctx.worker(),
+        clock: ctx.clock_now(),
+        source: Box::new(e),
+    })
 }

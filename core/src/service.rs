@@ -63,6 +63,13 @@ pub trait ShardService: Send + Sync {
     /// quorum (cluster).
     fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError>;
 
+    /// Whether [`push`](Self::push) waits for something slow enough to
+    /// hide behind the staleness bound (a quorum commit): workers then
+    /// pipeline their clocks ([`crate::worker::WorkerCtx::clock`]).
+    fn pipelines(&self) -> bool {
+        false
+    }
+
     /// Reads a row, waiting as the request says.
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError>;
 

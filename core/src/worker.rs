@@ -109,6 +109,82 @@ impl Flushed {
     }
 }
 
+/// Clocks whose batches are on their way to the shards: a thread per
+/// worker pushes them in clock order, so the worker goes on computing
+/// while they commit (pipelined clocks).
+struct Pipeline {
+    tx: std::sync::mpsc::Sender<(Clock, Vec<UpdateBatch>)>,
+    acks: std::sync::mpsc::Receiver<Result<Clock, TableError>>,
+    in_flight: usize,
+    /// The first push that failed (every later wait returns it).
+    failed: Option<TableError>,
+}
+
+impl Pipeline {
+    fn start(service: Arc<dyn ShardService>, job: JobId, worker: WorkerId) -> Pipeline {
+        let (tx, rx) = std::sync::mpsc::channel::<(Clock, Vec<UpdateBatch>)>();
+        let (ack_tx, acks) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("push-{job}-{worker}"))
+            .spawn(move || {
+                for (clock, batches) in rx {
+                    match service.push(&batches) {
+                        // A worker that is gone no longer listens, but what
+                        // it handed over is still delivered, in order.
+                        Ok(()) => {
+                            let _ = ack_tx.send(Ok(clock));
+                        }
+                        Err(e) => {
+                            // Reads of this run may be waiting for these
+                            // batches: end them rather than let them wait.
+                            service.abort_job(
+                                job,
+                                &format!("worker {worker}'s batches of clock {clock} failed: {e}"),
+                            );
+                            let _ = ack_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            })
+            .expect("spawn a push thread");
+        Pipeline {
+            tx,
+            acks,
+            in_flight: 0,
+            failed: None,
+        }
+    }
+
+    /// Waits until at most `n` clocks are in flight.
+    fn drain_to(&mut self, n: usize) -> Result<(), TableError> {
+        while self.in_flight > n {
+            if let Some(e) = &self.failed {
+                return Err(e.clone());
+            }
+            match self.acks.recv() {
+                Ok(Ok(_)) => self.in_flight -= 1,
+                Ok(Err(e)) => self.failed = Some(e),
+                Err(_) => {
+                    self.failed = Some(TableError::Unavailable("the push thread stopped".into()))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error of a push that already failed, if any (without waiting).
+    fn failure(&mut self) -> Option<TableError> {
+        while let Ok(r) = self.acks.try_recv() {
+            match r {
+                Ok(_) => self.in_flight -= 1,
+                Err(e) => self.failed = Some(e),
+            }
+        }
+        self.failed.clone()
+    }
+}
+
 /// One worker of one job.
 pub struct WorkerCtx {
     node: Arc<Node>,
@@ -124,6 +200,8 @@ pub struct WorkerCtx {
     history: VecDeque<Flushed>,
     num_shards: u32,
     stats: WorkerStats,
+    /// Pipelined clocks (cluster backends), started at the first clock.
+    pipeline: Option<Pipeline>,
 }
 
 impl WorkerCtx {
@@ -151,6 +229,7 @@ impl WorkerCtx {
             history: VecDeque::new(),
             num_shards,
             stats: WorkerStats::default(),
+            pipeline: None,
         }
     }
 
@@ -360,8 +439,44 @@ impl WorkerCtx {
         Ok(())
     }
 
+    /// Clocks whose batches may still be uncommitted when `clock()`
+    /// returns: the staleness bound `s` (SSP, ESSP), 1 under async, 0
+    /// under BSP and on backends whose pushes are immediate. Nothing is
+    /// lost by it: a read that needs a clock waits on the shard until it
+    /// is applied, own unacknowledged writes are in the overlay history
+    /// (`s + 1` clocks), and [`flush`](Self::flush) waits for all.
+    fn pipeline_depth(&self) -> usize {
+        if !self.node.service.pipelines() {
+            return 0;
+        }
+        match self.consistency.staleness() {
+            Some(s) => s as usize,
+            None => 1,
+        }
+    }
+
+    /// Waits until every clock's batches are acknowledged (end of the
+    /// worker's run). Returns the error of a push that failed.
+    pub fn flush(&mut self) -> Result<(), TableError> {
+        match &mut self.pipeline {
+            Some(p) => p.drain_to(0),
+            None => Ok(()),
+        }
+    }
+
+    /// A read's error, or the push failure behind it: a failed push ends
+    /// the run's waits, and its error is the one that says why.
+    fn read_error(&mut self, e: TableError) -> TableError {
+        self.pipeline
+            .as_mut()
+            .and_then(Pipeline::failure)
+            .unwrap_or(e)
+    }
+
     /// Ends this worker's current clock: sends one batch per shard with the
-    /// aggregated increments, waits for the acknowledgement, and advances.
+    /// aggregated increments and advances. Returns once they are
+    /// acknowledged, or, on a cluster under SSP(s), once at most `s`
+    /// clocks are unacknowledged (pipelined clocks, in order per worker).
     pub fn clock(&mut self) -> Result<(), TableError> {
         let log = std::mem::take(&mut self.oplog);
         let mut batches: Vec<UpdateBatch> = (0..self.num_shards)
@@ -383,7 +498,22 @@ impl WorkerCtx {
         }
         self.stats.batches += batches.len() as u64;
         self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
-        self.node.service.push(&batches)?;
+        let depth = self.pipeline_depth();
+        if depth == 0 {
+            self.node.service.push(&batches)?;
+        } else {
+            let (service, job, worker) = (self.node.service.clone(), self.job, self.worker);
+            let p = self
+                .pipeline
+                .get_or_insert_with(|| Pipeline::start(service, job, worker));
+            if let Some(e) = p.failure() {
+                return Err(e);
+            }
+            p.tx.send((self.clock, batches.clone()))
+                .map_err(|_| TableError::Unavailable("the push thread stopped".into()))?;
+            p.in_flight += 1;
+            p.drain_to(depth)?;
+        }
         self.history.push_back(Flushed {
             clock: self.clock,
             batches,
@@ -445,7 +575,7 @@ impl WorkerCtx {
         }
         let min_clock = self.consistency.required_min_clock(self.clock);
         let own_clock = self.own_floor();
-        let cache = &self.node.cache;
+        let cache = self.node.cache.clone();
         let mut seen = FxHashSet::default();
         let mut reqs = Vec::new();
         for row in rows {
@@ -472,7 +602,10 @@ impl WorkerCtx {
         }
         self.stats.fetches += reqs.len() as u64;
         let started = Instant::now();
-        let snaps = self.node.service.fetch_many(&reqs)?;
+        let snaps = match self.node.service.fetch_many(&reqs) {
+            Ok(s) => s,
+            Err(e) => return Err(self.read_error(e)),
+        };
         self.stats.wait += started.elapsed();
         for (req, snap) in reqs.iter().zip(snaps) {
             let shard = shard_of(t.id, req.row, self.num_shards);
@@ -493,7 +626,7 @@ impl WorkerCtx {
         }
         self.stats.reads += 1;
         let shard = shard_of(table, row, self.num_shards);
-        let cache = &self.node.cache;
+        let cache = self.node.cache.clone();
         if let Some(e) = cache.lookup(shard, (table, row)) {
             if self.usable(&e) {
                 cache.count(true);
@@ -503,14 +636,17 @@ impl WorkerCtx {
         cache.count(false);
         self.stats.fetches += 1;
         let started = Instant::now();
-        let snap = self.node.service.fetch(&FetchRequest {
+        let snap = match self.node.service.fetch(&FetchRequest {
             job: self.job,
             table,
             row,
             worker: self.worker,
             min_clock: self.consistency.required_min_clock(self.clock),
             own_clock: self.own_floor(),
-        })?;
+        }) {
+            Ok(s) => s,
+            Err(e) => return Err(self.read_error(e)),
+        };
         self.stats.wait += started.elapsed();
         let entry = CacheEntry {
             snap,

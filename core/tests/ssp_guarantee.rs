@@ -11,9 +11,12 @@
 //! increments made before the read.
 
 use parking_lot::Mutex;
+use petuum_core::batch::UpdateBatch;
 use petuum_core::inproc::InProcShards;
-use petuum_core::service::ShardService;
+use petuum_core::row::{AnyRow, Row};
+use petuum_core::service::{FetchRequest, PushSink, RowSnapshot, ShardService};
 use petuum_core::types::{ElemType, RowKind, TableSpec};
+use petuum_core::TableError;
 use petuum_core::{Consistency, Node, WorkerCtx};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -43,6 +46,70 @@ fn setup(workers: u32, shards: u32) -> (Arc<InProcShards>, Arc<Node>, TableSpec)
     (svc, node, spec)
 }
 
+/// The in-process backend with slow pushes that say they pipeline, as a
+/// cluster's do (each waits up to 3 ms before it applies): workers then
+/// leave up to `s` clocks in flight, and every read must still meet the
+/// bound. (The cluster backend itself runs this workload in
+/// tests/tests/cluster.rs.)
+struct SlowPushes(Arc<InProcShards>, Gate);
+
+/// Holds pushes back while closed.
+#[derive(Clone, Default)]
+struct Gate(Arc<(Mutex<bool>, parking_lot::Condvar)>);
+
+impl Gate {
+    fn set_closed(&self, closed: bool) {
+        *self.0 .0.lock() = closed;
+        self.0 .1.notify_all();
+    }
+    fn pass(&self) {
+        let mut closed = self.0 .0.lock();
+        while *closed {
+            self.0 .1.wait(&mut closed);
+        }
+    }
+}
+
+impl ShardService for SlowPushes {
+    fn num_shards(&self) -> u32 {
+        self.0.num_shards()
+    }
+    fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {
+        self.0.create_table(spec)
+    }
+    fn register_job(&self, job: u64, workers: u32, det: bool) -> Result<(), TableError> {
+        self.0.register_job(job, workers, det)
+    }
+    fn load(&self, table: u32, rows: Vec<(u64, AnyRow)>) -> Result<(), TableError> {
+        self.0.load(table, rows)
+    }
+    fn push(&self, batches: &[UpdateBatch]) -> Result<(), TableError> {
+        let b = &batches[0];
+        let jitter = (b.clock * 7919 + b.worker as u64 * 104_729) % 3_000;
+        std::thread::sleep(Duration::from_micros(jitter));
+        self.1.pass();
+        self.0.push(batches)
+    }
+    fn pipelines(&self) -> bool {
+        true
+    }
+    fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
+        self.0.fetch(req)
+    }
+    fn row_ids(&self, table: u32) -> Result<Vec<u64>, TableError> {
+        self.0.row_ids(table)
+    }
+    fn subscribe(&self, sink: std::sync::Weak<dyn PushSink>) {
+        self.0.subscribe(sink)
+    }
+    fn abort_job(&self, job: u64, reason: &str) {
+        self.0.abort_job(job, reason)
+    }
+    fn drop_job(&self, job: u64) {
+        self.0.drop_job(job)
+    }
+}
+
 /// Number of whole clocks `k` with `k (k + 1) / 2 == v`, if `v` is triangular.
 fn clocks_in(v: i64) -> Option<u64> {
     let k = (((8 * v + 1) as f64).sqrt() as i64 - 1) / 2;
@@ -56,6 +123,31 @@ fn clocks_in(v: i64) -> Option<u64> {
 /// reads checked.
 fn run_counters(workers: u32, consistency: Consistency, clocks: u64, rows: u64, seed: u64) -> u64 {
     let (_svc, node, spec) = setup(workers, 4);
+    counters_on(node, spec, workers, consistency, clocks, rows, seed)
+}
+
+/// [`run_counters`] with pipelined clocks ([`SlowPushes`]).
+fn run_counters_pipelined(
+    workers: u32,
+    consistency: Consistency,
+    clocks: u64,
+    rows: u64,
+    seed: u64,
+) -> u64 {
+    let (svc, _, spec) = setup(workers, 4);
+    let node = Node::new(Arc::new(SlowPushes(svc, Gate::default())), 1 << 16);
+    counters_on(node, spec, workers, consistency, clocks, rows, seed)
+}
+
+fn counters_on(
+    node: Arc<Node>,
+    spec: TableSpec,
+    workers: u32,
+    consistency: Consistency,
+    clocks: u64,
+    rows: u64,
+    seed: u64,
+) -> u64 {
     // Clock each worker has finished, published after its clock() returns.
     let finished: Arc<Vec<AtomicU64>> = Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
     let reads = AtomicU64::new(0);
@@ -95,6 +187,7 @@ fn run_counters(workers: u32, consistency: Consistency, clocks: u64, rows: u64, 
                     ctx.clock().unwrap();
                     finished[w as usize].store(c + 1, Ordering::SeqCst);
                 }
+                ctx.flush().unwrap();
             });
         }
     });
@@ -120,6 +213,93 @@ fn essp_reads_meet_the_bound_and_receive_pushes() {
 #[test]
 fn async_reads_never_lose_own_writes() {
     run_counters(4, Consistency::Async, 20, 6, 5);
+}
+
+#[test]
+fn clock_returns_with_s_clocks_uncommitted_and_flush_waits_for_them() {
+    let (svc, _, spec) = setup(1, 2);
+    let gate = Gate::default();
+    let node = Node::new(Arc::new(SlowPushes(svc.clone(), gate.clone())), 1 << 16);
+    let mut ctx = WorkerCtx::new(
+        node,
+        JOB,
+        0,
+        1,
+        Consistency::Ssp { staleness: 2 },
+        &[spec],
+        0,
+    );
+    let t = ctx.table::<i64>("counters").unwrap();
+    gate.set_closed(true);
+    // Two clocks are handed over while no push can commit: SSP(2) lets
+    // `clock()` return with both in flight.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        for c in 0..2 {
+            ctx.inc(t, 0, 0, c + 1).unwrap();
+            ctx.clock().unwrap();
+            tx.send(c).unwrap();
+        }
+        ctx.flush().unwrap();
+        tx.send(99).unwrap();
+    });
+    for c in 0..2 {
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(30)),
+            Ok(c),
+            "clock {c} waited for its commit"
+        );
+    }
+    let before = svc
+        .fetch(&FetchRequest {
+            job: JOB,
+            table: 1,
+            row: 0,
+            worker: 0,
+            min_clock: None,
+            own_clock: 0,
+        })
+        .unwrap();
+    assert_eq!(
+        before.worker_clocks[0], 0,
+        "nothing committed while the gate is closed"
+    );
+    gate.set_closed(false);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(99));
+    worker.join().unwrap();
+    let after = svc
+        .fetch(&FetchRequest {
+            job: JOB,
+            table: 1,
+            row: 0,
+            worker: 0,
+            min_clock: Some(2),
+            own_clock: 0,
+        })
+        .unwrap();
+    assert_eq!(after.worker_clocks[0], 2);
+    assert_eq!(after.row.as_ref(), &AnyRow::I64(Row::Dense(vec![3])));
+}
+
+#[test]
+fn pipelined_clocks_keep_every_bound() {
+    // BSP pipelines nothing; SSP(s) and ESSP(s) leave s clocks in flight,
+    // async one.
+    for (i, consistency) in [
+        Consistency::Bsp,
+        Consistency::Ssp { staleness: 1 },
+        Consistency::Ssp { staleness: 3 },
+        Consistency::Essp { staleness: 2 },
+        Consistency::Async,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(
+            run_counters_pipelined(4, consistency, 20, 6, 10 + i as u64),
+            4 * 20 * 6
+        );
+    }
 }
 
 proptest! {

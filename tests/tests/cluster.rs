@@ -176,10 +176,13 @@ fn killed_leader_loses_no_acknowledged_increment() {
                         }
                         ctx.inc(t, r, w, clock as i64 + 1).unwrap();
                     }
+                    // Handed to the transport: at most 2 clocks (SSP(2))
+                    // are then still uncommitted.
                     ctx.clock().unwrap();
-                    // Acknowledged: committed by a quorum of every shard.
                     progress[w as usize].store(clock + 1, Ordering::SeqCst);
                 }
+                // Acknowledged: committed by a quorum of every shard.
+                ctx.flush().unwrap();
             })
         })
         .collect();

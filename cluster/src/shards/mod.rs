@@ -397,6 +397,10 @@ impl ShardService for ClusterShards {
             .map(|_| ())
     }
 
+    fn pipelines(&self) -> bool {
+        true
+    }
+
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
         self.fetch_rows(std::slice::from_ref(req))?
             .pop()

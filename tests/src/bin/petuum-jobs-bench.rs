@@ -66,7 +66,9 @@ async fn connect(ep: &str) -> Client {
 /// each, alternately.
 fn mnist(runs: usize) {
     let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/mnist-softmax.toml");
-    let spec = spec.canonicalize().expect("examples/jobs/mnist-softmax.toml");
+    let spec = spec
+        .canonicalize()
+        .expect("examples/jobs/mnist-softmax.toml");
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -75,7 +77,10 @@ fn mnist(runs: usize) {
     let c = LocalCluster::start(3, 16, "");
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = format!("http://{}", c.nodes[0].addr);
-    println!("{:<28} {:>8} {:>8} {:>10}", "README MNIST job", "wall s", "job s", "test acc");
+    println!(
+        "{:<28} {:>8} {:>8} {:>10}",
+        "README MNIST job", "wall s", "job s", "test acc"
+    );
     for i in 0..runs {
         let t = Instant::now();
         let out = run(
@@ -89,7 +94,11 @@ fn mnist(runs: usize) {
             ],
             dir.path(),
         );
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let wall = t.elapsed().as_secs_f64();
         let last: serde_json::Value =
             serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap())
@@ -112,7 +121,10 @@ fn mnist(runs: usize) {
             "3 nodes x 3 replicas",
             t.elapsed().as_secs_f64(),
             info.seconds,
-            info.metrics.get("test_accuracy").copied().unwrap_or(f64::NAN)
+            info.metrics
+                .get("test_accuracy")
+                .copied()
+                .unwrap_or(f64::NAN)
         );
     }
 }
