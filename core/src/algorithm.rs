@@ -3,10 +3,11 @@
 use crate::error::TableError;
 use crate::row::{AnyRow, Row};
 use crate::service::{FetchRequest, ShardService};
-use crate::types::{Elem, ElemType, RowId, RowKind, TableSpec};
+use crate::types::{Elem, ElemType, RowId, RowKind, TableId, TableSpec};
 use crate::worker::WorkerCtx;
 use rand_chacha::ChaCha8Rng;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Errors crossing the algorithm boundary. Algorithms define their own
 /// typed errors (with `thiserror`) and box them here.
@@ -87,11 +88,49 @@ pub trait AlgoWorker: Send {
 pub struct TableReader<'a> {
     pub(crate) service: &'a dyn ShardService,
     pub(crate) tables: &'a [TableSpec],
+    /// Rows read ahead by [`prefetch`](Self::prefetch).
+    fetched: parking_lot::Mutex<std::collections::HashMap<(TableId, RowId), Arc<AnyRow>>>,
 }
 
 impl<'a> TableReader<'a> {
     pub fn new(service: &'a dyn ShardService, tables: &'a [TableSpec]) -> Self {
-        TableReader { service, tables }
+        TableReader {
+            service,
+            tables,
+            fetched: Default::default(),
+        }
+    }
+
+    /// Reads rows ahead, all at once (one request per shard on a
+    /// cluster): an export that reads a table row by row names the rows
+    /// here first. The later [`read`](Self::read)s of these rows return
+    /// the values read now.
+    pub fn prefetch(
+        &self,
+        name: &str,
+        rows: impl IntoIterator<Item = RowId>,
+    ) -> Result<(), TableError> {
+        let spec = self.spec(name)?;
+        let reqs: Vec<FetchRequest> = {
+            let fetched = self.fetched.lock();
+            rows.into_iter()
+                .filter(|&row| !fetched.contains_key(&(spec.id, row)))
+                .map(|row| FetchRequest {
+                    job: spec.job,
+                    table: spec.id,
+                    row,
+                    worker: 0,
+                    min_clock: None,
+                    own_clock: 0,
+                })
+                .collect()
+        };
+        let snaps = self.service.fetch_many(&reqs)?;
+        let mut fetched = self.fetched.lock();
+        for (req, snap) in reqs.iter().zip(snaps) {
+            fetched.insert((spec.id, req.row), snap.row);
+        }
+        Ok(())
     }
 
     pub fn spec(&self, name: &str) -> Result<&TableSpec, TableError> {
@@ -104,21 +143,26 @@ impl<'a> TableReader<'a> {
     /// The current value of a row, without waiting for any clock.
     pub fn read<T: Elem>(&self, name: &str, row: RowId) -> Result<Row<T>, TableError> {
         let spec = self.spec(name)?;
-        let snap = self.service.fetch(&FetchRequest {
-            job: spec.job,
+        let row = match self.fetched.lock().get(&(spec.id, row)) {
+            Some(r) => r.clone(),
+            None => {
+                self.service
+                    .fetch(&FetchRequest {
+                        job: spec.job,
+                        table: spec.id,
+                        row,
+                        worker: 0,
+                        min_clock: None,
+                        own_clock: 0,
+                    })?
+                    .row
+            }
+        };
+        T::from_any(&row).cloned().ok_or(TableError::WrongType {
             table: spec.id,
-            row,
-            worker: 0,
-            min_clock: None,
-            own_clock: 0,
-        })?;
-        T::from_any(&snap.row)
-            .cloned()
-            .ok_or(TableError::WrongType {
-                table: spec.id,
-                expected: spec.elem,
-                found: T::TYPE,
-            })
+            expected: spec.elem,
+            found: T::TYPE,
+        })
     }
 
     /// Row ids written so far in a table.
@@ -135,7 +179,7 @@ pub struct TableLoader<'a> {
 impl<'a> TableLoader<'a> {
     pub fn new(service: &'a dyn ShardService, tables: &'a [TableSpec]) -> Self {
         TableLoader {
-            reader: TableReader { service, tables },
+            reader: TableReader::new(service, tables),
         }
     }
 

@@ -113,8 +113,9 @@ impl Flushed {
 /// worker pushes them in clock order, so the worker goes on computing
 /// while they commit (pipelined clocks).
 struct Pipeline {
-    tx: std::sync::mpsc::Sender<(Clock, Vec<UpdateBatch>)>,
-    acks: std::sync::mpsc::Receiver<Result<Clock, TableError>>,
+    tx: std::sync::mpsc::Sender<(Clock, Vec<UpdateBatch>, Instant)>,
+    /// Each clock's time from `clock()` to its acknowledgement.
+    acks: std::sync::mpsc::Receiver<Result<Duration, TableError>>,
     in_flight: usize,
     /// The first push that failed (every later wait returns it).
     failed: Option<TableError>,
@@ -122,17 +123,17 @@ struct Pipeline {
 
 impl Pipeline {
     fn start(service: Arc<dyn ShardService>, job: JobId, worker: WorkerId) -> Pipeline {
-        let (tx, rx) = std::sync::mpsc::channel::<(Clock, Vec<UpdateBatch>)>();
+        let (tx, rx) = std::sync::mpsc::channel::<(Clock, Vec<UpdateBatch>, Instant)>();
         let (ack_tx, acks) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name(format!("push-{job}-{worker}"))
             .spawn(move || {
-                for (clock, batches) in rx {
+                for (clock, batches, handed) in rx {
                     match service.push(&batches) {
                         // A worker that is gone no longer listens, but what
                         // it handed over is still delivered, in order.
                         Ok(()) => {
-                            let _ = ack_tx.send(Ok(clock));
+                            let _ = ack_tx.send(Ok(handed.elapsed()));
                         }
                         Err(e) => {
                             // Reads of this run may be waiting for these
@@ -157,13 +158,16 @@ impl Pipeline {
     }
 
     /// Waits until at most `n` clocks are in flight.
-    fn drain_to(&mut self, n: usize) -> Result<(), TableError> {
+    fn drain_to(&mut self, n: usize, commits: &mut Vec<Duration>) -> Result<(), TableError> {
         while self.in_flight > n {
             if let Some(e) = &self.failed {
                 return Err(e.clone());
             }
             match self.acks.recv() {
-                Ok(Ok(_)) => self.in_flight -= 1,
+                Ok(Ok(d)) => {
+                    self.in_flight -= 1;
+                    commits.push(d);
+                }
                 Ok(Err(e)) => self.failed = Some(e),
                 Err(_) => {
                     self.failed = Some(TableError::Unavailable("the push thread stopped".into()))
@@ -174,16 +178,22 @@ impl Pipeline {
     }
 
     /// The error of a push that already failed, if any (without waiting).
-    fn failure(&mut self) -> Option<TableError> {
+    fn failure(&mut self, commits: &mut Vec<Duration>) -> Option<TableError> {
         while let Ok(r) = self.acks.try_recv() {
             match r {
-                Ok(_) => self.in_flight -= 1,
+                Ok(d) => {
+                    self.in_flight -= 1;
+                    commits.push(d);
+                }
                 Err(e) => self.failed = Some(e),
             }
         }
         self.failed.clone()
     }
 }
+
+/// Commit latencies a worker keeps until they are taken.
+const MAX_COMMIT_SAMPLES: usize = 1 << 16;
 
 /// One worker of one job.
 pub struct WorkerCtx {
@@ -202,6 +212,9 @@ pub struct WorkerCtx {
     stats: WorkerStats,
     /// Pipelined clocks (cluster backends), started at the first clock.
     pipeline: Option<Pipeline>,
+    /// Time from `clock()` to the acknowledgement of each clock seen so
+    /// far (benchmarks), until taken.
+    commits: Vec<Duration>,
 }
 
 impl WorkerCtx {
@@ -230,6 +243,7 @@ impl WorkerCtx {
             num_shards,
             stats: WorkerStats::default(),
             pipeline: None,
+            commits: Vec::new(),
         }
     }
 
@@ -459,17 +473,25 @@ impl WorkerCtx {
     /// worker's run). Returns the error of a push that failed.
     pub fn flush(&mut self) -> Result<(), TableError> {
         match &mut self.pipeline {
-            Some(p) => p.drain_to(0),
+            Some(p) => p.drain_to(0, &mut self.commits),
             None => Ok(()),
         }
+    }
+
+    /// Each acknowledged clock's time from `clock()` to its
+    /// acknowledgement (commit latency, pipelined or not), since the last
+    /// call.
+    pub fn take_commit_latencies(&mut self) -> Vec<Duration> {
+        std::mem::take(&mut self.commits)
     }
 
     /// A read's error, or the push failure behind it: a failed push ends
     /// the run's waits, and its error is the one that says why.
     fn read_error(&mut self, e: TableError) -> TableError {
+        let commits = &mut self.commits;
         self.pipeline
             .as_mut()
-            .and_then(Pipeline::failure)
+            .and_then(|p| p.failure(commits))
             .unwrap_or(e)
     }
 
@@ -500,19 +522,24 @@ impl WorkerCtx {
         self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
         let depth = self.pipeline_depth();
         if depth == 0 {
+            let started = Instant::now();
             self.node.service.push(&batches)?;
+            if self.commits.len() < MAX_COMMIT_SAMPLES {
+                self.commits.push(started.elapsed());
+            }
         } else {
             let (service, job, worker) = (self.node.service.clone(), self.job, self.worker);
             let p = self
                 .pipeline
                 .get_or_insert_with(|| Pipeline::start(service, job, worker));
-            if let Some(e) = p.failure() {
+            if let Some(e) = p.failure(&mut self.commits) {
                 return Err(e);
             }
-            p.tx.send((self.clock, batches.clone()))
+            p.tx.send((self.clock, batches.clone(), Instant::now()))
                 .map_err(|_| TableError::Unavailable("the push thread stopped".into()))?;
             p.in_flight += 1;
-            p.drain_to(depth)?;
+            p.drain_to(depth, &mut self.commits)?;
+            self.commits.truncate(MAX_COMMIT_SAMPLES);
         }
         self.history.push_back(Flushed {
             clock: self.clock,

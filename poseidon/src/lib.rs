@@ -223,6 +223,7 @@ impl Dnn {
     fn read_flat(&self, tables: &TableReader<'_>) -> Result<Vec<f32>, BoxError> {
         let rows = self.plan.rows();
         let mut flat = Vec::with_capacity(rows as usize * ROW);
+        tables.prefetch(TABLE, 0..rows)?;
         for r in 0..rows {
             flat.extend(tables.read::<f32>(TABLE, r)?.to_dense(ROW as u32));
         }

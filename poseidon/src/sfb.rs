@@ -533,6 +533,7 @@ pub fn export_weights(
 ) -> Result<Vec<(usize, Vec<f32>)>, BoxError> {
     let read = |table: &str, rows: std::ops::Range<u64>| -> Result<Vec<f32>, BoxError> {
         let mut out = Vec::new();
+        tables.prefetch(table, rows.clone())?;
         for r in rows {
             out.extend(tables.read::<f32>(table, r)?.to_dense(ROW as u32));
         }

@@ -182,6 +182,7 @@ impl Algorithm for Dml {
         let d = self.x.ncols();
         let k = self.out_dim();
         let mut l = Array2::<f32>::zeros((k, d));
+        tables.prefetch(TABLE, 0..k as u64)?;
         for r in 0..k {
             let row = tables.read::<f32>(TABLE, r as u64)?.to_dense(d as u32);
             l.row_mut(r).assign(&Array1::from(row));

@@ -118,7 +118,9 @@ impl Algorithm for RandomForest {
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let g = self.grow_params();
         let mut trees = Vec::new();
-        for id in tables.row_ids(TABLE)? {
+        let ids = tables.row_ids(TABLE)?;
+        tables.prefetch(TABLE, ids.iter().copied())?;
+        for id in ids {
             let row = tables.read::<f32>(TABLE, id)?;
             trees.push(
                 decode_row(&row.sorted_entries(), self.train.dim(), g.num_classes)

@@ -237,6 +237,7 @@ impl Algorithm for KMeans {
         };
         let mut centers = Array2::<f32>::zeros((k, d));
         let mut fallback = None;
+        tables.prefetch(table, (0..k as u64).map(|j| base + j))?;
         for j in 0..k {
             let v = tables
                 .read::<f64>(table, base + j as u64)?

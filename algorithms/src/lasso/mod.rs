@@ -451,6 +451,7 @@ impl Algorithm for Lasso {
         file.add_tensor("intercept", vec![1], vec![intercept as f32]);
         if s.lambdas.len() > 1 {
             let mut path_coef = Vec::with_capacity(s.lambdas.len() * s.d);
+            tables.prefetch(PATH, 0..s.lambdas.len() as u64)?;
             for k in 0..s.lambdas.len() {
                 let row = tables.read::<f64>(PATH, k as u64)?.to_dense(s.d as u32);
                 path_coef.extend(row.iter().zip(&s.scale).map(|(b, sc)| (b * sc) as f32));

@@ -249,6 +249,7 @@ impl Lda {
         // are known, else from assignments published in this process.
         let doc_part = if self.clocks > 0 && workers > 0 {
             let mut sum = 0.0;
+            tables.prefetch(DOC_LOGLIK, 0..workers as u64)?;
             for w in 0..workers {
                 sum += tables.read::<f64>(DOC_LOGLIK, w as u64)?.to_dense(1)[0];
             }
@@ -267,6 +268,7 @@ impl Lda {
         };
         let ll = LogLik::new(k, v, self.params.alpha, self.params.beta);
         let mut total = 0.0;
+        tables.prefetch(WORD_TOPIC, 0..v as u64)?;
         for w in 0..v {
             let row = tables.read::<i32>(WORD_TOPIC, w as u64)?;
             total += ll.word_row(row.sorted_entries().into_iter().map(|(_, c)| c as i64));
@@ -383,6 +385,7 @@ pub fn read_model(
     vocab: Vec<String>,
 ) -> Result<LdaModel, BoxError> {
     let mut counts = vec![0f32; k * v];
+    tables.prefetch(WORD_TOPIC, 0..v as u64)?;
     for w in 0..v {
         for (t, c) in tables.read::<i32>(WORD_TOPIC, w as u64)?.sorted_entries() {
             counts[t as usize * v + w] = c as f32;

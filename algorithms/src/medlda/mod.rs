@@ -167,6 +167,7 @@ impl MedLda {
             self.corpus.vocab.clone(),
         )?;
         let mut stats = vec![0.0; m * block_rows(k) * k];
+        tables.prefetch(STATS, 0..(m * block_rows(k)) as u64)?;
         for (r, chunk) in stats.chunks_mut(k).enumerate() {
             chunk.copy_from_slice(&tables.read::<f64>(STATS, r as u64)?.to_dense(k as u32));
         }

@@ -323,6 +323,8 @@ impl Algorithm for Mf {
         let (m, n, k) = (s.m(), s.n(), s.params.rank);
         let mut w = Vec::with_capacity(k * m);
         let mut h = Vec::with_capacity(k * n);
+        tables.prefetch(W_TABLE, 0..k as u64)?;
+        tables.prefetch(H_TABLE, 0..k as u64)?;
         for f in 0..k {
             w.extend(tables.read::<f64>(W_TABLE, f as u64)?.to_dense(m as u32));
             h.extend(tables.read::<f64>(H_TABLE, f as u64)?.to_dense(n as u32));

@@ -418,6 +418,7 @@ impl Algorithm for Factorization {
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let (k, d) = (self.k(), self.d());
         let mut h = Vec::with_capacity(k * d);
+        tables.prefetch(DICT, 0..k as u64)?;
         for c in 0..k {
             h.extend(tables.read::<f64>(DICT, c as u64)?.to_dense(d as u32));
         }

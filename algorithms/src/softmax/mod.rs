@@ -192,6 +192,7 @@ impl Algorithm for MulticlassLr {
         let status = RunStatus::read(tables, self.clocks)?;
         let mut weight = Vec::with_capacity(c * d);
         let mut bias = Vec::with_capacity(c);
+        tables.prefetch(TABLE, 0..c as u64)?;
         for k in 0..c {
             let mut row = match tables.read::<f32>(TABLE, k as u64)? {
                 Row::Dense(v) => v,
