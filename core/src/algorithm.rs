@@ -84,6 +84,19 @@ pub trait AlgoWorker: Send {
     }
 }
 
+/// A read of a row's current value, waiting for no clock (init and
+/// export: every acknowledged write is in it).
+fn latest(spec: &TableSpec, row: RowId) -> FetchRequest {
+    FetchRequest {
+        job: spec.job,
+        table: spec.id,
+        row,
+        worker: 0,
+        min_clock: None,
+        own_clock: 0,
+    }
+}
+
 /// Access to a job's tables by name, for init and export.
 pub struct TableReader<'a> {
     pub(crate) service: &'a dyn ShardService,
@@ -115,14 +128,7 @@ impl<'a> TableReader<'a> {
             let fetched = self.fetched.lock();
             rows.into_iter()
                 .filter(|&row| !fetched.contains_key(&(spec.id, row)))
-                .map(|row| FetchRequest {
-                    job: spec.job,
-                    table: spec.id,
-                    row,
-                    worker: 0,
-                    min_clock: None,
-                    own_clock: 0,
-                })
+                .map(|row| latest(spec, row))
                 .collect()
         };
         let snaps = self.service.fetch_many(&reqs)?;
@@ -145,18 +151,7 @@ impl<'a> TableReader<'a> {
         let spec = self.spec(name)?;
         let row = match self.fetched.lock().get(&(spec.id, row)) {
             Some(r) => r.clone(),
-            None => {
-                self.service
-                    .fetch(&FetchRequest {
-                        job: spec.job,
-                        table: spec.id,
-                        row,
-                        worker: 0,
-                        min_clock: None,
-                        own_clock: 0,
-                    })?
-                    .row
-            }
+            None => self.service.fetch(&latest(spec, row))?.row,
         };
         T::from_any(&row).cloned().ok_or(TableError::WrongType {
             table: spec.id,

@@ -195,6 +195,20 @@ impl Pipeline {
 /// Commit latencies a worker keeps until they are taken.
 const MAX_COMMIT_SAMPLES: usize = 1 << 16;
 
+/// A read's error, or the push failure behind it: a failed push ends the
+/// run's waits, and its error is the one that says why. (Takes the two
+/// fields, not the worker, so a caller can hold its cache meanwhile.)
+fn read_error(
+    pipeline: &mut Option<Pipeline>,
+    commits: &mut Vec<Duration>,
+    e: TableError,
+) -> TableError {
+    pipeline
+        .as_mut()
+        .and_then(|p| p.failure(commits))
+        .unwrap_or(e)
+}
+
 /// One worker of one job.
 pub struct WorkerCtx {
     node: Arc<Node>,
@@ -485,16 +499,6 @@ impl WorkerCtx {
         std::mem::take(&mut self.commits)
     }
 
-    /// A read's error, or the push failure behind it: a failed push ends
-    /// the run's waits, and its error is the one that says why.
-    fn read_error(&mut self, e: TableError) -> TableError {
-        let commits = &mut self.commits;
-        self.pipeline
-            .as_mut()
-            .and_then(|p| p.failure(commits))
-            .unwrap_or(e)
-    }
-
     /// Ends this worker's current clock: sends one batch per shard with the
     /// aggregated increments and advances. Returns once they are
     /// acknowledged, or, on a cluster under SSP(s), once at most `s`
@@ -524,9 +528,7 @@ impl WorkerCtx {
         if depth == 0 {
             let started = Instant::now();
             self.node.service.push(&batches)?;
-            if self.commits.len() < MAX_COMMIT_SAMPLES {
-                self.commits.push(started.elapsed());
-            }
+            self.commits.push(started.elapsed());
         } else {
             let (service, job, worker) = (self.node.service.clone(), self.job, self.worker);
             let p = self
@@ -539,8 +541,8 @@ impl WorkerCtx {
                 .map_err(|_| TableError::Unavailable("the push thread stopped".into()))?;
             p.in_flight += 1;
             p.drain_to(depth, &mut self.commits)?;
-            self.commits.truncate(MAX_COMMIT_SAMPLES);
         }
+        self.commits.truncate(MAX_COMMIT_SAMPLES);
         self.history.push_back(Flushed {
             clock: self.clock,
             batches,
@@ -602,19 +604,20 @@ impl WorkerCtx {
         }
         let min_clock = self.consistency.required_min_clock(self.clock);
         let own_clock = self.own_floor();
-        let cache = self.node.cache.clone();
+        let cache = &self.node.cache;
         let mut seen = FxHashSet::default();
-        let mut reqs = Vec::new();
+        let (mut reqs, mut shards) = (Vec::new(), Vec::new());
         for row in rows {
-            let shard = shard_of(t.id, row, self.num_shards);
             if !seen.insert(row) {
                 continue;
             }
+            let shard = shard_of(t.id, row, self.num_shards);
             if let Some(e) = cache.lookup(shard, (t.id, row)) {
                 if self.usable(&e) {
                     continue;
                 }
             }
+            shards.push(shard);
             reqs.push(FetchRequest {
                 job: self.job,
                 table: t.id,
@@ -631,11 +634,10 @@ impl WorkerCtx {
         let started = Instant::now();
         let snaps = match self.node.service.fetch_many(&reqs) {
             Ok(s) => s,
-            Err(e) => return Err(self.read_error(e)),
+            Err(e) => return Err(read_error(&mut self.pipeline, &mut self.commits, e)),
         };
         self.stats.wait += started.elapsed();
-        for (req, snap) in reqs.iter().zip(snaps) {
-            let shard = shard_of(t.id, req.row, self.num_shards);
+        for ((req, snap), shard) in reqs.iter().zip(snaps).zip(shards) {
             let entry = CacheEntry {
                 snap,
                 job: self.job,
@@ -653,7 +655,7 @@ impl WorkerCtx {
         }
         self.stats.reads += 1;
         let shard = shard_of(table, row, self.num_shards);
-        let cache = self.node.cache.clone();
+        let cache = &self.node.cache;
         if let Some(e) = cache.lookup(shard, (table, row)) {
             if self.usable(&e) {
                 cache.count(true);
@@ -672,7 +674,7 @@ impl WorkerCtx {
             own_clock: self.own_floor(),
         }) {
             Ok(s) => s,
-            Err(e) => return Err(self.read_error(e)),
+            Err(e) => return Err(read_error(&mut self.pipeline, &mut self.commits, e)),
         };
         self.stats.wait += started.elapsed();
         let entry = CacheEntry {

@@ -110,6 +110,20 @@ impl ShardService for SlowPushes {
     }
 }
 
+/// Row 0 of the counters table as the shards hold it, once their min
+/// clock is at least `min_clock`.
+fn row0(svc: &dyn ShardService, min_clock: Option<u64>) -> RowSnapshot {
+    svc.fetch(&FetchRequest {
+        job: JOB,
+        table: 1,
+        row: 0,
+        worker: 0,
+        min_clock,
+        own_clock: 0,
+    })
+    .unwrap()
+}
+
 /// Number of whole clocks `k` with `k (k + 1) / 2 == v`, if `v` is triangular.
 fn clocks_in(v: i64) -> Option<u64> {
     let k = (((8 * v + 1) as f64).sqrt() as i64 - 1) / 2;
@@ -250,16 +264,7 @@ fn clock_returns_with_s_clocks_uncommitted_and_flush_waits_for_them() {
             "clock {c} waited for its commit"
         );
     }
-    let before = svc
-        .fetch(&FetchRequest {
-            job: JOB,
-            table: 1,
-            row: 0,
-            worker: 0,
-            min_clock: None,
-            own_clock: 0,
-        })
-        .unwrap();
+    let before = row0(&*svc, None);
     assert_eq!(
         before.worker_clocks[0], 0,
         "nothing committed while the gate is closed"
@@ -267,16 +272,7 @@ fn clock_returns_with_s_clocks_uncommitted_and_flush_waits_for_them() {
     gate.set_closed(false);
     assert_eq!(rx.recv_timeout(Duration::from_secs(30)), Ok(99));
     worker.join().unwrap();
-    let after = svc
-        .fetch(&FetchRequest {
-            job: JOB,
-            table: 1,
-            row: 0,
-            worker: 0,
-            min_clock: Some(2),
-            own_clock: 0,
-        })
-        .unwrap();
+    let after = row0(&*svc, Some(2));
     assert_eq!(after.worker_clocks[0], 2);
     assert_eq!(after.row.as_ref(), &AnyRow::I64(Row::Dense(vec![3])));
 }
@@ -475,16 +471,7 @@ fn deterministic_mode_gives_identical_float_sums_across_runs() {
                 });
             }
         });
-        let snap = svc
-            .fetch(&petuum_core::service::FetchRequest {
-                job: JOB,
-                table: 1,
-                row: 0,
-                worker: 0,
-                min_clock: None,
-                own_clock: 0,
-            })
-            .unwrap();
+        let snap = row0(&*svc, None);
         let petuum_core::AnyRow::F32(petuum_core::Row::Dense(v)) = &*snap.row else {
             panic!()
         };

@@ -51,6 +51,22 @@ pub fn run(bin_name: &str, args: &[&str], cwd: &Path) -> Output {
         .expect("spawn binary")
 }
 
+/// `petuumd run SPEC --json --data-dir DATA_DIR` (the embedded run of a
+/// job spec) in `cwd`, to completion.
+pub fn run_embedded(spec: &Path, data_dir: &Path, cwd: &Path) -> Output {
+    run(
+        "petuumd",
+        &[
+            "run",
+            spec.to_str().expect("UTF-8 spec path"),
+            "--json",
+            "--data-dir",
+            data_dir.to_str().expect("UTF-8 data dir"),
+        ],
+        cwd,
+    )
+}
+
 /// Parses JSON lines from a command's stdout.
 pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout)

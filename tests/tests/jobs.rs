@@ -7,7 +7,7 @@
 //! the failure detector's timings assume the machine is not oversubscribed).
 
 use petuum_tests::cluster::{signal, LocalCluster};
-use petuum_tests::{datasets, run, spam_lr_job};
+use petuum_tests::{datasets, run, run_embedded, spam_lr_job};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -29,17 +29,7 @@ fn lr_spec(dir: &Path, model: &Path) -> PathBuf {
 fn reference(dir: &Path) -> (PathBuf, Vec<u8>) {
     let model = dir.join("reference.safetensors");
     let spec = lr_spec(dir, &model);
-    let out = run(
-        "petuumd",
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--json",
-            "--data-dir",
-            dir.join("embedded").to_str().unwrap(),
-        ],
-        dir,
-    );
+    let out = run_embedded(&spec, &dir.join("embedded"), dir);
     assert!(
         out.status.success(),
         "{}",
@@ -486,17 +476,7 @@ fn every_algorithm_survives_a_kill_bit_identical() {
             ),
         )
         .unwrap();
-        let out = run(
-            "petuumd",
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--json",
-                "--data-dir",
-                dir.path().join("embedded").to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let out = run_embedded(&spec, &dir.path().join("embedded"), dir.path());
         assert!(
             out.status.success(),
             "{algorithm}: {}",

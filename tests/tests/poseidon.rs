@@ -7,7 +7,7 @@
 //! Here: 8 passes over each worker's half, 97.95% measured on 2026-11-25
 //! (about 8 s on 2 cores).
 
-use petuum_tests::{datasets, json_lines, run, run_until};
+use petuum_tests::{datasets, json_lines, run, run_embedded, run_until};
 use std::path::Path;
 
 #[test]
@@ -26,17 +26,7 @@ fn mnist_mlp_reaches_97_5_percent_and_evaluates() {
         );
     let spec = dir.path().join("mlp.toml");
     std::fs::write(&spec, text).unwrap();
-    let out = run(
-        "petuumd",
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--json",
-            "--data-dir",
-            dir.path().join("d").to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let out = run_embedded(&spec, &dir.path().join("d"), dir.path());
     assert!(
         out.status.success(),
         "{}",

@@ -295,6 +295,9 @@ fn exact_fetch_prefix(
     reqs: &[petuum_core::service::FetchRequest],
     epoch: u64,
 ) -> Result<Option<Vec<petuum_core::service::RowSnapshot>>, petuum_core::TableError> {
+    if reqs.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
     let version = replica_version(r);
     let mut out = Vec::new();
     let mut bytes = 0;

@@ -313,7 +313,9 @@ impl ClusterShards {
                 out[i] = Some(row);
             }
         }
-        Ok(out.into_iter().flatten().collect())
+        out.into_iter()
+            .map(|r| r.ok_or_else(|| unavailable("a fetch left a row unanswered")))
+            .collect()
     }
 
     /// Reads of one shard behind its leader's read barrier, a reply's

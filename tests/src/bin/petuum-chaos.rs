@@ -21,7 +21,7 @@
 
 use petuum_client::{is_terminal, Client};
 use petuum_tests::cluster::{signal, LocalCluster};
-use petuum_tests::{datasets, run};
+use petuum_tests::{datasets, run_embedded};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,17 +119,7 @@ fn references(dir: &Path, shards: u32) -> Result<Vec<Kind>, String> {
         let spec = dir.join(format!("{name}.toml"));
         std::fs::write(&spec, text.replace("MODEL", &model.display().to_string()))
             .map_err(|e| e.to_string())?;
-        let o = run(
-            "petuumd",
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--json",
-                "--data-dir",
-                dir.join(format!("embedded-{name}")).to_str().unwrap(),
-            ],
-            dir,
-        );
+        let o = run_embedded(&spec, &dir.join(format!("embedded-{name}")), dir);
         if !o.status.success() {
             return Err(format!(
                 "embedded {name}: {}",

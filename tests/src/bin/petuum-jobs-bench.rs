@@ -18,7 +18,7 @@
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::LocalCluster;
-use petuum_tests::{run, spam_lr_job};
+use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -83,17 +83,7 @@ fn mnist(runs: usize) {
     );
     for i in 0..runs {
         let t = Instant::now();
-        let out = run(
-            "petuumd",
-            &[
-                "run",
-                spec.to_str().unwrap(),
-                "--json",
-                "--data-dir",
-                dir.path().join(format!("embedded{i}")).to_str().unwrap(),
-            ],
-            dir.path(),
-        );
+        let out = run_embedded(&spec, &dir.path().join(format!("embedded{i}")), dir.path());
         assert!(
             out.status.success(),
             "{}",
@@ -154,17 +144,7 @@ fn main() {
     // The embedded run of the same job (the single-process peer).
     let s = spec(dir.path(), "embedded", clocks, 0);
     let t = Instant::now();
-    let out = run(
-        "petuumd",
-        &[
-            "run",
-            s.to_str().unwrap(),
-            "--json",
-            "--data-dir",
-            dir.path().join("embedded").to_str().unwrap(),
-        ],
-        dir.path(),
-    );
+    let out = run_embedded(&s, &dir.path().join("embedded"), dir.path());
     assert!(out.status.success());
     let last: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
