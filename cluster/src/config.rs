@@ -46,6 +46,10 @@ pub struct RaftTuning {
     pub election_timeout_max_ms: u64,
     /// Take a snapshot (and purge the log before it) after this many entries.
     pub snapshot_after_entries: u64,
+    /// Also take one once this many MiB of entries were applied since the
+    /// last snapshot, and at least as many as that snapshot holds: bounds
+    /// the log a restart replays.
+    pub snapshot_after_mib: u64,
     /// Most entries in one append-entries message.
     pub max_entries_per_append: u64,
     /// Deadline of one Raft RPC.
@@ -59,6 +63,7 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 300,
             election_timeout_max_ms: 600,
             snapshot_after_entries: 5000,
+            snapshot_after_mib: 32,
             max_entries_per_append: 256,
             rpc_timeout_ms: 2000,
         }
@@ -218,10 +223,14 @@ impl NodeConfig {
                 "must exceed election_timeout_min_ms".into(),
             ));
         }
-        if r.snapshot_after_entries == 0 || r.max_entries_per_append == 0 || r.rpc_timeout_ms == 0 {
+        if r.snapshot_after_entries == 0
+            || r.snapshot_after_mib == 0
+            || r.max_entries_per_append == 0
+            || r.rpc_timeout_ms == 0
+        {
             return Err(err(
                 "raft",
-                "snapshot_after_entries, max_entries_per_append and rpc_timeout_ms must be positive"
+                "snapshot_after_entries, snapshot_after_mib, max_entries_per_append and rpc_timeout_ms must be positive"
                     .into(),
             ));
         }

@@ -179,6 +179,7 @@ pub async fn serve(
     tracing::info!(node = node.id(), %addr, "listening");
     node.bootstrap().await;
     tokio::spawn(node.clone().balance_leaders());
+    tokio::spawn(node.clone().schedule_snapshots());
     on_ready();
     builder
         .add_routes(extra)

@@ -30,14 +30,28 @@ pub struct CheckpointInfo {
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
     db: Arc<NodeDb>,
+    /// Whether each write is synced before it returns.
+    sync: bool,
 }
 
 impl CheckpointStore {
+    /// A store whose writes are synced before they return.
     pub fn new(db: Arc<NodeDb>) -> Self {
-        CheckpointStore { db }
+        CheckpointStore { db, sync: true }
     }
 
-    /// Persists a shard's encoded image of `job` at `clock` (synced), then
+    /// A store for a shard group's state machine, whose writes are not
+    /// synced one by one: each is produced by applying a Raft log entry,
+    /// and that entry stays in the (synced) log until a snapshot is stored,
+    /// which first syncs every earlier write ([`NodeDb::sync_wal`]). A
+    /// crash before that loses the write and the replay after the restart
+    /// writes it again. One fsync per checkpoint part per replica made a
+    /// restart replay thousands of them (seconds per node on a busy VM).
+    pub fn deferred(db: Arc<NodeDb>) -> Self {
+        CheckpointStore { db, sync: false }
+    }
+
+    /// Persists a shard's encoded image of `job` at `clock`, then
     /// deletes the job's checkpoints beyond the newest `keep_checkpoints`.
     #[tracing::instrument(level = "debug", skip(self, image), fields(bytes = image.len()))]
     pub fn write_shard(
@@ -54,12 +68,13 @@ impl CheckpointStore {
         header.extend_from_slice(&job.to_le_bytes());
         header.extend_from_slice(&clock.to_le_bytes());
         let part = keys::checkpoint_shard(job, clock, shard);
-        self.db.write_blob(
+        self.db.write_blob_opt(
             CF_CHECKPOINT,
             &part,
             &[&header, image],
             "write checkpoint",
             shard as u64,
+            self.sync,
         )?;
         tracing::info!(
             job,
@@ -104,12 +119,13 @@ impl CheckpointStore {
         value: &[u8],
     ) -> Result<()> {
         let part = keys::checkpoint_shard(job, clock, shard);
-        self.db.write_blob(
+        self.db.write_blob_opt(
             CF_CHECKPOINT,
             &part,
             &[value],
             "write checkpoint",
             shard as u64,
+            self.sync,
         )
     }
 
@@ -122,8 +138,14 @@ impl CheckpointStore {
         data: &[u8],
     ) -> Result<()> {
         let part = keys::checkpoint_worker(job, clock, worker);
-        self.db
-            .write_blob(CF_CHECKPOINT, &part, &[data], "write worker blob", job)
+        self.db.write_blob_opt(
+            CF_CHECKPOINT,
+            &part,
+            &[data],
+            "write worker blob",
+            job,
+            self.sync,
+        )
     }
 
     /// Loads a worker's local state, if stored. In errors the `shard` field
@@ -228,8 +250,9 @@ impl CheckpointStore {
             source,
         })?;
         drop(it);
-        self.db.write(
+        self.db.write_sync(
             batch,
+            self.sync && self.db.config().sync_writes,
             "prune checkpoints",
             job,
             &keys::show(CF_CHECKPOINT, &keys::prefix(job)),

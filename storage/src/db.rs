@@ -143,6 +143,24 @@ impl NodeDb {
         self.write_sync(batch, self.config.sync_writes, op, group, key)
     }
 
+    /// Makes every write so far durable, synced or not (it syncs the WAL
+    /// files). Writes that were not synced because a Raft log entry can
+    /// produce them again (checkpoint parts, worker blobs) must be durable
+    /// before that entry may be purged, i.e. before a snapshot is stored.
+    pub fn sync_wal(&self) -> Result<()> {
+        if !self.config.sync_writes {
+            return Ok(());
+        }
+        self.db
+            .flush_wal(true)
+            .map_err(|source| StorageError::Rocks {
+                op: "sync wal",
+                group: 0,
+                key: String::new(),
+                source,
+            })
+    }
+
     /// Writes a batch atomically; `sync` says whether to sync the WAL.
     pub fn write_sync(
         &self,
@@ -218,12 +236,28 @@ impl NodeDb {
         op: &'static str,
         group: u64,
     ) -> Result<()> {
+        self.write_blob_opt(cf, part, data, op, group, self.config.sync_writes)
+    }
+
+    /// [`write_blob`](Self::write_blob), saying whether a small blob's WAL
+    /// write is synced. Unsynced is for data that can be derived again
+    /// after a crash (see [`sync_wal`](Self::sync_wal)); a large blob is
+    /// ingested, which is durable either way.
+    pub fn write_blob_opt(
+        &self,
+        cf: &'static str,
+        part: &[u8],
+        data: &[&[u8]],
+        op: &'static str,
+        group: u64,
+        sync: bool,
+    ) -> Result<()> {
         let key = keys::show(cf, part);
         let total: usize = data.iter().map(|d| d.len()).sum();
         if total < INGEST_MIN_BYTES {
             let mut batch = WriteBatch::default();
             self.put_blob(&mut batch, cf, part, data);
-            return self.write(batch, op, group, &key);
+            return self.write_sync(batch, sync && self.config.sync_writes, op, group, &key);
         }
         let rocks = |op, source| StorageError::Rocks {
             op,

@@ -21,6 +21,7 @@ use parking_lot::RwLock;
 use petuum_core::shard::ShardState;
 use petuum_core::types::ShardId;
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// The applied state of a replica.
@@ -37,6 +38,18 @@ pub struct Replica {
 pub struct ShardHandle {
     inner: Arc<RwLock<Replica>>,
     applied: tokio::sync::watch::Receiver<u64>,
+    log: Arc<LogSinceSnapshot>,
+}
+
+/// What a replica has applied since its last snapshot: the log a restart
+/// would replay (see [`ShardHandle::snapshot_due`]).
+#[derive(Debug, Default)]
+struct LogSinceSnapshot {
+    /// About how many bytes of entries were applied since the last
+    /// snapshot was built or installed.
+    bytes: AtomicU64,
+    /// The size of that snapshot.
+    snapshot_bytes: AtomicU64,
 }
 
 impl ShardHandle {
@@ -59,6 +72,17 @@ impl ShardHandle {
     pub fn applied_watch(&self) -> tokio::sync::watch::Receiver<u64> {
         self.applied.clone()
     }
+
+    /// Whether the entries applied since the last snapshot are worth a new
+    /// one: at least `min_bytes` of them, and at least as many bytes as
+    /// that snapshot holds. A restart replays this log (openraft
+    /// re-applies it), so the rule bounds a restart's replay by the size
+    /// of the state (or `min_bytes`) and spends at most about one state's
+    /// worth of snapshot writing per state's worth of log.
+    pub fn snapshot_due(&self, min_bytes: u64) -> bool {
+        let bytes = self.log.bytes.load(Ordering::Relaxed);
+        bytes >= min_bytes.max(self.log.snapshot_bytes.load(Ordering::Relaxed))
+    }
 }
 
 /// The state machine of one shard group.
@@ -70,6 +94,7 @@ pub struct ShardStateMachine {
     checkpoints: CheckpointStore,
     inner: Arc<RwLock<Replica>>,
     applied: Arc<tokio::sync::watch::Sender<u64>>,
+    log: Arc<LogSinceSnapshot>,
 }
 
 impl ShardStateMachine {
@@ -79,7 +104,7 @@ impl ShardStateMachine {
     pub fn open(db: Arc<NodeDb>, group: u64, shard: ShardId) -> Result<Self> {
         assert!(group < u64::MAX, "group id u64::MAX is reserved");
         let sm = ShardStateMachine {
-            checkpoints: CheckpointStore::new(db.clone()),
+            checkpoints: CheckpointStore::deferred(db.clone()),
             db,
             group,
             shard,
@@ -89,10 +114,14 @@ impl ShardStateMachine {
                 membership: StoredMembership::default(),
             })),
             applied: Arc::new(tokio::sync::watch::channel(0).0),
+            log: Arc::default(),
         };
         if let Some(bytes) = sm.stored_snapshot()? {
             let (header, data) = snapshot::decode(&bytes, shard, &sm.snapshot_key())?;
             tracing::info!(group, shard, last_applied = ?header.last_applied, "state restored from snapshot");
+            sm.log
+                .snapshot_bytes
+                .store(bytes.len() as u64, Ordering::Relaxed);
             *sm.inner.write() = Replica {
                 data,
                 last_applied: header.last_applied,
@@ -115,6 +144,7 @@ impl ShardStateMachine {
         ShardHandle {
             inner: self.inner.clone(),
             applied: self.applied.subscribe(),
+            log: self.log.clone(),
         }
     }
 
@@ -145,6 +175,11 @@ impl ShardStateMachine {
                     continue;
                 }
                 r.last_applied = Some(entry.log_id);
+                if let EntryPayload::Normal(req) = &entry.payload {
+                    self.log
+                        .bytes
+                        .fetch_add(req.approx_bytes() as u64, Ordering::Relaxed);
+                }
                 match entry.payload {
                     EntryPayload::Blank => ShardResponse::default(),
                     EntryPayload::Membership(m) => {
@@ -237,6 +272,11 @@ impl ShardStateMachine {
             clocks: snapshot::clocks_of(&r.data),
         };
         let bytes = snapshot::encode(&header, &r.data)?;
+        // (Under the read lock: no entry is applied meanwhile.)
+        self.log.bytes.store(0, Ordering::Relaxed);
+        self.log
+            .snapshot_bytes
+            .store(bytes.len() as u64, Ordering::Relaxed);
         let meta = SnapshotMeta {
             last_log_id: r.last_applied,
             last_membership: r.membership.clone(),
@@ -273,11 +313,14 @@ impl ShardStateMachine {
             });
         }
         self.store_snapshot(&bytes)?;
+        let size = bytes.len() as u64;
         *self.inner.write() = Replica {
             data,
             last_applied: header.last_applied,
             membership: header.membership,
         };
+        self.log.bytes.store(0, Ordering::Relaxed);
+        self.log.snapshot_bytes.store(size, Ordering::Relaxed);
         self.notify_applied();
         tracing::info!(group = self.group, shard = self.shard, last_applied = ?meta.last_log_id, "snapshot installed");
         Ok(())
@@ -298,6 +341,10 @@ impl ShardStateMachine {
     }
 
     fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
+        // The checkpoint writes of the entries this snapshot covers were
+        // not synced (CheckpointStore::deferred): make them durable before
+        // those entries can be purged.
+        self.db.sync_wal()?;
         self.db.write_blob(
             CF_SNAPSHOT,
             &keys::prefix(self.group),
@@ -337,6 +384,10 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .take()
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
         let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        // As in `store_snapshot`: the deferred checkpoint writes first.
+        self.db
+            .sync_wal()
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         self.db
             .write_blob(
                 CF_SNAPSHOT,

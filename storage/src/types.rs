@@ -94,6 +94,28 @@ pub enum ShardRequest {
     Meta(Vec<u8>),
 }
 
+impl ShardRequest {
+    /// About how many bytes the command takes in the log (its values and
+    /// blobs; a small constant for the rest), for snapshot scheduling.
+    pub fn approx_bytes(&self) -> usize {
+        const FIXED: usize = 64;
+        FIXED
+            + match self {
+                ShardRequest::Load { rows, .. } => {
+                    rows.iter().map(|(_, v)| v.value_bytes() + 16).sum()
+                }
+                ShardRequest::Batch { batch, .. } => batch.value_bytes(),
+                ShardRequest::WorkerBlob { data, .. } => data.len(),
+                ShardRequest::RestoreImage { image, .. } => image.len(),
+                ShardRequest::Meta(m) => m.len(),
+                ShardRequest::CreateTable(_)
+                | ShardRequest::RegisterJob { .. }
+                | ShardRequest::Checkpoint { .. }
+                | ShardRequest::DropJob { .. } => 0,
+            }
+    }
+}
+
 /// What applying one entry did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardResponse {

@@ -221,4 +221,26 @@ impl ClusterNode {
             }
         }
     }
+
+    /// Asks openraft for a snapshot of each shard group whose log since
+    /// the last one has grown past the size rule of
+    /// [`ShardHandle::snapshot_due`](petuum_storage::ShardHandle::snapshot_due)
+    /// (`raft.snapshot_after_mib`), beside openraft's own count of entries:
+    /// entries vary from bytes to megabytes, and a restart replays all of
+    /// them.
+    pub async fn schedule_snapshots(self: Arc<Self>) {
+        let min_bytes = self.config.raft.snapshot_after_mib << 20;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.is_stopping() {
+                return;
+            }
+            for g in self.shards.values() {
+                if g.handle.snapshot_due(min_bytes) {
+                    tracing::debug!(shard = g.shard, "log past its size bound: snapshot");
+                    let _ = g.raft.trigger().snapshot().await;
+                }
+            }
+        }
+    }
 }

@@ -117,6 +117,56 @@ pub use calls::MetaChanges;
 mod leadership;
 mod status;
 
+/// A group opened by [`open_group`].
+enum Opened {
+    Meta(Raft<TypeConfig>, MetaHandle),
+    Shard(ShardGroup),
+}
+
+/// Opens one Raft group of this node: its state machine from its last
+/// snapshot, then openraft, which re-applies the committed log after it.
+async fn open_group(
+    me: u64,
+    group: u64,
+    db: Arc<NodeDb>,
+    raft_config: Arc<openraft::Config>,
+    peers: Arc<Peers>,
+) -> Result<Opened, NodeError> {
+    let log = RaftLogStore::new(db.clone(), group);
+    let net = GroupNetwork { peers, group };
+    let started = std::time::Instant::now();
+    let raft_error =
+        |e: openraft::error::Fatal<u64>| NodeError::Raft(format!("group {group}: {e}"));
+    let opened = match group_shard(group) {
+        None => {
+            let sm = MetaStateMachine::open(db)?;
+            let handle = sm.handle();
+            let raft = Raft::new(me, raft_config, net, log, sm)
+                .await
+                .map_err(raft_error)?;
+            Opened::Meta(raft, handle)
+        }
+        Some(shard) => {
+            let sm = ShardStateMachine::open(db, group, shard)?;
+            let handle = sm.handle();
+            let raft = Raft::new(me, raft_config, net, log, sm)
+                .await
+                .map_err(raft_error)?;
+            Opened::Shard(ShardGroup {
+                shard,
+                raft,
+                handle,
+            })
+        }
+    };
+    tracing::debug!(
+        group,
+        ms = started.elapsed().as_millis() as u64,
+        "group opened"
+    );
+    Ok(opened)
+}
+
 impl ClusterNode {
     /// Opens the node's storage and Raft groups. Does not listen yet (see
     /// [`crate::server::serve`]).
@@ -170,37 +220,24 @@ impl ClusterNode {
             .map_err(|e| NodeError::Raft(e.to_string()))?,
         );
         let me = config.id;
+        // Every group at once: opening one replays its log since its last
+        // snapshot (openraft re-applies up to the saved commit index), and
+        // one after another a restart took the sum of those replays.
+        let opening: Vec<_> = placement
+            .groups_of(me)
+            .into_iter()
+            .map(|group| {
+                let (db, raft_config, peers) = (db.clone(), raft_config.clone(), peers.clone());
+                tokio::spawn(open_group(me, group, db, raft_config, peers))
+            })
+            .collect();
         let mut meta = None;
         let mut shards = HashMap::new();
-        for group in placement.groups_of(me) {
-            let log = RaftLogStore::new(db.clone(), group);
-            let net = GroupNetwork {
-                peers: peers.clone(),
-                group,
-            };
-            match group_shard(group) {
-                None => {
-                    let sm = MetaStateMachine::open(db.clone())?;
-                    let handle = sm.handle();
-                    let raft = Raft::new(me, raft_config.clone(), net, log, sm)
-                        .await
-                        .map_err(|e| NodeError::Raft(format!("group {group}: {e}")))?;
-                    meta = Some((raft, handle));
-                }
-                Some(shard) => {
-                    let sm = ShardStateMachine::open(db.clone(), group, shard)?;
-                    let handle = sm.handle();
-                    let raft = Raft::new(me, raft_config.clone(), net, log, sm)
-                        .await
-                        .map_err(|e| NodeError::Raft(format!("group {group}: {e}")))?;
-                    shards.insert(
-                        shard,
-                        ShardGroup {
-                            shard,
-                            raft,
-                            handle,
-                        },
-                    );
+        for opened in futures::future::join_all(opening).await {
+            match opened.map_err(|e| NodeError::Raft(format!("opening a group: {e}")))?? {
+                Opened::Meta(raft, handle) => meta = Some((raft, handle)),
+                Opened::Shard(g) => {
+                    shards.insert(g.shard, g);
                 }
             }
         }

@@ -93,6 +93,15 @@ impl ClusterShards {
         )
     }
 
+    /// Makes this connection treat `job` as one it registered (ESSP
+    /// watchers follow it; an earlier abort is forgotten) without a
+    /// command: for the hosts of a run whose coordinator registered it on
+    /// every shard before marking the run ready.
+    pub fn follow_job(&self, job: JobId) {
+        self.aborted.lock().remove(&job);
+        self.jobs.lock().insert(job);
+    }
+
     /// Drops `job`'s tables, rows and clocks on every shard under this
     /// connection's run of it (which begins that run there, see
     /// [`ShardRequest::DropJob`]).

@@ -107,8 +107,10 @@ pub fn start(ctx: RunCtx) -> RunHandle {
                 return;
             };
             tracing::info!(end = %short(&end), "run ended");
+            // (A cancelled run has its abort flag set and still reports.)
             let _ = report(
                 &ctx,
+                &AtomicBool::new(false),
                 JobCommand::Finish {
                     job,
                     epoch: ctx.epoch,
@@ -136,11 +138,15 @@ fn short(end: &RunEnd) -> String {
 }
 
 /// Sends a job command to the metadata group, retrying while it has no
-/// leader (up to 30 s). Refusals (a stale epoch) are returned as
-/// [`DataError::Refused`] with their [`Refusal`].
-pub fn report(ctx: &RunCtx, cmd: JobCommand) -> Result<(), DataError> {
+/// leader (up to 30 s, and only until `abort` is set: a run that was
+/// reassigned stops within one attempt). Refusals (a stale epoch) are
+/// returned as [`DataError::Refused`] with their [`Refusal`].
+pub fn report(ctx: &RunCtx, abort: &AtomicBool, cmd: JobCommand) -> Result<(), DataError> {
     let mut attempts = Retry::META.within(Duration::from_secs(30)).start();
     loop {
+        if abort.load(Ordering::SeqCst) {
+            return Err(DataError::Unavailable("the run was aborted".into()));
+        }
         match ctx
             .rt
             .block_on(ctx.node.meta_command(MetaCommand::Job(cmd.clone())))
@@ -300,6 +306,7 @@ fn run(
         }
         if let Err(e) = report(
             ctx,
+            abort,
             JobCommand::Ready {
                 job,
                 epoch: ctx.epoch,
@@ -310,11 +317,9 @@ fn run(
         }
     }
     wait_record(ctx, abort, |r| r.ready)?;
-    // Registered through this connection too (idempotent; ESSP watchers
-    // follow the jobs a connection registered).
-    if let Err(e) = shards.register_job(job, cfg.workers, cfg.deterministic) {
-        return Some(RunEnd::Interrupted(format!("registering the job: {e}")));
-    }
+    // The coordinator registered the run on every shard before marking it
+    // ready; this connection's ESSP watchers follow it too.
+    shards.follow_job(job);
     // This host's workers' states at the checkpoint.
     let local = ctx.local_workers();
     let n = shards.placement().shards();
@@ -373,6 +378,7 @@ fn run(
     hooks.flush();
     if let Err(e) = report(
         ctx,
+        abort,
         JobCommand::HostDone {
             job,
             epoch: ctx.epoch,
@@ -564,7 +570,7 @@ impl Hooks<'_> {
             at_ms: now_ms(),
         };
         if let Err(DataError::Refused(Refusal::StaleEpoch { .. } | Refusal::Ended { .. })) =
-            report(self.ctx, cmd)
+            report(self.ctx, &self.abort, cmd)
         {
             // Reassigned (or over): this run is stale and must stop writing.
             self.abort.store(true, Ordering::SeqCst);
@@ -626,6 +632,7 @@ impl WorkerHooks for Hooks<'_> {
         if all {
             report(
                 self.ctx,
+                &self.abort,
                 JobCommand::CheckpointPart {
                     job,
                     epoch: self.ctx.epoch,
