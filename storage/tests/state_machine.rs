@@ -224,3 +224,64 @@ fn worker_blobs_are_stored_per_checkpoint() {
     assert_eq!(list.len(), 1);
     assert_eq!((list[0].clock, list[0].workers.clone()), (4, vec![0, 1]));
 }
+
+/// The size rule that schedules snapshots beside openraft's entry count:
+/// due once the log applied since the last snapshot reaches the floor and
+/// the snapshot's own size; building (or installing) one starts the count
+/// again, and a state that outgrew the floor raises the bar with it.
+#[test]
+fn a_snapshot_is_due_when_the_log_since_the_last_one_outgrows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, sm) = open(dir.path(), 2);
+    let h = sm.handle();
+    let mut next = 0;
+    let mut wide = table();
+    wide.id = 2;
+    wide.columns = 8192;
+    let mut cmds = setup(1, false, 0);
+    cmds.insert(0, ShardRequest::CreateTable(wide));
+    apply(&sm, &mut next, cmds);
+    assert!(!h.snapshot_due(1 << 20), "a few small commands");
+    // About 64 KiB of values per entry (a dense row of 8192 f64).
+    let big = |clock| ShardRequest::Batch {
+        epoch: 0,
+        batch: petuum_core::batch::UpdateBatch {
+            job: JOB,
+            worker: 0,
+            clock,
+            shard: SHARD,
+            updates: vec![petuum_core::batch::RowUpdate {
+                table: 2,
+                row: 0,
+                delta: petuum_core::row::AnyRow::F64(petuum_core::row::Row::Dense(vec![0.5; 8192])),
+            }],
+        },
+    };
+    for c in 0..15 {
+        let r = apply(&sm, &mut next, vec![big(c)]);
+        assert_eq!(r[0].error, None);
+    }
+    assert!(!h.snapshot_due(1 << 20), "15 x 64 KiB is under 1 MiB");
+    apply(&sm, &mut next, vec![big(15)]);
+    assert!(h.snapshot_due(1 << 20), "16 x 64 KiB reaches 1 MiB");
+    let (_, bytes) = sm.build_and_store_snapshot().unwrap();
+    assert!(
+        !h.snapshot_due(1 << 20),
+        "a snapshot starts the count again"
+    );
+    // A floor below the snapshot's size: the log must outgrow the state.
+    let floor = 1024;
+    assert!(bytes.len() > 2 * floor);
+    let mut c = 16;
+    while !h.snapshot_due(floor as u64) {
+        apply(&sm, &mut next, vec![big(c)]);
+        c += 1;
+        assert!(c < 1000, "never due");
+    }
+    assert!(
+        (c - 16) as usize * 8192 * 8 >= bytes.len(),
+        "due after {} entries, before the log reached the snapshot's {} bytes",
+        c - 16,
+        bytes.len()
+    );
+}

@@ -681,3 +681,80 @@ fn sigterm_hands_off_leadership_and_exits_zero() {
     let log = std::fs::read_to_string(&c.nodes[0].log).unwrap();
     assert!(log.contains("handed off"), "{}", c.logs());
 }
+
+/// A node's log with the terminal colour codes taken out.
+fn plain_log(path: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\x1b' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// A restart replays each group's log since its last snapshot, and
+/// entries range from bytes to megabytes, so besides openraft's count of
+/// entries a node snapshots a group whose log has outgrown
+/// `raft.snapshot_after_mib`. Here the count (100000) cannot fire; 3 MiB
+/// of pushes to one shard do, and the snapshot the node stored (read from
+/// its RocksDB after a SIGKILL) covers them.
+#[test]
+fn a_log_past_its_size_bound_is_snapshotted() {
+    let mut c = LocalCluster::start(
+        3,
+        2,
+        "[raft]\nsnapshot_after_entries = 100000\nsnapshot_after_mib = 1\n",
+    );
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    // 16384 i64 columns: 128 KiB of values per pushed row.
+    let spec = counters(3, 16384);
+    client.create_table(&spec).unwrap();
+    client.register_job(3, 1, false).unwrap();
+    let client = Arc::new(client);
+    let node = Node::new(client.clone(), 1024);
+    let mut w = WorkerCtx::new(node, 3, 0, 1, Consistency::Bsp, &[spec], 0);
+    let t = w.table::<i64>("counters").unwrap();
+    for _ in 0..24 {
+        for col in 0..16384 {
+            w.inc(t, 0, col, 1).unwrap();
+        }
+        w.clock().unwrap();
+    }
+    w.flush().unwrap();
+    let shard = shard_of(1, 0, 2);
+    let group = shard_group(shard);
+    let wanted = format!("snapshot built group={group} shard={shard}");
+    let log = c.nodes[0].log.clone();
+    let start = Instant::now();
+    while !plain_log(&log).contains(&wanted) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "node 1 took no snapshot of group {group} after 3 MiB of log\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.kill(1);
+    let db =
+        petuum_storage::NodeDb::open(petuum_storage::StorageConfig::new(c.data_dir(1).join("db")))
+            .unwrap();
+    let sm = petuum_storage::ShardStateMachine::open(db, group, shard).unwrap();
+    let applied = sm.handle().last_applied().map_or(0, |l| l.index);
+    // The table, the registration and at least 8 of the 128 KiB pushes
+    // (1 MiB) precede the snapshot.
+    assert!(
+        applied >= 10,
+        "the stored snapshot covers {applied} entries"
+    );
+}
