@@ -23,8 +23,25 @@ use std::process::ExitCode;
     about = "petuum daemon: distributed ML on Bosen tables"
 )]
 struct Cli {
+    /// Log lines on stderr: `text` (coloured only on a terminal) or `json`
+    /// (one object per line with the span fields node, job, epoch, shard).
+    /// The level filter comes from PETUUM_LOG (default `warn`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "PETUUM_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -77,10 +94,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
     // Deep networks (`algorithm = "dnn"`) train through libtorch.
     petuum_poseidon::register();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run {
             job,
@@ -111,13 +128,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("PETUUM_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        // A log file or the journal gets no terminal colour codes.
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
 }
 
 fn eval(

@@ -58,9 +58,42 @@ impl StorageConfig {
     }
 }
 
+/// What to run once the WAL is synced (see [`NodeDb::after_wal_sync`]).
+pub type AfterSync = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// The node's group commit: one thread that syncs the WAL once for every
+/// write registered since its last sync.
+struct WalSyncer {
+    tx: std::sync::mpsc::Sender<AfterSync>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WalSyncer {
+    fn start(db: Arc<DB>) -> WalSyncer {
+        let (tx, rx) = std::sync::mpsc::channel::<AfterSync>();
+        let thread = std::thread::Builder::new()
+            .name("wal-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Everything registered by now was written before it
+                    // was registered: one fsync covers the whole round.
+                    let mut round = vec![first];
+                    round.extend(rx.try_iter());
+                    let r = db.flush_wal(true).map_err(|e| e.to_string());
+                    for done in round {
+                        done(r.clone());
+                    }
+                }
+            })
+            .expect("spawn the WAL sync thread");
+        WalSyncer { tx, thread }
+    }
+}
+
 /// One RocksDB instance per node.
 pub struct NodeDb {
-    db: DB,
+    db: Arc<DB>,
+    syncer: parking_lot::Mutex<Option<WalSyncer>>,
     config: StorageConfig,
     /// Per job, the clock below which its checkpoints were pruned
     /// (crate::checkpoint): listings start there instead of stepping over
@@ -74,6 +107,19 @@ impl std::fmt::Debug for NodeDb {
         f.debug_struct("NodeDb")
             .field("path", &self.config.path)
             .finish()
+    }
+}
+
+impl Drop for NodeDb {
+    fn drop(&mut self) {
+        // The sync thread ends with its channel; wait for it, so the
+        // database is closed (its lock released) when this returns.
+        if let Some(s) = self.syncer.lock().take() {
+            drop(s.tx);
+            if s.thread.thread().id() != std::thread::current().id() {
+                let _ = s.thread.join();
+            }
+        }
     }
 }
 
@@ -115,7 +161,9 @@ impl NodeDb {
             }
         })?;
         tracing::info!(path = %config.path.display(), "storage opened");
+        let db = Arc::new(db);
         Ok(Arc::new(NodeDb {
+            syncer: parking_lot::Mutex::new(Some(WalSyncer::start(db.clone()))),
             db,
             config,
             checkpoint_floor: Default::default(),
@@ -141,6 +189,23 @@ impl NodeDb {
     /// Writes a batch atomically, syncing the WAL first when configured.
     pub fn write(&self, batch: WriteBatch, op: &'static str, group: u64, key: &str) -> Result<()> {
         self.write_sync(batch, self.config.sync_writes, op, group, key)
+    }
+
+    /// Runs `done` once every write made before this call is durable (the
+    /// WAL synced), on the node's sync thread: the writes of all groups
+    /// registered while one sync runs share the next one (group commit).
+    /// At once when `sync_writes` is off.
+    pub fn after_wal_sync(&self, done: AfterSync) {
+        if !self.config.sync_writes {
+            return done(Ok(()));
+        }
+        let sent = match self.syncer.lock().as_ref() {
+            Some(s) => s.tx.send(done).map_err(|e| e.0),
+            None => Err(done),
+        };
+        if let Err(done) = sent {
+            done(Err("the WAL sync thread has stopped".into()));
+        }
     }
 
     /// Makes every write so far durable, synced or not (it syncs the WAL

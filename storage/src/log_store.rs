@@ -40,10 +40,20 @@ impl RaftLogStore {
 
     /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
     /// they would survive a crash.
-    #[tracing::instrument(level = "trace", skip_all, fields(group = self.group))]
     pub fn append_entries<E: Borrow<Entry>>(
         &self,
         entries: impl IntoIterator<Item = E>,
+    ) -> Result<Option<LogId>> {
+        self.write_entries(entries, true)
+    }
+
+    /// Appends entries as one `WriteBatch`, syncing the WAL when `sync`;
+    /// readable when this returns either way.
+    #[tracing::instrument(level = "trace", skip_all, fields(group = self.group))]
+    fn write_entries<E: Borrow<Entry>>(
+        &self,
+        entries: impl IntoIterator<Item = E>,
+        sync: bool,
     ) -> Result<Option<LogId>> {
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();
@@ -62,8 +72,9 @@ impl RaftLogStore {
             last = Some(e.log_id);
         }
         let Some(last_id) = last else { return Ok(None) };
-        self.db.write(
+        self.db.write_sync(
             batch,
+            sync && self.db.config().sync_writes,
             "append",
             self.group,
             &keys::show(CF_LOG, &keys::log_key(self.group, last_id.index)),
@@ -337,9 +348,16 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match blocking(|| self.append_entries(entries)) {
+        // Group commit: the entries are written (readable) now, and
+        // openraft hears they are durable after the node's next WAL sync,
+        // which covers every group's appends written meanwhile. Writes
+        // reach the WAL in order, so what a sync makes durable is always a
+        // prefix of each group's writes (votes, appends, truncations).
+        match self.write_entries(entries, false) {
             Ok(_) => {
-                callback.log_io_completed(Ok(()));
+                self.db.after_wal_sync(Box::new(move |r| {
+                    callback.log_io_completed(r.map_err(std::io::Error::other))
+                }));
                 Ok(())
             }
             Err(e) => {

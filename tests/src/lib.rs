@@ -8,10 +8,19 @@ use std::process::{Command, Output};
 
 /// The directory of the real data sets: `$PETUUM_DATASETS`, or
 /// `../shared/datasets` beside the checkout.
+/// This crate's directory (`tests/`): the one `cargo test` names at run
+/// time, else the one it was compiled in. (A build cache shared with
+/// another checkout can hold test binaries compiled elsewhere.)
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn datasets() -> PathBuf {
     let dir = std::env::var_os("PETUUM_DATASETS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets"));
+        .unwrap_or_else(|| manifest_dir().join("../../shared/datasets"));
     assert!(
         dir.join("mnist").is_dir(),
         "data sets not found at {} (set PETUUM_DATASETS)",

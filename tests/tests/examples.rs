@@ -3,11 +3,10 @@
 //! `scripts/test.sh` runs).
 
 use petuum_tests::run;
-use std::path::Path;
 
 #[test]
 fn every_example_job_validates() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = petuum_tests::manifest_dir().join("..");
     let dir = root.join("examples/jobs");
     let mut checked = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {

@@ -12,7 +12,7 @@ use std::path::Path;
 
 #[test]
 fn mnist_mlp_reaches_97_5_percent_and_evaluates() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = petuum_tests::manifest_dir().join("..");
     let dir = tempfile::tempdir().unwrap();
     let job = root.join("examples/jobs/mnist-mlp.toml");
     let model = dir.path().join("mlp.safetensors");
@@ -66,7 +66,7 @@ fn eval(dir: &Path, model: &Path, data: &Path, labels: Option<&Path>) -> serde_j
 
 /// The MNIST test set's accuracy of a saved model, by `petuumd eval`.
 fn eval_mnist(dir: &Path, model: &Path) -> f64 {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+    let d = petuum_tests::manifest_dir().join("../data/mnist");
     eval(
         dir,
         model,
@@ -80,7 +80,7 @@ fn eval_mnist(dir: &Path, model: &Path) -> f64 {
 #[test]
 fn bad_dnn_params_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = petuum_tests::manifest_dir().join("..");
     let text = std::fs::read_to_string(root.join("examples/jobs/mnist-mlp.toml"))
         .unwrap()
         .replace("../../", &format!("{}/", root.display()))
@@ -108,7 +108,7 @@ layers = [
 
 /// The example spec with its paths made absolute and `edits` applied.
 fn example(name: &str, model: &str, edits: &[(&str, &str)]) -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = petuum_tests::manifest_dir().join("..");
     let mut text = std::fs::read_to_string(root.join("examples/jobs").join(name))
         .unwrap()
         .replace(
@@ -197,7 +197,7 @@ fn kill_resume_matches_reference(reference: &str, job: &str) {
 /// Measured 96.9% (8 passes: 97.8%).
 #[test]
 fn adam_trains_the_mlp() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = petuum_tests::manifest_dir().join("..");
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(root.join("examples/jobs/mnist-mlp.toml"))
         .unwrap()

@@ -76,7 +76,7 @@ impl World {
 
     /// The packages setup.sh would install here.
     fn missing(&self) -> Vec<String> {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup.sh");
+        let script = petuum_tests::manifest_dir().join("../scripts/setup.sh");
         let out = Command::new("/bin/bash")
             .arg(&script)
             .arg("--print-missing")

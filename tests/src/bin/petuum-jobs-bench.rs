@@ -65,7 +65,7 @@ async fn connect(ep: &str) -> Client {
 /// The README's MNIST job, embedded and on 3 local nodes, `runs` times
 /// each, alternately.
 fn mnist(runs: usize) {
-    let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/mnist-softmax.toml");
+    let spec = petuum_tests::manifest_dir().join("../examples/jobs/mnist-softmax.toml");
     let spec = spec
         .canonicalize()
         .expect("examples/jobs/mnist-softmax.toml");
