@@ -208,7 +208,13 @@ fn main() {
     }
     let max = times.iter().cloned().fold(0.0, f64::max);
     let p50 = percentile(&mut times, 0.5);
-    println!("\nfailover over {kills} kills of shard 0's leader: p50 {p50:.0} ms, max {max:.0} ms (default timeouts: heartbeat 75 ms, election 300-600 ms)");
+    let timeouts = match std::env::var("PETUUM_BENCH_CONFIG") {
+        Ok(c) if c.contains("[raft]") => {
+            format!("timeouts of PETUUM_BENCH_CONFIG: {}", c.replace('\n', " "))
+        }
+        _ => "default timeouts".to_string(),
+    };
+    println!("\nfailover over {kills} kills of shard 0's leader: p50 {p50:.0} ms, max {max:.0} ms ({timeouts})");
 
     // Graceful stop (SIGTERM: hand-off first) of shard 0's leader.
     let mut graceful = Vec::new();
