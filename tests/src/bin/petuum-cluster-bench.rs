@@ -113,6 +113,27 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
     }
 }
 
+/// The disk's raw rate of small synced writes where the nodes keep their
+/// data: `block`-byte appends to one file, each followed by fdatasync, for
+/// about two seconds. Returns (MB/s, syncs/s).
+fn raw_sync_rate(dir: &std::path::Path, block: usize) -> (f64, f64) {
+    use std::io::Write;
+    let path = dir.join("raw-sync-probe");
+    let mut f = std::fs::File::create(&path).expect("probe file");
+    let buf = vec![0x5au8; block];
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(2) {
+        f.write_all(&buf).expect("probe write");
+        f.sync_data().expect("probe fdatasync");
+        n += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    (n as f64 * block as f64 / secs / 1e6, n as f64 / secs)
+}
+
 /// The leader of `group` as a live node sees it.
 fn leader_of(client: &petuum_cluster::ClusterShards, group: u64) -> u64 {
     (1..=3)
@@ -147,6 +168,10 @@ fn main() {
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
     let replicated = workload(client.clone(), 1, clocks);
+    // One batch per shard per worker per clock: its size is what a synced
+    // append of the cluster carries.
+    let block = (ROWS_PER_CLOCK as usize * COLUMNS as usize * 4 / SHARDS as usize).max(4096);
+    let (raw_mb_s, raw_syncs) = raw_sync_rate(c.path(), block);
     println!(
         "| backend | MB/s of deltas | batches/s | clock() p50 ms | clock() p99 ms | clock() to commit p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
     );
@@ -159,6 +184,11 @@ fn main() {
             f.mb_s, f.batches_s, f.p50_ms, f.p99_ms, f.commit_p50_ms, f.commit_p99_ms
         );
     }
+    println!(
+        "\nthe disk under the nodes: {raw_mb_s:.1} MB/s in {block}-byte writes each followed by fdatasync ({raw_syncs:.0} syncs/s); / 3 replicas on one disk = {:.1} MB/s; the cluster reached {:.0}% of that",
+        raw_mb_s / 3.0,
+        100.0 * replicated.mb_s / (raw_mb_s / 3.0)
+    );
 
     // Failover: kill the leader of shard 0, time the first committed write.
     client.register_job(2, 1, false).unwrap();
