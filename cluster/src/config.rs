@@ -123,6 +123,12 @@ pub struct NodeConfig {
     /// OUT_OF_RANGE (tonic) before it is buffered whole.
     #[serde(default = "default_max_message_mb")]
     pub max_message_mb: u32,
+    /// Serve without `[tls]` or `client_token_file` on an address other
+    /// machines can reach. Off by default: such a node refuses to start
+    /// (anyone who reaches the port could submit or drop jobs, forge Raft
+    /// messages and read every table). When on, every start logs a warning.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn default_max_message_mb() -> u32 {
@@ -260,7 +266,37 @@ impl NodeConfig {
                 ));
             }
         }
+        let missing = self.missing_protection();
+        if !missing.is_empty() && !self.insecure {
+            return Err(err(
+                "listen",
+                format!(
+                    "{} is reachable beyond this machine but {} {} not configured, so peers and clients would be unauthenticated: configure {} (docs/deploy.md), or set insecure = true to run open anyway",
+                    self.listen,
+                    missing.join(" and "),
+                    if missing.len() > 1 { "are" } else { "is" },
+                    if missing.len() > 1 { "them" } else { "it" },
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// What is missing for a node reachable beyond this machine (a
+    /// `listen` address that is not loopback): `[tls]`, `client_token_file`
+    /// or both. Empty on loopback or when both are configured.
+    pub fn missing_protection(&self) -> Vec<&'static str> {
+        if self.listen.ip().is_loopback() {
+            return Vec::new();
+        }
+        let mut missing = Vec::new();
+        if self.tls.is_none() {
+            missing.push("[tls]");
+        }
+        if self.client_token_file.is_none() {
+            missing.push("client_token_file");
+        }
+        missing
     }
 
     /// The address peers use for this node.
@@ -320,5 +356,33 @@ peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" 
             .unwrap_err()
             .to_string();
         assert!(e.contains("peers[1].addr"), "{e}");
+    }
+
+    #[test]
+    fn a_node_reachable_from_other_machines_needs_tls_and_a_token_or_insecure() {
+        let open = GOOD.replace("listen = \"127.0.0.1:7070\"", "listen = \"0.0.0.0:7070\"");
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(
+            e.contains("`listen`")
+                && e.contains("[tls] and client_token_file")
+                && e.contains("insecure = true"),
+            "{e}"
+        );
+        // With only a token, TLS is still missing.
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret").unwrap();
+        let with_token = format!(
+            "client_token_file = {:?}\n{open}",
+            token.display().to_string()
+        );
+        let e = parse(&with_token).unwrap_err().to_string();
+        assert!(e.contains("[tls] is not configured"), "{e}");
+        assert!(!e.contains("s3cret"), "the token leaked into an error: {e}");
+        // Said explicitly, it starts (and logs a warning at every start).
+        let c = parse(&format!("insecure = true\n{open}")).unwrap();
+        assert_eq!(c.missing_protection(), vec!["[tls]", "client_token_file"]);
+        // Loopback needs nothing.
+        assert!(parse(GOOD).unwrap().missing_protection().is_empty());
     }
 }

@@ -30,6 +30,15 @@ fn notify_ready() {
 /// exits 0.
 pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(config)?;
+    // (load refuses this unless the config says insecure = true.)
+    let missing = cfg.missing_protection();
+    if !missing.is_empty() {
+        tracing::warn!(
+            listen = %cfg.listen,
+            missing = %missing.join(", "),
+            "insecure = true: serving on an address other machines can reach without TLS or a client token; anyone who reaches it can submit and drop jobs and read every table"
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .thread_name("petuumd")
         .enable_all()
