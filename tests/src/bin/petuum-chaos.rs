@@ -343,7 +343,17 @@ fn main() -> std::process::ExitCode {
             let r = running.get_mut(&id).expect("running");
             r.clock = r.clock.max(info.clock);
             let kind = &kinds[r.kind];
-            if r.submitted.elapsed() > Duration::from_secs(chaos.args.max_job_seconds) {
+            // A job that ended is judged by its own record (submission to
+            // end, as the metadata group stamped them): this loop may poll
+            // it seconds after it ended, while nodes are down.
+            let bound = chaos.args.max_job_seconds as f64;
+            let recorded = (is_terminal(&info.state) && info.finished_ms >= info.submitted_ms)
+                .then(|| (info.finished_ms - info.submitted_ms) as f64 / 1000.0);
+            let over = match recorded {
+                Some(took) => took > bound,
+                None => r.submitted.elapsed().as_secs_f64() > bound,
+            };
+            if over {
                 // The job's own account of its runs: what reassigned it,
                 // and how far each epoch got.
                 let events = chaos
@@ -352,20 +362,26 @@ fn main() -> std::process::ExitCode {
                 for (at, text) in &events {
                     eprintln!("chaos: job {id} event at {at}: {text}");
                 }
-                failures.push(format!(
-                    "job {id} ({}) still {} after {} s (bound {} s)",
-                    kind.name,
-                    info.state,
-                    r.submitted.elapsed().as_secs(),
-                    chaos.args.max_job_seconds
-                ));
+                failures.push(match recorded {
+                    Some(took) => format!(
+                        "job {id} ({}) {} after {took:.1} s (bound {} s)",
+                        kind.name, info.state, chaos.args.max_job_seconds
+                    ),
+                    None => format!(
+                        "job {id} ({}) still {} after {} s (bound {} s)",
+                        kind.name,
+                        info.state,
+                        r.submitted.elapsed().as_secs(),
+                        chaos.args.max_job_seconds
+                    ),
+                });
                 running.remove(&id);
                 continue;
             }
             if !is_terminal(&info.state) {
                 continue;
             }
-            let took = r.submitted.elapsed().as_secs_f64();
+            let took = recorded.unwrap_or_else(|| r.submitted.elapsed().as_secs_f64());
             recoveries += info.recoveries as u64;
             finished += 1;
             if info.state != "succeeded" {
