@@ -53,6 +53,9 @@ pub struct Peers {
     channels: Mutex<HashMap<u64, Channel>>,
     tls: Option<ClientTlsConfig>,
     token: Option<String>,
+    /// Peers whose last call failed to reach them: one log line when a
+    /// peer goes down and one when it answers again, not one per RPC.
+    down: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Peers {
@@ -71,7 +74,32 @@ impl Peers {
             channels: Mutex::new(HashMap::new()),
             tls,
             token,
+            down: Mutex::new(Default::default()),
         })
+    }
+
+    /// Logs a peer's change of reachability (a node's calls only).
+    fn note_reachability(&self, node: u64, result: &Result<Vec<u8>, CallError>) {
+        if self.me == 0 {
+            return;
+        }
+        match result {
+            Err(CallError::Unreachable { reason, .. }) => {
+                if self.down.lock().insert(node) {
+                    tracing::warn!(
+                        node = self.me,
+                        peer = node,
+                        error = %reason,
+                        "peer unreachable (logged again when it answers)"
+                    );
+                }
+            }
+            _ => {
+                if self.down.lock().remove(&node) {
+                    tracing::info!(node = self.me, peer = node, "peer reachable again");
+                }
+            }
+        }
     }
 
     pub fn me(&self) -> u64 {
@@ -163,14 +191,16 @@ impl Peers {
                 Method::Data => client.data(req).await,
             }
         };
-        match tokio::time::timeout(timeout, fut).await {
+        let result = match tokio::time::timeout(timeout, fut).await {
             Err(_) => Err(CallError::Unreachable {
                 node,
                 reason: format!("no answer within {timeout:?}"),
             }),
             Ok(Ok(reply)) => Ok(reply.into_inner().payload),
             Ok(Err(status)) => Err(status_error(node, status)),
-        }
+        };
+        self.note_reachability(node, &result);
+        result
     }
 }
 

@@ -131,7 +131,22 @@ fn main() -> ExitCode {
 fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("PETUUM_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let spec = std::env::var("PETUUM_LOG").unwrap_or_else(|_| "warn".into());
+    let mut filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new("warn"));
+    // openraft logs an error (and a warning) for every failed replication
+    // RPC to a peer that is down: per group, every 75 ms. The network layer
+    // logs the peer's state changes instead (`peer unreachable`, `peer
+    // reachable again`). A target named in PETUUM_LOG is logged as asked.
+    for target in [
+        "openraft::replication",
+        "openraft::engine::handler::replication_handler",
+    ] {
+        if !spec.contains(target) {
+            if let Ok(quiet) = format!("{target}=off").parse() {
+                filter = filter.add_directive(quiet);
+            }
+        }
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -742,3 +742,52 @@ fn a_log_past_its_size_bound_is_snapshotted() {
         "the stored snapshot covers {applied} entries"
     );
 }
+
+/// A peer that is down is logged once when it goes and once when it comes
+/// back, not at every heartbeat of every group it shares (openraft's
+/// per-RPC replication errors are filtered out of node logs).
+#[test]
+fn a_down_peer_is_logged_once_not_per_heartbeat() {
+    let mut c = LocalCluster::start(3, 8, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let log = c.nodes[0].log.clone();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let lines = |text: &str, what: &str| {
+        text.lines()
+            .filter(|l| l.contains(what) && l.contains("peer=3"))
+            .count()
+    };
+    // (Node 3 may have been unreachable for a moment at the start too.)
+    let before = read().len();
+    let since = || read()[before..].to_string();
+    c.kill(3);
+    let start = Instant::now();
+    while lines(&since(), "peer unreachable") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "node 1 never logged node 3 as unreachable\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Two more seconds of heartbeats from node 1's groups to node 3
+    // (75 ms apart): dozens of failed RPCs, still one line.
+    std::thread::sleep(Duration::from_secs(2));
+    let text = since();
+    assert_eq!(lines(&text, "peer unreachable"), 1, "{text}");
+    assert!(
+        !text.contains("AppendEntries"),
+        "per-heartbeat replication errors in the log:\n{text}"
+    );
+    c.spawn(3);
+    let start = Instant::now();
+    while lines(&since(), "peer reachable again") == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "node 1 never logged node 3 as back\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
