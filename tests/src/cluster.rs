@@ -223,6 +223,28 @@ impl LocalCluster {
         out
     }
 
+    /// Waits until node `id`'s log satisfies `seen` (the log is plain text:
+    /// stderr is a file); panics naming `what`, with every node's log
+    /// tail, after `timeout`.
+    pub fn wait_for_log(
+        &self,
+        id: u64,
+        seen: impl Fn(&str) -> bool,
+        timeout: Duration,
+        what: &str,
+    ) {
+        let log = &self.nodes[id as usize - 1].log;
+        let start = Instant::now();
+        while !seen(&std::fs::read_to_string(log).unwrap_or_default()) {
+            assert!(
+                start.elapsed() < timeout,
+                "node {id}: {what} within {timeout:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn data_dir(&self, id: u64) -> PathBuf {
         self.dir.path().join(format!("data{id}"))
     }

@@ -715,20 +715,12 @@ fn a_log_past_its_size_bound_is_snapshotted() {
     let shard = shard_of(1, 0, 2);
     let group = shard_group(shard);
     let wanted = format!("snapshot built group={group} shard={shard}");
-    let log = c.nodes[0].log.clone();
-    let start = Instant::now();
-    // (Node logs are plain text: stderr is a file, not a terminal.)
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains(&wanted)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "node 1 took no snapshot of group {group} after 3 MiB of log\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_log(
+        1,
+        |log| log.contains(&wanted),
+        Duration::from_secs(60),
+        &format!("no snapshot of group {group} after 3 MiB of log"),
+    );
     c.kill(1);
     let db =
         petuum_storage::NodeDb::open(petuum_storage::StorageConfig::new(c.data_dir(1).join("db")))
@@ -760,34 +752,27 @@ fn a_down_peer_is_logged_once_not_per_heartbeat() {
     };
     // (Node 3 may have been unreachable for a moment at the start too.)
     let before = read().len();
-    let since = || read()[before..].to_string();
     c.kill(3);
-    let start = Instant::now();
-    while lines(&since(), "peer unreachable") == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "node 1 never logged node 3 as unreachable\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_log(
+        1,
+        |log| lines(&log[before..], "peer unreachable") > 0,
+        Duration::from_secs(30),
+        "node 3 never logged as unreachable",
+    );
     // Two more seconds of heartbeats from node 1's groups to node 3
     // (75 ms apart): dozens of failed RPCs, still one line.
     std::thread::sleep(Duration::from_secs(2));
-    let text = since();
+    let text = read()[before..].to_string();
     assert_eq!(lines(&text, "peer unreachable"), 1, "{text}");
     assert!(
         !text.contains("AppendEntries"),
         "per-heartbeat replication errors in the log:\n{text}"
     );
     c.spawn(3);
-    let start = Instant::now();
-    while lines(&since(), "peer reachable again") == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "node 1 never logged node 3 as back\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    c.wait_for_log(
+        1,
+        |log| lines(&log[before..], "peer reachable again") > 0,
+        Duration::from_secs(60),
+        "node 3 never logged as back",
+    );
 }

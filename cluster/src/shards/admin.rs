@@ -79,8 +79,7 @@ impl ClusterShards {
         deterministic: bool,
         checkpoint_every: Clock,
     ) -> Result<(), TableError> {
-        self.aborted.lock().remove(&job);
-        self.jobs.lock().insert(job);
+        self.follow_job(job);
         self.commands(
             Some(job),
             self.all_shards(ShardRequest::RegisterJob {
