@@ -302,7 +302,30 @@ fn job_json(i: &JobInfo) -> serde_json::Value {
         "submitted_ms": i.submitted_ms,
         "finished_ms": if i.finished_ms == 0 { serde_json::Value::Null } else { i.finished_ms.into() },
         "cancel_requested": i.cancel_requested,
+        "curve": i.curve_clocks.iter().zip(&i.curve_objective)
+            .map(|(c, o)| serde_json::json!({"clock": c, "objective": o}))
+            .collect::<Vec<_>>(),
     })
+}
+
+/// The values as a one-line chart of block characters (low to high).
+fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let lo = finite.clone().fold(f64::INFINITY, f64::min);
+    let hi = finite.fold(f64::NEG_INFINITY, f64::max);
+    values
+        .iter()
+        .map(|&v| {
+            if !v.is_finite() {
+                ' '
+            } else if hi - lo <= 0.0 {
+                BARS[3]
+            } else {
+                BARS[(((v - lo) / (hi - lo)) * 7.0).round() as usize]
+            }
+        })
+        .collect()
 }
 
 fn print_status(i: &JobInfo) {
@@ -328,12 +351,22 @@ fn print_status(i: &JobInfo) {
     } else {
         println!("  progress:   clock 0/{}", i.clocks);
     }
+    if i.curve_objective.len() >= 2 {
+        let (first, last) = (
+            i.curve_objective[0],
+            i.curve_objective[i.curve_objective.len() - 1],
+        );
+        println!(
+            "  curve:      {first:.4} {} {last:.4} (objective, clocks {}-{})",
+            sparkline(&i.curve_objective),
+            i.curve_clocks[0],
+            i.curve_clocks[i.curve_clocks.len() - 1]
+        );
+    }
     if i.has_checkpoint {
         println!("  checkpoint: clock {}", i.checkpoint);
     }
-    if i.recoveries > 0 {
-        println!("  recoveries: {}", i.recoveries);
-    }
+    println!("  recoveries: {}", i.recoveries);
     if i.state == "succeeded" {
         println!(
             "  result:     objective {:.6} in {:.1}s, model {} bytes",
@@ -482,5 +515,17 @@ fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sparkline;
+
+    #[test]
+    fn a_sparkline_spans_the_lowest_to_the_highest_bar() {
+        assert_eq!(sparkline(&[3.0, 1.0, 2.0]), "█▁▅");
+        assert_eq!(sparkline(&[5.0, 5.0]), "▄▄");
+        assert_eq!(sparkline(&[1.0, f64::NAN, 0.0]), "█ ▁");
     }
 }

@@ -129,6 +129,12 @@ pub struct NodeConfig {
     /// messages and read every table). When on, every start logs a warning.
     #[serde(default)]
     pub insecure: bool,
+    /// Address of the HTTP endpoint: Prometheus metrics at `/metrics` and
+    /// the web dashboard at `/` (docs/operations.md). Off when absent. It
+    /// asks for the client token when `client_token_file` is set; an
+    /// address beyond loopback needs that token unless `insecure = true`.
+    #[serde(default)]
+    pub http_listen: Option<SocketAddr>,
 }
 
 fn default_max_message_mb() -> u32 {
@@ -266,6 +272,22 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(http) = self.http_listen {
+            if http == self.listen {
+                return Err(err(
+                    "http_listen",
+                    format!("{http} is also `listen`: the HTTP endpoint needs its own port"),
+                ));
+            }
+            if !http.ip().is_loopback() && self.client_token_file.is_none() && !self.insecure {
+                return Err(err(
+                    "http_listen",
+                    format!(
+                        "{http} is reachable beyond this machine but client_token_file is not configured, so anyone who reaches it could read every job and metric: configure client_token_file (docs/operations.md), use a loopback address, or set insecure = true"
+                    ),
+                ));
+            }
+        }
         let missing = self.missing_protection();
         if !missing.is_empty() && !self.insecure {
             return Err(err(
@@ -384,5 +406,30 @@ peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" 
         assert_eq!(c.missing_protection(), vec!["[tls]", "client_token_file"]);
         // Loopback needs nothing.
         assert!(parse(GOOD).unwrap().missing_protection().is_empty());
+    }
+
+    #[test]
+    fn an_http_endpoint_beyond_loopback_needs_the_client_token() {
+        let c = parse(&format!("http_listen = \"127.0.0.1:9100\"\n{GOOD}")).unwrap();
+        assert_eq!(c.http_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        let open = format!("http_listen = \"0.0.0.0:9100\"\n{GOOD}");
+        let e = parse(&open).unwrap_err().to_string();
+        assert!(
+            e.contains("`http_listen`") && e.contains("client_token_file"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret").unwrap();
+        let c = parse(&format!(
+            "client_token_file = {:?}\n{open}",
+            token.display().to_string()
+        ))
+        .unwrap();
+        assert!(c.http_listen.is_some());
+        let e = parse(&format!("http_listen = \"127.0.0.1:7070\"\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("its own port"), "{e}");
     }
 }

@@ -134,6 +134,8 @@ pub struct JobRecord {
     pub epoch: u64,
     /// Clocks finished at the newest complete checkpoint.
     pub checkpoint: Option<Clock>,
+    /// When that checkpoint completed (ms since the Unix epoch).
+    pub checkpoint_ms: Option<u64>,
     pub progress: Option<Progress>,
     /// Progress samples, oldest first (at most [`HISTORY`]).
     pub history: Vec<Progress>,
@@ -385,6 +387,7 @@ pub fn apply(
                 done_hosts: BTreeSet::new(),
                 epoch: 0,
                 checkpoint: None,
+                checkpoint_ms: None,
                 progress: None,
                 history: Vec::new(),
                 events: Vec::new(),
@@ -508,6 +511,7 @@ pub fn apply(
             parts.insert(node);
             if hosts.is_subset(parts) {
                 r.checkpoint = Some(clock);
+                r.checkpoint_ms = Some(at_ms);
                 r.parts.retain(|&c, _| c > clock);
                 r.event(at_ms, format!("checkpoint complete at clock {clock}"));
             }
@@ -542,6 +546,20 @@ pub fn apply(
             match end {
                 RunEnd::Succeeded(res) => {
                     r.state = JobState::Succeeded;
+                    // Every clock ran: the progress shown is the last one
+                    // (the hosts' reports are throttled, so the newest
+                    // merged one can be clocks behind).
+                    let mut last = r.progress.clone().unwrap_or_default();
+                    last.clock = r.clocks;
+                    last.objective = res.objective;
+                    last.at_ms = at_ms;
+                    if r.history.last().is_none_or(|h| h.clock != last.clock) {
+                        r.history.push(last.clone());
+                        if r.history.len() > HISTORY {
+                            r.history.remove(0);
+                        }
+                    }
+                    r.progress = Some(last);
                     r.event(
                         at_ms,
                         format!(
@@ -570,9 +588,16 @@ pub fn apply(
                     r.state = JobState::Recovering;
                     r.event(at_ms, format!("interrupted: {reason}"));
                     r.unplace();
+                    // The next run is a new epoch.
+                    r.next_epoch();
+                    return Ok(r.epoch);
                 }
             }
-            r.next_epoch();
+            // An ended job keeps its last epoch (the run that ended it):
+            // every later report is refused as `Ended` already.
+            r.ready = false;
+            r.host_progress.clear();
+            r.done_hosts.clear();
             Ok(r.epoch)
         }
         JobCommand::Cancel { job, at_ms } => {

@@ -10,6 +10,7 @@ use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
 use petuum_core::types::{TableId, TableSpec};
 use petuum_storage::keys::{self, CF_SNAPSHOT};
+use petuum_storage::metrics::GroupLabel;
 use petuum_storage::types::{SnapshotData, SnapshotMeta, StoredMembership};
 use petuum_storage::{
     Entry, LogId, NodeDb, RaftStorageError, ShardRequest, ShardResponse, StorageError, TypeConfig,
@@ -280,6 +281,11 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
                 META_GROUP,
             )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        self.db
+            .metrics()
+            .snapshots_built
+            .get_or_create(&GroupLabel::of(META_GROUP))
+            .inc();
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -302,6 +308,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = std::time::Instant::now();
         let mut out = Vec::new();
         let mut r = self.inner.write();
         for entry in entries {
@@ -344,6 +351,11 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         }
         drop(r);
         self.publish();
+        self.db
+            .metrics()
+            .apply_seconds
+            .get_or_create(&GroupLabel::of(META_GROUP))
+            .observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -389,6 +401,11 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         *self.inner.write() = replica;
         self.publish();
+        self.db
+            .metrics()
+            .snapshots_installed
+            .get_or_create(&GroupLabel::of(META_GROUP))
+            .inc();
         Ok(())
     }
 

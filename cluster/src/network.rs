@@ -245,6 +245,8 @@ pub fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, St
 pub struct GroupNetwork {
     pub peers: Arc<Peers>,
     pub group: u64,
+    /// Counts the snapshots this group sends (Prometheus).
+    pub snapshots_sent: prometheus_client::metrics::counter::Counter,
 }
 
 /// openraft's connection from one group's replica to a peer's replica.
@@ -252,6 +254,7 @@ pub struct GroupConn {
     peers: Arc<Peers>,
     group: u64,
     target: u64,
+    snapshots_sent: prometheus_client::metrics::counter::Counter,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -261,6 +264,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             peers: self.peers.clone(),
             group: self.group,
             target,
+            snapshots_sent: self.snapshots_sent.clone(),
         }
     }
 }
@@ -321,7 +325,12 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.raft_call(KIND_SNAPSHOT, &rpc, &option).await
+        let last = rpc.done;
+        let r = self.raft_call(KIND_SNAPSHOT, &rpc, &option).await;
+        if last && r.is_ok() {
+            self.snapshots_sent.inc();
+        }
+        r
     }
 
     async fn vote(

@@ -15,8 +15,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
+/// Whether `got` is the token `want`, compared without early exit (the
+/// time taken does not depend on where they differ).
+pub fn token_matches(want: &str, got: &str) -> bool {
+    let (a, b) = (want.as_bytes(), got.as_bytes());
+    let mut diff = (a.len() != b.len()) as u8;
+    for (i, x) in a.iter().enumerate() {
+        diff |= x ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
 /// Checks the bearer token when the node has one configured. The token is
-/// compared without early exit and never logged.
+/// never logged.
 pub fn check_token<T>(node: &ClusterNode, req: &Request<T>) -> Result<(), Status> {
     let Some(want) = &node.token else {
         return Ok(());
@@ -27,12 +38,7 @@ pub fn check_token<T>(node: &ClusterNode, req: &Request<T>) -> Result<(), Status
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let (a, b) = (want.as_bytes(), got.as_bytes());
-    let mut diff = (a.len() != b.len()) as u8;
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    if diff != 0 {
+    if !token_matches(want, got) {
         return Err(Status::unauthenticated(
             "missing or wrong bearer token (this node requires client_token_file's token)",
         ));
@@ -180,6 +186,7 @@ pub async fn serve(
     node.bootstrap().await;
     tokio::spawn(node.clone().balance_leaders());
     tokio::spawn(node.clone().schedule_snapshots());
+    node.watch_elections();
     on_ready();
     builder
         .add_routes(extra)

@@ -47,6 +47,18 @@ pub struct ClockProgress {
     /// Samples per second over this clock.
     pub throughput: f64,
     pub elapsed_s: f64,
+    /// Table traffic of this node's workers since the run started, summed
+    /// over them (as of their last finished clock).
+    pub traffic: Traffic,
+}
+
+/// Table traffic of a set of workers, cumulative.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Traffic {
+    pub pushed_bytes: u64,
+    pub pulled_bytes: u64,
+    /// Seconds spent waiting on reads (staleness bound included).
+    pub read_wait_s: f64,
 }
 
 /// Receives progress as it happens.
@@ -172,10 +184,19 @@ struct Aggregator<'a> {
     last: Mutex<(Instant, BTreeMap<Clock, ClockAcc>)>,
     sink: &'a dyn ProgressSink,
     final_objective: Mutex<f64>,
+    /// Each worker's newest counters.
+    traffic: Mutex<BTreeMap<WorkerId, crate::worker::WorkerStats>>,
 }
 
 impl Aggregator<'_> {
-    fn report(&self, clock: Clock, s: crate::algorithm::StepStats) {
+    fn report(
+        &self,
+        clock: Clock,
+        s: crate::algorithm::StepStats,
+        worker: crate::worker::WorkerStats,
+        w: WorkerId,
+    ) {
+        self.traffic.lock().insert(w, worker);
         let mut guard = self.last.lock();
         let (last, pending) = &mut *guard;
         let acc = pending.entry(clock).or_default();
@@ -208,7 +229,19 @@ impl Aggregator<'_> {
                 samples: acc.samples,
                 throughput: acc.samples as f64 / dt,
                 elapsed_s: now.duration_since(self.start).as_secs_f64(),
+                traffic: self.traffic(),
             });
+        }
+    }
+}
+
+impl Aggregator<'_> {
+    fn traffic(&self) -> Traffic {
+        let all = self.traffic.lock();
+        Traffic {
+            pushed_bytes: all.values().map(|s| s.bytes_pushed).sum(),
+            pulled_bytes: all.values().map(|s| s.bytes_pulled).sum(),
+            read_wait_s: all.values().map(|s| s.wait.as_secs_f64()).sum(),
         }
     }
 }
@@ -300,6 +333,7 @@ pub fn run_job_with(
         last: Mutex::new((start, BTreeMap::new())),
         sink: hooks.progress,
         final_objective: Mutex::new(f64::NAN),
+        traffic: Mutex::new(BTreeMap::new()),
     };
     let sync = CheckpointSync {
         every: hooks.checkpoint_every,
@@ -469,7 +503,7 @@ fn step_and_clock(
         ));
     }
     ctx.clock().map_err(|e| fail(Box::new(e)))?;
-    agg.report(c, stats);
+    agg.report(c, stats, ctx.stats(), w);
     Ok(())
 }
 
@@ -560,6 +594,7 @@ pub fn run_workers(
         last: Mutex::new((began, BTreeMap::new())),
         sink: hooks,
         final_objective: Mutex::new(f64::NAN),
+        traffic: Mutex::new(BTreeMap::new()),
     };
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
     std::thread::scope(|scope| {

@@ -87,6 +87,10 @@ pub struct WorkerStats {
     pub incs: u64,
     pub batches: u64,
     pub bytes_pushed: u64,
+    /// Row values fetched from shards (cache misses and refreshes).
+    pub bytes_pulled: u64,
+    /// Time spent waiting on reads, including waits for the staleness
+    /// bound (rows not yet fresh enough).
     pub wait: Duration,
 }
 
@@ -637,6 +641,10 @@ impl WorkerCtx {
             Err(e) => return Err(read_error(&mut self.pipeline, &mut self.commits, e)),
         };
         self.stats.wait += started.elapsed();
+        self.stats.bytes_pulled += snaps
+            .iter()
+            .map(|s| s.row.value_bytes() as u64)
+            .sum::<u64>();
         for ((req, snap), shard) in reqs.iter().zip(snaps).zip(shards) {
             let entry = CacheEntry {
                 snap,
@@ -677,6 +685,7 @@ impl WorkerCtx {
             Err(e) => return Err(read_error(&mut self.pipeline, &mut self.commits, e)),
         };
         self.stats.wait += started.elapsed();
+        self.stats.bytes_pulled += snap.row.value_bytes() as u64;
         let entry = CacheEntry {
             snap,
             job: self.job,

@@ -8,6 +8,7 @@
 
 mod checkpoints;
 mod embedded;
+mod http;
 mod jobs;
 mod serve;
 

@@ -80,6 +80,15 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             node.cluster_id,
             node.placement.shards()
         );
+        // The HTTP endpoint stops with the node (after the jobs moved).
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = node.config.http_listen {
+            let server = crate::http::bind(addr, jobs.clone(), async move {
+                let _ = http_stopped.await;
+            })
+            .await?;
+            tokio::spawn(server);
+        }
         let ready = {
             let jobs = jobs.clone();
             move || {
@@ -88,6 +97,7 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             }
         };
         server::serve(node.clone(), routes, shutdown, ready).await?;
+        let _ = http_stop.send(());
         node.shutdown().await;
         eprintln!("petuumd: node {id} stopped");
         Ok(ExitCode::SUCCESS)

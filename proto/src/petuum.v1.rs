@@ -154,6 +154,12 @@ pub struct JobInfo {
     /// is worker 0's node, the job's coordinator.
     #[prost(uint64, repeated, tag = "24")]
     pub placement: ::prost::alloc::vec::Vec<u64>,
+    /// The objective's curve, at most 40 points evenly spread over the
+    /// job's history, oldest first: the clocks and the objective at each.
+    #[prost(uint64, repeated, tag = "25")]
+    pub curve_clocks: ::prost::alloc::vec::Vec<u64>,
+    #[prost(double, repeated, tag = "26")]
+    pub curve_objective: ::prost::alloc::vec::Vec<f64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListReply {

@@ -4,6 +4,7 @@
 use crate::codec::{blob_values, chunk_key, unframe, BlobHeader, CHUNK_BYTES};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, ALL_CFS};
+use crate::metrics::StoreMetrics;
 use petuum_core::types::ShardId;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, DB};
 use std::path::PathBuf;
@@ -69,7 +70,7 @@ struct WalSyncer {
 }
 
 impl WalSyncer {
-    fn start(db: Arc<DB>) -> WalSyncer {
+    fn start(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> WalSyncer {
         let (tx, rx) = std::sync::mpsc::channel::<AfterSync>();
         let thread = std::thread::Builder::new()
             .name("wal-sync".into())
@@ -79,7 +80,12 @@ impl WalSyncer {
                     // was registered: one fsync covers the whole round.
                     let mut round = vec![first];
                     round.extend(rx.try_iter());
+                    let started = std::time::Instant::now();
                     let r = db.flush_wal(true).map_err(|e| e.to_string());
+                    metrics.wal_syncs.inc();
+                    metrics
+                        .wal_sync_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     for done in round {
                         done(r.clone());
                     }
@@ -95,6 +101,7 @@ pub struct NodeDb {
     db: Arc<DB>,
     syncer: parking_lot::Mutex<Option<WalSyncer>>,
     config: StorageConfig,
+    metrics: Arc<StoreMetrics>,
     /// Per job, the clock below which its checkpoints were pruned
     /// (crate::checkpoint): listings start there instead of stepping over
     /// range-deleted parts, which stay in the memtable until compaction
@@ -162,16 +169,38 @@ impl NodeDb {
         })?;
         tracing::info!(path = %config.path.display(), "storage opened");
         let db = Arc::new(db);
+        let metrics = Arc::new(StoreMetrics::default());
         Ok(Arc::new(NodeDb {
-            syncer: parking_lot::Mutex::new(Some(WalSyncer::start(db.clone()))),
+            syncer: parking_lot::Mutex::new(Some(WalSyncer::start(db.clone(), metrics.clone()))),
             db,
             config,
+            metrics,
             checkpoint_floor: Default::default(),
         }))
     }
 
     pub fn config(&self) -> &StorageConfig {
         &self.config
+    }
+
+    /// The node's storage and Raft counters (Prometheus).
+    pub fn metrics(&self) -> &Arc<StoreMetrics> {
+        &self.metrics
+    }
+
+    /// A RocksDB integer property summed over the column families
+    /// (`rocksdb.total-sst-files-size`, ...), None when RocksDB lacks it.
+    pub fn property_sum(&self, name: &str) -> Option<u64> {
+        let mut total = None;
+        for cf in keys::ALL_CFS {
+            let Some(handle) = self.db.cf_handle(cf) else {
+                continue;
+            };
+            if let Ok(Some(v)) = self.db.property_int_value_cf(handle, name) {
+                *total.get_or_insert(0) += v;
+            }
+        }
+        total
     }
 
     /// The raw RocksDB handle, for tools and tests that inspect the layout.

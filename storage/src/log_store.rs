@@ -9,6 +9,7 @@ use crate::codec::{checksum, frame, unframe};
 use crate::db::NodeDb;
 use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, META_COMMITTED, META_PURGED, META_VOTE};
+use crate::metrics::GroupLabel;
 use crate::types::{Entry, LogId, ShardRequest, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -328,6 +329,13 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
         // Not synced: a committed id lost in a crash only means fewer
         // entries re-applied at start; openraft learns it again.
+        if let Some(c) = &committed {
+            self.db
+                .metrics()
+                .commit_index
+                .get_or_create(&GroupLabel::of(self.group))
+                .set(c.index as i64);
+        }
         self.write_meta(META_COMMITTED, &committed, false)
             .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
@@ -353,9 +361,17 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         // which covers every group's appends written meanwhile. Writes
         // reach the WAL in order, so what a sync makes durable is always a
         // prefix of each group's writes (votes, appends, truncations).
+        let started = std::time::Instant::now();
+        let latency = self
+            .db
+            .metrics()
+            .append_seconds
+            .get_or_create(&GroupLabel::of(self.group))
+            .clone();
         match self.write_entries(entries, false) {
             Ok(_) => {
                 self.db.after_wal_sync(Box::new(move |r| {
+                    latency.observe(started.elapsed().as_secs_f64());
                     callback.log_io_completed(r.map_err(std::io::Error::other))
                 }));
                 Ok(())

@@ -9,6 +9,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::db::NodeDb;
 use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_SNAPSHOT};
+use crate::metrics::GroupLabel;
 use crate::shard_data::{Effect, ShardData};
 use crate::snapshot::{self, SnapshotHeader};
 use crate::types::{
@@ -398,6 +399,11 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
+        self.db
+            .metrics()
+            .snapshots_built
+            .get_or_create(&GroupLabel::of(self.group))
+            .inc();
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -420,7 +426,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        self.apply_entries(entries)
+        let db = self.db.clone();
+        db.metrics()
+            .time_apply(self.group, || self.apply_entries(entries))
             .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 
@@ -443,7 +451,13 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
         self.install(meta, snapshot.into_inner())
-            .map_err(|e| e.into_raft(ErrorVerb::Write))
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        self.db
+            .metrics()
+            .snapshots_installed
+            .get_or_create(&GroupLabel::of(self.group))
+            .inc();
+        Ok(())
     }
 
     async fn get_current_snapshot(

@@ -3,6 +3,7 @@
 
 use crate::bin;
 use petuum_cluster::{ClusterShards, ConnectOptions};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -361,4 +362,53 @@ pub fn make_certs(dir: &Path, nodes: u64) -> Vec<String> {
         ));
     }
     tables
+}
+
+/// `petuum-client --endpoint EP ARGS` in `cwd`.
+pub fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
+    let mut all = vec!["--endpoint", ep];
+    all.extend_from_slice(args);
+    crate::run("petuum-client", &all, cwd)
+}
+
+pub fn status(ep: &str, job: u64, cwd: &Path) -> Option<Value> {
+    let out = client(ep, &["status", &job.to_string(), "--json"], cwd);
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Polls the job's status through `ep` until `f` holds.
+pub fn wait_for(
+    c: &LocalCluster,
+    ep: &str,
+    job: u64,
+    timeout: Duration,
+    what: &str,
+    f: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < timeout {
+        if let Some(s) = status(ep, job, c.path()) {
+            if f(&s) {
+                return s;
+            }
+            last = s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "timed out waiting for {what}; last status {last}\n{}",
+        c.logs()
+    );
+}
+
+pub fn submit(c: &LocalCluster, ep: &str, spec: &Path) -> u64 {
+    let out = client(ep, &["submit", spec.to_str().unwrap(), "--json"], c.path());
+    assert!(
+        out.status.success(),
+        "submit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["id"].as_u64().unwrap()
 }

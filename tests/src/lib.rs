@@ -193,3 +193,76 @@ path = "{}"
         model.display()
     )
 }
+
+/// An HTTP answer: status code, headers (lower-cased names), body.
+pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
+
+/// A plain HTTP/1.1 GET to `addr` (`host:port`), with an `Authorization`
+/// value when given: the status code, the headers (lower-cased names) and
+/// the body (chunked transfer decoded).
+pub fn http_get(
+    addr: &str,
+    path: &str,
+    authorization: Option<&str>,
+) -> std::io::Result<HttpAnswer> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = |what: &str| std::io::Error::other(format!("{what} in the answer to GET {path}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut body = raw[split + 4..].to_vec();
+    let mut lines = head.lines();
+    let code = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| bad("no status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    if chunked {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .ok_or_else(|| bad("a bad chunk"))?;
+            let size = usize::from_str_radix(
+                String::from_utf8_lossy(&rest[..nl])
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim(),
+                16,
+            )
+            .map_err(|_| bad("a bad chunk size"))?;
+            if size == 0 {
+                break;
+            }
+            let start = nl + 2;
+            out.extend_from_slice(
+                rest.get(start..start + size)
+                    .ok_or_else(|| bad("a short chunk"))?,
+            );
+            rest = rest.get(start + size + 2..).unwrap_or(&[]);
+        }
+        body = out;
+    }
+    Ok((code, headers, body))
+}

@@ -6,8 +6,8 @@
 //! server. The scenarios run one at a time (each starts its own cluster;
 //! the failure detector's timings assume the machine is not oversubscribed).
 
-use petuum_tests::cluster::{signal, LocalCluster};
-use petuum_tests::{datasets, run, run_embedded, spam_lr_job};
+use petuum_tests::cluster::{client, signal, submit, wait_for, LocalCluster};
+use petuum_tests::{datasets, run_embedded, spam_lr_job};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -40,54 +40,6 @@ fn reference(dir: &Path) -> (PathBuf, Vec<u8>) {
 
 fn endpoint(c: &LocalCluster, id: u64) -> String {
     format!("http://{}", c.nodes[id as usize - 1].addr)
-}
-
-fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
-    let mut all = vec!["--endpoint", ep];
-    all.extend_from_slice(args);
-    run("petuum-client", &all, cwd)
-}
-
-fn status(ep: &str, job: u64, cwd: &Path) -> Option<Value> {
-    let out = client(ep, &["status", &job.to_string(), "--json"], cwd);
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Polls the job's status through `ep` until `f` holds.
-fn wait_for(
-    c: &LocalCluster,
-    ep: &str,
-    job: u64,
-    timeout: Duration,
-    what: &str,
-    f: impl Fn(&Value) -> bool,
-) -> Value {
-    let start = Instant::now();
-    let mut last = Value::Null;
-    while start.elapsed() < timeout {
-        if let Some(s) = status(ep, job, c.path()) {
-            if f(&s) {
-                return s;
-            }
-            last = s;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!(
-        "timed out waiting for {what}; last status {last}\n{}",
-        c.logs()
-    );
-}
-
-fn submit(c: &LocalCluster, ep: &str, spec: &Path) -> u64 {
-    let out = client(ep, &["submit", spec.to_str().unwrap(), "--json"], c.path());
-    assert!(
-        out.status.success(),
-        "submit: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["id"].as_u64().unwrap()
 }
 
 /// Waits for success, downloads the model and checks it is the

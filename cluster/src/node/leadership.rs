@@ -244,3 +244,56 @@ impl ClusterNode {
         }
     }
 }
+
+impl ClusterNode {
+    /// Every group this node holds, with its Raft handle.
+    pub fn groups(&self) -> Vec<(u64, openraft::Raft<petuum_storage::TypeConfig>)> {
+        let mut all: Vec<_> = self
+            .shards
+            .iter()
+            .map(|(&s, g)| (shard_group(s), g.raft.clone()))
+            .collect();
+        if let Some((r, _)) = &self.meta {
+            all.push((META_GROUP, r.clone()));
+        }
+        all.sort_by_key(|(g, _)| *g);
+        all
+    }
+
+    /// Logs and counts each election this node wins (one task per group,
+    /// ending with the group).
+    pub fn watch_elections(self: &Arc<Self>) {
+        for (group, raft) in self.groups() {
+            let won = self
+                .db
+                .metrics()
+                .elections_won
+                .get_or_create(&petuum_storage::metrics::GroupLabel::of(group))
+                .clone();
+            let me = self.id();
+            let mut rx = raft.metrics();
+            tokio::spawn(async move {
+                let mut was_leader = false;
+                let mut term = 0;
+                loop {
+                    let (leader, now_term) = {
+                        let m = rx.borrow_and_update();
+                        (m.state == ServerState::Leader, m.current_term)
+                    };
+                    // A new term in which this node leads: an election won
+                    // (a restart that finds itself leader of its own term
+                    // counts once too).
+                    if leader && (!was_leader || now_term != term) {
+                        won.inc();
+                        tracing::info!(node = me, group, term = now_term, "election won");
+                    }
+                    was_leader = leader;
+                    term = now_term;
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+}

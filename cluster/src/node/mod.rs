@@ -16,6 +16,7 @@ use crate::retry::Retry;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
 use petuum_core::types::ShardId;
+use petuum_storage::metrics::GroupLabel;
 use petuum_storage::{
     NodeDb, RaftLogStore, ShardHandle, ShardStateMachine, StorageConfig, TypeConfig,
 };
@@ -133,7 +134,15 @@ async fn open_group(
     peers: Arc<Peers>,
 ) -> Result<Opened, NodeError> {
     let log = RaftLogStore::new(db.clone(), group);
-    let net = GroupNetwork { peers, group };
+    let net = GroupNetwork {
+        peers,
+        group,
+        snapshots_sent: db
+            .metrics()
+            .snapshots_sent
+            .get_or_create(&GroupLabel::of(group))
+            .clone(),
+    };
     let started = std::time::Instant::now();
     let raft_error =
         |e: openraft::error::Fatal<u64>| NodeError::Raft(format!("group {group}: {e}"));

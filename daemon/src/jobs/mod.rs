@@ -60,12 +60,68 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the metadata leader's log last said about a job.
+#[derive(Clone, Copy, PartialEq)]
+struct Noted {
+    state: JobState,
+    checkpoint: Option<u64>,
+    recoveries: u32,
+}
+
+/// Logs each job's new checkpoints, recoveries and end (the metadata
+/// leader calls this every tick; a new leader starts from what it finds,
+/// without repeating history).
+fn note_job_changes(
+    jobs: &std::collections::BTreeMap<u64, petuum_cluster::jobs::JobRecord>,
+    noted: &mut HashMap<u64, Noted>,
+) {
+    noted.retain(|id, _| jobs.contains_key(id));
+    for r in jobs.values() {
+        let now = Noted {
+            state: r.state,
+            checkpoint: r.checkpoint,
+            recoveries: r.recoveries,
+        };
+        let Some(before) = noted.insert(r.id, now) else {
+            continue;
+        };
+        if before == now {
+            continue;
+        }
+        if now.checkpoint != before.checkpoint {
+            if let Some(clock) = now.checkpoint {
+                tracing::info!(job = r.id, epoch = r.epoch, clock, "checkpoint completed");
+            }
+        }
+        if now.recoveries > before.recoveries {
+            tracing::warn!(
+                job = r.id,
+                epoch = r.epoch,
+                recoveries = now.recoveries,
+                checkpoint = ?r.checkpoint,
+                reason = r.events.last().map_or("", |e| e.text.as_str()),
+                "job recovering from its checkpoint"
+            );
+        }
+        if now.state != before.state && now.state.is_terminal() {
+            tracing::info!(
+                job = r.id,
+                epoch = r.epoch,
+                state = now.state.name(),
+                "job ended"
+            );
+        }
+    }
+}
+
 /// The job machinery of one node.
 pub struct Jobs {
     pub node: Arc<ClusterNode>,
     data_dir: PathBuf,
     runs: parking_lot::Mutex<HashMap<u64, runner::RunHandle>>,
     stopping: AtomicBool,
+    /// Table traffic of the runs here, per job (Prometheus).
+    pub traffic: Arc<crate::http::metrics::JobTraffic>,
 }
 
 impl Jobs {
@@ -76,6 +132,7 @@ impl Jobs {
             data_dir,
             runs: parking_lot::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            traffic: Default::default(),
         })
     }
 
@@ -198,6 +255,7 @@ impl Jobs {
                     record: r.clone(),
                     epoch: r.epoch,
                     data_dir: self.data_dir.clone(),
+                    traffic: self.traffic.clone(),
                 });
                 runs.insert(r.id, h);
                 mine.insert((r.id, r.epoch));
@@ -205,13 +263,18 @@ impl Jobs {
         }
     }
 
-    /// The scheduler (acts only on the metadata leader).
+    /// The scheduler (acts only on the metadata leader). It also logs, once
+    /// each, the cluster's events: nodes declared dead, checkpoints
+    /// completed, recoveries, jobs ended.
     async fn schedule(self: Arc<Self>) {
         // Last time each node answered a probe; a new leader counts every
         // node as seen when it took over.
         let mut seen: HashMap<u64, Instant> = HashMap::new();
         let mut leading = false;
         let nodes = self.node.placement.nodes().to_vec();
+        // Nodes presumed dead now, and what the log last said of each job.
+        let mut dead_now: HashSet<u64> = HashSet::new();
+        let mut noted: HashMap<u64, Noted> = HashMap::new();
         loop {
             tokio::time::sleep(TICK).await;
             if !self.node.is_meta_leader() {
@@ -238,9 +301,21 @@ impl Jobs {
                 seen.get(&n)
                     .is_some_and(|t| now.duration_since(*t) < DEAD_AFTER)
             };
+            for &n in &nodes {
+                if !live(n) && dead_now.insert(n) {
+                    tracing::warn!(
+                        node = n,
+                        silent_ms = DEAD_AFTER.as_millis() as u64,
+                        "node declared dead: no answer to probes; its jobs move to live nodes"
+                    );
+                } else if live(n) && dead_now.remove(&n) {
+                    tracing::info!(node = n, "node answers probes again");
+                }
+            }
             let Some(meta) = self.node.meta_state() else {
                 continue;
             };
+            note_job_changes(&meta.jobs, &mut noted);
             let leaving = |n: u64| meta.node_states.get(&n) == Some(&NodeState::Leaving);
             let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
             let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
@@ -430,5 +505,37 @@ impl Jobs {
         while Instant::now() < until && self.runs.lock().values().any(|h| !h.thread.is_finished()) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+impl Jobs {
+    /// A succeeded job's model file, from any replica of its model shard
+    /// (this node's first). The error says which replicas failed.
+    pub async fn model_bytes(&self, job: u64) -> Result<Vec<u8>, String> {
+        use petuum_cluster::placement::shard_group;
+        use petuum_cluster::wire::{DataReply, DataRequest};
+        let node = &self.node;
+        let shard = runner::model_shard(job, node.placement.shards());
+        let mut members = node.placement.members(shard_group(shard));
+        members.sort_by_key(|&n| n != node.id());
+        let mut last = String::from("no replica answered");
+        let req = DataRequest::Blob {
+            job,
+            clock: MODEL_CLOCK,
+            worker: 0,
+        };
+        for n in members {
+            let r = match node.data_call(n, &req, Duration::from_secs(30)).await {
+                Ok(DataReply::Blob(b)) => Ok(b),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(e.to_string()),
+            };
+            match r {
+                Ok(Some(b)) => return Ok(b),
+                Ok(None) => last = format!("node {n} has no copy"),
+                Err(e) => last = format!("node {n}: {e}"),
+            }
+        }
+        Err(format!("the model of job {job} could not be read: {last}"))
     }
 }

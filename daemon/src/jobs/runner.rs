@@ -62,6 +62,8 @@ pub struct RunCtx {
     pub record: JobRecord,
     pub epoch: u64,
     pub data_dir: PathBuf,
+    /// This node's per-job traffic counters (Prometheus).
+    pub traffic: Arc<crate::http::metrics::JobTraffic>,
 }
 
 impl RunCtx {
@@ -588,6 +590,9 @@ impl Hooks<'_> {
 
 impl ProgressSink for Hooks<'_> {
     fn on_clock(&self, p: &ClockProgress) {
+        self.ctx
+            .traffic
+            .report(self.ctx.record.id, self.ctx.epoch, p.traffic);
         {
             let mut last = self.last.lock();
             let due = last

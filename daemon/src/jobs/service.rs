@@ -1,12 +1,11 @@
 //! `petuum.v1.Jobs`: the client API, served by every node.
 
-use super::{now_ms, runner::model_shard, Jobs, MODEL_CLOCK, TABLES_PER_JOB};
+use super::{now_ms, Jobs, TABLES_PER_JOB};
 use futures::Stream;
 use petuum_cluster::jobs::{JobCommand, JobRecord};
 use petuum_cluster::meta::{MetaAnswer, MetaCommand};
-use petuum_cluster::placement::shard_group;
 use petuum_cluster::server::check_token;
-use petuum_cluster::wire::{DataError, DataReply, DataRequest, Refusal};
+use petuum_cluster::wire::{DataError, Refusal};
 use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
 use petuum_proto::v1::{
@@ -34,6 +33,7 @@ struct JobsSvc {
 /// A job record as the API shows it.
 pub fn info(r: &JobRecord) -> JobInfo {
     let p = r.progress.clone().unwrap_or_default();
+    let curve = curve(&r.history, CURVE_POINTS);
     let res = r.result.clone().unwrap_or_default();
     JobInfo {
         id: r.id,
@@ -64,7 +64,25 @@ pub fn info(r: &JobRecord) -> JobInfo {
         cancel_requested: r.cancel_requested,
         has_progress: r.progress.is_some(),
         placement: r.placement.clone(),
+        curve_clocks: curve.iter().map(|h| h.clock).collect(),
+        curve_objective: curve.iter().map(|h| h.objective).collect(),
     }
+}
+
+/// Points of the objective's curve a job's info carries.
+const CURVE_POINTS: usize = 40;
+
+/// At most `n` samples of `history`, evenly spread, the first and the
+/// last included.
+fn curve(
+    history: &[petuum_cluster::jobs::Progress],
+    n: usize,
+) -> Vec<&petuum_cluster::jobs::Progress> {
+    if history.len() <= n {
+        return history.iter().collect();
+    }
+    let last = history.len() - 1;
+    (0..n).map(|i| &history[i * last / (n - 1)]).collect()
 }
 
 fn status_of(e: DataError) -> Status {
@@ -124,35 +142,6 @@ impl JobsSvc {
             MetaAnswer::Job(v) => Ok(v),
             other => Err(Status::internal(format!("unexpected answer {other:?}"))),
         }
-    }
-
-    /// The model bytes from the first replica that has them.
-    async fn model_bytes(&self, job: u64) -> Result<Vec<u8>, Status> {
-        let node = &self.jobs.node;
-        let shard = model_shard(job, node.placement.shards());
-        let mut members = node.placement.members(shard_group(shard));
-        members.sort_by_key(|&n| n != node.id());
-        let mut last = String::from("no replica answered");
-        let req = DataRequest::Blob {
-            job,
-            clock: MODEL_CLOCK,
-            worker: 0,
-        };
-        for n in members {
-            let r = match node.data_call(n, &req, Duration::from_secs(30)).await {
-                Ok(DataReply::Blob(b)) => Ok(b),
-                Ok(other) => Err(format!("unexpected reply {other:?}")),
-                Err(e) => Err(e.to_string()),
-            };
-            match r {
-                Ok(Some(b)) => return Ok(b),
-                Ok(None) => last = format!("node {n} has no copy"),
-                Err(e) => last = format!("node {n}: {e}"),
-            }
-        }
-        Err(Status::unavailable(format!(
-            "the model of job {job} could not be read: {last}"
-        )))
     }
 }
 
@@ -333,7 +322,11 @@ impl JobsApi for JobsSvc {
                 r.state.name()
             )));
         }
-        let bytes = self.model_bytes(job).await?;
+        let bytes = self
+            .jobs
+            .model_bytes(job)
+            .await
+            .map_err(Status::unavailable)?;
         let chunks: Vec<ModelChunk> = bytes
             .chunks(1 << 20)
             .map(|c| ModelChunk { data: c.to_vec() })
