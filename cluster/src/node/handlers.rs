@@ -18,7 +18,9 @@ use std::time::Duration;
 use tonic::Status;
 
 impl ClusterNode {
-    /// Handles a Raft message for one of this node's groups.
+    /// Handles a Raft message for one of this node's groups (in a `raft`
+    /// span with the node and group, at debug level: one per RPC).
+    #[tracing::instrument(level = "debug", name = "raft", skip(self, payload), fields(node = self.id()))]
     pub async fn handle_raft(
         &self,
         group: u64,
