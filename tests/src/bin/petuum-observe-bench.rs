@@ -47,7 +47,10 @@ async fn run_job(ep: &str, spec: &std::path::Path) -> (f64, u64) {
             "failed" | "cancelled" => panic!("job {job} {}: {}", i.state, i.error),
             _ => {}
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "job {job} too slow");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "job {job} too slow"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
