@@ -74,6 +74,102 @@ impl Submission {
     }
 }
 
+/// How a client proves who it is and checks the node it talks to
+/// (docs/deploy.md, "Credentials").
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// The bearer token of the cluster's `client_token_file`.
+    pub token: Option<String>,
+    /// The cluster CA's certificate (PEM): verifies the node of an
+    /// `https://` endpoint.
+    pub ca: Option<std::path::PathBuf>,
+    /// A client certificate and its key (PEM), signed by the cluster CA
+    /// (`petuumd certs`): a credential of its own, instead of the token.
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl Credentials {
+    fn read(path: &Path, what: &str) -> Result<Vec<u8>, ClientError> {
+        std::fs::read(path).map_err(|e| ClientError::Io(format!("{what} {}: {e}", path.display())))
+    }
+
+    /// The `authorization` value of the token, if any.
+    fn header(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>, ClientError> {
+        match &self.token {
+            Some(t) => format!("Bearer {}", t.trim())
+                .parse()
+                .map(Some)
+                .map_err(|_| ClientError::Unreachable {
+                    endpoint: endpoint.to_string(),
+                    reason: "the token is not a valid header value".into(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// A channel configuration for `endpoint`, with TLS for `https://`.
+    pub fn endpoint(&self, endpoint: &str) -> Result<tonic::transport::Endpoint, ClientError> {
+        let bad = |reason: String| ClientError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| bad(format!("bad endpoint: {e}")))?
+            .connect_timeout(std::time::Duration::from_secs(3));
+        let https = endpoint.starts_with("https://");
+        if !https {
+            if self.ca.is_some() || self.cert.is_some() {
+                return Err(bad(
+                    "--ca and --cert are for TLS: use an https:// endpoint".into()
+                ));
+            }
+            return Ok(ep);
+        }
+        let Some(ca) = &self.ca else {
+            return Err(bad(
+                "an https:// endpoint needs the cluster CA (--ca or PETUUM_CA)".into(),
+            ));
+        };
+        let mut tls = tonic::transport::ClientTlsConfig::new().ca_certificate(
+            tonic::transport::Certificate::from_pem(Self::read(ca, "CA certificate")?),
+        );
+        match (&self.cert, &self.key) {
+            (Some(c), Some(k)) => {
+                tls = tls.identity(tonic::transport::Identity::from_pem(
+                    Self::read(c, "client certificate")?,
+                    Self::read(k, "client key")?,
+                ));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(bad(
+                    "a client certificate needs both --cert and --key".into()
+                ))
+            }
+        }
+        ep = ep.tls_config(tls).map_err(|e| bad(format!("TLS: {e}")))?;
+        Ok(ep)
+    }
+}
+
+/// A transport error with its causes (tonic's own says only "transport
+/// error"; the cause names the TLS or connection problem).
+fn transport_error(e: &tonic::transport::Error) -> String {
+    use std::error::Error;
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// A connection to a cluster node's job API.
 #[derive(Clone)]
 pub struct Client {
@@ -83,26 +179,29 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `endpoint` (`http://host:port`).
+    /// Connects to `endpoint` (`http://host:port`), with a bearer token
+    /// when given.
     pub async fn connect(endpoint: &str, token: Option<&str>) -> Result<Client, ClientError> {
+        let creds = Credentials {
+            token: token.map(str::to_string),
+            ..Default::default()
+        };
+        Self::connect_with(endpoint, &creds).await
+    }
+
+    /// Connects to `endpoint` (`http://host:port`, or `https://host:port`
+    /// with the cluster CA in `creds`).
+    pub async fn connect_with(endpoint: &str, creds: &Credentials) -> Result<Client, ClientError> {
         let unreachable = |reason: String| ClientError::Unreachable {
             endpoint: endpoint.to_string(),
             reason,
         };
-        let token = match token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| unreachable("the token is not a valid header value".into()))?,
-            ),
-            None => None,
-        };
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| unreachable(format!("bad endpoint: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(3))
+        let token = creds.header(endpoint)?;
+        let channel = creds
+            .endpoint(endpoint)?
             .connect()
             .await
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| unreachable(transport_error(&e)))?;
         Ok(Client {
             endpoint: endpoint.to_string(),
             token,
@@ -280,23 +379,31 @@ pub async fn cluster_status(
     endpoint: &str,
     token: Option<&str>,
 ) -> Result<StatusReply, ClientError> {
+    let creds = Credentials {
+        token: token.map(str::to_string),
+        ..Default::default()
+    };
+    cluster_status_with(endpoint, &creds).await
+}
+
+/// [`cluster_status`] with any [`Credentials`].
+pub async fn cluster_status_with(
+    endpoint: &str,
+    creds: &Credentials,
+) -> Result<StatusReply, ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
         endpoint: endpoint.to_string(),
         reason,
     };
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| unreachable(format!("bad endpoint: {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(3))
+    let channel = creds
+        .endpoint(endpoint)?
         .timeout(std::time::Duration::from_secs(10))
         .connect()
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
+        .map_err(|e| unreachable(transport_error(&e)))?;
     let mut client = petuum_proto::v1::cluster_client::ClusterClient::new(channel);
     let mut req = tonic::Request::new(petuum_proto::v1::StatusRequest {});
-    if let Some(t) = token {
-        let v = format!("Bearer {t}")
-            .parse()
-            .map_err(|_| unreachable("the token is not a valid header value".into()))?;
+    if let Some(v) = creds.header(endpoint)? {
         req.metadata_mut().insert("authorization", v);
     }
     client

@@ -4,7 +4,7 @@
 //! `logs`, `model`).
 
 use clap::{Parser, Subcommand};
-use petuum_client::{Client, ClientError, JobInfo, Submission};
+use petuum_client::{Client, ClientError, Credentials, JobInfo, Submission};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -27,6 +27,16 @@ struct Cli {
     /// Bearer token, when the cluster has a client_token_file.
     #[arg(long, global = true, env = "PETUUM_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The cluster CA's certificate (PEM), for an https:// endpoint.
+    #[arg(long, global = true, env = "PETUUM_CA")]
+    ca: Option<PathBuf>,
+    /// A client certificate signed by the cluster CA (PEM; `petuumd certs`
+    /// makes one): a credential instead of the token.
+    #[arg(long, global = true, env = "PETUUM_CERT", requires = "key")]
+    cert: Option<PathBuf>,
+    /// The key of --cert (PEM).
+    #[arg(long, global = true, env = "PETUUM_KEY", requires = "cert")]
+    key: Option<PathBuf>,
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -72,8 +82,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
+    let creds = Credentials {
+        token: cli.token.clone(),
+        ca: cli.ca.clone(),
+        cert: cli.cert.clone(),
+        key: cli.key.clone(),
+    };
     match cli.command {
-        Command::Nodes => nodes(&cli.endpoint, cli.token.as_deref(), json),
+        Command::Nodes => nodes(&cli.endpoint, &creds, json),
         Command::Validate { job } => match petuum_client::load_job(&job) {
             Ok(spec) => {
                 if json {
@@ -90,7 +106,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("a current-thread runtime");
-            rt.block_on(jobs(&cli.endpoint, cli.token.as_deref(), json, cmd))
+            rt.block_on(jobs(&cli.endpoint, &creds, json, cmd))
         }
     }
 }
@@ -107,8 +123,8 @@ fn fail(json: bool, e: &ClientError) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
-async fn jobs(endpoint: &str, token: Option<&str>, json: bool, cmd: Command) -> ExitCode {
-    match run_jobs(endpoint, token, json, cmd).await {
+async fn jobs(endpoint: &str, creds: &Credentials, json: bool, cmd: Command) -> ExitCode {
+    match run_jobs(endpoint, creds, json, cmd).await {
         Ok(code) => code,
         Err(e) => fail(json, &e),
     }
@@ -116,7 +132,7 @@ async fn jobs(endpoint: &str, token: Option<&str>, json: bool, cmd: Command) -> 
 
 async fn run_jobs(
     endpoint: &str,
-    token: Option<&str>,
+    creds: &Credentials,
     json: bool,
     cmd: Command,
 ) -> Result<ExitCode, ClientError> {
@@ -125,7 +141,7 @@ async fn run_jobs(
         Command::Submit { job, .. } => Some(Submission::prepare(job)?),
         _ => None,
     };
-    let mut c = Client::connect(endpoint, token).await?;
+    let mut c = Client::connect_with(endpoint, creds).await?;
     match cmd {
         Command::Submit { wait, .. } => {
             let s = submission.expect("prepared above");
@@ -440,7 +456,7 @@ async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientE
     Ok(final_code(&info))
 }
 
-fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
+fn nodes(endpoint: &str, creds: &Credentials, json: bool) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -451,7 +467,7 @@ fn nodes(endpoint: &str, token: Option<&str>, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let status = match rt.block_on(petuum_client::cluster_status(endpoint, token)) {
+    let status = match rt.block_on(petuum_client::cluster_status_with(endpoint, creds)) {
         Ok(s) => s,
         Err(e) => return fail(json, &e),
     };

@@ -135,6 +135,12 @@ pub struct NodeConfig {
     /// address beyond loopback needs that token unless `insecure = true`.
     #[serde(default)]
     pub http_listen: Option<SocketAddr>,
+    /// Directories job data may come from. A submitted spec whose data
+    /// files (after resolving links) lie outside all of them is refused,
+    /// naming the field. Empty (the default): any path the daemon's user
+    /// can read.
+    #[serde(default)]
+    pub data_roots: Vec<PathBuf>,
 }
 
 fn default_max_message_mb() -> u32 {
@@ -272,6 +278,14 @@ impl NodeConfig {
                 ));
             }
         }
+        for (i, r) in self.data_roots.iter().enumerate() {
+            if !r.is_absolute() || !r.is_dir() {
+                return Err(err(
+                    &format!("data_roots[{i}]"),
+                    format!("{} is not an absolute path to a directory", r.display()),
+                ));
+            }
+        }
         if let Some(http) = self.http_listen {
             if http == self.listen {
                 return Err(err(
@@ -300,6 +314,39 @@ impl NodeConfig {
                     if missing.len() > 1 { "them" } else { "it" },
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Refuses data files outside `data_roots` (when it is set), naming the
+    /// spec field. Paths are compared after resolving links, so a link
+    /// inside a root cannot point out of it.
+    pub fn check_data_paths<'a>(
+        &self,
+        files: impl IntoIterator<Item = (&'a str, &'a Path)>,
+    ) -> Result<(), String> {
+        if self.data_roots.is_empty() {
+            return Ok(());
+        }
+        let roots: Vec<PathBuf> = self
+            .data_roots
+            .iter()
+            .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
+            .collect();
+        for (field, path) in files {
+            let real = std::fs::canonicalize(path)
+                .map_err(|e| format!("`{field}`: {}: {e}", path.display()))?;
+            if !roots.iter().any(|r| real.starts_with(r)) {
+                return Err(format!(
+                    "`{field}`: {} is outside this cluster's data_roots ({}); put the data under one of them",
+                    path.display(),
+                    self.data_roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
         }
         Ok(())
     }
@@ -431,5 +478,49 @@ peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" 
             .unwrap_err()
             .to_string();
         assert!(e.contains("its own port"), "{e}");
+    }
+
+    #[test]
+    fn data_outside_the_roots_is_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(root.join("train.csv"), "a\n").unwrap();
+        std::fs::write(other.join("secret.csv"), "a\n").unwrap();
+        // A link inside the root that points out of it.
+        std::os::unix::fs::symlink(other.join("secret.csv"), root.join("link.csv")).unwrap();
+        let c = parse(&format!(
+            "data_roots = [{:?}]\n{GOOD}",
+            root.display().to_string()
+        ))
+        .unwrap();
+        let train = root.join("train.csv");
+        assert!(c
+            .check_data_paths([("data.train", train.as_path())])
+            .is_ok());
+        let secret = other.join("secret.csv");
+        let e = c
+            .check_data_paths([
+                ("data.train", train.as_path()),
+                ("data.test", secret.as_path()),
+            ])
+            .unwrap_err();
+        assert!(e.contains("`data.test`") && e.contains("data_roots"), "{e}");
+        let link = root.join("link.csv");
+        let e = c
+            .check_data_paths([("data.train", link.as_path())])
+            .unwrap_err();
+        assert!(e.contains("outside"), "{e}");
+        // No roots: any path.
+        let open = parse(GOOD).unwrap();
+        assert!(open
+            .check_data_paths([("data.test", secret.as_path())])
+            .is_ok());
+        let e = parse(&format!("data_roots = [\"relative\"]\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("data_roots[0]"), "{e}");
     }
 }

@@ -12,9 +12,12 @@
 //!   so algorithm code does not change between embedded and cluster mode.
 //! - [`retry`]: the one retry policy (backoff with jitter, cap, deadline)
 //!   of every loop that waits for a leader, a replica or the metadata group.
+//! - [`auth`]: who may call what: peers by node certificate, clients by
+//!   token or certificate, one interceptor for every service.
 //! - [`wire::Refusal`]: why a request was refused, typed, so callers match
 //!   on variants rather than on messages.
 
+pub mod auth;
 pub mod config;
 pub mod jobs;
 pub mod meta;

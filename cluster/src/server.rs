@@ -15,35 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// Whether `got` is the token `want`, compared without early exit (the
-/// time taken does not depend on where they differ).
-pub fn token_matches(want: &str, got: &str) -> bool {
-    let (a, b) = (want.as_bytes(), got.as_bytes());
-    let mut diff = (a.len() != b.len()) as u8;
-    for (i, x) in a.iter().enumerate() {
-        diff |= x ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
+pub use crate::auth::token_matches;
+use crate::auth::{Caller, Door, Guard};
 
-/// Checks the bearer token when the node has one configured. The token is
-/// never logged.
-pub fn check_token<T>(node: &ClusterNode, req: &Request<T>) -> Result<(), Status> {
-    let Some(want) = &node.token else {
-        return Ok(());
-    };
-    let got = req
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !token_matches(want, got) {
-        return Err(Status::unauthenticated(
-            "missing or wrong bearer token (this node requires client_token_file's token)",
-        ));
-    }
-    Ok(())
+/// The interceptor of node `node`'s services behind `door`.
+pub fn guard(node: &ClusterNode, door: Door) -> Guard {
+    Guard::new(
+        door,
+        node.token.as_deref(),
+        node.config.tls.is_some(),
+        node.placement.nodes(),
+    )
 }
 
 struct PeerSvc {
@@ -52,7 +34,6 @@ struct PeerSvc {
 
 impl PeerSvc {
     fn check(&self, req: &Request<Envelope>, raft: bool) -> Result<(), Status> {
-        check_token(&self.node, req)?;
         let env = req.get_ref();
         if env.version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
@@ -70,17 +51,19 @@ impl PeerSvc {
                 self.node.cluster_id
             )));
         }
-        if raft {
-            if !self.node.placement.nodes().contains(&env.from) {
+        if raft && !self.node.placement.nodes().contains(&env.from) {
+            return Err(Status::permission_denied(format!(
+                "Raft message from node {}, which is not a member",
+                env.from
+            )));
+        }
+        // (The guard let only peers in; with TLS it named the node.)
+        if let Some(Caller::Node(id)) = req.extensions().get::<Caller>() {
+            if *id != env.from {
                 return Err(Status::permission_denied(format!(
-                    "Raft message from node {}, which is not a member",
+                    "the certificate of node {id} was used for a message from node {}",
                     env.from
                 )));
-            }
-            if self.node.config.tls.is_some() && req.peer_certs().is_none() {
-                return Err(Status::unauthenticated(
-                    "Raft messages need a peer certificate signed by the cluster CA",
-                ));
             }
         }
         Ok(())
@@ -123,8 +106,7 @@ struct ClusterSvc {
 
 #[tonic::async_trait]
 impl Cluster for ClusterSvc {
-    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        check_token(&self.node, &req)?;
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         Ok(Response::new(self.node.status()))
     }
 }
@@ -167,10 +149,16 @@ pub async fn serve(
     // A peer's message is bounded (node.toml `max_message_mb`): one that
     // claims more is refused before it is buffered.
     let max_message = node.config.max_message_mb as usize * (1 << 20);
-    let peer = PeerServer::new(PeerSvc { node: node.clone() })
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
-    let cluster = ClusterServer::new(ClusterSvc { node: node.clone() });
+    let peer = tonic::service::interceptor::InterceptedService::new(
+        PeerServer::new(PeerSvc { node: node.clone() })
+            .max_decoding_message_size(max_message)
+            .max_encoding_message_size(max_message),
+        guard(&node, Door::Peer),
+    );
+    let cluster = ClusterServer::with_interceptor(
+        ClusterSvc { node: node.clone() },
+        guard(&node, Door::Client),
+    );
     // Accepted sockets get TCP_NODELAY here: with a caller-bound listener
     // tonic does not set it, and Nagle + delayed ACKs add ~40 ms per RPC.
     let incoming = tonic::transport::server::TcpIncoming::from_listener(

@@ -215,6 +215,23 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// The data files the job reads, with their field names.
+    pub fn data_files(&self) -> Vec<(&'static str, &Path)> {
+        let d = &self.data;
+        let mut out = vec![("data.train", d.train.as_path())];
+        for (field, p) in [
+            ("data.train_labels", &d.train_labels),
+            ("data.test", &d.test),
+            ("data.test_labels", &d.test_labels),
+            ("data.vocab", &d.vocab),
+        ] {
+            if let Some(p) = p {
+                out.push((field, p.as_path()));
+            }
+        }
+        out
+    }
+
     /// Makes every relative path absolute against `base`.
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {

@@ -6,6 +6,7 @@
 //! - `petuumd validate JOB.toml`: check a job spec without running it.
 //! - `petuumd serve --config node.toml`: run a cluster node (docs/cluster.md).
 
+mod certs;
 mod checkpoints;
 mod embedded;
 mod http;
@@ -86,6 +87,29 @@ enum Command {
     },
     /// Check a job spec (fields, data files, hyperparameters) without running it.
     Validate { job: PathBuf },
+    /// Make a cluster CA (once) and certificates for nodes and clients
+    /// signed by it, for `[tls]` and `petuum-client --ca/--cert/--key`
+    /// (docs/deploy.md).
+    Certs {
+        /// Where the CA and the certificates go (`ca.pem`, `ca.key`,
+        /// `node<ID>.pem/.key`, `client-<NAME>.pem/.key`). A CA already
+        /// there is reused.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// A node id to make a certificate for (repeatable).
+        #[arg(long = "node")]
+        nodes: Vec<u64>,
+        /// A host name or IP address the nodes are reached at (repeatable;
+        /// goes into each node certificate made by this call).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// A client name to make a certificate for (repeatable).
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        /// Validity of the node and client certificates, in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
     /// Run a cluster node until SIGTERM (docs/cluster.md).
     Serve {
         /// The node configuration (TOML).
@@ -119,6 +143,30 @@ fn main() -> ExitCode {
         } => eval(&model, &data, labels.as_deref(), json),
         Command::Validate { job } => validate(&job),
         Command::Serve { config } => serve::serve(&config),
+        Command::Certs {
+            out,
+            nodes,
+            hosts,
+            clients,
+            days,
+        } => match certs::make(&certs::Request {
+            out: &out,
+            nodes: &nodes,
+            hosts: &hosts,
+            clients: &clients,
+            days,
+        }) {
+            Ok(files) => {
+                for f in files {
+                    println!("{f}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("petuumd certs: {e:#}");
+                Ok(ExitCode::from(2))
+            }
+        },
     };
     match result {
         Ok(code) => code,

@@ -152,9 +152,16 @@ impl LocalCluster {
 
     /// Connects with options (TLS, token), retrying while the nodes start.
     pub fn connect_with(&self, opts: ConnectOptions) -> ClusterShards {
+        self.connect_as(opts, 0)
+    }
+
+    /// Connects as node `me` (0: a client that is not a node; with TLS a
+    /// node's certificate must go with its id), retrying while the nodes
+    /// start.
+    pub fn connect_as(&self, opts: ConnectOptions, me: u64) -> ClusterShards {
         let start = Instant::now();
         loop {
-            match ClusterShards::connect(&self.endpoints(), opts.clone()) {
+            match ClusterShards::connect_as(&self.endpoints(), opts.clone(), me) {
                 Ok(c) => return c,
                 Err(e) if start.elapsed() < Duration::from_secs(30) => {
                     let _ = e;
@@ -277,91 +284,45 @@ impl Drop for LocalCluster {
     }
 }
 
-/// Certificates for mutual TLS made with the openssl CLI: a CA, and one
-/// certificate per node (SAN 127.0.0.1 and localhost) signed by it. Returns
-/// the `[tls]` table of node `id`'s config.
+/// Certificates for mutual TLS made by `petuumd certs`: a CA, one
+/// certificate per node (named `node-<id>.petuum`, hosts 127.0.0.1 and
+/// localhost) and a client's (`client-test.petuum`), in `dir`. Returns the
+/// `[tls]` table of each node's config.
 pub fn make_certs(dir: &Path, nodes: u64) -> Vec<String> {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl CLI (scripts/setup.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=petuum test CA",
-    ]);
-    let mut tables = Vec::new();
+    let mut args: Vec<String> = vec!["certs".into(), "--out".into(), dir.display().to_string()];
     for id in 1..=nodes {
-        let (key, csr, pem, ext) = (
-            format!("node{id}.key"),
-            format!("node{id}.csr"),
-            format!("node{id}.pem"),
-            format!("node{id}.ext"),
-        );
-        std::fs::write(
-            dir.join(&ext),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
-        )
-        .expect("writing the extension file");
-        run(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            &format!("/CN=node{id}"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            &ext,
-        ]);
-        tables.push(format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
-            dir.join(&pem).display(),
-            dir.join(&key).display(),
-            dir.join("ca.pem").display()
-        ));
+        args.extend(["--node".into(), id.to_string()]);
     }
-    tables
+    args.extend(
+        [
+            "--host",
+            "127.0.0.1",
+            "--host",
+            "localhost",
+            "--client",
+            "test",
+        ]
+        .map(String::from),
+    );
+    let out = Command::new(bin("petuumd"))
+        .args(&args)
+        .output()
+        .expect("run petuumd certs");
+    assert!(
+        out.status.success(),
+        "petuumd certs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (1..=nodes)
+        .map(|id| {
+            format!(
+                "[tls]\ncert = \"{}\"\nkey = \"{}\"\nca = \"{}\"\n",
+                dir.join(format!("node{id}.pem")).display(),
+                dir.join(format!("node{id}.key")).display(),
+                dir.join("ca.pem").display()
+            )
+        })
+        .collect()
 }
 
 /// `petuum-client --endpoint EP ARGS` in `cwd`.

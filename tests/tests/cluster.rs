@@ -512,9 +512,12 @@ fn bad_node_config_names_the_field() {
     assert!(err.contains("corrupt cluster identity"), "{err}");
 }
 
-/// With `[tls]` nodes talk mutual TLS (Raft needs a certificate signed by
-/// the cluster CA) and with `client_token_file` every request needs the
-/// bearer token; the token never appears in the logs.
+/// With `[tls]` nodes talk mutual TLS: peer RPCs need a node certificate
+/// (made by `petuumd certs`) whose node id is the message's `from`; a
+/// client needs the bearer token or a client certificate, and a client
+/// credential cannot call peer RPCs. Each refusal is a clear status and the
+/// node keeps serving; a job runs end to end through `petuum-client` over
+/// TLS; the token never appears in the logs.
 #[test]
 fn mutual_tls_and_client_token() {
     use petuum_cluster::ConnectOptions;
@@ -541,7 +544,8 @@ fn mutual_tls_and_client_token() {
         token: Some(secret.into()),
         ..Default::default()
     };
-    let client = c.connect_with(opts.clone());
+    // Table traffic is a peer RPC: a node's certificate, sent as that node.
+    let client = c.connect_as(opts.clone(), 1);
     c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
     client.create_table(&counters(9, 1)).unwrap();
     client.register_job(9, 1, false).unwrap();
@@ -552,11 +556,12 @@ fn mutual_tls_and_client_token() {
     w.clock().unwrap();
     assert_eq!(w.get(t, 3).unwrap().value(0), 42);
 
-    // No token: refused, and the error says why.
+    // No token and no client certificate: refused, and the error says why.
     let quick = Duration::from_secs(2);
     let no_token = ConnectOptions {
         token: None,
         deadline: quick,
+        tls: Some(ClientTlsConfig::new().ca_certificate(ca.clone())),
         ..opts.clone()
     };
     let e = petuum_cluster::ClusterShards::connect(&c.endpoints(), no_token)
@@ -605,10 +610,110 @@ fn mutual_tls_and_client_token() {
             .insert("authorization", format!("Bearer {secret}").parse().unwrap());
         let e = peer.raft(req).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
-        assert!(e.message().contains("peer certificate"), "{}", e.message());
-        s.into_inner().cluster
+        assert!(e.message().contains("node certificate"), "{}", e.message());
+        let cluster = s.into_inner().cluster;
+        // Node 2's certificate, claiming to be node 3: refused.
+        let as_node = |cert: &str, key: &str| {
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(ca.clone())
+                .identity(Identity::from_pem(read(cert), read(key)));
+            let addr = addr.clone();
+            async move {
+                Endpoint::from_shared(format!("https://{addr}"))
+                    .unwrap()
+                    .tls_config(tls)
+                    .unwrap()
+                    .connect()
+                    .await
+                    .unwrap()
+            }
+        };
+        let envelope = |from: u64| Envelope {
+            version: PROTOCOL_VERSION,
+            cluster,
+            from,
+            group: 1,
+            kind: KIND_APPEND,
+            payload: vec![],
+        };
+        let mut forged = PeerClient::new(as_node("node2.pem", "node2.key").await);
+        let e = forged.raft(envelope(3)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("certificate of node 2") && e.message().contains("node 3"),
+            "{}",
+            e.message()
+        );
+        // A client certificate is no peer credential.
+        let ch = as_node("client-test.pem", "client-test.key").await;
+        let e = PeerClient::new(ch.clone())
+            .raft(envelope(2))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("names no member node"),
+            "{}",
+            e.message()
+        );
+        // ... but it is a client credential (no token needed), and the
+        // node still serves after the refusals.
+        petuum_proto::v1::cluster_client::ClusterClient::new(ch)
+            .status(petuum_proto::v1::StatusRequest {})
+            .await
+            .expect("status with a client certificate");
+        cluster
     });
     assert_ne!(cluster, 0);
+
+    // A job end to end through petuum-client over TLS.
+    let ep = format!("https://{}", c.nodes[1].addr);
+    let ca_file = certs.path().join("ca.pem").display().to_string();
+    let tls_client = |args: &[&str]| {
+        let mut all = vec!["--ca", &ca_file, "--token", secret];
+        all.extend_from_slice(args);
+        petuum_tests::cluster::client(&ep, &all, c.path())
+    };
+    let spec = c.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        petuum_tests::spam_lr_job("tls", 6, 2, &c.path().join("m.safetensors")),
+    )
+    .unwrap();
+    let out = tls_client(&["submit", spec.to_str().unwrap(), "--wait"]);
+    assert!(
+        out.status.success(),
+        "submit over TLS: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+    // A client certificate instead of the token.
+    let (cert, key) = (
+        certs.path().join("client-test.pem").display().to_string(),
+        certs.path().join("client-test.key").display().to_string(),
+    );
+    let out = petuum_tests::cluster::client(
+        &ep,
+        &["--ca", &ca_file, "--cert", &cert, "--key", &key, "nodes"],
+        c.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP/2 against the TLS port, and https without the CA: refused
+    // with a message naming the problem.
+    let plain = petuum_tests::cluster::client(
+        &format!("http://{}", c.nodes[1].addr),
+        &["--token", secret, "list"],
+        c.path(),
+    );
+    assert_eq!(plain.status.code(), Some(3));
+    let no_ca = petuum_tests::cluster::client(&ep, &["--token", secret, "list"], c.path());
+    assert_eq!(no_ca.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca"));
     for n in &c.nodes {
         let log = std::fs::read_to_string(&n.log).unwrap();
         assert!(!log.contains(secret), "node {} logged the token", n.id);

@@ -492,3 +492,61 @@ fn finish_and_compare_any(
     );
     s
 }
+
+/// node.toml `data_roots` confines job data: a spec reading a file outside
+/// them is refused at submission, naming the field; a malformed data file
+/// inside them fails the job with an error that names the file and line
+/// but does not echo the file's content to clients.
+#[test]
+fn data_roots_confine_job_data_and_errors_do_not_echo_it() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("data");
+    let outside = dir.path().join("private");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    let c = LocalCluster::start(
+        1,
+        4,
+        &format!("data_roots = [{:?}]", root.display().to_string()),
+    );
+    c.wait_leaders(&c.connect(), &[1], Duration::from_secs(60));
+    let ep = endpoint(&c, 1);
+    let job = |name: &str, train: &Path| {
+        let spec = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name = \"{name}\"\nalgorithm = \"logistic_regression\"\n[run]\nclocks = 2\n[data]\nformat = \"libsvm\"\ntrain = \"{}\"\n[model]\npath = \"m.safetensors\"\n",
+                train.display()
+            ),
+        )
+        .unwrap();
+        spec
+    };
+    // Outside the roots: refused before anything runs.
+    let secret = outside.join("secret.libsvm");
+    std::fs::write(&secret, "1 1:0.5\n").unwrap();
+    let out = client(
+        &ep,
+        &["submit", job("out", &secret).to_str().unwrap()],
+        c.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("`data.train`") && err.contains("data_roots"),
+        "{err}"
+    );
+    // Inside, but malformed: the job fails naming file and line, without
+    // the bytes of the file.
+    let bad = root.join("bad.libsvm");
+    std::fs::write(&bad, "1 1:0.5\n1 PASSWORD=hunter2\n").unwrap();
+    let id = submit(&c, &ep, &job("bad", &bad));
+    let s = wait_for(&c, &ep, id, Duration::from_secs(60), "failure", |s| {
+        s["state"] == "failed"
+    });
+    let e = s["error"].as_str().unwrap_or_default();
+    assert!(e.contains("bad.libsvm:2"), "{e}");
+    assert!(!e.contains("hunter2") && !e.contains("PASSWORD"), "{e}");
+}

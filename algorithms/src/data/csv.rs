@@ -71,13 +71,13 @@ pub fn read(
             let v: f32 = f.parse().map_err(|_| DataError::Malformed {
                 file: path.to_path_buf(),
                 line: lineno,
-                reason: format!("column `{}`: `{f}` is not a number", names[j]),
+                reason: format!("field {} is not a number", j + 1),
             })?;
             if !v.is_finite() {
                 return Err(DataError::Malformed {
                     file: path.to_path_buf(),
                     line: lineno,
-                    reason: format!("column `{}`: {v}", names[j]),
+                    reason: format!("field {} is {v}", j + 1),
                 });
             }
             values.push(v);
@@ -116,6 +116,9 @@ mod tests {
         assert!(e.contains("d.csv:3:") && e.contains("2 fields"), "{e}");
         std::fs::write(&p, "a,label,b\n1,x,oops\n").unwrap();
         let e = read(&p, "label").unwrap_err().to_string();
-        assert!(e.contains("d.csv:2:") && e.contains("column `b`"), "{e}");
+        assert!(
+            e.contains("d.csv:2:") && e.contains("field 3 is not a number") && !e.contains("oops"),
+            "{e}"
+        );
     }
 }

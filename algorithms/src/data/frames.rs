@@ -141,22 +141,19 @@ fn read_utterances(
         let split = match split_at {
             Some(j) => match fields[j] {
                 s @ ("train" | "test") => s.to_string(),
-                other => {
+                _ => {
                     return Err(bad(format!(
-                        "column `{}`: `{other}` is neither train nor test",
-                        names[j]
+                        "field {} (the split) is neither train nor test",
+                        j + 1
                     )))
                 }
             },
             None => String::new(),
         };
         let order = match frame_at {
-            Some(j) => fields[j].parse::<f64>().map_err(|_| {
-                bad(format!(
-                    "column `{}`: `{}` is not a number",
-                    names[j], fields[j]
-                ))
-            })?,
+            Some(j) => fields[j]
+                .parse::<f64>()
+                .map_err(|_| bad(format!("field {} (the frame order) is not a number", j + 1)))?,
             None => lineno as f64,
         };
         let mut x = Vec::with_capacity(feature_names.len());
@@ -168,12 +165,7 @@ fn read_utterances(
                 .parse()
                 .ok()
                 .filter(|v: &f32| v.is_finite())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "column `{}`: `{f}` is not a finite number",
-                        names[j]
-                    ))
-                })?;
+                .ok_or_else(|| bad(format!("field {} is not a finite number", j + 1)))?;
             x.push(v);
         }
         let label = super::libsvm::normalise_label(fields[label_at]);
@@ -190,10 +182,9 @@ fn read_utterances(
             utts.len() - 1
         });
         if utts[u].label != label {
-            return Err(bad(format!(
-                "utterance has label `{label}` here and `{}` on an earlier frame",
-                utts[u].label
-            )));
+            return Err(bad(
+                "this frame's label differs from an earlier frame of its utterance".to_string(),
+            ));
         }
         utts[u].frames.push((order, x));
     }
@@ -453,7 +444,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "utt,split,t,x,lab\n1,train,0,abc,a\n");
         let e = read_job(&spec(0), &p, None, "lab").unwrap_err().to_string();
-        assert!(e.contains(":2:") && e.contains("`abc`"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("field 4 is not a finite number") && !e.contains("abc"),
+            "{e}"
+        );
         let p = write(dir.path(), "utt,split,t,x,lab\n1,dev,0,1,a\n");
         let e = read_job(&spec(0), &p, None, "lab").unwrap_err().to_string();
         assert!(e.contains("neither train nor test"), "{e}");

@@ -34,19 +34,22 @@ pub fn read(path: &Path, one_based: Option<bool>) -> Result<(Features, RawLabels
         let label = parts.next().expect("non-empty line");
         label
             .parse::<f64>()
-            .map_err(|_| bad(format!("label `{label}` is not a number")))?;
+            .map_err(|_| bad("the label (field 1) is not a number".to_string()))?;
         labels.push(normalise_label(label));
         let mut last: Option<u32> = None;
-        for tok in parts {
+        for (k, tok) in parts.enumerate() {
             let (i, v) = tok
                 .split_once(':')
-                .ok_or_else(|| bad(format!("`{tok}` is not index:value")))?;
-            let i: u32 = i
-                .parse()
-                .map_err(|_| bad(format!("feature index `{i}` is not a non-negative integer")))?;
+                .ok_or_else(|| bad(format!("field {} is not index:value", k + 2)))?;
+            let i: u32 = i.parse().map_err(|_| {
+                bad(format!(
+                    "the index of field {} is not a non-negative integer",
+                    k + 2
+                ))
+            })?;
             let v: f32 = v
                 .parse()
-                .map_err(|_| bad(format!("value `{v}` of feature {i} is not a number")))?;
+                .map_err(|_| bad(format!("the value of feature {i} is not a number")))?;
             if !v.is_finite() {
                 return Err(bad(format!("value of feature {i} is {v}")));
             }
@@ -111,10 +114,10 @@ mod tests {
         std::fs::write(&p, "0 0:1 2:1\n").unwrap();
         assert_eq!(read(&p, None).unwrap().0.ncols(), 3);
         for (text, needle) in [
-            ("1 1:x\n", "value `x`"),
+            ("1 1:x\n", "value of feature 1 is not a number"),
             ("1 3:1 2:1\n", "not increasing"),
-            ("a 1:1\n", "label `a`"),
-            ("1 1-1\n", "index:value"),
+            ("a 1:1\n", "label (field 1) is not a number"),
+            ("1 1-1\n", "field 2 is not index:value"),
         ] {
             std::fs::write(&p, format!("1 1:1\n{text}")).unwrap();
             let e = read(&p, None).unwrap_err().to_string();

@@ -48,27 +48,33 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
     let array = match words[2].as_str() {
         "coordinate" => false,
         "array" => true,
-        f => {
+        _ => {
             return Err(malformed(
                 path,
                 1,
-                format!("format `{f}` (coordinate or array)"),
+                "the format is not supported (coordinate or array)".to_string(),
             ))
         }
     };
     let pattern = match words[3].as_str() {
         "real" | "integer" | "double" => false,
         "pattern" if !array => true,
-        f => return Err(malformed(path, 1, format!("field `{f}` is not supported"))),
+        _ => {
+            return Err(malformed(
+                path,
+                1,
+                "the field is not supported (real, integer, double or pattern)".to_string(),
+            ))
+        }
     };
     let symmetric = match words[4].as_str() {
         "general" => false,
         "symmetric" => true,
-        f => {
+        _ => {
             return Err(malformed(
                 path,
                 1,
-                format!("symmetry `{f}` is not supported"),
+                "the symmetry is not supported (general or symmetric)".to_string(),
             ))
         }
     };
@@ -89,7 +95,7 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
                 .ok_or_else(|| malformed(path, lineno, format!("missing {what}")))?;
             let v: f64 = s
                 .parse()
-                .map_err(|_| malformed(path, lineno, format!("{what} `{s}` is not a number")))?;
+                .map_err(|_| malformed(path, lineno, format!("{what} is not a number")))?;
             if v.is_finite() {
                 Ok(v)
             } else {
@@ -105,7 +111,7 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
                 _ => Err(malformed(
                     path,
                     lineno,
-                    format!("{what} `{s}` is not an index between 1 and {max}"),
+                    format!("{what} is not an index between 1 and {max}"),
                 )),
             }
         };
@@ -199,7 +205,7 @@ pub fn read_vector(path: &Path) -> Result<Vec<f64>, DataError> {
         }
         let x: f64 = t
             .parse()
-            .map_err(|_| malformed(path, n as u64 + 1, format!("target `{t}` is not a number")))?;
+            .map_err(|_| malformed(path, n as u64 + 1, "the target is not a number".to_string()))?;
         if !x.is_finite() {
             return Err(malformed(path, n as u64 + 1, format!("target is {x}")));
         }
@@ -235,8 +241,11 @@ mod tests {
         let m = read(&p).unwrap();
         assert_eq!(m.entries, vec![(0, 0, 1.0), (0, 1, 3.0), (1, 1, 4.0)]);
         for (text, needle) in [
-            ("2 3 1\n1 3 x\n", "m.mtx:3: value `x`"),
-            ("2 3 1\n3 1 1\n", "m.mtx:3: row `3`"),
+            ("2 3 1\n1 3 x\n", "m.mtx:3: value is not a number"),
+            (
+                "2 3 1\n3 1 1\n",
+                "m.mtx:3: row is not an index between 1 and 2",
+            ),
             ("0 0 0\n", "m.mtx:2: empty matrix"),
         ] {
             std::fs::write(
@@ -249,6 +258,6 @@ mod tests {
         }
         std::fs::write(&p, "1\n2.5\nx\n").unwrap();
         let e = read_vector(&p).unwrap_err().to_string();
-        assert!(e.contains("m.mtx:3: target `x`"), "{e}");
+        assert!(e.contains("m.mtx:3: the target is not a number"), "{e}");
     }
 }

@@ -117,7 +117,8 @@ impl Dataset {
                         DataError::invalid(
                             file,
                             format!(
-                                "label `{l}` is not one of the training classes {class_names:?}"
+                                "a label is not one of the {} training classes",
+                                class_names.len()
                             ),
                         )
                     })

@@ -4,7 +4,6 @@ use super::{now_ms, Jobs, TABLES_PER_JOB};
 use futures::Stream;
 use petuum_cluster::jobs::{JobCommand, JobRecord};
 use petuum_cluster::meta::{MetaAnswer, MetaCommand};
-use petuum_cluster::server::check_token;
 use petuum_cluster::wire::{DataError, Refusal};
 use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
@@ -19,11 +18,13 @@ use tonic::{Request, Response, Status};
 
 /// The service, ready for [`petuum_cluster::server::serve`]'s routes.
 pub fn routes(jobs: Arc<Jobs>) -> tonic::service::Routes {
-    tonic::service::Routes::new(
+    let guard = petuum_cluster::server::guard(&jobs.node, petuum_cluster::auth::Door::Client);
+    tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
         JobsServer::new(JobsSvc { jobs })
             .max_decoding_message_size(16 << 20)
             .max_encoding_message_size(64 << 20),
-    )
+        guard,
+    ))
 }
 
 struct JobsSvc {
@@ -151,7 +152,6 @@ type ChunkStream = Pin<Box<dyn Stream<Item = Result<ModelChunk, Status>> + Send>
 #[tonic::async_trait]
 impl JobsApi for JobsSvc {
     async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<JobInfo>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let req = req.into_inner();
         let origin = if req.origin.is_empty() {
             "job spec".to_string()
@@ -168,6 +168,12 @@ impl JobsApi for JobsSvc {
             )));
         }
         spec.resolve_paths(base);
+        // Data only from the directories node.toml allows.
+        self.jobs
+            .node
+            .config
+            .check_data_paths(spec.data_files())
+            .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
         // The server checks again what the client checked: fields, the
         // algorithm's hyperparameters, and that the data files exist here.
         petuum_algorithms::validate(&spec)
@@ -189,12 +195,10 @@ impl JobsApi for JobsSvc {
     }
 
     async fn get(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        check_token(&self.jobs.node, &req)?;
         Ok(Response::new(info(&self.record(req.get_ref().job).await?)))
     }
 
-    async fn list(&self, req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
-        check_token(&self.jobs.node, &req)?;
+    async fn list(&self, _req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
         let meta = self.jobs.node.meta_read().await.map_err(status_of)?;
         Ok(Response::new(ListReply {
             jobs: meta.jobs.values().map(info).collect(),
@@ -202,7 +206,6 @@ impl JobsApi for JobsSvc {
     }
 
     async fn cancel(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let job = req.get_ref().job;
         self.command(JobCommand::Cancel {
             job,
@@ -216,7 +219,6 @@ impl JobsApi for JobsSvc {
     }
 
     async fn resume(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let job = req.get_ref().job;
         let epoch = self
             .command(JobCommand::Resume {
@@ -231,7 +233,6 @@ impl JobsApi for JobsSvc {
     type WatchStream = InfoStream;
 
     async fn watch(&self, req: Request<JobRef>) -> Result<Response<InfoStream>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let job = req.get_ref().job;
         // Changes after the first read are not missed: marked seen before.
         let mut changes = self.jobs.node.meta_changes(WATCH_POLL);
@@ -289,7 +290,6 @@ impl JobsApi for JobsSvc {
     }
 
     async fn logs(&self, req: Request<JobRef>) -> Result<Response<LogsReply>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let r = self.record(req.get_ref().job).await?;
         let mut lines: Vec<LogLine> = r
             .events
@@ -313,7 +313,6 @@ impl JobsApi for JobsSvc {
     type ModelStream = ChunkStream;
 
     async fn model(&self, req: Request<JobRef>) -> Result<Response<ChunkStream>, Status> {
-        check_token(&self.jobs.node, &req)?;
         let job = req.get_ref().job;
         let r = self.record(job).await?;
         if r.result.is_none() {
