@@ -8,6 +8,11 @@
 //!
 //! Usage: petuum-cluster-bench [CLOCKS] [KILLS]   (release build:
 //! `cargo build --release --bins && target/release/petuum-cluster-bench`)
+//!
+//! `PETUUM_BENCH_TLS=1` runs the nodes with mutual TLS (certificates from
+//! `petuumd certs`) and `PETUUM_BENCH_TLS=0` without; either way the
+//! benchmark's client connects as node 1 (with TLS, table traffic needs a
+//! node's certificate), so the two runs compare TLS alone.
 
 use petuum_cluster::placement::shard_group;
 use petuum_core::batch::{RowUpdate, UpdateBatch};
@@ -163,8 +168,41 @@ fn main() {
         .unwrap_or(3);
     // Extra node config lines, e.g. "replicas = 1" or a [raft] table.
     let extra = std::env::var("PETUUM_BENCH_CONFIG").unwrap_or_default();
-    let mut c = LocalCluster::start(nodes, SHARDS, &extra);
-    let client = Arc::new(c.connect());
+    let tls = std::env::var("PETUUM_BENCH_TLS").ok();
+    let certs = tempfile::tempdir().unwrap();
+    let tables = if tls.as_deref() == Some("1") {
+        petuum_tests::cluster::make_certs(certs.path(), nodes)
+    } else {
+        Vec::new()
+    };
+    let mut c = LocalCluster::start_with(nodes, SHARDS, |id| {
+        format!(
+            "{extra}\n{}",
+            tables.get(id as usize - 1).cloned().unwrap_or_default()
+        )
+    });
+    let client = Arc::new(match tls.as_deref() {
+        Some("1") => {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let read = |f: &str| std::fs::read(certs.path().join(f)).unwrap();
+            c.connect_as(
+                petuum_cluster::ConnectOptions {
+                    tls: Some(
+                        ClientTlsConfig::new()
+                            .ca_certificate(Certificate::from_pem(read("ca.pem")))
+                            .identity(Identity::from_pem(read("node1.pem"), read("node1.key"))),
+                    ),
+                    ..Default::default()
+                },
+                1,
+            )
+        }
+        Some(_) => c.connect_as(Default::default(), 1),
+        None => c.connect(),
+    });
+    if let Some(t) = &tls {
+        println!("mutual TLS between nodes and client: {}", t == "1");
+    }
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
     let replicated = workload(client.clone(), 1, clocks);
