@@ -293,6 +293,16 @@ impl Client {
             .map_err(|s| self.err(s))
     }
 
+    /// Deletes an ended job everywhere (record, checkpoints, model).
+    pub async fn delete(&mut self, job: u64) -> Result<JobInfo, ClientError> {
+        let r = self.req(petuum_proto::v1::JobRef { job });
+        self.jobs
+            .delete(r)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
     pub async fn resume(&mut self, job: u64) -> Result<JobInfo, ClientError> {
         let req = self.req(petuum_proto::v1::JobRef { job });
         self.jobs

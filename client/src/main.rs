@@ -66,6 +66,9 @@ enum Command {
     List,
     /// Cancel a job.
     Cancel { job: u64 },
+    /// Delete an ended job: its record, checkpoints and model, on every
+    /// node.
+    Delete { job: u64 },
     /// Continue a paused or failed job from its newest checkpoint.
     Resume { job: u64 },
     /// A job's events and progress.
@@ -207,6 +210,15 @@ async fn run_jobs(
                 println!("job {job} cancelled");
             } else {
                 println!("job {job}: cancel requested (its node stops it)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Delete { job } => {
+            let info = c.delete(job).await?;
+            if json {
+                println!("{}", job_json(&info));
+            } else {
+                println!("job {job} deleted");
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -74,6 +74,44 @@ impl Default for RaftTuning {
     }
 }
 
+/// How long ended jobs are kept (their records, checkpoints and models):
+/// the metadata leader deletes the oldest beyond `keep_finished`, and any
+/// that ended more than `keep_days` ago. 0 turns a limit off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    pub keep_finished: u32,
+    pub keep_days: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_finished: 1000,
+            keep_days: 30,
+        }
+    }
+}
+
+impl Retention {
+    /// The ended jobs to delete now: `(id, finished_ms)` of every ended job,
+    /// at time `now_ms`.
+    pub fn expired(&self, mut ended: Vec<(u64, u64)>, now_ms: u64) -> Vec<u64> {
+        // Newest first.
+        ended.sort_by_key(|&(id, at)| std::cmp::Reverse((at, id)));
+        let max_age = self.keep_days as u64 * 86_400_000;
+        ended
+            .into_iter()
+            .enumerate()
+            .filter(|&(i, (_, at))| {
+                (self.keep_finished > 0 && i >= self.keep_finished as usize)
+                    || (self.keep_days > 0 && now_ms.saturating_sub(at) > max_age)
+            })
+            .map(|(_, (id, _))| id)
+            .collect()
+    }
+}
+
 /// TLS files for mutual authentication between nodes (and with clients).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +179,9 @@ pub struct NodeConfig {
     /// can read.
     #[serde(default)]
     pub data_roots: Vec<PathBuf>,
+    /// Deleting ended jobs (docs/jobs.md, "Retention").
+    #[serde(default)]
+    pub retention: Retention,
 }
 
 fn default_max_message_mb() -> u32 {
@@ -522,5 +563,31 @@ peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" 
             .unwrap_err()
             .to_string();
         assert!(e.contains("data_roots[0]"), "{e}");
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_and_the_recent() {
+        let day = 86_400_000u64;
+        let now = 100 * day;
+        let ended = vec![(1, 10 * day), (2, 99 * day), (3, 98 * day), (4, 97 * day)];
+        let r = Retention {
+            keep_finished: 2,
+            keep_days: 30,
+        };
+        let mut gone = r.expired(ended.clone(), now);
+        gone.sort();
+        assert_eq!(gone, vec![1, 4]);
+        let off = Retention {
+            keep_finished: 0,
+            keep_days: 0,
+        };
+        assert!(off.expired(ended.clone(), now).is_empty());
+        let by_age = Retention {
+            keep_finished: 0,
+            keep_days: 30,
+        };
+        assert_eq!(by_age.expired(ended, now), vec![1]);
+        let c = parse(&format!("{GOOD}\n[retention]\nkeep_finished = 5\n")).unwrap();
+        assert_eq!((c.retention.keep_finished, c.retention.keep_days), (5, 30));
     }
 }

@@ -332,6 +332,10 @@ pub enum JobCommand {
         reason: String,
         at_ms: u64,
     },
+    /// Removes an ended job's record (after its shards forgot it).
+    Delete {
+        job: u64,
+    },
     Finish {
         job: u64,
         epoch: u64,
@@ -599,6 +603,18 @@ pub fn apply(
             r.host_progress.clear();
             r.done_hosts.clear();
             Ok(r.epoch)
+        }
+        JobCommand::Delete { job } => {
+            let r = record(jobs, job)?;
+            if !r.state.is_terminal() {
+                return Err(Refusal::Invalid(format!(
+                    "job {job} is {}: only an ended job can be deleted (cancel it first)",
+                    r.state.name()
+                )));
+            }
+            let epoch = r.epoch;
+            jobs.remove(&job);
+            Ok(epoch)
         }
         JobCommand::Cancel { job, at_ms } => {
             let r = record(jobs, job)?;

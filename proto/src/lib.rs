@@ -18,4 +18,5 @@ pub mod v1 {
 /// version with an error naming both. Version 2: job-scoped shard commands
 /// and reads name the job's run (epoch). Version 3: refusals are typed
 /// (`DataError::Refused` carries a `Refusal`) and a `Load` carries many rows.
-pub const PROTOCOL_VERSION: u32 = 4;
+/// Version 5: `ForgetJob` (deleting an ended job on its shards).
+pub const PROTOCOL_VERSION: u32 = 5;

@@ -589,6 +589,26 @@ pub mod jobs_client {
             req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Cancel"));
             self.inner.unary(req, path, codec).await
         }
+        /// Deletes an ended job: its record, and on every replica its tables,
+        /// checkpoints, worker states and model.
+        pub async fn delete(
+            &mut self,
+            request: impl tonic::IntoRequest<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Delete");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Delete"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Continues a paused or failed job from its newest checkpoint.
         pub async fn resume(
             &mut self,
@@ -1102,6 +1122,12 @@ pub mod jobs_server {
             &self,
             request: tonic::Request<super::JobRef>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
+        /// Deletes an ended job: its record, and on every replica its tables,
+        /// checkpoints, worker states and model.
+        async fn delete(
+            &self,
+            request: tonic::Request<super::JobRef>,
+        ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
         /// Continues a paused or failed job from its newest checkpoint.
         async fn resume(
             &self,
@@ -1368,6 +1394,49 @@ pub mod jobs_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CancelSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Delete" => {
+                    #[allow(non_camel_case_types)]
+                    struct DeleteSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    for DeleteSvc<T> {
+                        type Response = super::JobInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::JobRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::delete(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DeleteSvc(inner);
                         let codec = tonic::codec::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

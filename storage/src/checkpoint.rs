@@ -219,6 +219,40 @@ impl CheckpointStore {
 
     /// Deletes every checkpoint of `job` older than its newest `keep`
     /// clocks. Returns the clocks deleted.
+    /// Deletes every part stored for `job` (checkpoints, worker states,
+    /// the model), by point deletes (see [`prune`](Self::prune)).
+    pub fn forget(&self, job: JobId) -> Result<()> {
+        let cf = self.db.cf(CF_CHECKPOINT);
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::prefix_end(job).to_vec());
+        let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
+        it.seek(keys::prefix(job));
+        let mut batch = WriteBatch::default();
+        let mut n = 0usize;
+        while it.valid() {
+            batch.delete_cf(cf, it.key().expect("valid iterator has a key"));
+            n += 1;
+            it.next();
+        }
+        it.status().map_err(|source| StorageError::Rocks {
+            op: "forget job",
+            group: job,
+            key: keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            source,
+        })?;
+        drop(it);
+        self.db.write_sync(
+            batch,
+            self.sync && self.db.config().sync_writes,
+            "forget job",
+            job,
+            &keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+        )?;
+        self.db.checkpoint_floor.lock().remove(&job);
+        tracing::debug!(job, keys = n, "job forgotten");
+        Ok(())
+    }
+
     pub fn prune(&self, job: JobId, keep: usize) -> Result<Vec<Clock>> {
         let keep = keep.max(1);
         let clocks: Vec<Clock> = self.list(job)?.into_iter().map(|c| c.clock).collect();

@@ -35,6 +35,8 @@ pub enum Effect {
         worker: WorkerId,
         data: Vec<u8>,
     },
+    /// Delete everything stored for a job (checkpoints, blobs, its model).
+    Forget(JobId),
 }
 
 /// The replica's state. See the module docs.
@@ -371,6 +373,15 @@ impl ShardData {
             }
             ShardRequest::Meta(_) => {
                 ShardResponse::refused("a metadata command sent to a shard group")
+            }
+            ShardRequest::ForgetJob { job } => {
+                self.current.drop_job(job);
+                self.base.drop_job(job);
+                self.jobs.remove(&job);
+                self.pending.remove(&job);
+                self.tables.retain(|_, t| t.job != job);
+                effects.push(Effect::Forget(job));
+                ShardResponse::default()
             }
         };
         (resp, effects)

@@ -245,6 +245,7 @@ impl ShardStateMachine {
                     } => self
                         .checkpoints
                         .put_worker_blob(job, clock, worker, &data)?,
+                    Effect::Forget(job) => self.checkpoints.forget(job)?,
                 }
             }
             out.push(resp);

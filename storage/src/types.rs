@@ -92,6 +92,10 @@ pub enum ShardRequest {
     /// (petuum-cluster). Shard groups refuse it; sharing one entry type
     /// lets every group on a node share the log store and the network.
     Meta(Vec<u8>),
+    /// Forgets an ended job for good: its tables and rows, and the
+    /// checkpoints, worker states and model this node stored for it
+    /// (`petuum-client delete`, the retention policy). Idempotent.
+    ForgetJob { job: JobId },
 }
 
 impl ShardRequest {
@@ -111,7 +115,8 @@ impl ShardRequest {
                 ShardRequest::CreateTable(_)
                 | ShardRequest::RegisterJob { .. }
                 | ShardRequest::Checkpoint { .. }
-                | ShardRequest::DropJob { .. } => 0,
+                | ShardRequest::DropJob { .. }
+                | ShardRequest::ForgetJob { .. } => 0,
             }
     }
 }

@@ -550,3 +550,93 @@ fn data_roots_confine_job_data_and_errors_do_not_echo_it() {
     assert!(e.contains("bad.libsvm:2"), "{e}");
     assert!(!e.contains("hunter2") && !e.contains("PASSWORD"), "{e}");
 }
+
+/// `petuum-client delete` and the retention policy remove an ended job
+/// everywhere: its record, and on every node its checkpoints, worker
+/// states and model (read back from each node's RocksDB after the nodes
+/// stop). A running job cannot be deleted; another job's data stays.
+#[test]
+fn delete_and_retention_remove_ended_jobs_everywhere() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = LocalCluster::start(3, 4, "[retention]\nkeep_finished = 1\nkeep_days = 0\n");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = endpoint(&c, 2);
+    let spec = |name: &str, clocks: u64| {
+        let p = c.path().join(format!("{name}.toml"));
+        let model = c.path().join(format!("{name}.safetensors"));
+        std::fs::write(&p, spam_lr_job(name, clocks, 2, &model)).unwrap();
+        p
+    };
+    let done = |job: u64| {
+        wait_for(&c, &ep, job, Duration::from_secs(120), "success", |s| {
+            s["state"] == "succeeded"
+        })
+    };
+    let a = submit(&c, &ep, &spec("a", 6));
+    done(a);
+    let b = submit(&c, &ep, &spec("b", 6));
+    done(b);
+    // A long job, with a checkpoint, stays.
+    let long = submit(&c, &ep, &spec("long", 1_000_000));
+    wait_for(
+        &c,
+        &ep,
+        long,
+        Duration::from_secs(120),
+        "a checkpoint",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 2,
+    );
+    let out = client(&ep, &["delete", &long.to_string()], c.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("cancel it first"), "{err}");
+    // Retention keeps the newest ended job (b): a goes within a round.
+    let start = Instant::now();
+    loop {
+        let out = client(&ep, &["status", &a.to_string()], c.path());
+        if out.status.code() == Some(4) {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "retention did not delete job {a}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // b by hand.
+    let out = client(&ep, &["delete", &b.to_string()], c.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        client(&ep, &["status", &b.to_string()], c.path())
+            .status
+            .code(),
+        Some(4)
+    );
+    let out = client(&ep, &["cancel", &long.to_string()], c.path());
+    assert!(out.status.success());
+    wait_for(&c, &ep, long, Duration::from_secs(60), "cancelled", |s| {
+        s["state"] == "cancelled"
+    });
+    for id in 1..=3 {
+        c.kill(id);
+    }
+    let mut long_parts = 0;
+    for id in 1..=3 {
+        let db = petuum_storage::NodeDb::open(petuum_storage::StorageConfig::new(
+            c.data_dir(id).join("db"),
+        ))
+        .unwrap();
+        let store = petuum_storage::CheckpointStore::new(db);
+        for gone in [a, b] {
+            let left = store.list(gone).unwrap();
+            assert!(left.is_empty(), "node {id} still has job {gone}: {left:?}");
+        }
+        long_parts += store.list(long).unwrap().len();
+    }
+    assert!(long_parts > 0, "no node has the checkpoints of job {long}");
+}

@@ -56,6 +56,25 @@ impl ClusterNode {
         Err(last)
     }
 
+    /// One job's record. With a local replica only that record is copied
+    /// (runs poll their record every few milliseconds; the whole metadata
+    /// holds every job's history and events).
+    pub async fn meta_job(&self, job: u64) -> Result<Option<crate::jobs::JobRecord>, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.with_state(|m| m.jobs.get(&job).cloned()));
+        }
+        Ok(self.meta_read().await?.jobs.remove(&job))
+    }
+
+    /// `f` of the metadata, without copying it when this node holds a
+    /// replica.
+    pub async fn meta_view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Result<R, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.with_state(f));
+        }
+        Ok(f(&self.meta_read().await?))
+    }
+
     /// Changes of the metadata, to await instead of polling
     /// [`meta_read`](Self::meta_read); without a local replica they are
     /// polled every `poll`.

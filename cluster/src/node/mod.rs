@@ -295,6 +295,12 @@ impl ClusterNode {
         self.meta.as_ref().map(|m| m.1.state())
     }
 
+    /// `f` of this node's metadata replica (None without one), without
+    /// copying it.
+    pub fn with_meta<R>(&self, f: impl FnOnce(&crate::meta::MetaState) -> R) -> Option<R> {
+        self.meta.as_ref().map(|m| m.1.with_state(f))
+    }
+
     fn members(&self, group: u64) -> BTreeMap<u64, BasicNode> {
         self.placement
             .members(group)

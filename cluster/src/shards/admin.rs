@@ -115,6 +115,13 @@ impl ClusterShards {
         )
     }
 
+    /// Forgets an ended `job` on every shard: its tables, and what each
+    /// replica stored for it (checkpoints, worker states, the model).
+    pub fn forget_job(&self, job: JobId) -> Result<(), TableError> {
+        self.jobs.lock().remove(&job);
+        self.commands(None, self.all_shards(ShardRequest::ForgetJob { job }))
+    }
+
     /// Runs a metadata command.
     /// A refusal (the metadata group's, or a node rejecting the call) is
     /// returned at once; anything else is retried on every node until the

@@ -40,7 +40,8 @@ fn request_job(req: &ShardRequest) -> Option<JobId> {
         | ShardRequest::DropJob { job, .. } => Some(*job),
         ShardRequest::Batch { batch, .. } => Some(batch.job),
         ShardRequest::CreateTable(t) => Some(t.job),
-        ShardRequest::Load { .. } | ShardRequest::Meta(_) => None,
+        // Not a run's: an ended job's, refused by no epoch.
+        ShardRequest::Load { .. } | ShardRequest::Meta(_) | ShardRequest::ForgetJob { .. } => None,
     }
 }
 

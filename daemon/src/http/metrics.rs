@@ -409,47 +409,52 @@ impl Metrics {
         if !node.is_meta_leader() {
             return;
         }
-        let Some(meta) = node.meta_state() else {
-            return;
-        };
         let now = crate::jobs::now_ms();
-        for r in meta.jobs.values() {
-            let ended_long_ago = r.state.is_terminal()
-                && r.finished_ms
-                    .is_some_and(|f| now.saturating_sub(f) > KEEP_ENDED.as_millis() as u64);
-            if ended_long_ago {
-                continue;
+        node.with_meta(|meta| {
+            for r in meta.jobs.values() {
+                self.export_job(r, now);
             }
-            let l = JobLabel { job_id: r.id };
-            g.job_info
-                .get_or_create(&JobInfoLabels {
-                    job_id: r.id,
-                    name: r.name.clone(),
-                    algorithm: r.algorithm.clone(),
-                    state: r.state.name().to_string(),
-                })
-                .set(1);
-            let p = r.progress.clone().unwrap_or_default();
-            g.job_clock.get_or_create(&l).set(p.clock as i64);
-            g.job_clocks.get_or_create(&l).set(r.clocks as i64);
-            g.job_epoch.get_or_create(&l).set(r.epoch as i64);
-            g.job_recoveries.get_or_create(&l).set(r.recoveries as i64);
-            g.job_workers.get_or_create(&l).set(r.workers as i64);
-            if r.progress.is_some() {
-                g.job_objective.get_or_create(&l).set(p.objective);
-                let running = r.state == JobState::Running;
-                g.job_throughput
-                    .get_or_create(&l)
-                    .set(if running { p.throughput } else { 0.0 });
-            }
-            if let Some(c) = r.checkpoint {
-                g.job_checkpoint_clock.get_or_create(&l).set(c as i64);
-            }
-            if let (Some(at), false) = (r.checkpoint_ms, r.state.is_terminal()) {
-                g.job_checkpoint_age
-                    .get_or_create(&l)
-                    .set(now.saturating_sub(at) as f64 / 1000.0);
-            }
+        });
+    }
+
+    /// The record gauges of one job (none once it ended long ago).
+    fn export_job(&self, r: &petuum_cluster::jobs::JobRecord, now: u64) {
+        let g = &self.g;
+        let ended_long_ago = r.state.is_terminal()
+            && r.finished_ms
+                .is_some_and(|f| now.saturating_sub(f) > KEEP_ENDED.as_millis() as u64);
+        if ended_long_ago {
+            return;
+        }
+        let l = JobLabel { job_id: r.id };
+        g.job_info
+            .get_or_create(&JobInfoLabels {
+                job_id: r.id,
+                name: r.name.clone(),
+                algorithm: r.algorithm.clone(),
+                state: r.state.name().to_string(),
+            })
+            .set(1);
+        let p = r.progress.clone().unwrap_or_default();
+        g.job_clock.get_or_create(&l).set(p.clock as i64);
+        g.job_clocks.get_or_create(&l).set(r.clocks as i64);
+        g.job_epoch.get_or_create(&l).set(r.epoch as i64);
+        g.job_recoveries.get_or_create(&l).set(r.recoveries as i64);
+        g.job_workers.get_or_create(&l).set(r.workers as i64);
+        if r.progress.is_some() {
+            g.job_objective.get_or_create(&l).set(p.objective);
+            let running = r.state == JobState::Running;
+            g.job_throughput
+                .get_or_create(&l)
+                .set(if running { p.throughput } else { 0.0 });
+        }
+        if let Some(c) = r.checkpoint {
+            g.job_checkpoint_clock.get_or_create(&l).set(c as i64);
+        }
+        if let (Some(at), false) = (r.checkpoint_ms, r.state.is_terminal()) {
+            g.job_checkpoint_age
+                .get_or_create(&l)
+                .set(now.saturating_sub(at) as f64 / 1000.0);
         }
     }
 }

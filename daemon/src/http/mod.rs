@@ -214,15 +214,16 @@ async fn record(s: &Http, id: &str) -> Result<petuum_cluster::jobs::JobRecord, R
             "a job id is a positive integer",
         ));
     };
-    let meta = s.jobs.node.meta_read().await.map_err(|e| {
-        error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("the metadata group does not answer: {e}"),
-        )
-    })?;
-    meta.jobs
-        .get(&job)
-        .cloned()
+    s.jobs
+        .node
+        .meta_job(job)
+        .await
+        .map_err(|e| {
+            error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the metadata group does not answer: {e}"),
+            )
+        })?
         .ok_or_else(|| error_page(StatusCode::NOT_FOUND, &format!("job {job} not found")))
 }
 

@@ -30,6 +30,8 @@ pub const TABLES_PER_JOB: u64 = 64;
 pub const MODEL_CLOCK: u64 = u64::MAX;
 /// A node that has not answered a probe for this long is presumed dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
+/// How often the metadata leader applies the retention policy.
+const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// How often the scheduler and the supervisors look at the job records.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -275,6 +277,7 @@ impl Jobs {
         // Nodes presumed dead now, and what the log last said of each job.
         let mut dead_now: HashSet<u64> = HashSet::new();
         let mut noted: HashMap<u64, Noted> = HashMap::new();
+        let mut retention_at = Instant::now();
         loop {
             tokio::time::sleep(TICK).await;
             if !self.node.is_meta_leader() {
@@ -316,6 +319,25 @@ impl Jobs {
                 continue;
             };
             note_job_changes(&meta.jobs, &mut noted);
+            if retention_at.elapsed() >= RETENTION_EVERY {
+                retention_at = Instant::now();
+                let ended: Vec<(u64, u64)> = meta
+                    .jobs
+                    .values()
+                    .filter(|r| r.state.is_terminal())
+                    .map(|r| (r.id, r.finished_ms.unwrap_or(r.submitted_ms)))
+                    .collect();
+                let expired = self.node.config.retention.expired(ended, now_ms());
+                // A few per round: deleting is a command on every shard.
+                for job in expired.into_iter().take(8) {
+                    match self.delete(job).await {
+                        Ok(()) => tracing::info!(job, "retention: ended job deleted"),
+                        Err(e) => {
+                            tracing::warn!(job, error = %e, "retention: delete failed; retried next round")
+                        }
+                    }
+                }
+            }
             let leaving = |n: u64| meta.node_states.get(&n) == Some(&NodeState::Leaving);
             let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
             let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
@@ -509,6 +531,34 @@ impl Jobs {
 }
 
 impl Jobs {
+    /// Deletes an ended job: first every shard forgets it (tables,
+    /// checkpoints, worker states, the model, on each replica), then its
+    /// record goes. A failure in between leaves the record, so the delete
+    /// (or the retention policy) can be repeated.
+    pub async fn delete(&self, job: u64) -> Result<(), String> {
+        let node = self.node.clone();
+        let rt = tokio::runtime::Handle::current();
+        let opts = petuum_cluster::ConnectOptions {
+            token: node.client_token(),
+            tls: petuum_cluster::node::client_tls(&node.config).map_err(|e| e.to_string())?,
+            ..Default::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            petuum_cluster::ClusterShards::connect_in(node, rt, opts)
+                .and_then(|s| s.forget_job(job))
+                .map_err(|e| format!("forgetting job {job} on its shards: {e}"))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.node
+            .meta_command(MetaCommand::Job(JobCommand::Delete { job }))
+            .await
+            .map_err(|e| format!("deleting the record of job {job}: {e}"))?;
+        let _ = std::fs::remove_dir_all(self.data_dir.join("jobs").join(job.to_string()));
+        tracing::info!(job, "job deleted");
+        Ok(())
+    }
+
     /// A succeeded job's model file, from any replica of its model shard
     /// (this node's first). The error says which replicas failed.
     pub async fn model_bytes(&self, job: u64) -> Result<Vec<u8>, String> {

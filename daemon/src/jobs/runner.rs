@@ -220,10 +220,10 @@ fn wait_record(
         // (Reading can fail only without a local replica, where every
         // round reads.)
         if changes.take() {
-            if let Ok(meta) = ctx.rt.block_on(ctx.node.meta_read()) {
-                match meta.jobs.get(&ctx.record.id) {
+            if let Ok(rec) = ctx.rt.block_on(ctx.node.meta_job(ctx.record.id)) {
+                match rec {
                     Some(r) if r.epoch != ctx.epoch || r.state.is_terminal() => return None,
-                    Some(r) if f(r) => return Some(r.clone()),
+                    Some(r) if f(&r) => return Some(r),
                     _ => {}
                 }
             }

@@ -102,10 +102,11 @@ const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
     async fn record(&self, job: u64) -> Result<JobRecord, Status> {
-        let meta = self.jobs.node.meta_read().await.map_err(status_of)?;
-        meta.jobs
-            .get(&job)
-            .cloned()
+        self.jobs
+            .node
+            .meta_job(job)
+            .await
+            .map_err(status_of)?
             .ok_or_else(|| Status::not_found(format!("job {job} not found")))
     }
 
@@ -199,10 +200,13 @@ impl JobsApi for JobsSvc {
     }
 
     async fn list(&self, _req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
-        let meta = self.jobs.node.meta_read().await.map_err(status_of)?;
-        Ok(Response::new(ListReply {
-            jobs: meta.jobs.values().map(info).collect(),
-        }))
+        let jobs = self
+            .jobs
+            .node
+            .meta_view(|m| m.jobs.values().map(info).collect())
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(ListReply { jobs }))
     }
 
     async fn cancel(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
@@ -215,6 +219,19 @@ impl JobsApi for JobsSvc {
         let r = self
             .record_after(job, |r| r.cancel_requested || r.state.is_terminal())
             .await?;
+        Ok(Response::new(info(&r)))
+    }
+
+    async fn delete(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
+        let job = req.get_ref().job;
+        let r = self.record(job).await?;
+        if !r.state.is_terminal() {
+            return Err(Status::failed_precondition(format!(
+                "job {job} is {}: only an ended job can be deleted (cancel it first)",
+                r.state.name()
+            )));
+        }
+        self.jobs.delete(job).await.map_err(Status::unavailable)?;
         Ok(Response::new(info(&r)))
     }
 
@@ -259,9 +276,9 @@ impl JobsApi for JobsSvc {
                                 if !changes.take() {
                                     continue;
                                 }
-                                match node.meta_read().await {
-                                    Ok(meta) => match meta.jobs.get(&job) {
-                                        Some(r) => r.clone(),
+                                match node.meta_job(job).await {
+                                    Ok(rec) => match rec {
+                                        Some(r) => r,
                                         None => {
                                             return Some((
                                                 Err(Status::not_found(format!(
