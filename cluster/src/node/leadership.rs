@@ -44,16 +44,20 @@ impl ClusterNode {
         raft.runtime_config().heartbeat(false);
         raft.runtime_config().elect(false);
         let lease = Duration::from_millis(self.config.raft.election_timeout_max_ms + 50);
-        tokio::time::sleep(lease).await;
-        let raft = raft.clone();
-        let yielding = self.yielding.clone();
         let restore = Duration::from_millis(self.config.raft.election_timeout_max_ms * 2);
+        // The undo is scheduled before this call waits: the call is an RPC
+        // handler, dropped when its caller goes away (the node taking the
+        // leadership back can die mid hand-off), and an undo after the
+        // wait never ran then: the group kept refusing writes with
+        // heartbeats off, as leader, for good.
+        let (undo_raft, yielding) = (raft.clone(), self.yielding.clone());
         tokio::spawn(async move {
-            tokio::time::sleep(restore).await;
-            raft.runtime_config().heartbeat(true);
-            raft.runtime_config().elect(true);
+            tokio::time::sleep(lease + restore).await;
+            undo_raft.runtime_config().heartbeat(true);
+            undo_raft.runtime_config().elect(true);
             yielding.lock().remove(&group);
         });
+        tokio::time::sleep(lease).await;
         Ok(())
     }
 

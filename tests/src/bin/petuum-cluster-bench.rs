@@ -13,6 +13,10 @@
 //! `petuumd certs`) and `PETUUM_BENCH_TLS=0` without; either way the
 //! benchmark's client connects as node 1 (with TLS, table traffic needs a
 //! node's certificate), so the two runs compare TLS alone.
+//!
+//! `PETUUM_BENCH_HTTP=1` gives every node an `http_listen` and fetches
+//! each node's `/metrics` every second while the workload runs
+//! (`PETUUM_BENCH_HTTP=0`: the same without), for the cost of metrics.
 
 use petuum_cluster::placement::shard_group;
 use petuum_core::batch::{RowUpdate, UpdateBatch};
@@ -175,12 +179,44 @@ fn main() {
     } else {
         Vec::new()
     };
+    let http = std::env::var("PETUUM_BENCH_HTTP").ok();
+    let http_ports: Vec<u16> = match http.as_deref() {
+        Some("1") => (0..nodes)
+            .map(|_| petuum_tests::cluster::free_port())
+            .collect(),
+        _ => Vec::new(),
+    };
     let mut c = LocalCluster::start_with(nodes, SHARDS, |id| {
+        let listen = http_ports.get(id as usize - 1).map_or(String::new(), |p| {
+            format!("http_listen = \"127.0.0.1:{p}\"\n")
+        });
         format!(
-            "{extra}\n{}",
+            "{listen}{extra}\n{}",
             tables.get(id as usize - 1).cloned().unwrap_or_default()
         )
     });
+    if let Some(h) = &http {
+        println!("metrics scraped every second: {}", h == "1");
+    }
+    let scraping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let scraper = {
+        let (ports, on) = (http_ports.clone(), scraping.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while on.load(std::sync::atomic::Ordering::SeqCst) && !ports.is_empty() {
+                let t = Instant::now();
+                for p in &ports {
+                    if petuum_tests::http_get(&format!("127.0.0.1:{p}"), "/metrics", None)
+                        .is_ok_and(|r| r.0 == 200)
+                    {
+                        n += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+            n
+        })
+    };
     let client = Arc::new(match tls.as_deref() {
         Some("1") => {
             use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -206,6 +242,11 @@ fn main() {
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
     let replicated = workload(client.clone(), 1, clocks);
+    scraping.store(false, std::sync::atomic::Ordering::SeqCst);
+    let scrapes = scraper.join().unwrap();
+    if !http_ports.is_empty() {
+        println!("{scrapes} scrapes of /metrics during the workload");
+    }
     // One batch per shard per worker per clock: its size is what a synced
     // append of the cluster carries.
     let block = (ROWS_PER_CLOCK as usize * COLUMNS as usize * 4 / SHARDS as usize).max(4096);
