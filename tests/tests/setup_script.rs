@@ -76,10 +76,16 @@ impl World {
 
     /// The packages setup.sh would install here.
     fn missing(&self) -> Vec<String> {
+        self.missing_with(&[])
+    }
+
+    /// `setup.sh --print-missing EXTRA...`.
+    fn missing_with(&self, extra: &[&str]) -> Vec<String> {
         let script = petuum_tests::manifest_dir().join("../scripts/setup.sh");
         let out = Command::new("/bin/bash")
             .arg(&script)
             .arg("--print-missing")
+            .args(extra)
             .env_clear()
             .env("PATH", self.bin())
             .env("HOME", self.path("home"))
@@ -100,7 +106,7 @@ impl World {
 }
 
 /// Everything a complete machine has on PATH.
-const COMMANDS: &[&str] = &["cargo", "curl", "openssl", "python3", "npm"];
+const COMMANDS: &[&str] = &["cargo", "curl", "python3", "npm"];
 
 #[test]
 fn libclang_cpp_alone_asks_for_libclang_dev() {
@@ -151,7 +157,6 @@ fn fresh_debian_without_rust_python_or_npm() {
             "pkg-config",
             "libclang-dev",
             "curl",
-            "openssl",
             "python3",
             "python3-pip",
             "npm"
@@ -168,4 +173,13 @@ fn python_without_pip_asks_for_pip_only() {
         "#!/bin/bash\n[[ \"$1 $2\" == \"-m pip\" ]] && exit 1\nexit 0\n",
     );
     assert_eq!(w.missing(), ["python3-pip"]);
+}
+
+#[test]
+fn the_test_suite_also_asks_for_prometheus_and_chromium() {
+    let w = World::new(&["build-essential", "pkg-config", "libclang-dev"], COMMANDS);
+    assert_eq!(w.missing(), Vec::<String>::new());
+    assert_eq!(w.missing_with(&["--test"]), ["prometheus", "chromium"]);
+    w.script("chromium", "#!/bin/bash\nexit 0\n");
+    assert_eq!(w.missing_with(&["--test"]), ["prometheus"]);
 }
