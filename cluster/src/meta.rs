@@ -10,7 +10,7 @@ use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
 use petuum_core::types::{TableId, TableSpec};
 use petuum_storage::keys::{self, CF_SNAPSHOT};
-use petuum_storage::metrics::GroupLabel;
+use petuum_storage::metrics::GroupMetrics;
 use petuum_storage::types::{SnapshotData, SnapshotMeta, StoredMembership};
 use petuum_storage::{
     Entry, LogId, NodeDb, RaftStorageError, ShardRequest, ShardResponse, StorageError, TypeConfig,
@@ -209,6 +209,7 @@ pub struct MetaStateMachine {
     db: Arc<NodeDb>,
     inner: Arc<RwLock<MetaReplica>>,
     applied: tokio::sync::watch::Sender<u64>,
+    metrics: GroupMetrics,
 }
 
 fn applied_index(r: &MetaReplica) -> u64 {
@@ -230,6 +231,7 @@ impl MetaStateMachine {
         };
         let (applied, _) = tokio::sync::watch::channel(applied_index(&replica));
         Ok(MetaStateMachine {
+            metrics: db.metrics().group(META_GROUP),
             db,
             inner: Arc::new(RwLock::new(replica)),
             applied,
@@ -263,6 +265,7 @@ impl MetaStateMachine {
 /// Builds the snapshot prepared when openraft asked for the builder.
 pub struct MetaSnapshotBuilder {
     db: Arc<NodeDb>,
+    metrics: GroupMetrics,
     prepared: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
@@ -281,11 +284,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
                 META_GROUP,
             )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
-        self.db
-            .metrics()
-            .snapshots_built
-            .get_or_create(&GroupLabel::of(META_GROUP))
-            .inc();
+        self.metrics.snapshots_built.inc();
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -351,10 +350,8 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         }
         drop(r);
         self.publish();
-        self.db
-            .metrics()
+        self.metrics
             .apply_seconds
-            .get_or_create(&GroupLabel::of(META_GROUP))
             .observe(started.elapsed().as_secs_f64());
         Ok(out)
     }
@@ -373,6 +370,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
         };
         MetaSnapshotBuilder {
             db: self.db.clone(),
+            metrics: self.metrics.clone(),
             prepared: Some((meta, encode_snapshot(&r))),
         }
     }
@@ -401,11 +399,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         *self.inner.write() = replica;
         self.publish();
-        self.db
-            .metrics()
-            .snapshots_installed
-            .get_or_create(&GroupLabel::of(META_GROUP))
-            .inc();
+        self.metrics.snapshots_installed.inc();
         Ok(())
     }
 

@@ -233,9 +233,8 @@ impl Aggregator<'_> {
             });
         }
     }
-}
 
-impl Aggregator<'_> {
+    /// The workers' traffic so far, summed.
     fn traffic(&self) -> Traffic {
         let all = self.traffic.lock();
         Traffic {

@@ -217,42 +217,22 @@ impl CheckpointStore {
             .map(|c| c.clock))
     }
 
-    /// Deletes every checkpoint of `job` older than its newest `keep`
-    /// clocks. Returns the clocks deleted.
     /// Deletes every part stored for `job` (checkpoints, worker states,
-    /// the model), by point deletes (see [`prune`](Self::prune)).
+    /// the model).
     pub fn forget(&self, job: JobId) -> Result<()> {
-        let cf = self.db.cf(CF_CHECKPOINT);
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_end(job).to_vec());
-        let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
-        it.seek(keys::prefix(job));
-        let mut batch = WriteBatch::default();
-        let mut n = 0usize;
-        while it.valid() {
-            batch.delete_cf(cf, it.key().expect("valid iterator has a key"));
-            n += 1;
-            it.next();
-        }
-        it.status().map_err(|source| StorageError::Rocks {
-            op: "forget job",
-            group: job,
-            key: keys::show(CF_CHECKPOINT, &keys::prefix(job)),
-            source,
-        })?;
-        drop(it);
-        self.db.write_sync(
-            batch,
-            self.sync && self.db.config().sync_writes,
-            "forget job",
+        let n = self.delete_keys(
             job,
-            &keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            &keys::prefix(job),
+            &keys::prefix_end(job),
+            "forget job",
         )?;
         self.db.checkpoint_floor.lock().remove(&job);
         tracing::debug!(job, keys = n, "job forgotten");
         Ok(())
     }
 
+    /// Deletes every checkpoint of `job` older than its newest `keep`
+    /// clocks. Returns the clocks deleted.
     pub fn prune(&self, job: JobId, keep: usize) -> Result<Vec<Clock>> {
         let keep = keep.max(1);
         let clocks: Vec<Clock> = self.list(job)?.into_iter().map(|c| c.clock).collect();
@@ -260,41 +240,62 @@ impl CheckpointStore {
             return Ok(Vec::new());
         }
         let cut = clocks[clocks.len() - keep];
-        // Point deletes of the keys below the cut, not a range delete:
-        // range tombstones pile up in the memtable and every later read of
-        // the column family pays for all of them (checkpoint_every = 1 got
-        // slower with every checkpoint).
+        let from = match self.db.checkpoint_floor.lock().get(&job) {
+            Some(&c) => keys::checkpoint_prefix(job, c),
+            None => keys::checkpoint_prefix(job, 0),
+        };
+        self.delete_keys(
+            job,
+            &from,
+            &keys::checkpoint_prefix(job, cut),
+            "prune checkpoints",
+        )?;
+        self.db.checkpoint_floor.lock().insert(job, cut);
+        let deleted: Vec<Clock> = clocks.into_iter().filter(|&c| c < cut).collect();
+        tracing::debug!(job, ?deleted, "old checkpoints deleted");
+        Ok(deleted)
+    }
+
+    /// Deletes the keys of `job` in `[from, until)` in one write; returns
+    /// how many. Point deletes, not a range delete: range tombstones pile
+    /// up in the memtable and every later read of the column family pays
+    /// for all of them (checkpoint_every = 1 got slower with every
+    /// checkpoint).
+    fn delete_keys(
+        &self,
+        job: JobId,
+        from: &[u8],
+        until: &[u8],
+        op: &'static str,
+    ) -> Result<usize> {
         let cf = self.db.cf(CF_CHECKPOINT);
         let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::checkpoint_prefix(job, cut).to_vec());
+        ro.set_iterate_upper_bound(until.to_vec());
         let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
-        match self.db.checkpoint_floor.lock().get(&job) {
-            Some(&c) => it.seek(keys::checkpoint_prefix(job, c)),
-            None => it.seek(keys::prefix(job)),
-        }
+        it.seek(from);
         let mut batch = WriteBatch::default();
+        let mut n = 0;
         while it.valid() {
             batch.delete_cf(cf, it.key().expect("valid iterator has a key"));
+            n += 1;
             it.next();
         }
+        let shown = keys::show(CF_CHECKPOINT, &keys::prefix(job));
         it.status().map_err(|source| StorageError::Rocks {
-            op: "prune checkpoints",
+            op,
             group: job,
-            key: keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            key: shown.clone(),
             source,
         })?;
         drop(it);
         self.db.write_sync(
             batch,
             self.sync && self.db.config().sync_writes,
-            "prune checkpoints",
+            op,
             job,
-            &keys::show(CF_CHECKPOINT, &keys::prefix(job)),
+            &shown,
         )?;
-        self.db.checkpoint_floor.lock().insert(job, cut);
-        let deleted: Vec<Clock> = clocks.into_iter().filter(|&c| c < cut).collect();
-        tracing::debug!(job, ?deleted, "old checkpoints deleted");
-        Ok(deleted)
+        Ok(n)
     }
 }
 

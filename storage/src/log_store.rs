@@ -9,7 +9,7 @@ use crate::codec::{checksum, frame, unframe};
 use crate::db::NodeDb;
 use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, META_COMMITTED, META_PURGED, META_VOTE};
-use crate::metrics::GroupLabel;
+use crate::metrics::GroupMetrics;
 use crate::types::{Entry, LogId, ShardRequest, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftLogReader, Vote};
@@ -26,13 +26,15 @@ use std::sync::Arc;
 pub struct RaftLogStore {
     db: Arc<NodeDb>,
     group: u64,
+    metrics: GroupMetrics,
 }
 
 impl RaftLogStore {
     /// The log of `group` (any id but `u64::MAX`) in `db`.
     pub fn new(db: Arc<NodeDb>, group: u64) -> Self {
         assert!(group < u64::MAX, "group id u64::MAX is reserved");
-        RaftLogStore { db, group }
+        let metrics = db.metrics().group(group);
+        RaftLogStore { db, group, metrics }
     }
 
     pub fn group(&self) -> u64 {
@@ -330,11 +332,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         // Not synced: a committed id lost in a crash only means fewer
         // entries re-applied at start; openraft learns it again.
         if let Some(c) = &committed {
-            self.db
-                .metrics()
-                .commit_index
-                .get_or_create(&GroupLabel::of(self.group))
-                .set(c.index as i64);
+            self.metrics.commit_index.set(c.index as i64);
         }
         self.write_meta(META_COMMITTED, &committed, false)
             .map_err(|e| e.into_raft(ErrorVerb::Write))
@@ -362,12 +360,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         // reach the WAL in order, so what a sync makes durable is always a
         // prefix of each group's writes (votes, appends, truncations).
         let started = std::time::Instant::now();
-        let latency = self
-            .db
-            .metrics()
-            .append_seconds
-            .get_or_create(&GroupLabel::of(self.group))
-            .clone();
+        let latency = self.metrics.append_seconds.clone();
         match self.write_entries(entries, false) {
             Ok(_) => {
                 self.db.after_wal_sync(Box::new(move |r| {

@@ -9,7 +9,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::db::NodeDb;
 use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_SNAPSHOT};
-use crate::metrics::GroupLabel;
+use crate::metrics::GroupMetrics;
 use crate::shard_data::{Effect, ShardData};
 use crate::snapshot::{self, SnapshotHeader};
 use crate::types::{
@@ -96,6 +96,7 @@ pub struct ShardStateMachine {
     inner: Arc<RwLock<Replica>>,
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     log: Arc<LogSinceSnapshot>,
+    metrics: GroupMetrics,
 }
 
 impl ShardStateMachine {
@@ -106,6 +107,7 @@ impl ShardStateMachine {
         assert!(group < u64::MAX, "group id u64::MAX is reserved");
         let sm = ShardStateMachine {
             checkpoints: CheckpointStore::deferred(db.clone()),
+            metrics: db.metrics().group(group),
             db,
             group,
             shard,
@@ -374,6 +376,7 @@ impl ShardStateMachine {
 /// consistent with the applied state at that moment).
 pub struct ShardSnapshotBuilder {
     prepared: Option<Result<(SnapshotMeta, Vec<u8>)>>,
+    metrics: GroupMetrics,
     db: Arc<NodeDb>,
     group: u64,
     shard: ShardId,
@@ -400,11 +403,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             )
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
-        self.db
-            .metrics()
-            .snapshots_built
-            .get_or_create(&GroupLabel::of(self.group))
-            .inc();
+        self.metrics.snapshots_built.inc();
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -427,15 +426,16 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let db = self.db.clone();
-        db.metrics()
-            .time_apply(self.group, || self.apply_entries(entries))
+        let metrics = self.metrics.clone();
+        metrics
+            .time_apply(|| self.apply_entries(entries))
             .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         ShardSnapshotBuilder {
             prepared: Some(self.encode_snapshot()),
+            metrics: self.metrics.clone(),
             db: self.db.clone(),
             group: self.group,
             shard: self.shard,
@@ -453,11 +453,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     ) -> Result<(), RaftStorageError> {
         self.install(meta, snapshot.into_inner())
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
-        self.db
-            .metrics()
-            .snapshots_installed
-            .get_or_create(&GroupLabel::of(self.group))
-            .inc();
+        self.metrics.snapshots_installed.inc();
         Ok(())
     }
 

@@ -325,6 +325,19 @@ pub fn make_certs(dir: &Path, nodes: u64) -> Vec<String> {
         .collect()
 }
 
+/// A job API client of the node at `ep` (`http://host:port`), retrying
+/// for 30 s while it starts.
+pub async fn connect_client(ep: &str) -> petuum_client::Client {
+    let start = Instant::now();
+    loop {
+        match petuum_client::Client::connect(ep, None).await {
+            Ok(c) => return c,
+            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("{e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// `petuum-client --endpoint EP ARGS` in `cwd`.
 pub fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
     let mut all = vec!["--endpoint", ep];

@@ -268,12 +268,7 @@ impl ClusterNode {
     /// ending with the group).
     pub fn watch_elections(self: &Arc<Self>) {
         for (group, raft) in self.groups() {
-            let won = self
-                .db
-                .metrics()
-                .elections_won
-                .get_or_create(&petuum_storage::metrics::GroupLabel::of(group))
-                .clone();
+            let won = self.db.metrics().group(group).elections_won;
             let me = self.id();
             let mut rx = raft.metrics();
             tokio::spawn(async move {

@@ -16,7 +16,6 @@ use crate::retry::Retry;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
 use petuum_core::types::ShardId;
-use petuum_storage::metrics::GroupLabel;
 use petuum_storage::{
     NodeDb, RaftLogStore, ShardHandle, ShardStateMachine, StorageConfig, TypeConfig,
 };
@@ -137,11 +136,7 @@ async fn open_group(
     let net = GroupNetwork {
         peers,
         group,
-        snapshots_sent: db
-            .metrics()
-            .snapshots_sent
-            .get_or_create(&GroupLabel::of(group))
-            .clone(),
+        snapshots_sent: db.metrics().group(group).snapshots_sent,
     };
     let started = std::time::Instant::now();
     let raft_error =

@@ -17,7 +17,7 @@
 //! job's own run time and test accuracy of each.
 
 use petuum_client::{Client, JobInfo};
-use petuum_tests::cluster::LocalCluster;
+use petuum_tests::cluster::{connect_client, LocalCluster};
 use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -48,17 +48,6 @@ async fn poll(c: &mut Client, job: u64, what: &str, f: impl Fn(&JobInfo) -> bool
             "timed out waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn connect(ep: &str) -> Client {
-    let start = Instant::now();
-    loop {
-        match Client::connect(ep, None).await {
-            Ok(c) => return c,
-            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
     }
 }
 
@@ -102,7 +91,7 @@ fn mnist(runs: usize) {
         );
         let t = Instant::now();
         let info = rt.block_on(async {
-            let mut cl = connect(&ep).await;
+            let mut cl = connect_client(&ep).await;
             let job = cl.submit(&spec).await.unwrap().id;
             poll(&mut cl, job, "success", |i| i.state == "succeeded").await
         });
@@ -168,7 +157,7 @@ fn main() {
     for every in [0u64, 10, 1] {
         let s = spec(dir.path(), &format!("ckpt{every}"), clocks, every);
         let info = rt.block_on(async {
-            let mut cl = connect(&ep(&c, 1)).await;
+            let mut cl = connect_client(&ep(&c, 1)).await;
             let job = cl.submit(&s).await.unwrap().id;
             poll(&mut cl, job, "success", |i| i.state == "succeeded").await
         });
@@ -195,7 +184,7 @@ fn main() {
     for k in 0..kills {
         let s = spec(dir.path(), &format!("kill{k}"), 100_000, 10);
         let (host, job, before) = rt.block_on(async {
-            let mut cl = connect(&ep(&c, 1)).await;
+            let mut cl = connect_client(&ep(&c, 1)).await;
             let job = cl.submit(&s).await.unwrap().id;
             // Kill at a varying distance from the last checkpoint.
             let target = 20 + 3 * k;
@@ -209,7 +198,7 @@ fn main() {
         let t0 = Instant::now();
         let other = (1..=3).find(|&n| n != host).unwrap();
         let (assigned, running, after) = rt.block_on(async {
-            let mut cl = connect(&ep(&c, other)).await;
+            let mut cl = connect_client(&ep(&c, other)).await;
             let a = poll(&mut cl, job, "reassignment", |i| {
                 i.host != host && i.host != 0
             })

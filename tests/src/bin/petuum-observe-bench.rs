@@ -12,8 +12,7 @@
 //! Release build: `cargo build --release --bins`, then
 //! `target/release/petuum-observe-bench overhead 3`.
 
-use petuum_client::Client;
-use petuum_tests::cluster::{free_port, LocalCluster};
+use petuum_tests::cluster::{connect_client, free_port, LocalCluster};
 use petuum_tests::{http_get, spam_lr_job};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,20 +23,9 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn connect(ep: &str) -> Client {
-    let start = Instant::now();
-    loop {
-        match Client::connect(ep, None).await {
-            Ok(c) => return c,
-            Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("{e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Submits `spec` and waits for success: the job's own seconds and clocks.
 async fn run_job(ep: &str, spec: &std::path::Path) -> (f64, u64) {
-    let mut c = connect(ep).await;
+    let mut c = connect_client(ep).await;
     let job = c.submit(spec).await.expect("submit").id;
     let start = Instant::now();
     loop {
@@ -145,7 +133,11 @@ fn scrape(n: usize) {
     let model = c.path().join("long.safetensors");
     std::fs::write(&spec, spam_lr_job("scrape-long", 100_000, 50, &model)).unwrap();
     rt.block_on(async {
-        connect(&ep).await.submit(&spec).await.expect("submit");
+        connect_client(&ep)
+            .await
+            .submit(&spec)
+            .await
+            .expect("submit");
     });
     std::thread::sleep(Duration::from_secs(3));
     let addr = format!("127.0.0.1:{port}");
