@@ -38,7 +38,53 @@ impl ClientError {
     }
 }
 
-pub use petuum_proto::v1::JobInfo;
+pub use petuum_proto::v1::{DatasetInfo, JobInfo};
+
+/// The data fields of a job spec's `[data]` table that name files.
+const DATA_FIELDS: [&str; 5] = ["train", "train_labels", "test", "test_labels", "vocab"];
+
+/// The bytes of one upload message.
+const UPLOAD_MESSAGE: usize = 1 << 20;
+
+/// A file stored in the dataset store.
+#[derive(Clone, Debug)]
+pub struct Uploaded {
+    pub info: DatasetInfo,
+    /// Whether bytes were sent (false: the cluster had them already).
+    pub sent: bool,
+}
+
+/// sha256 (hex) and size of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = read_full(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, size))
+}
+
+/// Reads until `buf` is full or the end of the file.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
 
 /// Whether a job state is final.
 pub fn is_terminal(state: &str) -> bool {
@@ -355,6 +401,129 @@ impl Client {
                     .collect()
             })
             .map_err(|s| self.err(s))
+    }
+
+    /// A dataset of the cluster's store (`NotFound` when it has none with
+    /// that sha256).
+    pub async fn dataset(&mut self, sha256: &str) -> Result<DatasetInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::DatasetRef {
+            sha256: sha256.to_string(),
+        });
+        self.jobs
+            .dataset_stat(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    /// Every dataset of the store.
+    pub async fn datasets(&mut self) -> Result<Vec<DatasetInfo>, ClientError> {
+        let req = self.req(petuum_proto::v1::ListRequest {});
+        self.jobs
+            .datasets(req)
+            .await
+            .map(|r| r.into_inner().datasets)
+            .map_err(|s| self.err(s))
+    }
+
+    /// Forgets a dataset (refused while a job that has not ended uses it).
+    pub async fn remove_dataset(&mut self, sha256: &str) -> Result<DatasetInfo, ClientError> {
+        let req = self.req(petuum_proto::v1::DatasetRef {
+            sha256: sha256.to_string(),
+        });
+        self.jobs
+            .remove_dataset(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))
+    }
+
+    /// Stores a local file in the cluster's dataset store. The file is
+    /// hashed here first: when the cluster already has those bytes nothing
+    /// is sent (`Uploaded::sent` is false).
+    pub async fn upload(&mut self, path: &Path) -> Result<Uploaded, ClientError> {
+        let io = |e: std::io::Error| ClientError::Io(format!("{}: {e}", path.display()));
+        let (sha256, size) = hash_file(path).map_err(io)?;
+        match self.dataset(&sha256).await {
+            Ok(info) if info.ready => return Ok(Uploaded { info, sent: false }),
+            Ok(_) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| "data".into());
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let shown = path.display().to_string();
+        // The file is read as the stream is sent (1 MiB a message).
+        let mut first = Some((sha256, name, size));
+        let messages = futures::stream::poll_fn(move |_| {
+            let mut buf = vec![0u8; UPLOAD_MESSAGE];
+            let n = match read_full(&mut file, &mut buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    // The server sees a short upload and refuses it.
+                    eprintln!("petuum-client: reading {shown}: {e}");
+                    0
+                }
+            };
+            buf.truncate(n);
+            let (sha256, name, size) = first.take().unwrap_or_default();
+            if n == 0 && sha256.is_empty() {
+                return std::task::Poll::Ready(None);
+            }
+            std::task::Poll::Ready(Some(petuum_proto::v1::UploadChunk {
+                sha256,
+                name,
+                size,
+                data: buf,
+            }))
+        });
+        let req = self.req(messages);
+        let info = self
+            .jobs
+            .upload(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.err(s))?;
+        Ok(Uploaded { info, sent: true })
+    }
+
+    /// Uploads the local data files of a checked spec and points the spec
+    /// at them (`sha256:<hex>`), so nodes that cannot see this machine's
+    /// files can run it. A data path that is a URL, already a dataset, or
+    /// not a file here is left for the cluster to resolve. Returns what
+    /// was uploaded, by field.
+    pub async fn upload_data(
+        &mut self,
+        s: &mut Submission,
+    ) -> Result<Vec<(String, Uploaded)>, ClientError> {
+        let mut doc: toml::Table = s.text.parse().map_err(|e: toml::de::Error| {
+            ClientError::Invalid(format!("{}: {}", s.origin, e.message()))
+        })?;
+        let mut done = Vec::new();
+        if let Some(toml::Value::Table(data)) = doc.get_mut("data") {
+            for field in DATA_FIELDS {
+                let Some(toml::Value::String(v)) = data.get_mut(field) else {
+                    continue;
+                };
+                let p = Path::new(v.as_str());
+                if petuum_core::spec::is_remote(p) {
+                    continue;
+                }
+                let full = s.base_dir.join(p);
+                if !full.is_file() {
+                    continue;
+                }
+                let up = self.upload(&full).await?;
+                *v = format!("sha256:{}", up.info.sha256);
+                done.push((format!("data.{field}"), up));
+            }
+        }
+        if !done.is_empty() {
+            s.text = toml::to_string(&doc).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        }
+        Ok(done)
     }
 
     /// Downloads the trained model to `out` (written atomically); returns

@@ -52,12 +52,22 @@ enum Command {
     /// group has no leader).
     Nodes,
     /// Submit a job spec (validated here, then by the server).
+    /// Local data files are uploaded to the cluster's dataset store first
+    /// (nothing is sent for bytes the cluster already has), so the nodes
+    /// need not see this machine's files.
     Submit {
         job: PathBuf,
         /// Follow the job until it ends (as `watch`).
         #[arg(long)]
         wait: bool,
+        /// Send data paths as they are: every node reads them itself
+        /// (under its data_roots), e.g. from a shared file system.
+        #[arg(long)]
+        no_upload: bool,
     },
+    /// The cluster's dataset store: put, ls, rm.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// A job's state and progress.
     Status { job: u64 },
     /// Follow a job live until it ends (progress bar on a terminal).
@@ -79,6 +89,21 @@ enum Command {
         /// Where to write it.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Upload a file (nothing is sent when the cluster has its bytes);
+    /// prints its name for job specs, `sha256:<hex>`.
+    Put { file: PathBuf },
+    /// The datasets of the store.
+    Ls,
+    /// Remove a dataset from every node (refused while a job that has not
+    /// ended uses it).
+    Rm {
+        /// Its sha256 (or `sha256:<hex>`).
+        dataset: String,
     },
 }
 
@@ -114,6 +139,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// The full sha256 of a dataset named by a unique prefix (as `data ls`
+/// shows them).
+async fn resolve_sha(c: &mut Client, prefix: &str) -> Result<String, ClientError> {
+    if prefix.len() == 64 {
+        return Ok(prefix.to_string());
+    }
+    let matching: Vec<String> = c
+        .datasets()
+        .await?
+        .into_iter()
+        .map(|d| d.sha256)
+        .filter(|s| !prefix.is_empty() && s.starts_with(prefix))
+        .collect();
+    match matching.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ClientError::NotFound(format!("no dataset {prefix}"))),
+        _ => Err(ClientError::Invalid(format!(
+            "{prefix} names {} datasets: give more digits",
+            matching.len()
+        ))),
+    }
+}
+
+fn short_sha(sha: &str) -> String {
+    sha.chars().take(12).collect()
+}
+
+fn human_bytes(n: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+fn dataset_json(d: &petuum_client::DatasetInfo) -> serde_json::Value {
+    serde_json::json!({
+        "sha256": d.sha256,
+        "name": d.name,
+        "size": d.size,
+        "holders": d.holders,
+        "ready": d.ready,
+        "source": d.source,
+        "created_ms": d.created_ms,
+        "used_by": d.used_by,
+    })
+}
+
 /// Prints a one-line reason and returns the error's exit code.
 fn fail(json: bool, e: &ClientError) -> ExitCode {
     if json {
@@ -146,8 +226,27 @@ async fn run_jobs(
     };
     let mut c = Client::connect_with(endpoint, creds).await?;
     match cmd {
-        Command::Submit { wait, .. } => {
-            let s = submission.expect("prepared above");
+        Command::Submit {
+            wait, no_upload, ..
+        } => {
+            let mut s = submission.expect("prepared above");
+            if !no_upload {
+                for (field, up) in c.upload_data(&mut s).await? {
+                    if !json {
+                        println!(
+                            "{field}: {} ({}, {}) {}",
+                            up.info.name,
+                            human_bytes(up.info.size),
+                            short_sha(&up.info.sha256),
+                            if up.sent {
+                                "uploaded"
+                            } else {
+                                "already in the cluster"
+                            }
+                        );
+                    }
+                }
+            }
             let info = c.submit_prepared(&s).await?;
             if json {
                 println!("{}", job_json(&info));
@@ -159,6 +258,76 @@ async fn run_jobs(
             }
             if wait {
                 return watch(&mut c, info.id, json).await;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Put { file }) => {
+            let up = c.upload(&file).await?;
+            if json {
+                println!("{}", dataset_json(&up.info));
+            } else {
+                println!(
+                    "sha256:{}  {} ({}, on nodes {:?}){}",
+                    up.info.sha256,
+                    up.info.name,
+                    human_bytes(up.info.size),
+                    up.info.holders,
+                    if up.sent {
+                        ""
+                    } else {
+                        ": already in the cluster, nothing sent"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Ls) => {
+            let all = c.datasets().await?;
+            if json {
+                let v: Vec<_> = all.iter().map(dataset_json).collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else if all.is_empty() {
+                println!("no datasets");
+            } else {
+                println!(
+                    "{:<14} {:<24} {:>10}  {:<10} {:<8} {:<12} SOURCE",
+                    "SHA256", "NAME", "SIZE", "NODES", "STATE", "USED BY"
+                );
+                for d in &all {
+                    println!(
+                        "{:<14} {:<24} {:>10}  {:<10} {:<8} {:<12} {}",
+                        short_sha(&d.sha256),
+                        truncate(&d.name, 24),
+                        human_bytes(d.size),
+                        d.holders
+                            .iter()
+                            .map(|n| n.to_string())
+                            .collect::<Vec<_>>()
+                            .join(","),
+                        if d.ready { "ready" } else { "staged" },
+                        if d.used_by.is_empty() {
+                            "-".to_string()
+                        } else {
+                            d.used_by
+                                .iter()
+                                .map(|n| n.to_string())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        },
+                        d.source
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Rm { dataset }) => {
+            let sha = dataset.strip_prefix("sha256:").unwrap_or(&dataset);
+            let sha = resolve_sha(&mut c, sha).await?;
+            let info = c.remove_dataset(&sha).await?;
+            if json {
+                println!("{}", dataset_json(&info));
+            } else {
+                println!("dataset {} ({}) removed", short_sha(&sha), info.name);
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -112,6 +112,37 @@ impl Retention {
     }
 }
 
+/// The dataset store (docs/jobs.md, "Data that reaches every node").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetsConfig {
+    /// Nodes that keep a copy of each dataset (0: the cluster's
+    /// `replicas`). An upload is acknowledged once a majority of them have
+    /// it; the rest copy it in the background.
+    pub replicas: u32,
+    /// The largest dataset an upload or URL may bring, in MiB.
+    pub max_mib: u64,
+    /// Uploads and URL fetches one node takes at once; more are refused
+    /// as busy.
+    pub max_ingests: u32,
+    /// Let job specs name `http(s)://` URLs on loopback or private
+    /// addresses. Off by default: a client could otherwise make the nodes
+    /// fetch from their own network (cloud metadata services, internal
+    /// endpoints). Link-local addresses are refused always.
+    pub allow_private_urls: bool,
+}
+
+impl Default for DatasetsConfig {
+    fn default() -> Self {
+        DatasetsConfig {
+            replicas: 0,
+            max_mib: 64 << 10,
+            max_ingests: 4,
+            allow_private_urls: false,
+        }
+    }
+}
+
 /// TLS files for mutual authentication between nodes (and with clients).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -182,6 +213,9 @@ pub struct NodeConfig {
     /// Deleting ended jobs (docs/jobs.md, "Retention").
     #[serde(default)]
     pub retention: Retention,
+    /// The dataset store.
+    #[serde(default)]
+    pub datasets: DatasetsConfig,
 }
 
 fn default_max_message_mb() -> u32 {
@@ -196,6 +230,16 @@ fn default_shards() -> u32 {
 }
 
 impl NodeConfig {
+    /// How many nodes keep each dataset: `datasets.replicas`, else the
+    /// cluster's `replicas`, at most the number of nodes.
+    pub fn dataset_replicas(&self) -> usize {
+        let r = match self.datasets.replicas {
+            0 => self.replicas,
+            r => r,
+        };
+        (r as usize).clamp(1, self.peers.len().max(1))
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let shown = path.display().to_string();
@@ -262,6 +306,12 @@ impl NodeConfig {
             return Err(err(
                 "max_message_mb",
                 format!("{} is not in 1..=4096", self.max_message_mb),
+            ));
+        }
+        if self.datasets.max_mib == 0 || self.datasets.max_ingests == 0 {
+            return Err(err(
+                "datasets",
+                "max_mib and max_ingests must be positive".into(),
             ));
         }
         if !(1..=4096).contains(&self.shards) {
@@ -375,6 +425,9 @@ impl NodeConfig {
             .map(|r| std::fs::canonicalize(r).unwrap_or_else(|_| r.clone()))
             .collect();
         for (field, path) in files {
+            if petuum_core::spec::is_remote(path) {
+                continue;
+            }
             let real = std::fs::canonicalize(path)
                 .map_err(|e| format!("`{field}`: {}: {e}", path.display()))?;
             if !roots.iter().any(|r| real.starts_with(r)) {

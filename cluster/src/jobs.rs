@@ -13,6 +13,12 @@ use crate::wire::Refusal;
 use petuum_core::types::Clock;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// The job records by id. Each record sits behind an `Arc`, so a copy of
+/// the metadata copies pointers, not every job's history and events; a
+/// command changes a record copy-on-write (`Arc::make_mut`).
+pub type JobMap = BTreeMap<u64, Arc<JobRecord>>;
 
 /// How many progress samples a job record keeps (the newest).
 pub const HISTORY: usize = 2000;
@@ -354,11 +360,7 @@ pub enum JobCommand {
 }
 
 /// Applies a job command to the records; refusals change nothing.
-pub fn apply(
-    jobs: &mut BTreeMap<u64, JobRecord>,
-    next_id: &mut u64,
-    cmd: JobCommand,
-) -> Result<u64, Refusal> {
+pub fn apply(jobs: &mut JobMap, next_id: &mut u64, cmd: JobCommand) -> Result<u64, Refusal> {
     match cmd {
         JobCommand::Submit {
             name,
@@ -403,7 +405,7 @@ pub fn apply(
                 finished_ms: None,
             };
             r.event(at_ms, "submitted");
-            jobs.insert(id, r);
+            jobs.insert(id, Arc::new(r));
             Ok(id)
         }
         JobCommand::Assign {
@@ -649,25 +651,23 @@ pub fn apply(
 }
 
 /// The record of a running job, for a report made under `epoch`.
-fn current(
-    jobs: &mut BTreeMap<u64, JobRecord>,
-    job: u64,
-    epoch: u64,
-) -> Result<&mut JobRecord, Refusal> {
+fn current(jobs: &mut JobMap, job: u64, epoch: u64) -> Result<&mut JobRecord, Refusal> {
     let r = record(jobs, job)?;
     r.check_epoch(epoch)?;
     Ok(r)
 }
 
-fn record(jobs: &mut BTreeMap<u64, JobRecord>, job: u64) -> Result<&mut JobRecord, Refusal> {
-    jobs.get_mut(&job).ok_or(Refusal::NoSuchJob(job))
+fn record(jobs: &mut JobMap, job: u64) -> Result<&mut JobRecord, Refusal> {
+    jobs.get_mut(&job)
+        .map(Arc::make_mut)
+        .ok_or(Refusal::NoSuchJob(job))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn submit(jobs: &mut BTreeMap<u64, JobRecord>, next: &mut u64) -> u64 {
+    fn submit(jobs: &mut JobMap, next: &mut u64) -> u64 {
         apply(
             jobs,
             next,

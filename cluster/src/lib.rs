@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod datasets;
 pub mod jobs;
 pub mod meta;
 pub mod network;

@@ -2,7 +2,7 @@
 //! nodes, holding the cluster's nodes, shard placement and table
 //! definitions, and allocating ids.
 
-use crate::jobs::{JobCommand, JobRecord};
+use crate::jobs::JobCommand;
 use crate::placement::{Placement, META_GROUP};
 use crate::wire::{self, Refusal};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -32,7 +32,9 @@ pub struct MetaState {
     /// What each node last announced.
     pub node_states: BTreeMap<u64, NodeState>,
     /// Jobs by id (crate::jobs).
-    pub jobs: BTreeMap<u64, JobRecord>,
+    pub jobs: crate::jobs::JobMap,
+    /// The dataset store's records by sha256 (crate::datasets).
+    pub datasets: crate::datasets::DatasetMap,
 }
 
 /// What a node announced to the metadata group.
@@ -72,6 +74,8 @@ pub enum MetaCommand {
     SetNodeState { node: u64, state: NodeState },
     /// A change to the job records.
     Job(JobCommand),
+    /// A change to the dataset records.
+    Dataset(crate::datasets::DatasetCommand),
 }
 
 /// What applying a metadata command gives the node that proposed it (the
@@ -91,6 +95,25 @@ pub enum MetaAnswer {
 }
 
 impl MetaState {
+    /// A copy without the records of ended jobs (what a node without a
+    /// metadata replica polls; the records are shared, not copied).
+    pub fn active(&self) -> MetaState {
+        MetaState {
+            placement: self.placement.clone(),
+            nodes: self.nodes.clone(),
+            tables: self.tables.clone(),
+            next_id: self.next_id,
+            node_states: self.node_states.clone(),
+            jobs: self
+                .jobs
+                .iter()
+                .filter(|(_, r)| !r.state.is_terminal())
+                .map(|(&id, r)| (id, r.clone()))
+                .collect(),
+            datasets: self.datasets.clone(),
+        }
+    }
+
     /// Applies a command; refusals leave the state unchanged.
     pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaAnswer, Refusal> {
         match cmd {
@@ -131,7 +154,14 @@ impl MetaState {
                 Ok(MetaAnswer::Ok)
             }
             MetaCommand::Job(cmd) => {
+                // A job may name only sealed datasets of the store.
+                if let JobCommand::Submit { spec, .. } = &cmd {
+                    crate::datasets::check_refs(&self.datasets, spec)?;
+                }
                 crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd).map(MetaAnswer::Job)
+            }
+            MetaCommand::Dataset(cmd) => {
+                crate::datasets::apply(&mut self.datasets, &self.jobs, cmd).map(|()| MetaAnswer::Ok)
             }
             MetaCommand::AllocIds { count } => {
                 let first = self.next_id.max(1);

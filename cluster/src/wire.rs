@@ -109,6 +109,27 @@ pub enum DataRequest {
         job: JobId,
         clock: Clock,
     },
+    /// One job's record as this node's metadata replica has applied it
+    /// (metadata voters only): a node without a replica reads one record,
+    /// not the whole metadata.
+    MetaJob { job: JobId },
+    /// The metadata without the records of ended jobs (metadata voters
+    /// only): what a node without a replica polls.
+    MetaActive,
+    /// Chunk `index` of a dataset this node holds, verified against its
+    /// hash first (`DataReply::Bytes`).
+    DatasetChunk {
+        record: crate::datasets::DatasetRecord,
+        index: u64,
+    },
+    /// The chunk list of a dataset this node holds (`DataReply::Bytes`).
+    DatasetManifest {
+        record: crate::datasets::DatasetRecord,
+    },
+    /// Asks this node to fetch a dataset from its holders and hold it.
+    DatasetPull {
+        record: crate::datasets::DatasetRecord,
+    },
 }
 
 /// Why a `Data` request failed.
@@ -197,6 +218,8 @@ pub enum DataReply {
     },
     MetaState(Box<MetaState>),
     Blob(Option<Vec<u8>>),
+    Job(Option<Box<crate::jobs::JobRecord>>),
+    Bytes(Vec<u8>),
 }
 
 /// Encodes a value for an envelope payload.

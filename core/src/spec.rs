@@ -232,10 +232,11 @@ impl JobSpec {
         out
     }
 
-    /// Makes every relative path absolute against `base`.
+    /// Makes every relative path absolute against `base` (a dataset of the
+    /// store or a URL is left as it is).
     pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
+            if p.is_relative() && !is_remote(p) {
                 *p = normalize(&base.join(&*p));
             }
         };
@@ -397,7 +398,19 @@ fn normalize(p: &Path) -> PathBuf {
     }
 }
 
+/// Whether a data path names something other than a local file: a
+/// dataset of a cluster's store (`sha256:<hex>`) or an `http(s)://` URL
+/// (docs/jobs.md, "Data that reaches every node"). Such paths are checked
+/// by the cluster, not against this machine's file system.
+pub fn is_remote(p: &Path) -> bool {
+    let s = p.to_string_lossy();
+    s.starts_with("sha256:") || s.starts_with("http://") || s.starts_with("https://")
+}
+
 fn check_file(field: &str, p: &Path) -> Result<(), SpecError> {
+    if is_remote(p) {
+        return Ok(());
+    }
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() => Ok(()),
         Ok(_) => Err(SpecError::invalid(

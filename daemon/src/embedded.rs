@@ -101,6 +101,14 @@ pub fn run(
     if let Some(w) = workers {
         spec.run.workers = w;
     }
+    for (field, p) in spec.data_files() {
+        if petuum_core::spec::is_remote(p) {
+            anyhow::bail!(
+                "`{field}` = {}: petuumd run reads local files; a dataset of a cluster's store or a URL is for jobs submitted to a cluster (download the file and name its path)",
+                p.display()
+            );
+        }
+    }
     let algo = petuum_algorithms::build(&spec)?;
     let dir = DataDir::open(data_dir)?;
     let job_id = dir.next_job_id()?;

@@ -8,6 +8,7 @@
 
 mod certs;
 mod checkpoints;
+mod datasets;
 mod embedded;
 mod http;
 mod jobs;

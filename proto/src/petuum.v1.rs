@@ -85,8 +85,9 @@ pub struct SubmitRequest {
     #[prost(string, tag = "2")]
     pub origin: ::prost::alloc::string::String,
     /// Directory that relative paths in the spec are resolved against (the
-    /// spec file's directory on the submitting machine). Data paths must be
-    /// readable at the same absolute path on every node.
+    /// spec file's directory on the submitting machine). A data path must be
+    /// readable at the same absolute path on every node (under data_roots),
+    /// unless it names a dataset of the store (`sha256:<hex>`) or a URL.
     #[prost(string, tag = "3")]
     pub base_dir: ::prost::alloc::string::String,
 }
@@ -181,6 +182,53 @@ pub struct LogsReply {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ModelChunk {
     #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DatasetRef {
+    /// sha256 of the content, 64 lowercase hex digits.
+    #[prost(string, tag = "1")]
+    pub sha256: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DatasetInfo {
+    #[prost(string, tag = "1")]
+    pub sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    /// Nodes holding a complete copy.
+    #[prost(uint64, repeated, tag = "4")]
+    pub holders: ::prost::alloc::vec::Vec<u64>,
+    /// Sealed: jobs may use it (an unsealed dataset is an upload under way).
+    #[prost(bool, tag = "5")]
+    pub ready: bool,
+    /// "upload", or the URL it was fetched from.
+    #[prost(string, tag = "6")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "7")]
+    pub created_ms: u64,
+    /// Jobs that have not ended and read it (it cannot be removed).
+    #[prost(uint64, repeated, tag = "8")]
+    pub used_by: ::prost::alloc::vec::Vec<u64>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DatasetList {
+    #[prost(message, repeated, tag = "1")]
+    pub datasets: ::prost::alloc::vec::Vec<DatasetInfo>,
+}
+/// An upload: the first message names the file (sha256, name, size); every
+/// message may carry bytes, in order.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UploadChunk {
+    #[prost(string, tag = "1")]
+    pub sha256: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "3")]
+    pub size: u64,
+    #[prost(bytes = "vec", tag = "4")]
     pub data: ::prost::alloc::vec::Vec<u8>,
 }
 /// Generated client implementations.
@@ -691,6 +739,90 @@ pub mod jobs_client {
             req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Model"));
             self.inner.server_streaming(req, path, codec).await
         }
+        /// A dataset of the store (NOT_FOUND when the cluster has none with that
+        /// sha256).
+        pub async fn dataset_stat(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DatasetRef>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/petuum.v1.Jobs/DatasetStat",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("petuum.v1.Jobs", "DatasetStat"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Stores a file in the dataset store; answered once a majority of its
+        /// replicas hold it.
+        pub async fn upload(
+            &mut self,
+            request: impl tonic::IntoStreamingRequest<Message = super::UploadChunk>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Upload");
+            let mut req = request.into_streaming_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Upload"));
+            self.inner.client_streaming(req, path, codec).await
+        }
+        pub async fn datasets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRequest>,
+        ) -> std::result::Result<tonic::Response<super::DatasetList>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static("/petuum.v1.Jobs/Datasets");
+            let mut req = request.into_request();
+            req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Datasets"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Forgets a dataset (refused while a job that has not ended uses it);
+        /// every node deletes its copy.
+        pub async fn remove_dataset(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DatasetRef>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/petuum.v1.Jobs/RemoveDataset",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("petuum.v1.Jobs", "RemoveDataset"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -1160,6 +1292,28 @@ pub mod jobs_server {
             &self,
             request: tonic::Request<super::JobRef>,
         ) -> std::result::Result<tonic::Response<Self::ModelStream>, tonic::Status>;
+        /// A dataset of the store (NOT_FOUND when the cluster has none with that
+        /// sha256).
+        async fn dataset_stat(
+            &self,
+            request: tonic::Request<super::DatasetRef>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status>;
+        /// Stores a file in the dataset store; answered once a majority of its
+        /// replicas hold it.
+        async fn upload(
+            &self,
+            request: tonic::Request<tonic::Streaming<super::UploadChunk>>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status>;
+        async fn datasets(
+            &self,
+            request: tonic::Request<super::ListRequest>,
+        ) -> std::result::Result<tonic::Response<super::DatasetList>, tonic::Status>;
+        /// Forgets a dataset (refused while a job that has not ended uses it);
+        /// every node deletes its copy.
+        async fn remove_dataset(
+            &self,
+            request: tonic::Request<super::DatasetRef>,
+        ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct JobsServer<T> {
@@ -1622,6 +1776,180 @@ pub mod jobs_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/DatasetStat" => {
+                    #[allow(non_camel_case_types)]
+                    struct DatasetStatSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::DatasetRef>
+                    for DatasetStatSvc<T> {
+                        type Response = super::DatasetInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DatasetRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::dataset_stat(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DatasetStatSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Upload" => {
+                    #[allow(non_camel_case_types)]
+                    struct UploadSvc<T: Jobs>(pub Arc<T>);
+                    impl<
+                        T: Jobs,
+                    > tonic::server::ClientStreamingService<super::UploadChunk>
+                    for UploadSvc<T> {
+                        type Response = super::DatasetInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<tonic::Streaming<super::UploadChunk>>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::upload(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UploadSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.client_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/Datasets" => {
+                    #[allow(non_camel_case_types)]
+                    struct DatasetsSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::ListRequest>
+                    for DatasetsSvc<T> {
+                        type Response = super::DatasetList;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::datasets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DatasetsSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/RemoveDataset" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveDatasetSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::DatasetRef>
+                    for RemoveDatasetSvc<T> {
+                        type Response = super::DatasetInfo;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DatasetRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::remove_dataset(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveDatasetSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

@@ -529,7 +529,11 @@ fn data_roots_confine_job_data_and_errors_do_not_echo_it() {
     std::fs::write(&secret, "1 1:0.5\n").unwrap();
     let out = client(
         &ep,
-        &["submit", job("out", &secret).to_str().unwrap()],
+        &[
+            "submit",
+            "--no-upload",
+            job("out", &secret).to_str().unwrap(),
+        ],
         c.path(),
     );
     let err = String::from_utf8_lossy(&out.stderr);

@@ -38,32 +38,75 @@ impl ClusterNode {
     }
 
     /// The metadata: this node's replica when it holds one, else a voter's.
+    /// (A copy shares the job records with the replica: it copies pointers,
+    /// not histories.)
     pub async fn meta_read(&self) -> Result<MetaState, DataError> {
         if let Some((_, h)) = &self.meta {
             return Ok(h.state());
         }
+        match self.meta_remote(&DataRequest::MetaRead).await? {
+            DataReply::MetaState(s) => Ok(*s),
+            other => Err(DataError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// The metadata without the records of ended jobs when read from
+    /// another node (the whole of it from a local replica, which costs no
+    /// copy of the records): for loops that poll it.
+    pub async fn meta_active(&self) -> Result<MetaState, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.state());
+        }
+        match self.meta_remote(&DataRequest::MetaActive).await? {
+            DataReply::MetaState(s) => Ok(*s),
+            other => Err(DataError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// A metadata read answered by the first metadata voter that answers.
+    async fn meta_remote(&self, req: &DataRequest) -> Result<DataReply, DataError> {
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
         for t in self.placement.meta_voters() {
-            match self
-                .data_call(t, &DataRequest::MetaRead, Duration::from_secs(3))
-                .await
-            {
-                Ok(DataReply::MetaState(s)) => return Ok(*s),
-                Ok(other) => last = DataError::Unavailable(format!("unexpected reply {other:?}")),
+            match self.data_call(t, req, Duration::from_secs(3)).await {
+                Ok(r) => return Ok(r),
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    /// One job's record. With a local replica only that record is copied
-    /// (runs poll their record every few milliseconds; the whole metadata
-    /// holds every job's history and events).
-    pub async fn meta_job(&self, job: u64) -> Result<Option<crate::jobs::JobRecord>, DataError> {
+    /// One job's record; only that record is copied or sent (runs poll
+    /// their record every few milliseconds; the whole metadata holds every
+    /// job's history and events).
+    pub async fn meta_job(
+        &self,
+        job: u64,
+    ) -> Result<Option<std::sync::Arc<crate::jobs::JobRecord>>, DataError> {
         if let Some((_, h)) = &self.meta {
             return Ok(h.with_state(|m| m.jobs.get(&job).cloned()));
         }
-        Ok(self.meta_read().await?.jobs.remove(&job))
+        match self.meta_remote(&DataRequest::MetaJob { job }).await? {
+            DataReply::Job(r) => Ok(r.map(|r| std::sync::Arc::new(*r))),
+            other => Err(DataError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// One dataset's record (local replica, or the active metadata of a
+    /// voter).
+    pub async fn meta_dataset(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<crate::datasets::DatasetRecord>, DataError> {
+        if let Some((_, h)) = &self.meta {
+            return Ok(h.with_state(|m| m.datasets.get(sha256).cloned()));
+        }
+        Ok(self.meta_active().await?.datasets.remove(sha256))
     }
 
     /// `f` of the metadata, without copying it when this node holds a

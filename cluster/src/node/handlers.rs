@@ -231,6 +231,32 @@ impl ClusterNode {
                     .map_err(|e| DataError::Unavailable(e.to_string()))?;
                 Ok(DataReply::Ok)
             }
+            DataRequest::MetaJob { job } => match &self.meta {
+                Some((_, h)) => {
+                    Ok(DataReply::Job(h.with_state(|m| {
+                        m.jobs.get(&job).map(|r| Box::new((**r).clone()))
+                    })))
+                }
+                None => Err(DataError::NotHere { group: META_GROUP }),
+            },
+            DataRequest::MetaActive => match &self.meta {
+                Some((_, h)) => Ok(DataReply::MetaState(Box::new(
+                    h.with_state(crate::meta::MetaState::active),
+                ))),
+                None => Err(DataError::NotHere { group: META_GROUP }),
+            },
+            DataRequest::DatasetChunk { record, index } => {
+                crate::datasets::fetch::serve_chunk(self, record, index).await
+            }
+            DataRequest::DatasetManifest { record } => {
+                crate::datasets::fetch::serve_manifest(self, record).await
+            }
+            DataRequest::DatasetPull { record } => {
+                crate::datasets::fetch::ensure(self, &record)
+                    .await
+                    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                Ok(DataReply::Ok)
+            }
         }
     }
 

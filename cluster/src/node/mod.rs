@@ -76,6 +76,8 @@ pub struct ClusterNode {
     /// "leaving" of a stop that began meanwhile.
     announcing: tokio::sync::Mutex<()>,
     pub(crate) token: Option<String>,
+    /// This node's copies of datasets (`DATA_DIR/datasets`).
+    pub datasets: Arc<crate::datasets::store::Store>,
 }
 
 fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
@@ -187,6 +189,11 @@ impl ClusterNode {
         })?;
         let fresh = check_identity(&config, &placement, cluster_id)?;
         let db = NodeDb::open(StorageConfig::new(config.data_dir.join("db")))?;
+        let datasets = crate::datasets::store::Store::open(config.data_dir.join("datasets"))
+            .map_err(|e| NodeError::DataDir {
+                path: config.data_dir.join("datasets").display().to_string(),
+                reason: e.to_string(),
+            })?;
         let token = read_token(config.client_token_file.as_deref())?;
         let addrs: HashMap<u64, String> = config
             .peers
@@ -257,6 +264,7 @@ impl ClusterNode {
             stopping: std::sync::atomic::AtomicBool::new(false),
             announcing: tokio::sync::Mutex::new(()),
             token,
+            datasets: Arc::new(datasets),
         });
         tracing::info!(
             node = me,

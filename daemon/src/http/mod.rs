@@ -196,9 +196,9 @@ async fn overview(State(s): State<Arc<Http>>) -> Response {
         }
     }))
     .await;
-    let mut jobs: Vec<_> = meta
-        .as_ref()
-        .map_or(Vec::new(), |m| m.jobs.values().collect::<Vec<_>>());
+    let mut jobs: Vec<_> = meta.as_ref().map_or(Vec::new(), |m| {
+        m.jobs.values().map(|r| &**r).collect::<Vec<_>>()
+    });
     jobs.sort_by_key(|r| std::cmp::Reverse(r.id));
     let mut body = pages::overview(node.id(), node.cluster_id, &views, &jobs);
     if meta.is_none() {
@@ -207,7 +207,10 @@ async fn overview(State(s): State<Arc<Http>>) -> Response {
     html(pages::page("cluster", Refresh::Always, &body))
 }
 
-async fn record(s: &Http, id: &str) -> Result<petuum_cluster::jobs::JobRecord, Response> {
+async fn record(
+    s: &Http,
+    id: &str,
+) -> Result<std::sync::Arc<petuum_cluster::jobs::JobRecord>, Response> {
     let Ok(job) = id.parse::<u64>() else {
         return Err(error_page(
             StatusCode::BAD_REQUEST,

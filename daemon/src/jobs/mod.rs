@@ -73,10 +73,7 @@ struct Noted {
 /// Logs each job's new checkpoints, recoveries and end (the metadata
 /// leader calls this every tick; a new leader starts from what it finds,
 /// without repeating history).
-fn note_job_changes(
-    jobs: &std::collections::BTreeMap<u64, petuum_cluster::jobs::JobRecord>,
-    noted: &mut HashMap<u64, Noted>,
-) {
+fn note_job_changes(jobs: &petuum_cluster::jobs::JobMap, noted: &mut HashMap<u64, Noted>) {
     noted.retain(|id, _| jobs.contains_key(id));
     for r in jobs.values() {
         let now = Noted {
@@ -144,6 +141,7 @@ impl Jobs {
         tokio::spawn(async move { me.supervise().await });
         let me = self.clone();
         tokio::spawn(async move { me.schedule().await });
+        tokio::spawn(crate::datasets::sweep_forever(self.node.clone()));
     }
 
     /// The supervisor: keeps this node's runs in line with the records.
@@ -166,7 +164,7 @@ impl Jobs {
         let mut mine: HashSet<(u64, u64)> = HashSet::new();
         loop {
             tokio::time::sleep(TICK).await;
-            let Ok(meta) = self.node.meta_read().await else {
+            let Ok(meta) = self.node.meta_active().await else {
                 continue;
             };
             if meta.placement.is_none() {
@@ -177,7 +175,7 @@ impl Jobs {
                     .get(job)
                     .is_some_and(|r| r.epoch == *epoch && !r.state.is_terminal())
             });
-            let placed_here = |r: &&petuum_cluster::jobs::JobRecord| {
+            let placed_here = |r: &&Arc<petuum_cluster::jobs::JobRecord>| {
                 r.placement.contains(&me)
                     && matches!(r.state, JobState::Running | JobState::Recovering)
                     && !r.cancel_requested
@@ -210,57 +208,85 @@ impl Jobs {
                 }
             }
             let stopping = self.stopping.load(Ordering::SeqCst);
-            let mut runs = self.runs.lock();
-            // Reap finished runs.
-            runs.retain(|_, h| !h.thread.is_finished());
-            // Runs that are no longer ours (reassigned, ended) stop.
-            for (job, h) in runs.iter() {
-                let current = meta.jobs.get(job).is_some_and(|r| {
-                    r.placement.contains(&me) && r.epoch == h.epoch && !r.state.is_terminal()
-                });
-                if !current && !h.abort.load(Ordering::SeqCst) {
-                    tracing::warn!(
-                        job,
-                        epoch = h.epoch,
-                        "the job was reassigned: aborting this run"
-                    );
-                    h.abort("reassigned to another node");
-                }
-                if let Some(r) = meta.jobs.get(job) {
-                    if r.cancel_requested && !h.cancelled.load(Ordering::SeqCst) {
-                        tracing::info!(job, "cancelling");
-                        h.cancelled.store(true, Ordering::SeqCst);
-                        h.abort("cancelled");
+            let unstarted: Vec<(u64, u64)> = {
+                let mut runs = self.runs.lock();
+                // Reap finished runs.
+                runs.retain(|_, h| !h.thread.is_finished());
+                // Runs that are no longer ours (reassigned, ended) stop.
+                for (job, h) in runs.iter() {
+                    let current = meta.jobs.get(job).is_some_and(|r| {
+                        r.placement.contains(&me) && r.epoch == h.epoch && !r.state.is_terminal()
+                    });
+                    if !current && !h.abort.load(Ordering::SeqCst) {
+                        tracing::warn!(
+                            job,
+                            epoch = h.epoch,
+                            "the job was reassigned: aborting this run"
+                        );
+                        h.abort("reassigned to another node");
+                    }
+                    if let Some(r) = meta.jobs.get(job) {
+                        if r.cancel_requested && !h.cancelled.load(Ordering::SeqCst) {
+                            tracing::info!(job, "cancelling");
+                            h.cancelled.store(true, Ordering::SeqCst);
+                            h.abort("cancelled");
+                        }
                     }
                 }
-            }
-            if stopping {
-                continue;
-            }
-            for r in meta.jobs.values().filter(placed_here) {
-                if runs.contains_key(&r.id)
-                    || mine.contains(&(r.id, r.epoch))
-                    || started_epoch(&self.data_dir, r.id) == Some(r.epoch)
-                {
+                if stopping {
                     continue;
                 }
-                tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting this node's workers");
-                // Durably before the run touches anything: after a crash,
-                // this tells the next life which epoch died with it.
-                if let Err(e) = mark_started(&self.data_dir, r.id, r.epoch) {
-                    tracing::warn!(job = r.id, error = %e, "recording the run's start; not starting it");
-                    continue;
+                for r in meta.jobs.values().filter(placed_here) {
+                    if runs.contains_key(&r.id)
+                        || mine.contains(&(r.id, r.epoch))
+                        || started_epoch(&self.data_dir, r.id) == Some(r.epoch)
+                    {
+                        continue;
+                    }
+                    tracing::info!(job = r.id, epoch = r.epoch, checkpoint = ?r.checkpoint, "starting this node's workers");
+                    // Durably before the run touches anything: after a crash,
+                    // this tells the next life which epoch died with it.
+                    if let Err(e) = mark_started(&self.data_dir, r.id, r.epoch) {
+                        tracing::warn!(job = r.id, error = %e, "recording the run's start; not starting it");
+                        continue;
+                    }
+                    let h = runner::start(runner::RunCtx {
+                        node: self.node.clone(),
+                        rt: tokio::runtime::Handle::current(),
+                        record: (**r).clone(),
+                        epoch: r.epoch,
+                        data_dir: self.data_dir.clone(),
+                        traffic: self.traffic.clone(),
+                    });
+                    runs.insert(r.id, h);
+                    mine.insert((r.id, r.epoch));
                 }
-                let h = runner::start(runner::RunCtx {
-                    node: self.node.clone(),
-                    rt: tokio::runtime::Handle::current(),
-                    record: r.clone(),
-                    epoch: r.epoch,
-                    data_dir: self.data_dir.clone(),
-                    traffic: self.traffic.clone(),
-                });
-                runs.insert(r.id, h);
-                mine.insert((r.id, r.epoch));
+                // A cancel that came after the placement but before this
+                // coordinator started its run: no run here will report the
+                // end, so the coordinator does (the other hosts' runs stop on
+                // the cancel, or never start).
+                meta.jobs
+                    .values()
+                    .filter(|r| {
+                        r.cancel_requested
+                            && r.host == Some(me)
+                            && matches!(r.state, JobState::Running | JobState::Recovering)
+                            && !runs.contains_key(&r.id)
+                    })
+                    .map(|r| (r.id, r.epoch))
+                    .collect()
+            };
+            for (job, epoch) in unstarted {
+                let cmd = JobCommand::Finish {
+                    job,
+                    epoch,
+                    end: petuum_cluster::jobs::RunEnd::Cancelled,
+                    at_ms: now_ms(),
+                };
+                match self.node.meta_command(MetaCommand::Job(cmd)).await {
+                    Ok(_) => tracing::info!(job, epoch, "cancelled before its run started here"),
+                    Err(e) => tracing::debug!(job, error = %e, "ending a cancelled job"),
+                }
             }
         }
     }
@@ -463,7 +489,7 @@ impl Jobs {
             "waiting for the next checkpoint of each job here"
         );
         // Per job: its checkpoint when the stop began, and its period.
-        let first = self.node.meta_read().await.ok();
+        let first = self.node.meta_active().await.ok();
         let at_stop: HashMap<u64, (Option<u64>, i64)> = runs
             .iter()
             .filter_map(|&(job, _)| {
@@ -476,7 +502,7 @@ impl Jobs {
         let deadline = Instant::now() + grace;
         let mut pending: Vec<(u64, u64)> = runs;
         while !pending.is_empty() {
-            let meta = self.node.meta_read().await.ok();
+            let meta = self.node.meta_active().await.ok();
             let late = Instant::now() >= deadline;
             let mut still = Vec::new();
             for (job, epoch) in pending {

@@ -211,7 +211,7 @@ fn wait_record(
     ctx: &RunCtx,
     abort: &AtomicBool,
     f: impl Fn(&JobRecord) -> bool,
-) -> Option<JobRecord> {
+) -> Option<Arc<JobRecord>> {
     let mut changes = ctx.node.meta_changes(ABORT_CHECK);
     loop {
         if abort.load(Ordering::SeqCst) {
@@ -242,7 +242,7 @@ fn run(
 ) -> Option<RunEnd> {
     let r = &ctx.record;
     let job = r.id;
-    let spec: JobSpec = match serde_json::from_str(&r.spec) {
+    let mut spec: JobSpec = match serde_json::from_str(&r.spec) {
         Ok(s) => s,
         Err(e) => {
             return Some(RunEnd::Failed(format!(
@@ -250,6 +250,17 @@ fn run(
             )))
         }
     };
+    // Datasets of the store: fetched to this node (or verified here).
+    if let Err((retry, e)) = ctx
+        .rt
+        .block_on(crate::datasets::materialize(&ctx.node, &mut spec))
+    {
+        return Some(if retry {
+            RunEnd::Interrupted(e)
+        } else {
+            RunEnd::Failed(e)
+        });
+    }
     let algo = match petuum_algorithms::build(&spec) {
         Ok(a) => a,
         Err(e) => return Some(RunEnd::Failed(e.to_string())),

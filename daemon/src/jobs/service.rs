@@ -8,7 +8,8 @@ use petuum_cluster::wire::{DataError, Refusal};
 use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
 use petuum_proto::v1::{
-    JobInfo, JobRef, ListReply, ListRequest, LogLine, LogsReply, ModelChunk, SubmitRequest,
+    DatasetInfo, DatasetList, DatasetRef, JobInfo, JobRef, ListReply, ListRequest, LogLine,
+    LogsReply, ModelChunk, SubmitRequest, UploadChunk,
 };
 use std::path::Path;
 use std::pin::Pin;
@@ -20,15 +21,19 @@ use tonic::{Request, Response, Status};
 pub fn routes(jobs: Arc<Jobs>) -> tonic::service::Routes {
     let guard = petuum_cluster::server::guard(&jobs.node, petuum_cluster::auth::Door::Client);
     tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
-        JobsServer::new(JobsSvc { jobs })
-            .max_decoding_message_size(16 << 20)
-            .max_encoding_message_size(64 << 20),
+        JobsServer::new(JobsSvc {
+            ingests: crate::datasets::Ingests::new(jobs.node.config.datasets.max_ingests),
+            jobs,
+        })
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(64 << 20),
         guard,
     ))
 }
 
 struct JobsSvc {
     jobs: Arc<Jobs>,
+    ingests: crate::datasets::Ingests,
 }
 
 /// A job record as the API shows it.
@@ -101,7 +106,7 @@ const RECORD_POLL: Duration = Duration::from_millis(20);
 const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
-    async fn record(&self, job: u64) -> Result<JobRecord, Status> {
+    async fn record(&self, job: u64) -> Result<Arc<JobRecord>, Status> {
         self.jobs
             .node
             .meta_job(job)
@@ -116,7 +121,7 @@ impl JobsSvc {
         &self,
         job: u64,
         done: impl Fn(&JobRecord) -> bool,
-    ) -> Result<JobRecord, Status> {
+    ) -> Result<Arc<JobRecord>, Status> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut changes = self.jobs.node.meta_changes(RECORD_POLL);
         loop {
@@ -130,6 +135,17 @@ impl JobsSvc {
                     changes.wait(left).await;
                 }
             }
+        }
+    }
+
+    /// [`command`](Self::command) for a submission: a refusal of the spec
+    /// itself (a dataset not in the store) is the submitter's error.
+    async fn command_as(&self, origin: &str, cmd: JobCommand) -> Result<u64, Status> {
+        match self.command(cmd).await {
+            Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(Status::invalid_argument(
+                format!("{origin}: {}", s.message()),
+            )),
+            r => r,
         }
     }
 
@@ -169,6 +185,13 @@ impl JobsApi for JobsSvc {
             )));
         }
         spec.resolve_paths(base);
+        // URLs are fetched into the dataset store now (every node then
+        // reads the same bytes); datasets named must be in the store.
+        crate::datasets::store_urls(&self.jobs.node, &self.ingests, &mut spec)
+            .await
+            .map_err(|e| Status::new(e.code(), format!("{origin}: {}", e.message())))?;
+        crate::datasets::check_refs(&mut spec)
+            .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
         // Data only from the directories node.toml allows.
         self.jobs
             .node
@@ -181,29 +204,34 @@ impl JobsApi for JobsSvc {
             .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
         let body = serde_json::to_string(&spec).map_err(|e| Status::internal(e.to_string()))?;
         let id = self
-            .command(JobCommand::Submit {
-                name: spec.name.clone(),
-                algorithm: spec.algorithm.clone(),
-                spec: body,
-                workers: spec.run.workers,
-                clocks: spec.clocks(),
-                tables: TABLES_PER_JOB,
-                at_ms: now_ms(),
-            })
+            .command_as(
+                &origin,
+                JobCommand::Submit {
+                    name: spec.name.clone(),
+                    algorithm: spec.algorithm.clone(),
+                    spec: body,
+                    workers: spec.run.workers,
+                    clocks: spec.clocks(),
+                    tables: TABLES_PER_JOB,
+                    at_ms: now_ms(),
+                },
+            )
             .await?;
         tracing::info!(job = id, name = %spec.name, algorithm = %spec.algorithm, "job submitted");
-        Ok(Response::new(info(&self.record_after(id, |_| true).await?)))
+        Ok(Response::new(info(
+            &*self.record_after(id, |_| true).await?,
+        )))
     }
 
     async fn get(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        Ok(Response::new(info(&self.record(req.get_ref().job).await?)))
+        Ok(Response::new(info(&*self.record(req.get_ref().job).await?)))
     }
 
     async fn list(&self, _req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
         let jobs = self
             .jobs
             .node
-            .meta_view(|m| m.jobs.values().map(info).collect())
+            .meta_view(|m| m.jobs.values().map(|r| info(r)).collect())
             .await
             .map_err(status_of)?;
         Ok(Response::new(ListReply { jobs }))
@@ -350,5 +378,74 @@ impl JobsApi for JobsSvc {
         Ok(Response::new(Box::pin(futures::stream::iter(
             chunks.into_iter().map(Ok),
         ))))
+    }
+
+    async fn dataset_stat(
+        &self,
+        req: Request<DatasetRef>,
+    ) -> Result<Response<DatasetInfo>, Status> {
+        let sha = &req.get_ref().sha256;
+        let (rec, used) = self
+            .jobs
+            .node
+            .meta_view(|m| {
+                m.datasets
+                    .get(sha)
+                    .map(|r| (r.clone(), petuum_cluster::datasets::users(&m.jobs, sha)))
+            })
+            .await
+            .map_err(status_of)?
+            .ok_or_else(|| Status::not_found(format!("no dataset sha256:{sha}")))?;
+        Ok(Response::new(crate::datasets::info(&rec, used)))
+    }
+
+    async fn upload(
+        &self,
+        req: Request<tonic::Streaming<UploadChunk>>,
+    ) -> Result<Response<DatasetInfo>, Status> {
+        let rec = crate::datasets::upload(&self.jobs.node, &self.ingests, req.into_inner()).await?;
+        tracing::info!(dataset = %rec.sha256, name = %rec.name, bytes = rec.size, "dataset uploaded");
+        Ok(Response::new(crate::datasets::info(&rec, Vec::new())))
+    }
+
+    async fn datasets(&self, _req: Request<ListRequest>) -> Result<Response<DatasetList>, Status> {
+        let datasets = self
+            .jobs
+            .node
+            .meta_view(|m| {
+                m.datasets
+                    .values()
+                    .map(|r| {
+                        crate::datasets::info(
+                            r,
+                            petuum_cluster::datasets::users(&m.jobs, &r.sha256),
+                        )
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(DatasetList { datasets }))
+    }
+
+    async fn remove_dataset(
+        &self,
+        req: Request<DatasetRef>,
+    ) -> Result<Response<DatasetInfo>, Status> {
+        let sha = req.get_ref().sha256.clone();
+        let rec = self
+            .jobs
+            .node
+            .meta_dataset(&sha)
+            .await
+            .map_err(status_of)?
+            .ok_or_else(|| Status::not_found(format!("no dataset sha256:{sha}")))?;
+        let cmd = MetaCommand::Dataset(petuum_cluster::datasets::DatasetCommand::Remove {
+            sha256: sha.clone(),
+            only_staged: false,
+        });
+        self.jobs.node.meta_command(cmd).await.map_err(status_of)?;
+        tracing::info!(dataset = %sha, name = %rec.name, "dataset removed");
+        Ok(Response::new(crate::datasets::info(&rec, Vec::new())))
     }
 }

@@ -1,0 +1,484 @@
+//! A node's copies of datasets: `DATA_DIR/datasets/<sha256>/` holds the
+//! file under its recorded name and `.chunks`, the concatenated 32-byte
+//! sha256 of each chunk. New copies are written under
+//! `.incoming-<n>/` and renamed into place once complete and synced, so a
+//! `<sha256>/` directory is always a whole copy (its chunks may still rot
+//! on disk: every read checks them).
+
+use super::{DatasetRecord, CHUNK};
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// The chunk list's file name in a dataset's directory.
+const MANIFEST: &str = ".chunks";
+const INCOMING: &str = ".incoming-";
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// A file name safe to create in a dataset's directory: the last path
+/// component of `name`, letters, digits and `._-+` kept, anything else
+/// `_`, no leading dot, at most 128 bytes ("data" when nothing is left).
+pub fn safe_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let mut s: String = last
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    while s.starts_with('.') {
+        s.remove(0);
+    }
+    s.truncate(128);
+    if s.is_empty() {
+        "data".into()
+    } else {
+        s
+    }
+}
+
+/// Why a chunk could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    #[error("this node has no complete copy of dataset sha256:{0}")]
+    Missing(String),
+    #[error("chunk {index} of dataset sha256:{sha256} is corrupt on this node")]
+    Corrupt { sha256: String, index: u64 },
+    #[error("dataset sha256:{sha256}: {reason}")]
+    Io { sha256: String, reason: String },
+}
+
+/// The node's dataset directory.
+pub struct Store {
+    root: PathBuf,
+    /// One lock per dataset: a fetch or repair at a time.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    next: AtomicU64,
+    /// Copies found corrupt while serving, to repair at the next sweep.
+    corrupt: Mutex<Vec<DatasetRecord>>,
+}
+
+impl Store {
+    /// Opens (creates) `root`, removing what unfinished writes left.
+    pub fn open(root: PathBuf) -> io::Result<Store> {
+        std::fs::create_dir_all(&root)?;
+        let store = Store {
+            root,
+            locks: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(0),
+            corrupt: Mutex::new(Vec::new()),
+        };
+        store.clean_incoming(Duration::ZERO);
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn dir(&self, sha256: &str) -> PathBuf {
+        self.root.join(sha256)
+    }
+
+    /// Where the file of a dataset is (or will be) on this node.
+    pub fn path(&self, rec: &DatasetRecord) -> PathBuf {
+        self.dir(&rec.sha256).join(&rec.name)
+    }
+
+    /// The lock of one dataset.
+    pub fn lock(&self, sha256: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .entry(sha256.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Remembers a copy found corrupt, for [`take_corrupt`](Self::take_corrupt).
+    pub fn note_corrupt(&self, rec: DatasetRecord) {
+        let mut c = self.corrupt.lock();
+        if !c.iter().any(|r| r.sha256 == rec.sha256) {
+            c.push(rec);
+        }
+    }
+
+    /// The copies found corrupt since the last call.
+    pub fn take_corrupt(&self) -> Vec<DatasetRecord> {
+        std::mem::take(&mut *self.corrupt.lock())
+    }
+
+    /// Whether a dataset is being fetched or repaired here now.
+    pub fn busy(&self, sha256: &str) -> bool {
+        self.locks
+            .lock()
+            .get(sha256)
+            .is_some_and(|l| l.try_lock().is_err())
+    }
+
+    /// Whether this node has a whole copy (its chunks unchecked). A copy
+    /// installed under another name (the same bytes uploaded twice under
+    /// two names at once) is renamed to the recorded one.
+    pub fn complete(&self, rec: &DatasetRecord) -> bool {
+        let dir = self.dir(&rec.sha256);
+        if !dir.join(MANIFEST).is_file() {
+            return false;
+        }
+        let path = self.path(rec);
+        if !path.is_file() {
+            let other = std::fs::read_dir(&dir).ok().and_then(|d| {
+                d.flatten()
+                    .map(|e| e.path())
+                    .find(|p| p.file_name().is_some_and(|n| n != MANIFEST) && p.is_file())
+            });
+            match other {
+                Some(o) if std::fs::rename(&o, &path).is_ok() => {}
+                _ => return false,
+            }
+        }
+        std::fs::metadata(&path).is_ok_and(|m| m.len() == rec.size)
+    }
+
+    /// The chunk list of a complete copy, checked against the record.
+    pub fn manifest(&self, rec: &DatasetRecord) -> Result<Vec<u8>, ChunkError> {
+        if !self.complete(rec) {
+            return Err(ChunkError::Missing(rec.sha256.clone()));
+        }
+        let m = std::fs::read(self.dir(&rec.sha256).join(MANIFEST)).map_err(|e| self.io(rec, e))?;
+        if sha256_hex(&m) != rec.chunks_sha256 || m.len() as u64 != rec.chunks() * 32 {
+            return Err(ChunkError::Corrupt {
+                sha256: rec.sha256.clone(),
+                index: u64::MAX,
+            });
+        }
+        Ok(m)
+    }
+
+    fn io(&self, rec: &DatasetRecord, e: io::Error) -> ChunkError {
+        ChunkError::Io {
+            sha256: rec.sha256.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Chunk `index`, verified against its hash.
+    pub fn read_chunk(&self, rec: &DatasetRecord, index: u64) -> Result<Vec<u8>, ChunkError> {
+        let m = self.manifest(rec)?;
+        if index >= rec.chunks() {
+            return Err(ChunkError::Io {
+                sha256: rec.sha256.clone(),
+                reason: format!("no chunk {index} (it has {})", rec.chunks()),
+            });
+        }
+        let f = File::open(self.path(rec)).map_err(|e| self.io(rec, e))?;
+        let (a, b) = rec.chunk_range(index);
+        let mut buf = vec![0u8; (b - a) as usize];
+        f.read_exact_at(&mut buf, a).map_err(|e| self.io(rec, e))?;
+        if Sha256::digest(&buf)[..] != m[index as usize * 32..][..32] {
+            return Err(ChunkError::Corrupt {
+                sha256: rec.sha256.clone(),
+                index,
+            });
+        }
+        Ok(buf)
+    }
+
+    /// The chunks of a complete copy that do not match their hashes (all
+    /// of them when the chunk list itself is damaged).
+    pub fn verify(&self, rec: &DatasetRecord) -> Result<Vec<u64>, ChunkError> {
+        let m = match self.manifest(rec) {
+            Ok(m) => m,
+            Err(ChunkError::Corrupt { .. }) => return Ok((0..rec.chunks()).collect()),
+            Err(e) => return Err(e),
+        };
+        let mut f = File::open(self.path(rec)).map_err(|e| self.io(rec, e))?;
+        let mut buf = vec![0u8; rec.chunk_size as usize];
+        let mut bad = Vec::new();
+        for i in 0..rec.chunks() {
+            let (a, b) = rec.chunk_range(i);
+            let n = (b - a) as usize;
+            f.read_exact(&mut buf[..n]).map_err(|e| self.io(rec, e))?;
+            if Sha256::digest(&buf[..n])[..] != m[i as usize * 32..][..32] {
+                bad.push(i);
+            }
+        }
+        Ok(bad)
+    }
+
+    /// A directory for a copy being written.
+    pub fn incoming_dir(&self) -> io::Result<PathBuf> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = self
+            .root
+            .join(format!("{INCOMING}{}-{nanos}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+
+    /// Starts writing a new dataset read from a stream (an upload, a URL).
+    pub fn ingest(&self, name: &str, max_bytes: u64) -> io::Result<Ingest> {
+        let dir = self.incoming_dir()?;
+        let name = safe_name(name);
+        let file = File::create(dir.join(&name))?;
+        Ok(Ingest {
+            dir,
+            name,
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            whole: Sha256::new(),
+            chunk: Sha256::new(),
+            in_chunk: 0,
+            hashes: Vec::new(),
+            size: 0,
+            max_bytes,
+        })
+    }
+
+    /// Writes the chunk list of a copy being fetched.
+    pub fn write_manifest(dir: &Path, manifest: &[u8]) -> io::Result<()> {
+        let mut f = File::create(dir.join(MANIFEST))?;
+        f.write_all(manifest)?;
+        f.sync_all()
+    }
+
+    /// Moves a complete, synced copy from `incoming` to its place. When a
+    /// copy is already there (a concurrent upload of the same bytes), the
+    /// new one is dropped.
+    pub fn install(&self, incoming: &Path, sha256: &str) -> io::Result<()> {
+        let to = self.dir(sha256);
+        if to.join(MANIFEST).is_file() {
+            let _ = std::fs::remove_dir_all(incoming);
+            return Ok(());
+        }
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::rename(incoming, &to)?;
+        File::open(&self.root)?.sync_all()
+    }
+
+    /// The datasets this node has a directory for.
+    pub fn local(&self) -> Vec<String> {
+        let Ok(d) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        d.flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| super::is_sha256_hex(n))
+            .collect()
+    }
+
+    /// Deletes this node's copy.
+    pub fn remove(&self, sha256: &str) -> io::Result<()> {
+        match std::fs::remove_dir_all(self.dir(sha256)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes unfinished copies older than `age`.
+    pub fn clean_incoming(&self, age: Duration) {
+        let Ok(d) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in d.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|a| a >= age);
+            if old && e.file_name().to_string_lossy().starts_with(INCOMING) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// Why a stream could not be stored.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the data is larger than this cluster's limit of {0} bytes (datasets.max_bytes)")]
+    TooLarge(u64),
+    #[error("writing the dataset: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A dataset being written from a stream: hashed as it comes, cut into
+/// chunks, each chunk hashed.
+pub struct Ingest {
+    dir: PathBuf,
+    name: String,
+    file: io::BufWriter<File>,
+    whole: Sha256,
+    chunk: Sha256,
+    in_chunk: u64,
+    hashes: Vec<u8>,
+    size: u64,
+    max_bytes: u64,
+}
+
+/// A complete, synced copy in its incoming directory.
+#[derive(Debug)]
+pub struct Ingested {
+    pub dir: PathBuf,
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
+    pub chunks_sha256: String,
+}
+
+impl Ingest {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn write(&mut self, mut data: &[u8]) -> Result<(), IngestError> {
+        if self.size + data.len() as u64 > self.max_bytes {
+            return Err(IngestError::TooLarge(self.max_bytes));
+        }
+        self.file.write_all(data)?;
+        self.whole.update(data);
+        self.size += data.len() as u64;
+        while !data.is_empty() {
+            let take = ((CHUNK - self.in_chunk) as usize).min(data.len());
+            self.chunk.update(&data[..take]);
+            self.in_chunk += take as u64;
+            data = &data[take..];
+            if self.in_chunk == CHUNK {
+                self.end_chunk();
+            }
+        }
+        Ok(())
+    }
+
+    fn end_chunk(&mut self) {
+        let h = std::mem::take(&mut self.chunk).finalize();
+        self.hashes.extend_from_slice(&h);
+        self.in_chunk = 0;
+    }
+
+    /// Syncs the file and writes the chunk list.
+    pub fn finish(mut self) -> Result<Ingested, IngestError> {
+        if self.in_chunk > 0 {
+            self.end_chunk();
+        }
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        Store::write_manifest(&self.dir, &self.hashes)?;
+        Ok(Ingested {
+            sha256: hex(&self.whole.finalize()),
+            chunks_sha256: sha256_hex(&self.hashes),
+            dir: self.dir,
+            name: self.name,
+            size: self.size,
+        })
+    }
+
+    /// Drops what was written.
+    pub fn abandon(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ing: &Ingested) -> DatasetRecord {
+        DatasetRecord {
+            sha256: ing.sha256.clone(),
+            name: ing.name.clone(),
+            size: ing.size,
+            chunk_size: CHUNK,
+            chunks_sha256: ing.chunks_sha256.clone(),
+            source: "upload".into(),
+            holders: vec![1],
+            ready: true,
+            created_ms: 0,
+        }
+    }
+
+    #[test]
+    fn an_ingested_file_reads_back_verified_and_rot_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("datasets")).unwrap();
+        let data: Vec<u8> = (0..(2 * CHUNK + 1000))
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
+        let mut ing = store.ingest("../../etc/pass wd.csv", 1 << 30).unwrap();
+        for part in data.chunks(333_333) {
+            ing.write(part).unwrap();
+        }
+        let done = ing.finish().unwrap();
+        assert_eq!(done.name, "pass_wd.csv");
+        assert_eq!(done.sha256, sha256_hex(&data));
+        let rec = record(&done);
+        store.install(&done.dir, &done.sha256).unwrap();
+        assert!(store.complete(&rec));
+        assert_eq!(
+            store.read_chunk(&rec, 2).unwrap(),
+            &data[2 * CHUNK as usize..]
+        );
+        assert!(store.verify(&rec).unwrap().is_empty());
+        // Rot one byte of chunk 1.
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(store.path(&rec))
+            .unwrap();
+        f.write_all_at(&[data[CHUNK as usize + 5] ^ 1], CHUNK + 5)
+            .unwrap();
+        assert!(matches!(
+            store.read_chunk(&rec, 1),
+            Err(ChunkError::Corrupt { index: 1, .. })
+        ));
+        assert_eq!(store.verify(&rec).unwrap(), vec![1]);
+        assert_eq!(store.local(), vec![rec.sha256.clone()]);
+        store.remove(&rec.sha256).unwrap();
+        assert!(!store.complete(&rec));
+    }
+
+    #[test]
+    fn an_ingest_past_the_limit_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().to_path_buf()).unwrap();
+        let mut ing = store.ingest("x", 10).unwrap();
+        ing.write(&[0; 10]).unwrap();
+        assert!(matches!(ing.write(&[0]), Err(IngestError::TooLarge(10))));
+        ing.abandon();
+        assert!(store.local().is_empty());
+    }
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(safe_name("/a/b/train.csv"), "train.csv");
+        assert_eq!(safe_name("..."), "data");
+        assert_eq!(safe_name(".hidden"), "hidden");
+        assert_eq!(safe_name("a b\u{e9}"), "a_b_");
+    }
+}
