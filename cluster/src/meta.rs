@@ -464,6 +464,70 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
 mod tests {
     use super::*;
 
+    fn submit(s: &mut MetaState, spec: &str) -> Result<MetaAnswer, Refusal> {
+        s.apply(MetaCommand::Job(JobCommand::Submit {
+            name: "j".into(),
+            algorithm: "kmeans".into(),
+            spec: spec.into(),
+            workers: 1,
+            clocks: 1,
+            tables: 1,
+            at_ms: 1,
+        }))
+    }
+
+    /// A job may name only sealed datasets; the active view drops ended
+    /// jobs and shares the records of the others with the state.
+    #[test]
+    fn jobs_name_sealed_datasets_and_the_active_view_drops_ended_jobs() {
+        use crate::datasets::{DatasetCommand, DatasetRecord};
+        let mut s = MetaState::default();
+        let sha = "e".repeat(64);
+        let spec = format!(r#"{{"train":"sha256:{sha}"}}"#);
+        assert!(submit(&mut s, &spec).is_err(), "an unknown dataset");
+        let rec = DatasetRecord {
+            sha256: sha.clone(),
+            name: "d.csv".into(),
+            size: 1,
+            chunk_size: crate::datasets::CHUNK,
+            chunks_sha256: "0".repeat(64),
+            source: "upload".into(),
+            holders: vec![1],
+            ready: false,
+            created_ms: 0,
+        };
+        s.apply(MetaCommand::Dataset(DatasetCommand::Stage { record: rec }))
+            .unwrap();
+        assert!(submit(&mut s, &spec).is_err(), "a staged dataset");
+        s.apply(MetaCommand::Dataset(DatasetCommand::Seal {
+            sha256: sha.clone(),
+        }))
+        .unwrap();
+        let MetaAnswer::Job(a) = submit(&mut s, &spec).unwrap() else {
+            panic!()
+        };
+        let MetaAnswer::Job(b) = submit(&mut s, "{}").unwrap() else {
+            panic!()
+        };
+        // In use by a job that has not ended: not removable.
+        let rm = MetaCommand::Dataset(DatasetCommand::Remove {
+            sha256: sha.clone(),
+            only_staged: false,
+        });
+        assert!(matches!(s.apply(rm.clone()), Err(Refusal::Busy(_))));
+        s.apply(MetaCommand::Job(JobCommand::Cancel { job: a, at_ms: 2 }))
+            .unwrap();
+        let active = s.active();
+        assert_eq!(active.jobs.keys().copied().collect::<Vec<_>>(), vec![b]);
+        assert!(
+            Arc::ptr_eq(&active.jobs[&b], &s.jobs[&b]),
+            "records are shared"
+        );
+        assert_eq!(active.datasets, s.datasets);
+        s.apply(rm).unwrap();
+        assert!(s.datasets.is_empty());
+    }
+
     #[test]
     fn commands_apply_and_refuse() {
         let mut s = MetaState::default();

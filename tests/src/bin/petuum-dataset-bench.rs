@@ -1,0 +1,110 @@
+//! The dataset store's throughput against a plain copy of the same file on
+//! the same disk (docs/performance.md, "Dataset store"), on local
+//! `petuumd serve` nodes:
+//!
+//! - plain copy: read the file, write it to a new file, fsync it;
+//! - upload, 1 copy: `petuum-client`'s upload (hash the file here, send it,
+//!   the node writes, hashes and fsyncs it) to a 3-node cluster with
+//!   `[datasets] replicas = 1`;
+//! - upload, 3 copies: the same with `replicas = 3` (acknowledged once 2
+//!   nodes hold it; every copy lands on this one disk);
+//! - fetch: a node copying the dataset from a holder (chunks over gRPC,
+//!   each verified, written in place, fsynced), as reported by the node.
+//!
+//! `petuum-dataset-bench [MIB] [RUNS]` (default 256 MiB, 3 runs), release
+//! build: `cargo build --release --bins`.
+
+use petuum_tests::cluster::{connect_client, LocalCluster};
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// A file of `mib` MiB of incompressible bytes (a fixed xorshift stream).
+fn make_file(path: &Path, mib: usize) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for b in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+}
+
+fn plain_copy(src: &Path, dst: &Path) -> f64 {
+    let _ = std::fs::remove_file(dst);
+    let start = Instant::now();
+    std::fs::copy(src, dst).unwrap();
+    std::fs::File::open(dst).unwrap().sync_all().unwrap();
+    start.elapsed().as_secs_f64()
+}
+
+/// Uploads `file` to a fresh 3-node cluster keeping `replicas` copies:
+/// the upload's seconds, and the fetch rates (MB/s) the nodes that copied
+/// it logged.
+fn upload(file: &Path, replicas: u32) -> (f64, Vec<f64>) {
+    let c = LocalCluster::start(3, 4, &format!("[datasets]\nreplicas = {replicas}"));
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = format!("http://{}", c.nodes[0].addr);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let secs = rt.block_on(async {
+        let mut client = connect_client(&ep).await;
+        let start = Instant::now();
+        let up = client.upload(file).await.expect("upload");
+        assert!(up.sent);
+        start.elapsed().as_secs_f64()
+    });
+    let fetches = c
+        .logs()
+        .lines()
+        .filter(|l| l.contains("dataset fetched from its holders"))
+        .filter_map(|l| l.split("mb_per_s=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    (secs, fetches)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mib: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(256);
+    let runs: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("data.bin");
+    make_file(&src, mib);
+    let mb = (mib << 20) as f64 / 1e6;
+    let (mut copy, mut one, mut three, mut fetch) = (vec![], vec![], vec![], vec![]);
+    for run in 0..runs {
+        let c = plain_copy(&src, &dir.path().join("copy.bin"));
+        let (u1, _) = upload(&src, 1);
+        let (u3, f3) = upload(&src, 3);
+        println!(
+            "run {run}: plain copy {:.1} MB/s; upload 1 copy {:.1} MB/s; upload 3 copies {:.1} MB/s; fetches {:?} MB/s",
+            mb / c,
+            mb / u1,
+            mb / u3,
+            f3.iter().map(|f| (f * 10.0).round() / 10.0).collect::<Vec<_>>()
+        );
+        copy.push(mb / c);
+        one.push(mb / u1);
+        three.push(mb / u3);
+        fetch.extend(f3);
+    }
+    let (c, u1, u3) = (median(copy), median(one), median(three));
+    let f = median(fetch);
+    println!(
+        "median over {runs} runs, {mib} MiB: plain copy {c:.1} MB/s | upload (1 copy) {u1:.1} MB/s = {:.0}% | fetch {f:.1} MB/s = {:.0}% | upload (3 copies on this one disk) {u3:.1} MB/s = {:.0}%",
+        100.0 * u1 / c,
+        100.0 * f / c,
+        100.0 * u3 / c
+    );
+}
