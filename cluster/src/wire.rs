@@ -219,7 +219,9 @@ pub enum DataReply {
     MetaState(Box<MetaState>),
     Blob(Option<Vec<u8>>),
     Job(Option<Box<crate::jobs::JobRecord>>),
-    Bytes(Vec<u8>),
+    /// A dataset chunk or chunk list (encoded as one byte string, not a
+    /// sequence of numbers).
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Encodes a value for an envelope payload.

@@ -89,19 +89,31 @@ pub async fn upload(
         }
     }
     let _permit = ingests.take().map_err(Status::resource_exhausted)?;
-    let mut ing = node
+    let ing = node
         .datasets
         .ingest(&first.name, size)
         .map_err(|e| Status::internal(format!("upload: {e}")))?;
+    // The bytes are written and hashed on a thread of their own while the
+    // next ones arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut ing = ing;
+        while let Some(data) = rx.blocking_recv() {
+            if let Err(e) = ing.write(&data) {
+                ing.abandon();
+                return Err(e);
+            }
+        }
+        Ok(ing)
+    });
+    let started = std::time::Instant::now();
     let mut chunk = first;
-    let result: Result<(), Status> = async {
+    let received: Result<(), Status> = async {
         loop {
-            ing.write(&chunk.data).map_err(|e| match e {
-                IngestError::TooLarge(_) => Status::invalid_argument(format!(
-                    "upload: more bytes than the {size} announced"
-                )),
-                other => ingest_status(other),
-            })?;
+            if tx.send(std::mem::take(&mut chunk.data)).await.is_err() {
+                // The writer stopped: its error is reported below.
+                return Ok(());
+            }
             match stream.message().await? {
                 Some(c) => chunk = c,
                 None => return Ok(()),
@@ -109,10 +121,23 @@ pub async fn upload(
         }
     }
     .await;
-    if let Err(e) = result {
-        ing.abandon();
-        return Err(e);
-    }
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| Status::internal(format!("upload: {e}")))?;
+    let ing = match (received, written) {
+        (_, Err(IngestError::TooLarge(_))) => {
+            return Err(Status::invalid_argument(format!(
+                "upload: more bytes than the {size} announced"
+            )))
+        }
+        (_, Err(e)) => return Err(ingest_status(e)),
+        (Err(e), Ok(ing)) => {
+            ing.abandon();
+            return Err(e);
+        }
+        (Ok(()), Ok(ing)) => ing,
+    };
     if ing.size() != size {
         let got = ing.size();
         ing.abandon();
@@ -120,7 +145,14 @@ pub async fn upload(
             "upload: {got} bytes arrived, {size} were announced"
         )));
     }
+    let received_s = started.elapsed().as_secs_f64();
     let done = tokio::task::block_in_place(|| ing.finish()).map_err(ingest_status)?;
+    tracing::info!(
+        bytes = size,
+        received_s,
+        synced_s = started.elapsed().as_secs_f64() - received_s,
+        "upload received and synced"
+    );
     if done.sha256 != sha {
         let _ = std::fs::remove_dir_all(&done.dir);
         return Err(Status::invalid_argument(format!(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Chunks requested at once by one fetch.
-const PARALLEL: usize = 4;
+const PARALLEL: usize = 8;
 /// How long one chunk request may take.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -183,6 +183,7 @@ async fn fetch_chunks(
                 match node.data_call(h, &req, CHUNK_TIMEOUT).await {
                     Ok(DataReply::Bytes(b)) if Sha256::digest(&b)[..] == *want => {
                         file.write_all_at(&b, start).map_err(|e| io_err(rec, e))?;
+                        super::store::start_writeback(&file, start, b.len() as u64);
                         return Ok(());
                     }
                     Ok(DataReply::Bytes(_)) => {
