@@ -55,6 +55,7 @@ fn io_err(rec: &DatasetRecord, e: impl std::fmt::Display) -> FetchError {
 /// again from another holder); otherwise the dataset is fetched from the
 /// holders and this node recorded as one.
 pub async fn ensure(node: &ClusterNode, rec: &DatasetRecord) -> Result<PathBuf, FetchError> {
+    rec.check().map_err(|e| io_err(rec, e))?;
     let store = node.datasets.clone();
     let lock = store.lock(&rec.sha256);
     let _held = lock.lock().await;

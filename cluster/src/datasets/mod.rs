@@ -62,6 +62,27 @@ pub struct DatasetRecord {
 }
 
 impl DatasetRecord {
+    /// Checks the fields that name files and size buffers: a record that
+    /// arrives in a peer's request is used only when these hold.
+    pub fn check(&self) -> Result<(), String> {
+        if !is_sha256_hex(&self.sha256) || !is_sha256_hex(&self.chunks_sha256) {
+            return Err("a dataset record with a malformed sha256".into());
+        }
+        if store::safe_name(&self.name) != self.name {
+            return Err(format!(
+                "a dataset record with the file name `{}`",
+                self.name.chars().take(80).collect::<String>()
+            ));
+        }
+        if !(1..=64 << 20).contains(&self.chunk_size) {
+            return Err(format!(
+                "a dataset record with chunks of {} bytes",
+                self.chunk_size
+            ));
+        }
+        Ok(())
+    }
+
     /// The number of chunks.
     pub fn chunks(&self) -> u64 {
         self.size.div_ceil(self.chunk_size.max(1))
@@ -152,10 +173,11 @@ pub fn check_refs(datasets: &DatasetMap, spec: &str) -> Result<(), Refusal> {
 pub fn apply(datasets: &mut DatasetMap, jobs: &JobMap, cmd: DatasetCommand) -> Result<(), Refusal> {
     match cmd {
         DatasetCommand::Stage { record } => {
-            if !is_sha256_hex(&record.sha256) || record.holders.len() != 1 {
+            record.check().map_err(Refusal::Invalid)?;
+            if record.holders.len() != 1 {
                 return Err(Refusal::Invalid(format!(
-                    "a staged dataset needs a sha256 and one holder (got `{}`, {:?})",
-                    record.sha256, record.holders
+                    "a staged dataset has one holder (got {:?})",
+                    record.holders
                 )));
             }
             match datasets.get_mut(&record.sha256) {
@@ -315,6 +337,32 @@ mod tests {
         .unwrap();
         assert!(d.is_empty());
         assert!(check_refs(&d, &format!("sha256:{sha}")).is_err());
+    }
+
+    #[test]
+    fn records_naming_other_paths_or_huge_chunks_are_refused() {
+        let good = rec(&"a".repeat(64), 1);
+        good.check().unwrap();
+        for bad in [
+            DatasetRecord {
+                sha256: "../../etc".into(),
+                ..good.clone()
+            },
+            DatasetRecord {
+                name: "../x".into(),
+                ..good.clone()
+            },
+            DatasetRecord {
+                chunk_size: 1 << 40,
+                ..good.clone()
+            },
+            DatasetRecord {
+                chunk_size: 0,
+                ..good.clone()
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -245,6 +245,15 @@ impl ClusterNode {
                 ))),
                 None => Err(DataError::NotHere { group: META_GROUP }),
             },
+            DataRequest::DatasetChunk { record, .. }
+            | DataRequest::DatasetManifest { record }
+            | DataRequest::DatasetPull { record }
+                if record.check().is_err() =>
+            {
+                Err(DataError::Refused(Refusal::Invalid(
+                    record.check().unwrap_err(),
+                )))
+            }
             DataRequest::DatasetChunk { record, index } => {
                 crate::datasets::fetch::serve_chunk(self, record, index).await
             }
