@@ -56,6 +56,14 @@ pub struct Uploaded {
 
 /// sha256 (hex) and size of a file.
 pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    hash_file_with(path, |_| {})
+}
+
+/// [`hash_file`], calling `progress` with the bytes hashed so far.
+pub fn hash_file_with(
+    path: &Path,
+    mut progress: impl FnMut(u64),
+) -> std::io::Result<(String, u64)> {
     use sha2::Digest;
     let mut f = std::fs::File::open(path)?;
     let mut h = sha2::Sha256::new();
@@ -68,6 +76,7 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         }
         h.update(&buf[..n]);
         size += n as u64;
+        progress(size);
     }
     let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     Ok((hex, size))
@@ -222,7 +231,12 @@ pub struct Client {
     endpoint: String,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     jobs: petuum_proto::v1::jobs_client::JobsClient<tonic::transport::Channel>,
+    progress: Option<UploadProgress>,
 }
+
+/// Told how an upload goes: the phase (`"hashing"`, `"uploading"`), the
+/// file, bytes done and the file's size.
+pub type UploadProgress = std::sync::Arc<dyn Fn(&str, &Path, u64, u64) + Send + Sync>;
 
 impl Client {
     /// Connects to `endpoint` (`http://host:port`), with a bearer token
@@ -253,7 +267,14 @@ impl Client {
             token,
             jobs: petuum_proto::v1::jobs_client::JobsClient::new(channel)
                 .max_decoding_message_size(64 << 20),
+            progress: None,
         })
+    }
+
+    /// Reports the progress of uploads (hashing, then sending) to `f`
+    /// (the CLI draws a bar with it on a terminal).
+    pub fn on_upload_progress(&mut self, f: UploadProgress) {
+        self.progress = Some(f);
     }
 
     fn req<T>(&self, body: T) -> tonic::Request<T> {
@@ -443,7 +464,14 @@ impl Client {
     /// is sent (`Uploaded::sent` is false).
     pub async fn upload(&mut self, path: &Path) -> Result<Uploaded, ClientError> {
         let io = |e: std::io::Error| ClientError::Io(format!("{}: {e}", path.display()));
-        let (sha256, size) = hash_file(path).map_err(io)?;
+        let total = std::fs::metadata(path).map_err(io)?.len();
+        let progress = self.progress.clone();
+        let (sha256, size) = hash_file_with(path, |done| {
+            if let Some(p) = &progress {
+                p("hashing", path, done, total);
+            }
+        })
+        .map_err(io)?;
         match self.dataset(&sha256).await {
             Ok(info) if info.ready => return Ok(Uploaded { info, sent: false }),
             Ok(_) | Err(ClientError::NotFound(_)) => {}
@@ -455,7 +483,9 @@ impl Client {
             .unwrap_or_else(|| "data".into());
         let mut file = std::fs::File::open(path).map_err(io)?;
         let shown = path.display().to_string();
+        let (progress, owned, mut sent) = (self.progress.clone(), path.to_path_buf(), 0u64);
         // The file is read as the stream is sent (1 MiB a message).
+        let size_total = size;
         let mut first = Some((sha256, name, size));
         let messages = futures::stream::poll_fn(move |_| {
             let mut buf = vec![0u8; UPLOAD_MESSAGE];
@@ -468,6 +498,10 @@ impl Client {
                 }
             };
             buf.truncate(n);
+            sent += n as u64;
+            if let Some(p) = &progress {
+                p("uploading", &owned, sent, size_total);
+            }
             let (sha256, name, size) = first.take().unwrap_or_default();
             if n == 0 && sha256.is_empty() {
                 return std::task::Poll::Ready(None);

@@ -139,6 +139,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// A progress bar for uploads on a terminal (hashing, then sending),
+/// hooked into the client; cleared when dropped.
+fn upload_bar(json: bool) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
 /// The full sha256 of a dataset named by a unique prefix (as `data ls`
 /// shows them).
 async fn resolve_sha(c: &mut Client, prefix: &str) -> Result<String, ClientError> {
@@ -225,13 +243,35 @@ async fn run_jobs(
         _ => None,
     };
     let mut c = Client::connect_with(endpoint, creds).await?;
+    let bar = upload_bar(json);
+    if let Some(b) = bar.clone() {
+        c.on_upload_progress(std::sync::Arc::new(
+            move |phase: &str, path: &std::path::Path, done: u64, total: u64| {
+                b.set_length(total);
+                b.set_position(done);
+                b.set_message(format!(
+                    "{phase} {}",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().to_string())
+                        .unwrap_or_default()
+                ));
+            },
+        ));
+    }
+    let clear = || {
+        if let Some(b) = &bar {
+            b.finish_and_clear();
+        }
+    };
     match cmd {
         Command::Submit {
             wait, no_upload, ..
         } => {
             let mut s = submission.expect("prepared above");
             if !no_upload {
-                for (field, up) in c.upload_data(&mut s).await? {
+                let uploaded = c.upload_data(&mut s).await;
+                clear();
+                for (field, up) in uploaded? {
                     if !json {
                         println!(
                             "{field}: {} ({}, {}) {}",
@@ -262,7 +302,9 @@ async fn run_jobs(
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Put { file }) => {
-            let up = c.upload(&file).await?;
+            let up = c.upload(&file).await;
+            clear();
+            let up = up?;
             if json {
                 println!("{}", dataset_json(&up.info));
             } else {
