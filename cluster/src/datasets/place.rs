@@ -250,3 +250,25 @@ async fn forget_abandoned(node: &ClusterNode, meta: &MetaState) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::preferred;
+
+    /// Each dataset has its own order of nodes, and a node added later
+    /// does not reorder the others (so copies stay where they are).
+    #[test]
+    fn preferred_orders_are_per_dataset_and_stable_under_growth() {
+        let a = preferred(&"a".repeat(64), [1, 2, 3]);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![1, 2, 3]);
+        let grown = preferred(&"a".repeat(64), [1, 2, 3, 4]);
+        let without: Vec<u64> = grown.into_iter().filter(|&n| n != 4).collect();
+        assert_eq!(without, a);
+        let firsts: std::collections::BTreeSet<u64> = (0..32)
+            .map(|i| preferred(&format!("{i:064x}"), [1, 2, 3])[0])
+            .collect();
+        assert_eq!(firsts.len(), 3, "datasets spread their first copies");
+    }
+}
