@@ -214,15 +214,7 @@ impl Credentials {
 /// A transport error with its causes (tonic's own says only "transport
 /// error"; the cause names the TLS or connection problem).
 fn transport_error(e: &tonic::transport::Error) -> String {
-    use std::error::Error;
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
+    petuum_core::error_chain(e)
 }
 
 /// A connection to a cluster node's job API.

@@ -51,3 +51,16 @@ pub use error::TableError;
 pub use row::{AnyRow, Row};
 pub use types::{Clock, Elem, ElemType, JobId, RowId, RowKind, TableId, TableSpec, WorkerId};
 pub use worker::{Node, Table, WorkerCtx};
+
+/// An error's message followed by its causes (`a: b: c`): wrappers such as
+/// tonic's "transport error" say little without them.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

@@ -283,7 +283,7 @@ pub async fn fetch_url(
         .get(u.clone())
         .send()
         .await
-        .map_err(|e| format!("fetching {shown}: {}", error_chain(&e)))?;
+        .map_err(|e| format!("fetching {shown}: {}", petuum_core::error_chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!(
             "fetching {shown}: the server answered {}",
@@ -312,7 +312,10 @@ pub async fn fetch_url(
             Ok(None) => break,
             Err(e) => {
                 ing.abandon();
-                return Err(format!("fetching {shown}: {}", error_chain(&e)));
+                return Err(format!(
+                    "fetching {shown}: {}",
+                    petuum_core::error_chain(&e)
+                ));
             }
         }
     }
@@ -327,17 +330,6 @@ pub async fn fetch_url(
     publish(node, done, shown.clone())
         .await
         .map_err(|e| format!("{shown}: {e}"))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
 }
 
 /// Every data field of a spec, mutable, with its name.
@@ -381,9 +373,9 @@ pub async fn store_urls(
 /// they are in the store and sealed is checked where the job is recorded
 /// (the metadata group's leader, which has seen every seal; this node's
 /// replica may lag a seal it just made).
-pub fn check_refs(spec: &mut JobSpec) -> Result<(), String> {
-    for (field, p) in data_fields(spec) {
-        let s = p.to_string_lossy().to_string();
+pub fn check_refs(spec: &JobSpec) -> Result<(), String> {
+    for (field, p) in spec.data_files() {
+        let s = p.to_string_lossy();
         if let Some(sha) = datasets::dataset_ref(&s) {
             if !is_sha256_hex(sha) {
                 return Err(format!(

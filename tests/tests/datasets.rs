@@ -6,7 +6,7 @@
 //! holder; a URL is fetched once and every node reads the same bytes; a
 //! lying upload is refused.
 
-use petuum_tests::cluster::{client, wait_for, LocalCluster};
+use petuum_tests::cluster::{client, submit, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,15 @@ fn reference(spec: &Path, dir: &Path) -> Vec<u8> {
     );
     let name = spec.file_stem().unwrap().to_string_lossy().to_string();
     std::fs::read(dir.join(format!("{name}.safetensors"))).unwrap()
+}
+
+/// The id in `submit`'s text output (`job N `name` submitted ...`).
+fn job_id_in(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("job "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no job id in {text}"))
 }
 
 fn model(c: &LocalCluster, ep: &str, job: u64, out: &Path) -> Vec<u8> {
@@ -158,12 +167,7 @@ fn data_only_the_submitter_sees_reaches_every_node() {
         "{text}"
     );
     std::fs::remove_file(&data).unwrap();
-    let id: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("job "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no job id in {text}"));
+    let id = job_id_in(&text);
     succeeded(&c, &ep, id);
     assert_eq!(
         model(&c, &ep, id, &mine.path().join("got.safetensors")),
@@ -185,12 +189,7 @@ fn data_only_the_submitter_sees_reaches_every_node() {
     let out = client(&ep, &["submit", long.to_str().unwrap()], c.path());
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("already in the cluster"), "{text}");
-    let long_id: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("job "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap();
+    let long_id = job_id_in(&text);
     wait_for(&c, &ep, long_id, Duration::from_secs(120), "running", |s| {
         s["state"] == "running"
     });
@@ -260,13 +259,7 @@ fn a_corrupt_chunk_is_caught_and_fetched_again_from_another_holder() {
     }
     let want = reference(&spec(dir.path(), "rot", "spam.libsvm", 3, 20), dir.path());
     let job = spec(dir.path(), "rot", &format!("sha256:{sha}"), 3, 20);
-    let id = json(&client(
-        &ep,
-        &["submit", job.to_str().unwrap(), "--json"],
-        c.path(),
-    ))["id"]
-        .as_u64()
-        .unwrap();
+    let id = submit(&c, &ep, &job);
     succeeded(&c, &ep, id);
     assert_eq!(
         model(&c, &ep, id, &dir.path().join("got.safetensors")),
@@ -312,13 +305,7 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
         reference(&spec(dir.path(), "web", "spam.libsvm", 2, 20), dir.path())
     };
     let job = spec(dir.path(), "web", &url, 2, 20);
-    let id = json(&client(
-        &ep,
-        &["submit", job.to_str().unwrap(), "--json"],
-        c.path(),
-    ))["id"]
-        .as_u64()
-        .unwrap();
+    let id = submit(&c, &ep, &job);
     succeeded(&c, &ep, id);
     assert_eq!(
         model(&c, &ep, id, &dir.path().join("got.safetensors")),

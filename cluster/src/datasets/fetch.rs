@@ -229,7 +229,7 @@ pub async fn serve_manifest(
     node: &ClusterNode,
     record: DatasetRecord,
 ) -> Result<DataReply, DataError> {
-    let read = node.datasets.manifest(&record);
+    let read = node.datasets.manifest(&record).map(|m| m.to_vec());
     served(node, record, read)
 }
 

@@ -107,6 +107,9 @@ pub struct Store {
     next: AtomicU64,
     /// Copies found corrupt while serving, to repair at the next sweep.
     corrupt: Mutex<Vec<DatasetRecord>>,
+    /// Chunk lists already read and checked against their records: a
+    /// chunk served does not read and hash its dataset's whole list again.
+    manifests: Mutex<HashMap<String, Arc<Vec<u8>>>>,
 }
 
 impl Store {
@@ -118,6 +121,7 @@ impl Store {
             locks: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
             corrupt: Mutex::new(Vec::new()),
+            manifests: Mutex::new(HashMap::new()),
         };
         store.clean_incoming(Duration::ZERO);
         Ok(store)
@@ -189,10 +193,14 @@ impl Store {
         std::fs::metadata(&path).is_ok_and(|m| m.len() == rec.size)
     }
 
-    /// The chunk list of a complete copy, checked against the record.
-    pub fn manifest(&self, rec: &DatasetRecord) -> Result<Vec<u8>, ChunkError> {
+    /// The chunk list of a complete copy, checked against the record (read
+    /// once, then kept until the copy is replaced or removed).
+    pub fn manifest(&self, rec: &DatasetRecord) -> Result<Arc<Vec<u8>>, ChunkError> {
         if !self.complete(rec) {
             return Err(ChunkError::Missing(rec.sha256.clone()));
+        }
+        if let Some(m) = self.manifests.lock().get(&rec.sha256) {
+            return Ok(m.clone());
         }
         let m = std::fs::read(self.dir(&rec.sha256).join(MANIFEST)).map_err(|e| self.io(rec, e))?;
         if sha256_hex(&m) != rec.chunks_sha256 || m.len() as u64 != rec.chunks() * 32 {
@@ -201,6 +209,8 @@ impl Store {
                 index: u64::MAX,
             });
         }
+        let m = Arc::new(m);
+        self.manifests.lock().insert(rec.sha256.clone(), m.clone());
         Ok(m)
     }
 
@@ -298,6 +308,7 @@ impl Store {
     /// copy is already there (a concurrent upload of the same bytes), the
     /// new one is dropped.
     pub fn install(&self, incoming: &Path, sha256: &str) -> io::Result<()> {
+        self.manifests.lock().remove(sha256);
         let to = self.dir(sha256);
         if to.join(MANIFEST).is_file() {
             let _ = std::fs::remove_dir_all(incoming);
@@ -321,6 +332,7 @@ impl Store {
 
     /// Deletes this node's copy.
     pub fn remove(&self, sha256: &str) -> io::Result<()> {
+        self.manifests.lock().remove(sha256);
         match std::fs::remove_dir_all(self.dir(sha256)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

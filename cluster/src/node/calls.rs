@@ -41,25 +41,23 @@ impl ClusterNode {
     /// (A copy shares the job records with the replica: it copies pointers,
     /// not histories.)
     pub async fn meta_read(&self) -> Result<MetaState, DataError> {
-        if let Some((_, h)) = &self.meta {
-            return Ok(h.state());
-        }
-        match self.meta_remote(&DataRequest::MetaRead).await? {
-            DataReply::MetaState(s) => Ok(*s),
-            other => Err(DataError::Unavailable(format!(
-                "unexpected reply {other:?}"
-            ))),
-        }
+        self.meta_state_or(DataRequest::MetaRead).await
     }
 
     /// The metadata without the records of ended jobs when read from
     /// another node (the whole of it from a local replica, which costs no
     /// copy of the records): for loops that poll it.
     pub async fn meta_active(&self) -> Result<MetaState, DataError> {
+        self.meta_state_or(DataRequest::MetaActive).await
+    }
+
+    /// This node's replica of the metadata, else `req`'s answer from a
+    /// voter.
+    async fn meta_state_or(&self, req: DataRequest) -> Result<MetaState, DataError> {
         if let Some((_, h)) = &self.meta {
             return Ok(h.state());
         }
-        match self.meta_remote(&DataRequest::MetaActive).await? {
+        match self.meta_remote(&req).await? {
             DataReply::MetaState(s) => Ok(*s),
             other => Err(DataError::Unavailable(format!(
                 "unexpected reply {other:?}"

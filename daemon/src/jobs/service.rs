@@ -190,7 +190,7 @@ impl JobsApi for JobsSvc {
         crate::datasets::store_urls(&self.jobs.node, &self.ingests, &mut spec)
             .await
             .map_err(|e| Status::new(e.code(), format!("{origin}: {}", e.message())))?;
-        crate::datasets::check_refs(&mut spec)
+        crate::datasets::check_refs(&spec)
             .map_err(|e| Status::invalid_argument(format!("{origin}: {e}")))?;
         // Data only from the directories node.toml allows.
         self.jobs
