@@ -116,8 +116,8 @@ pub enum DataRequest {
     /// The metadata without the records of ended jobs (metadata voters
     /// only): what a node without a replica polls.
     MetaActive,
-    /// Chunk `index` of a dataset this node holds, verified against its
-    /// hash first (`DataReply::Bytes`).
+    /// Chunk `index` of a dataset this node holds, as it is on disk
+    /// (`DataReply::Bytes`): the receiver checks it.
     DatasetChunk {
         record: crate::datasets::DatasetRecord,
         index: u64,
@@ -129,6 +129,12 @@ pub enum DataRequest {
     /// Asks this node to fetch a dataset from its holders and hold it.
     DatasetPull {
         record: crate::datasets::DatasetRecord,
+    },
+    /// Chunk `index` of this node's copy arrived damaged at the sender:
+    /// this node checks it and repairs its copy if so (`DataReply::Ok`).
+    DatasetDamaged {
+        record: crate::datasets::DatasetRecord,
+        index: u64,
     },
 }
 

@@ -99,7 +99,7 @@ pub async fn upload(
     let writer = tokio::task::spawn_blocking(move || {
         let mut ing = ing;
         while let Some(data) = rx.blocking_recv() {
-            if let Err(e) = ing.write(&data) {
+            if let Err(e) = ing.write(data) {
                 ing.abandon();
                 return Err(e);
             }
@@ -304,7 +304,7 @@ pub async fn fetch_url(
     loop {
         match resp.chunk().await {
             Ok(Some(bytes)) => {
-                if let Err(e) = tokio::task::block_in_place(|| ing.write(&bytes)) {
+                if let Err(e) = tokio::task::block_in_place(|| ing.write(bytes.to_vec())) {
                     ing.abandon();
                     return Err(format!("{shown}: {e}"));
                 }

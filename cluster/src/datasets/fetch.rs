@@ -4,17 +4,14 @@
 //! a holder itself; a node that finds a chunk of its own copy corrupt
 //! fetches that chunk again and writes it in place.
 
-use super::store::{sha256_hex, ChunkError, Store};
+use super::store::{chunk_hash, sha256_hex, ChunkError, ChunkWriter, Store};
 
 use super::{DatasetCommand, DatasetRecord};
 use crate::meta::MetaCommand;
 use crate::node::ClusterNode;
 use crate::wire::{DataError, DataReply, DataRequest};
 use futures::StreamExt;
-use sha2::{Digest, Sha256};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Chunks requested at once by one fetch.
@@ -74,11 +71,7 @@ pub async fn ensure(node: &ClusterNode, rec: &DatasetRecord) -> Result<PathBuf, 
             "dataset copy here has corrupt chunks: fetching them again from other holders"
         );
         let manifest = manifest(node, rec).await?;
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| io_err(rec, e))?;
-        fetch_chunks(node, rec, &manifest, Arc::new(file), bad.clone()).await?;
+        fetch_chunks(node, rec, &manifest, &path, bad.clone()).await?;
         Store::write_manifest(&store.dir(&rec.sha256), &manifest).map_err(|e| io_err(rec, e))?;
         tracing::info!(dataset = %rec.sha256, chunks = ?bad, "corrupt chunks replaced");
         return Ok(path);
@@ -87,18 +80,10 @@ pub async fn ensure(node: &ClusterNode, rec: &DatasetRecord) -> Result<PathBuf, 
     let manifest = manifest(node, rec).await?;
     let dir = store.incoming_dir().map_err(|e| io_err(rec, e))?;
     let result = async {
-        let file = std::fs::File::create(dir.join(&rec.name)).map_err(|e| io_err(rec, e))?;
+        let path = dir.join(&rec.name);
+        let file = std::fs::File::create(&path).map_err(|e| io_err(rec, e))?;
         file.set_len(rec.size).map_err(|e| io_err(rec, e))?;
-        let file = Arc::new(file);
-        fetch_chunks(
-            node,
-            rec,
-            &manifest,
-            file.clone(),
-            (0..rec.chunks()).collect(),
-        )
-        .await?;
-        file.sync_all().map_err(|e| io_err(rec, e))?;
+        fetch_chunks(node, rec, &manifest, &path, (0..rec.chunks()).collect()).await?;
         Store::write_manifest(&dir, &manifest).map_err(|e| io_err(rec, e))?;
         store.install(&dir, &rec.sha256).map_err(|e| io_err(rec, e))
     }
@@ -159,20 +144,31 @@ async fn manifest(node: &ClusterNode, rec: &DatasetRecord) -> Result<Vec<u8>, Fe
 }
 
 /// Fetches chunks `which` into `file`, verifying each; chunk i is asked of
-/// holder i first (spreading the load), then of the others in turn.
+/// holder i first (spreading the load), then of the others in turn. The
+/// checks run on blocking threads, several at once; one writer thread
+/// writes the chunks that pass (parallel writes to one file contend on its
+/// inode lock and cost more than they overlap).
 async fn fetch_chunks(
     node: &ClusterNode,
     rec: &DatasetRecord,
     manifest: &[u8],
-    file: Arc<std::fs::File>,
+    path: &std::path::Path,
     which: Vec<u64>,
 ) -> Result<(), FetchError> {
     let holders = sources(node, rec);
+    let mut file = ChunkWriter::open(path).map_err(|e| io_err(rec, e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(PARALLEL);
+    let writer = tokio::task::spawn_blocking(move || {
+        while let Some((start, b)) = rx.blocking_recv() {
+            file.write_at(&b, start)?;
+        }
+        file.sync()
+    });
     let results = futures::stream::iter(which.into_iter().map(|i| {
-        let holders = &holders;
-        let file = file.clone();
+        let (holders, tx) = (&holders, tx.clone());
         async move {
-            let want = &manifest[i as usize * 32..][..32];
+            let mut want = [0u8; 32];
+            want.copy_from_slice(&manifest[i as usize * 32..][..32]);
             let (start, _) = rec.chunk_range(i);
             let mut reason = "the dataset has no other holder".to_string();
             for k in 0..holders.len() {
@@ -181,19 +177,39 @@ async fn fetch_chunks(
                     record: rec.clone(),
                     index: i,
                 };
-                match node.data_call(h, &req, CHUNK_TIMEOUT).await {
-                    Ok(DataReply::Bytes(b)) if Sha256::digest(&b)[..] == *want => {
-                        file.write_all_at(&b, start).map_err(|e| io_err(rec, e))?;
-                        super::store::start_writeback(&file, start, b.len() as u64);
-                        return Ok(());
+                let b = match node.data_call(h, &req, CHUNK_TIMEOUT).await {
+                    Ok(DataReply::Bytes(b)) => b,
+                    Ok(other) => {
+                        reason = format!("node {h}: unexpected reply {other:?}");
+                        continue;
                     }
-                    Ok(DataReply::Bytes(_)) => {
-                        reason = format!("node {h} sent chunk {i} damaged");
-                        tracing::warn!(dataset = %rec.sha256, node = h, chunk = i, "chunk arrived damaged; asking another holder");
+                    Err(e) => {
+                        reason = format!("node {h}: {e}");
+                        continue;
                     }
-                    Ok(other) => reason = format!("node {h}: unexpected reply {other:?}"),
-                    Err(e) => reason = format!("node {h}: {e}"),
+                };
+                let (b, intact) = tokio::task::spawn_blocking(move || {
+                    let intact = chunk_hash(&b) == want;
+                    (b, intact)
+                })
+                .await
+                .map_err(|e| io_err(rec, e))?;
+                if intact {
+                    // A closed channel means the writer failed: its error
+                    // is reported below.
+                    let _ = tx.send((start, b)).await;
+                    return Ok(());
                 }
+                reason = format!("node {h} sent chunk {i} damaged");
+                tracing::warn!(dataset = %rec.sha256, node = h, chunk = i, "chunk arrived damaged; asking another holder");
+                // The holder checks its copy of that chunk (a holder
+                // serves chunks unchecked: the receiver's check is the
+                // one that counts, and it is made here).
+                let notice = DataRequest::DatasetDamaged {
+                    record: rec.clone(),
+                    index: i,
+                };
+                let _ = node.data_call(h, &notice, CHUNK_TIMEOUT).await;
             }
             Err(FetchError::Unavailable {
                 name: rec.name.clone(),
@@ -206,12 +222,33 @@ async fn fetch_chunks(
     .buffer_unordered(PARALLEL)
     .collect::<Vec<_>>()
     .await;
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| io_err(rec, e))?
+        .map_err(|e| io_err(rec, e))?;
     results.into_iter().collect()
 }
 
-/// Serves a chunk of this node's copy after checking it; a corrupt one is
-/// refused (the caller asks another holder) and repaired here.
+/// Serves a chunk of this node's copy as it is on disk: the receiver
+/// checks it against the chunk list and reports damage
+/// ([`check_damage`]).
 pub async fn serve_chunk(
+    node: &ClusterNode,
+    record: DatasetRecord,
+    index: u64,
+) -> Result<DataReply, DataError> {
+    let store = node.datasets.clone();
+    let rec = record.clone();
+    let read = tokio::task::spawn_blocking(move || store.read_chunk_unchecked(&rec, index))
+        .await
+        .map_err(|e| DataError::Unavailable(e.to_string()))?;
+    served(node, record, read)
+}
+
+/// A receiver found chunk `index` of this node's copy damaged: it is
+/// checked here, and a copy found corrupt is repaired at the next sweep.
+pub async fn check_damage(
     node: &ClusterNode,
     record: DatasetRecord,
     index: u64,
@@ -221,7 +258,7 @@ pub async fn serve_chunk(
     let read = tokio::task::spawn_blocking(move || store.read_chunk(&rec, index))
         .await
         .map_err(|e| DataError::Unavailable(e.to_string()))?;
-    served(node, record, read)
+    served(node, record, read.map(|_| Vec::new())).map(|_| DataReply::Ok)
 }
 
 /// Serves the chunk list of this node's copy.
@@ -242,7 +279,7 @@ fn served(
         Ok(b) => Ok(DataReply::Bytes(b)),
         Err(e) => {
             if matches!(e, ChunkError::Corrupt { .. }) {
-                tracing::warn!(dataset = %record.sha256, error = %e, "refused to serve a corrupt chunk; this copy is repaired at the next sweep");
+                tracing::warn!(dataset = %record.sha256, error = %e, "a chunk of this copy is corrupt; it is repaired at the next sweep");
                 node.datasets.note_corrupt(record);
             }
             Err(DataError::Unavailable(e.to_string()))

@@ -48,7 +48,7 @@ pub struct DatasetRecord {
     pub name: String,
     pub size: u64,
     pub chunk_size: u64,
-    /// sha256 of the concatenated 32-byte chunk hashes (lowercase hex):
+    /// sha256 of the concatenated 32-byte BLAKE3 chunk hashes (hex):
     /// the chunk list a holder hands out is checked against it.
     pub chunks_sha256: String,
     /// "upload", or the URL it was fetched from.

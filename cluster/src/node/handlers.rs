@@ -246,6 +246,7 @@ impl ClusterNode {
                 None => Err(DataError::NotHere { group: META_GROUP }),
             },
             DataRequest::DatasetChunk { record, .. }
+            | DataRequest::DatasetDamaged { record, .. }
             | DataRequest::DatasetManifest { record }
             | DataRequest::DatasetPull { record }
                 if record.check().is_err() =>
@@ -256,6 +257,9 @@ impl ClusterNode {
             }
             DataRequest::DatasetChunk { record, index } => {
                 crate::datasets::fetch::serve_chunk(self, record, index).await
+            }
+            DataRequest::DatasetDamaged { record, index } => {
+                crate::datasets::fetch::check_damage(self, record, index).await
             }
             DataRequest::DatasetManifest { record } => {
                 crate::datasets::fetch::serve_manifest(self, record).await

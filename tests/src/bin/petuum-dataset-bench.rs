@@ -11,6 +11,10 @@
 //! - fetch: that second node's copy (chunks over gRPC, each verified on
 //!   both sides, written in place, fsynced), as the node reports it.
 //!
+//! With each upload, the CPU seconds per GB it cost the client and the
+//! three nodes (user + system, from `/proc`): on a machine whose cores
+//! the client and the nodes share, throughput is bounded by that sum.
+//!
 //! `petuum-dataset-bench [MIB] [RUNS]` (default 256 MiB, 3 runs), release
 //! build: `cargo build --release --bins`.
 
@@ -49,20 +53,38 @@ fn plain_copy(src: &Path, dst: &Path) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at
+    // field 3 (the state).
+    let field = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    let tick = 100.0; // USER_HZ on Linux
+    field(14)
+        .zip(field(15))
+        .map_or(0.0, |(u, s)| (u + s) / tick)
+}
+
 /// Uploads `file` to a fresh 3-node cluster keeping `replicas` copies:
-/// the upload's seconds, and the fetch rates (MB/s) the nodes that copied
-/// it logged.
-fn upload(file: &Path, replicas: u32) -> (f64, Vec<f64>) {
-    let c = LocalCluster::start(3, 4, &format!("[datasets]\nreplicas = {replicas}"));
+/// the upload's seconds, the CPU seconds it cost (client and nodes), and
+/// the fetch rates (MB/s) the nodes that copied it logged.
+fn upload(file: &Path, replicas: u32) -> (f64, f64, Vec<f64>) {
+    let mut c = LocalCluster::start(3, 4, &format!("[datasets]\nreplicas = {replicas}"));
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = format!("http://{}", c.nodes[0].addr);
+    let mut pids: Vec<String> = (1..=3).map(|n| c.pid(n).to_string()).collect();
+    pids.push("self".into());
+    let cpu = |pids: &[String]| pids.iter().map(|p| cpu_seconds(p)).sum::<f64>();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let secs = rt.block_on(async {
+    let (secs, used) = rt.block_on(async {
         let mut client = connect_client(&ep).await;
-        let start = Instant::now();
+        let (start, before) = (Instant::now(), cpu(&pids));
         let up = client.upload(file).await.expect("upload");
         assert!(up.sent);
-        start.elapsed().as_secs_f64()
+        (start.elapsed().as_secs_f64(), cpu(&pids) - before)
     });
     let fetches = c
         .logs()
@@ -71,7 +93,7 @@ fn upload(file: &Path, replicas: u32) -> (f64, Vec<f64>) {
         .filter_map(|l| l.split("mb_per_s=").nth(1))
         .filter_map(|v| v.split_whitespace().next()?.parse().ok())
         .collect();
-    (secs, fetches)
+    (secs, used, fetches)
 }
 
 fn main() {
@@ -89,24 +111,35 @@ fn main() {
         mb / t.elapsed().as_secs_f64()
     );
     let (mut copy, mut one, mut two, mut fetch) = (vec![], vec![], vec![], vec![]);
+    let (mut cpu1, mut cpu2) = (vec![], vec![]);
+    let gb = mb / 1e3;
     for run in 0..runs {
         let c = plain_copy(&src, &dir.path().join("copy.bin"));
-        let (u1, _) = upload(&src, 1);
-        let (u2, f2) = upload(&src, 2);
+        let (u1, c1, _) = upload(&src, 1);
+        let (u2, c2, f2) = upload(&src, 2);
         println!(
-            "run {run}: plain copy {:.1} MB/s; upload 1 copy {:.1} MB/s; upload 2 copies {:.1} MB/s; fetch {:?} MB/s",
+            "run {run}: plain copy {:.1} MB/s; upload 1 copy {:.1} MB/s ({:.2} CPU s/GB); upload 2 copies {:.1} MB/s ({:.2} CPU s/GB); fetch {:?} MB/s",
             mb / c,
             mb / u1,
+            c1 / gb,
             mb / u2,
+            c2 / gb,
             f2.iter().map(|f| (f * 10.0).round() / 10.0).collect::<Vec<_>>()
         );
         copy.push(mb / c);
         one.push(mb / u1);
         two.push(mb / u2);
+        cpu1.push(c1 / gb);
+        cpu2.push(c2 / gb);
         fetch.extend(f2);
     }
     let (c, u1, u2) = (median(copy), median(one), median(two));
     let f = median(fetch);
+    println!(
+        "CPU seconds per GB (client and the three nodes, median): upload 1 copy {:.2}, upload 2 copies {:.2}",
+        median(cpu1),
+        median(cpu2)
+    );
     println!(
         "median over {runs} runs, {mib} MiB: plain copy {c:.1} MB/s | upload (1 copy) {u1:.1} MB/s = {:.0}% | fetch {f:.1} MB/s = {:.0}% | upload (2 copies, one disk) {u2:.1} MB/s = {:.0}%",
         100.0 * u1 / c,
