@@ -80,6 +80,28 @@ fn read_features_for_model(
 }
 
 /// Evaluates `model` on `data` (with `labels` for IDX data).
+/// The best `n` items for each of `users` from a saved matrix
+/// factorisation (`petuumd recommend`); see [`crate::mf::recommend`].
+pub fn recommend(
+    model: &Path,
+    users: &[String],
+    n: usize,
+    rated: Option<&Path>,
+) -> Result<crate::mf::Recommendations, EvalError> {
+    let file = ModelFile::load(model)?;
+    if file.algorithm() != crate::mf::NAME {
+        return Err(EvalError::Usage(format!(
+            "{} is a `{}` model: recommendations come from a matrix factorization (`mf`) model",
+            model.display(),
+            file.algorithm()
+        )));
+    }
+    if users.is_empty() {
+        return Err(EvalError::Usage("name at least one --user".into()));
+    }
+    crate::mf::recommend(&file, users, n, rated)
+}
+
 pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<EvalReport, EvalError> {
     let file = ModelFile::load(model)?;
     match file.algorithm() {

@@ -17,11 +17,12 @@ pub const FORMAT_VERSION: &str = "1";
 /// A problem reading or writing a model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: {source}")]
+    /// The OS error is in the message (not a `source`, which error
+    /// chains would print a second time).
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: not a petuum model: {reason}")]
     Format { path: PathBuf, reason: String },
@@ -166,9 +167,9 @@ impl ModelFile {
 
     /// Writes the model atomically (temp file, fsync, rename). Returns its size.
     pub fn save(&self, path: &Path) -> Result<u64, ModelError> {
-        let io = |source| ModelError::Io {
+        let io = |error| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         let bytes = self.to_bytes();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -186,9 +187,9 @@ impl ModelFile {
 
     /// Reads and checks a model file.
     pub fn load(path: &Path) -> Result<ModelFile, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let fmt = |reason: String| ModelError::Format {
             path: path.to_path_buf(),

@@ -28,12 +28,14 @@ pub fn datasets() -> PathBuf {
 /// model goes to a temp dir) and returns the outcome.
 pub fn run_spec(spec: &str) -> RunOutcome {
     let dir = tempfile::tempdir().unwrap();
+    run_spec_at(spec, &dir.path().join("model.safetensors"))
+}
+
+/// [`run_spec`] with the model written to `model`.
+pub fn run_spec_at(spec: &str, model: &std::path::Path) -> RunOutcome {
     let text = spec
         .replace("{data}", &datasets().display().to_string())
-        .replace(
-            "{model}",
-            &dir.path().join("model.safetensors").display().to_string(),
-        );
+        .replace("{model}", &model.display().to_string());
     let spec = JobSpec::parse(&text, "test.toml").unwrap();
     let algo = petuum_algorithms::build(&spec).unwrap_or_else(|e| panic!("{e}"));
     let node = Node::new(Arc::new(InProcShards::new(spec.run.shards)), 1 << 16);

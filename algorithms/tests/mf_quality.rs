@@ -4,7 +4,7 @@
 //! attainable test RMSE.
 
 mod common;
-use common::{metric, run_spec};
+use common::{datasets, metric, run_spec, run_spec_at};
 
 fn movielens(solver: &str, lambda: f64, clocks: u32, extra: &str) -> f64 {
     let out = run_spec(&format!(
@@ -68,4 +68,60 @@ fn synthetic_low_rank_reaches_the_noise_floor() {
             "{solver}: test RMSE {rmse} vs sigma {sigma}"
         );
     }
+}
+
+/// `petuumd recommend`'s library call on a MovieLens model: the best
+/// items of a user, best first, none the user rated in the file named,
+/// scores as the model predicts them; an unknown user is refused by name.
+#[test]
+fn movielens_top_n_leaves_out_what_a_user_rated() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mf.safetensors");
+    run_spec_at(
+        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/movielens_dslabs/ratings.csv\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = 40\nseed = 1\n[model]\npath = \"{model}\"\n[params]\nrank = 10\nlambda = 0.1\nsolver = \"sgd\"\nbatches = 4\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n",
+        &model,
+    );
+    let ratings = datasets().join("movielens_dslabs/ratings.csv");
+    let users = vec!["1".to_string(), "414".to_string()];
+    let recs = petuum_algorithms::eval::recommend(&model, &users, 10, Some(&ratings)).unwrap();
+    let text = std::fs::read_to_string(&ratings).unwrap();
+    for (user, items) in &recs {
+        assert_eq!(items.len(), 10, "{user}: {items:?}");
+        let rated: std::collections::HashSet<&str> = text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                (f[0] == user).then_some(f[1])
+            })
+            .collect();
+        assert!(!rated.is_empty());
+        for (item, _) in items {
+            assert!(!rated.contains(item.as_str()), "{user} rated {item}");
+        }
+        assert!(
+            items.windows(2).all(|w| w[0].1 >= w[1].1),
+            "not best first: {items:?}"
+        );
+    }
+    // Without the exclusion, a user's list may hold rated items, and the
+    // first excluded list is the unexcluded one with those left out.
+    let all = petuumd_all(&model, &users[..1]);
+    let kept: Vec<&(String, f64)> = all
+        .iter()
+        .filter(|(i, _)| recs[0].1.iter().any(|(j, _)| j == i))
+        .collect();
+    assert_eq!(kept.len(), 10, "{all:?}");
+    let err = petuum_algorithms::eval::recommend(&model, &["no-such-user".into()], 5, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`no-such-user` is not in the model"), "{err}");
+}
+
+/// Every item of `users[0]`, best first, nothing excluded.
+fn petuumd_all(model: &std::path::Path, users: &[String]) -> Vec<(String, f64)> {
+    petuum_algorithms::eval::recommend(model, users, usize::MAX, None)
+        .unwrap()
+        .remove(0)
+        .1
 }

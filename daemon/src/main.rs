@@ -86,6 +86,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The best items for a user from a saved matrix factorization model
+    /// (`algorithm = "mf"`), best first, with their predicted ratings.
+    Recommend {
+        #[arg(long)]
+        model: PathBuf,
+        /// A user id as in the training data (repeatable).
+        #[arg(long = "user", required = true)]
+        users: Vec<String>,
+        /// How many items per user.
+        #[arg(long, default_value_t = 10)]
+        n: usize,
+        /// A ratings file (the training data's format): the items each
+        /// user rated there are left out.
+        #[arg(long)]
+        exclude_rated: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check a job spec (fields, data files, hyperparameters) without running it.
     Validate { job: PathBuf },
     /// Make a cluster CA (once) and certificates for nodes and clients
@@ -142,6 +160,13 @@ fn main() -> ExitCode {
             labels,
             json,
         } => eval(&model, &data, labels.as_deref(), json),
+        Command::Recommend {
+            model,
+            users,
+            n,
+            exclude_rated,
+            json,
+        } => recommend(&model, &users, n, exclude_rated.as_deref(), json),
         Command::Validate { job } => validate(&job),
         Command::Serve { config } => serve::serve(&config),
         Command::Certs {
@@ -233,6 +258,32 @@ fn eval(
         println!("samples:   {}", report.samples);
         for (k, v) in &report.metrics {
             println!("{k}: {v:.4}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recommend(
+    model: &std::path::Path,
+    users: &[String],
+    n: usize,
+    rated: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let recs = petuum_algorithms::eval::recommend(model, users, n, rated)
+        .with_context(|| format!("recommending from {}", model.display()))?;
+    for (user, items) in recs {
+        if json {
+            let items: Vec<serde_json::Value> = items
+                .iter()
+                .map(|(i, s)| serde_json::json!({"item": i, "score": s}))
+                .collect();
+            println!("{}", serde_json::json!({"user": user, "items": items}));
+        } else {
+            println!("user {user}:");
+            for (rank, (item, score)) in items.iter().enumerate() {
+                println!("  {:>3}. {item}  {score:.4}", rank + 1);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -706,31 +706,79 @@ impl MfModel {
     }
 
     /// The `n` items with the highest predicted rating for `user` (a raw
-    /// id as in the training data), best first, skipping `exclude`.
-    pub fn top_n(&self, user: &str, n: usize, exclude: &[&str]) -> Option<Vec<(String, f64)>> {
+    /// id as in the training data), best first (ties: the earlier item),
+    /// skipping `exclude`; `None` when the model does not know the user.
+    pub fn top_n(
+        &self,
+        user: &str,
+        n: usize,
+        exclude: &std::collections::HashSet<&str>,
+    ) -> Option<Vec<(String, f64)>> {
         let u = self.users.get(user)? as usize;
         let mut scored: Vec<(f64, usize)> = (0..self.items.len())
-            .filter(|&i| !exclude.contains(&self.items.ids[i].as_str()))
+            .filter(|&i| !exclude.contains(self.items.ids[i].as_str()))
             .map(|i| (self.score(u, i), i))
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let better = |a: &(f64, usize), b: &(f64, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if n < scored.len() {
+            // Only the best n need sorting.
+            scored.select_nth_unstable_by(n, better);
+            scored.truncate(n);
+        }
+        scored.sort_by(better);
         Some(
             scored
                 .into_iter()
-                .take(n)
                 .map(|(s, i)| (self.items.ids[i].clone(), s))
                 .collect(),
         )
     }
 }
 
-/// Evaluates a saved factorisation on a ratings file: RMSE over the
-/// ratings whose user and item the model knows, and how many it does not.
-pub fn evaluate(
+/// Per user asked for, its best items with their predicted ratings.
+pub type Recommendations = Vec<(String, Vec<(String, f64)>)>;
+
+/// The best `n` items for each of `users` from a saved factorisation, best
+/// first; with `rated` (a ratings file in the training data's format), the
+/// items a user rated there are left out.
+pub fn recommend(
     file: &ModelFile,
-    data: &Path,
-) -> Result<(usize, Vec<(String, f64)>), crate::eval::EvalError> {
+    users: &[String],
+    n: usize,
+    rated: Option<&Path>,
+) -> Result<Recommendations, crate::eval::EvalError> {
     let m = MfModel::from_file(file)?;
+    let mut seen: std::collections::HashMap<&str, std::collections::HashSet<&str>> = users
+        .iter()
+        .map(|u| (u.as_str(), Default::default()))
+        .collect();
+    let raw;
+    if let Some(path) = rated {
+        let (format, params) = saved_input(file)?;
+        raw = data::read(format, path, &params.columns())?;
+        for (u, i) in raw.users.iter().zip(&raw.items) {
+            if let Some(set) = seen.get_mut(u.as_str()) {
+                set.insert(i.as_str());
+            }
+        }
+    }
+    users
+        .iter()
+        .map(|u| {
+            let top = m.top_n(u, n, &seen[u.as_str()]).ok_or_else(|| {
+                crate::eval::EvalError::Usage(format!(
+                    "user `{}` is not in the model ({} users; ids as in the training data)",
+                    u.chars().take(80).collect::<String>(),
+                    m.users.len()
+                ))
+            })?;
+            Ok((u.clone(), top))
+        })
+        .collect()
+}
+
+/// How the model's training data was read (format, and the columns).
+fn saved_input(file: &ModelFile) -> Result<(DataFormat, MfParams), ModelError> {
     let format = match file.meta::<String>("input_format")?.as_str() {
         "csv" => DataFormat::Csv,
         "matrix_market" => DataFormat::MatrixMarket,
@@ -743,6 +791,17 @@ pub fn evaluate(
             reason: e.to_string(),
         }
     })?;
+    Ok((format, params))
+}
+
+/// Evaluates a saved factorisation on a ratings file: RMSE over the
+/// ratings whose user and item the model knows, and how many it does not.
+pub fn evaluate(
+    file: &ModelFile,
+    data: &Path,
+) -> Result<(usize, Vec<(String, f64)>), crate::eval::EvalError> {
+    let m = MfModel::from_file(file)?;
+    let (format, params) = saved_input(file)?;
     let raw = data::read(format, data, &params.columns())?;
     let (r, unseen) = data::remap(&raw, &m.users, &m.items);
     let mut sse = 0.0;
@@ -793,4 +852,43 @@ pub fn synthetic(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// Rank 1, mean 3: user a likes what user b dislikes.
+    fn model() -> MfModel {
+        let ids = |v: &[&str]| IdMap::from_ids(v.iter().map(|s| s.to_string()).collect());
+        MfModel {
+            rank: 1,
+            mean: 3.0,
+            w: vec![1.0, -1.0],
+            h: vec![0.5, -1.0, 1.5, 0.5],
+            users: ids(&["a", "b"]),
+            items: ids(&["i0", "i1", "i2", "i3"]),
+        }
+    }
+
+    #[test]
+    fn top_n_is_best_first_ties_in_item_order_and_skips_what_is_excluded() {
+        let m = model();
+        let none = HashSet::new();
+        let names = |v: Vec<(String, f64)>| v.into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        assert_eq!(
+            m.top_n("a", 3, &none).unwrap(),
+            vec![
+                ("i2".to_string(), 4.5),
+                ("i0".into(), 3.5),
+                ("i3".into(), 3.5)
+            ]
+        );
+        assert_eq!(names(m.top_n("b", 2, &none).unwrap()), ["i1", "i0"]);
+        let seen: HashSet<&str> = ["i2", "i0"].into();
+        assert_eq!(names(m.top_n("a", 10, &seen).unwrap()), ["i3", "i1"]);
+        assert_eq!(m.top_n("a", 0, &none).unwrap(), vec![]);
+        assert!(m.top_n("c", 3, &none).is_none());
+    }
 }
