@@ -29,4 +29,4 @@ pub mod softmax;
 pub mod sparse_coding;
 pub mod strads;
 
-pub use registry::{build, validate, BuildError, ALGORITHMS};
+pub use registry::{apply_defaults, build, validate, BuildError, ALGORITHMS};

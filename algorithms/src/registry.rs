@@ -80,6 +80,26 @@ fn algorithm_of(spec: &JobSpec) -> Result<&'static str, SpecError> {
 
 /// Validates a spec completely without loading data: the common fields,
 /// the data files' presence, the algorithm name and its hyperparameters.
+/// Fills in what an algorithm decides when the spec leaves it out: a
+/// Strads program (`lasso`, `mf` with the `ccd` solver) runs under BSP.
+/// Called wherever a spec enters (submit, `petuumd run`, `validate`), so
+/// the recorded spec says what runs.
+pub fn apply_defaults(spec: &mut JobSpec) {
+    if spec.run.consistency.is_some() {
+        return;
+    }
+    let bsp = match canonical(&spec.algorithm) {
+        Some(lasso::NAME) => true,
+        Some(mf::NAME) => {
+            parse_params::<mf::MfParams>(&spec.params).is_ok_and(|p| p.solver == mf::Solver::Ccd)
+        }
+        _ => false,
+    };
+    if bsp {
+        spec.run.consistency = Some(petuum_core::spec::ConsistencyName::Bsp);
+    }
+}
+
 pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
     spec.validate()?;
     match algorithm_of(spec)? {
@@ -254,5 +274,47 @@ pub fn input_spec(spec: &JobSpec) -> InputSpec {
             scale: 1.0,
             label_column: None,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petuum_core::consistency::Consistency;
+    use petuum_core::spec::ConsistencyName;
+
+    fn spec(algorithm: &str, run: &str, params: &str) -> JobSpec {
+        let text = format!(
+            "name = \"t\"\nalgorithm = \"{algorithm}\"\n[data]\nformat = \"csv\"\ntrain = \"x\"\n[run]\n{run}\n[model]\npath = \"m\"\n[params]\n{params}\n"
+        );
+        let mut s = JobSpec::parse(&text, "t.toml").unwrap();
+        apply_defaults(&mut s);
+        s
+    }
+
+    #[test]
+    fn strads_programs_and_deterministic_jobs_default_to_bsp_and_a_given_model_stands() {
+        assert_eq!(spec("lasso", "", "").consistency(), Consistency::Bsp);
+        assert_eq!(spec("schmp_lasso", "", "").consistency(), Consistency::Bsp);
+        assert_eq!(spec("mf", "", "").consistency(), Consistency::Bsp);
+        assert_eq!(
+            spec("mf", "", "solver = \"sgd\"").consistency(),
+            Consistency::Ssp { staleness: 2 }
+        );
+        assert_eq!(
+            spec("logistic_regression", "", "").consistency(),
+            Consistency::Ssp { staleness: 2 }
+        );
+        assert_eq!(
+            spec("kmeans", "deterministic = true", "").consistency(),
+            Consistency::Bsp
+        );
+        // What the user wrote stands (and a Strads program refuses it).
+        let s = spec("lasso", "consistency = \"ssp\"", "");
+        assert_eq!(s.run.consistency, Some(ConsistencyName::Ssp));
+        assert!(crate::strads::require_bsp(&s).is_err());
+        // The recorded spec names what runs.
+        let json = serde_json::to_string(&spec("mf", "", "")).unwrap();
+        assert!(json.contains("\"consistency\":\"bsp\""), "{json}");
     }
 }

@@ -624,7 +624,8 @@ pub async fn cluster_status_with(
 /// Reads a job spec, resolves its paths and validates it completely
 /// (fields, data files, algorithm and hyperparameters).
 pub fn load_job(path: &Path) -> Result<JobSpec, ClientError> {
-    let spec = JobSpec::from_file(path)?;
+    let mut spec = JobSpec::from_file(path)?;
+    petuum_algorithms::apply_defaults(&mut spec);
     petuum_algorithms::validate(&spec)?;
     Ok(spec)
 }

@@ -110,9 +110,6 @@ pub enum ConsistencyName {
 fn default_workers() -> u32 {
     2
 }
-fn default_consistency() -> ConsistencyName {
-    ConsistencyName::Ssp
-}
 fn default_clocks() -> i64 {
     10
 }
@@ -129,8 +126,10 @@ fn default_shards() -> u32 {
 pub struct RunSpec {
     #[serde(default = "default_workers")]
     pub workers: u32,
-    #[serde(default = "default_consistency")]
-    pub consistency: ConsistencyName,
+    /// Unset: "bsp" for a deterministic job or an algorithm that needs it
+    /// (`petuum_algorithms::apply_defaults`), "ssp" otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistency: Option<ConsistencyName>,
     /// SSP/ESSP staleness (default 2); not allowed with bsp or async.
     #[serde(default)]
     pub staleness: Option<i64>,
@@ -155,7 +154,7 @@ impl Default for RunSpec {
     fn default() -> Self {
         RunSpec {
             workers: default_workers(),
-            consistency: default_consistency(),
+            consistency: None,
             staleness: None,
             clocks: default_clocks(),
             seed: default_seed(),
@@ -255,10 +254,20 @@ impl JobSpec {
         fix(&mut self.model.path);
     }
 
+    /// The consistency model's name: as given, else "bsp" for a
+    /// deterministic job and "ssp" otherwise.
+    pub fn consistency_name(&self) -> ConsistencyName {
+        self.run.consistency.unwrap_or(if self.run.deterministic {
+            ConsistencyName::Bsp
+        } else {
+            ConsistencyName::Ssp
+        })
+    }
+
     /// The consistency model the spec asks for.
     pub fn consistency(&self) -> Consistency {
         let s = self.run.staleness.unwrap_or(2).clamp(0, MAX_STALENESS) as u32;
-        match self.run.consistency {
+        match self.consistency_name() {
             ConsistencyName::Bsp => Consistency::Bsp,
             ConsistencyName::Ssp => Consistency::Ssp { staleness: s },
             ConsistencyName::Essp => Consistency::Essp { staleness: s },
@@ -303,14 +312,12 @@ impl JobSpec {
                     format!("must be <= {MAX_STALENESS} (got {s})"),
                 ));
             }
-            if matches!(r.consistency, ConsistencyName::Bsp | ConsistencyName::Async) {
+            let c = self.consistency_name();
+            if matches!(c, ConsistencyName::Bsp | ConsistencyName::Async) {
                 return Err(SpecError::invalid(
                     "run.staleness",
-                    format!(
-                        "only ssp and essp take a staleness (consistency is {:?})",
-                        r.consistency
-                    )
-                    .to_lowercase(),
+                    format!("only ssp and essp take a staleness (consistency is {c:?})")
+                        .to_lowercase(),
                 ));
             }
         }
@@ -326,7 +333,7 @@ impl JobSpec {
                 format!("must be >= 0 (got {})", r.checkpoint_every),
             ));
         }
-        if r.deterministic && r.consistency != ConsistencyName::Bsp {
+        if r.deterministic && self.consistency_name() != ConsistencyName::Bsp {
             return Err(SpecError::invalid(
                 "run.deterministic",
                 "requires run.consistency = \"bsp\"",
@@ -514,7 +521,7 @@ mod tests {
         assert!(e.to_string().contains("workers"), "{e}");
         let e = err("[run]\nconsistency = \"bsp\"\nstaleness = 2\n");
         assert!(e.to_string().contains("run.staleness"), "{e}");
-        let e = err("[run]\ndeterministic = true\n");
+        let e = err("[run]\nconsistency = \"ssp\"\ndeterministic = true\n");
         assert!(e.to_string().contains("run.deterministic"), "{e}");
         let e = err("[run]\nworkerz = 3\n");
         assert!(e.to_string().contains("workerz"), "{e}");

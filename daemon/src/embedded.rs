@@ -98,6 +98,7 @@ pub fn run(
     workers: Option<u32>,
 ) -> anyhow::Result<ExitCode> {
     let mut spec = JobSpec::from_file(job_path)?;
+    petuum_algorithms::apply_defaults(&mut spec);
     if let Some(w) = workers {
         spec.run.workers = w;
     }

@@ -290,7 +290,8 @@ fn recommend(
 }
 
 fn validate(job: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let spec = petuum_core::spec::JobSpec::from_file(job)?;
+    let mut spec = petuum_core::spec::JobSpec::from_file(job)?;
+    petuum_algorithms::apply_defaults(&mut spec);
     petuum_algorithms::validate(&spec)?;
     println!(
         "{}: ok ({} with {} workers, {})",

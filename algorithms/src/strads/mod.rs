@@ -190,7 +190,7 @@ impl Rounds {
 
 /// Why a Strads program refuses a consistency model.
 pub fn require_bsp(spec: &petuum_core::spec::JobSpec) -> Result<(), petuum_core::spec::SpecError> {
-    if spec.run.consistency != petuum_core::spec::ConsistencyName::Bsp {
+    if spec.consistency_name() != petuum_core::spec::ConsistencyName::Bsp {
         return Err(petuum_core::spec::SpecError::invalid(
             "run.consistency",
             format!(

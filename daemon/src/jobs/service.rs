@@ -177,6 +177,7 @@ impl JobsApi for JobsSvc {
         };
         let mut spec = JobSpec::parse(&req.spec_toml, &origin)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        petuum_algorithms::apply_defaults(&mut spec);
         let base = Path::new(&req.base_dir);
         if !base.is_absolute() {
             return Err(Status::invalid_argument(format!(
