@@ -238,12 +238,7 @@ pub async fn serve_chunk(
     record: DatasetRecord,
     index: u64,
 ) -> Result<DataReply, DataError> {
-    let store = node.datasets.clone();
-    let rec = record.clone();
-    let read = tokio::task::spawn_blocking(move || store.read_chunk_unchecked(&rec, index))
-        .await
-        .map_err(|e| DataError::Unavailable(e.to_string()))?;
-    served(node, record, read)
+    read_chunk(node, record, index, false).await
 }
 
 /// A receiver found chunk `index` of this node's copy damaged: it is
@@ -253,12 +248,30 @@ pub async fn check_damage(
     record: DatasetRecord,
     index: u64,
 ) -> Result<DataReply, DataError> {
-    let store = node.datasets.clone();
-    let rec = record.clone();
-    let read = tokio::task::spawn_blocking(move || store.read_chunk(&rec, index))
+    read_chunk(node, record, index, true)
         .await
-        .map_err(|e| DataError::Unavailable(e.to_string()))?;
-    served(node, record, read.map(|_| Vec::new())).map(|_| DataReply::Ok)
+        .map(|_| DataReply::Ok)
+}
+
+/// Reads chunk `index` of this node's copy on a blocking thread, checked
+/// against its hash or not.
+async fn read_chunk(
+    node: &ClusterNode,
+    record: DatasetRecord,
+    index: u64,
+    checked: bool,
+) -> Result<DataReply, DataError> {
+    let (store, rec) = (node.datasets.clone(), record.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        if checked {
+            store.read_chunk(&rec, index)
+        } else {
+            store.read_chunk_unchecked(&rec, index)
+        }
+    })
+    .await
+    .map_err(|e| DataError::Unavailable(e.to_string()))?;
+    served(node, record, read)
 }
 
 /// Serves the chunk list of this node's copy.

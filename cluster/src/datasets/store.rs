@@ -1,8 +1,8 @@
 //! A node's copies of datasets: `DATA_DIR/datasets/<sha256>/` holds the
 //! file under its recorded name and `.chunks.blake3`, the concatenated
 //! 32-byte BLAKE3 hash of each chunk (the dataset's name is the sha256 of
-//! the whole file; chunks use BLAKE3, cryptographic too and several times
-//! faster, since every chunk is hashed on each read and each transfer). New copies are written under
+//! the whole file; chunks use BLAKE3, cryptographic too and faster, since
+//! every chunk is hashed whenever it is checked). New copies are written under
 //! `.incoming-<n>/` and renamed into place once complete and synced, so a
 //! `<sha256>/` directory is always a whole copy (its chunks may still rot
 //! on disk: every read checks them).
@@ -367,8 +367,9 @@ impl Store {
     pub fn ingest(&self, name: &str, max_bytes: u64) -> io::Result<Ingest> {
         let dir = self.incoming_dir()?;
         let name = safe_name(name);
-        File::create(dir.join(&name))?;
-        let file = ChunkWriter::open(&dir.join(&name))?;
+        let path = dir.join(&name);
+        File::create(&path)?;
+        let file = ChunkWriter::open(&path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(HASH_QUEUE);
         let hasher = std::thread::Builder::new()
             .name("dataset-hash".into())
@@ -456,7 +457,7 @@ pub enum IngestError {
 
 /// A dataset being written from a stream. The bytes are written here and
 /// hashed on a thread of their own (the whole file's sha256, and BLAKE3 of
-/// each chunk), so filling the page cache and hashing overlap.
+/// each chunk), so writing and hashing overlap.
 pub struct Ingest {
     dir: PathBuf,
     name: String,

@@ -62,7 +62,8 @@ fn cpu_seconds(pid: &str) -> f64 {
     // utime and stime are fields 14 and 15 of the line; `rest` starts at
     // field 3 (the state).
     let field = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok());
-    let tick = 100.0; // USER_HZ on Linux
+    // SAFETY: sysconf reads a constant of the system; no memory involved.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     field(14)
         .zip(field(15))
         .map_or(0.0, |(u, s)| (u + s) / tick)
