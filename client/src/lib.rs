@@ -596,6 +596,27 @@ pub async fn cluster_status_with(
     endpoint: &str,
     creds: &Credentials,
 ) -> Result<StatusReply, ClientError> {
+    cluster_call(endpoint, creds, None).await
+}
+
+/// Changes a member: `action` is "add" (back in service), "drain" (move
+/// its replicas, leaderships and workers elsewhere) or "remove" (drain,
+/// then leave the cluster). Answers with the status once the change is
+/// recorded; the moves follow (watch them with [`cluster_status_with`]).
+pub async fn membership(
+    endpoint: &str,
+    creds: &Credentials,
+    action: &str,
+    node: u64,
+) -> Result<StatusReply, ClientError> {
+    cluster_call(endpoint, creds, Some((action, node))).await
+}
+
+async fn cluster_call(
+    endpoint: &str,
+    creds: &Credentials,
+    change: Option<(&str, u64)>,
+) -> Result<StatusReply, ClientError> {
     let unreachable = |reason: String| ClientError::Unreachable {
         endpoint: endpoint.to_string(),
         reason,
@@ -607,13 +628,27 @@ pub async fn cluster_status_with(
         .await
         .map_err(|e| unreachable(transport_error(&e)))?;
     let mut client = petuum_proto::v1::cluster_client::ClusterClient::new(channel);
-    let mut req = tonic::Request::new(petuum_proto::v1::StatusRequest {});
-    if let Some(v) = creds.header(endpoint)? {
-        req.metadata_mut().insert("authorization", v);
-    }
-    client
-        .status(req)
-        .await
+    let header = creds.header(endpoint)?;
+    let reply = match change {
+        None => {
+            let mut req = tonic::Request::new(petuum_proto::v1::StatusRequest {});
+            if let Some(v) = header {
+                req.metadata_mut().insert("authorization", v);
+            }
+            client.status(req).await
+        }
+        Some((action, node)) => {
+            let mut req = tonic::Request::new(petuum_proto::v1::MembershipRequest {
+                action: action.to_string(),
+                node,
+            });
+            if let Some(v) = header {
+                req.metadata_mut().insert("authorization", v);
+            }
+            client.membership(req).await
+        }
+    };
+    reply
         .map(|r| r.into_inner())
         .map_err(|s| ClientError::Refused {
             endpoint: endpoint.to_string(),

@@ -44,13 +44,29 @@ struct Cli {
     command: Command,
 }
 
+/// A change of membership (docs/cluster.md, "Growing, shrinking and
+/// replacing nodes"). New nodes join by starting petuumd with `join`.
+#[derive(Subcommand, Clone, Copy)]
+enum NodeChange {
+    /// Move the node's replicas, leaderships and job workers to other
+    /// nodes; it stays a member holding nothing (`add` undoes it).
+    Drain { node: u64 },
+    /// Drain the node, then remove it from the cluster for good.
+    Remove { node: u64 },
+    /// Put a drained node back in service (replicas move back to it).
+    Add { node: u64 },
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a job spec as the server would, without submitting it.
     Validate { job: PathBuf },
     /// The cluster's nodes and who leads each Raft group (exit 1 when a
-    /// group has no leader).
-    Nodes,
+    /// group has no leader); `nodes drain|remove|add ID` changes a member.
+    Nodes {
+        #[command(subcommand)]
+        change: Option<NodeChange>,
+    },
     /// Submit a job spec (validated here, then by the server).
     /// Local data files are uploaded to the cluster's dataset store first
     /// (nothing is sent for bytes the cluster already has), so the nodes
@@ -117,7 +133,7 @@ fn main() -> ExitCode {
         key: cli.key.clone(),
     };
     match cli.command {
-        Command::Nodes => nodes(&cli.endpoint, &creds, json),
+        Command::Nodes { change } => nodes(&cli.endpoint, &creds, json, change),
         Command::Validate { job } => match petuum_client::load_job(&job) {
             Ok(spec) => {
                 if json {
@@ -472,7 +488,7 @@ async fn run_jobs(
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { .. } | Command::Nodes => unreachable!("handled in main"),
+        Command::Validate { .. } | Command::Nodes { .. } => unreachable!("handled in main"),
     }
 }
 
@@ -679,7 +695,7 @@ async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientE
     Ok(final_code(&info))
 }
 
-fn nodes(endpoint: &str, creds: &Credentials, json: bool) -> ExitCode {
+fn nodes(endpoint: &str, creds: &Credentials, json: bool, change: Option<NodeChange>) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -690,7 +706,22 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let status = match rt.block_on(petuum_client::cluster_status_with(endpoint, creds)) {
+    let asked = match change {
+        None => rt.block_on(petuum_client::cluster_status_with(endpoint, creds)),
+        Some(c) => {
+            let (action, node) = match c {
+                NodeChange::Drain { node } => ("drain", node),
+                NodeChange::Remove { node } => ("remove", node),
+                NodeChange::Add { node } => ("add", node),
+            };
+            let r = rt.block_on(petuum_client::membership(endpoint, creds, action, node));
+            if r.is_ok() && !json {
+                println!("node {node}: {action} recorded; replicas move in the background (watch `petuum-client nodes`)");
+            }
+            r
+        }
+    };
+    let status = match asked {
         Ok(s) => s,
         Err(e) => return fail(json, &e),
     };
@@ -711,16 +742,21 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool) -> ExitCode {
         let nodes: Vec<_> = status
             .nodes
             .iter()
-            .map(|n| serde_json::json!({"id": n.id, "addr": n.addr, "state": n.state, "leads": leads(n.id)}))
+            .map(|n| serde_json::json!({"id": n.id, "addr": n.addr, "state": n.state, "retiring": n.retiring, "replicas": n.replicas, "preferred": n.preferred, "leads": leads(n.id)}))
             .collect();
         let groups: Vec<_> = status
             .groups
             .iter()
-            .map(|g| serde_json::json!({"group": g.group, "leader": g.leader, "term": g.term, "applied": g.last_applied, "voters": g.voters}))
+            .map(|g| serde_json::json!({"group": g.group, "leader": g.leader, "term": g.term, "applied": g.last_applied, "voters": g.voters, "state": g.state}))
+            .collect();
+        let placement: Vec<_> = status
+            .placement
+            .iter()
+            .map(|r| serde_json::json!({"shard": r.shard, "nodes": r.nodes}))
             .collect();
         println!(
             "{}",
-            serde_json::json!({"cluster": format!("{:016x}", status.cluster), "answered_by": status.node, "shards": status.shards, "replicas": status.replicas, "nodes": nodes, "groups": groups, "leaderless": leaderless})
+            serde_json::json!({"cluster": format!("{:016x}", status.cluster), "answered_by": status.node, "shards": status.shards, "replicas": status.replicas, "nodes": nodes, "groups": groups, "leaderless": leaderless, "placement": placement, "meta_voters": status.meta_voters})
         );
     } else {
         println!(
@@ -732,10 +768,17 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool) -> ExitCode {
             status.node
         );
         for n in &status.nodes {
+            let state = if n.retiring.is_empty() {
+                n.state.clone()
+            } else {
+                format!("{}, {}", n.state, n.retiring)
+            };
             println!(
-                "  node {:>3}  {:<22} leads {} shard groups",
+                "  node {:>3}  {:<22} {:<18} holds {:>3} replicas, leads {} shard groups",
                 n.id,
                 n.addr,
+                state,
+                n.replicas,
                 leads(n.id)
             );
         }

@@ -49,6 +49,11 @@ fn cert_names(cert: &CertificateDer<'_>, name: &str) -> bool {
     parsed.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// Whether a DER certificate names node `id` (`node-<id>.petuum`).
+pub fn cert_names_node(cert: &[u8], id: u64) -> bool {
+    cert_names(&CertificateDer::from(cert), &node_name(id))
+}
+
 /// The node a verified peer certificate names, among `members`.
 fn certified_node(cert: &CertificateDer<'_>, members: &[u64]) -> Option<u64> {
     members
@@ -68,7 +73,19 @@ pub enum Caller {
     Unverified,
     /// A client (token or client certificate).
     Client,
+    /// A peer with a certificate the cluster CA signed that names no
+    /// member: a node joining. It may only ask to join, under the id its
+    /// certificate names (the leaf is in the request's [`LeafCert`]).
+    Candidate,
 }
+
+/// The DER leaf certificate of a [`Caller::Candidate`].
+#[derive(Clone, Debug)]
+pub struct LeafCert(pub Vec<u8>);
+
+/// The member node ids a guard admits as peers: shared with the node,
+/// which updates it as members join and leave.
+pub type Members = Arc<parking_lot::RwLock<Vec<u64>>>;
 
 /// Which services a [`Guard`] protects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,16 +100,16 @@ pub struct Guard {
     door: Door,
     token: Option<Arc<str>>,
     tls: bool,
-    members: Arc<[u64]>,
+    members: Members,
 }
 
 impl Guard {
-    pub fn new(door: Door, token: Option<&str>, tls: bool, members: &[u64]) -> Guard {
+    pub fn new(door: Door, token: Option<&str>, tls: bool, members: Members) -> Guard {
         Guard {
             door,
             token: token.map(Arc::from),
             tls,
-            members: members.into(),
+            members,
         }
     }
 
@@ -107,13 +124,11 @@ impl Guard {
     pub fn check<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let certs = req.peer_certs();
         let leaf = certs.as_ref().and_then(|c| c.first());
-        let node = leaf.and_then(|c| certified_node(c, &self.members));
+        let node = leaf.and_then(|c| certified_node(c, &self.members.read()));
         match self.door {
             Door::Peer if self.tls => match node {
                 Some(id) => Ok(Caller::Node(id)),
-                None if leaf.is_some() => Err(Status::permission_denied(
-                    "peer RPCs need a node certificate: this certificate names no member node (node-<id>.petuum)",
-                )),
+                None if leaf.is_some() => Ok(Caller::Candidate),
                 None => Err(Status::unauthenticated(
                     "peer RPCs need a node certificate signed by the cluster CA (a client token is not a peer credential)",
                 )),
@@ -150,6 +165,13 @@ impl Guard {
 impl tonic::service::Interceptor for Guard {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
         let caller = self.check(&req)?;
+        if caller == Caller::Candidate {
+            let leaf = req
+                .peer_certs()
+                .and_then(|c| c.first().map(|c| c.as_ref().to_vec()))
+                .unwrap_or_default();
+            req.extensions_mut().insert(LeafCert(leaf));
+        }
         req.extensions_mut().insert(caller);
         Ok(req)
     }
@@ -158,6 +180,10 @@ impl tonic::service::Interceptor for Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn members(ids: &[u64]) -> Members {
+        Arc::new(parking_lot::RwLock::new(ids.to_vec()))
+    }
 
     #[test]
     fn tokens_compare_whole() {
@@ -169,7 +195,7 @@ mod tests {
 
     #[test]
     fn without_tls_the_token_is_the_only_credential() {
-        let g = Guard::new(Door::Peer, Some("t0k"), false, &[1, 2]);
+        let g = Guard::new(Door::Peer, Some("t0k"), false, members(&[1, 2]));
         let mut req = Request::new(());
         assert_eq!(
             g.check(&req).unwrap_err().code(),
@@ -178,13 +204,13 @@ mod tests {
         req.metadata_mut()
             .insert("authorization", "Bearer t0k".parse().unwrap());
         assert_eq!(g.check(&req).unwrap(), Caller::Unverified);
-        let open = Guard::new(Door::Client, None, false, &[1]);
+        let open = Guard::new(Door::Client, None, false, members(&[1]));
         assert_eq!(open.check(&Request::new(())).unwrap(), Caller::Client);
     }
 
     #[test]
     fn with_tls_a_token_is_no_peer_credential() {
-        let g = Guard::new(Door::Peer, Some("t0k"), true, &[1, 2]);
+        let g = Guard::new(Door::Peer, Some("t0k"), true, members(&[1, 2]));
         let mut req = Request::new(());
         req.metadata_mut()
             .insert("authorization", "Bearer t0k".parse().unwrap());

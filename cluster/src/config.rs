@@ -160,7 +160,10 @@ pub struct TlsFiles {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// This node's id (> 0, one of `peers`).
+    /// This node's id (> 0, one of `peers`). A node that joins with `join`
+    /// may leave it out (0) and get one from the cluster, except with
+    /// `[tls]`, where it must be the id its certificate names.
+    #[serde(default)]
     pub id: u64,
     /// Address the node listens on (Raft, table traffic and the client API
     /// share it).
@@ -171,8 +174,22 @@ pub struct NodeConfig {
     /// Where the node keeps its RocksDB and cluster identity.
     pub data_dir: PathBuf,
     /// Every member of the initial cluster, this node included. All nodes
-    /// of a cluster must list the same ids.
+    /// that form a cluster must list the same ids. Only read on a node's
+    /// first start (and as addresses to try): from then on the members are
+    /// what the metadata group records.
+    #[serde(default)]
     pub peers: Vec<PeerConfig>,
+    /// Addresses (`host:port`) of members of a running cluster: a node
+    /// with no cluster identity yet joins through the first that answers,
+    /// and starts empty; the placement driver then moves replicas to it.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// How long a member may stay unreachable before it is declared dead
+    /// for good and its replicas are rebuilt on other nodes: `"10m"`,
+    /// `"90s"`, `"1h"`, or seconds (default 10 minutes). A preempted VM
+    /// that comes back sooner keeps its replicas.
+    #[serde(default = "default_down_after", with = "duration_text")]
+    pub down_after: std::time::Duration,
     /// Replicas per shard (fewer when the cluster is smaller).
     #[serde(default = "default_replicas")]
     pub replicas: u32,
@@ -218,6 +235,53 @@ pub struct NodeConfig {
     pub datasets: DatasetsConfig,
 }
 
+fn default_down_after() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
+}
+
+/// A duration written as `"10m"`, `"90s"`, `"1h"`, `"500ms"`, or a number
+/// of seconds.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", d.as_millis()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Secs(u64),
+            Text(String),
+        }
+        match Text::deserialize(d)? {
+            Text::Secs(s) => Ok(Duration::from_secs(s)),
+            Text::Text(t) => parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+
+    pub fn parse(t: &str) -> Result<Duration, String> {
+        let t = t.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{t}` is not a duration such as \"10m\" or \"90s\""))?;
+        let ms = match unit.trim() {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            u => return Err(format!("`{t}`: unknown unit `{u}` (ms, s, m or h)")),
+        };
+        n.checked_mul(ms)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("`{t}` is too long"))
+    }
+}
+
 fn default_max_message_mb() -> u32 {
     256
 }
@@ -231,13 +295,13 @@ fn default_shards() -> u32 {
 
 impl NodeConfig {
     /// How many nodes keep each dataset: `datasets.replicas`, else the
-    /// cluster's `replicas`, at most the number of nodes.
-    pub fn dataset_replicas(&self) -> usize {
+    /// cluster's `replicas`, at most the number of nodes (`members`).
+    pub fn dataset_replicas(&self, members: usize) -> usize {
         let r = match self.datasets.replicas {
             0 => self.replicas,
             r => r,
         };
-        (r as usize).clamp(1, self.peers.len().max(1))
+        (r as usize).clamp(1, members.max(1))
     }
 
     /// Reads and validates a configuration file.
@@ -262,11 +326,32 @@ impl NodeConfig {
             field: field.to_string(),
             reason,
         };
-        if self.id == 0 {
-            return Err(err("id", "node ids start at 1 (0 means `no node`)".into()));
+        if self.id == 0 && (self.join.is_empty() || self.tls.is_some()) {
+            return Err(err(
+                "id",
+                if self.join.is_empty() {
+                    "node ids start at 1 (0 means `no node`)".into()
+                } else {
+                    "a node joining with [tls] needs the id its certificate names".into()
+                },
+            ));
         }
-        if self.peers.is_empty() {
-            return Err(err("peers", "list at least this node".into()));
+        if self.peers.is_empty() && self.join.is_empty() {
+            return Err(err(
+                "peers",
+                "list at least this node (or give `join` to join a running cluster)".into(),
+            ));
+        }
+        for (i, a) in self.join.iter().enumerate() {
+            if !a.contains(':') {
+                return Err(err(
+                    &format!("join[{i}]"),
+                    format!("`{a}` is not host:port"),
+                ));
+            }
+        }
+        if self.down_after < std::time::Duration::from_secs(1) {
+            return Err(err("down_after", "must be at least one second".into()));
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
@@ -293,7 +378,7 @@ impl NodeConfig {
                 ));
             }
         }
-        if !ids.contains(&self.id) {
+        if !self.peers.is_empty() && self.join.is_empty() && !ids.contains(&self.id) {
             return Err(err(
                 "peers",
                 format!("this node (id {}) is not among the peers", self.id),

@@ -16,7 +16,7 @@ use petuum_storage::{
     Entry, LogId, NodeDb, RaftStorageError, ShardRequest, ShardResponse, StorageError, TypeConfig,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::sync::Arc;
 
@@ -35,6 +35,39 @@ pub struct MetaState {
     pub jobs: crate::jobs::JobMap,
     /// The dataset store's records by sha256 (crate::datasets).
     pub datasets: crate::datasets::DatasetMap,
+    /// Members on their way out, and why (the placement driver moves
+    /// their replicas and the scheduler their workers).
+    pub retiring: BTreeMap<u64, Retire>,
+    /// Ids of nodes removed from the cluster: never reused, and their
+    /// messages are refused.
+    pub removed: BTreeSet<u64>,
+    /// The id of the last node that joined, for the next one.
+    pub last_node: u64,
+    /// Each join's nonce and the id it got (a repeated join gets the same).
+    pub joins: BTreeMap<u64, u64>,
+}
+
+/// Why a member is leaving the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Retire {
+    /// `petuum-client nodes drain`: holds nothing once drained, stays a
+    /// member (`nodes add` puts it back in service).
+    Drain,
+    /// `petuum-client nodes remove`: drained, then removed.
+    Remove,
+    /// Down for longer than `down_after`: its replicas are rebuilt
+    /// elsewhere, then it is removed.
+    Dead,
+}
+
+impl Retire {
+    pub fn name(self) -> &'static str {
+        match self {
+            Retire::Drain => "draining",
+            Retire::Remove => "removing",
+            Retire::Dead => "dead",
+        }
+    }
 }
 
 /// What a node announced to the metadata group.
@@ -76,6 +109,18 @@ pub enum MetaCommand {
     Job(JobCommand),
     /// A change to the dataset records.
     Dataset(crate::datasets::DatasetCommand),
+    /// A new node joins (`join` in its node.toml): it becomes a member
+    /// holding nothing. `id` 0 asks for a new id; a repeat with the same
+    /// `nonce` gets the same answer.
+    Join { nonce: u64, addr: String, id: u64 },
+    /// The placement driver moved a group's replicas (preferred leader
+    /// first).
+    SetMembers { group: u64, members: Vec<u64> },
+    /// Marks a member as leaving (drain, remove, dead), or (`None`) back
+    /// in service.
+    Retire { node: u64, how: Option<Retire> },
+    /// Removes a member that holds no replica any more.
+    RemoveNode { node: u64 },
 }
 
 /// What applying a metadata command gives the node that proposed it (the
@@ -92,6 +137,10 @@ pub enum MetaAnswer {
     },
     /// A job command's answer: the job id (submit) or its epoch.
     Job(u64),
+    /// The id a joining node got.
+    Joined {
+        id: u64,
+    },
 }
 
 impl MetaState {
@@ -111,24 +160,36 @@ impl MetaState {
                 .map(|(&id, r)| (id, r.clone()))
                 .collect(),
             datasets: self.datasets.clone(),
+            retiring: self.retiring.clone(),
+            removed: self.removed.clone(),
+            last_node: self.last_node,
+            joins: BTreeMap::new(),
         }
+    }
+
+    /// A member that may take new replicas and workers: not retiring.
+    pub fn in_service(&self, node: u64) -> bool {
+        self.nodes.contains_key(&node) && !self.retiring.contains_key(&node)
+    }
+
+    fn placement_mut(&mut self) -> Result<&mut Placement, Refusal> {
+        self.placement
+            .as_mut()
+            .ok_or_else(|| Refusal::Busy("the cluster is not formed yet".into()))
     }
 
     /// Applies a command; refusals leave the state unchanged.
     pub fn apply(&mut self, cmd: MetaCommand) -> Result<MetaAnswer, Refusal> {
         match cmd {
-            MetaCommand::Init { placement, nodes } => match &self.placement {
-                Some(p) if *p != placement => Err(Refusal::Invalid(format!(
-                    "the cluster is already formed with nodes {:?}, {} shards",
-                    p.nodes(),
-                    p.shards()
-                ))),
-                _ => {
+            // The first node to form the cluster sends it at every start:
+            // once a placement is recorded (and moved on since) it stands.
+            MetaCommand::Init { placement, nodes } => {
+                if self.placement.is_none() {
                     self.placement = Some(placement);
                     self.nodes.extend(nodes);
-                    Ok(MetaAnswer::Ok)
                 }
-            },
+                Ok(MetaAnswer::Ok)
+            }
             MetaCommand::SetNodeAddr { node, addr } => {
                 if !self.nodes.contains_key(&node) {
                     return Err(Refusal::Invalid(format!("node {node} is not a member")));
@@ -162,6 +223,88 @@ impl MetaState {
             }
             MetaCommand::Dataset(cmd) => {
                 crate::datasets::apply(&mut self.datasets, &self.jobs, cmd).map(|()| MetaAnswer::Ok)
+            }
+            MetaCommand::Join { nonce, addr, id } => {
+                if let Some(&got) = self.joins.get(&nonce) {
+                    return Ok(MetaAnswer::Joined { id: got });
+                }
+                if self.placement.is_none() {
+                    return Err(Refusal::Busy("the cluster is not formed yet".into()));
+                }
+                if let Some((&other, _)) = self.nodes.iter().find(|(_, a)| **a == addr) {
+                    if !self.retiring.contains_key(&other) {
+                        return Err(Refusal::Invalid(format!(
+                            "address {addr} belongs to member node {other}; remove it first \
+                             (petuum-client nodes remove {other})"
+                        )));
+                    }
+                }
+                let placed = self.placement.as_ref().map(|p| p.nodes().to_vec());
+                let highest = self
+                    .nodes
+                    .keys()
+                    .chain(self.removed.iter())
+                    .chain(placed.iter().flatten())
+                    .copied()
+                    .max()
+                    .unwrap_or(0)
+                    .max(self.last_node);
+                let id = match id {
+                    0 => highest + 1,
+                    id if self.nodes.contains_key(&id)
+                        || self.removed.contains(&id)
+                        || placed.as_ref().is_some_and(|p| p.contains(&id)) =>
+                    {
+                        return Err(Refusal::Invalid(format!(
+                            "node id {id} is taken (ids of removed nodes are never reused)"
+                        )))
+                    }
+                    id => id,
+                };
+                self.placement_mut()?.add_node(id);
+                self.nodes.insert(id, addr);
+                self.last_node = self.last_node.max(id);
+                self.joins.insert(nonce, id);
+                Ok(MetaAnswer::Joined { id })
+            }
+            MetaCommand::SetMembers { group, members } => {
+                self.placement_mut()?
+                    .set_members(group, members)
+                    .map_err(Refusal::Invalid)?;
+                Ok(MetaAnswer::Ok)
+            }
+            MetaCommand::Retire { node, how } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(Refusal::Invalid(format!("node {node} is not a member")));
+                }
+                match how {
+                    Some(how) => {
+                        // Dead never overrides what an operator asked.
+                        if how != Retire::Dead || !self.retiring.contains_key(&node) {
+                            self.retiring.insert(node, how);
+                        }
+                    }
+                    None => {
+                        self.retiring.remove(&node);
+                    }
+                }
+                Ok(MetaAnswer::Ok)
+            }
+            MetaCommand::RemoveNode { node } => {
+                if !self.nodes.contains_key(&node) {
+                    return Err(Refusal::Invalid(format!("node {node} is not a member")));
+                }
+                if self.nodes.len() == 1 {
+                    return Err(Refusal::Invalid("the last member cannot be removed".into()));
+                }
+                self.placement_mut()?
+                    .remove_node(node)
+                    .map_err(Refusal::Busy)?;
+                self.nodes.remove(&node);
+                self.node_states.remove(&node);
+                self.retiring.remove(&node);
+                self.removed.insert(node);
+                Ok(MetaAnswer::Ok)
             }
             MetaCommand::AllocIds { count } => {
                 let first = self.next_id.max(1);
@@ -540,13 +683,41 @@ mod tests {
             }),
             Ok(MetaAnswer::Ok)
         );
+        // A repeated Init leaves the recorded placement as it is.
         let other = Placement::new(vec![1, 2], 8, 3);
-        assert!(s
-            .apply(MetaCommand::Init {
+        assert_eq!(
+            s.apply(MetaCommand::Init {
                 placement: other,
                 nodes
-            })
-            .is_err());
+            }),
+            Ok(MetaAnswer::Ok)
+        );
+        assert_eq!(s.placement.as_ref(), Some(&p));
+        // A node joins: the next id, a member holding nothing; the same
+        // nonce again gets the same id; ids are not reused.
+        let join = |nonce, addr: &str, id| MetaCommand::Join {
+            nonce,
+            addr: addr.into(),
+            id,
+        };
+        assert_eq!(s.apply(join(7, "d:1", 0)), Ok(MetaAnswer::Joined { id: 4 }));
+        assert_eq!(s.apply(join(7, "d:1", 0)), Ok(MetaAnswer::Joined { id: 4 }));
+        assert!(s.apply(join(8, "a:1", 0)).is_err(), "a member's address");
+        assert!(s.apply(join(9, "e:1", 4)).is_err(), "a taken id");
+        assert!(s.placement.as_ref().unwrap().groups_of(4).is_empty());
+        // Removing needs the node to hold nothing.
+        assert!(s.apply(MetaCommand::RemoveNode { node: 1 }).is_err());
+        s.apply(MetaCommand::Retire {
+            node: 4,
+            how: Some(crate::meta::Retire::Remove),
+        })
+        .unwrap();
+        s.apply(MetaCommand::RemoveNode { node: 4 }).unwrap();
+        assert_eq!(
+            s.apply(join(10, "d:1", 0)),
+            Ok(MetaAnswer::Joined { id: 5 })
+        );
+        assert!(s.apply(join(11, "f:1", 4)).is_err(), "a removed id");
         assert_eq!(
             s.apply(MetaCommand::AllocIds { count: 3 }),
             Ok(MetaAnswer::Ids { first: 1 })

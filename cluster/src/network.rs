@@ -114,6 +114,17 @@ impl Peers {
         self.addrs.lock().get(&node).cloned()
     }
 
+    /// Records a peer's address unless one is known.
+    pub fn set_addr_if_unknown(&self, node: u64, addr: String) {
+        self.addrs.lock().entry(node).or_insert(addr);
+    }
+
+    /// Records (or changes) a peer's address; its channel reconnects.
+    pub fn set_addr(&self, node: u64, addr: String) {
+        self.channels.lock().remove(&node);
+        self.addrs.lock().insert(node, addr);
+    }
+
     /// The channel to a node (connected lazily, reconnected by tonic).
     pub fn channel(&self, node: u64) -> Result<Channel, CallError> {
         if let Some(c) = self.channels.lock().get(&node) {

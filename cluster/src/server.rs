@@ -4,11 +4,12 @@
 // tonic's handlers return `Result<_, Status>`; the checks below feed them.
 #![allow(clippy::result_large_err)]
 
+use crate::meta::{MetaCommand, Retire};
 use crate::node::{ClusterNode, NodeError};
 use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
 use petuum_proto::v1::cluster_server::{Cluster, ClusterServer};
 use petuum_proto::v1::peer_server::{Peer, PeerServer};
-use petuum_proto::v1::{Envelope, Reply, StatusReply, StatusRequest};
+use petuum_proto::v1::{Envelope, MembershipRequest, Reply, StatusReply, StatusRequest};
 use petuum_proto::PROTOCOL_VERSION;
 use std::future::Future;
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 pub use crate::auth::token_matches;
-use crate::auth::{Caller, Door, Guard};
+use crate::auth::{cert_names_node, Caller, Door, Guard, LeafCert};
 
 /// The interceptor of node `node`'s services behind `door`.
 pub fn guard(node: &ClusterNode, door: Door) -> Guard {
@@ -24,7 +25,7 @@ pub fn guard(node: &ClusterNode, door: Door) -> Guard {
         door,
         node.token.as_deref(),
         node.config.tls.is_some(),
-        node.placement.nodes(),
+        node.members.clone(),
     )
 }
 
@@ -33,8 +34,31 @@ struct PeerSvc {
 }
 
 impl PeerSvc {
-    fn check(&self, req: &Request<Envelope>, raft: bool) -> Result<(), Status> {
+    /// Checks a peer message: its version, cluster and sender. A joining
+    /// node (cluster 0, or a certificate that names no member yet) may only
+    /// send `Join` (`joining` says whether the message is one).
+    fn check(&self, req: &Request<Envelope>, raft: bool, joining: bool) -> Result<(), Status> {
         let env = req.get_ref();
+        let candidate = req.extensions().get::<Caller>() == Some(&Caller::Candidate);
+        if env.version == PROTOCOL_VERSION && (env.cluster == 0 || candidate) {
+            if raft || !joining {
+                return Err(Status::permission_denied(
+                    "a node that is not a member yet may only ask to join",
+                ));
+            }
+            if candidate {
+                // With TLS the id asked for must be the certificate's.
+                let leaf = req.extensions().get::<LeafCert>();
+                let ok = leaf.is_some_and(|c| env.from != 0 && cert_names_node(&c.0, env.from));
+                if !ok {
+                    return Err(Status::permission_denied(format!(
+                        "joining as node {}: the certificate does not name node-{}.petuum",
+                        env.from, env.from
+                    )));
+                }
+            }
+            return Ok(());
+        }
         if env.version != PROTOCOL_VERSION {
             return Err(Status::failed_precondition(format!(
                 "protocol version {} is not supported: node {} speaks version {PROTOCOL_VERSION}",
@@ -51,7 +75,13 @@ impl PeerSvc {
                 self.node.cluster_id
             )));
         }
-        if raft && !self.node.placement.nodes().contains(&env.from) {
+        if self.node.is_removed(env.from) {
+            return Err(Status::permission_denied(format!(
+                "node {} was removed from the cluster",
+                env.from
+            )));
+        }
+        if raft && !self.node.placement().nodes().contains(&env.from) {
             return Err(Status::permission_denied(format!(
                 "Raft message from node {}, which is not a member",
                 env.from
@@ -73,26 +103,29 @@ impl PeerSvc {
 #[tonic::async_trait]
 impl Peer for PeerSvc {
     async fn raft(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
-        self.check(&req, true)?;
+        self.check(&req, true, false)?;
         let env = req.into_inner();
         let payload = self
             .node
-            .handle_raft(env.group, env.kind, &env.payload)
+            .handle_raft(env.from, env.group, env.kind, &env.payload)
             .await?;
         Ok(Response::new(Reply { payload }))
     }
 
     async fn data(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
-        self.check(&req, false)?;
-        let env = req.into_inner();
-        if env.kind != KIND_DATA {
+        if req.get_ref().kind != KIND_DATA {
+            self.check(&req, false, false)?;
             return Err(Status::invalid_argument(format!(
                 "unknown data message kind {}",
-                env.kind
+                req.get_ref().kind
             )));
         }
-        let request: DataRequest =
-            wire::decode(&env.payload, "data request").map_err(Status::invalid_argument)?;
+        let decoded: Result<DataRequest, String> =
+            wire::decode(&req.get_ref().payload, "data request");
+        let joining =
+            matches!(&decoded, Ok(DataRequest::Join { id, .. }) if *id == req.get_ref().from);
+        self.check(&req, false, joining)?;
+        let request = decoded.map_err(Status::invalid_argument)?;
         let reply: Result<DataReply, DataError> = self.node.handle_data(request).await;
         Ok(Response::new(Reply {
             payload: wire::encode(&reply),
@@ -107,6 +140,31 @@ struct ClusterSvc {
 #[tonic::async_trait]
 impl Cluster for ClusterSvc {
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(self.node.status()))
+    }
+
+    async fn membership(
+        &self,
+        req: Request<MembershipRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let r = req.into_inner();
+        let how = match r.action.as_str() {
+            "add" => None,
+            "drain" => Some(Retire::Drain),
+            "remove" => Some(Retire::Remove),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown membership action `{other}` (add, drain or remove)"
+                )))
+            }
+        };
+        let cmd = MetaCommand::Retire { node: r.node, how };
+        match self.node.meta_command(cmd).await {
+            Ok(_) => {}
+            Err(DataError::Refused(e)) => return Err(Status::failed_precondition(e.to_string())),
+            Err(e) => return Err(Status::unavailable(e.to_string())),
+        }
+        tracing::info!(node = r.node, action = %r.action, "membership change recorded");
         Ok(Response::new(self.node.status()))
     }
 }

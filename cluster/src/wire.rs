@@ -136,6 +136,52 @@ pub enum DataRequest {
         record: crate::datasets::DatasetRecord,
         index: u64,
     },
+    /// A node asks to join the cluster (the only request a node that is no
+    /// member yet may send; its envelope names cluster 0). `id` 0 asks for
+    /// a new id (without TLS); with TLS it must be the id the joining
+    /// node's certificate names. Answered with `DataReply::Joined`.
+    Join { nonce: u64, addr: String, id: u64 },
+    /// The placement driver asks this node to host an empty replica of
+    /// `group`, to be added to it as a learner (idempotent).
+    OpenGroup { group: u64 },
+    /// To the leader of `group`: add `node` (at `addr`) as a learner and
+    /// answer once it has caught up (idempotent).
+    AddLearner { group: u64, node: u64, addr: String },
+    /// To the leader of `group`: make `voters` the group's voters (joint
+    /// consensus), dropping the learners. A leader that is not among them
+    /// hands its leadership to one that is and answers `NotLeader`.
+    SetVoters { group: u64, voters: Vec<u64> },
+    /// This node no longer holds `group`: stop it and delete its state.
+    DropGroup { group: u64 },
+    /// Copies the checkpoint parts of `shard` (and the worker states it
+    /// committed) of `jobs` from node `from` into this node's store, for a
+    /// replica that caught up by snapshot.
+    CopyCheckpoints {
+        shard: ShardId,
+        from: u64,
+        jobs: Vec<JobId>,
+    },
+    /// The checkpoints of `jobs` this node stores (`DataReply::Checkpoints`).
+    CheckpointIndex { jobs: Vec<JobId> },
+}
+
+/// What a joining node learns from the member that admitted it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinInfo {
+    pub id: u64,
+    pub cluster: u64,
+    pub shards: u32,
+    pub replicas: u32,
+    pub placement: crate::placement::Placement,
+    pub nodes: Vec<(u64, String)>,
+}
+
+/// One stored checkpoint: its clock, the shards and the workers it holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredCheckpoint {
+    pub clock: Clock,
+    pub shards: Vec<ShardId>,
+    pub workers: Vec<u32>,
 }
 
 /// Why a `Data` request failed.
@@ -228,6 +274,8 @@ pub enum DataReply {
     /// A dataset chunk or chunk list (encoded as one byte string, not a
     /// sequence of numbers).
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    Joined(Box<JoinInfo>),
+    Checkpoints(Vec<(JobId, Vec<StoredCheckpoint>)>),
 }
 
 /// Encodes a value for an envelope payload.

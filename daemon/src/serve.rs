@@ -78,7 +78,7 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             "petuumd: node {id} serving on {} (cluster {:016x}, {} shards)",
             node.config.listen,
             node.cluster_id,
-            node.placement.shards()
+            node.placement().shards()
         );
         // The HTTP endpoint stops with the node (after the jobs moved).
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();

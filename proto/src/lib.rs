@@ -19,4 +19,6 @@ pub mod v1 {
 /// and reads name the job's run (epoch). Version 3: refusals are typed
 /// (`DataError::Refused` carries a `Refusal`) and a `Load` carries many rows.
 /// Version 5: `ForgetJob` (deleting an ended job on its shards).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// Version 6: elastic membership (joins, placement recorded per group,
+/// group moves); a joining node's first message names cluster 0.
+pub const PROTOCOL_VERSION: u32 = 6;

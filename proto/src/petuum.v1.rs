@@ -32,6 +32,26 @@ pub struct NodeInfo {
     /// "unknown" (not announced yet, or this node holds no metadata replica).
     #[prost(string, tag = "3")]
     pub state: ::prost::alloc::string::String,
+    /// Empty for a member in service; "draining", "removing" or "dead" for
+    /// one whose replicas and workers are being moved off (docs/cluster.md,
+    /// "Growing, shrinking and replacing nodes").
+    #[prost(string, tag = "4")]
+    pub retiring: ::prost::alloc::string::String,
+    /// Replicas of groups (the metadata group included) the placement puts
+    /// on this node, and how many of them it prefers to lead.
+    #[prost(uint32, tag = "5")]
+    pub replicas: u32,
+    #[prost(uint32, tag = "6")]
+    pub preferred: u32,
+}
+/// One shard's replicas as the placement records them, its preferred leader
+/// first.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ShardReplicas {
+    #[prost(uint32, tag = "1")]
+    pub shard: u32,
+    #[prost(uint64, repeated, tag = "2")]
+    pub nodes: ::prost::alloc::vec::Vec<u64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GroupInfo {
@@ -68,6 +88,22 @@ pub struct StatusReply {
     pub groups: ::prost::alloc::vec::Vec<GroupInfo>,
     #[prost(uint32, tag = "7")]
     pub protocol_version: u32,
+    /// The recorded placement: every shard's replicas, and the metadata
+    /// group's voters (empty while the cluster is forming).
+    #[prost(message, repeated, tag = "8")]
+    pub placement: ::prost::alloc::vec::Vec<ShardReplicas>,
+    #[prost(uint64, repeated, tag = "9")]
+    pub meta_voters: ::prost::alloc::vec::Vec<u64>,
+}
+/// A change of membership (petuum-client nodes add/drain/remove).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MembershipRequest {
+    /// "add" (back in service), "drain" (move its replicas, leaderships and
+    /// workers elsewhere; it stays a member) or "remove" (drain, then leave).
+    #[prost(string, tag = "1")]
+    pub action: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "2")]
+    pub node: u64,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct ElectRequest {
@@ -469,6 +505,29 @@ pub mod cluster_client {
             let path = http::uri::PathAndQuery::from_static("/petuum.v1.Cluster/Status");
             let mut req = request.into_request();
             req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Cluster", "Status"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Drains, removes or puts back a member; answers with the status after
+        /// the change is recorded (the moves follow).
+        pub async fn membership(
+            &mut self,
+            request: impl tonic::IntoRequest<super::MembershipRequest>,
+        ) -> std::result::Result<tonic::Response<super::StatusReply>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/petuum.v1.Cluster/Membership",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("petuum.v1.Cluster", "Membership"));
             self.inner.unary(req, path, codec).await
         }
     }
@@ -1066,6 +1125,12 @@ pub mod cluster_server {
             &self,
             request: tonic::Request<super::StatusRequest>,
         ) -> std::result::Result<tonic::Response<super::StatusReply>, tonic::Status>;
+        /// Drains, removes or puts back a member; answers with the status after
+        /// the change is recorded (the moves follow).
+        async fn membership(
+            &self,
+            request: tonic::Request<super::MembershipRequest>,
+        ) -> std::result::Result<tonic::Response<super::StatusReply>, tonic::Status>;
     }
     #[derive(Debug)]
     pub struct ClusterServer<T> {
@@ -1171,6 +1236,51 @@ pub mod cluster_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = StatusSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Cluster/Membership" => {
+                    #[allow(non_camel_case_types)]
+                    struct MembershipSvc<T: Cluster>(pub Arc<T>);
+                    impl<
+                        T: Cluster,
+                    > tonic::server::UnaryService<super::MembershipRequest>
+                    for MembershipSvc<T> {
+                        type Response = super::StatusReply;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::MembershipRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Cluster>::membership(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = MembershipSvc(inner);
                         let codec = tonic::codec::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -208,6 +208,52 @@ impl NodeDb {
         &self.db
     }
 
+    /// Every group with Raft state stored here (a vote, a commit, a purge
+    /// mark), in id order: the groups a node reopens at start.
+    pub fn stored_groups(&self) -> Result<Vec<u64>> {
+        let mut it = self.db.raw_iterator_cf(self.cf(keys::CF_META));
+        it.seek_to_first();
+        let mut out = Vec::new();
+        while it.valid() {
+            let k = it.key().expect("valid iterator has a key");
+            if let Some(g) = k
+                .get(..8)
+                .map(|p| u64::from_be_bytes(p.try_into().expect("8")))
+            {
+                out.push(g);
+                if g == u64::MAX {
+                    break;
+                }
+                it.seek(keys::prefix_end(g));
+                continue;
+            }
+            it.next();
+        }
+        it.status().map_err(|source| StorageError::Rocks {
+            op: "list stored groups",
+            group: 0,
+            key: String::new(),
+            source,
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes every trace of a group's replica (its log, Raft metadata and
+    /// snapshot), synced: the node no longer holds it.
+    pub fn delete_group(&self, group: u64) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for cf in [keys::CF_LOG, keys::CF_META, keys::CF_SNAPSHOT] {
+            batch.delete_range_cf(self.cf(cf), keys::prefix(group), keys::prefix_end(group));
+        }
+        self.write_sync(
+            batch,
+            true,
+            "delete group",
+            group,
+            &keys::show(keys::CF_META, &keys::prefix(group)),
+        )
+    }
+
     /// A column family handle; every family is created at open.
     pub fn cf(&self, name: &str) -> &ColumnFamily {
         self.db

@@ -83,6 +83,52 @@ impl LocalCluster {
         c
     }
 
+    /// Starts a new node that joins the running cluster through the
+    /// members' addresses (its config names no id: the cluster gives it
+    /// the next one, which is this harness's next index as long as every
+    /// node came through it). Returns its id.
+    pub fn join(&mut self, extra: &str) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let addr = format!("127.0.0.1:{}", free_port());
+        let join: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.addr))
+            .collect();
+        let config = self.dir.path().join(format!("node{id}.toml"));
+        let text = format!(
+            "listen = \"{addr}\"\ndata_dir = \"{}\"\njoin = [{}]\n{extra}\n",
+            self.dir.path().join(format!("data{id}")).display(),
+            join.join(", "),
+        );
+        std::fs::write(&config, text).expect("writing node config");
+        self.nodes.push(NodeProc {
+            id,
+            addr,
+            config,
+            child: None,
+            log: self.dir.path().join(format!("node{id}.log")),
+        });
+        self.spawn(id);
+        // Joined once the identity is written (then the next may join).
+        let identity = self.data_dir(id).join("cluster.json");
+        let start = Instant::now();
+        loop {
+            if let Some(v) = std::fs::read(&identity)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            {
+                return v["node"].as_u64().expect("a node id");
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "node {id} did not join\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn node(&mut self, id: u64) -> &mut NodeProc {
         &mut self.nodes[id as usize - 1]
     }

@@ -98,11 +98,12 @@ pub async fn publish(
         rec.holders.push(me);
     }
     node.datasets.complete(&rec);
-    let want = node.config.dataset_replicas();
+    let placement = node.placement();
+    let nodes = placement.nodes();
+    let want = node.config.dataset_replicas(nodes.len());
     let need = want / 2 + 1;
     let mut reasons = Vec::new();
     if rec.holders.len() < want {
-        let nodes = node.placement.nodes();
         let targets: Vec<u64> = preferred(&rec.sha256, nodes.iter().copied())
             .into_iter()
             .filter(|n| !rec.holders.contains(n))
@@ -210,10 +211,16 @@ impl Sweeper {
     /// copy the same dataset at once.
     async fn replicate(&self, node: &Arc<ClusterNode>, meta: &MetaState) {
         let me = node.id();
-        let want = node.config.dataset_replicas();
         let nodes: Vec<u64> = meta.nodes.keys().copied().collect();
+        let want = node.config.dataset_replicas(nodes.len());
         for rec in meta.datasets.values() {
-            if !rec.ready || rec.holders.len() >= want || rec.holders.contains(&me) {
+            // Copies on members count (a removed node's do not).
+            let held = rec
+                .holders
+                .iter()
+                .filter(|h| meta.nodes.contains_key(h))
+                .count();
+            if !rec.ready || held >= want || rec.holders.contains(&me) {
                 continue;
             }
             let mine = preferred(&rec.sha256, nodes.iter().copied())

@@ -54,7 +54,7 @@ impl ClusterNode {
     /// This node's replica of the metadata, else `req`'s answer from a
     /// voter.
     async fn meta_state_or(&self, req: DataRequest) -> Result<MetaState, DataError> {
-        if let Some((_, h)) = &self.meta {
+        if let Some(h) = self.current_meta() {
             return Ok(h.state());
         }
         match self.meta_remote(&req).await? {
@@ -65,10 +65,24 @@ impl ClusterNode {
         }
     }
 
+    /// This node's metadata replica while it follows a leader. One without
+    /// a leader may be a replica the group removed while this node was
+    /// away (it never hears of its removal): then reads go to the voters.
+    fn current_meta(&self) -> Option<crate::meta::MetaHandle> {
+        let h = self.meta_handle()?;
+        let raft = self.raft(META_GROUP)?;
+        let led = raft.metrics().borrow().current_leader.is_some();
+        led.then_some(h)
+    }
+
     /// A metadata read answered by the first metadata voter that answers.
     async fn meta_remote(&self, req: &DataRequest) -> Result<DataReply, DataError> {
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
-        for t in self.placement.meta_voters() {
+        let me = self.id();
+        for t in self.placement().meta_voters() {
+            if t == me {
+                continue;
+            }
             match self.data_call(t, req, Duration::from_secs(3)).await {
                 Ok(r) => return Ok(r),
                 Err(e) => last = e,
@@ -84,7 +98,7 @@ impl ClusterNode {
         &self,
         job: u64,
     ) -> Result<Option<std::sync::Arc<crate::jobs::JobRecord>>, DataError> {
-        if let Some((_, h)) = &self.meta {
+        if let Some(h) = self.current_meta() {
             return Ok(h.with_state(|m| m.jobs.get(&job).cloned()));
         }
         match self.meta_remote(&DataRequest::MetaJob { job }).await? {
@@ -101,7 +115,7 @@ impl ClusterNode {
         &self,
         sha256: &str,
     ) -> Result<Option<crate::datasets::DatasetRecord>, DataError> {
-        if let Some((_, h)) = &self.meta {
+        if let Some(h) = self.current_meta() {
             return Ok(h.with_state(|m| m.datasets.get(sha256).cloned()));
         }
         Ok(self.meta_active().await?.datasets.remove(sha256))
@@ -110,7 +124,7 @@ impl ClusterNode {
     /// `f` of the metadata, without copying it when this node holds a
     /// replica.
     pub async fn meta_view<R>(&self, f: impl FnOnce(&MetaState) -> R) -> Result<R, DataError> {
-        if let Some((_, h)) = &self.meta {
+        if let Some(h) = self.current_meta() {
             return Ok(h.with_state(f));
         }
         Ok(f(&self.meta_read().await?))
@@ -121,7 +135,7 @@ impl ClusterNode {
     /// polled every `poll`.
     pub fn meta_changes(&self, poll: Duration) -> MetaChanges {
         MetaChanges {
-            rx: self.meta.as_ref().map(|(_, h)| h.applied_watch()),
+            rx: self.meta_handle().map(|h| h.applied_watch()),
             pending: true,
             poll,
         }
@@ -158,7 +172,7 @@ impl ClusterNode {
     /// Runs a metadata command on the metadata leader (forwarding once).
     pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
         let mut targets: Vec<u64> = Vec::new();
-        if self.meta.is_some() {
+        if self.meta_handle().is_some() {
             match self
                 .write(META_GROUP, ShardRequest::Meta(wire::encode(&cmd)))
                 .await
@@ -172,7 +186,7 @@ impl ClusterNode {
                 Err(DataError::NotLeader { leader: None, .. }) => {
                     let me = self.id();
                     targets = self
-                        .placement
+                        .placement()
                         .meta_voters()
                         .into_iter()
                         .filter(|&n| n != me)
@@ -181,7 +195,7 @@ impl ClusterNode {
                 Err(e) => return Err(e),
             }
         } else {
-            targets = self.placement.meta_voters();
+            targets = self.placement().meta_voters();
         }
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
         for t in targets {

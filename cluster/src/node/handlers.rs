@@ -23,6 +23,7 @@ impl ClusterNode {
     #[tracing::instrument(level = "debug", name = "raft", skip(self, payload), fields(node = self.id()))]
     pub async fn handle_raft(
         &self,
+        from: u64,
         group: u64,
         kind: u32,
         payload: &[u8],
@@ -33,6 +34,19 @@ impl ClusterNode {
                 self.id()
             ))
         })?;
+        if kind == KIND_VOTE {
+            // A node the group removed (that missed its removal) keeps
+            // campaigning: its votes would depose the leader with a higher
+            // term. Only members as this replica knows them may ask.
+            let m = raft.metrics().borrow().membership_config.clone();
+            let listed = m.membership().voter_ids().any(|n| n == from)
+                || m.membership().learner_ids().any(|n| n == from);
+            if m.log_id().is_some() && !listed {
+                return Err(Status::permission_denied(format!(
+                    "node {from} is not a member of group {group}"
+                )));
+            }
+        }
         let bad = |e: String| Status::invalid_argument(format!("group {group}: {e}"));
         match kind {
             KIND_APPEND => {
@@ -198,8 +212,8 @@ impl ClusterNode {
                 self.yield_leadership(group, to).await?;
                 Ok(DataReply::Ok)
             }
-            DataRequest::MetaRead => match &self.meta {
-                Some((_, h)) => Ok(DataReply::MetaState(Box::new(h.state()))),
+            DataRequest::MetaRead => match self.meta_handle() {
+                Some(h) => Ok(DataReply::MetaState(Box::new(h.state()))),
                 None => Err(DataError::NotHere { group: META_GROUP }),
             },
             DataRequest::Blob { job, clock, worker } => {
@@ -231,16 +245,16 @@ impl ClusterNode {
                     .map_err(|e| DataError::Unavailable(e.to_string()))?;
                 Ok(DataReply::Ok)
             }
-            DataRequest::MetaJob { job } => match &self.meta {
-                Some((_, h)) => {
+            DataRequest::MetaJob { job } => match self.meta_handle() {
+                Some(h) => {
                     Ok(DataReply::Job(h.with_state(|m| {
                         m.jobs.get(&job).map(|r| Box::new((**r).clone()))
                     })))
                 }
                 None => Err(DataError::NotHere { group: META_GROUP }),
             },
-            DataRequest::MetaActive => match &self.meta {
-                Some((_, h)) => Ok(DataReply::MetaState(Box::new(
+            DataRequest::MetaActive => match self.meta_handle() {
+                Some(h) => Ok(DataReply::MetaState(Box::new(
                     h.with_state(crate::meta::MetaState::active),
                 ))),
                 None => Err(DataError::NotHere { group: META_GROUP }),
@@ -270,7 +284,152 @@ impl ClusterNode {
                     .map_err(|e| DataError::Unavailable(e.to_string()))?;
                 Ok(DataReply::Ok)
             }
+            DataRequest::Join { nonce, addr, id } => self.admit(nonce, addr, id).await,
+            DataRequest::OpenGroup { group } => {
+                self.host_group(group).await?;
+                Ok(DataReply::Ok)
+            }
+            DataRequest::AddLearner { group, node, addr } => {
+                self.add_learner(group, node, addr).await
+            }
+            DataRequest::SetVoters { group, voters } => self.set_voters(group, voters).await,
+            DataRequest::DropGroup { group } => {
+                // The driver asks once the group's voters no longer include
+                // this node and the move is recorded. A replica that still
+                // leads is not dropped.
+                if let Some(raft) = self.raft(group) {
+                    if raft.metrics().borrow().current_leader == Some(self.id()) {
+                        return Err(DataError::Refused(Refusal::Busy(format!(
+                            "node {} leads group {group}",
+                            self.id()
+                        ))));
+                    }
+                }
+                self.drop_group(group).await?;
+                Ok(DataReply::Ok)
+            }
+            DataRequest::CopyCheckpoints { shard, from, jobs } => {
+                self.copy_checkpoints(shard, from, jobs).await?;
+                Ok(DataReply::Ok)
+            }
+            DataRequest::CheckpointIndex { jobs } => {
+                let store = petuum_storage::CheckpointStore::new(self.db.clone());
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs.into_iter().take(100_000) {
+                    let list = store
+                        .list(job)
+                        .map_err(|e| DataError::Unavailable(e.to_string()))?;
+                    if !list.is_empty() {
+                        out.push((
+                            job,
+                            list.into_iter()
+                                .map(|c| crate::wire::StoredCheckpoint {
+                                    clock: c.clock,
+                                    shards: c.shards,
+                                    workers: c.workers,
+                                })
+                                .collect(),
+                        ));
+                    }
+                }
+                Ok(DataReply::Checkpoints(out))
+            }
         }
+    }
+
+    /// Copies from node `from` the checkpoint parts of `shard` and the
+    /// worker states (and finished models) committed through its group,
+    /// that this node lacks: a replica that caught up by snapshot never
+    /// wrote the ones before it.
+    async fn copy_checkpoints(
+        &self,
+        shard: ShardId,
+        from: u64,
+        jobs: Vec<petuum_core::types::JobId>,
+    ) -> Result<(), DataError> {
+        let n = self.placement().shards();
+        let store = petuum_storage::CheckpointStore::new(self.db.clone());
+        let unavailable = |e: petuum_storage::StorageError| DataError::Unavailable(e.to_string());
+        let index = match self
+            .data_call(
+                from,
+                &DataRequest::CheckpointIndex { jobs },
+                Duration::from_secs(60),
+            )
+            .await?
+        {
+            DataReply::Checkpoints(c) => c,
+            other => {
+                return Err(DataError::Unavailable(format!(
+                    "unexpected checkpoint index {other:?}"
+                )))
+            }
+        };
+        let mut copied = 0usize;
+        for (job, list) in index {
+            let have: std::collections::BTreeMap<u64, petuum_storage::CheckpointInfo> = store
+                .list(job)
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|c| (c.clock, c))
+                .collect();
+            for c in list {
+                let had = have.get(&c.clock);
+                if c.shards.contains(&shard) && !had.is_some_and(|h| h.shards.contains(&shard)) {
+                    let ask = DataRequest::ShardImage {
+                        shard,
+                        job,
+                        clock: c.clock,
+                    };
+                    if let DataReply::Blob(Some(bytes)) =
+                        self.data_call(from, &ask, Duration::from_secs(60)).await?
+                    {
+                        petuum_storage::checkpoint::decode_shard_part(&bytes, job, c.clock, shard)
+                            .map_err(unavailable)?;
+                        store
+                            .put_shard_bytes(job, c.clock, shard, &bytes)
+                            .map_err(unavailable)?;
+                        copied += 1;
+                    }
+                }
+                for &w in &c.workers {
+                    // Worker states go through group `worker mod n`; a
+                    // finished model (clock u64::MAX) through `job mod n`.
+                    let via = if c.clock == u64::MAX {
+                        (job % n as u64) as ShardId
+                    } else {
+                        w % n
+                    };
+                    if via != shard || had.is_some_and(|h| h.workers.contains(&w)) {
+                        continue;
+                    }
+                    let ask = DataRequest::Blob {
+                        job,
+                        clock: c.clock,
+                        worker: w,
+                    };
+                    if let DataReply::Blob(Some(bytes)) =
+                        self.data_call(from, &ask, Duration::from_secs(60)).await?
+                    {
+                        store
+                            .put_worker_blob(job, c.clock, w, &bytes)
+                            .map_err(unavailable)?;
+                        copied += 1;
+                    }
+                }
+            }
+        }
+        self.db
+            .sync_wal()
+            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+        tracing::info!(
+            node = self.id(),
+            shard,
+            from,
+            parts = copied,
+            "checkpoint parts copied"
+        );
+        Ok(())
     }
 
     async fn push(&self, epoch: u64, batches: Vec<UpdateBatch>) -> Vec<Result<(), DataError>> {
@@ -296,7 +455,7 @@ impl ClusterNode {
     /// This node's replica of `shard` once it holds every write the group
     /// acknowledged: the leader, after confirming its leadership with a
     /// quorum (a linearizable read). Others answer `NotLeader`.
-    async fn read_barrier(&self, shard: ShardId) -> Result<&ShardGroup, DataError> {
+    async fn read_barrier(&self, shard: ShardId) -> Result<Arc<ShardGroup>, DataError> {
         let group = shard_group(shard);
         let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
         match g.raft.ensure_linearizable().await {

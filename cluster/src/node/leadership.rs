@@ -4,7 +4,7 @@
 use super::ClusterNode;
 use crate::meta::{MetaCommand, NodeState};
 use crate::network::Method;
-use crate::placement::{shard_group, META_GROUP};
+use crate::placement::META_GROUP;
 use crate::retry::Retry;
 use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
 use futures::future::join_all;
@@ -30,9 +30,14 @@ impl ClusterNode {
                 leader: m.current_leader,
             });
         }
-        if !self.placement.members(group).contains(&to) {
+        if !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|n| n == to)
+        {
             return Err(DataError::Refused(Refusal::Invalid(format!(
-                "node {to} holds no replica of group {group}"
+                "node {to} is no voter of group {group}"
             ))));
         }
         if !self.yielding.lock().insert(group) {
@@ -61,6 +66,19 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Hands leadership of `group` (led here) to voter `to`: yield, then
+    /// ask `to` to campaign.
+    pub(super) async fn hand_to(&self, group: u64, to: u64) -> Result<(), DataError> {
+        self.yield_leadership(group, to).await?;
+        self.data_call(
+            to,
+            &DataRequest::Elect { group },
+            Duration::from_millis(500),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Hands leadership of every group this node leads to another replica
     /// (graceful stop, preemption): stop heartbeats and campaigning, refuse
     /// writes, wait out the followers' leader lease, then ask another
@@ -73,11 +91,8 @@ impl ClusterNode {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut led = Vec::new();
-        let mut ids: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
-        if self.meta.is_some() {
-            ids.push(META_GROUP);
-        }
-        for group in ids {
+        let ids = self.hosted();
+        for &group in &ids {
             let Some(raft) = self.raft(group) else {
                 continue;
             };
@@ -88,7 +103,7 @@ impl ClusterNode {
                 led.push(group);
             }
         }
-        for group in self.shards.keys().map(|&s| shard_group(s)) {
+        for &group in ids.iter().filter(|&&g| g != META_GROUP) {
             if let Some(raft) = self.raft(group) {
                 raft.runtime_config().elect(false);
             }
@@ -127,7 +142,17 @@ impl ClusterNode {
         ))
         .await;
         join_all(led.iter().map(|&group| async move {
-            for target in self.placement.members(group) {
+            let voters: Vec<u64> = match self.raft(group) {
+                Some(r) => r
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect(),
+                None => Vec::new(),
+            };
+            for target in voters {
                 if target == me {
                     continue;
                 }
@@ -172,11 +197,11 @@ impl ClusterNode {
                 return;
             }
             // Only rebalance when this node leads fewer than its share.
+            let placement = self.placement();
             let mine: Vec<u64> = self
-                .shards
-                .keys()
-                .map(|&s| shard_group(s))
-                .filter(|&g| self.placement.preferred(g) == me)
+                .hosted()
+                .into_iter()
+                .filter(|&g| g != META_GROUP && placement.preferred(g) == me)
                 .collect();
             for group in mine {
                 if self.is_stopping() {
@@ -239,7 +264,7 @@ impl ClusterNode {
             if self.is_stopping() {
                 return;
             }
-            for g in self.shards.values() {
+            for g in self.shard_groups() {
                 if g.handle.snapshot_due(min_bytes) {
                     tracing::debug!(shard = g.shard, "log past its size bound: snapshot");
                     let _ = g.raft.trigger().snapshot().await;
@@ -252,22 +277,28 @@ impl ClusterNode {
 impl ClusterNode {
     /// Every group this node holds, with its Raft handle.
     pub fn groups(&self) -> Vec<(u64, openraft::Raft<petuum_storage::TypeConfig>)> {
-        let mut all: Vec<_> = self
-            .shards
+        self.groups
+            .read()
             .iter()
-            .map(|(&s, g)| (shard_group(s), g.raft.clone()))
-            .collect();
-        if let Some((r, _)) = &self.meta {
-            all.push((META_GROUP, r.clone()));
-        }
-        all.sort_by_key(|(g, _)| *g);
-        all
+            .map(|(&g, (h, _))| (g, h.raft().clone()))
+            .collect()
     }
 
     /// Logs and counts each election this node wins (one task per group,
     /// ending with the group).
-    pub fn watch_elections(self: &Arc<Self>) {
+    pub fn watch_elections(&self) {
         for (group, raft) in self.groups() {
+            self.watch_election(group, raft);
+        }
+    }
+
+    /// [`watch_elections`](Self::watch_elections) of one group.
+    pub(super) fn watch_election(
+        &self,
+        group: u64,
+        raft: openraft::Raft<petuum_storage::TypeConfig>,
+    ) {
+        {
             let won = self.db.metrics().group(group).elections_won;
             let me = self.id();
             let mut rx = raft.metrics();

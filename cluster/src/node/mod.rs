@@ -14,13 +14,13 @@ use crate::network::{GroupNetwork, Peers};
 use crate::placement::{group_shard, shard_group, Placement, META_GROUP};
 use crate::retry::Retry;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use petuum_core::types::ShardId;
 use petuum_storage::{
     NodeDb, RaftLogStore, ShardHandle, ShardStateMachine, StorageConfig, TypeConfig,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,25 +47,59 @@ pub struct ShardGroup {
     pub handle: ShardHandle,
 }
 
-/// The identity of the cluster a data directory belongs to.
+/// A group replica hosted on this node.
+#[derive(Clone)]
+pub(crate) enum Hosted {
+    Meta(Raft<TypeConfig>, MetaHandle),
+    Shard(Arc<ShardGroup>),
+}
+
+impl Hosted {
+    fn raft(&self) -> &Raft<TypeConfig> {
+        match self {
+            Hosted::Meta(r, _) => r,
+            Hosted::Shard(g) => &g.raft,
+        }
+    }
+}
+
+/// The identity of the cluster a data directory belongs to (written once,
+/// when the node first formed or joined the cluster).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct ClusterIdentity {
     cluster_id: u64,
     node: u64,
-    nodes: Vec<u64>,
     shards: u32,
     replicas: u32,
+    /// Joined a running cluster (rather than formed it from `peers`).
+    #[serde(default)]
+    joined: bool,
+}
+
+/// The members and placement this node last knew (`members.json`), so a
+/// restart finds the current cluster rather than the one its config
+/// listed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KnownMembers {
+    placement: Placement,
+    addrs: BTreeMap<u64, String>,
 }
 
 /// One petuumd node of a cluster.
 pub struct ClusterNode {
     pub config: NodeConfig,
-    pub placement: Placement,
     pub cluster_id: u64,
     pub db: Arc<NodeDb>,
     pub peers: Arc<Peers>,
-    meta: Option<(Raft<TypeConfig>, MetaHandle)>,
-    shards: HashMap<ShardId, ShardGroup>,
+    /// The placement as this node last learned it from the metadata group.
+    placement: RwLock<Arc<Placement>>,
+    /// Member ids, for the TLS guard (kept with `placement`).
+    pub(crate) members: crate::auth::Members,
+    /// Ids of removed nodes: their messages are refused.
+    removed: RwLock<BTreeSet<u64>>,
+    /// The groups this node hosts a replica of, and when each was opened.
+    groups: RwLock<BTreeMap<u64, (Hosted, std::time::Instant)>>,
+    raft_config: Arc<openraft::Config>,
     /// Groups this node is handing leadership away from: writes refused.
     yielding: Arc<Mutex<HashSet<u64>>>,
     /// Set once the node began to stop: it takes no leadership back (the
@@ -75,6 +109,11 @@ pub struct ClusterNode {
     /// the metadata group: a late "up" from startup cannot land after the
     /// "leaving" of a stop that began meanwhile.
     announcing: tokio::sync::Mutex<()>,
+    /// Serializes opening and dropping groups.
+    opening: tokio::sync::Mutex<()>,
+    /// Whether this node formed the cluster from its `peers` list (and may
+    /// initialize the groups it leads first), not joined it.
+    formed: bool,
     pub(crate) token: Option<String>,
     /// This node's copies of datasets (`DATA_DIR/datasets`).
     pub datasets: Arc<crate::datasets::store::Store>,
@@ -116,14 +155,10 @@ mod calls;
 mod handlers;
 
 pub use calls::MetaChanges;
+mod driver;
 mod leadership;
+mod members;
 mod status;
-
-/// A group opened by [`open_group`].
-enum Opened {
-    Meta(Raft<TypeConfig>, MetaHandle),
-    Shard(ShardGroup),
-}
 
 /// Opens one Raft group of this node: its state machine from its last
 /// snapshot, then openraft, which re-applies the committed log after it.
@@ -133,7 +168,7 @@ async fn open_group(
     db: Arc<NodeDb>,
     raft_config: Arc<openraft::Config>,
     peers: Arc<Peers>,
-) -> Result<Opened, NodeError> {
+) -> Result<Hosted, NodeError> {
     let log = RaftLogStore::new(db.clone(), group);
     let net = GroupNetwork {
         peers,
@@ -150,7 +185,7 @@ async fn open_group(
             let raft = Raft::new(me, raft_config, net, log, sm)
                 .await
                 .map_err(raft_error)?;
-            Opened::Meta(raft, handle)
+            Hosted::Meta(raft, handle)
         }
         Some(shard) => {
             let sm = ShardStateMachine::open(db, group, shard)?;
@@ -158,11 +193,11 @@ async fn open_group(
             let raft = Raft::new(me, raft_config, net, log, sm)
                 .await
                 .map_err(raft_error)?;
-            Opened::Shard(ShardGroup {
+            Hosted::Shard(Arc::new(ShardGroup {
                 shard,
                 raft,
                 handle,
-            })
+            }))
         }
     };
     tracing::debug!(
@@ -173,47 +208,151 @@ async fn open_group(
     Ok(opened)
 }
 
+fn data_dir_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
+    NodeError::DataDir {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` atomically and durably.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| data_dir_error(path, e))
+}
+
+/// Reads a JSON file of the data directory (None when absent).
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    what: &str,
+) -> Result<Option<T>, NodeError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| data_dir_error(path, format!("corrupt {what}: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(data_dir_error(path, e)),
+    }
+}
+
 impl ClusterNode {
     /// Opens the node's storage and Raft groups. Does not listen yet (see
-    /// [`crate::server::serve`]).
-    pub async fn open(config: NodeConfig) -> Result<Arc<ClusterNode>, NodeError> {
-        let placement = Placement::new(
-            config.peers.iter().map(|p| p.id).collect(),
-            config.shards,
-            config.replicas,
-        );
-        let cluster_id = placement.cluster_id();
-        std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::DataDir {
-            path: config.data_dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        let fresh = check_identity(&config, &placement, cluster_id)?;
+    /// [`crate::server::serve`]). On its first start a node either forms
+    /// the cluster from its `peers` or, with `join`, joins a running one
+    /// through any member listed there.
+    pub async fn open(mut config: NodeConfig) -> Result<Arc<ClusterNode>, NodeError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| data_dir_error(&config.data_dir, e))?;
+        let token = read_token(config.client_token_file.as_deref())?;
+        let tls = client_tls(&config)?;
+        let id_path = config.data_dir.join("cluster.json");
+        let known_path = config.data_dir.join("members.json");
+        let (identity, mut known, fresh) = match read_json::<ClusterIdentity>(
+            &id_path,
+            "cluster identity",
+        )? {
+            Some(have) => {
+                check_identity(&config, &have, &id_path)?;
+                let known = read_json::<KnownMembers>(&known_path, "member list")?;
+                (have, known, false)
+            }
+            None if !config.join.is_empty() => {
+                let info = members::join(&config, tls.clone(), token.clone()).await?;
+                let identity = ClusterIdentity {
+                    cluster_id: info.cluster,
+                    node: info.id,
+                    shards: info.shards,
+                    replicas: info.replicas,
+                    joined: true,
+                };
+                let known = KnownMembers {
+                    placement: info.placement,
+                    addrs: info.nodes.into_iter().collect(),
+                };
+                write_file(
+                    &known_path,
+                    &serde_json::to_vec_pretty(&known).expect("plain struct"),
+                )?;
+                write_file(
+                    &id_path,
+                    &serde_json::to_vec_pretty(&identity).expect("plain struct"),
+                )?;
+                (identity, Some(known), true)
+            }
+            None => {
+                if config.peers.is_empty() {
+                    return Err(data_dir_error(
+                            &id_path,
+                            "no cluster identity yet, and the config lists neither `peers` (to form a cluster) nor `join` (to join one)",
+                        ));
+                }
+                let p = Placement::new(
+                    config.peers.iter().map(|p| p.id).collect(),
+                    config.shards,
+                    config.replicas,
+                );
+                let identity = ClusterIdentity {
+                    cluster_id: p.bootstrap_cluster_id(),
+                    node: config.id,
+                    shards: config.shards,
+                    replicas: config.replicas,
+                    joined: false,
+                };
+                write_file(
+                    &id_path,
+                    &serde_json::to_vec_pretty(&identity).expect("plain struct"),
+                )?;
+                (identity, None, true)
+            }
+        };
+        config.id = identity.node;
+        config.shards = identity.shards;
+        config.replicas = identity.replicas;
+        let cluster_id = identity.cluster_id;
+        let formed = !identity.joined;
+        let placement = match known.take() {
+            Some(k) => {
+                // Addresses: what this node last knew, over its config.
+                let mut addrs: BTreeMap<u64, String> = config
+                    .peers
+                    .iter()
+                    .map(|p| (p.id, p.addr.clone()))
+                    .collect();
+                addrs.extend(k.addrs);
+                known = Some(KnownMembers {
+                    placement: k.placement.clone(),
+                    addrs,
+                });
+                k.placement
+            }
+            None => Placement::new(
+                config.peers.iter().map(|p| p.id).collect(),
+                config.shards,
+                config.replicas,
+            ),
+        };
         let db = NodeDb::open(StorageConfig::new(config.data_dir.join("db")))?;
         let datasets = crate::datasets::store::Store::open(config.data_dir.join("datasets"))
-            .map_err(|e| NodeError::DataDir {
-                path: config.data_dir.join("datasets").display().to_string(),
-                reason: e.to_string(),
-            })?;
-        let token = read_token(config.client_token_file.as_deref())?;
-        let addrs: HashMap<u64, String> = config
-            .peers
-            .iter()
-            .map(|p| {
-                let addr = if p.id == config.id {
-                    config.advertised()
-                } else {
-                    p.addr.clone()
-                };
-                (p.id, addr)
-            })
-            .collect();
-        let peers = Peers::new(
-            config.id,
-            cluster_id,
-            addrs.clone(),
-            client_tls(&config)?,
-            token.clone(),
-        );
+            .map_err(|e| data_dir_error(&config.data_dir.join("datasets"), e))?;
+        let mut addrs: HashMap<u64, String> = match &known {
+            Some(k) => k.addrs.clone().into_iter().collect(),
+            None => config
+                .peers
+                .iter()
+                .map(|p| (p.id, p.addr.clone()))
+                .collect(),
+        };
+        addrs.insert(config.id, config.advertised());
+        let peers = Peers::new(config.id, cluster_id, addrs, tls, token.clone());
         let t = &config.raft;
         let raft_config = Arc::new(
             openraft::Config {
@@ -231,45 +370,58 @@ impl ClusterNode {
             .map_err(|e| NodeError::Raft(e.to_string()))?,
         );
         let me = config.id;
+        // The groups the placement puts here, and any other this node
+        // stores (a move that was under way): the follower loop drops those
+        // that are not its any more.
+        let mut wanted: BTreeSet<u64> = placement.groups_of(me).into_iter().collect();
+        wanted.extend(
+            db.stored_groups()?
+                .into_iter()
+                .filter(|&g| group_shard(g).is_none_or(|s| s < placement.shards())),
+        );
         // Every group at once: opening one replays its log since its last
         // snapshot (openraft re-applies up to the saved commit index), and
         // one after another a restart took the sum of those replays.
-        let opening: Vec<_> = placement
-            .groups_of(me)
+        let opening: Vec<_> = wanted
             .into_iter()
             .map(|group| {
                 let (db, raft_config, peers) = (db.clone(), raft_config.clone(), peers.clone());
-                tokio::spawn(open_group(me, group, db, raft_config, peers))
+                tokio::spawn(
+                    async move { (group, open_group(me, group, db, raft_config, peers).await) },
+                )
             })
             .collect();
-        let mut meta = None;
-        let mut shards = HashMap::new();
+        let mut groups = BTreeMap::new();
+        let now = std::time::Instant::now();
         for opened in futures::future::join_all(opening).await {
-            match opened.map_err(|e| NodeError::Raft(format!("opening a group: {e}")))?? {
-                Opened::Meta(raft, handle) => meta = Some((raft, handle)),
-                Opened::Shard(g) => {
-                    shards.insert(g.shard, g);
-                }
-            }
+            let (group, hosted) =
+                opened.map_err(|e| NodeError::Raft(format!("opening a group: {e}")))?;
+            groups.insert(group, (hosted?, now));
         }
+        let members: crate::auth::Members =
+            Arc::new(parking_lot::RwLock::new(placement.nodes().to_vec()));
         let node = Arc::new(ClusterNode {
             config,
-            placement,
             cluster_id,
             db,
             peers,
-            meta,
-            shards,
+            placement: RwLock::new(Arc::new(placement)),
+            members,
+            removed: RwLock::new(BTreeSet::new()),
+            groups: RwLock::new(groups),
+            raft_config,
             yielding: Arc::new(Mutex::new(HashSet::new())),
             stopping: std::sync::atomic::AtomicBool::new(false),
             announcing: tokio::sync::Mutex::new(()),
+            opening: tokio::sync::Mutex::new(()),
+            formed,
             token,
             datasets: Arc::new(datasets),
         });
         tracing::info!(
             node = me,
             cluster = format!("{cluster_id:016x}"),
-            groups = node.shards.len() + node.meta.is_some() as usize,
+            groups = node.groups.read().len(),
             fresh,
             "node opened"
         );
@@ -280,32 +432,65 @@ impl ClusterNode {
         self.config.id
     }
 
+    /// The placement as this node last learned it.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.read().clone()
+    }
+
     /// The Raft instance of a group hosted here.
-    pub fn raft(&self, group: u64) -> Option<&Raft<TypeConfig>> {
-        match group_shard(group) {
-            None => self.meta.as_ref().map(|m| &m.0),
-            Some(s) => self.shards.get(&s).map(|g| &g.raft),
-        }
+    pub fn raft(&self, group: u64) -> Option<Raft<TypeConfig>> {
+        self.groups
+            .read()
+            .get(&group)
+            .map(|(h, _)| h.raft().clone())
     }
 
     /// This node's replica of a shard.
-    pub fn shard(&self, shard: ShardId) -> Option<&ShardGroup> {
-        self.shards.get(&shard)
+    pub fn shard(&self, shard: ShardId) -> Option<Arc<ShardGroup>> {
+        match self.groups.read().get(&shard_group(shard)) {
+            Some((Hosted::Shard(g), _)) => Some(g.clone()),
+            _ => None,
+        }
+    }
+
+    /// This node's metadata replica, when it holds one.
+    pub(crate) fn meta_handle(&self) -> Option<MetaHandle> {
+        match self.groups.read().get(&META_GROUP) {
+            Some((Hosted::Meta(_, h), _)) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    /// The shard replicas hosted here.
+    pub fn shard_groups(&self) -> Vec<Arc<ShardGroup>> {
+        self.groups
+            .read()
+            .values()
+            .filter_map(|(h, _)| match h {
+                Hosted::Shard(g) => Some(g.clone()),
+                Hosted::Meta(..) => None,
+            })
+            .collect()
     }
 
     /// The metadata this node has applied (None when it holds no replica).
     pub fn meta_state(&self) -> Option<crate::meta::MetaState> {
-        self.meta.as_ref().map(|m| m.1.state())
+        self.meta_handle().map(|h| h.state())
     }
 
     /// `f` of this node's metadata replica (None without one), without
     /// copying it.
     pub fn with_meta<R>(&self, f: impl FnOnce(&crate::meta::MetaState) -> R) -> Option<R> {
-        self.meta.as_ref().map(|m| m.1.with_state(f))
+        self.meta_handle().map(|h| h.with_state(f))
     }
 
-    fn members(&self, group: u64) -> BTreeMap<u64, BasicNode> {
-        self.placement
+    /// Whether `node` was removed from the cluster.
+    pub fn is_removed(&self, node: u64) -> bool {
+        self.removed.read().contains(&node)
+    }
+
+    fn members_of(&self, placement: &Placement, group: u64) -> BTreeMap<u64, BasicNode> {
+        placement
             .members(group)
             .into_iter()
             .map(|n| {
@@ -321,28 +506,38 @@ impl ClusterNode {
 
     /// Forms the groups this node is the preferred leader of, when they
     /// have never been formed (the bootstrap rule, docs/cluster.md), and
-    /// records the placement in the metadata group.
+    /// records the placement in the metadata group. Only a node that formed
+    /// the cluster from its `peers` does so, and only for a group the
+    /// placement still gives the members it was formed with.
     pub async fn bootstrap(self: &Arc<Self>) {
         let me = self.id();
-        let mut groups: Vec<u64> = self.shards.keys().map(|&s| shard_group(s)).collect();
-        if self.meta.is_some() {
-            groups.push(META_GROUP);
-        }
-        for group in groups {
-            if self.placement.preferred(group) != me {
-                continue;
-            }
-            let Some(raft) = self.raft(group) else {
-                continue;
-            };
-            match raft.is_initialized().await {
-                Ok(false) => {
-                    if let Err(e) = raft.initialize(self.members(group)).await {
-                        tracing::warn!(node = me, group, error = %e, "initialize");
-                    }
+        let initial = (self.formed && !self.config.peers.is_empty()).then(|| {
+            Placement::new(
+                self.config.peers.iter().map(|p| p.id).collect(),
+                self.config.shards,
+                self.config.replicas,
+            )
+        });
+        let current = self.placement();
+        if let Some(initial) = &initial {
+            for group in self.hosted() {
+                if initial.preferred(group) != me
+                    || initial.members(group) != current.members(group)
+                {
+                    continue;
                 }
-                Ok(true) => {}
-                Err(e) => tracing::warn!(node = me, group, error = %e, "is_initialized"),
+                let Some(raft) = self.raft(group) else {
+                    continue;
+                };
+                match raft.is_initialized().await {
+                    Ok(false) => {
+                        if let Err(e) = raft.initialize(self.members_of(initial, group)).await {
+                            tracing::warn!(node = me, group, error = %e, "initialize");
+                        }
+                    }
+                    Ok(true) => {}
+                    Err(e) => tracing::warn!(node = me, group, error = %e, "is_initialized"),
+                }
             }
         }
         {
@@ -370,17 +565,16 @@ impl ClusterNode {
                 }
             });
         }
-        if self.placement.preferred(META_GROUP) == me {
+        if let Some(initial) = initial.filter(|p| p.preferred(META_GROUP) == me) {
             let node = self.clone();
             tokio::spawn(async move {
-                let nodes: BTreeMap<u64, String> = node
-                    .placement
+                let nodes: BTreeMap<u64, String> = initial
                     .nodes()
                     .iter()
                     .map(|&n| (n, node.peers.addr(n).unwrap_or_default()))
                     .collect();
                 let cmd = MetaCommand::Init {
-                    placement: node.placement.clone(),
+                    placement: initial,
                     nodes,
                 };
                 let mut attempts = Retry::META.start();
@@ -396,6 +590,13 @@ impl ClusterNode {
                 tracing::info!(node = node.id(), "cluster metadata recorded");
             });
         }
+        tokio::spawn(self.clone().follow_placement());
+        tokio::spawn(self.clone().drive_placement());
+    }
+
+    /// The groups hosted here, in id order.
+    pub fn hosted(&self) -> Vec<u64> {
+        self.groups.read().keys().copied().collect()
     }
 
     /// The bearer token clients must send (the node's own connections as
@@ -413,68 +614,38 @@ impl ClusterNode {
 
     /// Whether this node leads the metadata group now.
     pub fn is_meta_leader(&self) -> bool {
-        self.meta
-            .as_ref()
-            .is_some_and(|(raft, _)| raft.metrics().borrow().current_leader == Some(self.id()))
+        self.raft(META_GROUP)
+            .is_some_and(|raft| raft.metrics().borrow().current_leader == Some(self.id()))
             && !self.yielding.lock().contains(&META_GROUP)
     }
 }
 
-/// Checks (or, on first start, writes) the data directory's cluster
-/// identity. Returns true on first start.
+/// Checks the stored identity against the configuration: the node id (when
+/// the config names one), shards and replicas must match. The peer list
+/// may differ: members join and leave, and the stored id stays.
 fn check_identity(
     config: &NodeConfig,
-    placement: &Placement,
-    cluster_id: u64,
-) -> Result<bool, NodeError> {
-    let path = config.data_dir.join("cluster.json");
-    let want = ClusterIdentity {
-        cluster_id,
-        node: config.id,
-        nodes: placement.nodes().to_vec(),
-        shards: placement.shards(),
-        replicas: config.replicas,
-    };
-    let shown = path.display().to_string();
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let have: ClusterIdentity =
-                serde_json::from_slice(&bytes).map_err(|e| NodeError::DataDir {
-                    path: shown.clone(),
-                    reason: format!("corrupt cluster identity: {e}"),
-                })?;
-            if have != want {
-                return Err(NodeError::DataDir {
-                    path: shown,
-                    reason: format!(
-                        "belongs to node {} of a cluster of nodes {:?} with {} shards and {} replicas; \
-                         the configuration says node {} of nodes {:?}, {} shards, {} replicas",
-                        have.node, have.nodes, have.shards, have.replicas,
-                        want.node, want.nodes, want.shards, want.replicas
-                    ),
-                });
-            }
-            Ok(false)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let tmp = config.data_dir.join("cluster.json.tmp");
-            let write = || -> std::io::Result<()> {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&serde_json::to_vec_pretty(&want).expect("plain struct"))?;
-                f.sync_all()?;
-                std::fs::rename(&tmp, &path)?;
-                std::fs::File::open(&config.data_dir)?.sync_all()
-            };
-            write().map_err(|e| NodeError::DataDir {
-                path: shown,
-                reason: e.to_string(),
-            })?;
-            Ok(true)
-        }
-        Err(e) => Err(NodeError::DataDir {
-            path: shown,
-            reason: e.to_string(),
-        }),
+    have: &ClusterIdentity,
+    path: &Path,
+) -> Result<(), NodeError> {
+    // A joined node took the cluster's shards and replicas from it.
+    if (config.id != 0 && config.id != have.node)
+        || (!have.joined && (config.shards != have.shards || config.replicas != have.replicas))
+    {
+        return Err(data_dir_error(
+            path,
+            format!(
+                "belongs to node {} of cluster {:016x} with {} shards and {} replicas; \
+                 the configuration says node {}, {} shards, {} replicas",
+                have.node,
+                have.cluster_id,
+                have.shards,
+                have.replicas,
+                config.id,
+                config.shards,
+                config.replicas
+            ),
+        ));
     }
+    Ok(())
 }

@@ -15,8 +15,8 @@ impl ClusterShards {
     /// that has it and shipped through the group's log, so replicas that
     /// never wrote it (caught up from a snapshot) restore it too.
     pub fn restore_checkpoint(&self, job: JobId, clock: Clock) -> Result<(), TableError> {
-        let mut parts = Vec::with_capacity(self.placement.shards() as usize);
-        for shard in 0..self.placement.shards() {
+        let mut parts = Vec::with_capacity(self.placement().shards() as usize);
+        for shard in 0..self.placement().shards() {
             let image = self
                 .ask_replicas(shard, &DataRequest::ShardImage { shard, job, clock })?
                 .ok_or_else(|| {
@@ -57,7 +57,9 @@ impl ClusterShards {
         shard: ShardId,
         req: &DataRequest,
     ) -> Result<Option<Vec<u8>>, TableError> {
-        let mut members = self.placement.members(crate::placement::shard_group(shard));
+        let mut members = self
+            .placement()
+            .members(crate::placement::shard_group(shard));
         members.sort_by_key(|&n| n != self.local);
         let mut last = None;
         for node in members {
@@ -131,7 +133,7 @@ impl ClusterShards {
         let mut attempts = Retry::META.within(self.opts.deadline).start();
         let mut last = String::new();
         while !attempts.expired() {
-            for &node in self.placement.nodes() {
+            for &node in self.placement().nodes().to_vec().iter() {
                 match self
                     .rt
                     .block_on(self.data(node, &req, self.opts.rpc_timeout))

@@ -10,7 +10,7 @@ use crate::meta::MetaCommand;
 use crate::network::{CallError, Method, Peers};
 use crate::placement::Placement;
 use crate::wire::{self, DataError, DataReply, DataRequest, Refusal, KIND_DATA};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::row::AnyRow;
 use petuum_core::service::{FetchRequest, PushSink, RowSnapshot, ShardService};
@@ -74,7 +74,9 @@ impl Default for ConnectOptions {
 pub struct ClusterShards {
     rt: tokio::runtime::Runtime,
     peers: Arc<Peers>,
-    placement: Placement,
+    /// The placement as last read from a node (refreshed in the
+    /// background: replicas move as nodes join and leave).
+    placement: Arc<RwLock<Arc<Placement>>>,
     leaders: Mutex<HashMap<ShardId, u64>>,
     aborted: Mutex<HashMap<JobId, String>>,
     sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
@@ -117,6 +119,16 @@ impl ClusterShards {
         opts: ConnectOptions,
         local: u64,
     ) -> Result<ClusterShards, TableError> {
+        let s = Self::build(endpoints, opts, local)?;
+        s.follow();
+        Ok(s)
+    }
+
+    fn build(
+        endpoints: &[String],
+        opts: ConnectOptions,
+        local: u64,
+    ) -> Result<ClusterShards, TableError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("petuum-net")
@@ -129,11 +141,7 @@ impl ClusterShards {
             .iter()
             .map(|n| (n.id, n.addr.clone()))
             .collect();
-        let placement = Placement::new(
-            status.nodes.iter().map(|n| n.id).collect(),
-            status.shards,
-            status.replicas,
-        );
+        let placement = Arc::new(RwLock::new(Arc::new(placement_of(&status)?)));
         let peers = Peers::new(
             local,
             status.cluster,
@@ -168,8 +176,9 @@ impl ClusterShards {
         rt: tokio::runtime::Handle,
         opts: ConnectOptions,
     ) -> Result<ClusterShards, TableError> {
-        let mut s = Self::connect_as(&[node.endpoint()], opts, node.id())?;
+        let mut s = Self::build(&[node.endpoint()], opts, node.id())?;
         s.in_process = Some((node, rt));
+        s.follow();
         Ok(s)
     }
 
@@ -184,8 +193,51 @@ impl ClusterShards {
         self.epochs.lock().get(&job).copied().unwrap_or(0)
     }
 
-    pub fn placement(&self) -> &Placement {
-        &self.placement
+    /// The placement as this connection last learned it.
+    pub fn placement(&self) -> Arc<Placement> {
+        self.placement.read().clone()
+    }
+
+    /// Follows the cluster's placement and addresses (every second) while
+    /// the connection lives.
+    fn follow(&self) {
+        let (placement, peers, timeout) = (
+            self.placement.clone(),
+            self.peers.clone(),
+            self.opts.rpc_timeout,
+        );
+        let node = self.in_process.as_ref().map(|(n, _)| Arc::downgrade(n));
+        self.rt.spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let local = node.as_ref().and_then(|w| w.upgrade()).map(|n| n.status());
+                let status = match local {
+                    Some(s) => Some(s),
+                    None => {
+                        let nodes = placement.read().nodes().to_vec();
+                        let mut got = None;
+                        for n in nodes {
+                            if let Ok(s) = peers.status(n, timeout).await {
+                                got = Some(s);
+                                break;
+                            }
+                        }
+                        got
+                    }
+                };
+                let Some(status) = status else { continue };
+                for n in &status.nodes {
+                    if peers.addr(n.id).as_deref() != Some(n.addr.as_str()) && !n.addr.is_empty() {
+                        peers.set_addr(n.id, n.addr.clone());
+                    }
+                }
+                if let Ok(p) = placement_of(&status) {
+                    if **placement.read() != p {
+                        *placement.write() = Arc::new(p);
+                    }
+                }
+            }
+        });
     }
 
     /// A node's status.
@@ -215,7 +267,7 @@ impl ClusterShards {
         row: RowId,
         job: Option<JobId>,
     ) -> Result<(Option<AnyRow>, u64, Vec<Clock>), TableError> {
-        let shard = shard_of(table, row, self.placement.shards());
+        let shard = shard_of(table, row, self.placement().shards());
         match self.call(
             node,
             &DataRequest::ReadLocal {
@@ -292,6 +344,32 @@ enum Failure {
     Data(DataError),
 }
 
+/// The placement a status reply records (the initial rule while the
+/// cluster is forming and records none).
+fn placement_of(status: &StatusReply) -> Result<Placement, TableError> {
+    let nodes: Vec<u64> = status.nodes.iter().map(|n| n.id).collect();
+    if status.placement.is_empty() || status.meta_voters.is_empty() {
+        if nodes.is_empty() || status.shards == 0 || status.replicas == 0 {
+            return Err(unavailable("the node's status names no cluster yet"));
+        }
+        return Ok(Placement::new(nodes, status.shards, status.replicas));
+    }
+    let mut groups = vec![Vec::new(); status.shards as usize];
+    for r in &status.placement {
+        if let Some(g) = groups.get_mut(r.shard as usize) {
+            *g = r.nodes.clone();
+        }
+    }
+    Placement::from_parts(
+        nodes,
+        status.shards,
+        status.replicas,
+        groups,
+        status.meta_voters.clone(),
+    )
+    .map_err(unavailable)
+}
+
 async fn first_status(
     endpoints: &[String],
     opts: &ConnectOptions,
@@ -318,7 +396,7 @@ async fn first_status(
 
 impl ShardService for ClusterShards {
     fn num_shards(&self) -> u32 {
-        self.placement.shards()
+        self.placement().shards()
     }
 
     fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {

@@ -20,12 +20,12 @@ impl ClusterShards {
             .leaders
             .lock()
             .entry(shard)
-            .or_insert_with(|| self.placement.preferred_leader(shard))
+            .or_insert_with(|| self.placement().preferred_leader(shard))
     }
 
     /// Moves the guess to the next replica after `failed`.
     pub(super) fn rotate(&self, shard: ShardId, failed: u64) {
-        let reps = self.placement.replicas_of(shard);
+        let reps = self.placement().replicas_of(shard);
         let i = reps.iter().position(|&n| n == failed).unwrap_or(0);
         self.leaders
             .lock()
@@ -200,7 +200,7 @@ impl ClusterShards {
     }
 
     pub(super) fn all_shards(&self, req: ShardRequest) -> Vec<(ShardId, ShardRequest)> {
-        (0..self.placement.shards())
+        (0..self.placement().shards())
             .map(|s| (s, req.clone()))
             .collect()
     }
@@ -291,7 +291,7 @@ impl ClusterShards {
     pub(super) fn fetch_rows(&self, reqs: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
         let mut groups: BTreeMap<(ShardId, JobId, bool), Vec<usize>> = BTreeMap::new();
         for (i, r) in reqs.iter().enumerate() {
-            let shard = shard_of(r.table, r.row, self.placement.shards());
+            let shard = shard_of(r.table, r.row, self.placement().shards());
             let latest = r.min_clock.is_none() && r.own_clock == 0;
             groups.entry((shard, r.job, latest)).or_default().push(i);
         }
@@ -352,7 +352,7 @@ impl ClusterShards {
         mut reqs: Vec<FetchRequest>,
     ) -> Result<Vec<RowSnapshot>, TableError> {
         let job = reqs[0].job;
-        let replicas = self.placement.replicas_of(shard);
+        let replicas = self.placement().replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
             Some(p) => p,
             None => reqs[0].worker as usize % replicas.len(),

@@ -33,7 +33,7 @@ impl ClusterShards {
                 let live: Vec<JobId> = jobs.lock().iter().copied().collect();
                 running.retain(|(_, j), h| live.contains(j) && !h.is_finished());
                 for &job in &live {
-                    for shard in 0..placement.shards() {
+                    for shard in 0..placement.read().shards() {
                         if running.contains_key(&(shard, job)) {
                             continue;
                         }
@@ -43,7 +43,7 @@ impl ClusterShards {
                             peers.clone(),
                             sinks.clone(),
                             jobs.clone(),
-                            placement.replicas_of(shard),
+                            placement.clone(),
                             local,
                             shard,
                             job,
@@ -64,12 +64,13 @@ async fn watch_shard(
     peers: Arc<Peers>,
     sinks: Arc<Mutex<Vec<Weak<dyn PushSink>>>>,
     jobs: Arc<Mutex<BTreeSet<JobId>>>,
-    replicas: Vec<u64>,
+    placement: Arc<parking_lot::RwLock<Arc<crate::placement::Placement>>>,
     local: u64,
     shard: ShardId,
     job: JobId,
     timeout: Duration,
 ) {
+    let mut replicas = placement.read().replicas_of(shard);
     let mut i = replicas.iter().position(|&n| n == local).unwrap_or(0);
     let mut after: Clock = 0;
     let mut attempts = Retry::LEADER.start();
@@ -120,6 +121,8 @@ async fn watch_shard(
             }
             Ok(Err(DataError::NotYet)) => attempts.progressed(),
             _ => {
+                // The replicas may have moved: follow the placement.
+                replicas = placement.read().replicas_of(shard);
                 i = (i + 1) % replicas.len();
                 attempts.wait().await;
             }

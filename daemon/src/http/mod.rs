@@ -175,7 +175,7 @@ async fn overview(State(s): State<Arc<Http>>) -> Response {
         .as_ref()
         .map(|m| m.node_states.clone())
         .unwrap_or_default();
-    let ids = node.placement.nodes().to_vec();
+    let ids = node.placement().nodes().to_vec();
     let states = &states;
     let views = futures::future::join_all(ids.iter().map(|&n| async move {
         let status = if n == node.id() {

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 pub const TABLES_PER_JOB: u64 = 64;
 /// Where a finished job's model is kept in the checkpoint store.
 pub const MODEL_CLOCK: u64 = u64::MAX;
+
+/// How long a draining node waits for each of its jobs' next checkpoint
+/// before it releases the job's workers anyway.
+const DRAIN_GRACE: Duration = Duration::from_secs(120);
 /// A node that has not answered a probe for this long is presumed dead.
 pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 /// How often the metadata leader applies the retention policy.
@@ -119,6 +123,8 @@ pub struct Jobs {
     data_dir: PathBuf,
     runs: parking_lot::Mutex<HashMap<u64, runner::RunHandle>>,
     stopping: AtomicBool,
+    /// Set while this node's runs are being released because it drains.
+    draining: Arc<AtomicBool>,
     /// Table traffic of the runs here, per job (Prometheus).
     pub traffic: Arc<crate::http::metrics::JobTraffic>,
 }
@@ -131,6 +137,7 @@ impl Jobs {
             data_dir,
             runs: parking_lot::Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
             traffic: Default::default(),
         })
     }
@@ -169,6 +176,19 @@ impl Jobs {
             };
             if meta.placement.is_none() {
                 continue;
+            }
+            // Drained, removed or declared dead: this node's runs move to
+            // other nodes at their next checkpoint (the scheduler places
+            // nothing new here meanwhile).
+            if meta.retiring.contains_key(&me) {
+                let busy = self.runs.lock().values().any(|h| !h.thread.is_finished());
+                if busy && !self.draining.swap(true, Ordering::SeqCst) {
+                    let jobs = self.clone();
+                    tokio::spawn(async move {
+                        jobs.release_runs(DRAIN_GRACE, "is draining").await;
+                        jobs.draining.store(false, Ordering::SeqCst);
+                    });
+                }
             }
             mine.retain(|(job, epoch)| {
                 meta.jobs
@@ -299,7 +319,6 @@ impl Jobs {
         // node as seen when it took over.
         let mut seen: HashMap<u64, Instant> = HashMap::new();
         let mut leading = false;
-        let nodes = self.node.placement.nodes().to_vec();
         // Nodes presumed dead now, and what the log last said of each job.
         let mut dead_now: HashSet<u64> = HashSet::new();
         let mut noted: HashMap<u64, Noted> = HashMap::new();
@@ -310,10 +329,16 @@ impl Jobs {
                 leading = false;
                 continue;
             }
+            // The members now (nodes join and leave).
+            let nodes = self.node.placement().nodes().to_vec();
             if !leading {
                 leading = true;
                 let now = Instant::now();
                 seen = nodes.iter().map(|&n| (n, now)).collect();
+            }
+            for &n in &nodes {
+                // A member that just joined counts as seen.
+                seen.entry(n).or_insert_with(Instant::now);
             }
             let probes = futures::future::join_all(nodes.iter().map(|&n| {
                 let node = self.node.clone();
@@ -327,8 +352,10 @@ impl Jobs {
                 }
             }
             let live = |n: u64| {
-                seen.get(&n)
-                    .is_some_and(|t| now.duration_since(*t) < DEAD_AFTER)
+                nodes.contains(&n)
+                    && seen
+                        .get(&n)
+                        .is_some_and(|t| now.duration_since(*t) < DEAD_AFTER)
             };
             for &n in &nodes {
                 if !live(n) && dead_now.insert(n) {
@@ -364,12 +391,16 @@ impl Jobs {
                     }
                 }
             }
-            let leaving = |n: u64| meta.node_states.get(&n) == Some(&NodeState::Leaving);
+            // Stopping, or retiring (drained, removed, dead): no new work.
+            let leaving = |n: u64| {
+                meta.node_states.get(&n) == Some(&NodeState::Leaving)
+                    || meta.retiring.contains_key(&n)
+            };
             let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
             let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
             // A job can run when every shard group keeps a quorum of live
             // replicas (its workers touch every shard).
-            let placement = &self.node.placement;
+            let placement = self.node.placement();
             let lost: Vec<u32> = (0..placement.shards())
                 .filter(|&s| {
                     let m = placement.members(petuum_cluster::placement::shard_group(s));
@@ -474,6 +505,15 @@ impl Jobs {
                 state: NodeState::Leaving,
             })
             .await;
+        self.release_runs(grace, "is stopping").await;
+    }
+
+    /// Releases the workers of every run on this node, each at its job's
+    /// next complete checkpoint (at most `grace` later): the job rolls back
+    /// to that fresh checkpoint and is placed on other nodes. `why` ends
+    /// "node N ..." in the job's events.
+    async fn release_runs(&self, grace: Duration, why: &str) {
+        let me = self.node.id();
         let runs: Vec<(u64, u64)> = self
             .runs
             .lock()
@@ -520,9 +560,9 @@ impl Jobs {
                     continue;
                 }
                 let reason = if late && !fresh {
-                    format!("node {me} is stopping (no new checkpoint within {grace:?})")
+                    format!("node {me} {why} (no new checkpoint within {grace:?})")
                 } else {
-                    format!("node {me} is stopping")
+                    format!("node {me} {why}")
                 };
                 tracing::info!(job, checkpoint = ?r.checkpoint, "releasing the job's workers");
                 let cmd = JobCommand::Release {
@@ -536,7 +576,7 @@ impl Jobs {
                     tracing::warn!(job, error = %e, "releasing the job");
                 }
                 if let Some(h) = self.runs.lock().get(&job) {
-                    h.abort("node stopping");
+                    h.abort(&format!("node {why}"));
                 }
             }
             pending = still;
@@ -591,8 +631,8 @@ impl Jobs {
         use petuum_cluster::placement::shard_group;
         use petuum_cluster::wire::{DataReply, DataRequest};
         let node = &self.node;
-        let shard = runner::model_shard(job, node.placement.shards());
-        let mut members = node.placement.members(shard_group(shard));
+        let shard = runner::model_shard(job, node.placement().shards());
+        let mut members = node.placement().members(shard_group(shard));
         members.sort_by_key(|&n| n != node.id());
         let mut last = String::from("no replica answered");
         let req = DataRequest::Blob {

@@ -1,0 +1,708 @@
+//! The placement driver: on the metadata leader, keeps every group at its
+//! replication factor on members in service, with replicas and preferred
+//! leaders balanced, moving one replica per group at a time:
+//! host an empty replica on the new node → add it as a learner (it
+//! catches up by snapshot and log) → copy the checkpoint parts it missed →
+//! replace the voters (openraft's joint consensus; a leader that leaves
+//! hands its leadership off first) → record the move → drop the old
+//! replica. A member down for longer than `down_after` is declared dead
+//! and its replicas are rebuilt elsewhere; a drained or removed member's
+//! are moved off while it still serves.
+
+use super::ClusterNode;
+use crate::meta::{MetaCommand, MetaState, Retire};
+use crate::placement::{group_shard, Placement, META_GROUP};
+use crate::wire::{DataError, DataReply, DataRequest};
+use futures::future::join_all;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the driver looks at the cluster.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Moves under way at once (each may ship a snapshot).
+pub const MOVES_AT_ONCE: usize = 2;
+
+/// How long a learner may take to catch up before the move is retried.
+const CATCH_UP: Duration = Duration::from_secs(600);
+
+/// One step of the driver: add a replica on `add`, remove the one on
+/// `remove`, or both (a move).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Move {
+    pub group: u64,
+    pub add: Option<u64>,
+    pub remove: Option<u64>,
+}
+
+/// The moves that bring the placement closer to its goal, at most
+/// `limit`, no two on one group and at most one new replica per node:
+/// first groups with a replica on a retiring member or short of replicas,
+/// then (when nothing needs repair) one replica from the fullest to the
+/// emptiest member in service when they differ by more than one.
+/// `eligible`: members in service that answer (they may take replicas).
+pub fn plan(
+    p: &Placement,
+    retiring: &BTreeMap<u64, Retire>,
+    eligible: &BTreeSet<u64>,
+    limit: usize,
+) -> Vec<Move> {
+    let mut load: BTreeMap<u64, usize> = eligible.iter().map(|&n| (n, 0)).collect();
+    for g in p.all_groups().filter(|&g| g != META_GROUP) {
+        for n in p.members(g) {
+            if let Some(l) = load.get_mut(&n) {
+                *l += 1;
+            }
+        }
+    }
+    let mut out: Vec<Move> = Vec::new();
+    let mut targets_used: BTreeSet<u64> = BTreeSet::new();
+    let in_service = p
+        .nodes()
+        .iter()
+        .filter(|n| !retiring.contains_key(n))
+        .count();
+    for g in p.all_groups() {
+        if out.len() >= limit {
+            return out;
+        }
+        let members = p.members(g);
+        let want = if g == META_GROUP {
+            in_service.min(crate::placement::MAX_META_VOTERS)
+        } else {
+            in_service.min(p.replicas() as usize)
+        }
+        .max(1);
+        let bad: Vec<u64> = members
+            .iter()
+            .copied()
+            .filter(|n| retiring.contains_key(n))
+            .collect();
+        let staying = members.len() - bad.len();
+        if staying < want {
+            let target = load
+                .iter()
+                .filter(|(n, _)| !members.contains(n) && !targets_used.contains(n))
+                .min_by_key(|(&n, &l)| (l, n))
+                .map(|(&n, _)| n);
+            if let Some(t) = target {
+                targets_used.insert(t);
+                *load.get_mut(&t).expect("eligible") += 1;
+                out.push(Move {
+                    group: g,
+                    add: Some(t),
+                    remove: bad.first().copied(),
+                });
+                continue;
+            }
+        }
+        if let Some(&r) = bad.first() {
+            if staying >= want {
+                out.push(Move {
+                    group: g,
+                    add: None,
+                    remove: Some(r),
+                });
+            }
+        }
+    }
+    if !out.is_empty() {
+        return out;
+    }
+    // Balance: replicas from the fullest members to the emptiest, one per
+    // group and per receiving node.
+    let mut used: BTreeSet<u64> = BTreeSet::new();
+    while out.len() < limit {
+        let (Some((&full, &hi)), Some((&empty, &lo))) = (
+            load.iter()
+                .filter(|(n, _)| !targets_used.contains(n))
+                .max_by_key(|(&n, &l)| (l, std::cmp::Reverse(n))),
+            load.iter()
+                .filter(|(n, _)| !targets_used.contains(n))
+                .min_by_key(|(&n, &l)| (l, n)),
+        ) else {
+            break;
+        };
+        if hi <= lo + 1 {
+            break;
+        }
+        // Prefer a group `full` does not lead first (no hand-off needed).
+        let mut candidates: Vec<u64> = p
+            .all_groups()
+            .filter(|&g| g != META_GROUP && !used.contains(&g))
+            .filter(|&g| {
+                let m = p.members(g);
+                m.contains(&full) && !m.contains(&empty)
+            })
+            .collect();
+        candidates.sort_by_key(|&g| (p.preferred(g) == full, g));
+        let Some(&g) = candidates.first() else { break };
+        used.insert(g);
+        targets_used.insert(empty);
+        targets_used.insert(full);
+        *load.get_mut(&full).expect("eligible") -= 1;
+        *load.get_mut(&empty).expect("eligible") += 1;
+        out.push(Move {
+            group: g,
+            add: Some(empty),
+            remove: Some(full),
+        });
+    }
+    out
+}
+
+/// The members after `m` is done: the removed one out, the added one last;
+/// the preferred leader stays first unless it was removed.
+pub fn after(members: &[u64], m: &Move) -> Vec<u64> {
+    let mut out: Vec<u64> = members
+        .iter()
+        .copied()
+        .filter(|&n| Some(n) != m.remove)
+        .collect();
+    if let Some(a) = m.add {
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A reordering of one group's members that evens out preferred leaders
+/// among `eligible` members (none when they differ by at most one).
+pub fn rebalance_preferred(p: &Placement, eligible: &BTreeSet<u64>) -> Option<(u64, Vec<u64>)> {
+    let mut prefs: BTreeMap<u64, usize> = eligible.iter().map(|&n| (n, 0)).collect();
+    let shards: Vec<u64> = p.all_groups().filter(|&g| g != META_GROUP).collect();
+    for &g in &shards {
+        if let Some(c) = prefs.get_mut(&p.preferred(g)) {
+            *c += 1;
+        }
+    }
+    let (&few, &lo) = prefs.iter().min_by_key(|(&n, &c)| (c, n))?;
+    let (&many, &hi) = prefs
+        .iter()
+        .max_by_key(|(&n, &c)| (c, std::cmp::Reverse(n)))?;
+    if hi <= lo + 1 {
+        return None;
+    }
+    let g = shards.into_iter().find(|&g| {
+        let m = p.members(g);
+        m[0] == many && m.contains(&few)
+    })?;
+    let mut m = p.members(g);
+    m.retain(|&n| n != few);
+    m.insert(0, few);
+    Some((g, m))
+}
+
+impl ClusterNode {
+    /// Runs the placement driver while this node leads the metadata group.
+    pub(super) async fn drive_placement(self: Arc<Self>) {
+        let mut seen: HashMap<u64, Instant> = HashMap::new();
+        let mut leading = false;
+        loop {
+            tokio::time::sleep(TICK).await;
+            if self.is_stopping() {
+                return;
+            }
+            if !self.is_meta_leader() {
+                leading = false;
+                continue;
+            }
+            let Some(meta) = self.meta_state() else {
+                continue;
+            };
+            let Some(placement) = meta.placement.clone() else {
+                continue;
+            };
+            if !leading {
+                // A new leader counts every member as seen when it took
+                // over: only silence under its watch declares one dead.
+                leading = true;
+                let now = Instant::now();
+                seen = placement.nodes().iter().map(|&n| (n, now)).collect();
+            }
+            let view = self.look(&placement).await;
+            let now = Instant::now();
+            for &n in &view.answered {
+                seen.insert(n, now);
+            }
+            for &n in placement.nodes() {
+                let silent = now.duration_since(*seen.entry(n).or_insert(now));
+                if silent >= self.config.down_after && !meta.retiring.contains_key(&n) {
+                    tracing::warn!(
+                        node = n,
+                        silent_s = silent.as_secs(),
+                        "node declared dead for good: its replicas are rebuilt elsewhere"
+                    );
+                    let _ = self
+                        .meta_command(MetaCommand::Retire {
+                            node: n,
+                            how: Some(Retire::Dead),
+                        })
+                        .await;
+                }
+            }
+            if self.reconcile(&placement, &view).await {
+                continue;
+            }
+            let eligible: BTreeSet<u64> = view
+                .answered
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    meta.in_service(n)
+                        && meta.node_states.get(&n) != Some(&crate::meta::NodeState::Leaving)
+                })
+                .collect();
+            let moves = plan(&placement, &meta.retiring, &eligible, MOVES_AT_ONCE);
+            if moves.is_empty() {
+                self.finish_retirements(&meta).await;
+                if let Some((group, members)) = rebalance_preferred(&placement, &eligible) {
+                    tracing::info!(group, ?members, "preferred leader moved");
+                    let _ = self
+                        .meta_command(MetaCommand::SetMembers { group, members })
+                        .await;
+                }
+                continue;
+            }
+            // Every job's: running ones restore from their checkpoints,
+            // ended ones keep their model there.
+            let jobs: Vec<u64> = meta.jobs.keys().copied().collect();
+            join_all(moves.into_iter().map(|m| {
+                let (node, placement, view, jobs) = (&self, &placement, &view, &jobs);
+                async move {
+                    let started = Instant::now();
+                    match node.move_replica(placement, view, &m, jobs).await {
+                        Ok(()) => tracing::info!(
+                            group = m.group,
+                            add = ?m.add,
+                            remove = ?m.remove,
+                            ms = started.elapsed().as_millis() as u64,
+                            "replica moved"
+                        ),
+                        Err(e) => tracing::warn!(
+                            group = m.group,
+                            add = ?m.add,
+                            remove = ?m.remove,
+                            error = %e,
+                            "replica move failed; retried next round"
+                        ),
+                    }
+                }
+            }))
+            .await;
+        }
+    }
+
+    /// Every member's status: who answered, and each group's leader and
+    /// voters as its leader reports them.
+    async fn look(&self, placement: &Placement) -> View {
+        let me = self.id();
+        let replies = join_all(placement.nodes().iter().map(|&n| async move {
+            if n == me {
+                return (n, Some(self.status()));
+            }
+            (n, self.peers.status(n, Duration::from_secs(1)).await.ok())
+        }))
+        .await;
+        let mut view = View::default();
+        for (n, reply) in replies {
+            let Some(reply) = reply else { continue };
+            view.answered.insert(n);
+            for g in reply.groups {
+                if g.state == "leader" && g.leader == n {
+                    view.leaders.insert(g.group, n);
+                    view.voters.insert(g.group, g.voters);
+                }
+            }
+        }
+        view
+    }
+
+    /// Records the voters a group's leader reports when they differ from
+    /// the placement (a move that a previous driver began and did not
+    /// record). Returns whether it changed anything.
+    async fn reconcile(&self, placement: &Placement, view: &View) -> bool {
+        let mut changed = false;
+        for (&group, voters) in &view.voters {
+            let recorded = placement.members(group);
+            let a: BTreeSet<u64> = recorded.iter().copied().collect();
+            let b: BTreeSet<u64> = voters.iter().copied().collect();
+            if a == b || voters.iter().any(|n| !placement.nodes().contains(n)) {
+                continue;
+            }
+            let mut members: Vec<u64> =
+                recorded.iter().copied().filter(|n| b.contains(n)).collect();
+            members.extend(voters.iter().copied().filter(|n| !a.contains(n)));
+            tracing::info!(group, ?members, "recording the voters the group has");
+            if self
+                .meta_command(MetaCommand::SetMembers { group, members })
+                .await
+                .is_ok()
+            {
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Removes retiring members (remove, dead) that hold no replica and no
+    /// job's workers.
+    async fn finish_retirements(&self, meta: &MetaState) {
+        let Some(p) = &meta.placement else { return };
+        for (&n, &how) in &meta.retiring {
+            if how == Retire::Drain || !p.groups_of(n).is_empty() {
+                continue;
+            }
+            let has_workers = meta
+                .jobs
+                .values()
+                .any(|r| !r.state.is_terminal() && r.placement.contains(&n));
+            if has_workers {
+                continue;
+            }
+            match self.meta_command(MetaCommand::RemoveNode { node: n }).await {
+                Ok(_) => {
+                    tracing::info!(node = n, why = how.name(), "node removed from the cluster")
+                }
+                Err(e) => tracing::warn!(node = n, error = %e, "removing a node"),
+            }
+        }
+    }
+
+    /// Carries out one move (see the module doc).
+    async fn move_replica(
+        &self,
+        placement: &Placement,
+        view: &View,
+        m: &Move,
+        jobs: &[u64],
+    ) -> Result<(), DataError> {
+        let group = m.group;
+        let mut leader = *view
+            .leaders
+            .get(&group)
+            .ok_or_else(|| DataError::Unavailable(format!("group {group} has no leader")))?;
+        let members = placement.members(group);
+        if let Some(add) = m.add {
+            self.data_call(
+                add,
+                &DataRequest::OpenGroup { group },
+                Duration::from_secs(30),
+            )
+            .await?;
+            let addr = self
+                .peers
+                .addr(add)
+                .ok_or_else(|| DataError::Unavailable(format!("no address of node {add}")))?;
+            self.data_call(
+                leader,
+                &DataRequest::AddLearner {
+                    group,
+                    node: add,
+                    addr,
+                },
+                CATCH_UP,
+            )
+            .await?;
+            if let Some(shard) = group_shard(group) {
+                if !jobs.is_empty() {
+                    self.data_call(
+                        add,
+                        &DataRequest::CopyCheckpoints {
+                            shard,
+                            from: leader,
+                            jobs: jobs.to_vec(),
+                        },
+                        CATCH_UP,
+                    )
+                    .await?;
+                }
+            }
+        }
+        let new_members = after(&members, m);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let r = self
+                .data_call(
+                    leader,
+                    &DataRequest::SetVoters {
+                        group,
+                        voters: new_members.clone(),
+                    },
+                    Duration::from_secs(60),
+                )
+                .await;
+            match r {
+                Ok(_) => break,
+                // The leader handed off (it is the one leaving): ask the
+                // new one.
+                Err(DataError::NotLeader {
+                    leader: Some(l), ..
+                }) if attempts < 10 => {
+                    leader = l;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(DataError::NotLeader { leader: None, .. }) if attempts < 10 => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    if let Some(l) = self.leader_of(group, &new_members).await {
+                        leader = l;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.meta_command(MetaCommand::SetMembers {
+            group,
+            members: new_members,
+        })
+        .await?;
+        if let Some(r) = m.remove {
+            // Best effort: a dead node drops it when (if) it returns.
+            let _ = self
+                .data_call(r, &DataRequest::DropGroup { group }, Duration::from_secs(5))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// The leader of `group` as one of `among` reports it.
+    async fn leader_of(&self, group: u64, among: &[u64]) -> Option<u64> {
+        let me = self.id();
+        for &n in among {
+            let reply = if n == me {
+                Some(self.status())
+            } else {
+                self.peers.status(n, Duration::from_secs(1)).await.ok()
+            };
+            if let Some(l) = reply
+                .and_then(|r| r.groups.into_iter().find(|g| g.group == group))
+                .map(|g| g.leader)
+                .filter(|&l| l != 0)
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    /// The leader's side of a move: add `node` as a learner of `group` and
+    /// wait until it has caught up.
+    pub(super) async fn add_learner(
+        &self,
+        group: u64,
+        node: u64,
+        addr: String,
+    ) -> Result<DataReply, DataError> {
+        let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+        self.check_leads(group, &raft)?;
+        if node == self.id() {
+            return Ok(DataReply::Ok);
+        }
+        self.peers.set_addr_if_unknown(node, addr.clone());
+        let added = tokio::time::timeout(
+            CATCH_UP,
+            raft.add_learner(node, openraft::BasicNode { addr }, true),
+        )
+        .await
+        .map_err(|_| {
+            DataError::Unavailable(format!(
+                "group {group}: node {node} did not catch up within {CATCH_UP:?}"
+            ))
+        })?;
+        added.map_err(|e| write_error(group, e))?;
+        Ok(DataReply::Ok)
+    }
+
+    /// The leader's side of a move: make `voters` the group's voters. A
+    /// leader that is not among them hands its leadership to one that is
+    /// (and already a voter) and answers `NotLeader`.
+    pub(super) async fn set_voters(
+        &self,
+        group: u64,
+        voters: Vec<u64>,
+    ) -> Result<DataReply, DataError> {
+        let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
+        self.check_leads(group, &raft)?;
+        let me = self.id();
+        if voters.is_empty() {
+            return Err(DataError::Refused(crate::wire::Refusal::Invalid(format!(
+                "group {group}: no voters"
+            ))));
+        }
+        if !voters.contains(&me) {
+            let current: BTreeSet<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            let to = voters
+                .iter()
+                .copied()
+                .find(|n| current.contains(n))
+                .ok_or_else(|| {
+                    DataError::Unavailable(format!(
+                        "group {group}: no voter of {voters:?} to hand leadership to"
+                    ))
+                })?;
+            self.hand_to(group, to).await?;
+            return Err(DataError::NotLeader {
+                group,
+                leader: Some(to),
+            });
+        }
+        let want: BTreeSet<u64> = voters.into_iter().collect();
+        raft.change_membership(openraft::ChangeMembers::ReplaceAllVoters(want), false)
+            .await
+            .map_err(|e| write_error(group, e))?;
+        Ok(DataReply::Ok)
+    }
+
+    fn check_leads(
+        &self,
+        group: u64,
+        raft: &openraft::Raft<petuum_storage::TypeConfig>,
+    ) -> Result<(), DataError> {
+        let leader = raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) || self.yielding.lock().contains(&group) {
+            return Err(DataError::NotLeader {
+                group,
+                leader: leader.filter(|&l| l != self.id()),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn write_error(
+    group: u64,
+    e: openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, openraft::BasicNode>>,
+) -> DataError {
+    use openraft::error::{ClientWriteError, RaftError};
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => DataError::NotLeader {
+            group,
+            leader: f.leader_id,
+        },
+        e => DataError::Unavailable(format!("group {group}: {e}")),
+    }
+}
+
+/// What the driver saw in one round.
+#[derive(Default)]
+struct View {
+    /// Members that answered.
+    answered: BTreeSet<u64>,
+    /// Each group's leader, as the leader itself reports.
+    leaders: BTreeMap<u64, u64>,
+    /// Each group's voters, as its leader reports.
+    voters: BTreeMap<u64, Vec<u64>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::shard_group;
+
+    fn apply(p: &mut Placement, moves: &[Move]) {
+        for m in moves {
+            let members = after(&p.members(m.group), m);
+            p.set_members(m.group, members).unwrap();
+        }
+    }
+
+    fn settle(
+        p: &mut Placement,
+        retiring: &BTreeMap<u64, Retire>,
+        eligible: &BTreeSet<u64>,
+    ) -> usize {
+        let mut rounds = 0;
+        loop {
+            let moves = plan(p, retiring, eligible, MOVES_AT_ONCE);
+            if moves.is_empty() {
+                return rounds;
+            }
+            let groups: BTreeSet<u64> = moves.iter().map(|m| m.group).collect();
+            assert_eq!(groups.len(), moves.len(), "one move per group at a time");
+            apply(p, &moves);
+            rounds += 1;
+            assert!(rounds < 1000, "the plan does not settle");
+        }
+    }
+
+    fn loads(p: &Placement) -> BTreeMap<u64, usize> {
+        let mut l = BTreeMap::new();
+        for s in 0..p.shards() {
+            for n in p.members(shard_group(s)) {
+                *l.entry(n).or_default() += 1;
+            }
+        }
+        l
+    }
+
+    /// Growing 3 → 5 spreads replicas evenly and adds metadata voters;
+    /// draining two nodes moves everything off them, keeping 3 replicas.
+    #[test]
+    fn grow_and_drain_settle_balanced_at_full_replication() {
+        let mut p = Placement::new(vec![1, 2, 3], 16, 3);
+        p.add_node(4);
+        p.add_node(5);
+        let all: BTreeSet<u64> = [1, 2, 3, 4, 5].into();
+        settle(&mut p, &BTreeMap::new(), &all);
+        let l = loads(&p);
+        assert_eq!(l.values().sum::<usize>(), 48);
+        assert!(
+            l.values().max().unwrap() - l.values().min().unwrap() <= 1,
+            "{l:?}"
+        );
+        assert_eq!(p.meta_voters().len(), 5);
+        // Preferred leaders even out too.
+        while let Some((g, m)) = rebalance_preferred(&p, &all) {
+            p.set_members(g, m).unwrap();
+        }
+        let mut prefs = BTreeMap::<u64, usize>::new();
+        for s in 0..16 {
+            *prefs.entry(p.preferred_leader(s)).or_default() += 1;
+        }
+        assert!(
+            prefs.values().max().unwrap() - prefs.values().min().unwrap() <= 1,
+            "{prefs:?}"
+        );
+
+        let retiring: BTreeMap<u64, Retire> = [(4, Retire::Remove), (5, Retire::Drain)].into();
+        let rest: BTreeSet<u64> = [1, 2, 3].into();
+        settle(&mut p, &retiring, &rest);
+        for s in 0..16 {
+            let m = p.replicas_of(s);
+            assert_eq!(m.len(), 3);
+            assert!(m.iter().all(|n| rest.contains(n)), "{m:?}");
+        }
+        assert_eq!(p.meta_voters().len(), 3);
+        p.remove_node(4).unwrap();
+        p.remove_node(5).unwrap();
+    }
+
+    /// A dead node's replicas are rebuilt on the replacement; with no
+    /// replacement the groups shrink to the members left.
+    #[test]
+    fn a_dead_node_is_replaced() {
+        let mut p = Placement::new(vec![1, 2, 3], 8, 3);
+        let dead: BTreeMap<u64, Retire> = [(2, Retire::Dead)].into();
+        p.add_node(4);
+        let live: BTreeSet<u64> = [1, 3, 4].into();
+        settle(&mut p, &dead, &live);
+        assert!(p.groups_of(2).is_empty());
+        for s in 0..8 {
+            assert_eq!(p.replicas_of(s).len(), 3);
+        }
+        let mut small = Placement::new(vec![1, 2, 3], 4, 3);
+        settle(&mut small, &dead, &[1, 3].into());
+        for s in 0..4 {
+            assert_eq!(small.replicas_of(s).len(), 2);
+        }
+    }
+}
