@@ -6,130 +6,16 @@
 //! ends with its full replica count on the members in service, and the
 //! job ends byte-identical to its uninterrupted embedded run.
 
-use petuum_tests::cluster::{client, submit, wait_for, LocalCluster};
+use petuum_tests::cluster::{client, submit, wait_for, wait_settled, LocalCluster};
 use petuum_tests::{run_embedded, spam_lr_job};
-use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SHARDS: u32 = 16;
 const CLOCKS: u64 = 400;
 
 fn endpoint(c: &LocalCluster, id: u64) -> String {
-    format!("http://{}", c.nodes[id as usize - 1].addr)
-}
-
-/// `petuum-client nodes --json` through `ep`.
-fn nodes(c: &LocalCluster, ep: &str) -> Option<Value> {
-    let out = client(ep, &["nodes", "--json"], c.path());
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// Waits until the recorded placement puts every shard on exactly
-/// `replicas` of `members` (spread within one replica of even, and the
-/// metadata group on all of them, up to five), the members are exactly
-/// `members`, and every group's leader reports those voters.
-fn wait_settled(c: &LocalCluster, members: &[u64], replicas: usize, timeout: Duration) {
-    let want: BTreeSet<u64> = members.iter().copied().collect();
-    let start = Instant::now();
-    loop {
-        let last = match settled(c, &want, replicas) {
-            Ok(()) => {
-                eprintln!(
-                    "settled on {members:?} after {:.1} s",
-                    start.elapsed().as_secs_f64()
-                );
-                return;
-            }
-            Err(e) => e,
-        };
-        assert!(
-            start.elapsed() < timeout,
-            "not settled on {members:?} within {timeout:?}: {last}\n{}",
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn settled(c: &LocalCluster, want: &BTreeSet<u64>, replicas: usize) -> Result<(), String> {
-    // Every member's own view: the same placement, and for each group it
-    // leads, voters equal to the placement's.
-    let mut recorded: Option<Value> = None;
-    let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for &n in want {
-        let s = nodes(c, &endpoint(c, n)).ok_or(format!("node {n} did not answer"))?;
-        let ids: BTreeSet<u64> = s["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["id"].as_u64().unwrap())
-            .collect();
-        if &ids != want {
-            return Err(format!("node {n} sees members {ids:?}"));
-        }
-        match &recorded {
-            None => recorded = Some(s["placement"].clone()),
-            Some(p) if *p != s["placement"] => {
-                return Err(format!("node {n} has another placement"))
-            }
-            _ => {}
-        }
-        for g in s["groups"].as_array().unwrap() {
-            if g["state"] == "leader" {
-                let voters = g["voters"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap())
-                    .collect();
-                led.insert(g["group"].as_u64().unwrap(), voters);
-            }
-        }
-        if n == *want.iter().next().unwrap() {
-            let meta: BTreeSet<u64> = s["meta_voters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap())
-                .collect();
-            if meta.len() != want.len().min(5) || !meta.is_subset(want) {
-                return Err(format!("metadata voters {meta:?}"));
-            }
-        }
-    }
-    let placement = recorded.unwrap();
-    let mut load: BTreeMap<u64, usize> = want.iter().map(|&n| (n, 0)).collect();
-    for r in placement.as_array().unwrap() {
-        let shard = r["shard"].as_u64().unwrap();
-        let on: BTreeSet<u64> = r["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        if on.len() != replicas || !on.is_subset(want) {
-            return Err(format!("shard {shard} on {on:?}"));
-        }
-        for n in &on {
-            *load.get_mut(n).unwrap() += 1;
-        }
-        let voters: BTreeSet<u64> = led
-            .get(&(shard + 1))
-            .ok_or(format!("shard {shard} has no leader among the members"))?
-            .iter()
-            .copied()
-            .collect();
-        if voters != on {
-            return Err(format!("shard {shard}: voters {voters:?}, placed {on:?}"));
-        }
-    }
-    let (lo, hi) = (load.values().min().unwrap(), load.values().max().unwrap());
-    if hi - lo > 1 {
-        return Err(format!("replicas per node {load:?}"));
-    }
-    Ok(())
+    c.endpoint(id)
 }
 
 fn reference(dir: &Path) -> (std::path::PathBuf, Vec<u8>) {

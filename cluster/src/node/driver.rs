@@ -25,7 +25,7 @@ const TICK: Duration = Duration::from_secs(1);
 pub const MOVES_AT_ONCE: usize = 2;
 
 /// How long a learner may take to catch up before the move is retried.
-const CATCH_UP: Duration = Duration::from_secs(600);
+const CATCH_UP: Duration = Duration::from_secs(300);
 
 /// One step of the driver: add a replica on `add`, remove the one on
 /// `remove`, or both (a move).
@@ -47,6 +47,7 @@ pub fn plan(
     retiring: &BTreeMap<u64, Retire>,
     eligible: &BTreeSet<u64>,
     limit: usize,
+    busy: &BTreeSet<u64>,
 ) -> Vec<Move> {
     let mut load: BTreeMap<u64, usize> = eligible.iter().map(|&n| (n, 0)).collect();
     for g in p.all_groups().filter(|&g| g != META_GROUP) {
@@ -63,7 +64,7 @@ pub fn plan(
         .iter()
         .filter(|n| !retiring.contains_key(n))
         .count();
-    for g in p.all_groups() {
+    for g in p.all_groups().filter(|g| !busy.contains(g)) {
         if out.len() >= limit {
             return out;
         }
@@ -107,12 +108,12 @@ pub fn plan(
             }
         }
     }
-    if !out.is_empty() {
+    if !out.is_empty() || !busy.is_empty() {
         return out;
     }
     // Balance: replicas from the fullest members to the emptiest, one per
     // group and per receiving node.
-    let mut used: BTreeSet<u64> = BTreeSet::new();
+    let mut used: BTreeSet<u64> = busy.clone();
     while out.len() < limit {
         let (Some((&full, &hi)), Some((&empty, &lo))) = (
             load.iter()
@@ -198,6 +199,7 @@ pub fn rebalance_preferred(p: &Placement, eligible: &BTreeSet<u64>) -> Option<(u
 impl ClusterNode {
     /// Runs the placement driver while this node leads the metadata group.
     pub(super) async fn drive_placement(self: Arc<Self>) {
+        let in_flight: Arc<parking_lot::Mutex<BTreeSet<u64>>> = Default::default();
         let mut seen: HashMap<u64, Instant> = HashMap::new();
         let mut leading = false;
         loop {
@@ -243,9 +245,11 @@ impl ClusterNode {
                         .await;
                 }
             }
-            if self.reconcile(&placement, &view).await {
+            let busy: BTreeSet<u64> = in_flight.lock().clone();
+            if self.reconcile(&placement, &view, &busy).await {
                 continue;
             }
+            self.drop_strays(&placement, &view, &busy).await;
             let eligible: BTreeSet<u64> = view
                 .answered
                 .iter()
@@ -255,25 +259,38 @@ impl ClusterNode {
                         && meta.node_states.get(&n) != Some(&crate::meta::NodeState::Leaving)
                 })
                 .collect();
-            let moves = plan(&placement, &meta.retiring, &eligible, MOVES_AT_ONCE);
+            let room = MOVES_AT_ONCE.saturating_sub(busy.len());
+            let moves = plan(&placement, &meta.retiring, &eligible, room, &busy);
             if moves.is_empty() {
-                self.finish_retirements(&meta).await;
-                if let Some((group, members)) = rebalance_preferred(&placement, &eligible) {
-                    tracing::info!(group, ?members, "preferred leader moved");
-                    let _ = self
-                        .meta_command(MetaCommand::SetMembers { group, members })
-                        .await;
+                if busy.is_empty() {
+                    self.finish_retirements(&meta).await;
+                    if let Some((group, members)) = rebalance_preferred(&placement, &eligible) {
+                        tracing::info!(group, ?members, "preferred leader moved");
+                        let _ = self
+                            .meta_command(MetaCommand::SetMembers { group, members })
+                            .await;
+                    }
                 }
                 continue;
             }
             // Every job's: running ones restore from their checkpoints,
             // ended ones keep their model there.
-            let jobs: Vec<u64> = meta.jobs.keys().copied().collect();
-            join_all(moves.into_iter().map(|m| {
-                let (node, placement, view, jobs) = (&self, &placement, &view, &jobs);
-                async move {
+            let jobs: Arc<Vec<u64>> = Arc::new(meta.jobs.keys().copied().collect());
+            let (placement, view) = (Arc::new(placement), Arc::new(view));
+            // Each move runs on its own: a slow one (a big snapshot) holds
+            // up neither the others nor the failure detector.
+            for m in moves {
+                in_flight.lock().insert(m.group);
+                let (node, placement, view, jobs, in_flight) = (
+                    self.clone(),
+                    placement.clone(),
+                    view.clone(),
+                    jobs.clone(),
+                    in_flight.clone(),
+                );
+                tokio::spawn(async move {
                     let started = Instant::now();
-                    match node.move_replica(placement, view, &m, jobs).await {
+                    match node.move_replica(&placement, &view, &m, &jobs).await {
                         Ok(()) => tracing::info!(
                             group = m.group,
                             add = ?m.add,
@@ -289,9 +306,35 @@ impl ClusterNode {
                             "replica move failed; retried next round"
                         ),
                     }
+                    in_flight.lock().remove(&m.group);
+                });
+            }
+        }
+    }
+
+    /// Asks members that still host a replica their group's leader no
+    /// longer counts (a removal they never heard of, a move whose last step
+    /// failed) to drop it. Learners are left alone (a move under way).
+    async fn drop_strays(&self, placement: &Placement, view: &View, busy: &BTreeSet<u64>) {
+        for (&n, hosted) in &view.hosted {
+            for &(group, learner) in hosted {
+                if learner || busy.contains(&group) {
+                    continue;
                 }
-            }))
-            .await;
+                let Some(voters) = view.voters.get(&group) else {
+                    continue;
+                };
+                if voters.contains(&n)
+                    || view.leaders.get(&group) == Some(&n)
+                    || placement.members(group).contains(&n)
+                {
+                    continue;
+                }
+                tracing::info!(node = n, group, "asking a stray replica to drop itself");
+                let _ = self
+                    .data_call(n, &DataRequest::DropGroup { group }, Duration::from_secs(5))
+                    .await;
+            }
         }
     }
 
@@ -310,8 +353,24 @@ impl ClusterNode {
         for (n, reply) in replies {
             let Some(reply) = reply else { continue };
             view.answered.insert(n);
+            view.hosted.insert(
+                n,
+                reply
+                    .groups
+                    .iter()
+                    .map(|g| (g.group, g.state == "learner"))
+                    .collect(),
+            );
             for g in reply.groups {
-                if g.state == "leader" && g.leader == n {
+                // The leader of the highest term reported: a deposed one
+                // that has not heard yet still says it leads.
+                let term = view.terms.entry(g.group).or_insert(0);
+                if g.term > *term {
+                    *term = g.term;
+                    view.leaders.remove(&g.group);
+                    view.voters.remove(&g.group);
+                }
+                if g.state == "leader" && g.leader == n && g.term == *term {
                     view.leaders.insert(g.group, n);
                     view.voters.insert(g.group, g.voters);
                 }
@@ -323,9 +382,9 @@ impl ClusterNode {
     /// Records the voters a group's leader reports when they differ from
     /// the placement (a move that a previous driver began and did not
     /// record). Returns whether it changed anything.
-    async fn reconcile(&self, placement: &Placement, view: &View) -> bool {
+    async fn reconcile(&self, placement: &Placement, view: &View, busy: &BTreeSet<u64>) -> bool {
         let mut changed = false;
-        for (&group, voters) in &view.voters {
+        for (&group, voters) in view.voters.iter().filter(|(g, _)| !busy.contains(g)) {
             let recorded = placement.members(group);
             let a: BTreeSet<u64> = recorded.iter().copied().collect();
             let b: BTreeSet<u64> = voters.iter().copied().collect();
@@ -556,6 +615,20 @@ impl ClusterNode {
             });
         }
         let want: BTreeSet<u64> = voters.into_iter().collect();
+        if !self.changing.lock().insert(group) {
+            return Err(DataError::Refused(crate::wire::Refusal::Busy(format!(
+                "group {group} is already changing its voters"
+            ))));
+        }
+        // Leadership stays here until both steps (joint, then the new
+        // configuration) are committed; cleared however this call ends.
+        struct Done<'a>(&'a parking_lot::Mutex<std::collections::HashSet<u64>>, u64);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.lock().remove(&self.1);
+            }
+        }
+        let _done = Done(&self.changing, group);
         raft.change_membership(openraft::ChangeMembers::ReplaceAllVoters(want), false)
             .await
             .map_err(|e| write_error(group, e))?;
@@ -601,6 +674,10 @@ struct View {
     leaders: BTreeMap<u64, u64>,
     /// Each group's voters, as its leader reports.
     voters: BTreeMap<u64, Vec<u64>>,
+    /// The groups each member hosts, and whether as a learner.
+    hosted: BTreeMap<u64, Vec<(u64, bool)>>,
+    /// The highest term any member reported for each group.
+    terms: BTreeMap<u64, u64>,
 }
 
 #[cfg(test)]
@@ -622,7 +699,7 @@ mod tests {
     ) -> usize {
         let mut rounds = 0;
         loop {
-            let moves = plan(p, retiring, eligible, MOVES_AT_ONCE);
+            let moves = plan(p, retiring, eligible, MOVES_AT_ONCE, &BTreeSet::new());
             if moves.is_empty() {
                 return rounds;
             }

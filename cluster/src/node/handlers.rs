@@ -23,7 +23,7 @@ impl ClusterNode {
     #[tracing::instrument(level = "debug", name = "raft", skip(self, payload), fields(node = self.id()))]
     pub async fn handle_raft(
         &self,
-        from: u64,
+        _from: u64,
         group: u64,
         kind: u32,
         payload: &[u8],
@@ -34,19 +34,6 @@ impl ClusterNode {
                 self.id()
             ))
         })?;
-        if kind == KIND_VOTE {
-            // A node the group removed (that missed its removal) keeps
-            // campaigning: its votes would depose the leader with a higher
-            // term. Only members as this replica knows them may ask.
-            let m = raft.metrics().borrow().membership_config.clone();
-            let listed = m.membership().voter_ids().any(|n| n == from)
-                || m.membership().learner_ids().any(|n| n == from);
-            if m.log_id().is_some() && !listed {
-                return Err(Status::permission_denied(format!(
-                    "node {from} is not a member of group {group}"
-                )));
-            }
-        }
         let bad = |e: String| Status::invalid_argument(format!("group {group}: {e}"));
         match kind {
             KIND_APPEND => {
@@ -78,12 +65,16 @@ impl ClusterNode {
         wait_ms: u64,
         mut ready: impl FnMut(&petuum_storage::Replica) -> Result<Option<T>, E>,
     ) -> Result<T, DataError> {
-        let g = self.shard(shard).ok_or(DataError::NotHere {
-            group: shard_group(shard),
-        })?;
+        let group = shard_group(shard);
+        let g = self.shard(shard).ok_or(DataError::NotHere { group })?;
         let mut watch = g.handle.applied_watch();
         let deadline = long_poll_deadline(wait_ms);
         loop {
+            // A replica its group let go of (a move) gets no more entries:
+            // it must not keep a reader waiting, so it answers as if gone.
+            if !self.serves(&g) {
+                return Err(DataError::NotHere { group });
+            }
             let _ = watch.borrow_and_update();
             if let Some(v) = g.handle.with_replica(&mut ready).map_err(Into::into)? {
                 return Ok(v);
@@ -450,6 +441,18 @@ impl ClusterNode {
             }
         }))
         .await
+    }
+
+    /// Whether this replica still belongs to its group: a learner (a move
+    /// under way), or a voter in the membership it applied that the
+    /// recorded placement also puts here (a voter the placement dropped
+    /// may be one that never heard of its removal).
+    fn serves(&self, g: &ShardGroup) -> bool {
+        let me = self.id();
+        let m = g.raft.metrics().borrow().membership_config.clone();
+        let learner = m.membership().learner_ids().any(|n| n == me);
+        let voter = m.membership().voter_ids().any(|n| n == me);
+        learner || (voter && self.placement().members(shard_group(g.shard)).contains(&me))
     }
 
     /// This node's replica of `shard` once it holds every write the group

@@ -19,10 +19,6 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(500);
 /// its group before the node drops it (the move was abandoned).
 const UNADDED_GRACE: Duration = Duration::from_secs(120);
 
-/// How long a replica still listed as a voter of its group, but no longer
-/// placed on this node, waits before the node drops it.
-const UNPLACED_GRACE: Duration = Duration::from_secs(60);
-
 /// Pseudo node id of a join address (the member's id is not known yet).
 const JOIN_TARGET: u64 = u64::MAX;
 
@@ -173,8 +169,29 @@ impl ClusterNode {
             ))));
         }
         let _one = self.opening.lock().await;
-        if self.groups.read().contains_key(&group) {
-            return Ok(());
+        let stale = match self.groups.read().get(&group) {
+            // A replica its group removed (it may never have heard): start
+            // afresh rather than rejoin with its old log.
+            Some((h, _)) => {
+                let m = h.raft().metrics().borrow().membership_config.clone();
+                let me = self.id();
+                let listed = m.membership().voter_ids().any(|n| n == me)
+                    || m.membership().learner_ids().any(|n| n == me);
+                if listed || m.log_id().is_none() {
+                    return Ok(());
+                }
+                Some(h.clone())
+            }
+            None => None,
+        };
+        if let Some(old) = stale {
+            self.groups.write().remove(&group);
+            let _ = old.raft().shutdown().await;
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.delete_group(group))
+                .await
+                .map_err(|e| DataError::Unavailable(e.to_string()))?
+                .map_err(|e| DataError::Unavailable(e.to_string()))?;
         }
         let hosted = open_group(
             self.id(),
@@ -199,8 +216,10 @@ impl ClusterNode {
             return Ok(());
         };
         let _ = hosted.raft().shutdown().await;
-        self.db
-            .delete_group(group)
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.delete_group(group))
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))?
             .map_err(|e| DataError::Unavailable(e.to_string()))?;
         tracing::info!(node = self.id(), group, "replica dropped: the group moved");
         Ok(())
@@ -213,7 +232,6 @@ impl ClusterNode {
     pub(super) async fn follow_placement(self: Arc<Self>) {
         let me = self.id();
         let known_path = self.config.data_dir.join("members.json");
-        let mut unplaced: HashMap<u64, Instant> = HashMap::new();
         let mut saved: Option<(Arc<crate::placement::Placement>, BTreeMap<u64, String>)> = None;
         loop {
             tokio::time::sleep(FOLLOW_EVERY).await;
@@ -245,11 +263,13 @@ impl ClusterNode {
                     placement: (*placement).clone(),
                     addrs: meta.nodes.clone(),
                 };
-                match write_file(
-                    &known_path,
-                    &serde_json::to_vec_pretty(&known).expect("plain struct"),
-                ) {
-                    Ok(()) => saved = Some((placement.clone(), meta.nodes.clone())),
+                let (path, bytes) = (
+                    known_path.clone(),
+                    serde_json::to_vec_pretty(&known).expect("plain struct"),
+                );
+                match tokio::task::spawn_blocking(move || write_file(&path, &bytes)).await {
+                    Ok(Ok(())) => saved = Some((placement.clone(), meta.nodes.clone())),
+                    Ok(Err(e)) => tracing::warn!(node = me, error = %e, "saving the member list"),
                     Err(e) => tracing::warn!(node = me, error = %e, "saving the member list"),
                 }
             }
@@ -269,9 +289,8 @@ impl ClusterNode {
                 }
             }
             // Groups hosted but no longer placed here: drop them once the
-            // group's membership has let this node go; a replica still
-            // listed as a voter (a removal it never heard of) after
-            // UNPLACED_GRACE; a learner (a move under way) stays.
+            // group's membership has let this node go; a learner (a move
+            // under way) stays.
             let others: Vec<(u64, Hosted, Instant)> = self
                 .groups
                 .read()
@@ -279,20 +298,20 @@ impl ClusterNode {
                 .filter(|(g, _)| !mine.contains(g))
                 .map(|(&g, (h, at))| (g, h.clone(), *at))
                 .collect();
-            unplaced.retain(|g, _| others.iter().any(|(o, _, _)| o == g));
             for (g, hosted, opened_at) in others {
-                let since = *unplaced.entry(g).or_insert_with(Instant::now);
                 let m = hosted.raft().metrics().borrow().clone();
                 let membership = m.membership_config.membership();
                 let voter = membership.voter_ids().any(|n| n == me);
                 let learner = membership.learner_ids().any(|n| n == me);
                 let initialized = m.membership_config.log_id().is_some();
+                // A voter the placement no longer lists is left to the
+                // placement driver, which asks it to drop once the group's
+                // leader confirms it is out (a lagging view here must not
+                // delete a live voter).
                 let gone = if !initialized {
                     opened_at.elapsed() > UNADDED_GRACE
-                } else if voter {
-                    since.elapsed() > UNPLACED_GRACE
                 } else {
-                    !learner
+                    !voter && !learner
                 };
                 if gone {
                     let _ = self.drop_group(g).await;

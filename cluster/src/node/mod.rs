@@ -111,6 +111,10 @@ pub struct ClusterNode {
     announcing: tokio::sync::Mutex<()>,
     /// Serializes opening and dropping groups.
     opening: tokio::sync::Mutex<()>,
+    /// Groups whose voters this node (their leader) is changing: their
+    /// leadership stays put until the change is done (a leader that
+    /// yields mid-change leaves the group in its joint configuration).
+    changing: Arc<Mutex<HashSet<u64>>>,
     /// Whether this node formed the cluster from its `peers` list (and may
     /// initialize the groups it leads first), not joined it.
     formed: bool,
@@ -414,6 +418,7 @@ impl ClusterNode {
             stopping: std::sync::atomic::AtomicBool::new(false),
             announcing: tokio::sync::Mutex::new(()),
             opening: tokio::sync::Mutex::new(()),
+            changing: Arc::new(Mutex::new(HashSet::new())),
             formed,
             token,
             datasets: Arc::new(datasets),

@@ -352,7 +352,7 @@ impl ClusterShards {
         mut reqs: Vec<FetchRequest>,
     ) -> Result<Vec<RowSnapshot>, TableError> {
         let job = reqs[0].job;
-        let replicas = self.placement().replicas_of(shard);
+        let mut replicas = self.placement().replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
             Some(p) => p,
             None => reqs[0].worker as usize % replicas.len(),
@@ -398,12 +398,16 @@ impl ClusterShards {
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
                 Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
                     last = e;
+                    // Replicas move (membership changes): follow them.
+                    replicas = self.placement().replicas_of(shard);
                     i = (i + 1) % replicas.len();
                     attempts.wait().await;
                 }
                 Err(Failure::Data(e)) => {
                     last = e.to_string();
+                    replicas = self.placement().replicas_of(shard);
                     i = (i + 1) % replicas.len();
+                    attempts.wait().await;
                 }
             }
         }

@@ -11,8 +11,12 @@
 //! `petuum-client` library (a finished job is replaced while faults remain
 //! to inject), and drives a seeded schedule of faults on random nodes:
 //! SIGKILL and restart, SIGSTOP for several election timeouts then SIGCONT,
-//! SIGTERM and restart, a whole-cluster restart, and two nodes down at once
-//! (no quorum: jobs pause and continue by themselves). It ends when every
+//! SIGTERM and restart, a whole-cluster restart, two nodes down at once
+//! (no quorum: jobs pause and continue by themselves), a node killed for
+//! good and replaced by a new empty one that joins (the dead one is
+//! declared dead after `down_after`, 5 s here, and its replicas rebuilt),
+//! and a node added (or, once the cluster has grown by two, one removed
+//! with `nodes remove`). It ends when every
 //! fault is injected and every job has ended, and checks that every job
 //! succeeded, with a model byte-identical to its embedded run, within
 //! `--max-job-seconds`. It prints the faults, the recoveries, the recovery
@@ -144,6 +148,9 @@ enum Fault {
     TermRestart,
     WholeCluster,
     TwoDown,
+    Replace,
+    AddNode,
+    RemoveNode,
 }
 
 impl Fault {
@@ -154,6 +161,9 @@ impl Fault {
             Fault::TermRestart => "sigterm+restart",
             Fault::WholeCluster => "whole-cluster restart",
             Fault::TwoDown => "two nodes down",
+            Fault::Replace => "replace a node",
+            Fault::AddNode => "add a node",
+            Fault::RemoveNode => "remove a node",
         }
     }
 }
@@ -183,7 +193,12 @@ struct Chaos {
     clients: BTreeMap<u64, Client>,
     up: Vec<bool>,
     stopped: Vec<bool>,
+    /// The members (nodes killed for good and removed ones are not).
+    members: Vec<u64>,
 }
+
+/// Extra node config: a node down this long is declared dead.
+const NODE_EXTRA: &str = "down_after = \"5s\"";
 
 impl Chaos {
     fn endpoint(&self, id: u64) -> String {
@@ -199,7 +214,7 @@ impl Chaos {
             Box<dyn std::future::Future<Output = Result<T, petuum_client::ClientError>> + '_>,
         >,
     ) -> Option<T> {
-        for id in 1..=self.args.nodes {
+        for id in self.members.clone() {
             if !self.up[id as usize - 1] || self.stopped[id as usize - 1] {
                 continue;
             }
@@ -236,6 +251,15 @@ impl Chaos {
         self.cluster.spawn(id);
         self.up[id as usize - 1] = true;
     }
+
+    /// A new node joins; returns its id.
+    fn join(&mut self) -> u64 {
+        let id = self.cluster.join(NODE_EXTRA);
+        self.up.push(true);
+        self.stopped.push(false);
+        self.members.push(id);
+        id
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -262,7 +286,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let cluster = LocalCluster::start(args.nodes, args.shards, "");
+    let cluster = LocalCluster::start(args.nodes, args.shards, NODE_EXTRA);
     let nodes = args.nodes;
     let mut chaos = Chaos {
         rt: tokio::runtime::Builder::new_current_thread()
@@ -273,6 +297,7 @@ fn main() -> std::process::ExitCode {
         clients: BTreeMap::new(),
         up: vec![true; nodes as usize],
         stopped: vec![false; nodes as usize],
+        members: (1..=nodes).collect(),
         args,
     };
     let started = Instant::now();
@@ -287,6 +312,8 @@ fn main() -> std::process::ExitCode {
     let mut injected: BTreeMap<Fault, usize> = BTreeMap::new();
     let mut faults = 0usize;
     let mut open: Vec<Open> = Vec::new();
+    // Nodes being removed: stopped once the cluster let them go.
+    let mut retiring: Vec<u64> = Vec::new();
     let mut recovery_s: Vec<f64> = Vec::new();
     let mut finished = 0usize;
     let mut recoveries = 0u64;
@@ -413,6 +440,16 @@ fn main() -> std::process::ExitCode {
             );
             running.remove(&id);
         }
+        retiring.retain(|&id| {
+            let log = &chaos.cluster.nodes[id as usize - 1].log;
+            let gone = std::fs::read_to_string(log)
+                .is_ok_and(|t| t.contains("was removed from the cluster"));
+            if gone {
+                chaos.cluster.kill(id);
+                eprintln!("chaos: node {id} removed and stopped");
+            }
+            !gone
+        });
         // Recovery times.
         let now = Instant::now();
         open.retain_mut(|o| {
@@ -428,13 +465,16 @@ fn main() -> std::process::ExitCode {
         // The next fault, once the previous one's nodes are back.
         if faults < chaos.args.faults && scheduled.is_empty() && now >= next_fault {
             let fault = match rng.gen_range(0..100) {
-                0..=34 => Fault::KillRestart,
-                35..=54 => Fault::StopCont,
-                55..=74 => Fault::TermRestart,
-                75..=84 => Fault::WholeCluster,
-                _ => Fault::TwoDown,
+                0..=29 => Fault::KillRestart,
+                30..=47 => Fault::StopCont,
+                48..=64 => Fault::TermRestart,
+                65..=72 => Fault::WholeCluster,
+                73..=84 => Fault::TwoDown,
+                85..=92 => Fault::Replace,
+                _ if chaos.members.len() as u64 >= nodes + 2 => Fault::RemoveNode,
+                _ => Fault::AddNode,
             };
-            let a = rng.gen_range(1..=nodes);
+            let a = chaos.members[rng.gen_range(0..chaos.members.len())];
             let back = |rng: &mut rand_chacha::ChaCha8Rng| {
                 Instant::now() + Duration::from_millis(rng.gen_range(300..3000))
             };
@@ -475,16 +515,47 @@ fn main() -> std::process::ExitCode {
                     scheduled.push((back(&mut rng), Action::Spawn(a)));
                 }
                 Fault::WholeCluster => {
-                    for id in 1..=nodes {
+                    for id in chaos.members.clone() {
                         chaos.down(id);
                     }
                     let t = back(&mut rng);
-                    for id in 1..=nodes {
+                    for id in chaos.members.clone() {
                         scheduled.push((t, Action::Spawn(id)));
                     }
                 }
+                Fault::Replace => {
+                    // For good: never restarted; a new empty node joins.
+                    chaos.down(a);
+                    chaos.members.retain(|&m| m != a);
+                    let id = chaos.join();
+                    eprintln!("chaos: node {a} gone for good; node {id} joined");
+                }
+                Fault::AddNode => {
+                    let id = chaos.join();
+                    eprintln!("chaos: node {id} joined");
+                }
+                Fault::RemoveNode => {
+                    let ep = chaos.endpoint(chaos.members[0]);
+                    let out = petuum_tests::cluster::client(
+                        &ep,
+                        &["nodes", "remove", &a.to_string()],
+                        chaos.cluster.path(),
+                    );
+                    if out.status.success() {
+                        chaos.members.retain(|&m| m != a);
+                        // It serves until it holds nothing; stopped then.
+                        retiring.push(a);
+                    } else {
+                        failures.push(format!(
+                            "fault {}: nodes remove {a}: {}",
+                            faults + 1,
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
                 Fault::TwoDown => {
-                    let b = (a % nodes) + 1;
+                    let i = chaos.members.iter().position(|&m| m == a).expect("member");
+                    let b = chaos.members[(i + 1) % chaos.members.len()];
                     chaos.down(a);
                     if b != a {
                         chaos.down(b);
@@ -506,7 +577,11 @@ fn main() -> std::process::ExitCode {
             }
             next_fault = Instant::now() + gap(&mut rng, chaos.args.fault_gap_s);
         }
-        if faults >= chaos.args.faults && running.is_empty() && scheduled.is_empty() {
+        if faults >= chaos.args.faults
+            && running.is_empty()
+            && scheduled.is_empty()
+            && retiring.is_empty()
+        {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
