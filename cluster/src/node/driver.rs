@@ -84,11 +84,10 @@ pub fn plan(
         if staying < want {
             let target = load
                 .iter()
-                .filter(|(n, _)| !members.contains(n) && !targets_used.contains(n))
+                .filter(|(n, _)| !members.contains(n))
                 .min_by_key(|(&n, &l)| (l, n))
                 .map(|(&n, _)| n);
             if let Some(t) = target {
-                targets_used.insert(t);
                 *load.get_mut(&t).expect("eligible") += 1;
                 out.push(Move {
                     group: g,
@@ -108,7 +107,9 @@ pub fn plan(
             }
         }
     }
-    if !out.is_empty() || !busy.is_empty() {
+    // Balance only when nothing needs repair and every member in service
+    // answers (a member that is merely slow to answer is not moved off).
+    if !out.is_empty() || !busy.is_empty() || in_service != eligible.len() {
         return out;
     }
     // Balance: replicas from the fullest members to the emptiest, one per

@@ -288,9 +288,14 @@ impl ClusterNode {
                     let _ = self.host_group(g).await;
                 }
             }
-            // Groups hosted but no longer placed here: drop them once the
-            // group's membership has let this node go; a learner (a move
-            // under way) stays.
+            // Replicas opened for a move that never came (the driver gave
+            // up before adding them) are dropped after a while. Any other
+            // replica is dropped only at the driver's word (`DropGroup`),
+            // which it gives once the group's leader no longer counts it:
+            // this node's own view may lag (a new replica installs a
+            // snapshot whose membership predates its own addition), and
+            // deleting a replica that is in fact a voter loses entries the
+            // group counted on.
             let others: Vec<(u64, Hosted, Instant)> = self
                 .groups
                 .read()
@@ -299,20 +304,14 @@ impl ClusterNode {
                 .map(|(&g, (h, at))| (g, h.clone(), *at))
                 .collect();
             for (g, hosted, opened_at) in others {
-                let m = hosted.raft().metrics().borrow().clone();
-                let membership = m.membership_config.membership();
-                let voter = membership.voter_ids().any(|n| n == me);
-                let learner = membership.learner_ids().any(|n| n == me);
-                let initialized = m.membership_config.log_id().is_some();
-                // A voter the placement no longer lists is left to the
-                // placement driver, which asks it to drop once the group's
-                // leader confirms it is out (a lagging view here must not
-                // delete a live voter).
-                let gone = if !initialized {
-                    opened_at.elapsed() > UNADDED_GRACE
-                } else {
-                    !voter && !learner
-                };
+                let initialized = hosted
+                    .raft()
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .log_id()
+                    .is_some();
+                let gone = !initialized && opened_at.elapsed() > UNADDED_GRACE;
                 if gone {
                     let _ = self.drop_group(g).await;
                 }
