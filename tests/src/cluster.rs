@@ -478,7 +478,9 @@ pub fn settled(c: &LocalCluster, want: &BTreeSet<u64>, replicas: usize) -> Resul
     let mut recorded: Option<Value> = None;
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     for &n in want {
-        let s = nodes_json(c, &c.endpoint(n)).ok_or(format!("node {n} did not answer"))?;
+        let s = nodes_json(c, &c.endpoint(n))
+            .filter(|s| s["nodes"].is_array() && s["groups"].is_array())
+            .ok_or(format!("node {n} did not answer"))?;
         let ids: BTreeSet<u64> = s["nodes"]
             .as_array()
             .unwrap()
@@ -509,7 +511,7 @@ pub fn settled(c: &LocalCluster, want: &BTreeSet<u64>, replicas: usize) -> Resul
         if n == *want.iter().next().unwrap() {
             let meta: BTreeSet<u64> = s["meta_voters"]
                 .as_array()
-                .unwrap()
+                .ok_or("no metadata voters recorded yet".to_string())?
                 .iter()
                 .map(|v| v.as_u64().unwrap())
                 .collect();
@@ -518,9 +520,12 @@ pub fn settled(c: &LocalCluster, want: &BTreeSet<u64>, replicas: usize) -> Resul
             }
         }
     }
-    let placement = recorded.unwrap();
+    let placement = recorded.unwrap_or_default();
     let mut load: BTreeMap<u64, usize> = want.iter().map(|&n| (n, 0)).collect();
-    for r in placement.as_array().unwrap() {
+    for r in placement
+        .as_array()
+        .ok_or("no placement recorded yet".to_string())?
+    {
         let shard = r["shard"].as_u64().unwrap();
         let on: BTreeSet<u64> = r["nodes"]
             .as_array()

@@ -197,8 +197,9 @@ struct Chaos {
     members: Vec<u64>,
 }
 
-/// Extra node config: a node down this long is declared dead.
-const NODE_EXTRA: &str = "down_after = \"5s\"";
+/// Extra node config: a node down this long is declared dead (longer than
+/// any fault that brings its node back: those are transient).
+const NODE_EXTRA: &str = "down_after = \"20s\"";
 
 impl Chaos {
     fn endpoint(&self, id: u64) -> String {
@@ -260,6 +261,13 @@ impl Chaos {
         self.members.push(id);
         id
     }
+}
+
+/// Whether every group has its full replica count on the current members
+/// (and the members are exactly those).
+fn membership_settled(chaos: &Chaos) -> bool {
+    let members: std::collections::BTreeSet<u64> = chaos.members.iter().copied().collect();
+    petuum_tests::cluster::settled(&chaos.cluster, &members, 3.min(members.len())).is_ok()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -470,6 +478,10 @@ fn main() -> std::process::ExitCode {
                 48..=64 => Fault::TermRestart,
                 65..=72 => Fault::WholeCluster,
                 73..=84 => Fault::TwoDown,
+                // Membership changes wait until the last one is done (every
+                // group back at full strength on the members): two nodes
+                // lost for good before the first is rebuilt is data loss.
+                85.. if !membership_settled(&chaos) => Fault::KillRestart,
                 85..=92 => Fault::Replace,
                 _ if chaos.members.len() as u64 >= nodes + 2 => Fault::RemoveNode,
                 _ => Fault::AddNode,
