@@ -107,7 +107,7 @@ impl Peer for PeerSvc {
         let env = req.into_inner();
         let payload = self
             .node
-            .handle_raft(env.from, env.group, env.kind, &env.payload)
+            .handle_raft(env.group, env.kind, &env.payload)
             .await?;
         Ok(Response::new(Reply { payload }))
     }

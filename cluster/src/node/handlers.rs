@@ -23,7 +23,6 @@ impl ClusterNode {
     #[tracing::instrument(level = "debug", name = "raft", skip(self, payload), fields(node = self.id()))]
     pub async fn handle_raft(
         &self,
-        _from: u64,
         group: u64,
         kind: u32,
         payload: &[u8],

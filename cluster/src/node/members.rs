@@ -187,11 +187,7 @@ impl ClusterNode {
         if let Some(old) = stale {
             self.groups.write().remove(&group);
             let _ = old.raft().shutdown().await;
-            let db = self.db.clone();
-            tokio::task::spawn_blocking(move || db.delete_group(group))
-                .await
-                .map_err(|e| DataError::Unavailable(e.to_string()))?
-                .map_err(|e| DataError::Unavailable(e.to_string()))?;
+            self.delete_group_state(group).await?;
         }
         let hosted = open_group(
             self.id(),
@@ -209,6 +205,15 @@ impl ClusterNode {
         Ok(())
     }
 
+    /// Deletes a stopped replica's stored state (off the async threads).
+    async fn delete_group_state(&self, group: u64) -> Result<(), DataError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.delete_group(group))
+            .await
+            .map_err(|e| DataError::Unavailable(e.to_string()))?
+            .map_err(|e| DataError::Unavailable(e.to_string()))
+    }
+
     /// Stops this node's replica of `group` and deletes its state.
     pub(crate) async fn drop_group(&self, group: u64) -> Result<(), DataError> {
         let _one = self.opening.lock().await;
@@ -216,11 +221,7 @@ impl ClusterNode {
             return Ok(());
         };
         let _ = hosted.raft().shutdown().await;
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.delete_group(group))
-            .await
-            .map_err(|e| DataError::Unavailable(e.to_string()))?
-            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+        self.delete_group_state(group).await?;
         tracing::info!(node = self.id(), group, "replica dropped: the group moved");
         Ok(())
     }

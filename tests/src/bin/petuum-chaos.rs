@@ -324,7 +324,7 @@ fn main() -> std::process::ExitCode {
     let mut retiring: Vec<u64> = Vec::new();
     // A membership fault drawn before the previous one settled waits for
     // it (at most a minute, then a SIGKILL and restart strikes instead).
-    let mut deferred: Option<(Fault, Instant)> = None;
+    let mut deferred: Option<Fault> = None;
     let mut deferred_since: Option<Instant> = None;
     let mut recovery_s: Vec<f64> = Vec::new();
     let mut finished = 0usize;
@@ -477,7 +477,7 @@ fn main() -> std::process::ExitCode {
         // The next fault, once the previous one's nodes are back.
         if faults < chaos.args.faults && scheduled.is_empty() && now >= next_fault {
             let drawn = match deferred.take() {
-                Some((f, _)) => f,
+                Some(f) => f,
                 None => match rng.gen_range(0..100) {
                     0..=29 => Fault::KillRestart,
                     30..=47 => Fault::StopCont,
@@ -496,7 +496,7 @@ fn main() -> std::process::ExitCode {
             let fault = if membership && !membership_settled(&chaos) {
                 let since = deferred_since.get_or_insert_with(Instant::now);
                 if since.elapsed() < Duration::from_secs(60) {
-                    deferred = Some((drawn, *since));
+                    deferred = Some(drawn);
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
