@@ -105,6 +105,23 @@ pub fn plan(
                     remove: Some(r),
                 });
             }
+        } else if staying > want {
+            // More replicas than wanted (a move whose last steps failed
+            // and was recorded as its joint configuration): drop one from
+            // the fullest member, never the preferred leader.
+            if let Some(&r) = members[1..]
+                .iter()
+                .max_by_key(|&&n| (load.get(&n).copied().unwrap_or(usize::MAX), n))
+            {
+                if let Some(l) = load.get_mut(&r) {
+                    *l = l.saturating_sub(1);
+                }
+                out.push(Move {
+                    group: g,
+                    add: None,
+                    remove: Some(r),
+                });
+            }
         }
     }
     // Balance only when nothing needs repair and every member in service
@@ -777,6 +794,13 @@ mod tests {
         for s in 0..8 {
             assert_eq!(p.replicas_of(s).len(), 3);
         }
+        // A group recorded with four replicas (a joint configuration) is
+        // brought back to three.
+        let mut over = Placement::new(vec![1, 2, 3, 4], 4, 3);
+        over.set_members(shard_group(0), vec![1, 2, 3, 4]).unwrap();
+        settle(&mut over, &BTreeMap::new(), &[1, 2, 3, 4].into());
+        assert_eq!(over.replicas_of(0).len(), 3);
+        assert_eq!(over.preferred_leader(0), 1);
         let mut small = Placement::new(vec![1, 2, 3], 4, 3);
         settle(&mut small, &dead, &[1, 3].into());
         for s in 0..4 {
