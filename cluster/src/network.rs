@@ -258,6 +258,8 @@ pub struct GroupNetwork {
     pub group: u64,
     /// Counts the snapshots this group sends (Prometheus).
     pub snapshots_sent: prometheus_client::metrics::counter::Counter,
+    /// The most bytes of entries in one append ([`append_bytes`]).
+    pub append_bytes: usize,
 }
 
 /// openraft's connection from one group's replica to a peer's replica.
@@ -266,6 +268,7 @@ pub struct GroupConn {
     group: u64,
     target: u64,
     snapshots_sent: prometheus_client::metrics::counter::Counter,
+    append_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -276,12 +279,33 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             group: self.group,
             target,
             snapshots_sent: self.snapshots_sent.clone(),
+            append_bytes: self.append_bytes,
         }
     }
 }
 
 fn network_err<E: std::error::Error>(msg: String) -> RPCError<u64, BasicNode, E> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(msg)))
+}
+
+/// The most bytes of log entries one append message carries (a single
+/// larger entry still goes alone): 8 MiB, or a quarter of the peers'
+/// message limit (node.toml `max_message_mb`) when that is smaller.
+pub fn append_bytes(max_message_mb: u32) -> usize {
+    (8usize << 20).min((max_message_mb as usize) << 18).max(1)
+}
+
+/// How many of `entries`, from the first, fit in `budget` bytes encoded
+/// (at least one).
+fn entries_within<T: Serialize>(entries: &[T], budget: usize) -> usize {
+    let mut used = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        used += wire::encode(e).len();
+        if used > budget {
+            return i.max(1);
+        }
+    }
+    entries.len()
 }
 
 impl GroupConn {
@@ -296,6 +320,19 @@ impl GroupConn {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        self.raft_call_bytes(kind, wire::encode(req), option).await
+    }
+
+    async fn raft_call_bytes<Resp, E>(
+        &self,
+        kind: u32,
+        payload: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, BasicNode, RaftError<u64, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let bytes = self
             .peers
             .call(
@@ -303,7 +340,7 @@ impl GroupConn {
                 Method::Raft,
                 self.group,
                 kind,
-                wire::encode(req),
+                payload,
                 option.hard_ttl(),
             )
             .await
@@ -322,10 +359,31 @@ impl GroupConn {
 impl RaftNetwork<TypeConfig> for GroupConn {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        self.raft_call(KIND_APPEND, &rpc, &option).await
+        // One message carries at most `append_bytes` of entries (and at
+        // least one entry): openraft bounds an append by its entry count
+        // only, and a follower many large entries behind would otherwise
+        // be sent one message past the peers' message limit or past the
+        // RPC deadline, refused or timed out, and retried the same way
+        // for ever. The prefix sent is answered as openraft's partial
+        // success, and the next append carries on from it.
+        let mut bytes = wire::encode(&rpc);
+        let mut cut = None;
+        if bytes.len() > self.append_bytes && rpc.entries.len() > 1 {
+            let keep = entries_within(&rpc.entries, self.append_bytes);
+            rpc.entries.truncate(keep);
+            cut = rpc.entries.last().map(|e| e.log_id);
+            bytes = wire::encode(&rpc);
+        }
+        let answer = self.raft_call_bytes(KIND_APPEND, bytes, &option).await?;
+        Ok(match (answer, cut) {
+            (AppendEntriesResponse::Success, Some(last)) => {
+                AppendEntriesResponse::PartialSuccess(Some(last))
+            }
+            (answer, _) => answer,
+        })
     }
 
     async fn install_snapshot(
@@ -350,5 +408,23 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.raft_call(KIND_VOTE, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_append_is_cut_to_its_byte_budget() {
+        let entries: Vec<Vec<u8>> = (0..10).map(|_| vec![7u8; 1000]).collect();
+        // 1000 bytes + a 2-byte length each.
+        assert_eq!(entries_within(&entries, 100_000), 10);
+        assert_eq!(entries_within(&entries, 3_010), 3);
+        assert_eq!(entries_within(&entries, 1_002), 1);
+        // A single entry larger than the budget still goes alone.
+        assert_eq!(entries_within(&entries, 10), 1);
+        assert_eq!(append_bytes(256), 8 << 20);
+        assert_eq!(append_bytes(1), 1 << 18);
     }
 }

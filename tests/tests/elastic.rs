@@ -5,11 +5,24 @@
 //! new one with an empty data directory replaces. Each time every group
 //! ends with its full replica count on the members in service, and the
 //! job ends byte-identical to its uninterrupted embedded run.
+//!
+//! Beside the jobs, a counters workload (SSP(2) increments from a client
+//! outside the cluster, as in tests/tests/cluster.rs) runs through every
+//! change: each read keeps the SSP bound, and at the end every replica
+//! holds every acknowledged increment exactly.
 
+use petuum_cluster::shards::ClusterShards;
+use petuum_core::consistency::Consistency;
+use petuum_core::row::{AnyRow, Row};
+use petuum_core::service::ShardService;
+use petuum_core::types::{ElemType, RowKind, TableSpec};
+use petuum_core::worker::{Node, WorkerCtx};
 use petuum_tests::cluster::{client, submit, wait_for, wait_settled, LocalCluster};
 use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const SHARDS: u32 = 16;
 const CLOCKS: u64 = 400;
@@ -72,13 +85,148 @@ fn while_a_job_runs(
     );
 }
 
+const COUNTER_JOB: u64 = 77;
+const COUNTER_WORKERS: u32 = 2;
+const COUNTER_ROWS: u64 = 16;
+
+fn counters() -> TableSpec {
+    TableSpec {
+        id: 1,
+        name: "counters".into(),
+        job: COUNTER_JOB,
+        kind: RowKind::Dense,
+        elem: ElemType::I64,
+        columns: COUNTER_WORKERS,
+    }
+}
+
+/// The counters workload: each worker adds `clock + 1` to its column of
+/// every row each clock, under SSP(2), until the clock `stop` names (or
+/// for ever while it is `u64::MAX`). Each read checks the SSP bound: a
+/// worker at clock c sees its own increments and every other worker's of
+/// clocks before c - 2. Returns the workers' threads (each answers the
+/// clocks it completed, every one acknowledged by a quorum of every shard).
+struct Counters {
+    stop: Arc<AtomicU64>,
+    progress: Arc<Vec<AtomicU64>>,
+    workers: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Counters {
+    fn start(client: Arc<ClusterShards>) -> Counters {
+        client.create_table(&counters()).unwrap();
+        client
+            .register_job(COUNTER_JOB, COUNTER_WORKERS, false)
+            .unwrap();
+        let node = Node::new(client, 4096);
+        let stop = Arc::new(AtomicU64::new(u64::MAX));
+        let progress: Arc<Vec<AtomicU64>> =
+            Arc::new((0..COUNTER_WORKERS).map(|_| AtomicU64::new(0)).collect());
+        let workers = (0..COUNTER_WORKERS)
+            .map(|w| {
+                let (node, stop, progress) = (node.clone(), stop.clone(), progress.clone());
+                std::thread::spawn(move || {
+                    let mut ctx = WorkerCtx::new(
+                        node,
+                        COUNTER_JOB,
+                        w,
+                        COUNTER_WORKERS,
+                        Consistency::Ssp { staleness: 2 },
+                        &[counters()],
+                        0,
+                    );
+                    let t = ctx.table::<i64>("counters").unwrap();
+                    let mut clock = 0u64;
+                    while clock < stop.load(Ordering::SeqCst) {
+                        for r in 0..COUNTER_ROWS {
+                            let row = ctx.get(t, r).unwrap();
+                            for other in 0..COUNTER_WORKERS {
+                                let done = if other == w {
+                                    clock
+                                } else {
+                                    clock.saturating_sub(2)
+                                };
+                                let lower = (done * (done + 1) / 2) as i64;
+                                let seen = row.value(other);
+                                assert!(
+                                    seen >= lower,
+                                    "worker {w} clock {clock} row {r}: column {other} = {seen} < {lower}"
+                                );
+                            }
+                            ctx.inc(t, r, w, clock as i64 + 1).unwrap();
+                        }
+                        ctx.clock().unwrap();
+                        clock += 1;
+                        progress[w as usize].store(clock, Ordering::SeqCst);
+                        // A steady trickle, not a second CPU-bound job.
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    ctx.flush().unwrap();
+                    clock
+                })
+            })
+            .collect();
+        Counters {
+            stop,
+            progress,
+            workers,
+        }
+    }
+
+    /// Stops every worker at one clock past the furthest one and checks
+    /// the totals on every replica of `members`.
+    fn finish(self, c: &LocalCluster, client: &ClusterShards, members: &[u64]) {
+        let furthest = self
+            .progress
+            .iter()
+            .map(|p| p.load(Ordering::SeqCst))
+            .max()
+            .unwrap();
+        // Above every worker's current clock, so that all reach it.
+        self.stop.store(furthest + 2, Ordering::SeqCst);
+        let clocks: Vec<u64> = self
+            .workers
+            .into_iter()
+            .map(|h| h.join().expect("a counters worker panicked"))
+            .collect();
+        assert!(
+            clocks.iter().all(|&k| k > 50),
+            "the counters workload barely ran: {clocks:?}"
+        );
+        let expected: Vec<i64> = clocks.iter().map(|&k| (k * (k + 1) / 2) as i64).collect();
+        for &n in members {
+            for r in 0..COUNTER_ROWS {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let got = client.read_local(n, 1, r, Some(COUNTER_JOB));
+                    if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, at)) = &got {
+                        if at == &clocks {
+                            assert_eq!(v, &expected, "node {n} row {r}");
+                            break;
+                        }
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "node {n} row {r} did not reach {clocks:?}: {got:?}\n{}",
+                        c.logs()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        eprintln!("counters: {clocks:?} clocks, exact on nodes {members:?}");
+    }
+}
+
 #[test]
 fn grow_shrink_and_replace_while_jobs_run() {
     let dir = tempfile::tempdir().unwrap();
     let (spec, reference) = reference(dir.path());
     let extra = "down_after = \"4s\"";
     let mut c = LocalCluster::start(3, SHARDS, extra);
-    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let counters_client = Arc::new(c.connect());
+    c.wait_leaders(&counters_client, &[1, 2, 3], Duration::from_secs(60));
+    let counters = Counters::start(counters_client.clone());
 
     // Grow 3 -> 5: the new nodes get ids 4 and 5 from the metadata group
     // and replicas move to them.
@@ -113,6 +261,7 @@ fn grow_shrink_and_replace_while_jobs_run() {
         assert_eq!(c.join(extra), 6);
         wait_settled(c, &[1, 2, 6], 3, Duration::from_secs(180));
     });
+    counters.finish(&c, &counters_client, &[1, 2, 6]);
     let out = client(&endpoint(&c, 1), &["nodes"], c.path());
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -172,12 +172,14 @@ async fn open_group(
     db: Arc<NodeDb>,
     raft_config: Arc<openraft::Config>,
     peers: Arc<Peers>,
+    append_bytes: usize,
 ) -> Result<Hosted, NodeError> {
     let log = RaftLogStore::new(db.clone(), group);
     let net = GroupNetwork {
         peers,
         group,
         snapshots_sent: db.metrics().group(group).snapshots_sent,
+        append_bytes,
     };
     let started = std::time::Instant::now();
     let raft_error =
@@ -358,6 +360,7 @@ impl ClusterNode {
         addrs.insert(config.id, config.advertised());
         let peers = Peers::new(config.id, cluster_id, addrs, tls, token.clone());
         let t = &config.raft;
+        let append_bytes = crate::network::append_bytes(config.max_message_mb);
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: format!("petuum-{cluster_id:016x}"),
@@ -368,6 +371,8 @@ impl ClusterNode {
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
                 max_in_snapshot_log_to_keep: (t.snapshot_after_entries / 10).max(10),
                 install_snapshot_timeout: t.rpc_timeout_ms.max(5000),
+                // openraft's 3 MiB, within the peers' message limit.
+                snapshot_max_chunk_size: (3u64 << 20).min(append_bytes as u64),
                 ..Default::default()
             }
             .validate()
@@ -390,9 +395,10 @@ impl ClusterNode {
             .into_iter()
             .map(|group| {
                 let (db, raft_config, peers) = (db.clone(), raft_config.clone(), peers.clone());
-                tokio::spawn(
-                    async move { (group, open_group(me, group, db, raft_config, peers).await) },
-                )
+                tokio::spawn(async move {
+                    let opened = open_group(me, group, db, raft_config, peers, append_bytes).await;
+                    (group, opened)
+                })
             })
             .collect();
         let mut groups = BTreeMap::new();
