@@ -59,6 +59,15 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: handing off leadership, then stopping"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: handing off leadership, then stopping"),
+                why = stopping.group_failure() => {
+                    // Nothing to hand off in order: the storage refuses
+                    // writes. Exit at once, as a crash would (every
+                    // acknowledged write is in RocksDB's WAL); the restart
+                    // reopens the storage and the node rejoins.
+                    tracing::error!(%why, "a Raft group failed; exiting for the service manager to restart the node");
+                    eprintln!("petuumd: node {} exits: {why}", stopping.id());
+                    std::process::exit(1);
+                }
             }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
             // Preemption: running jobs stop at a checkpoint (bounded so

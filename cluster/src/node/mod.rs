@@ -456,6 +456,31 @@ impl ClusterNode {
             .map(|(h, _)| h.raft().clone())
     }
 
+    /// Waits until a Raft group hosted here stops on an error (openraft's
+    /// `Fatal`: a storage error, a panic; not a requested stop) and says
+    /// which and why. Such a group serves nothing until the node restarts
+    /// and reopens its storage (RocksDB refuses every write after a
+    /// background error), so the daemon exits for its service manager to
+    /// restart it.
+    pub async fn group_failure(&self) -> String {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let rafts: Vec<(u64, Raft<TypeConfig>)> = self
+                .groups
+                .read()
+                .iter()
+                .map(|(g, (h, _))| (*g, h.raft().clone()))
+                .collect();
+            for (group, raft) in rafts {
+                if let Err(e) = &raft.metrics().borrow().running_state {
+                    if !matches!(e, openraft::error::Fatal::Stopped) {
+                        return format!("group {group} stopped: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     /// This node's replica of a shard.
     pub fn shard(&self, shard: ShardId) -> Option<Arc<ShardGroup>> {
         match self.groups.read().get(&shard_group(shard)) {
