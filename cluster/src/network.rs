@@ -45,12 +45,40 @@ pub enum CallError {
     },
 }
 
+/// Which of a peer's two connections a message takes. Raft's small
+/// messages (votes, heartbeats, appends of a few entries) have their own
+/// connection: on the shared one they queued behind snapshot chunks, large
+/// appends, loads and long replies (HTTP/2 multiplexes streams but one TCP
+/// connection and its flow-control window carry them all), missed the
+/// election timeout, and a 400 MB load on a loaded machine turned into
+/// elections every few hundred milliseconds and no leader for a minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Small Raft messages.
+    Control,
+    /// Everything else: table traffic, snapshots, large appends.
+    Bulk,
+}
+
+/// A Raft message of at most this many bytes takes the control lane.
+pub const CONTROL_BYTES: usize = 64 << 10;
+
+impl Lane {
+    pub fn of(method: Method, payload: usize) -> Lane {
+        match method {
+            Method::Raft if payload <= CONTROL_BYTES => Lane::Control,
+            _ => Lane::Bulk,
+        }
+    }
+}
+
 /// Peer addresses and their channels.
 pub struct Peers {
     me: u64,
     cluster: u64,
     addrs: Mutex<HashMap<u64, String>>,
-    channels: Mutex<HashMap<u64, Channel>>,
+    /// Two connections per peer, by [`Lane`].
+    channels: Mutex<HashMap<(u64, Lane), Channel>>,
     tls: Option<ClientTlsConfig>,
     token: Option<String>,
     /// Peers whose last call failed to reach them: one log line when a
@@ -119,15 +147,20 @@ impl Peers {
         self.addrs.lock().entry(node).or_insert(addr);
     }
 
-    /// Records (or changes) a peer's address; its channel reconnects.
+    /// Records (or changes) a peer's address; its channels reconnect.
     pub fn set_addr(&self, node: u64, addr: String) {
-        self.channels.lock().remove(&node);
+        self.channels.lock().retain(|(n, _), _| *n != node);
         self.addrs.lock().insert(node, addr);
     }
 
     /// The channel to a node (connected lazily, reconnected by tonic).
     pub fn channel(&self, node: u64) -> Result<Channel, CallError> {
-        if let Some(c) = self.channels.lock().get(&node) {
+        self.lane(node, Lane::Bulk)
+    }
+
+    /// The channel of one lane to a node.
+    pub fn lane(&self, node: u64, lane: Lane) -> Result<Channel, CallError> {
+        if let Some(c) = self.channels.lock().get(&(node, lane)) {
             return Ok(c.clone());
         }
         let addr = self.addr(node).ok_or_else(|| CallError::Unreachable {
@@ -137,12 +170,12 @@ impl Peers {
         let channel = endpoint(&addr, self.tls.clone())
             .map_err(|reason| CallError::Unreachable { node, reason })?
             .connect_lazy();
-        self.channels.lock().insert(node, channel.clone());
+        self.channels.lock().insert((node, lane), channel.clone());
         Ok(channel)
     }
 
-    fn client(&self, node: u64) -> Result<PeerClient<Channel>, CallError> {
-        Ok(PeerClient::new(self.channel(node)?)
+    fn client(&self, node: u64, lane: Lane) -> Result<PeerClient<Channel>, CallError> {
+        Ok(PeerClient::new(self.lane(node, lane)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
     }
@@ -185,7 +218,7 @@ impl Peers {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Vec<u8>, CallError> {
-        let mut client = self.client(node)?;
+        let mut client = self.client(node, Lane::of(method, payload.len()))?;
         let mut req = tonic::Request::new(Envelope {
             version: PROTOCOL_VERSION,
             cluster: self.cluster,
@@ -414,6 +447,32 @@ impl RaftNetwork<TypeConfig> for GroupConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_raft_messages_take_their_own_lane() {
+        assert_eq!(Lane::of(Method::Raft, 200), Lane::Control);
+        assert_eq!(Lane::of(Method::Raft, CONTROL_BYTES + 1), Lane::Bulk);
+        assert_eq!(Lane::of(Method::Data, 10), Lane::Bulk);
+        let peers = Peers::new(
+            1,
+            7,
+            HashMap::from([(2, "127.0.0.1:1".to_string())]),
+            None,
+            None,
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            peers.lane(2, Lane::Control).unwrap();
+            peers.lane(2, Lane::Bulk).unwrap();
+            assert_eq!(peers.channels.lock().len(), 2);
+            // A new address drops both connections.
+            peers.set_addr(2, "127.0.0.1:2".into());
+            assert!(peers.channels.lock().is_empty());
+        });
+    }
 
     #[test]
     fn an_append_is_cut_to_its_byte_budget() {
