@@ -328,17 +328,33 @@ pub fn append_bytes(max_message_mb: u32) -> usize {
     (8usize << 20).min((max_message_mb as usize) << 18).max(1)
 }
 
-/// How many of `entries`, from the first, fit in `budget` bytes encoded
-/// (at least one).
-fn entries_within<T: Serialize>(entries: &[T], budget: usize) -> usize {
-    let mut used = 0usize;
-    for (i, e) in entries.iter().enumerate() {
-        used += wire::encode(e).len();
-        if used > budget {
-            return i.max(1);
+/// Encodes an append exactly as `wire::encode` would, but with only the
+/// entries that fit in `budget` bytes (at least one), each encoded once:
+/// a follower far behind on large entries is sent a bounded prefix without
+/// the whole backlog being encoded first. Answers the bytes and, when
+/// entries were left out, the last log id sent.
+fn encode_append(
+    rpc: &AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> (Vec<u8>, Option<openraft::LogId<u64>>) {
+    let mut entries = Vec::new();
+    let mut keep = 0usize;
+    for e in &rpc.entries {
+        let b = wire::encode(e);
+        if keep > 0 && entries.len() + b.len() > budget {
+            break;
         }
+        entries.extend_from_slice(&b);
+        keep += 1;
     }
-    entries.len()
+    // postcard writes a struct as its fields in order and a sequence as
+    // its length (a varint, as a usize) followed by its elements.
+    let mut out = wire::encode(&(&rpc.vote, &rpc.prev_log_id));
+    out.extend_from_slice(&wire::encode(&keep));
+    out.extend_from_slice(&entries);
+    out.extend_from_slice(&wire::encode(&rpc.leader_commit));
+    let cut = (keep < rpc.entries.len()).then(|| rpc.entries[keep - 1].log_id);
+    (out, cut)
 }
 
 impl GroupConn {
@@ -392,7 +408,7 @@ impl GroupConn {
 impl RaftNetwork<TypeConfig> for GroupConn {
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
+        rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         // One message carries at most `append_bytes` of entries (and at
@@ -402,14 +418,7 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         // RPC deadline, refused or timed out, and retried the same way
         // for ever. The prefix sent is answered as openraft's partial
         // success, and the next append carries on from it.
-        let mut bytes = wire::encode(&rpc);
-        let mut cut = None;
-        if bytes.len() > self.append_bytes && rpc.entries.len() > 1 {
-            let keep = entries_within(&rpc.entries, self.append_bytes);
-            rpc.entries.truncate(keep);
-            cut = rpc.entries.last().map(|e| e.log_id);
-            bytes = wire::encode(&rpc);
-        }
+        let (bytes, cut) = encode_append(&rpc, self.append_bytes);
         let answer = self.raft_call_bytes(KIND_APPEND, bytes, &option).await?;
         Ok(match (answer, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {
@@ -476,13 +485,39 @@ mod tests {
 
     #[test]
     fn an_append_is_cut_to_its_byte_budget() {
-        let entries: Vec<Vec<u8>> = (0..10).map(|_| vec![7u8; 1000]).collect();
-        // 1000 bytes + a 2-byte length each.
-        assert_eq!(entries_within(&entries, 100_000), 10);
-        assert_eq!(entries_within(&entries, 3_010), 3);
-        assert_eq!(entries_within(&entries, 1_002), 1);
-        // A single entry larger than the budget still goes alone.
-        assert_eq!(entries_within(&entries, 10), 1);
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+        let log_id = |i| LogId::new(CommittedLeaderId::new(3, 1), i);
+        let rpc = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(3, 1),
+            prev_log_id: Some(log_id(4)),
+            entries: (5..15)
+                .map(|i| Entry {
+                    log_id: log_id(i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+            leader_commit: Some(log_id(4)),
+        };
+        let one = wire::encode(&rpc.entries[0]).len();
+        // Within the budget: byte for byte what postcard writes.
+        assert_eq!(encode_append(&rpc, 1 << 20), (wire::encode(&rpc), None));
+        // Three entries' worth: the first three, decoding as such.
+        let (bytes, cut) = encode_append(&rpc, 3 * one);
+        assert_eq!(cut, Some(log_id(7)));
+        let back: AppendEntriesRequest<TypeConfig> = wire::decode(&bytes, "append").unwrap();
+        assert_eq!(back.entries.len(), 3);
+        assert_eq!(back.leader_commit, rpc.leader_commit);
+        // A budget below one entry still sends one.
+        let (bytes, cut) = encode_append(&rpc, 1);
+        assert_eq!(cut, Some(log_id(5)));
+        let back: AppendEntriesRequest<TypeConfig> = wire::decode(&bytes, "append").unwrap();
+        assert_eq!(back.entries.len(), 1);
+        // A heartbeat (no entries) is never cut.
+        let beat = AppendEntriesRequest::<TypeConfig> {
+            entries: vec![],
+            ..rpc.clone()
+        };
+        assert_eq!(encode_append(&beat, 1), (wire::encode(&beat), None));
         assert_eq!(append_bytes(256), 8 << 20);
         assert_eq!(append_bytes(1), 1 << 18);
     }

@@ -3,6 +3,7 @@
 
 use crate::bin;
 use petuum_cluster::{ClusterShards, ConnectOptions};
+use petuum_core::row::{AnyRow, Row};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -554,4 +555,38 @@ pub fn settled(c: &LocalCluster, want: &BTreeSet<u64>, replicas: usize) -> Resul
         return Err(format!("replicas per node {load:?}"));
     }
     Ok(())
+}
+
+/// Waits (up to a minute per row) until each of `nodes`' replicas of rows
+/// `0..rows` of the i64 `table` has applied exactly `clocks` of `job`'s
+/// workers, then asserts the row holds `expected`: every acknowledged
+/// increment, once, on every replica.
+pub fn assert_replica_totals(
+    c: &LocalCluster,
+    client: &ClusterShards,
+    nodes: &[u64],
+    (table, rows, job): (u32, u64, u64),
+    clocks: &[u64],
+    expected: &[i64],
+) {
+    for &n in nodes {
+        for r in 0..rows {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let got = client.read_local(n, table, r, Some(job));
+                if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, at)) = &got {
+                    if at == clocks {
+                        assert_eq!(v, expected, "node {n} row {r}");
+                        break;
+                    }
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {n} row {r} did not reach clocks {clocks:?}: {got:?}\n{}",
+                    c.logs()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
 }

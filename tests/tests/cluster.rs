@@ -14,7 +14,7 @@ use petuum_core::worker::{Node, WorkerCtx};
 use petuum_proto::v1::peer_client::PeerClient;
 use petuum_proto::v1::Envelope;
 use petuum_proto::PROTOCOL_VERSION;
-use petuum_tests::cluster::{signal, LocalCluster};
+use petuum_tests::cluster::{assert_replica_totals, signal, LocalCluster};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -251,26 +251,14 @@ fn killed_leader_loses_no_acknowledged_increment() {
     // Every replica (3 of 3 nodes) ends with the exact totals.
     let per_worker = (CLOCKS * (CLOCKS + 1) / 2) as i64;
     let expected: Vec<i64> = vec![per_worker; WORKERS as usize];
-    for n in 1..=3u64 {
-        for r in 0..ROWS {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let got = client.read_local(n, 1, r, Some(1));
-                if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, clocks)) = &got {
-                    if clocks.iter().all(|&k| k == CLOCKS) {
-                        assert_eq!(v, &expected, "node {n} row {r}");
-                        break;
-                    }
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {n} row {r} did not catch up: {got:?}\n{}",
-                    c.logs()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
+    assert_replica_totals(
+        &c,
+        &client,
+        &[1, 2, 3],
+        (1, ROWS, 1),
+        &[CLOCKS; WORKERS as usize],
+        &expected,
+    );
 }
 
 /// A SIGSTOPped node (a stand-in for a partition) loses its leaderships,

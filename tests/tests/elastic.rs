@@ -13,16 +13,17 @@
 
 use petuum_cluster::shards::ClusterShards;
 use petuum_core::consistency::Consistency;
-use petuum_core::row::{AnyRow, Row};
 use petuum_core::service::ShardService;
 use petuum_core::types::{ElemType, RowKind, TableSpec};
 use petuum_core::worker::{Node, WorkerCtx};
-use petuum_tests::cluster::{client, submit, wait_for, wait_settled, LocalCluster};
+use petuum_tests::cluster::{
+    assert_replica_totals, client, submit, wait_for, wait_settled, LocalCluster,
+};
 use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const SHARDS: u32 = 16;
 const CLOCKS: u64 = 400;
@@ -194,26 +195,14 @@ impl Counters {
             "the counters workload barely ran: {clocks:?}"
         );
         let expected: Vec<i64> = clocks.iter().map(|&k| (k * (k + 1) / 2) as i64).collect();
-        for &n in members {
-            for r in 0..COUNTER_ROWS {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                loop {
-                    let got = client.read_local(n, 1, r, Some(COUNTER_JOB));
-                    if let Ok((Some(AnyRow::I64(Row::Dense(v))), _, at)) = &got {
-                        if at == &clocks {
-                            assert_eq!(v, &expected, "node {n} row {r}");
-                            break;
-                        }
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "node {n} row {r} did not reach {clocks:?}: {got:?}\n{}",
-                        c.logs()
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
+        assert_replica_totals(
+            c,
+            client,
+            members,
+            (1, COUNTER_ROWS, COUNTER_JOB),
+            &clocks,
+            &expected,
+        );
         eprintln!("counters: {clocks:?} clocks, exact on nodes {members:?}");
     }
 }

@@ -324,8 +324,7 @@ fn main() -> std::process::ExitCode {
     let mut retiring: Vec<u64> = Vec::new();
     // A membership fault drawn before the previous one settled waits for
     // it (at most a minute, then a SIGKILL and restart strikes instead).
-    let mut deferred: Option<Fault> = None;
-    let mut deferred_since: Option<Instant> = None;
+    let mut deferred: Option<(Fault, Instant)> = None;
     let mut recovery_s: Vec<f64> = Vec::new();
     let mut finished = 0usize;
     let mut recoveries = 0u64;
@@ -476,34 +475,35 @@ fn main() -> std::process::ExitCode {
         });
         // The next fault, once the previous one's nodes are back.
         if faults < chaos.args.faults && scheduled.is_empty() && now >= next_fault {
-            let drawn = match deferred.take() {
-                Some(f) => f,
-                None => match rng.gen_range(0..100) {
-                    0..=29 => Fault::KillRestart,
-                    30..=47 => Fault::StopCont,
-                    48..=64 => Fault::TermRestart,
-                    65..=72 => Fault::WholeCluster,
-                    73..=84 => Fault::TwoDown,
-                    85..=92 => Fault::Replace,
-                    _ if chaos.members.len() as u64 >= nodes + 2 => Fault::RemoveNode,
-                    _ => Fault::AddNode,
-                },
+            let (drawn, since) = match deferred.take() {
+                Some((f, since)) => (f, Some(since)),
+                None => (
+                    match rng.gen_range(0..100) {
+                        0..=29 => Fault::KillRestart,
+                        30..=47 => Fault::StopCont,
+                        48..=64 => Fault::TermRestart,
+                        65..=72 => Fault::WholeCluster,
+                        73..=84 => Fault::TwoDown,
+                        85..=92 => Fault::Replace,
+                        _ if chaos.members.len() as u64 >= nodes + 2 => Fault::RemoveNode,
+                        _ => Fault::AddNode,
+                    },
+                    None,
+                ),
             };
             // Membership changes wait until the last one is done (every
             // group back at full strength on the members): two nodes lost
             // for good before the first is rebuilt is data loss.
             let membership = matches!(drawn, Fault::Replace | Fault::AddNode | Fault::RemoveNode);
             let fault = if membership && !membership_settled(&chaos) {
-                let since = deferred_since.get_or_insert_with(Instant::now);
+                let since = since.unwrap_or_else(Instant::now);
                 if since.elapsed() < Duration::from_secs(60) {
-                    deferred = Some(drawn);
+                    deferred = Some((drawn, since));
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
-                deferred_since = None;
                 Fault::KillRestart
             } else {
-                deferred_since = None;
                 drawn
             };
             let a = chaos.members[rng.gen_range(0..chaos.members.len())];
