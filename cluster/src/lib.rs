@@ -14,6 +14,8 @@
 //!   of every loop that waits for a leader, a replica or the metadata group.
 //! - [`auth`]: who may call what: peers by node certificate, clients by
 //!   token or certificate, one interceptor for every service.
+//! - [`liveness`]: the failure detectors' count of silence, in probe
+//!   rounds so that the observer's own stalls do not count.
 //! - [`wire::Refusal`]: why a request was refused, typed, so callers match
 //!   on variants rather than on messages.
 
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod config;
 pub mod datasets;
 pub mod jobs;
+pub mod liveness;
 pub mod meta;
 pub mod network;
 pub mod node;

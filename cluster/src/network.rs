@@ -84,6 +84,8 @@ pub struct Peers {
     /// Peers whose last call failed to reach them: one log line when a
     /// peer goes down and one when it answers again, not one per RPC.
     down: Mutex<std::collections::HashSet<u64>>,
+    /// The node's adaptive bound on the bytes of one append.
+    append_budget: AppendBudget,
 }
 
 impl Peers {
@@ -103,6 +105,7 @@ impl Peers {
             tls,
             token,
             down: Mutex::new(Default::default()),
+            append_budget: AppendBudget::new(append_bytes(256)),
         })
     }
 
@@ -285,14 +288,103 @@ pub fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, St
     Ok(ep)
 }
 
+impl Peers {
+    /// The bound on the bytes of one append, shared by every group of the
+    /// node ([`AppendBudget`]).
+    pub fn append_budget(&self) -> &AppendBudget {
+        &self.append_budget
+    }
+}
+
+/// How many bytes of log entries one append carries, adapted to what the
+/// host manages: openraft 0.9 gives an append its heartbeat interval
+/// (75 ms by default) from send to answer, follower's write and WAL sync
+/// included, and drops it past that; an append too big for a loaded host
+/// then times out every time, is sent again, and the follower falls behind
+/// for good (it also hears no heartbeat meanwhile and starts elections).
+/// So the budget shrinks by half on every append that ran out of time and
+/// by a quarter on one that used more than three quarters of it, and grows
+/// by a quarter after one that was cut to the budget and answered within
+/// half of it (shrinking faster than it grows, as TCP's window does), between
+/// [`AppendBudget::MIN`] and the cap ([`append_bytes`]). The replication
+/// reads of the log store use the same figure
+/// (`RaftLogStore::with_read_budget`), so what is read is what is sent.
+#[derive(Clone, Debug)]
+pub struct AppendBudget {
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    cap: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AppendBudget {
+    /// The least it shrinks to (one entry always goes, whatever its size).
+    pub const MIN: usize = 64 << 10;
+    /// Where it starts.
+    const START: usize = 1 << 20;
+
+    fn new(cap: usize) -> Self {
+        AppendBudget {
+            bytes: Arc::new(Self::START.min(cap).into()),
+            cap: Arc::new(cap.into()),
+        }
+    }
+
+    /// Sets the cap (node.toml `max_message_mb`, [`append_bytes`]).
+    pub fn set_cap(&self, cap: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.cap.store(cap.max(1), Relaxed);
+        self.bytes.fetch_min(cap.max(1), Relaxed);
+    }
+
+    /// The bytes one append may carry now.
+    pub fn get(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The shared figure, for the log store's reads.
+    pub fn shared(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.bytes.clone()
+    }
+
+    /// An append of `sent` bytes (cut to the budget or not) was answered
+    /// after `took` of its `deadline`, or (`took` = None) ran out of it.
+    pub fn observe(&self, sent: usize, cut: bool, took: Option<Duration>, deadline: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let cap = self.cap.load(Relaxed);
+        let _ = self.bytes.fetch_update(Relaxed, Relaxed, |b| {
+            let next = match took {
+                None => b / 2,
+                Some(t) if t > deadline * 3 / 4 => b - b / 4,
+                Some(t) if cut && t < deadline / 2 && sent * 2 >= b => b + b / 4,
+                Some(_) => b,
+            };
+            Some(next.clamp(Self::MIN.min(cap), cap))
+        });
+    }
+}
+
+/// Reports an append that openraft dropped (its deadline passed) to the
+/// budget; disarmed once the answer came.
+struct AppendWatch<'a> {
+    budget: &'a AppendBudget,
+    sent: usize,
+    deadline: Duration,
+    armed: bool,
+}
+
+impl Drop for AppendWatch<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.budget.observe(self.sent, true, None, self.deadline);
+        }
+    }
+}
+
 /// openraft's network factory for one group.
 pub struct GroupNetwork {
     pub peers: Arc<Peers>,
     pub group: u64,
     /// Counts the snapshots this group sends (Prometheus).
     pub snapshots_sent: prometheus_client::metrics::counter::Counter,
-    /// The most bytes of entries in one append ([`append_bytes`]).
-    pub append_bytes: usize,
 }
 
 /// openraft's connection from one group's replica to a peer's replica.
@@ -301,7 +393,6 @@ pub struct GroupConn {
     group: u64,
     target: u64,
     snapshots_sent: prometheus_client::metrics::counter::Counter,
-    append_bytes: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -312,7 +403,6 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
             group: self.group,
             target,
             snapshots_sent: self.snapshots_sent.clone(),
-            append_bytes: self.append_bytes,
         }
     }
 }
@@ -418,8 +508,29 @@ impl RaftNetwork<TypeConfig> for GroupConn {
         // RPC deadline, refused or timed out, and retried the same way
         // for ever. The prefix sent is answered as openraft's partial
         // success, and the next append carries on from it.
-        let (bytes, cut) = encode_append(&rpc, self.append_bytes);
-        let answer = self.raft_call_bytes(KIND_APPEND, bytes, &option).await?;
+        let budget = self.peers.append_budget();
+        let (bytes, cut) = encode_append(&rpc, budget.get());
+        let mut watch = AppendWatch {
+            budget,
+            sent: bytes.len(),
+            deadline: option.hard_ttl(),
+            armed: !rpc.entries.is_empty(),
+        };
+        let started = std::time::Instant::now();
+        let answer = self.raft_call_bytes(KIND_APPEND, bytes, &option).await;
+        if watch.armed {
+            watch.armed = false;
+            // A refused or unreachable peer says nothing of the size.
+            if answer.is_ok() {
+                budget.observe(
+                    watch.sent,
+                    cut.is_some(),
+                    Some(started.elapsed()),
+                    watch.deadline,
+                );
+            }
+        }
+        let answer = answer?;
         Ok(match (answer, cut) {
             (AppendEntriesResponse::Success, Some(last)) => {
                 AppendEntriesResponse::PartialSuccess(Some(last))
@@ -520,5 +631,53 @@ mod tests {
         assert_eq!(encode_append(&beat, 1), (wire::encode(&beat), None));
         assert_eq!(append_bytes(256), 8 << 20);
         assert_eq!(append_bytes(1), 1 << 18);
+    }
+
+    #[test]
+    fn the_append_budget_follows_what_arrives_in_time() {
+        let ms = Duration::from_millis;
+        let deadline = ms(75);
+        let b = AppendBudget::new(8 << 20);
+        assert_eq!(b.get(), 1 << 20);
+        // Cut to the budget and answered quickly: grows, up to the cap.
+        for _ in 0..40 {
+            b.observe(b.get(), true, Some(ms(10)), deadline);
+        }
+        assert_eq!(b.get(), 8 << 20);
+        // Not cut (the follower was nearly caught up): no evidence to grow.
+        b.set_cap(4 << 20);
+        assert_eq!(b.get(), 4 << 20);
+        b.observe(1000, false, Some(ms(5)), deadline);
+        assert_eq!(b.get(), 4 << 20);
+        // Slow: shrinks by a quarter; ran out of time: halves.
+        b.observe(b.get(), true, Some(ms(70)), deadline);
+        assert_eq!(b.get(), 3 << 20);
+        b.observe(b.get(), true, None, deadline);
+        assert_eq!(b.get(), 3 << 19);
+        // Never below the floor, whatever happens.
+        for _ in 0..40 {
+            b.observe(b.get(), true, None, deadline);
+        }
+        assert_eq!(b.get(), AppendBudget::MIN);
+        // The log store reads the same figure.
+        assert_eq!(
+            b.shared().load(std::sync::atomic::Ordering::Relaxed),
+            AppendBudget::MIN
+        );
+    }
+
+    #[test]
+    fn an_append_dropped_at_its_deadline_shrinks_the_budget() {
+        let b = AppendBudget::new(8 << 20);
+        {
+            let _watch = AppendWatch {
+                budget: &b,
+                sent: 1 << 20,
+                deadline: Duration::from_millis(75),
+                armed: true,
+            };
+            // openraft's timeout drops the call's future here.
+        }
+        assert_eq!(b.get(), 1 << 19);
     }
 }

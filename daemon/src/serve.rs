@@ -49,6 +49,7 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("opening node from {}", config.display()))?;
         let id = node.id();
+        tokio::spawn(watch_runtime());
         let jobs = crate::jobs::Jobs::new(node.clone());
         let routes = crate::jobs::service::routes(jobs.clone());
         let stopping = node.clone();
@@ -111,4 +112,23 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
         eprintln!("petuumd: node {id} stopped");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Logs when the async runtime stops running tasks for a while (a task
+/// that blocks its worker thread: a synchronous write that waits on the
+/// disk, a long computation): the node then answers nothing, neither peers
+/// nor probes, and others may take it for dead.
+async fn watch_runtime() {
+    const PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+    loop {
+        let asleep = std::time::Instant::now();
+        tokio::time::sleep(PERIOD).await;
+        let late = asleep.elapsed().saturating_sub(PERIOD);
+        if late >= std::time::Duration::from_millis(500) {
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "async runtime stalled: no task ran on time"
+            );
+        }
+    }
 }

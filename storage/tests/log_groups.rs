@@ -56,3 +56,37 @@ async fn groups_share_one_db_without_mixing() {
         None
     );
 }
+
+#[tokio::test]
+async fn replication_reads_stop_at_their_byte_budget() {
+    use openraft::RaftLogReader;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let budget = Arc::new(AtomicUsize::new(1));
+    let mut log = RaftLogStore::new(db, 1).with_read_budget(budget.clone());
+    log.append_entries((1..=100).map(|i| blank(1, i))).unwrap();
+    // Below one entry's size: still one entry (openraft needs progress).
+    let got = log.limited_get_log_entries(1, 101).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].log_id.index, 1);
+    // The stored size of one (blank) entry: the smallest budget past
+    // which a read takes a second entry, less one.
+    assert_eq!(log.entries_within(1..101, usize::MAX).unwrap().len(), 100);
+    let per_entry = (2..4096)
+        .find(|&b| log.entries_within(1..101, b).unwrap().len() > 1)
+        .unwrap()
+        - 1;
+    // The budget is read anew at each read: ten entries' worth.
+    budget.store(per_entry * 10, Ordering::Relaxed);
+    let got = log.limited_get_log_entries(5, 101).await.unwrap();
+    assert_eq!(got.len(), 10);
+    assert_eq!(
+        got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (5..15).collect::<Vec<_>>()
+    );
+    // A range within the budget comes whole; the plain read ignores it.
+    assert_eq!(log.limited_get_log_entries(50, 53).await.unwrap().len(), 3);
+    assert_eq!(log.try_get_log_entries(1..101).await.unwrap().len(), 100);
+}

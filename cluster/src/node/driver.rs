@@ -14,12 +14,15 @@ use crate::meta::{MetaCommand, MetaState, Retire};
 use crate::placement::{group_shard, Placement, META_GROUP};
 use crate::wire::{DataError, DataReply, DataRequest};
 use futures::future::join_all;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the driver looks at the cluster.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How long the driver waits for a member's status.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Moves under way at once (each may ship a snapshot).
 pub const MOVES_AT_ONCE: usize = 2;
@@ -218,7 +221,8 @@ impl ClusterNode {
     /// Runs the placement driver while this node leads the metadata group.
     pub(super) async fn drive_placement(self: Arc<Self>) {
         let in_flight: Arc<parking_lot::Mutex<BTreeSet<u64>>> = Default::default();
-        let mut seen: HashMap<u64, Instant> = HashMap::new();
+        // The driver's probes time out after a second, once per tick.
+        let mut silence = crate::liveness::Silence::new(TICK + PROBE_TIMEOUT);
         let mut leading = false;
         loop {
             tokio::time::sleep(TICK).await;
@@ -239,16 +243,12 @@ impl ClusterNode {
                 // A new leader counts every member as seen when it took
                 // over: only silence under its watch declares one dead.
                 leading = true;
-                let now = Instant::now();
-                seen = placement.nodes().iter().map(|&n| (n, now)).collect();
+                silence.reset();
             }
             let view = self.look(&placement).await;
-            let now = Instant::now();
-            for &n in &view.answered {
-                seen.insert(n, now);
-            }
+            silence.round(Instant::now(), placement.nodes(), &view.answered);
             for &n in placement.nodes() {
-                let silent = now.duration_since(*seen.entry(n).or_insert(now));
+                let silent = silence.of(n);
                 if silent >= self.config.down_after && !meta.retiring.contains_key(&n) {
                     tracing::warn!(
                         node = n,
@@ -364,7 +364,7 @@ impl ClusterNode {
             if n == me {
                 return (n, Some(self.status()));
             }
-            (n, self.peers.status(n, Duration::from_secs(1)).await.ok())
+            (n, self.peers.status(n, PROBE_TIMEOUT).await.ok())
         }))
         .await;
         let mut view = View::default();

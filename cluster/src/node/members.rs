@@ -195,7 +195,6 @@ impl ClusterNode {
             self.db.clone(),
             self.raft_config.clone(),
             self.peers.clone(),
-            crate::network::append_bytes(self.config.max_message_mb),
         )
         .await
         .map_err(|e| DataError::Unavailable(e.to_string()))?;

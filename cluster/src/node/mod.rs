@@ -172,14 +172,12 @@ async fn open_group(
     db: Arc<NodeDb>,
     raft_config: Arc<openraft::Config>,
     peers: Arc<Peers>,
-    append_bytes: usize,
 ) -> Result<Hosted, NodeError> {
-    let log = RaftLogStore::new(db.clone(), group);
+    let log = RaftLogStore::new(db.clone(), group).with_read_budget(peers.append_budget().shared());
     let net = GroupNetwork {
         peers,
         group,
         snapshots_sent: db.metrics().group(group).snapshots_sent,
-        append_bytes,
     };
     let started = std::time::Instant::now();
     let raft_error =
@@ -361,6 +359,7 @@ impl ClusterNode {
         let peers = Peers::new(config.id, cluster_id, addrs, tls, token.clone());
         let t = &config.raft;
         let append_bytes = crate::network::append_bytes(config.max_message_mb);
+        peers.append_budget().set_cap(append_bytes);
         let raft_config = Arc::new(
             openraft::Config {
                 cluster_name: format!("petuum-{cluster_id:016x}"),
@@ -396,7 +395,7 @@ impl ClusterNode {
             .map(|group| {
                 let (db, raft_config, peers) = (db.clone(), raft_config.clone(), peers.clone());
                 tokio::spawn(async move {
-                    let opened = open_group(me, group, db, raft_config, peers, append_bytes).await;
+                    let opened = open_group(me, group, db, raft_config, peers).await;
                     (group, opened)
                 })
             })

@@ -38,6 +38,8 @@ pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// How often the scheduler and the supervisors look at the job records.
 const TICK: Duration = Duration::from_millis(200);
+/// How long the scheduler waits for a node's answer to a probe.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// The epoch of `job` this node last started a run of (a file in its data
 /// directory), None when it never ran the job.
@@ -315,9 +317,10 @@ impl Jobs {
     /// each, the cluster's events: nodes declared dead, checkpoints
     /// completed, recoveries, jobs ended.
     async fn schedule(self: Arc<Self>) {
-        // Last time each node answered a probe; a new leader counts every
-        // node as seen when it took over.
-        let mut seen: HashMap<u64, Instant> = HashMap::new();
+        // How long each node has not answered probes, counted in rounds
+        // (the leader's own stalls do not count); a new leader counts every
+        // node as having just answered.
+        let mut silence = petuum_cluster::liveness::Silence::new(TICK + PROBE_TIMEOUT);
         let mut leading = false;
         // Nodes presumed dead now, and what the log last said of each job.
         let mut dead_now: HashSet<u64> = HashSet::new();
@@ -333,30 +336,21 @@ impl Jobs {
             let nodes = self.node.placement().nodes().to_vec();
             if !leading {
                 leading = true;
-                let now = Instant::now();
-                seen = nodes.iter().map(|&n| (n, now)).collect();
-            }
-            for &n in &nodes {
-                // A member that just joined counts as seen.
-                seen.entry(n).or_insert_with(Instant::now);
+                silence.reset();
             }
             let probes = futures::future::join_all(nodes.iter().map(|&n| {
                 let node = self.node.clone();
-                async move { (n, node.ping(n, Duration::from_millis(400)).await) }
+                async move { (n, node.ping(n, PROBE_TIMEOUT).await) }
             }))
             .await;
+            let answered: std::collections::BTreeSet<u64> = probes
+                .into_iter()
+                .filter(|&(_, ok)| ok)
+                .map(|(n, _)| n)
+                .collect();
             let now = Instant::now();
-            for (n, ok) in probes {
-                if ok {
-                    seen.insert(n, now);
-                }
-            }
-            let live = |n: u64| {
-                nodes.contains(&n)
-                    && seen
-                        .get(&n)
-                        .is_some_and(|t| now.duration_since(*t) < DEAD_AFTER)
-            };
+            silence.round(now, &nodes, &answered);
+            let live = |n: u64| nodes.contains(&n) && silence.of(n) < DEAD_AFTER;
             for &n in &nodes {
                 if !live(n) && dead_now.insert(n) {
                     tracing::warn!(

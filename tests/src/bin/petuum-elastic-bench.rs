@@ -6,7 +6,8 @@
 //!    reports the time from the node being declared dead (`down_after` =
 //!    3 s after the kill) to every group being back at 3 replicas on the
 //!    live members;
-//! 2. the workload's clocks/s before the kill and while the replicas move.
+//! 2. the workload's clocks/s before the kill (once steady: two 5 s windows
+//!    within 10%) and while the replicas move.
 //!
 //! Usage: petuum-elastic-bench [MB ...]   (default: 100; release build:
 //! `cargo build --release --bins`)
@@ -128,10 +129,26 @@ fn run(mb: u64) -> Result {
         let now = clocks.load(Ordering::SeqCst);
         (now - from.1) as f64 / from.0.elapsed().as_secs_f64()
     };
+    // "Before": the workload's rate once it is steady. Right after a big
+    // load the nodes are still compacting it and the rate climbs for a
+    // while; the baseline is the first 5 s window within 10% of the one
+    // before it (at most two minutes of waiting).
     std::thread::sleep(Duration::from_secs(2));
-    let t = (Instant::now(), clocks.load(Ordering::SeqCst));
-    std::thread::sleep(Duration::from_secs(10));
-    let before = rate(t);
+    let window = || {
+        let t = (Instant::now(), clocks.load(Ordering::SeqCst));
+        std::thread::sleep(Duration::from_secs(5));
+        rate(t)
+    };
+    let waiting = Instant::now();
+    let mut before = window();
+    loop {
+        let next = window();
+        let steady = (next - before).abs() <= 0.1 * before.max(next);
+        before = next;
+        if steady || waiting.elapsed() > Duration::from_secs(120) {
+            break;
+        }
+    }
     // Node 3 is gone for good; node 4 joins empty.
     c.kill(3);
     let killed = Instant::now();
