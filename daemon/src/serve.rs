@@ -124,6 +124,10 @@ async fn watch_runtime() {
         let asleep = std::time::Instant::now();
         tokio::time::sleep(PERIOD).await;
         let late = asleep.elapsed().saturating_sub(PERIOD);
+        if late >= PERIOD {
+            crate::http::metrics::RUNTIME_STALLS.inc();
+            crate::http::metrics::RUNTIME_STALL_SECONDS.inc_by(late.as_secs_f64());
+        }
         if late >= std::time::Duration::from_millis(500) {
             tracing::warn!(
                 late_ms = late.as_millis() as u64,

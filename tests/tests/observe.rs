@@ -219,6 +219,12 @@ fn prometheus_and_the_dashboard_follow_a_running_job() {
         terms.len()
     );
     assert!(!samples(&prom, "petuum_wal_syncs_total[1m]").is_empty());
+    // The runtime watchdog's counter, from each node (0 or more stalls).
+    assert_eq!(
+        samples(&prom, "petuum_runtime_stalls_total[1m]").len(),
+        3,
+        "one runtime-stall series per node"
+    );
     assert!(!samples(
         &prom,
         &format!("petuum_job_pushed_bytes_total{{job_id=\"{job}\"}}[1m]")

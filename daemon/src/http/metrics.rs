@@ -101,6 +101,13 @@ impl JobTraffic {
     }
 }
 
+/// Times the node's async runtime ran nothing for 100 ms or more past a
+/// watchdog's wake-up (`serve.rs`), and the seconds it lost so.
+pub static RUNTIME_STALLS: std::sync::LazyLock<Counter> =
+    std::sync::LazyLock::new(Counter::default);
+pub static RUNTIME_STALL_SECONDS: std::sync::LazyLock<FloatCounter> =
+    std::sync::LazyLock::new(FloatCounter::default);
+
 /// Everything `/metrics` encodes.
 pub struct Metrics {
     registry: Registry,
@@ -165,6 +172,17 @@ impl Metrics {
             "time the job's workers on this node waited on reads, including waits for the staleness bound",
             Unit::Seconds,
             t.wait.clone(),
+        );
+        r.register(
+            "petuum_runtime_stalls",
+            "times the node's async runtime ran no task for 100 ms or more past its due time",
+            RUNTIME_STALLS.clone(),
+        );
+        r.register_with_unit(
+            "petuum_runtime_stall",
+            "time the node's async runtime was late running its tasks, in stalls of 100 ms or more",
+            Unit::Seconds,
+            RUNTIME_STALL_SECONDS.clone(),
         );
         let gauges: [(&str, &str, &Family<GroupLabel, Gauge>); 7] = [
             ("petuum_raft_term", "the group's current Raft term", &g.term),
