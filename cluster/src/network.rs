@@ -109,6 +109,12 @@ impl Peers {
         })
     }
 
+    /// The bound on the bytes of one append, shared by every group of the
+    /// node ([`AppendBudget`]).
+    pub fn append_budget(&self) -> &AppendBudget {
+        &self.append_budget
+    }
+
     /// Logs a peer's change of reachability (a node's calls only).
     fn note_reachability(&self, node: u64, result: &Result<Vec<u8>, CallError>) {
         if self.me == 0 {
@@ -288,14 +294,6 @@ pub fn endpoint(addr: &str, tls: Option<ClientTlsConfig>) -> Result<Endpoint, St
     Ok(ep)
 }
 
-impl Peers {
-    /// The bound on the bytes of one append, shared by every group of the
-    /// node ([`AppendBudget`]).
-    pub fn append_budget(&self) -> &AppendBudget {
-        &self.append_budget
-    }
-}
-
 /// How many bytes of log entries one append carries, adapted to what the
 /// host manages: openraft 0.9 gives an append its heartbeat interval
 /// (75 ms by default) from send to answer, follower's write and WAL sync
@@ -309,10 +307,11 @@ impl Peers {
 /// [`AppendBudget::MIN`] and the cap ([`append_bytes`]). The replication
 /// reads of the log store use the same figure
 /// (`RaftLogStore::with_read_budget`), so what is read is what is sent.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct AppendBudget {
+    /// Shared with the log stores' replication reads.
     bytes: Arc<std::sync::atomic::AtomicUsize>,
-    cap: Arc<std::sync::atomic::AtomicUsize>,
+    cap: std::sync::atomic::AtomicUsize,
 }
 
 impl AppendBudget {
@@ -324,7 +323,7 @@ impl AppendBudget {
     fn new(cap: usize) -> Self {
         AppendBudget {
             bytes: Arc::new(Self::START.min(cap).into()),
-            cap: Arc::new(cap.into()),
+            cap: cap.into(),
         }
     }
 
