@@ -7,6 +7,7 @@ markers) and prints it.
     python3 bench/classical.py            # all cases
     python3 bench/classical.py lr_spam    # some cases
     python3 bench/classical.py defaults   # the "defaults" table (issue 18)
+    python3 bench/classical.py forest     # random-forest training time
 
 Each measurement is its own process (data loading included), so wall time
 and peak memory (max RSS from wait4) are per run. scikit-learn comes from a
@@ -210,6 +211,37 @@ def defaults_table(py):
         lines.append(f"| {algorithm} | {set_name} | {peer} | {ours:.4f} | {theirs:.4f} | {'yes' if ours >= theirs - 0.01 else 'no'} | {clocks} ({stop}) | {pw:.2f} | {sw:.2f} | {pw / sw:.2f} |")
     return "\n".join(lines)
 
+# The "forest" table: 50 trees of depth 16 on each set, petuum's training
+# time (the job's own clock, `petuumd run --json`'s "seconds") against
+# scikit-learn's `fit` (n_jobs=2, both on this machine's 2 cores), with
+# each side's whole process beside it (petuum's includes libtorch's 0.4 s
+# of start-up and the data load; scikit-learn's its imports and the load).
+FOREST_SETS = [
+    ("satimage", "classification/satimage.csv"),
+    ("shuttle", "classification/shuttle.csv"),
+    ("dna", "classification/dna.csv"),
+    ("digits", "digits_8x8/digits.csv"),
+]
+
+def forest_table(py):
+    lines = [
+        "| data | petuum accuracy | scikit-learn accuracy | petuum training s | scikit-learn fit s | ratio | petuum process s | scikit-learn process s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, f in FOREST_SETS:
+        spec = job("random_forest", csvdata(f), "clocks = 5", "num_trees = 50\nmax_depth = 16")
+        res, pw, _ = run_petuum(spec)
+        code = ("import time; from sklearn.ensemble import RandomForestClassifier as M\n"
+                f"Xtr,ytr,Xte,yte = split(*csv(D+'/{f}')); m = M(50, max_depth=16, random_state=0, n_jobs=2)\n"
+                "t = time.perf_counter(); m.fit(Xtr,ytr); fit = time.perf_counter() - t\n"
+                "print(m.score(Xte,yte), fit)")
+        out, sw, _ = measure_rss([py, "-c", SPLIT + f"D = {DATA!r}\n" + code], env=sklearn_env())
+        theirs, fit = (float(v) for v in out.strip().splitlines()[-1].split())
+        ours, train = res["test_accuracy"], res["seconds"]
+        print(f"forest {name}: petuum {ours:.4f} trained in {train:.3f}s ({pw:.2f}s process), sklearn {theirs:.4f} fit in {fit:.3f}s ({sw:.2f}s process)", flush=True)
+        lines.append(f"| {name} | {ours:.4f} | {theirs:.4f} | {train:.3f} | {fit:.3f} | {train / fit:.2f} | {pw:.2f} | {sw:.2f} |")
+    return "\n".join(lines)
+
 def write_block(name, table):
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
     begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
@@ -231,17 +263,25 @@ def run_petuum(spec):
 
 def run_sklearn(py, code):
     script = SPLIT + f"D = {DATA!r}\n" + code
+    out, wall, rss = measure_rss([py, "-c", script], env=sklearn_env())
+    return float(out.strip().splitlines()[-1]), wall, rss
+
+def sklearn_env():
     env = dict(os.environ)
     # Current numpy runs slower with the OpenBLAS overrides this workplace sets.
     env.pop("OPENBLAS_CORETYPE", None); env.pop("OPENBLAS_L2_SIZE", None)
-    out, wall, rss = measure_rss([py, "-c", script], env=env)
-    return float(out.strip().splitlines()[-1]), wall, rss
+    return env
 
 def main():
     names = sys.argv[1:] or list(CASES)
     if not os.path.exists(PETUUMD):
         subprocess.check_call(["cargo", "build", "--release", "-q", "-p", "petuumd"], cwd=ROOT)
     py = venv_python()
+    if names == ["forest"]:
+        table = forest_table(py)
+        print(table)
+        write_block("forest", table)
+        return
     if names == ["defaults"]:
         table = defaults_table(py)
         print(table)

@@ -375,6 +375,17 @@ impl Adagrad {
         (((w as f64 - eta * g as f64) * shrink) as f32, eta)
     }
 
+    /// The factor a coordinate without gradient is multiplied by at a step
+    /// (1 before its first gradient).
+    #[inline]
+    pub fn shrink(&self, j: usize) -> f64 {
+        if self.eta[j] == 0.0 {
+            1.0
+        } else {
+            self.shrink[j]
+        }
+    }
+
     fn set_step(&mut self, j: usize) {
         let a = self.g2[j];
         self.eta[j] = if a > 0.0 { self.lr / a.sqrt() } else { 0.0 };

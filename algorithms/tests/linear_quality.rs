@@ -6,7 +6,7 @@
 //! `l2 = 1 / (C n_train)`.
 
 mod common;
-use common::{metric, run_spec};
+use common::{metric, run_spec, run_spec_at};
 
 fn spec(algorithm: &str, file: &str, run: &str, params: &str) -> String {
     format!(
@@ -107,5 +107,83 @@ fn softmax_satimage_and_dna_within_a_point_of_sklearn() {
             acc >= reference - 0.01,
             "{file}: test accuracy {acc}, sklearn {reference}"
         );
+    }
+}
+
+/// The weights and bias of a saved binary linear model.
+fn weights(path: &std::path::Path) -> Vec<f32> {
+    let m = petuum_algorithms::model::ModelFile::load(path).unwrap();
+    let mut w = m.tensor("weight").unwrap().data.clone();
+    w.extend_from_slice(&m.tensor("bias").unwrap().data);
+    w
+}
+
+#[test]
+fn sparse_lazy_updates_equal_dense_eager_ones() {
+    // The same rows as CSV (dense: every coordinate stepped every
+    // mini-batch) and as libsvm (sparse: untouched coordinates' L2 shrinks
+    // and their share of the average settled lazily): dna (180 binary
+    // features, a quarter of them set), class 1 against the rest, written
+    // both ways. One worker, BSP, the same scaling: the two models must
+    // agree to float rounding, for AdaGrad with averaging (the default)
+    // and for plain SGD with tail averaging. Mini-batches of one or two
+    // rows leave most coordinates untouched most of the time.
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        std::fs::read_to_string(common::datasets().join("classification/dna.libsvm")).unwrap();
+    let (mut csv, mut svm) = (String::new(), String::new());
+    csv.push_str(&(1..=180).map(|j| format!("f{j},")).collect::<String>());
+    csv.push_str("label\n");
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let label = if parts.next().unwrap() == "1" {
+            "1"
+        } else {
+            "-1"
+        };
+        let mut row = vec!["0"; 180];
+        svm.push_str(label);
+        for p in parts {
+            let (j, v) = p.split_once(':').unwrap();
+            row[j.parse::<usize>().unwrap() - 1] = v;
+            svm.push_str(&format!(" {p}"));
+        }
+        svm.push('\n');
+        csv.push_str(&format!("{},{label}\n", row.join(",")));
+    }
+    std::fs::write(dir.path().join("dna1.csv"), csv).unwrap();
+    std::fs::write(dir.path().join("dna1.libsvm"), svm).unwrap();
+    for (algorithm, params) in [
+        (
+            "logistic_regression",
+            "scaling = \"maxabs\"\ntol = 0.0\nbatch_size = 1\nl2 = 0.01",
+        ),
+        ("svm", "scaling = \"maxabs\"\ntol = 0.0\nbatch_size = 2"),
+        (
+            "logistic_regression",
+            "scaling = \"maxabs\"\nlearning_rate = 0.2\nl2 = 0.1\nbatch_size = 1\naverage_from = 0.5",
+        ),
+    ] {
+        let mut models = Vec::new();
+        for (file, format) in [("dna1.csv", "csv"), ("dna1.libsvm", "libsvm")] {
+            let path = dir.path().join(format!("{file}.safetensors"));
+            run_spec_at(
+                &format!(
+                    "name = \"t\"\nalgorithm = \"{algorithm}\"\n[data]\nformat = \"{format}\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[run]\nworkers = 1\nclocks = 10\nconsistency = \"bsp\"\ndeterministic = true\nseed = 3\n[model]\npath = \"{{model}}\"\n[params]\n{params}\n",
+                    dir.path().join(file).display()
+                ),
+                &path,
+            );
+            models.push(weights(&path));
+        }
+        let (dense, sparse) = (&models[0], &models[1]);
+        assert_eq!(dense.len(), sparse.len());
+        let scale = dense.iter().map(|v| v.abs()).fold(0f32, f32::max);
+        for (j, (a, b)) in dense.iter().zip(sparse).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * scale,
+                "{algorithm} {params:?}: weight {j} dense {a} sparse {b}"
+            );
+        }
     }
 }

@@ -201,12 +201,12 @@ impl AlgoWorker for ForestWorker {
         let mut row = Vec::new();
         let end = (self.done + self.per_clock).min(self.trees.len());
         for k in self.done..end {
-            let (mut idx, oob) = bootstrap(&self.part, rng);
-            samples += idx.len() as u64;
+            let (mut drawn, oob) = bootstrap(&self.part, self.data.len(), rng);
+            samples += self.part.len() as u64;
             let tree = grow(
                 &self.data.features,
                 &self.data.labels,
-                &mut idx,
+                &mut drawn,
                 &self.grow,
                 rng,
             );

@@ -109,81 +109,221 @@ impl Tree {
     }
 }
 
-/// Grows a tree on the samples `idx` (with repeats, from bootstrapping).
+/// A bootstrap sample: the distinct rows drawn and how often each was drawn.
+/// Growing on weights rather than on repeated rows gives the same splits
+/// (a repeated row only adds its weight to the counts) while sorting and
+/// partitioning each distinct row once, as scikit-learn does with
+/// `sample_weight`.
+pub struct Sample {
+    /// Distinct rows drawn, in ascending order.
+    pub rows: Vec<usize>,
+    /// Times each row of the data set was drawn (0 for rows not drawn).
+    pub weight: Vec<u32>,
+}
+
+/// Grows a tree on a bootstrap sample.
 pub fn grow(
     x: &Features,
     y: &[u32],
-    idx: &mut [usize],
+    sample: &mut Sample,
     p: &GrowParams,
     rng: &mut ChaCha8Rng,
 ) -> Tree {
     let mut tree = Tree::default();
-    let mut scratch = Vec::new();
-    build(x, y, idx, 0, p, rng, &mut tree, &mut scratch);
+    let mut g = Grower {
+        x,
+        y,
+        w: &sample.weight,
+        p,
+        keys: Vec::new(),
+        spare: Vec::new(),
+        counts: vec![0.0; 3 * p.num_classes.max(1)],
+    };
+    g.build(&mut sample.rows, 0, rng, &mut tree);
     tree
 }
 
-fn majority(y: &[u32], idx: &[usize], k: usize) -> (u32, usize) {
-    let mut counts = vec![0usize; k];
-    for &i in idx {
-        counts[y[i] as usize] += 1;
-    }
-    let (c, n) = counts
-        .iter()
-        .enumerate()
-        .max_by_key(|&(c, n)| (*n, std::cmp::Reverse(c)))
-        .expect("k > 0");
-    (c as u32, *n)
+/// What growing one tree needs besides the rows of the node: the data, the
+/// weights, and reused scratch space.
+struct Grower<'a> {
+    x: &'a Features,
+    y: &'a [u32],
+    w: &'a [u32],
+    p: &'a GrowParams,
+    /// Sort keys: the order-preserving bits of a value above the row index.
+    keys: Vec<u64>,
+    /// Scratch for the radix sort of `keys`.
+    spare: Vec<u64>,
+    /// Class counts: the node's, the left side's and the right side's.
+    counts: Vec<f64>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build(
-    x: &Features,
-    y: &[u32],
-    idx: &mut [usize],
-    depth: usize,
-    p: &GrowParams,
-    rng: &mut ChaCha8Rng,
-    tree: &mut Tree,
-    scratch: &mut Vec<(f32, u32)>,
-) -> u32 {
-    let me = tree.nodes.len() as u32;
-    let (class, top) = majority(y, idx, p.num_classes);
-    tree.nodes.push(Node {
-        feature: None,
-        threshold: 0.0,
-        left: 0,
-        right: 0,
-        class,
-    });
-    if depth >= p.max_depth || idx.len() < p.min_samples_split || top == idx.len() {
-        return me;
+/// A float's bits, mapped so that unsigned order is the float's order
+/// (-0.0 becomes 0.0 first, so the two stay equal).
+#[inline]
+fn order_bits(v: f32) -> u32 {
+    let b = (v + 0.0).to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
     }
-    let Some((feature, threshold)) = best_split(x, y, idx, p, rng, scratch) else {
-        return me;
-    };
-    // Partition idx in place: left (<= threshold) first.
-    let mut split = 0;
-    for i in 0..idx.len() {
-        if value(x, idx[i], feature) <= threshold {
-            idx.swap(i, split);
-            split += 1;
+}
+
+#[inline]
+fn from_order_bits(b: u32) -> f32 {
+    f32::from_bits(if b & 0x8000_0000 != 0 {
+        b & 0x7fff_ffff
+    } else {
+        !b
+    })
+}
+
+impl Grower<'_> {
+    fn build(
+        &mut self,
+        idx: &mut [usize],
+        depth: usize,
+        rng: &mut ChaCha8Rng,
+        tree: &mut Tree,
+    ) -> u32 {
+        let me = tree.nodes.len() as u32;
+        let k = self.p.num_classes.max(1);
+        let total = &mut self.counts[..k];
+        total.iter_mut().for_each(|c| *c = 0.0);
+        let mut n = 0.0;
+        for &i in idx.iter() {
+            let w = self.w[i] as f64;
+            total[self.y[i] as usize] += w;
+            n += w;
+        }
+        let (class, top) = total
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map(|(c, &v)| (c as u32, v))
+            .expect("k > 0");
+        tree.nodes.push(Node {
+            feature: None,
+            threshold: 0.0,
+            left: 0,
+            right: 0,
+            class,
+        });
+        if depth >= self.p.max_depth || n < self.p.min_samples_split as f64 || top == n {
+            return me;
+        }
+        let Some((feature, threshold)) = self.best_split(idx, n, rng) else {
+            return me;
+        };
+        // Partition idx in place: left (<= threshold) first.
+        let mut split = 0;
+        for i in 0..idx.len() {
+            if value(self.x, idx[i], feature) <= threshold {
+                idx.swap(i, split);
+                split += 1;
+            }
+        }
+        if split == 0 || split == idx.len() {
+            return me;
+        }
+        let (l, r) = idx.split_at_mut(split);
+        let left = self.build(l, depth + 1, rng, tree);
+        let right = self.build(r, depth + 1, rng, tree);
+        tree.nodes[me as usize] = Node {
+            feature: Some(feature),
+            threshold,
+            left,
+            right,
+            class,
+        };
+        me
+    }
+
+    /// The split among `max_features` random features that lowers the
+    /// weighted Gini impurity most. With class counts `c` over `m` samples,
+    /// `m · gini = m − Σc²/m`, so the best split maximises
+    /// `Σl²/nl + Σr²/nr`, and moving one sample of class `c` from right to
+    /// left changes both sums of squares in O(1).
+    fn best_split(&mut self, idx: &[usize], n: f64, rng: &mut ChaCha8Rng) -> Option<(u32, f32)> {
+        let d = self.x.ncols();
+        let k = self.p.num_classes.max(1);
+        let (total, rest) = self.counts.split_at_mut(k);
+        let (left, right) = rest.split_at_mut(k);
+        let parent_sq: f64 = total.iter().map(|c| c * c).sum();
+        // A split must beat the parent by more than rounding.
+        let floor = parent_sq / n + 1e-12 * n;
+        let mut best: Option<(f64, u32, f32)> = None;
+        for f in sample(rng, d, self.p.max_features.min(d)).into_iter() {
+            self.keys.clear();
+            self.keys.extend(
+                idx.iter()
+                    .map(|&i| ((order_bits(value(self.x, i, f as u32)) as u64) << 32) | i as u64),
+            );
+            sort_by_value(&mut self.keys, &mut self.spare);
+            left.iter_mut().for_each(|v| *v = 0.0);
+            right.copy_from_slice(total);
+            let (mut sl, mut sr, mut nl) = (0.0, parent_sq, 0.0);
+            for s in 0..self.keys.len() - 1 {
+                let i = (self.keys[s] & 0xffff_ffff) as usize;
+                let c = self.y[i] as usize;
+                let w = self.w[i] as f64;
+                sl += w * (2.0 * left[c] + w);
+                sr -= w * (2.0 * right[c] - w);
+                left[c] += w;
+                right[c] -= w;
+                nl += w;
+                let (here, next) = ((self.keys[s] >> 32) as u32, (self.keys[s + 1] >> 32) as u32);
+                if here == next {
+                    continue;
+                }
+                let score = sl / nl + sr / (n - nl);
+                if score > floor && best.is_none_or(|b| score > b.0) {
+                    let (a, b) = (from_order_bits(here), from_order_bits(next));
+                    best = Some((score, f as u32, a + (b - a) / 2.0));
+                }
+            }
+        }
+        best.map(|(_, f, t)| (f, t))
+    }
+}
+
+/// Sorts keys by their upper 32 bits (the order of rows with equal values
+/// does not matter). Large slices go through an LSD radix sort, one pass
+/// per byte that is not the same in every key (small-integer features
+/// often need one or two), small ones through `sort_unstable`.
+fn sort_by_value(keys: &mut Vec<u64>, spare: &mut Vec<u64>) {
+    if keys.len() < 256 {
+        keys.sort_unstable();
+        return;
+    }
+    let mut counts = [[0u32; 256]; 4];
+    for &k in keys.iter() {
+        let v = (k >> 32) as u32;
+        for (b, c) in counts.iter_mut().enumerate() {
+            c[((v >> (8 * b)) & 0xff) as usize] += 1;
         }
     }
-    if split == 0 || split == idx.len() {
-        return me;
+    let n = keys.len() as u32;
+    spare.resize(keys.len(), 0);
+    for (b, c) in counts.iter_mut().enumerate() {
+        let shift = 32 + 8 * b;
+        if c[((keys[0] >> shift) & 0xff) as usize] == n {
+            continue;
+        }
+        let mut at = 0u32;
+        for slot in c.iter_mut() {
+            let here = *slot;
+            *slot = at;
+            at += here;
+        }
+        for &k in keys.iter() {
+            let slot = &mut c[((k >> shift) & 0xff) as usize];
+            spare[*slot as usize] = k;
+            *slot += 1;
+        }
+        std::mem::swap(keys, spare);
     }
-    let (l, r) = idx.split_at_mut(split);
-    let left = build(x, y, l, depth + 1, p, rng, tree, scratch);
-    let right = build(x, y, r, depth + 1, p, rng, tree, scratch);
-    tree.nodes[me as usize] = Node {
-        feature: Some(feature),
-        threshold,
-        left,
-        right,
-        class,
-    };
-    me
 }
 
 #[inline]
@@ -197,71 +337,16 @@ fn value(x: &Features, i: usize, f: u32) -> f32 {
     }
 }
 
-/// The split among `max_features` random features that lowers the
-/// weighted Gini impurity most.
-fn best_split(
-    x: &Features,
-    y: &[u32],
-    idx: &[usize],
-    p: &GrowParams,
-    rng: &mut ChaCha8Rng,
-    scratch: &mut Vec<(f32, u32)>,
-) -> Option<(u32, f32)> {
-    let d = x.ncols();
-    let k = p.num_classes;
-    let n = idx.len() as f64;
-    let mut total = vec![0f64; k];
-    for &i in idx {
-        total[y[i] as usize] += 1.0;
+/// A bootstrap sample of `from` (with replacement) over a data set of `n`
+/// rows, and the out-of-bag rest.
+pub fn bootstrap(from: &[usize], n: usize, rng: &mut ChaCha8Rng) -> (Sample, Vec<usize>) {
+    let m = from.len();
+    let mut weight = vec![0u32; n];
+    for _ in 0..m {
+        weight[from[rng.gen_range(0..m)]] += 1;
     }
-    let gini = |c: &[f64], m: f64| {
-        if m == 0.0 {
-            0.0
-        } else {
-            1.0 - c.iter().map(|v| (v / m) * (v / m)).sum::<f64>()
-        }
-    };
-    let parent = gini(&total, n);
-    let mut best: Option<(f64, u32, f32)> = None;
-    let mut left = vec![0f64; k];
-    for f in sample(rng, d, p.max_features.min(d)).into_iter() {
-        scratch.clear();
-        scratch.extend(idx.iter().map(|&i| (value(x, i, f as u32), y[i])));
-        scratch.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        left.iter_mut().for_each(|v| *v = 0.0);
-        let mut right = total.clone();
-        for s in 0..scratch.len() - 1 {
-            let c = scratch[s].1 as usize;
-            left[c] += 1.0;
-            right[c] -= 1.0;
-            if scratch[s].0 == scratch[s + 1].0 {
-                continue;
-            }
-            let nl = (s + 1) as f64;
-            let nr = n - nl;
-            let imp = (nl * gini(&left, nl) + nr * gini(&right, nr)) / n;
-            if imp < parent - 1e-12 && best.is_none_or(|b| imp < b.0) {
-                let thr = scratch[s].0 + (scratch[s + 1].0 - scratch[s].0) / 2.0;
-                best = Some((imp, f as u32, thr));
-            }
-        }
-    }
-    best.map(|(_, f, t)| (f, t))
-}
-
-/// A bootstrap sample of `from` (with replacement), and the out-of-bag rest.
-pub fn bootstrap(from: &[usize], rng: &mut ChaCha8Rng) -> (Vec<usize>, Vec<usize>) {
-    let n = from.len();
-    let mut seen = vec![false; n];
-    let picks: Vec<usize> = (0..n)
-        .map(|_| {
-            let k = rng.gen_range(0..n);
-            seen[k] = true;
-            from[k]
-        })
-        .collect();
-    let oob = (0..n).filter(|&k| !seen[k]).map(|k| from[k]).collect();
-    (picks, oob)
+    let (rows, oob) = from.iter().partition(|&&i| weight[i] > 0);
+    (Sample { rows, weight }, oob)
 }
 
 #[cfg(test)]
@@ -269,6 +354,36 @@ mod tests {
     use super::*;
     use ndarray::arr2;
     use rand::SeedableRng;
+
+    #[test]
+    fn radix_sort_orders_values_of_every_sign() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let vals: Vec<f32> = (0..5000)
+            .map(|i| match i % 4 {
+                0 => rng.gen_range(-1e6f32..1e6),
+                1 => rng.gen_range(0..16) as f32,
+                2 => -0.0,
+                _ => rng.gen_range(-1e-3f32..1e-3),
+            })
+            .collect();
+        let mut keys: Vec<u64> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| ((order_bits(v) as u64) << 32) | i as u64)
+            .collect();
+        sort_by_value(&mut keys, &mut Vec::new());
+        let sorted: Vec<f32> = keys
+            .iter()
+            .map(|k| vals[(k & 0xffff_ffff) as usize])
+            .collect();
+        assert!(sorted.windows(2).all(|w| w[0] <= w[1]));
+        assert!(keys
+            .iter()
+            .all(|k| from_order_bits((k >> 32) as u32) == vals[(k & 0xffff_ffff) as usize]));
+        let mut idx: Vec<u64> = keys.iter().map(|k| k & 0xffff_ffff).collect();
+        idx.sort_unstable();
+        assert!(idx.iter().enumerate().all(|(i, &k)| k == i as u64));
+    }
 
     #[test]
     fn learns_a_threshold_and_round_trips() {
@@ -280,8 +395,11 @@ mod tests {
             max_features: 2,
             num_classes: 2,
         };
-        let mut idx = vec![0, 1, 2, 3];
-        let t = grow(&x, &y, &mut idx, &p, &mut ChaCha8Rng::seed_from_u64(1));
+        let mut all = Sample {
+            rows: vec![0, 1, 2, 3],
+            weight: vec![1; 4],
+        };
+        let t = grow(&x, &y, &mut all, &p, &mut ChaCha8Rng::seed_from_u64(1));
         let mut row = Vec::new();
         for (i, &yi) in y.iter().enumerate() {
             assert_eq!(t.predict(&x, i, &mut row), yi);
