@@ -122,8 +122,8 @@ def run(name):
         for seed in range(5):
             m = KMeans(10, n_init=1, random_state=seed).fit(X)
             report(name, model=f"KMeans(10,n_init=1,random_state={seed})", inertia=round(m.inertia_, 1))
-    elif name in ("rf_satimage", "rf_shuttle"):
-        X, y = csv(f"{D}/classification/{name[3:]}.csv")
+    elif name in ("rf_satimage", "rf_shuttle", "rf_dna", "rf_digits"):
+        X, y = csv(f"{D}/digits_8x8/digits.csv" if name == "rf_digits" else f"{D}/classification/{name[3:]}.csv")
         Xtr, ytr, Xte, yte = split(X, y)
         for seed in range(3):
             m = RandomForestClassifier(n_estimators=50, max_depth=16, random_state=seed, n_jobs=2).fit(Xtr, ytr)
@@ -154,5 +154,5 @@ def run(name):
             m = KNeighborsClassifier(k).fit(Xtr, ytr)
             report(name, model=f"KNeighborsClassifier({k}) euclidean", test_acc=round(m.score(Xte, yte), 4))
 
-for n in names or ["lr_spam", "svm_spam", "svm_heart", "mlr_satimage", "mlr_dna", "kmeans_digits", "knn_digits", "rf_satimage", "rf_shuttle", "kmeans_mnist"]:
+for n in names or ["lr_spam", "svm_spam", "svm_heart", "mlr_satimage", "mlr_dna", "kmeans_digits", "knn_digits", "rf_satimage", "rf_shuttle", "rf_dna", "rf_digits", "kmeans_mnist"]:
     run(n)

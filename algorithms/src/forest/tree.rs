@@ -2,7 +2,6 @@
 //! with a random feature subset at every split.
 
 use crate::data::Features;
-use rand::seq::index::sample;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -137,6 +136,7 @@ pub fn grow(
         p,
         keys: Vec::new(),
         spare: Vec::new(),
+        features: Vec::new(),
         counts: vec![0.0; 3 * p.num_classes.max(1)],
     };
     g.build(&mut sample.rows, 0, rng, &mut tree);
@@ -154,6 +154,8 @@ struct Grower<'a> {
     keys: Vec<u64>,
     /// Scratch for the radix sort of `keys`.
     spare: Vec<u64>,
+    /// Feature ids, shuffled in place as a node draws its candidates.
+    features: Vec<u32>,
     /// Class counts: the node's, the left side's and the right side's.
     counts: Vec<f64>,
 }
@@ -254,12 +256,32 @@ impl Grower<'_> {
         // A split must beat the parent by more than rounding.
         let floor = parent_sq / n + 1e-12 * n;
         let mut best: Option<(f64, u32, f32)> = None;
-        for f in sample(rng, d, self.p.max_features.min(d)).into_iter() {
+        // Features in random order until `max_features` that are not
+        // constant on this node's rows have been tried (as scikit-learn
+        // does: a constant feature cannot split, and counting it would
+        // leave nodes of sparse or padded data with few real candidates).
+        let features = &mut self.features;
+        if features.len() != d {
+            *features = (0..d as u32).collect();
+        }
+        let (mut tried, mut next) = (0, 0);
+        while tried < self.p.max_features.min(d) && next < d {
+            let pick = rng.gen_range(next..d);
+            features.swap(next, pick);
+            let f = features[next];
+            next += 1;
             self.keys.clear();
-            self.keys.extend(
-                idx.iter()
-                    .map(|&i| ((order_bits(value(self.x, i, f as u32)) as u64) << 32) | i as u64),
-            );
+            let (mut lo, mut hi) = (u32::MAX, 0u32);
+            self.keys.extend(idx.iter().map(|&i| {
+                let b = order_bits(value(self.x, i, f));
+                lo = lo.min(b);
+                hi = hi.max(b);
+                ((b as u64) << 32) | i as u64
+            }));
+            if lo == hi {
+                continue;
+            }
+            tried += 1;
             sort_by_value(&mut self.keys, &mut self.spare);
             left.iter_mut().for_each(|v| *v = 0.0);
             right.copy_from_slice(total);
@@ -280,7 +302,7 @@ impl Grower<'_> {
                 let score = sl / nl + sr / (n - nl);
                 if score > floor && best.is_none_or(|b| score > b.0) {
                     let (a, b) = (from_order_bits(here), from_order_bits(next));
-                    best = Some((score, f as u32, a + (b - a) / 2.0));
+                    best = Some((score, f, a + (b - a) / 2.0));
                 }
             }
         }
