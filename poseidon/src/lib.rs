@@ -30,6 +30,7 @@ use petuum_algorithms::dnn::net::{Op, Segment, Slot};
 use petuum_algorithms::dnn::{self, DnnParams, Network, Optimizer, Plan, SfbMode, Shape};
 use petuum_algorithms::model::ModelFile;
 use petuum_algorithms::registry::{input_spec, BuildError};
+use petuum_algorithms::sgd::{Scaler, Scaling};
 use petuum_algorithms::softmax::InputSpec;
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
@@ -81,9 +82,20 @@ pub fn device_for(choice: Option<&str>) -> Result<Device, BuildError> {
     }
 }
 
+/// Mini-batches per clock in the automatic configuration. Workers see
+/// each other's updates at clock boundaries: with a whole pass per clock,
+/// two workers trained apart for a pass and then averaged, which on
+/// satimage left the network at 0.87-0.89 test accuracy after 100 passes
+/// (train 0.89-0.91) against 0.91-0.92 for one worker or a clock of 4-10
+/// mini-batches.
+pub const AUTO_BATCHES_PER_CLOCK: usize = 8;
+
 fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
-    let params: DnnParams = parse_params(&spec.params)?;
+    let mut params: DnnParams = parse_params(&spec.params)?;
     params.validate()?;
+    if params.auto() && params.batches_per_clock.is_none() {
+        params.batches_per_clock = Some(AUTO_BATCHES_PER_CLOCK);
+    }
     let (train, test, frames) = match &params.frames {
         Some(f) => {
             let label = spec.data.label_column.as_deref().unwrap_or_default();
@@ -141,6 +153,48 @@ pub struct Dnn {
     /// The job's clocks (the last one writes the factor-sent layers'
     /// replicas for the export).
     clocks: u64,
+    /// The input scaling of the training data, saved with the network.
+    scaler: Option<Scaler>,
+}
+
+/// The input scaling `params` ask for: with `auto`, images (an
+/// `input_shape`) are standardised per channel (one mean and deviation
+/// per channel over all its pixels, so a convolution sees the same
+/// transform everywhere), other inputs as the linear models scale them.
+fn fit_scaler(params: &DnnParams, x: &Features) -> Option<Scaler> {
+    match (params.scaling(), params.input_shape) {
+        (Scaling::Auto, Some([c, h, w])) if x.ncols() == c * h * w => {
+            let plane = h * w;
+            let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+            let mut row = vec![0f32; x.ncols()];
+            for i in 0..x.nrows() {
+                x.row_into(i, &mut row);
+                for (k, v) in row.iter().enumerate() {
+                    sum[k / plane] += *v as f64;
+                    sq[k / plane] += (*v as f64) * (*v as f64);
+                }
+            }
+            let n = (x.nrows() * plane).max(1) as f64;
+            let (mut shift, mut scale) = (Vec::new(), Vec::new());
+            for ch in 0..c {
+                let mean = sum[ch] / n;
+                let sd = (sq[ch] / n - mean * mean).max(0.0).sqrt();
+                shift.extend(std::iter::repeat_n(mean as f32, plane));
+                let sd = if sd > 1e-12 && sd.is_finite() {
+                    sd as f32
+                } else {
+                    1.0
+                };
+                scale.extend(std::iter::repeat_n(sd, plane));
+            }
+            Some(Scaler {
+                shift,
+                scale,
+                kind: "channel",
+            })
+        }
+        (how, _) => Scaler::fit(x, how),
+    }
 }
 
 impl Dnn {
@@ -192,6 +246,12 @@ impl Dnn {
         seed: u64,
         workers: u32,
     ) -> Result<Self, BuildError> {
+        // Scaled training data; the test data stay raw: the saved network
+        // scales what it evaluates, the export's test accuracy included.
+        let scaler = fit_scaler(&params, &train.features);
+        if let Some(s) = &scaler {
+            s.apply(&mut train.features);
+        }
         if let Features::Sparse(_) = train.features {
             train.features = Features::Dense(train.features.to_dense());
         }
@@ -217,7 +277,31 @@ impl Dnn {
             sfb: None,
             clocks: 0,
             workers,
+            scaler,
         })
+    }
+
+    /// Rows of the training data as the user gave them (the scaling
+    /// undone), for the saved network, which scales its inputs itself.
+    fn raw_rows(&self, rows: &[usize]) -> Dataset {
+        let d = self.train.dim();
+        let mut x = ndarray::Array2::<f32>::zeros((rows.len(), d));
+        let mut row = vec![0f32; d];
+        for (k, &i) in rows.iter().enumerate() {
+            self.train.features.row_into(i, &mut row);
+            if let Some(s) = &self.scaler {
+                for ((v, m), sc) in row.iter_mut().zip(&s.shift).zip(&s.scale) {
+                    *v = *v * sc + m;
+                }
+            }
+            x.row_mut(k).assign(&ndarray::ArrayView1::from(&row[..]));
+        }
+        Dataset {
+            features: Features::Dense(x),
+            labels: rows.iter().map(|&i| self.train.labels[i]).collect(),
+            num_classes: self.train.num_classes,
+            class_names: self.train.class_names.clone(),
+        }
     }
 
     fn read_flat(&self, tables: &TableReader<'_>) -> Result<Vec<f32>, BoxError> {
@@ -308,7 +392,10 @@ impl Algorithm for Dnn {
                 flat[offset..offset + w.len()].copy_from_slice(&w);
             }
         }
-        let net = Network::new(self.plan.clone(), flat);
+        let mut net = Network::new(self.plan.clone(), flat);
+        if let Some(s) = &self.scaler {
+            net.set_input_scaling(s.shift.clone(), s.scale.clone());
+        }
         let mut metrics = Vec::new();
         match (&self.frames, &self.test) {
             (Some(FrameInfo { test: Some(t), .. }), _) => {
@@ -318,6 +405,23 @@ impl Algorithm for Dnn {
             }
             (_, Some(test)) => metrics.push(("test_accuracy".to_string(), net.accuracy(test))),
             _ => {}
+        }
+        if self.frames.is_none() {
+            // Flag a network no better than the majority class, on (a
+            // sample of at most 2,000 of) its training rows, raw as the
+            // saved network reads them.
+            let n = self.train.len();
+            let step = n.div_ceil(2000).max(1);
+            let rows: Vec<usize> = (0..n).step_by(step).collect();
+            let sample = self.raw_rows(&rows);
+            let train_accuracy = net.accuracy(&sample);
+            metrics.push(("train_accuracy".to_string(), train_accuracy));
+            petuum_algorithms::sgd::check_majority(
+                dnn::NAME,
+                &self.train,
+                train_accuracy,
+                &mut metrics,
+            );
         }
         let mut file = ModelFile::new(dnn::NAME);
         file.set(
@@ -331,6 +435,9 @@ impl Algorithm for Dnn {
             serde_json::to_string(&self.train.class_names)?,
         );
         file.set("params", serde_json::to_string(&self.params)?);
+        if let Some(s) = &self.scaler {
+            file.set("input_scaling", s.kind);
+        }
         if let (Some(f), Some(spec)) = (&self.frames, &self.params.frames) {
             file.set("frames", serde_json::to_string(spec)?);
             file.set("frame_standardise", serde_json::to_string(&f.standardise)?);
@@ -532,7 +639,7 @@ impl DnnWorker {
                 }
             })
             .collect();
-        let adam = params.optimizer == Optimizer::Adam;
+        let adam = params.optimizer() == Optimizer::Adam;
         let wait_free = params.wait_free.unwrap_or(false);
         // Poseidon's hybrid communication: the cost model's figures for
         // each fully connected layer (`params.sfb = "auto"` follows them).
@@ -709,7 +816,7 @@ fn send_segment(
         };
         let decay = weight_decay(s, plan, l2);
         let (flat, delta) = (&mut st.flat[r.clone()], &mut st.grad[r.clone()]);
-        match p.optimizer {
+        match p.optimizer() {
             Optimizer::Sgd => {
                 let vel = &mut st.velocity[r];
                 for j in 0..s.len {
@@ -811,7 +918,7 @@ fn send_segment_dev(
                 g.shallow_clone()
             };
             let mut m1 = dev.vel[i].shallow_clone();
-            let d = match p.optimizer {
+            let d = match p.optimizer() {
                 Optimizer::Sgd => {
                     let _ = m1.g_mul_scalar_(mu);
                     let _ = m1.g_add_(&grad);
@@ -966,7 +1073,7 @@ impl Sender<'_> {
                 return Ok(());
             }
             Msg::Segment(k, factors) => {
-                if k == self.segments.len() - 1 && self.p.optimizer == Optimizer::Adam {
+                if k == self.segments.len() - 1 && self.p.optimizer() == Optimizer::Adam {
                     self.st.steps += 1;
                 }
                 if let Some(dev) = self.dev.as_deref_mut() {
@@ -1185,7 +1292,7 @@ impl AlgoWorker for DnnWorker {
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
         let epochs = (ctx.clock_now() as f64 * (batches * bs) as f64) / self.part.len() as f64;
         let cfg = StepCfg {
-            lr: (p.learning_rate / (1.0 + p.decay * epochs)) as f32 * self.share,
+            lr: (p.lr() / (1.0 + p.decay * epochs)) as f32 * self.share,
             share: self.share,
         };
         // The clock's samples: a uniformly random ordered subset of the
@@ -1330,6 +1437,30 @@ impl AlgoWorker for DnnWorker {
                     .to_device(Device::Cpu),
             )?,
         };
+        // Diverged: a loss that is not a number, or a mean cross-entropy
+        // fifty times that of guessing uniformly (a network that is
+        // confidently wrong about everything); both end the job `failed`.
+        let classes = self.plan.shapes.last().map_or(2, |s| s.numel()).max(2);
+        let mean = loss_sum / seen.max(1) as f64;
+        if !mean.is_finite() || mean > 50.0 * (classes as f64).ln() {
+            return Err(format!(
+                "diverged: the mean cross-entropy became {} in clock {} (guessing gives {:.3}); lower params.learning_rate (now {}){}",
+                if mean.is_nan() {
+                    "NaN".to_string()
+                } else {
+                    format!("{mean:.4e}")
+                },
+                ctx.clock_now(),
+                (classes as f64).ln(),
+                p.lr(),
+                if p.scaling() == Scaling::None {
+                    " or let the inputs be scaled (leave params.scaling out, or set it to \"auto\")"
+                } else {
+                    ""
+                }
+            )
+            .into());
+        }
         Ok(StepStats {
             objective: loss_sum,
             weight: seen as f64,

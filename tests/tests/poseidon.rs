@@ -561,3 +561,93 @@ fn sfb_on_with_adam_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("params.sfb"));
 }
+
+/// A `dnn` job with no `[params]` (the automatic configuration: inputs
+/// scaled, Adam at 0.001, a clock of 8 mini-batches) on tabular sets of
+/// different shapes and scales, against scikit-learn 1.9.1's
+/// `make_pipeline(StandardScaler(), MLPClassifier())` on the same split
+/// (every 5th row a test row), mean of `random_state` 0-2: wdbc 1.0,
+/// ionosphere 0.9095, sonar 0.8699, digits 0.9740, satimage 0.9171
+/// (`/tmp`-style script in docs/benchmarks.md, "DNN defaults").
+/// petuum, 2 workers, deterministic (BSP), 500 clocks, seeds 1 and 2,
+/// measured 2026-12-04: wdbc 1.0/1.0, ionosphere 0.900/0.900, sonar
+/// 0.902/0.878, digits 0.975/0.981, satimage 0.901/0.918. wdbc's raw
+/// features reach 4,254: the old default (SGD at 0.05 on raw inputs)
+/// ended `succeeded` there at the majority class (0.628); now such a run
+/// fails, naming the cause.
+#[test]
+fn dnn_defaults_train_on_data_nobody_tuned_them_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = |file: &str, seed: u32, params: &str| {
+        format!(
+            "name = \"d\"\nalgorithm = \"dnn\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n\
+             [run]\nworkers = 2\nclocks = 500\ndeterministic = true\nseed = {seed}\n\
+             [model]\npath = \"m{seed}.safetensors\"\n[params]\n{params}\n",
+            datasets().join(file).display()
+        )
+    };
+    for (file, sklearn) in [
+        ("classification/breast_cancer_wdbc.csv", 1.0),
+        ("classification/ionosphere.csv", 0.9095),
+        ("classification/sonar.csv", 0.8699),
+        ("digits_8x8/digits.csv", 0.9740),
+        ("classification/satimage.csv", 0.9171),
+    ] {
+        let mut accs = Vec::new();
+        for seed in [1, 2] {
+            let done = run_spec(dir.path(), "auto.toml", &spec(file, seed, ""));
+            assert_eq!(done["state"], "succeeded", "{file}: {done}");
+            assert_eq!(done["below_majority"], 0.0, "{file}: {done}");
+            accs.push(done["test_accuracy"].as_f64().unwrap());
+            // The saved network scales raw inputs itself: on the whole
+            // file (train rows then test rows, as the split counts them)
+            // it scores what the job reported for each part.
+            let report = eval(
+                dir.path(),
+                &dir.path().join(format!("m{seed}.safetensors")),
+                &datasets().join(file),
+                None,
+            );
+            let n = report["samples"].as_f64().unwrap();
+            let n_test = (n * 0.2).floor();
+            let expect = (done["train_accuracy"].as_f64().unwrap() * (n - n_test)
+                + done["test_accuracy"].as_f64().unwrap() * n_test)
+                / n;
+            if n - n_test <= 2000.0 {
+                // train_accuracy covers every training row below 2,000.
+                let got = report["accuracy"].as_f64().unwrap();
+                assert!(
+                    (got - expect).abs() < 1e-9,
+                    "{file}: eval {got}, job {expect}"
+                );
+            }
+        }
+        let mean = accs.iter().sum::<f64>() / accs.len() as f64;
+        assert!(
+            mean >= sklearn - 0.01,
+            "{file}: mean test accuracy {mean} ({accs:?}), scikit-learn {sklearn}"
+        );
+    }
+    // A learning rate given keeps the inputs raw: the old default on wdbc
+    // now fails instead of succeeding at the majority class.
+    std::fs::write(
+        dir.path().join("raw.toml"),
+        spec(
+            "classification/breast_cancer_wdbc.csv",
+            1,
+            "learning_rate = 0.05",
+        ),
+    )
+    .unwrap();
+    let out = run(
+        "petuumd",
+        &["run", "raw.toml", "--data-dir", "raw.d"],
+        dir.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("diverged") && err.contains("params.scaling"),
+        "{err}"
+    );
+}

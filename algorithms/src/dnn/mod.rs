@@ -25,9 +25,6 @@ pub enum SfbMode {
 /// Registry name.
 pub const NAME: &str = "dnn";
 
-fn lr() -> f64 {
-    0.05
-}
 fn momentum() -> f64 {
     0.9
 }
@@ -110,8 +107,22 @@ pub struct DnnParams {
     /// the fused host pass is faster). Not with factor-sent layers.
     #[serde(default)]
     pub device_optimizer: Option<bool>,
-    #[serde(default = "lr")]
-    pub learning_rate: f64,
+    /// The step size. Absent: the automatic configuration, made to train
+    /// on data nobody tuned it for: inputs scaled (`scaling`), Adam at
+    /// 0.001 unless `optimizer` says otherwise (SGD then steps 0.05), as
+    /// scikit-learn's `MLPClassifier` after a `StandardScaler`. A learning
+    /// rate given keeps the inputs as they are (unless `scaling` is set)
+    /// and SGD with momentum unless `optimizer` says otherwise.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// How inputs are scaled before training (`auto`, `standard`,
+    /// `maxabs`, `none`); the scaling is saved with the model and applied
+    /// to what it evaluates. Default: `auto` in the automatic
+    /// configuration (dense features standardised, sparse ones divided by
+    /// their largest value, images, with `input_shape`, standardised per
+    /// channel), else `none`. Frame data are standardised by `frames`.
+    #[serde(default)]
+    pub scaling: Option<crate::sgd::Scaling>,
     /// Step size after `e` passes over the worker's data is
     /// `learning_rate / (1 + decay * e)`.
     #[serde(default)]
@@ -123,12 +134,15 @@ pub struct DnnParams {
     pub l2: f64,
     #[serde(default = "batch")]
     pub batch_size: usize,
-    /// Mini-batches per clock (default: one pass over the worker's data).
+    /// Mini-batches per clock (default: 8 in the automatic configuration,
+    /// else one pass over the worker's data). Workers exchange updates at
+    /// clock boundaries, so a long clock lets their models drift apart.
     #[serde(default)]
     pub batches_per_clock: Option<usize>,
-    /// `sgd` (default, with `momentum`) or `adam`.
+    /// `sgd` (with `momentum`) or `adam`; default `adam` in the automatic
+    /// configuration, else `sgd`.
     #[serde(default)]
-    pub optimizer: Optimizer,
+    pub optimizer: Option<Optimizer>,
     /// Adam's decay rates and epsilon.
     #[serde(default = "beta1")]
     pub beta1: f64,
@@ -139,8 +153,49 @@ pub struct DnnParams {
 }
 
 impl DnnParams {
+    /// No learning rate given: the automatic configuration.
+    pub fn auto(&self) -> bool {
+        self.learning_rate.is_none()
+    }
+
+    /// The optimiser that runs.
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer.unwrap_or(if self.auto() {
+            Optimizer::Adam
+        } else {
+            Optimizer::Sgd
+        })
+    }
+
+    /// The step size that runs.
+    pub fn lr(&self) -> f64 {
+        self.learning_rate.unwrap_or(match self.optimizer() {
+            Optimizer::Adam => 0.001,
+            Optimizer::Sgd => 0.05,
+        })
+    }
+
+    /// The input scaling that runs.
+    pub fn scaling(&self) -> crate::sgd::Scaling {
+        use crate::sgd::Scaling;
+        match self.scaling {
+            Some(s) => s,
+            None if self.auto() && self.frames.is_none() => Scaling::Auto,
+            None => Scaling::None,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
-        check_positive("params.learning_rate", self.learning_rate)?;
+        if let Some(lr) = self.learning_rate {
+            check_positive("params.learning_rate", lr)?;
+        }
+        if self.frames.is_some() && !matches!(self.scaling, None | Some(crate::sgd::Scaling::None))
+        {
+            return Err(SpecError::invalid(
+                "params.scaling",
+                "frame data are standardised by params.frames; leave scaling out",
+            ));
+        }
         check_non_negative("params.decay", self.decay)?;
         check_non_negative("params.l2", self.l2)?;
         if !(0.0..1.0).contains(&self.momentum) {
@@ -227,7 +282,7 @@ impl DnnParams {
     ) -> Option<&'static str> {
         if workers < 2 {
             Some("it needs several workers")
-        } else if self.optimizer != Optimizer::Sgd || self.l2 != 0.0 {
+        } else if self.optimizer() != Optimizer::Sgd || self.l2 != 0.0 {
             Some("it needs optimizer = \"sgd\" without l2")
         } else if self.batches_per_clock.is_none() {
             Some("it needs batches_per_clock")

@@ -392,12 +392,25 @@ pub struct Network {
     /// The flat parameters, laid out as [`Plan::layout`] says.
     flat: Vec<f32>,
     slots: Vec<Slot>,
+    /// `(shift, scale)` applied to a raw input before the first layer, as
+    /// in training (`x' = (x - shift) / scale`).
+    input_scaling: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Network {
     pub fn new(plan: Plan, flat: Vec<f32>) -> Self {
         let (_, slots) = plan.layout();
-        Network { plan, flat, slots }
+        Network {
+            plan,
+            flat,
+            slots,
+            input_scaling: None,
+        }
+    }
+
+    /// Scales raw inputs as training did (saved with the network).
+    pub fn set_input_scaling(&mut self, shift: Vec<f32>, scale: Vec<f32>) {
+        self.input_scaling = Some((shift, scale));
     }
 
     /// The tensors, named `op{i}.{name}`, for the model file.
@@ -415,6 +428,10 @@ impl Network {
         file.set("network", serde_json::to_string(&self.plan)?);
         for (name, shape, data) in self.tensors() {
             file.add_tensor(&name, shape, data.to_vec());
+        }
+        if let Some((shift, scale)) = &self.input_scaling {
+            file.add_tensor("input_shift", vec![shift.len()], shift.clone());
+            file.add_tensor("input_scale", vec![scale.len()], scale.clone());
         }
         Ok(())
     }
@@ -440,7 +457,26 @@ impl Network {
             }
             flat[s.offset..s.offset + s.len].copy_from_slice(&t.data);
         }
-        Ok(Network { plan, flat, slots })
+        let input_scaling = match (file.tensor("input_shift"), file.tensor("input_scale")) {
+            (Ok(shift), Ok(scale)) => {
+                let d = plan.input.numel();
+                if shift.data.len() != d || scale.data.len() != d {
+                    return Err(bad(format!(
+                        "input scaling of {} and {} values for {d} inputs",
+                        shift.data.len(),
+                        scale.data.len()
+                    )));
+                }
+                Some((shift.data.clone(), scale.data.clone()))
+            }
+            _ => None,
+        };
+        Ok(Network {
+            plan,
+            flat,
+            slots,
+            input_scaling,
+        })
     }
 
     fn param(&self, op: usize, name: &str) -> &[f32] {
@@ -555,6 +591,11 @@ impl Network {
     pub fn predict(&self, x: &Features, i: usize) -> u32 {
         let mut row = vec![0f32; self.plan.input.numel()];
         x.row_into(i, &mut row);
+        if let Some((shift, scale)) = &self.input_scaling {
+            for ((v, m), s) in row.iter_mut().zip(shift).zip(scale) {
+                *v = (*v - m) / s;
+            }
+        }
         argmax(&self.logits(&row))
     }
 
