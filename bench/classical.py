@@ -128,7 +128,7 @@ CASES = {
         "accuracy", "RandomForestClassifier(50, depth 16, n_jobs=2)"),
     "dml_ionosphere": (
         job("dml", csvdata("classification/ionosphere.csv"), "clocks = 200\nseed = 1",
-            "learning_rate = 0.003\ndecay = 0.01\nknn = 5\npull = 0.25\ntargets = 5\nimpostors = 10"),
+            "learning_rate = 0.003\ndecay = 0.01\nknn = 5\npull = 0.25\ntargets = 5\nimpostors = 10\nscaling = \"global\""),
         "test_knn_accuracy",
         "from sklearn.neighbors import NeighborhoodComponentsAnalysis as N, KNeighborsClassifier as K; from sklearn.pipeline import make_pipeline as P\n"
         "from sklearn.preprocessing import StandardScaler as S\n"

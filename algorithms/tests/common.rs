@@ -7,7 +7,8 @@ use petuum_core::inproc::InProcShards;
 use petuum_core::runner::{run_job, NoProgress, RunConfig, RunOutcome};
 use petuum_core::spec::JobSpec;
 use petuum_core::worker::Node;
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -69,4 +70,42 @@ pub fn metric(out: &RunOutcome, name: &str) -> f64 {
         .find(|(k, _)| k == name)
         .unwrap_or_else(|| panic!("no metric {name} in {:?}", out.model.metrics))
         .1
+}
+
+/// The binary Ames set written into `dir`: the 33 numeric columns of
+/// `regression/ames_raw.csv` but `Sale_Price` (raw values up to 215,245),
+/// label 1 when the price is above its median, else -1.
+pub fn ames_binary(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(datasets().join("regression/ames_raw.csv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let price = header.iter().position(|h| *h == "Sale_Price").unwrap();
+    let numeric: Vec<usize> = (0..header.len())
+        .filter(|&j| j != price && rows.iter().all(|r| r[j].parse::<f64>().is_ok()))
+        .collect();
+    assert_eq!(numeric.len(), 33, "numeric columns of ames_raw.csv");
+    let mut prices: Vec<f64> = rows.iter().map(|r| r[price].parse().unwrap()).collect();
+    prices.sort_by(f64::total_cmp);
+    let n = prices.len();
+    let median = if n % 2 == 1 {
+        prices[n / 2]
+    } else {
+        (prices[n / 2 - 1] + prices[n / 2]) / 2.0
+    };
+    let mut out = String::new();
+    for &j in &numeric {
+        write!(out, "{},", header[j]).unwrap();
+    }
+    out.push_str("label\n");
+    for r in &rows {
+        for &j in &numeric {
+            write!(out, "{},", r[j]).unwrap();
+        }
+        let above = r[price].parse::<f64>().unwrap() > median;
+        out.push_str(if above { "1\n" } else { "-1\n" });
+    }
+    let path = dir.join("ames_binary.csv");
+    std::fs::write(&path, out).unwrap();
+    path
 }

@@ -23,8 +23,7 @@
 //! (`ames_binary`; the same derivation in the reference script).
 
 mod common;
-use common::{datasets, metric, run_spec};
-use std::fmt::Write as _;
+use common::{ames_binary, datasets, metric, run_spec};
 use std::path::Path;
 
 /// One data set: its `[data]` block and the scikit-learn figures.
@@ -47,42 +46,6 @@ fn data_block(path: &Path) -> String {
         "format = \"{fmt}\"\ntrain = \"{}\"\ntest_fraction = 0.2",
         path.display()
     )
-}
-
-/// The binary Ames set (see the module docs) written into `dir`.
-fn ames_binary(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(datasets().join("regression/ames_raw.csv")).unwrap();
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
-    let price = header.iter().position(|h| *h == "Sale_Price").unwrap();
-    let numeric: Vec<usize> = (0..header.len())
-        .filter(|&j| j != price && rows.iter().all(|r| r[j].parse::<f64>().is_ok()))
-        .collect();
-    assert_eq!(numeric.len(), 33, "numeric columns of ames_raw.csv");
-    let mut prices: Vec<f64> = rows.iter().map(|r| r[price].parse().unwrap()).collect();
-    prices.sort_by(f64::total_cmp);
-    let n = prices.len();
-    let median = if n % 2 == 1 {
-        prices[n / 2]
-    } else {
-        (prices[n / 2 - 1] + prices[n / 2]) / 2.0
-    };
-    let mut out = String::new();
-    for &j in &numeric {
-        write!(out, "{},", header[j]).unwrap();
-    }
-    out.push_str("label\n");
-    for r in &rows {
-        for &j in &numeric {
-            write!(out, "{},", r[j]).unwrap();
-        }
-        let above = r[price].parse::<f64>().unwrap() > median;
-        out.push_str(if above { "1\n" } else { "-1\n" });
-    }
-    let path = dir.join("ames_binary.csv");
-    std::fs::write(&path, out).unwrap();
-    path
 }
 
 fn binary_cases(tmp: &Path) -> Vec<Case> {

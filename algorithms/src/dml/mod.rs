@@ -15,10 +15,14 @@
 //!
 //! summed over mini-batches of such pairs in each worker's partition.
 //! `L` lives in a dense table, one
-//! row per output dimension. Features are centred and divided by one
-//! global deviation (part of the saved model), and `L` starts as the
+//! row per output dimension. Features are centred and divided by their
+//! own deviations (`scaling = "standard"`, the default: no feature's unit
+//! decides the metric, so raw data of mixed scales work) or by one global
+//! deviation (`scaling = "global"`: training starts from the raw Euclidean
+//! metric); the scaling is part of the saved model. `L` starts as the
 //! identity scaled so that the margin (1) is the typical squared distance
-//! to a nearest same-class point: training starts from the Euclidean metric.
+//! to a nearest same-class point, which makes the default step size
+//! independent of the data's scale.
 //!
 //! Evaluation: k-NN accuracy on held-out data in the learned space, beside
 //! plain Euclidean k-NN on the raw features (the baseline a user would
@@ -26,7 +30,7 @@
 
 mod params;
 
-pub use params::DmlParams;
+pub use params::{DmlParams, DmlScaling};
 
 use crate::data::Dataset;
 use crate::model::{ModelError, ModelFile};
@@ -67,13 +71,19 @@ impl Dml {
         if train.num_classes < 2 {
             return Err("distance metric learning needs at least two classes".into());
         }
-        // Centre each feature but scale all by one global deviation, so the
-        // starting metric is exactly the Euclidean one.
         let (mean, std) = train.features.column_stats();
-        let global = (std.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>()
-            / std.len().max(1) as f64)
-            .sqrt() as f32;
-        let std = vec![global.max(1e-12); mean.len()];
+        let std = match params.scaling.unwrap_or(DmlScaling::Standard) {
+            DmlScaling::Global => {
+                let global = (std.iter().map(|s| (*s as f64) * (*s as f64)).sum::<f64>()
+                    / std.len().max(1) as f64)
+                    .sqrt() as f32;
+                vec![global.max(1e-12); mean.len()]
+            }
+            DmlScaling::Standard => std
+                .iter()
+                .map(|&s| if s > 1e-12 && s.is_finite() { s } else { 1.0 })
+                .collect(),
+        };
         let mut f = train.features.clone();
         f.standardize(&mean, &std);
         let x = f.to_dense();

@@ -28,6 +28,18 @@ fn knn() -> usize {
     5
 }
 
+/// How features are scaled before the metric is learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DmlScaling {
+    /// Each feature centred and divided by its own deviation (the
+    /// learning starts from the standardised Euclidean metric).
+    Standard,
+    /// Each feature centred, all divided by one global deviation (the
+    /// learning starts from the raw Euclidean metric).
+    Global,
+}
+
 /// `[params]` of a `dml` job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +66,9 @@ pub struct DmlParams {
     /// Dissimilar pairs per point: its nearest other-class points.
     #[serde(default = "impostors")]
     pub impostors: usize,
+    /// Feature scaling (default `standard`).
+    #[serde(default)]
+    pub scaling: Option<DmlScaling>,
     /// Neighbours for the k-NN evaluation.
     #[serde(default = "knn")]
     pub knn: usize,
