@@ -83,8 +83,9 @@ fn learned_metric_beats_euclidean_knn_on_digits() {
 }
 
 /// No `[params]`: features standardised one by one, the default step.
-/// Against scikit-learn 1.9.1's `StandardScaler` + `NeighborhoodComponentsAnalysis(random_state=0)`
-/// + `KNeighborsClassifier(5)` on the same split (2026-12-04): ionosphere
+/// Against scikit-learn 1.9.1's `StandardScaler`,
+/// `NeighborhoodComponentsAnalysis(random_state=0)` and
+/// `KNeighborsClassifier(5)` on the same split (2026-12-04): ionosphere
 /// 0.8714, sonar 0.8049, wdbc 0.9558, digits 0.9749, ames (raw values up
 /// to 215,245) 0.9334. petuum, seeds 1 and 2 (measured 2026-12-04):
 /// ionosphere 0.8714/0.8571, sonar 0.8293/0.8293, wdbc 0.9823/0.9823,
