@@ -186,3 +186,71 @@ fn mf_sgd_resumed_is_byte_identical() {
         "the resumed run's model differs"
     );
 }
+
+/// Records the most rows any of `tables` held, every 50 clocks.
+struct RowWatch {
+    shards: Arc<InProcShards>,
+    tables: Vec<u32>,
+    most: Mutex<Vec<usize>>,
+}
+impl ProgressSink for RowWatch {
+    fn on_clock(&self, p: &ClockProgress) {
+        if !p.clock.is_multiple_of(50) {
+            return;
+        }
+        let mut most = self.most.lock().unwrap();
+        for (m, &t) in most.iter_mut().zip(&self.tables) {
+            if let Ok(rows) = self.shards.row_ids(t) {
+                *m = (*m).max(rows.len());
+            }
+        }
+    }
+}
+
+/// The round tables cycle through three rows: through a Lasso run of
+/// thousands of rounds its schedule, partials and gap tables never hold
+/// more than three rows (before, one row per round stayed in every
+/// replica and every checkpoint).
+#[test]
+fn lasso_round_tables_do_not_grow() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(LASSO, &dir.path().join("m.safetensors"));
+    let algo = petuum_algorithms::build(&spec).unwrap();
+    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let node = Node::new(shards.clone(), 1 << 16);
+    let names = ["lasso_schedule", "lasso_partials", "lasso_gap"];
+    let decls = algo.tables();
+    let watch = RowWatch {
+        shards: shards.clone(),
+        tables: names
+            .iter()
+            .map(|n| 1 + decls.iter().position(|t| t.name == *n).expect(n) as u32)
+            .collect(),
+        most: Mutex::new(vec![0; names.len()]),
+    };
+    let stop = AtomicBool::new(false);
+    let hooks = RunHooks {
+        progress: &watch,
+        stop: &stop,
+        checkpoint_every: 0,
+        checkpointer: None,
+        resume: None,
+    };
+    let out = run_job_with(
+        &node,
+        algo.as_ref(),
+        &config(&spec),
+        &spec.model.path,
+        hooks,
+    )
+    .unwrap();
+    assert!(out.clocks > 1000, "only {} rounds", out.clocks);
+    let most = watch.most.lock().unwrap();
+    for (name, &m) in names.iter().zip(most.iter()) {
+        assert!(
+            (1..=3).contains(&m),
+            "{name}: up to {m} rows in {} rounds",
+            out.clocks
+        );
+    }
+}

@@ -26,7 +26,8 @@ pub use params::{LassoParams, LassoScheduler};
 
 use crate::model::{ModelError, ModelFile};
 use crate::strads::{
-    Interference, NoInterference, PriorityScheduler, Rounds, Scheduler, UniformScheduler,
+    clear_row, ring_row, Interference, NoInterference, PriorityScheduler, Rounds, Scheduler,
+    UniformScheduler,
 };
 use petuum_core::algorithm::{
     AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
@@ -42,6 +43,12 @@ pub const NAME: &str = "lasso";
 const BETA: &str = "lasso_beta";
 const PRIORITY: &str = "lasso_priority";
 const GAP: &str = "lasso_gap";
+
+/// The ring row of the gap sums written at clock `c` (a multiple of
+/// `every`): written at `c`, read at `c + 1`, cleared at `c + 2`.
+fn gap_row(c: u64, every: u64) -> u64 {
+    ring_row(c / every)
+}
 const PATH: &str = "lasso_path";
 
 /// Validates a `lasso` spec without reading data.
@@ -557,7 +564,7 @@ impl AlgoWorker for LassoWorker {
         if c >= 1 && (c - 1).is_multiple_of(s.gap_every) {
             let tg = ctx.table::<f64>(GAP)?;
             let mut row = Vec::new();
-            ctx.get_dense_into(tg, c - 1, &mut row)?;
+            ctx.get_dense_into(tg, gap_row(c - 1, s.gap_every), &mut row)?;
             let gap = s.gap(&row[..s.d], row[s.d], row[s.d + 1], &beta, lambda);
             if self.worker == 0 {
                 tracing::info!(
@@ -660,7 +667,7 @@ impl AlgoWorker for LassoWorker {
             row.push(r2);
             row.push(ry);
             let tg = ctx.table::<f64>(GAP)?;
-            ctx.batch_inc(tg, c, &row)?;
+            ctx.batch_inc(tg, gap_row(c, s.gap_every), &row)?;
         }
         // This round's partials.
         let block = self.rounds.read_schedule(ctx, c)?;
@@ -670,6 +677,16 @@ impl AlgoWorker for LassoWorker {
             .collect();
         self.rounds
             .push_partials(ctx, c, block.len(), &partials, &[])?;
+        // The scheduler clears the rows every worker has read (round
+        // c - 2's partials, the gap sums of clock c - 2), so the ring rows
+        // are zero when they are next written.
+        if self.scheduler.is_some() && c >= 2 {
+            self.rounds.retire_partials(ctx, c - 2)?;
+            if (c - 2).is_multiple_of(s.gap_every) {
+                let tg = ctx.table::<f64>(GAP)?;
+                clear_row(ctx, tg, gap_row(c - 2, s.gap_every))?;
+            }
+        }
         // The scheduler picks the next round's block.
         if let Some(scheduler) = &self.scheduler {
             let mut prio = vec![0.0; s.d];

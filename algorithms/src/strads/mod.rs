@@ -19,7 +19,18 @@
 //! Schedules, partials and the model are table rows, so they are
 //! replicated, checkpointed and restored with the rest of the job; a
 //! resumed deterministic run reads exactly the rows an uninterrupted one
-//! would. The schedule is a pure function of the job seed, the clock and
+//! would.
+//!
+//! Rounds reuse [`RING`] rows (round `r` lives in row `r mod 3`), so the
+//! tables and their checkpoints do not grow with the rounds. Round `r`'s
+//! block is written at clock `r - 1` and read at clocks `r` and `r + 1`;
+//! its partials are added at clock `r`, read at `r + 1`, and cleared by
+//! the scheduler at `r + 2` ([`Rounds::retire_partials`]: it adds minus
+//! the complete sum, which leaves exactly 0); the row is next written at
+//! `r + 3`. Under BSP a worker reaches clock `k` only after every worker
+//! finished `k - 1`, so no one still reads a row when it is cleared or
+//! rewritten, and the clear is applied before anyone writes the row
+//! again: every read returns what a fresh row would hold, bit for bit. The schedule is a pure function of the job seed, the clock and
 //! table values every worker reads at the same clock.
 //!
 //! Schedulers ([`Scheduler`]): [`PriorityScheduler`] samples variables
@@ -37,7 +48,27 @@ pub use schedule::{
 
 use petuum_core::algorithm::{BoxError, TableDecl, TableLoader};
 use petuum_core::types::Clock;
-use petuum_core::{ElemType, Row, RowKind, WorkerCtx};
+use petuum_core::{ElemType, Row, RowKind, Table, WorkerCtx};
+
+/// Rows a round-indexed table cycles through (see the module docs).
+pub const RING: Clock = 3;
+
+/// The row of round `round`.
+pub fn ring_row(round: Clock) -> u64 {
+    round % RING
+}
+
+/// Clears a row whose every reader is done: adds minus its complete value
+/// (called by the row's one clearing worker; the row then holds exactly 0).
+pub fn clear_row(ctx: &mut WorkerCtx, t: Table<f64>, row: u64) -> Result<(), BoxError> {
+    let mut v = Vec::new();
+    ctx.get_dense_into(t, row, &mut v)?;
+    if v.iter().any(|x| *x != 0.0) {
+        v.iter_mut().for_each(|x| *x = -*x);
+        ctx.batch_inc(t, row, &v)?;
+    }
+    Ok(())
+}
 
 /// The tables of a Strads program's rounds.
 #[derive(Clone, Debug)]
@@ -117,17 +148,23 @@ impl Rounds {
         Ok(row)
     }
 
-    /// Schedules `block` for round `round` (called by the scheduler only,
-    /// at a clock before `round`).
+    /// Schedules `block` for round `round` (called by the scheduler, the
+    /// row's only writer, at clock `round - 1`): replaces what the row
+    /// held (the block of round `round - 3`).
     pub fn write_schedule(
         &self,
         ctx: &mut WorkerCtx,
         round: Clock,
         block: &[u32],
     ) -> Result<(), BoxError> {
-        let row = self.encode(block)?;
+        let mut row = self.encode(block)?;
         let t = ctx.table::<i64>(&self.schedule_table())?;
-        ctx.batch_inc(t, round, &row)?;
+        let mut old = Vec::new();
+        ctx.get_dense_into(t, ring_row(round), &mut old)?;
+        for (v, o) in row.iter_mut().zip(&old) {
+            *v -= o;
+        }
+        ctx.batch_inc(t, ring_row(round), &row)?;
         Ok(())
     }
 
@@ -135,7 +172,7 @@ impl Rounds {
     pub fn read_schedule(&self, ctx: &mut WorkerCtx, round: Clock) -> Result<Vec<u32>, BoxError> {
         let t = ctx.table::<i64>(&self.schedule_table())?;
         let mut row = Vec::new();
-        ctx.get_dense_into(t, round, &mut row)?;
+        ctx.get_dense_into(t, ring_row(round), &mut row)?;
         let len = row[0];
         if len < 0 || len as usize > self.max_block {
             return Err(format!("schedule of round {round} is corrupt (length {len})").into());
@@ -167,8 +204,15 @@ impl Rounds {
         row[..per_var.len()].copy_from_slice(per_var);
         row[self.max_block * self.width..].copy_from_slice(extra);
         let t = ctx.table::<f64>(&self.partials_table())?;
-        ctx.batch_inc(t, round, &row)?;
+        ctx.batch_inc(t, ring_row(round), &row)?;
         Ok(())
+    }
+
+    /// Clears the partials of round `round` (the scheduler, at clock
+    /// `round + 2`, when every worker has read them).
+    pub fn retire_partials(&self, ctx: &mut WorkerCtx, round: Clock) -> Result<(), BoxError> {
+        let t = ctx.table::<f64>(&self.partials_table())?;
+        clear_row(ctx, t, ring_row(round))
     }
 
     /// The partials of round `round` summed over the workers (complete at
@@ -181,7 +225,7 @@ impl Rounds {
     ) -> Result<(Vec<f64>, Vec<f64>), BoxError> {
         let t = ctx.table::<f64>(&self.partials_table())?;
         let mut row = Vec::new();
-        ctx.get_dense_into(t, round, &mut row)?;
+        ctx.get_dense_into(t, ring_row(round), &mut row)?;
         let extra = row[self.max_block * self.width..].to_vec();
         row.truncate(block_len * self.width);
         Ok((row, extra))
