@@ -808,6 +808,7 @@ mod tests {
                 objective: o * 10.0,
                 weight: 10.0,
                 samples: 10,
+                ..Default::default()
             };
             p.after_step(&mut ctx, rule, &stats, &|| "hint".into())
                 .map_err(|e| e.to_string())?;

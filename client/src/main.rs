@@ -552,6 +552,7 @@ fn job_json(i: &JobInfo) -> serde_json::Value {
         "error": if i.error.is_empty() { serde_json::Value::Null } else { i.error.clone().into() },
         "model_bytes": i.model_bytes,
         "metrics": metrics,
+        "clock_metrics": i.clock_metrics,
         "workers": i.workers,
         "seconds": i.seconds,
         "submitted_ms": i.submitted_ms,
@@ -600,8 +601,12 @@ fn print_status(i: &JobInfo) {
     }
     if i.has_progress {
         println!(
-            "  progress:   clock {}/{}, objective {:.6}, {:.0} samples/s",
-            i.clock, i.clocks, i.objective, i.throughput
+            "  progress:   clock {}/{}, objective {:.6}, {:.0} samples/s{}",
+            i.clock,
+            i.clocks,
+            i.objective,
+            i.throughput,
+            clock_metrics(i)
         );
     } else {
         println!("  progress:   clock 0/{}", i.clocks);
@@ -664,18 +669,22 @@ async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientE
                 b.set_length(i.clocks.max(1));
                 b.set_position(i.clock);
                 b.set_message(format!(
-                    "{} | objective {:.4} | {:.0} samples/s",
-                    i.state, i.objective, i.throughput
+                    "{} | objective {:.4} | {:.0} samples/s{}",
+                    i.state,
+                    i.objective,
+                    i.throughput,
+                    clock_metrics(i)
                 ));
             } else if i.state != last_state || i.has_progress {
                 eprintln!(
-                    "job {}: {} clock {}/{} objective {:.6} {:.0} samples/s{}",
+                    "job {}: {} clock {}/{} objective {:.6} {:.0} samples/s{}{}",
                     i.id,
                     i.state,
                     i.clock,
                     i.clocks,
                     i.objective,
                     i.throughput,
+                    clock_metrics(i),
                     if i.host == 0 {
                         String::new()
                     } else {
@@ -798,6 +807,15 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool, change: Option<NodeCha
     } else {
         ExitCode::from(1)
     }
+}
+
+/// A job's clock metrics as `, name value` pairs, sorted by name.
+fn clock_metrics(i: &JobInfo) -> String {
+    let mut m: Vec<(&String, &f64)> = i.clock_metrics.iter().collect();
+    m.sort_by(|a, b| a.0.cmp(b.0));
+    m.iter()
+        .map(|(k, v)| format!(", {k} {}", petuum_core::runner::format_metric(**v)))
+        .collect()
 }
 
 #[cfg(test)]

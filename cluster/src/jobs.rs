@@ -76,6 +76,9 @@ pub struct Progress {
     pub elapsed_s: f64,
     /// Wall-clock time of the report, ms since the Unix epoch.
     pub at_ms: u64,
+    /// The job's other values (see [`HostReport::metrics`]): the
+    /// coordinator's, else the first host's that has any.
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// One host's progress: sums over its workers after `clock` clocks.
@@ -87,6 +90,9 @@ pub struct HostReport {
     pub samples: u64,
     pub throughput: f64,
     pub elapsed_s: f64,
+    /// The job's other values after `clock` (a duality gap, a held-out
+    /// error), as this host's lowest-numbered worker reported them.
+    pub metrics: Vec<(String, f64)>,
 }
 
 /// What a finished job produced.
@@ -212,6 +218,15 @@ impl JobRecord {
         if p.clock == Clock::MAX {
             p.clock = 0;
         }
+        p.metrics = self
+            .host
+            .iter()
+            .chain(&hosts)
+            .filter_map(|h| self.host_progress.get(h))
+            .map(|r| &r.metrics)
+            .find(|m| !m.is_empty())
+            .cloned()
+            .unwrap_or_default();
         p.objective = if weight > 0.0 { sum / weight } else { sum };
         let advanced = self.history.last().is_none_or(|l| l.clock != p.clock);
         if advanced {

@@ -32,6 +32,45 @@ pub struct StepStats {
     pub weight: f64,
     /// Samples (or tokens) processed, for throughput.
     pub samples: u64,
+    /// Values of the job as a whole after this clock besides the objective
+    /// (a duality gap, the non-zeros, a held-out error).
+    pub metrics: ClockMetrics,
+}
+
+/// Up to [`ClockMetrics::CAPACITY`] named values a worker reports with a
+/// clock. They describe the job, not the worker's share of it: workers
+/// that report one report the same value (or one worker reports it), and
+/// the progress keeps the lowest-numbered worker's.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClockMetrics {
+    items: [(&'static str, f64); ClockMetrics::CAPACITY],
+    len: usize,
+}
+
+impl ClockMetrics {
+    pub const CAPACITY: usize = 4;
+
+    /// Adds a value (beyond the capacity it is dropped).
+    pub fn push(&mut self, name: &'static str, value: f64) {
+        if self.len < Self::CAPACITY {
+            self.items[self.len] = (name, value);
+            self.len += 1;
+        }
+    }
+
+    /// Builder form of [`push`](Self::push).
+    pub fn with(mut self, name: &'static str, value: f64) -> Self {
+        self.push(name, value);
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.items[..self.len].iter().copied()
+    }
 }
 
 /// How a trained model was written.

@@ -31,6 +31,26 @@ pub struct RunConfig {
     pub deterministic: bool,
 }
 
+/// Clock metrics for a progress line: `  name value` each (empty when
+/// none), values in 4 significant digits.
+pub fn metrics_suffix<'a>(metrics: impl Iterator<Item = (&'a str, f64)>) -> String {
+    metrics
+        .map(|(k, v)| format!("  {k} {}", format_metric(v)))
+        .collect()
+}
+
+/// A metric value for people: whole numbers as they are, others to 4
+/// decimals between 0.001 and 10,000, in scientific notation beyond.
+pub fn format_metric(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v}")
+    } else if (1e-3..1e4).contains(&v.abs()) {
+        format!("{v:.4}")
+    } else {
+        format!("{v:.4e}")
+    }
+}
+
 /// Progress of the job after every worker finished a clock.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClockProgress {
@@ -47,6 +67,9 @@ pub struct ClockProgress {
     /// Samples per second over this clock.
     pub throughput: f64,
     pub elapsed_s: f64,
+    /// The job's other values after this clock (`StepStats::metrics` of
+    /// the lowest-numbered worker that reported any).
+    pub metrics: Vec<(&'static str, f64)>,
     /// Table traffic of this node's workers since the run started, summed
     /// over them (as of their last finished clock).
     pub traffic: Traffic,
@@ -175,6 +198,8 @@ struct ClockAcc {
     objective: f64,
     weight: f64,
     samples: u64,
+    /// The metrics of the lowest-numbered worker that reported any.
+    metrics: Option<(WorkerId, crate::algorithm::ClockMetrics)>,
 }
 
 struct Aggregator<'a> {
@@ -204,6 +229,9 @@ impl Aggregator<'_> {
         acc.objective += s.objective;
         acc.weight += s.weight;
         acc.samples += s.samples;
+        if !s.metrics.is_empty() && acc.metrics.is_none_or(|(v, _)| w < v) {
+            acc.metrics = Some((w, s.metrics));
+        }
         // Clocks complete in order: a worker cannot finish clock c + 1
         // before every worker... under async it can, so emit in order.
         while let Some(entry) = pending.first_entry() {
@@ -230,6 +258,10 @@ impl Aggregator<'_> {
                 throughput: acc.samples as f64 / dt,
                 elapsed_s: now.duration_since(self.start).as_secs_f64(),
                 traffic: self.traffic(),
+                metrics: acc
+                    .metrics
+                    .map(|(_, m)| m.iter().collect())
+                    .unwrap_or_default(),
             });
         }
     }

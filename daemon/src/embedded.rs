@@ -61,7 +61,7 @@ struct Reporter {
 
 impl ProgressSink for Reporter {
     fn on_clock(&self, p: &ClockProgress) {
-        let line = json!({
+        let mut line = json!({
             "event": "clock",
             "clock": p.clock,
             "clocks": p.clocks,
@@ -70,6 +70,14 @@ impl ProgressSink for Reporter {
             "throughput": p.throughput,
             "elapsed_s": p.elapsed_s,
         });
+        if !p.metrics.is_empty() {
+            line["metrics"] = p
+                .metrics
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+        }
+        let extra = petuum_core::runner::metrics_suffix(p.metrics.iter().copied());
         if let Ok(mut f) = self.log.lock() {
             let _ = writeln!(f, "{line}");
         }
@@ -78,12 +86,12 @@ impl ProgressSink for Reporter {
         } else if let Some(bar) = &self.bar {
             bar.set_position(p.clock);
             bar.set_message(format!(
-                "{} {:.4} | {:.0} samples/s",
+                "{} {:.4} | {:.0} samples/s{extra}",
                 self.objective_name, p.objective, p.throughput
             ));
         } else {
             eprintln!(
-                "clock {}/{}  {} {:.4}  {:.0} samples/s  {:.1}s",
+                "clock {}/{}  {} {:.4}  {:.0} samples/s  {:.1}s{extra}",
                 p.clock, p.clocks, self.objective_name, p.objective, p.throughput, p.elapsed_s
             );
         }

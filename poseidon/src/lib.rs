@@ -1465,6 +1465,7 @@ impl AlgoWorker for DnnWorker {
             objective: loss_sum,
             weight: seen as f64,
             samples: seen,
+            ..Default::default()
         })
     }
 

@@ -21,4 +21,4 @@ pub mod v1 {
 /// Version 5: `ForgetJob` (deleting an ended job on its shards).
 /// Version 6: elastic membership (joins, placement recorded per group,
 /// group moves); a joining node's first message names cluster 0.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;

@@ -197,6 +197,10 @@ pub struct JobInfo {
     pub curve_clocks: ::prost::alloc::vec::Vec<u64>,
     #[prost(double, repeated, tag = "26")]
     pub curve_objective: ::prost::alloc::vec::Vec<f64>,
+    /// The job's other values after its newest clock (e.g. a duality gap,
+    /// the non-zeros, a held-out error), as its workers reported them.
+    #[prost(map = "string, double", tag = "27")]
+    pub clock_metrics: ::std::collections::HashMap<::prost::alloc::string::String, f64>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListReply {

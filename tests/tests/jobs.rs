@@ -316,6 +316,36 @@ fn bad_specs_and_requests_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("only a paused or failed job"));
     let out = client(&ep, &["model", &job.to_string(), "-o", "x.bin"], d);
     assert!(String::from_utf8_lossy(&out.stderr).contains("once it has succeeded"));
+    // A job's per-clock values beyond the objective reach clients: a
+    // Lasso's non-zeros and relative duality gap (150 rounds: far from
+    // converged on diabetes, where coordinate descent takes thousands).
+    let lasso = d.join("lasso.toml");
+    std::fs::write(
+        &lasso,
+        format!(
+            "name = \"l\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[run]\nworkers = 2\nclocks = 150\n[model]\npath = \"l.safetensors\"\n[params]\nlambda = 20.0\ntol = 1e-9\n",
+            petuum_tests::datasets().join("regression/diabetes.csv").display()
+        ),
+    )
+    .unwrap();
+    let job = submit(&c, &ep, &lasso);
+    let s = wait_for(&c, &ep, job, Duration::from_secs(120), "success", |s| {
+        assert_ne!(s["state"], "failed", "{s}");
+        s["state"] == "succeeded"
+    });
+    let m = &s["clock_metrics"];
+    let nnz = m["nnz"].as_f64().unwrap_or_else(|| panic!("no nnz: {s}"));
+    assert!((1.0..=10.0).contains(&nnz), "{s}");
+    let gap = m["relative_gap"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no gap: {s}"));
+    assert!(gap > 0.0 && gap < 1.0, "{s}");
+    let out = client(&ep, &["status", &job.to_string()], d);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("nnz") && text.contains("relative_gap"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -355,6 +355,7 @@ impl AlgoWorker for DmlWorker {
             objective: loss_sum,
             weight: triplets,
             samples: triplets as u64,
+            ..Default::default()
         })
     }
 }

@@ -230,6 +230,7 @@ impl AlgoWorker for ForestWorker {
             objective: errors as f64,
             weight: oob_total as f64,
             samples,
+            ..Default::default()
         })
     }
 

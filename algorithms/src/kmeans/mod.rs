@@ -407,6 +407,7 @@ impl AlgoWorker for KMeansWorker {
             objective: inertia,
             weight: 0.0,
             samples: n as u64,
+            ..Default::default()
         })
     }
 }

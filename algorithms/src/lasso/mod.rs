@@ -30,7 +30,8 @@ use crate::strads::{
     UniformScheduler,
 };
 use petuum_core::algorithm::{
-    AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
+    AlgoWorker, Algorithm, BoxError, ClockMetrics, ModelSummary, StepStats, TableDecl, TableLoader,
+    TableReader,
 };
 use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
 use petuum_core::{ElemType, Row, RowKind, WorkerCtx};
@@ -396,6 +397,7 @@ impl Algorithm for Lasso {
             screened: vec![false; s.d],
             stage: 0,
             done: false,
+            gap: None,
         }))
     }
 
@@ -497,6 +499,8 @@ struct LassoWorker {
     screened: Vec<bool>,
     stage: usize,
     done: bool,
+    /// The newest relative duality gap (for the progress; not checkpointed).
+    gap: Option<f64>,
 }
 
 impl LassoWorker {
@@ -537,10 +541,16 @@ impl LassoWorker {
         if self.worker == 0 {
             obj += s.n as f64 * lambda * beta.iter().map(|b| b.abs()).sum::<f64>();
         }
+        let mut metrics =
+            ClockMetrics::default().with("nnz", beta.iter().filter(|b| **b != 0.0).count() as f64);
+        if let Some(gap) = self.gap {
+            metrics.push("relative_gap", gap);
+        }
         StepStats {
             objective: obj,
             weight: self.resid.len() as f64,
             samples: self.resid.len() as u64,
+            metrics,
         }
     }
 }
@@ -566,6 +576,7 @@ impl AlgoWorker for LassoWorker {
             let mut row = Vec::new();
             ctx.get_dense_into(tg, gap_row(c - 1, s.gap_every), &mut row)?;
             let gap = s.gap(&row[..s.d], row[s.d], row[s.d + 1], &beta, lambda);
+            self.gap = Some(gap / s.yc_norm2.max(f64::MIN_POSITIVE));
             if self.worker == 0 {
                 tracing::info!(
                     clock = c,

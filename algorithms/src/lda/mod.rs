@@ -739,6 +739,7 @@ impl AlgoWorker for LdaWorker {
             objective,
             weight: 0.0,
             samples: sampled as u64,
+            ..Default::default()
         })
     }
 

@@ -467,11 +467,13 @@ impl AlgoWorker for LinearWorker {
                 objective,
                 weight: self.part.len() as f64,
                 samples: seen as u64,
+                ..Default::default()
             },
             None => StepStats {
                 objective: loss_sum + reg * seen,
                 weight: seen,
                 samples: seen as u64,
+                ..Default::default()
             },
         };
         let hint = self.hint.clone();

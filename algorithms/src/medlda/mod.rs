@@ -527,6 +527,7 @@ impl AlgoWorker for MedWorker {
             objective: loss,
             weight: pairs as f64,
             samples: self.z.len() as u64,
+            ..Default::default()
         })
     }
 

@@ -27,7 +27,8 @@ pub mod data;
 use crate::model::{ModelError, ModelFile};
 use data::{Columns, IdMap, Ratings};
 use petuum_core::algorithm::{
-    AlgoWorker, Algorithm, BoxError, ModelSummary, StepStats, TableDecl, TableLoader, TableReader,
+    AlgoWorker, Algorithm, BoxError, ClockMetrics, ModelSummary, StepStats, TableDecl, TableLoader,
+    TableReader,
 };
 use petuum_core::spec::{
     check_positive, check_range, parse_params, DataFormat, JobSpec, SpecError,
@@ -588,9 +589,11 @@ impl AlgoWorker for MfWorker {
             Solver::Ccd => 2 * s.params.inner * s.params.rank,
             Solver::Sgd => s.params.batches,
         };
+        let mut metrics = ClockMetrics::default();
         if self.worker == 0 && c.is_multiple_of(epoch) {
             if let Some(t) = &s.test {
                 let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.params.rank);
+                metrics.push("test_rmse", r);
                 tracing::info!(
                     clock = c,
                     train_mse = sse / count.max(1) as f64,
@@ -603,6 +606,7 @@ impl AlgoWorker for MfWorker {
             objective: sse,
             weight: count as f64,
             samples: count as u64,
+            metrics,
         })
     }
 

@@ -1046,6 +1046,7 @@ impl AlgoWorker for FactorWorker {
             objective: scal[S_LOSS],
             weight,
             samples: n as u64,
+            ..Default::default()
         })
     }
 }

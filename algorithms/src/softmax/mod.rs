@@ -361,11 +361,13 @@ impl AlgoWorker for SoftmaxWorker {
                 objective,
                 weight: self.part.len() as f64,
                 samples: seen,
+                ..Default::default()
             },
             None => StepStats {
                 objective: loss_sum,
                 weight: seen as f64,
                 samples: seen,
+                ..Default::default()
             },
         };
         let hint = self.hint.clone();

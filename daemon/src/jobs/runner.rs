@@ -579,6 +579,7 @@ impl Hooks<'_> {
                 samples: p.samples,
                 throughput: p.throughput,
                 elapsed_s: p.elapsed_s,
+                metrics: p.metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             },
             at_ms: now_ms(),
         };

@@ -72,6 +72,7 @@ pub fn info(r: &JobRecord) -> JobInfo {
         placement: r.placement.clone(),
         curve_clocks: curve.iter().map(|h| h.clock).collect(),
         curve_objective: curve.iter().map(|h| h.objective).collect(),
+        clock_metrics: p.metrics.into_iter().collect(),
     }
 }
 
@@ -348,8 +349,15 @@ impl JobsApi for JobsSvc {
         lines.extend(r.history.iter().map(|p| LogLine {
             at_ms: p.at_ms,
             text: format!(
-                "clock {}/{}: objective {:.6}, {:.0} samples/s, {:.1}s",
-                p.clock, r.clocks, p.objective, p.throughput, p.elapsed_s
+                "clock {}/{}: objective {:.6}, {:.0} samples/s, {:.1}s{}",
+                p.clock,
+                r.clocks,
+                p.objective,
+                p.throughput,
+                p.elapsed_s,
+                petuum_core::runner::metrics_suffix(
+                    p.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+                )
             ),
         }));
         lines.sort_by_key(|l| l.at_ms);
