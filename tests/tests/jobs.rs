@@ -433,7 +433,7 @@ fn every_algorithm_survives_a_kill_bit_identical() {
         ),
         (
             "dnn",
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [32]\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [32]\nscaling = \"standard\"\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
             40,
             8,
         ),

@@ -99,7 +99,7 @@ fn kind_specs(shards: u32) -> Vec<(&'static str, String)> {
             1,
             30,
             5,
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [16]\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n[params]\nhidden = [16]\nscaling = \"standard\"\nlearning_rate = 0.05\nbatch_size = 32\nbatches_per_clock = 4", data("classification/satimage.csv")),
         ),
     ];
     kinds
