@@ -568,7 +568,7 @@ fn sfb_on_with_adam_is_refused() {
 /// `make_pipeline(StandardScaler(), MLPClassifier())` on the same split
 /// (every 5th row a test row), mean of `random_state` 0-2: wdbc 1.0,
 /// ionosphere 0.9095, sonar 0.8699, digits 0.9740, satimage 0.9171
-/// (`/tmp`-style script in docs/benchmarks.md, "DNN defaults").
+/// (`bench/nn_defaults.py`; docs/benchmarks.md, "DNN and DML defaults").
 /// petuum, 2 workers, deterministic (BSP), 500 clocks, seeds 1 and 2,
 /// measured 2026-12-04: wdbc 1.0/1.0, ionosphere 0.900/0.900, sonar
 /// 0.902/0.878, digits 0.975/0.981, satimage 0.901/0.918. wdbc's raw
