@@ -469,7 +469,12 @@ impl Network {
                 }
                 Some((shift.data.clone(), scale.data.clone()))
             }
-            _ => None,
+            (Err(_), Err(_)) => None,
+            _ => {
+                return Err(bad(
+                    "the input scaling has input_shift or input_scale but not both".into(),
+                ))
+            }
         };
         Ok(Network {
             plan,

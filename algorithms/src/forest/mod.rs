@@ -93,6 +93,10 @@ impl Algorithm for RandomForest {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let n = self.train.len();
+        if n > u32::MAX as usize {
+            // Sort keys pack a row index into 32 bits.
+            return Err(format!("{n} training rows; a forest takes at most 2^32").into());
+        }
         let part: Vec<usize> = if self.params.partition {
             crate::data::worker_rows(n, worker, workers)
         } else {

@@ -625,6 +625,14 @@ impl LinearWorker {
         for j in 0..d {
             lazy.settle(&mut self.w, j, end, decay(ada, j), c.avg_weight);
         }
+        // Owed shrinks can overflow too (plain SGD with lr · l2 > 2).
+        if !self.w.iter().all(|v| v.is_finite()) {
+            return Err(format!(
+                "diverged: the weights became infinite in this clock; {}",
+                self.hint
+            )
+            .into());
+        }
         self.grad.clear();
         self.grad
             .extend(self.w.iter().zip(&lazy.base).map(|(w, w0)| w - w0));

@@ -316,6 +316,7 @@ impl Algorithm for Mf {
             items,
             gw: if adagrad { vec![0.0; m] } else { Vec::new() },
             gh: if adagrad { vec![0.0; n] } else { Vec::new() },
+            test_rmse: None,
         }))
     }
 
@@ -380,6 +381,10 @@ struct MfWorker {
     /// SGD: AdaGrad's accumulated mean squared gradients per row.
     gw: Vec<f64>,
     gh: Vec<f64>,
+    /// The newest test RMSE (worker 0), reported with every clock: the
+    /// cluster's progress reports are throttled and would mostly miss a
+    /// value sent once per pass. Not checkpointed (progress only).
+    test_rmse: Option<f64>,
 }
 
 impl MfWorker {
@@ -593,7 +598,7 @@ impl AlgoWorker for MfWorker {
         if self.worker == 0 && c.is_multiple_of(epoch) {
             if let Some(t) = &s.test {
                 let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.params.rank);
-                metrics.push("test_rmse", r);
+                self.test_rmse = Some(r);
                 tracing::info!(
                     clock = c,
                     train_mse = sse / count.max(1) as f64,
@@ -601,6 +606,9 @@ impl AlgoWorker for MfWorker {
                     "mf"
                 );
             }
+        }
+        if let Some(r) = self.test_rmse {
+            metrics.push("test_rmse", r);
         }
         Ok(StepStats {
             objective: sse,
