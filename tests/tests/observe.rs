@@ -306,6 +306,14 @@ fn the_http_endpoint_asks_for_the_client_token() {
         ),
     );
     let addr = format!("127.0.0.1:{port}");
+    // The job pages below read the metadata group, which answers 503 until
+    // it has a leader: wait for that first, as a user's first request
+    // after a start might see 503 too.
+    let client = c.connect_with(petuum_cluster::ConnectOptions {
+        token: Some("s3cret-token".into()),
+        ..Default::default()
+    });
+    c.wait_leaders(&client, &[1], Duration::from_secs(60));
     let start = Instant::now();
     let get = |auth: Option<&str>| loop {
         match http_get(&addr, "/metrics", auth) {
