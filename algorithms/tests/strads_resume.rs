@@ -72,28 +72,32 @@ fn config(spec: &JobSpec) -> RunConfig {
     }
 }
 
-/// The model bytes of an uninterrupted run.
-fn straight(text: &str) -> Vec<u8> {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = spec(text, &dir.path().join("m.safetensors"));
-    let algo = petuum_algorithms::build(&spec).unwrap();
-    let node = Node::new(Arc::new(InProcShards::new(spec.run.shards)), 1 << 16);
+/// Runs `spec` uninterrupted on `shards`, reporting to `progress`.
+fn run_through(
+    spec: &JobSpec,
+    algo: &dyn petuum_core::algorithm::Algorithm,
+    shards: Arc<InProcShards>,
+    progress: &dyn ProgressSink,
+) -> petuum_core::runner::RunOutcome {
+    let node = Node::new(shards, 1 << 16);
     let stop = AtomicBool::new(false);
     let hooks = RunHooks {
-        progress: &NoProgress,
+        progress,
         stop: &stop,
         checkpoint_every: 0,
         checkpointer: None,
         resume: None,
     };
-    run_job_with(
-        &node,
-        algo.as_ref(),
-        &config(&spec),
-        &spec.model.path,
-        hooks,
-    )
-    .unwrap();
+    run_job_with(&node, algo, &config(spec), &spec.model.path, hooks).unwrap()
+}
+
+/// The model bytes of an uninterrupted run.
+fn straight(text: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(text, &dir.path().join("m.safetensors"));
+    let algo = petuum_algorithms::build(&spec).unwrap();
+    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    run_through(&spec, algo.as_ref(), shards, &NoProgress);
     std::fs::read(&spec.model.path).unwrap()
 }
 
@@ -217,7 +221,6 @@ fn lasso_round_tables_do_not_grow() {
     let spec = spec(LASSO, &dir.path().join("m.safetensors"));
     let algo = petuum_algorithms::build(&spec).unwrap();
     let shards = Arc::new(InProcShards::new(spec.run.shards));
-    let node = Node::new(shards.clone(), 1 << 16);
     let names = ["lasso_schedule", "lasso_partials", "lasso_gap"];
     let decls = algo.tables();
     let watch = RowWatch {
@@ -228,22 +231,7 @@ fn lasso_round_tables_do_not_grow() {
             .collect(),
         most: Mutex::new(vec![0; names.len()]),
     };
-    let stop = AtomicBool::new(false);
-    let hooks = RunHooks {
-        progress: &watch,
-        stop: &stop,
-        checkpoint_every: 0,
-        checkpointer: None,
-        resume: None,
-    };
-    let out = run_job_with(
-        &node,
-        algo.as_ref(),
-        &config(&spec),
-        &spec.model.path,
-        hooks,
-    )
-    .unwrap();
+    let out = run_through(&spec, algo.as_ref(), shards, &watch);
     assert!(out.clocks > 1000, "only {} rounds", out.clocks);
     let most = watch.most.lock().unwrap();
     for (name, &m) in names.iter().zip(most.iter()) {

@@ -811,11 +811,13 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool, change: Option<NodeCha
 
 /// A job's clock metrics as `, name value` pairs, sorted by name.
 fn clock_metrics(i: &JobInfo) -> String {
-    let mut m: Vec<(&String, &f64)> = i.clock_metrics.iter().collect();
+    let mut m: Vec<(&str, f64)> = i
+        .clock_metrics
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
     m.sort_by(|a, b| a.0.cmp(b.0));
-    m.iter()
-        .map(|(k, v)| format!(", {k} {}", petuum_core::runner::format_metric(**v)))
-        .collect()
+    petuum_core::runner::metrics_suffix(m.into_iter(), ", ")
 }
 
 #[cfg(test)]

@@ -31,11 +31,11 @@ pub struct RunConfig {
     pub deterministic: bool,
 }
 
-/// Clock metrics for a progress line: `  name value` each (empty when
-/// none), values in 4 significant digits.
-pub fn metrics_suffix<'a>(metrics: impl Iterator<Item = (&'a str, f64)>) -> String {
+/// Clock metrics for a progress line: `{sep}name value` each (empty when
+/// none), values as [`format_metric`] writes them.
+pub fn metrics_suffix<'a>(metrics: impl Iterator<Item = (&'a str, f64)>, sep: &str) -> String {
     metrics
-        .map(|(k, v)| format!("  {k} {}", format_metric(v)))
+        .map(|(k, v)| format!("{sep}{k} {}", format_metric(v)))
         .collect()
 }
 

@@ -77,7 +77,7 @@ impl ProgressSink for Reporter {
                 .map(|(k, v)| (k.to_string(), json!(v)))
                 .collect();
         }
-        let extra = petuum_core::runner::metrics_suffix(p.metrics.iter().copied());
+        let extra = petuum_core::runner::metrics_suffix(p.metrics.iter().copied(), "  ");
         if let Ok(mut f) = self.log.lock() {
             let _ = writeln!(f, "{line}");
         }

@@ -281,29 +281,6 @@ impl Dnn {
         })
     }
 
-    /// Rows of the training data as the user gave them (the scaling
-    /// undone), for the saved network, which scales its inputs itself.
-    fn raw_rows(&self, rows: &[usize]) -> Dataset {
-        let d = self.train.dim();
-        let mut x = ndarray::Array2::<f32>::zeros((rows.len(), d));
-        let mut row = vec![0f32; d];
-        for (k, &i) in rows.iter().enumerate() {
-            self.train.features.row_into(i, &mut row);
-            if let Some(s) = &self.scaler {
-                for ((v, m), sc) in row.iter_mut().zip(&s.shift).zip(&s.scale) {
-                    *v = *v * sc + m;
-                }
-            }
-            x.row_mut(k).assign(&ndarray::ArrayView1::from(&row[..]));
-        }
-        Dataset {
-            features: Features::Dense(x),
-            labels: rows.iter().map(|&i| self.train.labels[i]).collect(),
-            num_classes: self.train.num_classes,
-            class_names: self.train.class_names.clone(),
-        }
-    }
-
     fn read_flat(&self, tables: &TableReader<'_>) -> Result<Vec<f32>, BoxError> {
         let rows = self.plan.rows();
         let mut flat = Vec::with_capacity(rows as usize * ROW);
@@ -393,10 +370,25 @@ impl Algorithm for Dnn {
             }
         }
         let mut net = Network::new(self.plan.clone(), flat);
+        let mut metrics = Vec::new();
+        if self.frames.is_none() {
+            // Flag a network no better than the majority class, on (a
+            // sample of at most 2,000 of) its training rows, which are
+            // held scaled: before the network learns to scale raw inputs.
+            let n = self.train.len();
+            let rows: Vec<usize> = (0..n).step_by(n.div_ceil(2000).max(1)).collect();
+            let train_accuracy = net.accuracy(&self.train.select(&rows));
+            metrics.push(("train_accuracy".to_string(), train_accuracy));
+            petuum_algorithms::sgd::check_majority(
+                dnn::NAME,
+                &self.train,
+                train_accuracy,
+                &mut metrics,
+            );
+        }
         if let Some(s) = &self.scaler {
             net.set_input_scaling(s.shift.clone(), s.scale.clone());
         }
-        let mut metrics = Vec::new();
         match (&self.frames, &self.test) {
             (Some(FrameInfo { test: Some(t), .. }), _) => {
                 let (frame, utterance) = net.frame_accuracies(t);
@@ -405,23 +397,6 @@ impl Algorithm for Dnn {
             }
             (_, Some(test)) => metrics.push(("test_accuracy".to_string(), net.accuracy(test))),
             _ => {}
-        }
-        if self.frames.is_none() {
-            // Flag a network no better than the majority class, on (a
-            // sample of at most 2,000 of) its training rows, raw as the
-            // saved network reads them.
-            let n = self.train.len();
-            let step = n.div_ceil(2000).max(1);
-            let rows: Vec<usize> = (0..n).step_by(step).collect();
-            let sample = self.raw_rows(&rows);
-            let train_accuracy = net.accuracy(&sample);
-            metrics.push(("train_accuracy".to_string(), train_accuracy));
-            petuum_algorithms::sgd::check_majority(
-                dnn::NAME,
-                &self.train,
-                train_accuracy,
-                &mut metrics,
-            );
         }
         let mut file = ModelFile::new(dnn::NAME);
         file.set(

@@ -295,13 +295,13 @@ impl Grower<'_> {
                 left[c] += w;
                 right[c] -= w;
                 nl += w;
-                let (here, next) = ((self.keys[s] >> 32) as u32, (self.keys[s + 1] >> 32) as u32);
-                if here == next {
+                let (here, after) = ((self.keys[s] >> 32) as u32, (self.keys[s + 1] >> 32) as u32);
+                if here == after {
                     continue;
                 }
                 let score = sl / nl + sr / (n - nl);
                 if score > floor && best.is_none_or(|b| score > b.0) {
-                    let (a, b) = (from_order_bits(here), from_order_bits(next));
+                    let (a, b) = (from_order_bits(here), from_order_bits(after));
                     best = Some((score, f, a + (b - a) / 2.0));
                 }
             }

@@ -44,13 +44,13 @@ pub const NAME: &str = "lasso";
 const BETA: &str = "lasso_beta";
 const PRIORITY: &str = "lasso_priority";
 const GAP: &str = "lasso_gap";
+const PATH: &str = "lasso_path";
 
 /// The ring row of the gap sums written at clock `c` (a multiple of
 /// `every`): written at `c`, read at `c + 1`, cleared at `c + 2`.
 fn gap_row(c: u64, every: u64) -> u64 {
     ring_row(c / every)
 }
-const PATH: &str = "lasso_path";
 
 /// Validates a `lasso` spec without reading data.
 pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {

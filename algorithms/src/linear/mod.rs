@@ -341,16 +341,9 @@ impl AlgoWorker for LinearWorker {
         let batches = p.batches_per_clock.unwrap_or(self.part.len().div_ceil(bs));
         let epochs = c as f64 * (batches * bs) as f64 / self.part.len() as f64;
         let lr = self.cfg.steps.learning_rate;
-        let sgd_lr = (lr / (1.0 + p.decay * epochs)) as f32;
         let (l1, l2) = (p.l1, self.cfg.steps.l2);
         let adagrad = self.cfg.steps.optimizer == Optimizer::Adagrad;
         let d = self.data.dim();
-        let x = &self.data.features;
-        let mut order = self.part.clone();
-        order.shuffle(rng);
-        let mut pos = 0;
-        let mut loss_sum = 0.0f64;
-        let mut reg = 0.0f64;
         let avg_weight = match self.averaging {
             Averaging::Off => None,
             Averaging::From(from) => (c >= from).then_some(1.0),
@@ -375,92 +368,29 @@ impl AlgoWorker for LinearWorker {
                 .iter()
                 .map(|&i| {
                     let y = if self.data.labels[i] == 1 { 1.0 } else { -1.0 };
+                    let x = &self.data.features;
                     self.loss.eval(y * (x.dot(i, &self.w) + self.w[d])).0 as f64
                 })
                 .sum();
             Ok(loss + reg * self.part.len() as f64)
         });
         let exact = exact.transpose()?;
+        let mut order = Order::new(&self.part, rng);
+        let plan = ClockPlan {
+            batches,
+            bs,
+            avg_weight,
+            sgd_lr: (!adagrad).then_some(lr / (1.0 + p.decay * epochs)),
+            l2,
+            l1,
+        };
         let data = self.data.clone();
-        match (&data.features, l1 == 0.0) {
+        let (loss_sum, reg) = match (&data.features, l1 == 0.0) {
             (Features::Sparse(csr), true) => {
-                let lazy = LazyClock {
-                    csr,
-                    labels: &data.labels,
-                    batches,
-                    bs,
-                    avg_weight,
-                    sgd_lr: (!adagrad).then_some(lr / (1.0 + p.decay * epochs)),
-                    l2,
-                };
-                (loss_sum, reg) = self.sparse_clock(ctx, t, &lazy, &mut order, &mut pos, rng)?;
+                self.sparse_clock(ctx, t, csr, &data.labels, &plan, &mut order, rng)?
             }
-            _ => {
-                for _ in 0..batches {
-                    ctx.get_dense_into(t, 0, &mut self.w)?;
-                    reg = 0.5 * l2 * sq_norm(&self.w[..d])
-                        + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
-                    self.grad.clear();
-                    self.grad.resize(d + 1, 0.0);
-                    for _ in 0..bs {
-                        if pos == order.len() {
-                            order.shuffle(rng);
-                            pos = 0;
-                        }
-                        let i = order[pos];
-                        pos += 1;
-                        let y = if self.data.labels[i] == 1 { 1.0 } else { -1.0 };
-                        let z = x.dot(i, &self.w) + self.w[d];
-                        let (l, dm) = self.loss.eval(y * z);
-                        loss_sum += l as f64;
-                        if dm != 0.0 {
-                            x.axpy(i, dm * y, &mut self.grad);
-                            self.grad[d] += dm * y;
-                        }
-                    }
-                    // New weights: a gradient step with the L2 shrink, then the L1
-                    // truncation; the increment is the difference from what was read.
-                    let inv = 1.0 / bs as f32;
-                    let mut finite = true;
-                    for j in 0..=d {
-                        let wj = self.w[j];
-                        let g = self.grad[j] * inv;
-                        let l2j = if j < d { l2 } else { 0.0 };
-                        let (mut v, step) = if adagrad {
-                            self.ada.step(j, wj, g, j == d)
-                        } else {
-                            (wj - sgd_lr * (g + l2j as f32 * wj), sgd_lr as f64)
-                        };
-                        if l1 > 0.0 && j < d {
-                            v = v.signum() * (v.abs() - (step * l1) as f32).max(0.0);
-                        }
-                        finite &= v.is_finite();
-                        self.grad[j] = v - wj;
-                    }
-                    if !finite || !loss_sum.is_finite() {
-                        return Err(format!(
-                            "diverged: the weights or the loss became {} in this clock; {}",
-                            if loss_sum.is_nan() { "NaN" } else { "infinite" },
-                            self.hint
-                        )
-                        .into());
-                    }
-                    ctx.batch_inc(t, 0, &self.grad)?;
-                    if let Some(a) = avg_weight {
-                        let avg = ctx.table::<f64>(AVG_TABLE)?;
-                        self.avg_buf.clear();
-                        self.avg_buf.extend(
-                            self.w
-                                .iter()
-                                .zip(&self.grad)
-                                .map(|(w, g)| a * (w + g) as f64),
-                        );
-                        self.avg_buf.push(a);
-                        ctx.batch_inc(avg, 0, &self.avg_buf)?;
-                    }
-                }
-            }
-        }
+            (x, _) => self.dense_clock(ctx, t, x, &data.labels, &plan, &mut order, rng)?,
+        };
         let seen = (batches * bs) as f64;
         let stats = match exact {
             Some(objective) => StepStats {
@@ -495,10 +425,8 @@ impl AlgoWorker for LinearWorker {
     }
 }
 
-/// What one clock of lazy sparse updates needs to know.
-struct LazyClock<'a> {
-    csr: &'a Csr,
-    labels: &'a [u32],
+/// What one clock of mini-batches does.
+struct ClockPlan {
     batches: usize,
     bs: usize,
     /// The averaging weight of this clock's iterates, if averaging.
@@ -506,9 +434,117 @@ struct LazyClock<'a> {
     /// The plain SGD step of this clock (`None`: AdaGrad).
     sgd_lr: Option<f64>,
     l2: f64,
+    l1: f64,
+}
+
+/// The worker's partition in a shuffled order, drawn round-robin and
+/// reshuffled (with the clock's generator) each time it runs out.
+struct Order {
+    rows: Vec<usize>,
+    pos: usize,
+}
+
+impl Order {
+    fn new(part: &[usize], rng: &mut ChaCha8Rng) -> Self {
+        let mut rows = part.to_vec();
+        rows.shuffle(rng);
+        Order { rows, pos: 0 }
+    }
+
+    fn next(&mut self, rng: &mut ChaCha8Rng) -> usize {
+        if self.pos == self.rows.len() {
+            self.rows.shuffle(rng);
+            self.pos = 0;
+        }
+        self.pos += 1;
+        self.rows[self.pos - 1]
+    }
+}
+
+/// The error of a clock whose weights or loss stopped being finite.
+fn diverged(loss_sum: f64, hint: &str) -> BoxError {
+    format!(
+        "diverged: the weights or the loss became {} in this clock; {hint}",
+        if loss_sum.is_nan() { "NaN" } else { "infinite" }
+    )
+    .into()
 }
 
 impl LinearWorker {
+    /// One clock the eager way: every mini-batch reads the weights, steps
+    /// every coordinate (the L2 shrink, the L1 truncation) and adds the
+    /// change to the table, and to the average when averaging.
+    #[allow(clippy::too_many_arguments)]
+    fn dense_clock(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        t: Table<f32>,
+        x: &Features,
+        labels: &[u32],
+        c: &ClockPlan,
+        order: &mut Order,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(f64, f64), BoxError> {
+        let d = x.ncols();
+        let (l1, l2) = (c.l1, c.l2);
+        let sgd_lr = c.sgd_lr.unwrap_or(0.0) as f32;
+        let (mut loss_sum, mut reg) = (0.0f64, 0.0f64);
+        for _ in 0..c.batches {
+            ctx.get_dense_into(t, 0, &mut self.w)?;
+            reg = 0.5 * l2 * sq_norm(&self.w[..d])
+                + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
+            self.grad.clear();
+            self.grad.resize(d + 1, 0.0);
+            for _ in 0..c.bs {
+                let i = order.next(rng);
+                let y = if labels[i] == 1 { 1.0 } else { -1.0 };
+                let z = x.dot(i, &self.w) + self.w[d];
+                let (l, dm) = self.loss.eval(y * z);
+                loss_sum += l as f64;
+                if dm != 0.0 {
+                    x.axpy(i, dm * y, &mut self.grad);
+                    self.grad[d] += dm * y;
+                }
+            }
+            // New weights: a gradient step with the L2 shrink, then the L1
+            // truncation; the increment is the difference from what was read.
+            let inv = 1.0 / c.bs as f32;
+            let mut finite = true;
+            for j in 0..=d {
+                let wj = self.w[j];
+                let g = self.grad[j] * inv;
+                let l2j = if j < d { l2 } else { 0.0 };
+                let (mut v, step) = if c.sgd_lr.is_none() {
+                    self.ada.step(j, wj, g, j == d)
+                } else {
+                    (wj - sgd_lr * (g + l2j as f32 * wj), sgd_lr as f64)
+                };
+                if l1 > 0.0 && j < d {
+                    v = v.signum() * (v.abs() - (step * l1) as f32).max(0.0);
+                }
+                finite &= v.is_finite();
+                self.grad[j] = v - wj;
+            }
+            if !finite || !loss_sum.is_finite() {
+                return Err(diverged(loss_sum, &self.hint));
+            }
+            ctx.batch_inc(t, 0, &self.grad)?;
+            if let Some(a) = c.avg_weight {
+                let avg = ctx.table::<f64>(AVG_TABLE)?;
+                self.avg_buf.clear();
+                self.avg_buf.extend(
+                    self.w
+                        .iter()
+                        .zip(&self.grad)
+                        .map(|(w, g)| a * (w + g) as f64),
+                );
+                self.avg_buf.push(a);
+                ctx.batch_inc(avg, 0, &self.avg_buf)?;
+            }
+        }
+        Ok((loss_sum, reg))
+    }
+
     /// One clock on sparse data without L1, in O(non-zeros of the clock's
     /// mini-batches) plus O(features) once, instead of O(features) per
     /// mini-batch. A coordinate no sample of a mini-batch touches only
@@ -522,16 +558,18 @@ impl LinearWorker {
     /// once at the start of the clock (this worker's own updates are
     /// applied locally, which is what the table would return to it) and
     /// the clock's change goes to the table in one increment.
+    #[allow(clippy::too_many_arguments)]
     fn sparse_clock(
         &mut self,
         ctx: &mut WorkerCtx,
         t: Table<f32>,
-        c: &LazyClock<'_>,
-        order: &mut [usize],
-        pos: &mut usize,
+        csr: &Csr,
+        labels: &[u32],
+        c: &ClockPlan,
+        order: &mut Order,
         rng: &mut ChaCha8Rng,
     ) -> Result<(f64, f64), BoxError> {
-        let d = c.csr.ncols;
+        let d = csr.ncols;
         ctx.get_dense_into(t, 0, &mut self.w)?;
         let reg = 0.5 * c.l2 * sq_norm(&self.w[..d]);
         let mut lazy = std::mem::take(&mut self.lazy);
@@ -548,14 +586,9 @@ impl LinearWorker {
             lazy.touched.clear();
             lazy.rows.clear();
             for _ in 0..c.bs {
-                if *pos == order.len() {
-                    order.shuffle(rng);
-                    *pos = 0;
-                }
-                let i = order[*pos];
-                *pos += 1;
+                let i = order.next(rng);
                 lazy.rows.push(i);
-                for &j in c.csr.row(i).0 {
+                for &j in csr.row(i).0 {
                     if lazy.mark[j as usize] != b + 1 {
                         lazy.mark[j as usize] = b + 1;
                         lazy.touched.push(j);
@@ -569,8 +602,8 @@ impl LinearWorker {
             let mut gbias = 0.0f64;
             for k in 0..lazy.rows.len() {
                 let i = lazy.rows[k];
-                let y = if c.labels[i] == 1 { 1.0 } else { -1.0 };
-                let (idx, val) = c.csr.row(i);
+                let y = if labels[i] == 1 { 1.0 } else { -1.0 };
+                let (idx, val) = csr.row(i);
                 let z = idx
                     .iter()
                     .zip(val)
@@ -613,12 +646,7 @@ impl LinearWorker {
                 lazy.avg[d + 1] += a;
             }
             if !finite || !loss_sum.is_finite() {
-                return Err(format!(
-                    "diverged: the weights or the loss became {} in this clock; {}",
-                    if loss_sum.is_nan() { "NaN" } else { "infinite" },
-                    self.hint
-                )
-                .into());
+                return Err(diverged(loss_sum, &self.hint));
             }
         }
         let end = c.batches as u32;
@@ -627,11 +655,7 @@ impl LinearWorker {
         }
         // Owed shrinks can overflow too (plain SGD with lr · l2 > 2).
         if !self.w.iter().all(|v| v.is_finite()) {
-            return Err(format!(
-                "diverged: the weights became infinite in this clock; {}",
-                self.hint
-            )
-            .into());
+            return Err(diverged(loss_sum, &self.hint));
         }
         self.grad.clear();
         self.grad

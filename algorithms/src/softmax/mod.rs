@@ -89,15 +89,7 @@ impl MulticlassLr {
         clocks: u64,
     ) -> Self {
         let num_classes = train.num_classes.max(2);
-        let mut cfg = params.resolve(train.len());
-        if num_classes == 2 && params.l2.is_none() && params.learning_rate.is_none() {
-            // Two classes: the loss depends only on w₁ − w₀, and the
-            // penalty (l2/2)(|w₀|² + |w₁|²) is least at w₁ = −w₀, where it
-            // is (l2/4)|w₁ − w₀|²: half the binary model's. Doubling it
-            // gives the optimum of scikit-learn's binary LogisticRegression
-            // (C = 1), the model a user compares with on two classes.
-            cfg.steps.l2 *= 2.0;
-        }
+        let cfg = params.resolve(train.len(), num_classes);
         if params.standardize {
             // As before `scaling` existed: sparse data densified and centred.
             for f in

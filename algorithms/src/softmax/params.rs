@@ -99,11 +99,20 @@ impl SoftmaxParams {
         }
     }
 
-    /// The settings for `n_train` training samples.
-    pub fn resolve(&self, n_train: usize) -> Resolved {
+    /// The settings for `n_train` training samples of `classes` classes.
+    pub fn resolve(&self, n_train: usize, classes: u32) -> Resolved {
         let auto = self.learning_rate.is_none();
+        let mut steps = self.step_spec().resolve(n_train);
+        if classes == 2 && auto && self.l2.is_none() {
+            // Two classes: the loss depends only on w₁ − w₀, and the
+            // penalty (l2/2)(|w₀|² + |w₁|²) is least at w₁ = −w₀, where it
+            // is (l2/4)|w₁ − w₀|²: half the binary model's. Doubling it
+            // gives the optimum of scikit-learn's binary LogisticRegression
+            // (C = 1), the model a user compares with on two classes.
+            steps.l2 *= 2.0;
+        }
         Resolved {
-            steps: self.step_spec().resolve(n_train),
+            steps,
             average: auto && self.average_from.is_none_or(|a| a < 1.0),
         }
     }

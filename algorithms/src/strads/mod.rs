@@ -30,8 +30,10 @@
 //! `r + 3`. Under BSP a worker reaches clock `k` only after every worker
 //! finished `k - 1`, so no one still reads a row when it is cleared or
 //! rewritten, and the clear is applied before anyone writes the row
-//! again: every read returns what a fresh row would hold, bit for bit. The schedule is a pure function of the job seed, the clock and
-//! table values every worker reads at the same clock.
+//! again: every read returns what a fresh row would hold, bit for bit.
+//!
+//! The schedule is a pure function of the job seed, the clock and table
+//! values every worker reads at the same clock.
 //!
 //! Schedulers ([`Scheduler`]): [`PriorityScheduler`] samples variables
 //! with probability ∝ priority (e.g. the last |Δ|) plus a floor and drops

@@ -356,7 +356,8 @@ impl JobsApi for JobsSvc {
                 p.throughput,
                 p.elapsed_s,
                 petuum_core::runner::metrics_suffix(
-                    p.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+                    p.metrics.iter().map(|(k, v)| (k.as_str(), *v)),
+                    "  ",
                 )
             ),
         }));
