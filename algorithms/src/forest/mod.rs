@@ -67,7 +67,7 @@ impl RandomForest {
             max_features: self
                 .params
                 .max_features
-                .unwrap_or(((d as f64).sqrt().round() as usize).max(1)),
+                .unwrap_or(((d as f64).sqrt().floor() as usize).max(1)),
             num_classes: self.train.num_classes.max(1) as usize,
         }
     }

@@ -3,11 +3,16 @@
 use petuum_core::spec::SpecError;
 use serde::{Deserialize, Serialize};
 
+/// scikit-learn's `n_estimators` default.
 fn trees() -> usize {
-    50
+    100
 }
+/// Deep enough that trees grow until their leaves are pure (scikit-learn's
+/// `max_depth=None`) on any data a node holds; the bound keeps the
+/// recursive grower's stack small.
+pub const MAX_DEPTH: usize = 64;
 fn depth() -> usize {
-    16
+    MAX_DEPTH
 }
 fn split() -> usize {
     2
@@ -23,7 +28,7 @@ pub struct ForestParams {
     pub max_depth: usize,
     #[serde(default = "split")]
     pub min_samples_split: usize,
-    /// Features tried per split (default: round(sqrt(features))).
+    /// Features tried per split (default: floor(sqrt(features)), scikit-learn's "sqrt").
     #[serde(default)]
     pub max_features: Option<usize>,
     /// Bootstrap from the worker's own partition of the data (Petuum's RF,
@@ -42,10 +47,10 @@ impl ForestParams {
                 format!("must be between 1 and 100000 (got {})", self.num_trees),
             ));
         }
-        if self.max_depth == 0 || self.max_depth > 64 {
+        if self.max_depth == 0 || self.max_depth > MAX_DEPTH {
             return Err(SpecError::invalid(
                 "params.max_depth",
-                format!("must be between 1 and 64 (got {})", self.max_depth),
+                format!("must be between 1 and {MAX_DEPTH} (got {})", self.max_depth),
             ));
         }
         if self.min_samples_split < 2 {
