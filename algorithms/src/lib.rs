@@ -23,6 +23,7 @@ pub mod medlda;
 pub mod mf;
 pub mod model;
 pub mod nmf;
+pub mod polish;
 pub mod registry;
 pub mod sgd;
 pub mod softmax;

@@ -461,6 +461,16 @@ impl RunStatus {
     }
 }
 
+/// Records (worker 0) that the job converged and stops after clock `c`,
+/// for a stop decided outside [`Progress`] (the full-batch finish).
+pub fn record_stop(ctx: &mut WorkerCtx, c: u64) -> Result<(), BoxError> {
+    if ctx.worker() == 0 {
+        let t: Table<f64> = ctx.table(PROGRESS_TABLE)?;
+        ctx.batch_inc(t, STATUS_ROW, &[(c + 1) as f64, (c + 1) as f64])?;
+    }
+    Ok(())
+}
+
 /// The convergence rule's settings.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StopRule {
@@ -478,8 +488,12 @@ pub struct Progress {
     since_best: u32,
     last: f64,
     rising: u32,
-    /// Set once the rule has fired: the job stops after this clock.
+    /// Set once the rule has fired: the job stops after this clock (or,
+    /// with a full-batch finish to follow, its SGD phase does).
     finished: bool,
+    /// A full-batch finish follows the SGD phase and records the stop
+    /// itself ([`record_stop`]); not checkpointed (it follows from the spec).
+    pub defer_status: bool,
 }
 
 impl Default for Progress {
@@ -491,6 +505,7 @@ impl Default for Progress {
             last: f64::INFINITY,
             rising: 0,
             finished: false,
+            defer_status: false,
         }
     }
 }
@@ -553,7 +568,7 @@ impl Progress {
             self.best = self.best.min(o);
             if rule.tol > 0.0 && self.since_best >= rule.patience && !self.finished {
                 self.finished = true;
-                if ctx.worker() == 0 {
+                if ctx.worker() == 0 && !self.defer_status {
                     ctx.batch_inc(t, STATUS_ROW, &[(c + 1) as f64, (k + 1) as f64])?;
                 }
             }
@@ -579,6 +594,7 @@ impl Progress {
             last: r.f64()?,
             rising: r.u64()? as u32,
             finished: r.u64()? != 0,
+            defer_status: false,
         })
     }
 }
@@ -592,19 +608,23 @@ pub fn save_learner(progress: &Progress, ada: &Adagrad) -> Vec<u8> {
     w.0
 }
 
-/// Restores what [`save_learner`] wrote; an empty state (a job that
-/// never checkpointed) leaves both as they are.
-pub fn restore_learner(
-    state: &[u8],
+/// Restores what [`save_learner`] wrote and returns a reader of what
+/// follows it; an empty state (a job that never checkpointed) leaves both
+/// as they are.
+pub fn restore_learner<'a>(
+    state: &'a [u8],
     progress: &mut Progress,
     ada: &mut Adagrad,
-) -> Result<(), BoxError> {
-    if state.is_empty() {
-        return Ok(());
-    }
+) -> Result<StateReader<'a>, BoxError> {
     let mut r = StateReader(state);
+    if state.is_empty() {
+        return Ok(r);
+    }
+    let defer = progress.defer_status;
     *progress = Progress::restore(&mut r)?;
-    ada.restore(&mut r)
+    progress.defer_status = defer;
+    ada.restore(&mut r)?;
+    Ok(r)
 }
 
 /// Little-endian encoding of worker state (exact for floats).

@@ -275,10 +275,12 @@ fn run_by_hand(
 }
 
 /// Deterministic mode with the automatic configuration: a job stopped
-/// after clock 7 and resumed from its workers' saved state (AdaGrad sums,
-/// the stop rule's state; the tables hold the tail averages and the
-/// per-clock objectives) writes the same model bytes and stops at the
-/// same clock as one that never stopped.
+/// after clock 7 (SGD phase) or three clocks before its end (inside the
+/// full-batch finish) and resumed from its workers' saved state (AdaGrad
+/// sums, the stop rule's state, the L-BFGS iterate, history and trial;
+/// the tables hold the tail averages, the per-clock objectives and the
+/// finish's sums) writes the same model bytes and stops at the same clock
+/// as one that never stopped.
 #[test]
 fn automatic_configuration_resumes_byte_identically() {
     let d = datasets();
@@ -297,6 +299,13 @@ fn automatic_configuration_resumes_byte_identically() {
         assert!(ran_a > 7 && ran_a < 300, "{algorithm}: ran {ran_a} clocks");
         assert_eq!(ran_a, ran_b, "{algorithm}: stopped at different clocks");
         assert!(a == b, "{algorithm}: resumed model differs");
+        // Resumed inside the full-batch finish (its last clocks): the
+        // L-BFGS state comes back from the worker blobs.
+        let (c, ran_c, m) = run_by_hand(&text, Some(ran_a - 3), &dir.path().join("c.safetensors"));
+        let finish = m.iter().find(|(k, _)| k == "full_batch_finish");
+        assert_eq!(finish.map(|f| f.1), Some(1.0), "{algorithm}: no finish");
+        assert_eq!(ran_a, ran_c, "{algorithm}: stopped at different clocks");
+        assert!(a == c, "{algorithm}: model resumed in the finish differs");
     }
 }
 

@@ -84,6 +84,43 @@ impl Features {
         }
     }
 
+    /// `x_i · w` in `f64` (extra entries of `w` are ignored).
+    #[inline]
+    pub fn dot64(&self, i: usize, w: &[f64]) -> f64 {
+        match self {
+            Features::Dense(a) => {
+                let row = a.row(i);
+                let row = row.as_slice().expect("standard layout");
+                row.iter().zip(w).map(|(&x, w)| x as f64 * w).sum()
+            }
+            Features::Sparse(c) => {
+                let (idx, val) = c.row(i);
+                idx.iter()
+                    .zip(val)
+                    .map(|(&j, &x)| x as f64 * w[j as usize])
+                    .sum()
+            }
+        }
+    }
+
+    /// `out += a * x_i` in `f64`.
+    #[inline]
+    pub fn axpy64(&self, i: usize, a: f64, out: &mut [f64]) {
+        match self {
+            Features::Dense(m) => {
+                for (o, &x) in out.iter_mut().zip(m.row(i)) {
+                    *o += a * x as f64;
+                }
+            }
+            Features::Sparse(c) => {
+                let (idx, val) = c.row(i);
+                for (&j, &x) in idx.iter().zip(val) {
+                    out[j as usize] += a * x as f64;
+                }
+            }
+        }
+    }
+
     /// Writes row `i` densely into `out` (of length `ncols`).
     pub fn row_into(&self, i: usize, out: &mut [f32]) {
         match self {

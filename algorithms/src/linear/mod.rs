@@ -34,8 +34,10 @@ pub use params::{HingeLoss, LinearParams, Resolved};
 
 use crate::data::{Csr, Dataset, Features};
 use crate::model::{ModelError, ModelFile};
+use crate::polish::{self, Polish};
 use crate::sgd::{
     self, restore_learner, save_learner, Adagrad, Optimizer, Progress, RunStatus, Scaler,
+    StateWriter,
 };
 use crate::softmax::InputSpec;
 use petuum_core::algorithm::{
@@ -74,6 +76,13 @@ impl Loss {
     /// Loss at margin `m = y z` and its derivative with respect to `m`.
     #[inline]
     fn eval(self, m: f32) -> (f32, f32) {
+        let (l, d) = self.eval64(m as f64);
+        (l as f32, d as f32)
+    }
+
+    /// [`eval`](Self::eval) in `f64`.
+    #[inline]
+    fn eval64(self, m: f64) -> (f64, f64) {
         match self {
             Loss::Logistic => {
                 // log(1 + e^-m), computed stably; d/dm = -1 / (1 + e^m).
@@ -173,6 +182,18 @@ impl BinaryLinear {
         })
     }
 
+    /// Whether the automatic configuration ends with the full-batch
+    /// finish ([`crate::polish`]): not for the plain hinge (not
+    /// differentiable), L1, a tuned step, or a model too wide for it.
+    fn polishes(&self) -> bool {
+        self.cfg.auto
+            && self.params.polish.unwrap_or(true)
+            && self.loss != Loss::Hinge
+            && self.params.l1 == 0.0
+            && self.cfg.steps.stop.tol > 0.0
+            && self.train.dim() < polish::MAX_COORDS
+    }
+
     fn averaging(&self) -> Averaging {
         if self.params.l1 > 0.0 {
             return Averaging::Off;
@@ -223,6 +244,7 @@ impl Algorithm for BinaryLinear {
                 columns: self.train.dim() as u32 + 2,
             },
             sgd::progress_table(),
+            polish::polish_table(self.train.dim() + 1),
         ]
     }
 
@@ -230,6 +252,13 @@ impl Algorithm for BinaryLinear {
         let n = self.train.len();
         let part = crate::data::partition(n, worker, workers)?;
         let d = self.train.dim();
+        let polish = self.polishes().then(|| {
+            let mut l2 = vec![self.cfg.steps.l2; d + 1];
+            l2[d] = 0.0;
+            Polish::new(l2, self.cfg.steps.stop.tol, n as u64)
+        });
+        let mut progress = Progress::default();
+        progress.defer_status = polish.is_some();
         Ok(Box::new(LinearWorker {
             loss: self.loss,
             params: self.params.clone(),
@@ -246,9 +275,11 @@ impl Algorithm for BinaryLinear {
             } else {
                 Adagrad::default()
             },
-            progress: Progress::default(),
+            progress,
             hint: self.hint.clone(),
             lazy: Lazy::default(),
+            polish,
+            sgd_clocks: polish::sgd_clocks(self.clocks),
         }))
     }
 
@@ -273,6 +304,10 @@ impl Algorithm for BinaryLinear {
         if count > 0.0 {
             row = sum[..=d].iter().map(|s| (s / count) as f32).collect();
         }
+        let finished = polish::read_result(tables, d + 1)?;
+        if let Some(w) = &finished {
+            row = w.iter().map(|&v| v as f32).collect();
+        }
         let mut model = LinearModel {
             weight: row[..d].to_vec(),
             bias: row[d],
@@ -289,6 +324,10 @@ impl Algorithm for BinaryLinear {
             model.weight.iter().filter(|w| **w != 0.0).count() as f64,
         ));
         status.metrics(&mut metrics);
+        metrics.push((
+            "full_batch_finish".to_string(),
+            finished.is_some() as u8 as f64,
+        ));
         sgd::check_majority(self.loss.name(), &self.train, train_accuracy, &mut metrics);
         if let Some(s) = &self.scaler {
             s.fold(&mut model.weight, &mut model.bias);
@@ -327,6 +366,10 @@ struct LinearWorker {
     progress: Progress,
     hint: Arc<str>,
     lazy: Lazy,
+    /// The full-batch finish, when the automatic configuration has one.
+    polish: Option<Polish>,
+    /// Clocks after which the finish starts even if SGD has not plateaued.
+    sgd_clocks: u64,
 }
 
 impl AlgoWorker for LinearWorker {
@@ -335,6 +378,16 @@ impl AlgoWorker for LinearWorker {
             Some(t) => t,
             None => *self.table.insert(ctx.table::<f32>(TABLE)?),
         };
+        if let Some(pol) = self.polish.as_mut().filter(|p| p.active()) {
+            let (data, part, loss) = (&self.data, &self.part, self.loss);
+            let tick = pol.tick(ctx, &mut |w, g| full_loss_grad(loss, data, part, w, g))?;
+            return Ok(StepStats {
+                objective: tick.objective * part.len() as f64,
+                weight: part.len() as f64,
+                samples: tick.samples,
+                ..Default::default()
+            });
+        }
         let p = &self.params;
         let c = ctx.clock_now();
         let bs = p.batch_size.min(self.part.len());
@@ -356,11 +409,7 @@ impl AlgoWorker for LinearWorker {
         // too noisy to tell a plateau.
         let averaging = self.averaging;
         let exact = (self.cfg.steps.stop.tol > 0.0).then(|| -> Result<f64, BoxError> {
-            ctx.get_dense_into(t, 0, &mut self.w)?;
-            if averaging == Averaging::Poly && c > 0 {
-                let avg = ctx.table::<f64>(AVG_TABLE)?;
-                sgd::read_average(ctx, avg, [0], &mut self.w)?;
-            }
+            current_model(ctx, t, averaging, &mut self.w)?;
             let reg = 0.5 * l2 * sq_norm(&self.w[..d])
                 + l1 * self.w[..d].iter().map(|v| v.abs() as f64).sum::<f64>();
             let loss: f64 = self
@@ -407,22 +456,85 @@ impl AlgoWorker for LinearWorker {
             },
         };
         let hint = self.hint.clone();
+        let rule = match self.polish {
+            Some(_) => polish::sgd_phase(self.cfg.steps.stop),
+            None => self.cfg.steps.stop,
+        };
         self.progress
-            .after_step(ctx, self.cfg.steps.stop, &stats, &|| hint.to_string())?;
+            .after_step(ctx, rule, &stats, &|| hint.to_string())?;
+        let switch = self.progress.finished() || c + 1 >= self.sgd_clocks;
+        if let Some(pol) = self.polish.as_mut().filter(|_| switch) {
+            let buf = &mut self.w;
+            pol.begin(ctx, stats.objective / stats.weight, |ctx| {
+                current_model(ctx, t, averaging, buf)?;
+                Ok(buf.iter().map(|&v| v as f64).collect())
+            })?;
+        }
         Ok(stats)
     }
 
     fn finished(&self) -> bool {
-        self.progress.finished()
+        match &self.polish {
+            Some(p) if p.active() => p.done(),
+            _ => self.progress.finished(),
+        }
     }
 
     fn save_state(&self) -> Vec<u8> {
-        save_learner(&self.progress, &self.ada)
+        let mut w = StateWriter(save_learner(&self.progress, &self.ada));
+        if let Some(p) = &self.polish {
+            p.save(&mut w);
+        }
+        w.0
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        restore_learner(state, &mut self.progress, &mut self.ada)
+        let mut r = restore_learner(state, &mut self.progress, &mut self.ada)?;
+        if let Some(p) = self.polish.as_mut().filter(|_| !r.0.is_empty()) {
+            p.restore(&mut r)?;
+        }
+        Ok(())
     }
+}
+
+/// The model the job would save if it ended now, into `w`: the weights,
+/// or their average when averaging.
+fn current_model(
+    ctx: &mut WorkerCtx,
+    t: Table<f32>,
+    averaging: Averaging,
+    w: &mut Vec<f32>,
+) -> Result<(), BoxError> {
+    ctx.get_dense_into(t, 0, w)?;
+    if averaging == Averaging::Poly {
+        let avg = ctx.table::<f64>(AVG_TABLE)?;
+        sgd::read_average(ctx, avg, [0], w)?;
+    }
+    Ok(())
+}
+
+/// The loss summed over `part` at `w` (features, then the bias), its
+/// gradient added to `grad`; in `f64` for the full-batch finish.
+fn full_loss_grad(
+    loss: Loss,
+    data: &Dataset,
+    part: &[usize],
+    w: &[f64],
+    grad: &mut [f64],
+) -> (f64, u64) {
+    let d = data.dim();
+    let x = &data.features;
+    let mut sum = 0.0;
+    for &i in part {
+        let y = if data.labels[i] == 1 { 1.0 } else { -1.0 };
+        let (l, dm) = loss.eval64(y * (x.dot64(i, w) + w[d]));
+        sum += l;
+        if dm != 0.0 {
+            x.axpy64(i, dm * y, grad);
+            grad[d] += dm * y;
+        }
+    }
+    (sum, part.len() as u64)
 }
 
 /// What one clock of mini-batches does.

@@ -87,6 +87,11 @@ pub struct LinearParams {
     /// or `hinge` with a `learning_rate`). Logistic regression refuses it.
     #[serde(default)]
     pub loss: Option<HingeLoss>,
+    /// In the automatic configuration: once the SGD phase converges,
+    /// minimise the objective exactly with full-batch L-BFGS
+    /// ([`crate::polish`]); default true (not for the plain hinge or L1).
+    #[serde(default)]
+    pub polish: Option<bool>,
 }
 
 fn patience() -> u32 {

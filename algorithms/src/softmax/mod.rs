@@ -22,8 +22,10 @@ pub use params::{Resolved, SoftmaxParams};
 
 use crate::data::{Dataset, Features};
 use crate::model::ModelFile;
+use crate::polish::{self, Polish};
 use crate::sgd::{
     self, restore_learner, save_learner, Adagrad, Optimizer, Progress, RunStatus, Scaler,
+    StateWriter,
 };
 use ndarray::{s, Array2, ArrayView2, Axis};
 use petuum_core::algorithm::{
@@ -154,6 +156,7 @@ impl Algorithm for MulticlassLr {
                 columns: self.dim() as u32 + 2,
             },
             sgd::progress_table(),
+            polish::polish_table(self.num_classes as usize * (self.dim() + 1)),
         ]
     }
 
@@ -161,6 +164,21 @@ impl Algorithm for MulticlassLr {
         let n = self.train.len();
         let part = crate::data::partition(n, worker, workers)?;
         let c = self.num_classes as usize;
+        let stride = self.dim() + 1;
+        let polish = (self.cfg.polish && c * stride < polish::MAX_COORDS).then(|| {
+            let l2 = (0..c * stride)
+                .map(|j| {
+                    if j % stride == self.dim() {
+                        0.0
+                    } else {
+                        self.cfg.steps.l2
+                    }
+                })
+                .collect();
+            Polish::new(l2, self.cfg.steps.stop.tol, n as u64)
+        });
+        let mut progress = Progress::default();
+        progress.defer_status = polish.is_some();
         Ok(Box::new(SoftmaxWorker {
             params: self.params.clone(),
             cfg: self.cfg.clone(),
@@ -181,8 +199,10 @@ impl Algorithm for MulticlassLr {
             } else {
                 Adagrad::default()
             },
-            progress: Progress::default(),
+            progress,
             hint: self.hint.clone(),
+            polish,
+            sgd_clocks: polish::sgd_clocks(self.clocks),
         }))
     }
 
@@ -211,6 +231,16 @@ impl Algorithm for MulticlassLr {
             weight.extend_from_slice(&row[..d]);
             bias.push(row[d]);
         }
+        let finished = polish::read_result(tables, c * (d + 1))?;
+        if let Some(w) = &finished {
+            for (k, wk) in w.chunks_exact(d + 1).enumerate() {
+                weight[k * d..(k + 1) * d]
+                    .iter_mut()
+                    .zip(wk)
+                    .for_each(|(a, &b)| *a = b as f32);
+                bias[k] = wk[d] as f32;
+            }
+        }
         let mut model = SoftmaxModel {
             weight: Array2::from_shape_vec((c, d), weight)?,
             bias,
@@ -223,6 +253,10 @@ impl Algorithm for MulticlassLr {
         let train_accuracy = model.accuracy(&self.train);
         metrics.push(("train_accuracy".to_string(), train_accuracy));
         status.metrics(&mut metrics);
+        metrics.push((
+            "full_batch_finish".to_string(),
+            finished.is_some() as u8 as f64,
+        ));
         sgd::check_majority(NAME, &self.train, train_accuracy, &mut metrics);
         if let Some(s) = &self.scaler {
             // Fold the scaling into the weights: the saved model reads raw inputs.
@@ -270,9 +304,32 @@ struct SoftmaxWorker {
     ada: Adagrad,
     progress: Progress,
     hint: Arc<str>,
+    /// The full-batch finish, when the automatic configuration has one.
+    polish: Option<Polish>,
+    /// Clocks after which the finish starts even if SGD has not plateaued.
+    sgd_clocks: u64,
 }
 
 impl SoftmaxWorker {
+    /// The model the job would save if it ended now, into `self.w`: the
+    /// weights, or their average when averaging.
+    fn current_model(&mut self, ctx: &mut WorkerCtx, t: Table<f32>) -> Result<(), BoxError> {
+        self.read_weights(ctx, t)?;
+        if self.cfg.average {
+            let avg = ctx.table::<f64>(AVG_TABLE)?;
+            for k in 0..self.classes {
+                let mut row = self.w.row_mut(k);
+                sgd::read_average(
+                    ctx,
+                    avg,
+                    [k as u64],
+                    row.as_slice_mut().expect("standard layout"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
     fn read_weights(&mut self, ctx: &mut WorkerCtx, t: Table<f32>) -> Result<(), BoxError> {
         ctx.prefetch(t, 0..self.classes as u64)?;
         for k in 0..self.classes {
@@ -293,6 +350,16 @@ impl AlgoWorker for SoftmaxWorker {
             Some(t) => t,
             None => *self.table.insert(ctx.table::<f32>(TABLE)?),
         };
+        if let Some(pol) = self.polish.as_mut().filter(|p| p.active()) {
+            let (data, part, classes) = (&self.data, &self.part, self.classes);
+            let tick = pol.tick(ctx, &mut |w, g| full_loss_grad(data, part, classes, w, g))?;
+            return Ok(StepStats {
+                objective: tick.objective * part.len() as f64,
+                weight: part.len() as f64,
+                samples: tick.samples,
+                ..Default::default()
+            });
+        }
         let p = &self.params;
         let c = ctx.clock_now();
         let bs = p.batch_size.min(self.part.len());
@@ -306,21 +373,7 @@ impl AlgoWorker for SoftmaxWorker {
         // partition at the weights the clock starts from (the running loss
         // of the mini-batches is too noisy to tell a plateau).
         let exact = if self.cfg.steps.stop.tol > 0.0 {
-            self.read_weights(ctx, t)?;
-            if self.cfg.average && c > 0 {
-                // The model the job would save now: the tail average.
-                let avg = ctx.table::<f64>(AVG_TABLE)?;
-                for k in 0..self.classes {
-                    let rows = [k as u64];
-                    let mut row = self.w.row_mut(k);
-                    sgd::read_average(
-                        ctx,
-                        avg,
-                        rows,
-                        row.as_slice_mut().expect("standard layout"),
-                    )?;
-                }
-            }
+            self.current_model(ctx, t)?;
             Some(self.exact_objective())
         } else {
             None
@@ -371,22 +424,81 @@ impl AlgoWorker for SoftmaxWorker {
             },
         };
         let hint = self.hint.clone();
+        let rule = match self.polish {
+            Some(_) => polish::sgd_phase(self.cfg.steps.stop),
+            None => self.cfg.steps.stop,
+        };
         self.progress
-            .after_step(ctx, self.cfg.steps.stop, &stats, &|| hint.to_string())?;
+            .after_step(ctx, rule, &stats, &|| hint.to_string())?;
+        let switch = self.progress.finished() || c + 1 >= self.sgd_clocks;
+        if switch && self.polish.as_ref().is_some_and(|p| !p.active()) {
+            let mut pol = self.polish.take().expect("checked");
+            let started = pol.begin(ctx, stats.objective / stats.weight, |ctx| {
+                self.current_model(ctx, t)?;
+                Ok(self.w.iter().map(|&v| v as f64).collect())
+            });
+            self.polish = Some(pol);
+            started?;
+        }
         Ok(stats)
     }
 
     fn finished(&self) -> bool {
-        self.progress.finished()
+        match &self.polish {
+            Some(p) if p.active() => p.done(),
+            _ => self.progress.finished(),
+        }
     }
 
     fn save_state(&self) -> Vec<u8> {
-        save_learner(&self.progress, &self.ada)
+        let mut w = StateWriter(save_learner(&self.progress, &self.ada));
+        if let Some(p) = &self.polish {
+            p.save(&mut w);
+        }
+        w.0
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        restore_learner(state, &mut self.progress, &mut self.ada)
+        let mut r = restore_learner(state, &mut self.progress, &mut self.ada)?;
+        if let Some(p) = self.polish.as_mut().filter(|_| !r.0.is_empty()) {
+            p.restore(&mut r)?;
+        }
+        Ok(())
     }
+}
+
+/// The cross-entropy summed over `part` at `w` (class-major rows of
+/// features then bias), its gradient added to `grad`; in `f64` for the
+/// full-batch finish.
+fn full_loss_grad(
+    data: &Dataset,
+    part: &[usize],
+    classes: usize,
+    w: &[f64],
+    grad: &mut [f64],
+) -> (f64, u64) {
+    let d = data.dim();
+    let stride = d + 1;
+    let x = &data.features;
+    let mut z = vec![0f64; classes];
+    let mut sum = 0.0;
+    for &i in part {
+        for (k, zk) in z.iter_mut().enumerate() {
+            let wk = &w[k * stride..(k + 1) * stride];
+            *zk = x.dot64(i, &wk[..d]) + wk[d];
+        }
+        let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let total: f64 = z.iter().map(|v| (v - max).exp()).sum();
+        let y = data.labels[i] as usize;
+        sum += total.ln() - (z[y] - max);
+        for (k, zk) in z.iter().enumerate() {
+            let p = (zk - max).exp() / total - if k == y { 1.0 } else { 0.0 };
+            let gk = &mut grad[k * stride..(k + 1) * stride];
+            x.axpy64(i, p, &mut gk[..d]);
+            gk[d] += p;
+        }
+    }
+    (sum, part.len() as u64)
 }
 
 impl SoftmaxWorker {

@@ -65,6 +65,11 @@ pub struct SoftmaxParams {
     pub tol: Option<f64>,
     #[serde(default = "patience")]
     pub patience: u32,
+    /// In the automatic configuration: once the SGD phase converges,
+    /// minimise the objective exactly with full-batch L-BFGS
+    /// ([`crate::polish`]); default true.
+    #[serde(default)]
+    pub polish: Option<bool>,
 }
 
 /// The settings a job runs with, defaults resolved.
@@ -73,6 +78,8 @@ pub struct Resolved {
     pub steps: Steps,
     /// Save the polynomial-decay average of the iterates.
     pub average: bool,
+    /// End with the full-batch finish.
+    pub polish: bool,
 }
 
 impl SoftmaxParams {
@@ -114,6 +121,7 @@ impl SoftmaxParams {
         Resolved {
             steps,
             average: auto && self.average_from.is_none_or(|a| a < 1.0),
+            polish: auto && self.polish.unwrap_or(true) && steps.stop.tol > 0.0,
         }
     }
 }
