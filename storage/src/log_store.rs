@@ -115,17 +115,24 @@ impl RaftLogStore {
 
     /// The entries in `range` in order, stopping after the first whose
     /// stored bytes reach `budget` in total (at least one entry when the
-    /// range holds any).
+    /// range holds any). Only consecutive entries from the range's start
+    /// (from the first entry when it is unbounded) are returned: when the
+    /// start is missing (purged) the result is empty, never a later run of
+    /// entries. openraft sends what this
+    /// returns after the `prev` it chose, so entries that do not start at
+    /// `start` would give a follower a log with a gap.
     pub fn entries_within(
         &self,
         range: impl RangeBounds<u64>,
         budget: usize,
     ) -> Result<Vec<Entry>> {
-        let start = match range.start_bound() {
-            Bound::Included(&x) => x,
-            Bound::Excluded(&x) => x.saturating_add(1),
-            Bound::Unbounded => 0,
+        // `None`: an unbounded start, which follows from the first entry.
+        let bounded = match range.start_bound() {
+            Bound::Included(&x) => Some(x),
+            Bound::Excluded(&x) => Some(x.saturating_add(1)),
+            Bound::Unbounded => None,
         };
+        let start = bounded.unwrap_or(0);
         let end_key = match range.end_bound() {
             Bound::Included(&x) if x < u64::MAX => keys::log_key(self.group, x + 1).to_vec(),
             Bound::Excluded(&x) => keys::log_key(self.group, x).to_vec(),
@@ -155,6 +162,17 @@ impl RaftLogStore {
                     "log entry",
                     format!("entry {} under index {index}", entry.log_id.index),
                 ));
+            }
+            let first = out.first().map_or(bounded, |e: &Entry| Some(e.log_id.index));
+            let expected = first.map_or(index, |f| f + out.len() as u64);
+            if index != expected {
+                tracing::warn!(
+                    group = self.group,
+                    expected,
+                    found = index,
+                    "log read: entries do not follow from the start of the range"
+                );
+                break;
             }
             out.push(entry);
         }

@@ -90,3 +90,28 @@ async fn replication_reads_stop_at_their_byte_budget() {
     assert_eq!(log.limited_get_log_entries(50, 53).await.unwrap().len(), 3);
     assert_eq!(log.try_get_log_entries(1..101).await.unwrap().len(), 100);
 }
+
+/// A read whose start was purged returns nothing rather than the entries
+/// after the purge: openraft puts what the reader returns right after the
+/// `prev` it chose, so a later run of entries would give a follower a log
+/// with a gap it cannot restart from (seen with a leader whose progress
+/// for a wiped follower had gone wrong, before `loosen-follower-log-revert`).
+#[tokio::test]
+async fn reads_never_skip_to_entries_after_a_purged_start() {
+    use openraft::RaftLogReader;
+    let dir = tempfile::tempdir().unwrap();
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let mut log = RaftLogStore::new(db, 7);
+    log.append_entries((1..=20).map(|i| blank(1, i))).unwrap();
+    log.purge_upto(blank(1, 10).log_id).unwrap();
+    assert!(log.try_get_log_entries(0..15).await.unwrap().is_empty());
+    assert!(log.limited_get_log_entries(5, 15).await.unwrap().is_empty());
+    let from_11: Vec<u64> = log
+        .limited_get_log_entries(11, 15)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(from_11, vec![11, 12, 13, 14]);
+}
