@@ -163,7 +163,9 @@ impl RaftLogStore {
                     format!("entry {} under index {index}", entry.log_id.index),
                 ));
             }
-            let first = out.first().map_or(bounded, |e: &Entry| Some(e.log_id.index));
+            let first = out
+                .first()
+                .map_or(bounded, |e: &Entry| Some(e.log_id.index));
             let expected = first.map_or(index, |f| f + out.len() as u64);
             if index != expected {
                 tracing::warn!(
