@@ -110,21 +110,32 @@ impl RaftLogStore {
 
     /// Entries with index in `range`, in order.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry>> {
-        self.entries_within(range, usize::MAX)
+        self.read_entries(range, usize::MAX, false)
     }
 
     /// The entries in `range` in order, stopping after the first whose
     /// stored bytes reach `budget` in total (at least one entry when the
-    /// range holds any). Only consecutive entries from the range's start
-    /// (from the first entry when it is unbounded) are returned: when the
-    /// start is missing (purged) the result is empty, never a later run of
-    /// entries. openraft sends what this
-    /// returns after the `prev` it chose, so entries that do not start at
-    /// `start` would give a follower a log with a gap.
+    /// range holds any), for sending to a follower: only consecutive
+    /// entries from the range's start are returned, so when the start is
+    /// missing (purged) the result is empty, never a later run of entries.
+    /// openraft's leader sends what this returns right after the `prev` log
+    /// id it chose, so entries that do not start at `start` would give a
+    /// follower a log with a gap. (`entries`, openraft's
+    /// `try_get_log_entries`, returns whatever the range holds, as its
+    /// storage suite requires.)
     pub fn entries_within(
         &self,
         range: impl RangeBounds<u64>,
         budget: usize,
+    ) -> Result<Vec<Entry>> {
+        self.read_entries(range, budget, true)
+    }
+
+    fn read_entries(
+        &self,
+        range: impl RangeBounds<u64>,
+        budget: usize,
+        from_start: bool,
     ) -> Result<Vec<Entry>> {
         // `None`: an unbounded start, which follows from the first entry.
         let bounded = match range.start_bound() {
@@ -163,9 +174,13 @@ impl RaftLogStore {
                     format!("entry {} under index {index}", entry.log_id.index),
                 ));
             }
+            // The index the next entry must have: the range's start for a
+            // read that must begin there, else one after the last.
             let first = out
                 .first()
-                .map_or(bounded, |e: &Entry| Some(e.log_id.index));
+                .map_or(bounded.filter(|_| from_start), |e: &Entry| {
+                    Some(e.log_id.index)
+                });
             let expected = first.map_or(index, |f| f + out.len() as u64);
             if index != expected {
                 tracing::warn!(

@@ -104,8 +104,10 @@ async fn reads_never_skip_to_entries_after_a_purged_start() {
     let mut log = RaftLogStore::new(db, 7);
     log.append_entries((1..=20).map(|i| blank(1, i))).unwrap();
     log.purge_upto(blank(1, 10).log_id).unwrap();
-    assert!(log.try_get_log_entries(0..15).await.unwrap().is_empty());
     assert!(log.limited_get_log_entries(5, 15).await.unwrap().is_empty());
+    // openraft's own reads (`try_get_log_entries`) get what the range
+    // holds, as its storage suite requires.
+    assert_eq!(log.try_get_log_entries(0..15).await.unwrap().len(), 4);
     let from_11: Vec<u64> = log
         .limited_get_log_entries(11, 15)
         .await
