@@ -86,9 +86,9 @@ fn default_settings_match_sklearn_defaults_on_untuned_sets() {
     // No `[params]` at all against `RandomForestClassifier()` with its
     // defaults (100 trees, grown until pure, floor(sqrt(features)) per
     // split), on sets the forest was never developed on. scikit-learn
-    // 1.9.1, same split, n_jobs=2, random_state 0-4 (/tmp script in the
-    // session-17 note: `RandomForestClassifier(random_state=s).fit(Xtr,
-    // ytr).score(Xte, yte)`): sonar 0.8293 0.9024 0.9268 0.8780 0.8780
+    // 1.9.1, same split, n_jobs=2, random_state 0-4
+    // (`RandomForestClassifier(random_state=s).fit(Xtr, ytr).score(Xte,
+    // yte)` on `bench/reference/sklearn_refs.py`'s `split`): sonar 0.8293 0.9024 0.9268 0.8780 0.8780
     // (mean 0.8829); ionosphere 0.9286 0.8857 0.8857 0.9143 0.9143 (mean
     // 0.9057); breast_cancer_wdbc 0.9823 0.9823 0.9646 0.9735 0.9823 (mean
     // 0.9770). Test sets of 35-114 rows: one row is 1-3 points, so the
