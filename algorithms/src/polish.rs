@@ -38,7 +38,7 @@
 //! finish (the job ends after its SGD phase).
 
 use crate::sgd::{StateReader, StateWriter, StopRule};
-use petuum_core::algorithm::{BoxError, TableDecl, TableReader};
+use petuum_core::algorithm::{BoxError, StepStats, TableDecl, TableReader};
 use petuum_core::spec::MAX_WORKERS;
 use petuum_core::{ElemType, RowKind, Table, WorkerCtx};
 use std::collections::VecDeque;
@@ -64,6 +64,24 @@ pub const SWITCH_TOL: f64 = 1e-3;
 /// iterations (scikit-learn's lbfgs allows 100).
 pub fn sgd_clocks(clocks: u64) -> u64 {
     (clocks / 3).max(1)
+}
+
+/// The stop rule of a worker's SGD phase: [`sgd_phase`] of `rule` when a
+/// finish follows.
+pub fn stop_rule(polish: Option<&Polish>, rule: StopRule) -> StopRule {
+    match polish {
+        Some(_) => sgd_phase(rule),
+        None => rule,
+    }
+}
+
+/// Whether a worker with this finish (if any) is done: the finish decides
+/// once it has started, the SGD phase's rule before.
+pub fn finished(polish: Option<&Polish>, sgd_finished: bool) -> bool {
+    match polish {
+        Some(p) if p.active() => p.done(),
+        _ => sgd_finished,
+    }
 }
 
 /// The SGD phase's stop rule when a finish follows `rule`.
@@ -154,12 +172,12 @@ pub struct Polish {
 pub type Evaluate<'a> = dyn FnMut(&[f64], &mut [f64]) -> (f64, u64) + 'a;
 
 /// What the finish did in a clock.
-pub struct Tick {
+struct Tick {
     /// Samples evaluated by this worker.
-    pub samples: u64,
+    samples: u64,
     /// The objective at the accepted iterate (the SGD phase's last one
     /// until the first evaluation is in).
-    pub objective: f64,
+    objective: f64,
 }
 
 impl Polish {
@@ -242,10 +260,28 @@ impl Polish {
         }
     }
 
+    /// One clock of the finish on a worker whose partition holds `rows`
+    /// samples (`eval` evaluates on it), as the clock's stats: the
+    /// objective at the accepted iterate, weighted by `rows`.
+    pub fn step(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        rows: usize,
+        eval: &mut Evaluate<'_>,
+    ) -> Result<StepStats, BoxError> {
+        let tick = self.tick(ctx, eval)?;
+        Ok(StepStats {
+            objective: tick.objective * rows as f64,
+            weight: rows as f64,
+            samples: tick.samples,
+            ..Default::default()
+        })
+    }
+
     /// One clock of the finish. `eval(w, grad)` returns the loss summed
     /// over the worker's partition at `w` and adds its gradient sum to
     /// `grad`, and the number of samples it summed over.
-    pub fn tick(&mut self, ctx: &mut WorkerCtx, eval: &mut Evaluate<'_>) -> Result<Tick, BoxError> {
+    fn tick(&mut self, ctx: &mut WorkerCtx, eval: &mut Evaluate<'_>) -> Result<Tick, BoxError> {
         let t = ctx.table::<f64>(POLISH_TABLE)?;
         if ctx.worker() == 0 {
             self.clear_rows(ctx, t)?;

@@ -33,6 +33,7 @@
 //! `clocks`.
 
 use crate::data::{Dataset, Features};
+use crate::polish::Polish;
 use petuum_core::algorithm::{BoxError, StepStats, TableDecl, TableReader};
 use petuum_core::spec::{check_non_negative, check_positive, check_range, SpecError};
 use petuum_core::{ElemType, RowKind, Table, WorkerCtx};
@@ -599,32 +600,39 @@ impl Progress {
     }
 }
 
-/// A linear worker's checkpointed state: the stopping rule's progress
-/// and the AdaGrad sums, in that order.
-pub fn save_learner(progress: &Progress, ada: &Adagrad) -> Vec<u8> {
+/// A linear worker's checkpointed state: the stopping rule's progress,
+/// the AdaGrad sums, then the full-batch finish's state when it has one.
+pub fn save_learner(progress: &Progress, ada: &Adagrad, polish: Option<&Polish>) -> Vec<u8> {
     let mut w = StateWriter::default();
     progress.save(&mut w);
     ada.save(&mut w);
+    if let Some(p) = polish {
+        p.save(&mut w);
+    }
     w.0
 }
 
-/// Restores what [`save_learner`] wrote and returns a reader of what
-/// follows it; an empty state (a job that never checkpointed) leaves both
-/// as they are.
-pub fn restore_learner<'a>(
-    state: &'a [u8],
+/// Restores what [`save_learner`] wrote; an empty state (a job that never
+/// checkpointed) leaves everything as it is, and a state saved before the
+/// finish existed leaves the finish waiting.
+pub fn restore_learner(
+    state: &[u8],
     progress: &mut Progress,
     ada: &mut Adagrad,
-) -> Result<StateReader<'a>, BoxError> {
-    let mut r = StateReader(state);
+    polish: Option<&mut Polish>,
+) -> Result<(), BoxError> {
     if state.is_empty() {
-        return Ok(r);
+        return Ok(());
     }
+    let mut r = StateReader(state);
     let defer = progress.defer_status;
     *progress = Progress::restore(&mut r)?;
     progress.defer_status = defer;
     ada.restore(&mut r)?;
-    Ok(r)
+    if let Some(p) = polish.filter(|_| !r.0.is_empty()) {
+        p.restore(&mut r)?;
+    }
+    Ok(())
 }
 
 /// Little-endian encoding of worker state (exact for floats).

@@ -10,17 +10,21 @@
 mod common;
 use common::{metric, run_spec};
 
+/// 50 trees of depth 16 (the references' settings) with more `[params]`.
 fn forest(file: &str, params: &str) -> f64 {
-    forest_with(file, "", params)
-}
-
-/// [`forest`] with extra `[run]` lines.
-fn forest_with(file: &str, run: &str, params: &str) -> f64 {
     forest_spec(
         file,
-        run,
+        "",
         &format!("num_trees = 50\nmax_depth = 16\n{params}"),
     )
+}
+
+/// Mean test accuracy of seeds 1-3 with exactly these `[params]`.
+fn mean_of_seeds(file: &str, params: &str) -> f64 {
+    (1..=3)
+        .map(|seed| forest_spec(file, &format!("seed = {seed}"), params))
+        .sum::<f64>()
+        / 3.0
 }
 
 /// A forest job on `file` with exactly these `[run]` extras and `[params]`.
@@ -62,10 +66,7 @@ fn dna_and_digits_within_a_point_of_sklearn() {
     // and the default: dna 0.9403-0.9513, digits 0.9694-0.9861), so, like
     // the reference, the mean of three seeds is compared.
     for (file, sklearn) in [("dna.csv", 0.9451), ("digits_8x8/digits.csv", 0.9814)] {
-        let mean = (1..=3)
-            .map(|seed| forest_with(file, &format!("seed = {seed}"), ""))
-            .sum::<f64>()
-            / 3.0;
+        let mean = mean_of_seeds(file, "num_trees = 50\nmax_depth = 16");
         assert!(
             mean >= sklearn - 0.01,
             "{file}: mean test accuracy {mean}, sklearn {sklearn}"
@@ -99,10 +100,7 @@ fn default_settings_match_sklearn_defaults_on_untuned_sets() {
         ("ionosphere.csv", 0.9057),
         ("breast_cancer_wdbc.csv", 0.9770),
     ] {
-        let mean = (1..=3)
-            .map(|seed| forest_spec(file, &format!("seed = {seed}"), ""))
-            .sum::<f64>()
-            / 3.0;
+        let mean = mean_of_seeds(file, "");
         assert!(
             mean >= sklearn - 0.01,
             "{file}: mean test accuracy {mean} with default settings, sklearn {sklearn}"

@@ -37,7 +37,6 @@ use crate::model::{ModelError, ModelFile};
 use crate::polish::{self, Polish};
 use crate::sgd::{
     self, restore_learner, save_learner, Adagrad, Optimizer, Progress, RunStatus, Scaler,
-    StateWriter,
 };
 use crate::softmax::InputSpec;
 use petuum_core::algorithm::{
@@ -380,12 +379,8 @@ impl AlgoWorker for LinearWorker {
         };
         if let Some(pol) = self.polish.as_mut().filter(|p| p.active()) {
             let (data, part, loss) = (&self.data, &self.part, self.loss);
-            let tick = pol.tick(ctx, &mut |w, g| full_loss_grad(loss, data, part, w, g))?;
-            return Ok(StepStats {
-                objective: tick.objective * part.len() as f64,
-                weight: part.len() as f64,
-                samples: tick.samples,
-                ..Default::default()
+            return pol.step(ctx, part.len(), &mut |w, g| {
+                full_loss_grad(loss, data, part, w, g)
             });
         }
         let p = &self.params;
@@ -456,10 +451,7 @@ impl AlgoWorker for LinearWorker {
             },
         };
         let hint = self.hint.clone();
-        let rule = match self.polish {
-            Some(_) => polish::sgd_phase(self.cfg.steps.stop),
-            None => self.cfg.steps.stop,
-        };
+        let rule = polish::stop_rule(self.polish.as_ref(), self.cfg.steps.stop);
         self.progress
             .after_step(ctx, rule, &stats, &|| hint.to_string())?;
         let switch = self.progress.finished() || c + 1 >= self.sgd_clocks;
@@ -474,26 +466,20 @@ impl AlgoWorker for LinearWorker {
     }
 
     fn finished(&self) -> bool {
-        match &self.polish {
-            Some(p) if p.active() => p.done(),
-            _ => self.progress.finished(),
-        }
+        polish::finished(self.polish.as_ref(), self.progress.finished())
     }
 
     fn save_state(&self) -> Vec<u8> {
-        let mut w = StateWriter(save_learner(&self.progress, &self.ada));
-        if let Some(p) = &self.polish {
-            p.save(&mut w);
-        }
-        w.0
+        save_learner(&self.progress, &self.ada, self.polish.as_ref())
     }
 
     fn restore_state(&mut self, state: &[u8]) -> Result<(), BoxError> {
-        let mut r = restore_learner(state, &mut self.progress, &mut self.ada)?;
-        if let Some(p) = self.polish.as_mut().filter(|_| !r.0.is_empty()) {
-            p.restore(&mut r)?;
-        }
-        Ok(())
+        restore_learner(
+            state,
+            &mut self.progress,
+            &mut self.ada,
+            self.polish.as_mut(),
+        )
     }
 }
 
