@@ -451,24 +451,36 @@ impl Client {
             .map_err(|s| self.err(s))
     }
 
-    /// Stores a local file in the cluster's dataset store. The file is
-    /// hashed here first: when the cluster already has those bytes nothing
-    /// is sent (`Uploaded::sent` is false).
+    /// Stores a local file in the cluster's dataset store. When the
+    /// cluster holds a dataset of the file's size, the file is hashed here
+    /// first, and if the cluster has those bytes nothing is sent
+    /// (`Uploaded::sent` is false); otherwise the bytes are sent at once
+    /// and the node that stores them computes their sha256.
     pub async fn upload(&mut self, path: &Path) -> Result<Uploaded, ClientError> {
         let io = |e: std::io::Error| ClientError::Io(format!("{}: {e}", path.display()));
         let total = std::fs::metadata(path).map_err(io)?.len();
-        let progress = self.progress.clone();
-        let (sha256, size) = hash_file_with(path, |done| {
-            if let Some(p) = &progress {
-                p("hashing", path, done, total);
+        // The cluster can only hold these bytes already under a dataset of
+        // the same size: only then is the file hashed first (a pass over
+        // it before the first byte leaves) to ask. Otherwise the bytes go
+        // at once and the node names them by the sha256 it computes.
+        let same_size = self.datasets().await?.iter().any(|d| d.size == total);
+        let mut known = String::new();
+        if same_size {
+            let progress = self.progress.clone();
+            let (sha256, _) = hash_file_with(path, |done| {
+                if let Some(p) = &progress {
+                    p("hashing", path, done, total);
+                }
+            })
+            .map_err(io)?;
+            match self.dataset(&sha256).await {
+                Ok(info) if info.ready => return Ok(Uploaded { info, sent: false }),
+                Ok(_) | Err(ClientError::NotFound(_)) => {}
+                Err(e) => return Err(e),
             }
-        })
-        .map_err(io)?;
-        match self.dataset(&sha256).await {
-            Ok(info) if info.ready => return Ok(Uploaded { info, sent: false }),
-            Ok(_) | Err(ClientError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+            known = sha256;
         }
+        let (sha256, size) = (known, total);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())

@@ -58,9 +58,11 @@ impl Ingests {
     }
 }
 
-/// Stores an uploaded file: the first message names it; the bytes are
-/// written and hashed as they come, checked against the claimed size and
-/// sha256, then published (copied to a majority of its replicas).
+/// Stores an uploaded file: the first message names it (its sha256 may be
+/// left empty); the bytes are written and hashed as they come, checked
+/// against the announced size (and sha256, when given), then published
+/// (copied to a majority of its replicas; bytes the store holds already
+/// are kept once).
 pub async fn upload(
     node: &Arc<ClusterNode>,
     ingests: &Ingests,
@@ -71,7 +73,10 @@ pub async fn upload(
         .await?
         .ok_or_else(|| Status::invalid_argument("an upload needs at least one message"))?;
     let (sha, size) = (first.sha256.clone(), first.size);
-    if !is_sha256_hex(&sha) {
+    // An empty sha256: the client did not hash the file (it only does when
+    // the cluster may have those bytes already); they are named by the
+    // sha256 computed here.
+    if !sha.is_empty() && !is_sha256_hex(&sha) {
         return Err(Status::invalid_argument(format!(
             "upload: `{}` is not a sha256 (64 lowercase hex digits)",
             first.sha256.chars().take(80).collect::<String>()
@@ -83,9 +88,11 @@ pub async fn upload(
             "upload of {size} bytes: larger than this cluster's limit of {max} bytes (datasets.max_mib)"
         )));
     }
-    if let Some(rec) = node.meta_dataset(&sha).await.ok().flatten() {
-        if rec.ready {
-            return Ok(rec);
+    if !sha.is_empty() {
+        if let Some(rec) = node.meta_dataset(&sha).await.ok().flatten() {
+            if rec.ready {
+                return Ok(rec);
+            }
         }
     }
     let _permit = ingests.take().map_err(Status::resource_exhausted)?;
@@ -153,7 +160,7 @@ pub async fn upload(
         synced_s = started.elapsed().as_secs_f64() - received_s,
         "upload received and synced"
     );
-    if done.sha256 != sha {
+    if !sha.is_empty() && done.sha256 != sha {
         let _ = std::fs::remove_dir_all(&done.dir);
         return Err(Status::invalid_argument(format!(
             "upload: the bytes that arrived have sha256 {}, not the {sha} announced",

@@ -259,7 +259,8 @@ pub struct DatasetList {
     pub datasets: ::prost::alloc::vec::Vec<DatasetInfo>,
 }
 /// An upload: the first message names the file (sha256, name, size); every
-/// message may carry bytes, in order.
+/// message may carry bytes, in order. An empty sha256: the node names the
+/// bytes by the sha256 it computes.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct UploadChunk {
     #[prost(string, tag = "1")]

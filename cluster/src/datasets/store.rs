@@ -112,6 +112,65 @@ impl ChunkWriter {
     }
 }
 
+/// `len` bytes at `offset` of a file. Read with `O_DIRECT` into a reused
+/// aligned buffer where the file system allows: a chunk served to another
+/// node is read once, so filling the page cache with it (fresh pages, the
+/// dear part on a VM) and copying out of it would only cost. Elsewhere, and
+/// for ranges `O_DIRECT` cannot read, through the page cache.
+fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    #[cfg(target_os = "linux")]
+    if offset.is_multiple_of(DIRECT_ALIGN as u64) {
+        use std::cell::RefCell;
+        use std::os::unix::fs::OpenOptionsExt;
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        let direct = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path);
+        if let Ok(f) = direct {
+            // Whole aligned blocks: a short last chunk reads to the end of
+            // the file and stops there.
+            let want = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+            let got = BUF.with_borrow_mut(|buf| {
+                if buf.len() < want + DIRECT_ALIGN {
+                    *buf = vec![0u8; want + DIRECT_ALIGN];
+                }
+                let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+                let staged = &mut buf[skip..skip + want];
+                let mut done = 0;
+                while done < len {
+                    match f.read_at(&mut staged[done..], offset + done as u64) {
+                        Ok(0) => break,
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                    // O_DIRECT reads whole blocks: after a partial one the
+                    // next read would be misaligned.
+                    if !done.is_multiple_of(DIRECT_ALIGN) {
+                        break;
+                    }
+                }
+                Ok((done >= len).then(|| staged[..len].to_vec()))
+            });
+            match got {
+                Ok(Some(v)) => return Ok(v),
+                // Short (the file shrank) or refused: read it plainly below,
+                // which reports a short file as such.
+                Ok(None) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let f = File::open(path)?;
+    let mut buf = vec![0u8; len];
+    f.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
+}
+
 /// Lowercase hex of bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;
@@ -308,11 +367,8 @@ impl Store {
                 reason: format!("no chunk {index} (it has {})", rec.chunks()),
             });
         }
-        let f = File::open(self.path(rec)).map_err(|e| self.io(rec, e))?;
         let (a, b) = rec.chunk_range(index);
-        let mut buf = vec![0u8; (b - a) as usize];
-        f.read_exact_at(&mut buf, a).map_err(|e| self.io(rec, e))?;
-        Ok(buf)
+        read_at(&self.path(rec), a, (b - a) as usize).map_err(|e| self.io(rec, e))
     }
 
     /// Chunk `index`, verified against its hash.
@@ -370,16 +426,13 @@ impl Store {
         let path = dir.join(&name);
         File::create(&path)?;
         let file = ChunkWriter::open(&path)?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(HASH_QUEUE);
-        let hasher = std::thread::Builder::new()
-            .name("dataset-hash".into())
-            .spawn(move || hash_stream(rx))?;
+        let hasher = Hasher::start()?;
         Ok(Ingest {
             dir,
             name,
             file,
             pending: Vec::with_capacity(CHUNK as usize),
-            hasher: Some((tx, hasher)),
+            hasher: Some(hasher),
             size: 0,
             max_bytes,
         })
@@ -456,8 +509,8 @@ pub enum IngestError {
 }
 
 /// A dataset being written from a stream. The bytes are written here and
-/// hashed on a thread of their own (the whole file's sha256, and BLAKE3 of
-/// each chunk), so writing and hashing overlap.
+/// hashed on two threads of their own (the whole file's sha256, and BLAKE3
+/// of each chunk), so writing and both hashes overlap.
 pub struct Ingest {
     dir: PathBuf,
     name: String,
@@ -469,27 +522,74 @@ pub struct Ingest {
     max_bytes: u64,
 }
 
-/// An ingest's hashing thread and the queue that feeds it.
-type Hasher = (
-    std::sync::mpsc::SyncSender<Arc<Vec<u8>>>,
-    std::thread::JoinHandle<Hashes>,
-);
-
-/// Pieces an ingest's hasher may lag behind its writes.
+/// Pieces an ingest's hashers may lag behind its writes.
 const HASH_QUEUE: usize = 16;
 
-/// What the hasher of an ingest computed: the whole file's sha256 and the
+/// What the hashers of an ingest computed: the whole file's sha256 and the
 /// concatenated chunk hashes.
 struct Hashes {
     whole: [u8; 32],
     chunks: Vec<u8>,
 }
 
-fn hash_stream(rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>) -> Hashes {
-    let (mut whole, mut chunk) = (Sha256::new(), blake3::Hasher::new());
+/// An ingest's two hashing threads (the whole file's sha256, BLAKE3 of
+/// each chunk), each fed by its own queue: on their own threads the two
+/// passes run beside each other and beside the writes.
+struct Hasher {
+    whole: (
+        std::sync::mpsc::SyncSender<Arc<Vec<u8>>>,
+        std::thread::JoinHandle<[u8; 32]>,
+    ),
+    chunks: (
+        std::sync::mpsc::SyncSender<Arc<Vec<u8>>>,
+        std::thread::JoinHandle<Vec<u8>>,
+    ),
+}
+
+impl Hasher {
+    fn start() -> io::Result<Hasher> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(HASH_QUEUE);
+        let whole = std::thread::Builder::new()
+            .name("dataset-sha256".into())
+            .spawn(move || {
+                let mut h = Sha256::new();
+                for piece in rx {
+                    h.update(&piece[..]);
+                }
+                h.finalize().into()
+            })?;
+        let (ctx, crx) = std::sync::mpsc::sync_channel(HASH_QUEUE);
+        let chunks = std::thread::Builder::new()
+            .name("dataset-chunks".into())
+            .spawn(move || chunk_hashes(crx))?;
+        Ok(Hasher {
+            whole: (tx, whole),
+            chunks: (ctx, chunks),
+        })
+    }
+
+    fn send(&self, piece: &Arc<Vec<u8>>) {
+        // A hasher ends only when its sender is dropped.
+        let _ = self.whole.0.send(piece.clone());
+        let _ = self.chunks.0.send(piece.clone());
+    }
+
+    fn finish(self) -> io::Result<Hashes> {
+        let Hasher { whole, chunks } = self;
+        let gone = || io::Error::other("a dataset hasher panicked");
+        drop((whole.0, chunks.0));
+        Ok(Hashes {
+            whole: whole.1.join().map_err(|_| gone())?,
+            chunks: chunks.1.join().map_err(|_| gone())?,
+        })
+    }
+}
+
+/// BLAKE3 of each [`CHUNK`] of a stream of pieces, concatenated.
+fn chunk_hashes(rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>) -> Vec<u8> {
+    let mut chunk = blake3::Hasher::new();
     let (mut in_chunk, mut chunks) = (0u64, Vec::new());
     for piece in rx {
-        whole.update(&piece[..]);
         let mut data = &piece[..];
         while !data.is_empty() {
             let take = ((CHUNK - in_chunk) as usize).min(data.len());
@@ -506,10 +606,7 @@ fn hash_stream(rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>) -> Hashes {
     if in_chunk > 0 {
         chunks.extend_from_slice(chunk.finalize().as_bytes());
     }
-    Hashes {
-        whole: whole.finalize().into(),
-        chunks,
-    }
+    chunks
 }
 
 /// A complete, synced copy in its incoming directory.
@@ -532,9 +629,8 @@ impl Ingest {
             return Err(IngestError::TooLarge(self.max_bytes));
         }
         let data = Arc::new(data);
-        if let Some((tx, _)) = &self.hasher {
-            // The hasher ends only when this sender is dropped.
-            let _ = tx.send(data.clone());
+        if let Some(h) = &self.hasher {
+            h.send(&data);
         }
         let mut rest = &data[..];
         while !rest.is_empty() {
@@ -565,11 +661,8 @@ impl Ingest {
     }
 
     fn hashes(&mut self) -> Result<Hashes, IngestError> {
-        let (tx, hasher) = self.hasher.take().expect("an ingest is finished once");
-        drop(tx);
-        hasher
-            .join()
-            .map_err(|_| IngestError::Io(io::Error::other("the dataset hasher panicked")))
+        let hasher = self.hasher.take().expect("an ingest is finished once");
+        Ok(hasher.finish()?)
     }
 
     /// Syncs the file and writes the chunk list.

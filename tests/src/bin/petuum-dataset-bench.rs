@@ -87,8 +87,23 @@ fn upload(file: &Path, replicas: u32) -> (f64, f64, Vec<f64>) {
         assert!(up.sent);
         (start.elapsed().as_secs_f64(), cpu(&pids) - before)
     });
-    let fetches = c
-        .logs()
+    let logs = c.logs();
+    // The node's own account of the upload (receive, then sync).
+    for l in logs.lines().filter(|l| l.contains("upload received and synced")) {
+        let field = |k: &str| {
+            l.split(&format!("{k}=")[..])
+                .nth(1)
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "  node: received in {:.3} s, synced in {:.3} s; whole upload {secs:.3} s",
+            field("received_s"),
+            field("synced_s")
+        );
+    }
+    let fetches = logs
         .lines()
         .filter(|l| l.contains("dataset fetched from its holders"))
         .filter_map(|l| l.split("mb_per_s=").nth(1))
