@@ -514,7 +514,7 @@ impl Client {
                 sha256,
                 name,
                 size,
-                data: buf,
+                data: buf.into(),
             }))
         });
         let req = self.req(messages);

@@ -116,7 +116,7 @@ impl Peers {
     }
 
     /// Logs a peer's change of reachability (a node's calls only).
-    fn note_reachability(&self, node: u64, result: &Result<Vec<u8>, CallError>) {
+    fn note_reachability<T>(&self, node: u64, result: &Result<T, CallError>) {
         if self.me == 0 {
             return;
         }
@@ -226,7 +226,7 @@ impl Peers {
         kind: u32,
         payload: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<tonic::codegen::Bytes, CallError> {
         let mut client = self.client(node, Lane::of(method, payload.len()))?;
         let mut req = tonic::Request::new(Envelope {
             version: PROTOCOL_VERSION,
@@ -234,7 +234,7 @@ impl Peers {
             from: self.me,
             group,
             kind,
-            payload,
+            payload: payload.into(),
         });
         req.set_timeout(timeout);
         self.authorize(&mut req);

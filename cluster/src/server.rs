@@ -6,7 +6,7 @@
 
 use crate::meta::{MetaCommand, Retire};
 use crate::node::{ClusterNode, NodeError};
-use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
+use crate::wire::{self, DataError, DataReply, DataRequest, KIND_CHUNK, KIND_DATA};
 use petuum_proto::v1::cluster_server::{Cluster, ClusterServer};
 use petuum_proto::v1::peer_server::{Peer, PeerServer};
 use petuum_proto::v1::{Envelope, MembershipRequest, Reply, StatusReply, StatusRequest};
@@ -109,10 +109,27 @@ impl Peer for PeerSvc {
             .node
             .handle_raft(env.group, env.kind, &env.payload)
             .await?;
-        Ok(Response::new(Reply { payload }))
+        Ok(Response::new(Reply {
+            payload: payload.into(),
+        }))
     }
 
     async fn data(&self, req: Request<Envelope>) -> Result<Response<Reply>, Status> {
+        if req.get_ref().kind == KIND_CHUNK {
+            self.check(&req, false, false)?;
+            let Ok(DataRequest::DatasetChunk { record, index }) =
+                wire::decode(&req.get_ref().payload, "chunk request")
+            else {
+                return Err(Status::invalid_argument(
+                    "a chunk message must carry a dataset chunk request",
+                ));
+            };
+            record.check().map_err(Status::invalid_argument)?;
+            let payload = crate::datasets::fetch::raw_chunk(&self.node, record, index)
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+            return Ok(Response::new(Reply { payload }));
+        }
         if req.get_ref().kind != KIND_DATA {
             self.check(&req, false, false)?;
             return Err(Status::invalid_argument(format!(
@@ -128,7 +145,7 @@ impl Peer for PeerSvc {
         let request = decoded.map_err(Status::invalid_argument)?;
         let reply: Result<DataReply, DataError> = self.node.handle_data(request).await;
         Ok(Response::new(Reply {
-            payload: wire::encode(&reply),
+            payload: wire::encode(&reply).into(),
         }))
     }
 }

@@ -17,6 +17,11 @@ pub const KIND_VOTE: u32 = 2;
 pub const KIND_SNAPSHOT: u32 = 3;
 /// `Envelope.kind` of a [`DataRequest`].
 pub const KIND_DATA: u32 = 10;
+/// `Envelope.kind` of a [`DataRequest::DatasetChunk`] whose reply payload
+/// is the chunk's bytes alone (not an encoded [`DataReply`]), so a chunk
+/// crosses the wire without being copied into and out of an encoding; a
+/// failure comes back as the call's status.
+pub const KIND_CHUNK: u32 = 11;
 /// The longest a long poll (`Fetch`, `Watch`) waits on a node, whatever
 /// the request asks: a client cannot park a handler longer.
 pub const MAX_WAIT_MS: u64 = 30_000;

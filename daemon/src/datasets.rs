@@ -102,7 +102,7 @@ pub async fn upload(
         .map_err(|e| Status::internal(format!("upload: {e}")))?;
     // The bytes are written and hashed on a thread of their own while the
     // next ones arrive.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
     let writer = tokio::task::spawn_blocking(move || {
         let mut ing = ing;
         while let Some(data) = rx.blocking_recv() {
@@ -311,7 +311,7 @@ pub async fn fetch_url(
     loop {
         match resp.chunk().await {
             Ok(Some(bytes)) => {
-                if let Err(e) = tokio::task::block_in_place(|| ing.write(bytes.to_vec())) {
+                if let Err(e) = tokio::task::block_in_place(|| ing.write(bytes)) {
                     ing.abandon();
                     return Err(format!("{shown}: {e}"));
                 }

@@ -11,13 +11,13 @@ pub struct Envelope {
     pub group: u64,
     #[prost(uint32, tag = "5")]
     pub kind: u32,
-    #[prost(bytes = "vec", tag = "6")]
-    pub payload: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "6")]
+    pub payload: ::prost::bytes::Bytes,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Reply {
-    #[prost(bytes = "vec", tag = "1")]
-    pub payload: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub payload: ::prost::bytes::Bytes,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct StatusRequest {}
@@ -269,8 +269,8 @@ pub struct UploadChunk {
     pub name: ::prost::alloc::string::String,
     #[prost(uint64, tag = "3")]
     pub size: u64,
-    #[prost(bytes = "vec", tag = "4")]
-    pub data: ::prost::alloc::vec::Vec<u8>,
+    #[prost(bytes = "bytes", tag = "4")]
+    pub data: ::prost::bytes::Bytes,
 }
 /// Generated client implementations.
 pub mod peer_client {

@@ -5,7 +5,7 @@
 #![allow(clippy::result_large_err)]
 
 use petuum_cluster::placement::shard_group;
-use petuum_cluster::wire::{KIND_APPEND, KIND_DATA};
+use petuum_cluster::wire::{DataRequest, KIND_APPEND, KIND_CHUNK, KIND_DATA};
 use petuum_core::consistency::Consistency;
 use petuum_core::service::ShardService;
 use petuum_core::types::{shard_of, ElemType, RowKind, TableSpec};
@@ -364,7 +364,7 @@ fn garbage_and_wrong_versions_get_clear_errors() {
                 from: 1,
                 group: 1,
                 kind,
-                payload,
+                payload: payload.into(),
             };
             if raft {
                 p.raft(env).await
@@ -398,6 +398,24 @@ fn garbage_and_wrong_versions_get_clear_errors() {
         "{}",
         e.message()
     );
+    // A chunk message that is not a chunk request, or names a dataset
+    // this node does not hold.
+    let e = call(PROTOCOL_VERSION, cluster, KIND_CHUNK, false, vec![0xff; 16]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("must carry a dataset chunk request"),
+        "{}",
+        e.message()
+    );
+    let e = call(
+        PROTOCOL_VERSION,
+        cluster,
+        KIND_CHUNK,
+        false,
+        chunk_request(),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
     let e = call(PROTOCOL_VERSION, cluster, KIND_APPEND, true, vec![0xff; 32]).unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(
@@ -415,6 +433,24 @@ fn garbage_and_wrong_versions_get_clear_errors() {
     client.create_table(&counters(5, 1)).unwrap();
     client.register_job(5, 1, false).unwrap();
     assert_eq!(client.row_ids(1).unwrap(), Vec::<u64>::new());
+}
+
+/// A well-formed request for chunk 0 of a dataset nobody holds.
+fn chunk_request() -> Vec<u8> {
+    petuum_cluster::wire::encode(&DataRequest::DatasetChunk {
+        record: petuum_cluster::datasets::DatasetRecord {
+            sha256: "ab".repeat(32),
+            name: "x.csv".into(),
+            size: 5,
+            chunk_size: petuum_cluster::datasets::CHUNK,
+            chunks_sha256: "cd".repeat(32),
+            source: "upload".into(),
+            holders: vec![2],
+            ready: true,
+            created_ms: 0,
+        },
+        index: 0,
+    })
 }
 
 /// A bad node configuration is refused at start with the field named.
@@ -577,7 +613,7 @@ fn mutual_tls_and_client_token() {
             from: 2,
             group: 1,
             kind: KIND_APPEND,
-            payload: vec![],
+            payload: Default::default(),
         });
         req.metadata_mut()
             .insert("authorization", format!("Bearer {secret}").parse().unwrap());
@@ -607,7 +643,7 @@ fn mutual_tls_and_client_token() {
             from,
             group: 1,
             kind: KIND_APPEND,
-            payload: vec![],
+            payload: Default::default(),
         };
         let mut forged = PeerClient::new(as_node("node2.pem", "node2.key").await);
         let e = forged.raft(envelope(3)).await.unwrap_err();

@@ -326,7 +326,7 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
             sha256: "ab".repeat(32),
             name: "x.csv".into(),
             size: 5,
-            data: b"hello".to_vec(),
+            data: b"hello".to_vec().into(),
         };
         jobs.upload(futures::stream::iter(vec![msg]))
             .await

@@ -8,8 +8,10 @@ use super::store::{chunk_hash, sha256_hex, ChunkError, ChunkWriter, Store};
 
 use super::{DatasetCommand, DatasetRecord};
 use crate::meta::MetaCommand;
+use crate::network::Method;
 use crate::node::ClusterNode;
-use crate::wire::{DataError, DataReply, DataRequest};
+use crate::wire::{self, DataError, DataReply, DataRequest, KIND_CHUNK};
+use bytes::Bytes;
 use futures::StreamExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -144,10 +146,11 @@ async fn manifest(node: &ClusterNode, rec: &DatasetRecord) -> Result<Vec<u8>, Fe
 }
 
 /// Fetches chunks `which` into `file`, verifying each; chunk i is asked of
-/// holder i first (spreading the load), then of the others in turn. The
-/// checks run on blocking threads, several at once; one writer thread
-/// writes the chunks that pass (parallel writes to one file contend on its
-/// inode lock and cost more than they overlap).
+/// holder i first (spreading the load), then of the others in turn. Each
+/// chunk is checked and written on a blocking thread, several at once:
+/// with direct I/O the writes of different chunks go to the disk side by
+/// side (one writer thread, waiting on each write in turn, was the
+/// fetch's bottleneck).
 async fn fetch_chunks(
     node: &ClusterNode,
     rec: &DatasetRecord,
@@ -156,16 +159,9 @@ async fn fetch_chunks(
     which: Vec<u64>,
 ) -> Result<(), FetchError> {
     let holders = sources(node, rec);
-    let mut file = ChunkWriter::open(path).map_err(|e| io_err(rec, e))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, Vec<u8>)>(PARALLEL);
-    let writer = tokio::task::spawn_blocking(move || {
-        while let Some((start, b)) = rx.blocking_recv() {
-            file.write_at(&b, start)?;
-        }
-        file.sync()
-    });
+    let file = std::sync::Arc::new(ChunkWriter::open(path).map_err(|e| io_err(rec, e))?);
     let results = futures::stream::iter(which.into_iter().map(|i| {
-        let (holders, tx) = (&holders, tx.clone());
+        let (holders, file) = (&holders, file.clone());
         async move {
             let mut want = [0u8; 32];
             want.copy_from_slice(&manifest[i as usize * 32..][..32]);
@@ -173,31 +169,25 @@ async fn fetch_chunks(
             let mut reason = "the dataset has no other holder".to_string();
             for k in 0..holders.len() {
                 let h = holders[(i as usize + k) % holders.len()];
-                let req = DataRequest::DatasetChunk {
-                    record: rec.clone(),
-                    index: i,
-                };
-                let b = match node.data_call(h, &req, CHUNK_TIMEOUT).await {
-                    Ok(DataReply::Bytes(b)) => b,
-                    Ok(other) => {
-                        reason = format!("node {h}: unexpected reply {other:?}");
-                        continue;
-                    }
+                let b = match chunk_call(node, h, rec, i).await {
+                    Ok(b) => b,
                     Err(e) => {
                         reason = format!("node {h}: {e}");
                         continue;
                     }
                 };
-                let (b, intact) = tokio::task::spawn_blocking(move || {
+                let file = file.clone();
+                let intact = tokio::task::spawn_blocking(move || {
                     let intact = chunk_hash(&b) == want;
-                    (b, intact)
+                    if intact {
+                        file.write_at(&b, start)?;
+                    }
+                    Ok::<_, std::io::Error>(intact)
                 })
                 .await
+                .map_err(|e| io_err(rec, e))?
                 .map_err(|e| io_err(rec, e))?;
                 if intact {
-                    // A closed channel means the writer failed: its error
-                    // is reported below.
-                    let _ = tx.send((start, b)).await;
                     return Ok(());
                 }
                 reason = format!("node {h} sent chunk {i} damaged");
@@ -222,22 +212,77 @@ async fn fetch_chunks(
     .buffer_unordered(PARALLEL)
     .collect::<Vec<_>>()
     .await;
-    drop(tx);
-    writer
+    results.into_iter().collect::<Result<(), _>>()?;
+    tokio::task::spawn_blocking(move || file.sync())
         .await
         .map_err(|e| io_err(rec, e))?
-        .map_err(|e| io_err(rec, e))?;
-    results.into_iter().collect()
+        .map_err(|e| io_err(rec, e))
+}
+
+/// Chunk `index` from holder `h`, as a [`KIND_CHUNK`] call (the reply's
+/// payload is the bytes alone), or as a plain data call to a holder that
+/// does not know that kind (an older build).
+async fn chunk_call(
+    node: &ClusterNode,
+    h: u64,
+    rec: &DatasetRecord,
+    index: u64,
+) -> Result<Bytes, String> {
+    let req = DataRequest::DatasetChunk {
+        record: rec.clone(),
+        index,
+    };
+    if h == node.id() {
+        return raw_chunk(node, rec.clone(), index)
+            .await
+            .map_err(|e| e.to_string());
+    }
+    match node
+        .peers
+        .call(
+            h,
+            Method::Data,
+            0,
+            KIND_CHUNK,
+            wire::encode(&req),
+            CHUNK_TIMEOUT,
+        )
+        .await
+    {
+        Ok(b) => Ok(b),
+        Err(e) if e.to_string().contains("unknown data message kind") => {
+            match node.data_call(h, &req, CHUNK_TIMEOUT).await {
+                Ok(DataReply::Bytes(b)) => Ok(b.into()),
+                Ok(other) => Err(format!("unexpected reply {other:?}")),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Serves a chunk of this node's copy as it is on disk: the receiver
 /// checks it against the chunk list and reports damage
-/// ([`check_damage`]).
+/// ([`check_damage`]). The answer to a `DatasetChunk` sent as
+/// [`KIND_CHUNK`]; see [`raw_chunk`] for the bytes alone.
 pub async fn serve_chunk(
     node: &ClusterNode,
     record: DatasetRecord,
     index: u64,
 ) -> Result<DataReply, DataError> {
+    raw_chunk(node, record, index)
+        .await
+        .map(|b| DataReply::Bytes(b.to_vec()))
+}
+
+/// Chunk `index` of this node's copy as it is on disk, unchecked: the
+/// reply to a [`KIND_CHUNK`] message, whose payload is these bytes alone
+/// (no encoding, no copy).
+pub async fn raw_chunk(
+    node: &ClusterNode,
+    record: DatasetRecord,
+    index: u64,
+) -> Result<Bytes, DataError> {
     read_chunk(node, record, index, false).await
 }
 
@@ -260,7 +305,7 @@ async fn read_chunk(
     record: DatasetRecord,
     index: u64,
     checked: bool,
-) -> Result<DataReply, DataError> {
+) -> Result<Bytes, DataError> {
     let (store, rec) = (node.datasets.clone(), record.clone());
     let read = tokio::task::spawn_blocking(move || {
         if checked {
@@ -279,17 +324,17 @@ pub async fn serve_manifest(
     node: &ClusterNode,
     record: DatasetRecord,
 ) -> Result<DataReply, DataError> {
-    let read = node.datasets.manifest(&record).map(|m| m.to_vec());
-    served(node, record, read)
+    let read = node.datasets.manifest(&record);
+    served(node, record, read).map(|m| DataReply::Bytes(m.to_vec()))
 }
 
 fn served(
     node: &ClusterNode,
     record: DatasetRecord,
-    read: Result<Vec<u8>, ChunkError>,
-) -> Result<DataReply, DataError> {
+    read: Result<Bytes, ChunkError>,
+) -> Result<Bytes, DataError> {
     match read {
-        Ok(b) => Ok(DataReply::Bytes(b)),
+        Ok(b) => Ok(b),
         Err(e) => {
             if matches!(e, ChunkError::Corrupt { .. }) {
                 tracing::warn!(dataset = %record.sha256, error = %e, "a chunk of this copy is corrupt; it is repaired at the next sweep");

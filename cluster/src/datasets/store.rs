@@ -45,21 +45,39 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
-/// Writes chunks at their offsets in a dataset file. Whole 4 KiB-aligned
-/// chunks go through `O_DIRECT` where the file system allows it: they
-/// are copied once into a reused aligned buffer and from there to the
-/// disk, instead of into freshly allocated page-cache pages (the dearer
-/// copy on a VM, and a multi-gigabyte dataset would evict everything
-/// else). The short last chunk, and everything on a file system without
-/// `O_DIRECT`, goes through the page cache.
+/// Writes chunks at their offsets in a dataset file, from any number of
+/// threads at once. Whole 4 KiB-aligned chunks go through `O_DIRECT` where
+/// the file system allows it: they are copied once into an aligned buffer
+/// the thread reuses and from there to the disk, instead of into freshly
+/// allocated page-cache pages (the dearer copy on a VM, and a
+/// multi-gigabyte dataset would evict everything else). The short last
+/// chunk, and everything on a file system without `O_DIRECT`, goes through
+/// the page cache.
 pub struct ChunkWriter {
     buffered: File,
     direct: Option<File>,
-    buf: Vec<u8>,
+    /// Cleared when the file system refuses direct I/O after all.
+    direct_ok: std::sync::atomic::AtomicBool,
 }
 
 /// `O_DIRECT`'s alignment (of offsets, lengths and memory) on common disks.
 const DIRECT_ALIGN: usize = 4096;
+
+/// Runs `f` on this thread's aligned staging buffer of `len` bytes (for
+/// `O_DIRECT` writes), reused from call to call.
+fn with_aligned<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    BUF.with_borrow_mut(|buf| {
+        if buf.len() < len + DIRECT_ALIGN {
+            *buf = vec![0u8; len + DIRECT_ALIGN];
+        }
+        let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        f(&mut buf[skip..skip + len])
+    })
+}
 
 impl ChunkWriter {
     /// Opens an existing file for writing.
@@ -77,27 +95,28 @@ impl ChunkWriter {
         #[cfg(not(target_os = "linux"))]
         let direct = None;
         Ok(ChunkWriter {
+            direct_ok: (direct.is_some()).into(),
             buffered,
             direct,
-            buf: Vec::new(),
         })
     }
 
-    pub fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+    pub fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
         let aligned =
             offset.is_multiple_of(DIRECT_ALIGN as u64) && data.len().is_multiple_of(DIRECT_ALIGN);
-        if let (Some(direct), true) = (&self.direct, aligned && !data.is_empty()) {
-            if self.buf.len() < data.len() + DIRECT_ALIGN {
-                self.buf = vec![0u8; data.len() + DIRECT_ALIGN];
-            }
-            let skip = self.buf.as_ptr().align_offset(DIRECT_ALIGN);
-            let staged = &mut self.buf[skip..skip + data.len()];
-            staged.copy_from_slice(data);
-            match direct.write_all_at(staged, offset) {
+        let direct_ok = self.direct_ok.load(Ordering::Relaxed);
+        if let (Some(direct), true) = (&self.direct, direct_ok && aligned && !data.is_empty()) {
+            let wrote = with_aligned(data.len(), |staged| {
+                staged.copy_from_slice(data);
+                direct.write_all_at(staged, offset)
+            });
+            match wrote {
                 Ok(()) => return Ok(()),
                 // This file system (or device) refuses direct I/O after
                 // all: the page cache it is.
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct_ok.store(false, Ordering::Relaxed)
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -112,19 +131,16 @@ impl ChunkWriter {
     }
 }
 
-/// `len` bytes at `offset` of a file. Read with `O_DIRECT` into a reused
-/// aligned buffer where the file system allows: a chunk served to another
-/// node is read once, so filling the page cache with it (fresh pages, the
-/// dear part on a VM) and copying out of it would only cost. Elsewhere, and
-/// for ranges `O_DIRECT` cannot read, through the page cache.
-fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+/// `len` bytes at `offset` of a file. Read with `O_DIRECT` where the file
+/// system allows, straight into the buffer that is returned (aligned
+/// inside it): a chunk served to another node is read once, so filling
+/// the page cache with it (fresh pages, the dear part on a VM) and copying
+/// out of it would only cost. Elsewhere, and for ranges `O_DIRECT` cannot
+/// read, through the page cache.
+fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<bytes::Bytes> {
     #[cfg(target_os = "linux")]
     if offset.is_multiple_of(DIRECT_ALIGN as u64) {
-        use std::cell::RefCell;
         use std::os::unix::fs::OpenOptionsExt;
-        thread_local! {
-            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
         let direct = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
@@ -133,33 +149,31 @@ fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
             // Whole aligned blocks: a short last chunk reads to the end of
             // the file and stops there.
             let want = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-            let got = BUF.with_borrow_mut(|buf| {
-                if buf.len() < want + DIRECT_ALIGN {
-                    *buf = vec![0u8; want + DIRECT_ALIGN];
+            let mut buf = vec![0u8; want + DIRECT_ALIGN];
+            let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
+            let staged = &mut buf[skip..skip + want];
+            let mut done = 0;
+            let got = loop {
+                if done >= len {
+                    break Ok(true);
                 }
-                let skip = buf.as_ptr().align_offset(DIRECT_ALIGN);
-                let staged = &mut buf[skip..skip + want];
-                let mut done = 0;
-                while done < len {
-                    match f.read_at(&mut staged[done..], offset + done as u64) {
-                        Ok(0) => break,
-                        Ok(n) => done += n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => return Err(e),
-                    }
-                    // O_DIRECT reads whole blocks: after a partial one the
-                    // next read would be misaligned.
-                    if !done.is_multiple_of(DIRECT_ALIGN) {
-                        break;
-                    }
+                match f.read_at(&mut staged[done..], offset + done as u64) {
+                    Ok(0) => break Ok(false),
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
                 }
-                Ok((done >= len).then(|| staged[..len].to_vec()))
-            });
+                // O_DIRECT reads whole blocks: after a partial one the
+                // next read would be misaligned.
+                if done < len && !done.is_multiple_of(DIRECT_ALIGN) {
+                    break Ok(false);
+                }
+            };
             match got {
-                Ok(Some(v)) => return Ok(v),
+                Ok(true) => return Ok(bytes::Bytes::from(buf).slice(skip..skip + len)),
                 // Short (the file shrank) or refused: read it plainly below,
                 // which reports a short file as such.
-                Ok(None) => {}
+                Ok(false) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
                 Err(e) => return Err(e),
             }
@@ -168,7 +182,7 @@ fn read_at(path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     let f = File::open(path)?;
     let mut buf = vec![0u8; len];
     f.read_exact_at(&mut buf, offset)?;
-    Ok(buf)
+    Ok(buf.into())
 }
 
 /// Lowercase hex of bytes.
@@ -239,7 +253,7 @@ pub struct Store {
     corrupt: Mutex<Vec<DatasetRecord>>,
     /// Chunk lists already read and checked against their records: a
     /// chunk served does not read and hash its dataset's whole list again.
-    manifests: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    manifests: Mutex<HashMap<String, bytes::Bytes>>,
 }
 
 impl Store {
@@ -325,7 +339,7 @@ impl Store {
 
     /// The chunk list of a complete copy, checked against the record (read
     /// once, then kept until the copy is replaced or removed).
-    pub fn manifest(&self, rec: &DatasetRecord) -> Result<Arc<Vec<u8>>, ChunkError> {
+    pub fn manifest(&self, rec: &DatasetRecord) -> Result<bytes::Bytes, ChunkError> {
         if !self.complete(rec) {
             return Err(ChunkError::Missing(rec.sha256.clone()));
         }
@@ -339,7 +353,7 @@ impl Store {
                 index: u64::MAX,
             });
         }
-        let m = Arc::new(m);
+        let m = bytes::Bytes::from(m);
         self.manifests.lock().insert(rec.sha256.clone(), m.clone());
         Ok(m)
     }
@@ -357,7 +371,7 @@ impl Store {
         &self,
         rec: &DatasetRecord,
         index: u64,
-    ) -> Result<Vec<u8>, ChunkError> {
+    ) -> Result<bytes::Bytes, ChunkError> {
         if !self.complete(rec) {
             return Err(ChunkError::Missing(rec.sha256.clone()));
         }
@@ -372,7 +386,7 @@ impl Store {
     }
 
     /// Chunk `index`, verified against its hash.
-    pub fn read_chunk(&self, rec: &DatasetRecord, index: u64) -> Result<Vec<u8>, ChunkError> {
+    pub fn read_chunk(&self, rec: &DatasetRecord, index: u64) -> Result<bytes::Bytes, ChunkError> {
         let m = self.manifest(rec)?;
         let buf = self.read_chunk_unchecked(rec, index)?;
         if chunk_hash(&buf)[..] != m[index as usize * 32..][..32] {
@@ -537,18 +551,18 @@ struct Hashes {
 /// passes run beside each other and beside the writes.
 struct Hasher {
     whole: (
-        std::sync::mpsc::SyncSender<Arc<Vec<u8>>>,
+        std::sync::mpsc::SyncSender<bytes::Bytes>,
         std::thread::JoinHandle<[u8; 32]>,
     ),
     chunks: (
-        std::sync::mpsc::SyncSender<Arc<Vec<u8>>>,
+        std::sync::mpsc::SyncSender<bytes::Bytes>,
         std::thread::JoinHandle<Vec<u8>>,
     ),
 }
 
 impl Hasher {
     fn start() -> io::Result<Hasher> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Arc<Vec<u8>>>(HASH_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(HASH_QUEUE);
         let whole = std::thread::Builder::new()
             .name("dataset-sha256".into())
             .spawn(move || {
@@ -568,7 +582,7 @@ impl Hasher {
         })
     }
 
-    fn send(&self, piece: &Arc<Vec<u8>>) {
+    fn send(&self, piece: &bytes::Bytes) {
         // A hasher ends only when its sender is dropped.
         let _ = self.whole.0.send(piece.clone());
         let _ = self.chunks.0.send(piece.clone());
@@ -586,7 +600,7 @@ impl Hasher {
 }
 
 /// BLAKE3 of each [`CHUNK`] of a stream of pieces, concatenated.
-fn chunk_hashes(rx: std::sync::mpsc::Receiver<Arc<Vec<u8>>>) -> Vec<u8> {
+fn chunk_hashes(rx: std::sync::mpsc::Receiver<bytes::Bytes>) -> Vec<u8> {
     let mut chunk = blake3::Hasher::new();
     let (mut in_chunk, mut chunks) = (0u64, Vec::new());
     for piece in rx {
@@ -624,11 +638,11 @@ impl Ingest {
         self.size
     }
 
-    pub fn write(&mut self, data: Vec<u8>) -> Result<(), IngestError> {
+    pub fn write(&mut self, data: impl Into<bytes::Bytes>) -> Result<(), IngestError> {
+        let data: bytes::Bytes = data.into();
         if self.size + data.len() as u64 > self.max_bytes {
             return Err(IngestError::TooLarge(self.max_bytes));
         }
-        let data = Arc::new(data);
         if let Some(h) = &self.hasher {
             h.send(&data);
         }
@@ -719,7 +733,7 @@ mod tests {
             .unwrap()
             .set_len(data.len() as u64)
             .unwrap();
-        let mut w = ChunkWriter::open(&path).unwrap();
+        let w = ChunkWriter::open(&path).unwrap();
         for i in [3u64, 1, 0, 2] {
             let a = (i * CHUNK) as usize;
             let b = (a + CHUNK as usize).min(data.len());
