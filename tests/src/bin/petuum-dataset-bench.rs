@@ -2,14 +2,16 @@
 //! the same disk (docs/performance.md, "Dataset store"), on local
 //! `petuumd serve` nodes:
 //!
-//! - plain copy: read the file, write it to a new file, fsync it;
-//! - upload, 1 copy: `petuum-client`'s upload (hash the file here, send it,
-//!   the node writes, hashes and fsyncs it) to a 3-node cluster with
+//! - plain copy: read the file, write it to a new file, fsync it; once
+//!   with the file in the page cache, once read from the disk (evicted
+//!   first), as a fetch reads a holder's copy;
+//! - upload, 1 copy: `petuum-client`'s upload (sent at once; the node
+//!   writes, hashes and fsyncs it) to a 3-node cluster with
 //!   `[datasets] replicas = 1`;
 //! - upload, 2 copies: the same with `replicas = 2`: acknowledged once a
 //!   second node has fetched it from the first, on this same disk;
-//! - fetch: that second node's copy (chunks over gRPC, each verified on
-//!   both sides, written in place, fsynced), as the node reports it.
+//! - fetch: that second node's copy (chunks over gRPC, each verified
+//!   where it arrives, written in place, fsynced), as the node reports it.
 //!
 //! With each upload, the CPU seconds per GB it cost the client and the
 //! three nodes (user + system, from `/proc`): on a machine whose cores
