@@ -303,6 +303,7 @@ impl Algorithm for Mf {
             }
         }
         let users: Vec<u32> = (0..m as u32).filter(|&u| own_user(u)).collect();
+        let users_ratings = users.iter().map(|&u| by_user[u as usize].len()).sum();
         let items: Vec<u32> = (0..n as u32).filter(|&i| own_item(i)).collect();
         let adagrad = s.params.solver == Solver::Sgd;
         Ok(Box::new(MfWorker {
@@ -317,6 +318,8 @@ impl Algorithm for Mf {
             gw: if adagrad { vec![0.0; m] } else { Vec::new() },
             gh: if adagrad { vec![0.0; n] } else { Vec::new() },
             test_rmse: None,
+            last_sse: None,
+            rated: users_ratings,
         }))
     }
 
@@ -366,6 +369,64 @@ impl Algorithm for Mf {
     }
 }
 
+/// CCD++'s update of one rank for some rows of one side (users, or
+/// items): each row `x` of `rows` gets the least-squares value of its
+/// factor `mine[x]` against the other side's factor `other`, with L2
+/// weight `lambda` per rating, and its residuals follow. With `refresh`
+/// (`(own, change)`: this side's factor at the rank the other side just
+/// changed, and that change) the residuals first take the other side's
+/// change, in the same pass that reads them. With `sse` the squared
+/// residuals after the update are added to it, row by row in order.
+/// Returns the changes of the factor (`(x, new − old)`, non-zero ones).
+fn half_step(
+    lists: &mut [Vec<(u32, f64)>],
+    rows: &[u32],
+    mine: &[f64],
+    other: &[f64],
+    refresh: Option<(&[f64], &[f64])>,
+    lambda: f64,
+    mut sse: Option<&mut f64>,
+) -> Vec<(u32, f64)> {
+    let mut inc = Vec::with_capacity(rows.len());
+    for &x in rows {
+        let old = mine[x as usize];
+        let list = &mut lists[x as usize];
+        let (mut num, mut den) = (0.0, lambda * list.len() as f64);
+        match refresh {
+            Some((own, change)) => {
+                let a = own[x as usize];
+                for (j, r) in list.iter_mut() {
+                    *r -= a * change[*j as usize];
+                    let v = other[*j as usize];
+                    num += (*r + old * v) * v;
+                    den += v * v;
+                }
+            }
+            None => {
+                for &(j, r) in list.iter() {
+                    let v = other[j as usize];
+                    num += (r + old * v) * v;
+                    den += v * v;
+                }
+            }
+        }
+        let new = if den > 0.0 { num / den } else { 0.0 };
+        let d = new - old;
+        if d != 0.0 {
+            for (j, r) in list.iter_mut() {
+                *r -= d * other[*j as usize];
+            }
+            inc.push((x, d));
+        }
+        if let Some(sse) = sse.as_deref_mut() {
+            for &(_, r) in list.iter() {
+                *sse += r * r;
+            }
+        }
+    }
+    inc
+}
+
 struct MfWorker {
     shared: Arc<Shared>,
     worker: u32,
@@ -385,6 +446,11 @@ struct MfWorker {
     /// cluster's progress reports are throttled and would mostly miss a
     /// value sent once per pass. Not checkpointed (progress only).
     test_rmse: Option<f64>,
+    /// CCD++: the squared error of this worker's ratings at its last
+    /// users' clock, and how many ratings that is. Not checkpointed (the
+    /// residuals are; it is computed from them again).
+    last_sse: Option<f64>,
+    rated: usize,
 }
 
 impl MfWorker {
@@ -416,7 +482,12 @@ impl MfWorker {
         Ok(delta)
     }
 
-    fn ccd_step(&mut self, ctx: &mut WorkerCtx) -> Result<(), BoxError> {
+    /// One CCD++ clock: rank `f` of this worker's users (even clocks) or
+    /// items (odd clocks), after bringing their residuals up to date with
+    /// the other side's change of the clock before. On users' clocks it
+    /// returns the squared error of this worker's ratings (the users'
+    /// residuals are only touched then).
+    fn ccd_step(&mut self, ctx: &mut WorkerCtx) -> Result<Option<f64>, BoxError> {
         let s = self.shared.clone();
         let (m, n, k) = (s.m(), s.n(), s.params.rank);
         let lambda = s.params.lambda;
@@ -424,75 +495,48 @@ impl MfWorker {
         let per_rank = 2 * s.params.inner;
         let f = (c / per_rank) % k;
         if c.is_multiple_of(2) {
-            // Items changed last clock (rank fp): bring the users' residuals up to date.
-            if c >= 1 {
+            // Items changed last clock (rank fp): the users' residuals
+            // take that change as they are read.
+            let dv = if c >= 1 {
                 let fp = ((c - 1) / per_rank) % k;
                 let dv = Self::refresh(ctx, H_TABLE, fp, &mut self.h[fp * n..(fp + 1) * n])?;
-                for &u in &self.users {
-                    let wu = self.w[fp * m + u as usize];
-                    for (i, r) in self.by_user[u as usize].iter_mut() {
-                        *r -= wu * dv[*i as usize];
-                    }
-                }
-            }
-            let mut inc = Vec::with_capacity(self.users.len());
-            let h = &self.h[f * n..(f + 1) * n];
-            for &u in &self.users {
-                let old = self.w[f * m + u as usize];
-                let list = &mut self.by_user[u as usize];
-                let (mut num, mut den) = (0.0, lambda * list.len() as f64);
-                for &(i, r) in list.iter() {
-                    let v = h[i as usize];
-                    num += (r + old * v) * v;
-                    den += v * v;
-                }
-                let new = if den > 0.0 { num / den } else { 0.0 };
-                let d = new - old;
-                if d != 0.0 {
-                    for (i, r) in list.iter_mut() {
-                        *r -= d * h[*i as usize];
-                    }
-                    // The copy of W keeps the table's value until the next
-                    // clock's read, which applies every user's change
-                    // (this worker's too) to the items' residuals.
-                    inc.push((u, d));
-                }
-            }
+                Some((fp, dv))
+            } else {
+                None
+            };
+            let mut sse = 0.0;
+            let inc = half_step(
+                &mut self.by_user,
+                &self.users,
+                &self.w[f * m..(f + 1) * m],
+                &self.h[f * n..(f + 1) * n],
+                dv.as_ref()
+                    .map(|(fp, dv)| (&self.w[fp * m..(fp + 1) * m], &dv[..])),
+                lambda,
+                Some(&mut sse),
+            );
+            // The copy of W keeps the table's value until the next clock's
+            // read, which applies every user's change (this worker's too)
+            // to the items' residuals.
             let t = ctx.table::<f64>(W_TABLE)?;
             ctx.batch_inc_sparse(t, f as u64, &inc)?;
+            Ok(Some(sse))
         } else {
             // Users changed last clock (rank f): the items' residuals.
             let du = Self::refresh(ctx, W_TABLE, f, &mut self.w[f * m..(f + 1) * m])?;
-            for &i in &self.items {
-                let hi = self.h[f * n + i as usize];
-                for (u, r) in self.by_item[i as usize].iter_mut() {
-                    *r -= du[*u as usize] * hi;
-                }
-            }
-            let mut inc = Vec::with_capacity(self.items.len());
-            let w = &self.w[f * m..(f + 1) * m];
-            for &i in &self.items {
-                let old = self.h[f * n + i as usize];
-                let list = &mut self.by_item[i as usize];
-                let (mut num, mut den) = (0.0, lambda * list.len() as f64);
-                for &(u, r) in list.iter() {
-                    let x = w[u as usize];
-                    num += (r + old * x) * x;
-                    den += x * x;
-                }
-                let new = if den > 0.0 { num / den } else { 0.0 };
-                let d = new - old;
-                if d != 0.0 {
-                    for (u, r) in list.iter_mut() {
-                        *r -= d * w[*u as usize];
-                    }
-                    inc.push((i, d));
-                }
-            }
+            let inc = half_step(
+                &mut self.by_item,
+                &self.items,
+                &self.h[f * n..(f + 1) * n],
+                &self.w[f * m..(f + 1) * m],
+                Some((&self.h[f * n..(f + 1) * n], &du[..])),
+                lambda,
+                None,
+            );
             let t = ctx.table::<f64>(H_TABLE)?;
             ctx.batch_inc_sparse(t, f as u64, &inc)?;
+            Ok(None)
         }
-        Ok(())
     }
 
     fn sgd_step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<(), BoxError> {
@@ -569,8 +613,18 @@ impl AlgoWorker for MfWorker {
         let s = self.shared.clone();
         let (sse, count) = match s.params.solver {
             Solver::Ccd => {
-                self.ccd_step(ctx)?;
-                self.sse()
+                // Items' clocks leave the users' residuals as they were:
+                // the error is the users' clock's (or, first thing after a
+                // restore, computed again from the same residuals).
+                let sse = match self.ccd_step(ctx)? {
+                    Some(sse) => sse,
+                    None => match self.last_sse {
+                        Some(sse) => sse,
+                        None => self.sse().0,
+                    },
+                };
+                self.last_sse = Some(sse);
+                (sse, self.rated)
             }
             Solver::Sgd => {
                 self.sgd_step(ctx, rng)?;
@@ -671,6 +725,7 @@ impl AlgoWorker for MfWorker {
         for (e, v) in self.by_item.iter_mut().flatten().zip(ri) {
             e.1 = v;
         }
+        self.last_sse = None;
         Ok(())
     }
 }
