@@ -18,8 +18,13 @@ impl ProgressSink for Every {
         self.1
             .fetch_max(p.clock, std::sync::atomic::Ordering::Relaxed);
         if self.0 > 0 && p.clock.is_multiple_of(self.0) {
+            let metrics: String = p
+                .metrics
+                .iter()
+                .map(|(k, v)| format!(" {k}={v:.10e}"))
+                .collect();
             eprintln!(
-                "clock {} objective {:.10e} elapsed {:.3}s",
+                "clock {} objective {:.10e} elapsed {:.6}s{metrics}",
                 p.clock, p.objective, p.elapsed_s
             );
         }

@@ -539,7 +539,16 @@ impl MfWorker {
         }
     }
 
-    fn sgd_step(&mut self, ctx: &mut WorkerCtx, rng: &mut ChaCha8Rng) -> Result<(), BoxError> {
+    /// One SGD clock over this clock's share of the worker's users, then
+    /// the squared error of all its ratings. The factors are worked on in
+    /// a user- and item-major copy (a rating's two rank-`k` vectors are
+    /// contiguous there; the tables, and `w`/`h`, are rank-major), and
+    /// only the rows this clock touched are sent and copied back.
+    fn sgd_step(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(f64, usize), BoxError> {
         let s = self.shared.clone();
         let (m, n, k) = (s.m(), s.n(), s.params.rank);
         let (lambda, eta) = (s.params.lambda, s.params.learning_rate);
@@ -554,15 +563,29 @@ impl MfWorker {
             ctx.get_dense_into(th, f as u64, &mut row)?;
             self.h[f * n..(f + 1) * n].copy_from_slice(&row);
         }
-        let (w0, h0) = (self.w.clone(), self.h.clone());
+        // `w` and `h` keep the values read until the changes are taken.
+        let transpose = |v: &[f64], rows: usize| -> Vec<f64> {
+            let mut t = vec![0.0; v.len()];
+            for f in 0..k {
+                for (x, &val) in v[f * rows..(f + 1) * rows].iter().enumerate() {
+                    t[x * k + f] = val;
+                }
+            }
+            t
+        };
+        let (mut wr, mut hr) = (transpose(&self.w, m), transpose(&self.h, n));
         // This clock's share of the worker's ratings, in a random order.
         let c = ctx.clock_now() as usize;
         let b = s.params.batches;
         let mut todo: Vec<(u32, u32, f64)> = Vec::new();
+        let mut touched_u = Vec::new();
+        let mut touched_i = vec![false; n];
         for (k_u, &u) in self.users.iter().enumerate() {
             if k_u % b == c % b {
+                touched_u.push(u);
                 for &(i, r) in &self.by_user[u as usize] {
                     todo.push((u, i, r));
+                    touched_i[i as usize] = true;
                 }
             }
         }
@@ -572,15 +595,15 @@ impl MfWorker {
         let (mut gp, mut gq) = (vec![0.0; k], vec![0.0; k]);
         for (u, i, r) in todo {
             let (u, i) = (u as usize, i as usize);
+            let (p, q) = (&mut wr[u * k..(u + 1) * k], &mut hr[i * k..(i + 1) * k]);
             let mut e = r;
             for f in 0..k {
-                e -= self.w[f * m + u] * self.h[f * n + i];
+                e -= p[f] * q[f];
             }
             let (mut sp, mut sq) = (0.0, 0.0);
             for f in 0..k {
-                let (p, q) = (self.w[f * m + u], self.h[f * n + i]);
-                gp[f] = -e * q + lambda * p;
-                gq[f] = -e * p + lambda * q;
+                gp[f] = -e * q[f] + lambda * p[f];
+                gq[f] = -e * p[f] + lambda * q[f];
                 sp += gp[f] * gp[f];
                 sq += gq[f] * gq[f];
             }
@@ -588,23 +611,44 @@ impl MfWorker {
             self.gh[i] += sq / k as f64;
             let (ap, aq) = (eta / self.gw[u].sqrt(), eta / self.gh[i].sqrt());
             for f in 0..k {
-                self.w[f * m + u] -= ap * gp[f];
-                self.h[f * n + i] -= aq * gq[f];
+                p[f] -= ap * gp[f];
+                q[f] -= aq * gq[f];
             }
         }
+        // The changes of the touched rows (others are unchanged), rank by
+        // rank in row order; the copy takes the new values.
+        let touched_i: Vec<u32> = (0..n as u32).filter(|&i| touched_i[i as usize]).collect();
         for f in 0..k {
-            let dw: Vec<(u32, f64)> = (0..m)
-                .map(|u| (u as u32, self.w[f * m + u] - w0[f * m + u]))
-                .filter(|x| x.1 != 0.0)
-                .collect();
-            let dh: Vec<(u32, f64)> = (0..n)
-                .map(|i| (i as u32, self.h[f * n + i] - h0[f * n + i]))
-                .filter(|x| x.1 != 0.0)
-                .collect();
+            let mut dw = Vec::with_capacity(touched_u.len());
+            for &u in &touched_u {
+                let (new, old) = (wr[u as usize * k + f], &mut self.w[f * m + u as usize]);
+                if new - *old != 0.0 {
+                    dw.push((u, new - *old));
+                }
+                *old = new;
+            }
+            let mut dh = Vec::with_capacity(touched_i.len());
+            for &i in &touched_i {
+                let (new, old) = (hr[i as usize * k + f], &mut self.h[f * n + i as usize]);
+                if new - *old != 0.0 {
+                    dh.push((i, new - *old));
+                }
+                *old = new;
+            }
             ctx.batch_inc_sparse(tw, f as u64, &dw)?;
             ctx.batch_inc_sparse(th, f as u64, &dh)?;
         }
-        Ok(())
+        let (mut sse, mut count) = (0.0, 0);
+        for &u in &self.users {
+            let p = &wr[u as usize * k..(u as usize + 1) * k];
+            for &(i, r) in &self.by_user[u as usize] {
+                let q = &hr[i as usize * k..(i as usize + 1) * k];
+                let pred: f64 = (0..k).map(|f| p[f] * q[f]).sum();
+                sse += (r - pred) * (r - pred);
+                count += 1;
+            }
+        }
+        Ok((sse, count))
     }
 }
 
@@ -626,21 +670,7 @@ impl AlgoWorker for MfWorker {
                 self.last_sse = Some(sse);
                 (sse, self.rated)
             }
-            Solver::Sgd => {
-                self.sgd_step(ctx, rng)?;
-                let (m, n, k) = (s.m(), s.n(), s.params.rank);
-                let (mut sse, mut count) = (0.0, 0);
-                for &u in &self.users {
-                    for &(i, r) in &self.by_user[u as usize] {
-                        let p: f64 = (0..k)
-                            .map(|f| self.w[f * m + u as usize] * self.h[f * n + i as usize])
-                            .sum();
-                        sse += (r - p) * (r - p);
-                        count += 1;
-                    }
-                }
-                (sse, count)
-            }
+            Solver::Sgd => self.sgd_step(ctx, rng)?,
         };
         // Test RMSE once per pass (CCD++: every rank updated once), by worker 0.
         let c = ctx.clock_now() as usize + 1;
