@@ -272,18 +272,22 @@ impl Algorithm for Mf {
         let (w, h) = s.initial();
         let own_user = |u: u32| u % workers == worker;
         let own_item = |i: u32| i % workers == worker;
-        let mut by_user: Vec<Vec<(u32, f64)>> = vec![Vec::new(); s.m()];
-        let mut by_item: Vec<Vec<(u32, f64)>> = vec![Vec::new(); s.n()];
-        for e in 0..s.train.len() {
-            let (u, i, r) = (s.train.user[e], s.train.item[e], s.train.value[e] - s.mean);
-            if own_user(u) {
-                by_user[u as usize].push((i, r));
-            }
-            if own_item(i) && s.params.solver == Solver::Ccd {
-                by_item[i as usize].push((u, r));
-            }
-        }
-        if by_user.iter().all(|v| v.is_empty()) {
+        let centred = |e: usize| (s.train.user[e], s.train.item[e], s.train.value[e] - s.mean);
+        let mut by_user = Lists::build(
+            s.m(),
+            (0..s.train.len())
+                .map(centred)
+                .filter(|&(u, _, _)| own_user(u)),
+        );
+        let ccd = s.params.solver == Solver::Ccd;
+        let mut by_item = Lists::build(
+            s.n(),
+            (0..s.train.len())
+                .map(centred)
+                .filter(|&(_, i, _)| ccd && own_item(i))
+                .map(|(u, i, r)| (i, u, r)),
+        );
+        if by_user.idx.is_empty() {
             return Err(format!("worker {worker} of {workers} has no users with ratings").into());
         }
         // CCD++ keeps residuals, starting at r − mean − w·h; SGD the
@@ -291,19 +295,20 @@ impl Algorithm for Mf {
         let (m, n, k) = (s.m(), s.n(), s.params.rank);
         let pred =
             |u: usize, i: usize| -> f64 { (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum() };
-        let residuals = s.params.solver == Solver::Ccd;
-        for (u, list) in by_user.iter_mut().enumerate().filter(|_| residuals) {
-            for (i, r) in list.iter_mut() {
+        for u in (0..m).filter(|_| ccd) {
+            let (items, res) = by_user.row_mut(u);
+            for (i, r) in items.iter().zip(res) {
                 *r -= pred(u, *i as usize);
             }
         }
-        for (i, list) in by_item.iter_mut().enumerate() {
-            for (u, r) in list.iter_mut() {
+        for i in 0..n {
+            let (users, res) = by_item.row_mut(i);
+            for (u, r) in users.iter().zip(res) {
                 *r -= pred(*u as usize, i);
             }
         }
         let users: Vec<u32> = (0..m as u32).filter(|&u| own_user(u)).collect();
-        let users_ratings = users.iter().map(|&u| by_user[u as usize].len()).sum();
+        let users_ratings = users.iter().map(|&u| by_user.row(u as usize).0.len()).sum();
         let items: Vec<u32> = (0..n as u32).filter(|&i| own_item(i)).collect();
         let adagrad = s.params.solver == Solver::Sgd;
         Ok(Box::new(MfWorker {
@@ -379,7 +384,7 @@ impl Algorithm for Mf {
 /// residuals after the update are added to it, row by row in order.
 /// Returns the changes of the factor (`(x, new − old)`, non-zero ones).
 fn half_step(
-    lists: &mut [Vec<(u32, f64)>],
+    lists: &mut Lists,
     rows: &[u32],
     mine: &[f64],
     other: &[f64],
@@ -390,20 +395,20 @@ fn half_step(
     let mut inc = Vec::with_capacity(rows.len());
     for &x in rows {
         let old = mine[x as usize];
-        let list = &mut lists[x as usize];
-        let (mut num, mut den) = (0.0, lambda * list.len() as f64);
+        let (js, res) = lists.row_mut(x as usize);
+        let (mut num, mut den) = (0.0, lambda * js.len() as f64);
         match refresh {
             Some((own, change)) => {
                 let a = own[x as usize];
-                for (j, r) in list.iter_mut() {
-                    *r -= a * change[*j as usize];
-                    let v = other[*j as usize];
+                for (&j, r) in js.iter().zip(res.iter_mut()) {
+                    *r -= a * change[j as usize];
+                    let v = other[j as usize];
                     num += (*r + old * v) * v;
                     den += v * v;
                 }
             }
             None => {
-                for &(j, r) in list.iter() {
+                for (&j, &r) in js.iter().zip(res.iter()) {
                     let v = other[j as usize];
                     num += (r + old * v) * v;
                     den += v * v;
@@ -413,18 +418,63 @@ fn half_step(
         let new = if den > 0.0 { num / den } else { 0.0 };
         let d = new - old;
         if d != 0.0 {
-            for (j, r) in list.iter_mut() {
-                *r -= d * other[*j as usize];
+            for (&j, r) in js.iter().zip(res.iter_mut()) {
+                *r -= d * other[j as usize];
             }
             inc.push((x, d));
         }
         if let Some(sse) = sse.as_deref_mut() {
-            for &(_, r) in list.iter() {
+            for &r in res.iter() {
                 *sse += r * r;
             }
         }
     }
     inc
+}
+
+/// Ratings grouped by row (a user's, or an item's), stored compressed:
+/// row `x` holds the other ids `idx[at[x]..at[x + 1]]` and the values
+/// (centred ratings, or residuals) `val[..]` beside them, in the order
+/// they were added. Contiguous rows and separate id and value arrays keep
+/// CCD++'s passes over them streaming.
+#[derive(Clone, Debug, Default)]
+struct Lists {
+    at: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<f64>,
+}
+
+impl Lists {
+    /// `entries` are `(row, other id, value)`; rows keep their entries in
+    /// the order given.
+    fn build(rows: usize, entries: impl Iterator<Item = (u32, u32, f64)> + Clone) -> Lists {
+        let mut at = vec![0usize; rows + 1];
+        for (x, _, _) in entries.clone() {
+            at[x as usize + 1] += 1;
+        }
+        for x in 0..rows {
+            at[x + 1] += at[x];
+        }
+        let mut fill = at.clone();
+        let (mut idx, mut val) = (vec![0u32; at[rows]], vec![0.0; at[rows]]);
+        for (x, j, v) in entries {
+            let p = &mut fill[x as usize];
+            idx[*p] = j;
+            val[*p] = v;
+            *p += 1;
+        }
+        Lists { at, idx, val }
+    }
+
+    fn row(&self, x: usize) -> (&[u32], &[f64]) {
+        let r = self.at[x]..self.at[x + 1];
+        (&self.idx[r.clone()], &self.val[r])
+    }
+
+    fn row_mut(&mut self, x: usize) -> (&[u32], &mut [f64]) {
+        let r = self.at[x]..self.at[x + 1];
+        (&self.idx[r.clone()], &mut self.val[r])
+    }
 }
 
 struct MfWorker {
@@ -435,8 +485,8 @@ struct MfWorker {
     h: Vec<f64>,
     /// Residuals of this worker's users' ratings `(item, r − w·h)`, and of
     /// its items' ratings `(user, r − w·h)` (CCD++).
-    by_user: Vec<Vec<(u32, f64)>>,
-    by_item: Vec<Vec<(u32, f64)>>,
+    by_user: Lists,
+    by_item: Lists,
     users: Vec<u32>,
     items: Vec<u32>,
     /// SGD: AdaGrad's accumulated mean squared gradients per row.
@@ -458,7 +508,7 @@ impl MfWorker {
         let mut sse = 0.0;
         let mut count = 0;
         for &u in &self.users {
-            for &(_, r) in &self.by_user[u as usize] {
+            for &r in self.by_user.row(u as usize).1 {
                 sse += r * r;
                 count += 1;
             }
@@ -583,7 +633,8 @@ impl MfWorker {
         for (k_u, &u) in self.users.iter().enumerate() {
             if k_u % b == c % b {
                 touched_u.push(u);
-                for &(i, r) in &self.by_user[u as usize] {
+                let (items, ratings) = self.by_user.row(u as usize);
+                for (&i, &r) in items.iter().zip(ratings) {
                     todo.push((u, i, r));
                     touched_i[i as usize] = true;
                 }
@@ -641,7 +692,8 @@ impl MfWorker {
         let (mut sse, mut count) = (0.0, 0);
         for &u in &self.users {
             let p = &wr[u as usize * k..(u as usize + 1) * k];
-            for &(i, r) in &self.by_user[u as usize] {
+            let (items, ratings) = self.by_user.row(u as usize);
+            for (&i, &r) in items.iter().zip(ratings) {
                 let q = &hr[i as usize * k..(i as usize + 1) * k];
                 let pred: f64 = (0..k).map(|f| p[f] * q[f]).sum();
                 sse += (r - pred) * (r - pred);
@@ -714,10 +766,8 @@ impl AlgoWorker for MfWorker {
         put(&self.h);
         put(&self.gw);
         put(&self.gh);
-        let ru: Vec<f64> = self.by_user.iter().flatten().map(|e| e.1).collect();
-        let ri: Vec<f64> = self.by_item.iter().flatten().map(|e| e.1).collect();
-        put(&ru);
-        put(&ri);
+        put(&self.by_user.val);
+        put(&self.by_item.val);
         out
     }
 
@@ -745,16 +795,8 @@ impl AlgoWorker for MfWorker {
         self.h = take(self.h.len())?;
         self.gw = take(self.gw.len())?;
         self.gh = take(self.gh.len())?;
-        let nu = self.by_user.iter().map(Vec::len).sum();
-        let ni = self.by_item.iter().map(Vec::len).sum();
-        let ru = take(nu)?;
-        let ri = take(ni)?;
-        for (e, v) in self.by_user.iter_mut().flatten().zip(ru) {
-            e.1 = v;
-        }
-        for (e, v) in self.by_item.iter_mut().flatten().zip(ri) {
-            e.1 = v;
-        }
+        self.by_user.val = take(self.by_user.val.len())?;
+        self.by_item.val = take(self.by_item.val.len())?;
         self.last_sse = None;
         Ok(())
     }
