@@ -54,8 +54,9 @@ pub enum Solver {
 fn d_rank() -> usize {
     10
 }
+/// LIBMF's default L2 weight (per rating, as here).
 fn d_lambda() -> f64 {
-    0.05
+    0.1
 }
 fn d_solver() -> Solver {
     Solver::Ccd
