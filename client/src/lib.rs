@@ -506,8 +506,11 @@ impl Client {
             if let Some(p) = &progress {
                 p("uploading", &owned, sent, size_total);
             }
+            // The first message always goes (it names the file, and is the
+            // whole upload of an empty one); later ones while bytes come.
+            let is_first = first.is_some();
             let (sha256, name, size) = first.take().unwrap_or_default();
-            if n == 0 && sha256.is_empty() {
+            if n == 0 && !is_first {
                 return std::task::Poll::Ready(None);
             }
             std::task::Poll::Ready(Some(petuum_proto::v1::UploadChunk {

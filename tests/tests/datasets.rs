@@ -339,6 +339,27 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
         1,
         "a refused upload left a record"
     );
+
+    // An empty file: sent without a hash (no dataset of its size yet),
+    // named by the node; the second time the client hashes it, finds it
+    // and sends nothing.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, b"").unwrap();
+    let (first, again) = rt.block_on(async {
+        let mut client = petuum_tests::cluster::connect_client(&ep).await;
+        let first = client.upload(&empty).await.expect("an empty file uploads");
+        (first, client.upload(&empty).await.expect("the same again"))
+    });
+    assert!(first.sent && !again.sent, "{first:?} {again:?}");
+    assert_eq!(
+        first.info.sha256,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    assert_eq!(
+        (first.info.size, again.info.sha256),
+        (0, first.info.sha256.clone())
+    );
+    assert_eq!(datasets_ls(&c, &ep).len(), 2);
 }
 
 /// Serves `body` at `http://127.0.0.1:PORT/data/spam.libsvm` to one
