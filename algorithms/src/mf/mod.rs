@@ -498,23 +498,24 @@ struct MfWorker {
     /// value sent once per pass. Not checkpointed (progress only).
     test_rmse: Option<f64>,
     /// CCD++: the squared error of this worker's ratings at its last
-    /// users' clock, and how many ratings that is. Not checkpointed (the
-    /// residuals are; it is computed from them again).
+    /// users' clock. Not checkpointed (the residuals are; it is computed
+    /// from them again).
     last_sse: Option<f64>,
+    /// How many ratings this worker's users have.
     rated: usize,
 }
 
 impl MfWorker {
-    fn sse(&self) -> (f64, usize) {
+    /// The squared error of this worker's ratings, from its users'
+    /// residuals (CCD++).
+    fn sse(&self) -> f64 {
         let mut sse = 0.0;
-        let mut count = 0;
         for &u in &self.users {
             for &r in self.by_user.row(u as usize).1 {
                 sse += r * r;
-                count += 1;
             }
         }
-        (sse, count)
+        sse
     }
 
     /// Reads row `f` of `table` and returns (new values, the change from
@@ -717,7 +718,7 @@ impl AlgoWorker for MfWorker {
                     Some(sse) => sse,
                     None => match self.last_sse {
                         Some(sse) => sse,
-                        None => self.sse().0,
+                        None => self.sse(),
                     },
                 };
                 self.last_sse = Some(sse);

@@ -219,7 +219,8 @@ async fn fetch_chunks(
         .map_err(|e| io_err(rec, e))
 }
 
-/// Chunk `index` from holder `h`, as a [`KIND_CHUNK`] call (the reply's
+/// Chunk `index` from holder `h` (another node: [`sources`] leaves this
+/// one out), as a [`KIND_CHUNK`] call (the reply's
 /// payload is the bytes alone), or as a plain data call to a holder that
 /// does not know that kind (an older build).
 async fn chunk_call(
@@ -232,11 +233,6 @@ async fn chunk_call(
         record: rec.clone(),
         index,
     };
-    if h == node.id() {
-        return raw_chunk(node, rec.clone(), index)
-            .await
-            .map_err(|e| e.to_string());
-    }
     match node
         .peers
         .call(
