@@ -123,19 +123,32 @@ impl JobsSvc {
         job: u64,
         done: impl Fn(&JobRecord) -> bool,
     ) -> Result<Arc<JobRecord>, Status> {
+        self.view_after(job, |r| r.is_some_and(&done))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("job {job} not found")))
+    }
+
+    /// The job's record as this node's metadata replica has it once `done`
+    /// holds of it (`None`: no such record), or as it is after 5 s: a
+    /// client that reads through this node right after a command sees the
+    /// command's effect.
+    async fn view_after(
+        &self,
+        job: u64,
+        done: impl Fn(Option<&JobRecord>) -> bool,
+    ) -> Result<Option<Arc<JobRecord>>, Status> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut changes = self.jobs.node.meta_changes(RECORD_POLL);
         loop {
             changes.take();
-            match self.record(job).await {
-                Ok(r) if done(&r) => return Ok(r),
-                Ok(r) if tokio::time::Instant::now() >= deadline => return Ok(r),
-                Err(e) if tokio::time::Instant::now() >= deadline => return Err(e),
-                _ => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    changes.wait(left).await;
-                }
+            let past = tokio::time::Instant::now() >= deadline;
+            match self.jobs.node.meta_job(job).await {
+                Ok(r) if past || done(r.as_deref()) => return Ok(r),
+                Err(e) if past => return Err(status_of(e)),
+                _ => {}
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            changes.wait(left).await;
         }
     }
 
@@ -262,6 +275,9 @@ impl JobsApi for JobsSvc {
             )));
         }
         self.jobs.delete(job).await.map_err(Status::unavailable)?;
+        // Committed on the metadata leader; a read through this node right
+        // after must not find the record in a replica that lags.
+        self.view_after(job, |r| r.is_none()).await?;
         Ok(Response::new(info(&r)))
     }
 
