@@ -38,6 +38,7 @@ pub mod cache;
 pub mod consistency;
 pub mod error;
 pub mod inproc;
+mod outbox;
 pub mod row;
 pub mod runner;
 pub mod service;

@@ -379,6 +379,8 @@ pub fn run_job_with(
     };
     let cancel = hooks.stop;
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
+    let all: Vec<WorkerId> = (0..cfg.workers).collect();
+    node.group(cfg.job, &all, cfg.consistency, cfg.deterministic);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers.into_iter().enumerate() {
             let w = w as WorkerId;
@@ -628,6 +630,7 @@ pub fn run_workers(
         traffic: Mutex::new(BTreeMap::new()),
     };
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
+    node.group(cfg.job, local, cfg.consistency, cfg.deterministic);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers {
             let (tables, agg, first_error) = (&tables, &agg, &first_error);

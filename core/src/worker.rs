@@ -17,6 +17,7 @@ use crate::batch::{RowUpdate, UpdateBatch};
 use crate::cache::{CacheEntry, ProcessCache};
 use crate::consistency::Consistency;
 use crate::error::TableError;
+use crate::outbox::{Ack, Outbox};
 use crate::row::{AnyRow, Row};
 use crate::service::{FetchRequest, PushSink, ShardService};
 use crate::types::{shard_of, Clock, Elem, JobId, RowId, RowKind, TableId, TableSpec, WorkerId};
@@ -30,7 +31,12 @@ use std::time::{Duration, Instant};
 pub struct Node {
     service: Arc<dyn ShardService>,
     cache: Arc<ProcessCache>,
+    /// Workers of a job whose clocks leave this node together.
+    groups: parking_lot::Mutex<HashMap<JobId, Group>>,
 }
+
+/// A job's workers on one node (ascending) and their shared outbox.
+type Group = (Vec<WorkerId>, Arc<Outbox>);
 
 impl Node {
     /// Default bound on cached rows per node.
@@ -40,7 +46,47 @@ impl Node {
         let cache = Arc::new(ProcessCache::new(service.num_shards(), cache_rows));
         let sink: Arc<dyn PushSink> = cache.clone();
         service.subscribe(Arc::downgrade(&sink));
-        Arc::new(Node { service, cache })
+        Arc::new(Node {
+            service,
+            cache,
+            groups: Default::default(),
+        })
+    }
+
+    /// Declares `members`, the workers of `job` that run on this node:
+    /// their clocks leave the node together, one batch per shard per clock
+    /// for all of them (node-level aggregation; see the `outbox` module).
+    /// Call it before their contexts are made; every member must then
+    /// make one (a member's context that is dropped stops the others
+    /// waiting for it). Only where pushes are pipelined, and only for
+    /// models with a staleness bound: under async a worker never waits
+    /// for another, here or anywhere.
+    pub fn group(
+        &self,
+        job: JobId,
+        members: &[WorkerId],
+        consistency: Consistency,
+        deterministic: bool,
+    ) {
+        if !self.service.pipelines() || members.len() < 2 || consistency.staleness().is_none() {
+            return;
+        }
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        let outbox = Outbox::start(self.service.clone(), job, members.clone(), deterministic);
+        self.groups.lock().insert(job, (members, outbox));
+    }
+
+    /// The outbox `worker` of `job` hands its clocks to: its group's, or
+    /// one of its own.
+    fn outbox(&self, job: JobId, worker: WorkerId) -> Arc<Outbox> {
+        if let Some((members, outbox)) = self.groups.lock().get(&job) {
+            if members.contains(&worker) {
+                return outbox.clone();
+            }
+        }
+        Outbox::start(self.service.clone(), job, vec![worker], false)
     }
 
     pub fn service(&self) -> &Arc<dyn ShardService> {
@@ -113,48 +159,27 @@ impl Flushed {
     }
 }
 
-/// Clocks whose batches are on their way to the shards: a thread per
-/// worker pushes them in clock order, so the worker goes on computing
-/// while they commit (pipelined clocks).
+/// Clocks whose batches are on their way to the shards: the worker hands
+/// them to its outbox (its node's group's, or its own), whose push thread
+/// sends them in clock order, so the worker goes on computing while they
+/// commit (pipelined clocks).
 struct Pipeline {
-    tx: std::sync::mpsc::Sender<(Clock, Vec<UpdateBatch>, Instant)>,
+    outbox: Arc<Outbox>,
+    worker: WorkerId,
     /// Each clock's time from `clock()` to its acknowledgement.
-    acks: std::sync::mpsc::Receiver<Result<Duration, TableError>>,
+    acks: std::sync::mpsc::Receiver<Ack>,
     in_flight: usize,
     /// The first push that failed (every later wait returns it).
     failed: Option<TableError>,
 }
 
 impl Pipeline {
-    fn start(service: Arc<dyn ShardService>, job: JobId, worker: WorkerId) -> Pipeline {
-        let (tx, rx) = std::sync::mpsc::channel::<(Clock, Vec<UpdateBatch>, Instant)>();
-        let (ack_tx, acks) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name(format!("push-{job}-{worker}"))
-            .spawn(move || {
-                for (clock, batches, handed) in rx {
-                    match service.push(&batches) {
-                        // A worker that is gone no longer listens, but what
-                        // it handed over is still delivered, in order.
-                        Ok(()) => {
-                            let _ = ack_tx.send(Ok(handed.elapsed()));
-                        }
-                        Err(e) => {
-                            // Reads of this run may be waiting for these
-                            // batches: end them rather than let them wait.
-                            service.abort_job(
-                                job,
-                                &format!("worker {worker}'s batches of clock {clock} failed: {e}"),
-                            );
-                            let _ = ack_tx.send(Err(e));
-                            return;
-                        }
-                    }
-                }
-            })
-            .expect("spawn a push thread");
+    fn join(node: &Node, job: JobId, worker: WorkerId) -> Pipeline {
+        let outbox = node.outbox(job, worker);
+        let acks = outbox.attach(worker);
         Pipeline {
-            tx,
+            outbox,
+            worker,
             acks,
             in_flight: 0,
             failed: None,
@@ -247,6 +272,10 @@ impl WorkerCtx {
         clock: Clock,
     ) -> Self {
         let num_shards = node.service.num_shards();
+        let pipeline = node
+            .service
+            .pipelines()
+            .then(|| Pipeline::join(&node, job, worker));
         WorkerCtx {
             node,
             job,
@@ -260,7 +289,7 @@ impl WorkerCtx {
             history: VecDeque::new(),
             num_shards,
             stats: WorkerStats::default(),
-            pipeline: None,
+            pipeline,
             commits: Vec::new(),
         }
     }
@@ -473,14 +502,11 @@ impl WorkerCtx {
 
     /// Clocks whose batches may still be uncommitted when `clock()`
     /// returns: the staleness bound `s` (SSP, ESSP), 1 under async, 0
-    /// under BSP and on backends whose pushes are immediate. Nothing is
+    /// under BSP. Nothing is
     /// lost by it: a read that needs a clock waits on the shard until it
     /// is applied, own unacknowledged writes are in the overlay history
     /// (`s + 1` clocks), and [`flush`](Self::flush) waits for all.
     fn pipeline_depth(&self) -> usize {
-        if !self.node.service.pipelines() {
-            return 0;
-        }
         match self.consistency.staleness() {
             Some(s) => s as usize,
             None => 1,
@@ -529,22 +555,20 @@ impl WorkerCtx {
         self.stats.batches += batches.len() as u64;
         self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
         let depth = self.pipeline_depth();
-        if depth == 0 {
-            let started = Instant::now();
-            self.node.service.push(&batches)?;
-            self.commits.push(started.elapsed());
-        } else {
-            let (service, job, worker) = (self.node.service.clone(), self.job, self.worker);
-            let p = self
-                .pipeline
-                .get_or_insert_with(|| Pipeline::start(service, job, worker));
-            if let Some(e) = p.failure(&mut self.commits) {
-                return Err(e);
+        match &mut self.pipeline {
+            None => {
+                let started = Instant::now();
+                self.node.service.push(&batches)?;
+                self.commits.push(started.elapsed());
             }
-            p.tx.send((self.clock, batches.clone(), Instant::now()))
-                .map_err(|_| TableError::Unavailable("the push thread stopped".into()))?;
-            p.in_flight += 1;
-            p.drain_to(depth, &mut self.commits)?;
+            Some(p) => {
+                if let Some(e) = p.failure(&mut self.commits) {
+                    return Err(e);
+                }
+                p.outbox.hand(self.worker, self.clock, batches.clone())?;
+                p.in_flight += 1;
+                p.drain_to(depth, &mut self.commits)?;
+            }
         }
         self.commits.truncate(MAX_COMMIT_SAMPLES);
         self.history.push_back(Flushed {
@@ -713,6 +737,15 @@ impl WorkerCtx {
         }
         if let Some(d) = self.oplog.get(&(table, row)).and_then(T::from_any) {
             out.add_row(d);
+        }
+    }
+}
+
+impl Drop for WorkerCtx {
+    /// The worker's group no longer waits for its clocks.
+    fn drop(&mut self) {
+        if let Some(p) = &self.pipeline {
+            p.outbox.leave(p.worker);
         }
     }
 }

@@ -355,6 +355,10 @@ fn entry_size_hint(e: &Entry) -> usize {
         EntryPayload::Normal(ShardRequest::Batch { batch: b, .. }) => {
             b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64
         }
+        EntryPayload::Normal(ShardRequest::Batches { batches, .. }) => batches
+            .iter()
+            .map(|b| b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64)
+            .sum(),
         _ => 256,
     }
 }

@@ -331,6 +331,24 @@ impl ShardData {
                 Some(r) => r,
                 None => self.apply_batch(batch, &mut effects),
             },
+            ShardRequest::Batches { epoch, batches } => {
+                let mut resp = ShardResponse::default();
+                let mut duplicates = true;
+                for batch in batches {
+                    let mut r = match self.require_current(batch.job, epoch) {
+                        Some(r) => r,
+                        None => self.apply_batch(batch, &mut effects),
+                    };
+                    r.checkpoints.splice(0..0, resp.checkpoints.drain(..));
+                    duplicates &= r.duplicate;
+                    resp = r;
+                    if resp.error.is_some() {
+                        break;
+                    }
+                }
+                resp.duplicate = duplicates && resp.error.is_none();
+                resp
+            }
             ShardRequest::Checkpoint { job, epoch, clock } => {
                 match self.require_current(job, epoch) {
                     Some(r) => r,
@@ -673,6 +691,89 @@ mod tests {
                 rebuilt.current.job(5).unwrap().applied(),
                 d.current.job(5).unwrap().applied()
             );
+        }
+    }
+
+    /// An entry of several batches (queued clocks, a node's workers) leaves
+    /// the shard, its base and its checkpoints exactly as the same batches
+    /// in separate entries; a replayed entry is a duplicate, and a refused
+    /// batch stops the entry with those before it applied.
+    #[test]
+    fn an_entry_of_batches_equals_its_batches_one_by_one() {
+        for seed in 0..10u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let (mut one, mut many) = (ShardData::new(0), ShardData::new(0));
+            setup(&mut one, 2);
+            setup(&mut many, 2);
+            let mut next = [0u64; WORKERS as usize];
+            let (mut cps_one, mut cps_many) = (Vec::new(), Vec::new());
+            for _ in 0..40 {
+                let mut group = Vec::new();
+                for _ in 0..rng.gen_range(1..6) {
+                    let min = *next.iter().min().unwrap();
+                    let ready: Vec<usize> = (0..WORKERS as usize)
+                        .filter(|&w| next[w] <= min + STALENESS)
+                        .collect();
+                    let w = ready[rng.gen_range(0..ready.len())];
+                    group.push(batch(w as u32, next[w]));
+                    next[w] += 1;
+                }
+                let mut last = ShardResponse::default();
+                for b in group.clone() {
+                    let (r, fx) = one.apply(ShardRequest::Batch { epoch: 0, batch: b });
+                    assert!(r.error.is_none());
+                    cps_one.extend(r.checkpoints.iter().copied());
+                    cps_one.extend(fx.into_iter().filter_map(|e| match e {
+                        Effect::Checkpoint(c) => Some((5, c.clock)),
+                        _ => None,
+                    }));
+                    last = r;
+                }
+                let (r, fx) = many.apply(ShardRequest::Batches {
+                    epoch: 0,
+                    batches: group.clone(),
+                });
+                assert!(r.error.is_none() && !r.duplicate);
+                assert_eq!(r.min_clock, last.min_clock);
+                cps_many.extend(r.checkpoints.iter().copied());
+                cps_many.extend(fx.into_iter().filter_map(|e| match e {
+                    Effect::Checkpoint(c) => Some((5, c.clock)),
+                    _ => None,
+                }));
+                // A replay of the whole entry changes nothing.
+                let (r, fx) = many.apply(ShardRequest::Batches {
+                    epoch: 0,
+                    batches: group,
+                });
+                assert!(r.error.is_none() && r.duplicate && fx.is_empty());
+            }
+            assert_eq!(cps_one, cps_many, "seed {seed}");
+            assert_eq!(one.encode_base().unwrap(), many.encode_base().unwrap());
+            for r in 0..3 {
+                assert_eq!(
+                    one.current.read(1, r).unwrap(),
+                    many.current.read(1, r).unwrap()
+                );
+            }
+            assert_eq!(
+                one.current.job(5).unwrap().applied(),
+                many.current.job(5).unwrap().applied()
+            );
+            // A gap stops the entry; the batch before it is applied.
+            let w = 0u32;
+            let c = next[0];
+            let (r, _) = many.apply(ShardRequest::Batches {
+                epoch: 0,
+                batches: vec![batch(w, c), batch(w, c + 2), batch(w, c + 1)],
+            });
+            assert!(r.error.unwrap().contains("arrived before"), "seed {seed}");
+            assert_eq!(many.current.job(5).unwrap().applied()[0], c + 1);
+            // A stale run's entry is refused as a whole.
+            let (r, _) = many.apply(ShardRequest::Batches {
+                epoch: 7,
+                batches: vec![batch(1, next[1])],
+            });
+            assert!(r.error.is_some());
         }
     }
 

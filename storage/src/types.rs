@@ -96,6 +96,16 @@ pub enum ShardRequest {
     /// checkpoints, worker states and model this node stored for it
     /// (`petuum-client delete`, the retention policy). Idempotent.
     ForgetJob { job: JobId },
+    /// Several batches of one job for one shard in one entry, applied in
+    /// order as if each were its own `Batch` entry: the clocks a worker's
+    /// push thread found queued together, and the workers of one node
+    /// whose updates leave it together (node-level aggregation). A batch
+    /// that is refused stops the entry there; those before it stay applied
+    /// (as they would have as separate entries).
+    Batches {
+        epoch: u64,
+        batches: Vec<UpdateBatch>,
+    },
 }
 
 impl ShardRequest {
@@ -109,6 +119,9 @@ impl ShardRequest {
                     rows.iter().map(|(_, v)| v.value_bytes() + 16).sum()
                 }
                 ShardRequest::Batch { batch, .. } => batch.value_bytes(),
+                ShardRequest::Batches { batches, .. } => {
+                    batches.iter().map(|b| b.value_bytes() + 16).sum()
+                }
                 ShardRequest::WorkerBlob { data, .. } => data.len(),
                 ShardRequest::RestoreImage { image, .. } => image.len(),
                 ShardRequest::Meta(m) => m.len(),

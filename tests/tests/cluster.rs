@@ -122,8 +122,9 @@ fn three_nodes_form_with_64_shards_and_spread_leaders() {
     }
 }
 
-/// Counters under SSP(2) with 4 workers; the leader of row 0's shard is
-/// SIGKILLed mid-run and restarted later. Every acknowledged increment
+/// Counters under SSP(2) with 4 workers (two of them aggregated on their
+/// node); the leader of row 0's shard is SIGKILLed mid-run and restarted
+/// later. Every acknowledged increment
 /// must be in the final totals, exactly, on every replica.
 #[test]
 fn killed_leader_loses_no_acknowledged_increment() {
@@ -138,6 +139,9 @@ fn killed_leader_loses_no_acknowledged_increment() {
     client.register_job(1, WORKERS, false).unwrap();
     let client = Arc::new(client);
     let node = Node::new(client.clone(), 4096);
+    // Workers 0 and 1 send their clocks together (node-level aggregation:
+    // one summed batch per shard per clock); 2 and 3 each send their own.
+    node.group(1, &[0, 1], Consistency::Ssp { staleness: 2 }, false);
     let progress: Arc<Vec<AtomicU64>> = Arc::new((0..WORKERS).map(|_| AtomicU64::new(0)).collect());
     let handles: Vec<_> = (0..WORKERS)
         .map(|w| {

@@ -11,7 +11,7 @@ use futures::future::join_all;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use petuum_core::batch::UpdateBatch;
-use petuum_core::types::ShardId;
+use petuum_core::types::{JobId, ShardId};
 use petuum_storage::{EpochCheck, ShardRequest, TypeConfig};
 use std::sync::Arc;
 use std::time::Duration;
@@ -423,23 +423,62 @@ impl ClusterNode {
     }
 
     async fn push(&self, epoch: u64, batches: Vec<UpdateBatch>) -> Vec<Result<(), DataError>> {
-        join_all(batches.into_iter().map(|batch| async move {
-            let group = shard_group(batch.shard);
-            let job = batch.job;
-            let resp = self
-                .write(group, ShardRequest::Batch { epoch, batch })
-                .await?;
-            match (resp.superseded_by, resp.error) {
-                (Some(current), _) => Err(DataError::Table(petuum_core::TableError::StaleEpoch {
-                    job,
-                    epoch,
-                    current,
-                })),
-                (None, Some(e)) => Err(DataError::Refused(Refusal::Shard(e))),
-                (None, None) => Ok(()),
+        // The batches of one job for one shard go to its group as one entry
+        // (queued clocks, a node's workers), in the order they came.
+        let n = batches.len();
+        let mut entries: Vec<(ShardId, JobId, Vec<usize>, Vec<UpdateBatch>)> = Vec::new();
+        for (i, b) in batches.into_iter().enumerate() {
+            match entries
+                .iter_mut()
+                .find(|(s, j, _, _)| *s == b.shard && *j == b.job)
+            {
+                Some((_, _, idx, bs)) => {
+                    idx.push(i);
+                    bs.push(b);
+                }
+                None => entries.push((b.shard, b.job, vec![i], vec![b])),
             }
-        }))
-        .await
+        }
+        let done = join_all(
+            entries
+                .into_iter()
+                .map(|(shard, job, idx, mut bs)| async move {
+                    let group = shard_group(shard);
+                    let req = if bs.len() == 1 {
+                        ShardRequest::Batch {
+                            epoch,
+                            batch: bs.pop().expect("one batch"),
+                        }
+                    } else {
+                        ShardRequest::Batches { epoch, batches: bs }
+                    };
+                    let r = match self.write(group, req).await {
+                        Err(e) => Err(e),
+                        Ok(resp) => match (resp.superseded_by, resp.error) {
+                            (Some(current), _) => {
+                                Err(DataError::Table(petuum_core::TableError::StaleEpoch {
+                                    job,
+                                    epoch,
+                                    current,
+                                }))
+                            }
+                            (None, Some(e)) => Err(DataError::Refused(Refusal::Shard(e))),
+                            (None, None) => Ok(()),
+                        },
+                    };
+                    (idx, r)
+                }),
+        )
+        .await;
+        let mut out: Vec<Option<Result<(), DataError>>> = (0..n).map(|_| None).collect();
+        for (idx, r) in done {
+            for i in idx {
+                out[i] = Some(r.clone());
+            }
+        }
+        out.into_iter()
+            .map(|r| r.expect("every batch answered"))
+            .collect()
     }
 
     /// Whether this replica still belongs to its group: a learner (a move

@@ -39,6 +39,7 @@ fn request_job(req: &ShardRequest) -> Option<JobId> {
         | ShardRequest::RestoreImage { job, .. }
         | ShardRequest::DropJob { job, .. } => Some(*job),
         ShardRequest::Batch { batch, .. } => Some(batch.job),
+        ShardRequest::Batches { batches, .. } => batches.first().map(|b| b.job),
         ShardRequest::CreateTable(t) => Some(t.job),
         // Not a run's: an ended job's, refused by no epoch.
         ShardRequest::Load { .. } | ShardRequest::Meta(_) | ShardRequest::ForgetJob { .. } => None,

@@ -65,6 +65,12 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
     service.create_table(&spec).unwrap();
     service.register_job(job, WORKERS, false).unwrap();
     let node = Node::new(service, 1 << 16);
+    // The workers share one process: their clocks leave it together (one
+    // batch per shard per clock), unless PETUUM_BENCH_AGGREGATE=0.
+    if std::env::var("PETUUM_BENCH_AGGREGATE").as_deref() != Ok("0") {
+        let all: Vec<u32> = (0..WORKERS).collect();
+        node.group(job, &all, Consistency::Ssp { staleness: 1 }, false);
+    }
     let start = Instant::now();
     let handles: Vec<_> = (0..WORKERS)
         .map(|w| {

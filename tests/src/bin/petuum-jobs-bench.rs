@@ -15,6 +15,7 @@
 //! MNIST) embedded and submitted to three local nodes, alternately, and
 //! prints wall time (submission to the end as the client sees it), the
 //! job's own run time and test accuracy of each.
+//! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16).
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::{connect_client, LocalCluster};
@@ -63,7 +64,8 @@ fn mnist(runs: usize) {
         .enable_all()
         .build()
         .unwrap();
-    let c = LocalCluster::start(3, 16, "");
+    let shards = std::env::var("PETUUM_BENCH_SHARDS").map_or(16, |s| s.parse().unwrap());
+    let c = LocalCluster::start(3, shards, "");
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = format!("http://{}", c.nodes[0].addr);
     println!(

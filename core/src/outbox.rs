@@ -1,0 +1,382 @@
+//! Where a node's pipelined clocks leave it: one outbox per job and node
+//! (or per worker, when its node declared no group), drained by one push
+//! thread.
+//!
+//! * **Node-level aggregation.** The workers of a job that a node declared
+//!   as a group ([`crate::worker::Node::group`]) hand their batches of a
+//!   clock to the same outbox; once every member has handed that clock,
+//!   the outbox sends one batch per shard for all of them, as Bosen's
+//!   process op-log does. In deterministic mode the members' batches stay
+//!   separate in that entry, in worker order (the shard applies each
+//!   clock's batches in worker order anyway, so the bytes do not change);
+//!   otherwise their deltas are summed, in ascending worker order, into
+//!   the lowest member's batch, and the others' batches carry no rows but
+//!   still advance their clocks in the same entry.
+//! * **Queued clocks travel together.** When the push thread finds several
+//!   complete clocks waiting (the shards are slower than the workers), it
+//!   sends them in one push: one entry per shard for all of them, applied
+//!   clock by clock in order, as separate entries would be.
+//!
+//! Each member's clocks are acknowledged to it, in order, once the push
+//! that carried them is committed.
+
+use crate::batch::UpdateBatch;
+use crate::error::TableError;
+use crate::service::ShardService;
+use crate::types::{Clock, JobId, RowId, TableId, WorkerId};
+use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The most clocks one push carries, and about the most bytes of values:
+/// bounds on one Raft entry per shard.
+const MAX_CLOCKS_PER_PUSH: usize = 16;
+const MAX_BYTES_PER_PUSH: usize = 32 << 20;
+
+/// An acknowledgement: the time from handing a clock to its commit, or
+/// the error that ended the pushes.
+pub(crate) type Ack = Result<Duration, TableError>;
+
+/// One member's batches of one clock.
+struct Part {
+    worker: WorkerId,
+    batches: Vec<UpdateBatch>,
+    handed: Instant,
+}
+
+/// A clock every member has handed.
+struct Complete {
+    clock: Clock,
+    parts: Vec<Part>,
+}
+
+struct State {
+    /// Members still in the run, ascending.
+    members: Vec<WorkerId>,
+    /// Clocks some member has handed and another has not yet.
+    waiting: BTreeMap<Clock, Vec<Part>>,
+    acks: FxHashMap<WorkerId, Sender<Ack>>,
+    /// To the push thread; dropped when the last member leaves.
+    tx: Option<Sender<Complete>>,
+}
+
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+}
+
+impl Outbox {
+    /// An outbox for `members` of `job` (ascending, non-empty), with its
+    /// push thread.
+    pub(crate) fn start(
+        service: Arc<dyn ShardService>,
+        job: JobId,
+        members: Vec<WorkerId>,
+        deterministic: bool,
+    ) -> Arc<Outbox> {
+        let (tx, rx) = std::sync::mpsc::channel::<Complete>();
+        let outbox = Arc::new(Outbox {
+            state: Mutex::new(State {
+                members: members.clone(),
+                waiting: BTreeMap::new(),
+                acks: FxHashMap::default(),
+                tx: Some(tx),
+            }),
+        });
+        let name = match members.as_slice() {
+            [w] => format!("push-{job}-{w}"),
+            _ => format!("push-{job}"),
+        };
+        let weak = Arc::downgrade(&outbox);
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || push_loop(service, job, deterministic, rx, weak))
+            .expect("spawn a push thread");
+        outbox
+    }
+
+    /// Registers a member's acknowledgement channel.
+    pub(crate) fn attach(&self, worker: WorkerId) -> Receiver<Ack> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.state.lock().unwrap().acks.insert(worker, tx);
+        rx
+    }
+
+    /// A member's batches of `clock`; the clock leaves once every member
+    /// has handed it.
+    pub(crate) fn hand(
+        &self,
+        worker: WorkerId,
+        clock: Clock,
+        batches: Vec<UpdateBatch>,
+    ) -> Result<(), TableError> {
+        let mut s = self.state.lock().unwrap();
+        if s.tx.is_none() {
+            return Err(TableError::Unavailable("the push thread stopped".into()));
+        }
+        s.waiting.entry(clock).or_default().push(Part {
+            worker,
+            batches,
+            handed: Instant::now(),
+        });
+        send_complete(&mut s)
+    }
+
+    /// A member is done (its context dropped): later clocks no longer wait
+    /// for it.
+    pub(crate) fn leave(&self, worker: WorkerId) {
+        let mut s = self.state.lock().unwrap();
+        s.members.retain(|&w| w != worker);
+        s.acks.remove(&worker);
+        let _ = send_complete(&mut s);
+        if s.members.is_empty() {
+            s.tx = None;
+        }
+    }
+}
+
+/// Sends every clock, oldest first, that all members have handed.
+fn send_complete(s: &mut State) -> Result<(), TableError> {
+    while let Some(entry) = s.waiting.first_entry() {
+        let complete = s
+            .members
+            .iter()
+            .all(|m| entry.get().iter().any(|p| p.worker == *m));
+        if !complete {
+            break;
+        }
+        let clock = *entry.key();
+        let mut parts = entry.remove();
+        parts.sort_by_key(|p| p.worker);
+        let tx =
+            s.tx.as_ref()
+                .ok_or_else(|| TableError::Unavailable("the push thread stopped".into()))?;
+        tx.send(Complete { clock, parts })
+            .map_err(|_| TableError::Unavailable("the push thread stopped".into()))?;
+    }
+    Ok(())
+}
+
+fn push_loop(
+    service: Arc<dyn ShardService>,
+    job: JobId,
+    deterministic: bool,
+    rx: Receiver<Complete>,
+    outbox: std::sync::Weak<Outbox>,
+) {
+    while let Ok(first) = rx.recv() {
+        // Whatever else is complete already goes in the same push.
+        let mut clocks = vec![first];
+        let mut bytes = value_bytes(&clocks[0]);
+        while clocks.len() < MAX_CLOCKS_PER_PUSH && bytes < MAX_BYTES_PER_PUSH {
+            match rx.try_recv() {
+                Ok(c) => {
+                    bytes += value_bytes(&c);
+                    clocks.push(c);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut batches = Vec::new();
+        let mut acked: Vec<(WorkerId, Instant)> = Vec::new();
+        let mut first_clock = None;
+        for c in clocks {
+            first_clock.get_or_insert(c.clock);
+            acked.extend(c.parts.iter().map(|p| (p.worker, p.handed)));
+            batches.extend(combine(c.parts, deterministic));
+        }
+        // One entry per shard: the shard's batches together, in clock
+        // order (the push groups them by shard).
+        batches.sort_by_key(|b| b.shard);
+        let result = service.push(&batches);
+        let Some(outbox) = outbox.upgrade() else {
+            // Every member is gone; what was handed is still delivered.
+            if result.is_err() {
+                return;
+            }
+            continue;
+        };
+        let s = outbox.state.lock().unwrap();
+        match result {
+            Ok(()) => {
+                for (w, handed) in acked {
+                    if let Some(tx) = s.acks.get(&w) {
+                        let _ = tx.send(Ok(handed.elapsed()));
+                    }
+                }
+            }
+            Err(e) => {
+                // Reads of this run may be waiting for these batches: end
+                // them rather than let them wait.
+                service.abort_job(
+                    job,
+                    &format!(
+                        "the batches of clock {} of workers {:?} failed: {e}",
+                        first_clock.unwrap_or(0),
+                        s.members
+                    ),
+                );
+                for tx in s.acks.values() {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn value_bytes(c: &Complete) -> usize {
+    c.parts
+        .iter()
+        .flat_map(|p| &p.batches)
+        .map(UpdateBatch::value_bytes)
+        .sum()
+}
+
+/// One clock's batches of all members (sorted by worker): per shard, each
+/// member's batch in worker order (deterministic), or the sum of their
+/// deltas in the lowest member's batch and rowless batches for the rest.
+fn combine(mut parts: Vec<Part>, deterministic: bool) -> Vec<UpdateBatch> {
+    if parts.len() == 1 {
+        return parts.pop().expect("one part").batches;
+    }
+    if deterministic {
+        return parts.into_iter().flat_map(|p| p.batches).collect();
+    }
+    let mut rest = parts.split_off(1);
+    let first = parts.pop().expect("a first part");
+    let lowest = first.worker;
+    let mut out = first.batches;
+    // Shard -> position in `out`; row -> position in its batch.
+    let mut at: FxHashMap<u32, usize> = out.iter().enumerate().map(|(i, b)| (b.shard, i)).collect();
+    let mut rows: Vec<FxHashMap<(TableId, RowId), usize>> = out
+        .iter()
+        .map(|b| {
+            b.updates
+                .iter()
+                .enumerate()
+                .map(|(i, u)| ((u.table, u.row), i))
+                .collect()
+        })
+        .collect();
+    for part in rest.iter_mut() {
+        for b in part.batches.iter_mut() {
+            let i = *at.entry(b.shard).or_insert_with(|| {
+                out.push(UpdateBatch {
+                    worker: lowest,
+                    ..b.clone_header()
+                });
+                rows.push(FxHashMap::default());
+                out.len() - 1
+            });
+            for u in std::mem::take(&mut b.updates) {
+                match rows[i].get(&(u.table, u.row)) {
+                    Some(&j) => {
+                        let ok = out[i].updates[j].delta.add(&u.delta);
+                        debug_assert!(ok, "one table's deltas share a type");
+                    }
+                    None => {
+                        rows[i].insert((u.table, u.row), out[i].updates.len());
+                        out[i].updates.push(u);
+                    }
+                }
+            }
+        }
+    }
+    for part in rest {
+        out.extend(part.batches);
+    }
+    out
+}
+
+impl UpdateBatch {
+    /// A rowless batch with this one's job, worker, clock and shard.
+    fn clone_header(&self) -> UpdateBatch {
+        UpdateBatch {
+            job: self.job,
+            worker: self.worker,
+            clock: self.clock,
+            shard: self.shard,
+            updates: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::RowUpdate;
+    use crate::row::{AnyRow, Row};
+
+    fn part(worker: WorkerId, rows: &[(u32, RowId, f32)]) -> Part {
+        let batches = (0..2)
+            .map(|shard| UpdateBatch {
+                job: 1,
+                worker,
+                clock: 4,
+                shard,
+                updates: rows
+                    .iter()
+                    .filter(|(s, _, _)| *s == shard)
+                    .map(|&(_, row, v)| RowUpdate {
+                        table: 1,
+                        row,
+                        delta: AnyRow::F32(Row::Dense(vec![v, 2.0 * v])),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Part {
+            worker,
+            batches,
+            handed: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn members_are_summed_in_worker_order_or_kept_apart() {
+        let parts = || {
+            vec![
+                part(0, &[(0, 7, 1.0), (1, 8, 0.5)]),
+                part(2, &[(0, 7, 1e-8), (0, 9, 3.0)]),
+                part(3, &[(0, 7, -1.0)]),
+            ]
+        };
+        // Summed: worker 0's batch of each shard carries every row once,
+        // each delta added in ascending worker order; 2 and 3 send rowless
+        // batches that advance their clocks in the same entry.
+        let summed = combine(parts(), false);
+        let tags: Vec<(u32, WorkerId, usize)> = summed
+            .iter()
+            .map(|b| (b.shard, b.worker, b.updates.len()))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                (0, 0, 2),
+                (1, 0, 1),
+                (0, 2, 0),
+                (1, 2, 0),
+                (0, 3, 0),
+                (1, 3, 0)
+            ]
+        );
+        let want = (1.0f32 + 1e-8) + -1.0;
+        assert_eq!(summed[0].updates[0].row, 7);
+        assert_eq!(
+            summed[0].updates[0].delta,
+            AnyRow::F32(Row::Dense(vec![want, (2.0f32 + 2e-8) + -2.0]))
+        );
+        assert_eq!(summed[0].updates[1].row, 9);
+        assert!(summed.iter().all(|b| b.clock == 4 && b.job == 1));
+        // Deterministic: every member's batches as they were, worker order.
+        let apart = combine(parts(), true);
+        assert_eq!(apart.len(), 6);
+        assert_eq!(
+            apart.iter().map(|b| b.worker).collect::<Vec<_>>(),
+            vec![0, 0, 2, 2, 3, 3]
+        );
+        assert_eq!(apart[4].updates.len(), 1);
+    }
+}
