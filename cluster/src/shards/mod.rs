@@ -461,6 +461,9 @@ impl ShardService for ClusterShards {
             .block_on(self.to_leaders(
                 Some(job),
                 items,
+                // The shards a node leads in one call: batches name their
+                // shards, and the node writes each shard's as one entry.
+                Some(|b: &UpdateBatch| b.value_bytes() + 64),
                 |_, batches| DataRequest::Push { epoch, batches },
                 |reply| {
                     match reply {

@@ -14,6 +14,11 @@ use petuum_storage::{ShardRequest, ShardResponse};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// About the most payload bytes one per-node call of
+/// [`ClusterShards::to_leaders`] carries: far below the peers' message
+/// limit, so many shards' batches share a call without one growing large.
+const PER_NODE_CALL_BYTES: usize = 8 << 20;
+
 impl ClusterShards {
     pub(super) fn leader_guess(&self, shard: ShardId) -> u64 {
         *self
@@ -33,11 +38,17 @@ impl ClusterShards {
     }
 
     /// Sends per-shard payloads to shard leaders until each is accepted,
-    /// following leader hints and failing over.
+    /// following leader hints and failing over. With `per_node`, the
+    /// payloads of the shards a node leads go in one RPC, up to about
+    /// [`PER_NODE_CALL_BYTES`] as `per_node` weighs them (a shard's are
+    /// never split; `make` then gets them shard by shard in order, and the
+    /// first shard's id, so the request must name each item's shard
+    /// itself, as a push's batches do); otherwise one RPC per shard.
     pub(super) async fn to_leaders<T: Clone>(
         &self,
         job: Option<JobId>,
         items: Vec<(ShardId, T)>,
+        per_node: Option<fn(&T) -> usize>,
         make: impl Fn(ShardId, Vec<T>) -> DataRequest,
         // Per item result from a reply: Ok(Some(x)) done, Ok(None) retry.
         take: impl Fn(DataReply) -> Result<Vec<Result<ShardResponse, DataError>>, DataError>,
@@ -65,22 +76,41 @@ impl ClusterShards {
                     .or_default()
                     .push(item);
             }
+            // The calls: (node, the shards' items it carries, the reply).
             let calls = by_node.into_iter().map(|(node, shards)| async move {
-                let mut replies = Vec::new();
-                // One RPC per shard keeps each group's commands in order;
-                // the node runs them concurrently with other shards'.
-                let futs = shards.into_iter().map(|(shard, items)| async move {
+                // One RPC per shard (or per node) keeps each group's
+                // commands in order; the node runs them concurrently with
+                // other shards'.
+                let units: Vec<Vec<(ShardId, Vec<T>)>> = match per_node {
+                    Some(weigh) => {
+                        let mut units: Vec<Vec<(ShardId, Vec<T>)>> = vec![Vec::new()];
+                        let mut bytes = 0;
+                        for (shard, items) in shards {
+                            let w: usize = items.iter().map(weigh).sum();
+                            if bytes > 0 && bytes + w > PER_NODE_CALL_BYTES {
+                                units.push(Vec::new());
+                                bytes = 0;
+                            }
+                            bytes += w;
+                            units.last_mut().expect("one unit").push((shard, items));
+                        }
+                        units
+                    }
+                    None => shards.into_iter().map(|s| vec![s]).collect(),
+                };
+                let futs = units.into_iter().map(|unit| async move {
+                    let first = unit[0].0;
+                    let flat: Vec<T> = unit.iter().flat_map(|(_, i)| i.iter().cloned()).collect();
                     let r = self
-                        .data(node, &make(shard, items.clone()), self.opts.rpc_timeout * 4)
+                        .data(node, &make(first, flat), self.opts.rpc_timeout * 4)
                         .await;
-                    (shard, items, r)
+                    (unit, r)
                 });
-                replies.extend(join_all(futs).await);
-                (node, replies)
+                (node, join_all(futs).await)
             });
             let mut progress = false;
             for (node, replies) in join_all(calls).await {
-                for (shard, items, r) in replies {
+                for (unit, r) in replies {
                     if matches!(r, Err(Failure::Unreachable(_))) {
                         dead.insert(node);
                     }
@@ -93,38 +123,43 @@ impl ClusterShards {
                     };
                     match per_item {
                         Ok(results) => {
-                            for (item, res) in items.into_iter().zip(results) {
-                                match res {
-                                    Ok(resp) => {
-                                        if let (Some(current), Some(job)) =
-                                            (resp.superseded_by, job)
-                                        {
-                                            return Err(TableError::StaleEpoch {
-                                                job,
-                                                epoch: self.epoch(job),
-                                                current,
-                                            });
+                            let mut results = results.into_iter();
+                            for (shard, items) in unit {
+                                for (item, res) in items.into_iter().zip(results.by_ref()) {
+                                    match res {
+                                        Ok(resp) => {
+                                            if let (Some(current), Some(job)) =
+                                                (resp.superseded_by, job)
+                                            {
+                                                return Err(TableError::StaleEpoch {
+                                                    job,
+                                                    epoch: self.epoch(job),
+                                                    current,
+                                                });
+                                            }
+                                            if let Some(e) = &resp.error {
+                                                return Err(unavailable(format!(
+                                                    "shard {shard} refused: {e}"
+                                                )));
+                                            }
+                                            progress = true;
+                                            done.push((shard, resp));
                                         }
-                                        if let Some(e) = &resp.error {
-                                            return Err(unavailable(format!(
-                                                "shard {shard} refused: {e}"
-                                            )));
+                                        Err(e) => {
+                                            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                                            last_error = e.to_string();
+                                            pending.push((shard, item));
                                         }
-                                        progress = true;
-                                        done.push((shard, resp));
-                                    }
-                                    Err(e) => {
-                                        self.retry_on(shard, node, &e, &dead, &mut progress)?;
-                                        last_error = e.to_string();
-                                        pending.push((shard, item));
                                     }
                                 }
                             }
                         }
                         Err(e) => {
-                            self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                            for (shard, items) in unit {
+                                self.retry_on(shard, node, &e, &dead, &mut progress)?;
+                                pending.extend(items.into_iter().map(|i| (shard, i)));
+                            }
                             last_error = e.to_string();
-                            pending.extend(items.into_iter().map(|i| (shard, i)));
                         }
                     }
                 }
@@ -188,6 +223,7 @@ impl ClusterShards {
             .block_on(self.to_leaders(
                 job,
                 per_shard,
+                None,
                 |shard, commands| DataRequest::Commands { shard, commands },
                 |reply| match reply {
                     DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),
@@ -212,6 +248,7 @@ impl ClusterShards {
         let mut out = self.rt.block_on(self.to_leaders(
             job,
             vec![(shard, req)],
+            None,
             |shard, commands| DataRequest::Commands { shard, commands },
             |reply| match reply {
                 DataReply::Done(rs) => Ok(rs.into_iter().map(Ok).collect()),

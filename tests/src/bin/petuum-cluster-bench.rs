@@ -53,7 +53,9 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 
 /// Workers doing dense f32 increments under SSP(1); returns throughput and
 /// clock() latency (the time clock() takes: aggregation, send, commit).
-fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
+/// `compute`: time each worker spends between its increments and its
+/// `clock()` (zero: as fast as the shards take it).
+fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64, compute: Duration) -> Figures {
     let spec = TableSpec {
         id: job as u32,
         name: "w".into(),
@@ -94,6 +96,9 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
                         let row = (c * 7 + r * WORKERS as u64 + w as u64) % 4096;
                         ctx.batch_inc(t, row, &delta).unwrap();
                     }
+                    if !compute.is_zero() {
+                        std::thread::sleep(compute);
+                    }
                     let t0 = Instant::now();
                     ctx.clock().unwrap();
                     lat.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -126,6 +131,11 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64) -> Figures {
         commit_p50_ms: percentile(&mut commit, 0.5),
         commit_p99_ms: percentile(&mut commit, 0.99),
     }
+}
+
+/// MB of deltas all workers push per clock.
+fn clock_mb() -> f64 {
+    (WORKERS as u64 * ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64 / 1e6
 }
 
 /// The disk's raw rate of small synced writes where the nodes keep their
@@ -171,7 +181,12 @@ fn main() {
         kills
     };
 
-    let embedded = workload(Arc::new(InProcShards::new(SHARDS)), 1, clocks);
+    let embedded = workload(
+        Arc::new(InProcShards::new(SHARDS)),
+        1,
+        clocks,
+        Duration::ZERO,
+    );
     let nodes: u64 = std::env::var("PETUUM_BENCH_NODES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -247,7 +262,11 @@ fn main() {
     }
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
-    let replicated = workload(client.clone(), 1, clocks);
+    let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
+    // The same at half that load: each worker computes for twice the time
+    // a clock took above (the commit latency a job that computes sees).
+    let compute = Duration::from_secs_f64(2.0 * replicated.mb_s.recip() * clock_mb());
+    let half = workload(client.clone(), 3, clocks, compute);
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
     let scrapes = scraper.join().unwrap();
     if !http_ports.is_empty() {
@@ -260,9 +279,14 @@ fn main() {
     println!(
         "| backend | MB/s of deltas | batches/s | clock() p50 ms | clock() p99 ms | clock() to commit p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
     );
+    let half_name = format!(
+        "cluster at half load ({:.1} ms of compute per clock)",
+        compute.as_secs_f64() * 1e3
+    );
     for (name, f) in [
         ("embedded (in-process shards)", &embedded),
         ("cluster on local nodes (Raft + RocksDB)", &replicated),
+        (half_name.as_str(), &half),
     ] {
         println!(
             "| {name} | {:.1} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
