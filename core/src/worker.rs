@@ -35,7 +35,8 @@ pub struct Node {
     groups: parking_lot::Mutex<HashMap<JobId, Group>>,
 }
 
-/// A job's workers on one node (ascending) and their shared outbox.
+/// A job's workers on one node that have not yet joined their shared
+/// outbox, and the outbox.
 type Group = (Vec<WorkerId>, Arc<Outbox>);
 
 impl Node {
@@ -78,11 +79,13 @@ impl Node {
         self.groups.lock().insert(job, (members, outbox));
     }
 
-    /// The outbox `worker` of `job` hands its clocks to: its group's, or
-    /// one of its own.
+    /// The outbox `worker` of `job` hands its clocks to: its group's (the
+    /// first context made for a member only: a second one leaving must not
+    /// drop the first from the group), or one of its own.
     fn outbox(&self, job: JobId, worker: WorkerId) -> Arc<Outbox> {
-        if let Some((members, outbox)) = self.groups.lock().get(&job) {
-            if members.contains(&worker) {
+        if let Some((members, outbox)) = self.groups.lock().get_mut(&job) {
+            if let Some(i) = members.iter().position(|&m| m == worker) {
+                members.remove(i);
                 return outbox.clone();
             }
         }
