@@ -21,4 +21,8 @@ pub mod v1 {
 /// Version 5: `ForgetJob` (deleting an ended job on its shards).
 /// Version 6: elastic membership (joins, placement recorded per group,
 /// group moves); a joining node's first message names cluster 0.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// Version 7: per-clock job values in the hosts' progress reports.
+/// Version 8: `ShardRequest::Batches` (one log entry for a shard's batches
+/// of a push: a node's workers, queued clocks), which nodes of version 7
+/// cannot decode; version 8 reads logs of version 7.
+pub const PROTOCOL_VERSION: u32 = 8;
