@@ -30,10 +30,12 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The most clocks one push carries, and about the most bytes of values:
-/// bounds on one Raft entry per shard.
+/// The most clocks one push carries, and the most bytes of values clocks
+/// merged into one push may add up to: merging stops well before an entry
+/// grows too big to replicate within a heartbeat interval on a loaded host
+/// (one clock of any size still goes, alone, as before).
 const MAX_CLOCKS_PER_PUSH: usize = 16;
-const MAX_BYTES_PER_PUSH: usize = 32 << 20;
+const MAX_BYTES_PER_PUSH: usize = 4 << 20;
 
 /// An acknowledgement: the time from handing a clock to its commit, or
 /// the error that ended the pushes.
@@ -165,14 +167,29 @@ fn push_loop(
     rx: Receiver<Complete>,
     outbox: std::sync::Weak<Outbox>,
 ) {
-    while let Ok(first) = rx.recv() {
-        // Whatever else is complete already goes in the same push.
+    // A clock that did not fit in the last push goes first in the next.
+    let mut held: Option<Complete> = None;
+    loop {
+        let first = match held.take() {
+            Some(c) => c,
+            None => match rx.recv() {
+                Ok(c) => c,
+                Err(_) => return,
+            },
+        };
+        // Whatever else is complete already goes in the same push, within
+        // the bounds.
+        let mut bytes = value_bytes(&first);
         let mut clocks = vec![first];
-        let mut bytes = value_bytes(&clocks[0]);
-        while clocks.len() < MAX_CLOCKS_PER_PUSH && bytes < MAX_BYTES_PER_PUSH {
+        while clocks.len() < MAX_CLOCKS_PER_PUSH {
             match rx.try_recv() {
                 Ok(c) => {
-                    bytes += value_bytes(&c);
+                    let b = value_bytes(&c);
+                    if bytes + b > MAX_BYTES_PER_PUSH {
+                        held = Some(c);
+                        break;
+                    }
+                    bytes += b;
                     clocks.push(c);
                 }
                 Err(_) => break,
