@@ -195,11 +195,10 @@ fn push_loop(
                 Err(_) => break,
             }
         }
+        let first_clock = clocks[0].clock;
         let mut batches = Vec::new();
         let mut acked: Vec<(WorkerId, Instant)> = Vec::new();
-        let mut first_clock = None;
         for c in clocks {
-            first_clock.get_or_insert(c.clock);
             acked.extend(c.parts.iter().map(|p| (p.worker, p.handed)));
             batches.extend(combine(c.parts, deterministic));
         }
@@ -230,8 +229,7 @@ fn push_loop(
                     job,
                     &format!(
                         "the batches of clock {} of workers {:?} failed: {e}",
-                        first_clock.unwrap_or(0),
-                        s.members
+                        first_clock, s.members
                     ),
                 );
                 for tx in s.acks.values() {
@@ -281,8 +279,11 @@ fn combine(mut parts: Vec<Part>, deterministic: bool) -> Vec<UpdateBatch> {
         for b in part.batches.iter_mut() {
             let i = *at.entry(b.shard).or_insert_with(|| {
                 out.push(UpdateBatch {
+                    job: b.job,
                     worker: lowest,
-                    ..b.clone_header()
+                    clock: b.clock,
+                    shard: b.shard,
+                    updates: Vec::new(),
                 });
                 rows.push(FxHashMap::default());
                 out.len() - 1
@@ -305,19 +306,6 @@ fn combine(mut parts: Vec<Part>, deterministic: bool) -> Vec<UpdateBatch> {
         out.extend(part.batches);
     }
     out
-}
-
-impl UpdateBatch {
-    /// A rowless batch with this one's job, worker, clock and shard.
-    fn clone_header(&self) -> UpdateBatch {
-        UpdateBatch {
-            job: self.job,
-            worker: self.worker,
-            clock: self.clock,
-            shard: self.shard,
-            updates: Vec::new(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -353,11 +341,15 @@ mod tests {
 
     #[test]
     fn members_are_summed_in_worker_order_or_kept_apart() {
+        // Values whose f32 sum depends on the order: ascending worker
+        // order, (1e8 + 1) + -1e8, is 0 (1e8 + 1 rounds to 1e8); any other
+        // order gives 1.
+        let (a, b, c) = (1e8f32, 1.0f32, -1e8f32);
         let parts = || {
             vec![
-                part(0, &[(0, 7, 1.0), (1, 8, 0.5)]),
-                part(2, &[(0, 7, 1e-8), (0, 9, 3.0)]),
-                part(3, &[(0, 7, -1.0)]),
+                part(0, &[(0, 7, a), (1, 8, 0.5)]),
+                part(2, &[(0, 7, b), (0, 9, 3.0)]),
+                part(3, &[(0, 7, c)]),
             ]
         };
         // Summed: worker 0's batch of each shard carries every row once,
@@ -379,11 +371,19 @@ mod tests {
                 (1, 3, 0)
             ]
         );
-        let want = (1.0f32 + 1e-8) + -1.0;
+        let in_order = |x: f32, y: f32, z: f32| (x + y) + z;
+        assert_ne!(
+            in_order(a, b, c),
+            in_order(a, c, b),
+            "values must tell orders apart"
+        );
         assert_eq!(summed[0].updates[0].row, 7);
         assert_eq!(
             summed[0].updates[0].delta,
-            AnyRow::F32(Row::Dense(vec![want, (2.0f32 + 2e-8) + -2.0]))
+            AnyRow::F32(Row::Dense(vec![
+                in_order(a, b, c),
+                in_order(2.0 * a, 2.0 * b, 2.0 * c)
+            ]))
         );
         assert_eq!(summed[0].updates[1].row, 9);
         assert!(summed.iter().all(|b| b.clock == 4 && b.job == 1));

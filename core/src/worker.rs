@@ -83,12 +83,19 @@ impl Node {
     /// first context made for a member only: a second one leaving must not
     /// drop the first from the group), or one of its own.
     fn outbox(&self, job: JobId, worker: WorkerId) -> Arc<Outbox> {
-        if let Some((members, outbox)) = self.groups.lock().get_mut(&job) {
+        let mut groups = self.groups.lock();
+        if let Some((members, outbox)) = groups.get_mut(&job) {
             if let Some(i) = members.iter().position(|&m| m == worker) {
                 members.remove(i);
-                return outbox.clone();
+                let outbox = outbox.clone();
+                // Every member joined: the members hold the outbox now.
+                if members.is_empty() {
+                    groups.remove(&job);
+                }
+                return outbox;
             }
         }
+        drop(groups);
         Outbox::start(self.service.clone(), job, vec![worker], false)
     }
 
@@ -505,10 +512,10 @@ impl WorkerCtx {
 
     /// Clocks whose batches may still be uncommitted when `clock()`
     /// returns: the staleness bound `s` (SSP, ESSP), 1 under async, 0
-    /// under BSP. Nothing is
-    /// lost by it: a read that needs a clock waits on the shard until it
-    /// is applied, own unacknowledged writes are in the overlay history
-    /// (`s + 1` clocks), and [`flush`](Self::flush) waits for all.
+    /// under BSP. Nothing is lost by it: a read that needs a clock waits on
+    /// the shard until it is applied, own unacknowledged writes are in the
+    /// overlay history (`s + 1` clocks), and [`flush`](Self::flush) waits
+    /// for all.
     fn pipeline_depth(&self) -> usize {
         match self.consistency.staleness() {
             Some(s) => s as usize,

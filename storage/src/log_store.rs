@@ -352,15 +352,17 @@ fn entry_size_hint(e: &Entry) -> usize {
     match &e.payload {
         // Values (sparse ones counted with their column), plus varint
         // tags and lengths: a quarter more covers a sparse column's varint.
-        EntryPayload::Normal(ShardRequest::Batch { batch: b, .. }) => {
-            b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64
+        EntryPayload::Normal(ShardRequest::Batch { batch, .. }) => batch_size_hint(batch),
+        EntryPayload::Normal(ShardRequest::Batches { batches, .. }) => {
+            batches.iter().map(batch_size_hint).sum()
         }
-        EntryPayload::Normal(ShardRequest::Batches { batches, .. }) => batches
-            .iter()
-            .map(|b| b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64)
-            .sum(),
         _ => 256,
     }
+}
+
+/// A batch's share of [`entry_size_hint`].
+fn batch_size_hint(b: &petuum_core::batch::UpdateBatch) -> usize {
+    b.value_bytes() * 5 / 4 + 32 * b.updates.len() + 64
 }
 
 impl RaftLogReader<TypeConfig> for RaftLogStore {

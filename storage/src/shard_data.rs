@@ -327,18 +327,12 @@ impl ShardData {
                 }
                 resp
             }
-            ShardRequest::Batch { epoch, batch } => match self.require_current(batch.job, epoch) {
-                Some(r) => r,
-                None => self.apply_batch(batch, &mut effects),
-            },
+            ShardRequest::Batch { epoch, batch } => self.apply_in_run(epoch, batch, &mut effects),
             ShardRequest::Batches { epoch, batches } => {
                 let mut resp = ShardResponse::default();
                 let mut duplicates = true;
                 for batch in batches {
-                    let mut r = match self.require_current(batch.job, epoch) {
-                        Some(r) => r,
-                        None => self.apply_batch(batch, &mut effects),
-                    };
+                    let mut r = self.apply_in_run(epoch, batch, &mut effects);
                     r.checkpoints.splice(0..0, resp.checkpoints.drain(..));
                     duplicates &= r.duplicate;
                     resp = r;
@@ -430,6 +424,19 @@ impl ShardData {
         }
         self.fences.insert(job, epoch);
         Ok(())
+    }
+
+    /// A batch of run `epoch`: refused unless that run is the job's current.
+    fn apply_in_run(
+        &mut self,
+        epoch: u64,
+        batch: UpdateBatch,
+        effects: &mut Vec<Effect>,
+    ) -> ShardResponse {
+        match self.require_current(batch.job, epoch) {
+            Some(r) => r,
+            None => self.apply_batch(batch, effects),
+        }
     }
 
     fn apply_batch(&mut self, batch: UpdateBatch, effects: &mut Vec<Effect>) -> ShardResponse {
@@ -600,6 +607,17 @@ mod tests {
         }
     }
 
+    /// Both replicas' current states hold the same rows and clocks.
+    fn assert_same_current(a: &ShardData, b: &ShardData) {
+        for r in 0..3 {
+            assert_eq!(a.current.read(1, r).unwrap(), b.current.read(1, r).unwrap());
+        }
+        assert_eq!(
+            a.current.job(5).unwrap().applied(),
+            b.current.job(5).unwrap().applied()
+        );
+    }
+
     /// The state at clock `m`: a fresh shard fed only clocks below `m`.
     fn state_at(m: Clock) -> ShardState {
         let mut d = ShardData::new(0);
@@ -681,16 +699,7 @@ mod tests {
             let base: ShardImage = postcard::from_bytes(&d.encode_base().unwrap()).unwrap();
             let rebuilt =
                 ShardData::from_parts(&base, d.pending().cloned().collect(), &[]).unwrap();
-            for r in 0..3 {
-                assert_eq!(
-                    rebuilt.current.read(1, r).unwrap(),
-                    d.current.read(1, r).unwrap()
-                );
-            }
-            assert_eq!(
-                rebuilt.current.job(5).unwrap().applied(),
-                d.current.job(5).unwrap().applied()
-            );
+            assert_same_current(&rebuilt, &d);
         }
     }
 
@@ -749,16 +758,7 @@ mod tests {
             }
             assert_eq!(cps_one, cps_many, "seed {seed}");
             assert_eq!(one.encode_base().unwrap(), many.encode_base().unwrap());
-            for r in 0..3 {
-                assert_eq!(
-                    one.current.read(1, r).unwrap(),
-                    many.current.read(1, r).unwrap()
-                );
-            }
-            assert_eq!(
-                one.current.job(5).unwrap().applied(),
-                many.current.job(5).unwrap().applied()
-            );
+            assert_same_current(&one, &many);
             // A gap stops the entry; the batch before it is applied.
             let w = 0u32;
             let c = next[0];

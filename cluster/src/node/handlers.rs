@@ -13,6 +13,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::types::{JobId, ShardId};
 use petuum_storage::{EpochCheck, ShardRequest, TypeConfig};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
@@ -426,23 +427,17 @@ impl ClusterNode {
         // The batches of one job for one shard go to its group as one entry
         // (queued clocks, a node's workers), in the order they came.
         let n = batches.len();
-        let mut entries: Vec<(ShardId, JobId, Vec<usize>, Vec<UpdateBatch>)> = Vec::new();
+        let mut entries: BTreeMap<(ShardId, JobId), (Vec<usize>, Vec<UpdateBatch>)> =
+            BTreeMap::new();
         for (i, b) in batches.into_iter().enumerate() {
-            match entries
-                .iter_mut()
-                .find(|(s, j, _, _)| *s == b.shard && *j == b.job)
-            {
-                Some((_, _, idx, bs)) => {
-                    idx.push(i);
-                    bs.push(b);
-                }
-                None => entries.push((b.shard, b.job, vec![i], vec![b])),
-            }
+            let (idx, bs) = entries.entry((b.shard, b.job)).or_default();
+            idx.push(i);
+            bs.push(b);
         }
         let done = join_all(
             entries
                 .into_iter()
-                .map(|(shard, job, idx, mut bs)| async move {
+                .map(|((shard, job), (idx, mut bs))| async move {
                     let group = shard_group(shard);
                     let req = if bs.len() == 1 {
                         ShardRequest::Batch {
