@@ -1,4 +1,4 @@
-"""Strads benchmark: Lasso (SchMP and Shotgun-style random) against
+"""Strads benchmark: Lasso (working sets, SchMP and Shotgun-style random) against
 scikit-learn and celer; matrix factorisation (CCD++ and SGD) against LIBMF.
 All in one run on this machine; prints Markdown tables for
 docs/benchmarks.md.
@@ -111,7 +111,7 @@ if PARTS in ("lasso", "all"):
             m.fit(X_, y_)
             s = time.perf_counter() - t
             lasso_rows.append((name, solver, s, objective(m.coef_, m.intercept_), np.count_nonzero(m.coef_), ""))
-        for sched in ["schmp", "random"]:
+        for sched in ["working_set", "schmp", "random"]:
             out = petuum(f'name = "b"\nalgorithm = "lasso"\n[data]\n{data}\n[run]\nworkers = 2\nconsistency = "bsp"\n'
                          f'clocks = 2000000\nseed = 1\n[model]\npath = "{{model}}"\n[params]\nlambda = {alpha}\n'
                          f'tol = {TOL}\nscheduler = "{sched}"\n{extra}\n')

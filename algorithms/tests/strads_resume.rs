@@ -150,7 +150,7 @@ fn paused_and_resumed(text: &str, at: Clock) -> Vec<u8> {
     std::fs::read(&spec.model.path).unwrap()
 }
 
-const LASSO: &str = "name = \"t\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/regression/ames_onehot.csv\"\nlabel_column = \"Sale_Price\"\n[run]\nworkers = 3\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 100000\nseed = 5\n[model]\npath = \"{model}\"\n[params]\nlambda = 0.003\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-5\n";
+const LASSO: &str = "name = \"t\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/regression/ames_onehot.csv\"\nlabel_column = \"Sale_Price\"\n[run]\nworkers = 3\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 100000\nseed = 5\n[model]\npath = \"{model}\"\n[params]\nlambda = 0.003\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-5\nscheduler = \"schmp\"\n";
 
 #[test]
 fn lasso_resumed_is_byte_identical() {
@@ -159,6 +159,21 @@ fn lasso_resumed_is_byte_identical() {
     assert_eq!(a, b, "two deterministic runs differ");
     // Pause in the middle of a gap interval (gap every 32 rounds here).
     let c = paused_and_resumed(LASSO, 1000);
+    assert_eq!(a, c, "the resumed run's model differs");
+}
+
+/// The default scheduler (working sets, a gap every round, each block
+/// solved exactly from its Gram matrix) along a λ path of four values,
+/// paused in the middle of the path: the resumed workers start with an
+/// empty Gram cache and must still compute the same bits.
+const LASSO_WS: &str = "name = \"t\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/regression/ames_onehot.csv\"\nlabel_column = \"Sale_Price\"\n[run]\nworkers = 3\nconsistency = \"bsp\"\ndeterministic = true\nclocks = 100000\nseed = 5\n[model]\npath = \"{model}\"\n[params]\nlambda = 0.003\npath_length = 4\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-6\n";
+
+#[test]
+fn lasso_working_sets_resumed_is_byte_identical() {
+    let a = straight(LASSO_WS);
+    let b = straight(LASSO_WS);
+    assert_eq!(a, b, "two deterministic runs differ");
+    let c = paused_and_resumed(LASSO_WS, 5);
     assert_eq!(a, c, "the resumed run's model differs");
 }
 

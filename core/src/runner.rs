@@ -321,6 +321,28 @@ struct CheckpointSync<'a> {
 }
 
 /// [`run_job`] with checkpoints, stopping and resuming.
+/// The algorithm's workers `ids`, built concurrently (each prepares its
+/// share of the data), in the order of `ids`. A panic in one is re-raised.
+fn make_workers(
+    algo: &dyn Algorithm,
+    ids: &[WorkerId],
+    workers: u32,
+) -> Vec<(WorkerId, Result<Box<dyn AlgoWorker>, BoxError>)> {
+    if ids.len() <= 1 {
+        return ids.iter().map(|&w| (w, algo.worker(w, workers))).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .iter()
+            .map(|&w| (w, scope.spawn(move || algo.worker(w, workers))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(w, h)| (w, h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+            .collect()
+    })
+}
+
 pub fn run_job_with(
     node: &Arc<Node>,
     algo: &dyn Algorithm,
@@ -344,9 +366,10 @@ pub fn run_job_with(
     // (served by any replica) see them (docs/design.md §7).
     service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
 
+    let all: Vec<WorkerId> = (0..cfg.workers).collect();
     let mut workers: Vec<Box<dyn AlgoWorker>> = Vec::with_capacity(cfg.workers as usize);
-    for w in 0..cfg.workers {
-        let mut worker = algo.worker(w, cfg.workers).map_err(JobError::Init)?;
+    for (w, worker) in make_workers(algo, &all, cfg.workers) {
+        let mut worker = worker.map_err(JobError::Init)?;
         if let Some(r) = &hooks.resume {
             let state = r
                 .worker_states
@@ -379,7 +402,6 @@ pub fn run_job_with(
     };
     let cancel = hooks.stop;
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
-    let all: Vec<WorkerId> = (0..cfg.workers).collect();
     node.group(cfg.job, &all, cfg.consistency, cfg.deterministic);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers.into_iter().enumerate() {
@@ -607,8 +629,8 @@ pub fn run_workers(
 ) -> Result<(), JobError> {
     let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
     let mut workers = Vec::with_capacity(local.len());
-    for &w in local {
-        let mut worker = algo.worker(w, cfg.workers).map_err(JobError::Init)?;
+    for (w, worker) in make_workers(algo, local, cfg.workers) {
+        let mut worker = worker.map_err(JobError::Init)?;
         if start > 0 {
             let state = states.get(&w).ok_or_else(|| {
                 JobError::Init(

@@ -87,27 +87,55 @@ impl Csc {
         for (new, &old) in rows.iter().enumerate() {
             map[old] = new as u32;
         }
-        let mut out = Csc {
-            nrows: rows.len(),
-            indptr: vec![0],
-            ..Default::default()
-        };
+        // Branch-free copy: every entry is written, and the write position
+        // advances only for kept rows (a worker keeps an unpredictable
+        // half, a third, ... of each column).
+        let total = self.nnz();
+        let mut out_rows = vec![0u32; total];
+        let mut out_vals = vec![0f64; total];
+        let mut indptr = Vec::with_capacity(self.ncols() + 1);
+        indptr.push(0);
+        let mut len = 0;
         for j in 0..self.ncols() {
             let (r, v) = self.col(j);
-            let mut col: Vec<(u32, f64)> = r
-                .iter()
-                .zip(v)
-                .filter(|(&i, _)| map[i as usize] != u32::MAX)
-                .map(|(&i, &x)| (map[i as usize], x))
-                .collect();
-            col.sort_unstable_by_key(|e| e.0);
-            for (i, x) in col {
-                out.rows.push(i);
-                out.vals.push(x);
+            for (&i, &x) in r.iter().zip(v) {
+                let m = map[i as usize];
+                out_rows[len] = m;
+                out_vals[len] = x;
+                len += (m != u32::MAX) as usize;
             }
-            out.indptr.push(out.rows.len());
+            indptr.push(len);
         }
-        out
+        out_rows.truncate(len);
+        out_vals.truncate(len);
+        out_rows.shrink_to_fit();
+        out_vals.shrink_to_fit();
+        // Rows taken in ascending order keep every column sorted; others
+        // are sorted column by column.
+        if !rows.windows(2).all(|w| w[0] < w[1]) {
+            let mut col: Vec<(u32, f64)> = Vec::new();
+            for j in 0..self.ncols() {
+                let (a, b) = (indptr[j], indptr[j + 1]);
+                col.clear();
+                col.extend(
+                    out_rows[a..b]
+                        .iter()
+                        .copied()
+                        .zip(out_vals[a..b].iter().copied()),
+                );
+                col.sort_unstable_by_key(|e| e.0);
+                for (k, &(i, x)) in col.iter().enumerate() {
+                    out_rows[a + k] = i;
+                    out_vals[a + k] = x;
+                }
+            }
+        }
+        Csc {
+            nrows: rows.len(),
+            indptr,
+            rows: out_rows,
+            vals: out_vals,
+        }
     }
 
     /// Widens to `ncols` columns (empty ones appended).

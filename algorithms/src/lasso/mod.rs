@@ -17,6 +17,7 @@
 //! stops, or moves to the next λ of the path, when it is below
 //! `tol · ||y − ȳ||²`.
 
+mod block;
 pub mod data;
 mod params;
 pub mod synthetic;
@@ -114,6 +115,8 @@ struct Shared {
     yc_norm2: f64,
     lambdas: Vec<f64>,
     lambda_max: f64,
+    /// `X̃ᵀy_c`: the gradient at β = 0 (the working set's first scores).
+    xty: Vec<f64>,
     gap_every: u64,
     block: usize,
 }
@@ -149,12 +152,14 @@ impl Shared {
         let yc: Vec<f64> = train.y.iter().map(|y| y - y_mean).collect();
         let yc_norm2 = yc.iter().map(|v| v * v).sum();
         let ysum: f64 = yc.iter().sum();
-        let mut lambda_max = 0f64;
-        for j in 0..d {
-            let (r, v) = train.x.col(j);
-            let dot: f64 = r.iter().zip(v).map(|(&i, x)| x * yc[i as usize]).sum();
-            lambda_max = lambda_max.max((scale[j] * (dot - mu[j] * ysum)).abs() / nf);
-        }
+        let xty: Vec<f64> = (0..d)
+            .map(|j| {
+                let (r, v) = train.x.col(j);
+                let dot: f64 = r.iter().zip(v).map(|(&i, x)| x * yc[i as usize]).sum();
+                scale[j] * (dot - mu[j] * ysum)
+            })
+            .collect();
+        let lambda_max = xty.iter().fold(0f64, |m, v| m.max(v.abs() / nf));
         let lambdas = if params.path_length == 1 {
             vec![params.lambda.expect("validated")]
         } else {
@@ -167,7 +172,10 @@ impl Shared {
                 .collect()
         };
         let block = params.block_size().min(d).max(1);
-        let gap_every = params.gap_every.unwrap_or(d.div_ceil(block)).max(1) as u64;
+        let gap_every = match params.scheduler {
+            LassoScheduler::WorkingSet => 1,
+            _ => params.gap_every.unwrap_or(d.div_ceil(block)).max(1) as u64,
+        };
         Shared {
             params,
             x: train.x,
@@ -181,6 +189,7 @@ impl Shared {
             yc_norm2,
             lambdas,
             lambda_max,
+            xty,
             gap_every,
             block,
         }
@@ -230,11 +239,21 @@ impl Shared {
                 floor: self.params.priority_floor,
                 interference,
             }),
-            LassoScheduler::Random => Box::new(UniformScheduler {
+            LassoScheduler::Random | LassoScheduler::WorkingSet => Box::new(UniformScheduler {
                 num_vars: self.d,
                 block_size: self.block,
             }),
         }
+    }
+
+    fn working_set(&self) -> bool {
+        self.params.scheduler == LassoScheduler::WorkingSet
+    }
+
+    /// Values of a working-set round's partials: `X̃ᵀr`, `||r||²`, `rᵀy_c`
+    /// and the strict upper triangle of the block's Gram matrix.
+    fn ws_extra(&self) -> usize {
+        self.d + 2 + self.block * (self.block - 1) / 2
     }
 }
 
@@ -304,7 +323,11 @@ impl Lasso {
         seed: u64,
     ) -> Lasso {
         let shared = Arc::new(Shared::new(params, train));
-        let rounds = Rounds::new(NAME, shared.block, 1, 0);
+        let rounds = if shared.working_set() {
+            Rounds::new(NAME, shared.block, 0, shared.ws_extra())
+        } else {
+            Rounds::new(NAME, shared.block, 1, 0)
+        };
         Lasso {
             shared,
             test,
@@ -326,7 +349,7 @@ impl Lasso {
                 threshold: self.shared.params.correlation_threshold,
                 memo: Default::default(),
             }),
-            LassoScheduler::Random => Arc::new(NoInterference),
+            LassoScheduler::Random | LassoScheduler::WorkingSet => Arc::new(NoInterference),
         }
     }
 }
@@ -367,6 +390,11 @@ impl Algorithm for Lasso {
     fn initialize(&self, loader: &TableLoader<'_>) -> Result<(), BoxError> {
         let d = self.shared.d;
         loader.load(BETA, vec![(0, Row::Dense(vec![0f64; d]))])?;
+        if self.shared.working_set() {
+            // Every round's block is chosen at its own clock (see
+            // `LassoWorker::step_working_set`).
+            return Ok(());
+        }
         loader.load(PRIORITY, vec![(0, Row::Dense(vec![0f64; d]))])?;
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(u64::MAX);
@@ -398,6 +426,7 @@ impl Algorithm for Lasso {
             stage: 0,
             done: false,
             gap: None,
+            gram_cache: None,
         }))
     }
 
@@ -501,6 +530,10 @@ struct LassoWorker {
     done: bool,
     /// The newest relative duality gap (for the progress; not checkpointed).
     gap: Option<f64>,
+    /// Working sets: the last block and this worker's Gram values of it
+    /// (a cache: recomputing gives the same bits, so it is not
+    /// checkpointed).
+    gram_cache: Option<(Vec<u32>, Vec<f64>)>,
 }
 
 impl LassoWorker {
@@ -528,6 +561,204 @@ impl LassoWorker {
             .sum::<f64>()
             + self.shift * self.colsum[j];
         self.shared.scale[j] * (dot - self.shared.mu[j] * rsum)
+    }
+
+    /// Reads the duality gap of the state this clock starts from (`row`:
+    /// `X̃ᵀr`, `||r||²`, `rᵀy_c` summed over the workers), applies Gap Safe
+    /// screening, and moves to the next λ of the path when converged.
+    /// True when the job is done (the last λ converged).
+    fn after_gap(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        c: u64,
+        row: &[f64],
+        beta: &mut [f64],
+        lambda: &mut f64,
+        changed: &mut Vec<(u32, f64)>,
+    ) -> Result<bool, BoxError> {
+        let shared = self.shared.clone();
+        let s = &*shared;
+        let nf = s.n as f64;
+        let gap = s.gap(&row[..s.d], row[s.d], row[s.d + 1], beta, *lambda);
+        self.gap = Some(gap / s.yc_norm2.max(f64::MIN_POSITIVE));
+        if self.worker == 0 {
+            tracing::info!(
+                clock = c,
+                lambda = *lambda,
+                duality_gap = gap / nf,
+                relative_gap = gap / s.yc_norm2.max(f64::MIN_POSITIVE),
+                nnz = beta.iter().filter(|b| **b != 0.0).count(),
+                "lasso"
+            );
+        }
+        if !s.converged(gap) && s.params.screening {
+            // Gap Safe screening (Fercoq, Gramfort and Salmon, ICML
+            // 2015): the optimum lies in the ball of radius
+            // sqrt(2 gap) / (λn) around the rescaled dual point, so a
+            // coordinate with |x̃_jᵀθ| + radius ||x̃_j|| < 1 is zero at
+            // the optimum of this λ: set it to zero and stop scheduling
+            // it. Every worker screens the same coordinates.
+            let alpha = *lambda * nf;
+            let dual = row[..s.d].iter().fold(alpha, |m, v| m.max(v.abs()));
+            let radius = (2.0 * gap.max(0.0)).sqrt() / alpha;
+            for j in 0..s.d {
+                if !self.screened[j] && row[j].abs() / dual + radius * (nf * s.z[j]).sqrt() < 1.0 {
+                    self.screened[j] = true;
+                    if beta[j] != 0.0 {
+                        let delta = -beta[j];
+                        beta[j] = 0.0;
+                        self.move_residual(j, delta);
+                        changed.push((j as u32, delta));
+                    }
+                }
+            }
+        }
+        if s.converged(gap) {
+            if self.worker == 0 && s.lambdas.len() > 1 {
+                let tp = ctx.table::<f64>(PATH)?;
+                ctx.batch_inc(tp, self.stage as u64, beta)?;
+            }
+            if self.stage + 1 == s.lambdas.len() {
+                self.done = true;
+                return Ok(true);
+            }
+            self.stage += 1;
+            *lambda = s.lambdas[self.stage];
+            self.screened.iter_mut().for_each(|x| *x = false);
+        }
+        Ok(false)
+    }
+
+    /// Worker 0, the only writer of `lasso_beta`, records the coordinates
+    /// of `changed`: it reads the table's exact value and adds the
+    /// difference, so a coordinate set to zero is exactly zero in the
+    /// table, whatever rounding its history left.
+    fn record_beta(
+        &self,
+        ctx: &mut WorkerCtx,
+        beta: &[f64],
+        changed: &[(u32, f64)],
+    ) -> Result<(), BoxError> {
+        if self.worker != 0 || changed.iter().all(|c| c.1 == 0.0) {
+            return Ok(());
+        }
+        let tb = ctx.table::<f64>(BETA)?;
+        let mut recorded = Vec::new();
+        ctx.get_dense_into(tb, 0, &mut recorded)?;
+        let inc: Vec<(u32, f64)> = changed
+            .iter()
+            .map(|&(j, _)| (j, beta[j as usize] - recorded[j as usize]))
+            .filter(|c| c.1 != 0.0)
+            .collect();
+        if !inc.is_empty() {
+            ctx.batch_inc_sparse(tb, 0, &inc)?;
+        }
+        Ok(())
+    }
+
+    /// This worker's gap sums of the current state: `X̃ᵀr` (one value per
+    /// coordinate), `||r||²`, `rᵀy_c`.
+    fn gap_sums(&self, rsum: f64) -> Vec<f64> {
+        let mut row: Vec<f64> = (0..self.shared.d).map(|j| self.partial(j, rsum)).collect();
+        let (mut r2, mut ry) = (0.0, 0.0);
+        for (r, y) in self.resid.iter().zip(&self.yc) {
+            let r = r + self.shift;
+            r2 += r * r;
+            ry += r * y;
+        }
+        row.push(r2);
+        row.push(ry);
+        row
+    }
+
+    /// A working-set round (`scheduler = "working_set"`), clock `c`:
+    ///
+    /// 1. read round `c - 1`'s sums: `X̃ᵀr`, `||r||²`, `rᵀy_c` of the state
+    ///    the clock starts from, and the Gram matrix of round `c - 1`'s
+    ///    block; compute the duality gap, screen, stop when converged;
+    /// 2. solve round `c - 1`'s block exactly (every worker the same
+    ///    arithmetic): cyclic coordinate descent on the block, its
+    ///    gradients kept current through the Gram matrix;
+    /// 3. choose round `c`'s block from the gradients (the block just
+    ///    solved exactly, the others as of the clock's start): the
+    ///    non-zeros and the zeros nearest to or beyond `|x̃_jᵀr|/n = λ`
+    ///    ([`block::select`]); worker 0 records it in the schedule table;
+    /// 4. add this worker's sums of the new state and of the new block.
+    fn step_working_set(&mut self, ctx: &mut WorkerCtx, c: u64) -> Result<StepStats, BoxError> {
+        let shared = self.shared.clone();
+        let s = &*shared;
+        let mut beta = std::mem::take(&mut self.beta);
+        let mut lambda = s.lambdas[self.stage];
+        let mut changed: Vec<(u32, f64)> = Vec::new();
+        let grad = if c == 0 {
+            s.xty.clone()
+        } else {
+            let prev = self.rounds.read_schedule(ctx, c - 1)?;
+            let (_, row) = self.rounds.read_partials(ctx, c - 1, 0)?;
+            if self.after_gap(ctx, c, &row, &mut beta, &mut lambda, &mut changed)? {
+                let stats = self.stats(&beta, lambda);
+                self.beta = beta;
+                return Ok(stats);
+            }
+            let m = prev.len();
+            let gram = row[s.d + 2..s.d + 2 + m * m.saturating_sub(1) / 2].to_vec();
+            let r2 = row[s.d];
+            let mut grad = row;
+            grad.truncate(s.d);
+            // Screening that zeroed a coordinate moved the residual the
+            // sums were taken at: the block waits for the next clock's.
+            if changed.is_empty() {
+                let inner = block::Problem {
+                    n: s.n as f64,
+                    z: &s.z,
+                    lambda,
+                    screened: &self.screened,
+                    r2,
+                    // Solve the block well below the gap the job must reach.
+                    tol: 0.1 * s.params.tol * s.yc_norm2,
+                };
+                for (j, delta) in inner.solve(&prev, &gram, &mut grad, &mut beta) {
+                    self.move_residual(j as usize, delta);
+                    changed.push((j, delta));
+                }
+            }
+            self.record_beta(ctx, &beta, &changed)?;
+            grad
+        };
+        let next = block::select(
+            &grad,
+            &beta,
+            &self.screened,
+            &s.z,
+            s.n as f64,
+            lambda,
+            s.block,
+        );
+        if self.worker == 0 {
+            self.rounds.write_schedule(ctx, c, &next)?;
+            if c >= 2 {
+                self.rounds.retire_partials(ctx, c - 2)?;
+            }
+        }
+        let rsum = self.rsum();
+        let mut row = self.gap_sums(rsum);
+        let cached = self.gram_cache.take();
+        let gram = block::gram(
+            &self.x,
+            &self.colsum,
+            &s.mu,
+            &s.scale,
+            self.resid.len(),
+            &next,
+            cached.as_ref().map(|(b, v)| (b.as_slice(), v.as_slice())),
+        );
+        row.extend_from_slice(&gram);
+        self.gram_cache = Some((next, gram));
+        row.resize(s.ws_extra(), 0.0);
+        self.rounds.push_partials(ctx, c, 0, &[], &row)?;
+        let stats = self.stats(&beta, lambda);
+        self.beta = beta;
+        Ok(stats)
     }
 
     fn stats(&self, beta: &[f64], lambda: f64) -> StepStats {
@@ -560,8 +791,10 @@ impl AlgoWorker for LassoWorker {
         let shared = self.shared.clone();
         let s = &*shared;
         let c = ctx.clock_now();
+        if s.working_set() {
+            return self.step_working_set(ctx, c);
+        }
         let nf = s.n as f64;
-        let tb = ctx.table::<f64>(BETA)?;
         // Every worker keeps the same copy of β̃: under (non-deterministic)
         // BSP a read of `lasso_beta` at clock c may already include worker
         // 0's increments of clock c, so the table is the record, not the
@@ -575,56 +808,10 @@ impl AlgoWorker for LassoWorker {
             let tg = ctx.table::<f64>(GAP)?;
             let mut row = Vec::new();
             ctx.get_dense_into(tg, gap_row(c - 1, s.gap_every), &mut row)?;
-            let gap = s.gap(&row[..s.d], row[s.d], row[s.d + 1], &beta, lambda);
-            self.gap = Some(gap / s.yc_norm2.max(f64::MIN_POSITIVE));
-            if self.worker == 0 {
-                tracing::info!(
-                    clock = c,
-                    lambda,
-                    duality_gap = gap / nf,
-                    relative_gap = gap / s.yc_norm2.max(f64::MIN_POSITIVE),
-                    nnz = beta.iter().filter(|b| **b != 0.0).count(),
-                    "lasso"
-                );
-            }
-            if !s.converged(gap) && s.params.screening {
-                // Gap Safe screening (Fercoq, Gramfort and Salmon, ICML
-                // 2015): the optimum lies in the ball of radius
-                // sqrt(2 gap) / (λn) around the rescaled dual point, so a
-                // coordinate with |x̃_jᵀθ| + radius ||x̃_j|| < 1 is zero at
-                // the optimum of this λ: set it to zero and stop scheduling
-                // it. Every worker screens the same coordinates.
-                let alpha = lambda * nf;
-                let dual = row[..s.d].iter().fold(alpha, |m, v| m.max(v.abs()));
-                let radius = (2.0 * gap.max(0.0)).sqrt() / alpha;
-                for j in 0..s.d {
-                    if !self.screened[j]
-                        && row[j].abs() / dual + radius * (nf * s.z[j]).sqrt() < 1.0
-                    {
-                        self.screened[j] = true;
-                        if beta[j] != 0.0 {
-                            let delta = -beta[j];
-                            beta[j] = 0.0;
-                            self.move_residual(j, delta);
-                            changed.push((j as u32, delta));
-                        }
-                    }
-                }
-            }
-            if s.converged(gap) {
-                if self.worker == 0 && s.lambdas.len() > 1 {
-                    let tp = ctx.table::<f64>(PATH)?;
-                    ctx.batch_inc(tp, self.stage as u64, &beta)?;
-                }
-                if self.stage + 1 == s.lambdas.len() {
-                    self.done = true;
-                    let stats = self.stats(&beta, lambda);
-                    self.beta = beta;
-                    return Ok(stats);
-                }
-                self.stage += 1;
-                lambda = s.lambdas[self.stage];
-                self.screened.iter_mut().for_each(|x| *x = false);
+            if self.after_gap(ctx, c, &row, &mut beta, &mut lambda, &mut changed)? {
+                let stats = self.stats(&beta, lambda);
+                self.beta = beta;
+                return Ok(stats);
             }
         }
         // Apply the previous round.
@@ -648,35 +835,12 @@ impl AlgoWorker for LassoWorker {
                 beta[ju] = new;
                 self.move_residual(ju, delta);
             }
-            if self.worker == 0 && changed.iter().any(|c| c.1 != 0.0) {
-                // Worker 0 is the only writer of `lasso_beta`, so it reads
-                // the table's exact value, and records β̃_j by the increment
-                // from that value: a coordinate set to zero is exactly zero
-                // in the table, whatever rounding its history left.
-                let mut recorded = Vec::new();
-                ctx.get_dense_into(tb, 0, &mut recorded)?;
-                let inc: Vec<(u32, f64)> = changed
-                    .iter()
-                    .map(|&(j, _)| (j, beta[j as usize] - recorded[j as usize]))
-                    .filter(|c| c.1 != 0.0)
-                    .collect();
-                if !inc.is_empty() {
-                    ctx.batch_inc_sparse(tb, 0, &inc)?;
-                }
-            }
+            self.record_beta(ctx, &beta, &changed)?;
         }
         let rsum = self.rsum();
         // Gap partials of this state.
         if c.is_multiple_of(s.gap_every) {
-            let mut row: Vec<f64> = (0..s.d).map(|j| self.partial(j, rsum)).collect();
-            let (mut r2, mut ry) = (0.0, 0.0);
-            for (r, y) in self.resid.iter().zip(&self.yc) {
-                let r = r + self.shift;
-                r2 += r * r;
-                ry += r * y;
-            }
-            row.push(r2);
-            row.push(ry);
+            let row = self.gap_sums(rsum);
             let tg = ctx.table::<f64>(GAP)?;
             ctx.batch_inc(tg, gap_row(c, s.gap_every), &row)?;
         }

@@ -6,8 +6,13 @@ use serde::{Deserialize, Serialize};
 
 /// How a round's coordinates are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum LassoScheduler {
+    /// Working sets (the default): each round takes the non-zeros and the
+    /// coordinates that most violate the optimality conditions, and every
+    /// worker solves that block exactly (cyclic coordinate descent on the
+    /// block's aggregated Gram matrix), so any block size is safe.
+    WorkingSet,
     /// SchMP: priority ∝ |Δβ_j| + floor, correlated candidates dropped.
     Schmp,
     /// Shotgun: uniformly at random, no dependency check.
@@ -21,8 +26,12 @@ fn default_tol() -> f64 {
     1e-4
 }
 fn default_scheduler() -> LassoScheduler {
-    LassoScheduler::Schmp
+    LassoScheduler::WorkingSet
 }
+
+/// Largest working-set block: a round's partials hold its Gram matrix,
+/// `b (b - 1) / 2` values (130,816 at 512, about 1 MiB).
+pub const MAX_WORKING_SET: usize = 512;
 fn default_threshold() -> f64 {
     0.1
 }
@@ -58,13 +67,14 @@ pub struct LassoParams {
     /// (scikit-learn's rule).
     #[serde(default = "default_tol")]
     pub tol: f64,
-    /// `schmp` or `random`.
+    /// `working_set` (default), `schmp` or `random`.
     #[serde(default = "default_scheduler")]
     pub scheduler: LassoScheduler,
-    /// Coordinates per round. Default `floor(1 / correlation_threshold)`:
-    /// then any block of pairwise correlations below the threshold has a
-    /// diagonally dominant Gram matrix, and the parallel update cannot
-    /// overshoot.
+    /// Coordinates per round. `working_set`: at most this many (default
+    /// 256, at most 512). `schmp`/`random`: default `floor(1 /
+    /// correlation_threshold)`: then any block of pairwise correlations
+    /// below the threshold has a diagonally dominant Gram matrix, and the
+    /// parallel update cannot overshoot.
     #[serde(default)]
     pub block_size: Option<usize>,
     /// Candidates sampled per round before the dependency check
@@ -78,8 +88,9 @@ pub struct LassoParams {
     /// SchMP: sampling weight floor, relative to the mean priority.
     #[serde(default = "default_floor")]
     pub priority_floor: f64,
-    /// Compute the duality gap every this many rounds (default: one pass
-    /// over the coordinates, `ceil(d / block_size)`).
+    /// `schmp`/`random`: compute the duality gap every this many rounds
+    /// (default: one pass over the coordinates, `ceil(d / block_size)`).
+    /// `working_set` computes it every round.
     #[serde(default)]
     pub gap_every: Option<usize>,
     /// λ path: `path_length` values from λ_max (the smallest λ with β = 0)
@@ -139,7 +150,18 @@ impl LassoParams {
         }
         check_positive("params.priority_floor", self.priority_floor)?;
         if let Some(b) = self.block_size {
-            check_range("params.block_size", b, 1, 1 << 16)?;
+            if self.scheduler == LassoScheduler::WorkingSet {
+                check_range("params.block_size", b, 1, MAX_WORKING_SET)?;
+            } else {
+                check_range("params.block_size", b, 1, 1 << 16)?;
+            }
+        }
+        if self.scheduler == LassoScheduler::WorkingSet && self.gap_every.is_some() {
+            return Err(SpecError::invalid(
+                "params.gap_every",
+                "the working_set scheduler computes the duality gap every round; \
+                 gap_every applies to schmp and random",
+            ));
         }
         if let Some(c) = self.candidates {
             check_range("params.candidates", c, 1, 1 << 20)?;
@@ -151,8 +173,12 @@ impl LassoParams {
     }
 
     pub fn block_size(&self) -> usize {
-        self.block_size
-            .unwrap_or(((1.0 / self.correlation_threshold).floor() as usize).max(1))
+        match self.scheduler {
+            LassoScheduler::WorkingSet => self.block_size.unwrap_or(256),
+            _ => self
+                .block_size
+                .unwrap_or(((1.0 / self.correlation_threshold).floor() as usize).max(1)),
+        }
     }
 
     pub fn candidates(&self) -> usize {
