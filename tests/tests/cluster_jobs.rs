@@ -141,8 +141,9 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
             20,
         ),
         (
+            // Working-set rounds along a λ path (about one round per λ).
             "lasso",
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[params]\nlambda = 0.1\nstandardize = true", data("regression/diabetes.csv")),
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[params]\nlambda = 0.1\npath_length = 40\nstandardize = true", data("regression/diabetes.csv")),
             40,
         ),
         (

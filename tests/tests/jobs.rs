@@ -317,13 +317,14 @@ fn bad_specs_and_requests_get_clear_errors() {
     let out = client(&ep, &["model", &job.to_string(), "-o", "x.bin"], d);
     assert!(String::from_utf8_lossy(&out.stderr).contains("once it has succeeded"));
     // A job's per-clock values beyond the objective reach clients: a
-    // Lasso's non-zeros and relative duality gap (150 rounds: far from
-    // converged on diabetes, where coordinate descent takes thousands).
+    // Lasso's non-zeros and relative duality gap (150 SchMP rounds of 10
+    // coordinates: far from converged on diabetes, where they take
+    // thousands).
     let lasso = d.join("lasso.toml");
     std::fs::write(
         &lasso,
         format!(
-            "name = \"l\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[run]\nworkers = 2\nclocks = 150\n[model]\npath = \"l.safetensors\"\n[params]\nlambda = 20.0\ntol = 1e-9\n",
+            "name = \"l\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"target\"\n[run]\nworkers = 2\nclocks = 150\n[model]\npath = \"l.safetensors\"\n[params]\nlambda = 20.0\ntol = 1e-9\nscheduler = \"schmp\"\n",
             petuum_tests::datasets().join("regression/diabetes.csv").display()
         ),
     )

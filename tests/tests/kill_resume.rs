@@ -198,11 +198,11 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
             30,
         ),
         (
-            // Strads: SchMP rounds; 60 rounds of 10 coordinates are far from
-            // the gap tolerance on ames (thousands of rounds), so it runs
-            // every clock.
+            // Strads: working-set rounds (each block solved from its Gram
+            // matrix) along a path of 100 λ values, about one round per λ
+            // on ames: the 60 clocks end mid-path, so it runs every clock.
             "lasso",
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"Sale_Price\"\n[params]\nlambda = 0.003\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-9", data("regression/ames_onehot.csv")),
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"Sale_Price\"\n[params]\nlambda = 0.003\npath_length = 100\nstandardize = true\ntarget_transform = \"log\"\ntol = 1e-9", data("regression/ames_onehot.csv")),
             60,
         ),
         (

@@ -427,6 +427,7 @@ impl Algorithm for Lasso {
             done: false,
             gap: None,
             gram_cache: None,
+            buf: Vec::new(),
         }))
     }
 
@@ -534,6 +535,8 @@ struct LassoWorker {
     /// (a cache: recomputing gives the same bits, so it is not
     /// checkpointed).
     gram_cache: Option<(Vec<u32>, Vec<f64>)>,
+    /// Working sets: the partials row, reused from clock to clock.
+    buf: Vec<f64>,
 }
 
 impl LassoWorker {
@@ -659,7 +662,14 @@ impl LassoWorker {
     /// This worker's gap sums of the current state: `X̃ᵀr` (one value per
     /// coordinate), `||r||²`, `rᵀy_c`.
     fn gap_sums(&self, rsum: f64) -> Vec<f64> {
-        let mut row: Vec<f64> = (0..self.shared.d).map(|j| self.partial(j, rsum)).collect();
+        let mut row = Vec::with_capacity(self.shared.d + 2);
+        self.gap_sums_into(rsum, &mut row);
+        row
+    }
+
+    /// [`Self::gap_sums`], appended to `row`.
+    fn gap_sums_into(&self, rsum: f64, row: &mut Vec<f64>) {
+        row.extend((0..self.shared.d).map(|j| self.partial(j, rsum)));
         let (mut r2, mut ry) = (0.0, 0.0);
         for (r, y) in self.resid.iter().zip(&self.yc) {
             let r = r + self.shift;
@@ -668,7 +678,6 @@ impl LassoWorker {
         }
         row.push(r2);
         row.push(ry);
-        row
     }
 
     /// A working-set round (`scheduler = "working_set"`), clock `c`:
@@ -690,21 +699,29 @@ impl LassoWorker {
         let mut beta = std::mem::take(&mut self.beta);
         let mut lambda = s.lambdas[self.stage];
         let mut changed: Vec<(u32, f64)> = Vec::new();
+        let mut row = std::mem::take(&mut self.buf);
         let grad = if c == 0 {
             s.xty.clone()
         } else {
             let prev = self.rounds.read_schedule(ctx, c - 1)?;
-            let (_, row) = self.rounds.read_partials(ctx, c - 1, 0)?;
+            self.rounds.read_row_into(ctx, c - 1, &mut row)?;
+            if c == 1 {
+                // Clock 0 sent no gap sums: at β = 0 they are X̃ᵀy_c,
+                // ||y_c||² and ||y_c||², known to every worker.
+                row[..s.d].copy_from_slice(&s.xty);
+                row[s.d] = s.yc_norm2;
+                row[s.d + 1] = s.yc_norm2;
+            }
             if self.after_gap(ctx, c, &row, &mut beta, &mut lambda, &mut changed)? {
+                self.buf = row;
                 let stats = self.stats(&beta, lambda);
                 self.beta = beta;
                 return Ok(stats);
             }
             let m = prev.len();
-            let gram = row[s.d + 2..s.d + 2 + m * m.saturating_sub(1) / 2].to_vec();
+            let gram = &row[s.d + 2..s.d + 2 + m * m.saturating_sub(1) / 2];
             let r2 = row[s.d];
-            let mut grad = row;
-            grad.truncate(s.d);
+            let mut grad = row[..s.d].to_vec();
             // Screening that zeroed a coordinate moved the residual the
             // sums were taken at: the block waits for the next clock's.
             if changed.is_empty() {
@@ -717,7 +734,7 @@ impl LassoWorker {
                     // Solve the block well below the gap the job must reach.
                     tol: 0.1 * s.params.tol * s.yc_norm2,
                 };
-                for (j, delta) in inner.solve(&prev, &gram, &mut grad, &mut beta) {
+                for (j, delta) in inner.solve(&prev, gram, &mut grad, &mut beta) {
                     self.move_residual(j as usize, delta);
                     changed.push((j, delta));
                 }
@@ -740,8 +757,12 @@ impl LassoWorker {
                 self.rounds.retire_partials(ctx, c - 2)?;
             }
         }
-        let rsum = self.rsum();
-        let mut row = self.gap_sums(rsum);
+        row.clear();
+        if c == 0 {
+            row.resize(s.d + 2, 0.0);
+        } else {
+            self.gap_sums_into(self.rsum(), &mut row);
+        }
         let cached = self.gram_cache.take();
         let gram = block::gram(
             &self.x,
@@ -755,7 +776,8 @@ impl LassoWorker {
         row.extend_from_slice(&gram);
         self.gram_cache = Some((next, gram));
         row.resize(s.ws_extra(), 0.0);
-        self.rounds.push_partials(ctx, c, 0, &[], &row)?;
+        self.rounds.push_row(ctx, c, &row)?;
+        self.buf = row;
         let stats = self.stats(&beta, lambda);
         self.beta = beta;
         Ok(stats)

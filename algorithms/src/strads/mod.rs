@@ -210,6 +210,35 @@ impl Rounds {
         Ok(())
     }
 
+    /// Adds this worker's whole partials row of round `round` (`max_block
+    /// × width + extra` values, laid out as [`Rounds::push_partials`]
+    /// would), without copying it.
+    pub fn push_row(&self, ctx: &mut WorkerCtx, round: Clock, row: &[f64]) -> Result<(), BoxError> {
+        if row.len() != self.partial_columns() {
+            return Err(format!(
+                "a partials row of {} values, the table has {}",
+                row.len(),
+                self.partial_columns()
+            )
+            .into());
+        }
+        let t = ctx.table::<f64>(&self.partials_table())?;
+        ctx.batch_inc(t, ring_row(round), row)?;
+        Ok(())
+    }
+
+    /// The whole summed partials row of round `round`, into `row`.
+    pub fn read_row_into(
+        &self,
+        ctx: &mut WorkerCtx,
+        round: Clock,
+        row: &mut Vec<f64>,
+    ) -> Result<(), BoxError> {
+        let t = ctx.table::<f64>(&self.partials_table())?;
+        ctx.get_dense_into(t, ring_row(round), row)?;
+        Ok(())
+    }
+
     /// Clears the partials of round `round` (the scheduler, at clock
     /// `round + 2`, when every worker has read them).
     pub fn retire_partials(&self, ctx: &mut WorkerCtx, round: Clock) -> Result<(), BoxError> {
