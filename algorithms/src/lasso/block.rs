@@ -8,7 +8,7 @@
 //! `i·m − i(i+1)/2 + (k − i − 1)`. The diagonal is `n z_j`, known to
 //! every worker.
 
-use super::data::Csc;
+use super::data::{Csc, RowRange};
 
 /// Index of `G[i][k]` (`i < k`) in a block of `m`.
 fn tri(i: usize, k: usize, m: usize) -> usize {
@@ -16,16 +16,16 @@ fn tri(i: usize, k: usize, m: usize) -> usize {
 }
 
 /// This worker's part of the block's Gram matrix of the centred, scaled
-/// columns: `x̃_aᵀx̃_b` over its `rows` rows, where `x̃ = s (x − μ)`, from
-/// the raw sparse columns (`colsum`: their sums over these rows). Pairs of
+/// columns: `x̃_aᵀx̃_b` over its rows `range` of `x`, where `x̃ = s (x −
+/// μ)`, from the raw sparse columns (`colsum`: their sums over the range). Pairs of
 /// `cached` (an earlier block, ascending, and its values from this
 /// function) are copied, not recomputed: the same bits either way.
 pub fn gram(
     x: &Csc,
+    range: &RowRange,
     colsum: &[f64],
     mu: &[f64],
     scale: &[f64],
-    rows: usize,
     block: &[u32],
     cached: Option<(&[u32], &[f64])>,
 ) -> Vec<f64> {
@@ -36,8 +36,9 @@ pub fn gram(
         .iter()
         .map(|j| old_block.binary_search(j).ok())
         .collect();
-    let mut dense = vec![0.0; rows];
-    let nw = rows as f64;
+    let mut dense = vec![0.0; range.rows];
+    let nw = range.rows as f64;
+    let row0 = range.row0;
     for i in 0..m {
         let a = block[i] as usize;
         if let Some(oi) = old[i] {
@@ -50,22 +51,26 @@ pub fn gram(
                 continue;
             }
         }
-        let (ra, va) = x.col(a);
+        let (ra, va) = range.col(x, a);
         for (&r, &v) in ra.iter().zip(va) {
-            dense[r as usize] = v;
+            dense[(r - row0) as usize] = v;
         }
         for k in i + 1..m {
             if old[i].is_some() && old[k].is_some() {
                 continue;
             }
             let b = block[k] as usize;
-            let (rb, vb) = x.col(b);
-            let dot: f64 = rb.iter().zip(vb).map(|(&r, v)| v * dense[r as usize]).sum();
+            let (rb, vb) = range.col(x, b);
+            let dot: f64 = rb
+                .iter()
+                .zip(vb)
+                .map(|(&r, v)| v * dense[(r - row0) as usize])
+                .sum();
             let centred = dot - mu[a] * colsum[b] - mu[b] * colsum[a] + nw * mu[a] * mu[b];
             out[tri(i, k, m)] = scale[a] * scale[b] * centred;
         }
         for &r in ra {
-            dense[r as usize] = 0.0;
+            dense[(r - row0) as usize] = 0.0;
         }
     }
     out
@@ -276,19 +281,31 @@ mod tests {
         let csc = dense_csc(&x);
         let mu: Vec<f64> = (0..d).map(|j| 0.1 * j as f64).collect();
         let scale: Vec<f64> = (0..d).map(|j| 1.0 + 0.5 * j as f64).collect();
-        let colsum: Vec<f64> = (0..d).map(|j| x.iter().map(|r| r[j]).sum()).collect();
+        // Rows 10..30 of the 40.
+        let range = RowRange::new(&csc, 10, 30);
+        let colsum: Vec<f64> = (0..d)
+            .map(|j| x[10..30].iter().map(|r| r[j]).sum())
+            .collect();
         let block = [1u32, 2, 4, 6];
-        let g = gram(&csc, &colsum, &mu, &scale, n, &block, None);
+        let g = gram(&csc, &range, &colsum, &mu, &scale, &block, None);
         assert_eq!(g.len(), 6);
         // From an overlapping earlier block's values: the same bits.
         let earlier = [0u32, 2, 4, 5];
-        let ge = gram(&csc, &colsum, &mu, &scale, n, &earlier, None);
-        let again = gram(&csc, &colsum, &mu, &scale, n, &block, Some((&earlier, &ge)));
+        let ge = gram(&csc, &range, &colsum, &mu, &scale, &earlier, None);
+        let again = gram(
+            &csc,
+            &range,
+            &colsum,
+            &mu,
+            &scale,
+            &block,
+            Some((&earlier, &ge)),
+        );
         assert_eq!(g, again);
         for i in 0..4 {
             for k in i + 1..4 {
                 let (a, b) = (block[i] as usize, block[k] as usize);
-                let want: f64 = x
+                let want: f64 = x[10..30]
                     .iter()
                     .map(|r| scale[a] * (r[a] - mu[a]) * scale[b] * (r[b] - mu[b]))
                     .sum();
@@ -321,7 +338,15 @@ mod tests {
         let one = vec![1.0; d];
         let colsum: Vec<f64> = (0..d).map(|j| x.iter().map(|r| r[j]).sum()).collect();
         let block: Vec<u32> = (0..d as u32).collect();
-        let g = gram(&csc, &colsum, &zero, &one, n, &block, None);
+        let g = gram(
+            &csc,
+            &RowRange::new(&csc, 0, n),
+            &colsum,
+            &zero,
+            &one,
+            &block,
+            None,
+        );
         let nf = n as f64;
         let z: Vec<f64> = (0..d)
             .map(|j| x.iter().map(|r| r[j] * r[j]).sum::<f64>() / nf)

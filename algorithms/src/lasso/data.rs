@@ -88,8 +88,7 @@ impl Csc {
             map[old] = new as u32;
         }
         // Branch-free copy: every entry is written, and the write position
-        // advances only for kept rows (a worker keeps an unpredictable
-        // half, a third, ... of each column).
+        // advances only for kept rows.
         let total = self.nnz();
         let mut out_rows = vec![0u32; total];
         let mut out_vals = vec![0f64; total];
@@ -157,6 +156,41 @@ impl Csc {
             }
         }
         out
+    }
+}
+
+/// The contiguous rows `[lo, hi)` of a [`Csc`], by column, without a
+/// copy: each column's entries in the range are a contiguous slice of the
+/// matrix's arrays (rows are sorted within a column). Row ids stay the
+/// matrix's; the range's own index of row `i` is `i − row0`.
+#[derive(Clone, Debug)]
+pub struct RowRange {
+    pub row0: u32,
+    pub rows: usize,
+    spans: Vec<(usize, usize)>,
+}
+
+impl RowRange {
+    pub fn new(x: &Csc, lo: usize, hi: usize) -> RowRange {
+        let spans = (0..x.ncols())
+            .map(|j| {
+                let (r, _) = x.col(j);
+                let a = r.partition_point(|&i| (i as usize) < lo);
+                let b = a + r[a..].partition_point(|&i| (i as usize) < hi);
+                (x.indptr[j] + a, x.indptr[j] + b)
+            })
+            .collect();
+        RowRange {
+            row0: lo as u32,
+            rows: hi - lo,
+            spans,
+        }
+    }
+
+    /// Column `j`'s entries in the range: (row ids of `x`, values).
+    pub fn col<'a>(&self, x: &'a Csc, j: usize) -> (&'a [u32], &'a [f64]) {
+        let (a, b) = self.spans[j];
+        (&x.rows[a..b], &x.vals[a..b])
     }
 }
 
@@ -363,7 +397,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn csc_from_triples_and_row_selection() {
+    fn csc_from_triples_and_row_ranges() {
         let x = Csc::from_triples(
             3,
             3,
@@ -372,9 +406,11 @@ mod tests {
         assert_eq!(x.col(0), (&[0u32, 2][..], &[2.0, 1.0][..]));
         assert_eq!(x.col(1).0.len(), 0);
         assert_eq!(x.col(2), (&[1u32][..], &[4.0][..]));
-        let s = x.select_rows(&[2, 1]);
-        assert_eq!(s.col(0), (&[0u32][..], &[1.0][..]));
-        assert_eq!(s.col(2), (&[1u32][..], &[4.0][..]));
+        let r = RowRange::new(&x, 1, 3);
+        assert_eq!((r.row0, r.rows), (1, 2));
+        assert_eq!(r.col(&x, 0), (&[2u32][..], &[1.0][..]));
+        assert_eq!(r.col(&x, 1).0.len(), 0);
+        assert_eq!(r.col(&x, 2), (&[1u32][..], &[4.0][..]));
         assert_eq!(x.matvec(&[1.0, 0.0, 1.0]), vec![2.0, 4.0, 1.0]);
     }
 

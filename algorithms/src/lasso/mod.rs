@@ -22,7 +22,7 @@ pub mod data;
 mod params;
 pub mod synthetic;
 
-pub use data::{Csc, Design, TargetTransform};
+pub use data::{Csc, Design, RowRange, TargetTransform};
 pub use params::{LassoParams, LassoScheduler};
 
 use crate::model::{ModelError, ModelFile};
@@ -407,10 +407,22 @@ impl Algorithm for Lasso {
 
     fn worker(&self, worker: u32, workers: u32) -> Result<Box<dyn AlgoWorker>, BoxError> {
         let s = &self.shared;
-        let rows = crate::data::partition(s.n, worker, workers)?;
-        let x = s.x.select_rows(&rows);
-        let colsum: Vec<f64> = (0..s.d).map(|j| x.col(j).1.iter().sum()).collect();
-        let yc: Vec<f64> = rows.iter().map(|&i| s.yc[i]).collect();
+        // Contiguous row ranges: a worker reads its rows of every column
+        // in place (no copy of the data per worker).
+        let (lo, hi) = (
+            s.n * worker as usize / workers as usize,
+            s.n * (worker as usize + 1) / workers as usize,
+        );
+        if lo == hi {
+            return Err(format!(
+                "worker {worker} of {workers} has no training samples ({} in all)",
+                s.n
+            )
+            .into());
+        }
+        let x = RowRange::new(&s.x, lo, hi);
+        let colsum: Vec<f64> = (0..s.d).map(|j| x.col(&s.x, j).1.iter().sum()).collect();
+        let yc: Vec<f64> = s.yc[lo..hi].to_vec();
         Ok(Box::new(LassoWorker {
             shared: s.clone(),
             rounds: self.rounds.clone(),
@@ -515,8 +527,8 @@ struct LassoWorker {
     /// Worker 0 schedules.
     scheduler: Option<Box<dyn Scheduler>>,
     worker: u32,
-    /// This worker's rows, by column.
-    x: Csc,
+    /// This worker's rows, by column (a view of the shared matrix).
+    x: RowRange,
     colsum: Vec<f64>,
     yc: Vec<f64>,
     /// `r' = y_c − X S β̃` on this worker's rows; the residual is `r' + shift`
@@ -544,9 +556,10 @@ impl LassoWorker {
     fn move_residual(&mut self, j: usize, delta: f64) {
         let s = &*self.shared;
         let step = s.scale[j] * delta;
-        let (rows, vals) = self.x.col(j);
+        let (rows, vals) = self.x.col(&s.x, j);
+        let row0 = self.x.row0;
         for (&i, v) in rows.iter().zip(vals) {
-            self.resid[i as usize] -= v * step;
+            self.resid[(i - row0) as usize] -= v * step;
         }
         self.shift += s.mu[j] * step;
     }
@@ -556,11 +569,13 @@ impl LassoWorker {
     }
 
     fn partial(&self, j: usize, rsum: f64) -> f64 {
-        let (rows, vals) = self.x.col(j);
+        let (rows, vals) = self.x.col(&self.shared.x, j);
+        let resid = &self.resid[..];
+        let row0 = self.x.row0;
         let dot: f64 = rows
             .iter()
             .zip(vals)
-            .map(|(&i, v)| v * self.resid[i as usize])
+            .map(|(&i, v)| v * resid[(i - row0) as usize])
             .sum::<f64>()
             + self.shift * self.colsum[j];
         self.shared.scale[j] * (dot - self.shared.mu[j] * rsum)
@@ -765,11 +780,11 @@ impl LassoWorker {
         }
         let cached = self.gram_cache.take();
         let gram = block::gram(
+            &s.x,
             &self.x,
             &self.colsum,
             &s.mu,
             &s.scale,
-            self.resid.len(),
             &next,
             cached.as_ref().map(|(b, v)| (b.as_slice(), v.as_slice())),
         );
