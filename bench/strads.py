@@ -141,9 +141,12 @@ if PARTS in ("mf", "all"):
     subprocess.run([os.path.join(TARGET, "release/examples/mf_synthetic"), syn, "2000", "2500", "10", "0.2", "0.5", "11"],
                    check=True)
     mf_rows = []
-    # petuum: CCD++ (2 x rank clocks an epoch), SGD merging once an epoch and
-    # SGD merging four times (mf_quality.rs's setting).
-    SOLVERS = [("ccd", 400, 20, ""), ("sgd", 20, 20, ""), ("sgd", 80, 20, "batches = 4")]
+    # petuum: CCD++ (2 x (rank + 2) clocks an epoch: the factors and the two
+    # bias ranks), SGD merging once an epoch and SGD merging four times
+    # (mf_quality.rs's setting).
+    # CCD++ without biases (LIBMF's model, 2 x rank clocks an epoch) too.
+    SOLVERS = [("ccd", 480, 20, ""), ("ccd", 400, 20, "biases = false"), ("sgd", 20, 20, ""),
+               ("sgd", 80, 20, "batches = 4")]
     for name, path, cols, lam in [
         ("MovieLens 100k (every 5th rating held out)", ml, ("userId", "movieId", "rating"), [0.02, 0.05, 0.1, 0.2]),
         ("synthetic 2000 x 2500, rank 10, 1M ratings, sigma 0.5", syn, ("user", "item", "rating"), [0.02, 0.05, 0.1, 0.2]),

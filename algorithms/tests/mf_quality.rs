@@ -31,16 +31,18 @@ fn movielens_ccd_and_sgd_against_libmf() {
         .iter()
         .map(|&l| movielens("sgd", l, 80, "batches = 4"))
         .fold(f64::INFINITY, f64::min);
-    // CCD++: 20 passes over the ranks (2 clocks per rank).
+    // CCD++: 20 passes over the 10 ranks and the 2 bias ranks (2 clocks
+    // per rank).
     let ccd = grid
         .iter()
-        .map(|&l| movielens("ccd", l, 400, ""))
+        .map(|&l| movielens("ccd", l, 480, ""))
         .fold(f64::INFINITY, f64::min);
     eprintln!("best test RMSE: sgd {sgd:.4}, ccd {ccd:.4}, LIBMF {LIBMF_BEST}");
-    // Measured: sgd 0.8901 (λ 0.1), ccd 0.8996 (λ 0.2).
+    // Measured with user and item biases (the default): sgd 0.8788 (λ 0.1),
+    // ccd 0.8727 (λ 0.2). Without them (`biases = false`, LIBMF's model):
+    // sgd 0.8901, ccd 0.8996.
     assert!(sgd <= LIBMF_BEST, "sgd {sgd} vs LIBMF {LIBMF_BEST}");
-    // CCD++ misses the bar by 0.5%; asserted within 1% (docs/benchmarks.md).
-    assert!(ccd <= LIBMF_BEST * 1.01, "ccd {ccd} vs LIBMF {LIBMF_BEST}");
+    assert!(ccd <= LIBMF_BEST, "ccd {ccd} vs LIBMF {LIBMF_BEST}");
 }
 
 /// LIBMF at its own defaults (8 factors, λ_p2 = λ_q2 = 0.1, 20
@@ -50,20 +52,21 @@ fn movielens_ccd_and_sgd_against_libmf() {
 /// 8 2 20 0.1`), 2026-12-04.
 const LIBMF_DEFAULTS: f64 = 0.9003;
 
-/// An `mf` job that names only its columns (rank 10, λ 0.1, CCD++, 20
-/// passes over the ranks) against LIBMF's defaults on MovieLens.
-/// Measured: 0.9053 (0.5% behind; with the earlier default λ 0.05 it was
-/// 0.9532, 5.9% behind). On the synthetic set of `bench/strads.py`
-/// (rank-10 truth) the defaults are ahead: 0.6042 against LIBMF's 0.7288.
+/// An `mf` job that names only its columns (rank 10, λ 0.1, biases,
+/// CCD++, 20 passes over the ranks) against LIBMF's defaults on
+/// MovieLens. Measured: 0.8856 (before biases were fitted 0.9053, 0.5%
+/// behind; with the earlier default λ 0.05 it was 0.9532). On the
+/// synthetic set of `bench/strads.py` (rank-10 truth) the defaults are
+/// ahead: 0.6042 against LIBMF's 0.7288 (before biases).
 #[test]
-fn default_settings_come_within_a_point_of_libmf_defaults() {
+fn default_settings_beat_libmf_defaults() {
     let out = run_spec(
-        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/movielens_dslabs/ratings.csv\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = 400\nseed = 1\n[model]\npath = \"{model}\"\n[params]\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n",
+        "name = \"t\"\nalgorithm = \"mf\"\n[data]\nformat = \"csv\"\ntrain = \"{data}/movielens_dslabs/ratings.csv\"\ntest_fraction = 0.2\n[run]\nworkers = 2\nconsistency = \"bsp\"\nclocks = 480\nseed = 1\n[model]\npath = \"{model}\"\n[params]\nuser_column = \"userId\"\nitem_column = \"movieId\"\nrating_column = \"rating\"\n",
     );
     let rmse = metric(&out, "test_rmse");
     eprintln!("defaults: test RMSE {rmse:.4}, LIBMF defaults {LIBMF_DEFAULTS}");
     assert!(
-        rmse <= LIBMF_DEFAULTS * 1.01,
+        rmse <= LIBMF_DEFAULTS,
         "defaults {rmse} vs LIBMF defaults {LIBMF_DEFAULTS}"
     );
 }

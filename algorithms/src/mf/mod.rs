@@ -1,7 +1,13 @@
-//! Matrix factorisation `R ≈ W Hᵀ` of a ratings matrix, minimising
-//! `Σ_(u,i) (r_ui − w_uᵀh_i)² + λ (Σ_u n_u ||w_u||² + Σ_i n_i ||h_i||²)`
-//! (`n_u`, `n_i`: ratings of the user / item; the per-rating weighting of
-//! LIBMF and ALS-WR).
+//! Matrix factorisation `R ≈ μ + b 1ᵀ + 1 cᵀ + W Hᵀ` of a ratings matrix,
+//! minimising `Σ_(u,i) (r_ui − μ − b_u − c_i − w_uᵀh_i)² + λ (Σ_u n_u
+//! (||w_u||² + b_u²) + Σ_i n_i (||h_i||² + c_i²))` (`μ` the mean training
+//! rating; `n_u`, `n_i`: ratings of the user / item, the per-rating
+//! weighting of LIBMF and ALS-WR; the user and item biases `b`, `c` unless
+//! `biases = false`).
+//!
+//! The biases are two more ranks with one side pinned at 1: rank `rank`
+//! is `(b, 1)` and rank `rank + 1` is `(1, c)`, so every solver and table
+//! treats them as factors, and a pinned side is never updated.
 //!
 //! **`ccd`** (default): CCD++ (Yu et al., ICDM 2012) as a Strads program.
 //! The model is two tables with a row per rank: row `k` of `mf_W` is the
@@ -70,6 +76,9 @@ fn d_lr() -> f64 {
 fn d_batches() -> usize {
     1
 }
+fn d_biases() -> bool {
+    true
+}
 fn d_user() -> String {
     "user".into()
 }
@@ -102,6 +111,10 @@ pub struct MfParams {
     /// SGD: clocks per pass over the data.
     #[serde(default = "d_batches")]
     pub batches: usize,
+    /// Fit a bias per user and per item (two ranks with one side pinned
+    /// at 1), regularised like the factors.
+    #[serde(default = "d_biases")]
+    pub biases: bool,
     /// CSV ratings: the column names.
     #[serde(default = "d_user")]
     pub user_column: String,
@@ -191,19 +204,39 @@ impl Shared {
     fn n(&self) -> usize {
         self.items.len()
     }
+    /// Ranks of the tables and the solvers: the factors, then the two
+    /// bias ranks.
+    fn width(&self) -> usize {
+        self.params.rank + if self.params.biases { 2 } else { 0 }
+    }
+    /// Whether `W`'s side of rank `f` is pinned at 1 (the item biases').
+    fn pinned_w(&self, f: usize) -> bool {
+        self.params.biases && f == self.params.rank + 1
+    }
+    /// Whether `H`'s side of rank `f` is pinned at 1 (the user biases').
+    fn pinned_h(&self, f: usize) -> bool {
+        self.params.biases && f == self.params.rank
+    }
 
-    /// Initial factors, the same on every worker: `H` (and `W` for SGD)
-    /// uniform in `[0, 1/sqrt(rank))`; CCD++ starts from `W = 0`.
+    /// Initial factors, the same on every worker, rank-major: `H` (and
+    /// `W` for SGD) uniform in `[0, 1/sqrt(rank))`; CCD++ starts from `W
+    /// = 0`; biases 0, their pinned sides 1.
     fn initial(&self) -> (Vec<f64>, Vec<f64>) {
         let k = self.params.rank;
+        let (m, n) = (self.m(), self.n());
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
         rng.set_stream(u64::MAX - 1);
         let s = 1.0 / (k as f64).sqrt();
-        let h: Vec<f64> = (0..k * self.n()).map(|_| rng.gen::<f64>() * s).collect();
-        let w: Vec<f64> = match self.params.solver {
-            Solver::Ccd => vec![0.0; k * self.m()],
-            Solver::Sgd => (0..k * self.m()).map(|_| rng.gen::<f64>() * s).collect(),
+        let mut h: Vec<f64> = (0..k * n).map(|_| rng.gen::<f64>() * s).collect();
+        let mut w: Vec<f64> = match self.params.solver {
+            Solver::Ccd => vec![0.0; k * m],
+            Solver::Sgd => (0..k * m).map(|_| rng.gen::<f64>() * s).collect(),
         };
+        if self.params.biases {
+            // Rank k: (b, 1); rank k + 1: (1, c).
+            w.extend(std::iter::repeat_n(0.0, m).chain(std::iter::repeat_n(1.0, m)));
+            h.extend(std::iter::repeat_n(1.0, n).chain(std::iter::repeat_n(0.0, n)));
+        }
         (w, h)
     }
 }
@@ -293,7 +326,7 @@ impl Algorithm for Mf {
         }
         // CCD++ keeps residuals, starting at r − mean − w·h; SGD the
         // centred ratings.
-        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let (m, n, k) = (s.m(), s.n(), s.width());
         let pred =
             |u: usize, i: usize| -> f64 { (0..k).map(|f| w[f * m + u] * h[f * n + i]).sum() };
         for u in (0..m).filter(|_| ccd) {
@@ -331,7 +364,7 @@ impl Algorithm for Mf {
 
     fn export(&self, tables: &TableReader<'_>, path: &Path) -> Result<ModelSummary, BoxError> {
         let s = &*self.shared;
-        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let (m, n, k) = (s.m(), s.n(), s.width());
         let mut w = Vec::with_capacity(k * m);
         let mut h = Vec::with_capacity(k * n);
         tables.prefetch(W_TABLE, 0..k as u64)?;
@@ -348,26 +381,37 @@ impl Algorithm for Mf {
             metrics.push(("test_rmse".into(), rmse(t, s.mean, &w, &h, m, n, k)));
             metrics.push(("test_unseen".into(), self.unseen as f64));
         }
-        // Saved user-major: W is m x rank, H is n x rank.
+        // Saved user-major: W is m x rank, H is n x rank (the factors
+        // only); the biases apart.
+        let rank = s.params.rank;
         let transpose = |v: &[f64], rows: usize| -> Vec<f32> {
-            let mut out = vec![0f32; v.len()];
-            for f in 0..k {
+            let mut out = vec![0f32; rows * rank];
+            for f in 0..rank {
                 for r in 0..rows {
-                    out[r * k + f] = v[f * rows + r] as f32;
+                    out[r * rank + f] = v[f * rows + r] as f32;
                 }
             }
             out
         };
         let mut file = ModelFile::new(NAME);
-        file.set("rank", k);
+        file.set("rank", rank);
         file.set("mean", s.mean);
         file.set("input_format", &self.format);
         file.set("params", serde_json::to_string(&s.params)?);
         file.set("user_ids", serde_json::to_string(&s.users.ids)?);
         file.set("item_ids", serde_json::to_string(&s.items.ids)?);
         file.set_metrics(&metrics);
-        file.add_tensor("W", vec![m, k], transpose(&w, m));
-        file.add_tensor("H", vec![n, k], transpose(&h, n));
+        file.add_tensor("W", vec![m, rank], transpose(&w, m));
+        file.add_tensor("H", vec![n, rank], transpose(&h, n));
+        if s.params.biases {
+            let bias = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+            file.add_tensor("user_bias", vec![m], bias(&w[rank * m..(rank + 1) * m]));
+            file.add_tensor(
+                "item_bias",
+                vec![n],
+                bias(&h[(rank + 1) * n..(rank + 2) * n]),
+            );
+        }
         Ok(ModelSummary {
             bytes: file.save(path)?,
             metrics,
@@ -384,6 +428,9 @@ impl Algorithm for Mf {
 /// change, in the same pass that reads them. With `sse` the squared
 /// residuals after the update are added to it, row by row in order.
 /// Returns the changes of the factor (`(x, new − old)`, non-zero ones).
+/// With `update` false (this side is pinned) the factor stays and only the
+/// refresh and the error are done.
+#[allow(clippy::too_many_arguments)]
 fn half_step(
     lists: &mut Lists,
     rows: &[u32],
@@ -391,6 +438,7 @@ fn half_step(
     other: &[f64],
     refresh: Option<(&[f64], &[f64])>,
     lambda: f64,
+    update: bool,
     mut sse: Option<&mut f64>,
 ) -> Vec<(u32, f64)> {
     let mut inc = Vec::with_capacity(rows.len());
@@ -416,7 +464,13 @@ fn half_step(
                 }
             }
         }
-        let new = if den > 0.0 { num / den } else { 0.0 };
+        let new = if !update {
+            old
+        } else if den > 0.0 {
+            num / den
+        } else {
+            0.0
+        };
         let d = new - old;
         if d != 0.0 {
             for (&j, r) in js.iter().zip(res.iter_mut()) {
@@ -541,7 +595,7 @@ impl MfWorker {
     /// residuals are only touched then).
     fn ccd_step(&mut self, ctx: &mut WorkerCtx) -> Result<Option<f64>, BoxError> {
         let s = self.shared.clone();
-        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let (m, n, k) = (s.m(), s.n(), s.width());
         let lambda = s.params.lambda;
         let c = ctx.clock_now() as usize;
         let per_rank = 2 * s.params.inner;
@@ -565,6 +619,7 @@ impl MfWorker {
                 dv.as_ref()
                     .map(|(fp, dv)| (&self.w[fp * m..(fp + 1) * m], &dv[..])),
                 lambda,
+                !s.pinned_w(f),
                 Some(&mut sse),
             );
             // The copy of W keeps the table's value until the next clock's
@@ -583,6 +638,7 @@ impl MfWorker {
                 &self.w[f * m..(f + 1) * m],
                 Some((&self.h[f * n..(f + 1) * n], &du[..])),
                 lambda,
+                !s.pinned_h(f),
                 None,
             );
             let t = ctx.table::<f64>(H_TABLE)?;
@@ -602,8 +658,16 @@ impl MfWorker {
         rng: &mut ChaCha8Rng,
     ) -> Result<(f64, usize), BoxError> {
         let s = self.shared.clone();
-        let (m, n, k) = (s.m(), s.n(), s.params.rank);
+        let (m, n, k) = (s.m(), s.n(), s.width());
         let (lambda, eta) = (s.params.lambda, s.params.learning_rate);
+        // The pinned sides of the bias ranks take no step.
+        let free_w: Vec<f64> = (0..k)
+            .map(|f| if s.pinned_w(f) { 0.0 } else { 1.0 })
+            .collect();
+        let free_h: Vec<f64> = (0..k)
+            .map(|f| if s.pinned_h(f) { 0.0 } else { 1.0 })
+            .collect();
+        let free = s.params.rank as f64 + if s.params.biases { 1.0 } else { 0.0 };
         // The current model (others' changes included as consistency allows).
         let (tw, th) = (ctx.table::<f64>(W_TABLE)?, ctx.table::<f64>(H_TABLE)?);
         let mut row = Vec::new();
@@ -655,13 +719,13 @@ impl MfWorker {
             }
             let (mut sp, mut sq) = (0.0, 0.0);
             for f in 0..k {
-                gp[f] = -e * q[f] + lambda * p[f];
-                gq[f] = -e * p[f] + lambda * q[f];
+                gp[f] = (-e * q[f] + lambda * p[f]) * free_w[f];
+                gq[f] = (-e * p[f] + lambda * q[f]) * free_h[f];
                 sp += gp[f] * gp[f];
                 sq += gq[f] * gq[f];
             }
-            self.gw[u] += sp / k as f64;
-            self.gh[i] += sq / k as f64;
+            self.gw[u] += sp / free;
+            self.gh[i] += sq / free;
             let (ap, aq) = (eta / self.gw[u].sqrt(), eta / self.gh[i].sqrt());
             for f in 0..k {
                 p[f] -= ap * gp[f];
@@ -729,13 +793,13 @@ impl AlgoWorker for MfWorker {
         // Test RMSE once per pass (CCD++: every rank updated once), by worker 0.
         let c = ctx.clock_now() as usize + 1;
         let epoch = match s.params.solver {
-            Solver::Ccd => 2 * s.params.inner * s.params.rank,
+            Solver::Ccd => 2 * s.params.inner * s.width(),
             Solver::Sgd => s.params.batches,
         };
         let mut metrics = ClockMetrics::default();
         if self.worker == 0 && c.is_multiple_of(epoch) {
             if let Some(t) = &s.test {
-                let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.params.rank);
+                let r = rmse(t, s.mean, &self.w, &self.h, s.m(), s.n(), s.width());
                 self.test_rmse = Some(r);
                 tracing::info!(
                     clock = c,
@@ -812,6 +876,9 @@ pub struct MfModel {
     /// `users x rank`, `items x rank`, row-major.
     pub w: Vec<f32>,
     pub h: Vec<f32>,
+    /// Per user, per item (empty in a model without biases).
+    pub user_bias: Vec<f32>,
+    pub item_bias: Vec<f32>,
     pub users: IdMap,
     pub items: IdMap,
 }
@@ -828,19 +895,49 @@ impl MfModel {
             })?;
             Ok(IdMap::from_ids(v))
         };
-        Ok(MfModel {
+        // A model saved before biases existed has none.
+        let bias = |key: &str| -> Result<Vec<f32>, ModelError> {
+            match file.tensor(key) {
+                Ok(t) => Ok(t.data.clone()),
+                Err(ModelError::MissingTensor { .. }) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            }
+        };
+        let m = MfModel {
             rank: file.meta("rank")?,
             mean: file.meta("mean")?,
             w: file.tensor("W")?.data.clone(),
             h: file.tensor("H")?.data.clone(),
+            user_bias: bias("user_bias")?,
+            item_bias: bias("item_bias")?,
             users: ids("user_ids")?,
             items: ids("item_ids")?,
-        })
+        };
+        let shapes = [
+            ("W", m.w.len(), m.users.len() * m.rank),
+            ("H", m.h.len(), m.items.len() * m.rank),
+            ("user_bias", m.user_bias.len(), m.users.len()),
+            ("item_bias", m.item_bias.len(), m.items.len()),
+        ];
+        for (name, got, want) in shapes {
+            let optional = name.ends_with("_bias") && got == 0;
+            if got != want && !optional {
+                return Err(ModelError::Format {
+                    path: file.path.clone(),
+                    reason: format!(
+                        "tensor `{name}` has {got} values, the model's ids and rank need {want}"
+                    ),
+                });
+            }
+        }
+        Ok(m)
     }
 
     fn score(&self, u: usize, i: usize) -> f64 {
         let k = self.rank;
         self.mean
+            + self.user_bias.get(u).copied().unwrap_or(0.0) as f64
+            + self.item_bias.get(i).copied().unwrap_or(0.0) as f64
             + (0..k)
                 .map(|f| self.w[u * k + f] as f64 * self.h[i * k + f] as f64)
                 .sum::<f64>()
@@ -1008,6 +1105,8 @@ mod tests {
             mean: 3.0,
             w: vec![1.0, -1.0],
             h: vec![0.5, -1.0, 1.5, 0.5],
+            user_bias: Vec::new(),
+            item_bias: Vec::new(),
             users: ids(&["a", "b"]),
             items: ids(&["i0", "i1", "i2", "i3"]),
         }
@@ -1031,5 +1130,16 @@ mod tests {
         assert_eq!(names(m.top_n("a", 10, &seen).unwrap()), ["i3", "i1"]);
         assert_eq!(m.top_n("a", 0, &none).unwrap(), vec![]);
         assert!(m.top_n("c", 3, &none).is_none());
+    }
+
+    #[test]
+    fn biases_add_to_the_predicted_rating_and_change_the_order() {
+        let mut m = model();
+        m.user_bias = vec![0.25, -1.0];
+        m.item_bias = vec![0.0, 2.0, 0.0, 0.0];
+        // a: 3 + 0.25 + c_i + w·h; i1 gets +2 and overtakes i0 and i3.
+        assert_eq!(m.score(0, 1), 3.0 + 0.25 + 2.0 - 1.0);
+        let top = m.top_n("a", 2, &HashSet::new()).unwrap();
+        assert_eq!(top, vec![("i2".to_string(), 4.75), ("i1".into(), 4.25)]);
     }
 }
