@@ -321,13 +321,12 @@ struct CheckpointSync<'a> {
 }
 
 /// [`run_job`] with checkpoints, stopping and resuming.
+/// A worker as the algorithm built it, or why it could not.
+type Built = Result<Box<dyn AlgoWorker>, BoxError>;
+
 /// The algorithm's workers `ids`, built concurrently (each prepares its
 /// share of the data), in the order of `ids`. A panic in one is re-raised.
-fn make_workers(
-    algo: &dyn Algorithm,
-    ids: &[WorkerId],
-    workers: u32,
-) -> Vec<(WorkerId, Result<Box<dyn AlgoWorker>, BoxError>)> {
+fn make_workers(algo: &dyn Algorithm, ids: &[WorkerId], workers: u32) -> Vec<(WorkerId, Built)> {
     if ids.len() <= 1 {
         return ids.iter().map(|&w| (w, algo.worker(w, workers))).collect();
     }
