@@ -78,6 +78,26 @@ fn ames_log_price_standardized_matches_sklearn() {
     check("ames", &out, 0.009988996793031944, 131.0);
 }
 
+/// Working sets capped below the support size (125 non-zeros, blocks of
+/// at most 32) still reach the optimum: once the non-zeros fill half a
+/// block, blocks are the coordinates that most violate their optimality
+/// conditions (a block of the support alone would make no progress; it
+/// did, and looped, before 2026-12-04).
+#[test]
+fn working_sets_smaller_than_the_support_still_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("synthetic.libsvm");
+    let s = petuum_algorithms::lasso::synthetic::generate(5000, 10000, 0.01, 100, 1.0, 7);
+    petuum_algorithms::lasso::synthetic::write_libsvm(&s.design, &file).unwrap();
+    let out = lasso(
+        &format!("format = \"libsvm\"\ntrain = \"{}\"", file.display()),
+        "lambda = 0.005\nfit_intercept = false\ntol = 1e-10\nblock_size = 32",
+        2,
+    );
+    // The same reference as the next test.
+    check("synthetic, blocks of 32", &out, 1.1095884305069872, 125.0);
+}
+
 #[test]
 fn synthetic_sparse_problem_matches_sklearn_and_recovers_the_support() {
     // The seeded problem of `lasso::synthetic` (`examples/lasso_synthetic.rs`

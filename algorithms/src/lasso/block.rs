@@ -179,13 +179,15 @@ impl Problem<'_> {
     }
 }
 
-/// The next working set, at most `cap` coordinates in ascending order:
-/// with `S` the non-zeros, every one of them and the zeros with the
-/// highest `(|g_j|/n − λ) / √z_j` (beyond or nearest to the boundary of
-/// their optimality condition, per unit column norm) up to `max(2|S|, 32)`
-/// in all (working sets that double, as in celer); when `|S|` exceeds
-/// `cap`, the `cap` coordinates with the largest violation of their
-/// optimality condition. Screened and constant columns are never chosen.
+/// The next working set, at most `cap` coordinates in ascending order.
+/// While the non-zeros `S` fill at most half of `cap`: every one of them
+/// and the zeros with the highest `(|g_j|/n − λ) / √z_j` (beyond or
+/// nearest to the boundary of their optimality condition, per unit column
+/// norm) up to `max(2|S|, 32)` in all (working sets that double, as in
+/// celer). Beyond that: the `cap` coordinates, non-zero or not, that most
+/// violate their optimality conditions (greedy block coordinate descent:
+/// a block of the support alone would be solved already and make no
+/// progress). Screened and constant columns are never chosen.
 pub fn select(
     grad: &[f64],
     beta: &[f64],
@@ -212,7 +214,7 @@ pub fn select(
         v.into_iter().map(|(_, j)| j).collect()
     };
     let zero_score = |j: usize| (grad[j].abs() / n - lambda) / z[j].sqrt();
-    let mut block: Vec<usize> = if support.len() <= cap {
+    let mut block: Vec<usize> = if 2 * support.len() <= cap {
         let target = (2 * support.len()).max(32).min(cap);
         let zeros: Vec<(f64, usize)> = (0..beta.len())
             .filter(|&j| live(j) && beta[j] == 0.0)
@@ -397,6 +399,13 @@ mod tests {
         let grad = [2.0, 4.0, -9.0, 5.0, 30.0, 1.0];
         let b = select(&grad, &beta, &screened, &z, n, 0.4, 3);
         assert_eq!(b, vec![1, 2, 3]);
+        // Non-zeros filling the block: the largest violations, zeros
+        // included (a block of the solved support alone makes no progress).
+        let beta2 = [0.1, 0.1, 0.0, 0.0, 0.0, 0.0];
+        let grad2 = [4.0, 4.0, -9.0, 5.0, 0.0, 1.0];
+        // violations: 0, 0, 0.5, 0.1, screened, 0.
+        let b = select(&grad2, &beta2, &screened, &z, n, 0.4, 2);
+        assert_eq!(b, vec![2, 3]);
         // More non-zeros than fit: the largest violations.
         let beta = [0.1, 0.1, 0.1, 0.0, 0.0, 0.1];
         let grad = [4.0, 9.0, 4.1, 0.0, 0.0, -4.0];

@@ -46,6 +46,10 @@ const BETA: &str = "lasso_beta";
 const PRIORITY: &str = "lasso_priority";
 const GAP: &str = "lasso_gap";
 const PATH: &str = "lasso_path";
+/// Working sets: the Gram values of a round's block, in rows of
+/// [`GRAM_CHUNK`] values, so a round moves only the rows its block fills.
+const GRAM: &str = "lasso_gram";
+const GRAM_CHUNK: usize = 4096;
 
 /// The ring row of the gap sums written at clock `c` (a multiple of
 /// `every`): written at `c`, read at `c + 1`, cleared at `c + 2`.
@@ -250,11 +254,22 @@ impl Shared {
         self.params.scheduler == LassoScheduler::WorkingSet
     }
 
-    /// Values of a working-set round's partials: `X̃ᵀr`, `||r||²`, `rᵀy_c`
-    /// and the strict upper triangle of the block's Gram matrix.
+    /// Values of a working-set round's partials row: `X̃ᵀr`, `||r||²`,
+    /// `rᵀy_c` (the block's Gram matrix goes to [`GRAM`]).
     fn ws_extra(&self) -> usize {
-        self.d + 2 + self.block * (self.block - 1) / 2
+        self.d + 2
     }
+
+    /// Rows of [`GRAM`] a round owns: enough for the largest block.
+    fn gram_rows(&self) -> u64 {
+        gram_chunks(self.block) as u64
+    }
+}
+
+/// Rows of [`GRAM_CHUNK`] values holding the strict upper triangle of a
+/// block of `m` coordinates.
+fn gram_chunks(m: usize) -> usize {
+    (m * m.saturating_sub(1) / 2).div_ceil(GRAM_CHUNK)
 }
 
 /// SchMP's dependency test: columns whose (centred, scaled) correlation
@@ -376,7 +391,11 @@ impl Algorithm for Lasso {
     fn tables(&self) -> Vec<TableDecl> {
         let d = self.shared.d as u32;
         let mut t = self.rounds.tables();
-        for (name, columns) in [(BETA, d), (PRIORITY, d), (GAP, d + 2), (PATH, d)] {
+        let mut decls = vec![(BETA, d), (PRIORITY, d), (GAP, d + 2), (PATH, d)];
+        if self.shared.working_set() {
+            decls.push((GRAM, GRAM_CHUNK as u32));
+        }
+        for (name, columns) in decls {
             t.push(TableDecl {
                 name: name.into(),
                 kind: RowKind::Dense,
@@ -674,6 +693,22 @@ impl LassoWorker {
         Ok(())
     }
 
+    /// The summed Gram values of round `round`'s block of `m` coordinates.
+    fn read_gram(&self, ctx: &mut WorkerCtx, round: u64, m: usize) -> Result<Vec<f64>, BoxError> {
+        let s = &*self.shared;
+        let tg = ctx.table::<f64>(GRAM)?;
+        let mut gram = Vec::with_capacity(m * m.saturating_sub(1) / 2);
+        let mut chunk = Vec::new();
+        let first = ring_row(round) * s.gram_rows();
+        ctx.prefetch(tg, first..first + gram_chunks(m) as u64)?;
+        for k in 0..gram_chunks(m) as u64 {
+            ctx.get_dense_into(tg, ring_row(round) * s.gram_rows() + k, &mut chunk)?;
+            gram.extend_from_slice(&chunk);
+        }
+        gram.truncate(m * m.saturating_sub(1) / 2);
+        Ok(gram)
+    }
+
     /// This worker's gap sums of the current state: `X̃ᵀr` (one value per
     /// coordinate), `||r||²`, `rᵀy_c`.
     fn gap_sums(&self, rsum: f64) -> Vec<f64> {
@@ -733,8 +768,7 @@ impl LassoWorker {
                 self.beta = beta;
                 return Ok(stats);
             }
-            let m = prev.len();
-            let gram = &row[s.d + 2..s.d + 2 + m * m.saturating_sub(1) / 2];
+            let gram = self.read_gram(ctx, c - 1, prev.len())?;
             let r2 = row[s.d];
             let mut grad = row[..s.d].to_vec();
             // Screening that zeroed a coordinate moved the residual the
@@ -749,7 +783,7 @@ impl LassoWorker {
                     // Solve the block well below the gap the job must reach.
                     tol: 0.1 * s.params.tol * s.yc_norm2,
                 };
-                for (j, delta) in inner.solve(&prev, gram, &mut grad, &mut beta) {
+                for (j, delta) in inner.solve(&prev, &gram, &mut grad, &mut beta) {
                     self.move_residual(j as usize, delta);
                     changed.push((j, delta));
                 }
@@ -769,7 +803,15 @@ impl LassoWorker {
         if self.worker == 0 {
             self.rounds.write_schedule(ctx, c, &next)?;
             if c >= 2 {
+                // Every worker read round c - 2 at clock c - 1.
                 self.rounds.retire_partials(ctx, c - 2)?;
+                let m = self.rounds.read_schedule(ctx, c - 2)?.len();
+                let tg = ctx.table::<f64>(GRAM)?;
+                let first = ring_row(c - 2) * s.gram_rows();
+                ctx.prefetch(tg, first..first + gram_chunks(m) as u64)?;
+                for k in 0..gram_chunks(m) as u64 {
+                    clear_row(ctx, tg, ring_row(c - 2) * s.gram_rows() + k)?;
+                }
             }
         }
         row.clear();
@@ -788,9 +830,14 @@ impl LassoWorker {
             &next,
             cached.as_ref().map(|(b, v)| (b.as_slice(), v.as_slice())),
         );
-        row.extend_from_slice(&gram);
+        let tg = ctx.table::<f64>(GRAM)?;
+        let mut chunk = vec![0.0; GRAM_CHUNK];
+        for (k, part) in gram.chunks(GRAM_CHUNK).enumerate() {
+            chunk[..part.len()].copy_from_slice(part);
+            chunk[part.len()..].fill(0.0);
+            ctx.batch_inc(tg, ring_row(c) * s.gram_rows() + k as u64, &chunk)?;
+        }
         self.gram_cache = Some((next, gram));
-        row.resize(s.ws_extra(), 0.0);
         self.rounds.push_row(ctx, c, &row)?;
         self.buf = row;
         let stats = self.stats(&beta, lambda);
