@@ -113,26 +113,33 @@ if PARTS in ("lasso", "all"):
                 t = time.perf_counter()
                 m.fit(X_, y_)
                 times.append(time.perf_counter() - t)
-            lasso_rows.append((name, solver, float(np.median(times)), objective(m.coef_, m.intercept_),
-                               np.count_nonzero(m.coef_), ""))
+            lasso_rows.append((name, solver, float(np.median(times)), float(np.median(times)),
+                               objective(m.coef_, m.intercept_), np.count_nonzero(m.coef_), ""))
         for sched in ["working_set", "schmp", "random"]:
+            # Progress every clock: the last one is the clock whose gap met
+            # the tolerance; after it the job only exports (final metrics,
+            # the model written and fsynced).
+            every = 1 if sched == "working_set" else 0
             outs = [petuum(f'name = "b"\nalgorithm = "lasso"\n[data]\n{data}\n[run]\nworkers = 2\nconsistency = "bsp"\n'
                            f'clocks = 2000000\nseed = 1\n[model]\npath = "{{model}}"\n[params]\nlambda = {alpha}\n'
-                           f'tol = {TOL}\nscheduler = "{sched}"\n{extra}\n')
+                           f'tol = {TOL}\nscheduler = "{sched}"\n{extra}\n', every)
                     for _ in range(REPS)]
-            out = None if any(o is None for o in outs) else dict(outs[-1], train_s=float(np.median([o["train_s"] for o in outs])))
-            if out is None:
-                lasso_rows.append((name, f"petuum {sched} (2 workers)", float("nan"), float("nan"), 0, "failed"))
+            if any(o is None for o in outs):
+                lasso_rows.append((name, f"petuum {sched} (2 workers)", float("nan"), float("nan"), float("nan"), 0,
+                                   "failed"))
                 continue
-            mt = out["metrics"]
-            lasso_rows.append((name, f"petuum {sched} (2 workers)", out["train_s"], mt["objective"], int(mt["nnz"]),
-                               f'{int(out["clocks"])} rounds'))
+            job_s = float(np.median([o["train_s"] for o in outs]))
+            gap_s = float(np.median([o["progress"][-1][1] for o in outs])) if every else float("nan")
+            mt = outs[-1]["metrics"]
+            lasso_rows.append((name, f"petuum {sched} (2 workers)", gap_s, job_s, mt["objective"], int(mt["nnz"]),
+                               f'{int(outs[-1]["clocks"])} rounds'))
 
     print("\n### Lasso to a relative duality gap of 1e-6\n")
-    print("| problem | solver | seconds | objective | non-zeros | rounds |")
-    print("|---|---|---|---|---|---|")
+    print("| problem | solver | seconds to the gap | seconds with the model saved | objective | non-zeros | rounds |")
+    print("|---|---|---|---|---|---|---|")
     for r in lasso_rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.3f} | {r[3]:.10g} | {r[4]} | {r[5]} |")
+        to_gap = "" if r[2] != r[2] else f"{r[2]:.3f}"
+        print(f"| {r[0]} | {r[1]} | {to_gap} | {r[3]:.3f} | {r[4]:.10g} | {r[5]} | {r[6]} |")
 
 # ---------------------------------------------------------------- MF
 if PARTS in ("mf", "all"):
