@@ -332,13 +332,13 @@ impl Algorithm for Mf {
         for u in (0..m).filter(|_| ccd) {
             let (items, res) = by_user.row_mut(u);
             for (i, r) in items.iter().zip(res) {
-                *r -= pred(u, *i as usize);
+                *r = (*r as f64 - pred(u, *i as usize)) as f32;
             }
         }
         for i in 0..n {
             let (users, res) = by_item.row_mut(i);
             for (u, r) in users.iter().zip(res) {
-                *r -= pred(*u as usize, i);
+                *r = (*r as f64 - pred(*u as usize, i)) as f32;
             }
         }
         let users: Vec<u32> = (0..m as u32).filter(|&u| own_user(u)).collect();
@@ -450,16 +450,17 @@ fn half_step(
             Some((own, change)) => {
                 let a = own[x as usize];
                 for (&j, r) in js.iter().zip(res.iter_mut()) {
-                    *r -= a * change[j as usize];
+                    let rr = *r as f64 - a * change[j as usize];
+                    *r = rr as f32;
                     let v = other[j as usize];
-                    num += (*r + old * v) * v;
+                    num += (*r as f64 + old * v) * v;
                     den += v * v;
                 }
             }
             None => {
                 for (&j, &r) in js.iter().zip(res.iter()) {
                     let v = other[j as usize];
-                    num += (r + old * v) * v;
+                    num += (r as f64 + old * v) * v;
                     den += v * v;
                 }
             }
@@ -474,13 +475,13 @@ fn half_step(
         let d = new - old;
         if d != 0.0 {
             for (&j, r) in js.iter().zip(res.iter_mut()) {
-                *r -= d * other[j as usize];
+                *r = (*r as f64 - d * other[j as usize]) as f32;
             }
             inc.push((x, d));
         }
         if let Some(sse) = sse.as_deref_mut() {
             for &r in res.iter() {
-                *sse += r * r;
+                *sse += r as f64 * r as f64;
             }
         }
     }
@@ -491,12 +492,13 @@ fn half_step(
 /// row `x` holds the other ids `idx[at[x]..at[x + 1]]` and the values
 /// (centred ratings, or residuals) `val[..]` beside them, in the order
 /// they were added. Contiguous rows and separate id and value arrays keep
-/// CCD++'s passes over them streaming.
+/// CCD++'s passes over them streaming; values are stored as f32 (the
+/// passes are memory-bound; every sum is taken in f64).
 #[derive(Clone, Debug, Default)]
 struct Lists {
     at: Vec<usize>,
     idx: Vec<u32>,
-    val: Vec<f64>,
+    val: Vec<f32>,
 }
 
 impl Lists {
@@ -511,22 +513,22 @@ impl Lists {
             at[x + 1] += at[x];
         }
         let mut fill = at.clone();
-        let (mut idx, mut val) = (vec![0u32; at[rows]], vec![0.0; at[rows]]);
+        let (mut idx, mut val) = (vec![0u32; at[rows]], vec![0f32; at[rows]]);
         for (x, j, v) in entries {
             let p = &mut fill[x as usize];
             idx[*p] = j;
-            val[*p] = v;
+            val[*p] = v as f32;
             *p += 1;
         }
         Lists { at, idx, val }
     }
 
-    fn row(&self, x: usize) -> (&[u32], &[f64]) {
+    fn row(&self, x: usize) -> (&[u32], &[f32]) {
         let r = self.at[x]..self.at[x + 1];
         (&self.idx[r.clone()], &self.val[r])
     }
 
-    fn row_mut(&mut self, x: usize) -> (&[u32], &mut [f64]) {
+    fn row_mut(&mut self, x: usize) -> (&[u32], &mut [f32]) {
         let r = self.at[x]..self.at[x + 1];
         (&self.idx[r.clone()], &mut self.val[r])
     }
@@ -566,7 +568,7 @@ impl MfWorker {
         let mut sse = 0.0;
         for &u in &self.users {
             for &r in self.by_user.row(u as usize).1 {
-                sse += r * r;
+                sse += r as f64 * r as f64;
             }
         }
         sse
@@ -701,7 +703,7 @@ impl MfWorker {
                 touched_u.push(u);
                 let (items, ratings) = self.by_user.row(u as usize);
                 for (&i, &r) in items.iter().zip(ratings) {
-                    todo.push((u, i, r));
+                    todo.push((u, i, r as f64));
                     touched_i[i as usize] = true;
                 }
             }
@@ -762,7 +764,7 @@ impl MfWorker {
             for (&i, &r) in items.iter().zip(ratings) {
                 let q = &hr[i as usize * k..(i as usize + 1) * k];
                 let pred: f64 = (0..k).map(|f| p[f] * q[f]).sum();
-                sse += (r - pred) * (r - pred);
+                sse += (r as f64 - pred) * (r as f64 - pred);
                 count += 1;
             }
         }
@@ -832,8 +834,11 @@ impl AlgoWorker for MfWorker {
         put(&self.h);
         put(&self.gw);
         put(&self.gh);
-        put(&self.by_user.val);
-        put(&self.by_item.val);
+        // The residuals widened to f64 (exact): the state's layout is the
+        // same as when they were stored as f64.
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        put(&wide(&self.by_user.val));
+        put(&wide(&self.by_item.val));
         out
     }
 
@@ -861,8 +866,9 @@ impl AlgoWorker for MfWorker {
         self.h = take(self.h.len())?;
         self.gw = take(self.gw.len())?;
         self.gh = take(self.gh.len())?;
-        self.by_user.val = take(self.by_user.val.len())?;
-        self.by_item.val = take(self.by_item.val.len())?;
+        let narrow = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+        self.by_user.val = narrow(take(self.by_user.val.len())?);
+        self.by_item.val = narrow(take(self.by_item.val.len())?);
         self.last_sse = None;
         Ok(())
     }
