@@ -627,9 +627,13 @@ pub fn run_workers(
     hooks: &dyn WorkerHooks,
 ) -> Result<(), JobError> {
     let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
+    // One after another: on a cluster node the workers' set-up shares the
+    // cores with the node's Raft groups, and a burst of concurrent set-ups
+    // (every local worker of every job placed at once after a fault) is
+    // what a starved heartbeat is made of.
     let mut workers = Vec::with_capacity(local.len());
-    for (w, worker) in make_workers(algo, local, cfg.workers) {
-        let mut worker = worker.map_err(JobError::Init)?;
+    for &w in local {
+        let mut worker = algo.worker(w, cfg.workers).map_err(JobError::Init)?;
         if start > 0 {
             let state = states.get(&w).ok_or_else(|| {
                 JobError::Init(
