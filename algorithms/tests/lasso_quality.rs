@@ -78,6 +78,25 @@ fn ames_log_price_standardized_matches_sklearn() {
     check("ames", &out, 0.009988996793031944, 131.0);
 }
 
+/// The seeded problem of `lasso::synthetic` (`examples/lasso_synthetic.rs`
+/// writes the same file for the reference script): 5000 x 10000, 1%
+/// dense, 100-sparse truth, noise sigma = 1, seed 7, written to `dir`.
+/// Returns the problem and the `[data]` lines that read it. sklearn:
+/// Lasso(alpha = 0.005, fit_intercept = False): objective
+/// [`SYNTHETIC_OBJECTIVE`], [`SYNTHETIC_NNZ`] non-zeros, the 100 true ones
+/// among them.
+fn synthetic(dir: &std::path::Path) -> (petuum_algorithms::lasso::synthetic::Synthetic, String) {
+    let file = dir.join("synthetic.libsvm");
+    let s = petuum_algorithms::lasso::synthetic::generate(5000, 10000, 0.01, 100, 1.0, 7);
+    petuum_algorithms::lasso::synthetic::write_libsvm(&s.design, &file).unwrap();
+    (
+        s,
+        format!("format = \"libsvm\"\ntrain = \"{}\"", file.display()),
+    )
+}
+const SYNTHETIC_OBJECTIVE: f64 = 1.1095884305069872;
+const SYNTHETIC_NNZ: f64 = 125.0;
+
 /// Working sets capped below the support size (125 non-zeros, blocks of
 /// at most 32) still reach the optimum: once the non-zeros fill half a
 /// block, blocks are the coordinates that most violate their optimality
@@ -86,37 +105,32 @@ fn ames_log_price_standardized_matches_sklearn() {
 #[test]
 fn working_sets_smaller_than_the_support_still_converge() {
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("synthetic.libsvm");
-    let s = petuum_algorithms::lasso::synthetic::generate(5000, 10000, 0.01, 100, 1.0, 7);
-    petuum_algorithms::lasso::synthetic::write_libsvm(&s.design, &file).unwrap();
+    let (_, data) = synthetic(dir.path());
     let out = lasso(
-        &format!("format = \"libsvm\"\ntrain = \"{}\"", file.display()),
+        &data,
         "lambda = 0.005\nfit_intercept = false\ntol = 1e-10\nblock_size = 32",
         2,
     );
-    // The same reference as the next test.
-    check("synthetic, blocks of 32", &out, 1.1095884305069872, 125.0);
+    check(
+        "synthetic, blocks of 32",
+        &out,
+        SYNTHETIC_OBJECTIVE,
+        SYNTHETIC_NNZ,
+    );
 }
 
 #[test]
 fn synthetic_sparse_problem_matches_sklearn_and_recovers_the_support() {
-    // The seeded problem of `lasso::synthetic` (`examples/lasso_synthetic.rs`
-    // writes the same file for the reference script): 5000 x 10000, 1%
-    // dense, 100-sparse truth, noise sigma = 1, seed 7. sklearn:
-    // Lasso(alpha = 0.005, fit_intercept = False): objective
-    // 1.1095884305069872, 125 non-zeros, the 100 true ones among them.
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("synthetic.libsvm");
-    let s = petuum_algorithms::lasso::synthetic::generate(5000, 10000, 0.01, 100, 1.0, 7);
-    petuum_algorithms::lasso::synthetic::write_libsvm(&s.design, &file).unwrap();
+    let (s, data) = synthetic(dir.path());
     let model = dir.path().join("model.safetensors");
     let out = lasso_to(
-        &format!("format = \"libsvm\"\ntrain = \"{}\"", file.display()),
+        &data,
         "lambda = 0.005\nfit_intercept = false\ntol = 1e-10",
         2,
         &model.display().to_string(),
     );
-    check("synthetic", &out, 1.1095884305069872, 125.0);
+    check("synthetic", &out, SYNTHETIC_OBJECTIVE, SYNTHETIC_NNZ);
     let m = petuum_algorithms::model::ModelFile::load(&model).unwrap();
     let coef = &m.tensor("coef").unwrap().data;
     let missed: Vec<usize> = (0..s.truth.len())
