@@ -320,28 +320,27 @@ struct CheckpointSync<'a> {
     plan: Mutex<StopPlan>,
 }
 
-/// [`run_job`] with checkpoints, stopping and resuming.
 /// A worker as the algorithm built it, or why it could not.
 type Built = Result<Box<dyn AlgoWorker>, BoxError>;
 
-/// The algorithm's workers `ids`, built concurrently (each prepares its
-/// share of the data), in the order of `ids`. A panic in one is re-raised.
-fn make_workers(algo: &dyn Algorithm, ids: &[WorkerId], workers: u32) -> Vec<(WorkerId, Built)> {
-    if ids.len() <= 1 {
-        return ids.iter().map(|&w| (w, algo.worker(w, workers))).collect();
+/// The algorithm's `workers` workers, built concurrently (each prepares its
+/// share of the data), in worker order. A panic in one is re-raised.
+fn make_workers(algo: &dyn Algorithm, workers: u32) -> Vec<Built> {
+    if workers <= 1 {
+        return (0..workers).map(|w| algo.worker(w, workers)).collect();
     }
     std::thread::scope(|scope| {
-        let handles: Vec<_> = ids
-            .iter()
-            .map(|&w| (w, scope.spawn(move || algo.worker(w, workers))))
+        let handles: Vec<_> = (0..workers)
+            .map(|w| scope.spawn(move || algo.worker(w, workers)))
             .collect();
         handles
             .into_iter()
-            .map(|(w, h)| (w, h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))))
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     })
 }
 
+/// [`run_job`] with checkpoints, stopping and resuming.
 pub fn run_job_with(
     node: &Arc<Node>,
     algo: &dyn Algorithm,
@@ -365,16 +364,11 @@ pub fn run_job_with(
     // (served by any replica) see them (docs/design.md §7).
     service.register_job(cfg.job, cfg.workers, cfg.deterministic)?;
 
-    let all: Vec<WorkerId> = (0..cfg.workers).collect();
     let mut workers: Vec<Box<dyn AlgoWorker>> = Vec::with_capacity(cfg.workers as usize);
-    for (w, worker) in make_workers(algo, &all, cfg.workers) {
+    for (w, worker) in make_workers(algo, cfg.workers).into_iter().enumerate() {
         let mut worker = worker.map_err(JobError::Init)?;
         if let Some(r) = &hooks.resume {
-            let state = r
-                .worker_states
-                .get(w as usize)
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
+            let state = r.worker_states.get(w).map(Vec::as_slice).unwrap_or(&[]);
             worker.restore_state(state).map_err(JobError::Init)?;
         }
         workers.push(worker);
@@ -401,6 +395,7 @@ pub fn run_job_with(
     };
     let cancel = hooks.stop;
     let first_error: Mutex<Option<JobError>> = Mutex::new(None);
+    let all: Vec<WorkerId> = (0..cfg.workers).collect();
     node.group(cfg.job, &all, cfg.consistency, cfg.deterministic);
     std::thread::scope(|scope| {
         for (w, mut algo_worker) in workers.into_iter().enumerate() {
