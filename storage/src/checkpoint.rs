@@ -307,6 +307,29 @@ pub fn decode_shard_part(
     clock: Clock,
     shard: ShardId,
 ) -> Result<ShardImage> {
+    check_part_header(value, job, clock, shard)?;
+    let key = keys::show(CF_CHECKPOINT, &keys::checkpoint_shard(job, clock, shard));
+    let image: ShardImage =
+        postcard::from_bytes(&value[HEADER_BYTES..]).map_err(|e| StorageError::Corrupt {
+            what: "checkpoint",
+            shard,
+            key: key.clone(),
+            reason: format!("image: {e}"),
+        })?;
+    if image.shard != shard {
+        return Err(StorageError::Corrupt {
+            what: "checkpoint",
+            shard,
+            key,
+            reason: format!("image of shard {}", image.shard),
+        });
+    }
+    Ok(image)
+}
+
+/// Checks a stored shard part's header (magic, version, and that it names
+/// `shard`, `job` and `clock`) without decoding the image.
+pub fn check_part_header(value: &[u8], job: JobId, clock: Clock, shard: ShardId) -> Result<()> {
     let key = keys::show(CF_CHECKPOINT, &keys::checkpoint_shard(job, clock, shard));
     let corrupt = |reason: String| StorageError::Corrupt {
         what: "checkpoint",
@@ -335,10 +358,5 @@ pub fn decode_shard_part(
             "header names shard {h_shard} job {h_job} clock {h_clock}"
         )));
     }
-    let image: ShardImage =
-        postcard::from_bytes(&value[HEADER_BYTES..]).map_err(|e| corrupt(format!("image: {e}")))?;
-    if image.shard != shard {
-        return Err(corrupt(format!("image of shard {}", image.shard)));
-    }
-    Ok(image)
+    Ok(())
 }

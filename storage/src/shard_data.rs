@@ -51,6 +51,11 @@ pub struct ShardData {
     /// Per job, the newest run (epoch) that began on this shard. Kept after
     /// the job is dropped, so a superseded run cannot bring it back.
     fences: BTreeMap<JobId, u64>,
+    /// The worker blobs (and models) committed through this group, which
+    /// a snapshot sent to a new replica carries (the checkpoint store
+    /// keys them by job, clock and worker, not by group). Kept until the
+    /// job is forgotten; a blob pruned from the store is skipped.
+    blobs: BTreeSet<(JobId, Clock, WorkerId)>,
 }
 
 /// How a command's run relates to the job's fence on a shard.
@@ -73,6 +78,7 @@ impl ShardData {
             jobs: BTreeMap::new(),
             pending: BTreeMap::new(),
             fences: BTreeMap::new(),
+            blobs: BTreeSet::new(),
         }
     }
 
@@ -84,6 +90,16 @@ impl ShardData {
     /// Every job's fence, for snapshots.
     pub fn fences(&self) -> impl Iterator<Item = (JobId, u64)> + '_ {
         self.fences.iter().map(|(&j, &e)| (j, e))
+    }
+
+    /// The worker blobs committed through this group, for snapshots.
+    pub fn blobs(&self) -> impl Iterator<Item = (JobId, Clock, WorkerId)> + '_ {
+        self.blobs.iter().copied()
+    }
+
+    /// Replaces the list of worker blobs (from a snapshot).
+    pub fn set_blobs(&mut self, blobs: impl IntoIterator<Item = (JobId, Clock, WorkerId)>) {
+        self.blobs = blobs.into_iter().collect();
     }
 
     /// How run `epoch` of `job` relates to this shard's fence.
@@ -358,6 +374,7 @@ impl ShardData {
             } => match self.require_current(job, epoch) {
                 Some(r) => r,
                 None => {
+                    self.blobs.insert((job, clock, worker));
                     effects.push(Effect::WorkerBlob {
                         job,
                         clock,
@@ -392,6 +409,7 @@ impl ShardData {
                 self.jobs.remove(&job);
                 self.pending.remove(&job);
                 self.tables.retain(|_, t| t.job != job);
+                self.blobs.retain(|&(j, _, _)| j != job);
                 effects.push(Effect::Forget(job));
                 ShardResponse::default()
             }

@@ -11,7 +11,7 @@ use crate::error::{RaftStorageError, Result, StorageError};
 use crate::keys::{self, CF_SNAPSHOT};
 use crate::metrics::GroupMetrics;
 use crate::shard_data::{Effect, ShardData};
-use crate::snapshot::{self, SnapshotHeader};
+use crate::snapshot::{self, PartKind, SnapshotHeader, StoredPart};
 use crate::types::{
     Entry, LogId, ShardRequest, ShardResponse, SnapshotData, SnapshotMeta, StoredMembership,
     TypeConfig,
@@ -301,7 +301,7 @@ impl ShardStateMachine {
     #[tracing::instrument(level = "info", skip_all, fields(group = self.group, shard = self.shard, bytes = bytes.len()))]
     pub fn install(&self, meta: &SnapshotMeta, bytes: Vec<u8>) -> Result<()> {
         let key = self.snapshot_key();
-        let (header, data) = snapshot::decode(&bytes, self.shard, &key)?;
+        let (header, data, parts) = snapshot::decode_with_parts(&bytes, self.shard, &key)?;
         if header.last_applied != meta.last_log_id
             || header.membership != meta.last_membership
             || header.snapshot_id != meta.snapshot_id
@@ -316,7 +316,22 @@ impl ShardStateMachine {
                 ),
             });
         }
+        // The parts first (the snapshot's store syncs them), then the
+        // snapshot without them: they live in the checkpoint store.
+        let n = parts.len();
+        for p in parts {
+            match p.kind {
+                PartKind::Shard => self
+                    .checkpoints
+                    .put_shard_bytes(p.job, p.clock, self.shard, &p.bytes)?,
+                PartKind::Worker(w) => self
+                    .checkpoints
+                    .put_worker_blob(p.job, p.clock, w, &p.bytes)?,
+            }
+        }
+        let bytes = snapshot::attach_parts(&bytes, &[], self.shard, &key)?;
         self.store_snapshot(&bytes)?;
+        tracing::debug!(parts = n, "stored parts received with the snapshot");
         let size = bytes.len() as u64;
         *self.inner.write() = Replica {
             data,
@@ -330,13 +345,59 @@ impl ShardStateMachine {
         Ok(())
     }
 
-    /// The stored snapshot's header and bytes, checked.
+    /// The stored snapshot's header and bytes, checked, with the group's
+    /// stored parts attached (what a replica it is sent to installs).
     pub fn current_snapshot(&self) -> Result<Option<(SnapshotHeader, Vec<u8>)>> {
         let Some(bytes) = self.stored_snapshot()? else {
             return Ok(None);
         };
-        let (header, _) = snapshot::decode_header(&bytes, self.shard, &self.snapshot_key())?;
+        let key = self.snapshot_key();
+        let header = snapshot::decode_header(&bytes, self.shard, &key)?;
+        let parts = self.stored_parts()?;
+        let bytes = snapshot::attach_parts(&bytes, &parts, self.shard, &key)?;
         Ok(Some((header, bytes)))
+    }
+
+    /// What this group stored beside its state: the shard's checkpoint
+    /// parts of every job that ran on it, and the worker blobs and models
+    /// committed through it (those since pruned are skipped).
+    pub fn stored_parts(&self) -> Result<Vec<StoredPart>> {
+        let (jobs, blobs) = {
+            let r = self.inner.read();
+            let mut jobs: std::collections::BTreeSet<_> = r.data.fences().map(|(j, _)| j).collect();
+            jobs.extend(r.data.jobs().map(|j| j.job));
+            (jobs, r.data.blobs().collect::<Vec<_>>())
+        };
+        let mut parts = Vec::new();
+        for job in jobs {
+            for info in self.checkpoints.list(job)? {
+                if !info.shards.contains(&self.shard) {
+                    continue;
+                }
+                if let Some(bytes) = self
+                    .checkpoints
+                    .load_shard_bytes(job, info.clock, self.shard)?
+                {
+                    parts.push(StoredPart {
+                        job,
+                        clock: info.clock,
+                        kind: PartKind::Shard,
+                        bytes,
+                    });
+                }
+            }
+        }
+        for (job, clock, worker) in blobs {
+            if let Some(bytes) = self.checkpoints.load_worker_blob(job, clock, worker)? {
+                parts.push(StoredPart {
+                    job,
+                    clock,
+                    kind: PartKind::Worker(worker),
+                    bytes,
+                });
+            }
+        }
+        Ok(parts)
     }
 
     fn notify_applied(&self) {
@@ -372,10 +433,14 @@ impl ShardStateMachine {
     }
 }
 
+/// A snapshot as stored, and the parts to send with it.
+type Prepared = (SnapshotMeta, Vec<u8>, Vec<StoredPart>);
+
 /// Builds a snapshot prepared when openraft asked for the builder (so it is
 /// consistent with the applied state at that moment).
 pub struct ShardSnapshotBuilder {
-    prepared: Option<Result<(SnapshotMeta, Vec<u8>)>>,
+    /// The snapshot as stored, and the group's stored parts to send with it.
+    prepared: Option<Result<Prepared>>,
     metrics: GroupMetrics,
     db: Arc<NodeDb>,
     group: u64,
@@ -388,7 +453,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .prepared
             .take()
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
-        let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        let (meta, bytes, parts) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
         // As in `store_snapshot`: the deferred checkpoint writes first.
         self.db
             .sync_wal()
@@ -404,6 +469,9 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
         self.metrics.snapshots_built.inc();
+        let key = keys::show(CF_SNAPSHOT, &keys::prefix(self.group));
+        let bytes = snapshot::attach_parts(&bytes, &parts, self.shard, &key)
+            .map_err(|e| e.into_raft(ErrorVerb::Read))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -434,7 +502,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         ShardSnapshotBuilder {
-            prepared: Some(self.encode_snapshot()),
+            prepared: Some(
+                self.encode_snapshot()
+                    .and_then(|(m, b)| Ok((m, b, self.stored_parts()?))),
+            ),
             metrics: self.metrics.clone(),
             db: self.db.clone(),
             group: self.group,

@@ -131,6 +131,104 @@ async fn snapshots_carry_the_base_and_the_pending_clocks() {
     assert_eq!(cur.meta, snap.meta);
 }
 
+/// A replica that joins after a checkpoint was written (and the log that
+/// wrote it was compacted) gets the group's checkpoint parts and worker
+/// blobs with the snapshot: once every replica that wrote them is gone,
+/// the job must still resume from that checkpoint. (Found by the chaos
+/// run: "no replica has shard 4's part of the checkpoint".)
+#[tokio::test]
+async fn a_snapshot_carries_the_groups_checkpoint_parts_and_worker_blobs() {
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (_db1, mut leader) = open(d1.path(), 3);
+    let mut next = 0;
+    apply(&leader, &mut next, setup(1, false, 2));
+    apply(
+        &leader,
+        &mut next,
+        vec![
+            batch(0, 0, 1.0),
+            batch(0, 1, 2.0),
+            ShardRequest::WorkerBlob {
+                job: JOB,
+                epoch: 0,
+                clock: 1,
+                worker: 0,
+                data: b"worker 0 at clock 1".to_vec(),
+            },
+            // A blob of another job through this group (a model).
+            ShardRequest::WorkerBlob {
+                job: JOB,
+                epoch: 0,
+                clock: u64::MAX,
+                worker: 0,
+                data: b"model".to_vec(),
+            },
+            batch(0, 2, 4.0),
+        ],
+    );
+    let part = leader
+        .checkpoints()
+        .load_shard_bytes(JOB, 1, SHARD)
+        .unwrap()
+        .expect("checkpoint of clock 1 written");
+    // Both ways a snapshot leaves a node: built now, and the stored one.
+    let mut builder = leader.get_snapshot_builder().await;
+    let built = openraft::RaftSnapshotBuilder::build_snapshot(&mut builder)
+        .await
+        .unwrap();
+    let stored = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(stored.meta, built.meta);
+    for snap in [built, stored] {
+        let d2 = tempfile::tempdir().unwrap();
+        let (_db2, mut follower) = open(d2.path(), 3);
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        let cps = follower.checkpoints();
+        assert_eq!(
+            cps.load_shard_bytes(JOB, 1, SHARD).unwrap(),
+            Some(part.clone())
+        );
+        assert_eq!(
+            cps.load_shard(JOB, 1, SHARD).unwrap().rows,
+            vec![(1, 0, dense(3.0, 2.0))]
+        );
+        assert_eq!(
+            cps.load_worker_blob(JOB, 1, 0).unwrap().as_deref(),
+            Some(&b"worker 0 at clock 1"[..])
+        );
+        assert_eq!(
+            cps.load_worker_blob(JOB, u64::MAX, 0).unwrap().as_deref(),
+            Some(&b"model"[..])
+        );
+        // The copy the follower keeps holds no parts (they are in its
+        // store), and it sends them on in turn: a third replica that
+        // joins from it gets them too.
+        let again = follower.get_current_snapshot().await.unwrap().unwrap();
+        let (_db3, mut third) = open(d2.path().join("third").as_path(), 3);
+        third
+            .install_snapshot(&again.meta, again.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(
+            third.checkpoints().load_shard_bytes(JOB, 1, SHARD).unwrap(),
+            Some(part.clone())
+        );
+        assert_eq!(
+            third
+                .checkpoints()
+                .load_worker_blob(JOB, 1, 0)
+                .unwrap()
+                .as_deref(),
+            Some(&b"worker 0 at clock 1"[..])
+        );
+        assert_eq!(row0(&third, false), row0(&leader, false));
+    }
+    let _ = d2;
+}
+
 #[test]
 fn restore_rolls_a_job_back_to_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
