@@ -17,9 +17,17 @@ fn tri(i: usize, k: usize, m: usize) -> usize {
 
 /// This worker's part of the block's Gram matrix of the centred, scaled
 /// columns: `x̃_aᵀx̃_b` over its rows `range` of `x`, where `x̃ = s (x −
-/// μ)`, from the raw sparse columns (`colsum`: their sums over the range). Pairs of
-/// `cached` (an earlier block, ascending, and its values from this
+/// μ)`, from the raw sparse columns (`colsum`: their sums over the range).
+/// Pairs of `cached` (an earlier block, ascending, and its values from this
 /// function) are copied, not recomputed: the same bits either way.
+///
+/// Row by row: the block's entries of the range are bucketed by row, and
+/// each row adds the products of its entries to the pairs they form (those
+/// with at least one column not cached). A pair's sum runs over the rows
+/// where both columns are non-zero, in ascending row order, whatever the
+/// block: the work is `Σ_rows nnz_new(row) · nnz(row)` rather than a
+/// sparse dot product per pair (on a 1%-dense matrix and a block of 200,
+/// about 2 entries a row: 20 times less), and no worse on dense columns.
 pub fn gram(
     x: &Csc,
     range: &RowRange,
@@ -36,41 +44,72 @@ pub fn gram(
         .iter()
         .map(|j| old_block.binary_search(j).ok())
         .collect();
-    let mut dense = vec![0.0; range.rows];
-    let nw = range.rows as f64;
-    let row0 = range.row0;
     for i in 0..m {
-        let a = block[i] as usize;
         if let Some(oi) = old[i] {
             for k in i + 1..m {
                 if let Some(ok) = old[k] {
                     out[tri(i, k, m)] = old_vals[tri(oi, ok, old_block.len())];
                 }
             }
-            if old[i + 1..].iter().all(Option::is_some) {
+        }
+    }
+    if old.iter().all(Option::is_some) {
+        return out;
+    }
+    // The block's entries by row (CSR of the block over the range), each
+    // row's in block order.
+    let row0 = range.row0;
+    let mut start = vec![0usize; range.rows + 1];
+    for &a in block {
+        for &r in range.col(x, a as usize).0 {
+            start[(r - row0) as usize + 1] += 1;
+        }
+    }
+    for r in 0..range.rows {
+        start[r + 1] += start[r];
+    }
+    let mut fill = start.clone();
+    let mut entries = vec![(0u32, 0.0f64); start[range.rows]];
+    for (i, &a) in block.iter().enumerate() {
+        let (ra, va) = range.col(x, a as usize);
+        for (&r, &v) in ra.iter().zip(va) {
+            let slot = &mut fill[(r - row0) as usize];
+            entries[*slot] = (i as u32, v);
+            *slot += 1;
+        }
+    }
+    let mut dot = vec![0.0f64; out.len()];
+    for r in 0..range.rows {
+        let e = &entries[start[r]..start[r + 1]];
+        for (q, &(k, vk)) in e.iter().enumerate() {
+            let k = k as usize;
+            if old[k].is_some() {
                 continue;
             }
+            // Pairs (i, k), i < k: every earlier entry of the row.
+            for &(i, vi) in &e[..q] {
+                dot[tri(i as usize, k, m)] += vi * vk;
+            }
+            // Pairs (k, i), i > k: the later cached columns (later new
+            // ones pair with k as their own earlier entry).
+            for &(i, vi) in &e[q + 1..] {
+                if old[i as usize].is_some() {
+                    dot[tri(k, i as usize, m)] += vk * vi;
+                }
+            }
         }
-        let (ra, va) = range.col(x, a);
-        for (&r, &v) in ra.iter().zip(va) {
-            dense[(r - row0) as usize] = v;
-        }
+    }
+    let nw = range.rows as f64;
+    for i in 0..m {
+        let a = block[i] as usize;
         for k in i + 1..m {
             if old[i].is_some() && old[k].is_some() {
                 continue;
             }
             let b = block[k] as usize;
-            let (rb, vb) = range.col(x, b);
-            let dot: f64 = rb
-                .iter()
-                .zip(vb)
-                .map(|(&r, v)| v * dense[(r - row0) as usize])
-                .sum();
-            let centred = dot - mu[a] * colsum[b] - mu[b] * colsum[a] + nw * mu[a] * mu[b];
+            let centred =
+                dot[tri(i, k, m)] - mu[a] * colsum[b] - mu[b] * colsum[a] + nw * mu[a] * mu[b];
             out[tri(i, k, m)] = scale[a] * scale[b] * centred;
-        }
-        for &r in ra {
-            dense[(r - row0) as usize] = 0.0;
         }
     }
     out

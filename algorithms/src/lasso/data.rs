@@ -159,6 +159,27 @@ impl Csc {
     }
 }
 
+/// `Σ_k vals[k] · r[rows[k] − row0]`: a sparse column's dot product with a
+/// dense vector indexed from `row0`. Four running sums (entries `k mod
+/// 4`), added pairwise at the end: one sum's chain of dependent additions
+/// bound the loop by the adder's latency. A fixed order, so every caller
+/// gets the same bits for the same column and vector.
+#[inline]
+pub fn gather_dot(rows: &[u32], vals: &[f64], r: &[f64], row0: u32) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let (rc, rt) = rows.split_at(rows.len() & !3);
+    let (vc, vt) = vals.split_at(rc.len());
+    for (ri, vi) in rc.chunks_exact(4).zip(vc.chunks_exact(4)) {
+        for l in 0..4 {
+            acc[l] += vi[l] * r[(ri[l] - row0) as usize];
+        }
+    }
+    for (l, (&i, &v)) in rt.iter().zip(vt).enumerate() {
+        acc[l] += v * r[(i - row0) as usize];
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
 /// The contiguous rows `[lo, hi)` of a [`Csc`], by column, without a
 /// copy: each column's entries in the range are a contiguous slice of the
 /// matrix's arrays (rows are sorted within a column). Row ids stay the
@@ -175,8 +196,17 @@ impl RowRange {
         let spans = (0..x.ncols())
             .map(|j| {
                 let (r, _) = x.col(j);
-                let a = r.partition_point(|&i| (i as usize) < lo);
-                let b = a + r[a..].partition_point(|&i| (i as usize) < hi);
+                // The first and last ranges need one search, not two.
+                let a = if lo == 0 {
+                    0
+                } else {
+                    r.partition_point(|&i| (i as usize) < lo)
+                };
+                let b = if hi >= x.nrows {
+                    r.len()
+                } else {
+                    a + r[a..].partition_point(|&i| (i as usize) < hi)
+                };
                 (x.indptr[j] + a, x.indptr[j] + b)
             })
             .collect();

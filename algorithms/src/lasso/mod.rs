@@ -210,7 +210,7 @@ impl Shared {
     /// `x̃_jᵀ r` for every column, from `Σ x_ij r_i` and `Σ r_i`.
     fn xtr(&self, x: &Csc, r: &[f64], j: usize, rsum: f64) -> f64 {
         let (rows, vals) = x.col(j);
-        let dot: f64 = rows.iter().zip(vals).map(|(&i, v)| v * r[i as usize]).sum();
+        let dot = data::gather_dot(rows, vals, r, 0);
         self.scale[j] * (dot - self.mu[j] * rsum)
     }
 
@@ -440,7 +440,13 @@ impl Algorithm for Lasso {
             .into());
         }
         let x = RowRange::new(&s.x, lo, hi);
-        let colsum: Vec<f64> = (0..s.d).map(|j| x.col(&s.x, j).1.iter().sum()).collect();
+        // Column sums over the rows, for centring; without it (no
+        // intercept: every μ_j = 0) they are multiplied by zero.
+        let colsum: Vec<f64> = if s.mu.iter().any(|&m| m != 0.0) {
+            (0..s.d).map(|j| x.col(&s.x, j).1.iter().sum()).collect()
+        } else {
+            vec![0.0; s.d]
+        };
         let yc: Vec<f64> = s.yc[lo..hi].to_vec();
         Ok(Box::new(LassoWorker {
             shared: s.clone(),
@@ -589,14 +595,8 @@ impl LassoWorker {
 
     fn partial(&self, j: usize, rsum: f64) -> f64 {
         let (rows, vals) = self.x.col(&self.shared.x, j);
-        let resid = &self.resid[..];
-        let row0 = self.x.row0;
-        let dot: f64 = rows
-            .iter()
-            .zip(vals)
-            .map(|(&i, v)| v * resid[(i - row0) as usize])
-            .sum::<f64>()
-            + self.shift * self.colsum[j];
+        let dot =
+            data::gather_dot(rows, vals, &self.resid, self.x.row0) + self.shift * self.colsum[j];
         self.shared.scale[j] * (dot - self.shared.mu[j] * rsum)
     }
 
