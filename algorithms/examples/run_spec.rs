@@ -12,7 +12,14 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-struct Every(u64, std::sync::atomic::AtomicU64);
+/// Progress every `.0` clocks, kept until the job ends (written then: a
+/// line written as the job runs makes the reader of the pipe, e.g. the
+/// benchmark, compete with the workers for the cores).
+struct Every(
+    u64,
+    std::sync::atomic::AtomicU64,
+    std::sync::Mutex<Vec<String>>,
+);
 impl ProgressSink for Every {
     fn on_clock(&self, p: &ClockProgress) {
         self.1
@@ -23,10 +30,10 @@ impl ProgressSink for Every {
                 .iter()
                 .map(|(k, v)| format!(" {k}={v:.10e}"))
                 .collect();
-            eprintln!(
+            self.2.lock().expect("progress lines").push(format!(
                 "clock {} objective {:.10e} elapsed {:.6}s{metrics}",
                 p.clock, p.objective, p.elapsed_s
-            );
+            ));
         }
     }
 }
@@ -52,7 +59,7 @@ fn main() {
         deterministic: spec.run.deterministic,
     };
     let t = Instant::now();
-    let sink = Every(every, Default::default());
+    let sink = Every(every, Default::default(), Default::default());
     let out = run_job(
         &node,
         algo.as_ref(),
@@ -62,6 +69,10 @@ fn main() {
         &AtomicBool::new(false),
     )
     .unwrap_or_else(|e| panic!("job failed: {e}"));
+    let train_s = t.elapsed().as_secs_f64();
+    for line in sink.2.lock().expect("progress lines").iter() {
+        eprintln!("{line}");
+    }
     let metrics: serde_json::Map<String, serde_json::Value> = out
         .model
         .metrics
@@ -73,7 +84,7 @@ fn main() {
         serde_json::json!({
             "spec": path,
             "load_s": loaded,
-            "train_s": t.elapsed().as_secs_f64(),
+            "train_s": train_s,
             "clocks": sink.1.load(std::sync::atomic::Ordering::Relaxed),
             "metrics": metrics,
         })

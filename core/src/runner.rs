@@ -340,6 +340,40 @@ fn make_workers(algo: &dyn Algorithm, workers: u32) -> Vec<Built> {
     })
 }
 
+/// Moves the calling thread (worker `i` of a job) to core `i mod cores`,
+/// then lets it run anywhere again. New threads start on their parent's
+/// core, and the workers of a job wake each other every clock; the
+/// scheduler places a woken thread on its waker's core and moves it to an
+/// idle one only at a later balancing tick (milliseconds), so a short job's
+/// workers can take turns on one core while the others idle. The move is
+/// an initial placement only: the balancer is free to change it.
+#[cfg(target_os = "linux")]
+fn spread(i: usize) {
+    // SAFETY: `cpu_set_t` is plain data; the calls read and write only the
+    // sets passed and act on the calling thread (pid 0).
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut all) != 0 {
+            return;
+        }
+        let cores: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &all))
+            .collect();
+        if cores.len() < 2 {
+            return;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cores[i % cores.len()], &mut one);
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_setaffinity(0, size, &one) == 0 {
+            libc::sched_setaffinity(0, size, &all);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn spread(_: usize) {}
+
 /// [`run_job`] with checkpoints, stopping and resuming.
 pub fn run_job_with(
     node: &Arc<Node>,
@@ -404,6 +438,7 @@ pub fn run_job_with(
             std::thread::Builder::new()
                 .name(format!("worker-{w}"))
                 .spawn_scoped(scope, move || {
+                    spread(w as usize);
                     let mut ctx = WorkerCtx::new(
                         node.clone(),
                         cfg.job,
