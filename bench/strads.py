@@ -138,8 +138,8 @@ if PARTS in ("lasso", "all"):
     print("| problem | solver | seconds to the gap | seconds with the model saved | objective | non-zeros | rounds |")
     print("|---|---|---|---|---|---|---|")
     for r in lasso_rows:
-        to_gap = "" if r[2] != r[2] else f"{r[2]:.3f}"
-        print(f"| {r[0]} | {r[1]} | {to_gap} | {r[3]:.3f} | {r[4]:.10g} | {r[5]} | {r[6]} |")
+        to_gap = "" if r[2] != r[2] else f"{r[2]:.4f}"
+        print(f"| {r[0]} | {r[1]} | {to_gap} | {r[3]:.4f} | {r[4]:.10g} | {r[5]} | {r[6]} |")
 
 # ---------------------------------------------------------------- MF
 if PARTS in ("mf", "all"):

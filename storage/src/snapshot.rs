@@ -369,7 +369,10 @@ mod tests {
             kind: PartKind::Worker(1),
             bytes: vec![1, 2, 3],
         };
-        assert_eq!(attach_parts(&v2, std::slice::from_ref(&part), 3, "k").unwrap(), v2);
+        assert_eq!(
+            attach_parts(&v2, std::slice::from_ref(&part), 3, "k").unwrap(),
+            v2
+        );
         // Version 3 carries the blob list and the parts, and drops them
         // again.
         let v3 = encode(&header(), &data).unwrap();
