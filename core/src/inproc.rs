@@ -14,6 +14,39 @@ use parking_lot::{Condvar, Mutex};
 /// How long a read waiting for other workers' clocks stays runnable
 /// (yielding its core to any other runnable thread) before it sleeps.
 const SPIN: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Readers of this process spinning now.
+static SPINNING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A reader's leave to spin: at most one fewer than the cores at once,
+/// so a core stays for the worker being waited for (with more workers
+/// than cores, spinning would take its time).
+struct Spinner;
+
+impl Spinner {
+    fn enter() -> Option<Spinner> {
+        use std::sync::atomic::Ordering::{AcqRel, Relaxed};
+        static SLOTS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let slots =
+            *SLOTS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1);
+        let mut cur = SPINNING.load(Relaxed);
+        loop {
+            if cur >= slots {
+                return None;
+            }
+            match SPINNING.compare_exchange_weak(cur, cur + 1, AcqRel, Relaxed) {
+                Ok(_) => return Some(Spinner),
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        SPINNING.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
@@ -167,12 +200,17 @@ impl ShardService for InProcShards {
         let cell = self.cell(shard)?;
         let mut st = cell.state.lock();
         let began = std::time::Instant::now();
+        // Taken at the first wait; dropped (`Some(None)`) before sleeping.
+        let mut spin: Option<Option<Spinner>> = None;
         loop {
             self.check_aborted(req.job)?;
             if let Some(snap) = st.try_fetch(req)? {
                 return Ok(snap);
             }
-            if began.elapsed() < SPIN {
+            if began.elapsed() >= SPIN {
+                spin = Some(None);
+            }
+            if spin.get_or_insert_with(Spinner::enter).is_some() {
                 // Briefly runnable rather than asleep: a worker waiting for
                 // another's clock and woken by it is put on the waker's
                 // core (the wake is "affine"), and the two then take turns
