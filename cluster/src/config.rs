@@ -193,9 +193,13 @@ pub struct NodeConfig {
     /// Replicas per shard (fewer when the cluster is smaller).
     #[serde(default = "default_replicas")]
     pub replicas: u32,
-    /// Shards in the cluster's shard space: every table is spread over them.
-    #[serde(default = "default_shards")]
-    pub shards: u32,
+    /// Shards in the cluster's shard space: every table is spread over
+    /// them. Fixed when the cluster forms; unset, a forming cluster takes
+    /// [`DEFAULT_SHARDS`] and a node with a stored identity its stored
+    /// value (so a change of the default never strands a cluster formed
+    /// under the old one). Read it through [`NodeConfig::shards`].
+    #[serde(default)]
+    pub shards: Option<u32>,
     #[serde(default)]
     pub raft: RaftTuning,
     /// Mutual TLS between nodes; without it traffic is plain HTTP/2.
@@ -289,11 +293,22 @@ fn default_max_message_mb() -> u32 {
 fn default_replicas() -> u32 {
     3
 }
-fn default_shards() -> u32 {
-    64
-}
+/// The shard space of a cluster whose founders' configs leave `shards`
+/// out. Every clock of every worker is a Raft entry on every shard (each
+/// shard tracks each worker's clock), so a clock's cost grows with the
+/// shard count, not with the rows it touches: the README's MNIST job on
+/// three local nodes took 7.4 s with 64 shards, 4.4 s with 16 and 3.6 s
+/// with 8 (docs/performance.md). 16 spreads leaders and replicas over up
+/// to 16 nodes; a larger cluster sets more.
+pub const DEFAULT_SHARDS: u32 = 16;
 
 impl NodeConfig {
+    /// The shard space: as set, or [`DEFAULT_SHARDS`] (after a node has
+    /// opened its data directory, the cluster's).
+    pub fn shards(&self) -> u32 {
+        self.shards.unwrap_or(DEFAULT_SHARDS)
+    }
+
     /// How many nodes keep each dataset: `datasets.replicas`, else the
     /// cluster's `replicas`, at most the number of nodes (`members`).
     pub fn dataset_replicas(&self, members: usize) -> usize {
@@ -399,8 +414,8 @@ impl NodeConfig {
                 "max_mib and max_ingests must be positive".into(),
             ));
         }
-        if !(1..=4096).contains(&self.shards) {
-            return Err(err("shards", format!("{} is not in 1..=4096", self.shards)));
+        if let Some(n) = self.shards.filter(|n| !(1..=4096).contains(n)) {
+            return Err(err("shards", format!("{n} is not in 1..=4096")));
         }
         let r = &self.raft;
         if r.heartbeat_ms == 0 {
@@ -578,7 +593,10 @@ peers = [{ id = 1, addr = "127.0.0.1:7070" }, { id = 2, addr = "127.0.0.1:7071" 
     #[test]
     fn defaults_and_errors_name_the_field() {
         let c = parse(GOOD).unwrap();
-        assert_eq!((c.replicas, c.shards), (3, 64));
+        assert_eq!(
+            (c.replicas, c.shards(), c.shards),
+            (3, DEFAULT_SHARDS, None)
+        );
         assert_eq!(c.advertised(), "127.0.0.1:7070");
         let e = parse(&GOOD.replace("id = 1\n", "id = 3\n"))
             .unwrap_err()

@@ -498,7 +498,7 @@ fn bad_node_config_names_the_field() {
     std::fs::write(
         &cfg,
         format!(
-            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\npeers = [{{ id = 1, addr = \"127.0.0.1:{port}\" }}]\n",
+            "id = 1\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\nshards = 64\npeers = [{{ id = 1, addr = \"127.0.0.1:{port}\" }}]\n",
             data.display()
         ),
     )

@@ -301,13 +301,13 @@ impl ClusterNode {
                 }
                 let p = Placement::new(
                     config.peers.iter().map(|p| p.id).collect(),
-                    config.shards,
+                    config.shards(),
                     config.replicas,
                 );
                 let identity = ClusterIdentity {
                     cluster_id: p.bootstrap_cluster_id(),
                     node: config.id,
-                    shards: config.shards,
+                    shards: config.shards(),
                     replicas: config.replicas,
                     joined: false,
                 };
@@ -319,7 +319,7 @@ impl ClusterNode {
             }
         };
         config.id = identity.node;
-        config.shards = identity.shards;
+        config.shards = Some(identity.shards);
         config.replicas = identity.replicas;
         let cluster_id = identity.cluster_id;
         let formed = !identity.joined;
@@ -340,7 +340,7 @@ impl ClusterNode {
             }
             None => Placement::new(
                 config.peers.iter().map(|p| p.id).collect(),
-                config.shards,
+                config.shards(),
                 config.replicas,
             ),
         };
@@ -549,7 +549,7 @@ impl ClusterNode {
         let initial = (self.formed && !self.config.peers.is_empty()).then(|| {
             Placement::new(
                 self.config.peers.iter().map(|p| p.id).collect(),
-                self.config.shards,
+                self.config.shards(),
                 self.config.replicas,
             )
         });
@@ -665,7 +665,9 @@ fn check_identity(
 ) -> Result<(), NodeError> {
     // A joined node took the cluster's shards and replicas from it.
     if (config.id != 0 && config.id != have.node)
-        || (!have.joined && (config.shards != have.shards || config.replicas != have.replicas))
+        || (!have.joined
+            && (config.shards.is_some_and(|s| s != have.shards)
+                || config.replicas != have.replicas))
     {
         return Err(data_dir_error(
             path,
@@ -677,10 +679,46 @@ fn check_identity(
                 have.shards,
                 have.replicas,
                 config.id,
-                config.shards,
+                config.shards(),
                 config.replicas
             ),
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A config that leaves `shards` out takes the stored identity's (a
+    /// cluster formed under an older default keeps starting); one that
+    /// names another shard space is refused, naming both.
+    #[test]
+    fn unset_shards_take_the_stored_identity() {
+        let mut config: crate::config::NodeConfig = toml::from_str(
+            "id = 1\nlisten = \"127.0.0.1:7070\"\ndata_dir = \"/tmp/x\"\npeers = [{ id = 1, addr = \"127.0.0.1:7070\" }]\n",
+        )
+        .unwrap();
+        let have = ClusterIdentity {
+            cluster_id: 7,
+            node: 1,
+            shards: 64,
+            replicas: 3,
+            joined: false,
+        };
+        let path = Path::new("/tmp/x/cluster.json");
+        assert_eq!(config.shards, None);
+        check_identity(&config, &have, path).unwrap();
+        config.shards = Some(64);
+        check_identity(&config, &have, path).unwrap();
+        config.shards = Some(16);
+        let e = check_identity(&config, &have, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("with 64 shards") && e.contains("16 shards"),
+            "{e}"
+        );
+    }
 }
