@@ -629,7 +629,7 @@ impl SoftmaxModel {
     pub fn predict(&self, x: &Features, i: usize) -> u32 {
         let mut best = (0u32, f32::NEG_INFINITY);
         for (k, b) in self.bias.iter().enumerate() {
-            let v = x.dot(i, self.weight.row(k).as_slice().expect("standard layout")) + b;
+            let v = x.dot_wide(i, self.weight.row(k).as_slice().expect("standard layout")) + b;
             if v > best.1 {
                 best = (k as u32, v);
             }
