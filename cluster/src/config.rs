@@ -297,7 +297,7 @@ fn default_replicas() -> u32 {
 /// out. Every clock of every worker is a Raft entry on every shard (each
 /// shard tracks each worker's clock), so a clock's cost grows with the
 /// shard count, not with the rows it touches: the README's MNIST job on
-/// three local nodes took 7.4 s with 64 shards, 4.4 s with 16 and 3.6 s
+/// three local nodes took 7.5-8.4 s with 64 shards, 4.1-4.4 s with 16 and 3.4-3.6 s
 /// with 8 (docs/performance.md). 16 spreads leaders and replicas over up
 /// to 16 nodes; a larger cluster sets more.
 pub const DEFAULT_SHARDS: u32 = 16;
