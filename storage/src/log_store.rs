@@ -239,19 +239,36 @@ impl RaftLogStore {
 
     /// Deletes entries up to and including `log_id`, recording it as the
     /// last purged id in the same write.
+    ///
+    /// Point deletes of the entries present from the last purge on, not a
+    /// range delete: one range tombstone per purge per group piled up in
+    /// the log's memtable and every later read of the log re-fragmented
+    /// them (`perf` on a node during `petuum-jobs-bench`).
     pub fn purge_upto(&self, log_id: LogId) -> Result<()> {
         let mut batch = WriteBatch::default();
         let key = keys::meta_key(self.group, META_PURGED);
+        let from = self
+            .read_meta::<LogId>(META_PURGED)?
+            .map_or(0, |p| p.index.saturating_add(1));
         batch.put_cf(
             self.db.cf(CF_META),
             key,
             frame(&key, self.encode(&log_id, &key)?),
         );
-        batch.delete_range_cf(
-            self.db.cf(CF_LOG),
-            keys::log_key(self.group, 0).to_vec(),
-            keys::log_key(self.group, log_id.index.saturating_add(1)).to_vec(),
-        );
+        let until = keys::log_key(self.group, log_id.index.saturating_add(1));
+        if from <= log_id.index {
+            let cf = self.db.cf(CF_LOG);
+            let mut ro = rocksdb::ReadOptions::default();
+            ro.set_iterate_upper_bound(until.to_vec());
+            let mut it = self.db.raw().raw_iterator_cf_opt(cf, ro);
+            it.seek(keys::log_key(self.group, from));
+            while it.valid() {
+                batch.delete_cf(cf, it.key().expect("valid iterator has a key"));
+                it.next();
+            }
+            it.status()
+                .map_err(|source| self.rocks("purge", &until, source))?;
+        }
         self.db
             .write(batch, "purge", self.group, &keys::show(CF_META, &key))
     }
