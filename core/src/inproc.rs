@@ -199,15 +199,16 @@ impl ShardService for InProcShards {
         let shard = shard_of(req.table, req.row, self.num_shards());
         let cell = self.cell(shard)?;
         let mut st = cell.state.lock();
-        let began = std::time::Instant::now();
-        // Taken at the first wait; dropped (`Some(None)`) before sleeping.
+        // Both taken at the first wait (a read served at once pays for
+        // neither); the spin slot is dropped (`Some(None)`) before sleeping.
+        let mut began = None;
         let mut spin: Option<Option<Spinner>> = None;
         loop {
             self.check_aborted(req.job)?;
             if let Some(snap) = st.try_fetch(req)? {
                 return Ok(snap);
             }
-            if began.elapsed() >= SPIN {
+            if began.get_or_insert_with(std::time::Instant::now).elapsed() >= SPIN {
                 spin = Some(None);
             }
             if spin.get_or_insert_with(Spinner::enter).is_some() {
