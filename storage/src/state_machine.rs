@@ -97,6 +97,9 @@ pub struct ShardStateMachine {
     applied: Arc<tokio::sync::watch::Sender<u64>>,
     log: Arc<LogSinceSnapshot>,
     metrics: GroupMetrics,
+    /// Set by [`meta_only_at_start`](Self::meta_only_at_start): the next
+    /// `get_current_snapshot` leaves the stored parts out.
+    meta_only_next: bool,
 }
 
 impl ShardStateMachine {
@@ -118,6 +121,7 @@ impl ShardStateMachine {
             })),
             applied: Arc::new(tokio::sync::watch::channel(0).0),
             log: Arc::default(),
+            meta_only_next: false,
         };
         if let Some(bytes) = sm.stored_snapshot()? {
             let (header, data) = snapshot::decode(&bytes, shard, &sm.snapshot_key())?;
@@ -132,6 +136,17 @@ impl ShardStateMachine {
             };
         }
         Ok(sm)
+    }
+
+    /// For a machine about to be handed to `Raft::new`: openraft's start
+    /// reads the current snapshot only for its meta, so that first read
+    /// leaves the group's stored parts out (reading every checkpoint part
+    /// of every job at each group's start is slow, and it raced the
+    /// pruning of other groups on the node). Later reads, which are for
+    /// sending, carry them.
+    pub fn meta_only_at_start(mut self) -> Self {
+        self.meta_only_next = true;
+        self
     }
 
     pub fn shard(&self) -> ShardId {
@@ -346,13 +361,17 @@ impl ShardStateMachine {
     }
 
     /// The stored snapshot's header and bytes, checked, with the group's
-    /// stored parts attached (what a replica it is sent to installs).
-    pub fn current_snapshot(&self) -> Result<Option<(SnapshotHeader, Vec<u8>)>> {
+    /// stored parts attached if `with_parts` (what a replica it is sent to
+    /// installs).
+    pub fn current_snapshot(&self, with_parts: bool) -> Result<Option<(SnapshotHeader, Vec<u8>)>> {
         let Some(bytes) = self.stored_snapshot()? else {
             return Ok(None);
         };
         let key = self.snapshot_key();
         let header = snapshot::decode_header(&bytes, self.shard, &key)?;
+        if !with_parts {
+            return Ok(Some((header, bytes)));
+        }
         let parts = self.stored_parts()?;
         let bytes = snapshot::attach_parts(&bytes, &parts, self.shard, &key)?;
         Ok(Some((header, bytes)))
@@ -360,7 +379,12 @@ impl ShardStateMachine {
 
     /// What this group stored beside its state: the shard's checkpoint
     /// parts of every job that ran on it, and the worker blobs and models
-    /// committed through it (those since pruned are skipped).
+    /// committed through it (those since pruned are skipped). A part that
+    /// fails its checks is left out with an error in the log: the parts
+    /// ride along so that a new replica holds them too, and one damaged
+    /// part must not stop the group from ever sending a snapshot (a restore
+    /// that needs it looks for it on the other replicas). A disk that
+    /// cannot be read is an error.
     pub fn stored_parts(&self) -> Result<Vec<StoredPart>> {
         let (jobs, blobs) = {
             let r = self.inner.read();
@@ -374,10 +398,10 @@ impl ShardStateMachine {
                 if !info.shards.contains(&self.shard) {
                     continue;
                 }
-                if let Some(bytes) = self
+                let loaded = self
                     .checkpoints
-                    .load_shard_bytes(job, info.clock, self.shard)?
-                {
+                    .load_shard_bytes(job, info.clock, self.shard);
+                if let Some(bytes) = self.skip_corrupt(loaded)? {
                     parts.push(StoredPart {
                         job,
                         clock: info.clock,
@@ -388,7 +412,8 @@ impl ShardStateMachine {
             }
         }
         for (job, clock, worker) in blobs {
-            if let Some(bytes) = self.checkpoints.load_worker_blob(job, clock, worker)? {
+            let loaded = self.checkpoints.load_worker_blob(job, clock, worker);
+            if let Some(bytes) = self.skip_corrupt(loaded)? {
                 parts.push(StoredPart {
                     job,
                     clock,
@@ -398,6 +423,17 @@ impl ShardStateMachine {
             }
         }
         Ok(parts)
+    }
+
+    /// A stored part as read, or `None` (logged) if it fails its checks.
+    fn skip_corrupt(&self, loaded: Result<Option<Vec<u8>>>) -> Result<Option<Vec<u8>>> {
+        match loaded {
+            Err(e @ StorageError::Corrupt { .. }) => {
+                tracing::error!(group = self.group, shard = self.shard, error = %e, "a stored part is damaged; the snapshot is sent without it");
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     fn notify_applied(&self) {
@@ -433,13 +469,13 @@ impl ShardStateMachine {
     }
 }
 
-/// A snapshot as stored, and the parts to send with it.
-type Prepared = (SnapshotMeta, Vec<u8>, Vec<StoredPart>);
+/// A snapshot as stored.
+type Prepared = (SnapshotMeta, Vec<u8>);
 
 /// Builds a snapshot prepared when openraft asked for the builder (so it is
 /// consistent with the applied state at that moment).
 pub struct ShardSnapshotBuilder {
-    /// The snapshot as stored, and the group's stored parts to send with it.
+    /// The snapshot as stored.
     prepared: Option<Result<Prepared>>,
     metrics: GroupMetrics,
     db: Arc<NodeDb>,
@@ -453,7 +489,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .prepared
             .take()
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
-        let (meta, bytes, parts) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
         // As in `store_snapshot`: the deferred checkpoint writes first.
         self.db
             .sync_wal()
@@ -469,9 +505,10 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
         self.metrics.snapshots_built.inc();
-        let key = keys::show(CF_SNAPSHOT, &keys::prefix(self.group));
-        let bytes = snapshot::attach_parts(&bytes, &parts, self.shard, &key)
-            .map_err(|e| e.into_raft(ErrorVerb::Read))?;
+        // Without the parts: openraft keeps only the meta of a built
+        // snapshot and sends what `get_current_snapshot` returns, which
+        // attaches them then. Reading every stored part at every build was
+        // wasted work.
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -502,10 +539,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         ShardSnapshotBuilder {
-            prepared: Some(
-                self.encode_snapshot()
-                    .and_then(|(m, b)| Ok((m, b, self.stored_parts()?))),
-            ),
+            prepared: Some(self.encode_snapshot()),
             metrics: self.metrics.clone(),
             db: self.db.clone(),
             group: self.group,
@@ -531,8 +565,9 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
+        let with_parts = !std::mem::take(&mut self.meta_only_next);
         let cur = self
-            .current_snapshot()
+            .current_snapshot(with_parts)
             .map_err(|e| e.into_raft(ErrorVerb::Read))?;
         Ok(cur.map(|(h, bytes)| Snapshot {
             meta: SnapshotMeta {

@@ -140,7 +140,7 @@ async fn snapshots_carry_the_base_and_the_pending_clocks() {
 async fn a_snapshot_carries_the_groups_checkpoint_parts_and_worker_blobs() {
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
-    let (_db1, mut leader) = open(d1.path(), 3);
+    let (db1, mut leader) = open(d1.path(), 3);
     let mut next = 0;
     apply(&leader, &mut next, setup(1, false, 2));
     apply(
@@ -172,14 +172,28 @@ async fn a_snapshot_carries_the_groups_checkpoint_parts_and_worker_blobs() {
         .load_shard_bytes(JOB, 1, SHARD)
         .unwrap()
         .expect("checkpoint of clock 1 written");
-    // Both ways a snapshot leaves a node: built now, and the stored one.
+    // openraft keeps only the meta of a built snapshot; what it sends is
+    // the stored one, which carries the parts.
     let mut builder = leader.get_snapshot_builder().await;
     let built = openraft::RaftSnapshotBuilder::build_snapshot(&mut builder)
         .await
         .unwrap();
     let stored = leader.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(stored.meta, built.meta);
-    for snap in [built, stored] {
+    // A machine handed to openraft at a node's start reads its snapshot
+    // for the meta first: without the parts, then with them.
+    let mut restarted = petuum_storage::ShardStateMachine::open(db1.clone(), GROUP, SHARD)
+        .unwrap()
+        .meta_only_at_start();
+    let first = restarted.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(first.meta, built.meta);
+    assert!(
+        first.snapshot.get_ref().len() < stored.snapshot.get_ref().len(),
+        "the start's read leaves the parts out"
+    );
+    let resent = restarted.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(resent.snapshot.get_ref(), stored.snapshot.get_ref());
+    for snap in [stored, resent] {
         let d2 = tempfile::tempdir().unwrap();
         let (_db2, mut follower) = open(d2.path(), 3);
         follower

@@ -192,7 +192,7 @@ async fn open_group(
             Hosted::Meta(raft, handle)
         }
         Some(shard) => {
-            let sm = ShardStateMachine::open(db, group, shard)?;
+            let sm = ShardStateMachine::open(db, group, shard)?.meta_only_at_start();
             let handle = sm.handle();
             let raft = Raft::new(me, raft_config, net, log, sm)
                 .await
