@@ -54,6 +54,9 @@ pub struct RaftTuning {
     pub max_entries_per_append: u64,
     /// Deadline of one Raft RPC.
     pub rpc_timeout_ms: u64,
+    /// Send the small Raft messages of all groups to a peer together (one
+    /// call for what is queued), rather than one call per message.
+    pub coalesce_messages: bool,
 }
 
 impl Default for RaftTuning {
@@ -70,6 +73,7 @@ impl Default for RaftTuning {
             snapshot_after_mib: 32,
             max_entries_per_append: 256,
             rpc_timeout_ms: 2000,
+            coalesce_messages: true,
         }
     }
 }

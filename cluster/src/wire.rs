@@ -15,6 +15,19 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 pub const KIND_APPEND: u32 = 1;
 pub const KIND_VOTE: u32 = 2;
 pub const KIND_SNAPSHOT: u32 = 3;
+/// `Envelope.kind` of several groups' Raft messages to one peer in one
+/// call ([`RaftBatch`]); answered with a [`RaftBatchReply`].
+pub const KIND_BATCH: u32 = 4;
+/// The most messages one [`KIND_BATCH`] call carries.
+pub const MAX_BATCH_MESSAGES: usize = 256;
+
+/// Raft messages of several groups for one peer: `(group, kind, payload)`,
+/// each as it would travel alone (`kind` one of the single kinds).
+pub type RaftBatch = Vec<(u64, u32, Vec<u8>)>;
+
+/// The answers to a [`RaftBatch`], in its order: each message's reply
+/// payload, or the status it was refused with (code, message).
+pub type RaftBatchReply = Vec<Result<Vec<u8>, (i32, String)>>;
 /// `Envelope.kind` of a [`DataRequest`].
 pub const KIND_DATA: u32 = 10;
 /// `Envelope.kind` of a [`DataRequest::DatasetChunk`] whose reply payload

@@ -5,7 +5,10 @@
 #![allow(clippy::result_large_err)]
 
 use petuum_cluster::placement::shard_group;
-use petuum_cluster::wire::{DataRequest, KIND_APPEND, KIND_CHUNK, KIND_DATA};
+use petuum_cluster::wire::{
+    encode, DataRequest, RaftBatch, RaftBatchReply, KIND_APPEND, KIND_BATCH, KIND_CHUNK, KIND_DATA,
+    MAX_BATCH_MESSAGES,
+};
 use petuum_core::consistency::Consistency;
 use petuum_core::service::ShardService;
 use petuum_core::types::{shard_of, ElemType, RowKind, TableSpec};
@@ -433,6 +436,52 @@ fn garbage_and_wrong_versions_get_clear_errors() {
         "{}",
         e.message()
     );
+    // Raft batches (several groups' messages in one call): garbage, a
+    // batch inside a batch, and bad messages inside a good batch, each
+    // answered with its own error.
+    let e = call(PROTOCOL_VERSION, cluster, KIND_BATCH, true, vec![0xff; 32]).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("Raft batch"), "{}", e.message());
+    let nested: RaftBatch = vec![(1, KIND_BATCH, vec![])];
+    let e = call(PROTOCOL_VERSION, cluster, KIND_BATCH, true, encode(&nested)).unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(
+        e.message().contains("inside a Raft batch"),
+        "{}",
+        e.message()
+    );
+    let too_many: RaftBatch = vec![(1, 77, vec![]); MAX_BATCH_MESSAGES + 1];
+    let e = call(
+        PROTOCOL_VERSION,
+        cluster,
+        KIND_BATCH,
+        true,
+        encode(&too_many),
+    )
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("at most"), "{}", e.message());
+    let mixed: RaftBatch = vec![
+        (1, KIND_APPEND, vec![0xff; 32]),
+        (1, 77, vec![]),
+        (999, KIND_APPEND, vec![]),
+    ];
+    let reply = call(PROTOCOL_VERSION, cluster, KIND_BATCH, true, encode(&mixed)).unwrap();
+    let answers: RaftBatchReply =
+        petuum_cluster::wire::decode(&reply.into_inner().payload, "reply").unwrap();
+    let errors: Vec<String> = answers
+        .into_iter()
+        .map(|a| a.expect_err("each message is refused").1)
+        .collect();
+    assert!(
+        errors[0].contains("cannot decode append-entries"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("unknown Raft message kind 77"),
+        "{errors:?}"
+    );
+    assert!(errors[2].contains("group 999 has no replica"), "{errors:?}");
     // Still serving: a table write and read.
     client.create_table(&counters(5, 1)).unwrap();
     client.register_job(5, 1, false).unwrap();

@@ -4,8 +4,8 @@
 use super::{ClusterNode, ShardGroup};
 use crate::placement::{shard_group, META_GROUP};
 use crate::wire::{
-    self, DataError, DataReply, DataRequest, Refusal, FETCH_REPLY_BYTES, KIND_APPEND,
-    KIND_SNAPSHOT, KIND_VOTE, MAX_WAIT_MS,
+    self, DataError, DataReply, DataRequest, RaftBatch, RaftBatchReply, Refusal, FETCH_REPLY_BYTES,
+    KIND_APPEND, KIND_BATCH, KIND_SNAPSHOT, KIND_VOTE, MAX_BATCH_MESSAGES, MAX_WAIT_MS,
 };
 use futures::future::join_all;
 use openraft::error::{CheckIsLeaderError, RaftError};
@@ -23,6 +23,43 @@ impl ClusterNode {
     /// span with the node and group, at debug level: one per RPC).
     #[tracing::instrument(level = "debug", name = "raft", skip(self, payload), fields(node = self.id()))]
     pub async fn handle_raft(
+        &self,
+        group: u64,
+        kind: u32,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Status> {
+        if kind != KIND_BATCH {
+            return self.handle_raft_one(group, kind, payload).await;
+        }
+        // Several groups' messages from one peer: handled concurrently (as
+        // separate calls would be), answered together.
+        let batch: RaftBatch = wire::decode(payload, "Raft batch")
+            .map_err(|e| Status::invalid_argument(format!("Raft batch: {e}")))?;
+        if batch.len() > MAX_BATCH_MESSAGES {
+            return Err(Status::invalid_argument(format!(
+                "a Raft batch of {} messages (at most {MAX_BATCH_MESSAGES})",
+                batch.len()
+            )));
+        }
+        if let Some((g, k, _)) = batch.iter().find(|(_, k, _)| *k == KIND_BATCH) {
+            return Err(Status::invalid_argument(format!(
+                "a Raft batch inside a Raft batch (group {g}, kind {k})"
+            )));
+        }
+        let answers = join_all(
+            batch
+                .iter()
+                .map(|(g, k, p)| self.handle_raft_one(*g, *k, p)),
+        )
+        .await;
+        let reply: RaftBatchReply = answers
+            .into_iter()
+            .map(|a| a.map_err(|s| (s.code() as i32, s.message().to_string())))
+            .collect();
+        Ok(wire::encode(&reply))
+    }
+
+    async fn handle_raft_one(
         &self,
         group: u64,
         kind: u32,

@@ -358,6 +358,7 @@ impl ClusterNode {
         addrs.insert(config.id, config.advertised());
         let peers = Peers::new(config.id, cluster_id, addrs, tls, token.clone());
         let t = &config.raft;
+        peers.set_coalesce(t.coalesce_messages);
         let append_bytes = crate::network::append_bytes(config.max_message_mb);
         peers.append_budget().set_cap(append_bytes);
         let raft_config = Arc::new(

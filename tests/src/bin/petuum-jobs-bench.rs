@@ -15,13 +15,20 @@
 //! MNIST) embedded and submitted to three local nodes, alternately, and
 //! prints wall time (submission to the end as the client sees it), the
 //! job's own run time and test accuracy of each.
-//! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16).
+//! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
+//! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
+//! `$'[raft]\ncoalesce_messages = false'`).
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::{connect_client, LocalCluster};
 use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// Extra node config lines from `PETUUM_BENCH_CONFIG`.
+fn bench_config() -> String {
+    std::env::var("PETUUM_BENCH_CONFIG").unwrap_or_default()
+}
 
 fn spec(dir: &Path, name: &str, clocks: u64, every: u64) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
@@ -65,7 +72,7 @@ fn mnist(runs: usize) {
         .build()
         .unwrap();
     let shards = std::env::var("PETUUM_BENCH_SHARDS").map_or(16, |s| s.parse().unwrap());
-    let c = LocalCluster::start(3, shards, "");
+    let c = LocalCluster::start(3, shards, &bench_config());
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = format!("http://{}", c.nodes[0].addr);
     println!(
@@ -146,7 +153,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut c = LocalCluster::start(3, 16, "");
+    let mut c = LocalCluster::start(3, 16, &bench_config());
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = |c: &LocalCluster, n: u64| format!("http://{}", c.nodes[n as usize - 1].addr);
 
