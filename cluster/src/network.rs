@@ -113,6 +113,14 @@ struct Queued {
 /// messages queue and leave together.
 const BATCHES_IN_FLIGHT: usize = 2;
 
+/// How long a batch keeps its call slot: one a peer is slow to answer
+/// (its reply waits for every message in it) stops holding back the next
+/// messages to that peer after this.
+const SLOT_HOLD: Duration = Duration::from_millis(10);
+
+/// The most payload bytes of one batch (well within the control lane).
+const BATCH_BYTES: usize = CONTROL_BYTES / 2;
+
 /// Raft messages of at most this many bytes are coalesced. Larger appends
 /// go as their own calls: each group has one append in flight, and
 /// queueing 16 KB appends of 16 groups behind two calls per peer cut the
@@ -451,8 +459,10 @@ impl Peers {
 
 /// A peer's coalescing task: takes the first queued message, then (once a
 /// call slot is free, and after letting the tasks woken by the same event
-/// run) everything else queued up to a control-lane message's size, and
-/// sends it on its own task.
+/// run) everything else queued up to [`BATCH_BYTES`], and sends it on its
+/// own task. The peer answers a batch when every message in it is
+/// handled, so one group that is slow there delays the others' answers in
+/// that batch; [`SLOT_HOLD`] bounds how long it delays the next batch.
 async fn coalesce(peers: Weak<Peers>, node: u64, mut rx: mpsc::UnboundedReceiver<Queued>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(BATCHES_IN_FLIGHT));
     let mut held: Option<Queued> = None;
@@ -472,7 +482,7 @@ async fn coalesce(peers: Weak<Peers>, node: u64, mut rx: mpsc::UnboundedReceiver
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_MESSAGES {
             match rx.try_recv() {
-                Ok(q) if bytes + q.payload.len() > CONTROL_BYTES => {
+                Ok(q) if bytes + q.payload.len() > BATCH_BYTES => {
                     held = Some(q);
                     break;
                 }
@@ -487,8 +497,13 @@ async fn coalesce(peers: Weak<Peers>, node: u64, mut rx: mpsc::UnboundedReceiver
             return;
         };
         tokio::spawn(async move {
-            p.send_batch(node, batch).await;
-            drop(slot);
+            let send = p.send_batch(node, batch);
+            tokio::pin!(send);
+            tokio::select! {
+                _ = &mut send => return,
+                _ = tokio::time::sleep(SLOT_HOLD) => drop(slot),
+            }
+            send.await;
         });
     }
 }
