@@ -817,6 +817,135 @@ impl RaftNetwork<TypeConfig> for GroupConn {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petuum_proto::v1::peer_server::{Peer, PeerServer};
+    use petuum_proto::v1::Reply;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A peer that answers each Raft message with its payload reversed,
+    /// the first two calls after 200 ms; with `old`, it refuses batches as
+    /// a node that does not know them does. Counts its calls and batches.
+    #[derive(Clone, Default)]
+    struct FakePeer {
+        old: bool,
+        calls: Arc<AtomicUsize>,
+        batches: Arc<AtomicUsize>,
+    }
+
+    fn reversed(p: &[u8]) -> Vec<u8> {
+        p.iter().rev().copied().collect()
+    }
+
+    #[tonic::async_trait]
+    impl Peer for FakePeer {
+        async fn raft(
+            &self,
+            req: tonic::Request<Envelope>,
+        ) -> Result<tonic::Response<Reply>, tonic::Status> {
+            let env = req.into_inner();
+            if self.calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let payload = if env.kind == KIND_BATCH {
+                if self.old {
+                    return Err(tonic::Status::invalid_argument(format!(
+                        "unknown Raft message kind {} for group {}",
+                        env.kind, env.group
+                    )));
+                }
+                self.batches.fetch_add(1, Ordering::SeqCst);
+                let batch: RaftBatch = wire::decode(&env.payload, "batch").unwrap();
+                let reply: RaftBatchReply = batch.iter().map(|(_, _, p)| Ok(reversed(p))).collect();
+                wire::encode(&reply)
+            } else {
+                reversed(&env.payload)
+            };
+            Ok(tonic::Response::new(Reply {
+                payload: payload.into(),
+            }))
+        }
+
+        async fn data(
+            &self,
+            _req: tonic::Request<Envelope>,
+        ) -> Result<tonic::Response<Reply>, tonic::Status> {
+            Err(tonic::Status::unimplemented("data"))
+        }
+    }
+
+    /// Twelve messages to one peer: the first two go alone (both call
+    /// slots), the ten queued behind them leave together once a slot is
+    /// free, and each caller gets its own answer; a peer that refuses
+    /// batches gets every message one by one, and the next ones too.
+    #[tokio::test]
+    async fn queued_raft_messages_to_a_peer_share_a_call_and_get_their_own_answers() {
+        for old in [false, true] {
+            let fake = FakePeer {
+                old,
+                ..Default::default()
+            };
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(PeerServer::new(fake.clone()))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            );
+            let peers = Peers::new(1, 7, HashMap::from([(2, addr.to_string())]), None, None);
+            let calls: Vec<_> = (0..12u8)
+                .map(|i| {
+                    let peers = peers.clone();
+                    tokio::spawn(async move {
+                        let payload = vec![i, 0, 255 - i];
+                        let got = peers
+                            .call(
+                                2,
+                                Method::Raft,
+                                1 + i as u64,
+                                KIND_APPEND,
+                                payload,
+                                Duration::from_secs(10),
+                            )
+                            .await
+                            .unwrap();
+                        assert_eq!(got.to_vec(), vec![255 - i, 0, i], "message {i}");
+                    })
+                })
+                .collect();
+            for c in calls {
+                c.await.unwrap();
+            }
+            if old {
+                assert_eq!(fake.batches.load(Ordering::SeqCst), 0);
+                assert!(peers.no_batch.lock().contains(&2));
+                let before = fake.calls.load(Ordering::SeqCst);
+                let got = peers
+                    .call(
+                        2,
+                        Method::Raft,
+                        1,
+                        KIND_VOTE,
+                        vec![1, 2],
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(got.to_vec(), vec![2, 1]);
+                assert_eq!(
+                    fake.calls.load(Ordering::SeqCst),
+                    before + 1,
+                    "no batch tried again"
+                );
+            } else {
+                assert!(fake.batches.load(Ordering::SeqCst) >= 1);
+                assert!(
+                    fake.calls.load(Ordering::SeqCst) < 12,
+                    "{} calls for 12 messages",
+                    fake.calls.load(Ordering::SeqCst)
+                );
+            }
+            server.abort();
+        }
+    }
 
     #[test]
     fn small_raft_messages_take_their_own_lane() {
