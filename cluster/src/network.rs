@@ -391,11 +391,15 @@ impl Peers {
                 }
             },
             Err(CallError::Remote { code, message, .. })
-                if code == tonic::Code::InvalidArgument
-                    && message.contains("unknown Raft message kind") =>
+                if (code == tonic::Code::InvalidArgument
+                    && message.contains("unknown Raft message kind"))
+                    || code == tonic::Code::NotFound =>
             {
                 // A peer of an older version: one call per message from
-                // now on.
+                // now on. It looks up the envelope's group (0, the
+                // metadata group) before the kind, so one without a
+                // metadata replica answers "not found"; a peer that knows
+                // batches never does.
                 tracing::info!(
                     node = self.me,
                     peer = node,
@@ -826,7 +830,9 @@ mod tests {
     /// a node that does not know them does. Counts its calls and batches.
     #[derive(Clone, Default)]
     struct FakePeer {
-        old: bool,
+        /// How an older node refuses a batch (the envelope's group 0 is
+        /// looked up first): unknown kind, or no such group here.
+        old: Option<tonic::Code>,
         calls: Arc<AtomicUsize>,
         batches: Arc<AtomicUsize>,
     }
@@ -846,11 +852,20 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let payload = if env.kind == KIND_BATCH {
-                if self.old {
-                    return Err(tonic::Status::invalid_argument(format!(
-                        "unknown Raft message kind {} for group {}",
-                        env.kind, env.group
-                    )));
+                match self.old {
+                    Some(tonic::Code::NotFound) => {
+                        return Err(tonic::Status::not_found(format!(
+                            "group {} has no replica on node 2",
+                            env.group
+                        )))
+                    }
+                    Some(_) => {
+                        return Err(tonic::Status::invalid_argument(format!(
+                            "unknown Raft message kind {} for group {}",
+                            env.kind, env.group
+                        )))
+                    }
+                    None => {}
                 }
                 self.batches.fetch_add(1, Ordering::SeqCst);
                 let batch: RaftBatch = wire::decode(&env.payload, "batch").unwrap();
@@ -878,7 +893,11 @@ mod tests {
     /// batches gets every message one by one, and the next ones too.
     #[tokio::test]
     async fn queued_raft_messages_to_a_peer_share_a_call_and_get_their_own_answers() {
-        for old in [false, true] {
+        for old in [
+            None,
+            Some(tonic::Code::InvalidArgument),
+            Some(tonic::Code::NotFound),
+        ] {
             let fake = FakePeer {
                 old,
                 ..Default::default()
@@ -914,7 +933,7 @@ mod tests {
             for c in calls {
                 c.await.unwrap();
             }
-            if old {
+            if old.is_some() {
                 assert_eq!(fake.batches.load(Ordering::SeqCst), 0);
                 assert!(peers.no_batch.lock().contains(&2));
                 let before = fake.calls.load(Ordering::SeqCst);
