@@ -17,7 +17,7 @@
 //! job's own run time and test accuracy of each.
 //! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
 //! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
-//! `$'[raft]\ncoalesce_messages = false'`).
+//! `$'[raft]\ncoalesce_messages = true'`).
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::{connect_client, LocalCluster};
