@@ -336,9 +336,21 @@ impl NodeDb {
         what: &'static str,
         shard: ShardId,
     ) -> Result<Option<Vec<u8>>> {
+        self.get_framed_opt(cf, key, what, shard, &rocksdb::ReadOptions::default())
+    }
+
+    /// [`get_framed`](Self::get_framed) with read options (a snapshot).
+    fn get_framed_opt(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+        what: &'static str,
+        shard: ShardId,
+        ro: &rocksdb::ReadOptions,
+    ) -> Result<Option<Vec<u8>>> {
         let v = self
             .db
-            .get_pinned_cf(self.cf(cf), key)
+            .get_pinned_cf_opt(self.cf(cf), key, ro)
             .map_err(|source| StorageError::Rocks {
                 op: "get",
                 group: shard as u64,
@@ -530,31 +542,16 @@ impl NodeDb {
         let k0 = chunk_key(part, 0);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&snap);
-        let h = self
-            .db
-            .get_pinned_cf_opt(self.cf(cf), &k0, &ro)
-            .map_err(|source| StorageError::Rocks {
-                op: "get",
-                group: shard as u64,
-                key: keys::show(cf, &k0),
-                source,
-            })?;
-        let Some(h) = h else {
+        let Some(h) = self.get_framed_opt(cf, &k0, what, shard, &ro)? else {
             return Ok(None);
         };
-        let h = unframe(&k0, &h).map_err(|reason| StorageError::Corrupt {
-            what,
-            shard,
-            key: keys::show(cf, &k0),
-            reason,
-        })?;
         let corrupt = |key: &[u8], reason: String| StorageError::Corrupt {
             what,
             shard,
             key: keys::show(cf, key),
             reason,
         };
-        let header = BlobHeader::decode(h).map_err(|r| corrupt(&k0, r))?;
+        let header = BlobHeader::decode(&h).map_err(|r| corrupt(&k0, r))?;
         let mut data = Vec::with_capacity(header.total_len as usize);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_snapshot(&snap);
