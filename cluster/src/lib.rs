@@ -28,6 +28,7 @@ pub mod meta;
 pub mod network;
 pub mod node;
 pub mod placement;
+pub mod previews;
 pub mod retry;
 pub mod server;
 pub mod shards;

@@ -143,7 +143,8 @@ impl Peer for PeerSvc {
             matches!(&decoded, Ok(DataRequest::Join { id, .. }) if *id == req.get_ref().from);
         self.check(&req, false, joining)?;
         let request = decoded.map_err(Status::invalid_argument)?;
-        let reply: Result<DataReply, DataError> = self.node.handle_data(request).await;
+        let from = req.get_ref().from;
+        let reply: Result<DataReply, DataError> = self.node.handle_data_from(request, from).await;
         Ok(Response::new(Reply {
             payload: wire::encode(&reply).into(),
         }))

@@ -181,6 +181,14 @@ pub enum DataRequest {
     },
     /// The checkpoints of `jobs` this node stores (`DataReply::Checkpoints`).
     CheckpointIndex { jobs: Vec<JobId> },
+    /// Previews of run `epoch` (managed communication) for this node's
+    /// replicas of their shards, held in memory and added to reads from
+    /// other nodes until the clocks they belong to are applied
+    /// (`crate::previews`). Answered `Ok`; best effort.
+    Preview {
+        epoch: u64,
+        previews: Vec<(ShardId, petuum_core::service::Preview)>,
+    },
 }
 
 /// What a joining node learns from the member that admitted it.

@@ -34,6 +34,7 @@
 
 pub mod algorithm;
 pub mod batch;
+pub mod budget;
 pub mod cache;
 pub mod consistency;
 pub mod error;

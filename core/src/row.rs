@@ -101,6 +101,41 @@ impl<T: Elem> Row<T> {
         }
     }
 
+    /// Squared Euclidean norm.
+    pub fn norm2(&self) -> f64 {
+        match self {
+            Row::Dense(v) => v.iter().map(|x| x.to_f64() * x.to_f64()).sum(),
+            Row::Sparse(m) => m.values().map(|x| x.to_f64() * x.to_f64()).sum(),
+        }
+    }
+
+    /// Squared Euclidean distance to another row of the same table.
+    pub fn dist2(&self, other: &Row<T>) -> f64 {
+        let d = |a: T, b: T| {
+            let x = a.to_f64() - b.to_f64();
+            x * x
+        };
+        match (self, other) {
+            (Row::Dense(a), Row::Dense(b)) if a.len() == b.len() => {
+                a.iter().zip(b).map(|(&x, &y)| d(x, y)).sum()
+            }
+            (Row::Sparse(a), Row::Sparse(b)) => {
+                a.iter()
+                    .map(|(c, &x)| d(x, b.get(c).copied().unwrap_or_default()))
+                    .sum::<f64>()
+                    + b.iter()
+                        .filter(|(c, _)| !a.contains_key(c))
+                        .map(|(_, &y)| d(T::default(), y))
+                        .sum::<f64>()
+            }
+            _ => {
+                let n = self.len().max(other.len()) as u32;
+                let (a, b) = (self.to_dense(n), other.to_dense(n));
+                a.iter().zip(&b).map(|(&x, &y)| d(x, y)).sum()
+            }
+        }
+    }
+
     /// Sparse entries sorted by column (dense rows list their non-zeros).
     pub fn sorted_entries(&self) -> Vec<(u32, T)> {
         match self {
@@ -193,6 +228,24 @@ impl AnyRow {
         true
     }
 
+    /// Squared Euclidean norm (as f64, whatever the element type).
+    pub fn norm2(&self) -> f64 {
+        dispatch!(self, r => r.norm2())
+    }
+
+    /// Squared Euclidean distance to `other` (a row of the same table;
+    /// `None` is the zero row). Rows of different types are infinitely far.
+    pub fn dist2(&self, other: Option<&AnyRow>) -> f64 {
+        match (self, other) {
+            (a, None) => a.norm2(),
+            (AnyRow::F32(a), Some(AnyRow::F32(b))) => a.dist2(b),
+            (AnyRow::F64(a), Some(AnyRow::F64(b))) => a.dist2(b),
+            (AnyRow::I32(a), Some(AnyRow::I32(b))) => a.dist2(b),
+            (AnyRow::I64(a), Some(AnyRow::I64(b))) => a.dist2(b),
+            _ => f64::INFINITY,
+        }
+    }
+
     /// Size in bytes of the values (for throughput accounting).
     pub fn value_bytes(&self) -> usize {
         let width = match self.elem() {
@@ -220,6 +273,28 @@ mod tests {
         r.add_slice(&[0, 1, 0, 4]);
         assert_eq!(r.sorted_entries(), vec![(1, 1), (3, 4)]);
         assert_eq!(r.to_dense(5), vec![0, 1, 0, 4, 0]);
+    }
+
+    #[test]
+    fn norms_and_distances_agree_between_dense_and_sparse() {
+        let dense = AnyRow::F32(Row::Dense(vec![3.0, 0.0, 4.0]));
+        let mut m = HashMap::new();
+        m.insert(0u32, 3.0f32);
+        m.insert(2, 4.0);
+        let sparse = AnyRow::F32(Row::Sparse(m));
+        assert_eq!(dense.norm2(), 25.0);
+        assert_eq!(sparse.norm2(), 25.0);
+        assert_eq!(dense.dist2(None), 25.0);
+        assert_eq!(dense.dist2(Some(&sparse)), 0.0);
+        let other = AnyRow::F32(Row::Dense(vec![0.0, 1.0, 4.0]));
+        assert_eq!(dense.dist2(Some(&other)), 10.0);
+        let mut m2 = HashMap::new();
+        m2.insert(1u32, 1.0f32);
+        let sparse2 = AnyRow::F32(Row::Sparse(m2));
+        assert_eq!(sparse.dist2(Some(&sparse2)), 26.0);
+        assert!(dense
+            .dist2(Some(&AnyRow::I32(Row::Dense(vec![0; 3]))))
+            .is_infinite());
     }
 
     #[test]

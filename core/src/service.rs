@@ -35,6 +35,22 @@ pub struct RowSnapshot {
     pub version: u64,
 }
 
+/// An early copy of some of a worker's increments of the clock it is in
+/// (managed communication, docs/design.md): for each row, the worker's
+/// whole increment of `clock` so far. Replicas that hold it add it to
+/// reads from other nodes until they apply the worker's `clock`, whose
+/// batch carries the same increments (previews are never persisted and
+/// never replace a clock's batch). A later `seq` of the same worker and
+/// clock replaces a row's earlier copy.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preview {
+    pub job: JobId,
+    pub worker: WorkerId,
+    pub clock: Clock,
+    pub seq: u64,
+    pub rows: Vec<crate::batch::RowUpdate>,
+}
+
 /// Receives rows that shards push when a min clock advances (ESSP).
 pub trait PushSink: Send + Sync {
     /// The rows of `shard` this sink wants pushed for `job`.
@@ -68,6 +84,19 @@ pub trait ShardService: Send + Sync {
     /// pipeline their clocks ([`crate::worker::WorkerCtx::clock`]).
     fn pipelines(&self) -> bool {
         false
+    }
+
+    /// Whether [`preview`](Self::preview) reaches readers on other nodes
+    /// (a networked backend); workers send previews only then.
+    fn previews(&self) -> bool {
+        false
+    }
+
+    /// Sends previews, one per shard, best effort (never waits for them
+    /// to arrive, never fails a worker). Returns the bytes put on the
+    /// network (a preview goes to each replica off this node).
+    fn preview(&self, _previews: Vec<(ShardId, Preview)>) -> usize {
+        0
     }
 
     /// Reads a row, waiting as the request says.

@@ -38,6 +38,11 @@ impl JobClocks {
         self.received.len() as u32
     }
 
+    /// Whether the job applies whole clocks in worker order.
+    pub fn deterministic(&self) -> bool {
+        self.deterministic
+    }
+
     /// Clocks whose batches are applied to the rows, per worker.
     pub fn applied(&self) -> Vec<Clock> {
         if self.deterministic {

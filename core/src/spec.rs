@@ -107,6 +107,10 @@ pub enum ConsistencyName {
     Async,
 }
 
+/// Bounds of `run.bandwidth_mbps`.
+pub const MIN_BANDWIDTH_MBPS: f64 = 0.01;
+pub const MAX_BANDWIDTH_MBPS: f64 = 1_000_000.0;
+
 fn default_workers() -> u32 {
     2
 }
@@ -148,6 +152,14 @@ pub struct RunSpec {
     /// Shards per table in the embedded cluster.
     #[serde(default = "default_shards")]
     pub shards: u32,
+    /// Managed communication: a budget, in megabits per second, for what
+    /// this job's workers on one node send (clock pushes and early
+    /// pushes). Within it, workers on a cluster push the largest
+    /// increments of the clock they are in early, so readers on other
+    /// nodes see them before the clock ends (docs/design.md). Unset: no
+    /// early pushes. Not with `deterministic`; no effect embedded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<f64>,
 }
 
 impl Default for RunSpec {
@@ -161,6 +173,7 @@ impl Default for RunSpec {
             checkpoint_every: 0,
             deterministic: false,
             shards: default_shards(),
+            bandwidth_mbps: None,
         }
     }
 }
@@ -332,6 +345,22 @@ impl JobSpec {
                 "run.checkpoint_every",
                 format!("must be >= 0 (got {})", r.checkpoint_every),
             ));
+        }
+        if let Some(b) = r.bandwidth_mbps {
+            if !(b.is_finite() && (MIN_BANDWIDTH_MBPS..=MAX_BANDWIDTH_MBPS).contains(&b)) {
+                return Err(SpecError::invalid(
+                    "run.bandwidth_mbps",
+                    format!(
+                        "must be between {MIN_BANDWIDTH_MBPS} and {MAX_BANDWIDTH_MBPS} megabits per second (got {b})"
+                    ),
+                ));
+            }
+            if r.deterministic {
+                return Err(SpecError::invalid(
+                    "run.bandwidth_mbps",
+                    "early pushes make what a read sees depend on timing: not with run.deterministic",
+                ));
+            }
         }
         if r.deterministic && self.consistency_name() != ConsistencyName::Bsp {
             return Err(SpecError::invalid(

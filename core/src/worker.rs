@@ -14,13 +14,16 @@
 //! on top of the cached row.
 
 use crate::batch::{RowUpdate, UpdateBatch};
+use crate::budget::Bandwidth;
 use crate::cache::{CacheEntry, ProcessCache};
 use crate::consistency::Consistency;
 use crate::error::TableError;
 use crate::outbox::{Ack, Outbox};
 use crate::row::{AnyRow, Row};
-use crate::service::{FetchRequest, PushSink, ShardService};
-use crate::types::{shard_of, Clock, Elem, JobId, RowId, RowKind, TableId, TableSpec, WorkerId};
+use crate::service::{FetchRequest, Preview, PushSink, ShardService};
+use crate::types::{
+    shard_of, Clock, Elem, JobId, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId,
+};
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
@@ -33,6 +36,8 @@ pub struct Node {
     cache: Arc<ProcessCache>,
     /// Workers of a job whose clocks leave this node together.
     groups: parking_lot::Mutex<HashMap<JobId, Group>>,
+    /// Each job's bandwidth budget on this node (managed communication).
+    budgets: parking_lot::Mutex<HashMap<JobId, Arc<Bandwidth>>>,
 }
 
 /// A job's workers on one node that have not yet joined their shared
@@ -51,7 +56,22 @@ impl Node {
             service,
             cache,
             groups: Default::default(),
+            budgets: Default::default(),
         })
+    }
+
+    /// Gives `job` a bandwidth budget of `bytes_per_second` on this node,
+    /// shared by its workers here (call it before their contexts are
+    /// made). Where the backend's previews reach other nodes
+    /// ([`ShardService::previews`]), the workers then push the largest
+    /// increments of their current clock early, within the budget
+    /// (managed communication, docs/design.md); elsewhere it changes
+    /// nothing. Not for deterministic jobs: what a read sees would then
+    /// depend on timing (the job spec refuses the combination).
+    pub fn set_bandwidth(&self, job: JobId, bytes_per_second: f64) {
+        self.budgets
+            .lock()
+            .insert(job, Arc::new(Bandwidth::new(bytes_per_second)));
     }
 
     /// Declares `members`, the workers of `job` that run on this node:
@@ -148,6 +168,10 @@ pub struct WorkerStats {
     /// Time spent waiting on reads, including waits for the staleness
     /// bound (rows not yet fresh enough).
     pub wait: Duration,
+    /// Previews sent (managed communication) and their bytes on the
+    /// network.
+    pub previews: u64,
+    pub preview_bytes: u64,
 }
 
 type Key = (TableId, RowId);
@@ -231,6 +255,28 @@ impl Pipeline {
     }
 }
 
+/// How often (in increments) a worker with a budget looks at whether an
+/// early push is due, and the least time between two of its early pushes.
+const PREVIEW_CHECK_EVERY: u32 = 16;
+const PREVIEW_GAP: Duration = Duration::from_millis(2);
+/// Bytes a row costs on the wire besides its values.
+const ROW_OVERHEAD: usize = 24;
+
+/// Managed communication (SSPAggr, Wei et al., SoCC 2015): between clocks,
+/// the rows whose increment so far is largest relative to their value
+/// leave early, as previews, while the node's budget has bytes left.
+struct Manager {
+    budget: Arc<Bandwidth>,
+    /// Each row's increment as its last preview carried it (this clock).
+    sent: FxHashMap<Key, AnyRow>,
+    seq: u64,
+    calls: u32,
+    last: Instant,
+    /// Bytes on the network per byte of preview values (replicas off the
+    /// node), as the last preview went.
+    fanout: f64,
+}
+
 /// Commit latencies a worker keeps until they are taken.
 const MAX_COMMIT_SAMPLES: usize = 1 << 16;
 
@@ -268,6 +314,8 @@ pub struct WorkerCtx {
     /// Time from `clock()` to the acknowledgement of each clock seen so
     /// far (benchmarks), until taken.
     commits: Vec<Duration>,
+    /// Early pushes within a bandwidth budget, when the job has one here.
+    manager: Option<Manager>,
 }
 
 impl WorkerCtx {
@@ -286,6 +334,17 @@ impl WorkerCtx {
             .service
             .pipelines()
             .then(|| Pipeline::join(&node, job, worker));
+        let budget = node.budgets.lock().get(&job).cloned();
+        let manager = budget
+            .filter(|_| node.service.previews())
+            .map(|budget| Manager {
+                budget,
+                sent: FxHashMap::default(),
+                seq: 0,
+                calls: 0,
+                last: Instant::now(),
+                fanout: 2.0,
+            });
         WorkerCtx {
             node,
             job,
@@ -301,6 +360,7 @@ impl WorkerCtx {
             stats: WorkerStats::default(),
             pipeline,
             commits: Vec::new(),
+            manager,
         }
     }
 
@@ -464,6 +524,7 @@ impl WorkerCtx {
         }
         self.stats.incs += 1;
         self.log_row::<T>(t, row).add_at(col, delta);
+        self.manage();
         Ok(())
     }
 
@@ -484,6 +545,7 @@ impl WorkerCtx {
         }
         self.stats.incs += 1;
         self.log_row::<T>(t, row).add_slice(delta);
+        self.manage();
         Ok(())
     }
 
@@ -507,7 +569,87 @@ impl WorkerCtx {
         for &(c, d) in delta {
             r.add_at(c, d);
         }
+        self.manage();
         Ok(())
+    }
+
+    /// With a budget: every [`PREVIEW_CHECK_EVERY`] increments, at most
+    /// every [`PREVIEW_GAP`], sends a preview of the op log's rows in
+    /// order of their unsent increment relative to their value (as the
+    /// process cache has it; a row never read counts as zero), as many as
+    /// the budget has bytes for.
+    #[inline]
+    fn manage(&mut self) {
+        let Some(m) = self.manager.as_mut() else {
+            return;
+        };
+        m.calls = m.calls.wrapping_add(1);
+        if m.calls % PREVIEW_CHECK_EVERY != 0 || m.last.elapsed() < PREVIEW_GAP {
+            return;
+        }
+        m.last = Instant::now();
+        let allowance = m.budget.available() / m.fanout;
+        if allowance < ROW_OVERHEAD as f64 {
+            return;
+        }
+        let cache = &self.node.cache;
+        let mut candidates: Vec<(f64, Key, usize)> = Vec::new();
+        for (key, delta) in &self.oplog {
+            let unsent = delta.dist2(m.sent.get(key));
+            if unsent == 0.0 || !unsent.is_finite() {
+                continue;
+            }
+            let shard = shard_of(key.0, key.1, self.num_shards);
+            let value = cache
+                .lookup(shard, *key)
+                .map_or(0.0, |e| e.snap.row.norm2());
+            let priority = (unsent / value.max(f64::MIN_POSITIVE)).sqrt();
+            candidates.push((priority, *key, delta.value_bytes() + ROW_OVERHEAD));
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        candidates.sort_unstable_by(|a, b| b.0.total_cmp(&a.0));
+        let mut used = 0usize;
+        let mut per_shard: FxHashMap<ShardId, Vec<RowUpdate>> = FxHashMap::default();
+        for (_, key, bytes) in candidates {
+            if (used + bytes) as f64 > allowance {
+                continue;
+            }
+            used += bytes;
+            let delta = self.oplog[&key].clone();
+            m.sent.insert(key, delta.clone());
+            per_shard
+                .entry(shard_of(key.0, key.1, self.num_shards))
+                .or_default()
+                .push(RowUpdate {
+                    table: key.0,
+                    row: key.1,
+                    delta,
+                });
+        }
+        if per_shard.is_empty() {
+            return;
+        }
+        m.seq += 1;
+        let previews = per_shard
+            .into_iter()
+            .map(|(shard, rows)| {
+                let p = Preview {
+                    job: self.job,
+                    worker: self.worker,
+                    clock: self.clock,
+                    seq: m.seq,
+                    rows,
+                };
+                (shard, p)
+            })
+            .collect();
+        let sent = self.node.service.preview(previews);
+        m.budget.charge(sent);
+        m.fanout = (sent as f64 / used as f64).max(1.0);
+        self.stats.previews += 1;
+        self.stats.preview_bytes += sent as u64;
     }
 
     /// Clocks whose batches may still be uncommitted when `clock()`
@@ -563,7 +705,14 @@ impl WorkerCtx {
             updates.push(RowUpdate { table, row, delta });
         }
         self.stats.batches += batches.len() as u64;
-        self.stats.bytes_pushed += batches.iter().map(|b| b.value_bytes() as u64).sum::<u64>();
+        let bytes = batches.iter().map(|b| b.value_bytes()).sum::<usize>();
+        self.stats.bytes_pushed += bytes as u64;
+        if let Some(m) = &mut self.manager {
+            // The clock's batch carries every row previewed: what the
+            // previews carried is superseded once it is applied.
+            m.sent.clear();
+            m.budget.charge(bytes);
+        }
         let depth = self.pipeline_depth();
         match &mut self.pipeline {
             None => {

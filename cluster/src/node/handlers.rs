@@ -126,6 +126,17 @@ impl ClusterNode {
 
     /// Handles a table or metadata request.
     pub async fn handle_data(&self, req: DataRequest) -> Result<DataReply, DataError> {
+        self.handle_data_from(req, self.id()).await
+    }
+
+    /// Handles a request that node `from` sent (0: a client that is not a
+    /// node). Only previews look at the sender: a read leaves out the
+    /// previews its own node sent.
+    pub async fn handle_data_from(
+        &self,
+        req: DataRequest,
+        from: u64,
+    ) -> Result<DataReply, DataError> {
         match req {
             DataRequest::Push { epoch, batches } => {
                 Ok(DataReply::Pushed(self.push(epoch, batches).await))
@@ -136,9 +147,15 @@ impl ClusterNode {
                 epoch,
                 wait_ms,
             } => {
-                let rows = self
+                let mut rows = self
                     .long_poll(shard, wait_ms, |r| exact_fetch_prefix(r, &reqs, epoch))
                     .await?;
+                if self.previews.holds_any() {
+                    for (req, snap) in reqs.iter().zip(rows.iter_mut()) {
+                        self.previews
+                            .overlay(shard, req.job, epoch, from, req.table, req.row, snap);
+                    }
+                }
                 Ok(DataReply::Snapshots(rows))
             }
             DataRequest::FetchLatest { shard, reqs, epoch } => {
@@ -252,6 +269,22 @@ impl ClusterNode {
                 Ok(DataReply::Blob(blob))
             }
             DataRequest::Ping => Ok(DataReply::Ok),
+            DataRequest::Preview { epoch, previews } => {
+                for (shard, p) in previews {
+                    let Some(g) = self.shard(shard) else { continue };
+                    let checked = g
+                        .handle
+                        .with_replica(|r| crate::previews::check(&r.data, &p, epoch));
+                    let held = checked
+                        .and_then(|applied| self.previews.hold(shard, from, epoch, p, &applied));
+                    if let Err(e) = held {
+                        return Err(DataError::Refused(Refusal::Rejected(format!(
+                            "preview for shard {shard}: {e}"
+                        ))));
+                    }
+                }
+                Ok(DataReply::Ok)
+            }
             DataRequest::ShardImage { shard, job, clock } => {
                 let store = petuum_storage::CheckpointStore::new(self.db.clone());
                 let part = store

@@ -121,6 +121,8 @@ pub struct ClusterNode {
     pub(crate) token: Option<String>,
     /// This node's copies of datasets (`DATA_DIR/datasets`).
     pub datasets: Arc<crate::datasets::store::Store>,
+    /// Other nodes' workers' previews held for this node's replicas.
+    pub(crate) previews: crate::previews::Previews,
 }
 
 fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
@@ -428,6 +430,7 @@ impl ClusterNode {
             formed,
             token,
             datasets: Arc::new(datasets),
+            previews: Default::default(),
         });
         tracing::info!(
             node = me,

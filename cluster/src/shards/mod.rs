@@ -484,6 +484,47 @@ impl ShardService for ClusterShards {
         true
     }
 
+    fn previews(&self) -> bool {
+        true
+    }
+
+    /// Sends each shard's preview to its replicas off this node (their
+    /// readers see it; this node's own workers add their increments
+    /// themselves), one call per node, without waiting for the answers.
+    fn preview(&self, previews: Vec<(ShardId, petuum_core::service::Preview)>) -> usize {
+        let Some(job) = previews.first().map(|(_, p)| p.job) else {
+            return 0;
+        };
+        let epoch = self.epoch(job);
+        let placement = self.placement();
+        let mut per_node: BTreeMap<u64, Vec<(ShardId, petuum_core::service::Preview)>> =
+            BTreeMap::new();
+        let mut sent = 0;
+        for (shard, p) in previews {
+            let bytes: usize = p.rows.iter().map(|u| u.delta.value_bytes() + 24).sum();
+            for node in placement.replicas_of(shard) {
+                if node != self.local {
+                    sent += bytes;
+                    per_node.entry(node).or_default().push((shard, p.clone()));
+                }
+            }
+        }
+        let timeout = self.opts.rpc_timeout;
+        for (node, previews) in per_node {
+            let peers = self.peers.clone();
+            let req = wire::encode(&DataRequest::Preview { epoch, previews });
+            self.rt.spawn(async move {
+                if let Err(e) = peers
+                    .call(node, Method::Data, 0, KIND_DATA, req, timeout)
+                    .await
+                {
+                    tracing::debug!(node, error = %e, "a preview was not delivered");
+                }
+            });
+        }
+        sent
+    }
+
     fn fetch(&self, req: &FetchRequest) -> Result<RowSnapshot, TableError> {
         self.fetch_rows(std::slice::from_ref(req))?
             .pop()

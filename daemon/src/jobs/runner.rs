@@ -358,6 +358,9 @@ fn run(
     }
     tracing::info!(workers = ?local, start, coordinator = ctx.coordinator(), "starting workers");
     let node = Node::new(shards.clone(), Node::DEFAULT_CACHE_ROWS);
+    if let Some(mbps) = spec.run.bandwidth_mbps {
+        node.set_bandwidth(job, mbps * 1e6 / 8.0);
+    }
     let hooks = Hooks {
         ctx,
         shards: shards.clone(),

@@ -55,6 +55,10 @@ struct Args {
     /// Mean seconds between faults (each gap is drawn from 0.5x..1.5x).
     #[arg(long, default_value_t = 3.0)]
     fault_gap_s: f64,
+    /// Extra lines appended to every node's config (TOML), e.g.
+    /// `$'[raft]\ncoalesce_messages = true'`.
+    #[arg(long, default_value = "")]
+    node_config: String,
 }
 
 /// A deterministic job and its embedded reference model.
@@ -195,6 +199,8 @@ struct Chaos {
     stopped: Vec<bool>,
     /// The members (nodes killed for good and removed ones are not).
     members: Vec<u64>,
+    /// Each node's extra config.
+    node_extra: String,
 }
 
 /// Extra node config: a node down this long is declared dead (longer than
@@ -255,7 +261,8 @@ impl Chaos {
 
     /// A new node joins; returns its id.
     fn join(&mut self) -> u64 {
-        let id = self.cluster.join(NODE_EXTRA);
+        let extra = self.node_extra.clone();
+        let id = self.cluster.join(&extra);
         self.up.push(true);
         self.stopped.push(false);
         self.members.push(id);
@@ -280,10 +287,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn main() -> std::process::ExitCode {
     let args = <Args as clap::Parser>::parse();
-    let command = format!(
+    let mut command = format!(
         "petuum-chaos --seed {} --nodes {} --jobs {} --faults {} --shards {} --max-job-seconds {} --fault-gap-s {}",
         args.seed, args.nodes, args.jobs, args.faults, args.shards, args.max_job_seconds, args.fault_gap_s
     );
+    if !args.node_config.is_empty() {
+        command.push_str(&format!(" --node-config {:?}", args.node_config));
+    }
     eprintln!("chaos: {command}");
     let work = tempfile::tempdir().expect("temp dir");
     let kinds = match references(work.path(), args.shards) {
@@ -294,7 +304,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
-    let cluster = LocalCluster::start(args.nodes, args.shards, NODE_EXTRA);
+    let node_extra = format!("{NODE_EXTRA}\n{}", args.node_config);
+    let cluster = LocalCluster::start(args.nodes, args.shards, &node_extra);
     let nodes = args.nodes;
     let mut chaos = Chaos {
         rt: tokio::runtime::Builder::new_current_thread()
@@ -304,6 +315,7 @@ fn main() -> std::process::ExitCode {
         cluster,
         clients: BTreeMap::new(),
         up: vec![true; nodes as usize],
+        node_extra: node_extra.clone(),
         stopped: vec![false; nodes as usize],
         members: (1..=nodes).collect(),
         args,
