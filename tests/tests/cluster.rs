@@ -944,3 +944,89 @@ fn a_down_peer_is_logged_once_not_per_heartbeat() {
         "node 3 never logged as back",
     );
 }
+
+/// Managed communication on real nodes: a worker with a bandwidth budget
+/// pushes its current clock's increments early; a reader on another node
+/// sees them before the clock is pushed, and exactly once after it is
+/// committed (the replica drops the preview once the clock's batch, which
+/// carries the same increments, is applied there).
+#[test]
+fn a_preview_reaches_other_nodes_before_the_clock_and_counts_once_after() {
+    let c = LocalCluster::start(3, 4, "");
+    let admin = c.connect();
+    c.wait_leaders(&admin, &[1, 2, 3], Duration::from_secs(60));
+    let spec = TableSpec {
+        id: 1,
+        name: "w".into(),
+        job: 7,
+        kind: RowKind::Dense,
+        elem: ElemType::F32,
+        columns: 4,
+    };
+    admin.create_table(&spec).unwrap();
+    admin.register_job(7, 2, false).unwrap();
+    // The writer's workers run "on" node 1; the reader's on node 2.
+    let writer: Arc<dyn ShardService> = Arc::new(c.connect_as(Default::default(), 1));
+    let reader = c.connect_as(Default::default(), 2);
+    let node = Node::new(writer, 1024);
+    node.set_bandwidth(7, 10e6);
+    let ssp = Consistency::Ssp { staleness: 2 };
+    let mut w = WorkerCtx::new(node, 7, 0, 2, ssp, std::slice::from_ref(&spec), 0);
+    let t = w.table::<f32>("w").unwrap();
+    let read = |row: u64| -> Vec<f32> {
+        let snap = reader
+            .fetch(&petuum_core::service::FetchRequest {
+                job: 7,
+                table: 1,
+                row,
+                worker: 1,
+                // As a worker reads (a replica read; `None` would be a
+                // leader read of what is committed only).
+                min_clock: Some(0),
+                own_clock: 0,
+            })
+            .unwrap();
+        match &*snap.row {
+            petuum_core::row::AnyRow::F32(r) => r.to_dense(4),
+            other => panic!("unexpected row {other:?}"),
+        }
+    };
+    // Increments of clock 0, spread over time so that previews are due.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut total = 0.0f32;
+    loop {
+        for _ in 0..16 {
+            w.batch_inc(t, 3, &[1.0, 0.0, 0.0, 2.0]).unwrap();
+            total += 1.0;
+        }
+        std::thread::sleep(Duration::from_millis(3));
+        let seen = read(3);
+        // Never more than the worker has added, never a torn row.
+        assert!(seen[0] <= total, "{seen:?} > {total}");
+        assert_eq!(seen[3], 2.0 * seen[0], "{seen:?}");
+        if seen[0] > 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no preview reached node 2 in 20 s (worker stats {:?})",
+            w.stats()
+        );
+    }
+    assert!(w.stats().previews > 0 && w.stats().preview_bytes > 0);
+    // The clock's batch carries everything; once committed and applied on
+    // node 2's replica, the row holds each increment exactly once.
+    w.clock().unwrap();
+    w.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (row, _, clocks) = reader.read_local(2, 1, 3, Some(7)).unwrap();
+        if clocks.first().copied() == Some(1) {
+            assert!(row.is_some());
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 did not apply clock 0");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(read(3), vec![total, 0.0, 0.0, 2.0 * total]);
+}
