@@ -255,8 +255,9 @@ impl Pipeline {
     }
 }
 
-/// How often (in increments) a worker with a budget looks at whether an
-/// early push is due, and the least time between two of its early pushes.
+/// How often (in single-value increments; a row's increment counts as
+/// this many) a worker with a budget looks at whether an early push is
+/// due, and the least time between two of its early pushes.
 const PREVIEW_CHECK_EVERY: u32 = 16;
 const PREVIEW_GAP: Duration = Duration::from_millis(2);
 /// Bytes a row costs on the wire besides its values.
@@ -377,6 +378,14 @@ impl WorkerCtx {
     pub fn clock_now(&self) -> Clock {
         self.clock
     }
+    /// Whether this worker pushes increments early within a bandwidth
+    /// budget (managed communication): an algorithm that computes a
+    /// clock's update locally may then add it to the op log in parts as it
+    /// goes, so that there is something to push before the clock ends.
+    pub fn manages_communication(&self) -> bool {
+        self.manager.is_some()
+    }
+
     pub fn consistency(&self) -> Consistency {
         self.consistency
     }
@@ -524,7 +533,7 @@ impl WorkerCtx {
         }
         self.stats.incs += 1;
         self.log_row::<T>(t, row).add_at(col, delta);
-        self.manage();
+        self.manage(1);
         Ok(())
     }
 
@@ -545,7 +554,7 @@ impl WorkerCtx {
         }
         self.stats.incs += 1;
         self.log_row::<T>(t, row).add_slice(delta);
-        self.manage();
+        self.manage(PREVIEW_CHECK_EVERY);
         Ok(())
     }
 
@@ -569,22 +578,27 @@ impl WorkerCtx {
         for &(c, d) in delta {
             r.add_at(c, d);
         }
-        self.manage();
+        self.manage(PREVIEW_CHECK_EVERY);
         Ok(())
     }
 
-    /// With a budget: every [`PREVIEW_CHECK_EVERY`] increments, at most
+    /// With a budget: every [`PREVIEW_CHECK_EVERY`] increments (`weight`
+    /// counts this one), at most
     /// every [`PREVIEW_GAP`], sends a preview of the op log's rows in
     /// order of their unsent increment relative to their value (as the
     /// process cache has it; a row never read counts as zero), as many as
     /// the budget has bytes for.
     #[inline]
-    fn manage(&mut self) {
+    fn manage(&mut self, weight: u32) {
         let Some(m) = self.manager.as_mut() else {
             return;
         };
-        m.calls = m.calls.wrapping_add(1);
-        if m.calls % PREVIEW_CHECK_EVERY != 0 || m.last.elapsed() < PREVIEW_GAP {
+        m.calls += weight;
+        if m.calls < PREVIEW_CHECK_EVERY {
+            return;
+        }
+        m.calls = 0;
+        if m.last.elapsed() < PREVIEW_GAP {
             return;
         }
         m.last = Instant::now();

@@ -39,6 +39,7 @@ use petuum_core::algorithm::{
 use petuum_core::spec::{
     check_positive, check_range, parse_params, DataFormat, JobSpec, SpecError,
 };
+use petuum_core::worker::Table;
 use petuum_core::{ElemType, Row, RowKind, WorkerCtx};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -712,7 +713,23 @@ impl MfWorker {
             todo.swap(a, rng.gen_range(0..=a));
         }
         let (mut gp, mut gq) = (vec![0.0; k], vec![0.0; k]);
-        for (u, i, r) in todo {
+        let touched_i: Vec<u32> = (0..n as u32).filter(|&i| touched_i[i as usize]).collect();
+        // With managed communication the clock's changes go to the op log
+        // in parts as they are made (a budget's early pushes can only send
+        // what is there); otherwise once, at the end.
+        let parts = if ctx.manages_communication() { MANAGED_PARTS } else { 1 };
+        let part_len = todo.len().div_ceil(parts).max(1);
+        for (j, (u, i, r)) in todo.into_iter().enumerate() {
+            if j > 0 && j % part_len == 0 {
+                push_changes(
+                    ctx,
+                    (tw, th),
+                    (&mut self.w, &mut self.h),
+                    (&wr, &hr),
+                    (&touched_u, &touched_i),
+                    (m, n, k),
+                )?;
+            }
             let (u, i) = (u as usize, i as usize);
             let (p, q) = (&mut wr[u * k..(u + 1) * k], &mut hr[i * k..(i + 1) * k]);
             let mut e = r;
@@ -734,29 +751,14 @@ impl MfWorker {
                 q[f] -= aq * gq[f];
             }
         }
-        // The changes of the touched rows (others are unchanged), rank by
-        // rank in row order; the copy takes the new values.
-        let touched_i: Vec<u32> = (0..n as u32).filter(|&i| touched_i[i as usize]).collect();
-        for f in 0..k {
-            let mut dw = Vec::with_capacity(touched_u.len());
-            for &u in &touched_u {
-                let (new, old) = (wr[u as usize * k + f], &mut self.w[f * m + u as usize]);
-                if new - *old != 0.0 {
-                    dw.push((u, new - *old));
-                }
-                *old = new;
-            }
-            let mut dh = Vec::with_capacity(touched_i.len());
-            for &i in &touched_i {
-                let (new, old) = (hr[i as usize * k + f], &mut self.h[f * n + i as usize]);
-                if new - *old != 0.0 {
-                    dh.push((i, new - *old));
-                }
-                *old = new;
-            }
-            ctx.batch_inc_sparse(tw, f as u64, &dw)?;
-            ctx.batch_inc_sparse(th, f as u64, &dh)?;
-        }
+        push_changes(
+            ctx,
+            (tw, th),
+            (&mut self.w, &mut self.h),
+            (&wr, &hr),
+            (&touched_u, &touched_i),
+            (m, n, k),
+        )?;
         let (mut sse, mut count) = (0.0, 0);
         for &u in &self.users {
             let p = &wr[u as usize * k..(u as usize + 1) * k];
@@ -1096,6 +1098,44 @@ pub fn synthetic(
         }
     }
     out
+}
+
+/// Parts an SGD clock's changes go to the op log in when the job's
+/// communication is managed (`run.bandwidth_mbps`).
+const MANAGED_PARTS: usize = 8;
+
+/// Adds the changes of the touched rows since the last call (others are
+/// unchanged) to the op log, rank by rank in row order; the copies `w`
+/// and `h` take the new values.
+fn push_changes(
+    ctx: &mut WorkerCtx,
+    (tw, th): (Table<f64>, Table<f64>),
+    (w, h): (&mut [f64], &mut [f64]),
+    (wr, hr): (&[f64], &[f64]),
+    (touched_u, touched_i): (&[u32], &[u32]),
+    (m, n, k): (usize, usize, usize),
+) -> Result<(), BoxError> {
+    for f in 0..k {
+        let mut dw = Vec::with_capacity(touched_u.len());
+        for &u in touched_u {
+            let (new, old) = (wr[u as usize * k + f], &mut w[f * m + u as usize]);
+            if new - *old != 0.0 {
+                dw.push((u, new - *old));
+            }
+            *old = new;
+        }
+        let mut dh = Vec::with_capacity(touched_i.len());
+        for &i in touched_i {
+            let (new, old) = (hr[i as usize * k + f], &mut h[f * n + i as usize]);
+            if new - *old != 0.0 {
+                dh.push((i, new - *old));
+            }
+            *old = new;
+        }
+        ctx.batch_inc_sparse(tw, f as u64, &dw)?;
+        ctx.batch_inc_sparse(th, f as u64, &dh)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub struct JobTraffic {
     pushed: Family<JobLabel, Counter>,
     pulled: Family<JobLabel, Counter>,
     wait: Family<JobLabel, FloatCounter>,
+    previewed: Family<JobLabel, Counter>,
     /// Per (job, epoch): the cumulative counts already added, and when.
     seen: Mutex<HashMap<(u64, u64), (Traffic, Instant)>>,
 }
@@ -82,6 +83,9 @@ impl JobTraffic {
         self.wait
             .get_or_create(&l)
             .inc_by((now.read_wait_s - before.read_wait_s).max(0.0));
+        self.previewed
+            .get_or_create(&l)
+            .inc_by(now.preview_bytes.saturating_sub(before.preview_bytes));
         *before = now;
         *at = Instant::now();
     }
@@ -97,6 +101,7 @@ impl JobTraffic {
             self.pushed.remove(&l);
             self.pulled.remove(&l);
             self.wait.remove(&l);
+            self.previewed.remove(&l);
         }
     }
 }
@@ -172,6 +177,12 @@ impl Metrics {
             "time the job's workers on this node waited on reads, including waits for the staleness bound",
             Unit::Seconds,
             t.wait.clone(),
+        );
+        r.register_with_unit(
+            "petuum_job_preview",
+            "bytes of early pushes (managed communication) the job's workers on this node sent",
+            Unit::Bytes,
+            t.previewed.clone(),
         );
         r.register(
             "petuum_runtime_stalls",

@@ -15,6 +15,13 @@
 //! MNIST) embedded and submitted to three local nodes, alternately, and
 //! prints wall time (submission to the end as the client sees it), the
 //! job's own run time and test accuracy of each.
+//! `petuum-jobs-bench managed [RUNS] [MBPS]` runs the logistic-regression
+//! (`examples/jobs/spam-logistic-regression.toml`) and matrix-factorization
+//! (`examples/jobs/movielens-mf-sgd.toml`) examples on three local nodes
+//! without and with `run.bandwidth_mbps = MBPS` (managed communication,
+//! default 100), alternately, and prints each run's objective over time:
+//! the time each took to reach the objective both runs of a pair reached,
+//! and the final objective and held-out metrics.
 //! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
 //! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
 //! `$'[raft]\ncoalesce_messages = true'`).
@@ -117,7 +124,138 @@ fn mnist(runs: usize) {
     }
 }
 
+/// First time (job seconds) at which a run's objective was at most `target`.
+fn time_to(curve: &[(f64, f64)], target: f64) -> f64 {
+    curve
+        .iter()
+        .find(|&&(_, o)| o <= target)
+        .map_or(f64::NAN, |&(t, _)| t)
+}
+
+/// Managed communication on LR and MF: without and with a budget.
+fn managed(runs: usize, mbps: f64) {
+    let examples = petuum_tests::manifest_dir()
+        .join("../examples/jobs")
+        .canonicalize()
+        .expect("examples/jobs");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let shards = std::env::var("PETUUM_BENCH_SHARDS").map_or(16, |s| s.parse().unwrap());
+    let http: Vec<u16> = (0..3).map(|_| petuum_tests::cluster::free_port()).collect();
+    let c = LocalCluster::start_with(3, shards, |id| {
+        format!(
+            "http_listen = \"127.0.0.1:{}\"\n{}",
+            http[id as usize - 1],
+            bench_config()
+        )
+    });
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep = format!("http://{}", c.nodes[0].addr);
+    // Bytes the job's workers sent (`what`: "preview" or "pushed"), summed
+    // over the nodes' /metrics.
+    let sent = |what: &str, job: u64| -> f64 {
+        let series = format!("petuum_job_{what}_bytes_total{{job_id=\"{job}\"}} ");
+        http.iter()
+            .filter_map(|p| petuum_tests::http_get(&format!("127.0.0.1:{p}"), "/metrics", None).ok())
+            .flat_map(|(_, _, body)| {
+                String::from_utf8_lossy(&body)
+                    .lines()
+                    .filter_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.trim().parse::<f64>().ok()))
+                    .collect::<Vec<_>>()
+            })
+            .sum()
+    };
+    println!(
+        "{:<18} {:<14} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9}  held-out",
+        "job", "budget", "job s", "obj @25%", "obj @50%", "obj @75%", "final obj", "s to fin", "preview MB", "pushed MB"
+    );
+    for file in ["spam-logistic-regression.toml", "movielens-mf-sgd.toml"] {
+        let text = std::fs::read_to_string(examples.join(file)).unwrap();
+        let with = text.replacen("[run]\n", &format!("[run]\nbandwidth_mbps = {mbps}\n"), 1);
+        assert_ne!(text, with, "{file} has a [run] table");
+        for _ in 0..runs {
+            let mut pair = Vec::new();
+            for (label, spec) in [("none", &text), ("managed", &with)] {
+                let (info, curve) = rt.block_on(async {
+                    let mut cl = connect_client(&ep).await;
+                    let job = cl
+                        .submit_text(spec, file, &examples)
+                        .await
+                        .unwrap()
+                        .id;
+                    let mut curve = Vec::new();
+                    let info = cl
+                        .watch(job, |i| {
+                            if i.has_progress && i.objective.is_finite() {
+                                curve.push((i.elapsed_s, i.objective));
+                            }
+                        })
+                        .await
+                        .unwrap();
+                    assert_eq!(info.state, "succeeded", "{}", info.error);
+                    (info, curve)
+                });
+                let mb = (sent("preview", info.id) / 1e6, sent("pushed", info.id) / 1e6);
+                pair.push((label, info, curve, mb));
+            }
+            let common = pair
+                .iter()
+                .map(|(_, i, _, _)| i.objective)
+                .fold(f64::NEG_INFINITY, f64::max);
+            // The objective at a quarter, half and three quarters of the
+            // unmanaged run's time, averaged over the reports within 5% of
+            // its time around each (a clock's objective is noisy).
+            let span = pair[0].1.seconds;
+            let at = |curve: &[(f64, f64)], frac: f64| -> f64 {
+                let (lo, hi) = ((frac - 0.05) * span, (frac + 0.05) * span);
+                let v: Vec<f64> = curve
+                    .iter()
+                    .filter(|(t, _)| (lo..=hi).contains(t))
+                    .map(|&(_, o)| o)
+                    .collect();
+                v.iter().sum::<f64>() / v.len() as f64
+            };
+            for (label, info, curve, mb) in &pair {
+                let budget = if *label == "none" {
+                    "none".to_string()
+                } else {
+                    format!("{mbps} Mbit/s")
+                };
+                let held_out = ["test_accuracy", "test_rmse"]
+                    .iter()
+                    .find_map(|k| info.metrics.get(*k).map(|v| format!("{k} {v:.4}")))
+                    .unwrap_or_default();
+                println!(
+                    "{:<18} {:<14} {:>7.2} {:>10.5} {:>10.5} {:>10.5} {:>10.5} {:>8.2} {:>10.2} {:>9.2}  {}",
+                    info.name,
+                    budget,
+                    info.seconds,
+                    at(curve, 0.25),
+                    at(curve, 0.5),
+                    at(curve, 0.75),
+                    info.objective,
+                    time_to(curve, common),
+                    mb.0,
+                    mb.1,
+                    held_out
+                );
+            }
+        }
+    }
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("managed") {
+        let runs = std::env::args().nth(2).map_or(2, |r| {
+            r.parse().expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
+        });
+        let mbps = std::env::args().nth(3).map_or(100.0, |r| {
+            r.parse().expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
+        });
+        return managed(runs, mbps);
+    }
     if std::env::args().nth(1).as_deref() == Some("mnist") {
         let runs = std::env::args().nth(2).map_or(2, |r| {
             r.parse().expect("usage: petuum-jobs-bench mnist [RUNS]")
