@@ -8,7 +8,7 @@
 use parking_lot::Mutex;
 use petuum_core::batch::RowUpdate;
 use petuum_core::row::AnyRow;
-use petuum_core::service::{Preview, RowSnapshot};
+use petuum_core::service::{FetchRequest, Preview, RowSnapshot};
 use petuum_core::types::{Clock, JobId, RowId, ShardId, TableId, WorkerId};
 use petuum_storage::{EpochCheck, ShardData};
 use std::collections::HashMap;
@@ -161,20 +161,19 @@ impl Previews {
         Ok(())
     }
 
-    /// Adds to `snap` (a read of `job`'s run `epoch` on `shard`, for a
-    /// reader on node `reader`) the previews of other nodes' workers whose
+    /// Adds to `snap` (the answer to `req`, a read of run `epoch` on
+    /// `shard`, for a reader on node `reader`) the previews of other nodes' workers whose
     /// clocks the copy lacks: `snap.worker_clocks` says which it has, so a
     /// clock is never counted twice, whenever its batch lands.
     pub fn overlay(
         &self,
         shard: ShardId,
-        job: JobId,
         epoch: u64,
         reader: u64,
-        table: TableId,
-        row: RowId,
+        req: &FetchRequest,
         snap: &mut RowSnapshot,
     ) {
+        let (job, table, row) = (req.job, req.table, req.row);
         let inner = self.inner.lock();
         let Some(workers) = inner.by_shard.get(&(shard, job)) else {
             return;
@@ -240,9 +239,20 @@ mod tests {
         }
     }
 
+    fn req() -> FetchRequest {
+        FetchRequest {
+            job: 1,
+            table: 1,
+            row: 7,
+            worker: 0,
+            min_clock: Some(0),
+            own_clock: 0,
+        }
+    }
+
     fn read(p: &Previews, reader: u64, clocks: &[Clock]) -> f32 {
         let mut s = snap(clocks);
-        p.overlay(0, 1, 5, reader, 1, 7, &mut s);
+        p.overlay(0, 5, reader, &req(), &mut s);
         match &*s.row {
             AnyRow::F32(Row::Dense(v)) => v[0],
             _ => unreachable!(),
@@ -273,7 +283,7 @@ mod tests {
         assert_eq!(read(&p, 9, &[3, 4]), 10.5);
         // Another run's reads do not see them.
         let mut s = snap(&[3, 4]);
-        p.overlay(0, 1, 6, 9, 1, 7, &mut s);
+        p.overlay(0, 6, 9, &req(), &mut s);
         assert_eq!(*s.row, AnyRow::F32(Row::Dense(vec![10.0, 10.0])));
         assert_eq!(p.bytes(), 8);
         p.forget(0, 1);

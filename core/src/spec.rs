@@ -552,6 +552,12 @@ mod tests {
         assert!(e.to_string().contains("run.staleness"), "{e}");
         let e = err("[run]\nconsistency = \"ssp\"\ndeterministic = true\n");
         assert!(e.to_string().contains("run.deterministic"), "{e}");
+        let e = err("[run]\nbandwidth_mbps = 0.0\n");
+        assert!(e.to_string().contains("run.bandwidth_mbps"), "{e}");
+        let e = err("[run]\nbandwidth_mbps = nan\n");
+        assert!(e.to_string().contains("run.bandwidth_mbps"), "{e}");
+        let e = err("[run]\nconsistency = \"bsp\"\ndeterministic = true\nbandwidth_mbps = 100\n");
+        assert!(e.to_string().contains("not with run.deterministic"), "{e}");
         let e = err("[run]\nworkerz = 3\n");
         assert!(e.to_string().contains("workerz"), "{e}");
         let e = err("[run]\nclocks = 0\n");

@@ -717,7 +717,11 @@ impl MfWorker {
         // With managed communication the clock's changes go to the op log
         // in parts as they are made (a budget's early pushes can only send
         // what is there); otherwise once, at the end.
-        let parts = if ctx.manages_communication() { MANAGED_PARTS } else { 1 };
+        let parts = if ctx.manages_communication() {
+            MANAGED_PARTS
+        } else {
+            1
+        };
         let part_len = todo.len().div_ceil(parts).max(1);
         for (j, (u, i, r)) in todo.into_iter().enumerate() {
             if j > 0 && j % part_len == 0 {

@@ -152,8 +152,7 @@ impl ClusterNode {
                     .await?;
                 if self.previews.holds_any() {
                     for (req, snap) in reqs.iter().zip(rows.iter_mut()) {
-                        self.previews
-                            .overlay(shard, req.job, epoch, from, req.table, req.row, snap);
+                        self.previews.overlay(shard, epoch, from, req, snap);
                     }
                 }
                 Ok(DataReply::Snapshots(rows))

@@ -158,18 +158,32 @@ fn managed(runs: usize, mbps: f64) {
     let sent = |what: &str, job: u64| -> f64 {
         let series = format!("petuum_job_{what}_bytes_total{{job_id=\"{job}\"}} ");
         http.iter()
-            .filter_map(|p| petuum_tests::http_get(&format!("127.0.0.1:{p}"), "/metrics", None).ok())
+            .filter_map(|p| {
+                petuum_tests::http_get(&format!("127.0.0.1:{p}"), "/metrics", None).ok()
+            })
             .flat_map(|(_, _, body)| {
                 String::from_utf8_lossy(&body)
                     .lines()
-                    .filter_map(|l| l.strip_prefix(series.as_str()).and_then(|v| v.trim().parse::<f64>().ok()))
+                    .filter_map(|l| {
+                        l.strip_prefix(series.as_str())
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                    })
                     .collect::<Vec<_>>()
             })
             .sum()
     };
     println!(
         "{:<18} {:<14} {:>7} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>9}  held-out",
-        "job", "budget", "job s", "obj @25%", "obj @50%", "obj @75%", "final obj", "s to fin", "preview MB", "pushed MB"
+        "job",
+        "budget",
+        "job s",
+        "obj @25%",
+        "obj @50%",
+        "obj @75%",
+        "final obj",
+        "s to fin",
+        "preview MB",
+        "pushed MB"
     );
     for file in ["spam-logistic-regression.toml", "movielens-mf-sgd.toml"] {
         let text = std::fs::read_to_string(examples.join(file)).unwrap();
@@ -180,11 +194,7 @@ fn managed(runs: usize, mbps: f64) {
             for (label, spec) in [("none", &text), ("managed", &with)] {
                 let (info, curve) = rt.block_on(async {
                     let mut cl = connect_client(&ep).await;
-                    let job = cl
-                        .submit_text(spec, file, &examples)
-                        .await
-                        .unwrap()
-                        .id;
+                    let job = cl.submit_text(spec, file, &examples).await.unwrap().id;
                     let mut curve = Vec::new();
                     let info = cl
                         .watch(job, |i| {
@@ -197,7 +207,10 @@ fn managed(runs: usize, mbps: f64) {
                     assert_eq!(info.state, "succeeded", "{}", info.error);
                     (info, curve)
                 });
-                let mb = (sent("preview", info.id) / 1e6, sent("pushed", info.id) / 1e6);
+                let mb = (
+                    sent("preview", info.id) / 1e6,
+                    sent("pushed", info.id) / 1e6,
+                );
                 pair.push((label, info, curve, mb));
             }
             let common = pair
@@ -249,10 +262,12 @@ fn managed(runs: usize, mbps: f64) {
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("managed") {
         let runs = std::env::args().nth(2).map_or(2, |r| {
-            r.parse().expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
+            r.parse()
+                .expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
         });
         let mbps = std::env::args().nth(3).map_or(100.0, |r| {
-            r.parse().expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
+            r.parse()
+                .expect("usage: petuum-jobs-bench managed [RUNS] [MBPS]")
         });
         return managed(runs, mbps);
     }
