@@ -262,19 +262,29 @@ impl LocalCluster {
         }
     }
 
-    /// The tail of every node's log (for failure messages).
+    /// The tail of every node's log, after the first panics anywhere in
+    /// it (a panic's message is often long gone from the tail).
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = &lines[lines.len().saturating_sub(15)..];
-            out.push_str(&format!(
-                "--- node {} ({}) ---\n{}\n",
-                n.id,
-                n.log.display(),
-                tail.join("\n")
-            ));
+            out.push_str(&format!("--- node {} ({}) ---\n", n.id, n.log.display()));
+            for (i, _) in lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains("panicked at"))
+                .take(3)
+            {
+                out.push_str(&format!(
+                    "[panic at line {}]\n{}\n",
+                    i + 1,
+                    lines[i..lines.len().min(i + 4)].join("\n")
+                ));
+            }
+            out.push_str(&tail.join("\n"));
+            out.push('\n');
         }
         out
     }

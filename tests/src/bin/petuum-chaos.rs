@@ -652,17 +652,7 @@ fn main() -> std::process::ExitCode {
         for f in &failures {
             println!("FAILED: {f}");
         }
-        println!(
-            "{}",
-            chaos
-                .cluster
-                .logs()
-                .lines()
-                .rev()
-                .take(60)
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
+        println!("{}", chaos.cluster.logs());
         std::process::ExitCode::FAILURE
     }
 }
