@@ -160,6 +160,13 @@ pub struct RunSpec {
     /// early pushes. Not with `deterministic`; no effect embedded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bandwidth_mbps: Option<f64>,
+    /// On a cluster, how many of the job's workers may share a node (as
+    /// Bosen's worker threads share a client process); the scheduler
+    /// fills a node up to it before the next. Unset: 1, one worker per
+    /// node while nodes last. Workers on one node send their clocks
+    /// together (node-level aggregation) and read the node's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers_per_node: Option<u32>,
 }
 
 impl Default for RunSpec {
@@ -174,6 +181,7 @@ impl Default for RunSpec {
             deterministic: false,
             shards: default_shards(),
             bandwidth_mbps: None,
+            workers_per_node: None,
         }
     }
 }
@@ -345,6 +353,14 @@ impl JobSpec {
                 "run.checkpoint_every",
                 format!("must be >= 0 (got {})", r.checkpoint_every),
             ));
+        }
+        if let Some(k) = r.workers_per_node {
+            if k == 0 || k > MAX_WORKERS {
+                return Err(SpecError::invalid(
+                    "run.workers_per_node",
+                    format!("must be between 1 and {MAX_WORKERS} (got {k})"),
+                ));
+            }
         }
         if let Some(b) = r.bandwidth_mbps {
             if !(b.is_finite() && (MIN_BANDWIDTH_MBPS..=MAX_BANDWIDTH_MBPS).contains(&b)) {
@@ -552,6 +568,8 @@ mod tests {
         assert!(e.to_string().contains("run.staleness"), "{e}");
         let e = err("[run]\nconsistency = \"ssp\"\ndeterministic = true\n");
         assert!(e.to_string().contains("run.deterministic"), "{e}");
+        let e = err("[run]\nworkers_per_node = 0\n");
+        assert!(e.to_string().contains("run.workers_per_node"), "{e}");
         let e = err("[run]\nbandwidth_mbps = 0.0\n");
         assert!(e.to_string().contains("run.bandwidth_mbps"), "{e}");
         let e = err("[run]\nbandwidth_mbps = nan\n");

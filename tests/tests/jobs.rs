@@ -675,3 +675,33 @@ fn delete_and_retention_remove_ended_jobs_everywhere() {
     }
     assert!(long_parts > 0, "no node has the checkpoints of job {long}");
 }
+
+/// `run.workers_per_node = 2` puts both workers of the job on one node
+/// (their clocks leave it together, kept apart in deterministic mode), and
+/// the model is still the embedded run's, byte for byte.
+#[test]
+fn packed_workers_share_a_node_and_write_the_same_model() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let packed_text = text.replacen("[run]\n", "[run]\nworkers_per_node = 2\n", 1);
+    assert_ne!(text, packed_text);
+    let packed = dir.path().join("packed.toml");
+    std::fs::write(&packed, packed_text).unwrap();
+    let c = LocalCluster::start(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let ep1 = endpoint(&c, 1);
+    let job = submit(&c, &ep1, &packed);
+    let s = wait_for(&c, &ep1, job, Duration::from_secs(60), "placement", |s| {
+        s["placement"].as_array().is_some_and(|p| p.len() == 2)
+    });
+    let placement: Vec<u64> = s["placement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(placement[0], placement[1], "{placement:?}");
+    finish_and_compare(&c, &ep1, job, &reference);
+}

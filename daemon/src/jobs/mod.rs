@@ -442,14 +442,28 @@ impl Jobs {
                     }
                 } else if lost.is_empty() && !candidates.is_empty() {
                     // Each worker on the least loaded node: round-robin
-                    // over the nodes for one job on an idle cluster.
+                    // over the nodes for one job on an idle cluster. With
+                    // `run.workers_per_node = k`, up to k of the job's
+                    // workers share a node (Bosen's worker threads of one
+                    // client process): a node that has some of them and
+                    // room for more first, then the least loaded.
+                    let per_node = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
+                        .ok()
+                        .and_then(|s| s.run.workers_per_node)
+                        .unwrap_or(1) as usize;
+                    let mut mine: HashMap<u64, usize> = HashMap::new();
                     let placement: Vec<u64> = (0..r.workers)
                         .map(|_| {
                             let n = *candidates
                                 .iter()
-                                .min_by_key(|&&n| (load.get(&n).copied().unwrap_or(0), n))
+                                .min_by_key(|&&n| {
+                                    let have = mine.get(&n).copied().unwrap_or(0);
+                                    let room = have > 0 && have < per_node;
+                                    (!room, load.get(&n).copied().unwrap_or(0), n)
+                                })
                                 .expect("not empty");
                             *load.entry(n).or_default() += 1;
+                            *mine.entry(n).or_default() += 1;
                             n
                         })
                         .collect();

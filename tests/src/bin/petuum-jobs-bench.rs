@@ -22,6 +22,8 @@
 //! default 100), alternately, and prints each run's objective over time:
 //! the time each took to reach the objective both runs of a pair reached,
 //! and the final objective and held-out metrics.
+//! `PETUUM_BENCH_RUN` sets lines of the MNIST cluster submission's `[run]`
+//! table (e.g. `workers_per_node = 1`, replacing the file's).
 //! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
 //! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
 //! `$'[raft]\ncoalesce_messages = true'`).
@@ -79,6 +81,9 @@ fn mnist(runs: usize) {
         .build()
         .unwrap();
     let shards = std::env::var("PETUUM_BENCH_SHARDS").map_or(16, |s| s.parse().unwrap());
+    // Lines added to the cluster submission's [run] table (e.g.
+    // "workers_per_node = 2"); the embedded run takes the file as it is.
+    let run_extra = std::env::var("PETUUM_BENCH_RUN").ok();
     let c = LocalCluster::start(3, shards, &bench_config());
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = format!("http://{}", c.nodes[0].addr);
@@ -108,7 +113,34 @@ fn mnist(runs: usize) {
         let t = Instant::now();
         let info = rt.block_on(async {
             let mut cl = connect_client(&ep).await;
-            let job = cl.submit(&spec).await.unwrap().id;
+            let job = match &run_extra {
+                None => cl.submit(&spec).await.unwrap().id,
+                Some(extra) => {
+                    // A key given replaces the file's line for it.
+                    let keys: Vec<&str> = extra
+                        .lines()
+                        .filter_map(|l| l.split('=').next())
+                        .map(str::trim)
+                        .collect();
+                    let text: String = std::fs::read_to_string(&spec)
+                        .unwrap()
+                        .lines()
+                        .filter(|l| {
+                            l.split('=')
+                                .next()
+                                .map(str::trim)
+                                .is_none_or(|k| !keys.contains(&k))
+                        })
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    let text = text.replacen("[run]\n", &format!("[run]\n{extra}\n"), 1);
+                    let dir = spec.parent().unwrap();
+                    cl.submit_text(&text, "mnist-softmax.toml", dir)
+                        .await
+                        .unwrap()
+                        .id
+                }
+            };
             poll(&mut cl, job, "success", |i| i.state == "succeeded").await
         });
         println!(
