@@ -22,8 +22,9 @@
 //! default 100), alternately, and prints each run's objective over time:
 //! the time each took to reach the objective both runs of a pair reached,
 //! and the final objective and held-out metrics.
-//! `PETUUM_BENCH_RUN` sets lines of the MNIST cluster submission's `[run]`
-//! table (e.g. `workers_per_node = 1`, replacing the file's).
+//! `PETUUM_BENCH_RUN` sets lines of the jobs' `[run]` tables (e.g.
+//! `workers_per_node = 1`, replacing the file's; for MNIST, of the
+//! cluster submission only).
 //! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
 //! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
 //! `$'[raft]\ncoalesce_messages = true'`).
@@ -39,10 +40,37 @@ fn bench_config() -> String {
     std::env::var("PETUUM_BENCH_CONFIG").unwrap_or_default()
 }
 
+/// `text` with `extra`'s lines (`key = value`) in its `[run]` table,
+/// replacing the lines for the same keys.
+fn with_run_lines(text: &str, extra: &str) -> String {
+    let keys: Vec<&str> = extra
+        .lines()
+        .filter_map(|l| l.split('=').next())
+        .map(str::trim)
+        .collect();
+    let text: String = text
+        .lines()
+        .filter(|l| {
+            l.split('=')
+                .next()
+                .map(str::trim)
+                .is_none_or(|k| !keys.contains(&k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    text.replacen("[run]\n", &format!("[run]\n{extra}\n"), 1)
+}
+
+/// The logistic-regression job's spec (`PETUUM_BENCH_RUN` lines in its
+/// `[run]` table, for both the embedded and the cluster runs).
 fn spec(dir: &Path, name: &str, clocks: u64, every: u64) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let model = dir.join(format!("{name}.safetensors"));
-    std::fs::write(&path, spam_lr_job(name, clocks, every, &model)).unwrap();
+    let mut text = spam_lr_job(name, clocks, every, &model);
+    if let Ok(extra) = std::env::var("PETUUM_BENCH_RUN") {
+        text = with_run_lines(&text, &extra);
+    }
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -116,24 +144,7 @@ fn mnist(runs: usize) {
             let job = match &run_extra {
                 None => cl.submit(&spec).await.unwrap().id,
                 Some(extra) => {
-                    // A key given replaces the file's line for it.
-                    let keys: Vec<&str> = extra
-                        .lines()
-                        .filter_map(|l| l.split('=').next())
-                        .map(str::trim)
-                        .collect();
-                    let text: String = std::fs::read_to_string(&spec)
-                        .unwrap()
-                        .lines()
-                        .filter(|l| {
-                            l.split('=')
-                                .next()
-                                .map(str::trim)
-                                .is_none_or(|k| !keys.contains(&k))
-                        })
-                        .map(|l| format!("{l}\n"))
-                        .collect();
-                    let text = text.replacen("[run]\n", &format!("[run]\n{extra}\n"), 1);
+                    let text = with_run_lines(&std::fs::read_to_string(&spec).unwrap(), extra);
                     let dir = spec.parent().unwrap();
                     cl.submit_text(&text, "mnist-softmax.toml", dir)
                         .await
