@@ -40,6 +40,9 @@ struct Held {
 struct Inner {
     by_shard: HashMap<(ShardId, JobId), HashMap<WorkerId, Held>>,
     bytes: usize,
+    /// When previews past [`PREVIEW_TTL`] were last dropped (at most once
+    /// a second, not on every preview).
+    swept: Option<std::time::Instant>,
 }
 
 /// A node's previews, by shard, job and worker.
@@ -96,18 +99,25 @@ impl Previews {
         applied: &[Clock],
     ) -> Result<(), String> {
         let mut inner = self.inner.lock();
-        let Inner { by_shard, bytes } = &mut *inner;
+        let Inner {
+            by_shard,
+            bytes,
+            swept,
+        } = &mut *inner;
         let now = std::time::Instant::now();
-        by_shard.retain(|_, workers| {
-            workers.retain(|_, h| {
-                let keep = now.duration_since(h.at) < PREVIEW_TTL;
-                if !keep {
-                    *bytes -= h.bytes;
-                }
-                keep
+        if swept.is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(1)) {
+            *swept = Some(now);
+            by_shard.retain(|_, workers| {
+                workers.retain(|_, h| {
+                    let keep = now.duration_since(h.at) < PREVIEW_TTL;
+                    if !keep {
+                        *bytes -= h.bytes;
+                    }
+                    keep
+                });
+                !workers.is_empty()
             });
-            !workers.is_empty()
-        });
+        }
         let workers = by_shard.entry((shard, p.job)).or_default();
         // Drop what the replica has applied since (its clock's batch
         // carries it now).

@@ -92,8 +92,9 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         let a = b.available();
         assert!((15_000.0..=50_000.0).contains(&a), "refilled {a}");
-        // A clock push goes into debt; early sends wait until it is paid.
-        b.charge(200_000);
+        // A clock push goes into debt (ten seconds of it: no pause of
+        // this thread can repay it); early sends wait until it is paid.
+        b.charge(10_000_000);
         assert_eq!(b.available(), 0.0);
         assert_eq!(b.take(1), 0);
     }

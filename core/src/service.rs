@@ -51,6 +51,20 @@ pub struct Preview {
     pub rows: Vec<crate::batch::RowUpdate>,
 }
 
+/// Bytes a preview's row costs on the wire besides its values (the
+/// budget's accounting).
+pub const PREVIEW_ROW_OVERHEAD: usize = 24;
+
+impl Preview {
+    /// Bytes this preview costs on the wire, for the budget.
+    pub fn wire_bytes(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|u| u.delta.value_bytes() + PREVIEW_ROW_OVERHEAD)
+            .sum()
+    }
+}
+
 /// Receives rows that shards push when a min clock advances (ESSP).
 pub trait PushSink: Send + Sync {
     /// The rows of `shard` this sink wants pushed for `job`.

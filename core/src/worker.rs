@@ -20,7 +20,7 @@ use crate::consistency::Consistency;
 use crate::error::TableError;
 use crate::outbox::{Ack, Outbox};
 use crate::row::{AnyRow, Row};
-use crate::service::{FetchRequest, Preview, PushSink, ShardService};
+use crate::service::{FetchRequest, Preview, PushSink, ShardService, PREVIEW_ROW_OVERHEAD};
 use crate::types::{
     shard_of, Clock, Elem, JobId, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId,
 };
@@ -260,8 +260,6 @@ impl Pipeline {
 /// due, and the least time between two of its early pushes.
 const PREVIEW_CHECK_EVERY: u32 = 16;
 const PREVIEW_GAP: Duration = Duration::from_millis(2);
-/// Bytes a row costs on the wire besides its values.
-const ROW_OVERHEAD: usize = 24;
 
 /// Managed communication (SSPAggr, Wei et al., SoCC 2015): between clocks,
 /// the rows whose increment so far is largest relative to their value
@@ -603,7 +601,7 @@ impl WorkerCtx {
         }
         m.last = Instant::now();
         let allowance = m.budget.available() / m.fanout;
-        if allowance < ROW_OVERHEAD as f64 {
+        if allowance < PREVIEW_ROW_OVERHEAD as f64 {
             return;
         }
         let cache = &self.node.cache;
@@ -618,7 +616,7 @@ impl WorkerCtx {
                 .lookup(shard, *key)
                 .map_or(0.0, |e| e.snap.row.norm2());
             let priority = (unsent / value.max(f64::MIN_POSITIVE)).sqrt();
-            candidates.push((priority, *key, delta.value_bytes() + ROW_OVERHEAD));
+            candidates.push((priority, *key, delta.value_bytes() + PREVIEW_ROW_OVERHEAD));
         }
         if candidates.is_empty() {
             return;

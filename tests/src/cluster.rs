@@ -408,6 +408,16 @@ pub fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
     crate::run("petuum-client", &all, cwd)
 }
 
+/// A JSON array of ids (a job's `placement`, a group's voters); panics on
+/// anything else.
+pub fn u64s(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap_or_else(|| panic!("not an id: {x}")))
+        .collect()
+}
+
 pub fn status(ep: &str, job: u64, cwd: &Path) -> Option<Value> {
     let out = client(ep, &["status", &job.to_string(), "--json"], cwd);
     serde_json::from_slice(&out.stdout).ok()

@@ -6,7 +6,7 @@
 //! server. The scenarios run one at a time (each starts its own cluster;
 //! the failure detector's timings assume the machine is not oversubscribed).
 
-use petuum_tests::cluster::{client, signal, submit, wait_for, LocalCluster};
+use petuum_tests::cluster::{client, signal, submit, u64s, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded, spam_lr_job};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -71,12 +71,7 @@ fn killed_hosts_job_recovers_bit_identical() {
     let host = s["host"].as_u64().unwrap();
     let at_kill = s["clock"].as_u64().unwrap();
     // The scheduler spreads the two workers over two nodes.
-    let placement: Vec<u64> = s["placement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let placement = u64s(&s["placement"]);
     assert!(
         placement.len() == 2 && placement[0] != placement[1],
         "{placement:?}"
@@ -696,12 +691,7 @@ fn packed_workers_share_a_node_and_write_the_same_model() {
     let s = wait_for(&c, &ep1, job, Duration::from_secs(60), "placement", |s| {
         s["placement"].as_array().is_some_and(|p| p.len() == 2)
     });
-    let placement: Vec<u64> = s["placement"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let placement = u64s(&s["placement"]);
     assert_eq!(placement[0], placement[1], "{placement:?}");
     finish_and_compare(&c, &ep1, job, &reference);
 }

@@ -723,46 +723,45 @@ impl MfWorker {
             1
         };
         let part_len = todo.len().div_ceil(parts).max(1);
-        for (j, (u, i, r)) in todo.into_iter().enumerate() {
-            if j > 0 && j % part_len == 0 {
-                push_changes(
-                    ctx,
-                    (tw, th),
-                    (&mut self.w, &mut self.h),
-                    (&wr, &hr),
-                    (&touched_u, &touched_i),
-                    (m, n, k),
-                )?;
+        // At least one (empty) part: the touched rows' changes are taken
+        // whatever the clock sampled.
+        let chunks: Vec<&[(u32, u32, f64)]> = if todo.is_empty() {
+            vec![&[]]
+        } else {
+            todo.chunks(part_len).collect()
+        };
+        for chunk in chunks {
+            for &(u, i, r) in chunk {
+                let (u, i) = (u as usize, i as usize);
+                let (p, q) = (&mut wr[u * k..(u + 1) * k], &mut hr[i * k..(i + 1) * k]);
+                let mut e = r;
+                for f in 0..k {
+                    e -= p[f] * q[f];
+                }
+                let (mut sp, mut sq) = (0.0, 0.0);
+                for f in 0..k {
+                    gp[f] = (-e * q[f] + lambda * p[f]) * free_w[f];
+                    gq[f] = (-e * p[f] + lambda * q[f]) * free_h[f];
+                    sp += gp[f] * gp[f];
+                    sq += gq[f] * gq[f];
+                }
+                self.gw[u] += sp / free;
+                self.gh[i] += sq / free;
+                let (ap, aq) = (eta / self.gw[u].sqrt(), eta / self.gh[i].sqrt());
+                for f in 0..k {
+                    p[f] -= ap * gp[f];
+                    q[f] -= aq * gq[f];
+                }
             }
-            let (u, i) = (u as usize, i as usize);
-            let (p, q) = (&mut wr[u * k..(u + 1) * k], &mut hr[i * k..(i + 1) * k]);
-            let mut e = r;
-            for f in 0..k {
-                e -= p[f] * q[f];
-            }
-            let (mut sp, mut sq) = (0.0, 0.0);
-            for f in 0..k {
-                gp[f] = (-e * q[f] + lambda * p[f]) * free_w[f];
-                gq[f] = (-e * p[f] + lambda * q[f]) * free_h[f];
-                sp += gp[f] * gp[f];
-                sq += gq[f] * gq[f];
-            }
-            self.gw[u] += sp / free;
-            self.gh[i] += sq / free;
-            let (ap, aq) = (eta / self.gw[u].sqrt(), eta / self.gh[i].sqrt());
-            for f in 0..k {
-                p[f] -= ap * gp[f];
-                q[f] -= aq * gq[f];
-            }
+            push_changes(
+                ctx,
+                (tw, th),
+                (&mut self.w, &mut self.h),
+                (&wr, &hr),
+                (&touched_u, &touched_i),
+                (m, n, k),
+            )?;
         }
-        push_changes(
-            ctx,
-            (tw, th),
-            (&mut self.w, &mut self.h),
-            (&wr, &hr),
-            (&touched_u, &touched_i),
-            (m, n, k),
-        )?;
         let (mut sse, mut count) = (0.0, 0);
         for &u in &self.users {
             let p = &wr[u as usize * k..(u as usize + 1) * k];

@@ -501,7 +501,7 @@ impl ShardService for ClusterShards {
             BTreeMap::new();
         let mut sent = 0;
         for (shard, p) in previews {
-            let bytes: usize = p.rows.iter().map(|u| u.delta.value_bytes() + 24).sum();
+            let bytes = p.wire_bytes();
             for node in placement.replicas_of(shard) {
                 if node != self.local {
                     sent += bytes;
