@@ -163,6 +163,17 @@ pub struct JobRecord {
 }
 
 impl JobRecord {
+    /// The shards that hold the job's tables on a cluster of `total`
+    /// shards: `run.shards` of its spec ([`JobShards::of_job`]); every
+    /// shard when the spec cannot be read (it was validated when
+    /// submitted, so only a record from another version).
+    pub fn span(&self, total: u32) -> petuum_core::types::JobShards {
+        match serde_json::from_str::<petuum_core::spec::JobSpec>(&self.spec) {
+            Ok(spec) => petuum_core::types::JobShards::of_job(self.id, spec.run.shards, total),
+            Err(_) => petuum_core::types::JobShards::all(total),
+        }
+    }
+
     fn event(&mut self, at_ms: u64, text: impl Into<String>) {
         self.events.push(JobEvent {
             at_ms,

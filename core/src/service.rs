@@ -6,7 +6,7 @@
 use crate::batch::UpdateBatch;
 use crate::error::TableError;
 use crate::row::AnyRow;
-use crate::types::{Clock, JobId, RowId, ShardId, TableId, TableSpec, WorkerId};
+use crate::types::{Clock, JobId, JobShards, RowId, ShardId, TableId, TableSpec, WorkerId};
 use std::sync::Arc;
 
 /// A read request from a worker.
@@ -77,6 +77,12 @@ pub trait PushSink: Send + Sync {
 pub trait ShardService: Send + Sync {
     /// Number of shards in the cluster's shard space.
     fn num_shards(&self) -> u32;
+
+    /// The shards that hold `job`'s tables and take its clocks (every
+    /// shard unless the backend was told otherwise).
+    fn job_shards(&self, _job: JobId) -> JobShards {
+        JobShards::all(self.num_shards())
+    }
 
     /// Defines a table on every shard.
     fn create_table(&self, spec: &TableSpec) -> Result<(), TableError>;

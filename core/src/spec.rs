@@ -149,7 +149,12 @@ pub struct RunSpec {
     /// the same spec gives the same model bit for bit, even across resumes.
     #[serde(default)]
     pub deterministic: bool,
-    /// Shards per table in the embedded cluster.
+    /// How many shards hold the job's tables: the in-process shards of an
+    /// embedded run; on a cluster, that many of the cluster's shards (all
+    /// of them if it has fewer). Each clock of each worker is one entry on
+    /// every shard of the job (each shard keeps every worker's clock), so
+    /// a small model clocks fastest on few shards; many shards spread a
+    /// large model's updates over more Raft groups and leaders.
     #[serde(default = "default_shards")]
     pub shards: u32,
     /// Managed communication: a budget, in megabits per second, for what

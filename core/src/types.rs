@@ -133,6 +133,91 @@ pub fn shard_of(table: TableId, row: RowId, num_shards: u32) -> ShardId {
     (z % num_shards as u64) as ShardId
 }
 
+/// The shards that hold a job's tables: `len` consecutive shards of the
+/// cluster's `total`, from `base` (wrapping). Every clock of the job is an
+/// entry on each of them (each keeps every worker's clock), so a small
+/// model on few shards clocks at the cost of few Raft entries; by default
+/// a job spans every shard. A row's shard is fixed by the span, which is
+/// fixed for the job's life (its spec and the cluster's shard count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobShards {
+    base: ShardId,
+    len: u32,
+    total: u32,
+}
+
+impl JobShards {
+    /// Every shard: rows placed by [`shard_of`] over the whole space.
+    pub fn all(total: u32) -> Self {
+        assert!(total > 0, "at least one shard");
+        JobShards {
+            base: 0,
+            len: total,
+            total,
+        }
+    }
+
+    /// `len` shards (at most `total`, at least 1) of job `job`: they begin
+    /// at the job's own shard (`job % total`, where its model is kept), so
+    /// jobs with few shards spread over the space.
+    pub fn of_job(job: JobId, len: u32, total: u32) -> Self {
+        assert!(total > 0, "at least one shard");
+        let len = len.clamp(1, total);
+        if len == total {
+            return Self::all(total);
+        }
+        JobShards {
+            base: (job % total as u64) as ShardId,
+            len,
+            total,
+        }
+    }
+
+    /// Number of shards in the span.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// Never empty (kept for the `len`/`is_empty` pair).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether the span is the whole shard space.
+    pub fn is_all(&self) -> bool {
+        self.len == self.total
+    }
+
+    /// The `i`-th shard of the span (`i` modulo its length).
+    pub fn nth(&self, i: u64) -> ShardId {
+        if self.is_all() {
+            return (i % self.total as u64) as ShardId;
+        }
+        ((self.base as u64 + i % self.len as u64) % self.total as u64) as ShardId
+    }
+
+    /// The position in the span (`0..len`) of a row's shard:
+    /// `nth(slot(..)) == shard_of(..)`.
+    pub fn slot(&self, table: TableId, row: RowId) -> u32 {
+        shard_of(table, row, self.len)
+    }
+
+    /// The shard of a row of one of the job's tables.
+    pub fn shard_of(&self, table: TableId, row: RowId) -> ShardId {
+        self.nth(self.slot(table, row) as u64)
+    }
+
+    /// Whether `shard` is one of the span's.
+    pub fn contains(&self, shard: ShardId) -> bool {
+        shard < self.total && (shard + self.total - self.base) % self.total < self.len
+    }
+
+    /// The span's shards, in order from its first.
+    pub fn iter(&self) -> impl Iterator<Item = ShardId> + '_ {
+        (0..self.len as u64).map(move |i| self.nth(i))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +237,35 @@ mod tests {
         for c in counts {
             assert!((800..1200).contains(&c), "unbalanced shards: {counts:?}");
         }
+    }
+
+    #[test]
+    fn a_job_span_places_rows_on_its_shards_only() {
+        // The whole space places rows exactly as `shard_of` does.
+        let all = JobShards::all(16);
+        assert!(all.is_all());
+        assert_eq!(all.shard_of(1, 0), shard_of(1, 0, 16));
+        assert_eq!(all.iter().collect::<Vec<_>>(), (0..16).collect::<Vec<_>>());
+        assert_eq!(JobShards::of_job(5, 99, 16), all);
+        // Three shards of job 14 of 16: 14, 15, 0 (wrapping).
+        let s = JobShards::of_job(14, 3, 16);
+        assert_eq!(s.iter().collect::<Vec<_>>(), vec![14, 15, 0]);
+        assert_eq!(s.nth(0), 14);
+        assert_eq!(s.nth(4), 15);
+        for sh in 0..16 {
+            assert_eq!(s.contains(sh), [14, 15, 0].contains(&sh), "shard {sh}");
+        }
+        let mut counts = [0u32; 16];
+        for r in 0..3000 {
+            counts[s.shard_of(3, r) as usize] += 1;
+        }
+        for sh in 0..16 {
+            if s.contains(sh) {
+                assert!((800..1200).contains(&counts[sh as usize]), "{counts:?}");
+            } else {
+                assert_eq!(counts[sh as usize], 0, "{counts:?}");
+            }
+        }
+        assert_eq!(JobShards::of_job(7, 0, 4).len(), 1);
     }
 }

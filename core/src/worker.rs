@@ -22,7 +22,7 @@ use crate::outbox::{Ack, Outbox};
 use crate::row::{AnyRow, Row};
 use crate::service::{FetchRequest, Preview, PushSink, ShardService, PREVIEW_ROW_OVERHEAD};
 use crate::types::{
-    shard_of, Clock, Elem, JobId, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId,
+    Clock, Elem, JobId, JobShards, RowId, RowKind, ShardId, TableId, TableSpec, WorkerId,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, VecDeque};
@@ -306,7 +306,8 @@ pub struct WorkerCtx {
     oplog: OpLog,
     /// Flushed clocks kept for the own-write overlay, oldest first.
     history: VecDeque<Flushed>,
-    num_shards: u32,
+    /// The shards holding the job's tables (each gets every clock).
+    span: JobShards,
     stats: WorkerStats,
     /// Pipelined clocks (cluster backends), started at the first clock.
     pipeline: Option<Pipeline>,
@@ -328,7 +329,7 @@ impl WorkerCtx {
         tables: &[TableSpec],
         clock: Clock,
     ) -> Self {
-        let num_shards = node.service.num_shards();
+        let span = node.service.job_shards(job);
         let pipeline = node
             .service
             .pipelines()
@@ -355,7 +356,7 @@ impl WorkerCtx {
             names: tables.iter().map(|t| (t.name.clone(), t.id)).collect(),
             oplog: OpLog::default(),
             history: VecDeque::new(),
-            num_shards,
+            span,
             stats: WorkerStats::default(),
             pipeline,
             commits: Vec::new(),
@@ -611,7 +612,7 @@ impl WorkerCtx {
             if unsent == 0.0 || !unsent.is_finite() {
                 continue;
             }
-            let shard = shard_of(key.0, key.1, self.num_shards);
+            let shard = self.span.shard_of(key.0, key.1);
             let value = cache
                 .lookup(shard, *key)
                 .map_or(0.0, |e| e.snap.row.norm2());
@@ -632,7 +633,7 @@ impl WorkerCtx {
             let delta = self.oplog[&key].clone();
             m.sent.insert(key, delta.clone());
             per_shard
-                .entry(shard_of(key.0, key.1, self.num_shards))
+                .entry(self.span.shard_of(key.0, key.1))
                 .or_default()
                 .push(RowUpdate {
                     table: key.0,
@@ -699,7 +700,9 @@ impl WorkerCtx {
     /// clocks are unacknowledged (pipelined clocks, in order per worker).
     pub fn clock(&mut self) -> Result<(), TableError> {
         let log = std::mem::take(&mut self.oplog);
-        let mut batches: Vec<UpdateBatch> = (0..self.num_shards)
+        let mut batches: Vec<UpdateBatch> = self
+            .span
+            .iter()
             .map(|shard| UpdateBatch {
                 job: self.job,
                 worker: self.worker,
@@ -711,9 +714,9 @@ impl WorkerCtx {
         let mut index = FxHashMap::default();
         index.reserve(log.len());
         for ((table, row), delta) in log {
-            let shard = shard_of(table, row, self.num_shards);
-            let updates = &mut batches[shard as usize].updates;
-            index.insert((table, row), (shard, updates.len() as u32));
+            let slot = self.span.slot(table, row);
+            let updates = &mut batches[slot as usize].updates;
+            index.insert((table, row), (slot, updates.len() as u32));
             updates.push(RowUpdate { table, row, delta });
         }
         self.stats.batches += batches.len() as u64;
@@ -810,7 +813,7 @@ impl WorkerCtx {
             if !seen.insert(row) {
                 continue;
             }
-            let shard = shard_of(t.id, row, self.num_shards);
+            let shard = self.span.shard_of(t.id, row);
             if let Some(e) = cache.lookup(shard, (t.id, row)) {
                 if self.usable(&e) {
                     continue;
@@ -857,7 +860,7 @@ impl WorkerCtx {
             return Err(TableError::NoSuchTable(table));
         }
         self.stats.reads += 1;
-        let shard = shard_of(table, row, self.num_shards);
+        let shard = self.span.shard_of(table, row);
         let cache = &self.node.cache;
         if let Some(e) = cache.lookup(shard, (table, row)) {
             if self.usable(&e) {

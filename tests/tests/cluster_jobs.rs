@@ -4,7 +4,7 @@
 //! to the embedded run's.
 
 use petuum_core::inproc::InProcShards;
-use petuum_core::runner::{run_job, NoProgress, RunConfig};
+use petuum_core::runner::{run_job, table_specs, NoProgress, RunConfig};
 use petuum_core::spec::JobSpec;
 use petuum_core::worker::Node;
 use petuum_tests::cluster::LocalCluster;
@@ -153,9 +153,9 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
         ),
     ];
     let c = LocalCluster::start(3, 16, "");
-    let client = c.connect();
+    let client = Arc::new(c.connect());
     c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
-    let cluster = Node::new(Arc::new(client), Node::DEFAULT_CACHE_ROWS);
+    let cluster = Node::new(client.clone(), Node::DEFAULT_CACHE_ROWS);
     let stop = AtomicBool::new(false);
     for (i, (algorithm, body, clocks)) in jobs.into_iter().enumerate() {
         let dir = tempfile::tempdir().unwrap();
@@ -165,7 +165,7 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
         std::fs::write(
             &path,
             format!(
-                "name = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = 5\nshards = 16\nclocks = {clocks}\n[model]\npath = \"{}\"\n{body}\n",
+                "name = \"{algorithm}\"\nalgorithm = \"{algorithm}\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = 5\nshards = 5\nclocks = {clocks}\n[model]\npath = \"{}\"\n{body}\n",
                 model_a.display()
             ),
         )
@@ -181,7 +181,15 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
             seed: spec.run.seed,
             deterministic: spec.run.deterministic,
         };
-        let embedded = Node::new(Arc::new(InProcShards::new(16)), Node::DEFAULT_CACHE_ROWS);
+        // On the cluster, the job's tables live on 5 of the 16 shards (its
+        // span, from shard `job mod 16`, wrapping for job 13 onwards);
+        // embedded, on 5 in-process shards: the bytes must not depend on it.
+        let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
+        client.set_job_shards(cfg.job, spec.run.shards, tables.iter().map(|t| t.id));
+        let embedded = Node::new(
+            Arc::new(InProcShards::new(spec.run.shards)),
+            Node::DEFAULT_CACHE_ROWS,
+        );
         let a = run_job(&embedded, algo.as_ref(), &cfg, &model_a, &NoProgress, &stop).unwrap();
         let b = run_job(&cluster, algo.as_ref(), &cfg, &model_b, &NoProgress, &stop)
             .unwrap_or_else(|e| panic!("{algorithm} on the cluster: {e}\n{}", c.logs()));

@@ -427,6 +427,11 @@ impl ClusterNode {
         };
         let mut copied = 0usize;
         for (job, list) in index {
+            // Worker states went through the shards of the job's span.
+            let span = match self.meta_job(job).await {
+                Ok(Some(r)) => r.span(n),
+                _ => petuum_core::types::JobShards::all(n),
+            };
             let have: std::collections::BTreeMap<u64, petuum_storage::CheckpointInfo> = store
                 .list(job)
                 .map_err(unavailable)?
@@ -453,12 +458,13 @@ impl ClusterNode {
                     }
                 }
                 for &w in &c.workers {
-                    // Worker states go through group `worker mod n`; a
-                    // finished model (clock u64::MAX) through `job mod n`.
+                    // Worker states go through the `worker`-th shard of
+                    // the job's span; a finished model (clock u64::MAX)
+                    // through `job mod n`, the span's first.
                     let via = if c.clock == u64::MAX {
                         (job % n as u64) as ShardId
                     } else {
-                        w % n
+                        span.nth(w as u64)
                     };
                     if via != shard || had.is_some_and(|h| h.workers.contains(&w)) {
                         continue;

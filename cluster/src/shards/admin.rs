@@ -15,8 +15,9 @@ impl ClusterShards {
     /// that has it and shipped through the group's log, so replicas that
     /// never wrote it (caught up from a snapshot) restore it too.
     pub fn restore_checkpoint(&self, job: JobId, clock: Clock) -> Result<(), TableError> {
-        let mut parts = Vec::with_capacity(self.placement().shards() as usize);
-        for shard in 0..self.placement().shards() {
+        let span = self.span(job);
+        let mut parts = Vec::with_capacity(span.len() as usize);
+        for shard in span.iter() {
             let image = self
                 .ask_replicas(shard, &DataRequest::ShardImage { shard, job, clock })?
                 .ok_or_else(|| {
@@ -84,13 +85,16 @@ impl ClusterShards {
         self.follow_job(job);
         self.commands(
             Some(job),
-            self.all_shards(ShardRequest::RegisterJob {
+            self.job_shards_req(
                 job,
-                epoch: self.epoch(job),
-                workers,
-                deterministic,
-                checkpoint_every,
-            }),
+                ShardRequest::RegisterJob {
+                    job,
+                    epoch: self.epoch(job),
+                    workers,
+                    deterministic,
+                    checkpoint_every,
+                },
+            ),
         )
     }
 
@@ -103,17 +107,20 @@ impl ClusterShards {
         self.jobs.lock().insert(job);
     }
 
-    /// Drops `job`'s tables, rows and clocks on every shard under this
+    /// Drops `job`'s tables, rows and clocks on the shards of its span under this
     /// connection's run of it (which begins that run there, see
     /// [`ShardRequest::DropJob`]).
     pub fn drop_job_checked(&self, job: JobId) -> Result<(), TableError> {
         self.jobs.lock().remove(&job);
         self.commands(
             Some(job),
-            self.all_shards(ShardRequest::DropJob {
+            self.job_shards_req(
                 job,
-                epoch: self.epoch(job),
-            }),
+                ShardRequest::DropJob {
+                    job,
+                    epoch: self.epoch(job),
+                },
+            ),
         )
     }
 

@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::row::AnyRow;
 use petuum_core::service::{FetchRequest, PushSink, RowSnapshot, ShardService};
-use petuum_core::types::{shard_of, Clock, JobId, RowId, ShardId, TableId, TableSpec};
+use petuum_core::types::{Clock, JobId, JobShards, RowId, ShardId, TableId, TableSpec};
 use petuum_core::TableError;
 use petuum_proto::v1::StatusReply;
 use petuum_storage::{ShardRequest, ShardResponse};
@@ -93,10 +93,21 @@ pub struct ClusterShards {
     /// The job of each table created through this connection (a load
     /// names its table only).
     table_jobs: Mutex<HashMap<TableId, JobId>>,
+    /// How many shards hold each job's tables, for jobs set with
+    /// [`set_job_shards`](Self::set_job_shards) (others span every shard).
+    spans: Arc<Mutex<HashMap<JobId, u32>>>,
     /// The node this connection's workers run on, when they run inside
     /// it: its requests go to its handlers in process (on the node's own
     /// runtime), not through loopback gRPC.
     in_process: Option<(Arc<crate::node::ClusterNode>, tokio::runtime::Handle)>,
+}
+
+/// A job's span from the lengths set on a connection.
+fn span_of(spans: &Mutex<HashMap<JobId, u32>>, job: JobId, total: u32) -> JobShards {
+    match spans.lock().get(&job) {
+        Some(&len) => JobShards::of_job(job, len, total),
+        None => JobShards::all(total),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> TableError {
@@ -163,6 +174,7 @@ impl ClusterShards {
             local,
             epochs: Arc::new(Mutex::new(HashMap::new())),
             table_jobs: Mutex::new(HashMap::new()),
+            spans: Arc::new(Mutex::new(HashMap::new())),
             in_process: None,
         })
     }
@@ -187,6 +199,34 @@ impl ClusterShards {
     /// run `epoch`: the shards refuse them once a newer run has begun.
     pub fn set_epoch(&self, job: JobId, epoch: u64) {
         self.epochs.lock().insert(job, epoch);
+    }
+
+    /// Places `job`'s tables (`tables`, its table ids) on `len` of the
+    /// cluster's shards ([`JobShards::of_job`]; every shard when `len` is
+    /// at least their number): its rows, clocks, registration, checkpoints
+    /// and reads go to those shards only. Every connection that serves the
+    /// job (coordinator, hosts, tools) must set the same span before use.
+    pub fn set_job_shards(&self, job: JobId, len: u32, tables: impl IntoIterator<Item = TableId>) {
+        self.spans.lock().insert(job, len.max(1));
+        let mut t = self.table_jobs.lock();
+        for id in tables {
+            t.insert(id, job);
+        }
+    }
+
+    /// The shards holding `job`'s tables through this connection.
+    pub fn span(&self, job: JobId) -> JobShards {
+        span_of(&self.spans, job, self.placement().shards())
+    }
+
+    /// The span of the job of `table`, when this connection knows it
+    /// (every shard otherwise: tools and tests that create tables without
+    /// a job's span).
+    fn table_span(&self, table: TableId) -> JobShards {
+        match self.table_jobs.lock().get(&table) {
+            Some(&job) => self.span(job),
+            None => JobShards::all(self.placement().shards()),
+        }
     }
 
     /// The run this connection's commands of `job` name.
@@ -268,7 +308,7 @@ impl ClusterShards {
         row: RowId,
         job: Option<JobId>,
     ) -> Result<(Option<AnyRow>, u64, Vec<Clock>), TableError> {
-        let shard = shard_of(table, row, self.placement().shards());
+        let shard = self.table_span(table).shard_of(table, row);
         match self.call(
             node,
             &DataRequest::ReadLocal {
@@ -400,12 +440,16 @@ impl ShardService for ClusterShards {
         self.placement().shards()
     }
 
+    fn job_shards(&self, job: JobId) -> JobShards {
+        self.span(job)
+    }
+
     fn create_table(&self, spec: &TableSpec) -> Result<(), TableError> {
         self.meta(MetaCommand::DefineTable(spec.clone()))?;
         self.table_jobs.lock().insert(spec.id, spec.job);
         self.commands(
             Some(spec.job),
-            self.all_shards(ShardRequest::CreateTable(spec.clone())),
+            self.job_shards_req(spec.job, ShardRequest::CreateTable(spec.clone())),
         )
     }
 
@@ -419,7 +463,7 @@ impl ShardService for ClusterShards {
     }
 
     fn load(&self, table: TableId, rows: Vec<(RowId, AnyRow)>) -> Result<(), TableError> {
-        let n = self.num_shards();
+        let span = self.table_span(table);
         let job = self.table_jobs.lock().get(&table).copied();
         let epoch = job.map_or(0, |j| self.epoch(j));
         // Rows grouped per shard into entries of about LOAD_CHUNK_BYTES:
@@ -428,7 +472,7 @@ impl ShardService for ClusterShards {
         // busy machine.
         let mut per_shard: BTreeMap<ShardId, Vec<Vec<(RowId, AnyRow)>>> = BTreeMap::new();
         for (row, value) in rows {
-            let chunks = per_shard.entry(shard_of(table, row, n)).or_default();
+            let chunks = per_shard.entry(span.shard_of(table, row)).or_default();
             let bytes = |c: &Vec<(RowId, AnyRow)>| {
                 c.iter().map(|(_, v)| v.value_bytes() + 16).sum::<usize>()
             };
@@ -537,7 +581,7 @@ impl ShardService for ClusterShards {
 
     fn row_ids(&self, table: TableId) -> Result<Vec<RowId>, TableError> {
         let mut ids = Vec::new();
-        for shard in 0..self.num_shards() {
+        for shard in self.table_span(table).iter() {
             // The leader answers after a read barrier: an export must list
             // every acknowledged row.
             let got = match self.to_leader(

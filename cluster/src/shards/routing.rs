@@ -8,10 +8,10 @@ use crate::retry::Retry;
 use crate::wire::{DataError, DataReply, DataRequest, Refusal};
 use futures::future::join_all;
 use petuum_core::service::{FetchRequest, RowSnapshot};
-use petuum_core::types::{shard_of, JobId, ShardId};
+use petuum_core::types::{JobId, JobShards, ShardId};
 use petuum_core::TableError;
 use petuum_storage::{ShardRequest, ShardResponse};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// About the most payload bytes one per-node call of
@@ -241,6 +241,15 @@ impl ClusterShards {
             .collect()
     }
 
+    /// `req` for each shard of `job`'s span.
+    pub(super) fn job_shards_req(
+        &self,
+        job: JobId,
+        req: ShardRequest,
+    ) -> Vec<(ShardId, ShardRequest)> {
+        self.span(job).iter().map(|s| (s, req.clone())).collect()
+    }
+
     /// Runs one command on a shard's leader and returns its response
     /// (checkpoint requests, restores, worker blobs); a refusal is an error.
     pub fn command(&self, shard: ShardId, req: ShardRequest) -> Result<ShardResponse, TableError> {
@@ -327,8 +336,12 @@ impl ClusterShards {
     /// grouped by shard: one RPC per shard at a time, all shards at once.
     pub(super) fn fetch_rows(&self, reqs: &[FetchRequest]) -> Result<Vec<RowSnapshot>, TableError> {
         let mut groups: BTreeMap<(ShardId, JobId, bool), Vec<usize>> = BTreeMap::new();
+        let mut spans: HashMap<JobId, JobShards> = HashMap::new();
         for (i, r) in reqs.iter().enumerate() {
-            let shard = shard_of(r.table, r.row, self.placement().shards());
+            let shard = spans
+                .entry(r.job)
+                .or_insert_with(|| self.span(r.job))
+                .shard_of(r.table, r.row);
             let latest = r.min_clock.is_none() && r.own_clock == 0;
             groups.entry((shard, r.job, latest)).or_default().push(i);
         }

@@ -25,6 +25,7 @@ impl ClusterShards {
         let local = self.local;
         let timeout = self.opts.rpc_timeout;
         let epochs = self.epochs.clone();
+        let spans = self.spans.clone();
         self.rt.spawn(async move {
             let mut running: HashMap<(ShardId, JobId), tokio::task::JoinHandle<()>> =
                 HashMap::new();
@@ -33,7 +34,8 @@ impl ClusterShards {
                 let live: Vec<JobId> = jobs.lock().iter().copied().collect();
                 running.retain(|(_, j), h| live.contains(j) && !h.is_finished());
                 for &job in &live {
-                    for shard in 0..placement.read().shards() {
+                    let total = placement.read().shards();
+                    for shard in super::span_of(&spans, job, total).iter() {
                         if running.contains_key(&(shard, job)) {
                             continue;
                         }

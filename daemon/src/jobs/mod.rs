@@ -392,8 +392,8 @@ impl Jobs {
             };
             let up: Vec<u64> = nodes.iter().copied().filter(|&n| live(n)).collect();
             let candidates: Vec<u64> = up.iter().copied().filter(|&n| !leaving(n)).collect();
-            // A job can run when every shard group keeps a quorum of live
-            // replicas (its workers touch every shard).
+            // A job can run when every shard group of its span keeps a
+            // quorum of live replicas (its workers touch each of them).
             let placement = self.node.placement();
             let lost: Vec<u32> = (0..placement.shards())
                 .filter(|&s| {
@@ -415,6 +415,11 @@ impl Jobs {
                 if r.state.is_terminal() {
                     continue;
                 }
+                // (The spec is read only while some group has no quorum.)
+                let span = (!lost.is_empty()).then(|| r.span(placement.shards()));
+                let lost: Vec<u32> = span.map_or_else(Vec::new, |sp| {
+                    lost.iter().copied().filter(|&s| sp.contains(s)).collect()
+                });
                 let dead: Vec<u64> = r.placement.iter().copied().filter(|&h| !live(h)).collect();
                 let reason = if !r.placement.is_empty() {
                     if let Some(h) = dead.first() {
@@ -479,10 +484,11 @@ impl Jobs {
                         job: r.id,
                         epoch: r.epoch,
                         reason: format!(
-                            "{} of {} nodes up; {} shard groups without a quorum ({reason})",
+                            "{} of {} nodes up; {} of the job's {} shard groups without a quorum ({reason})",
                             up.len(),
                             nodes.len(),
-                            lost.len()
+                            lost.len(),
+                            span.map_or(0, |s| s.len())
                         ),
                         at_ms: now_ms(),
                     }

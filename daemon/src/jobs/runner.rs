@@ -294,6 +294,12 @@ fn run(
     // Every command and read of this run names its epoch: once a newer run
     // has begun on a shard, this one's are refused there (and it stops).
     shards.set_epoch(job, ctx.epoch);
+    // The job's tables live on `run.shards` of the cluster's shards (all of
+    // them when it has fewer): its clocks, reads and checkpoints go there.
+    let table_ids = table_specs(job, first_table, &algo.tables())
+        .into_iter()
+        .map(|t| t.id);
+    shards.set_job_shards(job, r.span(shards.num_shards()).len(), table_ids);
     *slot.lock() = Some(shards.clone());
     let cfg = RunConfig {
         job,
@@ -335,11 +341,11 @@ fn run(
     shards.follow_job(job);
     // This host's workers' states at the checkpoint.
     let local = ctx.local_workers();
-    let n = shards.placement().shards();
+    let span = shards.span(job);
     let mut states = BTreeMap::new();
     if start > 0 {
         for &w in &local {
-            match shards.fetch_blob(w % n, job, start - 1, w) {
+            match shards.fetch_blob(span.nth(w as u64), job, start - 1, w) {
                 Ok(Some(b)) => {
                     states.insert(w, b);
                 }
@@ -518,7 +524,9 @@ fn finish(
     })
 }
 
-/// The shard group whose replicas keep a job's model.
+/// The shard group whose replicas keep a job's model: the first shard of
+/// the job's span ([`petuum_core::types::JobShards::of_job`]), so the run
+/// has begun there whatever the span.
 pub fn model_shard(job: JobId, shards: u32) -> ShardId {
     (job % shards as u64) as ShardId
 }
@@ -628,9 +636,9 @@ impl ProgressSink for Hooks<'_> {
 impl WorkerHooks for Hooks<'_> {
     fn save_worker(&self, worker: WorkerId, clock: Clock, state: Vec<u8>) -> Result<(), BoxError> {
         let job = self.ctx.record.id;
-        let n = self.shards.placement().shards();
+        // Stored through a shard of the job's span (where the run began).
         self.shards.command(
-            worker % n,
+            self.shards.span(job).nth(worker as u64),
             ShardRequest::WorkerBlob {
                 job,
                 epoch: self.ctx.epoch,
