@@ -6,6 +6,7 @@
 //! server. The scenarios run one at a time (each starts its own cluster;
 //! the failure detector's timings assume the machine is not oversubscribed).
 
+use petuum_core::types::{shard_of, JobShards};
 use petuum_tests::cluster::{client, signal, submit, u64s, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded, spam_lr_job};
 use serde_json::Value;
@@ -694,4 +695,69 @@ fn packed_workers_share_a_node_and_write_the_same_model() {
     let placement = u64s(&s["placement"]);
     assert_eq!(placement[0], placement[1], "{placement:?}");
     finish_and_compare(&c, &ep1, job, &reference);
+}
+
+/// A job's clocks reach the shards of its span only: with `run.shards = 3`
+/// on a 16-shard cluster the job is registered (its workers' clocks kept)
+/// on the three shards of `JobShards::of_job` and on no other shard of any
+/// node while it runs.
+#[test]
+fn a_jobs_clocks_reach_only_the_shards_of_its_span() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.safetensors");
+    let text = spam_lr_job("spam-lr-span", 1_000_000, 0, &model).replacen(
+        "shards = 16\n",
+        "shards = 3\n",
+        1,
+    );
+    assert!(text.contains("shards = 3\n"), "{text}");
+    let spec = dir.path().join("span.toml");
+    std::fs::write(&spec, text).unwrap();
+    let c = LocalCluster::start(3, 16, "");
+    let conn = c.connect();
+    c.wait_leaders(&conn, &[1, 2, 3], Duration::from_secs(60));
+    let ep1 = endpoint(&c, 1);
+    let job = submit(&c, &ep1, &spec);
+    wait_for(&c, &ep1, job, Duration::from_secs(60), "clocks", |s| {
+        s["clock"].as_u64().unwrap_or(0) >= 3 && s["state"] == "running"
+    });
+    let span = JobShards::of_job(job, 3, 16);
+    assert_eq!(span.len(), 3);
+    // A row of table 0 on each shard: `read_local` reports the job's
+    // worker clocks on that row's shard (the table need not exist).
+    let row_on = |shard: u32| (0u64..).find(|&r| shard_of(0, r, 16) == shard).unwrap();
+    let clocks_on = |node: u64, shard: u32| {
+        conn.read_local(node, 0, row_on(shard), Some(job))
+            .unwrap_or_else(|e| panic!("node {node} shard {shard}: {e}\n{}", c.logs()))
+            .2
+    };
+    for shard in 0..16 {
+        if span.contains(shard) {
+            // Registered before the first clock: on the replicas that
+            // applied the clocks seen above (all three, once caught up).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while (1..=3).any(|n| clocks_on(n, shard).len() != 2) {
+                assert!(
+                    Instant::now() < deadline,
+                    "shard {shard} of the span lacks the job"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        } else {
+            for n in 1..=3 {
+                let w = clocks_on(n, shard);
+                assert!(
+                    w.is_empty(),
+                    "shard {shard} (outside {span:?}) on node {n} has the job's clocks {w:?}"
+                );
+            }
+        }
+    }
+    let out = client(&ep1, &["cancel", &job.to_string()], c.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -452,10 +452,16 @@ impl Jobs {
                     // workers share a node (Bosen's worker threads of one
                     // client process): a node that has some of them and
                     // room for more first, then the least loaded.
+                    // Among equally loaded nodes, the one that leads the
+                    // first shard of the job's span when the cluster is
+                    // balanced (its preferred leader): that node's workers
+                    // reach the leader in process and read its replica,
+                    // which has the job's clocks as soon as they commit.
                     let per_node = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
                         .ok()
                         .and_then(|s| s.run.workers_per_node)
                         .unwrap_or(1) as usize;
+                    let home = placement.preferred_leader(r.span(placement.shards()).nth(0));
                     let mut mine: HashMap<u64, usize> = HashMap::new();
                     let placement: Vec<u64> = (0..r.workers)
                         .map(|_| {
@@ -464,7 +470,7 @@ impl Jobs {
                                 .min_by_key(|&&n| {
                                     let have = mine.get(&n).copied().unwrap_or(0);
                                     let room = have > 0 && have < per_node;
-                                    (!room, load.get(&n).copied().unwrap_or(0), n)
+                                    (!room, load.get(&n).copied().unwrap_or(0), n != home, n)
                                 })
                                 .expect("not empty");
                             *load.entry(n).or_default() += 1;
