@@ -25,4 +25,7 @@ pub mod v1 {
 /// Version 8: `ShardRequest::Batches` (one log entry for a shard's batches
 /// of a push: a node's workers, queued clocks), which nodes of version 7
 /// cannot decode; version 8 reads logs of version 7.
-pub const PROTOCOL_VERSION: u32 = 8;
+/// Version 9: a job's tables live on its span (`run.shards` of the
+/// cluster's shards), so nodes of version 8 would place its rows and
+/// clocks elsewhere; version 9 reads logs and metadata of version 8.
+pub const PROTOCOL_VERSION: u32 = 9;

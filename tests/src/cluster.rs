@@ -25,12 +25,23 @@ pub struct LocalCluster {
     pub nodes: Vec<NodeProc>,
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1, never one this process was given before:
+/// a port is free only until something binds it, and the kernel may hand
+/// a port just released out again, so two nodes (or a node's Raft and HTTP
+/// addresses) chosen before either starts could get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding an ephemeral port")
-        .port()
+    static GIVEN: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+        std::sync::Mutex::new(None);
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("binding an ephemeral port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.get_or_insert_with(Default::default).insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Sends a signal to a process.
