@@ -207,6 +207,11 @@ impl JobShards {
         self.nth(self.slot(table, row) as u64)
     }
 
+    /// A shard outside the span (the one after its last), if any.
+    pub fn first_outside(&self) -> Option<ShardId> {
+        (!self.is_all()).then(|| (self.base + self.len) % self.total)
+    }
+
     /// Whether `shard` is one of the span's.
     pub fn contains(&self, shard: ShardId) -> bool {
         shard < self.total && (shard + self.total - self.base) % self.total < self.len
@@ -252,6 +257,8 @@ mod tests {
         assert_eq!(s.iter().collect::<Vec<_>>(), vec![14, 15, 0]);
         assert_eq!(s.nth(0), 14);
         assert_eq!(s.nth(4), 15);
+        assert_eq!(s.first_outside(), Some(1));
+        assert_eq!(all.first_outside(), None);
         for sh in 0..16 {
             assert_eq!(s.contains(sh), [14, 15, 0].contains(&sh), "shard {sh}");
         }

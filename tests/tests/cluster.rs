@@ -1030,3 +1030,47 @@ fn a_preview_reaches_other_nodes_before_the_clock_and_counts_once_after() {
     }
     assert_eq!(read(3), vec![total, 0.0, 0.0, 2.0 * total]);
 }
+
+/// A job that began with its tables on every shard (as protocol version 8
+/// placed them) and is run again by a node that gives it a span: its
+/// checkpoint has parts outside the span, which `checkpoint_outside_span`
+/// finds (the daemon then fails the run rather than restore part of it);
+/// a job that had its span from the start has none there, and its span's
+/// parts restore.
+#[test]
+fn a_checkpoint_beyond_a_jobs_span_is_found() {
+    let c = LocalCluster::start(3, 8, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let client = Arc::new(client);
+    // Job 4 on every shard; job 5 on 3 of the 8 from the start.
+    client.set_job_shards(5, 3, [2]);
+    for (job, table) in [(4u64, 1u32), (5, 2)] {
+        let spec = TableSpec {
+            id: table,
+            ..counters(job, 1)
+        };
+        client.create_table(&spec).unwrap();
+        client.register_job_every(job, 1, false, 2).unwrap();
+        let node = Node::new(client.clone(), 64);
+        let mut w = WorkerCtx::new(node, job, 0, 1, Consistency::Bsp, &[spec.clone()], 0);
+        let t = w.table::<i64>("counters").unwrap();
+        for _ in 0..4 {
+            for r in 0..32 {
+                w.inc(t, r, 0, 1).unwrap();
+            }
+            w.clock().unwrap();
+        }
+        w.flush().unwrap();
+    }
+    assert!(!client.checkpoint_outside_span(5, 1).unwrap());
+    client
+        .restore_checkpoint(5, 1)
+        .unwrap_or_else(|e| panic!("job 5's span lacks its checkpoint: {e}\n{}", c.logs()));
+    assert!(
+        !client.checkpoint_outside_span(4, 1).unwrap(),
+        "every shard is its span"
+    );
+    client.set_job_shards(4, 3, [1]);
+    assert!(client.checkpoint_outside_span(4, 1).unwrap());
+}

@@ -73,6 +73,34 @@ impl ClusterShards {
         last.map_or(Ok(None), Err)
     }
 
+    /// Whether the checkpoint of `job` at `clock` has a part on a shard
+    /// outside the job's span: a job that began under protocol version 8
+    /// kept its tables on every shard, and restoring its span alone would
+    /// lose rows. Asks the replicas of the shard after the span; an error
+    /// only when none of them answered.
+    pub fn checkpoint_outside_span(&self, job: JobId, clock: Clock) -> Result<bool, TableError> {
+        let Some(shard) = self.span(job).first_outside() else {
+            return Ok(false);
+        };
+        let req = DataRequest::ShardImage { shard, job, clock };
+        let mut last = None;
+        let mut answered = false;
+        for node in self
+            .placement()
+            .members(crate::placement::shard_group(shard))
+        {
+            match self.call(node, &req) {
+                Ok(DataReply::Blob(Some(_))) => return Ok(true),
+                Ok(_) => answered = true,
+                Err(e) => last = Some(e),
+            }
+        }
+        match (answered, last) {
+            (false, Some(e)) => Err(e),
+            _ => Ok(false),
+        }
+    }
+
     /// Registers a job whose shards write a consistent checkpoint by
     /// themselves every `checkpoint_every` clocks (docs/design.md §3).
     pub fn register_job_every(

@@ -436,6 +436,16 @@ fn prepare(
     let tables = table_specs(job, cfg.first_table, &algo.tables());
     match checkpoint {
         Some(clock) => {
+            match shards.checkpoint_outside_span(job, clock - 1) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(RunEnd::Failed(format!(
+                        "the checkpoint of clock {clock} has parts outside the job's {} shards: the job began under an older petuumd (protocol version 8) that kept its tables on every shard, and restoring its shards alone would lose rows; resubmit it (docs/cluster.md, upgrades)",
+                        shards.span(job).len()
+                    )))
+                }
+                Err(e) => return Err(interrupted("checking the checkpoint's shards", e)),
+            }
             let started = Instant::now();
             shards
                 .restore_checkpoint(job, clock - 1)
