@@ -1053,7 +1053,15 @@ fn a_checkpoint_beyond_a_jobs_span_is_found() {
         client.create_table(&spec).unwrap();
         client.register_job_every(job, 1, false, 2).unwrap();
         let node = Node::new(client.clone(), 64);
-        let mut w = WorkerCtx::new(node, job, 0, 1, Consistency::Bsp, &[spec.clone()], 0);
+        let mut w = WorkerCtx::new(
+            node,
+            job,
+            0,
+            1,
+            Consistency::Bsp,
+            std::slice::from_ref(&spec),
+            0,
+        );
         let t = w.table::<i64>("counters").unwrap();
         for _ in 0..4 {
             for r in 0..32 {
