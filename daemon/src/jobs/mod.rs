@@ -453,15 +453,18 @@ impl Jobs {
                     // client process): a node that has some of them and
                     // room for more first, then the least loaded.
                     // Among equally loaded nodes, the one that leads the
-                    // first shard of the job's span when the cluster is
-                    // balanced (its preferred leader): that node's workers
-                    // reach the leader in process and read its replica,
-                    // which has the job's clocks as soon as they commit.
+                    // job's own shard (`job mod n`: its model's, the first
+                    // of a partial span, one of a whole one) when the
+                    // cluster is balanced (its preferred leader): that
+                    // node's workers reach the leader in process and read
+                    // its replica, which has the job's clocks as soon as
+                    // they commit.
                     let per_node = serde_json::from_str::<petuum_core::spec::JobSpec>(&r.spec)
                         .ok()
                         .and_then(|s| s.run.workers_per_node)
                         .unwrap_or(1) as usize;
-                    let home = placement.preferred_leader(r.span(placement.shards()).nth(0));
+                    let home =
+                        placement.preferred_leader(runner::model_shard(r.id, placement.shards()));
                     let mut mine: HashMap<u64, usize> = HashMap::new();
                     let placement: Vec<u64> = (0..r.workers)
                         .map(|_| {

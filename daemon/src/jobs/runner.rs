@@ -295,11 +295,12 @@ fn run(
     // has begun on a shard, this one's are refused there (and it stops).
     shards.set_epoch(job, ctx.epoch);
     // The job's tables live on `run.shards` of the cluster's shards (all of
-    // them when it has fewer): its clocks, reads and checkpoints go there.
+    // them when it has fewer): its clocks, reads and checkpoints go there
+    // (the span `JobRecord::span` gives every node from the same spec).
     let table_ids = table_specs(job, first_table, &algo.tables())
         .into_iter()
         .map(|t| t.id);
-    shards.set_job_shards(job, r.span(shards.num_shards()).len(), table_ids);
+    shards.set_job_shards(job, spec.run.shards, table_ids);
     *slot.lock() = Some(shards.clone());
     let cfg = RunConfig {
         job,
