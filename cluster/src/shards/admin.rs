@@ -77,7 +77,10 @@ impl ClusterShards {
     /// outside the job's span: a job that began under protocol version 8
     /// kept its tables on every shard, and restoring its span alone would
     /// lose rows. Asks the replicas of the shard after the span; an error
-    /// only when none of them answered.
+    /// only when none of them answered. (Not [`ask_replicas`](Self::ask_replicas),
+    /// which fails when any replica is unreachable and none has the part:
+    /// right where a part must exist, but here absence is the usual answer,
+    /// and a dead node would hold up every restore of a job with a span.)
     pub fn checkpoint_outside_span(&self, job: JobId, clock: Clock) -> Result<bool, TableError> {
         let Some(shard) = self.span(job).first_outside() else {
             return Ok(false);
