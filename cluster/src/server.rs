@@ -205,6 +205,7 @@ pub async fn serve(
         })?;
     let mut builder = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .max_frame_size(Some(1 << 20))
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
     if let Some(tls) = &node.config.tls {

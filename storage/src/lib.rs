@@ -33,7 +33,7 @@ pub use checkpoint::{CheckpointInfo, CheckpointStore};
 pub use db::{NodeDb, StorageConfig};
 pub use error::{RaftStorageError, StorageError};
 pub use image::{JobImage, ShardImage};
-pub use log_store::RaftLogStore;
+pub use log_store::{LogEntry, RaftLogStore};
 pub use metrics::StoreMetrics;
 pub use shard_data::{EpochCheck, ShardData};
 pub use state_machine::{Replica, ShardHandle, ShardStateMachine};

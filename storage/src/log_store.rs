@@ -17,18 +17,139 @@ use rocksdb::WriteBatch;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::borrow::Borrow;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// The Raft log of group `group`. Cheap to clone (it is also its reader).
+/// The Raft log of group `group`. Cheap to clone (it is also its reader;
+/// clones share the entry cache).
 #[derive(Clone, Debug)]
 pub struct RaftLogStore {
     db: Arc<NodeDb>,
     group: u64,
     metrics: GroupMetrics,
     read_budget: Arc<AtomicUsize>,
+    cache: Arc<parking_lot::Mutex<EntryCache>>,
+}
+
+/// An entry to append: owned ones move into the entry cache, borrowed
+/// ones are cloned into it.
+pub trait LogEntry: Borrow<Entry> {
+    fn into_entry(self) -> Entry;
+}
+
+impl LogEntry for Entry {
+    fn into_entry(self) -> Entry {
+        self
+    }
+}
+
+impl LogEntry for &Entry {
+    fn into_entry(self) -> Entry {
+        self.clone()
+    }
+}
+
+/// Bytes (as stored) of a group's latest entries kept in memory.
+pub const CACHE_BYTES: usize = 2 << 20;
+
+/// The latest entries of a group's log as they were appended, in memory:
+/// what a leader reads back right after appending (to send to each
+/// follower, and to apply once committed) and a follower reads to apply.
+/// Those reads then cost a clone, not a RocksDB read, a checksum and a
+/// decode each.
+///
+/// Invariant: the cached entries are a suffix of the log as stored
+/// (possibly empty), never anything the log does not hold: an append adds
+/// to the cache after its write, a truncation or purge removes from the
+/// cache before its write. A read is served from the cache only when the
+/// cache covers the whole range it asks for (a bounded range from the
+/// cache's first index on, ending at most one past its last); anything
+/// else reads RocksDB, as all reads did before.
+#[derive(Debug, Default)]
+struct EntryCache {
+    /// Consecutive entries with their stored sizes.
+    entries: VecDeque<(Entry, usize)>,
+    bytes: usize,
+}
+
+impl EntryCache {
+    fn first(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    /// One past the last cached index.
+    fn end(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index + 1)
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds entries just written at the end of the log, keeping the
+    /// latest within `cap` bytes. Entries that do not follow the cached
+    /// ones replace them (the cache stays consecutive).
+    fn append(&mut self, new: Vec<(Entry, usize)>, cap: usize) {
+        let Some((head, _)) = new.first() else { return };
+        if self.end() != Some(head.log_id.index) {
+            self.clear();
+        }
+        for (e, size) in new {
+            self.bytes += size;
+            self.entries.push_back((e, size));
+        }
+        while self.bytes > cap {
+            let Some((_, size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries from `index` on.
+    fn truncate(&mut self, index: u64) {
+        while self.end().is_some_and(|end| end > index) {
+            let (_, size) = self.entries.pop_back().expect("non-empty");
+            self.bytes -= size;
+        }
+    }
+
+    /// Drops the entries up to and including `index`.
+    fn purge(&mut self, index: u64) {
+        while self.first().is_some_and(|first| first <= index) {
+            let (_, size) = self.entries.pop_front().expect("non-empty");
+            self.bytes -= size;
+        }
+    }
+
+    /// Entries `start..end` (stopping, as a replication read does, after
+    /// the first that brings their stored bytes to `budget`), when the
+    /// cache holds all of them; `None` when it does not.
+    fn get(&self, start: u64, end: u64, budget: usize) -> Option<Vec<Entry>> {
+        let (first, last_end) = (self.first()?, self.end()?);
+        if start < first || end > last_end {
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let from = (start - first) as usize;
+        for (e, size) in self
+            .entries
+            .range(from..)
+            .take(end.saturating_sub(start) as usize)
+        {
+            if bytes >= budget {
+                break;
+            }
+            bytes += size;
+            out.push(e.clone());
+        }
+        Some(out)
+    }
 }
 
 /// Default bytes of entries one replication read returns (at least one
@@ -45,6 +166,7 @@ impl RaftLogStore {
             group,
             metrics,
             read_budget: Arc::new(AtomicUsize::new(READ_BUDGET)),
+            cache: Default::default(),
         }
     }
 
@@ -66,7 +188,7 @@ impl RaftLogStore {
 
     /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
     /// they would survive a crash.
-    pub fn append_entries<E: Borrow<Entry>>(
+    pub fn append_entries<E: LogEntry>(
         &self,
         entries: impl IntoIterator<Item = E>,
     ) -> Result<Option<LogId>> {
@@ -76,7 +198,7 @@ impl RaftLogStore {
     /// Appends entries as one `WriteBatch`, syncing the WAL when `sync`;
     /// readable when this returns either way.
     #[tracing::instrument(level = "trace", skip_all, fields(group = self.group))]
-    fn write_entries<E: Borrow<Entry>>(
+    fn write_entries<E: LogEntry>(
         &self,
         entries: impl IntoIterator<Item = E>,
         sync: bool,
@@ -84,8 +206,10 @@ impl RaftLogStore {
         let cf = self.db.cf(CF_LOG);
         let mut batch = WriteBatch::default();
         let mut last = None;
-        for e in entries {
-            let e = e.borrow();
+        let mut cached = Vec::new();
+        let mut cached_bytes = 0usize;
+        for owned in entries {
+            let e = owned.borrow();
             let key = keys::log_key(self.group, e.log_id.index);
             if let Some(prev) = last.as_ref().map(|l: &LogId| l.index) {
                 assert_eq!(
@@ -94,8 +218,15 @@ impl RaftLogStore {
                     "appended entries must be consecutive"
                 );
             }
-            batch.put_cf(cf, key, self.encode_framed(e, &key, entry_size_hint(e))?);
+            let value = self.encode_framed(e, &key, entry_size_hint(e))?;
             last = Some(e.log_id);
+            // Entries past the cache's size would be dropped from it at
+            // once: those of a large append are not kept at all.
+            cached_bytes += value.len();
+            if cached_bytes <= CACHE_BYTES {
+                cached.push((owned.into_entry(), value.len()));
+            }
+            batch.put_cf(cf, key, value);
         }
         let Some(last_id) = last else { return Ok(None) };
         self.db.write_sync(
@@ -105,6 +236,13 @@ impl RaftLogStore {
             self.group,
             &keys::show(CF_LOG, &keys::log_key(self.group, last_id.index)),
         )?;
+        let mut cache = self.cache.lock();
+        if cached_bytes <= CACHE_BYTES {
+            cache.append(cached, CACHE_BYTES);
+        } else {
+            // The log's end is not in the cache: it holds nothing.
+            cache.clear();
+        }
         Ok(last)
     }
 
@@ -144,6 +282,16 @@ impl RaftLogStore {
             Bound::Unbounded => None,
         };
         let start = bounded.unwrap_or(0);
+        let end = match range.end_bound() {
+            Bound::Included(&x) => x.checked_add(1),
+            Bound::Excluded(&x) => Some(x),
+            Bound::Unbounded => None,
+        };
+        if let (Some(_), Some(end)) = (bounded, end) {
+            if let Some(hit) = self.cache.lock().get(start, end, budget) {
+                return Ok(hit);
+            }
+        }
         let end_key = match range.end_bound() {
             Bound::Included(&x) if x < u64::MAX => keys::log_key(self.group, x + 1).to_vec(),
             Bound::Excluded(&x) => keys::log_key(self.group, x).to_vec(),
@@ -223,6 +371,7 @@ impl RaftLogStore {
 
     /// Deletes entries from `index` on (a conflicting suffix).
     pub fn truncate_from(&self, index: u64) -> Result<()> {
+        self.cache.lock().truncate(index);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             self.db.cf(CF_LOG),
@@ -245,6 +394,7 @@ impl RaftLogStore {
     /// the log's memtable and every later read of the log re-fragmented
     /// them (`perf` on a node during `petuum-jobs-bench`).
     pub fn purge_upto(&self, log_id: LogId) -> Result<()> {
+        self.cache.lock().purge(log_id.index);
         let mut batch = WriteBatch::default();
         let key = keys::meta_key(self.group, META_PURGED);
         let from = self

@@ -117,3 +117,103 @@ async fn reads_never_skip_to_entries_after_a_purged_start() {
         .collect();
     assert_eq!(from_11, vec![11, 12, 13, 14]);
 }
+
+/// An entry whose payload takes `size` bytes, told apart by term and index.
+fn sized(term: u64, index: u64, size: usize) -> Entry {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(petuum_storage::ShardRequest::Meta(vec![
+            (index as u8)
+                ^ (term as u8);
+            size
+        ])),
+    }
+}
+
+fn shown(entries: &[Entry]) -> Vec<(LogId<u64>, usize, u8)> {
+    entries
+        .iter()
+        .map(|e| match &e.payload {
+            EntryPayload::Normal(petuum_storage::ShardRequest::Meta(m)) => {
+                (e.log_id, m.len(), m.first().copied().unwrap_or(0))
+            }
+            _ => (e.log_id, 0, 0),
+        })
+        .collect()
+}
+
+/// The in-memory cache of a group's latest entries never answers
+/// differently from the log on disk: through appends (small and larger
+/// than the cache), truncations, purges and reads of every kind, each read
+/// of the store that appended equals the same read by a store opened
+/// afresh on the same database (which has nothing cached and reads
+/// RocksDB).
+#[test]
+fn reads_from_the_entry_cache_equal_reads_of_the_stored_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let log = RaftLogStore::new(db.clone(), 7);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    let (mut first, mut last, mut term) = (1u64, 0u64, 1u64);
+    let mut hits = 0;
+    for step in 0..300 {
+        match next(10) {
+            0 if last >= first => {
+                // A conflicting suffix goes; the new leader's entries follow.
+                let from = first + next(last - first + 1);
+                log.truncate_from(from).unwrap();
+                last = from - 1;
+                term += 1;
+            }
+            1 if last >= first => {
+                let upto = first + next(last - first + 1);
+                log.purge_upto(sized(term, upto, 0).log_id).unwrap();
+                first = upto + 1;
+            }
+            k => {
+                // Mostly small entries; now and then ones that overflow the
+                // 2 MiB cache alone or together.
+                let size = if k == 9 {
+                    600_000 + next(1_200_000) as usize
+                } else {
+                    next(40_000) as usize
+                };
+                let n = 1 + next(4);
+                log.append_entries((last + 1..=last + n).map(|i| sized(term, i, size)))
+                    .unwrap();
+                last += n;
+            }
+        }
+        let fresh = RaftLogStore::new(db.clone(), 7);
+        for _ in 0..6 {
+            let a = first.saturating_sub(1) + next(last - first + 3);
+            let b = a + next(6);
+            let budget = [1usize, 50_000, 1 << 20, usize::MAX][next(4) as usize];
+            let cached = log.entries_within(a..b, budget).unwrap();
+            assert_eq!(
+                shown(&cached),
+                shown(&fresh.entries_within(a..b, budget).unwrap()),
+                "step {step}: entries_within({a}..{b}, {budget})"
+            );
+            assert_eq!(
+                shown(&log.entries(a..=b).unwrap()),
+                shown(&fresh.entries(a..=b).unwrap()),
+                "step {step}: entries({a}..={b})"
+            );
+            hits += usize::from(!cached.is_empty());
+        }
+        if step % 10 == 0 {
+            assert_eq!(
+                shown(&log.entries(..).unwrap()),
+                shown(&fresh.entries(..).unwrap())
+            );
+        }
+    }
+    assert!(hits > 500, "the reads found entries only {hits} times");
+}
