@@ -159,6 +159,25 @@ fn raw_sync_rate(dir: &std::path::Path, block: usize) -> (f64, f64) {
     (n as f64 * block as f64 / secs / 1e6, n as f64 / secs)
 }
 
+/// CPU seconds (user + system) the nodes' processes have used so far,
+/// from `/proc/<pid>/stat`: steadier than latency on a shared machine, and
+/// what a node costs per clock.
+fn nodes_cpu_s(c: &mut LocalCluster, nodes: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (1..=nodes)
+        .map(|id| {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.pid(id)))
+                .expect("a node's /proc stat");
+            // Fields after the command's closing parenthesis; utime and
+            // stime are the 14th and 15th of the whole line.
+            let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick
+        })
+        .sum()
+}
+
 /// The leader of `group` as a live node sees it.
 fn leader_of(client: &petuum_cluster::ClusterShards, group: u64) -> u64 {
     (1..=3)
@@ -262,13 +281,16 @@ fn main() {
     }
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
+    let cpu0 = nodes_cpu_s(&mut c, nodes);
     let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
+    let cpu1 = nodes_cpu_s(&mut c, nodes);
     // The same at a quarter of that load: each worker computes for four
     // times what a clock took above (the commit latency a job that
     // computes sees). Saturated, queued clocks travel together; one at a
     // time they cost more each, so half the rate is close to saturated.
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
     let light = workload(client.clone(), 3, clocks, compute);
+    let cpu2 = nodes_cpu_s(&mut c, nodes);
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
     let scrapes = scraper.join().unwrap();
     if !http_ports.is_empty() {
@@ -295,6 +317,12 @@ fn main() {
             f.mb_s, f.batches_s, f.p50_ms, f.p99_ms, f.commit_p50_ms, f.commit_p99_ms
         );
     }
+    println!(
+        "\nthe nodes' CPU time per clock ({:.2} MB of deltas): {:.1} ms saturated, {:.1} ms at a quarter load",
+        clock_mb(),
+        (cpu1 - cpu0) * 1e3 / clocks as f64,
+        (cpu2 - cpu1) * 1e3 / clocks as f64
+    );
     println!(
         "\nthe disk under the nodes: {raw_mb_s:.1} MB/s in {block}-byte writes each followed by fdatasync ({raw_syncs:.0} syncs/s); / 3 replicas on one disk = {:.1} MB/s; the cluster reached {:.0}% of that",
         raw_mb_s / 3.0,
