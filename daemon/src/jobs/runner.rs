@@ -368,25 +368,44 @@ fn run(
     if let Some(mbps) = spec.run.bandwidth_mbps {
         node.set_bandwidth(job, mbps * 1e6 / 8.0);
     }
+    // Checkpoint saves leave the workers' threads: one thread stores each
+    // worker state and reports the node's part, while the workers go on.
+    let (saves, queue) = std::sync::mpsc::sync_channel(2 * local.len().max(1));
+    let save_error = parking_lot::Mutex::new(None);
     let hooks = Hooks {
         ctx,
-        shards: shards.clone(),
         abort: abort.clone(),
-        local: local.len(),
         last: parking_lot::Mutex::new(None),
-        saved: parking_lot::Mutex::new(BTreeMap::new()),
+        saves: parking_lot::Mutex::new(Some(saves)),
+        save_error: &save_error,
     };
-    let result = run_workers(
-        &node,
-        algo.as_ref(),
-        &cfg,
-        &local,
-        start,
-        &states,
-        every,
-        abort,
-        &hooks,
-    );
+    let result = std::thread::scope(|scope| {
+        let saver = std::thread::Builder::new()
+            .name("ckpt-save".into())
+            .spawn_scoped(scope, || {
+                save_states(ctx, &shards, abort, local.len(), queue, &save_error)
+            })
+            .expect("spawn the checkpoint saver");
+        let result = run_workers(
+            &node,
+            algo.as_ref(),
+            &cfg,
+            &local,
+            start,
+            &states,
+            every,
+            abort,
+            &hooks,
+        );
+        // Every state handed over is stored (or failed) before the host
+        // reports itself done.
+        hooks.saves.lock().take();
+        let _ = saver.join();
+        result
+    });
+    if let Some(e) = save_error.lock().take() {
+        tracing::debug!(error = %e, "a checkpoint save failed after the workers' last checkpoint");
+    }
     if let Err(e) = result {
         if abort.load(Ordering::SeqCst) || superseded(&e) {
             tracing::info!(error = %e, "run ended: aborted or superseded");
@@ -574,13 +593,90 @@ fn superseded(e: &JobError) -> bool {
 /// Progress and checkpoint parts of this host, to the metadata group.
 struct Hooks<'a> {
     ctx: &'a RunCtx,
-    shards: Arc<ClusterShards>,
     abort: Arc<AtomicBool>,
-    local: usize,
     /// When progress was last sent, and the newest report not sent yet.
     last: parking_lot::Mutex<Option<(Instant, Option<ClockProgress>)>>,
-    /// Workers that saved their state, per checkpoint clock.
-    saved: parking_lot::Mutex<BTreeMap<Clock, usize>>,
+    /// To the checkpoint saver ([`save_states`]); `None` once the workers
+    /// are done.
+    saves: parking_lot::Mutex<Option<std::sync::mpsc::SyncSender<SavedState>>>,
+    /// The saver's first failure, for the next worker that saves.
+    save_error: &'a parking_lot::Mutex<Option<String>>,
+}
+
+/// A worker's state at a checkpoint clock, on its way to storage.
+struct SavedState {
+    worker: WorkerId,
+    clock: Clock,
+    state: Vec<u8>,
+}
+
+/// The checkpoint saver of a host's run: stores each worker state it is
+/// handed through a shard of the job's span (one replicated command), and
+/// once all `local` workers' states of a clock are stored, reports the
+/// node's checkpoint part to the metadata group. A checkpoint counts only
+/// once every host reported its part, so a part reported late or never
+/// (the run ended first) only means resuming from an earlier one. The
+/// first failure is kept in `error` and the rest of the queue dropped: the
+/// next save of a worker returns it and the run ends as a failed save
+/// always did (interrupted, resumed from the last complete checkpoint).
+fn save_states(
+    ctx: &RunCtx,
+    shards: &ClusterShards,
+    abort: &AtomicBool,
+    local: usize,
+    queue: std::sync::mpsc::Receiver<SavedState>,
+    error: &parking_lot::Mutex<Option<String>>,
+) {
+    let job = ctx.record.id;
+    let mut saved: BTreeMap<Clock, usize> = BTreeMap::new();
+    for SavedState {
+        worker,
+        clock,
+        state,
+    } in queue
+    {
+        if error.lock().is_some() {
+            continue;
+        }
+        let stored = shards
+            .command(
+                // Stored through a shard of the job's span (where the run
+                // began).
+                shards.span(job).nth(worker as u64),
+                ShardRequest::WorkerBlob {
+                    job,
+                    epoch: ctx.epoch,
+                    clock: clock - 1,
+                    worker,
+                    data: state,
+                },
+            )
+            .map_err(|e| format!("storing worker {worker}'s state of clock {clock}: {e}"));
+        let reported = stored.and_then(|_| {
+            let k = saved.entry(clock).or_default();
+            *k += 1;
+            if *k < local {
+                return Ok(());
+            }
+            saved.remove(&clock);
+            report(
+                ctx,
+                abort,
+                JobCommand::CheckpointPart {
+                    job,
+                    epoch: ctx.epoch,
+                    node: ctx.node.id(),
+                    clock,
+                    at_ms: now_ms(),
+                },
+            )
+            .map(|()| tracing::debug!(clock, "checkpoint part saved"))
+            .map_err(|e| format!("reporting the checkpoint part of clock {clock}: {e}"))
+        });
+        if let Err(e) = reported {
+            *error.lock() = Some(e);
+        }
+    }
 }
 
 impl Hooks<'_> {
@@ -645,43 +741,23 @@ impl ProgressSink for Hooks<'_> {
 }
 
 impl WorkerHooks for Hooks<'_> {
+    /// Hands the state to the checkpoint saver and returns: the worker
+    /// computes its next clocks while the state is stored (at most two
+    /// states per local worker wait; a third save waits for room).
     fn save_worker(&self, worker: WorkerId, clock: Clock, state: Vec<u8>) -> Result<(), BoxError> {
-        let job = self.ctx.record.id;
-        // Stored through a shard of the job's span (where the run began).
-        self.shards.command(
-            self.shards.span(job).nth(worker as u64),
-            ShardRequest::WorkerBlob {
-                job,
-                epoch: self.ctx.epoch,
-                clock: clock - 1,
-                worker,
-                data: state,
-            },
-        )?;
-        let all = {
-            let mut saved = self.saved.lock();
-            let k = saved.entry(clock).or_default();
-            *k += 1;
-            let all = *k == self.local;
-            if all {
-                saved.remove(&clock);
-            }
-            all
-        };
-        if all {
-            report(
-                self.ctx,
-                &self.abort,
-                JobCommand::CheckpointPart {
-                    job,
-                    epoch: self.ctx.epoch,
-                    node: self.ctx.node.id(),
-                    clock,
-                    at_ms: now_ms(),
-                },
-            )?;
-            tracing::debug!(clock, "checkpoint part saved");
+        if let Some(e) = self.save_error.lock().clone() {
+            return Err(e.into());
         }
-        Ok(())
+        let saves = self.saves.lock().clone();
+        let Some(saves) = saves else {
+            return Err("the run's checkpoint saver has stopped".into());
+        };
+        saves
+            .send(SavedState {
+                worker,
+                clock,
+                state,
+            })
+            .map_err(|_| "the run's checkpoint saver has stopped".into())
     }
 }
