@@ -340,7 +340,17 @@ fn the_http_endpoint_asks_for_the_client_token() {
     assert_eq!(get(Some("Bearer wrong")).0, 401);
     let (code, _, body) = get(Some("Bearer s3cret-token"));
     assert_eq!(code, 200);
-    assert!(String::from_utf8_lossy(&body).contains("petuum_raft_term"));
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("petuum_raft_term"));
+    // The one node won the election of each of its 5 groups (metadata and
+    // 4 shards): counted once per group and term it leads.
+    let won: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with("petuum_raft_elections_won_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(won.len(), 5, "{text}");
+    assert!(won.iter().all(|&n| n >= 1), "{won:?}");
     // A browser's basic authentication: any user, the token as password.
     use base64::Engine;
     let basic = base64::engine::general_purpose::STANDARD.encode("me:s3cret-token");

@@ -301,14 +301,18 @@ impl ClusterNode {
         {
             let won = self.db.metrics().group(group).elections_won;
             let me = self.id();
-            let mut rx = raft.metrics();
+            // The server metrics (state, vote, leader), not the whole
+            // metrics: those change with every entry appended or applied,
+            // and waking this task each time put it ahead of the group's
+            // replication tasks on the runtime.
+            let mut rx = raft.server_metrics();
             tokio::spawn(async move {
                 let mut was_leader = false;
                 let mut term = 0;
                 loop {
                     let (leader, now_term) = {
                         let m = rx.borrow_and_update();
-                        (m.state == ServerState::Leader, m.current_term)
+                        (m.state == ServerState::Leader, m.vote.leader_id().term)
                     };
                     // A new term in which this node leads: an election won
                     // (a restart that finds itself leader of its own term
