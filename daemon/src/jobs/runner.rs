@@ -635,7 +635,9 @@ fn save_states(
         state,
     } in queue
     {
-        if error.lock().is_some() {
+        // A stopped run stores nothing more: its next run resumes from a
+        // complete checkpoint anyway.
+        if error.lock().is_some() || abort.load(Ordering::SeqCst) {
             continue;
         }
         let stored = shards
