@@ -110,20 +110,23 @@ impl EntryCache {
         }
     }
 
+    /// How many cached entries come before index `index`.
+    fn before(&self, index: u64) -> usize {
+        self.first().map_or(0, |first| {
+            (index.saturating_sub(first) as usize).min(self.entries.len())
+        })
+    }
+
     /// Drops the entries from `index` on.
     fn truncate(&mut self, index: u64) {
-        while self.end().is_some_and(|end| end > index) {
-            let (_, size) = self.entries.pop_back().expect("non-empty");
-            self.bytes -= size;
-        }
+        let keep = self.before(index);
+        self.bytes -= self.entries.drain(keep..).map(|(_, s)| s).sum::<usize>();
     }
 
     /// Drops the entries up to and including `index`.
     fn purge(&mut self, index: u64) {
-        while self.first().is_some_and(|first| first <= index) {
-            let (_, size) = self.entries.pop_front().expect("non-empty");
-            self.bytes -= size;
-        }
+        let gone = self.before(index.saturating_add(1));
+        self.bytes -= self.entries.drain(..gone).map(|(_, s)| s).sum::<usize>();
     }
 
     /// Entries `start..end` (stopping, as a replication read does, after
@@ -292,10 +295,9 @@ impl RaftLogStore {
                 return Ok(hit);
             }
         }
-        let end_key = match range.end_bound() {
-            Bound::Included(&x) if x < u64::MAX => keys::log_key(self.group, x + 1).to_vec(),
-            Bound::Excluded(&x) => keys::log_key(self.group, x).to_vec(),
-            _ => keys::prefix_end(self.group).to_vec(),
+        let end_key = match end {
+            Some(end) => keys::log_key(self.group, end).to_vec(),
+            None => keys::prefix_end(self.group).to_vec(),
         };
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(end_key);
