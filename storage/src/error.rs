@@ -63,6 +63,10 @@ pub enum StorageError {
         clock: Clock,
         shard: ShardId,
     },
+    /// openraft asked for something Raft never does to a correct log (a
+    /// commit index that goes back): refused, rather than stored or applied.
+    #[error("Raft invariant broken in group {group}: {reason}")]
+    Invariant { group: u64, reason: String },
     /// The configuration is unusable.
     #[error("invalid storage config: {0}")]
     Config(String),

@@ -32,6 +32,9 @@ pub struct RaftLogStore {
     metrics: GroupMetrics,
     read_budget: Arc<AtomicUsize>,
     cache: Arc<parking_lot::Mutex<EntryCache>>,
+    /// The committed log id last read or saved (`save_committed` refuses
+    /// one with a lower index).
+    committed: Option<LogId>,
 }
 
 /// An entry to append: owned ones move into the entry cache, borrowed
@@ -170,6 +173,7 @@ impl RaftLogStore {
             metrics,
             read_budget: Arc::new(AtomicUsize::new(READ_BUDGET)),
             cache: Default::default(),
+            committed: None,
         }
     }
 
@@ -587,20 +591,55 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        // A committed entry is in every later leader's log, so the index
+        // never goes back (openraft orders log ids by term first, and would
+        // take a later term's lower index as an advance, then fail to read
+        // the range to apply). Refused, with what the group looked like:
+        // the group stops with this error instead of a panic in its core.
+        if let (Some(prev), Some(new)) = (&self.committed, &committed) {
+            if new.index < prev.index {
+                let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+                let reason = format!(
+                    "the committed log id went back from {prev} to {new} (last log id {}, vote {})",
+                    show(
+                        self.log_state()
+                            .ok()
+                            .and_then(|s| s.last_log_id)
+                            .map(|l| l.to_string())
+                    ),
+                    show(
+                        self.read_meta::<Vote<u64>>(META_VOTE)
+                            .ok()
+                            .flatten()
+                            .map(|v| v.to_string())
+                    )
+                );
+                tracing::error!(group = self.group, "invariant broken: {reason}");
+                return Err(StorageError::Invariant {
+                    group: self.group,
+                    reason,
+                }
+                .into_raft(ErrorVerb::Write));
+            }
+        }
         // Not synced: a committed id lost in a crash only means fewer
         // entries re-applied at start; openraft learns it again.
         if let Some(c) = &committed {
             self.metrics.commit_index.set(c.index as i64);
         }
         self.write_meta(META_COMMITTED, &committed, false)
-            .map_err(|e| e.into_raft(ErrorVerb::Write))
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        self.committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        Ok(self
+        let committed = self
             .read_meta::<Option<LogId>>(META_COMMITTED)
             .map_err(|e| e.into_raft(ErrorVerb::Read))?
-            .flatten())
+            .flatten();
+        self.committed = committed;
+        Ok(committed)
     }
 
     async fn append<I>(

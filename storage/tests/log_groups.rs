@@ -217,3 +217,60 @@ fn reads_from_the_entry_cache_equal_reads_of_the_stored_log() {
     }
     assert!(hits > 500, "the reads found entries only {hits} times");
 }
+
+/// A committed index never goes back in Raft; openraft compares log ids by
+/// term first, so a later term's lower index would look like an advance and
+/// its apply would read an empty range (a panic in openraft's core). The
+/// store refuses it with an error naming the group, both log ids and the
+/// vote, and keeps the stored committed id; a higher term at a higher
+/// index, or the same id again, is accepted.
+#[tokio::test]
+async fn a_committed_index_that_goes_back_is_refused_and_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let mut log = RaftLogStore::new(db.clone(), 7);
+    log.append_entries((1..=20).map(|i| blank(4, i))).unwrap();
+    log.save_vote(&Vote::new(5, 1)).await.unwrap();
+    log.save_committed(Some(blank(4, 18).log_id)).await.unwrap();
+    log.save_committed(Some(blank(4, 18).log_id)).await.unwrap();
+
+    let err = log
+        .save_committed(Some(blank(5, 12).log_id))
+        .await
+        .expect_err("a lower committed index under a later term");
+    let msg = err.to_string();
+    for part in [
+        "group 7",
+        "went back",
+        "T4-N1-18",
+        "T5-N1-12",
+        "T4-N1-20",
+        "T5-N1",
+    ] {
+        assert!(msg.contains(part), "{part:?} not in {msg}");
+    }
+    assert_eq!(
+        log.read_committed().await.unwrap(),
+        Some(blank(4, 18).log_id)
+    );
+
+    // A store opened afresh knows the stored id (read at start) and
+    // checks against it; a real advance is taken.
+    let mut again = RaftLogStore::new(db, 7);
+    assert_eq!(
+        again.read_committed().await.unwrap(),
+        Some(blank(4, 18).log_id)
+    );
+    assert!(again
+        .save_committed(Some(blank(5, 3).log_id))
+        .await
+        .is_err());
+    again
+        .save_committed(Some(blank(5, 20).log_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.read_committed().await.unwrap(),
+        Some(blank(5, 20).log_id)
+    );
+}

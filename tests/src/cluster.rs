@@ -273,8 +273,9 @@ impl LocalCluster {
         }
     }
 
-    /// The tail of every node's log, after the first panics anywhere in
-    /// it (a panic's message is often long gone from the tail).
+    /// The tail of every node's log, after the first panics and broken
+    /// invariants anywhere in it (a panic's message is often long gone
+    /// from the tail).
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for n in &self.nodes {
@@ -285,7 +286,7 @@ impl LocalCluster {
             for (i, _) in lines
                 .iter()
                 .enumerate()
-                .filter(|(_, l)| l.contains("panicked at"))
+                .filter(|(_, l)| l.contains("panicked at") || l.contains("invariant broken"))
                 .take(3)
             {
                 out.push_str(&format!(
