@@ -24,18 +24,15 @@ static void delay(void) {
     nanosleep(&ts, NULL);
 }
 
-int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    int r = real(fd);
-    delay();
-    return r;
-}
+/* The real call, then the delay. */
+#define SLOW(name)                                                   \
+    int name(int fd) {                                               \
+        static int (*real)(int);                                     \
+        if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, #name);     \
+        int r = real(fd);                                            \
+        delay();                                                     \
+        return r;                                                    \
+    }
 
-int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    int r = real(fd);
-    delay();
-    return r;
-}
+SLOW(fdatasync)
+SLOW(fsync)
