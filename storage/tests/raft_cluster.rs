@@ -20,13 +20,25 @@ use std::time::Duration;
 
 type Router = Arc<Mutex<BTreeMap<u64, Raft<TypeConfig>>>>;
 
+/// Nodes cut off from the others (both ways).
+type Blocked = Arc<Mutex<std::collections::BTreeSet<u64>>>;
+
 struct Net {
     router: Router,
+    me: u64,
     target: u64,
+    blocked: Blocked,
 }
 
 impl Net {
     fn peer(&self) -> Option<Raft<TypeConfig>> {
+        let cut = {
+            let b = self.blocked.lock().unwrap();
+            b.contains(&self.me) || b.contains(&self.target)
+        };
+        if cut {
+            return None;
+        }
         self.router.lock().unwrap().get(&self.target).cloned()
     }
 }
@@ -35,14 +47,20 @@ fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::other("no such node")))
 }
 
-struct NetFactory(Router);
+struct NetFactory {
+    router: Router,
+    me: u64,
+    blocked: Blocked,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetFactory {
     type Network = Net;
     async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Net {
         Net {
-            router: self.0.clone(),
+            router: self.router.clone(),
+            me: self.me,
             target,
+            blocked: self.blocked.clone(),
         }
     }
 }
@@ -93,7 +111,7 @@ impl RaftNetwork<TypeConfig> for Net {
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
-async fn start(id: u64, dir: &std::path::Path, router: &Router) -> ShardHandle {
+async fn start(id: u64, dir: &std::path::Path, router: &Router, blocked: &Blocked) -> ShardHandle {
     let config = Config {
         heartbeat_interval: 50,
         election_timeout_min: 200,
@@ -109,7 +127,11 @@ async fn start(id: u64, dir: &std::path::Path, router: &Router) -> ShardHandle {
     let raft = Raft::new(
         id,
         Arc::new(config.validate().unwrap()),
-        NetFactory(router.clone()),
+        NetFactory {
+            router: router.clone(),
+            me: id,
+            blocked: blocked.clone(),
+        },
         log,
         sm,
     )
@@ -121,6 +143,21 @@ async fn start(id: u64, dir: &std::path::Path, router: &Router) -> ShardHandle {
 
 fn raft(router: &Router, id: u64) -> Raft<TypeConfig> {
     router.lock().unwrap()[&id].clone()
+}
+
+/// Forms the group of nodes 1, 2 and 3; returns its first leader.
+async fn form_123(router: &Router) -> u64 {
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("n{id}"))))
+        .collect();
+    raft(router, 1).initialize(members).await.unwrap();
+    raft(router, 1)
+        .wait(WAIT)
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap()
 }
 
 /// Rows of table 1 and the job's clocks, in both states of a replica.
@@ -141,20 +178,15 @@ fn summary(h: &ShardHandle) -> String {
 async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
     let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
     let mut handles = BTreeMap::new();
     for id in 1..=3u64 {
-        handles.insert(id, start(id, dirs[id as usize - 1].path(), &router).await);
+        handles.insert(
+            id,
+            start(id, dirs[id as usize - 1].path(), &router, &blocked).await,
+        );
     }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("n{id}"))))
-        .collect();
-    raft(&router, 1).initialize(members).await.unwrap();
-    let m = raft(&router, 1)
-        .wait(WAIT)
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .unwrap();
-    let leader = raft(&router, m.current_leader.unwrap());
+    let leader = raft(&router, form_123(&router).await);
     for req in setup(3, false, 2) {
         assert!(leader.client_write(req).await.unwrap().data.error.is_none());
     }
@@ -189,7 +221,7 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
         .index;
 
     // Node 4 joins: the entries it needs are purged, so it gets the snapshot.
-    handles.insert(4, start(4, dirs[3].path(), &router).await);
+    handles.insert(4, start(4, dirs[3].path(), &router, &blocked).await);
     leader
         .add_learner(4, BasicNode::new("n4"), true)
         .await
@@ -227,5 +259,67 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
     assert_eq!(summary(&handles[&4]), summary(&handles[&1]));
     for id in 1..=4 {
         raft(&router, id).shutdown().await.unwrap();
+    }
+}
+
+/// The hazard behind a chaos failure (docs/performance.md, "A leader's sync
+/// beside its followers'"): a replica dropped from its group and later
+/// hosted afresh on the same node (`DropGroup` or `host_group`'s stale
+/// path, then a move back) has an empty log and no vote, and grants its
+/// vote to any candidate. A node cut off while the group moved away from
+/// it still holds the old configuration; back, it campaigns, wins with the
+/// fresh replica's vote and no committed entries after its own log, and
+/// leads beside the real leader (two leaders of one term, committed
+/// entries overwritten). Ignored until fixed: the fix (a pristine replica
+/// grants no vote; every initial member initializes its groups) is the
+/// next step of issue #21's chaos failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "reproduces an open bug: a pristine replica votes for a stale candidate"]
+async fn a_replica_hosted_afresh_does_not_elect_a_stale_candidate() {
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
+    for id in 1..=5u64 {
+        start(id, dirs[id as usize].path(), &router, &blocked).await;
+    }
+    let l = form_123(&router).await;
+    let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
+    let (stale, fresh) = (others[0], others[1]);
+    let leader = raft(&router, l);
+    for req in setup(2, false, 0) {
+        leader.client_write(req).await.unwrap();
+    }
+    // The stale node is cut off; the group moves to {l, 4, 5} and commits.
+    blocked.lock().unwrap().insert(stale);
+    leader
+        .add_learner(4, BasicNode::new("n4"), true)
+        .await
+        .unwrap();
+    leader
+        .add_learner(5, BasicNode::new("n5"), true)
+        .await
+        .unwrap();
+    leader.change_membership([l, 4, 5], false).await.unwrap();
+    for clock in 0..5 {
+        leader.client_write(batch(0, clock, 1.0)).await.unwrap();
+    }
+    let committed = leader.metrics().borrow().last_applied.unwrap();
+    // `fresh` was dropped and is hosted afresh: empty log, no vote.
+    let old = router.lock().unwrap().remove(&fresh).unwrap();
+    old.shutdown().await.unwrap();
+    drop(old);
+    start(fresh, dirs[0].path(), &router, &blocked).await;
+    // The stale node comes back and campaigns with its old configuration.
+    blocked.lock().unwrap().remove(&stale);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = raft(&router, stale).metrics().borrow().clone();
+    assert!(
+        !(m.state == openraft::ServerState::Leader && m.last_log_index < Some(committed.index)),
+        "node {stale} leads term {} with its log at {:?}, below the committed {committed}",
+        m.current_term,
+        m.last_log_index
+    );
+    for id in 1..=5 {
+        let _ = raft(&router, id).shutdown().await;
     }
 }
