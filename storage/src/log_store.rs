@@ -158,6 +158,11 @@ impl EntryCache {
     }
 }
 
+/// `v` displayed, or "none".
+fn or_none<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "none".into(), |v| v.to_string())
+}
+
 /// Default bytes of entries one replication read returns (at least one
 /// entry): see [`RaftLogStore::with_read_budget`].
 pub const READ_BUDGET: usize = 8 << 20;
@@ -598,21 +603,12 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
         // the group stops with this error instead of a panic in its core.
         if let (Some(prev), Some(new)) = (&self.committed, &committed) {
             if new.index < prev.index {
-                let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+                let last = self.log_state().ok().and_then(|s| s.last_log_id);
+                let vote = self.read_meta::<Vote<u64>>(META_VOTE).ok().flatten();
                 let reason = format!(
                     "the committed log id went back from {prev} to {new} (last log id {}, vote {})",
-                    show(
-                        self.log_state()
-                            .ok()
-                            .and_then(|s| s.last_log_id)
-                            .map(|l| l.to_string())
-                    ),
-                    show(
-                        self.read_meta::<Vote<u64>>(META_VOTE)
-                            .ok()
-                            .flatten()
-                            .map(|v| v.to_string())
-                    )
+                    or_none(last),
+                    or_none(vote)
                 );
                 tracing::error!(group = self.group, "invariant broken: {reason}");
                 return Err(StorageError::Invariant {

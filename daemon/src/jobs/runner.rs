@@ -750,16 +750,14 @@ impl WorkerHooks for Hooks<'_> {
         if let Some(e) = self.save_error.lock().clone() {
             return Err(e.into());
         }
-        let saves = self.saves.lock().clone();
-        let Some(saves) = saves else {
-            return Err("the run's checkpoint saver has stopped".into());
-        };
+        let stopped = || BoxError::from("the run's checkpoint saver has stopped");
+        let saves = self.saves.lock().clone().ok_or_else(stopped)?;
         saves
             .send(SavedState {
                 worker,
                 clock,
                 state,
             })
-            .map_err(|_| "the run's checkpoint saver has stopped".into())
+            .map_err(|_| stopped())
     }
 }
