@@ -1,10 +1,11 @@
 //! The node's one RocksDB instance: column families per purpose, shared by
 //! every Raft group on the node (docs/storage.md).
 
-use crate::codec::{blob_values, chunk_key, unframe, BlobHeader, CHUNK_BYTES};
+use crate::codec::{blob_values, chunk_key, frame, unframe, BlobHeader, CHUNK_BYTES};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, ALL_CFS};
 use crate::metrics::StoreMetrics;
+use crate::tombstone::Tombstone;
 use petuum_core::types::ShardId;
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, DB};
 use std::path::PathBuf;
@@ -107,6 +108,9 @@ pub struct NodeDb {
     /// range-deleted parts, which stay in the memtable until compaction
     /// and made every checkpoint slower than the last.
     pub(crate) checkpoint_floor: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Per group asked about, its tombstone (crate::tombstone), read once:
+    /// every Raft message a replica receives consults it.
+    tombstones: parking_lot::Mutex<std::collections::HashMap<u64, Option<Tombstone>>>,
 }
 
 impl std::fmt::Debug for NodeDb {
@@ -182,6 +186,7 @@ impl NodeDb {
             config,
             metrics,
             checkpoint_floor: Default::default(),
+            tombstones: Default::default(),
         }))
     }
 
@@ -226,7 +231,10 @@ impl NodeDb {
                 .get(..8)
                 .map(|p| u64::from_be_bytes(p.try_into().expect("8")))
             {
-                out.push(g);
+                // A tombstone alone (it sorts last) is no replica.
+                if k.get(8) != Some(&keys::META_DROPPED) {
+                    out.push(g);
+                }
                 if g == u64::MAX {
                     break;
                 }
@@ -244,20 +252,77 @@ impl NodeDb {
         Ok(out)
     }
 
-    /// Deletes every trace of a group's replica (its log, Raft metadata and
-    /// snapshot), synced: the node no longer holds it.
-    pub fn delete_group(&self, group: u64) -> Result<()> {
+    /// Deletes a group's replica (its log, Raft metadata and snapshot),
+    /// synced, keeping in the same write a [`Tombstone`] of its vote and
+    /// last log id (merged with an earlier one): a replica of the group
+    /// hosted here again must not answer Raft as if it had seen nothing
+    /// (crate::tombstone). The replica must be stopped.
+    pub fn delete_group(self: &Arc<Self>, group: u64) -> Result<()> {
+        let log = crate::log_store::RaftLogStore::new(self.clone(), group);
+        let seen = Tombstone {
+            vote: log.vote()?,
+            last_log_id: log.log_state()?.last_log_id,
+        };
+        let tomb = match self.read_tombstone(group)? {
+            Some(t) => t.merge(seen),
+            None => seen,
+        };
         let mut batch = WriteBatch::default();
         for cf in [keys::CF_LOG, keys::CF_META, keys::CF_SNAPSHOT] {
             batch.delete_range_cf(self.cf(cf), keys::prefix(group), keys::prefix_end(group));
         }
+        let key = keys::meta_key(group, keys::META_DROPPED);
+        let bytes = postcard::to_allocvec(&tomb).map_err(|e| StorageError::Encode {
+            what: "tombstone",
+            shard: group as u32,
+            reason: e.to_string(),
+        })?;
+        batch.put_cf(self.cf(keys::CF_META), key, frame(&key, bytes));
         self.write_sync(
             batch,
             true,
             "delete group",
             group,
             &keys::show(keys::CF_META, &keys::prefix(group)),
-        )
+        )?;
+        tracing::info!(group, vote = ?tomb.vote, last_log_id = ?tomb.last_log_id, "replica deleted; tombstone kept");
+        self.tombstones.lock().insert(group, Some(tomb));
+        Ok(())
+    }
+
+    /// The tombstone of a replica of `group` dropped here, if any.
+    pub fn tombstone(&self, group: u64) -> Result<Option<Tombstone>> {
+        if let Some(t) = self.tombstones.lock().get(&group) {
+            return Ok(*t);
+        }
+        let t = self.read_tombstone(group)?;
+        self.tombstones.lock().insert(group, t);
+        Ok(t)
+    }
+
+    fn read_tombstone(&self, group: u64) -> Result<Option<Tombstone>> {
+        let key = keys::meta_key(group, keys::META_DROPPED);
+        let show = || keys::show(keys::CF_META, &key);
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(keys::CF_META), key)
+            .map_err(|source| StorageError::Rocks {
+                op: "read tombstone",
+                group,
+                key: show(),
+                source,
+            })?;
+        let Some(v) = v else { return Ok(None) };
+        let corrupt = |reason: String| StorageError::Corrupt {
+            what: "tombstone",
+            shard: group as u32,
+            key: show(),
+            reason,
+        };
+        let payload = unframe(&key, &v).map_err(corrupt)?;
+        postcard::from_bytes(payload)
+            .map(Some)
+            .map_err(|e| corrupt(e.to_string()))
     }
 
     /// A column family handle; every family is created at open.

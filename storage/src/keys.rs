@@ -23,6 +23,9 @@ pub const META_VOTE: u8 = 1;
 pub const META_COMMITTED: u8 = 2;
 /// Tag byte of the last purged log id in `raft_meta`.
 pub const META_PURGED: u8 = 3;
+/// Tag byte of a dropped replica's tombstone in `raft_meta` (the highest
+/// tag: a group whose first meta key is its tombstone has no other state).
+pub const META_DROPPED: u8 = 4;
 
 /// Kind byte of a shard-state part in `checkpoint` keys.
 pub const PART_SHARD: u8 = 0;

@@ -12,6 +12,9 @@
 //!   applies [`ShardRequest`]s (update batches and the commands around them)
 //!   to a [`petuum_core::shard::ShardState`], keeps the state at each job's
 //!   min clock, builds and installs checksummed snapshots.
+//! - [`Tombstone`]: what a dropped replica had seen (its vote and last log
+//!   id), so that a replica hosted afresh does not answer as if it had
+//!   seen nothing.
 //! - [`CheckpointStore`]: consistent checkpoints per `(job, clock)` and
 //!   worker blobs, the newest N kept.
 
@@ -26,6 +29,7 @@ pub mod metrics;
 pub mod shard_data;
 pub mod snapshot;
 pub mod state_machine;
+pub mod tombstone;
 pub mod types;
 pub mod workload;
 
@@ -37,4 +41,5 @@ pub use log_store::{LogEntry, RaftLogStore};
 pub use metrics::StoreMetrics;
 pub use shard_data::{EpochCheck, ShardData};
 pub use state_machine::{Replica, ShardHandle, ShardStateMachine};
+pub use tombstone::Tombstone;
 pub use types::{Entry, LogId, ShardRequest, ShardResponse, TypeConfig};

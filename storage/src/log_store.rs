@@ -198,6 +198,11 @@ impl RaftLogStore {
         self.group
     }
 
+    /// The stored vote.
+    pub fn vote(&self) -> Result<Option<Vote<u64>>> {
+        self.read_meta(META_VOTE)
+    }
+
     /// Appends entries durably: one `WriteBatch`, WAL synced. Returns when
     /// they would survive a crash.
     pub fn append_entries<E: LogEntry>(

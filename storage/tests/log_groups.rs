@@ -3,7 +3,7 @@
 
 use openraft::storage::RaftLogStorage;
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Vote};
-use petuum_storage::{Entry, NodeDb, RaftLogStore, StorageConfig};
+use petuum_storage::{Entry, NodeDb, RaftLogStore, StorageConfig, Tombstone};
 
 fn blank(term: u64, index: u64) -> Entry {
     Entry {
@@ -273,4 +273,63 @@ async fn a_committed_index_that_goes_back_is_refused_and_not_stored() {
         again.read_committed().await.unwrap(),
         Some(blank(5, 20).log_id)
     );
+}
+
+#[tokio::test]
+async fn a_dropped_group_leaves_a_tombstone_of_what_it_had_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+        let mut a = RaftLogStore::new(db.clone(), 1);
+        let mut b = RaftLogStore::new(db.clone(), 2);
+        a.append_entries((1..=30).map(|i| blank(4, i))).unwrap();
+        a.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        a.purge_upto(blank(4, 10).log_id).unwrap();
+        b.append_entries((1..=5).map(|i| blank(2, i))).unwrap();
+        b.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert_eq!(db.stored_groups().unwrap(), vec![1, 2]);
+        assert_eq!(db.tombstone(1).unwrap(), None);
+        db.delete_group(1).unwrap();
+        // Its state is gone, the tombstone kept; the other group untouched.
+        let a = RaftLogStore::new(db.clone(), 1);
+        assert_eq!(a.log_state().unwrap().last_log_id, None);
+        assert_eq!(a.vote().unwrap(), None);
+        assert_eq!(b.log_state().unwrap().last_log_id, Some(blank(2, 5).log_id));
+        assert_eq!(
+            db.stored_groups().unwrap(),
+            vec![2],
+            "a tombstone is no replica"
+        );
+    }
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let want = Tombstone {
+        vote: Some(Vote::new_committed(4, 1)),
+        last_log_id: Some(blank(4, 30).log_id),
+    };
+    assert_eq!(db.tombstone(1).unwrap(), Some(want), "after a reopen");
+    assert_eq!(db.stored_groups().unwrap(), vec![2]);
+    // Hosted again, it votes in a later term with a shorter log, and is
+    // dropped again before it caught up: the tombstone keeps the most of
+    // each.
+    let mut a = RaftLogStore::new(db.clone(), 1);
+    a.append_entries((1..=3).map(|i| blank(6, i))).unwrap();
+    a.save_vote(&Vote::new(6, 2)).await.unwrap();
+    assert_eq!(db.stored_groups().unwrap(), vec![1, 2]);
+    db.delete_group(1).unwrap();
+    assert_eq!(
+        db.tombstone(1).unwrap(),
+        Some(Tombstone {
+            vote: Some(Vote::new(6, 2)),
+            // Raft orders log ids by term first: (6, 3) is after (4, 30).
+            last_log_id: Some(blank(6, 3).log_id),
+        })
+    );
+    // A corrupt tombstone is reported with its key, not read as none.
+    let key = petuum_storage::keys::meta_key(1, petuum_storage::keys::META_DROPPED);
+    let cf = db.cf(petuum_storage::keys::CF_META);
+    db.raw().put_cf(cf, key, b"garbage!").unwrap();
+    drop((a, db));
+    let db = NodeDb::open(StorageConfig::new(dir.path())).unwrap();
+    let err = db.tombstone(1).unwrap_err().to_string();
+    assert!(err.contains("tombstone"), "{err}");
 }

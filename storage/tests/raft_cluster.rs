@@ -12,13 +12,15 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Config, Raft};
 use petuum_storage::{
-    NodeDb, RaftLogStore, ShardHandle, ShardStateMachine, StorageConfig, TypeConfig,
+    tombstone, NodeDb, RaftLogStore, ShardHandle, ShardStateMachine, StorageConfig, TypeConfig,
 };
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-type Router = Arc<Mutex<BTreeMap<u64, Raft<TypeConfig>>>>;
+/// Each node's replica and its database (whose tombstones answer for a
+/// replica dropped before, as a node's Raft service does).
+type Router = Arc<Mutex<BTreeMap<u64, (Raft<TypeConfig>, Arc<NodeDb>)>>>;
 
 /// Nodes cut off from the others (both ways).
 type Blocked = Arc<Mutex<std::collections::BTreeSet<u64>>>;
@@ -31,7 +33,7 @@ struct Net {
 }
 
 impl Net {
-    fn peer(&self) -> Option<Raft<TypeConfig>> {
+    fn peer(&self) -> Option<(Raft<TypeConfig>, Arc<NodeDb>)> {
         let cut = {
             let b = self.blocked.lock().unwrap();
             b.contains(&self.me) || b.contains(&self.target)
@@ -71,10 +73,10 @@ impl RaftNetwork<TypeConfig> for Net {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let Some(peer) = self.peer() else {
+        let Some((peer, db)) = self.peer() else {
             return Err(unreachable());
         };
-        peer.append_entries(rpc)
+        tombstone::append_entries(&db, GROUP, &peer, rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -87,10 +89,10 @@ impl RaftNetwork<TypeConfig> for Net {
         InstallSnapshotResponse<u64>,
         RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        let Some(peer) = self.peer() else {
+        let Some((peer, db)) = self.peer() else {
             return Err(unreachable());
         };
-        peer.install_snapshot(rpc)
+        tombstone::install_snapshot(&db, GROUP, &peer, rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -100,10 +102,10 @@ impl RaftNetwork<TypeConfig> for Net {
         rpc: VoteRequest<u64>,
         _option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
-        let Some(peer) = self.peer() else {
+        let Some((peer, db)) = self.peer() else {
             return Err(unreachable());
         };
-        peer.vote(rpc)
+        tombstone::vote(&db, GROUP, &peer, rpc)
             .await
             .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -112,6 +114,12 @@ impl RaftNetwork<TypeConfig> for Net {
 const WAIT: Option<Duration> = Some(Duration::from_secs(20));
 
 async fn start(id: u64, dir: &std::path::Path, router: &Router, blocked: &Blocked) -> ShardHandle {
+    let db = NodeDb::open(StorageConfig::new(dir)).unwrap();
+    start_on(id, db, router, blocked).await
+}
+
+/// Starts node `id`'s replica on an open database.
+async fn start_on(id: u64, db: Arc<NodeDb>, router: &Router, blocked: &Blocked) -> ShardHandle {
     let config = Config {
         heartbeat_interval: 50,
         election_timeout_min: 200,
@@ -120,9 +128,8 @@ async fn start(id: u64, dir: &std::path::Path, router: &Router, blocked: &Blocke
         snapshot_max_chunk_size: 4096,
         ..Default::default()
     };
-    let db = NodeDb::open(StorageConfig::new(dir)).unwrap();
     let log = RaftLogStore::new(db.clone(), GROUP);
-    let sm = ShardStateMachine::open(db, GROUP, SHARD).unwrap();
+    let sm = ShardStateMachine::open(db.clone(), GROUP, SHARD).unwrap();
     let handle = sm.handle();
     let raft = Raft::new(
         id,
@@ -137,12 +144,12 @@ async fn start(id: u64, dir: &std::path::Path, router: &Router, blocked: &Blocke
     )
     .await
     .unwrap();
-    router.lock().unwrap().insert(id, raft);
+    router.lock().unwrap().insert(id, (raft, db));
     handle
 }
 
 fn raft(router: &Router, id: u64) -> Raft<TypeConfig> {
-    router.lock().unwrap()[&id].clone()
+    router.lock().unwrap()[&id].0.clone()
 }
 
 /// Forms the group of nodes 1, 2 and 3; returns its first leader.
@@ -262,19 +269,54 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
     }
 }
 
+/// Drops node `id`'s replica as a node does when its group moved away
+/// (`DropGroup`, or `host_group`'s stale path): stops it, deletes its state
+/// (keeping the tombstone) and hosts an empty replica on the same database.
+async fn drop_and_host_afresh(router: &Router, blocked: &Blocked, id: u64) {
+    let (old, db) = router.lock().unwrap().remove(&id).unwrap();
+    old.shutdown().await.unwrap();
+    drop(old);
+    db.delete_group(GROUP).unwrap();
+    start_on(id, db, router, blocked).await;
+    let m = raft(router, id).metrics().borrow().clone();
+    assert_eq!(m.last_log_index, None, "node {id} starts afresh");
+    assert!(m.membership_config.log_id().is_none());
+}
+
+/// Cuts node `stale` off while the group moves from {1, 2, 3} to
+/// {other, 4, 5} and commits; returns the committed log id and `fresh`,
+/// the member of {1, 2, 3} that is neither (its replica is then dropped).
+async fn move_away_from(
+    router: &Router,
+    blocked: &Blocked,
+    leader: u64,
+    stale: u64,
+) -> (openraft::LogId<u64>, u64) {
+    let fresh = (1..=3).find(|&i| i != leader && i != stale).unwrap();
+    blocked.lock().unwrap().insert(stale);
+    let l = raft(router, leader);
+    for n in [4, 5] {
+        l.add_learner(n, BasicNode::new(format!("n{n}")), true)
+            .await
+            .unwrap();
+    }
+    l.change_membership([leader, 4, 5], false).await.unwrap();
+    for clock in 0..5 {
+        l.client_write(batch(0, clock, 1.0)).await.unwrap();
+    }
+    let committed = l.metrics().borrow().last_applied.unwrap();
+    (committed, fresh)
+}
+
 /// The hazard behind a chaos failure (docs/performance.md, "A leader's sync
 /// beside its followers'"): a replica dropped from its group and later
-/// hosted afresh on the same node (`DropGroup` or `host_group`'s stale
-/// path, then a move back) has an empty log and no vote, and grants its
-/// vote to any candidate. A node cut off while the group moved away from
-/// it still holds the old configuration; back, it campaigns, wins with the
-/// fresh replica's vote and no committed entries after its own log, and
-/// leads beside the real leader (two leaders of one term, committed
-/// entries overwritten). Ignored until fixed: the fix (a pristine replica
-/// grants no vote; every initial member initializes its groups) is the
-/// next step of issue #21's chaos failure.
+/// hosted afresh on the same node has an empty log and no vote. A node cut
+/// off while the group moved away from it still holds the old
+/// configuration; back, it campaigns, and without the tombstone the fresh
+/// replica's vote let it lead without the committed entries (two leaders,
+/// committed entries overwritten). The tombstone answers for the dropped
+/// replica: the stale candidate's log is behind what it had seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "reproduces an open bug: a pristine replica votes for a stale candidate"]
 async fn a_replica_hosted_afresh_does_not_elect_a_stale_candidate() {
     let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
     let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
@@ -283,42 +325,97 @@ async fn a_replica_hosted_afresh_does_not_elect_a_stale_candidate() {
         start(id, dirs[id as usize].path(), &router, &blocked).await;
     }
     let l = form_123(&router).await;
-    let others: Vec<u64> = (1..=3).filter(|&i| i != l).collect();
-    let (stale, fresh) = (others[0], others[1]);
-    let leader = raft(&router, l);
     for req in setup(2, false, 0) {
-        leader.client_write(req).await.unwrap();
+        raft(&router, l).client_write(req).await.unwrap();
     }
-    // The stale node is cut off; the group moves to {l, 4, 5} and commits.
-    blocked.lock().unwrap().insert(stale);
-    leader
-        .add_learner(4, BasicNode::new("n4"), true)
-        .await
-        .unwrap();
-    leader
-        .add_learner(5, BasicNode::new("n5"), true)
-        .await
-        .unwrap();
-    leader.change_membership([l, 4, 5], false).await.unwrap();
-    for clock in 0..5 {
-        leader.client_write(batch(0, clock, 1.0)).await.unwrap();
-    }
-    let committed = leader.metrics().borrow().last_applied.unwrap();
-    // `fresh` was dropped and is hosted afresh: empty log, no vote.
-    let old = router.lock().unwrap().remove(&fresh).unwrap();
-    old.shutdown().await.unwrap();
-    drop(old);
-    start(fresh, dirs[0].path(), &router, &blocked).await;
+    let stale = (1..=3).find(|&i| i != l).unwrap();
+    let (committed, fresh) = move_away_from(&router, &blocked, l, stale).await;
+    drop_and_host_afresh(&router, &blocked, fresh).await;
     // The stale node comes back and campaigns with its old configuration.
     blocked.lock().unwrap().remove(&stale);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let m = raft(&router, stale).metrics().borrow().clone();
+    assert!(
+        m.current_term > 1,
+        "node {stale} campaigned (term {})",
+        m.current_term
+    );
     assert!(
         !(m.state == openraft::ServerState::Leader && m.last_log_index < Some(committed.index)),
         "node {stale} leads term {} with its log at {:?}, below the committed {committed}",
         m.current_term,
         m.last_log_index
     );
+    let f = raft(&router, fresh).metrics().borrow().clone();
+    assert!(
+        f.vote.leader_id().node_id != stale,
+        "node {fresh} voted for the stale node: {}",
+        f.vote
+    );
+    // The group itself goes on.
+    let w = raft(&router, l)
+        .client_write(batch(1, 0, 2.0))
+        .await
+        .unwrap();
+    assert!(w.log_id.index > committed.index);
+    for id in 1..=5 {
+        let _ = raft(&router, id).shutdown().await;
+    }
+}
+
+/// The same hazard from a deposed leader: cut off, it still believes it
+/// leads the old configuration. Back, able to reach only the replica hosted
+/// afresh, without the tombstone it had that replica acknowledge its
+/// appends and committed a write beside the real group. The tombstone makes
+/// the replica answer with the later term it had seen: the old leader steps
+/// down and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_hosted_afresh_does_not_let_a_deposed_leader_commit() {
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
+    for id in 1..=5u64 {
+        start(id, dirs[id as usize].path(), &router, &blocked).await;
+    }
+    let deposed = form_123(&router).await;
+    for req in setup(2, false, 0) {
+        raft(&router, deposed).client_write(req).await.unwrap();
+    }
+    // Cut off, the leader is replaced by one of the other two.
+    blocked.lock().unwrap().insert(deposed);
+    let leader = raft(&router, (1..=3).find(|&i| i != deposed).unwrap())
+        .wait(WAIT)
+        .metrics(
+            |m| m.current_leader.is_some_and(|n| n != deposed),
+            "a new leader",
+        )
+        .await
+        .unwrap()
+        .current_leader
+        .unwrap();
+    let (committed, fresh) = move_away_from(&router, &blocked, leader, deposed).await;
+    drop_and_host_afresh(&router, &blocked, fresh).await;
+    // Back, the deposed leader reaches only the fresh replica.
+    {
+        let mut b = blocked.lock().unwrap();
+        b.remove(&deposed);
+        b.insert(leader);
+    }
+    let d = raft(&router, deposed);
+    assert_eq!(
+        d.metrics().borrow().state,
+        openraft::ServerState::Leader,
+        "node {deposed} still believes it leads"
+    );
+    let write =
+        tokio::time::timeout(Duration::from_secs(3), d.client_write(batch(1, 0, 9.0))).await;
+    if let Ok(Ok(w)) = write {
+        panic!(
+            "the deposed node {deposed} committed {} beside the group (committed {committed})",
+            w.log_id
+        );
+    }
+    blocked.lock().unwrap().clear();
     for id in 1..=5 {
         let _ = raft(&router, id).shutdown().await;
     }

@@ -12,7 +12,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use petuum_core::batch::UpdateBatch;
 use petuum_core::types::{JobId, ShardId};
-use petuum_storage::{EpochCheck, ShardRequest, TypeConfig};
+use petuum_storage::{tombstone, EpochCheck, ShardRequest, TypeConfig};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,16 +76,20 @@ impl ClusterNode {
             KIND_APPEND => {
                 let req: AppendEntriesRequest<TypeConfig> =
                     wire::decode(payload, "append-entries").map_err(bad)?;
-                Ok(wire::encode(&raft.append_entries(req).await))
+                let reply = tombstone::append_entries(&self.db, group, &raft, req).await;
+                Ok(wire::encode(&reply))
             }
             KIND_VOTE => {
                 let req: VoteRequest<u64> = wire::decode(payload, "vote").map_err(bad)?;
-                Ok(wire::encode(&raft.vote(req).await))
+                Ok(wire::encode(
+                    &tombstone::vote(&self.db, group, &raft, req).await,
+                ))
             }
             KIND_SNAPSHOT => {
                 let req: InstallSnapshotRequest<TypeConfig> =
                     wire::decode(payload, "install-snapshot").map_err(bad)?;
-                Ok(wire::encode(&raft.install_snapshot(req).await))
+                let reply = tombstone::install_snapshot(&self.db, group, &raft, req).await;
+                Ok(wire::encode(&reply))
             }
             k => Err(Status::invalid_argument(format!(
                 "unknown Raft message kind {k} for group {group}"

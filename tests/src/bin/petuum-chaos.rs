@@ -225,6 +225,20 @@ impl Chaos {
             Box<dyn std::future::Future<Output = Result<T, petuum_client::ClientError>> + '_>,
         >,
     ) -> Option<T> {
+        self.try_client(f).ok()
+    }
+
+    /// Asks each running member in turn until one answers; the error says
+    /// what each one answered.
+    fn try_client<T>(
+        &mut self,
+        f: impl Fn(
+            &mut Client,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, petuum_client::ClientError>> + '_>,
+        >,
+    ) -> Result<T, String> {
+        let mut errors = Vec::new();
         for id in self.members.clone() {
             if !self.up[id as usize - 1] || self.stopped[id as usize - 1] {
                 continue;
@@ -235,7 +249,10 @@ impl Chaos {
                     Ok(c) => {
                         self.clients.insert(id, c);
                     }
-                    Err(_) => continue,
+                    Err(e) => {
+                        errors.push(format!("node {id}: {e}"));
+                        continue;
+                    }
                 }
             }
             let c = self.clients.get_mut(&id).expect("inserted");
@@ -243,13 +260,16 @@ impl Chaos {
                 .rt
                 .block_on(async { tokio::time::timeout(Duration::from_secs(5), f(c)).await });
             match r {
-                Ok(Ok(v)) => return Some(v),
-                _ => {
-                    self.clients.remove(&id);
-                }
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => errors.push(format!("node {id}: {e}")),
+                Err(_) => errors.push(format!("node {id}: no answer in 5 s")),
             }
+            self.clients.remove(&id);
         }
-        None
+        if errors.is_empty() {
+            errors.push("no member running".into());
+        }
+        Err(errors.join("; "))
     }
 
     fn down(&mut self, id: u64) {
@@ -447,18 +467,20 @@ fn main() -> std::process::ExitCode {
                 let path = work.path().join(format!("job{id}.safetensors"));
                 let p = path.clone();
                 let got = chaos
-                    .with_client(|c| {
+                    .try_client(|c| {
                         let p = p.clone();
                         Box::pin(async move { c.model(id, &p).await })
                     })
-                    .and_then(|_| std::fs::read(&path).ok());
+                    .and_then(|_| std::fs::read(&path).map_err(|e| e.to_string()));
                 match got {
-                    Some(bytes) if bytes == kind.reference => {}
-                    Some(_) => failures.push(format!(
+                    Ok(bytes) if bytes == kind.reference => {}
+                    Ok(_) => failures.push(format!(
                         "job {id} ({}): model differs from the embedded run's",
                         kind.name
                     )),
-                    None => failures.push(format!("job {id} ({}): model unreadable", kind.name)),
+                    Err(e) => {
+                        failures.push(format!("job {id} ({}): model unreadable: {e}", kind.name))
+                    }
                 }
             }
             eprintln!(
