@@ -70,13 +70,30 @@ struct WalSyncer {
     thread: std::thread::JoinHandle<()>,
 }
 
+/// While set, the WAL sync thread starts no round (`NodeDb::hold_wal_syncs`).
+#[derive(Default)]
+struct SyncHold {
+    held: parking_lot::Mutex<bool>,
+    released: parking_lot::Condvar,
+}
+
+impl SyncHold {
+    fn wait_released(&self) {
+        let mut held = self.held.lock();
+        while *held {
+            self.released.wait(&mut held);
+        }
+    }
+}
+
 impl WalSyncer {
-    fn start(db: Arc<DB>, metrics: Arc<StoreMetrics>) -> WalSyncer {
+    fn start(db: Arc<DB>, metrics: Arc<StoreMetrics>, hold: Arc<SyncHold>) -> WalSyncer {
         let (tx, rx) = std::sync::mpsc::channel::<AfterSync>();
         let thread = std::thread::Builder::new()
             .name("wal-sync".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    hold.wait_released();
                     // Everything registered by now was written before it
                     // was registered: one fsync covers the whole round.
                     let mut round = vec![first];
@@ -101,6 +118,7 @@ impl WalSyncer {
 pub struct NodeDb {
     db: Arc<DB>,
     syncer: parking_lot::Mutex<Option<WalSyncer>>,
+    sync_hold: Arc<SyncHold>,
     config: StorageConfig,
     metrics: Arc<StoreMetrics>,
     /// Per job, the clock below which its checkpoints were pruned
@@ -125,6 +143,7 @@ impl Drop for NodeDb {
     fn drop(&mut self) {
         // The sync thread ends with its channel; wait for it, so the
         // database is closed (its lock released) when this returns.
+        self.hold_wal_syncs(false);
         if let Some(s) = self.syncer.lock().take() {
             drop(s.tx);
             if s.thread.thread().id() != std::thread::current().id() {
@@ -180,8 +199,14 @@ impl NodeDb {
         tracing::info!(path = %config.path.display(), "storage opened");
         let db = Arc::new(db);
         let metrics = Arc::new(StoreMetrics::default());
+        let sync_hold = Arc::new(SyncHold::default());
         Ok(Arc::new(NodeDb {
-            syncer: parking_lot::Mutex::new(Some(WalSyncer::start(db.clone(), metrics.clone()))),
+            syncer: parking_lot::Mutex::new(Some(WalSyncer::start(
+                db.clone(),
+                metrics.clone(),
+                sync_hold.clone(),
+            ))),
+            sync_hold,
             db,
             config,
             metrics,
@@ -352,6 +377,16 @@ impl NodeDb {
         if let Err(done) = sent {
             done(Err("the WAL sync thread has stopped".into()));
         }
+    }
+
+    /// For tests of the Raft layer: while `hold` is set, the group-commit
+    /// thread starts no WAL sync, so no Raft log append of this node is
+    /// reported durable (a disk that does not finish its syncs). Writes
+    /// stay readable; syncs made directly (votes, snapshots) are not held.
+    #[doc(hidden)]
+    pub fn hold_wal_syncs(&self, hold: bool) {
+        *self.sync_hold.held.lock() = hold;
+        self.sync_hold.released.notify_all();
     }
 
     /// Makes every write so far durable, synced or not (it syncs the WAL

@@ -420,3 +420,103 @@ async fn a_replica_hosted_afresh_does_not_let_a_deposed_leader_commit() {
         let _ = raft(&router, id).shutdown().await;
     }
 }
+
+/// A leader sends its new entries to its followers while its own write of
+/// them is still being synced, and counts itself towards the commit quorum
+/// only once that write is on its disk (the patch to openraft 0.9 in
+/// vendor/, docs/design.md). Unpatched, the first write below never
+/// commits: openraft 0.9's core waits for the leader's sync before it
+/// replicates anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3u64 {
+        let h = start(id, dirs[id as usize - 1].path(), &router, &blocked).await;
+        let db = router.lock().unwrap()[&id].1.clone();
+        nodes.insert(id, (h, db));
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("n{id}"))))
+        .collect();
+    raft(&router, 1).initialize(members).await.unwrap();
+    let m = raft(&router, 1)
+        .wait(WAIT)
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    let l = m.current_leader.unwrap();
+    let leader = raft(&router, l);
+    let followers: Vec<u64> = (1..=3).filter(|&id| id != l).collect();
+    for req in setup(2, false, 0) {
+        assert!(leader.client_write(req).await.unwrap().data.error.is_none());
+    }
+
+    // The leader's disk finishes no sync: its two followers are the quorum.
+    nodes[&l].1.hold_wal_syncs(true);
+    let first = tokio::time::timeout(WAIT.unwrap(), leader.client_write(batch(0, 0, 1.0)))
+        .await
+        .expect("a write commits on the followers while the leader's sync is held")
+        .unwrap();
+    assert!(first.data.error.is_none(), "{:?}", first.data);
+    for id in 1..=3 {
+        raft(&router, id)
+            .wait(WAIT)
+            .applied_index_at_least(Some(first.log_id.index), "applied")
+            .await
+            .unwrap();
+    }
+
+    // And one follower's too: one synced copy is no quorum, whatever the
+    // leader holds unsynced.
+    nodes[&followers[0]].1.hold_wal_syncs(true);
+    let pending = tokio::spawn({
+        let leader = leader.clone();
+        async move { leader.client_write(batch(1, 0, 2.0)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !pending.is_finished(),
+        "committed with one synced copy of three"
+    );
+    for id in 1..=3 {
+        let applied = raft(&router, id).metrics().borrow().last_applied;
+        assert_eq!(
+            applied,
+            Some(first.log_id),
+            "node {id} applied past the quorum"
+        );
+    }
+    nodes[&followers[0]].1.hold_wal_syncs(false);
+    let second = tokio::time::timeout(WAIT.unwrap(), pending)
+        .await
+        .expect("commits once a second copy is synced")
+        .unwrap()
+        .unwrap();
+    assert!(second.data.error.is_none(), "{:?}", second.data);
+
+    // The leader's syncs resume: everything goes on as before.
+    nodes[&l].1.hold_wal_syncs(false);
+    let last = leader
+        .client_write(batch(0, 1, 4.0))
+        .await
+        .unwrap()
+        .log_id
+        .index;
+    for id in 1..=3 {
+        raft(&router, id)
+            .wait(WAIT)
+            .applied_index_at_least(Some(last), "applied")
+            .await
+            .unwrap();
+    }
+    let want = summary(&nodes[&l].0);
+    for id in followers {
+        assert_eq!(summary(&nodes[&id].0), want, "replica {id}");
+    }
+    for id in 1..=3 {
+        raft(&router, id).shutdown().await.unwrap();
+    }
+}
