@@ -28,6 +28,8 @@
 //! `PETUUM_BENCH_SHARDS` sets the cluster's shard count (default 16);
 //! `PETUUM_BENCH_CONFIG` is appended to every node's config (e.g.
 //! `$'[raft]\ncoalesce_messages = true'`).
+//! `PETUUM_BENCH_CHECKPOINTS` sets the checkpoint settings of part 1 and
+//! their order (default `0,10,1`).
 
 use petuum_client::{Client, JobInfo};
 use petuum_tests::cluster::{connect_client, LocalCluster};
@@ -370,7 +372,19 @@ fn main() {
         "checkpoint_every", "run s", "clocks/s", "vs off", "checkpoints", "recoveries"
     );
     let mut off = None;
-    for every in [0u64, 10, 1] {
+    // PETUUM_BENCH_CHECKPOINTS: the settings and their order (default
+    // "0,10,1"; jobs run one after another on the same nodes, so the
+    // order shows whether an earlier job's leftovers slow a later one).
+    let settings: Vec<u64> = std::env::var("PETUUM_BENCH_CHECKPOINTS")
+        .unwrap_or_else(|_| "0,10,1".into())
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .parse()
+                .expect("PETUUM_BENCH_CHECKPOINTS: comma-separated clocks")
+        })
+        .collect();
+    for every in settings {
         let s = spec(dir.path(), &format!("ckpt{every}"), clocks, every);
         let info = rt.block_on(async {
             let mut cl = connect_client(&ep(&c, 1)).await;
@@ -378,10 +392,15 @@ fn main() {
             poll(&mut cl, job, "success", |i| i.state == "succeeded").await
         });
         let rate = clocks as f64 / info.seconds;
-        let base = *off.get_or_insert(rate);
+        if every == 0 {
+            off = Some(rate);
+        }
+        let vs = off.map_or("-".to_string(), |base| {
+            format!("{:.1}%", 100.0 * rate / base)
+        });
         let n = clocks.checked_div(every).unwrap_or(0);
         println!(
-            "{:<20} {:>10.2} {:>10.1} {:>11.1}% {:>14} {:>11}",
+            "{:<20} {:>10.2} {:>10.1} {:>12} {:>14} {:>11}",
             if every == 0 {
                 "off".to_string()
             } else {
@@ -389,7 +408,7 @@ fn main() {
             },
             info.seconds,
             rate,
-            100.0 * rate / base,
+            vs,
             n,
             info.recoveries
         );
