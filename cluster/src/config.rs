@@ -50,6 +50,13 @@ pub struct RaftTuning {
     /// last snapshot, and at least as many as that snapshot holds: bounds
     /// the log a restart replays.
     pub snapshot_after_mib: u64,
+    /// Entries kept in the log behind a snapshot (openraft purges the rest
+    /// once the snapshot is stored): a follower that far behind catches up
+    /// from the log, one further behind gets the snapshot. Few, so that the
+    /// entries are deleted while still in RocksDB's memtable and are never
+    /// flushed to disk (docs/performance.md, "The second job's memtable
+    /// flush").
+    pub log_kept_after_snapshot: u64,
     /// Most entries in one append-entries message.
     pub max_entries_per_append: u64,
     /// Deadline of one Raft RPC.
@@ -72,7 +79,13 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 160,
             election_timeout_max_ms: 320,
             snapshot_after_entries: 5000,
-            snapshot_after_mib: 32,
+            // Small against RocksDB's 64 MiB memtable: with few entries
+            // kept behind a snapshot, the log's entries are deleted before
+            // their memtable is flushed (docs/performance.md, "The second
+            // job's memtable flush"); the snapshot's own size still bounds
+            // how often a large state is written.
+            snapshot_after_mib: 4,
+            log_kept_after_snapshot: 20,
             max_entries_per_append: 256,
             rpc_timeout_ms: 2000,
             coalesce_messages: false,

@@ -371,7 +371,7 @@ impl ClusterNode {
                 election_timeout_max: t.election_timeout_max_ms,
                 max_payload_entries: t.max_entries_per_append,
                 snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_after_entries),
-                max_in_snapshot_log_to_keep: (t.snapshot_after_entries / 10).max(10),
+                max_in_snapshot_log_to_keep: t.log_kept_after_snapshot,
                 install_snapshot_timeout: t.rpc_timeout_ms.max(5000),
                 // openraft's 3 MiB, within the peers' message limit.
                 snapshot_max_chunk_size: (3u64 << 20).min(append_bytes as u64),
