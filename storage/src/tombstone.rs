@@ -20,13 +20,14 @@
 //! its election, and the current leader is not refused.
 
 use crate::db::NodeDb;
+use crate::error::StorageError;
 use crate::types::{LogId, TypeConfig};
-use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::error::{Fatal, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{Raft, Vote};
+use openraft::{ErrorVerb, Raft, Vote};
 use serde::{Deserialize, Serialize};
 
 /// The last vote and last log id of a replica when it was dropped (the
@@ -81,6 +82,20 @@ impl Tombstone {
     }
 }
 
+/// The node's tombstone of `group`. One it cannot read refuses the message
+/// (an error naming its key, see [`fatal`]): failing open would answer as
+/// if nothing had been seen.
+fn read(db: &NodeDb, group: u64) -> Result<Option<Tombstone>, StorageError> {
+    db.tombstone(group).inspect_err(|e| {
+        tracing::error!(group, error = %e, "tombstone unreadable: Raft message refused");
+    })
+}
+
+/// A tombstone that cannot be read, as the Raft error the sender sees.
+fn fatal<E: std::error::Error>(e: StorageError) -> RaftError<u64, E> {
+    RaftError::Fatal(Fatal::StorageError(e.into_raft(ErrorVerb::Read)))
+}
+
 /// Answers a vote request for this node's replica `raft` of `group`, as
 /// the replica dropped before it would have (see the module docs).
 pub async fn vote(
@@ -89,24 +104,25 @@ pub async fn vote(
     raft: &Raft<TypeConfig>,
     req: VoteRequest<u64>,
 ) -> Result<VoteResponse<u64>, RaftError<u64>> {
-    if let Some(t) = db.tombstone(group).ok().flatten() {
-        if t.refuses_vote(&req) {
-            let m = raft.metrics().borrow().clone();
-            tracing::info!(
-                group,
-                candidate = %req.vote,
-                candidate_log = ?req.last_log_id,
-                forgotten_vote = ?t.vote,
-                forgotten_log = ?t.last_log_id,
-                "vote refused: a dropped replica of this group had seen more"
-            );
-            // The last log id only delays the candidate's next try; the
-            // applied id is a lower bound of the replica's own.
-            let last = t.last_log_id.max(m.last_applied);
-            // The forgotten vote when it is later: the candidate moves to
-            // its term and its next try is above it.
-            return Ok(VoteResponse::new(t.higher_vote(m.vote), last, false));
-        }
+    if let Some(t) = read(db, group)
+        .map_err(fatal)?
+        .filter(|t| t.refuses_vote(&req))
+    {
+        let m = raft.metrics().borrow().clone();
+        tracing::info!(
+            group,
+            candidate = %req.vote,
+            candidate_log = ?req.last_log_id,
+            forgotten_vote = ?t.vote,
+            forgotten_log = ?t.last_log_id,
+            "vote refused: a dropped replica of this group had seen more"
+        );
+        // The last log id only delays the candidate's next try; the
+        // applied id is a lower bound of the replica's own. The forgotten
+        // vote when it is later: the candidate moves to its term and its
+        // next try is above it.
+        let last = t.last_log_id.max(m.last_applied);
+        return Ok(VoteResponse::new(t.higher_vote(m.vote), last, false));
     }
     raft.vote(req).await
 }
@@ -119,11 +135,10 @@ pub async fn append_entries(
     raft: &Raft<TypeConfig>,
     req: AppendEntriesRequest<TypeConfig>,
 ) -> Result<AppendEntriesResponse<u64>, RaftError<u64>> {
-    if let Some(t) = refusing(db, group, &req.vote) {
-        let current = raft.metrics().borrow().vote;
-        return Ok(AppendEntriesResponse::HigherVote(t.higher_vote(current)));
+    match refused_leader(db, group, raft, &req.vote).map_err(fatal)? {
+        Some(vote) => Ok(AppendEntriesResponse::HigherVote(vote)),
+        None => raft.append_entries(req).await,
     }
-    raft.append_entries(req).await
 }
 
 /// Answers a snapshot chunk for this node's replica, refusing a leader
@@ -134,27 +149,30 @@ pub async fn install_snapshot(
     raft: &Raft<TypeConfig>,
     req: InstallSnapshotRequest<TypeConfig>,
 ) -> Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>> {
-    if let Some(t) = refusing(db, group, &req.vote) {
-        let current = raft.metrics().borrow().vote;
-        return Ok(InstallSnapshotResponse {
-            vote: t.higher_vote(current),
-        });
+    match refused_leader(db, group, raft, &req.vote).map_err(fatal)? {
+        Some(vote) => Ok(InstallSnapshotResponse { vote }),
+        None => raft.install_snapshot(req).await,
     }
-    raft.install_snapshot(req).await
 }
 
-fn refusing(db: &NodeDb, group: u64, leader: &Vote<u64>) -> Option<Tombstone> {
-    let t = db.tombstone(group).ok().flatten()?;
-    if !t.refuses_leader(leader) {
-        return None;
-    }
+/// The vote to refuse a leader of `leader` with (so that it steps down),
+/// when the group's tombstone refuses it.
+fn refused_leader(
+    db: &NodeDb,
+    group: u64,
+    raft: &Raft<TypeConfig>,
+    leader: &Vote<u64>,
+) -> Result<Option<Vote<u64>>, StorageError> {
+    let Some(t) = read(db, group)?.filter(|t| t.refuses_leader(leader)) else {
+        return Ok(None);
+    };
     tracing::info!(
         group,
         leader = %leader,
         forgotten_vote = ?t.vote,
         "leader refused: a dropped replica of this group had seen a later term"
     );
-    Some(t)
+    Ok(Some(t.higher_vote(raft.metrics().borrow().vote)))
 }
 
 #[cfg(test)]

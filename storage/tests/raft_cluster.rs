@@ -269,6 +269,22 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
     }
 }
 
+/// Nodes 1 to 5 started, the group formed on 1, 2 and 3 with a job set up;
+/// returns the nodes' directories, the network, and the group's leader.
+async fn five_nodes_group_123() -> (Vec<tempfile::TempDir>, Router, Blocked, u64) {
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
+    for id in 1..=5u64 {
+        start(id, dirs[id as usize - 1].path(), &router, &blocked).await;
+    }
+    let l = form_123(&router).await;
+    for req in setup(2, false, 0) {
+        raft(&router, l).client_write(req).await.unwrap();
+    }
+    (dirs, router, blocked, l)
+}
+
 /// Drops node `id`'s replica as a node does when its group moved away
 /// (`DropGroup`, or `host_group`'s stale path): stops it, deletes its state
 /// (keeping the tombstone) and hosts an empty replica on the same database.
@@ -318,16 +334,7 @@ async fn move_away_from(
 /// replica: the stale candidate's log is behind what it had seen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_hosted_afresh_does_not_elect_a_stale_candidate() {
-    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
-    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
-    let blocked = Blocked::default();
-    for id in 1..=5u64 {
-        start(id, dirs[id as usize].path(), &router, &blocked).await;
-    }
-    let l = form_123(&router).await;
-    for req in setup(2, false, 0) {
-        raft(&router, l).client_write(req).await.unwrap();
-    }
+    let (_dirs, router, blocked, l) = five_nodes_group_123().await;
     let stale = (1..=3).find(|&i| i != l).unwrap();
     let (committed, fresh) = move_away_from(&router, &blocked, l, stale).await;
     drop_and_host_afresh(&router, &blocked, fresh).await;
@@ -371,16 +378,7 @@ async fn a_replica_hosted_afresh_does_not_elect_a_stale_candidate() {
 /// down and commits nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_hosted_afresh_does_not_let_a_deposed_leader_commit() {
-    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
-    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
-    let blocked = Blocked::default();
-    for id in 1..=5u64 {
-        start(id, dirs[id as usize].path(), &router, &blocked).await;
-    }
-    let deposed = form_123(&router).await;
-    for req in setup(2, false, 0) {
-        raft(&router, deposed).client_write(req).await.unwrap();
-    }
+    let (_dirs, router, blocked, deposed) = five_nodes_group_123().await;
     // Cut off, the leader is replaced by one of the other two.
     blocked.lock().unwrap().insert(deposed);
     let leader = raft(&router, (1..=3).find(|&i| i != deposed).unwrap())

@@ -217,17 +217,6 @@ impl Chaos {
     }
 
     /// Runs `f` with a client of some running node, trying each in turn.
-    fn with_client<T>(
-        &mut self,
-        f: impl Fn(
-            &mut Client,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, petuum_client::ClientError>> + '_>,
-        >,
-    ) -> Option<T> {
-        self.try_client(f).ok()
-    }
-
     /// Asks each running member in turn until one answers; the error says
     /// what each one answered.
     fn try_client<T>(
@@ -390,11 +379,11 @@ fn main() -> std::process::ExitCode {
             let k = next_kind;
             next_kind = (next_kind + 1 + rng.gen_range(0..2)) % kinds.len();
             let spec = kinds[k].spec.clone();
-            match chaos.with_client(|c| {
+            match chaos.try_client(|c| {
                 let spec = spec.clone();
                 Box::pin(async move { c.submit(&spec).await })
             }) {
-                Some(info) => {
+                Ok(info) => {
                     running.insert(
                         info.id,
                         Running {
@@ -404,14 +393,13 @@ fn main() -> std::process::ExitCode {
                         },
                     );
                 }
-                None => break,
+                Err(_) => break,
             }
         }
         // Job states.
         let ids: Vec<u64> = running.keys().copied().collect();
         for id in ids {
-            let Some(info) = chaos.with_client(|c| Box::pin(async move { c.status(id).await }))
-            else {
+            let Ok(info) = chaos.try_client(|c| Box::pin(async move { c.status(id).await })) else {
                 break;
             };
             let r = running.get_mut(&id).expect("running");
@@ -431,7 +419,7 @@ fn main() -> std::process::ExitCode {
                 // The job's own account of its runs: what reassigned it,
                 // and how far each epoch got.
                 let events = chaos
-                    .with_client(|c| Box::pin(async move { c.logs(id).await }))
+                    .try_client(|c| Box::pin(async move { c.logs(id).await }))
                     .unwrap_or_default();
                 for (at, text) in &events {
                     eprintln!("chaos: job {id} event at {at}: {text}");
