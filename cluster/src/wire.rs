@@ -189,6 +189,10 @@ pub enum DataRequest {
         epoch: u64,
         previews: Vec<(ShardId, petuum_core::service::Preview)>,
     },
+    /// A metadata command forwarded by a node that will answer its own
+    /// client once its replica applied it: answered `MetaAt` with the
+    /// index of the log entry that carried it.
+    MetaAt(MetaCommand),
 }
 
 /// What a joining node learns from the member that admitted it.
@@ -302,6 +306,8 @@ pub enum DataReply {
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Joined(Box<JoinInfo>),
     Checkpoints(Vec<(JobId, Vec<StoredCheckpoint>)>),
+    /// A metadata command's answer and the index of its log entry.
+    MetaAt(MetaAnswer, u64),
 }
 
 /// Encodes a value for an envelope payload.

@@ -28,4 +28,7 @@ pub mod v1 {
 /// Version 9: a job's tables live on its span (`run.shards` of the
 /// cluster's shards), so nodes of version 8 would place its rows and
 /// clocks elsewhere; version 9 reads logs and metadata of version 8.
-pub const PROTOCOL_VERSION: u32 = 9;
+/// Version 10: `MetaAt` (a forwarded metadata command answered with its
+/// log index, so the forwarding node answers once its own replica applied
+/// it); version 10 reads logs and metadata of version 9.
+pub const PROTOCOL_VERSION: u32 = 10;

@@ -360,6 +360,28 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
         (0, first.info.sha256.clone())
     );
     assert_eq!(datasets_ls(&c, &ep).len(), 2);
+
+    // Reads come from the node's own metadata replica, which may trail
+    // the leader: each upload's answer waits until that replica applied
+    // it, so a read through the same node right after lists it (the
+    // second upload of the empty file above depended on this too). Run
+    // through each node: at least two of them follow the leader.
+    for node in 1..=3u64 {
+        let ep = endpoint(&c, node);
+        rt.block_on(async {
+            let mut client = petuum_tests::cluster::connect_client(&ep).await;
+            for i in 0..10u64 {
+                let f = dir.path().join(format!("n{node}-{i}.csv"));
+                std::fs::write(&f, format!("{node},{i}\n").repeat(1 + i as usize)).unwrap();
+                let up = client.upload(&f).await.expect("a small file uploads");
+                let listed = client.datasets().await.expect("datasets lists");
+                assert!(
+                    listed.iter().any(|d| d.sha256 == up.info.sha256 && d.ready),
+                    "node {node}: upload {i} not listed by the node that took it: {listed:?}"
+                );
+            }
+        });
+    }
 }
 
 /// Serves `body` at `http://127.0.0.1:PORT/data/spam.libsvm` to one

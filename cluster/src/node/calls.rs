@@ -8,6 +8,7 @@ use crate::placement::META_GROUP;
 use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
 use openraft::error::{ClientWriteError, RaftError};
 use petuum_storage::{ShardRequest, ShardResponse};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl ClusterNode {
@@ -17,6 +18,16 @@ impl ClusterNode {
         group: u64,
         req: ShardRequest,
     ) -> Result<ShardResponse, DataError> {
+        Ok(self.write_at(group, req).await?.0)
+    }
+
+    /// [`write`](Self::write), with the index of the log entry that
+    /// carried the command (applied here when this returns).
+    async fn write_at(
+        &self,
+        group: u64,
+        req: ShardRequest,
+    ) -> Result<(ShardResponse, u64), DataError> {
         let raft = self.raft(group).ok_or(DataError::NotHere { group })?;
         if self.yielding.lock().contains(&group) {
             let me = self.id();
@@ -26,7 +37,7 @@ impl ClusterNode {
             });
         }
         match raft.client_write(req).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(DataError::NotLeader {
                     group,
@@ -75,11 +86,18 @@ impl ClusterNode {
         led.then_some(h)
     }
 
-    /// A metadata read answered by the first metadata voter that answers.
+    /// A metadata read answered by the first metadata voter that answers,
+    /// asking first the one that last ran a command this node forwarded
+    /// (the leader, whose replica holds that command).
     async fn meta_remote(&self, req: &DataRequest) -> Result<DataReply, DataError> {
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
         let me = self.id();
-        for t in self.placement().meta_voters() {
+        let mut voters = self.placement().meta_voters();
+        let hint = self.meta_leader_hint.load(Ordering::Relaxed);
+        if let Some(i) = voters.iter().position(|&v| v == hint) {
+            voters[..=i].rotate_right(1);
+        }
+        for t in voters {
             if t == me {
                 continue;
             }
@@ -169,15 +187,41 @@ impl ClusterNode {
         r
     }
 
-    /// Runs a metadata command on the metadata leader (forwarding once).
+    /// Runs a metadata command on the metadata leader (forwarding once),
+    /// and answers once this node's own replica (where it holds one)
+    /// applied it, at most [`OWN_WRITE_WAIT`] later: a client that reads
+    /// through this node next sees its own write (reads come from the
+    /// local replica, which may trail the leader by a heartbeat).
     pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
+        let (answer, index) = self.meta_command_at(cmd).await?;
+        self.meta_applied(index).await;
+        Ok(answer)
+    }
+
+    /// Returns once this node's metadata replica (where it holds one)
+    /// applied log entry `index`, or after [`OWN_WRITE_WAIT`]: a replica
+    /// that does not catch up in time (cut off from the leader) is left
+    /// behind, the command is done either way.
+    pub(super) async fn meta_applied(&self, index: u64) {
+        if let Some(h) = self.current_meta() {
+            let mut applied = h.applied_watch();
+            let _ = tokio::time::timeout(OWN_WRITE_WAIT, applied.wait_for(|&a| a >= index)).await;
+        }
+    }
+
+    /// [`meta_command`](Self::meta_command) without the wait, with the
+    /// index of the command's log entry (a refusal, too, is an error).
+    pub(super) async fn meta_command_at(
+        &self,
+        cmd: MetaCommand,
+    ) -> Result<(MetaAnswer, u64), DataError> {
         let mut targets: Vec<u64> = Vec::new();
         if self.meta_handle().is_some() {
             match self
-                .write(META_GROUP, ShardRequest::Meta(wire::encode(&cmd)))
+                .write_at(META_GROUP, ShardRequest::Meta(wire::encode(&cmd)))
                 .await
             {
-                Ok(resp) => return meta_answer(resp),
+                Ok((resp, index)) => return Ok((meta_answer(resp)?, index)),
                 Err(DataError::NotLeader {
                     leader: Some(l), ..
                 }) => targets.push(l),
@@ -206,7 +250,7 @@ impl ClusterNode {
                     Method::Data,
                     META_GROUP,
                     KIND_DATA,
-                    wire::encode(&DataRequest::Meta(cmd.clone())),
+                    wire::encode(&DataRequest::MetaAt(cmd.clone())),
                     Duration::from_secs(5),
                 )
                 .await
@@ -215,7 +259,10 @@ impl ClusterNode {
                     let r: Result<DataReply, DataError> =
                         wire::decode(&bytes, "metadata reply").map_err(DataError::Unavailable)?;
                     match r? {
-                        DataReply::Meta(a) => return Ok(a),
+                        DataReply::MetaAt(a, index) => {
+                            self.meta_leader_hint.store(t, Ordering::Relaxed);
+                            return Ok((a, index));
+                        }
                         other => {
                             return Err(DataError::Unavailable(format!(
                                 "unexpected metadata reply {other:?}"
@@ -229,6 +276,10 @@ impl ClusterNode {
         Err(last)
     }
 }
+
+/// How long a metadata command's answer waits for this node's replica to
+/// apply it ([`ClusterNode::meta_command`]).
+pub const OWN_WRITE_WAIT: Duration = Duration::from_secs(5);
 
 /// Changes of the metadata as [`ClusterNode::meta_read`] sees it: on a
 /// node with a metadata replica, that replica's applied-entries watch;

@@ -207,6 +207,14 @@ impl ClusterNode {
                 }))
             }
             DataRequest::Meta(cmd) => Ok(DataReply::Meta(self.meta_command(cmd).await?)),
+            DataRequest::MetaAt(cmd) => {
+                // Applied here too before the answer: the asking node
+                // reads the metadata from this one first when it holds no
+                // replica.
+                let (answer, index) = self.meta_command_at(cmd).await?;
+                self.meta_applied(index).await;
+                Ok(DataReply::MetaAt(answer, index))
+            }
             DataRequest::Watch {
                 shard,
                 job,

@@ -123,6 +123,10 @@ pub struct ClusterNode {
     pub datasets: Arc<crate::datasets::store::Store>,
     /// Other nodes' workers' previews held for this node's replicas.
     pub(crate) previews: crate::previews::Previews,
+    /// The node that last ran a metadata command this node forwarded (the
+    /// metadata leader then; 0: none yet): a node without a replica reads
+    /// the metadata there first, so it sees its own writes.
+    meta_leader_hint: std::sync::atomic::AtomicU64,
 }
 
 fn read_token(path: Option<&Path>) -> Result<Option<String>, NodeError> {
@@ -423,6 +427,7 @@ impl ClusterNode {
             groups: RwLock::new(groups),
             raft_config,
             yielding: Arc::new(Mutex::new(HashSet::new())),
+            meta_leader_hint: std::sync::atomic::AtomicU64::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             announcing: tokio::sync::Mutex::new(()),
             opening: tokio::sync::Mutex::new(()),
