@@ -82,6 +82,8 @@ pub struct Traffic {
     pub pulled_bytes: u64,
     /// Seconds spent waiting on reads (staleness bound included).
     pub read_wait_s: f64,
+    /// Seconds `clock()` waited for pushed clocks to be committed.
+    pub commit_wait_s: f64,
     /// Bytes of early pushes on the network (managed communication).
     pub preview_bytes: u64,
 }
@@ -275,6 +277,7 @@ impl Aggregator<'_> {
             pushed_bytes: all.values().map(|s| s.bytes_pushed).sum(),
             pulled_bytes: all.values().map(|s| s.bytes_pulled).sum(),
             read_wait_s: all.values().map(|s| s.wait.as_secs_f64()).sum(),
+            commit_wait_s: all.values().map(|s| s.commit_wait.as_secs_f64()).sum(),
             preview_bytes: all.values().map(|s| s.preview_bytes).sum(),
         }
     }

@@ -168,6 +168,10 @@ pub struct WorkerStats {
     /// Time spent waiting on reads, including waits for the staleness
     /// bound (rows not yet fresh enough).
     pub wait: Duration,
+    /// Time `clock()` spent waiting for the shards to acknowledge
+    /// (commit) pushed clocks: each clock's under BSP, the clock `s`
+    /// behind under SSP(s) when it is not acknowledged yet.
+    pub commit_wait: Duration,
     /// Previews sent (managed communication) and their bytes on the
     /// network.
     pub previews: u64,
@@ -729,9 +733,9 @@ impl WorkerCtx {
             m.budget.charge(bytes);
         }
         let depth = self.pipeline_depth();
+        let started = Instant::now();
         match &mut self.pipeline {
             None => {
-                let started = Instant::now();
                 self.node.service.push(&batches)?;
                 self.commits.push(started.elapsed());
             }
@@ -744,6 +748,7 @@ impl WorkerCtx {
                 p.drain_to(depth, &mut self.commits)?;
             }
         }
+        self.stats.commit_wait += started.elapsed();
         self.commits.truncate(MAX_COMMIT_SAMPLES);
         self.history.push_back(Flushed {
             clock: self.clock,

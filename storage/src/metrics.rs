@@ -41,6 +41,9 @@ pub struct StoreMetrics {
     pub append_seconds: HistogramFamily,
     /// Applying a batch of committed entries to a group's state machine.
     pub apply_seconds: HistogramFamily,
+    /// From a write's proposal on its group's leader to its answer
+    /// (committed by a quorum and applied there).
+    pub commit_seconds: HistogramFamily,
     /// The commit index each group last persisted.
     pub commit_index: Family<GroupLabel, Gauge<i64, AtomicI64>>,
     pub snapshots_built: Family<GroupLabel, Counter>,
@@ -58,6 +61,7 @@ impl Default for StoreMetrics {
             wal_sync_seconds: latency_histogram(),
             append_seconds: Family::new_with_constructor(latency_histogram),
             apply_seconds: Family::new_with_constructor(latency_histogram),
+            commit_seconds: Family::new_with_constructor(latency_histogram),
             commit_index: Family::default(),
             snapshots_built: Family::default(),
             snapshots_installed: Family::default(),
@@ -92,6 +96,12 @@ impl StoreMetrics {
             "applying a batch of committed entries, per group",
             Unit::Seconds,
             self.apply_seconds.clone(),
+        );
+        r.register_with_unit(
+            "petuum_raft_commit",
+            "from a write's proposal on its group's leader to its answer (committed by a quorum and applied), per group",
+            Unit::Seconds,
+            self.commit_seconds.clone(),
         );
         r.register(
             "petuum_raft_commit_index",

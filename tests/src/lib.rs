@@ -197,6 +197,39 @@ path = "{}"
 /// An HTTP answer: status code, headers (lower-cased names), body.
 pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
 
+/// The sum of the samples of `series` (a metric name with its labels, as
+/// exposed) in the `/metrics` text of the node serving at `addr`.
+pub fn metric(addr: &str, series: &str) -> f64 {
+    let Ok((200, _, body)) = http_get(addr, "/metrics", None) else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter_map(|l| l.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// The `petuum_raft_commit_seconds` of the nodes serving `/metrics` at
+/// `http` so far, over every group: (sum, count).
+pub fn raft_commits(http: &[String]) -> (f64, f64) {
+    let mut out = (0.0, 0.0);
+    for a in http {
+        let Ok((200, _, body)) = http_get(a, "/metrics", None) else {
+            continue;
+        };
+        for l in String::from_utf8_lossy(&body).lines() {
+            let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+            if l.starts_with("petuum_raft_commit_seconds_sum{") {
+                out.0 += value(l).unwrap_or(0.0);
+            } else if l.starts_with("petuum_raft_commit_seconds_count{") {
+                out.1 += value(l).unwrap_or(0.0);
+            }
+        }
+    }
+    out
+}
+
 /// A plain HTTP/1.1 GET to `addr` (`host:port`), with an `Authorization`
 /// value when given: the status code, the headers (lower-cased names) and
 /// the body (chunked transfer decoded).

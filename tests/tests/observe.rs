@@ -230,6 +230,22 @@ fn prometheus_and_the_dashboard_follow_a_running_job() {
         &format!("petuum_job_pushed_bytes_total{{job_id=\"{job}\"}}[1m]")
     )
     .is_empty());
+    // Where the workers' time goes: waiting for commits (the MNIST job's
+    // default consistency waits for some clocks) and the leaders' time per
+    // write; both have counted something by clock 20.
+    let waited: f64 = samples(
+        &prom,
+        &format!("petuum_job_commit_wait_seconds_total{{job_id=\"{job}\"}}[1m]"),
+    )
+    .iter()
+    .filter_map(|s| s.last().map(|p| p.1))
+    .sum();
+    assert!(waited > 0.0, "no commit wait counted for job {job}");
+    let commits: f64 = samples(&prom, "petuum_raft_commit_seconds_count[1m]")
+        .iter()
+        .filter_map(|s| s.last().map(|p| p.1))
+        .sum();
+    assert!(commits > 0.0, "no Raft commit timed on the leaders");
 
     // The dashboard, in a browser.
     let out = artifacts();

@@ -36,8 +36,16 @@ impl ClusterNode {
                 leader: raft.metrics().borrow().current_leader.filter(|&l| l != me),
             });
         }
+        let started = std::time::Instant::now();
         match raft.client_write(req).await {
-            Ok(resp) => Ok((resp.data, resp.log_id.index)),
+            Ok(resp) => {
+                self.db
+                    .metrics()
+                    .commit_seconds
+                    .get_or_create(&petuum_storage::metrics::GroupLabel::of(group))
+                    .observe(started.elapsed().as_secs_f64());
+                Ok((resp.data, resp.log_id.index))
+            }
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                 Err(DataError::NotLeader {
                     group,

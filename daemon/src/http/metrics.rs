@@ -60,6 +60,7 @@ pub struct JobTraffic {
     pushed: Family<JobLabel, Counter>,
     pulled: Family<JobLabel, Counter>,
     wait: Family<JobLabel, FloatCounter>,
+    commit_wait: Family<JobLabel, FloatCounter>,
     previewed: Family<JobLabel, Counter>,
     /// Per (job, epoch): the cumulative counts already added, and when.
     seen: Mutex<HashMap<(u64, u64), (Traffic, Instant)>>,
@@ -83,6 +84,9 @@ impl JobTraffic {
         self.wait
             .get_or_create(&l)
             .inc_by((now.read_wait_s - before.read_wait_s).max(0.0));
+        self.commit_wait
+            .get_or_create(&l)
+            .inc_by((now.commit_wait_s - before.commit_wait_s).max(0.0));
         self.previewed
             .get_or_create(&l)
             .inc_by(now.preview_bytes.saturating_sub(before.preview_bytes));
@@ -101,6 +105,7 @@ impl JobTraffic {
             self.pushed.remove(&l);
             self.pulled.remove(&l);
             self.wait.remove(&l);
+            self.commit_wait.remove(&l);
             self.previewed.remove(&l);
         }
     }
@@ -177,6 +182,12 @@ impl Metrics {
             "time the job's workers on this node waited on reads, including waits for the staleness bound",
             Unit::Seconds,
             t.wait.clone(),
+        );
+        r.register_with_unit(
+            "petuum_job_commit_wait",
+            "time the job's workers on this node waited in clock() for their pushed updates to be committed",
+            Unit::Seconds,
+            t.commit_wait.clone(),
         );
         r.register_with_unit(
             "petuum_job_preview",

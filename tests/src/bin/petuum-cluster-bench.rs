@@ -16,7 +16,9 @@
 //!
 //! `PETUUM_BENCH_HTTP=1` gives every node an `http_listen` and fetches
 //! each node's `/metrics` every second while the workload runs
-//! (`PETUUM_BENCH_HTTP=0`: the same without), for the cost of metrics.
+//! (`PETUUM_BENCH_HTTP=0`: the same without), for the cost of metrics;
+//! with it, the bench also prints the leaders' mean Raft commit time
+//! (`petuum_raft_commit_seconds`) of each phase.
 
 use petuum_cluster::placement::shard_group;
 use petuum_core::batch::{RowUpdate, UpdateBatch};
@@ -281,9 +283,15 @@ fn main() {
     }
     let ids: Vec<u64> = (1..=nodes).collect();
     c.wait_leaders(&client, &ids, Duration::from_secs(60));
+    let addrs: Vec<String> = http_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let raft0 = petuum_tests::raft_commits(&addrs);
     let cpu0 = nodes_cpu_s(&mut c, nodes);
     let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
     let cpu1 = nodes_cpu_s(&mut c, nodes);
+    let raft1 = petuum_tests::raft_commits(&addrs);
     // The same at a quarter of that load: each worker computes for four
     // times what a clock took above (the commit latency a job that
     // computes sees). Saturated, queued clocks travel together; one at a
@@ -291,10 +299,19 @@ fn main() {
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
     let light = workload(client.clone(), 3, clocks, compute);
     let cpu2 = nodes_cpu_s(&mut c, nodes);
+    let raft2 = petuum_tests::raft_commits(&addrs);
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
     let scrapes = scraper.join().unwrap();
     if !http_ports.is_empty() {
         println!("{scrapes} scrapes of /metrics during the workload");
+        // The leaders' own time per write (proposal to answer): what of
+        // clock() to commit is Raft's.
+        let mean = |a: (f64, f64), b: (f64, f64)| 1e3 * (b.0 - a.0) / (b.1 - a.1).max(1.0);
+        println!(
+            "Raft commit on the leaders (mean per write): {:.2} ms saturated, {:.2} ms at a quarter load",
+            mean(raft0, raft1),
+            mean(raft1, raft2)
+        );
     }
     // One batch per shard per worker per clock: its size is what a synced
     // append of the cluster carries.

@@ -362,15 +362,35 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let mut c = LocalCluster::start(3, 16, &bench_config());
+    // Each node serves /metrics: after each job, where its workers' time
+    // went (read from the nodes, not timed here).
+    let http: Vec<String> = (0..3)
+        .map(|_| format!("127.0.0.1:{}", petuum_tests::cluster::free_port()))
+        .collect();
+    let mut c = LocalCluster::start_with(3, 16, |id| {
+        format!(
+            "http_listen = \"{}\"\n{}",
+            http[id as usize - 1],
+            bench_config()
+        )
+    });
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = |c: &LocalCluster, n: u64| format!("http://{}", c.nodes[n as usize - 1].addr);
 
     println!("\ncheckpoint overhead, 3 nodes x 3 replicas, {clocks} clocks:");
     println!(
-        "{:<20} {:>10} {:>10} {:>12} {:>14} {:>11}",
-        "checkpoint_every", "run s", "clocks/s", "vs off", "checkpoints", "recoveries"
+        "{:<20} {:>10} {:>10} {:>12} {:>14} {:>11} {:>13} {:>11} {:>13}",
+        "checkpoint_every",
+        "run s",
+        "clocks/s",
+        "vs off",
+        "checkpoints",
+        "recoveries",
+        "commit wait",
+        "read wait",
+        "Raft commit"
     );
+    let mut raft_before = petuum_tests::raft_commits(&http);
     let mut off = None;
     // PETUUM_BENCH_CHECKPOINTS: the settings and their order (default
     // "0,10,1"; jobs run one after another on the same nodes, so the
@@ -399,8 +419,20 @@ fn main() {
             format!("{:.1}%", 100.0 * rate / base)
         });
         let n = clocks.checked_div(every).unwrap_or(0);
+        // The workers' waits as shares of their time (workers x run time),
+        // and the mean Raft commit (proposal to answer on the leaders) of
+        // every write meanwhile.
+        let worker_s = info.workers as f64 * info.seconds;
+        let share = |name: &str| {
+            let key = format!("{name}{{job_id=\"{}\"}}", info.id);
+            let v: f64 = http.iter().map(|a| petuum_tests::metric(a, &key)).sum();
+            format!("{:.0}%", 100.0 * v / worker_s)
+        };
+        let raft_after = petuum_tests::raft_commits(&http);
+        let (sum, count) = (raft_after.0 - raft_before.0, raft_after.1 - raft_before.1);
+        raft_before = raft_after;
         println!(
-            "{:<20} {:>10.2} {:>10.1} {:>12} {:>14} {:>11}",
+            "{:<20} {:>10.2} {:>10.1} {:>12} {:>14} {:>11} {:>13} {:>11} {:>10.2} ms",
             if every == 0 {
                 "off".to_string()
             } else {
@@ -410,9 +442,15 @@ fn main() {
             rate,
             vs,
             n,
-            info.recoveries
+            info.recoveries,
+            share("petuum_job_commit_wait_seconds_total"),
+            share("petuum_job_read_wait_seconds_total"),
+            1e3 * sum / count.max(1.0)
         );
     }
+    println!(
+        "(commit wait, read wait: shares of the workers' time; the rest is computation. Raft commit: mean time from a write's proposal to its answer on the leaders)"
+    );
 
     println!("\nrecovery after SIGKILL of the job's node (checkpoint_every = 10):");
     let (mut to_assign, mut to_run, mut lost) = (Vec::new(), Vec::new(), Vec::new());
