@@ -128,6 +128,47 @@ impl ClusterNode {
         }
     }
 
+    /// A `Fetch` of this node's own workers answered in place when its
+    /// replica already meets it (no task, no wait: the common case of a
+    /// read right after its clock committed on this node); `None` when it
+    /// would wait, or cannot be answered here, for
+    /// [`handle_data`](Self::handle_data) to take.
+    pub fn fetch_now(&self, req: &DataRequest) -> Option<DataReply> {
+        let DataRequest::Fetch {
+            shard, reqs, epoch, ..
+        } = req
+        else {
+            return None;
+        };
+        let g = self.shard(*shard)?;
+        if !self.serves(&g) {
+            return None;
+        }
+        let rows = g
+            .handle
+            .with_replica(|r| exact_fetch_prefix(r, reqs, *epoch))
+            .ok()??;
+        Some(self.fetched(*shard, *epoch, self.id(), reqs, rows))
+    }
+
+    /// The reply to a fetch from node `from`: `rows` with the previews of
+    /// other nodes' workers added.
+    fn fetched(
+        &self,
+        shard: ShardId,
+        epoch: u64,
+        from: u64,
+        reqs: &[petuum_core::service::FetchRequest],
+        mut rows: Vec<petuum_core::service::RowSnapshot>,
+    ) -> DataReply {
+        if self.previews.holds_any() {
+            for (req, snap) in reqs.iter().zip(rows.iter_mut()) {
+                self.previews.overlay(shard, epoch, from, req, snap);
+            }
+        }
+        DataReply::Snapshots(rows)
+    }
+
     /// Handles a table or metadata request.
     pub async fn handle_data(&self, req: DataRequest) -> Result<DataReply, DataError> {
         self.handle_data_from(req, self.id()).await
@@ -151,15 +192,10 @@ impl ClusterNode {
                 epoch,
                 wait_ms,
             } => {
-                let mut rows = self
+                let rows = self
                     .long_poll(shard, wait_ms, |r| exact_fetch_prefix(r, &reqs, epoch))
                     .await?;
-                if self.previews.holds_any() {
-                    for (req, snap) in reqs.iter().zip(rows.iter_mut()) {
-                        self.previews.overlay(shard, epoch, from, req, snap);
-                    }
-                }
-                Ok(DataReply::Snapshots(rows))
+                Ok(self.fetched(shard, epoch, from, &reqs, rows))
             }
             DataRequest::FetchLatest { shard, reqs, epoch } => {
                 let g = self.read_barrier(shard).await?;

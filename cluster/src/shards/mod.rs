@@ -334,6 +334,24 @@ impl ClusterShards {
         timeout: Duration,
     ) -> Result<DataReply, Failure> {
         if let Some((me, rt)) = self.in_process.as_ref().filter(|_| node == self.local) {
+            // A read its replica can answer now is answered on this
+            // thread: no hand-off to the node's runtime and back.
+            if let Some(reply) = me.fetch_now(req) {
+                return Ok(reply);
+            }
+            // A push is proposed from this thread too: its Raft answer
+            // wakes this thread, not a task on the node's runtime that
+            // would then wake it (one hand-off less per clock). Past the
+            // deadline the proposal's future is dropped, as a cancelled
+            // handler's would be.
+            if let DataRequest::Push { .. } = req {
+                return match tokio::time::timeout(timeout, me.handle_data(req.clone())).await {
+                    Ok(reply) => reply.map_err(Failure::Data),
+                    Err(_) => Err(Failure::Unreachable(format!(
+                        "node {node}: no answer within {timeout:?}"
+                    ))),
+                };
+            }
             let (me, req) = (me.clone(), req.clone());
             let handler = rt.spawn(async move { me.handle_data(req).await });
             // As a gRPC deadline would: a handler past it is cancelled.
