@@ -743,6 +743,15 @@ pub fn run_workers(
                 .expect("spawn worker thread");
         }
     });
+    // Where this host's workers' time went (the rest is computation).
+    let t = agg.traffic();
+    tracing::info!(
+        workers = local.len(),
+        wall_s = began.elapsed().as_secs_f64(),
+        read_wait_s = t.read_wait_s,
+        commit_wait_s = t.commit_wait_s,
+        "workers' waits"
+    );
     match first_error.into_inner() {
         Some(e) => Err(e),
         None => Ok(()),

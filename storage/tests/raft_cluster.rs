@@ -152,6 +152,28 @@ fn raft(router: &Router, id: u64) -> Raft<TypeConfig> {
     router.lock().unwrap()[&id].0.clone()
 }
 
+/// Nodes 1 to `n` started on a network of their own, each on its own
+/// directory: the directories, the network, its cut links, and each
+/// node's replica handle.
+async fn start_nodes(
+    n: u64,
+) -> (
+    Vec<tempfile::TempDir>,
+    Router,
+    Blocked,
+    BTreeMap<u64, ShardHandle>,
+) {
+    let dirs: Vec<_> = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
+    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
+    let blocked = Blocked::default();
+    let mut handles = BTreeMap::new();
+    for id in 1..=n {
+        let h = start(id, dirs[id as usize - 1].path(), &router, &blocked).await;
+        handles.insert(id, h);
+    }
+    (dirs, router, blocked, handles)
+}
+
 /// Forms the group of nodes 1, 2 and 3; returns its first leader.
 async fn form_123(router: &Router) -> u64 {
     let members: BTreeMap<u64, BasicNode> = (1..=3)
@@ -183,16 +205,8 @@ fn summary(h: &ShardHandle) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
-    let blocked = Blocked::default();
-    let mut handles = BTreeMap::new();
-    for id in 1..=3u64 {
-        handles.insert(
-            id,
-            start(id, dirs[id as usize - 1].path(), &router, &blocked).await,
-        );
-    }
+    let (_dirs, router, blocked, mut handles) = start_nodes(3).await;
+    let dir4 = tempfile::tempdir().unwrap();
     let leader = raft(&router, form_123(&router).await);
     for req in setup(3, false, 2) {
         assert!(leader.client_write(req).await.unwrap().data.error.is_none());
@@ -228,7 +242,7 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
         .index;
 
     // Node 4 joins: the entries it needs are purged, so it gets the snapshot.
-    handles.insert(4, start(4, dirs[3].path(), &router, &blocked).await);
+    handles.insert(4, start(4, dir4.path(), &router, &blocked).await);
     leader
         .add_learner(4, BasicNode::new("n4"), true)
         .await
@@ -272,12 +286,7 @@ async fn a_new_replica_catches_up_from_a_snapshot_then_the_log() {
 /// Nodes 1 to 5 started, the group formed on 1, 2 and 3 with a job set up;
 /// returns the nodes' directories, the network, and the group's leader.
 async fn five_nodes_group_123() -> (Vec<tempfile::TempDir>, Router, Blocked, u64) {
-    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
-    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
-    let blocked = Blocked::default();
-    for id in 1..=5u64 {
-        start(id, dirs[id as usize - 1].path(), &router, &blocked).await;
-    }
+    let (dirs, router, blocked, _) = start_nodes(5).await;
     let l = form_123(&router).await;
     for req in setup(2, false, 0) {
         raft(&router, l).client_write(req).await.unwrap();
@@ -427,25 +436,9 @@ async fn a_replica_hosted_afresh_does_not_let_a_deposed_leader_commit() {
 /// replicates anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() {
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let router: Router = Arc::new(Mutex::new(BTreeMap::new()));
-    let blocked = Blocked::default();
-    let mut nodes = BTreeMap::new();
-    for id in 1..=3u64 {
-        let h = start(id, dirs[id as usize - 1].path(), &router, &blocked).await;
-        let db = router.lock().unwrap()[&id].1.clone();
-        nodes.insert(id, (h, db));
-    }
-    let members: BTreeMap<u64, BasicNode> = (1..=3)
-        .map(|id| (id, BasicNode::new(format!("n{id}"))))
-        .collect();
-    raft(&router, 1).initialize(members).await.unwrap();
-    let m = raft(&router, 1)
-        .wait(WAIT)
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .unwrap();
-    let l = m.current_leader.unwrap();
+    let (_dirs, router, _blocked, handles) = start_nodes(3).await;
+    let db = |id: u64| router.lock().unwrap()[&id].1.clone();
+    let l = form_123(&router).await;
     let leader = raft(&router, l);
     let followers: Vec<u64> = (1..=3).filter(|&id| id != l).collect();
     for req in setup(2, false, 0) {
@@ -453,7 +446,7 @@ async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() 
     }
 
     // The leader's disk finishes no sync: its two followers are the quorum.
-    nodes[&l].1.hold_wal_syncs(true);
+    db(l).hold_wal_syncs(true);
     let first = tokio::time::timeout(WAIT.unwrap(), leader.client_write(batch(0, 0, 1.0)))
         .await
         .expect("a write commits on the followers while the leader's sync is held")
@@ -469,7 +462,7 @@ async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() 
 
     // And one follower's too: one synced copy is no quorum, whatever the
     // leader holds unsynced.
-    nodes[&followers[0]].1.hold_wal_syncs(true);
+    db(followers[0]).hold_wal_syncs(true);
     let pending = tokio::spawn({
         let leader = leader.clone();
         async move { leader.client_write(batch(1, 0, 2.0)).await }
@@ -487,7 +480,7 @@ async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() 
             "node {id} applied past the quorum"
         );
     }
-    nodes[&followers[0]].1.hold_wal_syncs(false);
+    db(followers[0]).hold_wal_syncs(false);
     let second = tokio::time::timeout(WAIT.unwrap(), pending)
         .await
         .expect("commits once a second copy is synced")
@@ -496,7 +489,7 @@ async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() 
     assert!(second.data.error.is_none(), "{:?}", second.data);
 
     // The leader's syncs resume: everything goes on as before.
-    nodes[&l].1.hold_wal_syncs(false);
+    db(l).hold_wal_syncs(false);
     let last = leader
         .client_write(batch(0, 1, 4.0))
         .await
@@ -510,9 +503,9 @@ async fn a_leader_replicates_before_its_own_sync_and_counts_itself_only_after() 
             .await
             .unwrap();
     }
-    let want = summary(&nodes[&l].0);
+    let want = summary(&handles[&l]);
     for id in followers {
-        assert_eq!(summary(&nodes[&id].0), want, "replica {id}");
+        assert_eq!(summary(&handles[&id]), want, "replica {id}");
     }
     for id in 1..=3 {
         raft(&router, id).shutdown().await.unwrap();

@@ -197,37 +197,37 @@ path = "{}"
 /// An HTTP answer: status code, headers (lower-cased names), body.
 pub type HttpAnswer = (u16, Vec<(String, String)>, Vec<u8>);
 
-/// The sum of the samples of `series` (a metric name with its labels, as
-/// exposed) in the `/metrics` text of the node serving at `addr`.
-pub fn metric(addr: &str, series: &str) -> f64 {
-    let Ok((200, _, body)) = http_get(addr, "/metrics", None) else {
-        return 0.0;
-    };
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+/// The `/metrics` text of each node serving at `addrs` (empty for one that
+/// does not answer).
+pub fn scrape(addrs: &[String]) -> Vec<String> {
+    addrs
+        .iter()
+        .map(|a| match http_get(a, "/metrics", None) {
+            Ok((200, _, body)) => String::from_utf8_lossy(&body).into_owned(),
+            _ => String::new(),
+        })
+        .collect()
+}
+
+/// The sum, over `texts` (from [`scrape`]), of the values of the samples
+/// whose line starts with `prefix`: a metric's name with all its labels,
+/// or with the start of them (`name{`) for every series of the metric.
+pub fn metric_sum(texts: &[String], prefix: &str) -> f64 {
+    texts
+        .iter()
+        .flat_map(|t| t.lines())
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
 
-/// The `petuum_raft_commit_seconds` of the nodes serving `/metrics` at
-/// `http` so far, over every group: (sum, count).
-pub fn raft_commits(http: &[String]) -> (f64, f64) {
-    let mut out = (0.0, 0.0);
-    for a in http {
-        let Ok((200, _, body)) = http_get(a, "/metrics", None) else {
-            continue;
-        };
-        for l in String::from_utf8_lossy(&body).lines() {
-            let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
-            if l.starts_with("petuum_raft_commit_seconds_sum{") {
-                out.0 += value(l).unwrap_or(0.0);
-            } else if l.starts_with("petuum_raft_commit_seconds_count{") {
-                out.1 += value(l).unwrap_or(0.0);
-            }
-        }
-    }
-    out
+/// The nodes' `petuum_raft_commit_seconds` over every group, from
+/// [`scrape`]'s texts: (sum, count).
+pub fn raft_commits(texts: &[String]) -> (f64, f64) {
+    (
+        metric_sum(texts, "petuum_raft_commit_seconds_sum{"),
+        metric_sum(texts, "petuum_raft_commit_seconds_count{"),
+    )
 }
 
 /// A plain HTTP/1.1 GET to `addr` (`host:port`), with an `Authorization`

@@ -201,28 +201,30 @@ impl ClusterNode {
     /// through this node next sees its own write (reads come from the
     /// local replica, which may trail the leader by a heartbeat).
     pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
-        let (answer, index) = self.meta_command_at(cmd).await?;
-        self.meta_applied(index).await;
-        Ok(answer)
+        Ok(self.meta_command_seen(cmd).await?.0)
     }
 
-    /// Returns once this node's metadata replica (where it holds one)
-    /// applied log entry `index`, or after [`OWN_WRITE_WAIT`]: a replica
-    /// that does not catch up in time (cut off from the leader) is left
-    /// behind, the command is done either way.
-    pub(super) async fn meta_applied(&self, index: u64) {
+    /// [`meta_command`](Self::meta_command), with the index of the
+    /// command's log entry (what a forwarded command is answered with).
+    /// Waits for this node's replica, where it holds one, to apply that
+    /// entry, at most [`OWN_WRITE_WAIT`]: a replica that does not catch up
+    /// in time (cut off from the leader) is left behind, the command is
+    /// done either way.
+    pub(super) async fn meta_command_seen(
+        &self,
+        cmd: MetaCommand,
+    ) -> Result<(MetaAnswer, u64), DataError> {
+        let (answer, index) = self.meta_command_at(cmd).await?;
         if let Some(h) = self.current_meta() {
             let mut applied = h.applied_watch();
             let _ = tokio::time::timeout(OWN_WRITE_WAIT, applied.wait_for(|&a| a >= index)).await;
         }
+        Ok((answer, index))
     }
 
-    /// [`meta_command`](Self::meta_command) without the wait, with the
-    /// index of the command's log entry (a refusal, too, is an error).
-    pub(super) async fn meta_command_at(
-        &self,
-        cmd: MetaCommand,
-    ) -> Result<(MetaAnswer, u64), DataError> {
+    /// The command run on the metadata leader, here or forwarded, with the
+    /// index of its log entry (a refusal, too, is an error).
+    async fn meta_command_at(&self, cmd: MetaCommand) -> Result<(MetaAnswer, u64), DataError> {
         let mut targets: Vec<u64> = Vec::new();
         if self.meta_handle().is_some() {
             match self

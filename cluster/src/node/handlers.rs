@@ -247,8 +247,7 @@ impl ClusterNode {
                 // Applied here too before the answer: the asking node
                 // reads the metadata from this one first when it holds no
                 // replica.
-                let (answer, index) = self.meta_command_at(cmd).await?;
-                self.meta_applied(index).await;
+                let (answer, index) = self.meta_command_seen(cmd).await?;
                 Ok(DataReply::MetaAt(answer, index))
             }
             DataRequest::Watch {

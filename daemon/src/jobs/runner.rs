@@ -378,9 +378,7 @@ fn run(
         last: parking_lot::Mutex::new(None),
         saves: parking_lot::Mutex::new(Some(saves)),
         save_error: &save_error,
-        traffic: Default::default(),
     };
-    let began = Instant::now();
     let result = std::thread::scope(|scope| {
         let saver = std::thread::Builder::new()
             .name("ckpt-save".into())
@@ -405,15 +403,6 @@ fn run(
         let _ = saver.join();
         result
     });
-    // Where the workers' time went (the rest is their computation).
-    let t = *hooks.traffic.lock();
-    tracing::info!(
-        workers = local.len(),
-        wall_s = began.elapsed().as_secs_f64(),
-        read_wait_s = t.read_wait_s,
-        commit_wait_s = t.commit_wait_s,
-        "workers' waits"
-    );
     if let Some(e) = save_error.lock().take() {
         tracing::debug!(error = %e, "a checkpoint save failed after the workers' last checkpoint");
     }
@@ -612,8 +601,6 @@ struct Hooks<'a> {
     saves: parking_lot::Mutex<Option<std::sync::mpsc::SyncSender<SavedState>>>,
     /// The saver's first failure, for the next worker that saves.
     save_error: &'a parking_lot::Mutex<Option<String>>,
-    /// This node's workers' traffic and waits as of the newest report.
-    traffic: parking_lot::Mutex<petuum_core::runner::Traffic>,
 }
 
 /// A worker's state at a checkpoint clock, on its way to storage.
@@ -735,7 +722,6 @@ impl Hooks<'_> {
 
 impl ProgressSink for Hooks<'_> {
     fn on_clock(&self, p: &ClockProgress) {
-        *self.traffic.lock() = p.traffic;
         self.ctx
             .traffic
             .report(self.ctx.record.id, self.ctx.epoch, p.traffic);

@@ -100,10 +100,8 @@ fn status_of(e: DataError) -> Status {
     }
 }
 
-/// How often a node without a metadata replica reads the metadata again
-/// while waiting on a job's record (one with a replica awaits changes).
-const RECORD_POLL: Duration = Duration::from_millis(20);
-/// The same for `watch` streams.
+/// How often a `watch` stream on a node without a metadata replica reads
+/// the metadata again (one with a replica awaits its changes).
 const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
@@ -114,42 +112,6 @@ impl JobsSvc {
             .await
             .map_err(status_of)?
             .ok_or_else(|| Status::not_found(format!("job {job} not found")))
-    }
-
-    /// The record once this node's metadata replica shows `done` (a
-    /// command just committed on the leader reaches it within a heartbeat).
-    async fn record_after(
-        &self,
-        job: u64,
-        done: impl Fn(&JobRecord) -> bool,
-    ) -> Result<Arc<JobRecord>, Status> {
-        self.view_after(job, |r| r.is_some_and(&done))
-            .await?
-            .ok_or_else(|| Status::not_found(format!("job {job} not found")))
-    }
-
-    /// The job's record as this node's metadata replica has it once `done`
-    /// holds of it (`None`: no such record), or as it is after 5 s: a
-    /// client that reads through this node right after a command sees the
-    /// command's effect.
-    async fn view_after(
-        &self,
-        job: u64,
-        done: impl Fn(Option<&JobRecord>) -> bool,
-    ) -> Result<Option<Arc<JobRecord>>, Status> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        let mut changes = self.jobs.node.meta_changes(RECORD_POLL);
-        loop {
-            changes.take();
-            let past = tokio::time::Instant::now() >= deadline;
-            match self.jobs.node.meta_job(job).await {
-                Ok(r) if past || done(r.as_deref()) => return Ok(r),
-                Err(e) if past => return Err(status_of(e)),
-                _ => {}
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            changes.wait(left).await;
-        }
     }
 
     /// [`command`](Self::command) for a submission: a refusal of the spec
@@ -233,9 +195,7 @@ impl JobsApi for JobsSvc {
             )
             .await?;
         tracing::info!(job = id, name = %spec.name, algorithm = %spec.algorithm, "job submitted");
-        Ok(Response::new(info(
-            &*self.record_after(id, |_| true).await?,
-        )))
+        Ok(Response::new(info(&*self.record(id).await?)))
     }
 
     async fn get(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
@@ -259,9 +219,7 @@ impl JobsApi for JobsSvc {
             at_ms: now_ms(),
         })
         .await?;
-        let r = self
-            .record_after(job, |r| r.cancel_requested || r.state.is_terminal())
-            .await?;
+        let r = self.record(job).await?;
         Ok(Response::new(info(&r)))
     }
 
@@ -274,22 +232,20 @@ impl JobsApi for JobsSvc {
                 r.state.name()
             )));
         }
+        // Answered once this node's metadata replica applied the delete
+        // (`meta_command`): a read through this node finds no record.
         self.jobs.delete(job).await.map_err(Status::unavailable)?;
-        // Committed on the metadata leader; a read through this node right
-        // after must not find the record in a replica that lags.
-        self.view_after(job, |r| r.is_none()).await?;
         Ok(Response::new(info(&r)))
     }
 
     async fn resume(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
         let job = req.get_ref().job;
-        let epoch = self
-            .command(JobCommand::Resume {
-                job,
-                at_ms: now_ms(),
-            })
-            .await?;
-        let r = self.record_after(job, |r| r.epoch >= epoch).await?;
+        self.command(JobCommand::Resume {
+            job,
+            at_ms: now_ms(),
+        })
+        .await?;
+        let r = self.record(job).await?;
         Ok(Response::new(info(&r)))
     }
 

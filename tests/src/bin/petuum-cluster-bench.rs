@@ -287,11 +287,11 @@ fn main() {
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect();
-    let raft0 = petuum_tests::raft_commits(&addrs);
+    let raft0 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
     let cpu0 = nodes_cpu_s(&mut c, nodes);
     let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
     let cpu1 = nodes_cpu_s(&mut c, nodes);
-    let raft1 = petuum_tests::raft_commits(&addrs);
+    let raft1 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
     // The same at a quarter of that load: each worker computes for four
     // times what a clock took above (the commit latency a job that
     // computes sees). Saturated, queued clocks travel together; one at a
@@ -299,7 +299,7 @@ fn main() {
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
     let light = workload(client.clone(), 3, clocks, compute);
     let cpu2 = nodes_cpu_s(&mut c, nodes);
-    let raft2 = petuum_tests::raft_commits(&addrs);
+    let raft2 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
     let scrapes = scraper.join().unwrap();
     if !http_ports.is_empty() {

@@ -390,7 +390,7 @@ fn main() {
         "read wait",
         "Raft commit"
     );
-    let mut raft_before = petuum_tests::raft_commits(&http);
+    let mut raft_before = petuum_tests::raft_commits(&petuum_tests::scrape(&http));
     let mut off = None;
     // PETUUM_BENCH_CHECKPOINTS: the settings and their order (default
     // "0,10,1"; jobs run one after another on the same nodes, so the
@@ -423,12 +423,13 @@ fn main() {
         // and the mean Raft commit (proposal to answer on the leaders) of
         // every write meanwhile.
         let worker_s = info.workers as f64 * info.seconds;
+        let texts = petuum_tests::scrape(&http);
         let share = |name: &str| {
             let key = format!("{name}{{job_id=\"{}\"}}", info.id);
-            let v: f64 = http.iter().map(|a| petuum_tests::metric(a, &key)).sum();
+            let v = petuum_tests::metric_sum(&texts, &key);
             format!("{:.0}%", 100.0 * v / worker_s)
         };
-        let raft_after = petuum_tests::raft_commits(&http);
+        let raft_after = petuum_tests::raft_commits(&texts);
         let (sum, count) = (raft_after.0 - raft_before.0, raft_after.1 - raft_before.1);
         raft_before = raft_after;
         println!(
