@@ -55,6 +55,9 @@ impl Checkpointer for EmbeddedCheckpointer {
             &self.job_dir.join("checkpoint"),
             format!("{clock}\n").as_bytes(),
         )?;
+        // Complete: older checkpoints may go now (not before, or a crash
+        // between the first part and the record could leave none).
+        self.store.set_complete(job, clock)?;
         tracing::info!(
             job,
             clock,

@@ -1,7 +1,16 @@
 //! Consistent checkpoints (docs/design.md §3): each shard's state of a job at
 //! clock `c`, and each worker's opaque local state at `c`, under keys
-//! `(job, c, part)` in the `checkpoint` column family. The last
-//! `keep_checkpoints` clocks of each job are kept.
+//! `(job, c, part)` in the `checkpoint` column family.
+//!
+//! Retention: a checkpoint is complete when every part of it is stored
+//! somewhere, which this store cannot see (a cluster's parts lie on many
+//! nodes, and its job record says which checkpoint is complete); the layer
+//! that knows tells it with [`CheckpointStore::set_complete`]. The newest
+//! `keep_checkpoints` complete clocks of each job are kept, and every clock
+//! after the newest complete one; nothing of a job is pruned before its
+//! complete clock is known. (Counting clocks alone deleted the checkpoint a
+//! recovery needed whenever the parts ran more than `keep_checkpoints`
+//! checkpoints ahead of the record.)
 
 use crate::db::NodeDb;
 use crate::error::{Result, StorageError};
@@ -51,8 +60,8 @@ impl CheckpointStore {
         CheckpointStore { db, sync: false }
     }
 
-    /// Persists a shard's encoded image of `job` at `clock`, then
-    /// deletes the job's checkpoints beyond the newest `keep_checkpoints`.
+    /// Persists a shard's encoded image of `job` at `clock`, then prunes
+    /// the job's checkpoints ([`prune`](Self::prune)).
     #[tracing::instrument(level = "debug", skip(self, image), fields(bytes = image.len()))]
     pub fn write_shard(
         &self,
@@ -227,19 +236,47 @@ impl CheckpointStore {
             "forget job",
         )?;
         self.db.checkpoint_floor.lock().remove(&job);
+        self.db.checkpoint_complete.lock().remove(&job);
         tracing::debug!(job, keys = n, "job forgotten");
         Ok(())
     }
 
-    /// Deletes every checkpoint of `job` older than its newest `keep`
-    /// clocks. Returns the clocks deleted.
+    /// Records that the checkpoint of `job` at `clock` is complete (every
+    /// part stored where it belongs) and prunes the job's older ones. A
+    /// clock older than the one already known changes nothing.
+    pub fn set_complete(&self, job: JobId, clock: Clock) -> Result<Vec<Clock>> {
+        {
+            let mut known = self.db.checkpoint_complete.lock();
+            let was = known.entry(job).or_insert(clock);
+            if *was > clock {
+                return Ok(Vec::new());
+            }
+            *was = clock;
+        }
+        self.prune(job, self.db.config().keep_checkpoints)
+    }
+
+    /// The newest complete checkpoint clock of `job` this store was told
+    /// of ([`set_complete`](Self::set_complete)) since the node started.
+    pub fn complete(&self, job: JobId) -> Option<Clock> {
+        self.db.checkpoint_complete.lock().get(&job).copied()
+    }
+
+    /// Deletes the checkpoints of `job` older than the newest `keep` of
+    /// those at or before its complete clock; clocks after it (parts of
+    /// checkpoints not known complete yet) stay, and nothing is deleted
+    /// while the complete clock is unknown. Returns the clocks deleted.
     pub fn prune(&self, job: JobId, keep: usize) -> Result<Vec<Clock>> {
         let keep = keep.max(1);
+        let Some(complete) = self.complete(job) else {
+            return Ok(Vec::new());
+        };
         let clocks: Vec<Clock> = self.list(job)?.into_iter().map(|c| c.clock).collect();
-        if clocks.len() <= keep {
+        let done = clocks.partition_point(|&c| c <= complete);
+        if done <= keep {
             return Ok(Vec::new());
         }
-        let cut = clocks[clocks.len() - keep];
+        let cut = clocks[done - keep];
         let from = match self.db.checkpoint_floor.lock().get(&job) {
             Some(&c) => keys::checkpoint_prefix(job, c),
             None => keys::checkpoint_prefix(job, 0),

@@ -25,8 +25,9 @@ pub struct StorageConfig {
     /// Sync the WAL before acknowledging any write. Only tests that measure
     /// the cost of syncing turn this off; a node must keep it on.
     pub sync_writes: bool,
-    /// Consistent checkpoints kept per job; older ones are deleted when a
-    /// newer one is written. At least 1.
+    /// Complete checkpoints kept per job (besides any newer, incomplete
+    /// ones); older ones are deleted once a newer one is known complete
+    /// (`CheckpointStore::set_complete`). At least 1.
     pub keep_checkpoints: usize,
     /// RocksDB memtable size per column family, in bytes.
     pub write_buffer_bytes: usize,
@@ -126,6 +127,10 @@ pub struct NodeDb {
     /// range-deleted parts, which stay in the memtable until compaction
     /// and made every checkpoint slower than the last.
     pub(crate) checkpoint_floor: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+    /// Per job, the newest checkpoint clock this node was told is complete
+    /// (crate::checkpoint::CheckpointStore::set_complete): nothing at or
+    /// after it is pruned, and nothing at all while it is unknown.
+    pub(crate) checkpoint_complete: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
     /// Per group asked about, its tombstone (crate::tombstone), read once:
     /// every Raft message a replica receives consults it.
     tombstones: parking_lot::Mutex<std::collections::HashMap<u64, Option<Tombstone>>>,
@@ -211,6 +216,7 @@ impl NodeDb {
             config,
             metrics,
             checkpoint_floor: Default::default(),
+            checkpoint_complete: Default::default(),
             tombstones: Default::default(),
         }))
     }

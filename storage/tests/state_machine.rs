@@ -53,7 +53,33 @@ fn base_holds_the_state_at_the_min_clock_and_checkpoints_follow_it() {
         .iter()
         .map(|c| c.clock)
         .collect();
-    assert_eq!(clocks, vec![5, 7]);
+    // Nothing is pruned before a complete checkpoint is known.
+    assert_eq!(clocks, vec![1, 3, 5, 7]);
+    let kept = |sm: &petuum_storage::ShardStateMachine| -> Vec<u64> {
+        let cps = sm.checkpoints().list(JOB).unwrap();
+        cps.iter().map(|c| c.clock).collect()
+    };
+    // Clock 3 complete: the two newest complete ones stay, and every
+    // newer part (a checkpoint a recovery may not use yet).
+    assert_eq!(
+        sm.checkpoints().set_complete(JOB, 3).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(kept(&sm), vec![1, 3, 5, 7]);
+    assert_eq!(sm.checkpoints().set_complete(JOB, 5).unwrap(), vec![1]);
+    assert_eq!(kept(&sm), vec![3, 5, 7]);
+    // An older clock told late changes nothing.
+    assert_eq!(
+        sm.checkpoints().set_complete(JOB, 1).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert_eq!(sm.checkpoints().complete(JOB), Some(5));
+    // Later parts are pruned as they are written, against the known clock.
+    apply(&sm, &mut next, vec![batch(0, 9, 0.5), batch(1, 8, 0.5)]);
+    apply(&sm, &mut next, vec![batch(0, 10, 0.5), batch(1, 9, 0.5)]);
+    assert_eq!(kept(&sm), vec![3, 5, 7, 9]);
+    assert_eq!(sm.checkpoints().set_complete(JOB, 9).unwrap(), vec![3, 5]);
+    assert_eq!(kept(&sm), vec![7, 9]);
     assert!(sm.checkpoints().load_shard(JOB, 1, SHARD).is_err());
 }
 

@@ -10,6 +10,7 @@ use petuum_core::types::{shard_of, JobShards};
 use petuum_tests::cluster::{client, signal, submit, u64s, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded, spam_lr_job};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -607,15 +608,15 @@ fn delete_and_retention_remove_ended_jobs_everywhere() {
     done(a);
     let b = submit(&c, &ep, &spec("b", 6));
     done(b);
-    // A long job, with a checkpoint, stays.
+    // A long job, with checkpoints, stays.
     let long = submit(&c, &ep, &spec("long", 1_000_000));
     wait_for(
         &c,
         &ep,
         long,
         Duration::from_secs(120),
-        "a checkpoint",
-        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 2,
+        "ten checkpoints",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 20,
     );
     let out = client(&ep, &["delete", &long.to_string()], c.path());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -650,13 +651,22 @@ fn delete_and_retention_remove_ended_jobs_everywhere() {
     );
     let out = client(&ep, &["cancel", &long.to_string()], c.path());
     assert!(out.status.success());
-    wait_for(&c, &ep, long, Duration::from_secs(60), "cancelled", |s| {
+    let s = wait_for(&c, &ep, long, Duration::from_secs(60), "cancelled", |s| {
         s["state"] == "cancelled"
     });
+    // The checkpoint a resume would read (parts labelled with their last
+    // clock).
+    let label = s["checkpoint"].as_u64().unwrap() - 1;
     for id in 1..=3 {
         c.kill(id);
     }
-    let mut long_parts = 0;
+    // Every part of that checkpoint is somewhere (its groups' leaders
+    // applied it before the record named it complete), and each node
+    // pruned older ones: it keeps the newest `keep_checkpoints` (3) of the
+    // complete ones it was told of, and every later one (how many depends
+    // on when it last looked at the record, but it saw the record at ten
+    // checkpoints or more, so it keeps fewer than the job wrote).
+    let (mut shards, mut workers) = (BTreeSet::new(), BTreeSet::new());
     for id in 1..=3 {
         let db = petuum_storage::NodeDb::open(petuum_storage::StorageConfig::new(
             c.data_dir(id).join("db"),
@@ -667,9 +677,24 @@ fn delete_and_retention_remove_ended_jobs_everywhere() {
             let left = store.list(gone).unwrap();
             assert!(left.is_empty(), "node {id} still has job {gone}: {left:?}");
         }
-        long_parts += store.list(long).unwrap().len();
+        let kept = store.list(long).unwrap();
+        if let Some(cp) = kept.iter().find(|cp| cp.clock == label) {
+            shards.extend(cp.shards.iter().copied());
+            workers.extend(cp.workers.iter().copied());
+        }
+        let complete = kept.iter().filter(|cp| cp.clock <= label).count() as u64;
+        let written = label.div_ceil(2);
+        assert!(
+            (1..written).contains(&complete),
+            "node {id} keeps {complete} of the {written} complete checkpoints of job {long} (record: clock {label}): {:?}",
+            kept.iter().map(|cp| cp.clock).collect::<Vec<_>>()
+        );
     }
-    assert!(long_parts > 0, "no node has the checkpoints of job {long}");
+    assert_eq!(
+        (shards, workers),
+        ((0..4).collect(), (0..2).collect()),
+        "the parts of job {long}'s checkpoint at clock {label} on the three nodes"
+    );
 }
 
 /// `run.workers_per_node = 2` puts both workers of the job on one node

@@ -179,6 +179,7 @@ impl Jobs {
             if meta.placement.is_none() {
                 continue;
             }
+            self.confirm_checkpoints(&meta.jobs);
             // Drained, removed or declared dead: this node's runs move to
             // other nodes at their next checkpoint (the scheduler places
             // nothing new here meanwhile).
@@ -309,6 +310,29 @@ impl Jobs {
                     Ok(_) => tracing::info!(job, epoch, "cancelled before its run started here"),
                     Err(e) => tracing::debug!(job, error = %e, "ending a cancelled job"),
                 }
+            }
+        }
+    }
+
+    /// Tells this node's checkpoint store which checkpoint of each job is
+    /// complete (its record says so: every host stored its part), so that
+    /// retention keeps it and everything newer whatever the count: the
+    /// shards' parts can run several checkpoints ahead of the record while
+    /// the hosts' worker states are still being stored, and the record's
+    /// checkpoint is the one a recovery reads.
+    fn confirm_checkpoints(&self, jobs: &petuum_cluster::jobs::JobMap) {
+        let store = petuum_storage::CheckpointStore::deferred(self.node.db.clone());
+        for r in jobs.values() {
+            // The record counts clocks done; the parts are labelled with
+            // the last clock they include.
+            let Some(label) = r.checkpoint.and_then(|c| c.checked_sub(1)) else {
+                continue;
+            };
+            if store.complete(r.id).is_some_and(|c| c >= label) {
+                continue;
+            }
+            if let Err(e) = store.set_complete(r.id, label) {
+                tracing::warn!(job = r.id, error = %e, "pruning old checkpoints");
             }
         }
     }

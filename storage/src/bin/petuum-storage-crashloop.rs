@@ -3,7 +3,9 @@
 //! it is killed. Prints `ready <next index>` once open, then the last index
 //! of every append as soon as the append is durable (WAL synced). Every so
 //! often it stores a snapshot, purges the log below it and stores a large
-//! worker blob (written by SST ingestion).
+//! worker blob (written by SST ingestion). The workload has one shard, so
+//! each checkpoint is complete once its part is written: the loop says so
+//! (`set_complete`) after each apply, and retention prunes the older ones.
 //!
 //! Usage: petuum-storage-crashloop DIR SEED
 
@@ -43,6 +45,7 @@ fn run(dir: &str, seed: u64) -> Result<(), petuum_storage::StorageError> {
     let last = state.last_log_id.map_or(0, |l| l.index);
     let applied = sm.handle().last_applied().map_or(0, |l| l.index);
     sm.apply_entries(log.entries(applied + 1..=last)?)?;
+    confirm(&sm)?;
     let mut next = last + 1;
     let out = std::io::stdout();
     writeln!(out.lock(), "ready {next}").expect("stdout");
@@ -57,6 +60,7 @@ fn run(dir: &str, seed: u64) -> Result<(), petuum_storage::StorageError> {
             o.flush().expect("stdout");
         }
         sm.apply_entries(entries)?;
+        confirm(&sm)?;
         next += n;
         if next > last_snapshot + SNAPSHOT_EVERY {
             let (meta, _) = sm.build_and_store_snapshot()?;
@@ -69,8 +73,17 @@ fn run(dir: &str, seed: u64) -> Result<(), petuum_storage::StorageError> {
             // A large blob (SST ingestion path), killed mid-write sometimes.
             let cps = sm.checkpoints();
             cps.put_worker_blob(workload::BLOB_JOB, at.index, 0, &workload::blob(at.index))?;
-            cps.prune(workload::BLOB_JOB, 2)?;
+            cps.set_complete(workload::BLOB_JOB, at.index)?;
         }
+    }
+    Ok(())
+}
+
+/// Marks the newest checkpoint of the workload's job complete.
+fn confirm(sm: &ShardStateMachine) -> Result<(), petuum_storage::StorageError> {
+    let cps = sm.checkpoints();
+    if let Some(clock) = cps.latest(workload::JOB, workload::SHARD)? {
+        cps.set_complete(workload::JOB, clock)?;
     }
     Ok(())
 }
