@@ -41,6 +41,89 @@ const TICK: Duration = Duration::from_millis(200);
 /// How long the scheduler waits for a node's answer to a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
+/// Placements of a job again after a run that ended interrupted, in a row
+/// without a new checkpoint, that go out at once; later ones wait.
+const RETRIES_AT_ONCE: u32 = 5;
+/// The longest wait between two such placements.
+const RETRY_WAIT_MAX: Duration = Duration::from_secs(10);
+/// A run that lasted this long counts as progress even without a
+/// checkpoint.
+const RETRY_FORGIVEN_AFTER: Duration = Duration::from_secs(60);
+
+/// The scheduler's backoff for jobs whose runs keep ending interrupted
+/// before they get anywhere (a checkpoint no replica can serve, a node that
+/// refuses every run): each placement again is a new epoch and a Raft
+/// write of the metadata group, and placing again every tick wrote five a
+/// second for as long as the fault lasted. The first
+/// [`RETRIES_AT_ONCE`] go out at once (a kill usually costs one or two
+/// while leaders move); then the waits double from two ticks up to
+/// [`RETRY_WAIT_MAX`]. A new checkpoint, or a run that lasted
+/// [`RETRY_FORGIVEN_AFTER`], starts the count again.
+#[derive(Default)]
+struct Retries {
+    jobs: HashMap<u64, Retry>,
+}
+
+struct Retry {
+    checkpoint: Option<u64>,
+    streak: u32,
+    at: Instant,
+}
+
+impl Retries {
+    /// Whether `job`, at checkpoint `checkpoint`, may be placed again at
+    /// `now`; if so the placement is counted.
+    fn may_place(&mut self, job: u64, checkpoint: Option<u64>, now: Instant) -> bool {
+        let Some(r) = self.jobs.get_mut(&job) else {
+            self.jobs.insert(
+                job,
+                Retry {
+                    checkpoint,
+                    streak: 1,
+                    at: now,
+                },
+            );
+            return true;
+        };
+        let since = now.saturating_duration_since(r.at);
+        if r.checkpoint != checkpoint || since >= RETRY_FORGIVEN_AFTER {
+            *r = Retry {
+                checkpoint,
+                streak: 1,
+                at: now,
+            };
+            return true;
+        }
+        if since < Self::wait(r.streak) {
+            return false;
+        }
+        r.streak += 1;
+        r.at = now;
+        if r.streak == RETRIES_AT_ONCE + 1 {
+            tracing::warn!(
+                job,
+                tries = RETRIES_AT_ONCE,
+                "the job's runs keep ending before its next checkpoint: placing it again with a growing wait"
+            );
+        }
+        true
+    }
+
+    /// The wait after `streak` placements in a row.
+    fn wait(streak: u32) -> Duration {
+        if streak < RETRIES_AT_ONCE {
+            return Duration::ZERO;
+        }
+        let doublings = (streak - RETRIES_AT_ONCE).min(16);
+        (TICK * 2 * 2u32.pow(doublings)).min(RETRY_WAIT_MAX)
+    }
+
+    /// Forgets the jobs not in `live`.
+    fn retain(&mut self, live: &petuum_cluster::jobs::JobMap) {
+        self.jobs.retain(|id, _| live.contains_key(id));
+    }
+}
+
 /// The epoch of `job` this node last started a run of (a file in its data
 /// directory), None when it never ran the job.
 fn started_epoch(data_dir: &std::path::Path, job: u64) -> Option<u64> {
@@ -349,6 +432,7 @@ impl Jobs {
         // Nodes presumed dead now, and what the log last said of each job.
         let mut dead_now: HashSet<u64> = HashSet::new();
         let mut noted: HashMap<u64, Noted> = HashMap::new();
+        let mut retries = Retries::default();
         let mut retention_at = Instant::now();
         loop {
             tokio::time::sleep(TICK).await;
@@ -390,6 +474,7 @@ impl Jobs {
                 continue;
             };
             note_job_changes(&meta.jobs, &mut noted);
+            retries.retain(&meta.jobs);
             if retention_at.elapsed() >= RETENTION_EVERY {
                 retention_at = Instant::now();
                 let ended: Vec<(u64, u64)> = meta
@@ -460,6 +545,9 @@ impl Jobs {
                 } else if r.state == JobState::Paused {
                     "enough nodes are up again".into()
                 } else {
+                    if !r.cancel_requested && !retries.may_place(r.id, r.checkpoint, now) {
+                        continue;
+                    }
                     "placed again".into()
                 };
                 let cmd = if r.cancel_requested {
@@ -700,5 +788,56 @@ impl Jobs {
             }
         }
         Err(format!("the model of job {job} could not be read: {last}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Five placements at once, then waits doubling from 0.4 s to 10 s; a
+    /// new checkpoint, or a minute since the last placement, starts over.
+    #[test]
+    fn placements_again_back_off_until_progress() {
+        let mut r = Retries::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        for i in 0..RETRIES_AT_ONCE as u64 {
+            assert!(r.may_place(7, Some(10), ms(i)), "try {i}");
+        }
+        // The sixth waits two ticks after the fifth.
+        let fifth = RETRIES_AT_ONCE as u64 - 1;
+        assert!(!r.may_place(7, Some(10), ms(fifth + 399)));
+        assert!(r.may_place(7, Some(10), ms(fifth + 400)));
+        // Then twice that, and so on up to the cap.
+        let sixth = fifth + 400;
+        assert!(!r.may_place(7, Some(10), ms(sixth + 799)));
+        assert!(r.may_place(7, Some(10), ms(sixth + 800)));
+        let mut at = sixth + 800;
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let mut next = at;
+            while !r.may_place(7, Some(10), ms(next)) {
+                next += 100;
+            }
+            waits.push(next - at);
+            at = next;
+        }
+        assert_eq!(
+            waits,
+            [1600, 3200, 6400, 10_000, 10_000, 10_000, 10_000, 10_000]
+        );
+        // Another job is not held back.
+        assert!(r.may_place(8, None, ms(at)));
+        // A new checkpoint starts the count again.
+        assert!(r.may_place(7, Some(20), ms(at + 1)));
+        assert!(r.may_place(7, Some(20), ms(at + 2)));
+        // So does a minute without a placement.
+        for i in 0..10 {
+            r.may_place(7, Some(20), ms(at + 3 + i));
+        }
+        assert!(!r.may_place(7, Some(20), ms(at + 300)));
+        assert!(r.may_place(7, Some(20), ms(at + 70_000)));
+        assert!(r.may_place(7, Some(20), ms(at + 70_001)));
     }
 }
