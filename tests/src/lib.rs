@@ -224,10 +224,87 @@ pub fn metric_sum(texts: &[String], prefix: &str) -> f64 {
 /// The nodes' `petuum_raft_commit_seconds` over every group, from
 /// [`scrape`]'s texts: (sum, count).
 pub fn raft_commits(texts: &[String]) -> (f64, f64) {
-    (
-        metric_sum(texts, "petuum_raft_commit_seconds_sum{"),
-        metric_sum(texts, "petuum_raft_commit_seconds_count{"),
-    )
+    histogram_total(texts, "petuum_raft_commit_seconds")
+}
+
+/// A histogram's (sum, count) over every node and label, from [`scrape`]'s
+/// texts (`name` without the `_sum`/`_count` suffix).
+pub fn histogram_total(texts: &[String], name: &str) -> (f64, f64) {
+    let labelled = |suffix: &str| {
+        metric_sum(texts, &format!("{name}_{suffix}{{"))
+            + metric_sum(texts, &format!("{name}_{suffix} "))
+    };
+    (labelled("sum"), labelled("count"))
+}
+
+/// A histogram's cumulative bucket counts over every node and label, by
+/// upper bound (seconds; `+Inf` as infinity), from [`scrape`]'s texts.
+pub fn histogram_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut by_le: std::collections::BTreeMap<u64, (f64, f64)> = Default::default();
+    for l in texts.iter().flat_map(|t| t.lines()) {
+        let Some(rest) = l.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(le) = rest
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
+            continue;
+        };
+        let Some(n) = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += n;
+    }
+    let mut v: Vec<(f64, f64)> = by_le.into_values().collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+/// The bucket bound (ms) under which a share `q` of the observations
+/// between two [`histogram_buckets`] readings fell: a quantile, to the
+/// histogram's resolution.
+pub fn bucket_quantile_ms(a: &[(f64, f64)], b: &[(f64, f64)], q: f64) -> f64 {
+    let before = |le: f64| a.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1);
+    let total = b.last().map_or(0.0, |x| x.1 - before(x.0));
+    b.iter()
+        .find(|x| x.1 - before(x.0) >= q * total)
+        .map_or(f64::NAN, |x| 1e3 * x.0)
+}
+
+/// The storage steps of a write, as histograms each node exports: a
+/// write's proposal to its answer on the leader, a log append to its
+/// durability, one WAL fsync, applying a batch of entries.
+pub const WRITE_STEPS: [(&str, &str); 4] = [
+    ("Raft commit (leaders)", "petuum_raft_commit_seconds"),
+    ("append to durable", "petuum_raft_append_seconds"),
+    ("WAL fsync", "petuum_wal_sync_seconds"),
+    ("apply", "petuum_raft_apply_seconds"),
+];
+
+/// The [`WRITE_STEPS`]' (sum, count) in `texts`.
+pub fn write_steps(texts: &[String]) -> Vec<(f64, f64)> {
+    WRITE_STEPS
+        .iter()
+        .map(|(_, name)| histogram_total(texts, name))
+        .collect()
+}
+
+/// Mean milliseconds per observation of each [`WRITE_STEPS`] between two
+/// [`write_steps`] readings, with how many there were.
+pub fn write_step_means(a: &[(f64, f64)], b: &[(f64, f64)]) -> String {
+    WRITE_STEPS
+        .iter()
+        .zip(a.iter().zip(b))
+        .map(|((what, _), (x, y))| {
+            let n = y.1 - x.1;
+            format!("{what} {:.2} ms ({n:.0})", 1e3 * (y.0 - x.0) / n.max(1.0))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A plain HTTP/1.1 GET to `addr` (`host:port`), with an `Authorization`

@@ -17,8 +17,10 @@
 //! `PETUUM_BENCH_HTTP=1` gives every node an `http_listen` and fetches
 //! each node's `/metrics` every second while the workload runs
 //! (`PETUUM_BENCH_HTTP=0`: the same without), for the cost of metrics;
-//! with it, the bench also prints the leaders' mean Raft commit time
-//! (`petuum_raft_commit_seconds`) of each phase.
+//! with it, the bench also prints each phase's storage steps from the
+//! nodes' histograms (mean Raft commit on the leaders, log append to
+//! durable, WAL fsync, apply) and the quantiles of one write's Raft commit
+//! (a clock commits with the slowest of its shards' writes).
 
 use petuum_cluster::placement::shard_group;
 use petuum_core::batch::{RowUpdate, UpdateBatch};
@@ -287,11 +289,13 @@ fn main() {
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect();
-    let raft0 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
+    let texts0 = petuum_tests::scrape(&addrs);
+    let raft0 = petuum_tests::write_steps(&texts0);
     let cpu0 = nodes_cpu_s(&mut c, nodes);
     let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
     let cpu1 = nodes_cpu_s(&mut c, nodes);
-    let raft1 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
+    let texts1 = petuum_tests::scrape(&addrs);
+    let raft1 = petuum_tests::write_steps(&texts1);
     // The same at a quarter of that load: each worker computes for four
     // times what a clock took above (the commit latency a job that
     // computes sees). Saturated, queued clocks travel together; one at a
@@ -299,18 +303,39 @@ fn main() {
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
     let light = workload(client.clone(), 3, clocks, compute);
     let cpu2 = nodes_cpu_s(&mut c, nodes);
-    let raft2 = petuum_tests::raft_commits(&petuum_tests::scrape(&addrs));
+    let texts2 = petuum_tests::scrape(&addrs);
+    let raft2 = petuum_tests::write_steps(&texts2);
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
     let scrapes = scraper.join().unwrap();
     if !http_ports.is_empty() {
         println!("{scrapes} scrapes of /metrics during the workload");
         // The leaders' own time per write (proposal to answer): what of
-        // clock() to commit is Raft's.
-        let mean = |a: (f64, f64), b: (f64, f64)| 1e3 * (b.0 - a.0) / (b.1 - a.1).max(1.0);
+        // clock() to commit is Raft's; and its storage steps on every node.
         println!(
-            "Raft commit on the leaders (mean per write): {:.2} ms saturated, {:.2} ms at a quarter load",
-            mean(raft0, raft1),
-            mean(raft1, raft2)
+            "the nodes' write steps (mean per observation, count)\n  saturated: {}\n  quarter load: {}",
+            petuum_tests::write_step_means(&raft0, &raft1),
+            petuum_tests::write_step_means(&raft1, &raft2)
+        );
+        // A clock commits when the slowest of its shards' writes does: the
+        // tail of one write's commit is the clock's median.
+        let commits =
+            |t: &[String]| petuum_tests::histogram_buckets(t, "petuum_raft_commit_seconds");
+        let (c0, c1, c2) = (commits(&texts0), commits(&texts1), commits(&texts2));
+        let q = |a: &[(f64, f64)], b: &[(f64, f64)]| {
+            [0.5, 0.9, 0.96, 0.99]
+                .map(|p| {
+                    format!(
+                        "p{:.0} <= {:.1} ms",
+                        p * 100.0,
+                        petuum_tests::bucket_quantile_ms(a, b, p)
+                    )
+                })
+                .join(", ")
+        };
+        println!(
+            "  one write's Raft commit on its leader: saturated {}; quarter load {}",
+            q(&c0, &c1),
+            q(&c1, &c2)
         );
     }
     // One batch per shard per worker per clock: its size is what a synced
