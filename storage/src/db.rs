@@ -61,6 +61,20 @@ impl StorageConfig {
     }
 }
 
+/// Runs a synced RocksDB write (or another call that may wait on the
+/// disk) from async code. On a multi-threaded tokio runtime the worker
+/// thread is handed over first (`block_in_place`), so one group's fsync
+/// does not stall the other groups' tasks queued on the same thread (a
+/// node has two; when both wait on syncs, no group's heartbeats go out).
+pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
 /// What to run once the WAL is synced (see [`NodeDb::after_wal_sync`]).
 pub type AfterSync = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 

@@ -567,18 +567,6 @@ impl RaftLogReader<TypeConfig> for RaftLogStore {
     }
 }
 
-/// Runs a synced RocksDB write. On a multi-threaded tokio runtime the
-/// worker thread is handed over first (`block_in_place`), so one group's
-/// fsync does not stall the other groups' tasks queued on the same thread.
-fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 impl RaftLogStorage<TypeConfig> for RaftLogStore {
     type LogReader = Self;
 
@@ -591,7 +579,7 @@ impl RaftLogStorage<TypeConfig> for RaftLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), RaftStorageError> {
-        blocking(|| self.write_meta(META_VOTE, vote, true))
+        crate::db::blocking(|| self.write_meta(META_VOTE, vote, true))
             .map_err(|e| e.into_raft(ErrorVerb::Write))
     }
 

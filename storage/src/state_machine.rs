@@ -491,18 +491,22 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
         let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
         // As in `store_snapshot`: the deferred checkpoint writes first.
-        self.db
-            .sync_wal()
-            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
-        self.db
-            .write_blob(
+        // Two syncs: off the runtime's thread (`blocking`). A job's groups
+        // come due for snapshots together, and their builds on a node's
+        // two runtime threads, each waiting on fsyncs behind the others,
+        // used to stop every group's heartbeats for longer than an
+        // election timeout: a wave of elections (docs/performance.md).
+        crate::db::blocking(|| {
+            self.db.sync_wal()?;
+            self.db.write_blob(
                 CF_SNAPSHOT,
                 &keys::prefix(self.group),
                 &[&bytes],
                 "store snapshot",
                 self.group,
             )
-            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        })
+        .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
         self.metrics.snapshots_built.inc();
         // Without the parts: openraft keeps only the meta of a built
@@ -556,7 +560,8 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
         meta: &SnapshotMeta,
         snapshot: Box<SnapshotData>,
     ) -> Result<(), RaftStorageError> {
-        self.install(meta, snapshot.into_inner())
+        // Synced writes: off the runtime's thread, as in `build_snapshot`.
+        crate::db::blocking(|| self.install(meta, snapshot.into_inner()))
             .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         self.metrics.snapshots_installed.inc();
         Ok(())
