@@ -26,19 +26,50 @@ pub struct LocalCluster {
 }
 
 /// A free TCP port on 127.0.0.1, never one this process was given before:
-/// a port is free only until something binds it, and the kernel may hand
-/// a port just released out again, so two nodes (or a node's Raft and HTTP
-/// addresses) chosen before either starts could get the same one.
+/// a port is free only until something binds it, so two nodes (or a node's
+/// Raft and HTTP addresses) chosen before either starts could otherwise
+/// get the same one.
+///
+/// Taken below the kernel's ephemeral range where there is room: a port
+/// from that range, free when chosen, can become the source port of any
+/// outgoing connection (the nodes of parallel tests connect to each other
+/// all the time) before the node meant to listen on it binds it. The scan
+/// starts at an offset from the process id, so benchmarks run beside the
+/// tests start elsewhere.
 pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Option<std::collections::HashSet<u16>>> =
+    static GIVEN: std::sync::Mutex<Option<(u32, std::collections::HashSet<u16>)>> =
         std::sync::Mutex::new(None);
+    const FLOOR: u32 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let (next, taken) = given.get_or_insert_with(|| {
+        let span = ephemeral_low.saturating_sub(FLOOR).max(1);
+        (
+            (std::process::id().wrapping_mul(7919)) % span,
+            Default::default(),
+        )
+    });
+    if ephemeral_low >= FLOOR + 2_000 {
+        let span = ephemeral_low - FLOOR;
+        for _ in 0..span {
+            let port = (FLOOR + *next % span) as u16;
+            *next = (*next + 1) % span;
+            if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                taken.insert(port);
+                return port;
+            }
+        }
+    }
+    // No room below the ephemeral range: one from it.
     loop {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("binding an ephemeral port")
             .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.get_or_insert_with(Default::default).insert(port) {
+        if taken.insert(port) {
             return port;
         }
     }
