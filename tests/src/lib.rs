@@ -259,9 +259,9 @@ pub fn histogram_buckets(texts: &[String], name: &str) -> Vec<(f64, f64)> {
         };
         by_le.entry(le.to_bits()).or_insert((le, 0.0)).1 += n;
     }
-    let mut v: Vec<(f64, f64)> = by_le.into_values().collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v
+    // Keyed by the bounds' bits: for non-negative floats (and +Inf) their
+    // order is the numbers' order.
+    by_le.into_values().collect()
 }
 
 /// The bucket bound (ms) under which a share `q` of the observations
@@ -375,4 +375,33 @@ pub fn http_get(
         body = out;
     }
     Ok((code, headers, body))
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    /// Two nodes' exposition of one histogram: buckets summed per bound,
+    /// in the bounds' order (+Inf last); quantiles between two readings.
+    #[test]
+    fn buckets_sum_over_nodes_and_quantiles_read_between_readings() {
+        let node = |a: u32, b: u32, c: u32| {
+            format!(
+                "x_seconds_bucket{{group=\"1\",le=\"0.001\"}} {a}\nx_seconds_bucket{{group=\"1\",le=\"0.01\"}} {b}\nx_seconds_bucket{{group=\"1\",le=\"+Inf\"}} {c}\nx_seconds_sum{{group=\"1\"}} 0.5\nx_seconds_count{{group=\"1\"}} {c}\n"
+            )
+        };
+        let before = vec![node(1, 2, 2), node(0, 0, 0)];
+        let after = vec![node(2, 9, 10), node(1, 1, 2)];
+        let (a, b) = (
+            histogram_buckets(&before, "x_seconds"),
+            histogram_buckets(&after, "x_seconds"),
+        );
+        assert_eq!(a, vec![(0.001, 1.0), (0.01, 2.0), (f64::INFINITY, 2.0)]);
+        assert_eq!(b, vec![(0.001, 3.0), (0.01, 10.0), (f64::INFINITY, 12.0)]);
+        // Between the readings: 2 under 1 ms, 8 under 10 ms, 10 in all.
+        assert_eq!(bucket_quantile_ms(&a, &b, 0.2), 1.0);
+        assert_eq!(bucket_quantile_ms(&a, &b, 0.5), 10.0);
+        assert_eq!(bucket_quantile_ms(&a, &b, 0.9), f64::INFINITY);
+        assert_eq!(histogram_total(&after, "x_seconds"), (1.0, 12.0));
+    }
 }
