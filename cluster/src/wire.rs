@@ -299,7 +299,7 @@ pub enum DataReply {
         rows: Vec<((TableId, RowId), RowSnapshot)>,
     },
     MetaState(Box<MetaState>),
-    Blob(Option<Vec<u8>>),
+    Blob(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
     Job(Option<Box<crate::jobs::JobRecord>>),
     /// A dataset chunk or chunk list (encoded as one byte string, not a
     /// sequence of numbers).

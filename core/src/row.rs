@@ -6,8 +6,14 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// A row of one table, or an increment to one (a delta has the same shape).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(bound = "")]
+///
+/// Serialized (see [`serde_impl`]) as an enum of three variants: `Dense`
+/// (a sequence of elements), `Sparse` (a map) and `DenseLe` (the dense
+/// values as one string of little-endian bytes). Binary formats (postcard:
+/// the Raft log, the wire, snapshots, checkpoints) get `DenseLe`, which
+/// costs one copy where a sequence costs a serializer call per element;
+/// human-readable ones (JSON) get `Dense`. Both dense forms are read back.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Row<T: Elem> {
     Dense(Vec<T>),
     Sparse(HashMap<u32, T>),
@@ -163,6 +169,135 @@ pub fn add_assign_slice<T: Elem>(dst: &mut [T], src: &[T]) {
     }
 }
 
+mod serde_impl {
+    //! `Row`'s serde: `Dense` = 0, `Sparse` = 1 (as the derived impl wrote
+    //! them, so older encodings still read), `DenseLe` = 2.
+    use super::Row;
+    use crate::types::Elem;
+    use serde::de::{self, EnumAccess, VariantAccess, Visitor};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::HashMap;
+    use std::marker::PhantomData;
+
+    const VARIANTS: &[&str] = &["Dense", "Sparse", "DenseLe"];
+
+    /// Bytes serialized as one byte string.
+    struct Bytes<'a>(&'a [u8]);
+
+    impl Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    impl<T: Elem> Serialize for Row<T> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self {
+                Row::Dense(v) if s.is_human_readable() => {
+                    s.serialize_newtype_variant("Row", 0, "Dense", v)
+                }
+                Row::Dense(v) => {
+                    let mut bytes = Vec::with_capacity(std::mem::size_of_val(v.as_slice()));
+                    T::extend_le_bytes(v, &mut bytes);
+                    s.serialize_newtype_variant("Row", 2, "DenseLe", &Bytes(&bytes))
+                }
+                Row::Sparse(m) => s.serialize_newtype_variant("Row", 1, "Sparse", m),
+            }
+        }
+    }
+
+    enum Field {
+        Dense,
+        Sparse,
+        DenseLe,
+    }
+
+    impl<'de> Deserialize<'de> for Field {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = Field;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a row variant (Dense, Sparse or DenseLe)")
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Field, E> {
+                    match v {
+                        0 => Ok(Field::Dense),
+                        1 => Ok(Field::Sparse),
+                        2 => Ok(Field::DenseLe),
+                        _ => Err(E::invalid_value(
+                            de::Unexpected::Unsigned(v),
+                            &"variant index 0 <= i < 3",
+                        )),
+                    }
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Field, E> {
+                    match v {
+                        "Dense" => Ok(Field::Dense),
+                        "Sparse" => Ok(Field::Sparse),
+                        "DenseLe" => Ok(Field::DenseLe),
+                        _ => Err(E::unknown_variant(v, VARIANTS)),
+                    }
+                }
+            }
+            d.deserialize_identifier(V)
+        }
+    }
+
+    /// A `DenseLe` payload: little-endian bytes of whole elements.
+    struct LeBytes<T>(PhantomData<T>);
+
+    impl<'de, T: Elem> de::DeserializeSeed<'de> for LeBytes<T> {
+        type Value = Vec<T>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<T>, D::Error> {
+            d.deserialize_bytes(self)
+        }
+    }
+
+    impl<'de, T: Elem> Visitor<'de> for LeBytes<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(
+                f,
+                "little-endian bytes of whole {}-byte elements",
+                std::mem::size_of::<T>()
+            )
+        }
+        fn visit_bytes<E: de::Error>(self, b: &[u8]) -> Result<Vec<T>, E> {
+            T::from_le_bytes_vec(b).ok_or_else(|| E::invalid_length(b.len(), &self))
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            // Human-readable formats write bytes as a list of numbers.
+            let mut b = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(x) = seq.next_element::<u8>()? {
+                b.push(x);
+            }
+            self.visit_bytes(&b)
+        }
+    }
+
+    impl<'de, T: Elem> Deserialize<'de> for Row<T> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V<T>(PhantomData<T>);
+            impl<'de, T: Elem> Visitor<'de> for V<T> {
+                type Value = Row<T>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a row")
+                }
+                fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Row<T>, A::Error> {
+                    let (field, v) = data.variant::<Field>()?;
+                    Ok(match field {
+                        Field::Dense => Row::Dense(v.newtype_variant::<Vec<T>>()?),
+                        Field::Sparse => Row::Sparse(v.newtype_variant::<HashMap<u32, T>>()?),
+                        Field::DenseLe => Row::Dense(v.newtype_variant_seed(LeBytes(PhantomData))?),
+                    })
+                }
+            }
+            d.deserialize_enum("Row", VARIANTS, V(PhantomData))
+        }
+    }
+}
+
 /// A row of any element type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AnyRow {
@@ -263,6 +398,80 @@ impl AnyRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The derived encoding rows had before `DenseLe` (variants 0 and 1).
+    #[derive(Serialize)]
+    enum OldRow<T: Serialize> {
+        Dense(Vec<T>),
+        #[allow(dead_code)]
+        Sparse(HashMap<u32, T>),
+    }
+
+    #[test]
+    fn rows_round_trip_in_binary_and_json_and_old_encodings_still_read() {
+        let mut m = HashMap::new();
+        m.insert(7u32, -2.5f64);
+        m.insert(1, 1e300);
+        let rows = [
+            AnyRow::F32(Row::Dense(vec![
+                0.5,
+                -0.0,
+                f32::MAX,
+                f32::MIN_POSITIVE,
+                3.25,
+            ])),
+            AnyRow::F64(Row::Dense(vec![1e-300, -7.0, 0.1])),
+            AnyRow::I32(Row::Dense(vec![i32::MIN, 0, -1, i32::MAX])),
+            AnyRow::I64(Row::Dense(vec![i64::MIN, 42, i64::MAX])),
+            AnyRow::F64(Row::Sparse(m)),
+            AnyRow::F32(Row::Dense(Vec::new())),
+        ];
+        for r in &rows {
+            let bin = postcard::to_stdvec(r).unwrap();
+            assert_eq!(&postcard::from_bytes::<AnyRow>(&bin).unwrap(), r);
+            let json = serde_json::to_string(r).unwrap();
+            assert_eq!(&serde_json::from_str::<AnyRow>(&json).unwrap(), r);
+        }
+        // Binary dense rows are their values' bytes plus a few of framing
+        // (AnyRow's tag, Row's tag, the length), not one call per value.
+        let wide = AnyRow::F32(Row::Dense((0..10_000).map(|i| i as f32 * 0.5).collect()));
+        let bin = postcard::to_stdvec(&wide).unwrap();
+        assert_eq!(bin.len(), 1 + 1 + 3 + 40_000);
+        assert_eq!(&bin[9..13], &0.5f32.to_le_bytes()[..], "second value");
+        // JSON keeps the readable form.
+        let json = serde_json::to_string(&AnyRow::I32(Row::Dense(vec![1, 2]))).unwrap();
+        assert_eq!(json, r#"{"I32":{"Dense":[1,2]}}"#);
+        // What the log, snapshots and checkpoints hold from before reads
+        // back the same.
+        let old = postcard::to_stdvec(&OldRow::Dense(vec![1.5f64, -2.0, 0.25])).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Row<f64>>(&old).unwrap(),
+            Row::Dense(vec![1.5, -2.0, 0.25])
+        );
+        let mut m = HashMap::new();
+        m.insert(3u32, 9i64);
+        let old = postcard::to_stdvec(&OldRow::Sparse(m.clone())).unwrap();
+        assert_eq!(
+            postcard::from_bytes::<Row<i64>>(&old).unwrap(),
+            Row::Sparse(m)
+        );
+    }
+
+    #[test]
+    fn a_dense_row_of_partial_elements_is_refused_by_name() {
+        // Variant DenseLe (2), 6 bytes: one f32 and half of another.
+        let bad = [2u8, 6, 0, 0, 128, 63, 0, 0];
+        let err = postcard::from_bytes::<Row<f32>>(&bad).unwrap_err();
+        assert!(matches!(err, postcard::Error::SerdeDeCustom), "{err:?}");
+        let err = serde_json::from_str::<Row<f32>>(r#"{"DenseLe":[0,0,128,63,0,0]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("whole 4-byte elements"), "{err}");
+        let ok = serde_json::from_str::<Row<f32>>(r#"{"DenseLe":[0,0,128,63]}"#).unwrap();
+        assert_eq!(ok, Row::Dense(vec![1.0]));
+        let err = postcard::from_bytes::<Row<f32>>(&[3u8, 0]).unwrap_err();
+        assert!(matches!(err, postcard::Error::SerdeDeCustom), "{err:?}");
+    }
 
     #[test]
     fn sparse_rows_drop_zeros_and_add() {

@@ -86,6 +86,7 @@ pub struct StoredPart {
     pub job: JobId,
     pub clock: Clock,
     pub kind: PartKind,
+    #[serde(with = "serde_bytes")]
     pub bytes: Vec<u8>,
 }
 

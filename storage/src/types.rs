@@ -71,6 +71,7 @@ pub enum ShardRequest {
         epoch: u64,
         clock: Clock,
         worker: WorkerId,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Begins run `epoch` by rolling `job` back to the checkpoint part
@@ -83,6 +84,7 @@ pub enum ShardRequest {
         job: JobId,
         epoch: u64,
         clock: Clock,
+        #[serde(with = "serde_bytes")]
         image: Vec<u8>,
     },
     /// Drops a job's tables, rows and clocks: at the start of a run that
@@ -91,7 +93,7 @@ pub enum ShardRequest {
     /// A command of the cluster's metadata group, encoded by its owner
     /// (petuum-cluster). Shard groups refuse it; sharing one entry type
     /// lets every group on a node share the log store and the network.
-    Meta(Vec<u8>),
+    Meta(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Forgets an ended job for good: its tables and rows, and the
     /// checkpoints, worker states and model this node stored for it
     /// (`petuum-client delete`, the retention policy). Idempotent.
@@ -147,6 +149,7 @@ pub struct ShardResponse {
     /// Consistent checkpoints this entry completed on this shard.
     pub checkpoints: Vec<(JobId, Clock)>,
     /// The answer of a metadata command, encoded by its owner.
+    #[serde(with = "serde_bytes")]
     pub payload: Option<Vec<u8>>,
     /// Set with `error` when the command named a superseded run: the job's
     /// current epoch on the shard.
