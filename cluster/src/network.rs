@@ -681,19 +681,34 @@ fn encode_append(
     rpc: &AppendEntriesRequest<TypeConfig>,
     budget: usize,
 ) -> (Vec<u8>, Option<openraft::LogId<u64>>) {
-    let mut entries = Vec::new();
+    // Each entry is encoded once, straight into one buffer sized from the
+    // commands' own estimate (no doubling reallocations of a large entry),
+    // and copied once more behind the header.
+    let hint: usize = rpc
+        .entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(r) => r.approx_bytes(),
+            _ => 64,
+        })
+        .sum();
+    let mut entries = Vec::with_capacity(hint.min(budget.saturating_add(4096)));
     let mut keep = 0usize;
     for e in &rpc.entries {
-        let b = wire::encode(e);
-        if keep > 0 && entries.len() + b.len() > budget {
+        let before = entries.len();
+        entries = postcard::to_io(e, entries)
+            .expect("postcard encoding of in-memory values does not fail");
+        if keep > 0 && entries.len() > budget {
+            entries.truncate(before);
             break;
         }
-        entries.extend_from_slice(&b);
         keep += 1;
     }
     // postcard writes a struct as its fields in order and a sequence as
     // its length (a varint, as a usize) followed by its elements.
-    let mut out = wire::encode(&(&rpc.vote, &rpc.prev_log_id));
+    let head = wire::encode(&(&rpc.vote, &rpc.prev_log_id));
+    let mut out = Vec::with_capacity(head.len() + entries.len() + 32);
+    out.extend_from_slice(&head);
     out.extend_from_slice(&wire::encode(&keep));
     out.extend_from_slice(&entries);
     out.extend_from_slice(&wire::encode(&rpc.leader_commit));

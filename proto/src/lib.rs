@@ -31,4 +31,7 @@ pub mod v1 {
 /// Version 10: `MetaAt` (a forwarded metadata command answered with its
 /// log index, so the forwarding node answers once its own replica applied
 /// it); version 10 reads logs and metadata of version 9.
-pub const PROTOCOL_VERSION: u32 = 10;
+/// Version 11: dense rows travel and are stored as one little-endian byte
+/// string (`Row` variant `DenseLe`), which nodes of version 10 cannot
+/// decode; version 11 reads logs, snapshots and checkpoints of version 10.
+pub const PROTOCOL_VERSION: u32 = 11;
