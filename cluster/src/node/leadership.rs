@@ -266,22 +266,8 @@ impl ClusterNode {
             if self.is_stopping() {
                 return;
             }
-            // Per group: its log past its bound. Per node: the groups'
-            // logs together past a quarter of the log's memtable, so that
-            // their entries are deleted (after the snapshots) before that
-            // memtable fills: when it does, every replica flushes the same
-            // log at once, tens of MB each on a shared disk, and the WAL
-            // syncs behind those writes stalled every group for longer
-            // than an election timeout (docs/performance.md).
-            let groups = self.shard_groups();
-            let logs: Vec<(u64, u64)> = groups
-                .iter()
-                .map(|g| g.handle.log_since_snapshot())
-                .collect();
-            let budget = (self.db.config().write_buffer_bytes / 4) as u64;
-            let over = petuum_storage::state_machine::over_budget(&logs, budget);
-            for (i, g) in groups.iter().enumerate() {
-                if g.handle.snapshot_due(min_bytes) || over.contains(&i) {
+            for g in self.shard_groups() {
+                if g.handle.snapshot_due(min_bytes) {
                     tracing::debug!(shard = g.shard, "log past its size bound: snapshot");
                     let _ = g.raft.trigger().snapshot().await;
                 }
