@@ -197,9 +197,7 @@ mod serde_impl {
                     s.serialize_newtype_variant("Row", 0, "Dense", v)
                 }
                 Row::Dense(v) => {
-                    let mut bytes = Vec::with_capacity(std::mem::size_of_val(v.as_slice()));
-                    T::extend_le_bytes(v, &mut bytes);
-                    s.serialize_newtype_variant("Row", 2, "DenseLe", &Bytes(&bytes))
+                    s.serialize_newtype_variant("Row", 2, "DenseLe", &Bytes(&T::le_bytes(v)))
                 }
                 Row::Sparse(m) => s.serialize_newtype_variant("Row", 1, "Sparse", m),
             }

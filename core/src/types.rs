@@ -73,9 +73,10 @@ pub trait Elem:
     fn from_any_mut(row: &mut crate::row::AnyRow) -> Option<&mut crate::row::Row<Self>>;
     /// Lossy conversion for reporting.
     fn to_f64(self) -> f64;
-    /// Appends `v` to `out` as little-endian bytes (a dense row's binary
-    /// encoding: one copy, not one serializer call per element).
-    fn extend_le_bytes(v: &[Self], out: &mut Vec<u8>);
+    /// `v` as little-endian bytes (a dense row's binary encoding: one
+    /// byte string, not one serializer call per element); borrowed from
+    /// `v` where memory is little-endian, so encoding copies it once.
+    fn le_bytes(v: &[Self]) -> std::borrow::Cow<'_, [u8]>;
     /// Reads little-endian elements back; `None` when `b` is not a whole
     /// number of elements.
     fn from_le_bytes_vec(b: &[u8]) -> Option<Vec<Self>>;
@@ -107,26 +108,23 @@ macro_rules! impl_elem {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            fn extend_le_bytes(v: &[Self], out: &mut Vec<u8>) {
+            fn le_bytes(v: &[Self]) -> std::borrow::Cow<'_, [u8]> {
                 #[cfg(target_endian = "little")]
                 {
                     // SAFETY: a primitive number has no padding and its
                     // in-memory bytes are its little-endian bytes here;
-                    // the slice covers exactly `v`'s initialised elements.
-                    let bytes = unsafe {
+                    // the slice covers exactly `v`'s initialised elements
+                    // and borrows `v` for its lifetime.
+                    std::borrow::Cow::Borrowed(unsafe {
                         std::slice::from_raw_parts(
                             v.as_ptr().cast::<u8>(),
                             std::mem::size_of_val(v),
                         )
-                    };
-                    out.extend_from_slice(bytes);
+                    })
                 }
                 #[cfg(not(target_endian = "little"))]
                 {
-                    out.reserve(std::mem::size_of_val(v));
-                    for x in v {
-                        out.extend_from_slice(&x.to_le_bytes());
-                    }
+                    std::borrow::Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
                 }
             }
             fn from_le_bytes_vec(b: &[u8]) -> Option<Vec<Self>> {

@@ -84,6 +84,50 @@ impl ShardHandle {
         let bytes = self.log.bytes.load(Ordering::Relaxed);
         bytes >= min_bytes.max(self.log.snapshot_bytes.load(Ordering::Relaxed))
     }
+
+    /// Bytes of entries applied since the last snapshot, and that
+    /// snapshot's size.
+    pub fn log_since_snapshot(&self) -> (u64, u64) {
+        (
+            self.log.bytes.load(Ordering::Relaxed),
+            self.log.snapshot_bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The bytes of log a node's groups may hold together since their
+/// snapshots: half of the log's memtable (`write_buffer_bytes`). Measured
+/// in docs/performance.md against a quarter and against none.
+pub fn node_log_budget(write_buffer_bytes: usize) -> u64 {
+    write_buffer_bytes as u64 / 2
+}
+
+/// Which groups to snapshot so that a node's log stays within `budget`
+/// bytes, given each group's `(bytes since its snapshot, snapshot size)`:
+/// none while the groups' logs together are within it; otherwise the
+/// largest logs first until a quarter of the budget is left, skipping any
+/// log smaller than its group's last snapshot (snapshotting a state more
+/// often than a state's worth of log is not worth its writing). Answers
+/// indices into `logs`.
+pub fn over_budget(logs: &[(u64, u64)], budget: u64) -> Vec<usize> {
+    let mut total: u64 = logs.iter().map(|l| l.0).sum();
+    if total <= budget {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..logs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(logs[i].0));
+    let mut out = Vec::new();
+    for i in order {
+        if total <= budget / 4 {
+            break;
+        }
+        let (bytes, snapshot) = logs[i];
+        if bytes > 0 && bytes >= snapshot {
+            total -= bytes;
+            out.push(i);
+        }
+    }
+    out
 }
 
 /// The state machine of one shard group.

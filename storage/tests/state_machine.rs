@@ -423,3 +423,25 @@ fn a_snapshot_is_due_when_the_log_since_the_last_one_outgrows_it() {
         bytes.len()
     );
 }
+
+#[test]
+fn a_node_over_its_log_budget_snapshots_its_largest_logs_first() {
+    use petuum_storage::state_machine::over_budget;
+    const MB: u64 = 1 << 20;
+    // Within the budget: nothing, however the logs compare with their
+    // snapshots.
+    assert!(over_budget(&[(3 * MB, 0), (4 * MB, 0)], 8 * MB).is_empty());
+    // 16 groups of 1.5 MiB each (24 MiB) against a 16 MiB budget: the
+    // largest go first until at most a quarter of the budget (4 MiB) is
+    // left, i.e. 14 of them (24 - 14 * 1.5 = 3 MiB).
+    let mut logs = vec![(3 * MB / 2, 300 << 10); 16];
+    logs[5].0 = 2 * MB; // the largest: first
+    let picked = over_budget(&logs, 16 * MB);
+    assert_eq!(picked[0], 5);
+    assert_eq!(picked.len(), 14, "{picked:?}");
+    // A log smaller than its group's last snapshot is left alone (a
+    // large state is not rewritten for less than its size in log), even
+    // when that leaves the node over budget.
+    let logs = [(10 * MB, 40 * MB), (9 * MB, MB), (0, 0)];
+    assert_eq!(over_budget(&logs, 8 * MB), vec![1]);
+}

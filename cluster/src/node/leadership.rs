@@ -266,8 +266,23 @@ impl ClusterNode {
             if self.is_stopping() {
                 return;
             }
-            for g in self.shard_groups() {
-                if g.handle.snapshot_due(min_bytes) {
+            // Per group: its log past its bound. Per node: the groups'
+            // logs together past half of the log's memtable, so that most
+            // of their entries are deleted (after the snapshots) before
+            // that memtable fills: when it does, every replica flushes the
+            // same log at once, tens of MB each on a shared disk, and the
+            // WAL syncs behind those writes stalled every group for longer
+            // than an election timeout (docs/performance.md).
+            let groups = self.shard_groups();
+            let logs: Vec<(u64, u64)> = groups
+                .iter()
+                .map(|g| g.handle.log_since_snapshot())
+                .collect();
+            let budget =
+                petuum_storage::state_machine::node_log_budget(self.db.config().write_buffer_bytes);
+            let over = petuum_storage::state_machine::over_budget(&logs, budget);
+            for (i, g) in groups.iter().enumerate() {
+                if g.handle.snapshot_due(min_bytes) || over.contains(&i) {
                     tracing::debug!(shard = g.shard, "log past its size bound: snapshot");
                     let _ = g.raft.trigger().snapshot().await;
                 }
