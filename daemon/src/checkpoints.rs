@@ -31,6 +31,8 @@ pub struct EmbeddedCheckpointer {
     pub every: Clock,
     /// The checkpoint being written, and its clock.
     writing: Mutex<Option<(Clock, Writing)>>,
+    /// [`HELD_BYTES`] (smaller in tests).
+    held_bytes: usize,
 }
 
 /// The thread writing one checkpoint.
@@ -49,9 +51,16 @@ struct Output {
 struct Taken {
     job: JobId,
     clock: Clock,
-    shards: Vec<Vec<u8>>,
+    /// Encoded shard images not written yet, by shard.
+    shards: Vec<(u32, Vec<u8>)>,
     workers: Vec<Vec<u8>>,
 }
+
+/// At most this many bytes of encoded images are held for the writer
+/// thread; past it, the barrier's leader writes what it holds itself (a
+/// large model's checkpoint then waits for part of its writing, instead
+/// of doubling the job's memory).
+const HELD_BYTES: usize = 256 << 20;
 
 impl EmbeddedCheckpointer {
     pub fn new(
@@ -73,6 +82,7 @@ impl EmbeddedCheckpointer {
             deterministic,
             every,
             writing: Mutex::new(None),
+            held_bytes: HELD_BYTES,
         }
     }
 
@@ -93,9 +103,8 @@ impl EmbeddedCheckpointer {
 impl Output {
     fn write(&self, t: Taken) -> Result<(), BoxError> {
         let started = std::time::Instant::now();
-        for (shard, bytes) in t.shards.iter().enumerate() {
-            self.store
-                .write_shard(t.job, t.clock, shard as u32, bytes)?;
+        for (shard, bytes) in &t.shards {
+            self.store.write_shard(t.job, t.clock, *shard, bytes)?;
         }
         for (w, state) in t.workers.iter().enumerate() {
             self.store
@@ -138,14 +147,22 @@ impl Checkpointer for EmbeddedCheckpointer {
             clock,
         };
         use petuum_core::service::ShardService;
-        let shards = (0..self.shards.num_shards())
-            .map(|shard| {
-                self.shards.with_shard(shard, |st| {
-                    let tables = st.tables().filter(|t| t.job == job).collect();
-                    encode_image(st, tables, vec![image.clone()])
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut shards = Vec::new();
+        let mut held = 0;
+        for shard in 0..self.shards.num_shards() {
+            let bytes = self.shards.with_shard(shard, |st| {
+                let tables = st.tables().filter(|t| t.job == job).collect();
+                encode_image(st, tables, vec![image.clone()])
+            })?;
+            held += bytes.len();
+            shards.push((shard, bytes));
+            if held > self.held_bytes {
+                for (shard, bytes) in shards.drain(..) {
+                    self.out.store.write_shard(job, clock, shard, &bytes)?;
+                }
+                held = 0;
+            }
+        }
         let taken = Taken {
             job,
             clock,
@@ -264,14 +281,24 @@ mod tests {
 
     /// The writing goes on after `checkpoint` returns; once waited for,
     /// the record names the checkpoint and it restores what was taken.
+    /// Also with every image past the bound of what is held for the
+    /// writer (each then written under the barrier).
     #[test]
     fn a_checkpoint_written_in_the_background_is_complete_and_restores() {
+        for held_bytes in [HELD_BYTES, 0] {
+            background_checkpoint_restores(held_bytes);
+        }
+    }
+
+    fn background_checkpoint_restores(held_bytes: usize) {
         let dir = tempfile::tempdir().unwrap();
         let db = NodeDb::open(StorageConfig::new(dir.path().join("db"))).unwrap();
         let job_dir = dir.path().join("job");
         std::fs::create_dir_all(&job_dir).unwrap();
         let taken = shards();
-        let ck = EmbeddedCheckpointer::new(taken.clone(), db.clone(), job_dir.clone(), 2, true, 5);
+        let mut ck =
+            EmbeddedCheckpointer::new(taken.clone(), db.clone(), job_dir.clone(), 2, true, 5);
+        ck.held_bytes = held_bytes;
         let states = vec![b"worker 0".to_vec(), b"worker 1".to_vec()];
         ck.checkpoint(JOB, 5, &states).unwrap();
         // A second checkpoint waits for the first one's writing.
