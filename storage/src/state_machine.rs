@@ -486,17 +486,7 @@ impl ShardStateMachine {
     }
 
     fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
-        // The checkpoint writes of the entries this snapshot covers were
-        // not synced (CheckpointStore::deferred): make them durable before
-        // those entries can be purged.
-        self.db.sync_wal()?;
-        self.db.write_blob(
-            CF_SNAPSHOT,
-            &keys::prefix(self.group),
-            &[bytes],
-            "store snapshot",
-            self.group,
-        )
+        store_snapshot(&self.db, self.group, bytes)
     }
 
     fn stored_snapshot(&self) -> Result<Option<Vec<u8>>> {
@@ -511,6 +501,26 @@ impl ShardStateMachine {
     fn snapshot_key(&self) -> String {
         keys::show(CF_SNAPSHOT, &keys::prefix(self.group))
     }
+}
+
+/// Stores `group`'s snapshot durably, with one sync: the snapshot is
+/// written unsynced, then the WAL is synced, which makes durable both the
+/// snapshot and the checkpoint writes of the entries it covers (not
+/// synced when applied, `CheckpointStore::deferred`) before openraft can
+/// purge those entries. (A snapshot large enough to be ingested is
+/// durable by itself.) Was a sync for each: a node's groups come due for
+/// snapshots together, and every sync on a disk the replicas share holds
+/// up the WAL syncs of every commit behind it.
+fn store_snapshot(db: &NodeDb, group: u64, bytes: &[u8]) -> Result<()> {
+    db.write_blob_opt(
+        CF_SNAPSHOT,
+        &keys::prefix(group),
+        &[bytes],
+        "store snapshot",
+        group,
+        false,
+    )?;
+    db.sync_wal()
 }
 
 /// A snapshot as stored.
@@ -534,23 +544,13 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
             .take()
             .unwrap_or_else(|| Err(StorageError::Config("snapshot builder used twice".into())));
         let (meta, bytes) = prepared.map_err(|e| e.into_raft(ErrorVerb::Write))?;
-        // As in `store_snapshot`: the deferred checkpoint writes first.
-        // Two syncs: off the runtime's thread (`blocking`). A job's groups
+        // Its sync off the runtime's thread (`blocking`). A job's groups
         // come due for snapshots together, and their builds on a node's
         // two runtime threads, each waiting on fsyncs behind the others,
         // used to stop every group's heartbeats for longer than an
         // election timeout: a wave of elections (docs/performance.md).
-        crate::db::blocking(|| {
-            self.db.sync_wal()?;
-            self.db.write_blob(
-                CF_SNAPSHOT,
-                &keys::prefix(self.group),
-                &[&bytes],
-                "store snapshot",
-                self.group,
-            )
-        })
-        .map_err(|e| e.into_raft(ErrorVerb::Write))?;
+        crate::db::blocking(|| store_snapshot(&self.db, self.group, &bytes))
+            .map_err(|e| e.into_raft(ErrorVerb::Write))?;
         tracing::info!(group = self.group, shard = self.shard, bytes = bytes.len(), last = ?meta.last_log_id, "snapshot built");
         self.metrics.snapshots_built.inc();
         // Without the parts: openraft keeps only the meta of a built
