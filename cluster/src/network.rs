@@ -687,10 +687,7 @@ fn encode_append(
     let hint: usize = rpc
         .entries
         .iter()
-        .map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(r) => r.approx_bytes(),
-            _ => 64,
-        })
+        .map(petuum_storage::log_store::entry_size_hint)
         .sum();
     let mut entries = Vec::with_capacity(hint.min(budget.saturating_add(4096)));
     let mut keep = 0usize;

@@ -530,8 +530,9 @@ impl RaftLogStore {
     }
 }
 
-/// A close upper estimate of an entry's encoded size.
-fn entry_size_hint(e: &Entry) -> usize {
+/// A close upper estimate of an entry's encoded size (a buffer's
+/// capacity: the log's writes, and the append to a follower).
+pub fn entry_size_hint(e: &Entry) -> usize {
     match &e.payload {
         // Values (sparse ones counted with their column), plus varint
         // tags and lengths: a quarter more covers a sparse column's varint.
@@ -539,6 +540,9 @@ fn entry_size_hint(e: &Entry) -> usize {
         EntryPayload::Normal(ShardRequest::Batches { batches, .. }) => {
             batches.iter().map(batch_size_hint).sum()
         }
+        // Byte strings (worker states, checkpoint parts, metadata) and
+        // loaded rows: their own size, plus the entry's fields.
+        EntryPayload::Normal(r) => r.approx_bytes() + 256,
         _ => 256,
     }
 }

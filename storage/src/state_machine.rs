@@ -81,8 +81,8 @@ impl ShardHandle {
     /// of the state (or `min_bytes`) and spends at most about one state's
     /// worth of snapshot writing per state's worth of log.
     pub fn snapshot_due(&self, min_bytes: u64) -> bool {
-        let bytes = self.log.bytes.load(Ordering::Relaxed);
-        bytes >= min_bytes.max(self.log.snapshot_bytes.load(Ordering::Relaxed))
+        let (bytes, snapshot) = self.log_since_snapshot();
+        bytes >= min_bytes.max(snapshot)
     }
 
     /// Bytes of entries applied since the last snapshot, and that
@@ -351,7 +351,7 @@ impl ShardStateMachine {
     /// Builds a snapshot and stores it as the group's current one (synced).
     pub fn build_and_store_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
         let (meta, bytes) = self.encode_snapshot()?;
-        self.store_snapshot(&bytes)?;
+        store_snapshot(&self.db, self.group, &bytes)?;
         Ok((meta, bytes))
     }
 
@@ -389,7 +389,7 @@ impl ShardStateMachine {
             }
         }
         let bytes = snapshot::attach_parts(&bytes, &[], self.shard, &key)?;
-        self.store_snapshot(&bytes)?;
+        store_snapshot(&self.db, self.group, &bytes)?;
         tracing::debug!(parts = n, "stored parts received with the snapshot");
         let size = bytes.len() as u64;
         *self.inner.write() = Replica {
@@ -483,10 +483,6 @@ impl ShardStateMachine {
     fn notify_applied(&self) {
         let index = self.inner.read().last_applied.map_or(0, |l| l.index);
         self.applied.send_replace(index);
-    }
-
-    fn store_snapshot(&self, bytes: &[u8]) -> Result<()> {
-        store_snapshot(&self.db, self.group, bytes)
     }
 
     fn stored_snapshot(&self) -> Result<Option<Vec<u8>>> {
