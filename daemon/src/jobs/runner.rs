@@ -610,15 +610,17 @@ struct SavedState {
     state: Vec<u8>,
 }
 
-/// The checkpoint saver of a host's run: stores each worker state it is
-/// handed through a shard of the job's span (one replicated command), and
-/// once all `local` workers' states of a clock are stored, reports the
-/// node's checkpoint part to the metadata group. A checkpoint counts only
-/// once every host reported its part, so a part reported late or never
-/// (the run ended first) only means resuming from an earlier one. The
-/// first failure is kept in `error` and the rest of the queue dropped: the
-/// next save of a worker returns it and the run ends as a failed save
-/// always did (interrupted, resumed from the last complete checkpoint).
+/// The checkpoint saver of a host's run: once all `local` workers' states
+/// of a clock are in hand, stores them at once, each through a shard of
+/// the job's span (one replicated command each, proposed together so that
+/// a job on few shards replicates them in one round rather than one after
+/// another behind its clocks), then reports the node's checkpoint part to
+/// the metadata group. A checkpoint counts only once every host reported
+/// its part, so a part reported late or never (the run ended first) only
+/// means resuming from an earlier one. The first failure is kept in
+/// `error` and the rest of the queue dropped: the next save of a worker
+/// returns it and the run ends as a failed save always did (interrupted,
+/// resumed from the last complete checkpoint).
 fn save_states(
     ctx: &RunCtx,
     shards: &ClusterShards,
@@ -628,39 +630,24 @@ fn save_states(
     error: &parking_lot::Mutex<Option<String>>,
 ) {
     let job = ctx.record.id;
-    let mut saved: BTreeMap<Clock, usize> = BTreeMap::new();
-    for SavedState {
-        worker,
-        clock,
-        state,
-    } in queue
-    {
+    // States of clocks some local worker has not saved yet (a worker runs
+    // at most its staleness ahead, so few clocks wait here).
+    let mut waiting: BTreeMap<Clock, Vec<SavedState>> = BTreeMap::new();
+    for saved in queue {
         // A stopped run stores nothing more: its next run resumes from a
         // complete checkpoint anyway.
         if error.lock().is_some() || abort.load(Ordering::SeqCst) {
             continue;
         }
-        let stored = shards
-            .command(
-                // Stored through a shard of the job's span (where the run
-                // began).
-                shards.span(job).nth(worker as u64),
-                ShardRequest::WorkerBlob {
-                    job,
-                    epoch: ctx.epoch,
-                    clock: clock - 1,
-                    worker,
-                    data: state,
-                },
-            )
-            .map_err(|e| format!("storing worker {worker}'s state of clock {clock}: {e}"));
-        let reported = stored.and_then(|_| {
-            let k = saved.entry(clock).or_default();
-            *k += 1;
-            if *k < local {
-                return Ok(());
-            }
-            saved.remove(&clock);
+        let clock = saved.clock;
+        let states = waiting.entry(clock).or_default();
+        states.push(saved);
+        if states.len() < local {
+            continue;
+        }
+        let states = waiting.remove(&clock).unwrap_or_default();
+        let stored = store_states(ctx, shards, states);
+        let reported = stored.and_then(|()| {
             report(
                 ctx,
                 abort,
@@ -679,6 +666,50 @@ fn save_states(
             *error.lock() = Some(e);
         }
     }
+}
+
+/// Stores workers' states of one clock, each through a shard of the job's
+/// span (where the run began), all proposed at once: the first failure.
+fn store_states(
+    ctx: &RunCtx,
+    shards: &ClusterShards,
+    states: Vec<SavedState>,
+) -> Result<(), String> {
+    let job = ctx.record.id;
+    let store = |s: SavedState| {
+        let (worker, clock) = (s.worker, s.clock);
+        shards
+            .command(
+                shards.span(job).nth(worker as u64),
+                ShardRequest::WorkerBlob {
+                    job,
+                    epoch: ctx.epoch,
+                    clock: clock - 1,
+                    worker,
+                    data: s.state,
+                },
+            )
+            .map(|_| ())
+            .map_err(|e| format!("storing worker {worker}'s state of clock {clock}: {e}"))
+    };
+    if states.len() <= 1 {
+        return states.into_iter().try_for_each(store);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = states
+            .into_iter()
+            .map(|s| scope.spawn(move || store(s)))
+            .collect();
+        // Every store is waited for, so none outlives a failed one.
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a state store panicked".into()))
+            })
+            .collect();
+        results.into_iter().collect()
+    })
 }
 
 impl Hooks<'_> {
