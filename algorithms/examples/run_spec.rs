@@ -48,7 +48,7 @@ fn main() {
     let started = Instant::now();
     let algo = petuum_algorithms::build(&spec).unwrap_or_else(|e| panic!("{e}"));
     let loaded = started.elapsed().as_secs_f64();
-    let node = Node::new(Arc::new(InProcShards::new(spec.run.shards)), 1 << 16);
+    let node = Node::new(Arc::new(InProcShards::new(spec.run.shards())), 1 << 16);
     let cfg = RunConfig {
         job: 1,
         first_table: 1,

@@ -15,7 +15,7 @@ use crate::nmf;
 use crate::softmax::{self, InputSpec, MulticlassLr, SoftmaxParams};
 use crate::sparse_coding;
 use petuum_core::algorithm::Algorithm;
-use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError};
+use petuum_core::spec::{parse_params, DataFormat, JobSpec, SpecError, DEFAULT_SHARDS};
 
 /// Algorithms this build knows, by canonical name.
 pub const ALGORITHMS: &[&str] = &[
@@ -81,10 +81,21 @@ fn algorithm_of(spec: &JobSpec) -> Result<&'static str, SpecError> {
 /// Validates a spec completely without loading data: the common fields,
 /// the data files' presence, the algorithm name and its hyperparameters.
 /// Fills in what an algorithm decides when the spec leaves it out: a
-/// Strads program (`lasso`, `mf` with the `ccd` solver) runs under BSP.
-/// Called wherever a spec enters (submit, `petuumd run`, `validate`), so
-/// the recorded spec says what runs.
+/// Strads program (`lasso`, `mf` with the `ccd` solver) runs under BSP;
+/// a binary linear model (`logistic_regression`, `svm`) lives on one
+/// shard, since each of its tables is a single row (the weights, their
+/// average) and a row cannot spread: more shards would only carry every
+/// worker's clock to groups that hold nothing of it. Every other
+/// algorithm gets [`DEFAULT_SHARDS`]. Called wherever a spec enters
+/// (submit, `petuumd run`, `validate`), so the recorded spec says what
+/// runs.
 pub fn apply_defaults(spec: &mut JobSpec) {
+    if spec.run.shards_set.is_none() {
+        spec.run.shards_set = Some(match canonical(&spec.algorithm) {
+            Some(linear::LOGISTIC | linear::SVM) => 1,
+            _ => DEFAULT_SHARDS,
+        });
+    }
     if spec.run.consistency.is_some() {
         return;
     }
@@ -290,6 +301,28 @@ mod tests {
         let mut s = JobSpec::parse(&text, "t.toml").unwrap();
         apply_defaults(&mut s);
         s
+    }
+
+    #[test]
+    fn one_row_models_default_to_one_shard_and_a_given_count_stands() {
+        assert_eq!(spec("logistic_regression", "", "").run.shards(), 1);
+        assert_eq!(spec("svm", "", "").run.shards(), 1);
+        assert_eq!(spec("lda", "", "").run.shards(), DEFAULT_SHARDS);
+        assert_eq!(spec("mf", "", "").run.shards(), DEFAULT_SHARDS);
+        assert_eq!(
+            spec("logistic_regression", "shards = 4", "").run.shards(),
+            4
+        );
+        assert_eq!(spec("lda", "shards = 2", "").run.shards(), 2);
+        // Resolved into the recorded spec, so every node reads the same.
+        let s = spec("svm", "", "");
+        let back: JobSpec = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back.run.shards_set, Some(1));
+        // Zero is refused with its field named, not taken as unset.
+        let zero = spec("lda", "shards = 0", "");
+        assert_eq!(zero.run.shards_set, Some(0));
+        let e = zero.validate().unwrap_err().to_string();
+        assert!(e.contains("run.shards"), "{e}");
     }
 
     #[test]

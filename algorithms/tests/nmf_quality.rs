@@ -31,7 +31,7 @@ fn run_keep(spec: &str) -> (RunOutcome, PathBuf, tempfile::TempDir) {
         .replace("{model}", &model.display().to_string());
     let spec = JobSpec::parse(&text, "test.toml").unwrap();
     let algo = petuum_algorithms::build(&spec).unwrap_or_else(|e| panic!("{e}"));
-    let node = Node::new(Arc::new(InProcShards::new(spec.run.shards)), 1 << 16);
+    let node = Node::new(Arc::new(InProcShards::new(spec.run.shards())), 1 << 16);
     let cfg = RunConfig {
         job: 1,
         first_table: 1,

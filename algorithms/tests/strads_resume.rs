@@ -96,7 +96,7 @@ fn straight(text: &str) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(text, &dir.path().join("m.safetensors"));
     let algo = petuum_algorithms::build(&spec).unwrap();
-    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let shards = Arc::new(InProcShards::new(spec.run.shards()));
     run_through(&spec, algo.as_ref(), shards, &NoProgress);
     std::fs::read(&spec.model.path).unwrap()
 }
@@ -106,7 +106,7 @@ fn paused_and_resumed(text: &str, at: Clock) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(text, &dir.path().join("m.safetensors"));
     let cfg = config(&spec);
-    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let shards = Arc::new(InProcShards::new(spec.run.shards()));
     let node = Node::new(shards.clone(), 1 << 16);
     let algo = petuum_algorithms::build(&spec).unwrap();
     let cp = MemCheckpoints {
@@ -129,7 +129,7 @@ fn paused_and_resumed(text: &str, at: Clock) -> Vec<u8> {
     assert!(clock >= at, "paused at {clock}");
     // A fresh node, as after a restart: the shards restored, a new cache,
     // the algorithm built again from the spec.
-    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let shards = Arc::new(InProcShards::new(spec.run.shards()));
     for (s, image) in images.into_iter().enumerate() {
         shards.with_shard_mut(s as u32, |st| *st = image);
     }
@@ -235,7 +235,7 @@ fn lasso_round_tables_do_not_grow() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec(LASSO, &dir.path().join("m.safetensors"));
     let algo = petuum_algorithms::build(&spec).unwrap();
-    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let shards = Arc::new(InProcShards::new(spec.run.shards()));
     let names = ["lasso_schedule", "lasso_partials", "lasso_gap"];
     let decls = algo.tables();
     let watch = RowWatch {

@@ -169,7 +169,7 @@ impl JobRecord {
     /// submitted, so only a record from another version).
     pub fn span(&self, total: u32) -> petuum_core::types::JobShards {
         match serde_json::from_str::<petuum_core::spec::JobSpec>(&self.spec) {
-            Ok(spec) => petuum_core::types::JobShards::of_job(self.id, spec.run.shards, total),
+            Ok(spec) => petuum_core::types::JobShards::of_job(self.id, spec.run.shards(), total),
             Err(_) => petuum_core::types::JobShards::all(total),
         }
     }

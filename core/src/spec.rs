@@ -120,9 +120,9 @@ fn default_clocks() -> i64 {
 fn default_seed() -> u64 {
     42
 }
-fn default_shards() -> u32 {
-    8
-}
+/// `run.shards` when neither the spec nor the algorithm's default
+/// (`petuum_algorithms::apply_defaults`) says otherwise.
+pub const DEFAULT_SHARDS: u32 = 8;
 
 /// How to run the job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,9 +154,12 @@ pub struct RunSpec {
     /// of them if it has fewer). Each clock of each worker is one entry on
     /// every shard of the job (each shard keeps every worker's clock), so
     /// a small model clocks fastest on few shards; many shards spread a
-    /// large model's updates over more Raft groups and leaders.
-    #[serde(default = "default_shards")]
-    pub shards: u32,
+    /// large model's updates over more Raft groups and leaders. Unset: the
+    /// algorithm's default (1 where every table is one row, which cannot
+    /// spread; see `petuum_algorithms::apply_defaults`), else
+    /// [`DEFAULT_SHARDS`]; read it with [`RunSpec::shards`].
+    #[serde(default, rename = "shards", skip_serializing_if = "Option::is_none")]
+    pub shards_set: Option<u32>,
     /// Managed communication: a budget, in megabits per second, for what
     /// this job's workers on one node send (clock pushes and early
     /// pushes). Within it, workers on a cluster push the largest
@@ -174,6 +177,14 @@ pub struct RunSpec {
     pub workers_per_node: Option<u32>,
 }
 
+impl RunSpec {
+    /// How many shards hold the job's tables: `run.shards` as set (by the
+    /// spec or the algorithm's default), else [`DEFAULT_SHARDS`].
+    pub fn shards(&self) -> u32 {
+        self.shards_set.unwrap_or(DEFAULT_SHARDS)
+    }
+}
+
 impl Default for RunSpec {
     fn default() -> Self {
         RunSpec {
@@ -184,7 +195,7 @@ impl Default for RunSpec {
             seed: default_seed(),
             checkpoint_every: 0,
             deterministic: false,
-            shards: default_shards(),
+            shards_set: None,
             bandwidth_mbps: None,
             workers_per_node: None,
         }
@@ -319,10 +330,10 @@ impl JobSpec {
                 format!("must be between 1 and {MAX_WORKERS} (got {})", r.workers),
             ));
         }
-        if r.shards == 0 || r.shards > MAX_SHARDS {
+        if let Some(n) = r.shards_set.filter(|&n| n == 0 || n > MAX_SHARDS) {
             return Err(SpecError::invalid(
                 "run.shards",
-                format!("must be between 1 and {MAX_SHARDS} (got {})", r.shards),
+                format!("must be between 1 and {MAX_SHARDS} (got {n})"),
             ));
         }
         if let Some(s) = r.staleness {

@@ -160,7 +160,7 @@ fn execute(
     let db = NodeDb::open(StorageConfig::new(dir.root.join("db")))
         .with_context(|| format!("opening the node database in {}", dir.root.display()))?;
     let store = CheckpointStore::new(db.clone());
-    let shards = Arc::new(InProcShards::new(spec.run.shards));
+    let shards = Arc::new(InProcShards::new(spec.run.shards()));
     let resume = if resuming {
         match checkpoints::complete_clock(&job_dir)? {
             Some(clock) => Some(checkpoints::restore(

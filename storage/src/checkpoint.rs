@@ -60,8 +60,10 @@ impl CheckpointStore {
         CheckpointStore { db, sync: false }
     }
 
-    /// Persists a shard's encoded image of `job` at `clock`, then prunes
-    /// the job's checkpoints ([`prune`](Self::prune)).
+    /// Persists a shard's encoded image of `job` at `clock`. Nothing is
+    /// pruned here: a new part only adds a clock newer than the complete
+    /// one, which pruning never touches; [`set_complete`](Self::set_complete)
+    /// prunes as the complete clock advances.
     #[tracing::instrument(level = "debug", skip(self, image), fields(bytes = image.len()))]
     pub fn write_shard(
         &self,
@@ -92,7 +94,6 @@ impl CheckpointStore {
             bytes = HEADER_BYTES + image.len(),
             "checkpoint part written"
         );
-        self.prune(job, self.db.config().keep_checkpoints)?;
         Ok(())
     }
 

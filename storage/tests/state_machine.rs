@@ -74,7 +74,8 @@ fn base_holds_the_state_at_the_min_clock_and_checkpoints_follow_it() {
         Vec::<u64>::new()
     );
     assert_eq!(sm.checkpoints().complete(JOB), Some(5));
-    // Later parts are pruned as they are written, against the known clock.
+    // Later parts are kept as they are written (newer than the complete
+    // clock) and pruned once a newer clock is complete.
     apply(&sm, &mut next, vec![batch(0, 9, 0.5), batch(1, 8, 0.5)]);
     apply(&sm, &mut next, vec![batch(0, 10, 0.5), batch(1, 9, 0.5)]);
     assert_eq!(kept(&sm), vec![3, 5, 7, 9]);

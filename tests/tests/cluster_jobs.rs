@@ -185,9 +185,9 @@ fn every_algorithm_on_the_cluster_equals_embedded_bytes() {
         // span, from shard `job mod 16`, wrapping for job 13 onwards);
         // embedded, on 5 in-process shards: the bytes must not depend on it.
         let tables = table_specs(cfg.job, cfg.first_table, &algo.tables());
-        client.set_job_shards(cfg.job, spec.run.shards, tables.iter().map(|t| t.id));
+        client.set_job_shards(cfg.job, spec.run.shards(), tables.iter().map(|t| t.id));
         let embedded = Node::new(
-            Arc::new(InProcShards::new(spec.run.shards)),
+            Arc::new(InProcShards::new(spec.run.shards())),
             Node::DEFAULT_CACHE_ROWS,
         );
         let a = run_job(&embedded, algo.as_ref(), &cfg, &model_a, &NoProgress, &stop).unwrap();

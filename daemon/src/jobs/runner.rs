@@ -300,7 +300,7 @@ fn run(
     let table_ids = table_specs(job, first_table, &algo.tables())
         .into_iter()
         .map(|t| t.id);
-    shards.set_job_shards(job, spec.run.shards, table_ids);
+    shards.set_job_shards(job, spec.run.shards(), table_ids);
     *slot.lock() = Some(shards.clone());
     let cfg = RunConfig {
         job,
