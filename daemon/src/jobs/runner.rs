@@ -695,20 +695,16 @@ fn store_states(
     if states.len() <= 1 {
         return states.into_iter().try_for_each(store);
     }
+    // The scope joins every store before it returns, failed or not.
     std::thread::scope(|scope| {
         let handles: Vec<_> = states
             .into_iter()
             .map(|s| scope.spawn(move || store(s)))
             .collect();
-        // Every store is waited for, so none outlives a failed one.
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err("a state store panicked".into()))
-            })
-            .collect();
-        results.into_iter().collect()
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("a state store panicked".into()))
+        })
     })
 }
 
