@@ -769,7 +769,7 @@ impl Jobs {
         let shard = runner::model_shard(job, node.placement().shards());
         let mut members = node.placement().members(shard_group(shard));
         members.sort_by_key(|&n| n != node.id());
-        let mut last = String::from("no replica answered");
+        let mut failed = Vec::with_capacity(members.len());
         let req = DataRequest::Blob {
             job,
             clock: MODEL_CLOCK,
@@ -783,11 +783,19 @@ impl Jobs {
             };
             match r {
                 Ok(Some(b)) => return Ok(b),
-                Ok(None) => last = format!("node {n} has no copy"),
-                Err(e) => last = format!("node {n}: {e}"),
+                Ok(None) => failed.push(format!("node {n} has no copy (yet)")),
+                Err(e) => failed.push(format!("node {n}: {e}")),
             }
         }
-        Err(format!("the model of job {job} could not be read: {last}"))
+        if failed.is_empty() {
+            failed.push("its shard has no replica".into());
+        }
+        // Every replica's answer: which were down and which lag tells a
+        // restart apart from a lost model.
+        Err(format!(
+            "the model of job {job} could not be read from any replica: {}",
+            failed.join("; ")
+        ))
     }
 }
 

@@ -187,6 +187,33 @@ struct Running {
     clock: u64,
 }
 
+/// A succeeded job whose model no replica could serve when it ended (all
+/// of them restarting, say). Read again once a second; unreadable for
+/// `MODEL_READ_BOUND` fails the run.
+struct Unread {
+    kind: usize,
+    since: Instant,
+    /// The first error, kept for the failure message.
+    error: String,
+}
+
+/// How long a succeeded job's model may stay unreadable. Faults come one at
+/// a time and every node is back within seconds, so a model that no
+/// replica serves for this long is lost, not restarting.
+const MODEL_READ_BOUND: Duration = Duration::from_secs(60);
+
+/// Fetches job `id`'s model through any running member.
+fn read_model(chaos: &mut Chaos, work: &std::path::Path, id: u64) -> Result<Vec<u8>, String> {
+    let path = work.join(format!("job{id}.safetensors"));
+    let p = path.clone();
+    chaos
+        .try_client(|c| {
+            let p = p.clone();
+            Box::pin(async move { c.model(id, &p).await })
+        })
+        .and_then(|_| std::fs::read(&path).map_err(|e| e.to_string()))
+}
+
 /// A fault whose recovery is being timed: the clock of every job running
 /// when it struck; it is over when each has passed that clock or ended.
 struct Open {
@@ -351,6 +378,9 @@ fn main() -> std::process::ExitCode {
     // it (at most a minute, then a SIGKILL and restart strikes instead).
     let mut deferred: Option<(Fault, Instant)> = None;
     let mut recovery_s: Vec<f64> = Vec::new();
+    // Succeeded jobs whose model could not be read yet.
+    let mut unread: BTreeMap<u64, Unread> = BTreeMap::new();
+    let mut last_model_read = Instant::now();
     let mut finished = 0usize;
     let mut recoveries = 0u64;
     let gap = |rng: &mut rand_chacha::ChaCha8Rng, mean: f64| {
@@ -452,22 +482,24 @@ fn main() -> std::process::ExitCode {
                     kind.name, info.state, info.error
                 ));
             } else {
-                let path = work.path().join(format!("job{id}.safetensors"));
-                let p = path.clone();
-                let got = chaos
-                    .try_client(|c| {
-                        let p = p.clone();
-                        Box::pin(async move { c.model(id, &p).await })
-                    })
-                    .and_then(|_| std::fs::read(&path).map_err(|e| e.to_string()));
-                match got {
+                match read_model(&mut chaos, work.path(), id) {
                     Ok(bytes) if bytes == kind.reference => {}
                     Ok(_) => failures.push(format!(
                         "job {id} ({}): model differs from the embedded run's",
                         kind.name
                     )),
+                    // Its replicas may all be restarting (a whole-cluster
+                    // restart): read again until the bound.
                     Err(e) => {
-                        failures.push(format!("job {id} ({}): model unreadable: {e}", kind.name))
+                        eprintln!("chaos: job {id}'s model not readable yet: {e}");
+                        unread.insert(
+                            id,
+                            Unread {
+                                kind: r.kind,
+                                since: Instant::now(),
+                                error: e,
+                            },
+                        );
                     }
                 }
             }
@@ -476,6 +508,38 @@ fn main() -> std::process::ExitCode {
                 kind.name, info.state, info.recoveries, info.epoch
             );
             running.remove(&id);
+        }
+        // Models not readable when their jobs ended: once a second.
+        if last_model_read.elapsed() >= Duration::from_secs(1) {
+            last_model_read = Instant::now();
+            let ids: Vec<u64> = unread.keys().copied().collect();
+            for id in ids {
+                let got = read_model(&mut chaos, work.path(), id);
+                let u = &unread[&id];
+                let kind = &kinds[u.kind];
+                match got {
+                    Ok(bytes) => {
+                        if bytes != kind.reference {
+                            failures.push(format!(
+                                "job {id} ({}): model differs from the embedded run's",
+                                kind.name
+                            ));
+                        }
+                        eprintln!(
+                            "chaos: job {id}'s model read {:.1} s after the first try",
+                            u.since.elapsed().as_secs_f64()
+                        );
+                    }
+                    Err(_) if u.since.elapsed() < MODEL_READ_BOUND => continue,
+                    Err(e) => failures.push(format!(
+                        "job {id} ({}): model unreadable for {} s: first {}; last {e}",
+                        kind.name,
+                        MODEL_READ_BOUND.as_secs(),
+                        u.error
+                    )),
+                }
+                unread.remove(&id);
+            }
         }
         retiring.retain(|&id| {
             let log = &chaos.cluster.nodes[id as usize - 1].log;
@@ -637,6 +701,7 @@ fn main() -> std::process::ExitCode {
         }
         if faults >= chaos.args.faults
             && running.is_empty()
+            && unread.is_empty()
             && scheduled.is_empty()
             && retiring.is_empty()
         {
