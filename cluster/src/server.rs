@@ -253,14 +253,45 @@ pub async fn serve(
     tokio::spawn(node.clone().schedule_snapshots());
     node.watch_elections();
     on_ready();
-    builder
+    // The drain after the stop signal is bounded: hyper's graceful
+    // shutdown waits for every connection to close, and a connection whose
+    // peer does not answer (stopped, or one that never sent a request)
+    // held a stopping node for its keepalive's 20 s, long enough for the
+    // cluster to declare it dead for good. By the signal the node's jobs
+    // and leaderships have moved, so what is still in flight gets an error
+    // and goes to another node.
+    let (fired, on_fire) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = fired.send(());
+    };
+    let server = builder
         .add_routes(extra)
         .add_service(peer)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| NodeError::Listen {
+        .serve_with_incoming_shutdown(incoming, signal);
+    let drain_cap = async move {
+        match on_fire.await {
+            Ok(()) => tokio::time::sleep(DRAIN_CAP).await,
+            // The server ended without the signal: nothing to bound.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| NodeError::Listen {
             addr: addr.to_string(),
             reason: e.to_string(),
-        })
+        }),
+        () = drain_cap => {
+            tracing::info!(
+                node = node.id(),
+                after_ms = DRAIN_CAP.as_millis() as u64,
+                "connections still open after the stop; closing them"
+            );
+            Ok(())
+        }
+    }
 }
+
+/// How long a stopping node's server waits for open connections to close.
+const DRAIN_CAP: Duration = Duration::from_secs(2);

@@ -44,7 +44,7 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         let node = ClusterNode::open(cfg)
             .await
             .with_context(|| format!("opening node from {}", config.display()))?;
@@ -108,11 +108,27 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
         };
         server::serve(node.clone(), routes, shutdown, ready).await?;
         let _ = http_stop.send(());
-        node.shutdown().await;
+        if tokio::time::timeout(RAFT_STOP_CAP, node.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(node = id, "Raft groups still stopping after {RAFT_STOP_CAP:?}; exiting");
+        }
         eprintln!("petuumd: node {id} stopped");
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // Blocking work still running (a file write, a call to a peer) does
+    // not hold the exit longer than this: every acknowledged write is in
+    // RocksDB's synced WAL, as after a crash.
+    rt.shutdown_timeout(RUNTIME_STOP_CAP);
+    result
 }
+
+/// How long the stop waits for the Raft groups to shut down.
+const RAFT_STOP_CAP: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long the stop waits for blocking tasks once the node stopped.
+const RUNTIME_STOP_CAP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Logs when the async runtime stops running tasks for a while (a task
 /// that blocks its worker thread: a synchronous write that waits on the

@@ -84,14 +84,24 @@ impl ClusterNode {
         }
     }
 
-    /// This node's metadata replica while it follows a leader. One without
-    /// a leader may be a replica the group removed while this node was
-    /// away (it never hears of its removal): then reads go to the voters.
+    /// This node's metadata replica while it follows a leader and its
+    /// group still lists it. One without a leader may be a replica the group
+    /// removed while this node was away (it never hears of its removal);
+    /// one whose last membership leaves it out was removed and hears
+    /// nothing more, while still naming the leader of its last term (the
+    /// record of the node's own removal may come after that membership, so
+    /// it would never learn it): then reads go to the voters.
     fn current_meta(&self) -> Option<crate::meta::MetaHandle> {
         let h = self.meta_handle()?;
         let raft = self.raft(META_GROUP)?;
-        let led = raft.metrics().borrow().current_leader.is_some();
-        led.then_some(h)
+        let me = self.id();
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        let led = m.current_leader.is_some();
+        let membership = m.membership_config.membership();
+        let listed =
+            membership.voter_ids().any(|n| n == me) || membership.learner_ids().any(|n| n == me);
+        (led && listed).then_some(h)
     }
 
     /// A metadata read answered by the first metadata voter that answers,

@@ -197,6 +197,10 @@ struct Unread {
     error: String,
 }
 
+/// How long a removed node may take to learn it was removed (the driver
+/// first moves its replicas away, a few seconds each).
+const RETIRE_BOUND: Duration = Duration::from_secs(180);
+
 /// How long a succeeded job's model may stay unreadable. Faults come one at
 /// a time and every node is back within seconds, so a model that no
 /// replica serves for this long is lost, not restarting.
@@ -312,9 +316,9 @@ impl Chaos {
 
 /// Whether every group has its full replica count on the current members
 /// (and the members are exactly those).
-fn membership_settled(chaos: &Chaos) -> bool {
+fn membership_settled(chaos: &Chaos) -> Result<(), String> {
     let members: std::collections::BTreeSet<u64> = chaos.members.iter().copied().collect();
-    petuum_tests::cluster::settled(&chaos.cluster, &members, 3.min(members.len())).is_ok()
+    petuum_tests::cluster::settled(&chaos.cluster, &members, 3.min(members.len()))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -373,7 +377,7 @@ fn main() -> std::process::ExitCode {
     let mut faults = 0usize;
     let mut open: Vec<Open> = Vec::new();
     // Nodes being removed: stopped once the cluster let them go.
-    let mut retiring: Vec<u64> = Vec::new();
+    let mut retiring: Vec<(u64, Instant)> = Vec::new();
     // A membership fault drawn before the previous one settled waits for
     // it (at most a minute, then a SIGKILL and restart strikes instead).
     let mut deferred: Option<(Fault, Instant)> = None;
@@ -541,13 +545,22 @@ fn main() -> std::process::ExitCode {
                 unread.remove(&id);
             }
         }
-        retiring.retain(|&id| {
+        retiring.retain(|&(id, since)| {
             let log = &chaos.cluster.nodes[id as usize - 1].log;
             let gone = std::fs::read_to_string(log)
                 .is_ok_and(|t| t.contains("was removed from the cluster"));
             if gone {
                 chaos.cluster.kill(id);
                 eprintln!("chaos: node {id} removed and stopped");
+            } else if since.elapsed() > RETIRE_BOUND {
+                // A node that never learns of its removal would keep the
+                // operator (and this run) waiting for ever.
+                failures.push(format!(
+                    "node {id}: not told of its removal {} s after `nodes remove`",
+                    RETIRE_BOUND.as_secs()
+                ));
+                chaos.cluster.kill(id);
+                return false;
             }
             !gone
         });
@@ -585,13 +598,22 @@ fn main() -> std::process::ExitCode {
             // group back at full strength on the members): two nodes lost
             // for good before the first is rebuilt is data loss.
             let membership = matches!(drawn, Fault::Replace | Fault::AddNode | Fault::RemoveNode);
-            let fault = if membership && !membership_settled(&chaos) {
+            let unsettled = if membership {
+                membership_settled(&chaos).err()
+            } else {
+                None
+            };
+            let fault = if let Some(why) = unsettled {
                 let since = since.unwrap_or_else(Instant::now);
                 if since.elapsed() < Duration::from_secs(60) {
                     deferred = Some((drawn, since));
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
                 }
+                eprintln!(
+                    "chaos: {} not injected: membership unsettled for 60 s ({why})",
+                    drawn.name()
+                );
                 Fault::KillRestart
             } else {
                 drawn
@@ -666,7 +688,7 @@ fn main() -> std::process::ExitCode {
                     if out.status.success() {
                         chaos.members.retain(|&m| m != a);
                         // It serves until it holds nothing; stopped then.
-                        retiring.push(a);
+                        retiring.push((a, Instant::now()));
                     } else {
                         failures.push(format!(
                             "fault {}: nodes remove {a}: {}",
@@ -708,6 +730,16 @@ fn main() -> std::process::ExitCode {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every transient fault is far shorter than `down_after`, so no node
+    // the run kept may have been declared dead for good.
+    for &id in &chaos.members {
+        let log = &chaos.cluster.nodes[id as usize - 1].log;
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("was removed from the cluster")) {
+            failures.push(format!(
+                "node {id} was removed from the cluster (declared dead for good) though only ever down for a transient fault"
+            ));
+        }
     }
     recovery_s.sort_by(|a, b| a.total_cmp(b));
     let kinds_line: Vec<String> = injected
