@@ -98,10 +98,7 @@ impl ClusterNode {
         let metrics = raft.metrics();
         let m = metrics.borrow();
         let led = m.current_leader.is_some();
-        let membership = m.membership_config.membership();
-        let listed =
-            membership.voter_ids().any(|n| n == me) || membership.learner_ids().any(|n| n == me);
-        (led && listed).then_some(h)
+        (led && super::lists(m.membership_config.membership(), me)).then_some(h)
     }
 
     /// A metadata read answered by the first metadata voter that answers,

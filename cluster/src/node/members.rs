@@ -175,9 +175,7 @@ impl ClusterNode {
             Some((h, _)) => {
                 let m = h.raft().metrics().borrow().membership_config.clone();
                 let me = self.id();
-                let listed = m.membership().voter_ids().any(|n| n == me)
-                    || m.membership().learner_ids().any(|n| n == me);
-                if listed || m.log_id().is_none() {
+                if super::lists(m.membership(), me) || m.log_id().is_none() {
                     return Ok(());
                 }
                 Some(h.clone())

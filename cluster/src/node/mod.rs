@@ -218,6 +218,13 @@ async fn open_group(
     Ok(opened)
 }
 
+/// Whether a group's `membership` still lists `node`, as a voter or a
+/// learner. A replica its group dropped is no longer listed, and hears
+/// nothing more from the group.
+fn lists(membership: &openraft::Membership<u64, openraft::BasicNode>, node: u64) -> bool {
+    membership.voter_ids().any(|n| n == node) || membership.learner_ids().any(|n| n == node)
+}
+
 fn data_dir_error(path: &Path, e: impl std::fmt::Display) -> NodeError {
     NodeError::DataDir {
         path: path.display().to_string(),

@@ -187,14 +187,15 @@ struct Running {
     clock: u64,
 }
 
-/// A succeeded job whose model no replica could serve when it ended (all
-/// of them restarting, say). Read again once a second; unreadable for
-/// `MODEL_READ_BOUND` fails the run.
+/// A succeeded job whose model is to be read and compared. It is read at
+/// once; when no replica serves it (all of them restarting, say), again
+/// once a second; unreadable for `MODEL_READ_BOUND` fails the run.
 struct Unread {
     kind: usize,
     since: Instant,
+    next: Instant,
     /// The first error, kept for the failure message.
-    error: String,
+    error: Option<String>,
 }
 
 /// How long a removed node may take to learn it was removed (the driver
@@ -205,6 +206,12 @@ const RETIRE_BOUND: Duration = Duration::from_secs(180);
 /// a time and every node is back within seconds, so a model that no
 /// replica serves for this long is lost, not restarting.
 const MODEL_READ_BOUND: Duration = Duration::from_secs(60);
+
+/// Whether node `id` has logged that the cluster removed it.
+fn logged_removal(chaos: &Chaos, id: u64) -> bool {
+    let log = &chaos.cluster.nodes[id as usize - 1].log;
+    std::fs::read_to_string(log).is_ok_and(|t| t.contains("was removed from the cluster"))
+}
 
 /// Fetches job `id`'s model through any running member.
 fn read_model(chaos: &mut Chaos, work: &std::path::Path, id: u64) -> Result<Vec<u8>, String> {
@@ -382,9 +389,8 @@ fn main() -> std::process::ExitCode {
     // it (at most a minute, then a SIGKILL and restart strikes instead).
     let mut deferred: Option<(Fault, Instant)> = None;
     let mut recovery_s: Vec<f64> = Vec::new();
-    // Succeeded jobs whose model could not be read yet.
+    // Succeeded jobs whose model is still to be read.
     let mut unread: BTreeMap<u64, Unread> = BTreeMap::new();
-    let mut last_model_read = Instant::now();
     let mut finished = 0usize;
     let mut recoveries = 0u64;
     let gap = |rng: &mut rand_chacha::ChaCha8Rng, mean: f64| {
@@ -486,26 +492,16 @@ fn main() -> std::process::ExitCode {
                     kind.name, info.state, info.error
                 ));
             } else {
-                match read_model(&mut chaos, work.path(), id) {
-                    Ok(bytes) if bytes == kind.reference => {}
-                    Ok(_) => failures.push(format!(
-                        "job {id} ({}): model differs from the embedded run's",
-                        kind.name
-                    )),
-                    // Its replicas may all be restarting (a whole-cluster
-                    // restart): read again until the bound.
-                    Err(e) => {
-                        eprintln!("chaos: job {id}'s model not readable yet: {e}");
-                        unread.insert(
-                            id,
-                            Unread {
-                                kind: r.kind,
-                                since: Instant::now(),
-                                error: e,
-                            },
-                        );
-                    }
-                }
+                let now = Instant::now();
+                unread.insert(
+                    id,
+                    Unread {
+                        kind: r.kind,
+                        since: now,
+                        next: now,
+                        error: None,
+                    },
+                );
             }
             eprintln!(
                 "chaos: job {id} ({}) {} in {took:.1} s, {} recoveries, epoch {}",
@@ -513,42 +509,53 @@ fn main() -> std::process::ExitCode {
             );
             running.remove(&id);
         }
-        // Models not readable when their jobs ended: once a second.
-        if last_model_read.elapsed() >= Duration::from_secs(1) {
-            last_model_read = Instant::now();
-            let ids: Vec<u64> = unread.keys().copied().collect();
-            for id in ids {
-                let got = read_model(&mut chaos, work.path(), id);
-                let u = &unread[&id];
-                let kind = &kinds[u.kind];
-                match got {
-                    Ok(bytes) => {
-                        if bytes != kind.reference {
-                            failures.push(format!(
-                                "job {id} ({}): model differs from the embedded run's",
-                                kind.name
-                            ));
-                        }
+        // Succeeded jobs' models: compared with the embedded run's.
+        let now = Instant::now();
+        let due: Vec<u64> = unread
+            .iter()
+            .filter(|(_, u)| u.next <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            let got = read_model(&mut chaos, work.path(), id);
+            let u = unread.get_mut(&id).expect("listed");
+            let kind = &kinds[u.kind];
+            match got {
+                Ok(bytes) => {
+                    if bytes != kind.reference {
+                        failures.push(format!(
+                            "job {id} ({}): model differs from the embedded run's",
+                            kind.name
+                        ));
+                    }
+                    if u.error.is_some() {
                         eprintln!(
                             "chaos: job {id}'s model read {:.1} s after the first try",
                             u.since.elapsed().as_secs_f64()
                         );
                     }
-                    Err(_) if u.since.elapsed() < MODEL_READ_BOUND => continue,
-                    Err(e) => failures.push(format!(
-                        "job {id} ({}): model unreadable for {} s: first {}; last {e}",
-                        kind.name,
-                        MODEL_READ_BOUND.as_secs(),
-                        u.error
-                    )),
                 }
-                unread.remove(&id);
+                // Its replicas may all be restarting (a whole-cluster
+                // restart): read again until the bound.
+                Err(e) if u.since.elapsed() < MODEL_READ_BOUND => {
+                    if u.error.is_none() {
+                        eprintln!("chaos: job {id}'s model not readable yet: {e}");
+                        u.error = Some(e);
+                    }
+                    u.next = now + Duration::from_secs(1);
+                    continue;
+                }
+                Err(e) => failures.push(format!(
+                    "job {id} ({}): model unreadable for {} s: first {}; last {e}",
+                    kind.name,
+                    MODEL_READ_BOUND.as_secs(),
+                    u.error.as_deref().unwrap_or("-")
+                )),
             }
+            unread.remove(&id);
         }
         retiring.retain(|&(id, since)| {
-            let log = &chaos.cluster.nodes[id as usize - 1].log;
-            let gone = std::fs::read_to_string(log)
-                .is_ok_and(|t| t.contains("was removed from the cluster"));
+            let gone = logged_removal(&chaos, id);
             if gone {
                 chaos.cluster.kill(id);
                 eprintln!("chaos: node {id} removed and stopped");
@@ -734,8 +741,7 @@ fn main() -> std::process::ExitCode {
     // Every transient fault is far shorter than `down_after`, so no node
     // the run kept may have been declared dead for good.
     for &id in &chaos.members {
-        let log = &chaos.cluster.nodes[id as usize - 1].log;
-        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("was removed from the cluster")) {
+        if logged_removal(&chaos, id) {
             failures.push(format!(
                 "node {id} was removed from the cluster (declared dead for good) though only ever down for a transient fault"
             ));
