@@ -32,12 +32,27 @@ pub fn run_spec(spec: &str) -> RunOutcome {
     run_spec_at(spec, &dir.path().join("model.safetensors"))
 }
 
+/// [`run_spec`] with what the spec leaves out filled in as `petuumd run`
+/// and a submission fill it (`petuum_algorithms::apply_defaults`: e.g.
+/// `run.clocks` unset is the algorithm's default).
+pub fn run_spec_with_defaults(spec: &str) -> RunOutcome {
+    let dir = tempfile::tempdir().unwrap();
+    run_spec_inner(spec, &dir.path().join("model.safetensors"), true)
+}
+
 /// [`run_spec`] with the model written to `model`.
 pub fn run_spec_at(spec: &str, model: &std::path::Path) -> RunOutcome {
+    run_spec_inner(spec, model, false)
+}
+
+fn run_spec_inner(spec: &str, model: &std::path::Path, defaults: bool) -> RunOutcome {
     let text = spec
         .replace("{data}", &datasets().display().to_string())
         .replace("{model}", &model.display().to_string());
-    let spec = JobSpec::parse(&text, "test.toml").unwrap();
+    let mut spec = JobSpec::parse(&text, "test.toml").unwrap();
+    if defaults {
+        petuum_algorithms::apply_defaults(&mut spec);
+    }
     let algo = petuum_algorithms::build(&spec).unwrap_or_else(|e| panic!("{e}"));
     let node = Node::new(Arc::new(InProcShards::new(spec.run.shards())), 1 << 16);
     let cfg = RunConfig {

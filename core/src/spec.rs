@@ -114,9 +114,9 @@ pub const MAX_BANDWIDTH_MBPS: f64 = 1_000_000.0;
 fn default_workers() -> u32 {
     2
 }
-fn default_clocks() -> i64 {
-    10
-}
+/// `run.clocks` when neither the spec nor the algorithm's default
+/// (`petuum_algorithms::apply_defaults`) says otherwise.
+pub const DEFAULT_CLOCKS: i64 = 10;
 fn default_seed() -> u64 {
     42
 }
@@ -137,9 +137,14 @@ pub struct RunSpec {
     /// SSP/ESSP staleness (default 2); not allowed with bsp or async.
     #[serde(default)]
     pub staleness: Option<i64>,
-    /// Number of clocks (iterations) to run.
-    #[serde(default = "default_clocks")]
-    pub clocks: i64,
+    /// Number of clocks (iterations) to run; for an algorithm that stops
+    /// on convergence, the most it may run. Unset: the algorithm's default
+    /// (1000 for the learners that stop on convergence or train a network
+    /// in their automatic configuration; see
+    /// `petuum_algorithms::apply_defaults`), else [`DEFAULT_CLOCKS`]; read
+    /// it with [`RunSpec::clocks`].
+    #[serde(default, rename = "clocks", skip_serializing_if = "Option::is_none")]
+    pub clocks_set: Option<i64>,
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// Take a consistent checkpoint every this many clocks (0: never).
@@ -183,6 +188,12 @@ impl RunSpec {
     pub fn shards(&self) -> u32 {
         self.shards_set.unwrap_or(DEFAULT_SHARDS)
     }
+
+    /// How many clocks to run: `run.clocks` as set (by the spec or the
+    /// algorithm's default), else [`DEFAULT_CLOCKS`].
+    pub fn clocks(&self) -> i64 {
+        self.clocks_set.unwrap_or(DEFAULT_CLOCKS)
+    }
 }
 
 impl Default for RunSpec {
@@ -191,7 +202,7 @@ impl Default for RunSpec {
             workers: default_workers(),
             consistency: None,
             staleness: None,
-            clocks: default_clocks(),
+            clocks_set: None,
             seed: default_seed(),
             checkpoint_every: 0,
             deterministic: false,
@@ -314,7 +325,7 @@ impl JobSpec {
 
     /// Number of clocks to run (validated to be positive).
     pub fn clocks(&self) -> u64 {
-        self.run.clocks.max(0) as u64
+        self.run.clocks().max(0) as u64
     }
 
     /// Checks everything that does not depend on the algorithm, including
@@ -358,10 +369,10 @@ impl JobSpec {
                 ));
             }
         }
-        if r.clocks < 1 {
+        if r.clocks() < 1 {
             return Err(SpecError::invalid(
                 "run.clocks",
-                format!("must be >= 1 (got {})", r.clocks),
+                format!("must be >= 1 (got {})", r.clocks()),
             ));
         }
         if r.checkpoint_every < 0 {

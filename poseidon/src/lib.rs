@@ -126,7 +126,7 @@ fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         spec.run.workers,
     )?;
     dnn.frames = frames;
-    dnn.set_sfb(spec.consistency(), spec.run.clocks)?;
+    dnn.set_sfb(spec.consistency(), spec.run.clocks())?;
     Ok(Box::new(dnn))
 }
 

@@ -419,7 +419,7 @@ fn main() {
 
     println!("\ncheckpoint overhead, 3 nodes x 3 replicas, {clocks} clocks:");
     println!(
-        "{:<20} {:>10} {:>10} {:>12} {:>24} {:>14} {:>11} {:>13} {:>11} {:>13}",
+        "{:<20} {:>10} {:>10} {:>12} {:>24} {:>14} {:>11} {:>13} {:>11} {:>13} {:>14} {:>12}",
         "checkpoint_every",
         "run s",
         "clocks/s",
@@ -429,9 +429,14 @@ fn main() {
         "recoveries",
         "commit wait",
         "read wait",
-        "Raft commit"
+        "Raft commit",
+        "writes/clock",
+        "syncs/clock"
     );
-    let mut raft_before = petuum_tests::raft_commits(&petuum_tests::scrape(&http));
+    let syncs = |texts: &[String]| petuum_tests::metric_sum(texts, "petuum_wal_syncs_total ");
+    let first = petuum_tests::scrape(&http);
+    let mut raft_before = petuum_tests::raft_commits(&first);
+    let mut syncs_before = syncs(&first);
     let mut off = None;
     // Each setting's rates, for the medians of a setting listed twice or
     // more (single jobs of about a second move by a fifth on this VM).
@@ -465,8 +470,11 @@ fn main() {
         let raft_after = petuum_tests::raft_commits(&texts);
         let (sum, count) = (raft_after.0 - raft_before.0, raft_after.1 - raft_before.1);
         raft_before = raft_after;
+        let syncs_after = syncs(&texts);
+        let synced = syncs_after - syncs_before;
+        syncs_before = syncs_after;
         println!(
-            "{:<20} {:>10.2} {:>10.1} {:>12} {:>24} {:>14} {:>11} {:>13} {:>11} {:>10.2} ms",
+            "{:<20} {:>10.2} {:>10.1} {:>12} {:>24} {:>14} {:>11} {:>13} {:>11} {:>10.2} ms {:>14.2} {:>12.2}",
             if every == 0 {
                 "off".to_string()
             } else {
@@ -484,11 +492,13 @@ fn main() {
             info.recoveries,
             share("petuum_job_commit_wait_seconds_total"),
             share("petuum_job_read_wait_seconds_total"),
-            1e3 * sum / count.max(1.0)
+            1e3 * sum / count.max(1.0),
+            count / clocks as f64,
+            synced / clocks as f64
         );
     }
     println!(
-        "(of embedded: the cluster's clocks/s as a share of the embedded runs' median without checkpoints, then with the same checkpoint_every; commit wait, read wait: shares of the workers' time, the rest is computation; Raft commit: mean time from a write's proposal to its answer on the leaders)"
+        "(of embedded: the cluster's clocks/s as a share of the embedded runs' median without checkpoints, then with the same checkpoint_every; commit wait, read wait: shares of the workers' time, the rest is computation; Raft commit: mean time from a write's proposal to its answer on the leaders; writes/clock: Raft writes answered on the leaders (every group, the metadata group's included) per clock; syncs/clock: write-ahead log fsyncs of all three nodes per clock)"
     );
     for (every, mut r) in rates.into_iter().filter(|(_, r)| r.len() > 1) {
         let n = r.len();
