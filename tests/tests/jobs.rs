@@ -413,7 +413,8 @@ fn every_algorithm_survives_a_kill_bit_identical() {
         ),
         (
             "kmeans",
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+            // Every clock runs (no stop rule), so the kill lands mid-run.
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10\ntol = 0.0", data("digits_8x8/digits.csv")),
             80,
             10,
         ),

@@ -162,7 +162,8 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
         ),
         (
             "kmeans",
-            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10", data("digits_8x8/digits.csv")),
+            // Every clock runs (no stop rule), so the kill lands mid-run.
+            format!("[data]\nformat = \"csv\"\ntrain = \"{}\"\n[params]\nk = 10\ntol = 0.0", data("digits_8x8/digits.csv")),
             200,
         ),
         (
@@ -251,4 +252,49 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
             "{algorithm}: resumed model differs from the uninterrupted run's"
         );
     }
+}
+
+/// A job that stops on convergence (Lloyd's k-means with its default stop
+/// rule and bound, BSP, deterministic) SIGKILLed before it converged and
+/// resumed from its checkpoint stops after the same clock as an
+/// uninterrupted run and writes the same model bytes: the previous
+/// centres the rule compares with are in the workers' saved state.
+#[test]
+fn sigkilled_converging_job_stops_at_the_same_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = petuum_tests::datasets().join("classification/satimage.csv");
+    let write = |name: &str, model: &str| {
+        std::fs::write(
+            dir.path().join(name),
+            format!(
+                "name = \"km\"\nalgorithm = \"kmeans\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"label\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 3\nseed = 3\n[model]\npath = \"{model}\"\n[params]\nk = 6\n",
+                data.display()
+            ),
+        )
+        .unwrap();
+    };
+    write("ref.toml", "reference.safetensors");
+    write("job.toml", "model.safetensors");
+    let (stop, code, last) = run_until(&["run", "ref.toml", "--data-dir", "ref"], dir.path(), None);
+    assert_eq!(code, Some(0), "{last}");
+    assert!(
+        stop > 12 && stop < 300,
+        "converged after {stop} clocks: {last}"
+    );
+    let (c, code, last) = run_until(
+        &["run", "job.toml", "--data-dir", "data"],
+        dir.path(),
+        Some((8, 9)),
+    );
+    assert!(
+        c >= 8 && c < stop && code.is_none(),
+        "not killed before converging: {c} {last}"
+    );
+    let (c, code, last) = run_until(&["resume", "1", "--data-dir", "data"], dir.path(), None);
+    assert_eq!((c, code), (stop, Some(0)), "{last}");
+    assert!(
+        std::fs::read(dir.path().join("model.safetensors")).unwrap()
+            == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
+        "resumed model differs from the uninterrupted run's"
+    );
 }

@@ -21,10 +21,19 @@
 //!
 //! The objective per clock is the inertia (sum of squared distances to the
 //! nearest centre) of the points the workers assigned that clock.
+//!
+//! **Stopping** (Lloyd): once the centres a clock uses moved from those of
+//! the Lloyd step before (the clock `s + 1` earlier: under SSP(s) each
+//! iterate is used for `s + 1` clocks) by a summed squared shift of at most
+//! `tol` times the features' mean variance (scikit-learn's rule), the
+//! workers stop. Every worker computes both from the same complete sums
+//! rows of the table, so all of them stop after the same clock,
+//! deterministically, resumed or not. Under `async` nothing is guaranteed
+//! complete, so every clock runs.
 
 mod params;
 
-pub use params::KMeansParams;
+pub use params::{KMeansParams, DEFAULT_TOL};
 
 use crate::data::{Dataset, Features};
 use crate::model::{ModelError, ModelFile};
@@ -51,6 +60,30 @@ pub struct KMeans {
     input: InputSpec,
     seed: u64,
     staleness: u64,
+    /// Lloyd's stop threshold on the centres' summed squared shift (0: none).
+    shift_tol: f64,
+}
+
+/// The mean over features of their variance on the rows of `x` (f64).
+fn mean_variance(x: ArrayView2<'_, f32>) -> f64 {
+    let (n, d) = (x.nrows() as f64, x.ncols());
+    if n == 0.0 || d == 0 {
+        return 0.0;
+    }
+    let mut sum = vec![0f64; d];
+    let mut sq = vec![0f64; d];
+    for r in x.rows() {
+        for ((s, q), &v) in sum.iter_mut().zip(sq.iter_mut()).zip(r.iter()) {
+            let v = v as f64;
+            *s += v;
+            *q += v * v;
+        }
+    }
+    sum.iter()
+        .zip(&sq)
+        .map(|(s, q)| (q / n - (s / n) * (s / n)).max(0.0))
+        .sum::<f64>()
+        / d as f64
 }
 
 impl KMeans {
@@ -70,9 +103,12 @@ impl KMeans {
             )
             .into());
         }
+        let data = train.features.to_dense();
+        let shift_tol = params.tol() * mean_variance(data.view());
         Ok(KMeans {
+            shift_tol,
             params,
-            data: Arc::new(train.features.to_dense()),
+            data: Arc::new(data),
             test: test.map(|t| t.features.to_dense()),
             input,
             seed,
@@ -219,6 +255,8 @@ impl Algorithm for KMeans {
             hi,
             staleness: self.staleness,
             prev: None,
+            shift_tol: self.shift_tol,
+            done: false,
         }))
     }
 
@@ -291,6 +329,9 @@ struct KMeansWorker {
     staleness: u64,
     /// Centres used last clock (kept for clusters that become empty).
     prev: Option<Array2<f32>>,
+    shift_tol: f64,
+    /// Lloyd has converged: the runner stops this worker.
+    done: bool,
 }
 
 impl KMeansWorker {
@@ -316,6 +357,30 @@ impl KMeansWorker {
             }
         }
         Ok(centers)
+    }
+
+    /// The summed squared distance between `centers` and the means of the
+    /// sums rows at `base` (clusters empty there are left out).
+    fn shift_from(
+        &mut self,
+        ctx: &mut WorkerCtx,
+        centers: &Array2<f32>,
+        base: u64,
+    ) -> Result<f64, BoxError> {
+        let t = ctx.table::<f64>(SUMS)?;
+        let d = self.data.ncols();
+        let mut row = Vec::new();
+        let mut shift = 0.0f64;
+        ctx.prefetch(t, (0..self.k as u64).map(|j| base + j))?;
+        for j in 0..self.k {
+            ctx.get_dense_into(t, base + j as u64, &mut row)?;
+            if row[d] > 0.0 {
+                shift += (0..d)
+                    .map(|c| (centers[[j, c]] as f64 - (row[c] / row[d]) as f32 as f64).powi(2))
+                    .sum::<f64>();
+            }
+        }
+        Ok(shift)
     }
 
     fn accumulate(
@@ -346,6 +411,10 @@ impl KMeansWorker {
 }
 
 impl AlgoWorker for KMeansWorker {
+    fn finished(&self) -> bool {
+        self.done
+    }
+
     /// The centres used last clock (for clusters that become empty).
     fn save_state(&self) -> Vec<u8> {
         match &self.prev {
@@ -388,6 +457,14 @@ impl AlgoWorker for KMeansWorker {
                 // that, the initial centres at base 0.
                 let src = c.saturating_sub(self.staleness);
                 let centers = self.centers_from(ctx, SUMS, src * k)?;
+                // The centres of `src` are one Lloyd step from those of
+                // `src - 1 - s` (whose sums' clock used them); under SSP the
+                // s + 1 clocks in between hold the same iterate. Compared
+                // once both are Lloyd iterates, not the seeding.
+                if self.shift_tol > 0.0 && src > self.staleness + 1 {
+                    let shift = self.shift_from(ctx, &centers, (src - 1 - self.staleness) * k)?;
+                    self.done = shift <= self.shift_tol;
+                }
                 let (labels, inertia) = assign(part, &centers);
                 self.accumulate(ctx, SUMS, (c + 1) * k, part, &labels)?;
                 self.prev = Some(centers);
