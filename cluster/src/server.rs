@@ -76,10 +76,7 @@ impl PeerSvc {
             )));
         }
         if self.node.is_removed(env.from) {
-            return Err(Status::permission_denied(format!(
-                "node {} was removed from the cluster",
-                env.from
-            )));
+            return Err(Status::permission_denied(removed_refusal(env.from)));
         }
         if raft && !self.node.placement().nodes().contains(&env.from) {
             return Err(Status::permission_denied(format!(
@@ -98,6 +95,14 @@ impl PeerSvc {
         }
         Ok(())
     }
+}
+
+/// What a node answers a removed node's calls with; the removed node,
+/// reading its own id in it, learns of its removal (a removed node whose
+/// metadata replica was dropped before the record reached it can read the
+/// metadata only from peers, and they all answer this).
+pub(crate) fn removed_refusal(node: u64) -> String {
+    format!("node {node} was removed from the cluster")
 }
 
 #[tonic::async_trait]

@@ -238,6 +238,16 @@ fn grow_shrink_and_replace_while_jobs_run() {
             );
         }
         wait_settled(c, &[1, 2, 3], 3, Duration::from_secs(180));
+        // Each removed node learns it: its metadata replica is gone, and
+        // the peers refuse its reads naming its removal.
+        for n in [4, 5] {
+            c.wait_for_log(
+                n,
+                |t| t.contains("this node was removed from the cluster"),
+                Duration::from_secs(30),
+                "learn of its removal",
+            );
+        }
         c.kill(4);
         c.kill(5);
     });

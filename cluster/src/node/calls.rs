@@ -196,10 +196,37 @@ impl ClusterNode {
             .peers
             .call(node, Method::Data, 0, KIND_DATA, wire::encode(req), timeout)
             .await
-            .map_err(|e| DataError::Unavailable(e.to_string()))?;
+            .map_err(|e| {
+                self.note_refusal(&e);
+                DataError::Unavailable(e.to_string())
+            })?;
         let r: Result<DataReply, DataError> =
             wire::decode(&bytes, "data reply").map_err(DataError::Unavailable)?;
         r
+    }
+
+    /// A peer refusing this node as removed from the cluster (it read the
+    /// removal in the metadata): this node learns of its removal there.
+    /// Otherwise a removed node that reads the metadata from peers, its own
+    /// replica dropped before the record reached it, never would: every
+    /// read is refused (seen in the chaos run: "not told of its removal
+    /// 180 s after `nodes remove`").
+    fn note_refusal(&self, e: &crate::network::CallError) {
+        let me = self.id();
+        if let crate::network::CallError::Remote {
+            node,
+            code: tonic::Code::PermissionDenied,
+            message,
+        } = e
+        {
+            if *message == crate::server::removed_refusal(me) && self.removed.write().insert(me) {
+                tracing::warn!(
+                    node = me,
+                    by = node,
+                    "this node was removed from the cluster; it serves nothing (stop it)"
+                );
+            }
+        }
     }
 
     /// Runs a metadata command on the metadata leader (forwarding once),
