@@ -264,3 +264,30 @@ fn grow_shrink_and_replace_while_jobs_run() {
     let out = client(&endpoint(&c, 1), &["nodes"], c.path());
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A node declared dead for good while it was stopped (a VM preempted for
+/// longer than `down_after`) learns of its removal once it runs again.
+/// Its replicas were rebuilt elsewhere while it was stopped, its metadata
+/// replica among them, so nothing it holds tells it: it reads the metadata
+/// from the voters, and they refuse it as removed. It must read its own
+/// removal in that refusal; before that was so, it retried for ever and
+/// never said why it served nothing.
+#[test]
+fn node_declared_dead_while_stopped_learns_it_was_removed() {
+    let extra = "down_after = \"4s\"";
+    let mut c = LocalCluster::start(3, SHARDS, extra);
+    let shards = c.connect();
+    c.wait_leaders(&shards, &[1, 2, 3], Duration::from_secs(60));
+    assert_eq!(c.join(extra), 4);
+    wait_settled(&c, &[1, 2, 3, 4], 3, Duration::from_secs(180));
+    let pid = c.pid(4);
+    petuum_tests::cluster::signal(pid, libc::SIGSTOP);
+    wait_settled(&c, &[1, 2, 3], 3, Duration::from_secs(180));
+    petuum_tests::cluster::signal(pid, libc::SIGCONT);
+    c.wait_for_log(
+        4,
+        |t| t.contains("this node was removed from the cluster"),
+        Duration::from_secs(30),
+        "learn of its removal after SIGCONT",
+    );
+}
