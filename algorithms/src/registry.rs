@@ -176,12 +176,21 @@ pub fn clocks_default(spec: &JobSpec) -> i64 {
         Some(dnn::NAME) => bounded(parse_params::<DnnParams>(&spec.params).is_ok_and(|p| p.auto())),
         Some(nmf::NAME) => NMF_MAX_CLOCKS,
         Some(kmeans::NAME) => match parse_params::<KMeansParams>(&spec.params) {
-            Ok(p) if p.tol() > 0.0 && spec.consistency() != petuum_core::Consistency::Async => {
-                KMEANS_MAX_CLOCKS
-            }
+            Ok(p) if kmeans_tol(&p, spec) > 0.0 => KMEANS_MAX_CLOCKS,
             _ => DEFAULT_CLOCKS,
         },
         _ => DEFAULT_CLOCKS,
+    }
+}
+
+/// The k-means stop tolerance a job runs with: none under `async`, where
+/// no clock's sums are ever guaranteed complete, so workers could not
+/// agree on a stop.
+fn kmeans_tol(p: &KMeansParams, spec: &JobSpec) -> f64 {
+    if spec.consistency() == petuum_core::Consistency::Async {
+        0.0
+    } else {
+        p.tol()
     }
 }
 
@@ -274,11 +283,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
             let mut params: KMeansParams = parse_params(&spec.params)?;
             let (train, test) = load_job_data(&spec.data)?;
             let staleness = spec.consistency().staleness().unwrap_or(0) as u64;
-            if spec.consistency() == petuum_core::Consistency::Async {
-                // No clock's sums are ever guaranteed complete, so workers
-                // could not agree on a stop: every clock runs.
-                params.tol = Some(0.0);
-            }
+            params.tol = Some(kmeans_tol(&params, spec));
             KMeans::new(
                 params,
                 train,
@@ -421,15 +426,6 @@ mod tests {
         assert_eq!(spec("multiclass_lr", "", "tol = 0.0").clocks(), 10);
         assert_eq!(spec("svm", "", "tol = 1e-3").clocks(), 1000);
         assert_eq!(spec("nmf", "", "k = 3").clocks(), 200);
-        assert_eq!(spec("nmf", "", "k = 3").consistency(), Consistency::Bsp);
-        assert_eq!(
-            spec("nmf", "staleness = 1", "k = 3").consistency(),
-            Consistency::Ssp { staleness: 1 }
-        );
-        assert_eq!(
-            spec("nmf", "consistency = \"ssp\"", "k = 3").consistency(),
-            Consistency::Ssp { staleness: 2 }
-        );
         for algo in ["lda", "mf", "random_forest"] {
             assert_eq!(spec(algo, "", "").clocks(), 10, "{algo}");
         }
@@ -457,6 +453,15 @@ mod tests {
         assert_eq!(spec("lasso", "", "").consistency(), Consistency::Bsp);
         assert_eq!(spec("schmp_lasso", "", "").consistency(), Consistency::Bsp);
         assert_eq!(spec("mf", "", "").consistency(), Consistency::Bsp);
+        assert_eq!(spec("nmf", "", "k = 3").consistency(), Consistency::Bsp);
+        assert_eq!(
+            spec("nmf", "staleness = 1", "k = 3").consistency(),
+            Consistency::Ssp { staleness: 1 }
+        );
+        assert_eq!(
+            spec("nmf", "consistency = \"ssp\"", "k = 3").consistency(),
+            Consistency::Ssp { staleness: 2 }
+        );
         assert_eq!(
             spec("mf", "", "solver = \"sgd\"").consistency(),
             Consistency::Ssp { staleness: 2 }

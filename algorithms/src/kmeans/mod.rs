@@ -33,7 +33,7 @@
 
 mod params;
 
-pub use params::{KMeansParams, DEFAULT_TOL};
+pub use params::KMeansParams;
 
 use crate::data::{Dataset, Features};
 use crate::model::{ModelError, ModelFile};
@@ -335,24 +335,43 @@ struct KMeansWorker {
 }
 
 impl KMeansWorker {
-    fn centers_from(
-        &mut self,
+    /// The means of the `k` sums rows at `base` of `table`, and which of
+    /// them had points (an empty cluster's row stays zero).
+    fn means_at(
+        &self,
         ctx: &mut WorkerCtx,
         table: &str,
         base: u64,
-    ) -> Result<Array2<f32>, BoxError> {
+    ) -> Result<(Array2<f32>, Vec<bool>), BoxError> {
         let t = ctx.table::<f64>(table)?;
         let d = self.data.ncols();
-        let mut centers = Array2::<f32>::zeros((self.k, d));
+        let mut means = Array2::<f32>::zeros((self.k, d));
+        let mut present = vec![false; self.k];
         let mut row = Vec::new();
         ctx.prefetch(t, (0..self.k as u64).map(|j| base + j))?;
         for j in 0..self.k {
             ctx.get_dense_into(t, base + j as u64, &mut row)?;
             if row[d] > 0.0 {
+                present[j] = true;
                 for c in 0..d {
-                    centers[[j, c]] = (row[c] / row[d]) as f32;
+                    means[[j, c]] = (row[c] / row[d]) as f32;
                 }
-            } else if let Some(prev) = &self.prev {
+            }
+        }
+        Ok((means, present))
+    }
+
+    /// The centres from the sums rows at `base`; a cluster without points
+    /// keeps its centre of last clock.
+    fn centers_from(
+        &self,
+        ctx: &mut WorkerCtx,
+        table: &str,
+        base: u64,
+    ) -> Result<Array2<f32>, BoxError> {
+        let (mut centers, present) = self.means_at(ctx, table, base)?;
+        if let Some(prev) = &self.prev {
+            for j in (0..self.k).filter(|&j| !present[j]) {
                 centers.row_mut(j).assign(&prev.row(j));
             }
         }
@@ -362,23 +381,20 @@ impl KMeansWorker {
     /// The summed squared distance between `centers` and the means of the
     /// sums rows at `base` (clusters empty there are left out).
     fn shift_from(
-        &mut self,
+        &self,
         ctx: &mut WorkerCtx,
         centers: &Array2<f32>,
         base: u64,
     ) -> Result<f64, BoxError> {
-        let t = ctx.table::<f64>(SUMS)?;
-        let d = self.data.ncols();
-        let mut row = Vec::new();
+        let (older, present) = self.means_at(ctx, SUMS, base)?;
         let mut shift = 0.0f64;
-        ctx.prefetch(t, (0..self.k as u64).map(|j| base + j))?;
-        for j in 0..self.k {
-            ctx.get_dense_into(t, base + j as u64, &mut row)?;
-            if row[d] > 0.0 {
-                shift += (0..d)
-                    .map(|c| (centers[[j, c]] as f64 - (row[c] / row[d]) as f32 as f64).powi(2))
-                    .sum::<f64>();
-            }
+        for j in (0..self.k).filter(|&j| present[j]) {
+            shift += centers
+                .row(j)
+                .iter()
+                .zip(older.row(j))
+                .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+                .sum::<f64>();
         }
         Ok(shift)
     }
