@@ -69,6 +69,14 @@ pub struct GroupInfo {
     /// "leader", "follower", "candidate", "learner" or "shutdown".
     #[prost(string, tag = "6")]
     pub state: ::prost::alloc::string::String,
+    /// Index of this replica's last log entry (0 when its log is empty).
+    #[prost(uint64, tag = "7")]
+    pub last_log: u64,
+    /// Index of the last entry this replica purged from its log (0 when
+    /// none): a follower whose next entry is at or below it catches up by
+    /// installing a snapshot.
+    #[prost(uint64, tag = "8")]
+    pub purged: u64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct StatusReply {

@@ -156,7 +156,9 @@ impl Counters {
                             }
                             ctx.inc(t, r, w, clock as i64 + 1).unwrap();
                         }
-                        ctx.clock().unwrap();
+                        if let Err(e) = ctx.clock() {
+                            panic!("worker {w}: clock {clock} failed: {e}");
+                        }
                         clock += 1;
                         progress[w as usize].store(clock, Ordering::SeqCst);
                         // A steady trickle, not a second CPU-bound job.
@@ -188,7 +190,16 @@ impl Counters {
         let clocks: Vec<u64> = self
             .workers
             .into_iter()
-            .map(|h| h.join().expect("a counters worker panicked"))
+            .map(|h| {
+                h.join().unwrap_or_else(|p| {
+                    let why = p
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| p.downcast_ref::<&str>().copied())
+                        .unwrap_or("(no message)");
+                    panic!("a counters worker panicked: {why}\n{}", c.logs())
+                })
+            })
             .collect();
         assert!(
             clocks.iter().all(|&k| k > 50),

@@ -32,6 +32,8 @@ impl ClusterNode {
                     ServerState::Shutdown => "shutdown",
                 }
                 .to_string(),
+                last_log: m.last_log_index.unwrap_or(0),
+                purged: m.purged.map_or(0, |l| l.index),
             });
         }
         let all: Vec<u64> = placement.all_groups().collect();
