@@ -6,7 +6,7 @@
 //! Runs are deterministic (BSP, fixed seeds) so the figures reproduce.
 
 mod common;
-use common::{ames_binary, metric, run_spec};
+use common::{ames_binary, metric, run_spec, run_spec_with_defaults};
 
 fn dml(file: &str, seed: u64) -> (f64, f64, f64) {
     dml_with(
@@ -92,7 +92,10 @@ fn learned_metric_beats_euclidean_knn_on_digits() {
 /// digits 0.9721/0.9777, ames 0.9317/0.9317. With one global deviation
 /// (the old default) seed 1 gave ames 0.901 and ionosphere 0.857. One test
 /// row of ionosphere is 1.4 points, so the mean of the two seeds is
-/// compared.
+/// compared. `run.clocks` is left out: 200. With the consistency left
+/// out too (SSP(2)) and seed 1, on two sets this test does not use:
+/// dna 0.9592 and satimage 0.9192 against NCA's 0.9278 and 0.9200 (10
+/// clocks, the default until 2026-12-06: 0.9435 and 0.9184), 2026-12-06.
 #[test]
 fn default_settings_reach_scikit_learn_nca() {
     let tmp = tempfile::tempdir().unwrap();
@@ -106,9 +109,9 @@ fn default_settings_reach_scikit_learn_nca() {
     ] {
         let mut sum = 0.0;
         for seed in [1, 2] {
-            let out = run_spec(&format!(
+            let out = run_spec_with_defaults(&format!(
                 "name = \"t\"\nalgorithm = \"dml\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\ntest_fraction = 0.2\n\
-                 [run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = {seed}\nclocks = 200\n\
+                 [run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\nseed = {seed}\n\
                  [model]\npath = \"{{model}}\"\n",
                 if file.starts_with('/') { file.clone() } else { format!("{{data}}/{file}") }
             ));

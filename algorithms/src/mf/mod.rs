@@ -126,6 +126,16 @@ pub struct MfParams {
 }
 
 impl MfParams {
+    /// Clocks of one pass over the ratings: CCD++ updates each rank's
+    /// users then items (`inner` times) on clocks of their own, the two
+    /// bias ranks included; SGD makes a pass in `batches` clocks.
+    pub fn clocks_per_pass(&self) -> usize {
+        match self.solver {
+            Solver::Ccd => 2 * self.inner * (self.rank + if self.biases { 2 } else { 0 }),
+            Solver::Sgd => self.batches,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         check_range("params.rank", self.rank, 1, 1024)?;
         check_positive("params.lambda", self.lambda)?;
