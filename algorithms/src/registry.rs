@@ -129,8 +129,8 @@ pub const KMEANS_MAX_CLOCKS: i64 = 300;
 
 /// NMF's and sparse coding's clocks when `run.clocks` is unset:
 /// scikit-learn's `NMF` `max_iter` (one BSP clock is one of its
-/// iterations; the shared engine has no stop rule yet, so all of them
-/// run).
+/// iterations), a bound: the engine's stop rules may end a job sooner
+/// (NYT at K = 20 after 62).
 pub const NMF_MAX_CLOCKS: i64 = 200;
 
 /// Lasso's bound when `run.clocks` is unset: a clock is one round of

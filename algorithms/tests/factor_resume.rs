@@ -202,6 +202,7 @@ fn more_workers_than_rows_is_an_error() {
         passes: 1,
         top_words: 0,
         transform_iterations: 10,
+        tol: 1e-4,
     };
     let f = Factorization::new(Problem::Nmf(p), x.clone(), None, Vec::new(), 1, 0).unwrap();
     let e = f.worker(2, 3).err().unwrap().to_string();
@@ -212,6 +213,7 @@ fn more_workers_than_rows_is_an_error() {
         norm_bound: 1.0,
         code_iterations: 10,
         tol: 0.0,
+        objective_tol: 1e-8,
     };
     let e = Factorization::new(Problem::SparseCoding(s), x, None, Vec::new(), 1, 0)
         .err()

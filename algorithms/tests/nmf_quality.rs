@@ -171,11 +171,14 @@ fn nyt_relative_error_within_1_percent_of_sklearn_and_topics_coherent() {
         found.len(),
         NYT_PAIRS.len()
     );
-    // The per-clock history: 200 clocks, the relative error falls.
+    // The per-clock history: one entry per clock run, the relative error
+    // falls. The stop rule (`tol` 1e-4) ends the job before the 200 it may
+    // run (62 clocks measured, 2026-12-06).
     let hist: Vec<[f64; 3]> =
         serde_json::from_str(&file.meta::<String>("history").unwrap()).unwrap();
-    assert_eq!(hist.len(), 200);
-    assert!(hist[199][2] < hist[0][2] && (hist[199][2] - rel).abs() < 1e-12);
+    let n = hist.len();
+    assert!(n > 10 && n < 200, "{n} clocks run");
+    assert!(hist[n - 1][2] < hist[0][2] && (hist[n - 1][2] - rel).abs() < 1e-12);
     // The transform of the training documents with the dictionary fixed
     // reconstructs them about as well as the training coefficients.
     let (m, x) = petuum_algorithms::nmf::read_for_model(

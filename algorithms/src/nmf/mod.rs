@@ -412,6 +412,7 @@ impl Algorithm for Factorization {
             worker,
             workers,
             staleness: self.staleness,
+            done: false,
         }))
     }
 
@@ -691,6 +692,8 @@ struct FactorWorker {
     worker: u32,
     workers: u32,
     staleness: u64,
+    /// The stop rule held at the last complete clock read.
+    done: bool,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"petfact1";
@@ -743,6 +746,48 @@ impl FactorWorker {
             ctx.batch_inc(t, row, &buf)?;
         }
         Ok(())
+    }
+
+    /// The summed loss of complete clock `q` (its `gram` row's scalar).
+    fn loss_at(&self, ctx: &mut WorkerCtx, q: u64) -> Result<f64, BoxError> {
+        let k = self.k;
+        let g = self.read_rows(ctx, GRAM, q, 1, k * k + k + N_SCALARS)?;
+        Ok(g[k * k + k + S_LOSS])
+    }
+
+    /// Whether the stop rule holds at complete clock `q`. Every worker
+    /// reads the same complete rows, so all decide alike after the same
+    /// clock, and a resumed run decides as the first did. Under SSP(s) an
+    /// iteration is s + 1 clocks apart (the dictionary of clock c is the
+    /// update from the statistics of c - 1 - s), so the rules compare
+    /// clocks that far apart. NMF (scikit-learn's test): every 10
+    /// iterations, the error `sqrt(2 loss)` fell by less than `tol` times
+    /// the first clock's. Sparse coding (`DictionaryLearning`'s): the last
+    /// iteration lowered the objective by less than `objective_tol` times
+    /// it.
+    fn converged(&self, ctx: &mut WorkerCtx, q: u64) -> Result<bool, BoxError> {
+        let span = self.staleness + 1;
+        match &self.problem {
+            Problem::Nmf(p) => {
+                let every = 10 * span;
+                if p.tol == 0.0 || q < every || !q.is_multiple_of(every) {
+                    return Ok(false);
+                }
+                let err = |l: f64| (2.0 * l.max(0.0)).sqrt();
+                let first = err(self.loss_at(ctx, 0)?);
+                let before = err(self.loss_at(ctx, q - every)?);
+                let now = err(self.loss_at(ctx, q)?);
+                Ok(first > 0.0 && (before - now) / first < p.tol)
+            }
+            Problem::SparseCoding(p) => {
+                if p.objective_tol == 0.0 || q < span {
+                    return Ok(false);
+                }
+                let before = self.loss_at(ctx, q - span)?;
+                let now = self.loss_at(ctx, q)?;
+                Ok(before - now < p.objective_tol * now)
+            }
+        }
     }
 
     /// First step: the initial dictionary and (NMF) coefficients.
@@ -854,6 +899,10 @@ impl FactorWorker {
 }
 
 impl AlgoWorker for FactorWorker {
+    fn finished(&self) -> bool {
+        self.done
+    }
+
     fn save_state(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + 8 * (self.w.len() + self.k * self.d));
         out.extend_from_slice(STATE_MAGIC);
@@ -912,6 +961,7 @@ impl AlgoWorker for FactorWorker {
             self.start(ctx)?;
         } else if c > self.staleness {
             self.update_dictionary(ctx, c - 1 - self.staleness)?;
+            self.done = self.converged(ctx, c - 1 - self.staleness)?;
             if c >= 2 * self.staleness + 2 {
                 self.clear_slot(ctx, c - 2 - 2 * self.staleness)?;
             }

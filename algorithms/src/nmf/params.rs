@@ -58,6 +58,28 @@ pub struct NmfParams {
     /// fixed) at export and in `petuumd eval`.
     #[serde(default = "default_transform_iterations")]
     pub transform_iterations: usize,
+    /// Stop rule (scikit-learn's `NMF` `tol`, its `mu` solver's test):
+    /// every 10 iterations, stop once the error `sqrt(2 · loss)` fell by
+    /// less than `tol` times the first clock's error over those 10. 0
+    /// runs every clock.
+    #[serde(default = "default_nmf_tol")]
+    pub tol: f64,
+}
+
+fn default_nmf_tol() -> f64 {
+    1e-4
+}
+
+/// A stop tolerance: finite and not negative (0 turns the rule off).
+fn check_stop_tol(field: &str, tol: f64) -> Result<(), SpecError> {
+    if tol.is_finite() && tol >= 0.0 {
+        Ok(())
+    } else {
+        Err(SpecError::invalid(
+            field,
+            format!("must be a number >= 0; 0 runs every clock (got {tol})"),
+        ))
+    }
 }
 
 fn default_beta() -> BetaLoss {
@@ -81,6 +103,7 @@ impl NmfParams {
             ));
         }
         check_range("params.passes", self.passes, 1, 100)?;
+        check_stop_tol("params.tol", self.tol)?;
         check_range("params.top_words", self.top_words, 0, 1000)?;
         check_range(
             "params.transform_iterations",
@@ -122,6 +145,15 @@ pub struct SparseCodingParams {
     /// times the largest coordinate.
     #[serde(default = "default_tol")]
     pub tol: f64,
+    /// Stop rule (scikit-learn's `DictionaryLearning` `tol`): stop once
+    /// an iteration lowered the objective by less than this times the
+    /// objective. 0 runs every clock.
+    #[serde(default = "default_objective_tol")]
+    pub objective_tol: f64,
+}
+
+fn default_objective_tol() -> f64 {
+    1e-8
 }
 
 impl SparseCodingParams {
@@ -146,7 +178,7 @@ impl SparseCodingParams {
                 format!("must be in [0, 1) (got {})", self.tol),
             ));
         }
-        Ok(())
+        check_stop_tol("params.objective_tol", self.objective_tol)
     }
 }
 
@@ -194,17 +226,24 @@ mod tests {
             ("k = 5\npasses = 0", "params.passes"),
             ("k = 5\nsolver = \"sgd\"", "params"),
             ("k = 5\nrank = 3", "params"),
+            ("k = 5\ntol = -1.0", "params.tol"),
+            ("k = 5\ntol = nan", "params.tol"),
         ] {
             let e = nmf(t).unwrap_err().to_string();
             assert!(e.contains(field), "{t}: {e}");
         }
+        assert_eq!(nmf("k = 5").unwrap().tol, 1e-4);
         let p = sc("k = 8\nalpha = 0.5").unwrap();
-        assert_eq!((p.lambda, p.norm_bound), (0.5, 1.0));
+        assert_eq!((p.lambda, p.norm_bound, p.objective_tol), (0.5, 1.0, 1e-8));
         for (t, field) in [
             ("k = 8\nlambda = 0", "params.lambda"),
             ("k = 8\nlambda = 1\nnorm_bound = -1", "params.norm_bound"),
             ("k = 8\nlambda = 1\ntol = 2", "params.tol"),
             ("k = 0\nlambda = 1", "params.k"),
+            (
+                "k = 8\nlambda = 1\nobjective_tol = -1e-3",
+                "params.objective_tol",
+            ),
         ] {
             let e = sc(t).unwrap_err().to_string();
             assert!(e.contains(field), "{t}: {e}");
