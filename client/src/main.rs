@@ -757,7 +757,7 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool, change: Option<NodeCha
         let groups: Vec<_> = status
             .groups
             .iter()
-            .map(|g| serde_json::json!({"group": g.group, "leader": g.leader, "term": g.term, "applied": g.last_applied, "voters": g.voters, "state": g.state}))
+            .map(|g| serde_json::json!({"group": g.group, "leader": g.leader, "term": g.term, "applied": g.last_applied, "last_log": g.last_log, "purged": g.purged, "voters": g.voters, "state": g.state}))
             .collect();
         let placement: Vec<_> = status
             .placement

@@ -92,6 +92,14 @@ fn three_nodes_form_with_64_shards_and_spread_leaders() {
         .map(|n| n["leads"].as_u64().unwrap())
         .sum();
     assert_eq!(led, 64);
+    // Each replica's log indices: nothing is applied past its last entry.
+    for g in j["groups"].as_array().unwrap() {
+        assert!(
+            g["last_log"].as_u64().unwrap() >= g["applied"].as_u64().unwrap()
+                && g["purged"].as_u64().is_some(),
+            "{g}"
+        );
+    }
     let out = petuum_tests::run(
         "petuum-client",
         &["nodes", "--endpoint", "http://127.0.0.1:1"],
