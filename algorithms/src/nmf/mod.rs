@@ -413,6 +413,7 @@ impl Algorithm for Factorization {
             workers,
             staleness: self.staleness,
             done: false,
+            losses: std::collections::BTreeMap::new(),
         }))
     }
 
@@ -694,6 +695,11 @@ struct FactorWorker {
     staleness: u64,
     /// The stop rule held at the last complete clock read.
     done: bool,
+    /// Complete clocks' summed losses this worker has read (a cache of
+    /// the `gram` rows' scalar: the dictionary update reads the row
+    /// anyway, and a large `k` makes the row megabytes). Empty after a
+    /// restore; a missing clock is read from the table, same value.
+    losses: std::collections::BTreeMap<u64, f64>,
 }
 
 const STATE_MAGIC: &[u8; 8] = b"petfact1";
@@ -749,9 +755,13 @@ impl FactorWorker {
     }
 
     /// The summed loss of complete clock `q` (its `gram` row's scalar).
-    fn loss_at(&self, ctx: &mut WorkerCtx, q: u64) -> Result<f64, BoxError> {
+    fn loss_at(&mut self, ctx: &mut WorkerCtx, q: u64) -> Result<f64, BoxError> {
+        if let Some(&l) = self.losses.get(&q) {
+            return Ok(l);
+        }
         let k = self.k;
         let g = self.read_rows(ctx, GRAM, q, 1, k * k + k + N_SCALARS)?;
+        self.losses.insert(q, g[k * k + k + S_LOSS]);
         Ok(g[k * k + k + S_LOSS])
     }
 
@@ -765,9 +775,11 @@ impl FactorWorker {
     /// the first clock's. Sparse coding (`DictionaryLearning`'s): the last
     /// iteration lowered the objective by less than `objective_tol` times
     /// it.
-    fn converged(&self, ctx: &mut WorkerCtx, q: u64) -> Result<bool, BoxError> {
+    fn converged(&mut self, ctx: &mut WorkerCtx, q: u64) -> Result<bool, BoxError> {
         let span = self.staleness + 1;
-        match &self.problem {
+        // Clock 0 and the last 10 iterations are all a rule reads.
+        self.losses.retain(|&c, _| c == 0 || c + 10 * span >= q);
+        match self.problem.clone() {
             Problem::Nmf(p) => {
                 let every = 10 * span;
                 if p.tol == 0.0 || q < every || !q.is_multiple_of(every) {
@@ -833,6 +845,7 @@ impl FactorWorker {
         let (k, d) = (self.k, self.d);
         let gcols = k * k + k + N_SCALARS;
         let g = self.read_rows(ctx, GRAM, p, 1, gcols)?;
+        self.losses.insert(p, g[k * k + k + S_LOSS]);
         let b = self.read_rows(ctx, XTW, self.slot(p), k, d)?;
         let a = &g[..k * k];
         let colsum = &g[k * k..k * k + k];
