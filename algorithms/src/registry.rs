@@ -464,34 +464,31 @@ mod tests {
         // A linear model told not to stop runs every clock.
         assert_eq!(spec("multiclass_lr", "", "tol = 0.0").clocks(), 10);
         assert_eq!(spec("svm", "", "tol = 1e-3").clocks(), 1000);
-        assert_eq!(spec("nmf", "", "k = 3").clocks(), 200);
-        assert_eq!(
-            spec("sparse_coding", "", "k = 3\nlambda = 1.0").clocks(),
-            200
-        );
-        assert_eq!(spec("dml", "", "").clocks(), 200);
-        assert_eq!(spec("lasso", "", "lambda = 1.0").clocks(), 100_000);
-        // Topic models: 1000 sweeps; an LDA sweep of 4 clocks is 4000.
-        assert_eq!(spec("lda", "", "").clocks(), 1000);
-        assert_eq!(spec("lda", "", "clocks_per_sweep = 4").clocks(), 4000);
-        assert_eq!(spec("medlda", "", "").clocks(), 1000);
-        // MF: 20 passes. CCD++ at rank 10 with biases: 2 clocks for each
-        // of 12 ranks a pass; SGD: `batches` clocks a pass.
-        assert_eq!(spec("mf", "", "").clocks(), 480);
-        assert_eq!(
-            spec("mf", "", "rank = 5\nbiases = false\ninner = 2").clocks(),
-            400
-        );
-        assert_eq!(spec("mf", "", "solver = \"sgd\"\nbatches = 4").clocks(), 80);
-        assert_eq!(spec("random_forest", "", "").clocks(), 10);
-        // Lloyd stops once its centres settle; mini-batch runs every clock.
-        assert_eq!(spec("kmeans", "", "k = 3").clocks(), 300);
-        assert_eq!(spec("kmeans", "", "k = 3\ntol = 0.0").clocks(), 10);
-        assert_eq!(spec("kmeans", "", "k = 3\nbatch_size = 100").clocks(), 10);
-        assert_eq!(
-            spec("kmeans", "consistency = \"async\"", "k = 3").clocks(),
-            10
-        );
+        // Each algorithm's budget, or its bound where it stops by itself.
+        for (algo, run, params, clocks) in [
+            ("nmf", "", "k = 3", 200),
+            ("sparse_coding", "", "k = 3\nlambda = 1.0", 200),
+            ("dml", "", "", 200),
+            ("lasso", "", "lambda = 1.0", 100_000),
+            // Topic models: 1000 sweeps; an LDA sweep of 4 clocks is 4000.
+            ("lda", "", "", 1000),
+            ("lda", "", "clocks_per_sweep = 4", 4000),
+            ("medlda", "", "", 1000),
+            // MF: 20 passes. CCD++ at rank 10 with biases: 2 clocks for
+            // each of 12 ranks a pass; SGD: `batches` clocks a pass.
+            ("mf", "", "", 480),
+            ("mf", "", "rank = 5\nbiases = false\ninner = 2", 400),
+            ("mf", "", "solver = \"sgd\"\nbatches = 4", 80),
+            ("random_forest", "", "", 10),
+            // Lloyd stops once its centres settle; mini-batch runs every
+            // clock, and async never stops.
+            ("kmeans", "", "k = 3", 300),
+            ("kmeans", "", "k = 3\ntol = 0.0", 10),
+            ("kmeans", "", "k = 3\nbatch_size = 100", 10),
+            ("kmeans", "consistency = \"async\"", "k = 3", 10),
+        ] {
+            assert_eq!(spec(algo, run, params).clocks(), clocks, "{algo} {params}");
+        }
         // Params that do not parse: the plain default; validation names
         // the field.
         assert_eq!(spec("dnn", "", "hiden = [3]").clocks(), 10);

@@ -624,7 +624,9 @@ fn checkpoint_barrier(
     Ok(())
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+/// The message a thread panicked with (`"unknown panic"` when its payload
+/// is not a string).
+pub fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

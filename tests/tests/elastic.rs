@@ -13,6 +13,7 @@
 
 use petuum_cluster::shards::ClusterShards;
 use petuum_core::consistency::Consistency;
+use petuum_core::runner::panic_message;
 use petuum_core::service::ShardService;
 use petuum_core::types::{ElemType, RowKind, TableSpec};
 use petuum_core::worker::{Node, WorkerCtx};
@@ -192,12 +193,11 @@ impl Counters {
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|p| {
-                    let why = p
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| p.downcast_ref::<&str>().copied())
-                        .unwrap_or("(no message)");
-                    panic!("a counters worker panicked: {why}\n{}", c.logs())
+                    panic!(
+                        "a counters worker panicked: {}\n{}",
+                        panic_message(&p),
+                        c.logs()
+                    )
                 })
             })
             .collect();

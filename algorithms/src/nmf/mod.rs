@@ -759,10 +759,19 @@ impl FactorWorker {
         if let Some(&l) = self.losses.get(&q) {
             return Ok(l);
         }
-        let k = self.k;
-        let g = self.read_rows(ctx, GRAM, q, 1, k * k + k + N_SCALARS)?;
-        self.losses.insert(q, g[k * k + k + S_LOSS]);
-        Ok(g[k * k + k + S_LOSS])
+        let g = self.read_rows(ctx, GRAM, q, 1, self.gram_cols())?;
+        Ok(self.note_loss(q, &g))
+    }
+
+    /// Caches clock `q`'s summed loss from its `gram` row `g`.
+    fn note_loss(&mut self, q: u64, g: &[f64]) -> f64 {
+        let l = g[self.k * self.k + self.k + S_LOSS];
+        self.losses.insert(q, l);
+        l
+    }
+
+    fn gram_cols(&self) -> usize {
+        self.k * self.k + self.k + N_SCALARS
     }
 
     /// Whether the stop rule holds at complete clock `q`. Every worker
@@ -779,26 +788,30 @@ impl FactorWorker {
         let span = self.staleness + 1;
         // Clock 0 and the last 10 iterations are all a rule reads.
         self.losses.retain(|&c, _| c == 0 || c + 10 * span >= q);
-        match self.problem.clone() {
-            Problem::Nmf(p) => {
-                let every = 10 * span;
-                if p.tol == 0.0 || q < every || !q.is_multiple_of(every) {
-                    return Ok(false);
-                }
-                let err = |l: f64| (2.0 * l.max(0.0)).sqrt();
-                let first = err(self.loss_at(ctx, 0)?);
-                let before = err(self.loss_at(ctx, q - every)?);
-                let now = err(self.loss_at(ctx, q)?);
-                Ok(first > 0.0 && (before - now) / first < p.tol)
+        let (tol, nmf) = match &self.problem {
+            Problem::Nmf(p) => (p.tol, true),
+            Problem::SparseCoding(p) => (p.objective_tol, false),
+        };
+        if tol == 0.0 {
+            return Ok(false);
+        }
+        if nmf {
+            let every = 10 * span;
+            if q < every || !q.is_multiple_of(every) {
+                return Ok(false);
             }
-            Problem::SparseCoding(p) => {
-                if p.objective_tol == 0.0 || q < span {
-                    return Ok(false);
-                }
-                let before = self.loss_at(ctx, q - span)?;
-                let now = self.loss_at(ctx, q)?;
-                Ok(before - now < p.objective_tol * now)
+            let err = |l: f64| (2.0 * l.max(0.0)).sqrt();
+            let first = err(self.loss_at(ctx, 0)?);
+            let before = err(self.loss_at(ctx, q - every)?);
+            let now = err(self.loss_at(ctx, q)?);
+            Ok(first > 0.0 && (before - now) / first < tol)
+        } else {
+            if q < span {
+                return Ok(false);
             }
+            let before = self.loss_at(ctx, q - span)?;
+            let now = self.loss_at(ctx, q)?;
+            Ok(before - now < tol * now)
         }
     }
 
@@ -840,12 +853,12 @@ impl FactorWorker {
         Ok(())
     }
 
-    /// The dictionary step from the statistics of clock `p`.
-    fn update_dictionary(&mut self, ctx: &mut WorkerCtx, p: u64) -> Result<(), BoxError> {
+    /// The dictionary step from the statistics of clock `p`; answers the
+    /// clock's figures (its `gram` row's scalars).
+    fn update_dictionary(&mut self, ctx: &mut WorkerCtx, p: u64) -> Result<ClockStats, BoxError> {
         let (k, d) = (self.k, self.d);
-        let gcols = k * k + k + N_SCALARS;
-        let g = self.read_rows(ctx, GRAM, p, 1, gcols)?;
-        self.losses.insert(p, g[k * k + k + S_LOSS]);
+        let g = self.read_rows(ctx, GRAM, p, 1, self.gram_cols())?;
+        self.note_loss(p, &g);
         let b = self.read_rows(ctx, XTW, self.slot(p), k, d)?;
         let a = &g[..k * k];
         let colsum = &g[k * k..k * k + k];
@@ -907,7 +920,7 @@ impl FactorWorker {
             }
             ctx.batch_inc(t, c as u64, &delta)?;
         }
-        Ok(())
+        Ok(ClockStats::from_gram(&g[k * k + k..], &self.problem))
     }
 }
 
@@ -973,22 +986,19 @@ impl AlgoWorker for FactorWorker {
         if self.h.is_none() {
             self.start(ctx)?;
         } else if c > self.staleness {
-            self.update_dictionary(ctx, c - 1 - self.staleness)?;
+            let stats = self.update_dictionary(ctx, c - 1 - self.staleness)?;
             self.done = self.converged(ctx, c - 1 - self.staleness)?;
             if c >= 2 * self.staleness + 2 {
                 self.clear_slot(ctx, c - 2 - 2 * self.staleness)?;
             }
             if self.worker == 0 {
-                let g =
-                    self.read_rows(ctx, GRAM, c - 1 - self.staleness, 1, k * k + k + N_SCALARS)?;
-                let s = ClockStats::from_gram(&g[k * k + k..], &self.problem);
                 tracing::info!(
                     algorithm = self.problem.name(),
                     clock = c - 1 - self.staleness,
-                    objective = s.objective,
+                    objective = stats.objective,
                     "{} = {:.6}",
-                    s.second_name(&self.problem),
-                    s.second
+                    stats.second_name(&self.problem),
+                    stats.second
                 );
             }
         }
