@@ -182,6 +182,35 @@ fn nodes_cpu_s(c: &mut LocalCluster, nodes: u64) -> f64 {
         .sum()
 }
 
+/// CPU seconds this process (the benchmark's workers and their client)
+/// has used so far.
+fn own_cpu_s() -> f64 {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+/// Bytes the nodes' processes have written to their files so far
+/// (`write_bytes` of `/proc/<pid>/io`, counted as pages are dirtied: the
+/// log, snapshots, RocksDB's own flushes and compactions; not the
+/// sockets): set against the deltas times the replicas, what storage
+/// writes beyond the log itself.
+fn nodes_written_mb(c: &mut LocalCluster, nodes: u64) -> f64 {
+    (1..=nodes)
+        .map(|id| {
+            let io = std::fs::read_to_string(format!("/proc/{}/io", c.pid(id)))
+                .expect("a node's /proc io");
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .expect("io has write_bytes")
+                / 1e6
+        })
+        .sum()
+}
+
 /// The leader of `group` as a live node sees it.
 fn leader_of(client: &petuum_cluster::ClusterShards, group: u64) -> u64 {
     (1..=3)
@@ -289,11 +318,20 @@ fn main() {
         .iter()
         .map(|p| format!("127.0.0.1:{p}"))
         .collect();
+    // What the nodes spend with nothing to do (heartbeats, timers, the
+    // metrics scrapes): part of every clock's CPU below at a quarter load.
+    let idle0 = nodes_cpu_s(&mut c, nodes);
+    std::thread::sleep(Duration::from_secs(2));
+    let idle_ms_s = (nodes_cpu_s(&mut c, nodes) - idle0) * 1e3 / 2.0;
     let texts0 = petuum_tests::scrape(&addrs);
     let raft0 = petuum_tests::write_steps(&texts0);
     let cpu0 = nodes_cpu_s(&mut c, nodes);
+    let wr0 = nodes_written_mb(&mut c, nodes);
+    let own0 = own_cpu_s();
     let replicated = workload(client.clone(), 1, clocks, Duration::ZERO);
     let cpu1 = nodes_cpu_s(&mut c, nodes);
+    let wr1 = nodes_written_mb(&mut c, nodes);
+    let own1 = own_cpu_s();
     let texts1 = petuum_tests::scrape(&addrs);
     let raft1 = petuum_tests::write_steps(&texts1);
     // The same at a quarter of that load: each worker computes for four
@@ -303,6 +341,8 @@ fn main() {
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
     let light = workload(client.clone(), 3, clocks, compute);
     let cpu2 = nodes_cpu_s(&mut c, nodes);
+    let wr2 = nodes_written_mb(&mut c, nodes);
+    let own2 = own_cpu_s();
     let texts2 = petuum_tests::scrape(&addrs);
     let raft2 = petuum_tests::write_steps(&texts2);
     scraping.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -337,6 +377,12 @@ fn main() {
             q(&c0, &c1),
             q(&c1, &c2)
         );
+        let built = |t: &[String]| petuum_tests::metric_sum(t, "petuum_raft_snapshots_built");
+        println!(
+            "  snapshots built: {:.0} saturated, {:.0} at a quarter load",
+            built(&texts1) - built(&texts0),
+            built(&texts2) - built(&texts1)
+        );
     }
     // One batch per shard per worker per clock: its size is what a synced
     // append of the cluster carries.
@@ -364,6 +410,18 @@ fn main() {
         clock_mb(),
         (cpu1 - cpu0) * 1e3 / clocks as f64,
         (cpu2 - cpu1) * 1e3 / clocks as f64
+    );
+    println!("the nodes' CPU time while idle: {idle_ms_s:.1} ms per second");
+    println!(
+        "the benchmark's own CPU time per clock (its workers and their client): {:.1} ms saturated, {:.1} ms at a quarter load",
+        (own1 - own0) * 1e3 / clocks as f64,
+        (own2 - own1) * 1e3 / clocks as f64
+    );
+    println!(
+        "the nodes' bytes written to their files per clock: {:.2} MB saturated, {:.2} MB at a quarter load (the deltas times 3 replicas: {:.2} MB)",
+        (wr1 - wr0) / clocks as f64,
+        (wr2 - wr1) / clocks as f64,
+        clock_mb() * 3.0
     );
     println!(
         "\nthe disk under the nodes: {raw_mb_s:.1} MB/s in {block}-byte writes each followed by fdatasync ({raw_syncs:.0} syncs/s); / 3 replicas on one disk = {:.1} MB/s; the cluster reached {:.0}% of that",
