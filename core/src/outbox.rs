@@ -6,12 +6,15 @@
 //!   as a group ([`crate::worker::Node::group`]) hand their batches of a
 //!   clock to the same outbox; once every member has handed that clock,
 //!   the outbox sends one batch per shard for all of them, as Bosen's
-//!   process op-log does. In deterministic mode the members' batches stay
-//!   separate in that entry, in worker order (the shard applies each
-//!   clock's batches in worker order anyway, so the bytes do not change);
-//!   otherwise their deltas are summed, in ascending worker order, into
-//!   the lowest member's batch, and the others' batches carry no rows but
-//!   still advance their clocks in the same entry.
+//!   process op-log does: their deltas are summed, in ascending worker
+//!   order, into the lowest member's batch, and the others' batches carry
+//!   no rows but still advance their clocks in the same entry. In
+//!   deterministic mode only the members that begin the job's worker
+//!   order (workers `0, 1, ..., j`) are summed so; any other member's
+//!   batch stays apart in the entry. A shard sums each clock's deltas in
+//!   worker order before adding them to its rows, so the sum of workers
+//!   `0..=j` is where its own sum would be at worker `j`, and the bytes
+//!   do not depend on which workers share a node.
 //! * **Queued clocks travel together.** When the push thread finds several
 //!   complete clocks waiting (the shards are slower than the workers), it
 //!   sends them in one push: one entry per shard for all of them, applied
@@ -249,16 +252,38 @@ fn value_bytes(c: &Complete) -> usize {
         .sum()
 }
 
-/// One clock's batches of all members (sorted by worker): per shard, each
-/// member's batch in worker order (deterministic), or the sum of their
-/// deltas in the lowest member's batch and rowless batches for the rest.
+/// One clock's batches of all members (sorted by worker): per shard, the
+/// sum of their deltas in the lowest member's batch and rowless batches
+/// for the rest. In deterministic mode only workers `0, 1, ..., j` (the
+/// members that begin the job's worker order) are summed, in that order,
+/// which is where the shard's own sum of a clock begins
+/// (`ShardState::apply_clock`); any other member's batch goes apart.
 fn combine(mut parts: Vec<Part>, deterministic: bool) -> Vec<UpdateBatch> {
     if parts.len() == 1 {
         return parts.pop().expect("one part").batches;
     }
     if deterministic {
-        return parts.into_iter().flat_map(|p| p.batches).collect();
+        let lead = parts
+            .iter()
+            .enumerate()
+            .take_while(|(i, p)| p.worker == *i as WorkerId)
+            .count();
+        let apart = parts.split_off(lead);
+        let mut out = if lead >= 2 {
+            sum_parts(parts)
+        } else {
+            parts.into_iter().flat_map(|p| p.batches).collect()
+        };
+        out.extend(apart.into_iter().flat_map(|p| p.batches));
+        return out;
     }
+    sum_parts(parts)
+}
+
+/// The deltas of `parts` (at least one, sorted by worker) summed in
+/// ascending worker order into the lowest member's batch; the others'
+/// batches stay, rowless, to advance their clocks.
+fn sum_parts(mut parts: Vec<Part>) -> Vec<UpdateBatch> {
     let mut rest = parts.split_off(1);
     let first = parts.pop().expect("a first part");
     let lowest = first.worker;
@@ -387,7 +412,9 @@ mod tests {
         );
         assert_eq!(summed[0].updates[1].row, 9);
         assert!(summed.iter().all(|b| b.clock == 4 && b.job == 1));
-        // Deterministic: every member's batches as they were, worker order.
+        // Deterministic, members 0, 2, 3: no run of workers from 0 beyond
+        // worker 0 itself, so every member's batches stay as they were, in
+        // worker order.
         let apart = combine(parts(), true);
         assert_eq!(apart.len(), 6);
         assert_eq!(
@@ -395,5 +422,35 @@ mod tests {
             vec![0, 0, 2, 2, 3, 3]
         );
         assert_eq!(apart[4].updates.len(), 1);
+        // Deterministic, members 0, 1, 3: workers 0 and 1 begin the job's
+        // worker order and are summed (where a shard's own sum of the clock
+        // would be after worker 1); worker 3 stays apart.
+        let lead = combine(
+            vec![
+                part(0, &[(0, 7, a), (1, 8, 0.5)]),
+                part(1, &[(0, 7, b), (0, 9, 3.0)]),
+                part(3, &[(0, 7, c)]),
+            ],
+            true,
+        );
+        let tags: Vec<(u32, WorkerId, usize)> = lead
+            .iter()
+            .map(|b| (b.shard, b.worker, b.updates.len()))
+            .collect();
+        assert_eq!(
+            tags,
+            vec![
+                (0, 0, 2),
+                (1, 0, 1),
+                (0, 1, 0),
+                (1, 1, 0),
+                (0, 3, 1),
+                (1, 3, 0)
+            ]
+        );
+        assert_eq!(
+            lead[0].updates[0].delta,
+            AnyRow::F32(Row::Dense(vec![a + b, 2.0 * a + 2.0 * b]))
+        );
     }
 }

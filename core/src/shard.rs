@@ -267,17 +267,18 @@ impl ShardState {
                 .entry(batch.clock)
                 .or_insert_with(|| vec![None; n]);
             slot[w] = Some(batch.into_owned());
-            // Apply every complete clock, in clock order then worker order.
+            // Apply every complete clock, in clock order: each clock's
+            // deltas summed in worker order, then added to the rows.
             let mut ready = Vec::new();
             while let Some(entry) = clocks.held.first_entry() {
                 if *entry.key() != clocks.applied_all || entry.get().iter().any(Option::is_none) {
                     break;
                 }
-                ready.extend(entry.remove().into_iter().flatten());
+                ready.push(entry.remove().into_iter().flatten().collect::<Vec<_>>());
                 clocks.applied_all += 1;
             }
-            for b in ready {
-                self.apply_rows(&b);
+            for batches in ready {
+                self.apply_clock(batches);
             }
         } else {
             self.apply_rows(&batch);
@@ -291,8 +292,49 @@ impl ShardState {
         })
     }
 
+    /// Deterministic mode's summation order for one complete clock: per
+    /// row, the workers' deltas are summed in worker order (a left fold
+    /// from the first worker's delta of that row, `((d0 + d1) + d2) + ...`),
+    /// and the sum is added to the row once. A node that holds workers
+    /// `0..=j` may therefore send their deltas already summed in that
+    /// order ([`crate::outbox`]): the fold continues from the sum exactly
+    /// as it would from the separate deltas, so the bytes do not depend on
+    /// which workers share a node.
+    fn apply_clock(&mut self, batches: Vec<UpdateBatch>) {
+        let mut with_rows = batches.iter().filter(|b| !b.updates.is_empty());
+        let (first, more) = (with_rows.next(), with_rows.next().is_some());
+        if !more {
+            // One worker's deltas (or a node's sum): the sum is the deltas.
+            if let Some(b) = first {
+                self.apply_rows(b);
+            }
+            return;
+        }
+        let mut sum: Vec<crate::batch::RowUpdate> = Vec::new();
+        let mut at: rustc_hash::FxHashMap<(TableId, RowId), usize> = Default::default();
+        for b in batches {
+            for u in b.updates {
+                match at.get(&(u.table, u.row)) {
+                    Some(&i) => {
+                        let ok = sum[i].delta.add(&u.delta);
+                        debug_assert!(ok, "validated deltas of one row share a type");
+                    }
+                    None => {
+                        at.insert((u.table, u.row), sum.len());
+                        sum.push(u);
+                    }
+                }
+            }
+        }
+        self.apply_updates(&sum);
+    }
+
     fn apply_rows(&mut self, batch: &UpdateBatch) {
-        for u in &batch.updates {
+        self.apply_updates(&batch.updates);
+    }
+
+    fn apply_updates(&mut self, updates: &[crate::batch::RowUpdate]) {
+        for u in updates {
             let spec = &self.tables[&u.table];
             let row = self
                 .rows
@@ -474,6 +516,47 @@ mod tests {
             s.read(1, 0).unwrap(),
             AnyRow::F64(Row::Dense(vec![1e16 + 2.0, 0.0]))
         );
+    }
+
+    #[test]
+    fn deterministic_clocks_are_summed_first_so_leading_workers_may_arrive_summed() {
+        // After clock 0 the row is 1e16 (f64 steps of 2 there). Clock 1's
+        // deltas are 1, 1, 1: added one by one each would round away, 1e16;
+        // summed first in worker order, (1 + 1) + 1 = 3, then added once.
+        let big = 1e16f64;
+        let sequential = ((big + 1.0) + 1.0) + 1.0;
+        let summed = big + ((1.0 + 1.0) + 1.0);
+        assert_ne!(sequential, summed, "values must tell the orders apart");
+        let fresh = || {
+            let mut s = ShardState::new(0);
+            s.create_table(&spec()).unwrap();
+            s.register_job(7, 3, true);
+            s.apply(batch(0, 0, big)).unwrap();
+            s.apply(batch(1, 0, 0.0)).unwrap();
+            s.apply(batch(2, 0, 0.0)).unwrap();
+            s
+        };
+        // Each worker's batch apart, arriving out of order.
+        let mut apart = fresh();
+        for w in [2, 1, 0] {
+            apart.apply(batch(w, 1, 1.0)).unwrap();
+        }
+        // A node holding workers 0 and 1 sends their sum in worker 0's
+        // batch and a rowless one for worker 1 (crate::outbox); worker 2's
+        // comes from elsewhere.
+        let mut node = fresh();
+        let mut rowless = batch(1, 1, 0.0);
+        rowless.updates.clear();
+        node.apply(batch(2, 1, 1.0)).unwrap();
+        node.apply(batch(0, 1, 1.0 + 1.0)).unwrap();
+        node.apply(rowless).unwrap();
+        for s in [&apart, &node] {
+            assert_eq!(s.job(7).unwrap().min_clock(), 2);
+            assert_eq!(
+                s.read(1, 0).unwrap(),
+                AnyRow::F64(Row::Dense(vec![summed, 0.0]))
+            );
+        }
     }
 
     #[test]
