@@ -124,7 +124,9 @@ impl ModelFile {
         v.parse().map_err(|e: T::Err| ModelError::Metadata {
             path: self.path.clone(),
             key: key.into(),
-            reason: format!("`{v}`: {e}"),
+            // The parser's reason, not the value (a model file's contents
+            // stay out of errors).
+            reason: e.to_string(),
         })
     }
 

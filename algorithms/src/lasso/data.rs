@@ -329,7 +329,7 @@ pub fn read(
         let v: f64 = s.parse().map_err(|_| DataError::Malformed {
             file: path.to_path_buf(),
             line: line_of(i),
-            reason: format!("target `{column}`: `{s}` is not a number"),
+            reason: format!("target `{column}` is not a number"),
         })?;
         y.push(v);
     }

@@ -38,7 +38,7 @@ fn rating(path: &Path, line: u64, field: &str, s: &str) -> Result<f64, DataError
         _ => Err(bad(
             path,
             line,
-            format!("field `{field}`: `{}` is not a number", s.trim()),
+            format!("field `{field}` is not a finite number"),
         )),
     }
 }
@@ -287,7 +287,7 @@ mod tests {
         std::fs::write(&p, "u,i,r,t\n1,5,4.5,0\n2,5,four,0\n").unwrap();
         let e = read(DataFormat::Csv, &p, &cols).unwrap_err().to_string();
         assert!(
-            e.contains("r.csv:3:") && e.contains("field `r`") && e.contains("four"),
+            e.contains("r.csv:3:") && e.contains("field `r`") && !e.contains("four"),
             "{e}"
         );
         let other = Columns {

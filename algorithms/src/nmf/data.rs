@@ -123,7 +123,7 @@ fn read_csv(path: &Path, label: Option<&str>) -> Result<Csr, DataError> {
                 .ok_or_else(|| DataError::Malformed {
                     file: path.to_path_buf(),
                     line: lineno,
-                    reason: format!("column `{}`: `{f}` is not a finite number", names[j]),
+                    reason: format!("column `{}` is not a finite number", names[j]),
                 })?;
             row.push((row.len() as u32, v));
         }
