@@ -128,7 +128,7 @@ fn a_text_field_in_numeric_data_is_named_once_without_its_value() {
     );
     let (code, err) = run_spec(dir.path(), &text);
     assert_ne!(code, 0);
-    let reason = "cuts.csv:2: field 2 is not a number";
+    let reason = "cuts.csv:2: field 2 (column `cut`) is not a number";
     assert_eq!(err.matches(reason).count(), 1, "{err}");
     assert!(!err.contains("Ideal"), "the value is echoed: {err}");
 }

@@ -71,7 +71,12 @@ pub fn read(
             let v: f32 = f.parse().map_err(|_| DataError::Malformed {
                 file: path.to_path_buf(),
                 line: lineno,
-                reason: format!("field {} is not a number", j + 1),
+                reason: format!(
+                    "field {} (column `{}`) is not a number: feature columns must be \
+                     numeric (give categories as numbers or one-hot columns)",
+                    j + 1,
+                    names[j]
+                ),
             })?;
             if !v.is_finite() {
                 return Err(DataError::Malformed {
@@ -117,7 +122,9 @@ mod tests {
         std::fs::write(&p, "a,label,b\n1,x,oops\n").unwrap();
         let e = read(&p, "label").unwrap_err().to_string();
         assert!(
-            e.contains("d.csv:2:") && e.contains("field 3 is not a number") && !e.contains("oops"),
+            e.contains("d.csv:2:")
+                && e.contains("field 3 (column `b`) is not a number")
+                && !e.contains("oops"),
             "{e}"
         );
     }
