@@ -2,9 +2,9 @@
 //! against scikit-learn's `Lasso` on the same data: the objective
 //! `1/(2n)||y − Xβ − b||² + λ||β||₁` within 1e-4 relative and the same number of non-zeros (within 1%).
 //!
-//! References: `bench/reference/strads_refs.py` (scikit-learn 1.9.1,
+//! References: `bench/reference/lasso_refs.py` (scikit-learn 1.9.1,
 //! `Lasso(alpha=λ, tol=1e-12, max_iter=10**6)`; features read as f32 like
-//! petuum does, then widened to f64).
+//! petuum does, then widened to f64; its docstring has the commands).
 
 mod common;
 use common::{metric, run_spec_with_defaults};
