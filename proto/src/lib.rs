@@ -34,4 +34,11 @@ pub mod v1 {
 /// Version 11: dense rows travel and are stored as one little-endian byte
 /// string (`Row` variant `DenseLe`), which nodes of version 10 cannot
 /// decode; version 11 reads logs, snapshots and checkpoints of version 10.
-pub const PROTOCOL_VERSION: u32 = 11;
+/// Version 12: a deterministic job's shard sums each clock's deltas in
+/// worker order before adding them to its rows (`ShardState::apply_clock`),
+/// and a node sums its leading workers' deltas before they leave it, so a
+/// replica of version 11 would hold other float bits for the same log;
+/// version 12 reads logs, snapshots and checkpoints of version 11 (a
+/// deterministic job running across the upgrade is exact again from its
+/// next resume).
+pub const PROTOCOL_VERSION: u32 = 12;
