@@ -364,6 +364,165 @@ mod tests {
         }
     }
 
+    /// Every value of a row as exact bits, sparse rows sorted by column.
+    fn bits(row: &AnyRow) -> Vec<(u32, u64)> {
+        let mut out: Vec<(u32, u64)> = match row {
+            AnyRow::F32(Row::Dense(v)) => (0..).zip(v.iter().map(|x| x.to_bits() as u64)).collect(),
+            AnyRow::F64(Row::Sparse(m)) => m.iter().map(|(&c, x)| (c, x.to_bits())).collect(),
+            other => panic!("unexpected row {other:?}"),
+        };
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn deterministic_bytes_do_not_depend_on_which_workers_share_a_node() {
+        use crate::shard::ShardState;
+        use crate::types::{ElemType, RowKind, TableSpec};
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        // Magnitudes whose f32/f64 sums depend on the order of addition.
+        const VALUES: [f64; 6] = [1e8, 1.0, -1e8, 0.5, 3e-3, -7.25];
+        let tables = [
+            TableSpec {
+                id: 1,
+                name: "dense".into(),
+                job: 1,
+                kind: RowKind::Dense,
+                elem: ElemType::F32,
+                columns: 3,
+            },
+            TableSpec {
+                id: 2,
+                name: "sparse".into(),
+                job: 1,
+                kind: RowKind::Sparse,
+                elem: ElemType::F64,
+                columns: 5,
+            },
+        ];
+        for seed in 0..200u64 {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let workers: u32 = rng.gen_range(2..=5);
+            let nodes: u32 = rng.gen_range(1..=3);
+            let node_of: Vec<u32> = (0..workers).map(|_| rng.gen_range(0..nodes)).collect();
+            let value =
+                |rng: &mut rand_chacha::ChaCha8Rng| VALUES[rng.gen_range(0..VALUES.len())];
+            // Each worker's batches of clocks 0..3 for shards 0 and 1.
+            let mut parts: Vec<Vec<Part>> = Vec::new();
+            for clock in 0..3 {
+                let mut of_clock = Vec::new();
+                for worker in 0..workers {
+                    let batches = (0..2)
+                        .map(|shard| {
+                            let mut updates = Vec::new();
+                            for row in 0..3u64 {
+                                if rng.gen_bool(0.6) {
+                                    let d: Vec<f32> =
+                                        (0..3).map(|_| value(&mut rng) as f32).collect();
+                                    updates.push(RowUpdate {
+                                        table: 1,
+                                        row: row * 2 + shard as u64,
+                                        delta: AnyRow::F32(Row::Dense(d)),
+                                    });
+                                }
+                                if rng.gen_bool(0.5) {
+                                    let mut m = std::collections::HashMap::new();
+                                    for c in 0..5u32 {
+                                        if rng.gen_bool(0.5) {
+                                            m.insert(c, value(&mut rng));
+                                        }
+                                    }
+                                    updates.push(RowUpdate {
+                                        table: 2,
+                                        row: row * 2 + shard as u64,
+                                        delta: AnyRow::F64(Row::Sparse(m)),
+                                    });
+                                }
+                            }
+                            UpdateBatch {
+                                job: 1,
+                                worker,
+                                clock,
+                                shard,
+                                updates,
+                            }
+                        })
+                        .collect();
+                    of_clock.push(Part {
+                        worker,
+                        batches,
+                        handed: Instant::now(),
+                    });
+                }
+                parts.push(of_clock);
+            }
+            let fresh = || -> Vec<ShardState> {
+                (0..2)
+                    .map(|shard| {
+                        let mut st = ShardState::new(shard);
+                        for t in &tables {
+                            st.create_table(t).unwrap();
+                        }
+                        st.register_job(1, workers, true);
+                        st
+                    })
+                    .collect()
+            };
+            let apply = |states: &mut [ShardState],
+                         mut batches: Vec<UpdateBatch>,
+                         rng: &mut rand_chacha::ChaCha8Rng| {
+                // Arrival order within a clock is anyone's; clocks in order
+                // per worker.
+                batches.shuffle(rng);
+                batches.sort_by_key(|b| b.clock);
+                for b in batches {
+                    let shard = b.shard as usize;
+                    states[shard].apply(b).unwrap();
+                }
+            };
+            // Every worker's batches apart.
+            let mut apart = fresh();
+            let all: Vec<UpdateBatch> = parts
+                .iter()
+                .flat_map(|c| c.iter().flat_map(|p| p.batches.clone()))
+                .collect();
+            apply(&mut apart, all, &mut rng);
+            // Through each node's outbox.
+            let mut placed = fresh();
+            let mut sent = Vec::new();
+            for of_clock in &parts {
+                for node in 0..nodes {
+                    let members: Vec<Part> = of_clock
+                        .iter()
+                        .filter(|p| node_of[p.worker as usize] == node)
+                        .map(|p| Part {
+                            worker: p.worker,
+                            batches: p.batches.clone(),
+                            handed: p.handed,
+                        })
+                        .collect();
+                    if !members.is_empty() {
+                        sent.extend(combine(members, true));
+                    }
+                }
+            }
+            apply(&mut placed, sent, &mut rng);
+            for shard in 0..2 {
+                for t in &tables {
+                    for row in 0..6 {
+                        assert_eq!(
+                            bits(&apart[shard].read(t.id, row).unwrap()),
+                            bits(&placed[shard].read(t.id, row).unwrap()),
+                            "seed {seed}: {workers} workers on nodes {node_of:?}, shard {shard}, table {}, row {row}",
+                            t.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn members_are_summed_in_worker_order_or_kept_apart() {
         // Values whose f32 sum depends on the order: ascending worker
