@@ -406,8 +406,7 @@ mod tests {
             let workers: u32 = rng.gen_range(2..=5);
             let nodes: u32 = rng.gen_range(1..=3);
             let node_of: Vec<u32> = (0..workers).map(|_| rng.gen_range(0..nodes)).collect();
-            let value =
-                |rng: &mut rand_chacha::ChaCha8Rng| VALUES[rng.gen_range(0..VALUES.len())];
+            let value = |rng: &mut rand_chacha::ChaCha8Rng| VALUES[rng.gen_range(0..VALUES.len())];
             // Each worker's batches of clocks 0..3 for shards 0 and 1.
             let mut parts: Vec<Vec<Part>> = Vec::new();
             for clock in 0..3 {
