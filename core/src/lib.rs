@@ -55,14 +55,47 @@ pub use types::{Clock, Elem, ElemType, JobId, RowId, RowKind, TableId, TableSpec
 pub use worker::{Node, Table, WorkerCtx};
 
 /// An error's message followed by its causes (`a: b: c`): wrappers such as
-/// tonic's "transport error" say little without them.
+/// tonic's "transport error" say little without them. A cause the message
+/// so far already ends with is not repeated: many error types quote their
+/// source in their own message as well (`"data: {0}"` over a reader's
+/// error), and the line would otherwise say it twice.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cause = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("file.csv:2: field 2 is not a number")]
+    struct Reader;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Quoting {
+        #[error("data: {0}")]
+        Data(#[from] Reader),
+        #[error("building the job")]
+        Silent(#[source] Reader),
+    }
+
+    #[test]
+    fn each_cause_is_said_once() {
+        assert_eq!(
+            super::error_chain(&Quoting::Data(Reader)),
+            "data: file.csv:2: field 2 is not a number"
+        );
+        assert_eq!(
+            super::error_chain(&Quoting::Silent(Reader)),
+            "building the job: file.csv:2: field 2 is not a number"
+        );
+    }
 }

@@ -23,10 +23,10 @@
 //! Each member's clocks are acknowledged to it, in order, once the push
 //! that carried them is committed.
 
-use crate::batch::UpdateBatch;
+use crate::batch::{RowSum, UpdateBatch};
 use crate::error::TableError;
 use crate::service::ShardService;
-use crate::types::{Clock, JobId, RowId, TableId, WorkerId};
+use crate::types::{Clock, JobId, WorkerId};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
@@ -45,6 +45,7 @@ const MAX_BYTES_PER_PUSH: usize = 4 << 20;
 pub(crate) type Ack = Result<Duration, TableError>;
 
 /// One member's batches of one clock.
+#[cfg_attr(test, derive(Clone))]
 struct Part {
     worker: WorkerId,
     batches: Vec<UpdateBatch>,
@@ -288,16 +289,14 @@ fn sum_parts(mut parts: Vec<Part>) -> Vec<UpdateBatch> {
     let first = parts.pop().expect("a first part");
     let lowest = first.worker;
     let mut out = first.batches;
-    // Shard -> position in `out`; row -> position in its batch.
+    // Shard -> position in `out`, and that batch's sum so far.
     let mut at: FxHashMap<u32, usize> = out.iter().enumerate().map(|(i, b)| (b.shard, i)).collect();
-    let mut rows: Vec<FxHashMap<(TableId, RowId), usize>> = out
-        .iter()
+    let mut sums: Vec<RowSum> = out
+        .iter_mut()
         .map(|b| {
-            b.updates
-                .iter()
-                .enumerate()
-                .map(|(i, u)| ((u.table, u.row), i))
-                .collect()
+            let mut sum = RowSum::default();
+            sum.add(std::mem::take(&mut b.updates));
+            sum
         })
         .collect();
     for part in rest.iter_mut() {
@@ -310,22 +309,14 @@ fn sum_parts(mut parts: Vec<Part>) -> Vec<UpdateBatch> {
                     shard: b.shard,
                     updates: Vec::new(),
                 });
-                rows.push(FxHashMap::default());
+                sums.push(RowSum::default());
                 out.len() - 1
             });
-            for u in std::mem::take(&mut b.updates) {
-                match rows[i].get(&(u.table, u.row)) {
-                    Some(&j) => {
-                        let ok = out[i].updates[j].delta.add(&u.delta);
-                        debug_assert!(ok, "one table's deltas share a type");
-                    }
-                    None => {
-                        rows[i].insert((u.table, u.row), out[i].updates.len());
-                        out[i].updates.push(u);
-                    }
-                }
-            }
+            sums[i].add(std::mem::take(&mut b.updates));
         }
+    }
+    for (b, sum) in out.iter_mut().zip(sums) {
+        b.updates = sum.into_updates();
     }
     for part in rest {
         out.extend(part.batches);
@@ -338,6 +329,15 @@ mod tests {
     use super::*;
     use crate::batch::RowUpdate;
     use crate::row::{AnyRow, Row};
+    use crate::types::RowId;
+
+    /// (shard, worker, rows) of each batch, in order.
+    fn tags(batches: &[UpdateBatch]) -> Vec<(u32, WorkerId, usize)> {
+        batches
+            .iter()
+            .map(|b| (b.shard, b.worker, b.updates.len()))
+            .collect()
+    }
 
     fn part(worker: WorkerId, rows: &[(u32, RowId, f32)]) -> Part {
         let batches = (0..2)
@@ -495,11 +495,7 @@ mod tests {
                     let members: Vec<Part> = of_clock
                         .iter()
                         .filter(|p| node_of[p.worker as usize] == node)
-                        .map(|p| Part {
-                            worker: p.worker,
-                            batches: p.batches.clone(),
-                            handed: p.handed,
-                        })
+                        .cloned()
                         .collect();
                     if !members.is_empty() {
                         sent.extend(combine(members, true));
@@ -539,12 +535,8 @@ mod tests {
         // each delta added in ascending worker order; 2 and 3 send rowless
         // batches that advance their clocks in the same entry.
         let summed = combine(parts(), false);
-        let tags: Vec<(u32, WorkerId, usize)> = summed
-            .iter()
-            .map(|b| (b.shard, b.worker, b.updates.len()))
-            .collect();
         assert_eq!(
-            tags,
+            tags(&summed),
             vec![
                 (0, 0, 2),
                 (1, 0, 1),
@@ -591,12 +583,8 @@ mod tests {
             ],
             true,
         );
-        let tags: Vec<(u32, WorkerId, usize)> = lead
-            .iter()
-            .map(|b| (b.shard, b.worker, b.updates.len()))
-            .collect();
         assert_eq!(
-            tags,
+            tags(&lead),
             vec![
                 (0, 0, 2),
                 (1, 0, 1),

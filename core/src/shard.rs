@@ -310,23 +310,11 @@ impl ShardState {
             }
             return;
         }
-        let mut sum: Vec<crate::batch::RowUpdate> = Vec::new();
-        let mut at: rustc_hash::FxHashMap<(TableId, RowId), usize> = Default::default();
+        let mut sum = crate::batch::RowSum::default();
         for b in batches {
-            for u in b.updates {
-                match at.get(&(u.table, u.row)) {
-                    Some(&i) => {
-                        let ok = sum[i].delta.add(&u.delta);
-                        debug_assert!(ok, "validated deltas of one row share a type");
-                    }
-                    None => {
-                        at.insert((u.table, u.row), sum.len());
-                        sum.push(u);
-                    }
-                }
-            }
+            sum.add(b.updates);
         }
-        self.apply_updates(&sum);
+        self.apply_updates(&sum.into_updates());
     }
 
     fn apply_rows(&mut self, batch: &UpdateBatch) {

@@ -208,7 +208,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
-                eprintln!("petuumd certs: {}", causes(e.chain()));
+                eprintln!("petuumd certs: {}", petuum_core::error_chain(e.as_ref()));
                 Ok(ExitCode::from(2))
             }
         },
@@ -216,28 +216,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("petuumd: error: {}", causes(e.chain()));
+            eprintln!("petuumd: error: {}", petuum_core::error_chain(e.as_ref()));
             ExitCode::from(2)
         }
     }
-}
-
-/// An error and its causes as one line, `outer: cause: cause`, each cause
-/// once: many error types print their source in their own message as
-/// well (`"data: {0}"` over the reader's error), and anyhow's `{:#}` would
-/// then say it twice.
-fn causes(chain: anyhow::Chain<'_>) -> String {
-    let mut out = String::new();
-    for cause in chain {
-        let text = cause.to_string();
-        if out.is_empty() {
-            out = text;
-        } else if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-    }
-    out
 }
 
 fn init_tracing(format: LogFormat) {

@@ -1,6 +1,6 @@
 //! Hyperparameters of NMF and sparse coding.
 
-use petuum_core::spec::SpecError;
+use petuum_core::spec::{check_non_negative, check_range, SpecError};
 use serde::{Deserialize, Serialize};
 
 /// The loss NMF minimises (scikit-learn's `beta_loss`).
@@ -70,18 +70,6 @@ fn default_nmf_tol() -> f64 {
     1e-4
 }
 
-/// A stop tolerance: finite and not negative (0 turns the rule off).
-fn check_stop_tol(field: &str, tol: f64) -> Result<(), SpecError> {
-    if tol.is_finite() && tol >= 0.0 {
-        Ok(())
-    } else {
-        Err(SpecError::invalid(
-            field,
-            format!("must be a number >= 0; 0 runs every clock (got {tol})"),
-        ))
-    }
-}
-
 fn default_beta() -> BetaLoss {
     BetaLoss::Frobenius
 }
@@ -103,7 +91,7 @@ impl NmfParams {
             ));
         }
         check_range("params.passes", self.passes, 1, 100)?;
-        check_stop_tol("params.tol", self.tol)?;
+        check_non_negative("params.tol", self.tol)?;
         check_range("params.top_words", self.top_words, 0, 1000)?;
         check_range(
             "params.transform_iterations",
@@ -178,22 +166,12 @@ impl SparseCodingParams {
                 format!("must be in [0, 1) (got {})", self.tol),
             ));
         }
-        check_stop_tol("params.objective_tol", self.objective_tol)
+        check_non_negative("params.objective_tol", self.objective_tol)
     }
 }
 
 fn check_k(k: usize) -> Result<(), SpecError> {
     check_range("params.k", k, 1, 1 << 14)
-}
-
-fn check_range(field: &str, v: usize, lo: usize, hi: usize) -> Result<(), SpecError> {
-    if v < lo || v > hi {
-        return Err(SpecError::invalid(
-            field,
-            format!("must be between {lo} and {hi} (got {v})"),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
