@@ -36,8 +36,25 @@ use std::time::{Duration, Instant};
 
 const WORKERS: u32 = 2;
 const COLUMNS: u32 = 1000;
-const ROWS_PER_CLOCK: u64 = 64;
-const SHARDS: u32 = 16;
+/// Rows each worker increments per clock (`PETUUM_BENCH_ROWS`, default 64)
+/// and shards of the cluster (`PETUUM_BENCH_SHARDS`, default 16): a
+/// clock's write on a shard is `rows * workers * 4000 / shards` bytes
+/// (32 KB by default), one write per shard per clock.
+static ROWS_PER_CLOCK: std::sync::LazyLock<u64> =
+    std::sync::LazyLock::new(|| env_or("PETUUM_BENCH_ROWS", 64));
+static SHARDS: std::sync::LazyLock<u32> =
+    std::sync::LazyLock::new(|| env_or("PETUUM_BENCH_SHARDS", 16) as u32);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("{name} must be a positive integer")),
+        Err(_) => default,
+    }
+}
 
 struct Figures {
     mb_s: f64,
@@ -96,7 +113,7 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64, compute: Dura
                 let delta = vec![0.5f32; COLUMNS as usize];
                 let mut lat = Vec::new();
                 for c in 0..clocks {
-                    for r in 0..ROWS_PER_CLOCK {
+                    for r in 0..*ROWS_PER_CLOCK {
                         let row = (c * 7 + r * WORKERS as u64 + w as u64) % 4096;
                         ctx.batch_inc(t, row, &delta).unwrap();
                     }
@@ -125,8 +142,8 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64, compute: Dura
         commit.extend(c);
     }
     let secs = start.elapsed().as_secs_f64();
-    let bytes = (WORKERS as u64 * clocks * ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64;
-    let batches = (WORKERS as u64 * clocks * SHARDS as u64) as f64;
+    let bytes = (WORKERS as u64 * clocks * *ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64;
+    let batches = (WORKERS as u64 * clocks * *SHARDS as u64) as f64;
     Figures {
         mb_s: bytes / secs / 1e6,
         batches_s: batches / secs,
@@ -139,7 +156,7 @@ fn workload(service: Arc<dyn ShardService>, job: u64, clocks: u64, compute: Dura
 
 /// MB of deltas all workers push per clock.
 fn clock_mb() -> f64 {
-    (WORKERS as u64 * ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64 / 1e6
+    (WORKERS as u64 * *ROWS_PER_CLOCK * COLUMNS as u64 * 4) as f64 / 1e6
 }
 
 /// The disk's raw rate of small synced writes where the nodes keep their
@@ -234,7 +251,7 @@ fn main() {
     };
 
     let embedded = workload(
-        Arc::new(InProcShards::new(SHARDS)),
+        Arc::new(InProcShards::new(*SHARDS)),
         1,
         clocks,
         Duration::ZERO,
@@ -259,7 +276,7 @@ fn main() {
             .collect(),
         _ => Vec::new(),
     };
-    let mut c = LocalCluster::start_with(nodes, SHARDS, |id| {
+    let mut c = LocalCluster::start_with(nodes, *SHARDS, |id| {
         let listen = http_ports.get(id as usize - 1).map_or(String::new(), |p| {
             format!("http_listen = \"127.0.0.1:{p}\"\n")
         });
@@ -386,7 +403,7 @@ fn main() {
     }
     // One batch per shard per worker per clock: its size is what a synced
     // append of the cluster carries.
-    let block = (ROWS_PER_CLOCK as usize * COLUMNS as usize * 4 / SHARDS as usize).max(4096);
+    let block = (*ROWS_PER_CLOCK as usize * COLUMNS as usize * 4 / *SHARDS as usize).max(4096);
     let (raw_mb_s, raw_syncs) = raw_sync_rate(c.path(), block);
     println!(
         "| backend | MB/s of deltas | batches/s | clock() p50 ms | clock() p99 ms | clock() to commit p50 ms | p99 ms |\n|---|---|---|---|---|---|---|"
