@@ -56,11 +56,7 @@ fn read_features_for_model(
             idx::read_features_labels(data, labels)?
         }
         "libsvm" => crate::data::libsvm::read(data, None)?,
-        "csv" => {
-            let col: String = file.meta("label_column")?;
-            let (f, l, _) = crate::data::csv::read(data, &col)?;
-            (f, l)
-        }
+        "csv" => read_csv_for_model(file, data)?,
         other => {
             return Err(EvalError::Usage(format!(
                 "models reading `{other}` data are not supported by this build"
@@ -79,7 +75,33 @@ fn read_features_for_model(
     Ok((features, raw))
 }
 
-/// Evaluates `model` on `data` (with `labels` for IDX data).
+/// Reads CSV evaluation data with the encoding the model recorded. A
+/// model saved before encodings were recorded read numeric columns only.
+pub(crate) fn read_csv_for_model(
+    file: &ModelFile,
+    data: &Path,
+) -> Result<(Features, RawLabels), EvalError> {
+    use crate::data::csv;
+    if let Ok(json) = file.meta::<String>("csv_encoding") {
+        let encoding: csv::Encoding =
+            serde_json::from_str(&json).map_err(|e| ModelError::Format {
+                path: file.path.clone(),
+                reason: format!("csv_encoding: {e}"),
+            })?;
+        return Ok(csv::read_encoded(data, &encoding)?);
+    }
+    let col: String = file.meta("label_column")?;
+    let (f, l, encoding) = csv::read(data, &col)?;
+    if !encoding.is_numeric() {
+        return Err(EvalError::Usage(format!(
+            "{} has text columns, but this model was saved before petuum encoded them: \
+             its data must be numeric",
+            data.display()
+        )));
+    }
+    Ok((f, l))
+}
+
 /// The best `n` items for each of `users` from a saved matrix
 /// factorisation (`petuumd recommend`); see [`crate::mf::recommend`].
 pub fn recommend(
@@ -102,6 +124,7 @@ pub fn recommend(
     crate::mf::recommend(&file, users, n, rated)
 }
 
+/// Evaluates `model` on `data` (with `labels` for IDX data).
 pub fn evaluate(model: &Path, data: &Path, labels: Option<&Path>) -> Result<EvalReport, EvalError> {
     let file = ModelFile::load(model)?;
     match file.algorithm() {

@@ -297,37 +297,44 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
     match algorithm_of(spec)? {
         softmax::NAME => {
             let params: SoftmaxParams = parse_params(&spec.params)?;
-            let (train, test) = load_job_data(&spec.data)?;
+            let (train, test, encoding) = load_job_data(&spec.data)?;
             Ok(Box::new(MulticlassLr::new(
                 params,
                 train,
                 test,
-                input_spec(spec),
+                input_spec(spec, encoding),
                 spec.clocks(),
             )))
         }
         name @ (linear::LOGISTIC | linear::SVM) => {
             let params: LinearParams = parse_params(&spec.params)?;
-            let (train, test) = load_job_data(&spec.data)?;
+            let (train, test, encoding) = load_job_data(&spec.data)?;
             let loss = if name == linear::SVM {
                 Loss::Hinge
             } else {
                 Loss::Logistic
             };
-            BinaryLinear::new(loss, params, train, test, input_spec(spec), spec.clocks())
-                .map(|a| Box::new(a) as Box<dyn Algorithm>)
-                .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
+            BinaryLinear::new(
+                loss,
+                params,
+                train,
+                test,
+                input_spec(spec, encoding),
+                spec.clocks(),
+            )
+            .map(|a| Box::new(a) as Box<dyn Algorithm>)
+            .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
         kmeans::NAME => {
             let mut params: KMeansParams = parse_params(&spec.params)?;
-            let (train, test) = load_job_data(&spec.data)?;
+            let (train, test, encoding) = load_job_data(&spec.data)?;
             let staleness = spec.consistency().staleness().unwrap_or(0) as u64;
             params.tol = Some(kmeans_tol(&params, spec));
             KMeans::new(
                 params,
                 train,
                 test,
-                input_spec(spec),
+                input_spec(spec, encoding),
                 spec.run.seed,
                 staleness,
             )
@@ -336,19 +343,19 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         }
         forest::NAME => {
             let params: ForestParams = parse_params(&spec.params)?;
-            let (train, test) = load_job_data(&spec.data)?;
+            let (train, test, encoding) = load_job_data(&spec.data)?;
             Ok(Box::new(RandomForest::new(
                 params,
                 train,
                 test,
-                input_spec(spec),
+                input_spec(spec, encoding),
                 spec.clocks(),
             )))
         }
         dml::NAME => {
             let params: DmlParams = parse_params(&spec.params)?;
-            let (train, test) = load_job_data(&spec.data)?;
-            Dml::new(params, train, test, input_spec(spec))
+            let (train, test, encoding) = load_job_data(&spec.data)?;
+            Dml::new(params, train, test, input_spec(spec, encoding))
                 .map(|a| Box::new(a) as Box<dyn Algorithm>)
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
         }
@@ -385,13 +392,15 @@ pub fn check_labelled_format(spec: &JobSpec) -> Result<(), SpecError> {
     }
 }
 
-/// How the model will read raw inputs.
-pub fn input_spec(spec: &JobSpec) -> InputSpec {
+/// How the model will read raw inputs (`csv`: the encoding of CSV
+/// training data's columns).
+pub fn input_spec(spec: &JobSpec, csv: Option<crate::data::csv::Encoding>) -> InputSpec {
     match spec.data.format {
         DataFormat::Idx => InputSpec {
             format: "idx_u8".into(),
             scale: idx::PIXEL_SCALE,
             label_column: None,
+            csv: None,
         },
         DataFormat::Csv => InputSpec {
             format: "csv".into(),
@@ -402,11 +411,13 @@ pub fn input_spec(spec: &JobSpec) -> InputSpec {
                     .clone()
                     .unwrap_or_else(|| "label".into()),
             ),
+            csv,
         },
         _ => InputSpec {
             format: "libsvm".into(),
             scale: 1.0,
             label_column: None,
+            csv: None,
         },
     }
 }

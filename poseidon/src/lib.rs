@@ -96,7 +96,7 @@ fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
     if params.auto() && params.batches_per_clock.is_none() {
         params.batches_per_clock = Some(AUTO_BATCHES_PER_CLOCK);
     }
-    let (train, test, frames) = match &params.frames {
+    let (train, test, frames, encoding) = match &params.frames {
         Some(f) => {
             let label = spec.data.label_column.as_deref().unwrap_or_default();
             let (train, test, standardise, names) =
@@ -110,18 +110,19 @@ fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                     standardise,
                     names,
                 }),
+                None,
             )
         }
         None => {
-            let (train, test) = load_job_data(&spec.data)?;
-            (train, test, None)
+            let (train, test, encoding) = load_job_data(&spec.data)?;
+            (train, test, None, encoding)
         }
     };
     let mut dnn = Dnn::new(
         params,
         train,
         test,
-        input_spec(spec),
+        input_spec(spec, encoding),
         spec.run.seed,
         spec.run.workers,
     )?;

@@ -114,13 +114,17 @@ fn malformed_data_files_are_reported_with_the_file() {
 
 #[test]
 fn a_text_field_in_numeric_data_is_named_once_without_its_value() {
-    // A column of words where lasso (and every CSV reader) needs numbers:
-    // the error names the file, the line and the field, says so once (the
-    // job-building error carries the reader's as its cause), and does not
-    // repeat the file's contents.
+    // A word in a column of numbers (a text column is categorical, but one
+    // that mixes both is neither): the error names the file, the line and
+    // the column, says so once (the job-building error carries the
+    // reader's as its cause), and does not repeat the file's contents.
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cuts.csv");
-    std::fs::write(&data, "carat,cut,price\n0.23,Ideal,326\n0.21,Premium,326\n").unwrap();
+    std::fs::write(
+        &data,
+        "carat,depth,price\n0.23,61.5,326\n0.21,Premium,326\n0.25,59.8,327\n",
+    )
+    .unwrap();
     let text = format!(
         "name = \"t\"\nalgorithm = \"lasso\"\n[data]\nformat = \"csv\"\ntrain = \"{}\"\nlabel_column = \"price\"\n[run]\nworkers = 1\n[model]\npath = \"{}\"\n[params]\nlambda = 0.1\n",
         data.display(),
@@ -128,9 +132,9 @@ fn a_text_field_in_numeric_data_is_named_once_without_its_value() {
     );
     let (code, err) = run_spec(dir.path(), &text);
     assert_ne!(code, 0);
-    let reason = "cuts.csv:2: field 2 (column `cut`) is not a number";
+    let reason = "cuts.csv:3: column `depth` holds numbers (line 2) and text (line 3)";
     assert_eq!(err.matches(reason).count(), 1, "{err}");
-    assert!(!err.contains("Ideal"), "the value is echoed: {err}");
+    assert!(!err.contains("Premium"), "the value is echoed: {err}");
 }
 
 /// gunzip via the system's gzip, to keep this test crate free of codecs.

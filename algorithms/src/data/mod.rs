@@ -182,23 +182,31 @@ pub fn partition(
     Ok(rows)
 }
 
-/// Reads a labelled data file in one of the supported formats.
+/// Reads a labelled data file in one of the supported formats. CSV is
+/// read with `encoding` (the training data's) when given, else its
+/// encoding is found and returned.
 pub fn read_labelled(
     format: petuum_core::spec::DataFormat,
     path: &Path,
     labels: Option<&Path>,
     label_column: Option<&str>,
     one_based: Option<bool>,
-) -> Result<(Features, RawLabels), DataError> {
+    encoding: Option<&csv::Encoding>,
+) -> Result<(Features, RawLabels, Option<csv::Encoding>), DataError> {
     use petuum_core::spec::DataFormat;
     match format {
         DataFormat::Idx => {
             let labels =
                 labels.ok_or_else(|| DataError::invalid(path, "IDX images need a labels file"))?;
-            idx::read_features_labels(path, labels)
+            idx::read_features_labels(path, labels).map(|(f, l)| (f, l, None))
         }
-        DataFormat::Libsvm => libsvm::read(path, one_based),
-        DataFormat::Csv => csv::read(path, label_column.unwrap_or("label")).map(|(f, l, _)| (f, l)),
+        DataFormat::Libsvm => libsvm::read(path, one_based).map(|(f, l)| (f, l, None)),
+        DataFormat::Csv => match encoding {
+            Some(e) => csv::read_encoded(path, e).map(|(f, l)| (f, l, None)),
+            None => {
+                csv::read(path, label_column.unwrap_or("label")).map(|(f, l, e)| (f, l, Some(e)))
+            }
+        },
         other => Err(DataError::invalid(
             path,
             format!("{other:?} data has no labels per sample").to_lowercase(),
@@ -207,25 +215,29 @@ pub fn read_labelled(
 }
 
 /// Loads a job's labelled training data and its test set: the `test`
-/// file(s) when given, else a deterministic `test_fraction` hold-out.
+/// file(s) when given (CSV read with the training data's encoding), else
+/// a deterministic `test_fraction` hold-out. With CSV, also the encoding
+/// (for the model).
 pub fn load_job_data(
     d: &petuum_core::spec::DataSpec,
-) -> Result<(Dataset, Option<Dataset>), DataError> {
-    let (f, l) = read_labelled(
+) -> Result<(Dataset, Option<Dataset>, Option<csv::Encoding>), DataError> {
+    let (f, l, encoding) = read_labelled(
         d.format,
         &d.train,
         d.train_labels.as_deref(),
         d.label_column.as_deref(),
         d.one_based,
+        None,
     )?;
     let mut all = Dataset::from_raw(f, l);
     if let Some(test) = &d.test {
-        let (mut tf, tl) = read_labelled(
+        let (mut tf, tl, _) = read_labelled(
             d.format,
             test,
             d.test_labels.as_deref(),
             d.label_column.as_deref(),
             d.one_based,
+            encoding.as_ref(),
         )?;
         if tf.ncols() > all.dim() && d.format != petuum_core::spec::DataFormat::Libsvm {
             return Err(DataError::invalid(
@@ -243,13 +255,13 @@ pub fn load_job_data(
         all.features.set_ncols(ncols);
         // Classes present only in the test file are an error, not a new class.
         let test = Dataset::with_classes(tf, tl, &all.class_names, test)?;
-        return Ok((all, Some(test)));
+        return Ok((all, Some(test), encoding));
     }
     if let Some(f) = d.test_fraction {
         let (train, test) = all.split(f);
-        return Ok((train, Some(test)));
+        return Ok((train, Some(test), encoding));
     }
-    Ok((all, None))
+    Ok((all, None, encoding))
 }
 
 /// Opens a file, transparently decompressing gzip (detected by its magic).

@@ -271,7 +271,9 @@ fn csv_line_of(path: &Path, sample: usize) -> u64 {
 }
 
 /// Reads one regression file of `format` (`labels`: the target file of a
-/// MatrixMarket design; `column`: the CSV target column).
+/// MatrixMarket design; `column`: the CSV target column; `encoding`: the
+/// training data's CSV encoding, found when `None`). Returns the CSV
+/// encoding it found.
 pub fn read(
     format: DataFormat,
     path: &Path,
@@ -279,7 +281,9 @@ pub fn read(
     column: &str,
     one_based: Option<bool>,
     transform: TargetTransform,
-) -> Result<Design, DataError> {
+    encoding: Option<&csv::Encoding>,
+) -> Result<(Design, Option<csv::Encoding>), DataError> {
+    let mut found = None;
     type LineOf<'a> = Box<dyn Fn(usize) -> u64 + 'a>;
     let (x, raw, line_of): (Csc, Vec<String>, LineOf<'_>) = match format {
         DataFormat::Libsvm => {
@@ -287,7 +291,14 @@ pub fn read(
             (Csc::from_features(&f), l.0, Box::new(|_| 0))
         }
         DataFormat::Csv => {
-            let (f, l, _) = csv::read(path, column)?;
+            let (f, l) = match encoding {
+                Some(e) => csv::read_encoded(path, e)?,
+                None => {
+                    let (f, l, e) = csv::read(path, column)?;
+                    found = Some(e);
+                    (f, l)
+                }
+            };
             (
                 Csc::from_features(&f),
                 l.0,
@@ -315,7 +326,7 @@ pub fn read(
                 ));
             }
             let x = Csc::from_triples(m.rows, m.cols, m.entries);
-            return finish(x, y, labels, &|i| i as u64 + 1, transform);
+            return Ok((finish(x, y, labels, &|i| i as u64 + 1, transform)?, None));
         }
         other => {
             return Err(DataError::invalid(
@@ -333,7 +344,7 @@ pub fn read(
         })?;
         y.push(v);
     }
-    finish(x, y, path, &*line_of, transform)
+    Ok((finish(x, y, path, &*line_of, transform)?, found))
 }
 
 fn finish(
@@ -373,24 +384,26 @@ fn finish(
 pub fn load(
     d: &DataSpec,
     transform: TargetTransform,
-) -> Result<(Design, Option<Design>), DataError> {
+) -> Result<(Design, Option<Design>, Option<csv::Encoding>), DataError> {
     let column = d.label_column.as_deref().unwrap_or("label");
-    let train = read(
+    let (train, encoding) = read(
         d.format,
         &d.train,
         d.train_labels.as_deref(),
         column,
         d.one_based,
         transform,
+        None,
     )?;
     if let Some(t) = &d.test {
-        let mut test = read(
+        let (mut test, _) = read(
             d.format,
             t,
             d.test_labels.as_deref(),
             column,
             d.one_based,
             transform,
+            encoding.as_ref(),
         )?;
         let mut train = train;
         if test.d() > train.d() && d.format != DataFormat::Libsvm {
@@ -402,7 +415,7 @@ pub fn load(
         let cols = test.d().max(train.d());
         train.x.set_ncols(cols);
         test.x.set_ncols(cols);
-        return Ok((train, Some(test)));
+        return Ok((train, Some(test), encoding));
     }
     if let Some(f) = d.test_fraction {
         let (mut tr, mut te) = (Vec::new(), Vec::new());
@@ -417,9 +430,9 @@ pub fn load(
             x: train.x.select_rows(rows),
             y: rows.iter().map(|&i| train.y[i]).collect(),
         };
-        return Ok((pick(&tr), Some(pick(&te))));
+        return Ok((pick(&tr), Some(pick(&te)), encoding));
     }
-    Ok((train, None))
+    Ok((train, None, encoding))
 }
 
 #[cfg(test)]
@@ -456,6 +469,7 @@ mod tests {
             "price",
             None,
             TargetTransform::None,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -470,6 +484,7 @@ mod tests {
             "cost",
             None,
             TargetTransform::None,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -482,6 +497,7 @@ mod tests {
             "price",
             None,
             TargetTransform::Log,
+            None,
         )
         .unwrap_err()
         .to_string();
@@ -494,6 +510,7 @@ mod tests {
             "price",
             None,
             TargetTransform::None,
+            None,
         )
         .unwrap_err()
         .to_string();

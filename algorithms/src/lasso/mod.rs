@@ -80,7 +80,7 @@ pub fn validate(spec: &JobSpec) -> Result<(), SpecError> {
 pub fn build(spec: &JobSpec) -> Result<Lasso, crate::registry::BuildError> {
     validate(spec)?;
     let params: LassoParams = parse_params(&spec.params)?;
-    let (train, test) = data::load(&spec.data, params.target_transform)?;
+    let (train, test, csv) = data::load(&spec.data, params.target_transform)?;
     let input = InputFormat {
         format: match spec.data.format {
             DataFormat::Csv => "csv",
@@ -93,6 +93,7 @@ pub fn build(spec: &JobSpec) -> Result<Lasso, crate::registry::BuildError> {
             .label_column
             .clone()
             .unwrap_or_else(|| "label".into()),
+        csv,
     };
     Ok(Lasso::new(params, train, test, input, spec.run.seed))
 }
@@ -102,6 +103,8 @@ pub fn build(spec: &JobSpec) -> Result<Lasso, crate::registry::BuildError> {
 pub struct InputFormat {
     pub format: String,
     pub label_column: String,
+    /// CSV: how the training file's columns became features.
+    pub csv: Option<crate::data::csv::Encoding>,
 }
 
 /// What every worker derives from the whole training set.
@@ -515,6 +518,9 @@ impl Algorithm for Lasso {
         file.set("num_features", s.d);
         file.set("input_format", &self.input.format);
         file.set("label_column", &self.input.label_column);
+        if let Some(e) = &self.input.csv {
+            file.set("csv_encoding", e.to_json());
+        }
         file.set(
             "target_transform",
             serde_json::to_string(&s.params.target_transform)?.trim_matches('"'),
@@ -1093,7 +1099,25 @@ pub fn evaluate(
         "matrix_market" => DataFormat::MatrixMarket,
         _ => DataFormat::Libsvm,
     };
-    let d = data::read(f, data, labels, &column, None, transform)?;
+    let encoding = match file.meta::<String>("csv_encoding") {
+        Ok(json) => Some(
+            serde_json::from_str::<crate::data::csv::Encoding>(&json).map_err(|e| {
+                crate::model::ModelError::Format {
+                    path: file.path.clone(),
+                    reason: format!("csv_encoding: {e}"),
+                }
+            })?,
+        ),
+        Err(_) => None,
+    };
+    let (d, found) = data::read(f, data, labels, &column, None, transform, encoding.as_ref())?;
+    if found.is_some_and(|e| !e.is_numeric()) {
+        return Err(crate::eval::EvalError::Usage(format!(
+            "{} has text columns, but this model was saved before petuum encoded them: \
+             its data must be numeric",
+            data.display()
+        )));
+    }
     if d.d() > m.coef.len() && f != DataFormat::Libsvm {
         return Err(crate::eval::EvalError::Usage(format!(
             "{} has {} features per sample, the model expects {}",

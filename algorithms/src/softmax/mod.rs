@@ -54,6 +54,8 @@ pub struct InputSpec {
     pub scale: f32,
     /// CSV: the label column.
     pub label_column: Option<String>,
+    /// CSV: how the training file's columns became features.
+    pub csv: Option<crate::data::csv::Encoding>,
 }
 
 impl InputSpec {
@@ -63,6 +65,9 @@ impl InputSpec {
         file.set("input_format", &self.format);
         if let Some(col) = &self.label_column {
             file.set("label_column", col);
+        }
+        if let Some(e) = &self.csv {
+            file.set("csv_encoding", e.to_json());
         }
     }
 }
