@@ -5,29 +5,7 @@
 use super::features::Features;
 use super::{DataError, RawLabels};
 use ndarray::Array2;
-use std::io::BufRead;
 use std::path::Path;
-
-/// The remaining lines of a CSV file and the column names of its header.
-pub(crate) type Lines = std::io::Lines<std::io::BufReader<Box<dyn std::io::Read>>>;
-
-pub(crate) fn open_with_header(path: &Path) -> Result<(Lines, Vec<String>), DataError> {
-    let mut lines = std::io::BufReader::new(super::open_maybe_gz(path)?).lines();
-    let header = match lines.next() {
-        Some(h) => h.map_err(|e| DataError::io(path, e))?,
-        None => {
-            return Err(DataError::invalid(
-                path,
-                "empty file (expected a header row)",
-            ))
-        }
-    };
-    let names = header
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .collect();
-    Ok((lines, names))
-}
 
 /// How a CSV file's columns become features, found in the training data
 /// and recorded in the model (`csv_encoding`), so that test and
@@ -135,7 +113,7 @@ impl Encoding {
 type Records = ::csv::Reader<Box<dyn std::io::Read>>;
 
 /// A CSV reader over a file (gzip or not) with its header's names.
-fn open_records(path: &Path) -> Result<(Records, Vec<String>), DataError> {
+pub(crate) fn open_records(path: &Path) -> Result<(Records, Vec<String>), DataError> {
     let mut r = ::csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(::csv::Trim::All)
@@ -172,6 +150,27 @@ fn csv_error(path: &Path, e: ::csv::Error) -> DataError {
             line,
             reason: "not readable as CSV".into(),
         },
+    }
+}
+
+/// Reads the next record into `record`, skipping blank lines; `false` at
+/// the end of the file.
+pub(crate) fn next_record(
+    path: &Path,
+    records: &mut Records,
+    record: &mut ::csv::StringRecord,
+    width: usize,
+) -> Result<bool, DataError> {
+    loop {
+        if !records
+            .read_record(record)
+            .map_err(|e| csv_error(path, e))?
+        {
+            return Ok(false);
+        }
+        if !(record.len() == 1 && record[0].is_empty() && width > 1) {
+            return Ok(true);
+        }
     }
 }
 
@@ -228,11 +227,8 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
     let mut values = Vec::new();
     let mut labels = Vec::new();
     let mut record = ::csv::StringRecord::new();
-    while r.read_record(&mut record).map_err(|e| csv_error(path, e))? {
+    while next_record(path, &mut r, &mut record, names.len())? {
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() == 1 && record[0].is_empty() && names.len() > 1 {
-            continue;
-        }
         let sample = labels.len();
         for (j, f) in record.iter().enumerate() {
             if j == label_at {
@@ -399,11 +395,8 @@ pub fn read_encoded(path: &Path, encoding: &Encoding) -> Result<(Features, RawLa
     let mut values = Vec::new();
     let mut labels = Vec::new();
     let mut record = ::csv::StringRecord::new();
-    while r.read_record(&mut record).map_err(|e| csv_error(path, e))? {
+    while next_record(path, &mut r, &mut record, names.len())? {
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        if record.len() == 1 && record[0].is_empty() && names.len() > 1 {
-            continue;
-        }
         labels.push(super::libsvm::normalise_label(&record[label_at]));
         let row = values.len();
         values.resize(row + width, 0.0f32);

@@ -70,7 +70,7 @@ fn read_utterances(
     spec: &FrameSpec,
     label_column: &str,
 ) -> Result<(Groups, Vec<String>), DataError> {
-    let (lines, names) = super::csv::open_with_header(path)?;
+    let (mut records, names) = super::csv::open_records(path)?;
     let find = |name: &str, what: &str| {
         names
             .iter()
@@ -116,28 +116,15 @@ fn read_utterances(
     }
     let mut out = Groups::new();
     let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (n, line) in lines.enumerate() {
-        let lineno = n as u64 + 2;
-        let line = line.map_err(|e| DataError::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
+    let mut record = ::csv::StringRecord::new();
+    while super::csv::next_record(path, &mut records, &mut record, names.len())? {
+        let lineno = record.position().map(|p| p.line()).unwrap_or(0);
         let bad = |reason: String| DataError::Malformed {
             file: path.to_path_buf(),
             line: lineno,
             reason,
         };
-        let fields: Vec<&str> = line
-            .split(',')
-            .map(|f| f.trim().trim_matches('"'))
-            .collect();
-        if fields.len() != names.len() {
-            return Err(bad(format!(
-                "{} fields, the header has {}",
-                fields.len(),
-                names.len()
-            )));
-        }
+        let fields: Vec<&str> = record.iter().collect();
         let split = match split_at {
             Some(j) => match fields[j] {
                 s @ ("train" | "test") => s.to_string(),

@@ -1,8 +1,7 @@
 //! Data for NMF and sparse coding: every format read into one CSR matrix
 //! (zeros skipped, so dense images and sparse text share the kernels).
 
-use crate::data::csv::open_with_header;
-use crate::data::{bow, idx, libsvm, Csr, DataError, Features};
+use crate::data::{bow, csv, idx, libsvm, Csr, DataError, Features};
 use petuum_core::spec::DataFormat;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -90,32 +89,21 @@ pub fn to_csr(f: Features) -> Csr {
     }
 }
 
-/// CSV with a header; the column `label` is dropped when present.
+/// CSV with a header (RFC 4180 quoting); the column `label` is dropped
+/// when present. Every other column must be numeric.
 fn read_csv(path: &Path, label: Option<&str>) -> Result<Csr, DataError> {
-    let (lines, names) = open_with_header(path)?;
+    let (mut records, names) = csv::open_records(path)?;
     let skip = label.and_then(|l| names.iter().position(|n| n == l));
     let width = names.len() - usize::from(skip.is_some());
     let mut out = empty(width);
-    for (n, line) in lines.enumerate() {
-        let lineno = n as u64 + 2;
-        let line = line.map_err(|e| DataError::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split(',').collect();
-        if fields.len() != names.len() {
-            return Err(DataError::Malformed {
-                file: path.to_path_buf(),
-                line: lineno,
-                reason: format!("{} fields, the header has {}", fields.len(), names.len()),
-            });
-        }
+    let mut record = ::csv::StringRecord::new();
+    while csv::next_record(path, &mut records, &mut record, names.len())? {
+        let lineno = record.position().map(|p| p.line()).unwrap_or(0);
         let mut row = Vec::with_capacity(width);
-        for (j, f) in fields.iter().enumerate() {
+        for (j, f) in record.iter().enumerate() {
             if Some(j) == skip {
                 continue;
             }
-            let f = f.trim().trim_matches('"');
             let v: f32 = f
                 .parse()
                 .ok()
