@@ -323,6 +323,7 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
         columns,
     };
     let n = labels.len();
+    check_size(path, &encoding, n)?;
     let a = if encoding.is_numeric() {
         Array2::from_shape_vec((n, width), values).expect("rows checked")
     } else {
@@ -349,6 +350,58 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
         a
     };
     Ok((Features::Dense(a), RawLabels(labels), encoding))
+}
+
+/// The most levels one text column may have: more is an identifier or
+/// free text, whose one-hot columns would teach nothing and fill memory.
+pub const MAX_LEVELS: usize = 10_000;
+
+/// The most bytes the encoded features of one file may take (dense f32).
+pub const MAX_ENCODED_BYTES: usize = 4 << 30;
+
+/// Refuses an encoding that would exhaust the node: a text column with
+/// more than [`MAX_LEVELS`] values, or `n` samples whose encoded features
+/// pass [`MAX_ENCODED_BYTES`].
+fn check_size(path: &Path, encoding: &Encoding, n: usize) -> Result<(), DataError> {
+    for c in &encoding.columns {
+        if let Column::Categorical { name, levels } = c {
+            if levels.len() > MAX_LEVELS {
+                return Err(DataError::invalid(
+                    path,
+                    format!(
+                        "text column `{name}` has {} distinct values, more than the {MAX_LEVELS} \
+                         a categorical column may have (an identifier or free text?): drop it, \
+                         or encode it yourself",
+                        levels.len()
+                    ),
+                ));
+            }
+        }
+    }
+    let bytes = n.saturating_mul(encoding.width()).saturating_mul(4);
+    if !encoding.is_numeric() && bytes > MAX_ENCODED_BYTES {
+        let widest = encoding
+            .columns
+            .iter()
+            .filter_map(|c| match c {
+                Column::Categorical { name, levels } => Some((levels.len(), name)),
+                Column::Numeric { .. } => None,
+            })
+            .max()
+            .map(|(k, name)| format!("`{name}`, {k} levels"))
+            .unwrap_or_default();
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "one-hot encoding its text columns gives {n} samples x {} features ({:.1} GiB), \
+                 more than {} GiB (the widest: {widest}): drop or merge categories",
+                encoding.width(),
+                bytes as f64 / (1u64 << 30) as f64,
+                MAX_ENCODED_BYTES >> 30
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a labelled CSV file with the [`Encoding`] of the training data:
@@ -531,6 +584,22 @@ mod tests {
         let e = read_encoded(&q, &back).unwrap_err().to_string();
         assert!(
             e.contains("t.csv:2:") && e.contains("column `size`") && !e.contains("big"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_identifier_column_is_refused_rather_than_one_hot_encoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ids.csv");
+        let mut text = String::from("id,x,y\n");
+        for i in 0..=MAX_LEVELS {
+            text.push_str(&format!("user{i},{i},{}\n", i % 2));
+        }
+        std::fs::write(&p, text).unwrap();
+        let e = read(&p, "y").unwrap_err().to_string();
+        assert!(
+            e.contains("text column `id` has 10001 distinct values") && !e.contains("user1"),
             "{e}"
         );
     }
