@@ -83,11 +83,10 @@ pub(crate) fn read_csv_for_model(
 ) -> Result<(Features, RawLabels), EvalError> {
     use crate::data::csv;
     if let Ok(json) = file.meta::<String>("csv_encoding") {
-        let encoding: csv::Encoding =
-            serde_json::from_str(&json).map_err(|e| ModelError::Format {
-                path: file.path.clone(),
-                reason: format!("csv_encoding: {e}"),
-            })?;
+        let encoding = csv::Encoding::from_json(&json).map_err(|reason| ModelError::Format {
+            path: file.path.clone(),
+            reason,
+        })?;
         return Ok(csv::read_encoded(data, &encoding)?);
     }
     let col: String = file.meta("label_column")?;

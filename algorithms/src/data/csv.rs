@@ -107,6 +107,19 @@ impl Encoding {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an encoding serialises")
     }
+
+    /// Reads [`to_json`](Self::to_json)'s text back; the error says where
+    /// the text is malformed, not what it holds (levels are data).
+    pub fn from_json(text: &str) -> Result<Encoding, String> {
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "csv_encoding is malformed ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })
+    }
 }
 
 /// A CSV reader over a file, gzip or not.
@@ -114,8 +127,14 @@ type Records = ::csv::Reader<Box<dyn std::io::Read>>;
 
 /// A CSV reader over a file (gzip or not) with its header's names.
 pub(crate) fn open_records(path: &Path) -> Result<(Records, Vec<String>), DataError> {
+    // Records end at `\n` (a `\r` before it is trimmed with the field), so
+    // the reader's line after a record is the record's last line + 1, also
+    // in CRLF files and after blank lines; field counts are checked in
+    // `next_record`, after trimming, so that a line of spaces is blank.
     let mut r = ::csv::ReaderBuilder::new()
         .has_headers(true)
+        .flexible(true)
+        .terminator(::csv::Terminator::Any(b'\n'))
         .trim(::csv::Trim::All)
         .from_reader(super::open_maybe_gz(path)?);
     let header = r.headers().map_err(|e| csv_error(path, e))?.clone();
@@ -125,7 +144,17 @@ pub(crate) fn open_records(path: &Path) -> Result<(Records, Vec<String>), DataEr
             "empty file (expected a header row)",
         ));
     }
-    Ok((r, header.iter().map(str::to_string).collect()))
+    let names: Vec<String> = header.iter().map(str::to_string).collect();
+    for (j, n) in names.iter().enumerate() {
+        if names[..j].contains(n) {
+            return Err(DataError::Malformed {
+                file: path.to_path_buf(),
+                line: 1,
+                reason: format!("column `{n}` appears twice in the header"),
+            });
+        }
+    }
+    Ok((r, names))
 }
 
 /// A CSV-level error, with its line and without the file's contents.
@@ -153,24 +182,35 @@ fn csv_error(path: &Path, e: ::csv::Error) -> DataError {
     }
 }
 
-/// Reads the next record into `record`, skipping blank lines; `false` at
-/// the end of the file.
+/// Reads the next record into `record`, skipping blank lines (empty or
+/// spaces only): its line, `None` at the end of the file. A record whose
+/// field count is not the header's `width` is an error.
 pub(crate) fn next_record(
     path: &Path,
     records: &mut Records,
     record: &mut ::csv::StringRecord,
     width: usize,
-) -> Result<bool, DataError> {
+) -> Result<Option<u64>, DataError> {
     loop {
         if !records
             .read_record(record)
             .map_err(|e| csv_error(path, e))?
         {
-            return Ok(false);
+            return Ok(None);
         }
-        if !(record.len() == 1 && record[0].is_empty() && width > 1) {
-            return Ok(true);
+        // The reader stands at the start of the line after the record.
+        let line = records.position().line().saturating_sub(1);
+        if record.is_empty() || (record.len() == 1 && record[0].is_empty()) {
+            continue;
         }
+        if record.len() != width {
+            return Err(DataError::Malformed {
+                file: path.to_path_buf(),
+                line,
+                reason: format!("{} fields, the header has {width}", record.len()),
+            });
+        }
+        return Ok(Some(line));
     }
 }
 
@@ -227,8 +267,7 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
     let mut values = Vec::new();
     let mut labels = Vec::new();
     let mut record = ::csv::StringRecord::new();
-    while next_record(path, &mut r, &mut record, names.len())? {
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+    while let Some(line) = next_record(path, &mut r, &mut record, names.len())? {
         let sample = labels.len();
         for (j, f) in record.iter().enumerate() {
             if j == label_at {
@@ -244,7 +283,10 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
                 }
                 continue;
             }
-            match number(path, line, j, f)? {
+            // A non-finite spelling (`NaN`, `inf`) counts as text here: in
+            // a column of numbers it makes the column mixed (refused), in
+            // a text column it is a level.
+            match f.parse::<f32>().ok().filter(|v| v.is_finite()) {
                 Some(v) => {
                     s.number.get_or_insert(line);
                     values.push(v);
@@ -258,6 +300,11 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
                     }
                     let next = s.levels.len() as u32;
                     let id = *s.levels.entry(f.to_string()).or_insert(next);
+                    if s.levels.len() > MAX_LEVELS {
+                        // Refused while reading: an identifier column of a
+                        // large file would fill memory before the end.
+                        return Err(too_many_levels(path, &names[j]));
+                    }
                     s.ids.push(id);
                     values.push(0.0);
                 }
@@ -356,27 +403,46 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
 /// free text, whose one-hot columns would teach nothing and fill memory.
 pub const MAX_LEVELS: usize = 10_000;
 
+/// The most levels of all text columns together (each is a feature, and
+/// the model records each one's text).
+pub const MAX_ALL_LEVELS: usize = 1_000_000;
+
 /// The most bytes the encoded features of one file may take (dense f32).
 pub const MAX_ENCODED_BYTES: usize = 4 << 30;
+
+fn too_many_levels(path: &Path, name: &str) -> DataError {
+    DataError::invalid(
+        path,
+        format!(
+            "text column `{name}` has more than {MAX_LEVELS} distinct values, the most a \
+             categorical column may have (an identifier or free text?): drop it, or encode \
+             it yourself"
+        ),
+    )
+}
 
 /// Refuses an encoding that would exhaust the node: a text column with
 /// more than [`MAX_LEVELS`] values, or `n` samples whose encoded features
 /// pass [`MAX_ENCODED_BYTES`].
 fn check_size(path: &Path, encoding: &Encoding, n: usize) -> Result<(), DataError> {
+    let mut all_levels = 0usize;
     for c in &encoding.columns {
         if let Column::Categorical { name, levels } = c {
             if levels.len() > MAX_LEVELS {
-                return Err(DataError::invalid(
-                    path,
-                    format!(
-                        "text column `{name}` has {} distinct values, more than the {MAX_LEVELS} \
-                         a categorical column may have (an identifier or free text?): drop it, \
-                         or encode it yourself",
-                        levels.len()
-                    ),
-                ));
+                return Err(too_many_levels(path, name));
             }
+            all_levels += levels.len();
         }
+    }
+    // The model records every level (its metadata header is bounded).
+    if all_levels > MAX_ALL_LEVELS {
+        return Err(DataError::invalid(
+            path,
+            format!(
+                "its text columns have {all_levels} distinct values in all, more than the \
+                 {MAX_ALL_LEVELS} one model may encode: drop some of them"
+            ),
+        ));
     }
     let bytes = n.saturating_mul(encoding.width()).saturating_mul(4);
     if !encoding.is_numeric() && bytes > MAX_ENCODED_BYTES {
@@ -448,8 +514,7 @@ pub fn read_encoded(path: &Path, encoding: &Encoding) -> Result<(Features, RawLa
     let mut values = Vec::new();
     let mut labels = Vec::new();
     let mut record = ::csv::StringRecord::new();
-    while next_record(path, &mut r, &mut record, names.len())? {
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+    while let Some(line) = next_record(path, &mut r, &mut record, names.len())? {
         labels.push(super::libsvm::normalise_label(&record[label_at]));
         let row = values.len();
         values.resize(row + width, 0.0f32);
@@ -589,6 +654,47 @@ mod tests {
     }
 
     #[test]
+    fn lines_are_counted_in_crlf_files_and_past_blank_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.csv");
+        // CRLF endings, an empty line and a line of spaces before a short
+        // row (line 6); a NaN in a text column is a level.
+        std::fs::write(&p, "a,y,c\r\n1,0,x\r\n\r\n   \r\n2,1,NaN\r\n3,1\r\n").unwrap();
+        let e = read(&p, "y").unwrap_err().to_string();
+        assert!(e.contains("d.csv:6: 2 fields, the header has 3"), "{e}");
+        std::fs::write(&p, "a,y,c\r\n1,0,x\r\n\r\n   \r\n2,1,NaN\r\n").unwrap();
+        let (f, l, enc) = read(&p, "y").unwrap();
+        assert_eq!(enc.feature_names(), vec!["a", "c=NaN", "c=x"]);
+        assert_eq!(
+            f.to_dense(),
+            ndarray::arr2(&[[1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+        );
+        assert_eq!(l.0, vec!["0", "1"]);
+        // A word among numbers after a blank line: both lines right.
+        std::fs::write(&p, "a,y\n1,0\n\n\nx,1\n").unwrap();
+        let e = read(&p, "y").unwrap_err().to_string();
+        assert!(
+            e.contains("holds numbers (line 2) and text (line 5)"),
+            "{e}"
+        );
+        // NaN among numbers is a missing-value marker: refused.
+        std::fs::write(&p, "a,y\n1,0\nnan,1\n").unwrap();
+        let e = read(&p, "y").unwrap_err().to_string();
+        assert!(
+            e.contains("column `a` holds numbers (line 2) and text (line 3)"),
+            "{e}"
+        );
+        // A name twice in the header.
+        std::fs::write(&p, "a,y,a\n1,0,2\n").unwrap();
+        let e = read(&p, "y").unwrap_err().to_string();
+        assert!(e.contains("d.csv:1: column `a` appears twice"), "{e}");
+        // A malformed encoding's error does not quote it.
+        let bad = Encoding::from_json(r#"{"label":"y","columns":[{"kind":"secret-level"}]}"#)
+            .unwrap_err();
+        assert!(!bad.contains("secret"), "{bad}");
+    }
+
+    #[test]
     fn an_identifier_column_is_refused_rather_than_one_hot_encoded() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ids.csv");
@@ -599,7 +705,8 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let e = read(&p, "y").unwrap_err().to_string();
         assert!(
-            e.contains("text column `id` has 10001 distinct values") && !e.contains("user1"),
+            e.contains("text column `id` has more than 10000 distinct values")
+                && !e.contains("user1"),
             "{e}"
         );
     }

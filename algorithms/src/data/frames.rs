@@ -117,8 +117,8 @@ fn read_utterances(
     let mut out = Groups::new();
     let mut index: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut record = ::csv::StringRecord::new();
-    while super::csv::next_record(path, &mut records, &mut record, names.len())? {
-        let lineno = record.position().map(|p| p.line()).unwrap_or(0);
+    while let Some(lineno) = super::csv::next_record(path, &mut records, &mut record, names.len())?
+    {
         let bad = |reason: String| DataError::Malformed {
             file: path.to_path_buf(),
             line: lineno,

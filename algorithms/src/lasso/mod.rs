@@ -1101,10 +1101,10 @@ pub fn evaluate(
     };
     let encoding = match file.meta::<String>("csv_encoding") {
         Ok(json) => Some(
-            serde_json::from_str::<crate::data::csv::Encoding>(&json).map_err(|e| {
+            crate::data::csv::Encoding::from_json(&json).map_err(|reason| {
                 crate::model::ModelError::Format {
                     path: file.path.clone(),
-                    reason: format!("csv_encoding: {e}"),
+                    reason,
                 }
             })?,
         ),

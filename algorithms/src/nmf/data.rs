@@ -97,8 +97,7 @@ fn read_csv(path: &Path, label: Option<&str>) -> Result<Csr, DataError> {
     let width = names.len() - usize::from(skip.is_some());
     let mut out = empty(width);
     let mut record = ::csv::StringRecord::new();
-    while csv::next_record(path, &mut records, &mut record, names.len())? {
-        let lineno = record.position().map(|p| p.line()).unwrap_or(0);
+    while let Some(lineno) = csv::next_record(path, &mut records, &mut record, names.len())? {
         let mut row = Vec::with_capacity(width);
         for (j, f) in record.iter().enumerate() {
             if Some(j) == skip {
