@@ -252,18 +252,16 @@ pub enum TargetTransform {
 /// Which sample of a CSV file (counting non-blank data lines) is on
 /// which line, for messages about a sample found after reading.
 fn csv_line_of(path: &Path, sample: usize) -> u64 {
-    use std::io::BufRead;
-    let Ok(r) = crate::data::open_maybe_gz(path) else {
+    // Read again the way the reader read it (quoted line breaks, blank
+    // lines): only for an error message.
+    let Ok((mut records, names)) = csv::open_records(path) else {
         return 0;
     };
+    let mut record = ::csv::StringRecord::new();
     let mut k = 0;
-    for (n, line) in std::io::BufReader::new(r).lines().enumerate().skip(1) {
-        let Ok(line) = line else { return 0 };
-        if line.trim().is_empty() {
-            continue;
-        }
+    while let Ok(Some(line)) = csv::next_record(path, &mut records, &mut record, names.len()) {
         if k == sample {
-            return n as u64 + 1;
+            return line;
         }
         k += 1;
     }
@@ -489,6 +487,23 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("r.csv:1:") && e.contains("`cost`"), "{e}");
+        // A quoted field across two lines: the bad target is on line 4.
+        std::fs::write(&p, "a,b,price\n1,\"x\ny\",2\n2,z,oops\n").unwrap();
+        let e = read(
+            DataFormat::Csv,
+            &p,
+            None,
+            "price",
+            None,
+            TargetTransform::None,
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("r.csv:4:") && e.contains("target `price`"),
+            "{e}"
+        );
         std::fs::write(&p, "a,price\n1,2\n2,-1\n").unwrap();
         let e = read(
             DataFormat::Csv,
