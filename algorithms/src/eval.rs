@@ -75,29 +75,50 @@ fn read_features_for_model(
     Ok((features, raw))
 }
 
-/// Reads CSV evaluation data with the encoding the model recorded. A
-/// model saved before encodings were recorded read numeric columns only.
-pub(crate) fn read_csv_for_model(
+/// The CSV encoding a model recorded (`None`: saved before encodings were
+/// recorded, or not trained on CSV).
+pub(crate) fn recorded_encoding(
     file: &ModelFile,
+) -> Result<Option<crate::data::csv::Encoding>, EvalError> {
+    match file.meta::<String>("csv_encoding") {
+        Ok(json) => crate::data::csv::Encoding::from_json(&json)
+            .map(Some)
+            .map_err(|reason| {
+                ModelError::Format {
+                    path: file.path.clone(),
+                    reason,
+                }
+                .into()
+            }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A model without a recorded encoding read numeric columns only: data
+/// whose encoding (`found`) has text columns cannot be given to it.
+pub(crate) fn refuse_unrecorded_text(
     data: &Path,
-) -> Result<(Features, RawLabels), EvalError> {
+    found: &crate::data::csv::Encoding,
+) -> Result<(), EvalError> {
+    if found.is_numeric() {
+        return Ok(());
+    }
+    Err(EvalError::Usage(format!(
+        "{} has text columns, but this model was saved before petuum encoded them: \
+         its data must be numeric",
+        data.display()
+    )))
+}
+
+/// Reads CSV evaluation data with the encoding the model recorded.
+fn read_csv_for_model(file: &ModelFile, data: &Path) -> Result<(Features, RawLabels), EvalError> {
     use crate::data::csv;
-    if let Ok(json) = file.meta::<String>("csv_encoding") {
-        let encoding = csv::Encoding::from_json(&json).map_err(|reason| ModelError::Format {
-            path: file.path.clone(),
-            reason,
-        })?;
+    if let Some(encoding) = recorded_encoding(file)? {
         return Ok(csv::read_encoded(data, &encoding)?);
     }
     let col: String = file.meta("label_column")?;
-    let (f, l, encoding) = csv::read(data, &col)?;
-    if !encoding.is_numeric() {
-        return Err(EvalError::Usage(format!(
-            "{} has text columns, but this model was saved before petuum encoded them: \
-             its data must be numeric",
-            data.display()
-        )));
-    }
+    let (f, l, found) = csv::read(data, &col)?;
+    refuse_unrecorded_text(data, &found)?;
     Ok((f, l))
 }
 

@@ -162,13 +162,6 @@ fn csv_error(path: &Path, e: ::csv::Error) -> DataError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     match e.into_kind() {
         ::csv::ErrorKind::Io(source) => DataError::io(path, source),
-        ::csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => DataError::Malformed {
-            file: path.to_path_buf(),
-            line,
-            reason: format!("{len} fields, the header has {expected_len}"),
-        },
         ::csv::ErrorKind::Utf8 { .. } => DataError::Malformed {
             file: path.to_path_buf(),
             line,
@@ -228,18 +221,12 @@ fn find_label(path: &Path, names: &[String], label_column: &str) -> Result<usize
         })
 }
 
-/// Parses a numeric field; `None` when it is not a number. A number that
-/// is not finite is an error.
-fn number(path: &Path, line: u64, j: usize, f: &str) -> Result<Option<f32>, DataError> {
-    match f.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(Some(v)),
-        Ok(v) => Err(DataError::Malformed {
-            file: path.to_path_buf(),
-            line,
-            reason: format!("field {} is {v}", j + 1),
-        }),
-        Err(_) => Ok(None),
-    }
+/// A field's value when it is a finite number. A non-finite spelling
+/// (`NaN`, `inf`) is not one: in the training file it counts as text (a
+/// level in a text column, a marker that makes a numeric column mixed),
+/// in later files it is refused in a numeric column.
+fn finite(f: &str) -> Option<f32> {
+    f.parse::<f32>().ok().filter(|v| v.is_finite())
 }
 
 /// What one column of the training file held, as it is read.
@@ -283,10 +270,7 @@ pub fn read(path: &Path, label_column: &str) -> Result<(Features, RawLabels, Enc
                 }
                 continue;
             }
-            // A non-finite spelling (`NaN`, `inf`) counts as text here: in
-            // a column of numbers it makes the column mixed (refused), in
-            // a text column it is a level.
-            match f.parse::<f32>().ok().filter(|v| v.is_finite()) {
+            match finite(f) {
                 Some(v) => {
                     s.number.get_or_insert(line);
                     values.push(v);
@@ -421,19 +405,17 @@ fn too_many_levels(path: &Path, name: &str) -> DataError {
     )
 }
 
-/// Refuses an encoding that would exhaust the node: a text column with
-/// more than [`MAX_LEVELS`] values, or `n` samples whose encoded features
-/// pass [`MAX_ENCODED_BYTES`].
+/// Refuses an encoding that would exhaust the node: more than
+/// [`MAX_ALL_LEVELS`] levels in all, or `n` samples whose encoded features
+/// pass [`MAX_ENCODED_BYTES`] (a column past [`MAX_LEVELS`] is refused
+/// while the file is read).
 fn check_size(path: &Path, encoding: &Encoding, n: usize) -> Result<(), DataError> {
-    let mut all_levels = 0usize;
-    for c in &encoding.columns {
-        if let Column::Categorical { name, levels } = c {
-            if levels.len() > MAX_LEVELS {
-                return Err(too_many_levels(path, name));
-            }
-            all_levels += levels.len();
-        }
-    }
+    let all_levels = encoding.width()
+        - encoding
+            .columns
+            .iter()
+            .filter(|c| matches!(c, Column::Numeric { .. }))
+            .count();
     // The model records every level (its metadata header is bounded).
     if all_levels > MAX_ALL_LEVELS {
         return Err(DataError::invalid(
@@ -523,12 +505,7 @@ pub fn read_encoded(path: &Path, encoding: &Encoding) -> Result<(Features, RawLa
             let f = &record[j];
             match column {
                 Column::Numeric { name } => {
-                    let v = if f.is_empty() {
-                        None
-                    } else {
-                        number(path, line, j, f)?
-                    };
-                    values[row + offsets[c]] = v.ok_or_else(|| DataError::Malformed {
+                    values[row + offsets[c]] = finite(f).ok_or_else(|| DataError::Malformed {
                         file: path.to_path_buf(),
                         line,
                         reason: format!(

@@ -457,78 +457,34 @@ mod tests {
 
     #[test]
     fn bad_targets_are_refused_with_file_line_and_field() {
+        // The error of reading CSV file `p` with target `column`.
+        let err = |p: &Path, column: &str, transform| {
+            read(DataFormat::Csv, p, None, column, None, transform, None)
+                .unwrap_err()
+                .to_string()
+        };
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("r.csv");
         std::fs::write(&p, "a,price\n1,2\n\n2,x\n").unwrap();
-        let e = read(
-            DataFormat::Csv,
-            &p,
-            None,
-            "price",
-            None,
-            TargetTransform::None,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = err(&p, "price", TargetTransform::None);
         assert!(
             e.contains("r.csv:4:") && e.contains("target `price`"),
             "{e}"
         );
-        let e = read(
-            DataFormat::Csv,
-            &p,
-            None,
-            "cost",
-            None,
-            TargetTransform::None,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = err(&p, "cost", TargetTransform::None);
         assert!(e.contains("r.csv:1:") && e.contains("`cost`"), "{e}");
         // A quoted field across two lines: the bad target is on line 4.
         std::fs::write(&p, "a,b,price\n1,\"x\ny\",2\n2,z,oops\n").unwrap();
-        let e = read(
-            DataFormat::Csv,
-            &p,
-            None,
-            "price",
-            None,
-            TargetTransform::None,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = err(&p, "price", TargetTransform::None);
         assert!(
             e.contains("r.csv:4:") && e.contains("target `price`"),
             "{e}"
         );
         std::fs::write(&p, "a,price\n1,2\n2,-1\n").unwrap();
-        let e = read(
-            DataFormat::Csv,
-            &p,
-            None,
-            "price",
-            None,
-            TargetTransform::Log,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = err(&p, "price", TargetTransform::Log);
         assert!(e.contains("r.csv:3:") && e.contains("> 0"), "{e}");
         std::fs::write(&p, "a,price\n").unwrap();
-        let e = read(
-            DataFormat::Csv,
-            &p,
-            None,
-            "price",
-            None,
-            TargetTransform::None,
-            None,
-        )
-        .unwrap_err()
-        .to_string();
+        let e = err(&p, "price", TargetTransform::None);
         assert!(e.contains("no samples"), "{e}");
     }
 }

@@ -1099,24 +1099,10 @@ pub fn evaluate(
         "matrix_market" => DataFormat::MatrixMarket,
         _ => DataFormat::Libsvm,
     };
-    let encoding = match file.meta::<String>("csv_encoding") {
-        Ok(json) => Some(
-            crate::data::csv::Encoding::from_json(&json).map_err(|reason| {
-                crate::model::ModelError::Format {
-                    path: file.path.clone(),
-                    reason,
-                }
-            })?,
-        ),
-        Err(_) => None,
-    };
+    let encoding = crate::eval::recorded_encoding(file)?;
     let (d, found) = data::read(f, data, labels, &column, None, transform, encoding.as_ref())?;
-    if found.is_some_and(|e| !e.is_numeric()) {
-        return Err(crate::eval::EvalError::Usage(format!(
-            "{} has text columns, but this model was saved before petuum encoded them: \
-             its data must be numeric",
-            data.display()
-        )));
+    if let Some(found) = &found {
+        crate::eval::refuse_unrecorded_text(data, found)?;
     }
     if d.d() > m.coef.len() && f != DataFormat::Libsvm {
         return Err(crate::eval::EvalError::Usage(format!(
