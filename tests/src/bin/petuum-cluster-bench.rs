@@ -199,6 +199,38 @@ fn nodes_cpu_s(c: &mut LocalCluster, nodes: u64) -> f64 {
         .sum()
 }
 
+/// The nodes' CPU seconds so far by thread name (tokio's workers,
+/// `wal-sync`, RocksDB's flush and compaction threads, ...), summed over
+/// the nodes: where a clock's CPU goes, without a profiler.
+fn nodes_thread_cpu_s(c: &mut LocalCluster, nodes: u64) -> std::collections::BTreeMap<String, f64> {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let mut out = std::collections::BTreeMap::new();
+    for id in 1..=nodes {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", c.pid(id))) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            // A thread that ended meanwhile has no stat: skipped.
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            // Numbered threads of one pool count as one name.
+            let name: String = stat[open + 1..close]
+                .trim_end_matches(|ch: char| ch.is_ascii_digit() || ch == ':' || ch == '-')
+                .to_string();
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let secs =
+                (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick;
+            *out.entry(name).or_insert(0.0) += secs;
+        }
+    }
+    out
+}
+
 /// CPU seconds this process (the benchmark's workers and their client)
 /// has used so far.
 fn own_cpu_s() -> f64 {
@@ -356,7 +388,9 @@ fn main() {
     // computes sees). Saturated, queued clocks travel together; one at a
     // time they cost more each, so half the rate is close to saturated.
     let compute = Duration::from_secs_f64(4.0 * replicated.mb_s.recip() * clock_mb());
+    let threads0 = nodes_thread_cpu_s(&mut c, nodes);
     let light = workload(client.clone(), 3, clocks, compute);
+    let threads1 = nodes_thread_cpu_s(&mut c, nodes);
     let cpu2 = nodes_cpu_s(&mut c, nodes);
     let wr2 = nodes_written_mb(&mut c, nodes);
     let own2 = own_cpu_s();
@@ -423,7 +457,20 @@ fn main() {
         );
     }
     println!(
-        "\nthe nodes' CPU time per clock ({:.2} MB of deltas): {:.1} ms saturated, {:.1} ms at a quarter load",
+        "\nthe nodes' CPU per clock at a quarter load by thread: {}",
+        threads1
+            .iter()
+            .map(|(name, s)| (
+                name,
+                (s - threads0.get(name).copied().unwrap_or(0.0)) * 1e3 / clocks as f64
+            ))
+            .filter(|(_, ms)| *ms >= 0.05)
+            .map(|(name, ms)| format!("{name} {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "the nodes' CPU time per clock ({:.2} MB of deltas): {:.1} ms saturated, {:.1} ms at a quarter load",
         clock_mb(),
         (cpu1 - cpu0) * 1e3 / clocks as f64,
         (cpu2 - cpu1) * 1e3 / clocks as f64
