@@ -230,6 +230,8 @@ fn read_model(chaos: &mut Chaos, work: &std::path::Path, id: u64) -> Result<Vec<
 struct Open {
     at: Instant,
     waiting: BTreeMap<u64, u64>,
+    /// The fault, for the report of the slowest recoveries.
+    what: String,
 }
 
 struct Chaos {
@@ -389,6 +391,8 @@ fn main() -> std::process::ExitCode {
     // it (at most a minute, then a SIGKILL and restart strikes instead).
     let mut deferred: Option<(Fault, Instant)> = None;
     let mut recovery_s: Vec<f64> = Vec::new();
+    // Each recovery with its fault, for the slowest few in the report.
+    let mut recovered: Vec<(f64, String)> = Vec::new();
     // Succeeded jobs whose model is still to be read.
     let mut unread: BTreeMap<u64, Unread> = BTreeMap::new();
     let mut finished = 0usize;
@@ -577,7 +581,9 @@ fn main() -> std::process::ExitCode {
             o.waiting
                 .retain(|job, clock| running.get(job).is_some_and(|r| r.clock <= *clock));
             if o.waiting.is_empty() {
-                recovery_s.push(now.duration_since(o.at).as_secs_f64());
+                let secs = now.duration_since(o.at).as_secs_f64();
+                recovery_s.push(secs);
+                recovered.push((secs, std::mem::take(&mut o.what)));
                 false
             } else {
                 true
@@ -724,6 +730,7 @@ fn main() -> std::process::ExitCode {
                 open.push(Open {
                     at: Instant::now(),
                     waiting: running.iter().map(|(&j, r)| (j, r.clock)).collect(),
+                    what: format!("fault {faults} ({}, node {a})", fault.name()),
                 });
             }
             next_fault = Instant::now() + gap(&mut rng, chaos.args.fault_gap_s);
@@ -760,6 +767,13 @@ fn main() -> std::process::ExitCode {
         recovery_s.last().copied().unwrap_or(f64::NAN),
         recovery_s.len()
     );
+    recovered.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let slowest: Vec<String> = recovered
+        .iter()
+        .take(3)
+        .map(|(secs, what)| format!("{what} {secs:.1} s"))
+        .collect();
+    println!("slowest recoveries: {}", slowest.join(", "));
     println!("wall time: {:.0} s", started.elapsed().as_secs_f64());
     println!("reproduce: {command}");
     if failures.is_empty() {
