@@ -221,9 +221,47 @@ fn transport_error(e: &tonic::transport::Error) -> String {
 #[derive(Clone)]
 pub struct Client {
     endpoint: String,
+    creds: Credentials,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     jobs: petuum_proto::v1::jobs_client::JobsClient<tonic::transport::Channel>,
     progress: Option<UploadProgress>,
+    switches: Option<Switches>,
+}
+
+/// Told when a [`Client::watch`] loses its node and when it goes on
+/// through another one.
+pub type Switches = std::sync::Arc<dyn Fn(&Switch) + Send + Sync>;
+
+/// A watch's change of node (see [`Client::on_switch`]).
+#[derive(Clone, Debug)]
+pub enum Switch {
+    /// The node stopped answering (`reason`); the watch tries the
+    /// cluster's nodes, this one first, for up to [`WATCH_RECONNECT`].
+    Lost { endpoint: String, reason: String },
+    /// The watch goes on through `endpoint`.
+    Resumed { endpoint: String },
+}
+
+/// How long a watch keeps trying the cluster's nodes after losing its own:
+/// a node a preempted VM restarts is back within this, and any other live
+/// node answers at once.
+pub const WATCH_RECONNECT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether a failed call or stream means the node (or the connection to
+/// it) went away, rather than an answer about the request: a watch then
+/// goes on through another node.
+fn lost_node(s: &tonic::Status) -> bool {
+    match s.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::Unknown
+        | tonic::Code::Cancelled
+        | tonic::Code::DeadlineExceeded
+        | tonic::Code::Aborted => true,
+        // A connection reset mid-stream (hyper: "error reading a body from
+        // connection").
+        tonic::Code::Internal => s.message().starts_with("h2 protocol error"),
+        _ => false,
+    }
 }
 
 /// Told how an upload goes: the phase (`"hashing"`, `"uploading"`), the
@@ -256,11 +294,24 @@ impl Client {
             .map_err(|e| unreachable(transport_error(&e)))?;
         Ok(Client {
             endpoint: endpoint.to_string(),
+            creds: creds.clone(),
             token,
             jobs: petuum_proto::v1::jobs_client::JobsClient::new(channel)
                 .max_decoding_message_size(64 << 20),
             progress: None,
+            switches: None,
         })
+    }
+
+    /// The node this client talks to now (a watch may have moved it).
+    pub fn endpoint_in_use(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Tells `f` when a watch loses its node and when it goes on through
+    /// another (the CLI prints both).
+    pub fn on_switch(&mut self, f: Switches) {
+        self.switches = Some(f);
     }
 
     /// Reports the progress of uploads (hashing, then sending) to `f`
@@ -373,31 +424,134 @@ impl Client {
 
     /// Calls `each` with the job's record every time it changes, until the
     /// job ends; returns the final record.
+    ///
+    /// A watch outlives the node it talks to: when that node goes away
+    /// (killed, preempted, restarting) it tries the node again and the
+    /// cluster's other nodes (as the node listed them when the watch
+    /// began) until one answers, for up to [`WATCH_RECONNECT`], and goes on
+    /// from the job's record there. The job itself never depended on the
+    /// node the client talks to. An answer about the request (no such
+    /// job, not allowed) ends the watch as before.
     pub async fn watch(
         &mut self,
         job: u64,
         mut each: impl FnMut(&JobInfo),
     ) -> Result<JobInfo, ClientError> {
+        let peers = self.peer_endpoints().await;
+        let mut last: Option<JobInfo> = None;
+        loop {
+            let reason = match self.watch_stream(job, &mut each, &mut last).await {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => "the node ended the watch before the job ended".to_string(),
+                Err(s) if lost_node(&s) => s.message().to_string(),
+                Err(s) => return Err(self.err(s)),
+            };
+            self.notify(Switch::Lost {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            });
+            self.reconnect(job, &peers, &reason).await?;
+            self.notify(Switch::Resumed {
+                endpoint: self.endpoint.clone(),
+            });
+        }
+    }
+
+    /// One watch stream: `Ok(Some)` the job's final record, `Ok(None)` the
+    /// stream ended first.
+    async fn watch_stream(
+        &mut self,
+        job: u64,
+        each: &mut impl FnMut(&JobInfo),
+        last: &mut Option<JobInfo>,
+    ) -> Result<Option<JobInfo>, tonic::Status> {
         let req = self.req(petuum_proto::v1::JobRef { job });
-        let mut stream = self
-            .jobs
-            .watch(req)
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
-        let mut last = None;
-        while let Some(info) = stream.message().await.map_err(|s| self.err(s))? {
-            each(&info);
+        let mut stream = self.jobs.watch(req).await?.into_inner();
+        while let Some(info) = stream.message().await? {
+            // A node that took over may first send what was already seen.
+            if last.as_ref() != Some(&info) {
+                each(&info);
+            }
             let end = is_terminal(&info.state);
-            last = Some(info);
+            *last = Some(info);
             if end {
-                break;
+                return Ok(last.clone());
             }
         }
-        last.ok_or_else(|| ClientError::Refused {
-            endpoint: self.endpoint.clone(),
-            message: "the watch ended without a record".into(),
-        })
+        Ok(None)
+    }
+
+    /// The client endpoints of the cluster's nodes other than this one,
+    /// with this endpoint's scheme; empty when the node does not say.
+    async fn peer_endpoints(&self) -> Vec<String> {
+        let scheme = if self.endpoint.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        match cluster_status_with(&self.endpoint, &self.creds).await {
+            Ok(status) => status
+                .nodes
+                .iter()
+                .filter(|n| !n.addr.is_empty())
+                .map(|n| format!("{scheme}://{}", n.addr))
+                .filter(|ep| ep.trim_end_matches('/') != self.endpoint.trim_end_matches('/'))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Connects to the first of this endpoint and `peers`, tried in turn
+    /// with a growing pause, that answers for `job`; gives up after
+    /// [`WATCH_RECONNECT`]. A node's answer about the job itself (no such
+    /// job, not allowed) is returned as the error it is.
+    async fn reconnect(
+        &mut self,
+        job: u64,
+        peers: &[String],
+        reason: &str,
+    ) -> Result<(), ClientError> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(200);
+        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(peers.iter().cloned())
+            .collect();
+        loop {
+            for ep in &candidates {
+                let Ok(mut c) = Client::connect_with(ep, &self.creds).await else {
+                    continue;
+                };
+                // Answering a call, not only accepting the connection.
+                let req = c.req(petuum_proto::v1::JobRef { job });
+                match c.jobs.get(req).await {
+                    Ok(_) => {
+                        c.progress = self.progress.take();
+                        c.switches = self.switches.take();
+                        *self = c;
+                        return Ok(());
+                    }
+                    Err(s) if lost_node(&s) => {}
+                    Err(s) => return Err(c.err(s)),
+                }
+            }
+            if started.elapsed() >= WATCH_RECONNECT {
+                return Err(ClientError::Unreachable {
+                    endpoint: candidates.join(", "),
+                    reason: format!(
+                        "no node answered for {} s after the watch lost its node ({reason})",
+                        WATCH_RECONNECT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
+    fn notify(&self, s: Switch) {
+        if let Some(f) = &self.switches {
+            f(&s);
+        }
     }
 
     /// The job's log: events and progress lines, oldest first.
@@ -678,4 +832,36 @@ pub fn load_job(path: &Path) -> Result<JobSpec, ClientError> {
     petuum_algorithms::apply_defaults(&mut spec);
     petuum_algorithms::validate(&spec)?;
     Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lost_node;
+    use tonic::{Code, Status};
+
+    #[test]
+    fn a_watch_moves_on_for_a_lost_node_and_stops_for_an_answer() {
+        // The node went away or the connection broke: try another node.
+        for s in [
+            Status::unavailable("transport error"),
+            Status::unknown("connection reset"),
+            Status::cancelled("the node is shutting down"),
+            Status::new(
+                Code::Internal,
+                "h2 protocol error: error reading a body from connection",
+            ),
+        ] {
+            assert!(lost_node(&s), "{s:?}");
+        }
+        // An answer about the request: the watch ends with it.
+        for s in [
+            Status::not_found("no job 7"),
+            Status::unauthenticated("a bearer token is required"),
+            Status::permission_denied("not allowed"),
+            Status::invalid_argument("bad job id"),
+            Status::internal("the job record is corrupt"),
+        ] {
+            assert!(!lost_node(&s), "{s:?}");
+        }
+    }
 }

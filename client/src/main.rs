@@ -658,6 +658,21 @@ async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientE
         b.set_prefix(job.to_string());
         b
     });
+    let shown = bar.clone();
+    c.on_switch(std::sync::Arc::new(move |s: &petuum_client::Switch| {
+        let line = match s {
+            petuum_client::Switch::Lost { endpoint, reason } => {
+                format!("petuum-client: lost {endpoint} ({reason}); trying the cluster's nodes")
+            }
+            petuum_client::Switch::Resumed { endpoint } => {
+                format!("petuum-client: watching job {job} through {endpoint}")
+            }
+        };
+        match &shown {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }));
     let mut last_state = String::new();
     let info = c
         .watch(job, |i| {

@@ -40,6 +40,70 @@ fn reference(dir: &Path) -> (PathBuf, Vec<u8>) {
     (spec, std::fs::read(&model).unwrap())
 }
 
+/// `petuum-client watch JOB --json` running beside the test, its output
+/// in files.
+struct Watcher {
+    child: std::process::Child,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl Watcher {
+    /// Starts the watch through `ep` and waits for its first record.
+    fn start(c: &LocalCluster, ep: &str, job: u64) -> Watcher {
+        let out = c.path().join(format!("watch-{job}.out"));
+        let err = c.path().join(format!("watch-{job}.err"));
+        let child = std::process::Command::new(petuum_tests::bin("petuum-client"))
+            .args(["--endpoint", ep, "watch", &job.to_string(), "--json"])
+            .current_dir(c.path())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("spawn petuum-client watch");
+        let started = Instant::now();
+        while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the watch printed nothing: {}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Watcher { child, out, err }
+    }
+
+    /// Once the job has ended: the watch ended too, exit code 0, its last
+    /// record the success, and it said it lost `lost` and went on
+    /// elsewhere.
+    fn finished_through_another_node(mut self, lost: &str, job: u64) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                panic!(
+                    "the watch did not end with the job: {}",
+                    std::fs::read_to_string(&self.err).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let err = std::fs::read_to_string(&self.err).unwrap();
+        let out = std::fs::read_to_string(&self.out).unwrap();
+        assert!(status.success(), "watch exited {status}: {err}");
+        let last: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(last["state"], "succeeded", "{out}");
+        assert!(err.contains(&format!("lost {lost}")), "{err}");
+        assert!(
+            err.contains(&format!("watching job {job} through")),
+            "{err}"
+        );
+        eprintln!("the watch through the killed node:\n{err}");
+    }
+}
+
 fn endpoint(c: &LocalCluster, id: u64) -> String {
     format!("http://{}", c.nodes[id as usize - 1].addr)
 }
@@ -79,6 +143,9 @@ fn killed_hosts_job_recovers_bit_identical() {
         "{placement:?}"
     );
     assert!(at_kill < CLOCKS, "the job finished before the kill");
+    // A user following the job through the node about to die: the same
+    // `petuum-client watch` process goes on through another node.
+    let watcher = Watcher::start(&c, &endpoint(&c, host), job);
     c.kill(host);
     let killed = Instant::now();
     let other = (1..=3).find(|&n| n != host).unwrap();
@@ -110,6 +177,7 @@ fn killed_hosts_job_recovers_bit_identical() {
     // ... and ends with the uninterrupted run's model, bit for bit.
     let s = finish_and_compare(&c, &ep, job, &reference);
     assert!(s["recoveries"].as_u64().unwrap() >= 2, "{s}");
+    watcher.finished_through_another_node(&endpoint(&c, host), job);
     let out = client(&ep, &["logs", &job.to_string()], c.path());
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(
