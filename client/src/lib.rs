@@ -303,6 +303,14 @@ impl Client {
         })
     }
 
+    /// Connects to the first of `list`'s endpoints (one, or several
+    /// separated by commas, as `--endpoint` takes them) that accepts a
+    /// connection, in order: a node that is down (a preempted VM) costs
+    /// its connect timeout, not the command.
+    pub async fn connect_any(list: &str, creds: &Credentials) -> Result<Client, ClientError> {
+        first_reachable(list, |ep| Client::connect_with(ep, creds)).await
+    }
+
     /// The node this client talks to now (a watch may have moved it).
     pub fn endpoint_in_use(&self) -> &str {
         &self.endpoint
@@ -746,6 +754,45 @@ impl Client {
 /// The status of a cluster as one node sees it (its nodes and the Raft
 /// groups it hosts, with their leaders).
 pub use petuum_proto::v1::StatusReply;
+
+/// The endpoints of an `--endpoint` value: one, or several separated by
+/// commas.
+pub fn endpoint_list(list: &str) -> Vec<&str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect()
+}
+
+/// `call` on each of `list`'s endpoints in order until one is reachable:
+/// its answer (success or refusal) is the answer. When none is, the error
+/// names each endpoint's reason.
+pub async fn first_reachable<'a, T, F, Fut>(list: &'a str, mut call: F) -> Result<T, ClientError>
+where
+    F: FnMut(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let endpoints = endpoint_list(list);
+    if endpoints.is_empty() {
+        return Err(ClientError::Unreachable {
+            endpoint: list.to_string(),
+            reason: "no endpoint given".into(),
+        });
+    }
+    let mut reasons = Vec::new();
+    for ep in &endpoints {
+        match call(ep).await {
+            Err(ClientError::Unreachable { endpoint, reason }) if endpoints.len() > 1 => {
+                reasons.push(format!("{endpoint}: {reason}"));
+            }
+            other => return other,
+        }
+    }
+    Err(ClientError::Unreachable {
+        endpoint: endpoints.join(", "),
+        reason: format!("none answered ({})", reasons.join("; ")),
+    })
+}
 
 /// Asks the node at `endpoint` (`http://host:port`) for the cluster's
 /// status, sending `token` as a bearer token when given.

@@ -16,7 +16,8 @@ use std::process::ExitCode;
     after_help = "Exit codes: 0 success; 1 the job failed or was cancelled (submit --wait, watch, status); 2 bad input (job spec, arguments, files); 3 the node is unreachable or refused; 4 no such job."
 )]
 struct Cli {
-    /// A node of the cluster.
+    /// A node of the cluster, or several separated by commas (tried in
+    /// order until one answers).
     #[arg(
         long,
         global = true,
@@ -258,7 +259,7 @@ async fn run_jobs(
         Command::Submit { job, .. } => Some(Submission::prepare(job)?),
         _ => None,
     };
-    let mut c = Client::connect_with(endpoint, creds).await?;
+    let mut c = Client::connect_any(endpoint, creds).await?;
     let bar = upload_bar(json);
     if let Some(b) = bar.clone() {
         c.on_upload_progress(std::sync::Arc::new(
@@ -732,14 +733,18 @@ fn nodes(endpoint: &str, creds: &Credentials, json: bool, change: Option<NodeCha
     };
     let changing = change.is_some();
     let asked = match change {
-        None => rt.block_on(petuum_client::cluster_status_with(endpoint, creds)),
+        None => rt.block_on(petuum_client::first_reachable(endpoint, |ep| {
+            petuum_client::cluster_status_with(ep, creds)
+        })),
         Some(c) => {
             let (action, node) = match c {
                 NodeChange::Drain { node } => ("drain", node),
                 NodeChange::Remove { node } => ("remove", node),
                 NodeChange::Add { node } => ("add", node),
             };
-            let r = rt.block_on(petuum_client::membership(endpoint, creds, action, node));
+            let r = rt.block_on(petuum_client::first_reachable(endpoint, |ep| {
+                petuum_client::membership(ep, creds, action, node)
+            }));
             if r.is_ok() && !json {
                 println!("node {node}: {action} recorded; replicas move in the background (watch `petuum-client nodes`)");
             }

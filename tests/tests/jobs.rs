@@ -178,6 +178,24 @@ fn killed_hosts_job_recovers_bit_identical() {
     let s = finish_and_compare(&c, &ep, job, &reference);
     assert!(s["recoveries"].as_u64().unwrap() >= 2, "{s}");
     watcher.finished_through_another_node(&endpoint(&c, host), job);
+    // `--endpoint` with the dead node first: the command goes on to the
+    // next; with only dead nodes, exit 3 naming each.
+    let dead = endpoint(&c, second);
+    let out = client(
+        &format!("{dead},{ep}"),
+        &["status", &job.to_string(), "--json"],
+        c.path(),
+    );
+    assert!(out.status.success(), "{out:?}");
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["state"], "succeeded", "{s}");
+    let out = client(&format!("{dead}, http://127.0.0.1:1"), &["list"], c.path());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&dead) && err.contains("http://127.0.0.1:1") && err.contains("none answered"),
+        "{err}"
+    );
     let out = client(&ep, &["logs", &job.to_string()], c.path());
     let logs = String::from_utf8_lossy(&out.stdout);
     assert!(
