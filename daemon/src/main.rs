@@ -9,6 +9,7 @@
 mod certs;
 mod checkpoints;
 mod datasets;
+mod disk;
 mod embedded;
 mod http;
 mod jobs;

@@ -50,6 +50,7 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("opening node from {}", config.display()))?;
         let id = node.id();
         tokio::spawn(watch_runtime());
+        tokio::spawn(crate::disk::watch(id, node.config.data_dir.clone()));
         let jobs = crate::jobs::Jobs::new(node.clone());
         let routes = crate::jobs::service::routes(jobs.clone());
         let stopping = node.clone();

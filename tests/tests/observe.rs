@@ -219,6 +219,17 @@ fn prometheus_and_the_dashboard_follow_a_running_job() {
         terms.len()
     );
     assert!(!samples(&prom, "petuum_wal_syncs_total[1m]").is_empty());
+    // Each node's free space on its data directory, at most its disk's.
+    let free = samples(&prom, "petuum_data_dir_available_bytes[1m]");
+    let size = samples(&prom, "petuum_data_dir_size_bytes[1m]");
+    assert_eq!((free.len(), size.len()), (3, 3), "one disk series per node");
+    let last = |s: &Vec<(f64, f64)>| s.last().map_or(0.0, |p| p.1);
+    assert!(
+        free.iter()
+            .zip(&size)
+            .all(|(f, t)| last(f) > 0.0 && last(f) <= last(t)),
+        "free {free:?} of {size:?}"
+    );
     // The runtime watchdog's counter, from each node (0 or more stalls).
     assert_eq!(
         samples(&prom, "petuum_runtime_stalls_total[1m]").len(),

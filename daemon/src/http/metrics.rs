@@ -144,6 +144,8 @@ struct Gauges {
     write_stopped: Gauge,
     delayed_write_rate: Gauge,
     rss_bytes: Gauge,
+    disk_available: Gauge,
+    disk_total: Gauge,
     cpu_seconds: FloatGauge,
     open_fds: Gauge,
     start_time: FloatGauge,
@@ -278,6 +280,18 @@ impl Metrics {
         for (name, help, m) in node_gauges {
             r.register(name, help, m.clone());
         }
+        r.register_with_unit(
+            "petuum_data_dir_available",
+            "space the node may still write on its data directory's file system (a full one stops the node)",
+            Unit::Bytes,
+            g.disk_available.clone(),
+        );
+        r.register_with_unit(
+            "petuum_data_dir_size",
+            "size of the data directory's file system",
+            Unit::Bytes,
+            g.disk_total.clone(),
+        );
         r.register_with_unit(
             "process_resident_memory",
             "resident memory of petuumd",
@@ -419,6 +433,10 @@ impl Metrics {
         g.write_stopped.set(prop("rocksdb.is-write-stopped").min(1));
         g.delayed_write_rate
             .set(prop("rocksdb.actual-delayed-write-rate"));
+        if let Some(d) = crate::disk::space(&node.config.data_dir) {
+            g.disk_available.set(d.available as i64);
+            g.disk_total.set(d.total as i64);
+        }
         if let Some(p) = process_stats() {
             g.rss_bytes.set(p.rss_bytes as i64);
             g.cpu_seconds.set(p.cpu_seconds);
