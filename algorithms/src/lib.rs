@@ -18,6 +18,7 @@ pub mod forest;
 pub mod kmeans;
 pub mod lasso;
 pub mod lda;
+pub mod limits;
 pub mod linear;
 pub mod medlda;
 pub mod mf;

@@ -8,6 +8,7 @@ use crate::forest::{self, ForestParams, RandomForest};
 use crate::kmeans::{self, KMeans, KMeansParams};
 use crate::lasso;
 use crate::lda;
+use crate::limits;
 use crate::linear::{self, BinaryLinear, LinearParams, Loss};
 use crate::medlda;
 use crate::mf;
@@ -298,6 +299,12 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         softmax::NAME => {
             let params: SoftmaxParams = parse_params(&spec.params)?;
             let (train, test, encoding) = load_job_data(&spec.data)?;
+            let (d, c) = (train.dim() as u128, train.num_classes as u128);
+            limits::check_model(
+                "data.train",
+                &format!("{d} features x {c} classes"),
+                (d + 1) * c,
+            )?;
             Ok(Box::new(MulticlassLr::new(
                 params,
                 train,
@@ -309,6 +316,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         name @ (linear::LOGISTIC | linear::SVM) => {
             let params: LinearParams = parse_params(&spec.params)?;
             let (train, test, encoding) = load_job_data(&spec.data)?;
+            check_features(&train, "weights, their scaling and working copies")?;
             let loss = if name == linear::SVM {
                 Loss::Hinge
             } else {
@@ -328,6 +336,12 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         kmeans::NAME => {
             let mut params: KMeansParams = parse_params(&spec.params)?;
             let (train, test, encoding) = load_job_data(&spec.data)?;
+            let d = train.dim() as u128;
+            limits::check_model(
+                "params.k",
+                &format!("{} centres x {d} features", params.k),
+                params.k as u128 * d,
+            )?;
             let staleness = spec.consistency().staleness().unwrap_or(0) as u64;
             params.tol = Some(kmeans_tol(&params, spec));
             KMeans::new(
@@ -344,6 +358,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         forest::NAME => {
             let params: ForestParams = parse_params(&spec.params)?;
             let (train, test, encoding) = load_job_data(&spec.data)?;
+            check_features(&train, "per-feature split statistics and sorted columns")?;
             Ok(Box::new(RandomForest::new(
                 params,
                 train,
@@ -355,6 +370,9 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         dml::NAME => {
             let params: DmlParams = parse_params(&spec.params)?;
             let (train, test, encoding) = load_job_data(&spec.data)?;
+            let d = train.dim() as u128;
+            let k = params.dim.map_or(d, |k| k as u128);
+            limits::check_model("data.train", &format!("a {k} x {d} projection"), k * d)?;
             Dml::new(params, train, test, input_spec(spec, encoding))
                 .map(|a| Box::new(a) as Box<dyn Algorithm>)
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
@@ -375,6 +393,13 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
         },
         other => unreachable!("canonical name {other} without a builder"),
     }
+}
+
+/// Refuses data whose feature count alone makes a model too large (a
+/// libsvm file's feature ids set it): the per-feature scaling and weights.
+fn check_features(train: &crate::data::Dataset, what: &str) -> Result<(), SpecError> {
+    let d = train.dim() as u128;
+    limits::check_model("data.train", &format!("{d} features: {what}"), 4 * (d + 1))
 }
 
 /// Formats with one label per sample.

@@ -232,6 +232,12 @@ pub struct NodeConfig {
     /// OUT_OF_RANGE (tonic) before it is buffered whole.
     #[serde(default = "default_max_message_mb")]
     pub max_message_mb: u32,
+    /// The most memory one job's model may use on this node, in MiB; a
+    /// larger one (its sizes come from the spec and the data) fails the
+    /// job at its start with the sizes that made it large. 0 (the
+    /// default): a quarter of the node's memory.
+    #[serde(default)]
+    pub max_model_mb: u64,
     /// Serve without `[tls]` or `client_token_file` on an address other
     /// machines can reach. Off by default: such a node refuses to start
     /// (anyone who reaches the port could submit or drop jobs, forge Raft

@@ -30,6 +30,7 @@ fn notify_ready() {
 /// exits 0.
 pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = NodeConfig::load(config)?;
+    petuum_algorithms::limits::set_max_model_bytes(cfg.max_model_mb.saturating_mul(1 << 20));
     // (load refuses this unless the config says insecure = true.)
     let missing = cfg.missing_protection();
     if !missing.is_empty() {

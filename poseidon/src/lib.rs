@@ -247,6 +247,27 @@ impl Dnn {
         seed: u64,
         workers: u32,
     ) -> Result<Self, BuildError> {
+        // The network and the dense training data must fit before either
+        // is allocated (a libsvm id or a layer width sets their size).
+        let classes = train.num_classes.max(2) as usize;
+        let plan = params.plan(train.dim(), classes)?;
+        let field = match (&params.hidden, &params.layers) {
+            (Some(_), _) => "params.hidden",
+            (_, Some(_)) => "params.layers",
+            _ => "data.train",
+        };
+        let numbers = plan.num_params() as u128;
+        petuum_algorithms::limits::check_model(
+            field,
+            &format!("{numbers} network parameters for {} features", train.dim()),
+            numbers,
+        )?;
+        let (n, d) = (train.len() as u128, train.dim() as u128);
+        petuum_algorithms::limits::check_model(
+            "data.train",
+            &format!("the training data made dense: {n} samples x {d} features"),
+            n * d / 2,
+        )?;
         // Scaled training data; the test data stay raw: the saved network
         // scales what it evaluates, the export's test accuracy included.
         let scaler = fit_scaler(&params, &train.features);
@@ -256,8 +277,6 @@ impl Dnn {
         if let Features::Sparse(_) = train.features {
             train.features = Features::Dense(train.features.to_dense());
         }
-        let classes = train.num_classes.max(2) as usize;
-        let plan = params.plan(train.dim(), classes)?;
         // The workers of a node share its cores; torch's pool is per process.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = params

@@ -363,6 +363,35 @@ fn bad_specs_and_requests_get_clear_errors() {
             .to_string();
         assert!(e.contains("absolute"), "{e}");
     });
+    // A libsvm file whose one large feature id asks for a model of 2^31
+    // features (16 GB of weights): the job fails at its start naming the
+    // sizes, and the node that ran it is still serving (it used to abort
+    // on the allocation, and again after every restart).
+    let huge = d.join("huge.libsvm");
+    std::fs::write(&huge, "1 1:0.5 2000000000:1\n0 3:1\n1 2:1\n0 1:1\n").unwrap();
+    let spec = d.join("huge.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"huge\"\nalgorithm = \"logistic_regression\"\n[data]\nformat = \"libsvm\"\ntrain = \"{}\"\n[model]\npath = \"huge.safetensors\"\n",
+            huge.display()
+        ),
+    )
+    .unwrap();
+    let job = submit(&c, &ep, &spec);
+    let s = wait_for(&c, &ep, job, Duration::from_secs(60), "the failure", |s| {
+        s["state"] == "failed"
+    });
+    let error = s["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("2000000000 features") && error.contains("max_model_mb"),
+        "{s}"
+    );
+    let host = s["host"].as_u64().unwrap_or(0);
+    for id in 1..=3 {
+        let out = client(&endpoint(&c, id), &["list"], d);
+        assert!(out.status.success(), "node {id} (host {host}): {out:?}");
+    }
     // Unknown job: exit 4 with the reason; unreachable node: exit 3.
     let out = client(&ep, &["status", "999"], d);
     assert_eq!(out.status.code(), Some(4));

@@ -268,6 +268,17 @@ fn csv_line_of(path: &Path, sample: usize) -> u64 {
     0
 }
 
+/// Refuses a design whose feature count alone makes the model too large
+/// for the node (a libsvm file's largest id sets it), before its columns
+/// are allocated: coefficients, priorities, scaling and the path's copies.
+fn fits(path: &Path, ncols: usize) -> Result<(), DataError> {
+    let d = ncols as u128;
+    match crate::limits::too_large(&format!("{d} features"), 8 * (d + 1)) {
+        None => Ok(()),
+        Some(problem) => Err(DataError::invalid(path, problem)),
+    }
+}
+
 /// Reads one regression file of `format` (`labels`: the target file of a
 /// MatrixMarket design; `column`: the CSV target column; `encoding`: the
 /// training data's CSV encoding, found when `None`). Returns the CSV
@@ -286,6 +297,7 @@ pub fn read(
     let (x, raw, line_of): (Csc, Vec<String>, LineOf<'_>) = match format {
         DataFormat::Libsvm => {
             let (f, l) = libsvm::read(path, one_based)?;
+            fits(path, f.ncols())?;
             (Csc::from_features(&f), l.0, Box::new(|_| 0))
         }
         DataFormat::Csv => {
@@ -297,6 +309,7 @@ pub fn read(
                     (f, l)
                 }
             };
+            fits(path, f.ncols())?;
             (
                 Csc::from_features(&f),
                 l.0,
@@ -323,6 +336,7 @@ pub fn read(
                     ),
                 ));
             }
+            fits(path, m.cols)?;
             let x = Csc::from_triples(m.rows, m.cols, m.entries);
             return Ok((finish(x, y, labels, &|i| i as u64 + 1, transform)?, None));
         }
@@ -411,6 +425,7 @@ pub fn load(
             ));
         }
         let cols = test.d().max(train.d());
+        fits(t, cols)?;
         train.x.set_ncols(cols);
         test.x.set_ncols(cols);
         return Ok((train, Some(test), encoding));

@@ -103,9 +103,20 @@ pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
     validate(spec)?;
     let params: LdaParams = parse_params(&spec.params)?;
     let data = load(spec)?;
+    check_size(&data.train, params.num_topics)?;
     Lda::new(params, data.train, data.test, spec.run.seed)
         .map(|l| l.with_clocks(spec.clocks()))
         .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
+}
+
+/// Refuses a word-topic model too large for the node (a corpus header's
+/// vocabulary sets it).
+pub fn check_size(train: &Corpus, topics: u32) -> Result<(), SpecError> {
+    crate::limits::check_model(
+        "params.num_topics",
+        &format!("{} words x {topics} topics", train.num_words),
+        train.num_words as u128 * topics as u128,
+    )
 }
 
 /// Reads held-out documents for evaluation: LDA-C when the file name ends

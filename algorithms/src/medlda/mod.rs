@@ -692,6 +692,7 @@ pub fn build(spec: &JobSpec) -> Result<MedLda, BuildError> {
         train_idx,
         test_idx,
     } = lda::job::load(spec)?;
+    lda::job::check_size(&train, params.num_topics)?;
     let n_all = if d.test.is_some() {
         train.len()
     } else {

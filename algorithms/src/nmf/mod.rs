@@ -184,6 +184,13 @@ impl Factorization {
         let d = &spec.data;
         let input = InputDesc::of(d.format, d.label_column.as_deref());
         let all = data::read(&input, &d.train, d.vocab.as_deref(), d.one_based)?;
+        // The dictionary (k x columns) and its per-clock statistics.
+        let (k, cols) = (problem.k() as u128, all.x.ncols as u128);
+        crate::limits::check_model(
+            "params.k",
+            &format!("a {k} x {cols} dictionary and its statistics"),
+            k * (2 * cols + k),
+        )?;
         let (train, test) = if let Some(t) = &d.test {
             let mut test = data::read(&input, t, None, d.one_based)?.x;
             let widen = matches!(
