@@ -447,18 +447,33 @@ impl Client {
     ) -> Result<JobInfo, ClientError> {
         let peers = self.peer_endpoints().await;
         let mut last: Option<JobInfo> = None;
+        // Since when no stream has delivered a record: bounds a node that
+        // accepts calls but keeps breaking the stream, as it bounds one
+        // that does not answer.
+        let mut lost_since: Option<std::time::Instant> = None;
         loop {
-            let reason = match self.watch_stream(job, &mut each, &mut last).await {
+            let mut received = false;
+            let reason = match self
+                .watch_stream(job, &mut each, &mut last, &mut received)
+                .await
+            {
                 Ok(Some(done)) => return Ok(done),
                 Ok(None) => "the node ended the watch before the job ended".to_string(),
                 Err(s) if lost_node(&s) => s.message().to_string(),
                 Err(s) => return Err(self.err(s)),
             };
+            if received {
+                lost_since = None;
+            } else if lost_since.is_some() {
+                // Again without a record: not at once.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            let since = *lost_since.get_or_insert_with(std::time::Instant::now);
             self.notify(Switch::Lost {
                 endpoint: self.endpoint.clone(),
                 reason: reason.clone(),
             });
-            self.reconnect(job, &peers, &reason).await?;
+            self.reconnect(job, &peers, &reason, since).await?;
             self.notify(Switch::Resumed {
                 endpoint: self.endpoint.clone(),
             });
@@ -472,10 +487,12 @@ impl Client {
         job: u64,
         each: &mut impl FnMut(&JobInfo),
         last: &mut Option<JobInfo>,
+        received: &mut bool,
     ) -> Result<Option<JobInfo>, tonic::Status> {
         let req = self.req(petuum_proto::v1::JobRef { job });
         let mut stream = self.jobs.watch(req).await?.into_inner();
         while let Some(info) = stream.message().await? {
+            *received = true;
             // A node that took over may first send what was already seen.
             if last.as_ref() != Some(&info) {
                 each(&info);
@@ -510,16 +527,16 @@ impl Client {
     }
 
     /// Connects to the first of this endpoint and `peers`, tried in turn
-    /// with a growing pause, that answers for `job`; gives up after
-    /// [`WATCH_RECONNECT`]. A node's answer about the job itself (no such
-    /// job, not allowed) is returned as the error it is.
+    /// with a growing pause, that answers for `job`; gives up
+    /// [`WATCH_RECONNECT`] after `started`. A node's answer about the job
+    /// itself (no such job, not allowed) is returned as the error it is.
     async fn reconnect(
         &mut self,
         job: u64,
         peers: &[String],
         reason: &str,
+        started: std::time::Instant,
     ) -> Result<(), ClientError> {
-        let started = std::time::Instant::now();
         let mut pause = std::time::Duration::from_millis(200);
         let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
             .chain(peers.iter().cloned())

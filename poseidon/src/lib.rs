@@ -262,12 +262,15 @@ impl Dnn {
             &format!("{numbers} network parameters for {} features", train.dim()),
             numbers,
         )?;
-        let (n, d) = (train.len() as u128, train.dim() as u128);
-        petuum_algorithms::limits::check_model(
-            "data.train",
-            &format!("the training data made dense: {n} samples x {d} features"),
-            n * d / 2,
-        )?;
+        if let Features::Sparse(_) = train.features {
+            // Made dense below (f32: half a counted number each).
+            let (n, d) = (train.len() as u128, train.dim() as u128);
+            petuum_algorithms::limits::check_model(
+                "data.train",
+                &format!("the training data made dense: {n} samples x {d} features"),
+                n * d / 2,
+            )?;
+        }
         // Scaled training data; the test data stay raw: the saved network
         // scales what it evaluates, the export's test accuracy included.
         let scaler = fit_scaler(&params, &train.features);
