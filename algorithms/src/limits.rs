@@ -33,12 +33,18 @@ pub fn max_model_bytes() -> u64 {
     }
 }
 
-/// `MemTotal` of /proc/meminfo, in bytes.
+/// The memory this process may use, in bytes: `MemTotal` of
+/// /proc/meminfo, or the cgroup's `memory.max` when that is lower (a
+/// container, a systemd `MemoryMax=`).
 fn physical_memory() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
+    let total = kib.saturating_mul(1024);
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    Some(cgroup.map_or(total, |c| c.min(total)))
 }
 
 /// Refuses a model of `numbers` numbers over [`max_model_bytes`]: the

@@ -305,6 +305,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 &format!("{d} features x {c} classes"),
                 (d + 1) * c,
             )?;
+            check_dense(&train, test.as_ref())?;
             Ok(Box::new(MulticlassLr::new(
                 params,
                 train,
@@ -342,6 +343,7 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
                 &format!("{} centres x {d} features", params.k),
                 params.k as u128 * d,
             )?;
+            check_dense(&train, test.as_ref())?;
             let staleness = spec.consistency().staleness().unwrap_or(0) as u64;
             params.tol = Some(kmeans_tol(&params, spec));
             KMeans::new(
@@ -372,7 +374,13 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
             let (train, test, encoding) = load_job_data(&spec.data)?;
             let d = train.dim() as u128;
             let k = params.dim.map_or(d, |k| k as u128);
-            limits::check_model("data.train", &format!("a {k} x {d} projection"), k * d)?;
+            let field = if params.dim.is_some() {
+                "params.dim"
+            } else {
+                "data.train"
+            };
+            limits::check_model(field, &format!("a {k} x {d} projection"), k * d)?;
+            check_dense(&train, test.as_ref())?;
             Dml::new(params, train, test, input_spec(spec, encoding))
                 .map(|a| Box::new(a) as Box<dyn Algorithm>)
                 .map_err(|e| SpecError::invalid("data.train", e.to_string()).into())
@@ -400,6 +408,27 @@ pub fn build(spec: &JobSpec) -> Result<Box<dyn Algorithm>, BuildError> {
 fn check_features(train: &crate::data::Dataset, what: &str) -> Result<(), SpecError> {
     let d = train.dim() as u128;
     limits::check_model("data.train", &format!("{d} features: {what}"), 4 * (d + 1))
+}
+
+/// Refuses sparse data an algorithm makes dense (f32, half a counted
+/// number each) when the dense copy would pass the model bound: a libsvm
+/// file's largest feature id sets its width.
+fn check_dense(
+    train: &crate::data::Dataset,
+    test: Option<&crate::data::Dataset>,
+) -> Result<(), SpecError> {
+    use crate::data::Features;
+    let sparse = |d: &crate::data::Dataset| matches!(d.features, Features::Sparse(_));
+    if !sparse(train) && !test.is_some_and(sparse) {
+        return Ok(());
+    }
+    let n = (train.len() + test.map_or(0, |t| t.len())) as u128;
+    let d = train.dim() as u128;
+    limits::check_model(
+        "data.train",
+        &format!("the data made dense: {n} samples x {d} features"),
+        n * d / 2,
+    )
 }
 
 /// Formats with one label per sample.

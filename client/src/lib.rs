@@ -174,7 +174,13 @@ impl Credentials {
         };
         let mut ep = tonic::transport::Endpoint::from_shared(endpoint.to_string())
             .map_err(|e| bad(format!("bad endpoint: {e}")))?
-            .connect_timeout(std::time::Duration::from_secs(3));
+            .connect_timeout(std::time::Duration::from_secs(3))
+            // A node gone without a reset (a preempted VM, a partition)
+            // ends a call that waits on it, a watch included, within 20 s.
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .tcp_keepalive(Some(std::time::Duration::from_secs(10)));
         let https = endpoint.starts_with("https://");
         if !https {
             if self.ca.is_some() || self.cert.is_some() {
@@ -246,6 +252,16 @@ pub enum Switch {
 /// a node a preempted VM restarts is back within this, and any other live
 /// node answers at once.
 pub const WATCH_RECONNECT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Whether record `a` of a job is later than `b`: a later run (epoch),
+/// or the same run further on (clock), or its end.
+fn newer(a: &JobInfo, b: &JobInfo) -> bool {
+    if is_terminal(&b.state) {
+        return false;
+    }
+    (a.epoch, a.clock, is_terminal(&a.state)) > (b.epoch, b.clock, false)
+        || (a.epoch == b.epoch && a.clock == b.clock && a != b)
+}
 
 /// Whether a failed call or stream means the node (or the connection to
 /// it) went away, rather than an answer about the request: a watch then
@@ -445,16 +461,20 @@ impl Client {
         job: u64,
         mut each: impl FnMut(&JobInfo),
     ) -> Result<JobInfo, ClientError> {
-        let peers = self.peer_endpoints().await;
+        // Every node the watch may go on through, this one first; fixed
+        // for the whole watch, so the first node is tried again later.
+        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(self.peer_endpoints().await)
+            .collect();
         let mut last: Option<JobInfo> = None;
-        // Since when no stream has delivered a record: bounds a node that
-        // accepts calls but keeps breaking the stream, as it bounds one
-        // that does not answer.
+        // Since when no stream has delivered a new record: bounds a node
+        // that accepts calls but keeps breaking the stream, as it bounds
+        // one that does not answer.
         let mut lost_since: Option<std::time::Instant> = None;
         loop {
-            let mut received = false;
+            let mut fresh = false;
             let reason = match self
-                .watch_stream(job, &mut each, &mut last, &mut received)
+                .watch_stream(job, &mut each, &mut last, &mut fresh)
                 .await
             {
                 Ok(Some(done)) => return Ok(done),
@@ -462,10 +482,10 @@ impl Client {
                 Err(s) if lost_node(&s) => s.message().to_string(),
                 Err(s) => return Err(self.err(s)),
             };
-            if received {
+            if fresh {
                 lost_since = None;
             } else if lost_since.is_some() {
-                // Again without a record: not at once.
+                // Again without a new record: not at once.
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
@@ -473,7 +493,7 @@ impl Client {
                 endpoint: self.endpoint.clone(),
                 reason: reason.clone(),
             });
-            self.reconnect(job, &peers, &reason, since).await?;
+            self.reconnect(job, &candidates, &reason, since).await?;
             self.notify(Switch::Resumed {
                 endpoint: self.endpoint.clone(),
             });
@@ -487,16 +507,18 @@ impl Client {
         job: u64,
         each: &mut impl FnMut(&JobInfo),
         last: &mut Option<JobInfo>,
-        received: &mut bool,
+        fresh: &mut bool,
     ) -> Result<Option<JobInfo>, tonic::Status> {
         let req = self.req(petuum_proto::v1::JobRef { job });
         let mut stream = self.jobs.watch(req).await?.into_inner();
         while let Some(info) = stream.message().await? {
-            *received = true;
-            // A node that took over may first send what was already seen.
-            if last.as_ref() != Some(&info) {
-                each(&info);
+            // A node that took over may first send what was already seen,
+            // or, its replica behind, an older record: neither is shown.
+            if last.as_ref().is_some_and(|l| !newer(&info, l)) {
+                continue;
             }
+            *fresh = true;
+            each(&info);
             let end = is_terminal(&info.state);
             *last = Some(info);
             if end {
@@ -526,47 +548,53 @@ impl Client {
         }
     }
 
-    /// Connects to the first of this endpoint and `peers`, tried in turn
-    /// with a growing pause, that answers for `job`; gives up
-    /// [`WATCH_RECONNECT`] after `started`. A node's answer about the job
+    /// Connects to the first of `candidates`, tried in turn with a growing
+    /// pause, that answers for `job`; gives up [`WATCH_RECONNECT`] after
+    /// `started`, with the last reason seen. A node's answer about the job
     /// itself (no such job, not allowed) is returned as the error it is.
     async fn reconnect(
         &mut self,
         job: u64,
-        peers: &[String],
+        candidates: &[String],
         reason: &str,
         started: std::time::Instant,
     ) -> Result<(), ClientError> {
         let mut pause = std::time::Duration::from_millis(200);
-        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
-            .chain(peers.iter().cloned())
-            .collect();
+        let mut last_error = reason.to_string();
         loop {
-            for ep in &candidates {
-                let Ok(mut c) = Client::connect_with(ep, &self.creds).await else {
-                    continue;
+            for ep in candidates {
+                if started.elapsed() >= WATCH_RECONNECT {
+                    return Err(ClientError::Unreachable {
+                        endpoint: candidates.join(", "),
+                        reason: format!(
+                            "no node answered for the job within {} s after the watch lost its node (last: {last_error})",
+                            WATCH_RECONNECT.as_secs()
+                        ),
+                    });
+                }
+                let mut c = match Client::connect_with(ep, &self.creds).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        continue;
+                    }
                 };
-                // Answering a call, not only accepting the connection.
+                // Answering a call, not only accepting the connection (a
+                // stopped daemon still completes the TCP handshake).
                 let req = c.req(petuum_proto::v1::JobRef { job });
-                match c.jobs.get(req).await {
-                    Ok(_) => {
+                let asked =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), c.jobs.get(req)).await;
+                match asked {
+                    Ok(Ok(_)) => {
                         c.progress = self.progress.take();
                         c.switches = self.switches.take();
                         *self = c;
                         return Ok(());
                     }
-                    Err(s) if lost_node(&s) => {}
-                    Err(s) => return Err(c.err(s)),
+                    Ok(Err(s)) if lost_node(&s) => last_error = format!("{ep}: {}", s.message()),
+                    Ok(Err(s)) => return Err(c.err(s)),
+                    Err(_) => last_error = format!("{ep}: no answer within 10 s"),
                 }
-            }
-            if started.elapsed() >= WATCH_RECONNECT {
-                return Err(ClientError::Unreachable {
-                    endpoint: candidates.join(", "),
-                    reason: format!(
-                        "no node answered for {} s after the watch lost its node ({reason})",
-                        WATCH_RECONNECT.as_secs()
-                    ),
-                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(std::time::Duration::from_secs(5));
@@ -927,5 +955,36 @@ mod tests {
         ] {
             assert!(!lost_node(&s), "{s:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod order {
+    use super::{newer, JobInfo};
+
+    fn rec(epoch: u64, clock: u64, state: &str) -> JobInfo {
+        JobInfo {
+            epoch,
+            clock,
+            state: state.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_watch_shows_a_record_only_when_it_is_later_than_the_last() {
+        let last = rec(2, 30, "running");
+        // The same record again, or an older one from a replica behind.
+        assert!(!newer(&rec(2, 30, "running"), &last));
+        assert!(!newer(&rec(2, 29, "running"), &last));
+        assert!(!newer(&rec(1, 40, "running"), &last));
+        // Further on, a later run from an earlier checkpoint, a change at
+        // the same clock, the end.
+        assert!(newer(&rec(2, 31, "running"), &last));
+        assert!(newer(&rec(3, 24, "recovering"), &last));
+        assert!(newer(&rec(2, 30, "paused"), &last));
+        assert!(newer(&rec(2, 30, "succeeded"), &last));
+        // Nothing follows an end.
+        assert!(!newer(&rec(3, 0, "running"), &rec(2, 30, "succeeded")));
     }
 }

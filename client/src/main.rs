@@ -17,7 +17,7 @@ use std::process::ExitCode;
 )]
 struct Cli {
     /// A node of the cluster, or several separated by commas (tried in
-    /// order until one answers).
+    /// order until one accepts a connection).
     #[arg(
         long,
         global = true,

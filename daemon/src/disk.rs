@@ -54,7 +54,10 @@ const PERIOD: Duration = Duration::from_secs(15);
 pub async fn watch(node: u64, data_dir: PathBuf) {
     let mut warned_at: Option<u64> = None;
     loop {
-        if let Some(s) = space(&data_dir) {
+        // statvfs may block (a hung network file system): off the runtime.
+        let dir = data_dir.clone();
+        let asked = tokio::task::spawn_blocking(move || space(&dir)).await;
+        if let Ok(Some(s)) = asked {
             let mib = |b: u64| b >> 20;
             match warned_at {
                 _ if !s.low() => {

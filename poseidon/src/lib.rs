@@ -256,7 +256,7 @@ impl Dnn {
             (_, Some(_)) => "params.layers",
             _ => "data.train",
         };
-        let numbers = plan.num_params() as u128;
+        let numbers = plan.numbers();
         petuum_algorithms::limits::check_model(
             field,
             &format!("{numbers} network parameters for {} features", train.dim()),

@@ -295,7 +295,9 @@ fn whole_cluster_restart_resumes_from_checkpoint() {
 #[test]
 fn bad_specs_and_requests_get_clear_errors() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = LocalCluster::start(3, 16, "");
+    // A 1 GiB model bound, so the over-large model below is refused the
+    // same way on a machine of any memory.
+    let c = LocalCluster::start(3, 16, "max_model_mb = 1024");
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
     let ep = endpoint(&c, 2);
     let d = c.path();
@@ -384,7 +386,9 @@ fn bad_specs_and_requests_get_clear_errors() {
     });
     let error = s["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains("2000000000 features") && error.contains("max_model_mb"),
+        error.contains("2000000000 features")
+            && error.contains("at most 1024 MiB")
+            && error.contains("max_model_mb"),
         "{s}"
     );
     let host = s["host"].as_u64().unwrap_or(0);

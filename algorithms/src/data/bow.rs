@@ -114,6 +114,14 @@ pub fn read_uci(docword: &Path, vocab: Option<&Path>) -> Result<Corpus, DataErro
         header[i] = v;
     }
     let [d_count, w_count, nnz] = header;
+    // The header's D sets the documents kept (empty ones included) before
+    // any entry is read: a 3-line file must not ask for 48 GB of them.
+    if let Some(problem) = crate::limits::too_large(
+        &format!("{d_count} documents declared"),
+        d_count as u128 * 3,
+    ) {
+        return Err(malformed(path, 1, problem));
+    }
     let mut docs: Vec<Vec<(u32, u32)>> = vec![Vec::new(); d_count as usize];
     let mut seen = 0u64;
     for (n, line) in it {

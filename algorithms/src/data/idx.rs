@@ -66,7 +66,8 @@ pub fn read_u8(path: &Path) -> Result<IdxU8, DataError> {
             format!("dimensions {dims:?} too large"),
         ));
     }
-    let mut data = Vec::with_capacity(total);
+    // The header's size, not yet read: grown with what the file holds.
+    let mut data = Vec::with_capacity(total.min(1 << 26));
     r.by_ref()
         .take(total as u64)
         .read_to_end(&mut data)

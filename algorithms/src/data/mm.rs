@@ -119,7 +119,9 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
             let rows = num(0, "row count")? as usize;
             let cols = num(1, "column count")? as usize;
             let nnz = if array {
-                rows * cols
+                rows.checked_mul(cols).ok_or_else(|| {
+                    malformed(path, lineno, format!("{rows} x {cols} entries overflow"))
+                })?
             } else {
                 num(2, "entry count")? as usize
             };
@@ -131,7 +133,9 @@ pub fn read(path: &Path) -> Result<Coo, DataError> {
                 ));
             }
             size = Some((rows, cols, nnz));
-            entries.reserve(nnz.min(1 << 26));
+            // What the size line declares is not yet read: reserve a
+            // little, grow with what the file holds.
+            entries.reserve(nnz.min(1 << 16));
             continue;
         };
         if k >= nnz {
@@ -188,6 +192,13 @@ pub fn read_vector(path: &Path) -> Result<Vec<f64>, DataError> {
                 path,
                 format!("a {} x {} matrix, expected one column", m.rows, m.cols),
             ));
+        }
+        // Rows the file declares beyond its entries are zeros: bounded as
+        // a model is, not by the file's size.
+        if let Some(problem) =
+            crate::limits::too_large(&format!("{} values declared", m.rows), m.rows as u128)
+        {
+            return Err(DataError::invalid(path, problem));
         }
         let mut v = vec![0.0; m.rows];
         for (i, _, x) in m.entries {

@@ -242,6 +242,14 @@ impl DnnParams {
                     "dimensions must be at least 1",
                 ));
             }
+            // An input is one sample's features: at most 2^32 of them.
+            let numel = s.iter().map(|&d| d as u128).product::<u128>();
+            if numel > 1 << 32 {
+                return Err(SpecError::invalid(
+                    "params.input_shape",
+                    format!("{s:?} is {numel} features per sample, more than 2^32"),
+                ));
+            }
         }
         // Shapes need the data; the layers' own values are checked here.
         let probe = self

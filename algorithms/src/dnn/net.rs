@@ -65,6 +65,12 @@ pub enum LayerSpec {
     Flatten,
 }
 
+/// The most units of a linear layer, and filters, kernel, stride or
+/// padding of a convolution (as `params.hidden`'s widths): with sizes this
+/// bounded, shapes and parameter counts cannot overflow, and the model
+/// bound (`crate::limits`) judges the rest.
+pub const MAX_WIDTH: usize = 1 << 16;
+
 /// The shape of one sample's activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shape {
@@ -198,8 +204,10 @@ impl Plan {
             let bad = |problem: String| SpecError::invalid(field.clone(), problem);
             let (op, next) = match *layer {
                 LayerSpec::Linear { units } => {
-                    if units == 0 {
-                        return Err(bad("units must be at least 1".into()));
+                    if units == 0 || units > MAX_WIDTH {
+                        return Err(bad(format!(
+                            "units must be between 1 and {MAX_WIDTH} (got {units})"
+                        )));
                     }
                     (
                         Op::Linear {
@@ -222,6 +230,15 @@ impl Plan {
                     };
                     if filters == 0 || kernel == 0 || stride == 0 {
                         return Err(bad("filters, kernel and stride must be at least 1".into()));
+                    }
+                    if filters > MAX_WIDTH
+                        || kernel > MAX_WIDTH
+                        || stride > MAX_WIDTH
+                        || padding > MAX_WIDTH
+                    {
+                        return Err(bad(format!(
+                            "filters, kernel, stride and padding must be at most {MAX_WIDTH}"
+                        )));
                     }
                     if kernel > h + 2 * padding || kernel > w + 2 * padding {
                         return Err(bad(format!(
@@ -348,6 +365,16 @@ impl Plan {
     /// Rows of the `params` table.
     pub fn rows(&self) -> u64 {
         self.layout().0.last().map_or(0, |s| s.rows.end)
+    }
+
+    /// Every number of the network's tensors (trainable or not), counted
+    /// without overflow: what the model bound judges.
+    pub fn numbers(&self) -> u128 {
+        self.ops
+            .iter()
+            .flat_map(|op| op.tensors())
+            .map(|(_, shape, _)| shape.iter().map(|&d| d as u128).product::<u128>())
+            .sum()
     }
 
     /// Trainable parameters (for messages and docs).

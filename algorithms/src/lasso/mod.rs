@@ -81,6 +81,13 @@ pub fn build(spec: &JobSpec) -> Result<Lasso, crate::registry::BuildError> {
     validate(spec)?;
     let params: LassoParams = parse_params(&spec.params)?;
     let (train, test, csv) = data::load(&spec.data, params.target_transform)?;
+    // The regularisation path keeps every step's coefficients.
+    let d = train.x.ncols() as u128;
+    crate::limits::check_model(
+        "params.path_length",
+        &format!("{} path steps x {d} features", params.path_length),
+        params.path_length as u128 * d,
+    )?;
     let input = InputFormat {
         format: match spec.data.format {
             DataFormat::Csv => "csv",

@@ -112,10 +112,14 @@ pub fn build(spec: &JobSpec) -> Result<Lda, BuildError> {
 /// Refuses a word-topic model too large for the node (a corpus header's
 /// vocabulary sets it).
 pub fn check_size(train: &Corpus, topics: u32) -> Result<(), SpecError> {
+    // The word-topic and document-topic counts, and each token's word and
+    // topic (a count field may declare billions of tokens in one line).
+    let (w, d, k) = (train.num_words as u128, train.len() as u128, topics as u128);
+    let tokens: u128 = train.docs.iter().flatten().map(|&(_, c)| c as u128).sum();
     crate::limits::check_model(
         "params.num_topics",
-        &format!("{} words x {topics} topics", train.num_words),
-        train.num_words as u128 * topics as u128,
+        &format!("{w} words and {d} documents x {k} topics, {tokens} tokens"),
+        (w + d) * k + tokens,
     )
 }
 

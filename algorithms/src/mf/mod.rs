@@ -176,6 +176,13 @@ pub fn build(spec: &JobSpec) -> Result<Mf, crate::registry::BuildError> {
     validate(spec)?;
     let params: MfParams = parse_params(&spec.params)?;
     let loaded = data::load(&spec.data, &params.columns())?;
+    // A factor row (and bias) per user and per item.
+    let rows = (loaded.users.ids.len() + loaded.items.ids.len()) as u128;
+    crate::limits::check_model(
+        "params.rank",
+        &format!("{rows} users and items x rank {}", params.rank),
+        rows * (params.rank as u128 + 2),
+    )?;
     let format = match spec.data.format {
         DataFormat::Csv => "csv",
         DataFormat::MatrixMarket => "matrix_market",
