@@ -256,11 +256,17 @@ impl Dnn {
             (_, Some(_)) => "params.layers",
             _ => "data.train",
         };
-        let numbers = plan.numbers();
+        // The parameters, and a mini-batch's activations with their
+        // gradients (f32 each: one counted number per activation).
+        let (weights, batch) = (plan.numbers(), params.batch_size as u128);
+        let activations = batch * plan.activations();
         petuum_algorithms::limits::check_model(
             field,
-            &format!("{numbers} network parameters for {} features", train.dim()),
-            numbers,
+            &format!(
+                "{weights} network parameters for {} features and {activations} activations of a {batch}-sample batch",
+                train.dim()
+            ),
+            weights + activations,
         )?;
         if let Features::Sparse(_) = train.features {
             // Made dense below (f32: half a counted number each).

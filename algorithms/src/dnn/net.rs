@@ -377,6 +377,16 @@ impl Plan {
             .sum()
     }
 
+    /// The numbers of one sample's activations: the input and every
+    /// layer's output, counted without overflow.
+    pub fn activations(&self) -> u128 {
+        let numel = |s: &Shape| match *s {
+            Shape::Flat(n) => n as u128,
+            Shape::Image(c, h, w) => c as u128 * h as u128 * w as u128,
+        };
+        numel(&self.input) + self.shapes.iter().map(numel).sum::<u128>()
+    }
+
     /// Trainable parameters (for messages and docs).
     pub fn num_params(&self) -> usize {
         self.layout()
