@@ -742,6 +742,31 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_counts_its_numbers_and_activations_and_refuses_huge_widths() {
+        // 784 -> 100 -> relu -> 10: weights and biases; the input, each
+        // op's output.
+        let p = Plan::new(
+            Shape::Flat(784),
+            &[LayerSpec::Linear { units: 100 }, LayerSpec::Relu],
+            10,
+        )
+        .unwrap();
+        assert_eq!(p.numbers(), 784 * 100 + 100 + 100 * 10 + 10);
+        assert_eq!(p.numbers(), p.num_params() as u128);
+        assert_eq!(p.activations(), 784 + 100 + 100 + 10);
+        let e = Plan::new(
+            Shape::Flat(4),
+            &[LayerSpec::Linear {
+                units: MAX_WIDTH + 1,
+            }],
+            2,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("layers[0]") && e.contains("65536"), "{e}");
+    }
+
+    #[test]
     fn shapes_and_layout() {
         let plan = Plan::new(Shape::Image(1, 6, 6), &cnn(), 3).unwrap();
         assert_eq!(plan.shapes[0], Shape::Image(4, 6, 6));
