@@ -274,8 +274,67 @@ pub fn open_maybe_gz(path: &Path) -> Result<Box<dyn std::io::Read>, DataError> {
         .map_err(|e| DataError::io(path, e))?;
     let reader = BufReader::with_capacity(1 << 20, f);
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(reader)))
+        // A plain file's size bounds what its reader keeps; a gzip file
+        // may expand a thousandfold, so its output is bounded by the
+        // node's memory (four times the model bound).
+        let cap = crate::limits::max_model_bytes().saturating_mul(4);
+        Ok(Box::new(Capped::new(
+            flate2::read::MultiGzDecoder::new(reader),
+            cap,
+        )))
     } else {
         Ok(Box::new(reader))
+    }
+}
+
+/// A reader that fails once more than `cap` bytes came through it.
+pub struct Capped<R> {
+    inner: R,
+    left: u64,
+    cap: u64,
+}
+
+impl<R> Capped<R> {
+    pub fn new(inner: R, cap: u64) -> Self {
+        Capped {
+            inner,
+            left: cap,
+            cap,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => Err(std::io::Error::other(format!(
+                "decompresses to more than {} MiB, more than this node's memory could hold once read (node.toml `max_model_mb` sets a quarter of it)",
+                self.cap >> 20
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod capped_tests {
+    use super::Capped;
+    use std::io::Read;
+
+    #[test]
+    fn a_capped_reader_fails_past_its_cap_and_passes_below() {
+        let data = vec![7u8; 5000];
+        let mut out = Vec::new();
+        Capped::new(&data[..], 5000).read_to_end(&mut out).unwrap();
+        assert_eq!(out.len(), 5000);
+        let e = Capped::new(&data[..], 4096)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("decompresses to more than"), "{e}");
     }
 }
