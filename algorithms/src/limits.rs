@@ -27,8 +27,9 @@ pub fn set_max_model_bytes(bytes: u64) {
 /// memory (every worker on a node holds a copy, and its shards, snapshots
 /// and checkpoints more), or 4 GiB when the memory cannot be read.
 pub fn max_model_bytes() -> u64 {
+    static DEFAULT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     match MAX_MODEL_BYTES.load(Ordering::Relaxed) {
-        0 => physical_memory().map_or(4 << 30, |m| m / 4),
+        0 => *DEFAULT.get_or_init(|| physical_memory().map_or(4 << 30, |m| m / 4)),
         set => set,
     }
 }

@@ -227,7 +227,7 @@ impl DnnParams {
             ));
         }
         for (i, &h) in self.hidden.iter().flatten().enumerate() {
-            check_range(&format!("params.hidden[{i}]"), h, 1, 1 << 16)?;
+            check_range(&format!("params.hidden[{i}]"), h, 1, net::MAX_WIDTH)?;
         }
         if let Some(f) = &self.frames {
             check_range("params.frames.context", f.context, 0, 64)?;

@@ -184,27 +184,32 @@ fn raw_sync_rate(dir: &std::path::Path, block: usize) -> (f64, f64) {
 /// from `/proc/<pid>/stat`: steadier than latency on a shared machine, and
 /// what a node costs per clock.
 fn nodes_cpu_s(c: &mut LocalCluster, nodes: u64) -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (1..=nodes)
         .map(|id| {
             let stat = std::fs::read_to_string(format!("/proc/{}/stat", c.pid(id)))
                 .expect("a node's /proc stat");
-            // Fields after the command's closing parenthesis; utime and
-            // stime are the 14th and 15th of the whole line.
-            let rest = &stat[stat.rfind(')').expect("stat has a command") + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / tick
+            stat_cpu_s(&stat).expect("a node's /proc stat").1
         })
         .sum()
+}
+
+/// The command name and CPU seconds (utime + stime) of a `/proc/.../stat`
+/// line; None when it does not parse.
+fn stat_cpu_s(stat: &str) -> Option<(&str, f64)> {
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    // Fields after the command's closing parenthesis; utime and stime are
+    // the 14th and 15th of the whole line.
+    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some((&stat[open + 1..close], ticks / tick))
 }
 
 /// The nodes' CPU seconds so far by thread name (tokio's workers,
 /// `wal-sync`, RocksDB's flush and compaction threads, ...), summed over
 /// the nodes: where a clock's CPU goes, without a profiler.
 fn nodes_thread_cpu_s(c: &mut LocalCluster, nodes: u64) -> std::collections::BTreeMap<String, f64> {
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut out = std::collections::BTreeMap::new();
     for id in 1..=nodes {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", c.pid(id))) else {
@@ -215,17 +220,13 @@ fn nodes_thread_cpu_s(c: &mut LocalCluster, nodes: u64) -> std::collections::BTr
             let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
                 continue;
             };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            let Some((name, secs)) = stat_cpu_s(&stat) else {
                 continue;
             };
             // Numbered threads of one pool count as one name.
-            let name: String = stat[open + 1..close]
-                .trim_end_matches(|ch: char| ch.is_ascii_digit() || ch == ':' || ch == '-')
-                .to_string();
-            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-            let secs =
-                (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / tick;
-            *out.entry(name).or_insert(0.0) += secs;
+            let name =
+                name.trim_end_matches(|ch: char| ch.is_ascii_digit() || ch == ':' || ch == '-');
+            *out.entry(name.to_string()).or_insert(0.0) += secs;
         }
     }
     out
