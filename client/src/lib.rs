@@ -246,6 +246,22 @@ pub enum Switch {
     Lost { endpoint: String, reason: String },
     /// The watch goes on through `endpoint`.
     Resumed { endpoint: String },
+    /// An upload goes on through `endpoint` from byte `offset` of `size`
+    /// (0: that node held none of it, so it starts again).
+    UploadResumed {
+        endpoint: String,
+        offset: u64,
+        size: u64,
+    },
+}
+
+/// What a reconnect asks a node before going on through it.
+#[derive(Clone, Copy)]
+enum Probe<'a> {
+    /// That it answers for the job.
+    Job(u64),
+    /// How much of the upload it holds.
+    Upload(&'a str),
 }
 
 /// How long a watch keeps trying the cluster's nodes after losing its own:
@@ -278,6 +294,29 @@ fn lost_node(s: &tonic::Status) -> bool {
         tonic::Code::Internal => s.message().starts_with("h2 protocol error"),
         _ => false,
     }
+}
+
+/// Why one stream of an upload failed: the file here, or the call.
+enum UploadFailure {
+    Local(ClientError),
+    Call(tonic::Status),
+}
+
+/// A fresh upload id: 128 random bits in hex (std's per-process random
+/// hash keys, mixed with the time).
+fn upload_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u64(salt);
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    format!("{:016x}{:016x}", half(1), half(2))
 }
 
 /// Told how an upload goes: the phase (`"hashing"`, `"uploading"`), the
@@ -493,7 +532,8 @@ impl Client {
                 endpoint: self.endpoint.clone(),
                 reason: reason.clone(),
             });
-            self.reconnect(job, &candidates, &reason, since).await?;
+            self.reconnect(Probe::Job(job), &candidates, &reason, since)
+                .await?;
             self.notify(Switch::Resumed {
                 endpoint: self.endpoint.clone(),
             });
@@ -548,26 +588,35 @@ impl Client {
         }
     }
 
-    /// Connects to the first of `candidates`, tried in turn with a growing
-    /// pause, that answers for `job`; gives up [`WATCH_RECONNECT`] after
-    /// `started`, with the last reason seen. A node's answer about the job
-    /// itself (no such job, not allowed) is returned as the error it is.
+    /// Connects to the first of `candidates` (this client's node first),
+    /// tried in turn with a growing pause, that answers `probe`; gives up
+    /// [`WATCH_RECONNECT`] after `started`, with the last reason seen. A
+    /// node's answer about the request itself (no such job, not allowed)
+    /// is returned as the error it is. Returns where an upload goes on (0
+    /// for a job, and for an upload the node holds nothing of).
     async fn reconnect(
         &mut self,
-        job: u64,
+        probe: Probe<'_>,
         candidates: &[String],
         reason: &str,
         started: std::time::Instant,
-    ) -> Result<(), ClientError> {
+    ) -> Result<u64, ClientError> {
+        let order: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(candidates.iter().filter(|c| **c != self.endpoint).cloned())
+            .collect();
+        let what = match probe {
+            Probe::Job(_) => "for the job",
+            Probe::Upload(_) => "for the upload",
+        };
         let mut pause = std::time::Duration::from_millis(200);
         let mut last_error = reason.to_string();
         loop {
-            for ep in candidates {
+            for ep in &order {
                 if started.elapsed() >= WATCH_RECONNECT {
                     return Err(ClientError::Unreachable {
-                        endpoint: candidates.join(", "),
+                        endpoint: order.join(", "),
                         reason: format!(
-                            "no node answered for the job within {} s after the watch lost its node (last: {last_error})",
+                            "no node answered {what} within {} s after losing its node (last: {last_error})",
                             WATCH_RECONNECT.as_secs()
                         ),
                     });
@@ -581,19 +630,43 @@ impl Client {
                 };
                 // Answering a call, not only accepting the connection (a
                 // stopped daemon still completes the TCP handshake).
-                let req = c.req(petuum_proto::v1::JobRef { job });
-                let asked =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), c.jobs.get(req)).await;
+                // A node asked about an upload may first wait for a stream
+                // of it that is still open there to end (up to 30 s).
+                let bound = std::time::Duration::from_secs(match probe {
+                    Probe::Job(_) => 10,
+                    Probe::Upload(_) => 40,
+                });
+                let asked = tokio::time::timeout(bound, async {
+                    match probe {
+                        Probe::Job(job) => {
+                            let req = c.req(petuum_proto::v1::JobRef { job });
+                            c.jobs.get(req).await.map(|_| 0)
+                        }
+                        Probe::Upload(id) => {
+                            let req = c.req(petuum_proto::v1::UploadRef {
+                                upload_id: id.to_string(),
+                            });
+                            match c.jobs.upload_offset(req).await {
+                                Ok(r) => Ok(r.into_inner().received),
+                                // That node holds none of it: start again
+                                // there.
+                                Err(s) if s.code() == tonic::Code::NotFound => Ok(0),
+                                Err(s) => Err(s),
+                            }
+                        }
+                    }
+                })
+                .await;
                 match asked {
-                    Ok(Ok(_)) => {
+                    Ok(Ok(at)) => {
                         c.progress = self.progress.take();
                         c.switches = self.switches.take();
                         *self = c;
-                        return Ok(());
+                        return Ok(at);
                     }
                     Ok(Err(s)) if lost_node(&s) => last_error = format!("{ep}: {}", s.message()),
                     Ok(Err(s)) => return Err(c.err(s)),
-                    Err(_) => last_error = format!("{ep}: no answer within 10 s"),
+                    Err(_) => last_error = format!("{ep}: no answer within {} s", bound.as_secs()),
                 }
             }
             tokio::time::sleep(pause).await;
@@ -687,17 +760,79 @@ impl Client {
             }
             known = sha256;
         }
-        let (sha256, size) = (known, total);
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_else(|| "data".into());
+        // The upload names itself, so that a broken stream can be resumed
+        // where the node says it stopped.
+        let id = upload_id();
+        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(self.peer_endpoints().await)
+            .collect();
+        let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
+        let at_start = stamp(std::fs::metadata(path).map_err(io)?);
+        let mut offset = 0u64;
+        // Since when no stream has moved the upload on.
+        let mut lost_since: Option<std::time::Instant> = None;
+        loop {
+            // A resumed stream sends the rest of the same bytes.
+            if at_start != stamp(std::fs::metadata(path).map_err(io)?) {
+                return Err(ClientError::Io(format!(
+                    "{}: the file changed while it was being uploaded",
+                    path.display()
+                )));
+            }
+            let sent = self
+                .upload_from(path, &id, &known, &name, total, offset)
+                .await;
+            let reason = match sent {
+                Ok(info) => return Ok(Uploaded { info, sent: true }),
+                Err(UploadFailure::Local(e)) => return Err(e),
+                Err(UploadFailure::Call(s)) if lost_node(&s) => s.message().to_string(),
+                Err(UploadFailure::Call(s)) => return Err(self.err(s)),
+            };
+            let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+            self.notify(Switch::Lost {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            });
+            let at = self
+                .reconnect(Probe::Upload(&id), &candidates, &reason, since)
+                .await?;
+            if at > offset {
+                lost_since = None;
+            }
+            offset = at;
+            self.notify(Switch::UploadResumed {
+                endpoint: self.endpoint.clone(),
+                offset,
+                size: total,
+            });
+        }
+    }
+
+    /// One stream of an upload, from byte `offset` of the file on.
+    async fn upload_from(
+        &mut self,
+        path: &Path,
+        id: &str,
+        sha256: &str,
+        name: &str,
+        size: u64,
+        offset: u64,
+    ) -> Result<DatasetInfo, UploadFailure> {
+        use std::io::Seek;
+        let io = |e: std::io::Error| {
+            UploadFailure::Local(ClientError::Io(format!("{}: {e}", path.display())))
+        };
         let mut file = std::fs::File::open(path).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
         let shown = path.display().to_string();
-        let (progress, owned, mut sent) = (self.progress.clone(), path.to_path_buf(), 0u64);
+        let (progress, owned, mut sent) = (self.progress.clone(), path.to_path_buf(), offset);
         // The file is read as the stream is sent (1 MiB a message).
-        let size_total = size;
-        let mut first = Some((sha256, name, size));
+        let mut first = Some((sha256.to_string(), name.to_string(), size));
+        let id = id.to_string();
         let messages = futures::stream::poll_fn(move |_| {
             let mut buf = vec![0u8; UPLOAD_MESSAGE];
             let n = match read_full(&mut file, &mut buf) {
@@ -711,10 +846,11 @@ impl Client {
             buf.truncate(n);
             sent += n as u64;
             if let Some(p) = &progress {
-                p("uploading", &owned, sent, size_total);
+                p("uploading", &owned, sent, size);
             }
-            // The first message always goes (it names the file, and is the
-            // whole upload of an empty one); later ones while bytes come.
+            // The first message always goes (it names the file and where
+            // the stream starts, and is the whole upload of an empty one);
+            // later ones while bytes come.
             let is_first = first.is_some();
             let (sha256, name, size) = first.take().unwrap_or_default();
             if n == 0 && !is_first {
@@ -725,16 +861,16 @@ impl Client {
                 name,
                 size,
                 data: buf.into(),
+                upload_id: if is_first { id.clone() } else { String::new() },
+                offset: if is_first { offset } else { 0 },
             }))
         });
         let req = self.req(messages);
-        let info = self
-            .jobs
+        self.jobs
             .upload(req)
             .await
             .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))?;
-        Ok(Uploaded { info, sent: true })
+            .map_err(UploadFailure::Call)
     }
 
     /// Uploads the local data files of a checked spec and points the spec

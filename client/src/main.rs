@@ -280,6 +280,34 @@ async fn run_jobs(
             b.finish_and_clear();
         }
     };
+    // An upload that loses its node says so, and where it goes on.
+    let shown = bar.clone();
+    c.on_switch(std::sync::Arc::new(move |s: &petuum_client::Switch| {
+        let line = match s {
+            petuum_client::Switch::Lost { endpoint, reason } => {
+                format!("petuum-client: lost {endpoint} ({reason}); trying the cluster's nodes")
+            }
+            petuum_client::Switch::UploadResumed {
+                endpoint,
+                offset: 0,
+                ..
+            } => format!("petuum-client: uploading again from the start through {endpoint}"),
+            petuum_client::Switch::UploadResumed {
+                endpoint,
+                offset,
+                size,
+            } => format!(
+                "petuum-client: resuming the upload at byte {offset} of {size} through {endpoint}"
+            ),
+            petuum_client::Switch::Resumed { endpoint } => {
+                format!("petuum-client: going on through {endpoint}")
+            }
+        };
+        match &shown {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }));
     match cmd {
         Command::Submit {
             wait, no_upload, ..
@@ -667,6 +695,9 @@ async fn watch(c: &mut Client, job: u64, json: bool) -> Result<ExitCode, ClientE
             }
             petuum_client::Switch::Resumed { endpoint } => {
                 format!("petuum-client: watching job {job} through {endpoint}")
+            }
+            petuum_client::Switch::UploadResumed { endpoint, .. } => {
+                format!("petuum-client: uploading through {endpoint}")
             }
         };
         match &shown {

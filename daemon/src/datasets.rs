@@ -9,7 +9,7 @@ use petuum_cluster::datasets::store::IngestError;
 use petuum_cluster::datasets::{self, fetch, is_sha256_hex, DatasetRecord};
 use petuum_cluster::ClusterNode;
 use petuum_core::spec::JobSpec;
-use petuum_proto::v1::{DatasetInfo, UploadChunk};
+use petuum_proto::v1::DatasetInfo;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,146 +30,49 @@ pub fn info(rec: &DatasetRecord, used_by: Vec<u64>) -> DatasetInfo {
     }
 }
 
-fn ingest_status(e: IngestError) -> Status {
-    match e {
-        IngestError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
-        IngestError::Io(_) => Status::internal(e.to_string()),
-    }
+/// Ingests (uploads, URL fetches) this node takes at once, and the
+/// uploads it keeps for their clients to resume (`crate::uploads`).
+#[derive(Clone)]
+pub struct Ingests {
+    permits: Arc<tokio::sync::Semaphore>,
+    pub(crate) uploads: crate::uploads::Uploads,
 }
-
-fn publish_status(e: datasets::place::PublishError) -> Status {
-    Status::unavailable(e.to_string())
-}
-
-/// Ingests (uploads, URL fetches) this node takes at once.
-pub struct Ingests(tokio::sync::Semaphore);
 
 impl Ingests {
     pub fn new(n: u32) -> Ingests {
-        Ingests(tokio::sync::Semaphore::new(n as usize))
+        Ingests {
+            permits: Arc::new(tokio::sync::Semaphore::new(n as usize)),
+            uploads: crate::uploads::Uploads::new(2 * n.max(1) as usize),
+        }
     }
 
     /// A permit, or why there is none.
-    fn take(&self) -> Result<tokio::sync::SemaphorePermit<'_>, String> {
-        self.0.try_acquire().map_err(|_| {
+    pub(crate) fn take(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        self.permits.clone().try_acquire_owned().map_err(|_| {
             "this node is taking as many uploads as it may (datasets.max_ingests); try again shortly"
                 .to_string()
         })
     }
 }
 
-/// Stores an uploaded file: the first message names it (its sha256 may be
-/// left empty); the bytes are written and hashed as they come, checked
-/// against the announced size (and sha256, when given), then published
-/// (copied to a majority of its replicas; bytes the store holds already
-/// are kept once).
-pub async fn upload(
-    node: &Arc<ClusterNode>,
-    ingests: &Ingests,
-    mut stream: tonic::Streaming<UploadChunk>,
-) -> Result<DatasetRecord, Status> {
-    let first = stream
-        .message()
-        .await?
-        .ok_or_else(|| Status::invalid_argument("an upload needs at least one message"))?;
-    let (sha, size) = (first.sha256.clone(), first.size);
-    // An empty sha256: the client did not hash the file (it only does when
-    // the cluster may have those bytes already); they are named by the
-    // sha256 computed here.
-    if !sha.is_empty() && !is_sha256_hex(&sha) {
-        return Err(Status::invalid_argument(format!(
-            "upload: `{}` is not a sha256 (64 lowercase hex digits)",
-            first.sha256.chars().take(80).collect::<String>()
-        )));
+pub(crate) fn ingest_status(e: IngestError) -> Status {
+    match e {
+        IngestError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        IngestError::Io(_) => Status::internal(e.to_string()),
     }
-    let max = node.config.datasets.max_mib << 20;
-    if size > max {
-        return Err(Status::resource_exhausted(format!(
-            "upload of {size} bytes: larger than this cluster's limit of {max} bytes (datasets.max_mib)"
-        )));
+}
+
+/// A publication's failure as the client sees it: only a metadata group
+/// that did not answer (for half a minute) is worth sending the bytes
+/// again for; too few live nodes to copy to, or a disk error, ends the
+/// upload with the reason.
+pub(crate) fn publish_status(e: datasets::place::PublishError) -> Status {
+    use datasets::place::PublishError;
+    match e {
+        PublishError::Meta(_) => Status::unavailable(e.to_string()),
+        PublishError::TooFewCopies { .. } => Status::failed_precondition(e.to_string()),
+        PublishError::Io(_) => Status::internal(e.to_string()),
     }
-    if !sha.is_empty() {
-        if let Some(rec) = node.meta_dataset(&sha).await.ok().flatten() {
-            if rec.ready {
-                return Ok(rec);
-            }
-        }
-    }
-    let _permit = ingests.take().map_err(Status::resource_exhausted)?;
-    let ing = node
-        .datasets
-        .ingest(&first.name, size)
-        .map_err(|e| Status::internal(format!("upload: {e}")))?;
-    // The bytes are written and hashed on a thread of their own while the
-    // next ones arrive.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut ing = ing;
-        while let Some(data) = rx.blocking_recv() {
-            if let Err(e) = ing.write(data) {
-                ing.abandon();
-                return Err(e);
-            }
-        }
-        Ok(ing)
-    });
-    let started = std::time::Instant::now();
-    let mut chunk = first;
-    let received: Result<(), Status> = async {
-        loop {
-            if tx.send(std::mem::take(&mut chunk.data)).await.is_err() {
-                // The writer stopped: its error is reported below.
-                return Ok(());
-            }
-            match stream.message().await? {
-                Some(c) => chunk = c,
-                None => return Ok(()),
-            }
-        }
-    }
-    .await;
-    drop(tx);
-    let written = writer
-        .await
-        .map_err(|e| Status::internal(format!("upload: {e}")))?;
-    let ing = match (received, written) {
-        (_, Err(IngestError::TooLarge(_))) => {
-            return Err(Status::invalid_argument(format!(
-                "upload: more bytes than the {size} announced"
-            )))
-        }
-        (_, Err(e)) => return Err(ingest_status(e)),
-        (Err(e), Ok(ing)) => {
-            ing.abandon();
-            return Err(e);
-        }
-        (Ok(()), Ok(ing)) => ing,
-    };
-    if ing.size() != size {
-        let got = ing.size();
-        ing.abandon();
-        return Err(Status::invalid_argument(format!(
-            "upload: {got} bytes arrived, {size} were announced"
-        )));
-    }
-    let received_s = started.elapsed().as_secs_f64();
-    let done = tokio::task::block_in_place(|| ing.finish()).map_err(ingest_status)?;
-    tracing::info!(
-        bytes = size,
-        received_s,
-        synced_s = started.elapsed().as_secs_f64() - received_s,
-        "upload received and synced"
-    );
-    if !sha.is_empty() && done.sha256 != sha {
-        let _ = std::fs::remove_dir_all(&done.dir);
-        return Err(Status::invalid_argument(format!(
-            "upload: the bytes that arrived have sha256 {}, not the {sha} announced",
-            done.sha256
-        )));
-    }
-    publish(node, done, "upload".into())
-        .await
-        .map_err(publish_status)
 }
 
 /// Whether an address is one a URL may not reach: link-local always

@@ -14,6 +14,7 @@ mod embedded;
 mod http;
 mod jobs;
 mod serve;
+mod uploads;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

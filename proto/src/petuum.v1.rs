@@ -269,6 +269,12 @@ pub struct DatasetList {
 /// An upload: the first message names the file (sha256, name, size); every
 /// message may carry bytes, in order. An empty sha256: the node names the
 /// bytes by the sha256 it computes.
+///
+/// Resumable: an upload that names itself (`upload_id`, chosen by the
+/// client) and whose stream breaks is kept by its node for a while; the
+/// client asks `UploadOffset` how many bytes the node holds and sends the
+/// rest in a new stream whose first message carries the same id and that
+/// count as `offset`.
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct UploadChunk {
     #[prost(string, tag = "1")]
@@ -279,6 +285,23 @@ pub struct UploadChunk {
     pub size: u64,
     #[prost(bytes = "bytes", tag = "4")]
     pub data: ::prost::bytes::Bytes,
+    /// At most 64 characters of \[0-9A-Za-z_-\]; empty: not resumable.
+    #[prost(string, tag = "5")]
+    pub upload_id: ::prost::alloc::string::String,
+    /// Where this stream's bytes start in the file (0 for a new upload).
+    #[prost(uint64, tag = "6")]
+    pub offset: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UploadRef {
+    #[prost(string, tag = "1")]
+    pub upload_id: ::prost::alloc::string::String,
+}
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct UploadState {
+    /// Bytes of the upload the node holds: a resumed stream starts there.
+    #[prost(uint64, tag = "1")]
+    pub received: u64,
 }
 /// Generated client implementations.
 pub mod peer_client {
@@ -854,6 +877,29 @@ pub mod jobs_client {
             req.extensions_mut().insert(GrpcMethod::new("petuum.v1.Jobs", "Upload"));
             self.inner.client_streaming(req, path, codec).await
         }
+        /// How much of a broken upload this node holds (NOT_FOUND: none, start
+        /// again); a stream of it still open here is ended first.
+        pub async fn upload_offset(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UploadRef>,
+        ) -> std::result::Result<tonic::Response<super::UploadState>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic::codec::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/petuum.v1.Jobs/UploadOffset",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("petuum.v1.Jobs", "UploadOffset"));
+            self.inner.unary(req, path, codec).await
+        }
         pub async fn datasets(
             &mut self,
             request: impl tonic::IntoRequest<super::ListRequest>,
@@ -1427,6 +1473,12 @@ pub mod jobs_server {
             &self,
             request: tonic::Request<tonic::Streaming<super::UploadChunk>>,
         ) -> std::result::Result<tonic::Response<super::DatasetInfo>, tonic::Status>;
+        /// How much of a broken upload this node holds (NOT_FOUND: none, start
+        /// again); a stream of it still open here is ended first.
+        async fn upload_offset(
+            &self,
+            request: tonic::Request<super::UploadRef>,
+        ) -> std::result::Result<tonic::Response<super::UploadState>, tonic::Status>;
         async fn datasets(
             &self,
             request: tonic::Request<super::ListRequest>,
@@ -1987,6 +2039,49 @@ pub mod jobs_server {
                                 max_encoding_message_size,
                             );
                         let res = grpc.client_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/petuum.v1.Jobs/UploadOffset" => {
+                    #[allow(non_camel_case_types)]
+                    struct UploadOffsetSvc<T: Jobs>(pub Arc<T>);
+                    impl<T: Jobs> tonic::server::UnaryService<super::UploadRef>
+                    for UploadOffsetSvc<T> {
+                        type Response = super::UploadState;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UploadRef>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Jobs>::upload_offset(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UploadOffsetSvc(inner);
+                        let codec = tonic::codec::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
                         Ok(res)
                     };
                     Box::pin(fut)

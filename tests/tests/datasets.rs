@@ -4,7 +4,8 @@
 //! nothing; a dataset in use cannot be removed and a removed one leaves
 //! every node; a corrupt chunk is caught and fetched again from another
 //! holder; a URL is fetched once and every node reads the same bytes; a
-//! lying upload is refused.
+//! lying upload is refused; an upload whose connection breaks goes on
+//! where it stopped, and one whose node dies starts again on another.
 
 use petuum_tests::cluster::{client, submit, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded};
@@ -327,6 +328,7 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
             name: "x.csv".into(),
             size: 5,
             data: b"hello".to_vec().into(),
+            ..Default::default()
         };
         jobs.upload(futures::stream::iter(vec![msg]))
             .await
@@ -382,6 +384,117 @@ fn a_url_is_fetched_once_and_a_lying_upload_is_refused() {
             }
         });
     }
+}
+
+/// `size` bytes that repeat nowhere (each 8 a step of a xorshift), so
+/// that every chunk differs.
+fn noise(path: &Path, size: usize) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes = Vec::with_capacity(size + 8);
+    while bytes.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        bytes.extend_from_slice(&x.to_le_bytes());
+    }
+    bytes.truncate(size);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `petuum-client data put FILE --json` through `endpoint`, started now.
+fn put(c: &LocalCluster, endpoint: &str, file: &Path) -> std::process::Child {
+    std::process::Command::new(petuum_tests::bin("petuum-client"))
+        .args(["--endpoint", endpoint, "data", "put", "--json"])
+        .arg(file)
+        .current_dir(c.path())
+        .env("PETUUM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn petuum-client")
+}
+
+/// Its JSON answer (a dataset), and what it said on stderr.
+fn put_done(child: std::process::Child) -> (Value, String) {
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "data put failed: {err}");
+    (json(&out), err)
+}
+
+/// Uploads on a network that breaks (docs/jobs.md, "Data that reaches
+/// every node"). A connection cut after 40% of a 48 MiB file: the client
+/// asks the node how much arrived and sends only the rest (the proxy
+/// carries well under one and a half files); the stored dataset is the
+/// file's bytes. Then a connection that stalls while its node is
+/// SIGKILLed: the client goes to another node of the cluster and starts
+/// again there, and the upload completes.
+#[test]
+fn a_broken_upload_resumes_and_one_whose_node_dies_starts_again_elsewhere() {
+    use petuum_tests::proxy::{OnLimit, Proxy};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = LocalCluster::start(3, 8, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let size = 48usize << 20;
+    let sha_of = |p: &Path| petuum_client::hash_file_with(p, |_| {}).unwrap().0;
+
+    let file = dir.path().join("cut.bin");
+    noise(&file, size);
+    let cut = Proxy::start(&c.nodes[0].addr, (size as u64) * 2 / 5, OnLimit::Cut);
+    let (up, err) = put_done(put(&c, &cut.endpoint(), &file));
+    assert!(cut.tripped(), "the connection was never cut: {err}");
+    let resumed_at: u64 = err
+        .split("resuming the upload at byte ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the client did not resume: {err}"));
+    assert!(
+        resumed_at > (size as u64) / 4,
+        "resumed at {resumed_at}: {err}"
+    );
+    assert_eq!(up["sha256"].as_str().unwrap(), sha_of(&file), "{up}");
+    assert_eq!(up["size"].as_u64().unwrap(), size as u64);
+    assert!(
+        cut.forwarded() < (size as u64) * 3 / 2,
+        "{} bytes went through the proxy for a {size}-byte file: not resumed",
+        cut.forwarded()
+    );
+    eprintln!(
+        "cut upload: resumed at byte {resumed_at}, {} bytes through the proxy for {size}:\n{err}",
+        cut.forwarded()
+    );
+
+    // The node behind a stalled connection dies; its other nodes are
+    // known to the client from the cluster's status.
+    let file = dir.path().join("dies.bin");
+    noise(&file, size + 12345);
+    let stall = Proxy::start(&c.nodes[0].addr, (size as u64) / 2, OnLimit::Stall);
+    let child = put(&c, &stall.endpoint(), &file);
+    let t0 = Instant::now();
+    while !stall.tripped() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the upload never reached its middle"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill(1);
+    stall.close_all();
+    let (up, err) = put_done(child);
+    assert!(
+        err.contains("uploading again from the start through"),
+        "{err}"
+    );
+    eprintln!("upload through a node that died:\n{err}");
+    assert_eq!(up["sha256"].as_str().unwrap(), sha_of(&file), "{up}");
+    let ls = datasets_ls(&c, &endpoint(&c, 2));
+    assert!(
+        ls.iter()
+            .any(|d| d["sha256"] == up["sha256"] && d["ready"] == true),
+        "{ls:?}"
+    );
 }
 
 /// Serves `body` at `http://127.0.0.1:PORT/data/spam.libsvm` to one

@@ -58,6 +58,29 @@ pub enum PublishError {
     },
 }
 
+/// How long a dataset command waits for the metadata group (an election
+/// after its leader died takes a few seconds).
+const RECORD_FOR: Duration = Duration::from_secs(30);
+
+/// Runs a dataset command (both are idempotent: staging the same record,
+/// sealing a sealed dataset) on the metadata group, retried while the group
+/// cannot take it (no leader, its leader unreachable) for up to
+/// [`RECORD_FOR`]; a refusal is returned at once.
+async fn recorded(node: &ClusterNode, cmd: DatasetCommand) -> Result<(), PublishError> {
+    let mut attempts = crate::retry::Retry::META.within(RECORD_FOR).start();
+    loop {
+        match node.meta_command(MetaCommand::Dataset(cmd.clone())).await {
+            Ok(_) => return Ok(()),
+            Err(e @ DataError::Refused(_)) => return Err(PublishError::Meta(e)),
+            Err(e) if attempts.expired() => return Err(PublishError::Meta(e)),
+            Err(e) => {
+                tracing::debug!(error = %e, "recording a dataset: the metadata group is not answering; again");
+                attempts.wait().await;
+            }
+        }
+    }
+}
+
 /// Records a dataset this node has just written whole (`ingested`), puts
 /// it in place, has other nodes copy it until a majority of its replicas
 /// hold it, and seals it. Returns the record as sealed.
@@ -78,11 +101,13 @@ pub async fn publish(
         ready: false,
         created_ms: now_ms(),
     };
-    node.meta_command(MetaCommand::Dataset(DatasetCommand::Stage {
-        record: record.clone(),
-    }))
-    .await
-    .map_err(PublishError::Meta)?;
+    recorded(
+        node,
+        DatasetCommand::Stage {
+            record: record.clone(),
+        },
+    )
+    .await?;
     node.datasets
         .install(&ingested.dir, &ingested.sha256)
         .map_err(PublishError::Io)?;
@@ -144,11 +169,13 @@ pub async fn publish(
             reasons: reasons.join("; "),
         });
     }
-    node.meta_command(MetaCommand::Dataset(DatasetCommand::Seal {
-        sha256: rec.sha256.clone(),
-    }))
-    .await
-    .map_err(PublishError::Meta)?;
+    recorded(
+        node,
+        DatasetCommand::Seal {
+            sha256: rec.sha256.clone(),
+        },
+    )
+    .await?;
     rec.ready = true;
     tracing::info!(dataset = %rec.sha256, name = %rec.name, bytes = rec.size, holders = ?rec.holders, "dataset stored");
     Ok(rec)

@@ -9,7 +9,7 @@ use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
 use petuum_proto::v1::{
     DatasetInfo, DatasetList, DatasetRef, JobInfo, JobRef, ListReply, ListRequest, LogLine,
-    LogsReply, ModelChunk, SubmitRequest, UploadChunk,
+    LogsReply, ModelChunk, SubmitRequest, UploadChunk, UploadRef, UploadState,
 };
 use std::path::Path;
 use std::pin::Pin;
@@ -385,9 +385,21 @@ impl JobsApi for JobsSvc {
         &self,
         req: Request<tonic::Streaming<UploadChunk>>,
     ) -> Result<Response<DatasetInfo>, Status> {
-        let rec = crate::datasets::upload(&self.jobs.node, &self.ingests, req.into_inner()).await?;
+        let rec = crate::uploads::upload(&self.jobs.node, &self.ingests, req.into_inner()).await?;
         tracing::info!(dataset = %rec.sha256, name = %rec.name, bytes = rec.size, "dataset uploaded");
         Ok(Response::new(crate::datasets::info(&rec, Vec::new())))
+    }
+
+    async fn upload_offset(
+        &self,
+        req: Request<UploadRef>,
+    ) -> Result<Response<UploadState>, Status> {
+        let received = self
+            .ingests
+            .uploads
+            .offset(&req.get_ref().upload_id)
+            .await?;
+        Ok(Response::new(UploadState { received }))
     }
 
     async fn datasets(&self, _req: Request<ListRequest>) -> Result<Response<DatasetList>, Status> {

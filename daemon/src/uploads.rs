@@ -1,0 +1,536 @@
+//! Uploads into the dataset store (docs/jobs.md, "Data that reaches every
+//! node"), resumable: an upload that names itself (`upload_id`) and whose
+//! stream breaks (a client's connection dropped, a laptop's Wi-Fi gone) is
+//! kept here for [`KEPT_FOR`] with the bytes that arrived, still hashed,
+//! and its client sends the rest in a new stream starting where this node
+//! says it stopped (`UploadOffset`).
+//!
+//! Each upload is received on a task of its own, not in the call's
+//! handler: the server drops a handler whose client went away at whatever
+//! await it is in, while the task sees its stream end with an error and
+//! keeps what arrived.
+// Errors here are the API's own (`tonic::Status`), made once per call.
+#![allow(clippy::result_large_err)]
+
+use crate::datasets::{ingest_status, publish_status, Ingests};
+use petuum_cluster::datasets::place::publish;
+use petuum_cluster::datasets::store::{Ingest, IngestError};
+use petuum_cluster::datasets::{is_sha256_hex, DatasetRecord};
+use petuum_cluster::ClusterNode;
+use petuum_proto::v1::UploadChunk;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tonic::Status;
+
+/// How long a broken upload (and the answer of a finished one) waits here
+/// for its client to come back.
+pub const KEPT_FOR: Duration = Duration::from_secs(600);
+
+/// How long `UploadOffset` waits for a stream of the upload still open
+/// here to end, or for its last bytes to be synced and copied.
+const SETTLE_FOR: Duration = Duration::from_secs(30);
+
+/// The longest upload id a client may choose.
+const MAX_ID: usize = 64;
+
+/// What the first message of an upload said about the file: a resumed
+/// stream must say the same.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Header {
+    sha256: String,
+    name: String,
+    size: u64,
+}
+
+enum Slot {
+    /// A stream is receiving it; notified, it stops (a resume supersedes
+    /// a stream whose client is gone but whose end this node has not
+    /// seen yet).
+    Receiving { stop: Arc<Notify> },
+    /// Every byte arrived: being synced and copied to its replicas.
+    Finishing,
+    /// Its stream broke after `ing.size()` bytes.
+    Kept { ing: Ingest, header: Header },
+    /// Stored: a client that lost the answer gets it again.
+    Done { rec: DatasetRecord },
+}
+
+struct Entry {
+    slot: Slot,
+    /// Which stream (or keeping) the entry belongs to: a later one's
+    /// expiry or end does not touch it.
+    generation: u64,
+    since: Instant,
+}
+
+/// The uploads of this node that have an id.
+#[derive(Clone)]
+pub struct Uploads {
+    entries: Arc<parking_lot::Mutex<HashMap<String, Entry>>>,
+    next: Arc<AtomicU64>,
+    /// At most this many broken uploads are kept (the oldest goes first);
+    /// as many finished answers again, for their clients.
+    max_kept: usize,
+}
+
+fn check_id(id: &str) -> Result<(), Status> {
+    if id.len() > MAX_ID
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Status::invalid_argument(format!(
+            "upload_id: at most {MAX_ID} characters of [0-9A-Za-z_-]"
+        )));
+    }
+    Ok(())
+}
+
+impl Uploads {
+    pub fn new(max_kept: usize) -> Uploads {
+        Uploads {
+            entries: Default::default(),
+            next: Arc::new(AtomicU64::new(1)),
+            max_kept,
+        }
+    }
+
+    /// Sets `id`'s slot under a new generation.
+    fn set(&self, id: &str, slot: Slot) -> u64 {
+        let generation = self.next.fetch_add(1, Ordering::Relaxed);
+        self.entries.lock().insert(
+            id.to_string(),
+            Entry {
+                slot,
+                generation,
+                since: Instant::now(),
+            },
+        );
+        generation
+    }
+
+    /// Replaces `id`'s slot if it is still `generation`'s; returns the
+    /// new generation.
+    fn advance(&self, id: &str, generation: u64, slot: Slot) -> Option<u64> {
+        let mut m = self.entries.lock();
+        let e = m.get_mut(id).filter(|e| e.generation == generation)?;
+        let g = self.next.fetch_add(1, Ordering::Relaxed);
+        *e = Entry {
+            slot,
+            generation: g,
+            since: Instant::now(),
+        };
+        Some(g)
+    }
+
+    /// Marks `id` as finishing (every byte arrived) if it is still
+    /// `generation`'s.
+    fn finishing(&self, id: &str, generation: u64) {
+        if let Some(e) = self.entries.lock().get_mut(id) {
+            if e.generation == generation {
+                e.slot = Slot::Finishing;
+            }
+        }
+    }
+
+    /// Forgets `id` if it is still `generation`'s.
+    fn forget(&self, id: &str, generation: u64) -> Option<Entry> {
+        let mut m = self.entries.lock();
+        if m.get(id).is_some_and(|e| e.generation == generation) {
+            return m.remove(id);
+        }
+        None
+    }
+
+    /// Keeps (or records as done) `id` under `generation` for
+    /// [`KEPT_FOR`], then forgets it; beyond `max_kept` such entries the
+    /// oldest is forgotten now.
+    fn keep(&self, id: &str, generation: u64, slot: Slot) {
+        let kept = matches!(slot, Slot::Kept { .. });
+        let Some(g) = self.advance(id, generation, slot) else {
+            return;
+        };
+        let evicted = {
+            let mut m = self.entries.lock();
+            let same = |s: &Slot| match s {
+                Slot::Kept { .. } => kept,
+                Slot::Done { .. } => !kept,
+                Slot::Receiving { .. } | Slot::Finishing => false,
+            };
+            let mut of_kind: Vec<(Instant, String)> = m
+                .iter()
+                .filter(|(_, e)| same(&e.slot))
+                .map(|(k, e)| (e.since, k.clone()))
+                .collect();
+            of_kind.sort();
+            let over = of_kind.len().saturating_sub(self.max_kept);
+            of_kind
+                .into_iter()
+                .take(over)
+                .filter_map(|(_, k)| m.remove(&k))
+                .collect::<Vec<_>>()
+        };
+        abandon(evicted);
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(KEPT_FOR).await;
+            abandon(me.forget(&id, g));
+        });
+    }
+
+    /// How many bytes of `id` this node holds (`UploadOffset`). A stream
+    /// of it still open is ended first; bytes still being synced and
+    /// copied are waited for.
+    pub async fn offset(&self, id: &str) -> Result<u64, Status> {
+        check_id(id)?;
+        let until = Instant::now() + SETTLE_FOR;
+        loop {
+            {
+                let m = self.entries.lock();
+                match m.get(id).map(|e| &e.slot) {
+                    None => {
+                        return Err(Status::not_found(format!(
+                            "upload {id}: this node holds none of it (start it again)"
+                        )))
+                    }
+                    Some(Slot::Kept { ing, .. }) => return Ok(ing.size()),
+                    Some(Slot::Done { rec }) => return Ok(rec.size),
+                    // A permit is stored if the stream is not waiting now.
+                    Some(Slot::Receiving { stop }) => stop.notify_one(),
+                    Some(Slot::Finishing) => {}
+                }
+            }
+            if Instant::now() >= until {
+                return Err(Status::unavailable(format!(
+                    "upload {id}: its last bytes are still being stored on this node; ask again"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Abandons what a forgotten entry held (a kept upload's file and its
+/// hashers; the join waits for them, so not on the runtime's threads).
+fn abandon(entries: impl IntoIterator<Item = Entry>) {
+    for e in entries {
+        if let Slot::Kept { ing, .. } = e.slot {
+            tokio::task::spawn_blocking(move || ing.abandon());
+        }
+    }
+}
+
+/// Stores an uploaded file: the first message names it (its sha256 may be
+/// left empty); the bytes are written and hashed as they come, checked
+/// against the announced size (and sha256, when given), then published
+/// (copied to a majority of its replicas; bytes the store holds already
+/// are kept once). With an `upload_id`, a broken stream is kept for a
+/// resume, and `offset` resumes one.
+pub async fn upload(
+    node: &Arc<ClusterNode>,
+    ingests: &Ingests,
+    mut stream: tonic::Streaming<UploadChunk>,
+) -> Result<DatasetRecord, Status> {
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| Status::invalid_argument("an upload needs at least one message"))?;
+    let header = Header {
+        sha256: first.sha256.clone(),
+        name: first.name.clone(),
+        size: first.size,
+    };
+    let (sha, size) = (&header.sha256, header.size);
+    // An empty sha256: the client did not hash the file (it only does when
+    // the cluster may have those bytes already); they are named by the
+    // sha256 computed here.
+    if !sha.is_empty() && !is_sha256_hex(sha) {
+        return Err(Status::invalid_argument(format!(
+            "upload: `{}` is not a sha256 (64 lowercase hex digits)",
+            sha.chars().take(80).collect::<String>()
+        )));
+    }
+    check_id(&first.upload_id)?;
+    let id = first.upload_id.clone();
+    if id.is_empty() && first.offset != 0 {
+        return Err(Status::invalid_argument(
+            "upload: only an upload with an upload_id can start at an offset",
+        ));
+    }
+    let max = node.config.datasets.max_mib << 20;
+    if size > max {
+        return Err(Status::resource_exhausted(format!(
+            "upload of {size} bytes: larger than this cluster's limit of {max} bytes (datasets.max_mib)"
+        )));
+    }
+    if !sha.is_empty() {
+        if let Some(rec) = node.meta_dataset(sha).await.ok().flatten() {
+            if rec.ready {
+                return Ok(rec);
+            }
+        }
+    }
+    let uploads = &ingests.uploads;
+    // A resume takes the kept upload (or the answer of a finished one).
+    let resumed = if first.offset > 0 {
+        let mut m = uploads.entries.lock();
+        let held = match m.get(&id).map(|e| &e.slot) {
+            None => None,
+            Some(Slot::Kept { ing, header: h }) if *h == header => Some(ing.size()),
+            Some(Slot::Done { rec }) if rec.size == size && rec.name == header.name => {
+                return Ok(rec.clone())
+            }
+            Some(Slot::Kept { .. }) | Some(Slot::Done { .. }) => {
+                return Err(Status::invalid_argument(format!(
+                    "upload {id}: the resumed stream names another file (name, size or sha256) than its start"
+                )))
+            }
+            Some(Slot::Receiving { .. }) | Some(Slot::Finishing) => {
+                return Err(Status::failed_precondition(format!(
+                    "upload {id}: a stream of it is still open on this node (ask UploadOffset first)"
+                )))
+            }
+        };
+        match held {
+            Some(n) if n == first.offset => match m.remove(&id).map(|e| e.slot) {
+                Some(Slot::Kept { ing, .. }) => Some(ing),
+                _ => unreachable!("checked under the same lock"),
+            },
+            Some(n) => {
+                return Err(Status::failed_precondition(format!(
+                    "upload {id}: this node holds {n} bytes of it, the stream starts at {}",
+                    first.offset
+                )))
+            }
+            None => {
+                return Err(Status::not_found(format!(
+                    "upload {id}: this node holds none of it (start it again)"
+                )))
+            }
+        }
+    } else {
+        None
+    };
+    let permit = match ingests.take() {
+        Ok(p) => p,
+        Err(e) => {
+            // Kept again for a later try.
+            if let Some(ing) = resumed {
+                let g = uploads.set(&id, Slot::Finishing);
+                uploads.keep(&id, g, Slot::Kept { ing, header });
+            }
+            return Err(Status::resource_exhausted(e));
+        }
+    };
+    let ing = match resumed {
+        Some(ing) => ing,
+        None => node
+            .datasets
+            .ingest(&first.name, size)
+            .map_err(|e| Status::internal(format!("upload: {e}")))?,
+    };
+    let stop = Arc::new(Notify::new());
+    let generation = (!id.is_empty()).then(|| {
+        let g = uploads.set(&id, Slot::Receiving { stop: stop.clone() });
+        (id.clone(), g)
+    });
+    let (node, uploads) = (node.clone(), uploads.clone());
+    let task = tokio::spawn(async move {
+        let _permit = permit;
+        let all_arrived = || {
+            if let Some((id, g)) = &generation {
+                uploads.finishing(id, *g);
+            }
+        };
+        let r = receive_and_store(&node, ing, first, stream, &stop, &header, all_arrived).await;
+        let Some((id, g)) = generation else {
+            return r.map_err(|(s, _)| s);
+        };
+        match r {
+            Ok(rec) => {
+                uploads.keep(&id, g, Slot::Done { rec: rec.clone() });
+                Ok(rec)
+            }
+            Err((s, Some(ing))) => {
+                tracing::info!(upload = %id, bytes = ing.size(), "upload stream broken; kept for its client to resume");
+                uploads.keep(&id, g, Slot::Kept { ing, header });
+                Err(s)
+            }
+            Err((s, None)) => {
+                uploads.forget(&id, g);
+                Err(s)
+            }
+        }
+    });
+    task.await
+        .map_err(|e| Status::internal(format!("upload: {e}")))?
+}
+
+/// Receives the bytes, checks and stores them. An error with the ingest:
+/// the stream broke (or a resume stopped it) after what the ingest holds,
+/// which is whole and may be resumed; without: it is gone.
+async fn receive_and_store(
+    node: &Arc<ClusterNode>,
+    ing: Ingest,
+    first: UploadChunk,
+    mut stream: tonic::Streaming<UploadChunk>,
+    stop: &Notify,
+    header: &Header,
+    all_arrived: impl FnOnce(),
+) -> Result<DatasetRecord, (Status, Option<Ingest>)> {
+    let size = header.size;
+    // The bytes are written and hashed on a thread of their own while the
+    // next ones arrive.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut ing = ing;
+        while let Some(data) = rx.blocking_recv() {
+            if let Err(e) = ing.write(data) {
+                ing.abandon();
+                return Err(e);
+            }
+        }
+        Ok(ing)
+    });
+    let started = Instant::now();
+    let mut chunk = first;
+    let received: Result<(), Status> = async {
+        loop {
+            if tx.send(std::mem::take(&mut chunk.data)).await.is_err() {
+                // The writer stopped: its error is reported below.
+                return Ok(());
+            }
+            tokio::select! {
+                m = stream.message() => match m? {
+                    Some(c) => chunk = c,
+                    None => return Ok(()),
+                },
+                _ = stop.notified() => {
+                    return Err(Status::aborted("upload: a resume of it took over"));
+                }
+            }
+        }
+    }
+    .await;
+    drop(tx);
+    let written = writer
+        .await
+        .map_err(|e| (Status::internal(format!("upload: {e}")), None))?;
+    let ing = match (received, written) {
+        (_, Err(IngestError::TooLarge(_))) => {
+            return Err((
+                Status::invalid_argument(format!("upload: more bytes than the {size} announced")),
+                None,
+            ))
+        }
+        (_, Err(e)) => return Err((ingest_status(e), None)),
+        // The stream broke: what arrived is kept whole.
+        (Err(e), Ok(ing)) => return Err((e, Some(ing))),
+        (Ok(()), Ok(ing)) => ing,
+    };
+    all_arrived();
+    let fail = |s: Status| Err((s, None));
+    if ing.size() != size {
+        let got = ing.size();
+        ing.abandon();
+        return fail(Status::invalid_argument(format!(
+            "upload: {got} bytes arrived, {size} were announced"
+        )));
+    }
+    let received_s = started.elapsed().as_secs_f64();
+    let done = match tokio::task::block_in_place(|| ing.finish()) {
+        Ok(d) => d,
+        Err(e) => return fail(ingest_status(e)),
+    };
+    tracing::info!(
+        bytes = size,
+        received_s,
+        synced_s = started.elapsed().as_secs_f64() - received_s,
+        "upload received and synced"
+    );
+    let sha = &header.sha256;
+    if !sha.is_empty() && done.sha256 != *sha {
+        let _ = std::fs::remove_dir_all(&done.dir);
+        return fail(Status::invalid_argument(format!(
+            "upload: the bytes that arrived have sha256 {}, not the {sha} announced",
+            done.sha256
+        )));
+    }
+    match publish(node, done, "upload".into()).await {
+        Ok(rec) => Ok(rec),
+        Err(e) => fail(publish_status(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use petuum_cluster::datasets::store::Store;
+
+    fn header(size: u64) -> Header {
+        Header {
+            sha256: String::new(),
+            name: "f".into(),
+            size,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broken_upload_is_kept_then_the_oldest_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("datasets")).unwrap();
+        let uploads = Uploads::new(1);
+        // Ids are bounded and plain.
+        for bad in ["a/b", "x".repeat(65).as_str(), "é"] {
+            let e = uploads.offset(bad).await.unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e:?}");
+        }
+        assert_eq!(
+            uploads.offset("a").await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        // A stream still receiving is told to stop, and what it held is
+        // the answer once it is kept.
+        let stop = Arc::new(Notify::new());
+        let g = uploads.set("a", Slot::Receiving { stop: stop.clone() });
+        let mut ing = store.ingest("f", 100).unwrap();
+        ing.write(b"hello".to_vec()).unwrap();
+        let (u, held) = (uploads.clone(), ing);
+        let stream = tokio::spawn(async move {
+            stop.notified().await;
+            u.keep(
+                "a",
+                g,
+                Slot::Kept {
+                    ing: held,
+                    header: header(100),
+                },
+            );
+        });
+        assert_eq!(uploads.offset("a").await.unwrap(), 5);
+        stream.await.unwrap();
+        // One broken upload is kept here: a second one pushes the first out.
+        let g = uploads.set("b", Slot::Finishing);
+        let mut ing = store.ingest("g", 100).unwrap();
+        ing.write(b"hi".to_vec()).unwrap();
+        uploads.keep(
+            "b",
+            g,
+            Slot::Kept {
+                ing,
+                header: header(100),
+            },
+        );
+        assert_eq!(uploads.offset("b").await.unwrap(), 2);
+        assert_eq!(
+            uploads.offset("a").await.unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        // A stale generation changes nothing.
+        assert!(uploads.forget("b", g).is_none());
+        assert_eq!(uploads.offset("b").await.unwrap(), 2);
+    }
+}
