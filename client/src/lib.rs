@@ -258,6 +258,8 @@ pub enum Switch {
 /// What a reconnect asks a node before going on through it.
 #[derive(Clone, Copy)]
 enum Probe<'a> {
+    /// That it answers the job API at all.
+    Answers,
     /// That it answers for the job.
     Job(u64),
     /// How much of the upload it holds.
@@ -283,6 +285,11 @@ fn newer(a: &JobInfo, b: &JobInfo) -> bool {
 /// it) went away, rather than an answer about the request: a watch then
 /// goes on through another node.
 fn lost_node(s: &tonic::Status) -> bool {
+    // A status made here from a transport error (a reset, a keepalive
+    // that timed out) carries that error; one a node answered does not.
+    if std::error::Error::source(s).is_some() {
+        return true;
+    }
     match s.code() {
         tonic::Code::Unavailable
         | tonic::Code::Unknown
@@ -302,9 +309,9 @@ enum UploadFailure {
     Call(tonic::Status),
 }
 
-/// A fresh upload id: 128 random bits in hex (std's per-process random
-/// hash keys, mixed with the time).
-fn upload_id() -> String {
+/// A fresh id for an upload or a submission: 128 random bits in hex
+/// (std's per-process random hash keys, mixed with the time).
+fn fresh_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -427,16 +434,37 @@ impl Client {
         origin: &str,
         base_dir: &Path,
     ) -> Result<JobInfo, ClientError> {
-        let req = self.req(petuum_proto::v1::SubmitRequest {
-            spec_toml: spec_toml.to_string(),
-            origin: origin.to_string(),
-            base_dir: base_dir.display().to_string(),
-        });
-        self.jobs
-            .submit(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
+        // The submission names itself: sent again through another node
+        // after its node went away (the answer lost, or the request), it
+        // makes one job, not two.
+        let request_id = fresh_id();
+        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(self.peer_endpoints().await)
+            .collect();
+        let mut lost_since: Option<std::time::Instant> = None;
+        loop {
+            let req = self.req(petuum_proto::v1::SubmitRequest {
+                spec_toml: spec_toml.to_string(),
+                origin: origin.to_string(),
+                base_dir: base_dir.display().to_string(),
+                request_id: request_id.clone(),
+            });
+            let reason = match self.jobs.submit(req).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if lost_node(&s) => s.message().to_string(),
+                Err(s) => return Err(self.err(s)),
+            };
+            let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+            self.notify(Switch::Lost {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            });
+            self.reconnect(Probe::Answers, &candidates, &reason, since)
+                .await?;
+            self.notify(Switch::Resumed {
+                endpoint: self.endpoint.clone(),
+            });
+        }
     }
 
     pub async fn status(&mut self, job: u64) -> Result<JobInfo, ClientError> {
@@ -605,8 +633,9 @@ impl Client {
             .chain(candidates.iter().filter(|c| **c != self.endpoint).cloned())
             .collect();
         let what = match probe {
-            Probe::Job(_) => "for the job",
-            Probe::Upload(_) => "for the upload",
+            Probe::Answers => "",
+            Probe::Job(_) => " for the job",
+            Probe::Upload(_) => " for the upload",
         };
         let mut pause = std::time::Duration::from_millis(200);
         let mut last_error = reason.to_string();
@@ -616,7 +645,7 @@ impl Client {
                     return Err(ClientError::Unreachable {
                         endpoint: order.join(", "),
                         reason: format!(
-                            "no node answered {what} within {} s after losing its node (last: {last_error})",
+                            "no node answered{what} within {} s after losing its node (last: {last_error})",
                             WATCH_RECONNECT.as_secs()
                         ),
                     });
@@ -632,12 +661,23 @@ impl Client {
                 // stopped daemon still completes the TCP handshake).
                 // A node asked about an upload may first wait for a stream
                 // of it that is still open there to end (up to 30 s).
-                let bound = std::time::Duration::from_secs(match probe {
-                    Probe::Job(_) => 10,
-                    Probe::Upload(_) => 40,
-                });
+                let bound = match probe {
+                    Probe::Answers | Probe::Job(_) => std::time::Duration::from_secs(10),
+                    // A node still storing the upload's last bytes (syncing
+                    // them, copying them to the dataset's replicas) answers
+                    // once it is done.
+                    Probe::Upload(_) => WATCH_RECONNECT.saturating_sub(started.elapsed()),
+                };
                 let asked = tokio::time::timeout(bound, async {
                     match probe {
+                        // No job has id 0: "not found" is an answer.
+                        Probe::Answers => {
+                            let req = c.req(petuum_proto::v1::JobRef { job: 0 });
+                            match c.jobs.get(req).await {
+                                Err(s) if lost_node(&s) => Err(s),
+                                _ => Ok(0),
+                            }
+                        }
                         Probe::Job(job) => {
                             let req = c.req(petuum_proto::v1::JobRef { job });
                             c.jobs.get(req).await.map(|_| 0)
@@ -766,15 +806,25 @@ impl Client {
             .unwrap_or_else(|| "data".into());
         // The upload names itself, so that a broken stream can be resumed
         // where the node says it stopped.
-        let id = upload_id();
+        let mut id = fresh_id();
         let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
             .chain(self.peer_endpoints().await)
             .collect();
         let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
         let at_start = stamp(std::fs::metadata(path).map_err(io)?);
         let mut offset = 0u64;
-        // Since when no stream has moved the upload on.
+        // Since when no stream has moved the upload on: bounds the retries
+        // as a watch's are bounded.
         let mut lost_since: Option<std::time::Instant> = None;
+        let gave_up = |since: std::time::Instant, why: &str, ep: &str| {
+            (since.elapsed() >= WATCH_RECONNECT).then(|| ClientError::Unreachable {
+                endpoint: ep.to_string(),
+                reason: format!(
+                    "the upload made no progress for {} s (last: {why})",
+                    WATCH_RECONNECT.as_secs()
+                ),
+            })
+        };
         loop {
             // A resumed stream sends the rest of the same bytes.
             if at_start != stamp(std::fs::metadata(path).map_err(io)?) {
@@ -786,13 +836,42 @@ impl Client {
             let sent = self
                 .upload_from(path, &id, &known, &name, total, offset)
                 .await;
-            let reason = match sent {
+            let s = match sent {
                 Ok(info) => return Ok(Uploaded { info, sent: true }),
                 Err(UploadFailure::Local(e)) => return Err(e),
-                Err(UploadFailure::Call(s)) if lost_node(&s) => s.message().to_string(),
-                Err(UploadFailure::Call(s)) => return Err(self.err(s)),
+                Err(UploadFailure::Call(s)) => s,
             };
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+            if offset > 0 && !lost_node(&s) {
+                match s.code() {
+                    // The node let the upload go between our question and
+                    // the resume (kept too long, or pushed out): start
+                    // again there.
+                    tonic::Code::NotFound => {
+                        id = fresh_id();
+                        offset = 0;
+                        self.notify(Switch::UploadResumed {
+                            endpoint: self.endpoint.clone(),
+                            offset,
+                            size: total,
+                        });
+                        continue;
+                    }
+                    // Busy with other uploads: the same node, shortly.
+                    tonic::Code::ResourceExhausted => {
+                        if let Some(e) = gave_up(since, s.message(), &self.endpoint) {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if !lost_node(&s) {
+                return Err(self.err(s));
+            }
+            let reason = s.message().to_string();
             self.notify(Switch::Lost {
                 endpoint: self.endpoint.clone(),
                 reason: reason.clone(),
@@ -802,6 +881,13 @@ impl Client {
                 .await?;
             if at > offset {
                 lost_since = None;
+            } else {
+                // No progress since the last try: not at once again.
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            if at == 0 {
+                // That node holds nothing of it: a new upload there.
+                id = fresh_id();
             }
             offset = at;
             self.notify(Switch::UploadResumed {

@@ -616,6 +616,7 @@ mod tests {
             clocks: 1,
             tables: 1,
             at_ms: 1,
+            request: String::new(),
         }))
     }
 

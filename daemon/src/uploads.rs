@@ -55,7 +55,7 @@ enum Slot {
     /// Its stream broke after `ing.size()` bytes.
     Kept { ing: Ingest, header: Header },
     /// Stored: a client that lost the answer gets it again.
-    Done { rec: DatasetRecord },
+    Done { rec: DatasetRecord, header: Header },
 }
 
 struct Entry {
@@ -77,13 +77,19 @@ pub struct Uploads {
 }
 
 fn check_id(id: &str) -> Result<(), Status> {
+    check_client_id("upload_id", id)
+}
+
+/// An id a client chose (an upload's, a submission's): at most
+/// [`MAX_ID`] characters of `[0-9A-Za-z_-]`.
+pub(crate) fn check_client_id(field: &str, id: &str) -> Result<(), Status> {
     if id.len() > MAX_ID
         || !id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(Status::invalid_argument(format!(
-            "upload_id: at most {MAX_ID} characters of [0-9A-Za-z_-]"
+            "{field}: at most {MAX_ID} characters of [0-9A-Za-z_-]"
         )));
     }
     Ok(())
@@ -98,10 +104,13 @@ impl Uploads {
         }
     }
 
-    /// Sets `id`'s slot under a new generation.
+    /// Sets `id`'s slot under a new generation. What the id held before
+    /// is let go: a kept upload abandoned, a stream still receiving told
+    /// to stop (its end then finds its entry taken and abandons what it
+    /// holds).
     fn set(&self, id: &str, slot: Slot) -> u64 {
         let generation = self.next.fetch_add(1, Ordering::Relaxed);
-        self.entries.lock().insert(
+        let before = self.entries.lock().insert(
             id.to_string(),
             Entry {
                 slot,
@@ -109,21 +118,29 @@ impl Uploads {
                 since: Instant::now(),
             },
         );
+        if let Some(e) = before {
+            if let Slot::Receiving { stop } = &e.slot {
+                stop.notify_one();
+            }
+            abandon([e]);
+        }
         generation
     }
 
     /// Replaces `id`'s slot if it is still `generation`'s; returns the
-    /// new generation.
-    fn advance(&self, id: &str, generation: u64, slot: Slot) -> Option<u64> {
+    /// new generation, or the slot when the entry is no longer this one's.
+    fn advance(&self, id: &str, generation: u64, slot: Slot) -> Result<u64, Slot> {
         let mut m = self.entries.lock();
-        let e = m.get_mut(id).filter(|e| e.generation == generation)?;
+        let Some(e) = m.get_mut(id).filter(|e| e.generation == generation) else {
+            return Err(slot);
+        };
         let g = self.next.fetch_add(1, Ordering::Relaxed);
         *e = Entry {
             slot,
             generation: g,
             since: Instant::now(),
         };
-        Some(g)
+        Ok(g)
     }
 
     /// Marks `id` as finishing (every byte arrived) if it is still
@@ -150,8 +167,17 @@ impl Uploads {
     /// oldest is forgotten now.
     fn keep(&self, id: &str, generation: u64, slot: Slot) {
         let kept = matches!(slot, Slot::Kept { .. });
-        let Some(g) = self.advance(id, generation, slot) else {
-            return;
+        let g = match self.advance(id, generation, slot) {
+            Ok(g) => g,
+            // Another stream of the id took over: this one's bytes go.
+            Err(slot) => {
+                abandon([Entry {
+                    slot,
+                    generation,
+                    since: Instant::now(),
+                }]);
+                return;
+            }
         };
         let evicted = {
             let mut m = self.entries.lock();
@@ -182,8 +208,9 @@ impl Uploads {
     }
 
     /// How many bytes of `id` this node holds (`UploadOffset`). A stream
-    /// of it still open is ended first; bytes still being synced and
-    /// copied are waited for.
+    /// of it still open is ended first (for up to [`SETTLE_FOR`]); bytes
+    /// all received and still being synced and copied to the dataset's
+    /// replicas (which takes as long as the copies do) are waited for.
     pub async fn offset(&self, id: &str) -> Result<u64, Status> {
         check_id(id)?;
         let until = Instant::now() + SETTLE_FOR;
@@ -197,16 +224,18 @@ impl Uploads {
                         )))
                     }
                     Some(Slot::Kept { ing, .. }) => return Ok(ing.size()),
-                    Some(Slot::Done { rec }) => return Ok(rec.size),
+                    Some(Slot::Done { rec, .. }) => return Ok(rec.size),
                     // A permit is stored if the stream is not waiting now.
-                    Some(Slot::Receiving { stop }) => stop.notify_one(),
+                    Some(Slot::Receiving { stop }) => {
+                        stop.notify_one();
+                        if Instant::now() >= until {
+                            return Err(Status::unavailable(format!(
+                                "upload {id}: a stream of it is still open on this node; ask again"
+                            )));
+                        }
+                    }
                     Some(Slot::Finishing) => {}
                 }
-            }
-            if Instant::now() >= until {
-                return Err(Status::unavailable(format!(
-                    "upload {id}: its last bytes are still being stored on this node; ask again"
-                )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -280,9 +309,7 @@ pub async fn upload(
         let held = match m.get(&id).map(|e| &e.slot) {
             None => None,
             Some(Slot::Kept { ing, header: h }) if *h == header => Some(ing.size()),
-            Some(Slot::Done { rec }) if rec.size == size && rec.name == header.name => {
-                return Ok(rec.clone())
-            }
+            Some(Slot::Done { rec, header: h }) if *h == header => return Ok(rec.clone()),
             Some(Slot::Kept { .. }) | Some(Slot::Done { .. }) => {
                 return Err(Status::invalid_argument(format!(
                     "upload {id}: the resumed stream names another file (name, size or sha256) than its start"
@@ -337,7 +364,7 @@ pub async fn upload(
         let g = uploads.set(&id, Slot::Receiving { stop: stop.clone() });
         (id.clone(), g)
     });
-    let (node, uploads) = (node.clone(), uploads.clone());
+    let (node, uploads, registered) = (node.clone(), uploads.clone(), generation.clone());
     let task = tokio::spawn(async move {
         let _permit = permit;
         let all_arrived = || {
@@ -347,11 +374,24 @@ pub async fn upload(
         };
         let r = receive_and_store(&node, ing, first, stream, &stop, &header, all_arrived).await;
         let Some((id, g)) = generation else {
-            return r.map_err(|(s, _)| s);
+            // Not resumable: what arrived goes.
+            return r.map_err(|(s, kept)| {
+                if let Some(ing) = kept {
+                    tokio::task::spawn_blocking(move || ing.abandon());
+                }
+                s
+            });
         };
         match r {
             Ok(rec) => {
-                uploads.keep(&id, g, Slot::Done { rec: rec.clone() });
+                uploads.keep(
+                    &id,
+                    g,
+                    Slot::Done {
+                        rec: rec.clone(),
+                        header,
+                    },
+                );
                 Ok(rec)
             }
             Err((s, Some(ing))) => {
@@ -365,8 +405,16 @@ pub async fn upload(
             }
         }
     });
-    task.await
-        .map_err(|e| Status::internal(format!("upload: {e}")))?
+    match task.await {
+        Ok(r) => r,
+        Err(e) => {
+            // A panic: its entry would otherwise wait for ever.
+            if let Some((id, g)) = registered {
+                abandon(ingests.uploads.forget(&id, g));
+            }
+            Err(Status::internal(format!("upload: {e}")))
+        }
+    }
 }
 
 /// Receives the bytes, checks and stores them. An error with the ingest:

@@ -134,6 +134,12 @@ pub struct SubmitRequest {
     /// unless it names a dataset of the store (`sha256:<hex>`) or a URL.
     #[prost(string, tag = "3")]
     pub base_dir: ::prost::alloc::string::String,
+    /// The client's id for this submission (at most 64 characters of
+    /// \[0-9A-Za-z_-\]; empty: none). Sending the same submission again under
+    /// the same id, through any node, answers the job it made, so a client
+    /// that lost an answer retries without making a second job.
+    #[prost(string, tag = "4")]
+    pub request_id: ::prost::alloc::string::String,
 }
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct JobRef {

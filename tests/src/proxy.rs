@@ -27,6 +27,11 @@ struct Shared {
     tripped: AtomicBool,
     closed: AtomicBool,
     sockets: Mutex<Vec<TcpStream>>,
+    /// Once the client sent this many bytes on the first connection, that
+    /// connection's replies are read and dropped (a request that arrives,
+    /// and an answer that never does).
+    mute_first_after: Option<u64>,
+    connections: AtomicU64,
 }
 
 /// A proxy on `127.0.0.1:<port>` to one target address.
@@ -40,6 +45,19 @@ impl Proxy {
     /// clients sent `limit` bytes, does `on_limit` to the connection that
     /// crossed it (once: later bytes and connections pass).
     pub fn start(target: &str, limit: u64, on_limit: OnLimit) -> Proxy {
+        Self::with(target, limit, on_limit, None)
+    }
+
+    /// Forwards every connection to `target`, but once the client sent
+    /// `after` bytes on the first one (past HTTP/2's preface and settings,
+    /// about 80 bytes), drops every byte the target sends back on it: the
+    /// request arrives, its answer is lost, until
+    /// [`drop_connections`](Self::drop_connections).
+    pub fn muting_first_replies(target: &str, after: u64) -> Proxy {
+        Self::with(target, u64::MAX, OnLimit::Cut, Some(after))
+    }
+
+    fn with(target: &str, limit: u64, on_limit: OnLimit, mute_first_after: Option<u64>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address").to_string();
         let shared = Arc::new(Shared {
@@ -50,6 +68,8 @@ impl Proxy {
             tripped: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sockets: Mutex::new(Vec::new()),
+            mute_first_after,
+            connections: AtomicU64::new(0),
         });
         let s = shared.clone();
         std::thread::spawn(move || {
@@ -72,9 +92,12 @@ impl Proxy {
                     socks.extend(server.try_clone().ok());
                 }
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let up = s.clone();
-                std::thread::spawn(move || up.client_to_server(client, server));
-                std::thread::spawn(move || copy(s2, c2));
+                let first = s.connections.fetch_add(1, Ordering::SeqCst) == 0;
+                let sent = Arc::new(AtomicU64::new(0));
+                let (up, sent_up) = (s.clone(), sent.clone());
+                std::thread::spawn(move || up.client_to_server(client, server, &sent_up));
+                let mute = s.mute_first_after.filter(|_| first);
+                std::thread::spawn(move || replies(s2, c2, &sent, mute));
             }
         });
         Proxy { addr, shared }
@@ -95,6 +118,13 @@ impl Proxy {
         self.shared.tripped.load(Ordering::SeqCst)
     }
 
+    /// Closes the connections open now; later ones pass.
+    pub fn drop_connections(&self) {
+        for s in self.shared.sockets.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
     /// Closes every connection, and every later one at once.
     pub fn close_all(&self) {
         self.shared.closed.store(true, Ordering::SeqCst);
@@ -105,13 +135,14 @@ impl Proxy {
 }
 
 impl Shared {
-    fn client_to_server(&self, mut from: TcpStream, mut to: TcpStream) {
+    fn client_to_server(&self, mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            sent.fetch_add(n as u64, Ordering::SeqCst);
             let before = self.forwarded.fetch_add(n as u64, Ordering::SeqCst);
             let crossing = before < self.limit && before + n as u64 >= self.limit;
             if crossing && !self.tripped.swap(true, Ordering::SeqCst) {
@@ -139,8 +170,22 @@ impl Shared {
     }
 }
 
-fn copy(mut from: TcpStream, mut to: TcpStream) {
-    let _ = std::io::copy(&mut from, &mut to);
+/// Copies the target's replies to the client; with `mute`, drops them
+/// once the client has sent that many bytes on the connection.
+fn replies(mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64, mute: Option<u64>) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if mute.is_some_and(|after| sent.load(Ordering::SeqCst) >= after) {
+            continue;
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
 }

@@ -919,3 +919,93 @@ fn a_jobs_clocks_reach_only_the_shards_of_its_span() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `petuum-client list --json` through `ep`.
+fn list(c: &LocalCluster, ep: &str) -> Vec<Value> {
+    let out = client(ep, &["list", "--json"], c.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// A submission whose answer is lost (its request reached the node, the
+/// connection died before the reply came back: a client's network, or a
+/// node killed right after recording the job) is sent again by the client
+/// under the same submission id, and the cluster answers with the job it
+/// made: one job, not two. Through a real TCP proxy that drops the first
+/// connection's replies, and closes it once the job is recorded.
+#[test]
+fn a_submission_whose_answer_is_lost_makes_one_job() {
+    use petuum_tests::proxy::Proxy;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = lr_spec(dir.path(), &dir.path().join("unused.safetensors"));
+    let c = LocalCluster::start(3, 8, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    // Past the connection's preface and settings, within the request.
+    let proxy = Proxy::muting_first_replies(&c.nodes[0].addr, 400);
+    let child = std::process::Command::new(petuum_tests::bin("petuum-client"))
+        .args([
+            "--endpoint",
+            &proxy.endpoint(),
+            "submit",
+            "--no-upload",
+            "--json",
+        ])
+        .arg(&spec)
+        .current_dir(c.path())
+        .env("PETUUM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The request arrives and the job is recorded; its answer is dropped.
+    let ep2 = endpoint(&c, 2);
+    let t0 = Instant::now();
+    let listed = loop {
+        let jobs = list(&c, &ep2);
+        if !jobs.is_empty() {
+            break jobs;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let mut child = child;
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the submission never arrived: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    proxy.drop_connections();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "submit failed: {err}");
+    assert!(
+        err.contains("lost "),
+        "the client never lost its answer: {err}"
+    );
+    let answer: Value = serde_json::from_str(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or("null"),
+    )
+    .unwrap();
+    let jobs = list(&c, &ep2);
+    assert_eq!(
+        jobs.len(),
+        1,
+        "a retried submission made a second job: {jobs:?}"
+    );
+    assert_eq!(answer["id"], jobs[0]["id"], "{answer} vs {jobs:?}");
+    eprintln!("submit whose first answer was lost:\n{err}");
+}

@@ -101,13 +101,18 @@ pub async fn publish(
         ready: false,
         created_ms: now_ms(),
     };
-    recorded(
+    if let Err(e) = recorded(
         node,
         DatasetCommand::Stage {
             record: record.clone(),
         },
     )
-    .await?;
+    .await
+    {
+        // Not recorded: the bytes go (a client sends them again).
+        let _ = std::fs::remove_dir_all(&ingested.dir);
+        return Err(e);
+    }
     node.datasets
         .install(&ingested.dir, &ingested.sha256)
         .map_err(PublishError::Io)?;

@@ -494,19 +494,29 @@ impl Store {
         }
     }
 
-    /// Removes unfinished copies older than `age`.
+    /// Removes unfinished copies untouched for `age`: neither their
+    /// directory nor a file in it written since (a slow upload that is
+    /// still arriving is kept however long it takes).
     pub fn clean_incoming(&self, age: Duration) {
         let Ok(d) = std::fs::read_dir(&self.root) else {
             return;
         };
-        for e in d.flatten() {
-            let old = e
-                .metadata()
+        let idle = |p: &Path| {
+            p.metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
-                .is_none_or(|a| a >= age);
-            if old && e.file_name().to_string_lossy().starts_with(INCOMING) {
+                .is_none_or(|a| a >= age)
+        };
+        for e in d.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(INCOMING) {
+                continue;
+            }
+            let old = idle(&e.path())
+                && std::fs::read_dir(e.path())
+                    .map(|files| files.flatten().all(|f| idle(&f.path())))
+                    .unwrap_or(true);
+            if old {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

@@ -100,6 +100,9 @@ fn status_of(e: DataError) -> Status {
     }
 }
 
+/// How long a submission with an id waits for the metadata group.
+const SUBMIT_FOR: Duration = Duration::from_secs(30);
+
 /// How often a `watch` stream on a node without a metadata replica reads
 /// the metadata again (one with a replica awaits its changes).
 const WATCH_POLL: Duration = Duration::from_millis(200);
@@ -115,9 +118,25 @@ impl JobsSvc {
     }
 
     /// [`command`](Self::command) for a submission: a refusal of the spec
-    /// itself (a dataset not in the store) is the submitter's error.
+    /// itself (a dataset not in the store) is the submitter's error. A
+    /// submission with the client's id may be sent again safely, so it is
+    /// retried while the metadata group cannot take it (an election after
+    /// its leader died) for up to [`SUBMIT_FOR`].
     async fn command_as(&self, origin: &str, cmd: JobCommand) -> Result<u64, Status> {
-        match self.command(cmd).await {
+        let retry = matches!(&cmd, JobCommand::Submit { request, .. } if !request.is_empty());
+        let mut attempts = petuum_cluster::retry::Retry::META
+            .within(SUBMIT_FOR)
+            .start();
+        let answer = loop {
+            match self.command(cmd.clone()).await {
+                Err(s) if retry && s.code() == tonic::Code::Unavailable && !attempts.expired() => {
+                    tracing::debug!(error = %s.message(), "submission: the metadata group is not answering; again");
+                    attempts.wait().await;
+                }
+                r => break r,
+            }
+        };
+        match answer {
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(Status::invalid_argument(
                 format!("{origin}: {}", s.message()),
             )),
@@ -151,6 +170,7 @@ impl JobsApi for JobsSvc {
         } else {
             req.origin.clone()
         };
+        crate::uploads::check_client_id("request_id", &req.request_id)?;
         let mut spec = JobSpec::parse(&req.spec_toml, &origin)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         petuum_algorithms::apply_defaults(&mut spec);
@@ -191,6 +211,7 @@ impl JobsApi for JobsSvc {
                     clocks: spec.clocks(),
                     tables: TABLES_PER_JOB,
                     at_ms: now_ms(),
+                    request: req.request_id.clone(),
                 },
             )
             .await?;
