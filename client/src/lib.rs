@@ -271,6 +271,11 @@ enum Probe<'a> {
 /// node answers at once.
 pub const WATCH_RECONNECT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// How long a client waits for a node that has all of an upload and is
+/// still storing it (its copies to the dataset's replicas go at disk
+/// speed).
+const UPLOAD_STORING: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Whether record `a` of a job is later than `b`: a later run (epoch),
 /// or the same run further on (clock), or its end.
 fn newer(a: &JobInfo, b: &JobInfo) -> bool {
@@ -663,10 +668,11 @@ impl Client {
                 // of it that is still open there to end (up to 30 s).
                 let bound = match probe {
                     Probe::Answers | Probe::Job(_) => std::time::Duration::from_secs(10),
-                    // A node still storing the upload's last bytes (syncing
-                    // them, copying them to the dataset's replicas) answers
-                    // once it is done.
-                    Probe::Upload(_) => WATCH_RECONNECT.saturating_sub(started.elapsed()),
+                    // Each answer comes within 30 s; a node still storing
+                    // the upload's last bytes (syncing them, copying them
+                    // to the dataset's replicas, bounded by their size)
+                    // is asked until it is done, up to an hour.
+                    Probe::Upload(_) => UPLOAD_STORING,
                 };
                 let asked = tokio::time::timeout(bound, async {
                     match probe {
@@ -682,18 +688,23 @@ impl Client {
                             let req = c.req(petuum_proto::v1::JobRef { job });
                             c.jobs.get(req).await.map(|_| 0)
                         }
-                        Probe::Upload(id) => {
+                        Probe::Upload(id) => loop {
                             let req = c.req(petuum_proto::v1::UploadRef {
                                 upload_id: id.to_string(),
                             });
                             match c.jobs.upload_offset(req).await {
-                                Ok(r) => Ok(r.into_inner().received),
+                                // All of it arrived there and it is being
+                                // stored: its answer comes from that node.
+                                Ok(r) if r.get_ref().finishing => {
+                                    tokio::time::sleep(std::time::Duration::from_secs(1)).await
+                                }
+                                Ok(r) => break Ok(r.into_inner().received),
                                 // That node holds none of it: start again
                                 // there.
-                                Err(s) if s.code() == tonic::Code::NotFound => Ok(0),
-                                Err(s) => Err(s),
+                                Err(s) if s.code() == tonic::Code::NotFound => break Ok(0),
+                                Err(s) => break Err(s),
                             }
-                        }
+                        },
                     }
                 })
                 .await;
@@ -1167,6 +1178,13 @@ mod tests {
         ] {
             assert!(lost_node(&s), "{s:?}");
         }
+        // Made here from a transport error (a keepalive that timed out,
+        // a broken pipe), whatever its code: the error is its source.
+        let broken = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "http2 error",
+        )));
+        assert!(lost_node(&broken), "{broken:?}");
         // An answer about the request: the watch ends with it.
         for s in [
             Status::not_found("no job 7"),

@@ -13,6 +13,7 @@
 #![allow(clippy::result_large_err)]
 
 use crate::datasets::{ingest_status, publish_status, Ingests};
+use futures::FutureExt;
 use petuum_cluster::datasets::place::publish;
 use petuum_cluster::datasets::store::{Ingest, IngestError};
 use petuum_cluster::datasets::{is_sha256_hex, DatasetRecord};
@@ -207,11 +208,12 @@ impl Uploads {
         });
     }
 
-    /// How many bytes of `id` this node holds (`UploadOffset`). A stream
-    /// of it still open is ended first (for up to [`SETTLE_FOR`]); bytes
-    /// all received and still being synced and copied to the dataset's
-    /// replicas (which takes as long as the copies do) are waited for.
-    pub async fn offset(&self, id: &str) -> Result<u64, Status> {
+    /// How many bytes of `id` this node holds (`UploadOffset`), and
+    /// whether they are all here and still being stored (synced, copied
+    /// to the dataset's replicas: the client asks again). A stream of it
+    /// still open is ended first; each answer waits at most
+    /// [`SETTLE_FOR`].
+    pub async fn offset(&self, id: &str) -> Result<(u64, bool), Status> {
         check_id(id)?;
         let until = Instant::now() + SETTLE_FOR;
         loop {
@@ -223,8 +225,8 @@ impl Uploads {
                             "upload {id}: this node holds none of it (start it again)"
                         )))
                     }
-                    Some(Slot::Kept { ing, .. }) => return Ok(ing.size()),
-                    Some(Slot::Done { rec, .. }) => return Ok(rec.size),
+                    Some(Slot::Kept { ing, .. }) => return Ok((ing.size(), false)),
+                    Some(Slot::Done { rec, .. }) => return Ok((rec.size, false)),
                     // A permit is stored if the stream is not waiting now.
                     Some(Slot::Receiving { stop }) => {
                         stop.notify_one();
@@ -234,6 +236,7 @@ impl Uploads {
                             )));
                         }
                     }
+                    Some(Slot::Finishing) if Instant::now() >= until => return Ok((0, true)),
                     Some(Slot::Finishing) => {}
                 }
             }
@@ -364,7 +367,7 @@ pub async fn upload(
         let g = uploads.set(&id, Slot::Receiving { stop: stop.clone() });
         (id.clone(), g)
     });
-    let (node, uploads, registered) = (node.clone(), uploads.clone(), generation.clone());
+    let (node, uploads) = (node.clone(), uploads.clone());
     let task = tokio::spawn(async move {
         let _permit = permit;
         let all_arrived = || {
@@ -372,7 +375,17 @@ pub async fn upload(
                 uploads.finishing(id, *g);
             }
         };
-        let r = receive_and_store(&node, ing, first, stream, &stop, &header, all_arrived).await;
+        // A panic storing it must not leave its entry finishing for ever.
+        let stored = receive_and_store(&node, ing, first, stream, &stop, &header, all_arrived);
+        let r = match std::panic::AssertUnwindSafe(stored).catch_unwind().await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some((id, g)) = &generation {
+                    abandon(uploads.forget(id, *g));
+                }
+                return Err(Status::internal("upload: storing it failed (a panic)"));
+            }
+        };
         let Some((id, g)) = generation else {
             // Not resumable: what arrived goes.
             return r.map_err(|(s, kept)| {
@@ -405,16 +418,8 @@ pub async fn upload(
             }
         }
     });
-    match task.await {
-        Ok(r) => r,
-        Err(e) => {
-            // A panic: its entry would otherwise wait for ever.
-            if let Some((id, g)) = registered {
-                abandon(ingests.uploads.forget(&id, g));
-            }
-            Err(Status::internal(format!("upload: {e}")))
-        }
-    }
+    task.await
+        .map_err(|e| Status::internal(format!("upload: {e}")))?
 }
 
 /// Receives the bytes, checks and stores them. An error with the ingest:
@@ -558,7 +563,7 @@ mod tests {
                 },
             );
         });
-        assert_eq!(uploads.offset("a").await.unwrap(), 5);
+        assert_eq!(uploads.offset("a").await.unwrap(), (5, false));
         stream.await.unwrap();
         // One broken upload is kept here: a second one pushes the first out.
         let g = uploads.set("b", Slot::Finishing);
@@ -572,13 +577,13 @@ mod tests {
                 header: header(100),
             },
         );
-        assert_eq!(uploads.offset("b").await.unwrap(), 2);
+        assert_eq!(uploads.offset("b").await.unwrap(), (2, false));
         assert_eq!(
             uploads.offset("a").await.unwrap_err().code(),
             tonic::Code::NotFound
         );
         // A stale generation changes nothing.
         assert!(uploads.forget("b", g).is_none());
-        assert_eq!(uploads.offset("b").await.unwrap(), 2);
+        assert_eq!(uploads.offset("b").await.unwrap(), (2, false));
     }
 }

@@ -308,6 +308,10 @@ pub struct UploadState {
     /// Bytes of the upload the node holds: a resumed stream starts there.
     #[prost(uint64, tag = "1")]
     pub received: u64,
+    /// Every byte arrived and the node is still syncing them and copying
+    /// them to the dataset's replicas: ask again shortly (the same node).
+    #[prost(bool, tag = "2")]
+    pub finishing: bool,
 }
 /// Generated client implementations.
 pub mod peer_client {

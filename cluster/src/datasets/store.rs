@@ -501,12 +501,11 @@ impl Store {
         let Ok(d) = std::fs::read_dir(&self.root) else {
             return;
         };
-        let idle = |p: &Path| {
-            p.metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_none_or(|a| a >= age)
+        // Unreadable: idle; written "in the future" (the clock stepped
+        // back): not idle.
+        let idle = |p: &Path| match p.metadata().and_then(|m| m.modified()) {
+            Ok(t) => t.elapsed().is_ok_and(|a| a >= age),
+            Err(_) => true,
         };
         for e in d.flatten() {
             if !e.file_name().to_string_lossy().starts_with(INCOMING) {

@@ -171,6 +171,22 @@ impl JobsApi for JobsSvc {
             req.origin.clone()
         };
         crate::uploads::check_client_id("request_id", &req.request_id)?;
+        // A submission sent again (its answer was lost) is answered with
+        // the job it made, before anything of it is checked or fetched
+        // again: a check that fails now (a URL down, a dataset removed
+        // since) must not turn a recorded job into an error.
+        if !req.request_id.is_empty() {
+            let id = &req.request_id;
+            let made = self
+                .jobs
+                .node
+                .meta_view(|m| m.jobs.values().find(|r| r.request == *id).map(|r| info(r)))
+                .await
+                .map_err(status_of)?;
+            if let Some(job) = made {
+                return Ok(Response::new(job));
+            }
+        }
         let mut spec = JobSpec::parse(&req.spec_toml, &origin)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         petuum_algorithms::apply_defaults(&mut spec);
@@ -415,12 +431,15 @@ impl JobsApi for JobsSvc {
         &self,
         req: Request<UploadRef>,
     ) -> Result<Response<UploadState>, Status> {
-        let received = self
+        let (received, finishing) = self
             .ingests
             .uploads
             .offset(&req.get_ref().upload_id)
             .await?;
-        Ok(Response::new(UploadState { received }))
+        Ok(Response::new(UploadState {
+            received,
+            finishing,
+        }))
     }
 
     async fn datasets(&self, _req: Request<ListRequest>) -> Result<Response<DatasetList>, Status> {
