@@ -1009,23 +1009,52 @@ impl Client {
 
     /// Downloads the trained model to `out` (written atomically); returns
     /// its size.
+    ///
+    /// A download whose node goes away starts again through another node
+    /// of the cluster (the model lives on the job's shards, not on the
+    /// node that answered), for up to [`WATCH_RECONNECT`].
     pub async fn model(&mut self, job: u64, out: &Path) -> Result<u64, ClientError> {
-        let req = self.req(petuum_proto::v1::JobRef { job });
-        let mut stream = self
-            .jobs
-            .model(req)
-            .await
-            .map_err(|s| self.err(s))?
-            .into_inner();
-        let mut bytes = Vec::new();
-        while let Some(c) = stream.message().await.map_err(|s| self.err(s))? {
-            bytes.extend_from_slice(&c.data);
-        }
+        // The cluster's nodes, asked while this one answers.
+        let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
+            .chain(self.peer_endpoints().await)
+            .collect();
+        let mut lost_since: Option<std::time::Instant> = None;
+        let bytes = loop {
+            let s = match self.model_bytes(job).await {
+                Ok(bytes) => break bytes,
+                Err(s) if lost_node(&s) => s,
+                Err(s) => return Err(self.err(s)),
+            };
+            let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+            let reason = s.message().to_string();
+            self.notify(Switch::Lost {
+                endpoint: self.endpoint.clone(),
+                reason: reason.clone(),
+            });
+            self.reconnect(Probe::Job(job), &candidates, &reason, since)
+                .await?;
+            self.notify(Switch::Resumed {
+                endpoint: self.endpoint.clone(),
+            });
+        };
         let tmp = out.with_extension("part");
         std::fs::write(&tmp, &bytes)
             .and_then(|_| std::fs::rename(&tmp, out))
             .map_err(|e| ClientError::Io(format!("{}: {e}", out.display())))?;
         Ok(bytes.len() as u64)
+    }
+}
+
+impl Client {
+    /// The model file's bytes, in one stream.
+    async fn model_bytes(&mut self, job: u64) -> Result<Vec<u8>, tonic::Status> {
+        let req = self.req(petuum_proto::v1::JobRef { job });
+        let mut stream = self.jobs.model(req).await?.into_inner();
+        let mut bytes = Vec::new();
+        while let Some(c) = stream.message().await? {
+            bytes.extend_from_slice(&c.data);
+        }
+        Ok(bytes)
     }
 }
 

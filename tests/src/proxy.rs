@@ -27,10 +27,8 @@ struct Shared {
     tripped: AtomicBool,
     closed: AtomicBool,
     sockets: Mutex<Vec<TcpStream>>,
-    /// Once the client sent this many bytes on the first connection, that
-    /// connection's replies are read and dropped (a request that arrives,
-    /// and an answer that never does).
-    mute_first_after: Option<u64>,
+    /// What becomes of the first connection's replies.
+    first_replies: Replies,
     connections: AtomicU64,
 }
 
@@ -45,7 +43,7 @@ impl Proxy {
     /// clients sent `limit` bytes, does `on_limit` to the connection that
     /// crossed it (once: later bytes and connections pass).
     pub fn start(target: &str, limit: u64, on_limit: OnLimit) -> Proxy {
-        Self::with(target, limit, on_limit, None)
+        Self::with(target, limit, on_limit, Replies::Pass)
     }
 
     /// Forwards every connection to `target`, but once the client sent
@@ -54,10 +52,17 @@ impl Proxy {
     /// request arrives, its answer is lost, until
     /// [`drop_connections`](Self::drop_connections).
     pub fn muting_first_replies(target: &str, after: u64) -> Proxy {
-        Self::with(target, u64::MAX, OnLimit::Cut, Some(after))
+        Self::with(target, u64::MAX, OnLimit::Cut, Replies::MuteOnceSent(after))
     }
 
-    fn with(target: &str, limit: u64, on_limit: OnLimit, mute_first_after: Option<u64>) -> Proxy {
+    /// Forwards every connection to `target`, but closes the first one
+    /// once `after` bytes of replies went back on it (a download broken
+    /// part way).
+    pub fn cutting_first_replies(target: &str, after: u64) -> Proxy {
+        Self::with(target, u64::MAX, OnLimit::Cut, Replies::CutAfter(after))
+    }
+
+    fn with(target: &str, limit: u64, on_limit: OnLimit, first_replies: Replies) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address").to_string();
         let shared = Arc::new(Shared {
@@ -68,7 +73,7 @@ impl Proxy {
             tripped: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             sockets: Mutex::new(Vec::new()),
-            mute_first_after,
+            first_replies,
             connections: AtomicU64::new(0),
         });
         let s = shared.clone();
@@ -96,8 +101,12 @@ impl Proxy {
                 let sent = Arc::new(AtomicU64::new(0));
                 let (up, sent_up) = (s.clone(), sent.clone());
                 std::thread::spawn(move || up.client_to_server(client, server, &sent_up));
-                let mute = s.mute_first_after.filter(|_| first);
-                std::thread::spawn(move || replies(s2, c2, &sent, mute));
+                let rule = if first {
+                    s.first_replies
+                } else {
+                    Replies::Pass
+                };
+                std::thread::spawn(move || replies(s2, c2, &sent, rule));
             }
         });
         Proxy { addr, shared }
@@ -170,19 +179,36 @@ impl Shared {
     }
 }
 
-/// Copies the target's replies to the client; with `mute`, drops them
-/// once the client has sent that many bytes on the connection.
-fn replies(mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64, mute: Option<u64>) {
+/// What a connection does with the target's replies.
+#[derive(Clone, Copy, Debug)]
+enum Replies {
+    Pass,
+    /// Dropped once the client has sent this many bytes on it.
+    MuteOnceSent(u64),
+    /// The connection closes once this many bytes went back.
+    CutAfter(u64),
+}
+
+/// Copies the target's replies to the client, as `rule` says.
+fn replies(mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64, rule: Replies) {
     let mut buf = vec![0u8; 64 << 10];
+    let mut back = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if mute.is_some_and(|after| sent.load(Ordering::SeqCst) >= after) {
-            continue;
-        }
+        let n = match rule {
+            Replies::Pass => n,
+            Replies::MuteOnceSent(after) if sent.load(Ordering::SeqCst) >= after => continue,
+            Replies::MuteOnceSent(_) => n,
+            Replies::CutAfter(after) => n.min((after - back) as usize),
+        };
         if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+        back += n as u64;
+        if matches!(rule, Replies::CutAfter(after) if back >= after) {
             break;
         }
     }

@@ -939,9 +939,10 @@ fn list(c: &LocalCluster, ep: &str) -> Vec<Value> {
 /// node killed right after recording the job) is sent again by the client
 /// under the same submission id, and the cluster answers with the job it
 /// made: one job, not two. Through a real TCP proxy that drops the first
-/// connection's replies, and closes it once the job is recorded.
+/// connection's replies, and closes it once the job is recorded. Then a
+/// model download cut part way goes on through a node that answers.
 #[test]
-fn a_submission_whose_answer_is_lost_makes_one_job() {
+fn a_lost_answer_makes_one_job_and_a_cut_download_goes_on() {
     use petuum_tests::proxy::Proxy;
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
@@ -1008,4 +1009,37 @@ fn a_submission_whose_answer_is_lost_makes_one_job() {
     );
     assert_eq!(answer["id"], jobs[0]["id"], "{answer} vs {jobs:?}");
     eprintln!("submit whose first answer was lost:\n{err}");
+
+    // A model download whose connection breaks part way starts again
+    // through a node that answers, and writes the whole model.
+    let job = answer["id"].as_u64().unwrap();
+    let s = wait_for(&c, &ep2, job, Duration::from_secs(120), "the end", |s| {
+        s["state"] == "succeeded" || s["state"] == "failed"
+    });
+    assert_eq!(s["state"], "succeeded", "{s}");
+    let whole = dir.path().join("whole.safetensors");
+    let out = client(
+        &ep2,
+        &["model", &job.to_string(), "-o", whole.to_str().unwrap()],
+        c.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let whole = std::fs::read(&whole).unwrap();
+    assert!(whole.len() > 4096, "a model of {} bytes", whole.len());
+    let cut = Proxy::cutting_first_replies(&c.nodes[0].addr, 2048);
+    let got = dir.path().join("got.safetensors");
+    let out = client(
+        &cut.endpoint(),
+        &["model", &job.to_string(), "-o", got.to_str().unwrap()],
+        c.path(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("lost "), "the download was never cut: {err}");
+    assert!(std::fs::read(&got).unwrap() == whole, "the model differs");
+    eprintln!("model download cut part way:\n{err}");
 }
