@@ -160,10 +160,6 @@ pub struct JobRecord {
     pub recoveries: u32,
     pub submitted_ms: u64,
     pub finished_ms: Option<u64>,
-    /// The submission's id, chosen by its client (empty: none): the same
-    /// submission again (a client retrying through another node after
-    /// losing the answer) gets this job instead of a second one.
-    pub request: String,
 }
 
 impl JobRecord {
@@ -301,8 +297,6 @@ pub enum JobCommand {
         clocks: Clock,
         tables: u64,
         at_ms: u64,
-        /// The client's id for this submission (may be empty).
-        request: String,
     },
     /// Places the job's workers (`placement[w]` is worker `w`'s node;
     /// compare-and-set on `epoch`): the coordinator (worker 0's node)
@@ -402,17 +396,9 @@ pub fn apply(jobs: &mut JobMap, next_id: &mut u64, cmd: JobCommand) -> Result<u6
             clocks,
             tables,
             at_ms,
-            request,
         } => {
             if workers == 0 {
                 return Err(Refusal::Invalid("a job needs at least one worker".into()));
-            }
-            // A submission seen before is answered with its job (while the
-            // job's record is kept: a retry comes within seconds).
-            if !request.is_empty() {
-                if let Some(r) = jobs.values().find(|r| r.request == request) {
-                    return Ok(r.id);
-                }
             }
             let id = (*next_id).max(1);
             *next_id = id + 1 + tables;
@@ -443,7 +429,6 @@ pub fn apply(jobs: &mut JobMap, next_id: &mut u64, cmd: JobCommand) -> Result<u6
                 recoveries: 0,
                 submitted_ms: at_ms,
                 finished_ms: None,
-                request,
             };
             r.event(at_ms, "submitted");
             jobs.insert(id, Arc::new(r));
@@ -720,7 +705,6 @@ mod tests {
                 clocks: 10,
                 tables: 2,
                 at_ms: 1,
-                request: String::new(),
             },
         )
         .unwrap()
@@ -743,33 +727,6 @@ mod tests {
             weight,
             ..Default::default()
         }
-    }
-
-    /// A submission sent again under its id (its client lost the answer)
-    /// gets the job it made, not a second one.
-    #[test]
-    fn a_submission_retried_under_its_id_is_one_job() {
-        let (mut jobs, mut next) = (BTreeMap::new(), 1);
-        let with = |request: &str| JobCommand::Submit {
-            name: "lr".into(),
-            algorithm: "logistic_regression".into(),
-            spec: "{}".into(),
-            workers: 2,
-            clocks: 10,
-            tables: 2,
-            at_ms: 1,
-            request: request.into(),
-        };
-        let first = apply(&mut jobs, &mut next, with("r-1")).unwrap();
-        assert_eq!(apply(&mut jobs, &mut next, with("r-1")), Ok(first));
-        assert_eq!(jobs.len(), 1);
-        let other = apply(&mut jobs, &mut next, with("r-2")).unwrap();
-        assert_ne!(other, first);
-        // Without an id every submission is a job of its own.
-        let a = apply(&mut jobs, &mut next, with("")).unwrap();
-        let b = apply(&mut jobs, &mut next, with("")).unwrap();
-        assert_ne!(a, b);
-        assert_eq!(jobs.len(), 4);
     }
 
     #[test]

@@ -45,6 +45,13 @@ pub struct MetaState {
     pub last_node: u64,
     /// Each join's nonce and the id it got (a repeated join gets the same).
     pub joins: BTreeMap<u64, u64>,
+    /// Submission ids (chosen by clients) and the job each made, while
+    /// that job is kept: the same submission sent again gets its job
+    /// ([`MetaCommand::SubmitOnce`]). Outside this struct's own encoding
+    /// (that of protocol version 12, which snapshots and the `MetaRead`
+    /// reply keep): a snapshot carries it after the replica.
+    #[serde(skip)]
+    pub requests: BTreeMap<String, u64>,
 }
 
 /// Why a member is leaving the cluster.
@@ -121,6 +128,11 @@ pub enum MetaCommand {
     Retire { node: u64, how: Option<Retire> },
     /// Removes a member that holds no replica any more.
     RemoveNode { node: u64 },
+    /// A job submission (`submit`, a [`JobCommand::Submit`]) under the id
+    /// its client chose: if a kept job was made under that id, its id is
+    /// the answer and nothing changes (a client that lost the answer sent
+    /// it again). Last of the variants, so that logs of version 12 decode.
+    SubmitOnce { request: String, submit: JobCommand },
 }
 
 /// What applying a metadata command gives the node that proposed it (the
@@ -164,6 +176,7 @@ impl MetaState {
             removed: self.removed.clone(),
             last_node: self.last_node,
             joins: BTreeMap::new(),
+            requests: BTreeMap::new(),
         }
     }
 
@@ -215,17 +228,34 @@ impl MetaState {
                 Ok(MetaAnswer::Ok)
             }
             MetaCommand::Job(cmd) => {
-                // A job may name only sealed datasets of the store (a
-                // submission seen before is answered with its job first,
-                // in `jobs::apply`, whatever became of its datasets).
-                if let JobCommand::Submit { spec, request, .. } = &cmd {
-                    let seen =
-                        !request.is_empty() && self.jobs.values().any(|r| r.request == *request);
-                    if !seen {
-                        crate::datasets::check_refs(&self.datasets, spec)?;
-                    }
+                // A job may name only sealed datasets of the store.
+                if let JobCommand::Submit { spec, .. } = &cmd {
+                    crate::datasets::check_refs(&self.datasets, spec)?;
                 }
-                crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd).map(MetaAnswer::Job)
+                let gone = match &cmd {
+                    JobCommand::Delete { job } => Some(*job),
+                    _ => None,
+                };
+                let r = crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd)?;
+                if let Some(job) = gone {
+                    self.requests.retain(|_, j| *j != job);
+                }
+                Ok(MetaAnswer::Job(r))
+            }
+            MetaCommand::SubmitOnce { request, submit } => {
+                // Seen before: its job, whatever became of its datasets.
+                if let Some(&job) = self.requests.get(&request) {
+                    return Ok(MetaAnswer::Job(job));
+                }
+                let JobCommand::Submit { spec, .. } = &submit else {
+                    return Err(Refusal::Invalid(
+                        "SubmitOnce must carry a job submission".into(),
+                    ));
+                };
+                crate::datasets::check_refs(&self.datasets, spec)?;
+                let job = crate::jobs::apply(&mut self.jobs, &mut self.next_id, submit)?;
+                self.requests.insert(request, job);
+                Ok(MetaAnswer::Job(job))
             }
             MetaCommand::Dataset(cmd) => {
                 crate::datasets::apply(&mut self.datasets, &self.jobs, cmd).map(|()| MetaAnswer::Ok)
@@ -331,8 +361,18 @@ struct MetaReplica {
 
 const SNAP_MAGIC: &[u8; 4] = b"PMSN";
 
+/// What a snapshot carries after the replica (absent from snapshots of
+/// protocol version 12, which are read as having none of it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SnapshotTail {
+    requests: BTreeMap<String, u64>,
+}
+
 fn encode_snapshot(r: &MetaReplica) -> Vec<u8> {
-    let body = wire::encode(r);
+    let mut body = wire::encode(r);
+    body.extend_from_slice(&wire::encode(&SnapshotTail {
+        requests: r.state.requests.clone(),
+    }));
     let mut out = Vec::with_capacity(body.len() + 8);
     out.extend_from_slice(SNAP_MAGIC);
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -354,7 +394,13 @@ fn decode_snapshot(bytes: &[u8]) -> Result<MetaReplica, StorageError> {
     if crc32c::crc32c(&bytes[8..]) != crc {
         return Err(corrupt("checksum mismatch".into()));
     }
-    wire::decode(&bytes[8..], "metadata snapshot").map_err(corrupt)
+    let (mut replica, tail) = postcard::take_from_bytes::<MetaReplica>(&bytes[8..])
+        .map_err(|e| corrupt(format!("cannot decode metadata snapshot: {e}")))?;
+    if !tail.is_empty() {
+        let tail: SnapshotTail = wire::decode(tail, "metadata snapshot tail").map_err(corrupt)?;
+        replica.state.requests = tail.requests;
+    }
+    Ok(replica)
 }
 
 /// Read access to the metadata a node has applied.
@@ -622,8 +668,62 @@ mod tests {
             clocks: 1,
             tables: 1,
             at_ms: 1,
-            request: String::new(),
         }))
+    }
+
+    /// A submission sent again under its id (its client lost the answer)
+    /// gets the job it made, whatever became of its datasets since; a
+    /// snapshot keeps the ids, and one without them (version 12) reads as
+    /// having none.
+    #[test]
+    fn a_submission_retried_under_its_id_is_one_job() {
+        let mut s = MetaState::default();
+        let once = |request: &str| MetaCommand::SubmitOnce {
+            request: request.into(),
+            submit: JobCommand::Submit {
+                name: "j".into(),
+                algorithm: "kmeans".into(),
+                spec: "{}".into(),
+                workers: 1,
+                clocks: 1,
+                tables: 1,
+                at_ms: 1,
+            },
+        };
+        let first = s.apply(once("r-1")).unwrap();
+        assert_eq!(s.apply(once("r-1")).unwrap(), first);
+        assert_eq!(s.jobs.len(), 1);
+        assert_ne!(s.apply(once("r-2")).unwrap(), first);
+        assert_eq!(s.jobs.len(), 2);
+        // Only a submission may be sent this way.
+        let bad = MetaCommand::SubmitOnce {
+            request: "r-3".into(),
+            submit: JobCommand::Cancel { job: 1, at_ms: 1 },
+        };
+        assert!(s.apply(bad).is_err());
+        // Through a snapshot, and from one written before the ids were kept.
+        let replica = MetaReplica {
+            state: s.clone(),
+            ..Default::default()
+        };
+        let back = decode_snapshot(&encode_snapshot(&replica)).unwrap();
+        assert_eq!(back.state.requests, s.requests);
+        let body = wire::encode(&replica);
+        let mut old = SNAP_MAGIC.to_vec();
+        old.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        old.extend_from_slice(&body);
+        let back = decode_snapshot(&old).unwrap();
+        assert!(back.state.requests.is_empty());
+        assert_eq!(back.state.jobs.len(), 2);
+        // A deleted job's id goes with it.
+        let MetaAnswer::Job(job) = first else {
+            panic!("{first:?}")
+        };
+        s.apply(MetaCommand::Job(JobCommand::Cancel { job, at_ms: 2 }))
+            .unwrap();
+        s.apply(MetaCommand::Job(JobCommand::Delete { job }))
+            .unwrap();
+        assert!(!s.requests.values().any(|&j| j == job));
     }
 
     /// A job may name only sealed datasets; the active view drops ended

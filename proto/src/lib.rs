@@ -41,4 +41,8 @@ pub mod v1 {
 /// version 12 reads logs, snapshots and checkpoints of version 11 (a
 /// deterministic job running across the upgrade is exact again from its
 /// next resume).
-pub const PROTOCOL_VERSION: u32 = 12;
+/// Version 13: `MetaCommand::SubmitOnce` (a submission under its client's
+/// id, answered with the job it made if sent again), which nodes of
+/// version 12 cannot decode; version 13 reads logs and snapshots of
+/// version 12 (the ids ride after the replica in a snapshot).
+pub const PROTOCOL_VERSION: u32 = 13;

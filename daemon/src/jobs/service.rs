@@ -122,13 +122,26 @@ impl JobsSvc {
     /// submission with the client's id may be sent again safely, so it is
     /// retried while the metadata group cannot take it (an election after
     /// its leader died) for up to [`SUBMIT_FOR`].
-    async fn command_as(&self, origin: &str, cmd: JobCommand) -> Result<u64, Status> {
-        let retry = matches!(&cmd, JobCommand::Submit { request, .. } if !request.is_empty());
+    async fn command_as(
+        &self,
+        origin: &str,
+        cmd: JobCommand,
+        request: &str,
+    ) -> Result<u64, Status> {
+        let cmd = if request.is_empty() {
+            MetaCommand::Job(cmd)
+        } else {
+            MetaCommand::SubmitOnce {
+                request: request.to_string(),
+                submit: cmd,
+            }
+        };
+        let retry = !request.is_empty();
         let mut attempts = petuum_cluster::retry::Retry::META
             .within(SUBMIT_FOR)
             .start();
         let answer = loop {
-            match self.command(cmd.clone()).await {
+            match self.meta(cmd.clone()).await {
                 Err(s) if retry && s.code() == tonic::Code::Unavailable && !attempts.expired() => {
                     tracing::debug!(error = %s.message(), "submission: the metadata group is not answering; again");
                     attempts.wait().await;
@@ -145,13 +158,12 @@ impl JobsSvc {
     }
 
     async fn command(&self, cmd: JobCommand) -> Result<u64, Status> {
-        match self
-            .jobs
-            .node
-            .meta_command(MetaCommand::Job(cmd))
-            .await
-            .map_err(status_of)?
-        {
+        self.meta(MetaCommand::Job(cmd)).await
+    }
+
+    /// A metadata command whose answer is a job id (or a job's value).
+    async fn meta(&self, cmd: MetaCommand) -> Result<u64, Status> {
+        match self.jobs.node.meta_command(cmd).await.map_err(status_of)? {
             MetaAnswer::Job(v) => Ok(v),
             other => Err(Status::internal(format!("unexpected answer {other:?}"))),
         }
@@ -180,7 +192,12 @@ impl JobsApi for JobsSvc {
             let made = self
                 .jobs
                 .node
-                .meta_view(|m| m.jobs.values().find(|r| r.request == *id).map(|r| info(r)))
+                .meta_view(|m| {
+                    m.requests
+                        .get(id)
+                        .and_then(|j| m.jobs.get(j))
+                        .map(|r| info(r))
+                })
                 .await
                 .map_err(status_of)?;
             if let Some(job) = made {
@@ -227,8 +244,8 @@ impl JobsApi for JobsSvc {
                     clocks: spec.clocks(),
                     tables: TABLES_PER_JOB,
                     at_ms: now_ms(),
-                    request: req.request_id.clone(),
                 },
+                &req.request_id,
             )
             .await?;
         tracing::info!(job = id, name = %spec.name, algorithm = %spec.algorithm, "job submitted");
