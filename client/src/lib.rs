@@ -308,6 +308,41 @@ fn lost_node(s: &tonic::Status) -> bool {
     }
 }
 
+/// The sha256 of the bytes an upload sent, in file order across its
+/// streams: a resumed stream starts where its node says, at or before
+/// what was hashed, and bytes hashed already are skipped.
+#[derive(Default)]
+struct SentHash {
+    upto: u64,
+    hash: sha2::Sha256,
+}
+
+impl SentHash {
+    fn feed(&mut self, at: u64, bytes: &[u8]) {
+        use sha2::Digest;
+        let end = at + bytes.len() as u64;
+        // Hashed already, or (never: a stream starts at most where the
+        // last one read to) past a gap.
+        if end <= self.upto || at > self.upto {
+            return;
+        }
+        self.hash.update(&bytes[(self.upto - at) as usize..]);
+        self.upto = end;
+    }
+
+    /// The hex sha256 once every byte of the file was hashed.
+    fn finish(self, size: u64) -> Option<String> {
+        use sha2::Digest;
+        (self.upto == size).then(|| {
+            self.hash
+                .finalize()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        })
+    }
+}
+
 /// Why one stream of an upload failed: the file here, or the call.
 enum UploadFailure {
     Local(ClientError),
@@ -824,6 +859,8 @@ impl Client {
         let stamp = |m: std::fs::Metadata| (m.len(), m.modified().ok());
         let at_start = stamp(std::fs::metadata(path).map_err(io)?);
         let mut offset = 0u64;
+        // The sha256 of what was sent, in file order across the streams.
+        let hashed = std::sync::Arc::new(std::sync::Mutex::new(SentHash::default()));
         // Since when no stream has moved the upload on: bounds the retries
         // as a watch's are bounded.
         let mut lost_since: Option<std::time::Instant> = None;
@@ -845,10 +882,27 @@ impl Client {
                 )));
             }
             let sent = self
-                .upload_from(path, &id, &known, &name, total, offset)
+                .upload_from(path, &id, &known, &name, total, offset, &hashed)
                 .await;
             let s = match sent {
-                Ok(info) => return Ok(Uploaded { info, sent: true }),
+                Ok(info) => {
+                    // End to end: the cluster names the bytes it stored by
+                    // their sha256; they must be the file's.
+                    let mine =
+                        std::mem::take(&mut *hashed.lock().unwrap_or_else(|e| e.into_inner()))
+                            .finish(total);
+                    if let Some(mine) = mine.filter(|m| *m != info.sha256) {
+                        return Err(ClientError::Refused {
+                            endpoint: self.endpoint.clone(),
+                            message: format!(
+                                "{}: the cluster stored sha256:{} but the file's bytes hash to {mine}; do not use that dataset (petuum-client data rm)",
+                                path.display(),
+                                info.sha256
+                            ),
+                        });
+                    }
+                    return Ok(Uploaded { info, sent: true });
+                }
                 Err(UploadFailure::Local(e)) => return Err(e),
                 Err(UploadFailure::Call(s)) => s,
             };
@@ -918,6 +972,7 @@ impl Client {
         name: &str,
         size: u64,
         offset: u64,
+        hashed: &std::sync::Arc<std::sync::Mutex<SentHash>>,
     ) -> Result<DatasetInfo, UploadFailure> {
         use std::io::Seek;
         let io = |e: std::io::Error| {
@@ -929,7 +984,7 @@ impl Client {
         let (progress, owned, mut sent) = (self.progress.clone(), path.to_path_buf(), offset);
         // The file is read as the stream is sent (1 MiB a message).
         let mut first = Some((sha256.to_string(), name.to_string(), size));
-        let id = id.to_string();
+        let (id, hashed) = (id.to_string(), hashed.clone());
         let messages = futures::stream::poll_fn(move |_| {
             let mut buf = vec![0u8; UPLOAD_MESSAGE];
             let n = match read_full(&mut file, &mut buf) {
@@ -941,6 +996,10 @@ impl Client {
                 }
             };
             buf.truncate(n);
+            hashed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .feed(sent, &buf);
             sent += n as u64;
             if let Some(p) = &progress {
                 p("uploading", &owned, sent, size);
@@ -1190,8 +1249,31 @@ pub fn load_job(path: &Path) -> Result<JobSpec, ClientError> {
 
 #[cfg(test)]
 mod tests {
-    use super::lost_node;
+    use super::{lost_node, SentHash};
     use tonic::{Code, Status};
+
+    /// Streams that overlap (a resume starts where the node stopped,
+    /// before what this side read) hash each byte once, in order.
+    #[test]
+    fn an_uploads_hash_covers_each_byte_once_across_resumed_streams() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = {
+            let mut h = SentHash::default();
+            h.feed(0, &data);
+            h.finish(data.len() as u64).unwrap()
+        };
+        let mut h = SentHash::default();
+        h.feed(0, &data[..4000]);
+        h.feed(4000, &data[4000..6000]);
+        // The node held 3000 bytes: the next stream starts there.
+        h.feed(3000, &data[3000..5000]);
+        h.feed(5000, &data[5000..]);
+        assert_eq!(h.finish(data.len() as u64).unwrap(), whole);
+        // Short of the end: no hash to compare.
+        let mut h = SentHash::default();
+        h.feed(0, &data[..10]);
+        assert!(h.finish(data.len() as u64).is_none());
+    }
 
     #[test]
     fn a_watch_moves_on_for_a_lost_node_and_stops_for_an_answer() {
