@@ -343,6 +343,19 @@ impl SentHash {
     }
 }
 
+/// What every stream of one upload sends: the file, its upload id (a
+/// fresh one when a node held nothing of it), what the first message
+/// announces, and the hash of what was sent.
+#[derive(Clone, Copy)]
+struct Outgoing<'a> {
+    path: &'a Path,
+    id: &'a str,
+    sha256: &'a str,
+    name: &'a str,
+    size: u64,
+    hashed: &'a std::sync::Arc<std::sync::Mutex<SentHash>>,
+}
+
 /// Why one stream of an upload failed: the file here, or the call.
 enum UploadFailure {
     Local(ClientError),
@@ -881,9 +894,15 @@ impl Client {
                     path.display()
                 )));
             }
-            let sent = self
-                .upload_from(path, &id, &known, &name, total, offset, &hashed)
-                .await;
+            let up = Outgoing {
+                path,
+                id: &id,
+                sha256: &known,
+                name: &name,
+                size: total,
+                hashed: &hashed,
+            };
+            let sent = self.upload_from(&up, offset).await;
             let s = match sent {
                 Ok(info) => {
                     // End to end: the cluster names the bytes it stored by
@@ -966,15 +985,18 @@ impl Client {
     /// One stream of an upload, from byte `offset` of the file on.
     async fn upload_from(
         &mut self,
-        path: &Path,
-        id: &str,
-        sha256: &str,
-        name: &str,
-        size: u64,
+        up: &Outgoing<'_>,
         offset: u64,
-        hashed: &std::sync::Arc<std::sync::Mutex<SentHash>>,
     ) -> Result<DatasetInfo, UploadFailure> {
         use std::io::Seek;
+        let Outgoing {
+            path,
+            id,
+            sha256,
+            name,
+            size,
+            hashed,
+        } = *up;
         let io = |e: std::io::Error| {
             UploadFailure::Local(ClientError::Io(format!("{}: {e}", path.display())))
         };
