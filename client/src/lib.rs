@@ -508,15 +508,8 @@ impl Client {
                 Err(s) => return Err(self.err(s)),
             };
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
-            self.notify(Switch::Lost {
-                endpoint: self.endpoint.clone(),
-                reason: reason.clone(),
-            });
             self.reconnect(Probe::Answers, &candidates, &reason, since)
                 .await?;
-            self.notify(Switch::Resumed {
-                endpoint: self.endpoint.clone(),
-            });
         }
     }
 
@@ -609,15 +602,8 @@ impl Client {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             }
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
-            self.notify(Switch::Lost {
-                endpoint: self.endpoint.clone(),
-                reason: reason.clone(),
-            });
             self.reconnect(Probe::Job(job), &candidates, &reason, since)
                 .await?;
-            self.notify(Switch::Resumed {
-                endpoint: self.endpoint.clone(),
-            });
         }
     }
 
@@ -669,8 +655,8 @@ impl Client {
         }
     }
 
-    /// Connects to the first of `candidates` (this client's node first),
-    /// tried in turn with a growing pause, that answers `probe`; gives up
+    /// Says the node was lost (`reason`), then connects to the first of
+    /// `candidates` (this client's node first), tried in turn with a growing pause, that answers `probe`; gives up
     /// [`WATCH_RECONNECT`] after `started`, with the last reason seen. A
     /// node's answer about the request itself (no such job, not allowed)
     /// is returned as the error it is. Returns where an upload goes on (0
@@ -682,6 +668,10 @@ impl Client {
         reason: &str,
         started: std::time::Instant,
     ) -> Result<u64, ClientError> {
+        self.notify(Switch::Lost {
+            endpoint: self.endpoint.clone(),
+            reason: reason.to_string(),
+        });
         let order: Vec<String> = std::iter::once(self.endpoint.clone())
             .chain(candidates.iter().filter(|c| **c != self.endpoint).cloned())
             .collect();
@@ -761,6 +751,12 @@ impl Client {
                         c.progress = self.progress.take();
                         c.switches = self.switches.take();
                         *self = c;
+                        // An upload says where it goes on itself.
+                        if !matches!(probe, Probe::Upload(_)) {
+                            self.notify(Switch::Resumed {
+                                endpoint: self.endpoint.clone(),
+                            });
+                        }
                         return Ok(at);
                     }
                     Ok(Err(s)) if lost_node(&s) => last_error = format!("{ep}: {}", s.message()),
@@ -956,10 +952,6 @@ impl Client {
                 return Err(self.err(s));
             }
             let reason = s.message().to_string();
-            self.notify(Switch::Lost {
-                endpoint: self.endpoint.clone(),
-                reason: reason.clone(),
-            });
             let at = self
                 .reconnect(Probe::Upload(&id), &candidates, &reason, since)
                 .await?;
@@ -1108,15 +1100,8 @@ impl Client {
             };
             let since = *lost_since.get_or_insert_with(std::time::Instant::now);
             let reason = s.message().to_string();
-            self.notify(Switch::Lost {
-                endpoint: self.endpoint.clone(),
-                reason: reason.clone(),
-            });
             self.reconnect(Probe::Job(job), &candidates, &reason, since)
                 .await?;
-            self.notify(Switch::Resumed {
-                endpoint: self.endpoint.clone(),
-            });
         };
         let tmp = out.with_extension("part");
         std::fs::write(&tmp, &bytes)
