@@ -451,6 +451,18 @@ pub fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
     crate::run("petuum-client", &all, cwd)
 }
 
+/// `petuum-client model JOB -o OUT` through `ep`; panics unless it
+/// succeeds. Returns the model's bytes.
+pub fn download_model(c: &LocalCluster, ep: &str, job: u64, out: &Path) -> Vec<u8> {
+    let o = client(
+        ep,
+        &["model", &job.to_string(), "-o", out.to_str().unwrap()],
+        c.path(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read(out).unwrap()
+}
+
 /// A JSON array of ids (a job's `placement`, a group's voters); panics on
 /// anything else.
 pub fn u64s(v: &Value) -> Vec<u64> {

@@ -7,7 +7,7 @@
 //! lying upload is refused; an upload whose connection breaks goes on
 //! where it stopped, and one whose node dies starts again on another.
 
-use petuum_tests::cluster::{client, submit, wait_for, LocalCluster};
+use petuum_tests::cluster::{client, download_model as model, submit, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -83,16 +83,6 @@ fn job_id_in(text: &str) -> u64 {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no job id in {text}"))
-}
-
-fn model(c: &LocalCluster, ep: &str, job: u64, out: &Path) -> Vec<u8> {
-    let o = client(
-        ep,
-        &["model", &job.to_string(), "-o", out.to_str().unwrap()],
-        c.path(),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read(out).unwrap()
 }
 
 fn succeeded(c: &LocalCluster, ep: &str, job: u64) -> Value {

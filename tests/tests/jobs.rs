@@ -1017,18 +1017,8 @@ fn a_lost_answer_makes_one_job_and_a_cut_download_goes_on() {
         s["state"] == "succeeded" || s["state"] == "failed"
     });
     assert_eq!(s["state"], "succeeded", "{s}");
-    let whole = dir.path().join("whole.safetensors");
-    let out = client(
-        &ep2,
-        &["model", &job.to_string(), "-o", whole.to_str().unwrap()],
-        c.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let whole = std::fs::read(&whole).unwrap();
+    let whole =
+        petuum_tests::cluster::download_model(&c, &ep2, job, &dir.path().join("whole.safetensors"));
     assert!(whole.len() > 4096, "a model of {} bytes", whole.len());
     let cut = Proxy::cutting_first_replies(&c.nodes[0].addr, 2048);
     let got = dir.path().join("got.safetensors");
