@@ -190,6 +190,13 @@ pub struct NodeConfig {
     /// Address peers and clients use to reach this node (default: `listen`).
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The address this node's connections to its peers come from
+    /// (default: the system's choice). Set it on a host with several
+    /// addresses so that peers, firewalls and network policies see the
+    /// node by its own address; the test harness gives each local node one
+    /// of 127.0.0.0/8 so that a partition can be made between two of them.
+    #[serde(default)]
+    pub source_address: Option<std::net::IpAddr>,
     /// Where the node keeps its RocksDB and cluster identity.
     pub data_dir: PathBuf,
     /// Every member of the initial cluster, this node included. All nodes

@@ -97,6 +97,8 @@ pub struct Peers {
     coalescers: Mutex<HashMap<u64, mpsc::UnboundedSender<Queued>>>,
     /// Peers that do not know batches (an older version): one call each.
     no_batch: Mutex<std::collections::HashSet<u64>>,
+    /// The source address of this node's connections, if set.
+    source: Mutex<Option<std::net::IpAddr>>,
     this: Weak<Peers>,
 }
 
@@ -148,6 +150,7 @@ impl Peers {
             coalesce: AtomicBool::new(true),
             coalescers: Mutex::new(HashMap::new()),
             no_batch: Mutex::new(Default::default()),
+            source: Mutex::new(None),
             this: this.clone(),
         })
     }
@@ -200,6 +203,12 @@ impl Peers {
         self.addrs.lock().get(&node).cloned()
     }
 
+    /// The address this node's connections come from (node.toml
+    /// `source_address`); channels made before keep theirs.
+    pub fn set_source(&self, ip: Option<std::net::IpAddr>) {
+        *self.source.lock() = ip;
+    }
+
     /// Records a peer's address unless one is known.
     pub fn set_addr_if_unknown(&self, node: u64, addr: String) {
         self.addrs.lock().entry(node).or_insert(addr);
@@ -225,9 +234,21 @@ impl Peers {
             node,
             reason: "no address known".into(),
         })?;
-        let channel = endpoint(&addr, self.tls.clone())
-            .map_err(|reason| CallError::Unreachable { node, reason })?
-            .connect_lazy();
+        let ep = endpoint(&addr, self.tls.clone())
+            .map_err(|reason| CallError::Unreachable { node, reason })?;
+        let channel = match *self.source.lock() {
+            // tonic's connector, as `connect_lazy` builds it, bound to the
+            // source address (TLS and the connect timeout are added by
+            // `connect_with_connector_lazy` as by `connect_lazy`).
+            Some(ip) => {
+                let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+                http.enforce_http(false);
+                http.set_nodelay(true);
+                http.set_local_address(Some(ip));
+                ep.connect_with_connector_lazy(http)
+            }
+            None => ep.connect_lazy(),
+        };
         self.channels.lock().insert((node, lane), channel.clone());
         Ok(channel)
     }

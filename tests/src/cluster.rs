@@ -2,6 +2,7 @@
 //! cluster and fault tests and the cluster benchmark.
 
 use crate::bin;
+use crate::net::Net;
 use petuum_cluster::{ClusterShards, ConnectOptions};
 use petuum_core::row::{AnyRow, Row};
 use serde_json::Value;
@@ -23,6 +24,9 @@ pub struct NodeProc {
 pub struct LocalCluster {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<NodeProc>,
+    /// The network between the nodes, when it can be partitioned
+    /// ([`LocalCluster::start_partitionable`]).
+    pub net: Option<Net>,
 }
 
 /// A free TCP port on 127.0.0.1, never one this process was given before:
@@ -91,22 +95,61 @@ impl LocalCluster {
 
     /// Like [`start`](Self::start), with per-node extra config lines.
     pub fn start_with(n: u64, shards: u32, extra: impl Fn(u64) -> String) -> LocalCluster {
+        Self::start_inner(n, shards, extra, false)
+    }
+
+    /// Like [`start`](Self::start), on a network that can be partitioned
+    /// ([`Net`]): each node listens on `127.0.1.<id>`, connects from it,
+    /// and is reached through its proxy; `c.net()` cuts and heals.
+    pub fn start_partitionable(n: u64, shards: u32, extra: &str) -> LocalCluster {
+        Self::start_inner(n, shards, |_| extra.to_string(), true)
+    }
+
+    /// The partitionable network (a cluster made by
+    /// [`start_partitionable`](Self::start_partitionable)).
+    pub fn net(&self) -> &Net {
+        self.net.as_ref().expect("a partitionable cluster")
+    }
+
+    /// Node `id`'s listen address, advertised address and the config
+    /// lines that go with them.
+    fn addresses(net: Option<&Net>, id: u64) -> (String, String, String) {
+        let port = free_port();
+        match net {
+            None => {
+                let addr = format!("127.0.0.1:{port}");
+                (addr.clone(), addr, String::new())
+            }
+            Some(net) => {
+                let ip = Net::node_ip(id);
+                let listen = format!("{ip}:{port}");
+                let front = net.front(id, listen.clone());
+                let lines = format!("advertise = \"{front}\"\nsource_address = \"{ip}\"\n");
+                (listen, front, lines)
+            }
+        }
+    }
+
+    fn start_inner(
+        n: u64,
+        shards: u32,
+        extra: impl Fn(u64) -> String,
+        partitionable: bool,
+    ) -> LocalCluster {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let net = partitionable.then(Net::new);
+        let addrs: Vec<(String, String, String)> = (1..=n)
+            .map(|id| Self::addresses(net.as_ref(), id))
+            .collect();
         let peers: Vec<String> = (1..=n)
-            .map(|id| {
-                format!(
-                    "{{ id = {id}, addr = \"127.0.0.1:{}\" }}",
-                    ports[id as usize - 1]
-                )
-            })
+            .map(|id| format!("{{ id = {id}, addr = \"{}\" }}", addrs[id as usize - 1].1))
             .collect();
         let mut nodes = Vec::new();
         for id in 1..=n {
-            let addr = format!("127.0.0.1:{}", ports[id as usize - 1]);
+            let (listen, addr, lines) = addrs[id as usize - 1].clone();
             let config = dir.path().join(format!("node{id}.toml"));
             let text = format!(
-                "id = {id}\nlisten = \"{addr}\"\ndata_dir = \"{}\"\nshards = {shards}\npeers = [{}]\n{}\n",
+                "id = {id}\nlisten = \"{listen}\"\n{lines}data_dir = \"{}\"\nshards = {shards}\npeers = [{}]\n{}\n",
                 dir.path().join(format!("data{id}")).display(),
                 peers.join(", "),
                 extra(id)
@@ -120,7 +163,7 @@ impl LocalCluster {
                 log: dir.path().join(format!("node{id}.log")),
             });
         }
-        let mut c = LocalCluster { dir, nodes };
+        let mut c = LocalCluster { dir, nodes, net };
         for id in 1..=n {
             c.spawn(id);
         }
@@ -133,7 +176,7 @@ impl LocalCluster {
     /// node came through it). Returns its id.
     pub fn join(&mut self, extra: &str) -> u64 {
         let id = self.nodes.len() as u64 + 1;
-        let addr = format!("127.0.0.1:{}", free_port());
+        let (listen, addr, lines) = Self::addresses(self.net.as_ref(), id);
         let join: Vec<String> = self
             .nodes
             .iter()
@@ -141,7 +184,7 @@ impl LocalCluster {
             .collect();
         let config = self.dir.path().join(format!("node{id}.toml"));
         let text = format!(
-            "listen = \"{addr}\"\ndata_dir = \"{}\"\njoin = [{}]\n{extra}\n",
+            "listen = \"{listen}\"\n{lines}data_dir = \"{}\"\njoin = [{}]\n{extra}\n",
             self.dir.path().join(format!("data{id}")).display(),
             join.join(", "),
         );

@@ -2,6 +2,7 @@
 //! real binaries and the shared data sets, and writing job specs.
 
 pub mod cluster;
+pub mod net;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};

@@ -1033,3 +1033,119 @@ fn a_lost_answer_makes_one_job_and_a_cut_download_goes_on() {
     assert!(std::fs::read(&got).unwrap() == whole, "the model differs");
     eprintln!("model download cut part way:\n{err}");
 }
+
+/// A network partition, not a crash: the node running the job is cut off
+/// from the other two (its process alive, its workers still computing and
+/// sending, a client still reaching it). The majority replaces the run
+/// under a new epoch and goes on; the old run, once the cut heals and its
+/// held messages arrive late, is fenced and stops; a job submitted through
+/// the cut-off node during the cut is recorded once, after it; and the
+/// model is the uninterrupted run's, byte for byte.
+#[test]
+fn a_partitioned_host_is_replaced_fenced_and_rejoins() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let c = LocalCluster::start_partitionable(3, 16, "");
+    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
+    let job = submit(&c, &endpoint(&c, 1), &spec);
+    let s = wait_for(
+        &c,
+        &endpoint(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "progress",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 20 && s["state"] == "running",
+    );
+    let host = s["host"].as_u64().unwrap();
+    let epoch = s["epoch"].as_u64().unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&n| n != host).collect();
+    c.net().isolate(host, others.clone());
+    let cut = Instant::now();
+    let ep = endpoint(&c, others[0]);
+    // The majority side moves the job and makes progress under the cut.
+    let moved = wait_for(&c, &ep, job, Duration::from_secs(30), "reassignment", |s| {
+        s["host"].as_u64().is_some_and(|h| h != host) && s["epoch"].as_u64() > Some(epoch)
+    });
+    let from = moved["checkpoint"].as_u64().unwrap();
+    let progressed = wait_for(
+        &c,
+        &ep,
+        job,
+        Duration::from_secs(60),
+        "progress under the cut",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= from + 20 || s["state"] == "succeeded",
+    );
+    eprintln!(
+        "host {host} cut off at epoch {epoch}; job on node {} (epoch {}) after {:?}; checkpoint {} -> {}",
+        moved["host"],
+        moved["epoch"],
+        cut.elapsed(),
+        from,
+        progressed["checkpoint"]
+    );
+    // The cut-off node gives no stale answer (its metadata replica is
+    // behind): it names the current run or answers nothing.
+    if let Some(seen) = petuum_tests::cluster::status(&endpoint(&c, host), job, c.path()) {
+        assert!(
+            seen["epoch"].is_null() || seen["epoch"].as_u64() >= moved["epoch"].as_u64(),
+            "the cut-off node answered with a stale record: {seen}"
+        );
+    }
+    // A submission through the cut-off node waits for the heal.
+    let second = c.path().join("second.toml");
+    std::fs::write(
+        &second,
+        petuum_tests::spam_lr_job("spam-lr-2", 20, 10, &c.path().join("second.safetensors")),
+    )
+    .unwrap();
+    let submitter = std::process::Command::new(petuum_tests::bin("petuum-client"))
+        .args(["--endpoint", &endpoint(&c, host), "submit"])
+        .arg(&second)
+        .arg("--json")
+        .current_dir(c.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    c.net().heal();
+    // The old run, its held messages delivered late, is fenced and stops.
+    c.wait_for_log(
+        host,
+        |log| {
+            log.contains(&format!(
+                "the job was reassigned: aborting this run job={job} epoch={epoch}"
+            ))
+        },
+        Duration::from_secs(30),
+        "the cut-off run stopped after the heal",
+    );
+    let out = submitter.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "submit through the cut-off node: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_u64()
+        .expect("a job id");
+    finish_and_compare(&c, &ep, job, &reference);
+    let s = wait_for(
+        &c,
+        &ep,
+        second,
+        Duration::from_secs(120),
+        "the second job",
+        |s| {
+            assert_ne!(s["state"], "failed", "{s}");
+            s["state"] == "succeeded"
+        },
+    );
+    assert_eq!(s["name"], "spam-lr-2", "{s}");
+    let names: Vec<String> = list(&c, &ep)
+        .iter()
+        .map(|j| j["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(names, ["spam-lr", "spam-lr-2"], "one job per submission");
+}

@@ -57,6 +57,7 @@ pub(super) async fn join(
                 tls.clone(),
                 token.clone(),
             );
+            peers.set_source(config.source_address);
             let r = peers
                 .call(
                     JOIN_TARGET,

@@ -370,6 +370,7 @@ impl ClusterNode {
         };
         addrs.insert(config.id, config.advertised());
         let peers = Peers::new(config.id, cluster_id, addrs, tls, token.clone());
+        peers.set_source(config.source_address);
         let t = &config.raft;
         peers.set_coalesce(t.coalesce_messages);
         let append_bytes = crate::network::append_bytes(config.max_message_mb);
@@ -657,6 +658,12 @@ impl ClusterNode {
     }
 
     /// The address clients reach this node at.
+    /// The source address of this node's connections (node.toml
+    /// `source_address`), for the connections its workers make.
+    pub fn source_address(&self) -> Option<std::net::IpAddr> {
+        self.config.source_address
+    }
+
     pub fn endpoint(&self) -> String {
         self.peers
             .addr(self.id())

@@ -20,7 +20,7 @@ use petuum_proto::v1::StatusReply;
 use petuum_storage::{ShardRequest, ShardResponse};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 mod admin;
 mod routing;
@@ -100,6 +100,27 @@ pub struct ClusterShards {
     /// it: its requests go to its handlers in process (on the node's own
     /// runtime), not through loopback gRPC.
     in_process: Option<(Arc<crate::node::ClusterNode>, tokio::runtime::Handle)>,
+    /// Group -> (leader, term) as last seen in a status (refreshed by
+    /// [`follow`](Self::follow)); ends waits on a deposed leader early
+    /// ([`guarded`](Self::guarded)).
+    seen_leaders: Arc<Mutex<HashMap<u64, (u64, u64)>>>,
+}
+
+/// How often a guarded call checks whether to give up.
+const GUARD_TICK: Duration = Duration::from_millis(100);
+
+/// A call to a leader runs at least this long before a newer leader seen
+/// elsewhere ends it (an answer normally comes much sooner; a status
+/// seen a moment before the call may be about to change).
+const MOVED_GRACE: Duration = Duration::from_millis(500);
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A job's span from the lengths set on a connection.
@@ -176,6 +197,7 @@ impl ClusterShards {
             table_jobs: Mutex::new(HashMap::new()),
             spans: Arc::new(Mutex::new(HashMap::new())),
             in_process: None,
+            seen_leaders: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -190,6 +212,7 @@ impl ClusterShards {
         opts: ConnectOptions,
     ) -> Result<ClusterShards, TableError> {
         let mut s = Self::build(&[node.endpoint()], opts, node.id())?;
+        s.peers.set_source(node.source_address());
         s.in_process = Some((node, rt));
         s.follow();
         Ok(s)
@@ -248,9 +271,16 @@ impl ClusterShards {
             self.opts.rpc_timeout,
         );
         let node = self.in_process.as_ref().map(|(n, _)| Arc::downgrade(n));
+        let seen = self.seen_leaders.clone();
+        // The node's own status costs no call: read it more often.
+        let every = if node.is_some() {
+            Duration::from_millis(250)
+        } else {
+            Duration::from_secs(1)
+        };
         self.rt.spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(every).await;
                 let local = node.as_ref().and_then(|w| w.upgrade()).map(|n| n.status());
                 let status = match local {
                     Some(s) => Some(s),
@@ -267,6 +297,15 @@ impl ClusterShards {
                     }
                 };
                 let Some(status) = status else { continue };
+                {
+                    let mut seen = seen.lock();
+                    for g in status.groups.iter().filter(|g| g.leader != 0) {
+                        let e = seen.entry(g.group).or_insert((g.leader, g.term));
+                        if g.term >= e.1 {
+                            *e = (g.leader, g.term);
+                        }
+                    }
+                }
                 for n in &status.nodes {
                     if peers.addr(n.id).as_deref() != Some(n.addr.as_str()) && !n.addr.is_empty() {
                         peers.set_addr(n.id, n.addr.clone());
@@ -354,19 +393,17 @@ impl ClusterShards {
             }
             let (me, req) = (me.clone(), req.clone());
             let handler = rt.spawn(async move { me.handle_data(req).await });
-            // As a gRPC deadline would: a handler past it is cancelled.
-            let abort = handler.abort_handle();
+            // As a gRPC deadline or a dropped call would: a handler past
+            // the deadline, or whose caller gave up, is cancelled.
+            let _cancel = AbortOnDrop(handler.abort_handle());
             return match tokio::time::timeout(timeout, handler).await {
                 Ok(Ok(reply)) => reply.map_err(Failure::Data),
                 Ok(Err(e)) => Err(Failure::Unreachable(format!(
                     "node {node}: the request's handler failed: {e}"
                 ))),
-                Err(_) => {
-                    abort.abort();
-                    Err(Failure::Unreachable(format!(
-                        "node {node}: no answer within {timeout:?}"
-                    )))
-                }
+                Err(_) => Err(Failure::Unreachable(format!(
+                    "node {node}: no answer within {timeout:?}"
+                ))),
             };
         }
         let bytes = self
@@ -385,6 +422,71 @@ impl ClusterShards {
             ))))
         })?;
         r.map_err(Failure::Data)
+    }
+
+    /// [`data`](Self::data) for a request to the leader of `shards` (or a
+    /// replica of them, `leader_call` false) on behalf of `job`, given up
+    /// early when waiting longer cannot help: the job's run was aborted
+    /// (superseded, cancelled), or the shards' group has elected another
+    /// leader than `node` since (a leader cut off from its group by a
+    /// partition, or a preempted VM that vanished without a reset, holds
+    /// the call until its deadline or the connection's keepalive, seconds,
+    /// and can commit nothing once a majority has elected another). The
+    /// early end is a `NotLeader` naming the new leader, which the callers
+    /// follow at once, as after a deadline.
+    async fn guarded(
+        &self,
+        node: u64,
+        req: &DataRequest,
+        timeout: Duration,
+        shards: &[ShardId],
+        job: Option<JobId>,
+        leader_call: bool,
+    ) -> Result<DataReply, Failure> {
+        let call = self.data(node, req, timeout);
+        tokio::pin!(call);
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(GUARD_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                r = &mut call => return r,
+                _ = tick.tick() => {
+                    if let Some(job) = job {
+                        self.check_aborted(job)
+                            .map_err(|e| Failure::Data(DataError::Table(e)))?;
+                    }
+                    if !leader_call || started.elapsed() < MOVED_GRACE {
+                        continue;
+                    }
+                    if let Some((shard, leader)) =
+                        shards.iter().find_map(|&s| Some((s, self.moved_away(s, node)?)))
+                    {
+                        tracing::info!(
+                            shard,
+                            from = node,
+                            to = leader,
+                            "the shard's group elected another leader: the call goes there"
+                        );
+                        return Err(Failure::Data(DataError::NotLeader {
+                            group: crate::placement::shard_group(shard),
+                            leader: Some(leader),
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The leader of `shard`'s group last seen (by the node's own replica,
+    /// or the node this connection follows), when it is not `node`.
+    fn moved_away(&self, shard: ShardId, node: u64) -> Option<u64> {
+        let group = crate::placement::shard_group(shard);
+        self.seen_leaders
+            .lock()
+            .get(&group)
+            .map(|&(leader, _)| leader)
+            .filter(|&l| l != 0 && l != node)
     }
 
     fn check_aborted(&self, job: JobId) -> Result<(), TableError> {

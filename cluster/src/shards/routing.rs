@@ -101,8 +101,16 @@ impl ClusterShards {
                 let futs = units.into_iter().map(|unit| async move {
                     let first = unit[0].0;
                     let flat: Vec<T> = unit.iter().flat_map(|(_, i)| i.iter().cloned()).collect();
+                    let shards: Vec<ShardId> = unit.iter().map(|(s, _)| *s).collect();
                     let r = self
-                        .data(node, &make(first, flat), self.opts.rpc_timeout * 4)
+                        .guarded(
+                            node,
+                            &make(first, flat),
+                            self.opts.rpc_timeout * 4,
+                            &shards,
+                            job,
+                            true,
+                        )
                         .await;
                     (unit, r)
                 });
@@ -305,7 +313,10 @@ impl ClusterShards {
                 )));
             }
             let node = self.leader_guess(shard);
-            let e = match self.data(node, req, self.opts.rpc_timeout).await {
+            let e = match self
+                .guarded(node, req, self.opts.rpc_timeout, &[shard], job, true)
+                .await
+            {
                 Ok(reply) => return Ok(reply),
                 Err(Failure::Data(DataError::Table(e))) => return Err(e),
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
@@ -421,7 +432,7 @@ impl ClusterShards {
             let node = replicas[i];
             let wait_ms = 500;
             let r = self
-                .data(
+                .guarded(
                     node,
                     &DataRequest::Fetch {
                         shard,
@@ -430,6 +441,9 @@ impl ClusterShards {
                         wait_ms,
                     },
                     self.opts.rpc_timeout + Duration::from_millis(wait_ms),
+                    &[shard],
+                    Some(job),
+                    false,
                 )
                 .await;
             match r {
