@@ -11,7 +11,10 @@
 //! `petuum-client` library (a finished job is replaced while faults remain
 //! to inject), and drives a seeded schedule of faults on random nodes:
 //! SIGKILL and restart, SIGSTOP for several election timeouts then SIGCONT,
-//! SIGTERM and restart, a whole-cluster restart, two nodes down at once
+//! SIGTERM and restart, a network partition that cuts one node off from
+//! the others (alive, its workers still sending; `petuum_tests::net`) or
+//! cuts the link between two nodes, then heals, a whole-cluster restart,
+//! two nodes down at once
 //! (no quorum: jobs pause and continue by themselves), a node killed for
 //! good and replaced by a new empty one that joins (the dead one is
 //! declared dead after `down_after`, 5 s here, and its replicas rebuilt),
@@ -154,6 +157,8 @@ enum Fault {
     KillRestart,
     StopCont,
     TermRestart,
+    Partition,
+    CutLink,
     WholeCluster,
     TwoDown,
     Replace,
@@ -167,6 +172,8 @@ impl Fault {
             Fault::KillRestart => "sigkill+restart",
             Fault::StopCont => "sigstop+sigcont",
             Fault::TermRestart => "sigterm+restart",
+            Fault::Partition => "node cut off",
+            Fault::CutLink => "link cut",
             Fault::WholeCluster => "whole-cluster restart",
             Fault::TwoDown => "two nodes down",
             Fault::Replace => "replace a node",
@@ -179,6 +186,7 @@ impl Fault {
 enum Action {
     Spawn(u64),
     Cont(u64),
+    Heal,
 }
 
 struct Running {
@@ -245,6 +253,10 @@ struct Chaos {
     members: Vec<u64>,
     /// Each node's extra config.
     node_extra: String,
+    /// Nodes on the far side of a partition: the harness does not ask
+    /// them (a client through them waits for the heal; tests/jobs.rs
+    /// covers that).
+    cut_off: Vec<u64>,
 }
 
 /// Extra node config: a node down this long is declared dead (longer than
@@ -269,7 +281,10 @@ impl Chaos {
     ) -> Result<T, String> {
         let mut errors = Vec::new();
         for id in self.members.clone() {
-            if !self.up[id as usize - 1] || self.stopped[id as usize - 1] {
+            if !self.up[id as usize - 1]
+                || self.stopped[id as usize - 1]
+                || self.cut_off.contains(&id)
+            {
                 continue;
             }
             if !self.clients.contains_key(&id) {
@@ -358,7 +373,7 @@ fn main() -> std::process::ExitCode {
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let node_extra = format!("{NODE_EXTRA}\n{}", args.node_config);
-    let cluster = LocalCluster::start(args.nodes, args.shards, &node_extra);
+    let cluster = LocalCluster::start_partitionable(args.nodes, args.shards, &node_extra);
     let nodes = args.nodes;
     let mut chaos = Chaos {
         rt: tokio::runtime::Builder::new_current_thread()
@@ -371,6 +386,7 @@ fn main() -> std::process::ExitCode {
         node_extra: node_extra.clone(),
         stopped: vec![false; nodes as usize],
         members: (1..=nodes).collect(),
+        cut_off: Vec::new(),
         args,
     };
     let started = Instant::now();
@@ -415,6 +431,10 @@ fn main() -> std::process::ExitCode {
                     let pid = chaos.cluster.pid(id);
                     signal(pid, libc::SIGCONT);
                     chaos.stopped[id as usize - 1] = false;
+                }
+                Action::Heal => {
+                    chaos.cluster.net().heal();
+                    chaos.cut_off.clear();
                 }
             }
         }
@@ -595,11 +615,13 @@ fn main() -> std::process::ExitCode {
                 Some((f, since)) => (f, Some(since)),
                 None => (
                     match rng.gen_range(0..100) {
-                        0..=29 => Fault::KillRestart,
-                        30..=47 => Fault::StopCont,
-                        48..=64 => Fault::TermRestart,
-                        65..=72 => Fault::WholeCluster,
-                        73..=84 => Fault::TwoDown,
+                        0..=24 => Fault::KillRestart,
+                        25..=39 => Fault::StopCont,
+                        40..=52 => Fault::TermRestart,
+                        53..=61 => Fault::Partition,
+                        62..=66 => Fault::CutLink,
+                        67..=73 => Fault::WholeCluster,
+                        74..=84 => Fault::TwoDown,
                         85..=92 => Fault::Replace,
                         _ if chaos.members.len() as u64 >= nodes + 2 => Fault::RemoveNode,
                         _ => Fault::AddNode,
@@ -654,6 +676,25 @@ fn main() -> std::process::ExitCode {
                     // Several election timeouts (600 ms at most each).
                     let t = Instant::now() + Duration::from_millis(rng.gen_range(1500..4000));
                     scheduled.push((t, Action::Cont(a)));
+                }
+                Fault::Partition => {
+                    // Longer than the failure detector's 1.5 s at times,
+                    // so runs are replaced and the old ones fenced after
+                    // the heal; far shorter than `down_after`.
+                    let others: Vec<u64> =
+                        chaos.members.iter().copied().filter(|&m| m != a).collect();
+                    chaos.cluster.net().isolate(a, others);
+                    chaos.cut_off.push(a);
+                    let t = Instant::now() + Duration::from_millis(rng.gen_range(1000..6000));
+                    scheduled.push((t, Action::Heal));
+                }
+                Fault::CutLink => {
+                    // Both still reach the rest: a partial partition.
+                    let i = chaos.members.iter().position(|&m| m == a).expect("member");
+                    let b = chaos.members[(i + 1) % chaos.members.len()];
+                    chaos.cluster.net().cut(a, b);
+                    let t = Instant::now() + Duration::from_millis(rng.gen_range(1000..6000));
+                    scheduled.push((t, Action::Heal));
                 }
                 Fault::TermRestart => {
                     let pid = chaos.cluster.pid(a);
