@@ -193,7 +193,18 @@ pub enum DataRequest {
     /// client once its replica applied it: answered `MetaAt` with the
     /// index of the log entry that carried it.
     MetaAt(MetaCommand),
+    /// Pings `node` on the caller's behalf (an indirect probe, as in
+    /// SWIM): answered `Ok` if it answered within [`PING_PEER_TIMEOUT`],
+    /// else `Unavailable`. The metadata leader asks other members before it
+    /// presumes a node it cannot reach dead, so that one broken link (a
+    /// partial partition) does not move that node's jobs. A node of an
+    /// earlier version cannot decode it and answers with an error: the
+    /// leader then counts its own probes only, as before.
+    PingPeer { node: u64 },
 }
+
+/// How long a node waits for the answer to an indirect probe's ping.
+pub const PING_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// What a joining node learns from the member that admitted it.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -1149,3 +1149,74 @@ fn a_partitioned_host_is_replaced_fenced_and_rejoins() {
         .collect();
     assert_eq!(names, ["spam-lr", "spam-lr-2"], "one job per submission");
 }
+
+/// A partial partition: the link between the metadata leader (whose
+/// scheduler probes every node) and one of the job's hosts breaks, while
+/// the third node reaches both. The leader asks the third node to probe
+/// the host for it (an indirect probe) and keeps the job where it is, with
+/// no new run and no rollback; once the link heals the job finishes with
+/// the uninterrupted run's model.
+#[test]
+fn a_broken_link_to_the_metadata_leader_moves_no_job() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let c = LocalCluster::start_partitionable(3, 16, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let job = submit(&c, &endpoint(&c, 1), &spec);
+    let s = wait_for(
+        &c,
+        &endpoint(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "progress",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 10 && s["state"] == "running",
+    );
+    let epoch = s["epoch"].as_u64().unwrap();
+    let meta_leader = client
+        .status(1)
+        .unwrap()
+        .groups
+        .iter()
+        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
+        .map(|g| g.leader)
+        .expect("a metadata leader");
+    // The job's two workers are on two nodes: one of them is not the
+    // metadata leader.
+    let host = u64s(&s["placement"])
+        .into_iter()
+        .find(|&n| n != meta_leader)
+        .expect("a host other than the metadata leader");
+    let third = (1..=3).find(|&n| n != meta_leader && n != host).unwrap();
+    c.net().cut(meta_leader, host);
+    c.wait_for_log(
+        meta_leader,
+        |log| {
+            log.lines().any(|l| {
+                l.contains("answers other members' probes but not this node's")
+                    && l.ends_with(&format!("node={host}"))
+            })
+        },
+        Duration::from_secs(30),
+        "the leader reached the host through another member",
+    );
+    // Well past the failure detector's 1.5 s: the same run goes on.
+    std::thread::sleep(Duration::from_secs(3));
+    let during = petuum_tests::cluster::status(&endpoint(&c, third), job, c.path()).unwrap();
+    c.net().heal();
+    assert_eq!(
+        during["epoch"].as_u64(),
+        Some(epoch),
+        "the job was moved: {during}"
+    );
+    let log = std::fs::read_to_string(&c.nodes[meta_leader as usize - 1].log).unwrap();
+    assert!(
+        !log.contains(&format!(
+            "node declared dead: no answer to probes; its jobs move to live nodes node={host}"
+        )),
+        "the leader presumed node {host} dead"
+    );
+    let s = finish_and_compare(&c, &endpoint(&c, third), job, &reference);
+    assert_eq!(s["recoveries"].as_u64(), Some(0), "{s}");
+}

@@ -182,6 +182,16 @@ impl ClusterNode {
         )
     }
 
+    /// Whether `node` answers a ping from `via` (an indirect probe; `via`
+    /// pings it and reports), all within `timeout`.
+    pub async fn ping_via(&self, via: u64, node: u64, timeout: Duration) -> bool {
+        matches!(
+            self.data_call(via, &DataRequest::PingPeer { node }, timeout)
+                .await,
+            Ok(DataReply::Ok)
+        )
+    }
+
     /// One data request to a node (this one: handled in place).
     pub async fn data_call(
         &self,

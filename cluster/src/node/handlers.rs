@@ -315,6 +315,17 @@ impl ClusterNode {
                 Ok(DataReply::Blob(blob))
             }
             DataRequest::Ping => Ok(DataReply::Ok),
+            DataRequest::PingPeer { node } => {
+                if node == self.id() || self.ping(node, crate::wire::PING_PEER_TIMEOUT).await {
+                    Ok(DataReply::Ok)
+                } else {
+                    Err(DataError::Unavailable(format!(
+                        "node {node} did not answer node {} within {:?}",
+                        self.id(),
+                        crate::wire::PING_PEER_TIMEOUT
+                    )))
+                }
+            }
             DataRequest::Preview { epoch, previews } => {
                 for (shard, p) in previews {
                     let Some(g) = self.shard(shard) else { continue };

@@ -18,7 +18,7 @@ pub mod service;
 use petuum_cluster::jobs::{JobCommand, JobState, RunEnd};
 use petuum_cluster::meta::{MetaCommand, NodeState};
 use petuum_cluster::ClusterNode;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -434,6 +434,10 @@ impl Jobs {
         let mut noted: HashMap<u64, Noted> = HashMap::new();
         let mut retries = Retries::default();
         let mut retention_at = Instant::now();
+        // The members that answered this node's own probes last round, and
+        // those that answered only other members' (indirect probes).
+        let mut last_answered: BTreeSet<u64> = BTreeSet::new();
+        let mut indirect_now: HashSet<u64> = HashSet::new();
         loop {
             tokio::time::sleep(TICK).await;
             if !self.node.is_meta_leader() {
@@ -446,16 +450,63 @@ impl Jobs {
                 leading = true;
                 silence.reset();
             }
-            let probes = futures::future::join_all(nodes.iter().map(|&n| {
+            // A node that missed the last round is also probed through up
+            // to two members that answered it (indirect probes, as SWIM
+            // does), in the same round: a link broken between this node
+            // and it alone (a partial partition) must not move its jobs to
+            // nodes that may not reach it either, while a dead node is
+            // presumed dead as soon as before.
+            let me = self.node.id();
+            let helpers: Vec<u64> = last_answered
+                .iter()
+                .copied()
+                .filter(|&h| h != me && nodes.contains(&h))
+                .collect();
+            let direct = nodes.iter().map(|&n| {
                 let node = self.node.clone();
                 async move { (n, node.ping(n, PROBE_TIMEOUT).await) }
-            }))
+            });
+            let indirect = nodes
+                .iter()
+                .filter(|&&n| n != me && !last_answered.contains(&n))
+                .flat_map(|&n| {
+                    helpers
+                        .iter()
+                        .filter(move |&&h| h != n)
+                        .take(2)
+                        .map(move |&h| (n, h))
+                })
+                .map(|(n, h)| {
+                    let node = self.node.clone();
+                    async move { (n, node.ping_via(h, n, PROBE_TIMEOUT).await) }
+                })
+                .collect::<Vec<_>>();
+            let (direct, indirect) = futures::future::join(
+                futures::future::join_all(direct),
+                futures::future::join_all(indirect),
+            )
             .await;
-            let answered: std::collections::BTreeSet<u64> = probes
+            let mut answered: std::collections::BTreeSet<u64> = direct
                 .into_iter()
                 .filter(|&(_, ok)| ok)
                 .map(|(n, _)| n)
                 .collect();
+            let through_others: BTreeSet<u64> = indirect
+                .into_iter()
+                .filter(|&(n, ok)| ok && !answered.contains(&n))
+                .map(|(n, _)| n)
+                .collect();
+            for &n in &through_others {
+                if indirect_now.insert(n) {
+                    tracing::warn!(
+                        node = n,
+                        "node answers other members' probes but not this node's (a broken link?): counted live"
+                    );
+                }
+            }
+            indirect_now.retain(|n| through_others.contains(n));
+            last_answered = answered.clone();
+            answered.extend(through_others);
             let now = Instant::now();
             silence.round(now, &nodes, &answered);
             let live = |n: u64| nodes.contains(&n) && silence.of(n) < DEAD_AFTER;
