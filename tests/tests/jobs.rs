@@ -1220,3 +1220,92 @@ fn a_broken_link_to_the_metadata_leader_moves_no_job() {
     let s = finish_and_compare(&c, &endpoint(&c, third), job, &reference);
     assert_eq!(s["recoveries"].as_u64(), Some(0), "{s}");
 }
+
+/// The metadata leader cut off from the other voters keeps believing it
+/// leads (nothing tells it otherwise until the heal). While the majority
+/// goes on, it must not answer a client from its frozen state: `status`
+/// and `list` through it fail, naming the cause, instead of showing a
+/// record the cluster has moved past.
+#[test]
+fn a_cut_off_metadata_leader_answers_no_stale_record() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("long.toml");
+    std::fs::write(
+        &spec,
+        petuum_tests::spam_lr_job("long", 100_000, 10, &dir.path().join("m.safetensors")),
+    )
+    .unwrap();
+    let c = LocalCluster::start_partitionable(3, 16, "");
+    let cl = c.connect();
+    c.wait_leaders(&cl, &[1, 2, 3], Duration::from_secs(60));
+    let job = submit(&c, &endpoint(&c, 1), &spec);
+    wait_for(
+        &c,
+        &endpoint(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "progress",
+        |s| s["clock"].as_u64().unwrap_or(0) >= 10,
+    );
+    let leader = cl
+        .status(1)
+        .unwrap()
+        .groups
+        .iter()
+        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
+        .map(|g| g.leader)
+        .expect("a metadata leader");
+    let other = (1..=3).find(|&n| n != leader).unwrap();
+    c.net().isolate(leader, (1..=3).filter(|&n| n != leader));
+    // The majority's record moves on (a new run, or more clocks).
+    let at_cut = wait_for(
+        &c,
+        &endpoint(&c, other),
+        job,
+        Duration::from_secs(30),
+        "an answer",
+        |s| s["state"] == "running",
+    );
+    let moved = wait_for(
+        &c,
+        &endpoint(&c, other),
+        job,
+        Duration::from_secs(60),
+        "the majority going on",
+        |s| {
+            s["epoch"].as_u64() > at_cut["epoch"].as_u64()
+                || s["clock"].as_u64() > at_cut["clock"].as_u64().map(|c| c + 5)
+        },
+    );
+    for args in [
+        vec!["status".to_string(), job.to_string()],
+        vec!["list".into()],
+    ] {
+        let a: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        let out = client(&endpoint(&c, leader), &a, c.path());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{a:?} through the cut-off leader: {}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(
+            err.contains("cannot reach a majority of the metadata group"),
+            "{err}"
+        );
+    }
+    c.net().heal();
+    // Healed, it catches up and answers with the majority's record (a
+    // follower answers from its replica, which may lag for a moment).
+    let key = |s: &Value| (s["epoch"].as_u64(), s["clock"].as_u64());
+    wait_for(
+        &c,
+        &endpoint(&c, leader),
+        job,
+        Duration::from_secs(30),
+        "the majority's record after the heal",
+        |s| key(s) >= key(&moved),
+    );
+}

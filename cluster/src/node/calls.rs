@@ -6,10 +6,14 @@ use crate::meta::{MetaAnswer, MetaCommand, MetaResult, MetaState};
 use crate::network::Method;
 use crate::placement::META_GROUP;
 use crate::wire::{self, DataError, DataReply, DataRequest, KIND_DATA};
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use petuum_storage::{ShardRequest, ShardResponse};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// How long a client's read waits for a majority of the metadata voters
+/// to confirm this node's leadership ([`ClusterNode::meta_confirmed`]).
+const META_CONFIRM_FOR: Duration = Duration::from_secs(2);
 
 impl ClusterNode {
     /// Writes one command to a group this node leads.
@@ -152,6 +156,41 @@ impl ClusterNode {
             return Ok(h.with_state(|m| m.datasets.get(sha256).cloned()));
         }
         Ok(self.meta_active().await?.datasets.remove(sha256))
+    }
+
+    /// What a client reads of the metadata (a job's record, the list of
+    /// jobs or datasets) comes from this node's replica when it has one;
+    /// when that replica leads the metadata group, a majority of the
+    /// voters must first confirm the leadership (a read barrier, as the
+    /// shards' leaders do for their linearizable reads). A leader cut off
+    /// from the others by a partition keeps believing it leads (nothing
+    /// tells it otherwise until the heal), and would answer every client
+    /// from a state the majority has moved past: a job shown running on
+    /// a host the cluster has replaced, for as long as the cut lasts. A
+    /// follower's replica stops naming a leader once its election timeout
+    /// passes without one (then reads go to the voters), so its answers
+    /// are at most that old.
+    pub async fn meta_confirmed(&self) -> Result<(), DataError> {
+        let Some(raft) = self.raft(META_GROUP) else {
+            return Ok(());
+        };
+        if raft.metrics().borrow().current_leader != Some(self.id()) {
+            return Ok(());
+        }
+        match tokio::time::timeout(META_CONFIRM_FOR, raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            // openraft's error names every member; the reason is enough.
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(DataError::Unavailable(format!(
+                    "node {} no longer leads the metadata group; ask again",
+                    self.id()
+                )))
+            }
+            Ok(Err(_)) | Err(_) => Err(DataError::Unavailable(format!(
+                "node {} cannot reach a majority of the metadata group's voters (is it cut off from them?); its view may be stale, so it does not answer",
+                self.id()
+            ))),
+        }
     }
 
     /// `f` of the metadata, without copying it when this node holds a

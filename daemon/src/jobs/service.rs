@@ -109,6 +109,7 @@ const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
     async fn record(&self, job: u64) -> Result<Arc<JobRecord>, Status> {
+        self.jobs.node.meta_confirmed().await.map_err(status_of)?;
         self.jobs
             .node
             .meta_job(job)
@@ -257,6 +258,7 @@ impl JobsApi for JobsSvc {
     }
 
     async fn list(&self, _req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        self.jobs.node.meta_confirmed().await.map_err(status_of)?;
         let jobs = self
             .jobs
             .node
