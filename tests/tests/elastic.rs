@@ -302,3 +302,30 @@ fn node_declared_dead_while_stopped_learns_it_was_removed() {
         "learn of its removal after SIGCONT",
     );
 }
+
+/// The same through a network partition instead of SIGSTOP: node 4 stays
+/// alive and working while cut off from the others for longer than
+/// `down_after` (its replicas campaign, its terms climb), the cluster
+/// declares it dead for good and rebuilds its replicas on nodes 1-3; once
+/// the cut heals, its late messages and votes disturb nothing (every group
+/// keeps a leader among 1-3 and stays on them), and it learns it was
+/// removed.
+#[test]
+fn node_declared_dead_while_cut_off_learns_it_was_removed() {
+    let extra = "down_after = \"4s\"";
+    let c = LocalCluster::start_partitionable(4, SHARDS, extra);
+    let shards = c.connect();
+    c.wait_leaders(&shards, &[1, 2, 3, 4], Duration::from_secs(60));
+    wait_settled(&c, &[1, 2, 3, 4], 3, Duration::from_secs(180));
+    c.net().isolate(4, [1, 2, 3]);
+    wait_settled(&c, &[1, 2, 3], 3, Duration::from_secs(180));
+    c.net().heal();
+    c.wait_for_log(
+        4,
+        |t| t.contains("this node was removed from the cluster"),
+        Duration::from_secs(30),
+        "learn of its removal after the heal",
+    );
+    c.wait_leaders(&shards, &[1, 2, 3], Duration::from_secs(30));
+    wait_settled(&c, &[1, 2, 3], 3, Duration::from_secs(60));
+}
