@@ -191,6 +191,12 @@ impl Peers {
         }
     }
 
+    /// Whether the last call to `node` failed to reach it (a node's
+    /// calls: the Raft heartbeats to it among them).
+    pub fn is_down(&self, node: u64) -> bool {
+        self.down.lock().contains(&node)
+    }
+
     pub fn me(&self) -> u64 {
         self.me
     }

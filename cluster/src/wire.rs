@@ -201,7 +201,15 @@ pub enum DataRequest {
     /// earlier version cannot decode it and answers with an error: the
     /// leader then counts its own probes only, as before.
     PingPeer { node: u64 },
+    /// Sends `req` (a `Push` or `Commands`, which the shards apply once
+    /// however often they arrive) on to node `to` and answers with its
+    /// answer: a node that cannot reach a shard's leader (a link cut
+    /// between just those two) goes through another member that can.
+    Relay { to: u64, req: Box<DataRequest> },
 }
+
+/// How long a relaying node waits for the answer of the node it relays to.
+pub const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a node waits for the answer to an indirect probe's ping.
 pub const PING_PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(300);

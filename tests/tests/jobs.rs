@@ -1309,3 +1309,69 @@ fn a_cut_off_metadata_leader_answers_no_stale_record() {
         |s| key(s) >= key(&moved),
     );
 }
+
+/// A link cut between one of the job's hosts and a node that leads some of
+/// the job's shard groups (not the metadata leader), both still reaching
+/// the third node: the leader keeps its majority, so nothing moves it, and
+/// the host's writes to it go through the third node (a relay) until the
+/// link heals. The job goes on during the cut and ends with the
+/// uninterrupted run's model.
+#[test]
+fn a_link_cut_between_a_host_and_a_leader_does_not_stop_the_job() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, reference) = reference(dir.path());
+    let c = LocalCluster::start_partitionable(3, 16, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let job = submit(&c, &endpoint(&c, 1), &spec);
+    let s = wait_for(
+        &c,
+        &endpoint(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "progress",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 10 && s["state"] == "running",
+    );
+    let epoch = s["epoch"].as_u64().unwrap();
+    let status = client.status(1).unwrap();
+    let meta_leader = status
+        .groups
+        .iter()
+        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
+        .map(|g| g.leader)
+        .expect("a metadata leader");
+    // A host and a shard leader, neither of them the metadata leader's...
+    // the pair must leave the metadata leader reaching both.
+    let placement = u64s(&s["placement"]);
+    let (host, leader) = placement
+        .iter()
+        .flat_map(|&h| (1..=3).map(move |l| (h, l)))
+        .find(|&(h, l)| {
+            h != l
+                && l != meta_leader
+                && h != meta_leader
+                && status
+                    .groups
+                    .iter()
+                    .any(|g| g.group != petuum_cluster::placement::META_GROUP && g.leader == l)
+        })
+        .unwrap_or_else(|| panic!("no host/leader pair away from the metadata leader {meta_leader}: placement {placement:?}"));
+    c.net().cut(host, leader);
+    let at_cut = s["clock"].as_u64().unwrap();
+    let s = wait_for(
+        &c,
+        &endpoint(&c, meta_leader),
+        job,
+        Duration::from_secs(60),
+        "progress during the cut",
+        |s| s["clock"].as_u64().unwrap_or(0) >= at_cut + 30 || s["state"] == "succeeded",
+    );
+    c.net().heal();
+    assert_eq!(
+        s["epoch"].as_u64(),
+        Some(epoch),
+        "the run was replaced: {s}"
+    );
+    finish_and_compare(&c, &endpoint(&c, meta_leader), job, &reference);
+}

@@ -315,6 +315,18 @@ impl ClusterNode {
                 Ok(DataReply::Blob(blob))
             }
             DataRequest::Ping => Ok(DataReply::Ok),
+            DataRequest::Relay { to, req } => match *req {
+                inner @ (DataRequest::Push { .. } | DataRequest::Commands { .. }) => {
+                    if to == self.id() {
+                        Box::pin(self.handle_data_from(inner, from)).await
+                    } else {
+                        self.data_call(to, &inner, crate::wire::RELAY_TIMEOUT).await
+                    }
+                }
+                _ => Err(DataError::Refused(crate::wire::Refusal::Rejected(
+                    "only writes are relayed".into(),
+                ))),
+            },
             DataRequest::PingPeer { node } => {
                 if node == self.id() || self.ping(node, crate::wire::PING_PEER_TIMEOUT).await {
                     Ok(DataReply::Ok)

@@ -448,16 +448,54 @@ impl ClusterShards {
         let started = Instant::now();
         let mut tick = tokio::time::interval(GUARD_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The same request relayed through another member, once this node
+        // has found the leader unreachable (tried once per call).
+        type Pending<'a> =
+            std::pin::Pin<Box<dyn std::future::Future<Output = Result<DataReply, Failure>> + 'a>>;
+        let mut relay: Option<Pending<'_>> = None;
+        let mut relayed = false;
         loop {
             tokio::select! {
                 r = &mut call => return r,
+                r = async { relay.as_mut().expect("a relay").await }, if relay.is_some() => {
+                    match r {
+                        Ok(reply) => return Ok(reply),
+                        // The leader's own answer (not the leader, a
+                        // refusal): as if it had come directly.
+                        Err(Failure::Data(d)) if !matches!(d, DataError::Unavailable(_)) => {
+                            return Err(Failure::Data(d))
+                        }
+                        // The relay could not help: wait for the call.
+                        Err(_) => relay = None,
+                    }
+                }
                 _ = tick.tick() => {
                     if let Some(job) = job {
                         self.check_aborted(job)
                             .map_err(|e| Failure::Data(DataError::Table(e)))?;
                     }
-                    if !leader_call || started.elapsed() < MOVED_GRACE {
+                    // A leader this node already finds unreachable is
+                    // relayed to at the first tick; others after the grace.
+                    let unreachable = self.relay_for(node, shards, req).is_some();
+                    if !leader_call || (started.elapsed() < MOVED_GRACE && !unreachable) {
                         continue;
+                    }
+                    if !relayed {
+                        if let Some(via) = self.relay_for(node, shards, req) {
+                            relayed = true;
+                            tracing::debug!(
+                                to = node,
+                                via,
+                                "the shard's leader is unreachable from this node: the call goes through another member"
+                            );
+                            let relayed_req = DataRequest::Relay {
+                                to: node,
+                                req: Box::new(req.clone()),
+                            };
+                            relay = Some(Box::pin(async move {
+                                self.data(via, &relayed_req, timeout).await
+                            }));
+                        }
                     }
                     if let Some((shard, leader)) =
                         shards.iter().find_map(|&s| Some((s, self.moved_away(s, node)?)))
@@ -476,6 +514,53 @@ impl ClusterShards {
                 }
             }
         }
+    }
+
+    /// A member of `shards`' group to relay a write for `leader` through,
+    /// when this connection runs inside a node that cannot reach the
+    /// leader (its last call to it, a Raft heartbeat among them, failed)
+    /// and `req` is a write the shards apply once however often it comes
+    /// (`Push`, `Commands`): reads are never relayed.
+    fn relay_for(&self, leader: u64, shards: &[ShardId], req: &DataRequest) -> Option<u64> {
+        if !matches!(req, DataRequest::Push { .. } | DataRequest::Commands { .. }) {
+            return None;
+        }
+        let (node, _) = self.in_process.as_ref()?;
+        if !node.peers.is_down(leader) {
+            return None;
+        }
+        let shard = *shards.first()?;
+        self.placement()
+            .replicas_of(shard)
+            .into_iter()
+            .find(|&m| m != leader && m != self.local && !node.peers.is_down(m))
+    }
+
+    /// Whether the leader of `shard`'s group last seen is one the node
+    /// this connection runs in cannot reach now.
+    pub(super) fn unreachable_leader(&self, shard: ShardId) -> bool {
+        let Some((node, _)) = self.in_process.as_ref() else {
+            return false;
+        };
+        let group = crate::placement::shard_group(shard);
+        let leader = self.seen_leaders.lock().get(&group).map(|&(l, _)| l);
+        leader.is_some_and(|l| l != self.local && node.peers.is_down(l))
+    }
+
+    /// The replica after `i` in `replicas` to read from, skipping those
+    /// the node this connection runs in cannot reach now (when every
+    /// other one is unreachable, simply the next).
+    pub(super) fn next_replica(&self, replicas: &[u64], i: usize) -> usize {
+        let n = replicas.len().max(1);
+        let down = |m: u64| {
+            self.in_process
+                .as_ref()
+                .is_some_and(|(node, _)| node.peers.is_down(m))
+        };
+        (1..n)
+            .map(|k| (i + k) % n)
+            .find(|&j| !down(replicas[j]))
+            .unwrap_or((i + 1) % n)
     }
 
     /// The leader of `shard`'s group last seen (by the node's own replica,

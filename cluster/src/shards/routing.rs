@@ -415,12 +415,17 @@ impl ClusterShards {
         let job = reqs[0].job;
         let mut replicas = self.placement().replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
+            // The local replica hears nothing from a leader this node
+            // cannot reach (a partition): start with another.
+            Some(p) if self.unreachable_leader(shard) => self.next_replica(&replicas, p),
             Some(p) => p,
             None => reqs[0].worker as usize % replicas.len(),
         };
         let mut attempts = Retry::LEADER.within(self.opts.deadline).start();
         let mut last = String::new();
         let mut out = Vec::with_capacity(reqs.len());
+        // Waits in a row on the current replica.
+        let mut not_yet = 0u32;
         while !reqs.is_empty() {
             self.check_aborted(job)?;
             if attempts.expired() {
@@ -452,12 +457,25 @@ impl ClusterShards {
                     reqs.drain(..rows.len());
                     out.extend(rows);
                     attempts.restart();
+                    not_yet = 0;
                 }
                 // The replica is alive and the run current, waiting for a
                 // slower worker's clock: keep waiting as long as that is
                 // so. A dead worker's host makes the scheduler begin a new
-                // run, and this one's next read is refused as stale.
-                Err(Failure::Data(DataError::NotYet)) => attempts.restart(),
+                // run, and this one's next read is refused as stale. The
+                // replica itself may be the one behind (cut off from its
+                // leader by a partition: it hears no more entries), so
+                // after two waits in a row the read moves to the next
+                // replica; one that meets the clock answers.
+                Err(Failure::Data(DataError::NotYet)) => {
+                    attempts.restart();
+                    not_yet += 1;
+                    if not_yet >= 2 {
+                        not_yet = 0;
+                        replicas = self.placement().replicas_of(shard);
+                        i = self.next_replica(&replicas, i);
+                    }
+                }
                 Err(Failure::Data(DataError::Table(e))) => return Err(e),
                 Err(Failure::Data(DataError::Refused(e))) => return Err(unavailable(e)),
                 Err(Failure::Unreachable(e)) | Err(Failure::Data(DataError::Unavailable(e))) => {
