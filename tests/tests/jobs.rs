@@ -6,6 +6,7 @@
 //! server. The scenarios run one at a time (each starts its own cluster;
 //! the failure detector's timings assume the machine is not oversubscribed).
 
+use petuum_cluster::shards::ClusterShards;
 use petuum_core::types::{shard_of, JobShards};
 use petuum_tests::cluster::{client, signal, submit, u64s, wait_for, LocalCluster};
 use petuum_tests::{datasets, run_embedded, spam_lr_job};
@@ -934,6 +935,37 @@ fn list(c: &LocalCluster, ep: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// A 3-node cluster on a network that can be partitioned, running the
+/// job of `spec` past its checkpoint `at`: the cluster, a client of it,
+/// the job and its record then.
+fn partitionable_job(spec: &Path, at: u64) -> (LocalCluster, ClusterShards, u64, Value) {
+    let c = LocalCluster::start_partitionable(3, 16, "");
+    let client = c.connect();
+    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
+    let job = submit(&c, &endpoint(&c, 1), spec);
+    let s = wait_for(
+        &c,
+        &endpoint(&c, 1),
+        job,
+        Duration::from_secs(60),
+        "progress",
+        |s| s["checkpoint"].as_u64().unwrap_or(0) >= at && s["state"] == "running",
+    );
+    (c, client, job, s)
+}
+
+/// The metadata group's leader, as node 1 sees it.
+fn meta_leader(client: &ClusterShards) -> u64 {
+    client
+        .status(1)
+        .unwrap()
+        .groups
+        .iter()
+        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
+        .map(|g| g.leader)
+        .expect("a metadata leader")
+}
+
 /// A submission whose answer is lost (its request reached the node, the
 /// connection died before the reply came back: a client's network, or a
 /// node killed right after recording the job) is sent again by the client
@@ -1046,17 +1078,7 @@ fn a_partitioned_host_is_replaced_fenced_and_rejoins() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (spec, reference) = reference(dir.path());
-    let c = LocalCluster::start_partitionable(3, 16, "");
-    c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
-    let job = submit(&c, &endpoint(&c, 1), &spec);
-    let s = wait_for(
-        &c,
-        &endpoint(&c, 1),
-        job,
-        Duration::from_secs(60),
-        "progress",
-        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 20 && s["state"] == "running",
-    );
+    let (c, _client, job, s) = partitionable_job(&spec, 20);
     let host = s["host"].as_u64().unwrap();
     let epoch = s["epoch"].as_u64().unwrap();
     let others: Vec<u64> = (1..=3).filter(|&n| n != host).collect();
@@ -1161,27 +1183,9 @@ fn a_broken_link_to_the_metadata_leader_moves_no_job() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (spec, reference) = reference(dir.path());
-    let c = LocalCluster::start_partitionable(3, 16, "");
-    let client = c.connect();
-    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
-    let job = submit(&c, &endpoint(&c, 1), &spec);
-    let s = wait_for(
-        &c,
-        &endpoint(&c, 1),
-        job,
-        Duration::from_secs(60),
-        "progress",
-        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 10 && s["state"] == "running",
-    );
+    let (c, client, job, s) = partitionable_job(&spec, 10);
     let epoch = s["epoch"].as_u64().unwrap();
-    let meta_leader = client
-        .status(1)
-        .unwrap()
-        .groups
-        .iter()
-        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
-        .map(|g| g.leader)
-        .expect("a metadata leader");
+    let meta_leader = meta_leader(&client);
     // The job's two workers are on two nodes: one of them is not the
     // metadata leader.
     let host = u64s(&s["placement"])
@@ -1248,14 +1252,7 @@ fn a_cut_off_metadata_leader_answers_no_stale_record() {
         "progress",
         |s| s["clock"].as_u64().unwrap_or(0) >= 10,
     );
-    let leader = cl
-        .status(1)
-        .unwrap()
-        .groups
-        .iter()
-        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
-        .map(|g| g.leader)
-        .expect("a metadata leader");
+    let leader = meta_leader(&cl);
     let other = (1..=3).find(|&n| n != leader).unwrap();
     c.net().isolate(leader, (1..=3).filter(|&n| n != leader));
     // The majority's record moves on (a new run, or more clocks).
@@ -1321,26 +1318,10 @@ fn a_link_cut_between_a_host_and_a_leader_does_not_stop_the_job() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (spec, reference) = reference(dir.path());
-    let c = LocalCluster::start_partitionable(3, 16, "");
-    let client = c.connect();
-    c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
-    let job = submit(&c, &endpoint(&c, 1), &spec);
-    let s = wait_for(
-        &c,
-        &endpoint(&c, 1),
-        job,
-        Duration::from_secs(60),
-        "progress",
-        |s| s["checkpoint"].as_u64().unwrap_or(0) >= 10 && s["state"] == "running",
-    );
+    let (c, client, job, s) = partitionable_job(&spec, 10);
     let epoch = s["epoch"].as_u64().unwrap();
     let status = client.status(1).unwrap();
-    let meta_leader = status
-        .groups
-        .iter()
-        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
-        .map(|g| g.leader)
-        .expect("a metadata leader");
+    let meta_leader = meta_leader(&client);
     // A host and a shard leader, neither of them the metadata leader's...
     // the pair must leave the metadata leader reaching both.
     let placement = u64s(&s["placement"]);

@@ -272,15 +272,9 @@ impl ClusterShards {
         );
         let node = self.in_process.as_ref().map(|(n, _)| Arc::downgrade(n));
         let seen = self.seen_leaders.clone();
-        // The node's own status costs no call: read it more often.
-        let every = if node.is_some() {
-            Duration::from_millis(250)
-        } else {
-            Duration::from_secs(1)
-        };
         self.rt.spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 let local = node.as_ref().and_then(|w| w.upgrade()).map(|n| n.status());
                 let status = match local {
                     Some(s) => Some(s),
@@ -476,12 +470,12 @@ impl ClusterShards {
                     }
                     // A leader this node already finds unreachable is
                     // relayed to at the first tick; others after the grace.
-                    let unreachable = self.relay_for(node, shards, req).is_some();
-                    if !leader_call || (started.elapsed() < MOVED_GRACE && !unreachable) {
+                    let via = if relayed { None } else { self.relay_for(node, shards, req) };
+                    if !leader_call || (started.elapsed() < MOVED_GRACE && via.is_none()) {
                         continue;
                     }
                     if !relayed {
-                        if let Some(via) = self.relay_for(node, shards, req) {
+                        if let Some(via) = via {
                             relayed = true;
                             tracing::debug!(
                                 to = node,
@@ -542,9 +536,8 @@ impl ClusterShards {
         let Some((node, _)) = self.in_process.as_ref() else {
             return false;
         };
-        let group = crate::placement::shard_group(shard);
-        let leader = self.seen_leaders.lock().get(&group).map(|&(l, _)| l);
-        leader.is_some_and(|l| l != self.local && node.peers.is_down(l))
+        self.seen_leader(shard)
+            .is_some_and(|l| l != self.local && node.peers.is_down(l))
     }
 
     /// The replica after `i` in `replicas` to read from, skipping those
@@ -563,15 +556,20 @@ impl ClusterShards {
             .unwrap_or((i + 1) % n)
     }
 
-    /// The leader of `shard`'s group last seen (by the node's own replica,
-    /// or the node this connection follows), when it is not `node`.
-    fn moved_away(&self, shard: ShardId, node: u64) -> Option<u64> {
+    /// The leader of `shard`'s group as seen now: by the node's own
+    /// replica when this connection runs inside a node that has one, else
+    /// as the followed node's status last said.
+    fn seen_leader(&self, shard: ShardId) -> Option<u64> {
         let group = crate::placement::shard_group(shard);
-        self.seen_leaders
-            .lock()
-            .get(&group)
-            .map(|&(leader, _)| leader)
-            .filter(|&l| l != 0 && l != node)
+        if let Some(raft) = self.in_process.as_ref().and_then(|(n, _)| n.raft(group)) {
+            return raft.metrics().borrow().current_leader;
+        }
+        self.seen_leaders.lock().get(&group).map(|&(l, _)| l)
+    }
+
+    /// The leader of `shard`'s group as seen now, when it is not `node`.
+    fn moved_away(&self, shard: ShardId, node: u64) -> Option<u64> {
+        self.seen_leader(shard).filter(|&l| l != 0 && l != node)
     }
 
     fn check_aborted(&self, job: JobId) -> Result<(), TableError> {
