@@ -98,11 +98,7 @@ impl ClusterNode {
     fn current_meta(&self) -> Option<crate::meta::MetaHandle> {
         let h = self.meta_handle()?;
         let raft = self.raft(META_GROUP)?;
-        let me = self.id();
-        let metrics = raft.metrics();
-        let m = metrics.borrow();
-        let led = m.current_leader.is_some();
-        (led && super::lists(m.membership_config.membership(), me)).then_some(h)
+        current(&raft.metrics().borrow(), self.id()).then_some(h)
     }
 
     /// A metadata read answered by the first metadata voter that answers,
@@ -116,6 +112,8 @@ impl ClusterNode {
         if let Some(i) = voters.iter().position(|&v| v == hint) {
             voters[..=i].rotate_right(1);
         }
+        // Those this node's last call failed to reach go last.
+        voters.sort_by_key(|&v| self.peers.is_down(v));
         for t in voters {
             if t == me {
                 continue;
@@ -208,6 +206,7 @@ impl ClusterNode {
     pub fn meta_changes(&self, poll: Duration) -> MetaChanges {
         MetaChanges {
             rx: self.meta_handle().map(|h| h.applied_watch()),
+            raft: self.raft(META_GROUP).map(|r| (r.metrics(), self.id())),
             pending: true,
             poll,
         }
@@ -284,7 +283,7 @@ impl ClusterNode {
     /// through this node next sees its own write (reads come from the
     /// local replica, which may trail the leader by a heartbeat).
     pub async fn meta_command(&self, cmd: MetaCommand) -> Result<MetaAnswer, DataError> {
-        Ok(self.meta_command_seen(cmd).await?.0)
+        Ok(self.meta_command_seen(cmd, true).await?.0)
     }
 
     /// [`meta_command`](Self::meta_command), with the index of the
@@ -292,12 +291,16 @@ impl ClusterNode {
     /// Waits for this node's replica, where it holds one, to apply that
     /// entry, at most [`OWN_WRITE_WAIT`]: a replica that does not catch up
     /// in time (cut off from the leader) is left behind, the command is
-    /// done either way.
+    /// done either way. `relay`: whether the other voters may forward it
+    /// when this node cannot reach the leader (not for a command another
+    /// node forwarded here, so that a command goes through at most one
+    /// other member).
     pub(super) async fn meta_command_seen(
         &self,
         cmd: MetaCommand,
+        relay: bool,
     ) -> Result<(MetaAnswer, u64), DataError> {
-        let (answer, index) = self.meta_command_at(cmd).await?;
+        let (answer, index) = self.meta_command_at(cmd, relay).await?;
         if let Some(h) = self.current_meta() {
             let mut applied = h.applied_watch();
             let _ = tokio::time::timeout(OWN_WRITE_WAIT, applied.wait_for(|&a| a >= index)).await;
@@ -307,7 +310,21 @@ impl ClusterNode {
 
     /// The command run on the metadata leader, here or forwarded, with the
     /// index of its log entry (a refusal, too, is an error).
-    async fn meta_command_at(&self, cmd: MetaCommand) -> Result<(MetaAnswer, u64), DataError> {
+    ///
+    /// With `relay`, a leader this node cannot reach (a link cut between
+    /// the two while both reach the rest: a partial partition, or a route
+    /// that failed) is reached through the other voters, each of which
+    /// forwards the command to the leader it follows; the leader is tried
+    /// last when this node's last call to it already failed. A command may
+    /// then be applied twice (a call that timed out may have been delivered
+    /// late): the metadata's commands are written to be idempotent, as a
+    /// caller's retry already needs (a job's reports are compare-and-set on
+    /// its epoch, a submission carries its id).
+    async fn meta_command_at(
+        &self,
+        cmd: MetaCommand,
+        relay: bool,
+    ) -> Result<(MetaAnswer, u64), DataError> {
         let mut targets: Vec<u64> = Vec::new();
         if self.meta_handle().is_some() {
             match self
@@ -334,8 +351,22 @@ impl ClusterNode {
         } else {
             targets = self.placement().meta_voters();
         }
+        if relay {
+            let me = self.id();
+            let others: Vec<u64> = self
+                .placement()
+                .meta_voters()
+                .into_iter()
+                .filter(|&n| n != me && !targets.contains(&n))
+                .collect();
+            targets.extend(others);
+        }
+        // Voters this node's last call failed to reach go last (stably):
+        // a cut link holds a call for its whole timeout.
+        targets.sort_by_key(|&t| self.peers.is_down(t));
+        let n = targets.len();
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
-        for t in targets {
+        for (i, t) in targets.into_iter().enumerate() {
             match self
                 .peers
                 .call(
@@ -351,16 +382,20 @@ impl ClusterNode {
                 Ok(bytes) => {
                     let r: Result<DataReply, DataError> =
                         wire::decode(&bytes, "metadata reply").map_err(DataError::Unavailable)?;
-                    match r? {
-                        DataReply::MetaAt(a, index) => {
+                    match r {
+                        Ok(DataReply::MetaAt(a, index)) => {
                             self.meta_leader_hint.store(t, Ordering::Relaxed);
                             return Ok((a, index));
                         }
-                        other => {
+                        Ok(other) => {
                             return Err(DataError::Unavailable(format!(
                                 "unexpected metadata reply {other:?}"
                             )))
                         }
+                        // The voter could not reach a leader either: the
+                        // next one may.
+                        Err(e @ DataError::Unavailable(_)) if i + 1 < n => last = e,
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) => last = DataError::Unavailable(e.to_string()),
@@ -377,8 +412,22 @@ pub const OWN_WRITE_WAIT: Duration = Duration::from_secs(5);
 /// Changes of the metadata as [`ClusterNode::meta_read`] sees it: on a
 /// node with a metadata replica, that replica's applied-entries watch;
 /// elsewhere (the metadata is read from a voter) a poll.
+/// Whether a metadata replica with these metrics is one to read: it
+/// follows a leader and its group still lists it (see `current_meta`).
+fn current(m: &openraft::RaftMetrics<u64, openraft::BasicNode>, me: u64) -> bool {
+    m.current_leader.is_some() && super::lists(m.membership_config.membership(), me)
+}
+
 pub struct MetaChanges {
     rx: Option<tokio::sync::watch::Receiver<u64>>,
+    /// The local replica's Raft metrics and this node's id: while that
+    /// replica is not one to read (no leader: cut off from it, or an
+    /// election), reads go to the voters, and changes are polled as
+    /// without a replica; its applied entries would not say.
+    raft: Option<(
+        tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, openraft::BasicNode>>,
+        u64,
+    )>,
     /// A change not taken yet: the first one (nothing was read yet), or
     /// one [`wait`](Self::wait) saw (which marks it seen on the watch).
     pending: bool,
@@ -392,28 +441,37 @@ impl MetaChanges {
     /// a change made meanwhile is taken by the next call.
     pub fn take(&mut self) -> bool {
         let pending = std::mem::replace(&mut self.pending, false);
+        let local = self.local_current();
         match &mut self.rx {
             Some(rx) => {
                 let changed = rx.has_changed().unwrap_or(true);
                 rx.borrow_and_update();
-                pending || changed
+                pending || changed || !local
             }
             None => true,
         }
+    }
+
+    /// Whether the local replica is one to read now.
+    fn local_current(&self) -> bool {
+        self.raft
+            .as_ref()
+            .is_some_and(|(m, me)| current(&m.borrow(), *me))
     }
 
     /// Waits until the metadata may have changed, at most `max` (so the
     /// caller's own checks, such as an abort flag, run at least that
     /// often); without a local replica, at most the poll interval.
     pub async fn wait(&mut self, max: Duration) {
+        let local = self.local_current();
         match &mut self.rx {
-            Some(rx) => match tokio::time::timeout(max, rx.changed()).await {
+            Some(rx) if local => match tokio::time::timeout(max, rx.changed()).await {
                 Ok(Ok(())) => self.pending = true,
                 Err(_) => {}
                 // The replica is gone (the node is stopping): poll.
                 Ok(Err(_)) => tokio::time::sleep(max.min(self.poll)).await,
             },
-            None => tokio::time::sleep(max.min(self.poll)).await,
+            _ => tokio::time::sleep(max.min(self.poll)).await,
         }
     }
 }

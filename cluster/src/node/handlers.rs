@@ -246,8 +246,9 @@ impl ClusterNode {
             DataRequest::MetaAt(cmd) => {
                 // Applied here too before the answer: the asking node
                 // reads the metadata from this one first when it holds no
-                // replica.
-                let (answer, index) = self.meta_command_seen(cmd).await?;
+                // replica. Not passed on to other voters from here: the
+                // asking node tries them itself.
+                let (answer, index) = self.meta_command_seen(cmd, false).await?;
                 Ok(DataReply::MetaAt(answer, index))
             }
             DataRequest::Watch {

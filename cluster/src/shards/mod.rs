@@ -530,14 +530,20 @@ impl ClusterShards {
             .find(|&m| m != leader && m != self.local && !node.peers.is_down(m))
     }
 
-    /// Whether the leader of `shard`'s group last seen is one the node
-    /// this connection runs in cannot reach now.
-    pub(super) fn unreachable_leader(&self, shard: ShardId) -> bool {
+    /// Whether the replica of `shard`'s group on the node this connection
+    /// runs in hears from no leader, so that it falls behind: it names
+    /// none (an election; or it is cut off from the leader the others
+    /// follow and campaigns in vain), or names one this node cannot reach
+    /// now.
+    pub(super) fn local_replica_unled(&self, shard: ShardId) -> bool {
         let Some((node, _)) = self.in_process.as_ref() else {
             return false;
         };
-        self.seen_leader(shard)
-            .is_some_and(|l| l != self.local && node.peers.is_down(l))
+        let Some(raft) = node.raft(crate::placement::shard_group(shard)) else {
+            return false;
+        };
+        let leader = raft.metrics().borrow().current_leader;
+        leader.is_none_or(|l| l != self.local && node.peers.is_down(l))
     }
 
     /// The replica after `i` in `replicas` to read from, skipping those

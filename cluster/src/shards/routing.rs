@@ -415,9 +415,9 @@ impl ClusterShards {
         let job = reqs[0].job;
         let mut replicas = self.placement().replicas_of(shard);
         let mut i = match replicas.iter().position(|&n| n == self.local) {
-            // The local replica hears nothing from a leader this node
-            // cannot reach (a partition): start with another.
-            Some(p) if self.unreachable_leader(shard) => self.next_replica(&replicas, p),
+            // The local replica hears from no leader (a partition, an
+            // election): start with another.
+            Some(p) if self.local_replica_unled(shard) => self.next_replica(&replicas, p),
             Some(p) => p,
             None => reqs[0].worker as usize % replicas.len(),
         };
