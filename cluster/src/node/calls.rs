@@ -409,15 +409,16 @@ impl ClusterNode {
 /// apply it ([`ClusterNode::meta_command`]).
 pub const OWN_WRITE_WAIT: Duration = Duration::from_secs(5);
 
-/// Changes of the metadata as [`ClusterNode::meta_read`] sees it: on a
-/// node with a metadata replica, that replica's applied-entries watch;
-/// elsewhere (the metadata is read from a voter) a poll.
 /// Whether a metadata replica with these metrics is one to read: it
 /// follows a leader and its group still lists it (see `current_meta`).
 fn current(m: &openraft::RaftMetrics<u64, openraft::BasicNode>, me: u64) -> bool {
     m.current_leader.is_some() && super::lists(m.membership_config.membership(), me)
 }
 
+/// Changes of the metadata as [`ClusterNode::meta_read`] sees it: on a
+/// node with a metadata replica that follows a leader, that replica's
+/// applied-entries watch; elsewhere (the metadata is read from a voter) a
+/// poll.
 pub struct MetaChanges {
     rx: Option<tokio::sync::watch::Receiver<u64>>,
     /// The local replica's Raft metrics and this node's id: while that

@@ -367,7 +367,15 @@ impl ClusterNode {
             (n, self.peers.status(n, PROBE_TIMEOUT).await.ok())
         }))
         .await;
+        Self::view_of(replies)
+    }
+
+    /// The driver's view from the members' status replies (`None`: no
+    /// answer).
+    fn view_of(replies: Vec<(u64, Option<petuum_proto::v1::StatusReply>)>) -> View {
         let mut view = View::default();
+        // Each group's replicas' terms, by node.
+        let mut terms: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
         for (n, reply) in replies {
             let Some(reply) = reply else { continue };
             view.answered.insert(n);
@@ -380,18 +388,45 @@ impl ClusterNode {
                     .collect(),
             );
             for g in reply.groups {
-                // The leader of the highest term reported: a deposed one
-                // that has not heard yet still says it leads.
-                let term = view.terms.entry(g.group).or_insert(0);
-                if g.term > *term {
-                    *term = g.term;
-                    view.leaders.remove(&g.group);
-                    view.voters.remove(&g.group);
-                }
-                if g.state == "leader" && g.leader == n && g.term == *term {
+                terms.entry(g.group).or_default().push((n, g.term));
+                // The leader of the highest term among those that say
+                // they lead: a deposed one that has not heard yet still
+                // says it leads.
+                if g.state == "leader"
+                    && g.leader == n
+                    && view
+                        .leaders
+                        .get(&g.group)
+                        .is_none_or(|l| terms[&g.group].iter().any(|&(m, t)| m == *l && t < g.term))
+                {
                     view.leaders.insert(g.group, n);
                     view.voters.insert(g.group, g.voters);
                 }
+            }
+        }
+        // A leader one of its own voters has seen a higher term than is
+        // deposed (an election is on). A higher term from a replica that is
+        // not among its voters says nothing of it: a replica the group
+        // removed, or one it never added, hears no leader and campaigns in
+        // vain, its term climbing, and counting it would hide the group's
+        // leader from this driver for as long as it runs (seen in the chaos
+        // run: "group 8 has no leader" for 100 s while the group's leader
+        // was stable, so the move that would drop that replica never came).
+        for (group, reports) in &terms {
+            let Some(&leader) = view.leaders.get(group) else {
+                continue;
+            };
+            let voters = view.voters.get(group).cloned().unwrap_or_default();
+            let term = reports
+                .iter()
+                .find(|&&(m, _)| m == leader)
+                .map_or(0, |&(_, t)| t);
+            if reports
+                .iter()
+                .any(|&(m, t)| t > term && voters.contains(&m))
+            {
+                view.leaders.remove(group);
+                view.voters.remove(group);
             }
         }
         view
@@ -694,14 +729,66 @@ struct View {
     voters: BTreeMap<u64, Vec<u64>>,
     /// The groups each member hosts, and whether as a learner.
     hosted: BTreeMap<u64, Vec<(u64, bool)>>,
-    /// The highest term any member reported for each group.
-    terms: BTreeMap<u64, u64>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::placement::shard_group;
+    use petuum_proto::v1::{GroupInfo, StatusReply};
+
+    /// One member's status: `(group, state, leader, term, voters)` each.
+    fn reply(groups: &[(u64, &str, u64, u64, &[u64])]) -> Option<StatusReply> {
+        Some(StatusReply {
+            groups: groups
+                .iter()
+                .map(|&(group, state, leader, term, voters)| GroupInfo {
+                    group,
+                    state: state.into(),
+                    leader,
+                    term,
+                    voters: voters.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_replica_outside_the_voters_campaigning_hides_no_leader() {
+        // Group 8 is led by node 2 (term 96, voters 2, 3, 5); node 1, which
+        // the group removed before the placement recorded it, campaigns in
+        // vain at term 140.
+        let view = ClusterNode::view_of(vec![
+            (1, reply(&[(8, "candidate", 0, 140, &[1, 2, 3])])),
+            (2, reply(&[(8, "leader", 2, 96, &[2, 3, 5])])),
+            (3, reply(&[(8, "follower", 2, 96, &[2, 3, 5])])),
+            (5, reply(&[(8, "follower", 2, 96, &[2, 3, 5])])),
+            (4, None),
+        ]);
+        assert_eq!(view.leaders.get(&8), Some(&2));
+        assert_eq!(view.voters.get(&8), Some(&vec![2, 3, 5]));
+        assert_eq!(view.answered.len(), 4);
+    }
+
+    #[test]
+    fn a_deposed_leader_is_no_leader() {
+        // Node 1 still says it leads at term 5; its voter 3 has moved to
+        // term 6 (an election, or a leader this driver did not hear).
+        let view = ClusterNode::view_of(vec![
+            (1, reply(&[(8, "leader", 1, 5, &[1, 2, 3])])),
+            (3, reply(&[(8, "follower", 0, 6, &[1, 2, 3])])),
+        ]);
+        assert_eq!(view.leaders.get(&8), None);
+        // The new leader heard: it is the one.
+        let view = ClusterNode::view_of(vec![
+            (1, reply(&[(8, "leader", 1, 5, &[1, 2, 3])])),
+            (2, reply(&[(8, "leader", 2, 6, &[1, 2, 3])])),
+            (3, reply(&[(8, "follower", 2, 6, &[1, 2, 3])])),
+        ]);
+        assert_eq!(view.leaders.get(&8), Some(&2));
+    }
 
     fn apply(p: &mut Placement, moves: &[Move]) {
         for m in moves {
