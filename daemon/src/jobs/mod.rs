@@ -736,6 +736,11 @@ impl Jobs {
                     still.push((job, epoch));
                     continue;
                 };
+                // Older than the run: a stale read; ask again.
+                if r.epoch < epoch {
+                    still.push((job, epoch));
+                    continue;
+                }
                 if r.epoch != epoch || r.state.is_terminal() {
                     continue;
                 }
