@@ -376,6 +376,10 @@ impl ClusterNode {
         let mut view = View::default();
         // Each group's replicas' terms, by node.
         let mut terms: BTreeMap<u64, Vec<(u64, u64)>> = BTreeMap::new();
+        // Each group's leader and its term: of those that say they lead,
+        // the highest term (a deposed one that has not heard yet still
+        // says it leads).
+        let mut best: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         for (n, reply) in replies {
             let Some(reply) = reply else { continue };
             view.answered.insert(n);
@@ -389,17 +393,11 @@ impl ClusterNode {
             );
             for g in reply.groups {
                 terms.entry(g.group).or_default().push((n, g.term));
-                // The leader of the highest term among those that say
-                // they lead: a deposed one that has not heard yet still
-                // says it leads.
                 if g.state == "leader"
                     && g.leader == n
-                    && view
-                        .leaders
-                        .get(&g.group)
-                        .is_none_or(|l| terms[&g.group].iter().any(|&(m, t)| m == *l && t < g.term))
+                    && best.get(&g.group).is_none_or(|&(_, t)| t < g.term)
                 {
-                    view.leaders.insert(g.group, n);
+                    best.insert(g.group, (n, g.term));
                     view.voters.insert(g.group, g.voters);
                 }
             }
@@ -412,21 +410,15 @@ impl ClusterNode {
         // leader from this driver for as long as it runs (seen in the chaos
         // run: "group 8 has no leader" for 100 s while the group's leader
         // was stable, so the move that would drop that replica never came).
-        for (group, reports) in &terms {
-            let Some(&leader) = view.leaders.get(group) else {
-                continue;
-            };
-            let voters = view.voters.get(group).cloned().unwrap_or_default();
-            let term = reports
-                .iter()
-                .find(|&&(m, _)| m == leader)
-                .map_or(0, |&(_, t)| t);
-            if reports
+        for (group, (leader, term)) in best {
+            let voters = view.voters.get(&group).map_or(&[][..], |v| &v[..]);
+            if terms[&group]
                 .iter()
                 .any(|&(m, t)| t > term && voters.contains(&m))
             {
-                view.leaders.remove(group);
-                view.voters.remove(group);
+                view.voters.remove(&group);
+            } else {
+                view.leaders.insert(group, leader);
             }
         }
         view
