@@ -206,6 +206,16 @@ pub enum DataRequest {
     /// answer: a node that cannot reach a shard's leader (a link cut
     /// between just those two) goes through another member that can.
     Relay { to: u64, req: Box<DataRequest> },
+    /// To the metadata leader: the index of the log entry a linearizable
+    /// read must see (Raft's read index: the leader confirms its leadership
+    /// with a majority of the voters first). Answered `Index`, or
+    /// `NotLeader` naming the leader this node follows.
+    MetaReadIndex,
+    /// A metadata read (`MetaJob`, `MetaActive` or `MetaRead`) answered
+    /// linearizably by a metadata voter: once its replica applied the
+    /// leader's read index, so the answer holds every command committed
+    /// before the call (what a node without a replica asks for a client).
+    MetaLinear(Box<DataRequest>),
 }
 
 /// How long a relaying node waits for the answer of the node it relays to.
@@ -327,6 +337,8 @@ pub enum DataReply {
     Checkpoints(Vec<(JobId, Vec<StoredCheckpoint>)>),
     /// A metadata command's answer and the index of its log entry.
     MetaAt(MetaAnswer, u64),
+    /// A metadata read index (`MetaReadIndex`).
+    Index(u64),
 }
 
 /// Encodes a value for an envelope payload.

@@ -12,8 +12,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// How long a client's read waits for a majority of the metadata voters
-/// to confirm this node's leadership ([`ClusterNode::meta_confirmed`]).
+/// to confirm the leader's read index, and then for this node's replica
+/// to apply it ([`ClusterNode::meta_view_linear`]).
 const META_CONFIRM_FOR: Duration = Duration::from_secs(2);
+
+/// How long a client's read of the metadata asks the voters again while
+/// none confirms that it leads (an election).
+const META_READ_FOR: Duration = Duration::from_secs(5);
 
 impl ClusterNode {
     /// Writes one command to a group this node leads.
@@ -156,39 +161,218 @@ impl ClusterNode {
         Ok(self.meta_active().await?.datasets.remove(sha256))
     }
 
-    /// What a client reads of the metadata (a job's record, the list of
-    /// jobs or datasets) comes from this node's replica when it has one;
-    /// when that replica leads the metadata group, a majority of the
-    /// voters must first confirm the leadership (a read barrier, as the
-    /// shards' leaders do for their linearizable reads). A leader cut off
-    /// from the others by a partition keeps believing it leads (nothing
-    /// tells it otherwise until the heal), and would answer every client
-    /// from a state the majority has moved past: a job shown running on
-    /// a host the cluster has replaced, for as long as the cut lasts. A
-    /// follower's replica stops naming a leader once its election timeout
-    /// passes without one (then reads go to the voters), so its answers
-    /// are at most that old.
-    pub async fn meta_confirmed(&self) -> Result<(), DataError> {
-        let Some(raft) = self.raft(META_GROUP) else {
-            return Ok(());
-        };
-        if raft.metrics().borrow().current_leader != Some(self.id()) {
-            return Ok(());
+    /// One job's record as a client must see it: linearizable, holding
+    /// every metadata command committed before the call (see
+    /// [`meta_view_linear`](Self::meta_view_linear)).
+    pub async fn meta_job_linear(
+        &self,
+        job: u64,
+    ) -> Result<Option<std::sync::Arc<crate::jobs::JobRecord>>, DataError> {
+        if self.meta_caught_up().await? {
+            if let Some(h) = self.meta_handle() {
+                return Ok(h.with_state(|m| m.jobs.get(&job).cloned()));
+            }
         }
-        match tokio::time::timeout(META_CONFIRM_FOR, raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            // openraft's error names every member; the reason is enough.
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-                Err(DataError::Unavailable(format!(
-                    "node {} no longer leads the metadata group; ask again",
-                    self.id()
-                )))
+        match self
+            .meta_linear_remote(DataRequest::MetaJob { job })
+            .await?
+        {
+            DataReply::Job(r) => Ok(r.map(|r| std::sync::Arc::new(*r))),
+            other => Err(DataError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// `f` of the metadata as a client must see it. What a client reads
+    /// (a job's record, the list of jobs or datasets) is linearizable: it
+    /// holds every metadata command committed before the call, whichever
+    /// node answers. Without that a client saw a job `succeeded` and, on
+    /// its next call to the same node, `running` (the node's replica had
+    /// lost its leader in an election after a heal, so it read from
+    /// another voter that was behind: CI, `a_partitioned_host_is_replaced_
+    /// fenced_and_rejoins`), and a leader cut off by a partition answered
+    /// from a state the majority had moved past.
+    ///
+    /// Raft's read index: the metadata leader confirms its leadership
+    /// with a majority of the voters and names its commit index; the read
+    /// is answered by this node's replica once it applied that index, or,
+    /// on a node without a replica (or one that does not catch up in
+    /// time), by a voter that did ([`DataRequest::MetaLinear`]). Costs one
+    /// round trip to the leader and one from it to a majority; loops that
+    /// poll the metadata (runs, the placement driver) read with
+    /// [`meta_view`](Self::meta_view) and check what they read instead.
+    pub async fn meta_view_linear<R>(
+        &self,
+        f: impl FnOnce(&MetaState) -> R,
+    ) -> Result<R, DataError> {
+        if self.meta_caught_up().await? {
+            if let Some(h) = self.meta_handle() {
+                return Ok(h.with_state(f));
+            }
+        }
+        match self.meta_linear_remote(DataRequest::MetaRead).await? {
+            DataReply::MetaState(s) => Ok(f(&s)),
+            other => Err(DataError::Unavailable(format!(
+                "unexpected reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Whether this node's metadata replica holds every command committed
+    /// before the call: it applied the leader's read index within
+    /// [`META_CONFIRM_FOR`]. False without a replica, or for one that does
+    /// not catch up in time (removed from the group, or cut off from the
+    /// leader while this node reaches it through others); an error when no
+    /// leader confirms a read index.
+    pub(super) async fn meta_caught_up(&self) -> Result<bool, DataError> {
+        let Some(h) = self.meta_handle() else {
+            return Ok(false);
+        };
+        let index = self.meta_read_index().await?;
+        let mut applied = h.applied_watch();
+        let caught_up = matches!(
+            tokio::time::timeout(META_CONFIRM_FOR, applied.wait_for(|&a| a >= index)).await,
+            Ok(Ok(_))
+        );
+        Ok(caught_up)
+    }
+
+    /// The metadata leader's read index: from this node's replica when it
+    /// leads, else asked of the leader it follows, the last leader a
+    /// command went to, then the other voters (each names the leader it
+    /// follows when it does not lead). While the voters answer but none
+    /// confirms (an election, a leader not yet sure of its term) it asks
+    /// again, for up to [`META_READ_FOR`]; a leader that cannot reach a
+    /// majority, or voters that do not answer, end it at once.
+    async fn meta_read_index(&self) -> Result<u64, DataError> {
+        let until = tokio::time::Instant::now() + META_READ_FOR;
+        loop {
+            let (r, electing) = self.meta_read_index_once().await;
+            match r {
+                Ok(index) => return Ok(index),
+                Err(e) if electing && tokio::time::Instant::now() < until => {
+                    tracing::debug!(error = %e, "no metadata read index yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(DataError::NotLeader { .. }) => {
+                    return Err(DataError::Unavailable(format!(
+                        "the metadata group confirmed no leader within {META_READ_FOR:?} (an election?); ask again"
+                    )))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One round of [`meta_read_index`](Self::meta_read_index), and
+    /// whether a voter answered that it does not lead (worth a new round).
+    async fn meta_read_index_once(&self) -> (Result<u64, DataError>, bool) {
+        let me = self.id();
+        let leader = self
+            .raft(META_GROUP)
+            .and_then(|r| r.metrics().borrow().current_leader);
+        if leader == Some(me) {
+            let r = self.meta_leader_read_index().await;
+            let electing = matches!(r, Err(DataError::NotLeader { .. }));
+            return (r, electing);
+        }
+        let mut targets: Vec<u64> = leader.into_iter().collect();
+        targets.push(self.meta_leader_hint.load(Ordering::Relaxed));
+        let mut voters = self.placement().meta_voters();
+        // Those this node's last call failed to reach go last.
+        voters.sort_by_key(|&v| self.peers.is_down(v));
+        targets.extend(voters);
+        let mut tried = Vec::new();
+        let mut electing = false;
+        let mut last = DataError::Unavailable("no metadata voter reachable".into());
+        let mut i = 0;
+        while i < targets.len() {
+            let t = targets[i];
+            i += 1;
+            if t == 0 || tried.contains(&t) {
+                continue;
+            }
+            tried.push(t);
+            match self
+                .data_call(t, &DataRequest::MetaReadIndex, Duration::from_secs(3))
+                .await
+            {
+                Ok(DataReply::Index(index)) => {
+                    self.meta_leader_hint.store(t, Ordering::Relaxed);
+                    return (Ok(index), false);
+                }
+                Ok(other) => {
+                    last = DataError::Unavailable(format!("unexpected reply {other:?}"));
+                }
+                Err(e @ DataError::NotLeader { leader, .. }) => {
+                    electing = true;
+                    // Ask the leader that voter follows next.
+                    if let Some(l) = leader.filter(|l| !tried.contains(l)) {
+                        targets.insert(i, l);
+                    }
+                    last = e;
+                }
+                Err(e) => last = e,
+            }
+        }
+        (Err(last), electing)
+    }
+
+    /// This node's read index as the metadata leader (Raft's ReadIndex:
+    /// its leadership confirmed by a majority of the voters). A leader cut
+    /// off from the others by a partition keeps believing it leads until
+    /// the heal, and would answer every client from a state the majority
+    /// has moved past: it gets no read index.
+    pub(super) async fn meta_leader_read_index(&self) -> Result<u64, DataError> {
+        let raft = self
+            .raft(META_GROUP)
+            .ok_or(DataError::NotHere { group: META_GROUP })?;
+        let leader = raft.metrics().borrow().current_leader;
+        if leader != Some(self.id()) {
+            return Err(DataError::NotLeader {
+                group: META_GROUP,
+                leader,
+            });
+        }
+        match tokio::time::timeout(META_CONFIRM_FOR, raft.get_read_log_id()).await {
+            Ok(Ok((read, _))) => Ok(read.map_or(0, |l| l.index)),
+            // openraft's error names every member; the leader is enough.
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(DataError::NotLeader {
+                    group: META_GROUP,
+                    leader: f.leader_id,
+                })
             }
             Ok(Err(_)) | Err(_) => Err(DataError::Unavailable(format!(
                 "node {} cannot reach a majority of the metadata group's voters (is it cut off from them?); its view may be stale, so it does not answer",
                 self.id()
             ))),
         }
+    }
+
+    /// `read` answered linearizably by a metadata voter, asking first the
+    /// last leader a call went to (the one that named the read index).
+    async fn meta_linear_remote(&self, read: DataRequest) -> Result<DataReply, DataError> {
+        let me = self.id();
+        let mut voters = self.placement().meta_voters();
+        let hint = self.meta_leader_hint.load(Ordering::Relaxed);
+        if let Some(i) = voters.iter().position(|&v| v == hint) {
+            voters[..=i].rotate_right(1);
+        }
+        voters.sort_by_key(|&v| self.peers.is_down(v));
+        let req = DataRequest::MetaLinear(Box::new(read));
+        let mut last = DataError::Unavailable("no metadata voter reachable".into());
+        for t in voters {
+            if t == me {
+                continue;
+            }
+            match self.data_call(t, &req, Duration::from_secs(5)).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
     }
 
     /// `f` of the metadata, without copying it when this node holds a

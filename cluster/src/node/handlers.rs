@@ -328,6 +328,20 @@ impl ClusterNode {
                     "only writes are relayed".into(),
                 ))),
             },
+            DataRequest::MetaReadIndex => self.meta_leader_read_index().await.map(DataReply::Index),
+            DataRequest::MetaLinear(read) => match *read {
+                inner @ (DataRequest::MetaJob { .. }
+                | DataRequest::MetaActive
+                | DataRequest::MetaRead) => {
+                    if !self.meta_caught_up().await? {
+                        return Err(DataError::NotHere { group: META_GROUP });
+                    }
+                    Box::pin(self.handle_data_from(inner, from)).await
+                }
+                _ => Err(DataError::Refused(crate::wire::Refusal::Rejected(
+                    "only metadata reads are answered linearizably".into(),
+                ))),
+            },
             DataRequest::PingPeer { node } => {
                 if node == self.id() || self.ping(node, crate::wire::PING_PEER_TIMEOUT).await {
                     Ok(DataReply::Ok)

@@ -170,7 +170,7 @@ const STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
 async fn overview(State(s): State<Arc<Http>>) -> Response {
     let node = &s.jobs.node;
-    let meta = node.meta_read().await.ok();
+    let meta = node.meta_view_linear(|m| m.clone()).await.ok();
     let states = meta
         .as_ref()
         .map(|m| m.node_states.clone())
@@ -219,7 +219,7 @@ async fn record(
     };
     s.jobs
         .node
-        .meta_job(job)
+        .meta_job_linear(job)
         .await
         .map_err(|e| {
             error_page(

@@ -109,10 +109,9 @@ const WATCH_POLL: Duration = Duration::from_millis(200);
 
 impl JobsSvc {
     async fn record(&self, job: u64) -> Result<Arc<JobRecord>, Status> {
-        self.jobs.node.meta_confirmed().await.map_err(status_of)?;
         self.jobs
             .node
-            .meta_job(job)
+            .meta_job_linear(job)
             .await
             .map_err(status_of)?
             .ok_or_else(|| Status::not_found(format!("job {job} not found")))
@@ -258,11 +257,10 @@ impl JobsApi for JobsSvc {
     }
 
     async fn list(&self, _req: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
-        self.jobs.node.meta_confirmed().await.map_err(status_of)?;
         let jobs = self
             .jobs
             .node
-            .meta_view(|m| m.jobs.values().map(|r| info(r)).collect())
+            .meta_view_linear(|m| m.jobs.values().map(|r| info(r)).collect())
             .await
             .map_err(status_of)?;
         Ok(Response::new(ListReply { jobs }))
@@ -334,7 +332,7 @@ impl JobsApi for JobsSvc {
                                 if !changes.take() {
                                     continue;
                                 }
-                                match node.meta_job(job).await {
+                                match node.meta_job_linear(job).await {
                                     Ok(rec) => match rec {
                                         Some(r) => r,
                                         None => {
@@ -426,7 +424,7 @@ impl JobsApi for JobsSvc {
         let (rec, used) = self
             .jobs
             .node
-            .meta_view(|m| {
+            .meta_view_linear(|m| {
                 m.datasets
                     .get(sha)
                     .map(|r| (r.clone(), petuum_cluster::datasets::users(&m.jobs, sha)))
@@ -465,7 +463,7 @@ impl JobsApi for JobsSvc {
         let datasets = self
             .jobs
             .node
-            .meta_view(|m| {
+            .meta_view_linear(|m| {
                 m.datasets
                     .values()
                     .map(|r| {
