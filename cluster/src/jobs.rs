@@ -205,9 +205,18 @@ impl JobRecord {
         self.placement.clear();
     }
 
-    /// Merges the hosts' reports into the job's progress.
+    /// Merges the hosts' reports into the job's progress, once every host
+    /// of the run reported: until then no clock is complete on all of them
+    /// and the pooled objective would be one host's. (Before, a missing
+    /// host counted as clock 0: each new run put the job back to clock 0,
+    /// with one host's objective in the curve there, and a client saw the
+    /// clock of one run go back: CI, `a_cut_off_metadata_leader_answers_
+    /// no_stale_record`.)
     fn merge_progress(&mut self, at_ms: u64) {
         let hosts = self.hosts();
+        if hosts.iter().any(|h| !self.host_progress.contains_key(h)) {
+            return;
+        }
         let mut p = Progress {
             clock: Clock::MAX,
             at_ms,
@@ -216,7 +225,6 @@ impl JobRecord {
         let (mut sum, mut weight) = (0.0, 0.0);
         for h in &hosts {
             let Some(r) = self.host_progress.get(h) else {
-                p.clock = 0;
                 continue;
             };
             p.clock = p.clock.min(r.clock);
@@ -755,8 +763,9 @@ mod tests {
             report: r,
             at_ms: 3,
         };
+        // One host's report alone completes no clock: no progress yet.
         apply(&mut jobs, &mut next, hp(1, report(6, 3.0, 1.0))).unwrap();
-        assert_eq!(jobs[&id].progress.as_ref().unwrap().clock, 0);
+        assert!(jobs[&id].progress.is_none() && jobs[&id].history.is_empty());
         apply(&mut jobs, &mut next, hp(2, report(5, 1.0, 1.0))).unwrap();
         let p = jobs[&id].progress.clone().unwrap();
         assert_eq!((p.clock, p.objective), (5, 2.0));
@@ -780,6 +789,22 @@ mod tests {
             (JobState::Recovering, Some(2), Some(5), 1, false)
         );
         assert!(r.host_progress.is_empty());
+        // The new run's first report, of one of its two hosts, leaves the
+        // progress where it was (it never goes back to clock 0).
+        let hp2 = |node, r| JobCommand::HostProgress {
+            job: id,
+            epoch: 2,
+            node,
+            report: r,
+            at_ms: 5,
+        };
+        let history = jobs[&id].history.len();
+        apply(&mut jobs, &mut next, hp2(3, report(6, 1.0, 1.0))).unwrap();
+        let r = &jobs[&id];
+        assert_eq!(
+            (r.state, r.progress.as_ref().unwrap().clock, r.history.len()),
+            (JobState::Running, 5, history)
+        );
         // The old epoch's late report is fenced off.
         assert_eq!(
             apply(&mut jobs, &mut next, hp(1, report(7, 0.0, 1.0))),

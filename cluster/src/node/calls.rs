@@ -647,6 +647,13 @@ impl MetaChanges {
     /// Waits until the metadata may have changed, at most `max` (so the
     /// caller's own checks, such as an abort flag, run at least that
     /// often); without a local replica, at most the poll interval.
+    /// The read that followed the last [`take`](Self::take) failed: the
+    /// next `take` says "changed" whatever happens meanwhile, so it is
+    /// read again.
+    pub fn again(&mut self) {
+        self.pending = true;
+    }
+
     pub async fn wait(&mut self, max: Duration) {
         let local = self.local_current();
         match &mut self.rx {

@@ -344,8 +344,13 @@ impl JobsApi for JobsSvc {
                                             ))
                                         }
                                     },
-                                    // The metadata group is electing: wait.
-                                    Err(_) => continue,
+                                    // The metadata group is electing, or no
+                                    // leader confirmed the read: read again
+                                    // after the next wait, change or not.
+                                    Err(_) => {
+                                        changes.again();
+                                        continue;
+                                    }
                                 }
                             }
                         };
