@@ -279,10 +279,10 @@ impl ClusterNode {
         }
         let mut targets: Vec<u64> = leader.into_iter().collect();
         targets.push(self.meta_leader_hint.load(Ordering::Relaxed));
-        let mut voters = self.placement().meta_voters();
-        // Those this node's last call failed to reach go last.
-        voters.sort_by_key(|&v| self.peers.is_down(v));
-        targets.extend(voters);
+        targets.extend(self.placement().meta_voters());
+        // Those this node's last call failed to reach go last (stably): a
+        // cut link holds a call for its whole timeout.
+        targets.sort_by_key(|&v| self.peers.is_down(v));
         let mut tried = Vec::new();
         let mut electing = false;
         let mut last = DataError::Unavailable("no metadata voter reachable".into());
