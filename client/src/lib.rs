@@ -228,10 +228,25 @@ fn transport_error(e: &tonic::transport::Error) -> String {
 pub struct Client {
     endpoint: String,
     creds: Credentials,
-    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
-    jobs: petuum_proto::v1::jobs_client::JobsClient<tonic::transport::Channel>,
+    token: Option<Token>,
+    jobs: Jobs,
     progress: Option<UploadProgress>,
     switches: Option<Switches>,
+}
+
+/// The gRPC client of the Jobs API.
+type Jobs = petuum_proto::v1::jobs_client::JobsClient<tonic::transport::Channel>;
+
+/// A bearer token as a request header.
+type Token = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// `body` as a request, with the token when there is one.
+fn authed<T>(token: &Option<Token>, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", t.clone());
+    }
+    r
 }
 
 /// Told when a [`Client::watch`] loses its node and when it goes on
@@ -444,11 +459,7 @@ impl Client {
     }
 
     fn req<T>(&self, body: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(body);
-        if let Some(t) = &self.token {
-            r.metadata_mut().insert("authorization", t.clone());
-        }
-        r
+        authed(&self.token, body)
     }
 
     fn err(&self, s: tonic::Status) -> ClientError {
@@ -513,22 +524,69 @@ impl Client {
         }
     }
 
-    pub async fn status(&mut self, job: u64) -> Result<JobInfo, ClientError> {
-        let req = self.req(petuum_proto::v1::JobRef { job });
-        self.jobs
-            .get(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
+    /// `call` (a read) on this client's node; when that node is lost
+    /// (gone, its connection broken, or unable to answer: cut off from the
+    /// metadata group's majority), once on each of the cluster's other
+    /// nodes as this node lists them, until one answers; the client then
+    /// talks to that node. Any node's answer is as good: the cluster's
+    /// reads of the metadata are linearizable whichever node answers.
+    async fn read<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Jobs, Option<Token>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let first = match call(self.jobs.clone(), self.token.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(s) if lost_node(&s) => s,
+            Err(s) => return Err(self.err(s)),
+        };
+        let peers = self.peer_endpoints().await;
+        if peers.is_empty() {
+            return Err(self.err(first));
+        }
+        self.notify(Switch::Lost {
+            endpoint: self.endpoint.clone(),
+            reason: first.message().to_string(),
+        });
+        for ep in peers {
+            let Ok(mut c) = Client::connect_with(&ep, &self.creds).await else {
+                continue;
+            };
+            match call(c.jobs.clone(), c.token.clone()).await {
+                Ok(r) => {
+                    c.progress = self.progress.take();
+                    c.switches = self.switches.take();
+                    *self = c;
+                    self.notify(Switch::Resumed {
+                        endpoint: self.endpoint.clone(),
+                    });
+                    return Ok(r);
+                }
+                Err(s) if lost_node(&s) => {}
+                Err(s) => return Err(c.err(s)),
+            }
+        }
+        Err(self.err(first))
     }
 
+    /// The job's record (through another node when this one is lost).
+    pub async fn status(&mut self, job: u64) -> Result<JobInfo, ClientError> {
+        self.read(|mut j, t| async move {
+            j.get(authed(&t, petuum_proto::v1::JobRef { job }))
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
+    }
+
+    /// Every job's record (through another node when this one is lost).
     pub async fn list(&mut self) -> Result<Vec<JobInfo>, ClientError> {
-        let req = self.req(petuum_proto::v1::ListRequest {});
-        self.jobs
-            .list(req)
-            .await
-            .map(|r| r.into_inner().jobs)
-            .map_err(|s| self.err(s))
+        self.read(|mut j, t| async move {
+            j.list(authed(&t, petuum_proto::v1::ListRequest {}))
+                .await
+                .map(|r| r.into_inner().jobs)
+        })
+        .await
     }
 
     pub async fn cancel(&mut self, job: u64) -> Result<JobInfo, ClientError> {
@@ -777,41 +835,42 @@ impl Client {
 
     /// The job's log: events and progress lines, oldest first.
     pub async fn logs(&mut self, job: u64) -> Result<Vec<(u64, String)>, ClientError> {
-        let req = self.req(petuum_proto::v1::JobRef { job });
-        self.jobs
-            .logs(req)
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .lines
-                    .into_iter()
-                    .map(|l| (l.at_ms, l.text))
-                    .collect()
-            })
-            .map_err(|s| self.err(s))
+        self.read(|mut j, t| async move {
+            j.logs(authed(&t, petuum_proto::v1::JobRef { job }))
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .lines
+                        .into_iter()
+                        .map(|l| (l.at_ms, l.text))
+                        .collect()
+                })
+        })
+        .await
     }
 
     /// A dataset of the cluster's store (`NotFound` when it has none with
     /// that sha256).
     pub async fn dataset(&mut self, sha256: &str) -> Result<DatasetInfo, ClientError> {
-        let req = self.req(petuum_proto::v1::DatasetRef {
-            sha256: sha256.to_string(),
-        });
-        self.jobs
-            .dataset_stat(req)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
+        self.read(|mut j, t| async move {
+            let req = petuum_proto::v1::DatasetRef {
+                sha256: sha256.to_string(),
+            };
+            j.dataset_stat(authed(&t, req))
+                .await
+                .map(|r| r.into_inner())
+        })
+        .await
     }
 
     /// Every dataset of the store.
     pub async fn datasets(&mut self) -> Result<Vec<DatasetInfo>, ClientError> {
-        let req = self.req(petuum_proto::v1::ListRequest {});
-        self.jobs
-            .datasets(req)
-            .await
-            .map(|r| r.into_inner().datasets)
-            .map_err(|s| self.err(s))
+        self.read(|mut j, t| async move {
+            j.datasets(authed(&t, petuum_proto::v1::ListRequest {}))
+                .await
+                .map(|r| r.into_inner().datasets)
+        })
+        .await
     }
 
     /// Forgets a dataset (refused while a job that has not ended uses it).

@@ -375,6 +375,15 @@ impl ShardStateMachine {
                 ),
             });
         }
+        tracing::info!(group = self.group, shard = self.shard, last_applied = ?meta.last_log_id, "installing a snapshot");
+        // A test hook (the crash tests): an install that takes this long,
+        // so that a test can kill the node in the middle of one.
+        if let Some(ms) = std::env::var("PETUUM_TEST_SNAPSHOT_INSTALL_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         // The parts first (the snapshot's store syncs them), then the
         // snapshot without them: they live in the checkpoint store.
         let n = parts.len();

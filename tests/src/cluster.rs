@@ -18,6 +18,8 @@ pub struct NodeProc {
     pub config: PathBuf,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// Environment variables of its next starts (test hooks of the node).
+    pub env: Vec<(String, String)>,
 }
 
 /// A local cluster; every process is killed on drop.
@@ -161,6 +163,7 @@ impl LocalCluster {
                 config,
                 child: None,
                 log: dir.path().join(format!("node{id}.log")),
+                env: Vec::new(),
             });
         }
         let mut c = LocalCluster { dir, nodes, net };
@@ -195,6 +198,7 @@ impl LocalCluster {
             config,
             child: None,
             log: self.dir.path().join(format!("node{id}.log")),
+            env: Vec::new(),
         });
         self.spawn(id);
         // Joined once the identity is written (then the next may join).
@@ -232,6 +236,7 @@ impl LocalCluster {
         let child = Command::new(bin("petuumd"))
             .args(["serve", "--config"])
             .arg(&n.config)
+            .envs(n.env.iter().map(|(k, v)| (k, v)))
             .env(
                 "PETUUM_LOG",
                 std::env::var("PETUUM_TEST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),

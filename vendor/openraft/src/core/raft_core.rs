@@ -1475,6 +1475,10 @@ where
                             let st = self.engine.state.io_state_mut();
                             st.update_applied(meta.last_log_id.clone());
                             st.update_snapshot(meta.last_log_id);
+                            // petuum patch: the installed snapshot is
+                            // durable; only now purge the logs it covers
+                            // (see `FollowingHandler::install_full_snapshot`).
+                            self.engine.try_purge_log();
                         }
                     }
                     sm::Response::Apply(res) => {

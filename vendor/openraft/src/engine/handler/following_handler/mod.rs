@@ -321,8 +321,14 @@ where C: RaftTypeConfig
         self.output.push_command(Command::from(sm::Command::install_full_snapshot(snapshot)));
         let last_sm_seq = self.output.last_sm_seq();
 
+        // petuum patch: the logs the snapshot covers are purged once the
+        // state machine reports the snapshot installed (`RaftCore`, on
+        // `sm::Response::InstallSnapshot`), not now. Purged now, a crash
+        // before the state machine's install was durable left the log
+        // purged past the restored state (the old snapshot): the node could
+        // not start again ("Failed to get log entries, expected index:
+        // [applied + 1, committed + 1)"; chaos, a SIGKILL during an install).
         self.state.purge_upto = Some(snap_last_log_id);
-        self.log_handler().purge_log();
 
         Some(Condition::StateMachineCommand {
             command_seq: last_sm_seq,
@@ -352,6 +358,7 @@ where C: RaftTypeConfig
         memberships
     }
 
+    #[allow(dead_code)]
     fn log_handler(&mut self) -> LogHandler<'_, C> {
         LogHandler {
             config: self.config,
