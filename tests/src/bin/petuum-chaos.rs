@@ -280,7 +280,17 @@ impl Chaos {
         >,
     ) -> Result<T, String> {
         let mut errors = Vec::new();
+        // One budget for the whole call: while the metadata group has no
+        // quorum every node takes its full timeout, and the run loop that
+        // waits here also restarts the nodes the faults took down (a
+        // restart held up past `down_after` gets a node declared dead).
+        let until = Instant::now() + TRY_CLIENT_BUDGET;
         for id in self.members.clone() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                errors.push(format!("node {id}: not asked (out of time)"));
+                continue;
+            }
             if !self.up[id as usize - 1]
                 || self.stopped[id as usize - 1]
                 || self.cut_off.contains(&id)
@@ -300,9 +310,9 @@ impl Chaos {
                 }
             }
             let c = self.clients.get_mut(&id).expect("inserted");
-            let r = self
-                .rt
-                .block_on(async { tokio::time::timeout(Duration::from_secs(5), f(c)).await });
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(left.min(Duration::from_secs(5)), f(c)).await
+            });
             match r {
                 Ok(Ok(v)) => return Ok(v),
                 Ok(Err(e)) => errors.push(format!("node {id}: {e}")),
@@ -352,6 +362,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i]
 }
+
+/// How long one harness call may take over all the nodes it asks.
+const TRY_CLIENT_BUDGET: Duration = Duration::from_secs(8);
 
 fn main() -> std::process::ExitCode {
     let args = <Args as clap::Parser>::parse();
@@ -438,8 +451,14 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }
+        // Calls below stop for a restart that comes due (the loop's top
+        // makes it), so that a slow cluster never holds one up.
+        let restart_due = |s: &Vec<(Instant, Action)>| s.iter().any(|(t, _)| *t <= Instant::now());
         // Keep the jobs running while faults remain.
         while faults < chaos.args.faults && running.len() < chaos.args.jobs {
+            if restart_due(&scheduled) {
+                break;
+            }
             let k = next_kind;
             next_kind = (next_kind + 1 + rng.gen_range(0..2)) % kinds.len();
             let spec = kinds[k].spec.clone();
@@ -463,6 +482,9 @@ fn main() -> std::process::ExitCode {
         // Job states.
         let ids: Vec<u64> = running.keys().copied().collect();
         for id in ids {
+            if restart_due(&scheduled) {
+                break;
+            }
             let Ok(info) = chaos.try_client(|c| Box::pin(async move { c.status(id).await })) else {
                 break;
             };
@@ -541,6 +563,9 @@ fn main() -> std::process::ExitCode {
             .map(|(&id, _)| id)
             .collect();
         for id in due {
+            if restart_due(&scheduled) {
+                break;
+            }
             let got = read_model(&mut chaos, work.path(), id);
             let u = unread.get_mut(&id).expect("listed");
             let kind = &kinds[u.kind];
