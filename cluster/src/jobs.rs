@@ -194,6 +194,13 @@ impl JobRecord {
     fn next_epoch(&mut self) {
         self.epoch += 1;
         self.ready = false;
+        // The new run starts from the last complete checkpoint (or clock
+        // 0): the job's clock is that until the run's hosts report, so
+        // that (epoch, clock) never goes back as a client reads it.
+        let from = self.checkpoint.unwrap_or(0);
+        if let Some(p) = &mut self.progress {
+            p.clock = p.clock.min(from);
+        }
         self.parts.clear();
         self.host_progress.clear();
         self.done_hosts.clear();
