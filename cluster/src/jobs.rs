@@ -221,19 +221,20 @@ impl JobRecord {
     /// no_stale_record`.)
     fn merge_progress(&mut self, at_ms: u64) {
         let hosts = self.hosts();
-        if hosts.iter().any(|h| !self.host_progress.contains_key(h)) {
+        let Some(reports) = hosts
+            .iter()
+            .map(|h| self.host_progress.get(h))
+            .collect::<Option<Vec<_>>>()
+        else {
             return;
-        }
+        };
         let mut p = Progress {
             clock: Clock::MAX,
             at_ms,
             ..Default::default()
         };
         let (mut sum, mut weight) = (0.0, 0.0);
-        for h in &hosts {
-            let Some(r) = self.host_progress.get(h) else {
-                continue;
-            };
+        for r in reports {
             p.clock = p.clock.min(r.clock);
             sum += r.objective_sum;
             weight += r.weight;

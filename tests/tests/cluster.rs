@@ -34,6 +34,32 @@ fn counters(job: u64, columns: u32) -> TableSpec {
     }
 }
 
+/// Job 3's one worker under SSP(1) on a new `counters` table, and its
+/// step: one clock adding 1 to rows 0..12 (so after n steps every row of
+/// table 1 holds n).
+fn counting_worker(
+    client: petuum_cluster::ClusterShards,
+) -> (
+    Arc<petuum_cluster::ClusterShards>,
+    WorkerCtx,
+    impl Fn(&mut WorkerCtx),
+) {
+    let spec = counters(3, 1);
+    client.create_table(&spec).unwrap();
+    client.register_job(3, 1, false).unwrap();
+    let client = Arc::new(client);
+    let node = Node::new(client.clone(), 1024);
+    let w = WorkerCtx::new(node, 3, 0, 1, Consistency::Ssp { staleness: 1 }, &[spec], 0);
+    let t = w.table::<i64>("counters").unwrap();
+    let step = move |w: &mut WorkerCtx| {
+        for r in 0..12 {
+            w.inc(t, r, 0, 1).unwrap();
+        }
+        w.clock().unwrap();
+    };
+    (client, w, step)
+}
+
 /// Leaders per node over the shard groups.
 fn leader_counts(view: &[(u64, u64)]) -> BTreeMap<u64, usize> {
     let mut m = BTreeMap::new();
@@ -289,19 +315,7 @@ fn stopped_node_loses_leadership_and_catches_up() {
         .map(|(g, _)| *g)
         .collect();
     assert!(!led_by_2.is_empty(), "node 2 leads nothing: {view:?}");
-    let spec = counters(3, 1);
-    client.create_table(&spec).unwrap();
-    client.register_job(3, 1, false).unwrap();
-    let client = Arc::new(client);
-    let node = Node::new(client.clone(), 1024);
-    let mut w = WorkerCtx::new(node, 3, 0, 1, Consistency::Ssp { staleness: 1 }, &[spec], 0);
-    let t = w.table::<i64>("counters").unwrap();
-    let step = |w: &mut WorkerCtx| {
-        for r in 0..12 {
-            w.inc(t, r, 0, 1).unwrap();
-        }
-        w.clock().unwrap();
-    };
+    let (client, mut w, step) = counting_worker(client);
     for _ in 0..5 {
         step(&mut w);
     }
@@ -394,19 +408,7 @@ fn a_node_killed_while_installing_a_snapshot_starts_again() {
     c.kill(2);
     c.spawn(2);
     c.wait_leaders(&client, &[1, 2, 3], Duration::from_secs(60));
-    let spec = counters(3, 1);
-    client.create_table(&spec).unwrap();
-    client.register_job(3, 1, false).unwrap();
-    let client = Arc::new(client);
-    let node = Node::new(client.clone(), 1024);
-    let mut w = WorkerCtx::new(node, 3, 0, 1, Consistency::Ssp { staleness: 1 }, &[spec], 0);
-    let t = w.table::<i64>("counters").unwrap();
-    let step = |w: &mut WorkerCtx| {
-        for r in 0..12 {
-            w.inc(t, r, 0, 1).unwrap();
-        }
-        w.clock().unwrap();
-    };
+    let (client, mut w, step) = counting_worker(client);
     let mut clocks = 0;
     while clocks < 5 {
         step(&mut w);

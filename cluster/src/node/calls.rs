@@ -110,6 +110,15 @@ impl ClusterNode {
     /// asking first the one that last ran a command this node forwarded
     /// (the leader, whose replica holds that command).
     async fn meta_remote(&self, req: &DataRequest) -> Result<DataReply, DataError> {
+        self.meta_remote_within(req, Duration::from_secs(3)).await
+    }
+
+    /// [`meta_remote`](Self::meta_remote), each voter given `timeout`.
+    async fn meta_remote_within(
+        &self,
+        req: &DataRequest,
+        timeout: Duration,
+    ) -> Result<DataReply, DataError> {
         let mut last = DataError::Unavailable("no metadata replica reachable".into());
         let me = self.id();
         let mut voters = self.placement().meta_voters();
@@ -123,7 +132,7 @@ impl ClusterNode {
             if t == me {
                 continue;
             }
-            match self.data_call(t, req, Duration::from_secs(3)).await {
+            match self.data_call(t, req, timeout).await {
                 Ok(r) => return Ok(r),
                 Err(e) => last = e,
             }
@@ -354,25 +363,8 @@ impl ClusterNode {
     /// `read` answered linearizably by a metadata voter, asking first the
     /// last leader a call went to (the one that named the read index).
     async fn meta_linear_remote(&self, read: DataRequest) -> Result<DataReply, DataError> {
-        let me = self.id();
-        let mut voters = self.placement().meta_voters();
-        let hint = self.meta_leader_hint.load(Ordering::Relaxed);
-        if let Some(i) = voters.iter().position(|&v| v == hint) {
-            voters[..=i].rotate_right(1);
-        }
-        voters.sort_by_key(|&v| self.peers.is_down(v));
         let req = DataRequest::MetaLinear(Box::new(read));
-        let mut last = DataError::Unavailable("no metadata voter reachable".into());
-        for t in voters {
-            if t == me {
-                continue;
-            }
-            match self.data_call(t, &req, Duration::from_secs(5)).await {
-                Ok(r) => return Ok(r),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+        self.meta_remote_within(&req, Duration::from_secs(5)).await
     }
 
     /// `f` of the metadata, without copying it when this node holds a
@@ -644,9 +636,6 @@ impl MetaChanges {
             .is_some_and(|(m, me)| current(&m.borrow(), *me))
     }
 
-    /// Waits until the metadata may have changed, at most `max` (so the
-    /// caller's own checks, such as an abort flag, run at least that
-    /// often); without a local replica, at most the poll interval.
     /// The read that followed the last [`take`](Self::take) failed: the
     /// next `take` says "changed" whatever happens meanwhile, so it is
     /// read again.
@@ -654,6 +643,9 @@ impl MetaChanges {
         self.pending = true;
     }
 
+    /// Waits until the metadata may have changed, at most `max` (so the
+    /// caller's own checks, such as an abort flag, run at least that
+    /// often); without a local replica, at most the poll interval.
     pub async fn wait(&mut self, max: Duration) {
         let local = self.local_current();
         match &mut self.rx {
