@@ -141,7 +141,7 @@ impl BinaryLinear {
         loss: Loss,
         params: LinearParams,
         mut train: Dataset,
-        mut test: Option<Dataset>,
+        test: Option<Dataset>,
         input: InputSpec,
         clocks: u64,
     ) -> Result<Self, BoxError> {
@@ -162,11 +162,10 @@ impl BinaryLinear {
         };
         let scaler = Scaler::fit(&train.features, cfg.steps.scaling);
         let hint = sgd::divergence_hint(&train.features, scaler.is_some(), &cfg.steps);
+        // The test set stays as read: it is scored by the saved model, whose
+        // weights have the scaling folded in (`export`).
         if let Some(s) = &scaler {
             s.apply(&mut train.features);
-            if let Some(t) = &mut test {
-                s.apply(&mut t.features);
-            }
         }
         Ok(BinaryLinear {
             loss,
@@ -313,24 +312,23 @@ impl Algorithm for BinaryLinear {
             class_names: self.train.class_names.clone(),
         };
         let mut metrics = Vec::new();
+        let train_accuracy = model.accuracy(&self.train);
+        let nonzero = model.weight.iter().filter(|w| **w != 0.0).count();
+        if let Some(s) = &self.scaler {
+            s.fold(&mut model.weight, &mut model.bias);
+        }
         if let Some(test) = &self.test {
+            // Scored by the model as saved, exactly as `petuumd eval` scores it.
             metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
         }
-        let train_accuracy = model.accuracy(&self.train);
         metrics.push(("train_accuracy".to_string(), train_accuracy));
-        metrics.push((
-            "nonzero_weights".to_string(),
-            model.weight.iter().filter(|w| **w != 0.0).count() as f64,
-        ));
+        metrics.push(("nonzero_weights".to_string(), nonzero as f64));
         status.metrics(&mut metrics);
         metrics.push((
             "full_batch_finish".to_string(),
             finished.is_some() as u8 as f64,
         ));
         sgd::check_majority(self.loss.name(), &self.train, train_accuracy, &mut metrics);
-        if let Some(s) = &self.scaler {
-            s.fold(&mut model.weight, &mut model.bias);
-        }
         let mut file = ModelFile::new(self.loss.name());
         file.set("num_features", d);
         file.set("num_classes", 2);

@@ -90,7 +90,7 @@ impl MulticlassLr {
     pub fn new(
         params: SoftmaxParams,
         mut train: Dataset,
-        mut test: Option<Dataset>,
+        test: Option<Dataset>,
         input: InputSpec,
         clocks: u64,
     ) -> Self {
@@ -98,21 +98,16 @@ impl MulticlassLr {
         let cfg = params.resolve(train.len(), num_classes);
         if params.standardize {
             // As before `scaling` existed: sparse data densified and centred.
-            for f in
-                std::iter::once(&mut train.features).chain(test.as_mut().map(|t| &mut t.features))
-            {
-                if let Features::Sparse(_) = f {
-                    *f = Features::Dense(f.to_dense());
-                }
+            if let Features::Sparse(_) = train.features {
+                train.features = Features::Dense(train.features.to_dense());
             }
         }
         let scaler = Scaler::fit(&train.features, cfg.steps.scaling);
         let hint = sgd::divergence_hint(&train.features, scaler.is_some(), &cfg.steps);
+        // The test set stays as read: it is scored by the saved model, whose
+        // weights have the scaling folded in (`export`).
         if let Some(s) = &scaler {
             s.apply(&mut train.features);
-            if let Some(t) = &mut test {
-                s.apply(&mut t.features);
-            }
         }
         if let Features::Sparse(_) = train.features {
             // The worker builds dense mini-batches; expand once here.
@@ -251,17 +246,7 @@ impl Algorithm for MulticlassLr {
             class_names: self.train.class_names.clone(),
         };
         let mut metrics = Vec::new();
-        if let Some(test) = &self.test {
-            metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
-        }
         let train_accuracy = model.accuracy(&self.train);
-        metrics.push(("train_accuracy".to_string(), train_accuracy));
-        status.metrics(&mut metrics);
-        metrics.push((
-            "full_batch_finish".to_string(),
-            finished.is_some() as u8 as f64,
-        ));
-        sgd::check_majority(NAME, &self.train, train_accuracy, &mut metrics);
         if let Some(s) = &self.scaler {
             // Fold the scaling into the weights: the saved model reads raw inputs.
             for k in 0..c {
@@ -272,6 +257,17 @@ impl Algorithm for MulticlassLr {
                 );
             }
         }
+        if let Some(test) = &self.test {
+            // Scored by the model as saved, exactly as `petuumd eval` scores it.
+            metrics.push(("test_accuracy".to_string(), model.accuracy(test)));
+        }
+        metrics.push(("train_accuracy".to_string(), train_accuracy));
+        status.metrics(&mut metrics);
+        metrics.push((
+            "full_batch_finish".to_string(),
+            finished.is_some() as u8 as f64,
+        ));
+        sgd::check_majority(NAME, &self.train, train_accuracy, &mut metrics);
         let mut file = ModelFile::new(NAME);
         file.set("num_classes", c);
         file.set("num_features", d);
