@@ -501,20 +501,37 @@ impl Client {
         // The submission names itself: sent again through another node
         // after its node went away (the answer lost, or the request), it
         // makes one job, not two.
-        let request_id = fresh_id();
+        let body = petuum_proto::v1::SubmitRequest {
+            spec_toml: spec_toml.to_string(),
+            origin: origin.to_string(),
+            base_dir: base_dir.display().to_string(),
+            request_id: fresh_id(),
+        };
+        self.until_answered(|mut j, t| {
+            let r = authed(&t, body.clone());
+            async move { j.submit(r).await.map(|r| r.into_inner()) }
+        })
+        .await
+    }
+
+    /// `call` (a command the cluster applies once however often it is
+    /// sent: it carries its client's id) on this client's node; when that
+    /// node is lost before the answer came (killed, cut off, the
+    /// connection gone), the same call again through the first of the
+    /// cluster's nodes that answers, until one answers it or
+    /// [`WATCH_RECONNECT`] passed.
+    async fn until_answered<T, F, Fut>(&mut self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(Jobs, Option<Token>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
         let candidates: Vec<String> = std::iter::once(self.endpoint.clone())
             .chain(self.peer_endpoints().await)
             .collect();
         let mut lost_since: Option<std::time::Instant> = None;
         loop {
-            let req = self.req(petuum_proto::v1::SubmitRequest {
-                spec_toml: spec_toml.to_string(),
-                origin: origin.to_string(),
-                base_dir: base_dir.display().to_string(),
-                request_id: request_id.clone(),
-            });
-            let reason = match self.jobs.submit(req).await {
-                Ok(r) => return Ok(r.into_inner()),
+            let reason = match call(self.jobs.clone(), self.token.clone()).await {
+                Ok(r) => return Ok(r),
                 Err(s) if lost_node(&s) => s.message().to_string(),
                 Err(s) => return Err(self.err(s)),
             };
@@ -589,32 +606,47 @@ impl Client {
         .await
     }
 
+    /// Cancels a job (a running one stops at its node; see the answer's
+    /// state). Safe to lose the answer to, as [`Client::resume`].
     pub async fn cancel(&mut self, job: u64) -> Result<JobInfo, ClientError> {
-        let req = self.req(petuum_proto::v1::JobRef { job });
-        self.jobs
-            .cancel(req)
+        self.act(job, |mut j, r| async move { j.cancel(r).await })
             .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
     }
 
-    /// Deletes an ended job everywhere (record, checkpoints, model).
+    /// Deletes an ended job everywhere (record, checkpoints, model). A
+    /// delete sent again after its first attempt took effect is answered
+    /// with the state `deleted` (the record is gone).
     pub async fn delete(&mut self, job: u64) -> Result<JobInfo, ClientError> {
-        let r = self.req(petuum_proto::v1::JobRef { job });
-        self.jobs
-            .delete(r)
+        self.act(job, |mut j, r| async move { j.delete(r).await })
             .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
     }
 
+    /// Resumes a paused or failed job from its newest checkpoint.
     pub async fn resume(&mut self, job: u64) -> Result<JobInfo, ClientError> {
-        let req = self.req(petuum_proto::v1::JobRef { job });
-        self.jobs
-            .resume(req)
+        self.act(job, |mut j, r| async move { j.resume(r).await })
             .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.err(s))
+    }
+
+    /// A command on a job (`call`: cancel, resume, delete) under an id
+    /// this client chose, sent again through the cluster's other nodes
+    /// while its node is lost ([`Client::until_answered`]); the cluster
+    /// applies it once, so a resume does not start twice and a cancel or
+    /// delete is not refused as "already ..." by its own first attempt.
+    async fn act<F, Fut>(&mut self, job: u64, call: F) -> Result<JobInfo, ClientError>
+    where
+        F: Fn(Jobs, tonic::Request<petuum_proto::v1::JobAction>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<JobInfo>, tonic::Status>>,
+    {
+        let body = petuum_proto::v1::JobAction {
+            job,
+            request_id: fresh_id(),
+        };
+        let call = &call;
+        self.until_answered(|j, t| {
+            let r = authed(&t, body.clone());
+            async move { call(j, r).await.map(|r| r.into_inner()) }
+        })
+        .await
     }
 
     /// Calls `each` with the job's record every time it changes, until the

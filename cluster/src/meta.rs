@@ -133,6 +133,14 @@ pub enum MetaCommand {
     /// the answer and nothing changes (a client that lost the answer sent
     /// it again). Last of the variants, so that logs of version 12 decode.
     SubmitOnce { request: String, submit: JobCommand },
+    /// A cancel, resume or delete ([`JobCommand`]) under the id its client
+    /// chose: sent again under that id (its client lost its node), it
+    /// answers as if applied and changes nothing more, so a retried resume
+    /// does not resume twice and a retried cancel or delete is not refused
+    /// by its own first attempt. The id is kept until the job is deleted;
+    /// a delete's own id stays (the one id a deleted job leaves behind).
+    /// Last of the variants (version 14).
+    JobOnce { request: String, cmd: JobCommand },
 }
 
 /// What applying a metadata command gives the node that proposed it (the
@@ -178,6 +186,19 @@ impl MetaState {
             joins: BTreeMap::new(),
             requests: BTreeMap::new(),
         }
+    }
+
+    /// Applies a job command; a deleted job's request ids go with it.
+    fn job_command(&mut self, cmd: JobCommand) -> MetaResult {
+        let gone = match &cmd {
+            JobCommand::Delete { job } => Some(*job),
+            _ => None,
+        };
+        let r = crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd)?;
+        if let Some(job) = gone {
+            self.requests.retain(|_, j| *j != job);
+        }
+        Ok(MetaAnswer::Job(r))
     }
 
     /// A member that may take new replicas and workers: not retiring.
@@ -232,15 +253,32 @@ impl MetaState {
                 if let JobCommand::Submit { spec, .. } = &cmd {
                     crate::datasets::check_refs(&self.datasets, spec)?;
                 }
-                let gone = match &cmd {
-                    JobCommand::Delete { job } => Some(*job),
-                    _ => None,
+                self.job_command(cmd)
+            }
+            MetaCommand::JobOnce { request, cmd } => {
+                let job = match &cmd {
+                    JobCommand::Cancel { job, .. }
+                    | JobCommand::Resume { job, .. }
+                    | JobCommand::Delete { job } => *job,
+                    _ => {
+                        return Err(Refusal::Invalid(
+                            "JobOnce must carry a cancel, resume or delete".into(),
+                        ))
+                    }
                 };
-                let r = crate::jobs::apply(&mut self.jobs, &mut self.next_id, cmd)?;
-                if let Some(job) = gone {
-                    self.requests.retain(|_, j| *j != job);
+                match self.requests.get(&request) {
+                    // Applied before: nothing more.
+                    Some(&j) if j == job => return Ok(MetaAnswer::Job(job)),
+                    Some(&j) => {
+                        return Err(Refusal::Invalid(format!(
+                            "request id `{request}` was already used for job {j}"
+                        )))
+                    }
+                    None => {}
                 }
-                Ok(MetaAnswer::Job(r))
+                let answer = self.job_command(cmd)?;
+                self.requests.insert(request, job);
+                Ok(answer)
             }
             MetaCommand::SubmitOnce { request, submit } => {
                 // Seen before: its job, whatever became of its datasets.
@@ -658,9 +696,10 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobs::JobState;
 
-    fn submit(s: &mut MetaState, spec: &str) -> Result<MetaAnswer, Refusal> {
-        s.apply(MetaCommand::Job(JobCommand::Submit {
+    fn submission(spec: &str) -> JobCommand {
+        JobCommand::Submit {
             name: "j".into(),
             algorithm: "kmeans".into(),
             spec: spec.into(),
@@ -668,7 +707,11 @@ mod tests {
             clocks: 1,
             tables: 1,
             at_ms: 1,
-        }))
+        }
+    }
+
+    fn submit(s: &mut MetaState, spec: &str) -> Result<MetaAnswer, Refusal> {
+        s.apply(MetaCommand::Job(submission(spec)))
     }
 
     /// A submission sent again under its id (its client lost the answer)
@@ -680,15 +723,7 @@ mod tests {
         let mut s = MetaState::default();
         let once = |request: &str| MetaCommand::SubmitOnce {
             request: request.into(),
-            submit: JobCommand::Submit {
-                name: "j".into(),
-                algorithm: "kmeans".into(),
-                spec: "{}".into(),
-                workers: 1,
-                clocks: 1,
-                tables: 1,
-                at_ms: 1,
-            },
+            submit: submission("{}"),
         };
         let first = s.apply(once("r-1")).unwrap();
         assert_eq!(s.apply(once("r-1")).unwrap(), first);
@@ -724,6 +759,64 @@ mod tests {
         s.apply(MetaCommand::Job(JobCommand::Delete { job }))
             .unwrap();
         assert!(!s.requests.values().any(|&j| j == job));
+    }
+
+    /// A cancel, resume or delete sent again under its id (its client lost
+    /// its node) takes effect once: a second resume does not start another
+    /// epoch, a second cancel or delete is not refused as "already ...";
+    /// the ids go with the job, but for the delete's own.
+    #[test]
+    fn job_commands_retried_under_their_ids_take_effect_once() {
+        let mut s = MetaState::default();
+        let MetaAnswer::Job(job) = submit(&mut s, "{}").unwrap() else {
+            panic!()
+        };
+        let once = |request: &str, cmd: JobCommand| MetaCommand::JobOnce {
+            request: request.into(),
+            cmd,
+        };
+        let epoch = s.jobs[&job].epoch;
+        s.apply(MetaCommand::Job(JobCommand::Pause {
+            job,
+            epoch,
+            reason: "too few nodes".into(),
+            at_ms: 2,
+        }))
+        .unwrap();
+        let resume = JobCommand::Resume { job, at_ms: 3 };
+        s.apply(once("r-1", resume.clone())).unwrap();
+        let resumed = s.jobs[&job].epoch;
+        assert!(resumed > epoch);
+        assert_eq!(s.jobs[&job].state, JobState::Recovering);
+        // The same resume again: answered, nothing changes.
+        s.apply(once("r-1", resume.clone())).unwrap();
+        assert_eq!(s.jobs[&job].epoch, resumed, "resumed once");
+        // Another resume (another id) is refused: the job is not paused.
+        assert!(s.apply(once("r-2", resume)).is_err());
+        let cancel = JobCommand::Cancel { job, at_ms: 4 };
+        s.apply(once("c-1", cancel.clone())).unwrap();
+        assert_eq!(s.jobs[&job].state, JobState::Cancelled);
+        s.apply(once("c-1", cancel.clone())).unwrap();
+        assert!(s.apply(once("c-2", cancel)).is_err(), "already cancelled");
+        // An id names one job; only these three commands go this way.
+        let err = s
+            .apply(once(
+                "r-1",
+                JobCommand::Cancel {
+                    job: job + 100,
+                    at_ms: 5,
+                },
+            ))
+            .unwrap_err();
+        assert!(err.to_string().contains("already used for job"), "{err}");
+        assert!(s.apply(once("x", submission("{}"))).is_err());
+        let delete = JobCommand::Delete { job };
+        s.apply(once("d-1", delete.clone())).unwrap();
+        assert!(!s.jobs.contains_key(&job));
+        s.apply(once("d-1", delete.clone())).unwrap();
+        assert!(s.apply(once("d-2", delete)).is_err(), "no such job");
+        let left: Vec<&String> = s.requests.keys().collect();
+        assert_eq!(left, ["d-1"]);
     }
 
     /// A job may name only sealed datasets; the active view drops ended

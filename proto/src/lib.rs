@@ -45,4 +45,9 @@ pub mod v1 {
 /// id, answered with the job it made if sent again), which nodes of
 /// version 12 cannot decode; version 13 reads logs and snapshots of
 /// version 12 (the ids ride after the replica in a snapshot).
-pub const PROTOCOL_VERSION: u32 = 13;
+/// Version 14: `MetaCommand::JobOnce` (a cancel, resume or delete under
+/// its client's id, taking effect once however often it is sent) and the
+/// linearizable metadata reads (`DataRequest::MetaReadIndex`,
+/// `MetaLinear`), which nodes of version 13 cannot decode; version 14 reads
+/// logs and snapshots of version 13.
+pub const PROTOCOL_VERSION: u32 = 14;

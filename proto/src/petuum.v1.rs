@@ -146,6 +146,19 @@ pub struct JobRef {
     #[prost(uint64, tag = "1")]
     pub job: u64,
 }
+/// A command on one job (cancel, resume, delete).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct JobAction {
+    #[prost(uint64, tag = "1")]
+    pub job: u64,
+    /// The client's id for this command (at most 64 characters of
+    /// \[0-9A-Za-z_-\]; empty: none). Sent again under the same id, through
+    /// any node, it answers as the first did and takes effect once: a
+    /// client that lost its node retries without resuming twice or being
+    /// told the job is "already cancelled" by its own first attempt.
+    #[prost(string, tag = "2")]
+    pub request_id: ::prost::alloc::string::String,
+}
 #[derive(Clone, Copy, PartialEq, ::prost::Message)]
 pub struct ListRequest {}
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -726,7 +739,7 @@ pub mod jobs_client {
         }
         pub async fn cancel(
             &mut self,
-            request: impl tonic::IntoRequest<super::JobRef>,
+            request: impl tonic::IntoRequest<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
             self.inner
                 .ready()
@@ -743,10 +756,12 @@ pub mod jobs_client {
             self.inner.unary(req, path, codec).await
         }
         /// Deletes an ended job: its record, and on every replica its tables,
-        /// checkpoints, worker states and model.
+        /// checkpoints, worker states and model. Answers with the record as it
+        /// was; sent again under its request_id after it took effect, with
+        /// state "deleted" and no other field.
         pub async fn delete(
             &mut self,
-            request: impl tonic::IntoRequest<super::JobRef>,
+            request: impl tonic::IntoRequest<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
             self.inner
                 .ready()
@@ -765,7 +780,7 @@ pub mod jobs_client {
         /// Continues a paused or failed job from its newest checkpoint.
         pub async fn resume(
             &mut self,
-            request: impl tonic::IntoRequest<super::JobRef>,
+            request: impl tonic::IntoRequest<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status> {
             self.inner
                 .ready()
@@ -1431,18 +1446,20 @@ pub mod jobs_server {
         ) -> std::result::Result<tonic::Response<super::ListReply>, tonic::Status>;
         async fn cancel(
             &self,
-            request: tonic::Request<super::JobRef>,
+            request: tonic::Request<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
         /// Deletes an ended job: its record, and on every replica its tables,
-        /// checkpoints, worker states and model.
+        /// checkpoints, worker states and model. Answers with the record as it
+        /// was; sent again under its request_id after it took effect, with
+        /// state "deleted" and no other field.
         async fn delete(
             &self,
-            request: tonic::Request<super::JobRef>,
+            request: tonic::Request<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
         /// Continues a paused or failed job from its newest checkpoint.
         async fn resume(
             &self,
-            request: tonic::Request<super::JobRef>,
+            request: tonic::Request<super::JobAction>,
         ) -> std::result::Result<tonic::Response<super::JobInfo>, tonic::Status>;
         /// Server streaming response type for the Watch method.
         type WatchStream: tonic::codegen::tokio_stream::Stream<
@@ -1708,7 +1725,7 @@ pub mod jobs_server {
                 "/petuum.v1.Jobs/Cancel" => {
                     #[allow(non_camel_case_types)]
                     struct CancelSvc<T: Jobs>(pub Arc<T>);
-                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobAction>
                     for CancelSvc<T> {
                         type Response = super::JobInfo;
                         type Future = BoxFuture<
@@ -1717,7 +1734,7 @@ pub mod jobs_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::JobRef>,
+                            request: tonic::Request<super::JobAction>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -1751,7 +1768,7 @@ pub mod jobs_server {
                 "/petuum.v1.Jobs/Delete" => {
                     #[allow(non_camel_case_types)]
                     struct DeleteSvc<T: Jobs>(pub Arc<T>);
-                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobAction>
                     for DeleteSvc<T> {
                         type Response = super::JobInfo;
                         type Future = BoxFuture<
@@ -1760,7 +1777,7 @@ pub mod jobs_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::JobRef>,
+                            request: tonic::Request<super::JobAction>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {
@@ -1794,7 +1811,7 @@ pub mod jobs_server {
                 "/petuum.v1.Jobs/Resume" => {
                     #[allow(non_camel_case_types)]
                     struct ResumeSvc<T: Jobs>(pub Arc<T>);
-                    impl<T: Jobs> tonic::server::UnaryService<super::JobRef>
+                    impl<T: Jobs> tonic::server::UnaryService<super::JobAction>
                     for ResumeSvc<T> {
                         type Response = super::JobInfo;
                         type Future = BoxFuture<
@@ -1803,7 +1820,7 @@ pub mod jobs_server {
                         >;
                         fn call(
                             &mut self,
-                            request: tonic::Request<super::JobRef>,
+                            request: tonic::Request<super::JobAction>,
                         ) -> Self::Future {
                             let inner = Arc::clone(&self.0);
                             let fut = async move {

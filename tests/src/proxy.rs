@@ -46,13 +46,13 @@ impl Proxy {
         Self::with(target, limit, on_limit, Replies::Pass)
     }
 
-    /// Forwards every connection to `target`, but once the client sent
-    /// `after` bytes on the first one (past HTTP/2's preface and settings,
-    /// about 80 bytes), drops every byte the target sends back on it: the
-    /// request arrives, its answer is lost, until
-    /// [`drop_connections`](Self::drop_connections).
-    pub fn muting_first_replies(target: &str, after: u64) -> Proxy {
-        Self::with(target, u64::MAX, OnLimit::Cut, Replies::MuteOnceSent(after))
+    /// Forwards every connection to `target`, but on the first one drops
+    /// every byte the target sends back once the client began its first
+    /// request (an HTTP/2 HEADERS frame, found by reading the frames' own
+    /// headers): whatever the request's size, it arrives and its answer
+    /// is lost, until [`drop_connections`](Self::drop_connections).
+    pub fn muting_first_request(target: &str) -> Proxy {
+        Self::with(target, u64::MAX, OnLimit::Cut, Replies::MuteFromRequest)
     }
 
     /// Forwards every connection to `target`, but closes the first one
@@ -98,14 +98,15 @@ impl Proxy {
                 }
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let first = s.connections.fetch_add(1, Ordering::SeqCst) == 0;
-                let sent = Arc::new(AtomicU64::new(0));
-                let (up, sent_up) = (s.clone(), sent.clone());
-                std::thread::spawn(move || up.client_to_server(client, server, &sent_up));
                 let rule = if first {
                     s.first_replies
                 } else {
                     Replies::Pass
                 };
+                let sent = Arc::new(Sent::default());
+                let (up, sent_up) = (s.clone(), sent.clone());
+                let frames = matches!(rule, Replies::MuteFromRequest).then(H2Frames::default);
+                std::thread::spawn(move || up.client_to_server(client, server, &sent_up, frames));
                 std::thread::spawn(move || replies(s2, c2, &sent, rule));
             }
         });
@@ -144,14 +145,24 @@ impl Proxy {
 }
 
 impl Shared {
-    fn client_to_server(&self, mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64) {
+    fn client_to_server(
+        &self,
+        mut from: TcpStream,
+        mut to: TcpStream,
+        sent: &Sent,
+        mut frames: Option<H2Frames>,
+    ) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            sent.fetch_add(n as u64, Ordering::SeqCst);
+            // Marked before the request's bytes go on: its answer cannot
+            // come back before the mark.
+            if frames.as_mut().is_some_and(|f| f.headers_in(&buf[..n])) {
+                sent.requested.store(true, Ordering::SeqCst);
+            }
             let before = self.forwarded.fetch_add(n as u64, Ordering::SeqCst);
             let crossing = before < self.limit && before + n as u64 >= self.limit;
             if crossing && !self.tripped.swap(true, Ordering::SeqCst) {
@@ -183,14 +194,62 @@ impl Shared {
 #[derive(Clone, Copy, Debug)]
 enum Replies {
     Pass,
-    /// Dropped once the client has sent this many bytes on it.
-    MuteOnceSent(u64),
     /// The connection closes once this many bytes went back.
     CutAfter(u64),
+    /// Dropped once the client began its first request.
+    MuteFromRequest,
+}
+
+/// What the client sent on one connection.
+#[derive(Default)]
+struct Sent {
+    /// An HTTP/2 HEADERS frame went through (watched only where the rule
+    /// needs it).
+    requested: AtomicBool,
+}
+
+/// Reads the HTTP/2 frames a client sends, by their 9-byte headers (after
+/// the 24-byte connection preface), however the bytes are split.
+#[derive(Default)]
+struct H2Frames {
+    /// Bytes of the preface still to skip, once started.
+    preface_left: Option<usize>,
+    /// The frame header being read.
+    header: Vec<u8>,
+    /// Payload bytes of the current frame still to skip.
+    payload_left: usize,
+}
+
+impl H2Frames {
+    /// Whether `bytes` hold the start of a HEADERS frame (type 1).
+    fn headers_in(&mut self, mut bytes: &[u8]) -> bool {
+        let mut seen = false;
+        let preface = self.preface_left.get_or_insert(24);
+        let skip = (*preface).min(bytes.len());
+        *preface -= skip;
+        bytes = &bytes[skip..];
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len());
+                self.payload_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (9 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.header.len() == 9 {
+                let h = std::mem::take(&mut self.header);
+                self.payload_left = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+                seen |= h[3] == 1;
+            }
+        }
+        seen
+    }
 }
 
 /// Copies the target's replies to the client, as `rule` says.
-fn replies(mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64, rule: Replies) {
+fn replies(mut from: TcpStream, mut to: TcpStream, sent: &Sent, rule: Replies) {
     let mut buf = vec![0u8; 64 << 10];
     let mut back = 0u64;
     loop {
@@ -200,8 +259,8 @@ fn replies(mut from: TcpStream, mut to: TcpStream, sent: &AtomicU64, rule: Repli
         };
         let n = match rule {
             Replies::Pass => n,
-            Replies::MuteOnceSent(after) if sent.load(Ordering::SeqCst) >= after => continue,
-            Replies::MuteOnceSent(_) => n,
+            Replies::MuteFromRequest if sent.requested.load(Ordering::SeqCst) => continue,
+            Replies::MuteFromRequest => n,
             Replies::CutAfter(after) => n.min((after - back) as usize),
         };
         if to.write_all(&buf[..n]).is_err() {

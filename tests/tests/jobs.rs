@@ -972,67 +972,29 @@ fn meta_leader(client: &ClusterShards) -> u64 {
 /// under the same submission id, and the cluster answers with the job it
 /// made: one job, not two. Through a real TCP proxy that drops the first
 /// connection's replies, and closes it once the job is recorded. Then a
-/// model download cut part way goes on through a node that answers.
+/// model download cut part way goes on through a node that answers, and a
+/// cancel and a delete whose answers are lost are sent again under their
+/// ids and take effect once (before the ids, the retried delete was told
+/// "not found" and a retried cancel could be refused as "already
+/// cancelled").
 #[test]
-fn a_lost_answer_makes_one_job_and_a_cut_download_goes_on() {
+fn lost_answers_act_once_and_a_cut_download_goes_on() {
     use petuum_tests::proxy::Proxy;
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let spec = lr_spec(dir.path(), &dir.path().join("unused.safetensors"));
     let c = LocalCluster::start(3, 8, "");
     c.wait_leaders(&c.connect(), &[1, 2, 3], Duration::from_secs(60));
-    // Past the connection's preface and settings, within the request.
-    let proxy = Proxy::muting_first_replies(&c.nodes[0].addr, 400);
-    let child = std::process::Command::new(petuum_tests::bin("petuum-client"))
-        .args([
-            "--endpoint",
-            &proxy.endpoint(),
-            "submit",
-            "--no-upload",
-            "--json",
-        ])
-        .arg(&spec)
-        .current_dir(c.path())
-        .env("PETUUM_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // The request arrives and the job is recorded; its answer is dropped.
     let ep2 = endpoint(&c, 2);
-    let t0 = Instant::now();
-    let listed = loop {
-        let jobs = list(&c, &ep2);
-        if !jobs.is_empty() {
-            break jobs;
-        }
-        if t0.elapsed() > Duration::from_secs(60) {
-            let mut child = child;
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "the submission never arrived: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(listed.len(), 1, "{listed:?}");
-    proxy.drop_connections();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "submit failed: {err}");
-    assert!(
-        err.contains("lost "),
-        "the client never lost its answer: {err}"
+    let spec_arg = spec.to_str().unwrap();
+    let (out, err) = answer_lost(
+        &c,
+        &ep2,
+        &["submit", "--no-upload", "--json", spec_arg],
+        || !list(&c, &ep2).is_empty(),
     );
-    let answer: Value = serde_json::from_str(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap_or("null"),
-    )
-    .unwrap();
+    let answer: Value = serde_json::from_str(out.lines().last().unwrap_or("null")).unwrap();
     let jobs = list(&c, &ep2);
     assert_eq!(
         jobs.len(),
@@ -1064,6 +1026,89 @@ fn a_lost_answer_makes_one_job_and_a_cut_download_goes_on() {
     assert!(err.contains("lost "), "the download was never cut: {err}");
     assert!(std::fs::read(&got).unwrap() == whole, "the model differs");
     eprintln!("model download cut part way:\n{err}");
+
+    // A cancel whose answer is lost: sent again through another node under
+    // its id, it is answered, not refused as "already cancelled", and the
+    // job records one cancel.
+    let long = dir.path().join("long.toml");
+    std::fs::write(
+        &long,
+        spam_lr_job("long", 100_000, 10, &dir.path().join("long.safetensors")),
+    )
+    .unwrap();
+    let running = submit(&c, &ep2, &long);
+    wait_for(&c, &ep2, running, Duration::from_secs(60), "a clock", |s| {
+        s["state"] == "running" && s["clock"].as_u64() > Some(0)
+    });
+    let (_, err) = answer_lost(&c, &ep2, &["cancel", &running.to_string()], || {
+        status(&ep2, running, c.path())
+            .is_some_and(|s| s["cancel_requested"] == true || s["state"] == "cancelled")
+    });
+    eprintln!("cancel whose first answer was lost:\n{err}");
+    wait_for(
+        &c,
+        &ep2,
+        running,
+        Duration::from_secs(60),
+        "the cancel",
+        |s| s["state"] == "cancelled",
+    );
+    let out = client(&ep2, &["logs", &running.to_string()], c.path());
+    let logs = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(logs.matches("cancel requested").count(), 1, "{logs}");
+
+    // A delete whose answer is lost: the retry finds the record gone and
+    // is answered all the same.
+    let (out, err) = answer_lost(&c, &ep2, &["delete", &job.to_string()], || {
+        !list(&c, &ep2).iter().any(|j| j["id"] == job)
+    });
+    assert_eq!(out.trim(), format!("job {job} deleted"), "{err}");
+    eprintln!("delete whose first answer was lost:\n{err}");
+    // A delete of a job that never was is still refused.
+    let out = client(&ep2, &["delete", "999999"], c.path());
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+}
+
+/// Runs `petuum-client ARGS` through a proxy to node 1 that loses every
+/// answer to its first request, until `applied` says the request took
+/// effect; then breaks the connection. The client must go on through
+/// another node and succeed; returns its stdout and stderr.
+fn answer_lost(
+    c: &LocalCluster,
+    ep2: &str,
+    args: &[&str],
+    applied: impl Fn() -> bool,
+) -> (String, String) {
+    use petuum_tests::proxy::Proxy;
+    let proxy = Proxy::muting_first_request(&c.nodes[0].addr);
+    let mut child = std::process::Command::new(petuum_tests::bin("petuum-client"))
+        .args(["--endpoint", &proxy.endpoint()])
+        .args(args)
+        .current_dir(c.path())
+        .env("PETUUM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !applied() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "`{}` never took effect (read through {ep2}): {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    proxy.drop_connections();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "`{}` failed: {err}", args.join(" "));
+    assert!(err.contains("lost "), "the answer was never lost: {err}");
+    (String::from_utf8_lossy(&out.stdout).to_string(), err)
 }
 
 /// A network partition, not a crash: the node running the job is cut off

@@ -537,7 +537,7 @@ impl Jobs {
                 let expired = self.node.config.retention.expired(ended, now_ms());
                 // A few per round: deleting is a command on every shard.
                 for job in expired.into_iter().take(8) {
-                    match self.delete(job).await {
+                    match self.delete(job, "").await {
                         Ok(()) => tracing::info!(job, "retention: ended job deleted"),
                         Err(e) => {
                             tracing::warn!(job, error = %e, "retention: delete failed; retried next round")
@@ -791,8 +791,10 @@ impl Jobs {
     /// Deletes an ended job: first every shard forgets it (tables,
     /// checkpoints, worker states, the model, on each replica), then its
     /// record goes. A failure in between leaves the record, so the delete
-    /// (or the retention policy) can be repeated.
-    pub async fn delete(&self, job: u64) -> Result<(), String> {
+    /// (or the retention policy) can be repeated. Under a client's id
+    /// (`request`, may be empty), the record's removal applies once
+    /// however often it is sent (`MetaCommand::JobOnce`).
+    pub async fn delete(&self, job: u64, request: &str) -> Result<(), String> {
         let node = self.node.clone();
         let rt = tokio::runtime::Handle::current();
         let opts = petuum_cluster::ConnectOptions {
@@ -807,8 +809,17 @@ impl Jobs {
         })
         .await
         .map_err(|e| e.to_string())??;
+        let cmd = JobCommand::Delete { job };
+        let cmd = if request.is_empty() {
+            MetaCommand::Job(cmd)
+        } else {
+            MetaCommand::JobOnce {
+                request: request.to_string(),
+                cmd,
+            }
+        };
         self.node
-            .meta_command(MetaCommand::Job(JobCommand::Delete { job }))
+            .meta_command(cmd)
             .await
             .map_err(|e| format!("deleting the record of job {job}: {e}"))?;
         let _ = std::fs::remove_dir_all(self.data_dir.join("jobs").join(job.to_string()));

@@ -8,8 +8,8 @@ use petuum_cluster::wire::{DataError, Refusal};
 use petuum_core::spec::JobSpec;
 use petuum_proto::v1::jobs_server::{Jobs as JobsApi, JobsServer};
 use petuum_proto::v1::{
-    DatasetInfo, DatasetList, DatasetRef, JobInfo, JobRef, ListReply, ListRequest, LogLine,
-    LogsReply, ModelChunk, SubmitRequest, UploadChunk, UploadRef, UploadState,
+    DatasetInfo, DatasetList, DatasetRef, JobAction, JobInfo, JobRef, ListReply, ListRequest,
+    LogLine, LogsReply, ModelChunk, SubmitRequest, UploadChunk, UploadRef, UploadState,
 };
 use std::path::Path;
 use std::pin::Pin;
@@ -136,24 +136,42 @@ impl JobsSvc {
                 submit: cmd,
             }
         };
-        let retry = !request.is_empty();
-        let mut attempts = petuum_cluster::retry::Retry::META
-            .within(SUBMIT_FOR)
-            .start();
-        let answer = loop {
-            match self.meta(cmd.clone()).await {
-                Err(s) if retry && s.code() == tonic::Code::Unavailable && !attempts.expired() => {
-                    tracing::debug!(error = %s.message(), "submission: the metadata group is not answering; again");
-                    attempts.wait().await;
-                }
-                r => break r,
-            }
-        };
-        match answer {
+        match self.meta_once(cmd, !request.is_empty()).await {
             Err(s) if s.code() == tonic::Code::FailedPrecondition => Err(Status::invalid_argument(
                 format!("{origin}: {}", s.message()),
             )),
             r => r,
+        }
+    }
+
+    /// A cancel, resume or delete under its client's id (`request`, may be
+    /// empty): applied once however often it is sent (`MetaCommand::JobOnce`).
+    async fn job_once(&self, cmd: JobCommand, request: &str) -> Result<u64, Status> {
+        if request.is_empty() {
+            return self.command(cmd).await;
+        }
+        let cmd = MetaCommand::JobOnce {
+            request: request.to_string(),
+            cmd,
+        };
+        self.meta_once(cmd, true).await
+    }
+
+    /// A metadata command; one under a client's id (`retry`, applied once
+    /// however often it arrives) is sent again while the metadata group
+    /// does not answer, for up to `SUBMIT_FOR`.
+    async fn meta_once(&self, cmd: MetaCommand, retry: bool) -> Result<u64, Status> {
+        let mut attempts = petuum_cluster::retry::Retry::META
+            .within(SUBMIT_FOR)
+            .start();
+        loop {
+            match self.meta(cmd.clone()).await {
+                Err(s) if retry && s.code() == tonic::Code::Unavailable && !attempts.expired() => {
+                    tracing::debug!(error = %s.message(), "the metadata group is not answering; again");
+                    attempts.wait().await;
+                }
+                r => return r,
+            }
         }
     }
 
@@ -266,20 +284,38 @@ impl JobsApi for JobsSvc {
         Ok(Response::new(ListReply { jobs }))
     }
 
-    async fn cancel(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        let job = req.get_ref().job;
-        self.command(JobCommand::Cancel {
+    async fn cancel(&self, req: Request<JobAction>) -> Result<Response<JobInfo>, Status> {
+        let JobAction { job, request_id } = req.into_inner();
+        crate::uploads::check_client_id("request_id", &request_id)?;
+        let cmd = JobCommand::Cancel {
             job,
             at_ms: now_ms(),
-        })
-        .await?;
+        };
+        self.job_once(cmd, &request_id).await?;
         let r = self.record(job).await?;
         Ok(Response::new(info(&r)))
     }
 
-    async fn delete(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        let job = req.get_ref().job;
-        let r = self.record(job).await?;
+    async fn delete(&self, req: Request<JobAction>) -> Result<Response<JobInfo>, Status> {
+        let JobAction { job, request_id } = req.into_inner();
+        crate::uploads::check_client_id("request_id", &request_id)?;
+        let r = match self.record(job).await {
+            Ok(r) => r,
+            // Sent again after its first attempt deleted the job (the
+            // answer was lost): the metadata kept the delete's id, and
+            // applying it again changes nothing and answers. Any other
+            // id: no such job, as before.
+            Err(s) if s.code() == tonic::Code::NotFound && !request_id.is_empty() => {
+                self.job_once(JobCommand::Delete { job }, &request_id)
+                    .await?;
+                return Ok(Response::new(JobInfo {
+                    id: job,
+                    state: "deleted".into(),
+                    ..Default::default()
+                }));
+            }
+            Err(s) => return Err(s),
+        };
         if !r.state.is_terminal() {
             return Err(Status::failed_precondition(format!(
                 "job {job} is {}: only an ended job can be deleted (cancel it first)",
@@ -288,17 +324,21 @@ impl JobsApi for JobsSvc {
         }
         // Answered once this node's metadata replica applied the delete
         // (`meta_command`): a read through this node finds no record.
-        self.jobs.delete(job).await.map_err(Status::unavailable)?;
+        self.jobs
+            .delete(job, &request_id)
+            .await
+            .map_err(Status::unavailable)?;
         Ok(Response::new(info(&r)))
     }
 
-    async fn resume(&self, req: Request<JobRef>) -> Result<Response<JobInfo>, Status> {
-        let job = req.get_ref().job;
-        self.command(JobCommand::Resume {
+    async fn resume(&self, req: Request<JobAction>) -> Result<Response<JobInfo>, Status> {
+        let JobAction { job, request_id } = req.into_inner();
+        crate::uploads::check_client_id("request_id", &request_id)?;
+        let cmd = JobCommand::Resume {
             job,
             at_ms: now_ms(),
-        })
-        .await?;
+        };
+        self.job_once(cmd, &request_id).await?;
         let r = self.record(job).await?;
         Ok(Response::new(info(&r)))
     }
