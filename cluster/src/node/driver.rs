@@ -223,14 +223,28 @@ impl ClusterNode {
         let in_flight: Arc<parking_lot::Mutex<BTreeSet<u64>>> = Default::default();
         // The driver's probes time out after a second, once per tick.
         let mut silence = crate::liveness::Silence::new(TICK + PROBE_TIMEOUT);
-        let mut leading = false;
         loop {
             tokio::time::sleep(TICK).await;
             if self.is_stopping() {
                 return;
             }
             if !self.is_meta_leader() {
-                leading = false;
+                // A node that may come to lead the metadata group (it holds
+                // a replica of it) keeps counting the members' silence by
+                // its own pings while it follows, so a leader that takes
+                // over does not start from zero: under a metadata group
+                // whose leader changes more often than `down_after`, a
+                // member gone for good was never declared dead (a chaos
+                // run: 141 s with `down_after` 20 s, jobs paused for want
+                // of quorum all along). Only rounds this node ran count
+                // (the silence's cap), whichever role it had.
+                if self.meta_handle().is_some() {
+                    let placement = self.placement();
+                    let answered = self.ping_round(placement.nodes()).await;
+                    silence.round(Instant::now(), placement.nodes(), &answered);
+                } else {
+                    silence.reset();
+                }
                 continue;
             }
             let Some(meta) = self.meta_state() else {
@@ -239,12 +253,6 @@ impl ClusterNode {
             let Some(placement) = meta.placement.clone() else {
                 continue;
             };
-            if !leading {
-                // A new leader counts every member as seen when it took
-                // over: only silence under its watch declares one dead.
-                leading = true;
-                silence.reset();
-            }
             let view = self.look(&placement).await;
             silence.round(Instant::now(), placement.nodes(), &view.answered);
             for &n in placement.nodes() {
@@ -358,6 +366,20 @@ impl ClusterNode {
 
     /// Every member's status: who answered, and each group's leader and
     /// voters as its leader reports them.
+    /// The members that answer a ping within [`PROBE_TIMEOUT`].
+    async fn ping_round(&self, nodes: &[u64]) -> BTreeSet<u64> {
+        join_all(
+            nodes
+                .iter()
+                .map(|&n| async move { (n, self.ping(n, PROBE_TIMEOUT).await) }),
+        )
+        .await
+        .into_iter()
+        .filter(|&(_, ok)| ok)
+        .map(|(n, _)| n)
+        .collect()
+    }
+
     async fn look(&self, placement: &Placement) -> View {
         let me = self.id();
         let replies = join_all(placement.nodes().iter().map(|&n| async move {
