@@ -414,15 +414,21 @@ impl LocalCluster {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Keeps the cluster's directory (data, node configs, logs) after the
+    /// cluster is dropped, and says where on stderr.
+    pub fn keep_dir(&mut self) {
+        if let Ok(spare) = tempfile::tempdir() {
+            let dir = std::mem::replace(&mut self.dir, spare);
+            eprintln!("keeping the cluster's directory {}", dir.keep().display());
+        }
+    }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         if std::env::var_os("PETUUM_KEEP_CLUSTER").is_some() {
-            if let Ok(spare) = tempfile::tempdir() {
-                let dir = std::mem::replace(&mut self.dir, spare);
-                eprintln!("keeping the cluster's directory {}", dir.keep().display());
-            }
+            self.keep_dir();
         }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {

@@ -850,6 +850,10 @@ fn main() -> std::process::ExitCode {
             println!("FAILED: {f}");
         }
         println!("{}", chaos.cluster.logs());
+        // A failed run's logs and data are what the failure is read from.
+        if std::env::var_os("PETUUM_KEEP_CLUSTER").is_none() {
+            chaos.cluster.keep_dir();
+        }
         std::process::ExitCode::FAILURE
     }
 }
