@@ -143,6 +143,22 @@ pub enum MetaCommand {
     JobOnce { request: String, cmd: JobCommand },
 }
 
+impl MetaCommand {
+    /// A cancel, resume or delete, under its client's id when it has one
+    /// ([`MetaCommand::JobOnce`]; `request` empty: a plain
+    /// [`MetaCommand::Job`]).
+    pub fn job_action(cmd: JobCommand, request: &str) -> MetaCommand {
+        if request.is_empty() {
+            MetaCommand::Job(cmd)
+        } else {
+            MetaCommand::JobOnce {
+                request: request.to_string(),
+                cmd,
+            }
+        }
+    }
+}
+
 /// What applying a metadata command gives the node that proposed it (the
 /// payload of its `ShardResponse`).
 pub type MetaResult = Result<MetaAnswer, Refusal>;

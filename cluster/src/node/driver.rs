@@ -364,9 +364,7 @@ impl ClusterNode {
         }
     }
 
-    /// Every member's status: who answered, and each group's leader and
-    /// voters as its leader reports them.
-    /// The members that answer a ping within [`PROBE_TIMEOUT`].
+    /// The members of `nodes` that answer a ping within [`PROBE_TIMEOUT`].
     async fn ping_round(&self, nodes: &[u64]) -> BTreeSet<u64> {
         join_all(
             nodes
@@ -380,6 +378,8 @@ impl ClusterNode {
         .collect()
     }
 
+    /// Every member's status: who answered, and each group's leader and
+    /// voters as its leader reports them.
     async fn look(&self, placement: &Placement) -> View {
         let me = self.id();
         let replies = join_all(placement.nodes().iter().map(|&n| async move {

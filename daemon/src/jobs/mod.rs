@@ -809,17 +809,8 @@ impl Jobs {
         })
         .await
         .map_err(|e| e.to_string())??;
-        let cmd = JobCommand::Delete { job };
-        let cmd = if request.is_empty() {
-            MetaCommand::Job(cmd)
-        } else {
-            MetaCommand::JobOnce {
-                request: request.to_string(),
-                cmd,
-            }
-        };
         self.node
-            .meta_command(cmd)
+            .meta_command(MetaCommand::job_action(JobCommand::Delete { job }, request))
             .await
             .map_err(|e| format!("deleting the record of job {job}: {e}"))?;
         let _ = std::fs::remove_dir_all(self.data_dir.join("jobs").join(job.to_string()));

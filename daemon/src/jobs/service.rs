@@ -147,14 +147,9 @@ impl JobsSvc {
     /// A cancel, resume or delete under its client's id (`request`, may be
     /// empty): applied once however often it is sent (`MetaCommand::JobOnce`).
     async fn job_once(&self, cmd: JobCommand, request: &str) -> Result<u64, Status> {
-        if request.is_empty() {
-            return self.command(cmd).await;
-        }
-        let cmd = MetaCommand::JobOnce {
-            request: request.to_string(),
-            cmd,
-        };
-        self.meta_once(cmd, true).await
+        let retry = !request.is_empty();
+        self.meta_once(MetaCommand::job_action(cmd, request), retry)
+            .await
     }
 
     /// A metadata command; one under a client's id (`retry`, applied once
@@ -173,10 +168,6 @@ impl JobsSvc {
                 r => return r,
             }
         }
-    }
-
-    async fn command(&self, cmd: JobCommand) -> Result<u64, Status> {
-        self.meta(MetaCommand::Job(cmd)).await
     }
 
     /// A metadata command whose answer is a job id (or a job's value).
