@@ -38,6 +38,10 @@ pub const DEAD_AFTER: Duration = Duration::from_millis(1500);
 const RETENTION_EVERY: Duration = Duration::from_secs(10);
 /// How often the scheduler and the supervisors look at the job records.
 const TICK: Duration = Duration::from_millis(200);
+/// How long after a run's thread ended by itself the supervisor waits
+/// for the job's record to show the run's end before it ends the epoch
+/// ([`silent_run`]).
+const SILENT_END_GRACE: Duration = Duration::from_secs(5);
 /// How long the scheduler waits for a node's answer to a probe.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
@@ -202,6 +206,59 @@ fn note_job_changes(jobs: &petuum_cluster::jobs::JobMap, noted: &mut HashMap<u64
     }
 }
 
+/// What the supervisor does about a run of this node (`me`) of `epoch`
+/// whose thread ended by itself, `waited` ago, with `pending` the last
+/// report it could not get on record.
+#[derive(Debug, PartialEq)]
+enum SilentRun {
+    /// Nothing more: the record shows the run's end (the epoch moved on,
+    /// the job ended or is being cancelled, or this host's part is done).
+    Settled,
+    /// Not yet: this node's replica may not have applied the run's last
+    /// reports.
+    Wait,
+    /// The record is still the run's, [`SILENT_END_GRACE`] after its end:
+    /// this goes to the metadata group (fenced on the epoch like every
+    /// report, so a record that moved on refuses it).
+    Send(JobCommand),
+}
+
+/// Decides [`SilentRun`]. A run whose report was lost has it sent again;
+/// a run that ended with nothing to say while its epoch is current
+/// (every such path of the runner is a failure or an epoch that ended)
+/// ends the epoch as interrupted, so the job resumes from its checkpoint
+/// elsewhere or here.
+fn silent_run(
+    record: Option<&petuum_cluster::jobs::JobRecord>,
+    me: u64,
+    epoch: u64,
+    pending: Option<&JobCommand>,
+    waited: Duration,
+) -> SilentRun {
+    let Some(r) = record else {
+        return SilentRun::Settled;
+    };
+    if r.epoch != epoch || r.state.is_terminal() || r.cancel_requested || !r.placement.contains(&me)
+    {
+        return SilentRun::Settled;
+    }
+    // A host's part, done and on record: the coordinator goes on.
+    if r.host != Some(me) && r.done_hosts.contains(&me) {
+        return SilentRun::Settled;
+    }
+    if waited < SILENT_END_GRACE {
+        return SilentRun::Wait;
+    }
+    SilentRun::Send(pending.cloned().unwrap_or_else(|| JobCommand::Finish {
+        job: r.id,
+        epoch,
+        end: RunEnd::Interrupted(format!(
+            "node {me}'s part of epoch {epoch} ended without its end on record"
+        )),
+        at_ms: now_ms(),
+    }))
+}
+
 /// The job machinery of one node.
 pub struct Jobs {
     pub node: Arc<ClusterNode>,
@@ -254,6 +311,9 @@ impl Jobs {
         let me = self.node.id();
         // (job, epoch) of the runs this life started or claimed.
         let mut mine: HashSet<(u64, u64)> = HashSet::new();
+        // Runs of this life whose threads ended by themselves (not
+        // aborted): when each ended, and the end it could not report.
+        let mut ended: HashMap<(u64, u64), (Instant, Option<JobCommand>)> = HashMap::new();
         loop {
             tokio::time::sleep(TICK).await;
             let Ok(meta) = self.node.meta_active().await else {
@@ -317,7 +377,14 @@ impl Jobs {
             let unstarted: Vec<(u64, u64)> = {
                 let mut runs = self.runs.lock();
                 // Reap finished runs.
-                runs.retain(|_, h| !h.thread.is_finished());
+                runs.retain(|_, h| {
+                    let done = h.thread.is_finished();
+                    if done && !h.abort.load(Ordering::SeqCst) {
+                        let pending = h.unreported.lock().take();
+                        ended.insert((h.job, h.epoch), (Instant::now(), pending));
+                    }
+                    !done
+                });
                 // Runs that are no longer ours (reassigned, ended) stop.
                 for (job, h) in runs.iter() {
                     let current = meta.jobs.get(job).is_some_and(|r| {
@@ -382,6 +449,7 @@ impl Jobs {
                     .map(|r| (r.id, r.epoch))
                     .collect()
             };
+            self.settle_silent_runs(&meta.jobs, &mut ended).await;
             for (job, epoch) in unstarted {
                 let cmd = JobCommand::Finish {
                     job,
@@ -393,6 +461,40 @@ impl Jobs {
                     Ok(_) => tracing::info!(job, epoch, "cancelled before its run started here"),
                     Err(e) => tracing::debug!(job, error = %e, "ending a cancelled job"),
                 }
+            }
+        }
+    }
+
+    /// Settles the runs of this node whose threads ended by themselves
+    /// while the job's record does not show their end (see
+    /// [`silent_run`]): nothing else would, since the host is alive and
+    /// answers probes, so the scheduler never moves the job and its
+    /// coordinator waits for the host for ever.
+    async fn settle_silent_runs(
+        &self,
+        jobs: &petuum_cluster::jobs::JobMap,
+        ended: &mut HashMap<(u64, u64), (Instant, Option<JobCommand>)>,
+    ) {
+        let me = self.node.id();
+        let mut due = Vec::new();
+        ended.retain(|&(job, epoch), (since, pending)| {
+            match silent_run(jobs.get(&job).map(|r| &**r), me, epoch, pending.as_ref(), since.elapsed()) {
+                SilentRun::Settled => false,
+                SilentRun::Wait => true,
+                SilentRun::Send(cmd) => {
+                    due.push(((job, epoch), cmd));
+                    true
+                }
+            }
+        });
+        for (key, cmd) in due {
+            tracing::warn!(job = key.0, epoch = key.1, command = ?cmd, "a run here ended without its end on record: sending it");
+            match self.node.meta_command(MetaCommand::Job(cmd)).await {
+                // Refused: the epoch moved on meanwhile.
+                Ok(_) | Err(petuum_cluster::wire::DataError::Refused(_)) => {
+                    ended.remove(&key);
+                }
+                Err(e) => tracing::debug!(job = key.0, error = %e, "settling a silent run"),
             }
         }
     }
@@ -860,6 +962,96 @@ impl Jobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use petuum_cluster::jobs::{apply, JobMap};
+
+    /// A run of job 1 ended on node 2 (worker 1's host; node 1 is the
+    /// coordinator) or on node 1, its record driven through the metadata's
+    /// own transitions: what the supervisor does about it.
+    #[test]
+    fn a_run_that_ended_unseen_is_settled_through_the_metadata() {
+        let (mut jobs, mut next) = (JobMap::new(), 1u64);
+        let job = apply(
+            &mut jobs,
+            &mut next,
+            JobCommand::Submit {
+                name: "lr".into(),
+                algorithm: "logistic_regression".into(),
+                spec: "{}".into(),
+                workers: 2,
+                clocks: 10,
+                tables: 2,
+                at_ms: 1,
+            },
+        )
+        .unwrap();
+        let cmd = |c: JobCommand, jobs: &mut JobMap, next: &mut u64| apply(jobs, next, c).unwrap();
+        cmd(
+            JobCommand::Assign {
+                job,
+                placement: vec![1, 2],
+                epoch: 0,
+                reason: "test".into(),
+                at_ms: 2,
+            },
+            &mut jobs,
+            &mut next,
+        );
+        let epoch = jobs[&job].epoch;
+        let late = SILENT_END_GRACE;
+        let early = SILENT_END_GRACE / 2;
+        let done = JobCommand::HostDone {
+            job,
+            epoch,
+            node: 2,
+        };
+        let look = |jobs: &JobMap, me, pending: Option<&JobCommand>, waited| {
+            silent_run(jobs.get(&job).map(|r| &**r), me, epoch, pending, waited)
+        };
+        // Within the grace, nothing: the replica may lag the run's reports.
+        assert_eq!(look(&jobs, 2, None, early), SilentRun::Wait);
+        // A host's lost `HostDone` is sent again.
+        assert_eq!(look(&jobs, 2, Some(&done), late), SilentRun::Send(done.clone()));
+        // A run that ended with nothing to say ends the epoch, interrupted.
+        for me in [1, 2] {
+            match look(&jobs, me, None, late) {
+                SilentRun::Send(JobCommand::Finish {
+                    job: j,
+                    epoch: e,
+                    end: RunEnd::Interrupted(why),
+                    ..
+                }) => {
+                    assert_eq!((j, e), (job, epoch));
+                    assert!(why.contains(&format!("node {me}'s part of epoch {epoch}")), "{why}");
+                }
+                other => panic!("node {me}: {other:?}"),
+            }
+        }
+        // Once node 2's part is on record it is settled; the coordinator's
+        // is not (it ends the job, and its thread ended first).
+        cmd(done.clone(), &mut jobs, &mut next);
+        assert_eq!(look(&jobs, 2, None, late), SilentRun::Settled);
+        assert_eq!(look(&jobs, 2, Some(&done), late), SilentRun::Settled);
+        assert!(matches!(look(&jobs, 1, None, late), SilentRun::Send(_)));
+        // A node outside the placement, an older epoch, a job not known:
+        // settled.
+        assert_eq!(look(&jobs, 3, None, late), SilentRun::Settled);
+        assert_eq!(
+            silent_run(jobs.get(&job).map(|r| &**r), 1, epoch - 1, None, late),
+            SilentRun::Settled
+        );
+        assert_eq!(silent_run(None, 1, epoch, None, late), SilentRun::Settled);
+        // The coordinator's lost `Finish` is sent again; once the job ended
+        // (that `Finish` applied), settled.
+        let finish = JobCommand::Finish {
+            job,
+            epoch,
+            end: RunEnd::Cancelled,
+            at_ms: 3,
+        };
+        assert_eq!(look(&jobs, 1, Some(&finish), late), SilentRun::Send(finish.clone()));
+        cmd(finish.clone(), &mut jobs, &mut next);
+        assert_eq!(look(&jobs, 1, Some(&finish), late), SilentRun::Settled);
+    }
 
     /// Five placements at once, then waits doubling from 0.4 s to 10 s; a
     /// new checkpoint, or a minute since the last placement, starts over.

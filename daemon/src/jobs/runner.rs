@@ -42,6 +42,11 @@ pub struct RunHandle {
     pub abort: Arc<AtomicBool>,
     pub cancelled: Arc<AtomicBool>,
     pub shards: Arc<parking_lot::Mutex<Option<Arc<ClusterShards>>>>,
+    /// The run's last report, when its thread could not get it on record
+    /// (the metadata group unreachable for the whole of the report's
+    /// retries): a host's `HostDone` or the run's `Finish`. The
+    /// supervisor sends it again ([`super::Jobs`]'s silent runs).
+    pub unreported: Arc<parking_lot::Mutex<Option<JobCommand>>>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
@@ -84,15 +89,21 @@ pub fn start(ctx: RunCtx) -> RunHandle {
     let abort = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let shards = Arc::new(parking_lot::Mutex::new(None));
+    let unreported = Arc::new(parking_lot::Mutex::new(None));
     let epoch = ctx.epoch;
     let job = ctx.record.id;
-    let (a, c, sh) = (abort.clone(), cancelled.clone(), shards.clone());
+    let (a, c, sh, un) = (
+        abort.clone(),
+        cancelled.clone(),
+        shards.clone(),
+        unreported.clone(),
+    );
     let thread = std::thread::Builder::new()
         .name(format!("job-{job}"))
         .spawn(move || {
             let span = tracing::info_span!("job", node = ctx.node.id(), job, epoch);
             let _enter = span.enter();
-            let end = run(&ctx, &a, &sh);
+            let end = run(&ctx, &a, &sh, &un);
             // The connection owns a tokio runtime: drop it here, on this
             // thread, not wherever the handle is dropped (an async task).
             drop(sh.lock().take());
@@ -110,16 +121,17 @@ pub fn start(ctx: RunCtx) -> RunHandle {
             };
             tracing::info!(end = %short(&end), "run ended");
             // (A cancelled run has its abort flag set and still reports.)
-            let _ = report(
-                &ctx,
-                &AtomicBool::new(false),
-                JobCommand::Finish {
-                    job,
-                    epoch: ctx.epoch,
-                    end,
-                    at_ms: now_ms(),
-                },
-            );
+            let finish = JobCommand::Finish {
+                job,
+                epoch: ctx.epoch,
+                end,
+                at_ms: now_ms(),
+            };
+            if let Err(e) = report(&ctx, &AtomicBool::new(false), finish.clone()) {
+                if !matches!(e, DataError::Refused(_)) {
+                    *un.lock() = Some(finish);
+                }
+            }
         })
         .expect("spawn job thread");
     RunHandle {
@@ -128,6 +140,7 @@ pub fn start(ctx: RunCtx) -> RunHandle {
         abort,
         cancelled,
         shards,
+        unreported,
         thread,
     }
 }
@@ -246,6 +259,7 @@ fn run(
     ctx: &RunCtx,
     abort: &Arc<AtomicBool>,
     slot: &parking_lot::Mutex<Option<Arc<ClusterShards>>>,
+    unreported: &parking_lot::Mutex<Option<JobCommand>>,
 ) -> Option<RunEnd> {
     let r = &ctx.record;
     let job = r.id;
@@ -425,16 +439,18 @@ fn run(
         });
     }
     hooks.flush();
-    if let Err(e) = report(
-        ctx,
-        abort,
-        JobCommand::HostDone {
-            job,
-            epoch: ctx.epoch,
-            node: ctx.node.id(),
-        },
-    ) {
+    let done = JobCommand::HostDone {
+        job,
+        epoch: ctx.epoch,
+        node: ctx.node.id(),
+    };
+    if let Err(e) = report(ctx, abort, done.clone()) {
         tracing::info!(error = %e, "epoch ended before this host was done");
+        // Another host's `HostDone` is sent again by the supervisor; the
+        // coordinator's run ends here, so its epoch is ended instead.
+        if !matches!(e, DataError::Refused(_)) && !ctx.coordinator() {
+            *unreported.lock() = Some(done);
+        }
         return None;
     }
     if !ctx.coordinator() {
