@@ -17,7 +17,6 @@ use petuum_storage::{
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Cursor;
 use std::sync::Arc;
 
 /// The replicated metadata.
@@ -566,7 +565,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetaSnapshotBuilder {
         self.metrics.snapshots_built.inc();
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotData::new(bytes)),
         })
     }
 }
@@ -655,7 +654,9 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+        Ok(Box::new(SnapshotData::receiving(|b| {
+            decode_snapshot(b).map(|_| ()).map_err(|e| e.to_string())
+        })))
     }
 
     async fn install_snapshot(
@@ -704,7 +705,7 @@ impl RaftStateMachine<TypeConfig> for MetaStateMachine {
                 last_membership: r.membership,
                 snapshot_id: r.snapshot_id,
             },
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotData::new(bytes)),
         }))
     }
 }

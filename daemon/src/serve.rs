@@ -66,10 +66,17 @@ pub fn serve(config: &Path) -> anyhow::Result<ExitCode> {
                     // Nothing to hand off in order: the storage refuses
                     // writes. Exit at once, as a crash would (every
                     // acknowledged write is in RocksDB's WAL); the restart
-                    // reopens the storage and the node rejoins.
+                    // reopens the storage and the node rejoins. `_exit`,
+                    // not `exit`: the C and C++ exit handlers (libtorch's
+                    // static destructors among them) must not run under
+                    // threads still at work (a DNN worker then panicked in
+                    // libtorch, "no schema registered", in a chaos run).
+                    // The logs are written to stderr unbuffered.
                     tracing::error!(%why, "a Raft group failed; exiting for the service manager to restart the node");
                     eprintln!("petuumd: node {} exits: {why}", stopping.id());
-                    std::process::exit(1);
+                    // SAFETY: `_exit` ends the process at once; nothing
+                    // after it runs.
+                    unsafe { libc::_exit(1) };
                 }
             }
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);

@@ -9,6 +9,12 @@
 //! handler: the server drops a handler whose client went away at whatever
 //! await it is in, while the task sees its stream end with an error and
 //! keeps what arrived.
+//!
+//! A restart of the node keeps them too: every [`MARK_EVERY`] bytes, and
+//! when its stream breaks, an upload with an id makes what arrived durable
+//! and records beside it how to go on ([`ResumeRecord`]); the next life
+//! hashes those bytes again and keeps the upload for [`KEPT_FOR`] as if
+//! its stream had just broken ([`Uploads::restore`]).
 // Errors here are the API's own (`tonic::Status`), made once per call.
 #![allow(clippy::result_large_err)]
 
@@ -28,7 +34,35 @@ use tonic::Status;
 
 /// How long a broken upload (and the answer of a finished one) waits here
 /// for its client to come back.
-pub const KEPT_FOR: Duration = Duration::from_secs(600);
+pub const KEPT_FOR: Duration = petuum_cluster::datasets::store::RESUMABLE_FOR;
+
+/// An upload with an id makes its bytes durable and records how to resume
+/// it after a restart each time this many more have arrived.
+const MARK_EVERY: u64 = 64 << 20;
+
+/// What an upload's directory records to be resumed after a restart: the
+/// id and the file its client named, and how many bytes are durable.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ResumeRecord {
+    upload_id: String,
+    sha256: String,
+    name: String,
+    size: u64,
+    received: u64,
+}
+
+impl ResumeRecord {
+    fn new(id: &str, h: &Header, received: u64) -> Vec<u8> {
+        serde_json::to_vec(&ResumeRecord {
+            upload_id: id.to_string(),
+            sha256: h.sha256.clone(),
+            name: h.name.clone(),
+            size: h.size,
+            received,
+        })
+        .expect("a resume record serialises")
+    }
+}
 
 /// How long `UploadOffset` waits for a stream of the upload still open
 /// here to end, or for its last bytes to be synced and copied.
@@ -208,6 +242,57 @@ impl Uploads {
         });
     }
 
+    /// Keeps again the uploads a previous life of this node was
+    /// receiving, from what each one's last mark made durable (their
+    /// bytes hashed again on a blocking thread; meanwhile `offset` answers
+    /// "still being stored", so a client asks again). A record that does
+    /// not read, or whose bytes are not all there, goes with its bytes.
+    pub async fn restore(self, node: Arc<ClusterNode>) {
+        let store = node.datasets.clone();
+        let max = node.config.datasets.max_mib << 20;
+        for (dir, raw) in store.resumable() {
+            let rec: ResumeRecord = match serde_json::from_slice(&raw) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "an upload's resume record does not read; its bytes go");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
+            };
+            if check_id(&rec.upload_id).is_err() || rec.upload_id.is_empty() || rec.size > max {
+                tracing::warn!(dir = %dir.display(), "an upload's resume record names no valid id or a size over this node's limit; its bytes go");
+                let _ = std::fs::remove_dir_all(&dir);
+                continue;
+            }
+            let header = Header {
+                sha256: rec.sha256,
+                name: rec.name,
+                size: rec.size,
+            };
+            let id = rec.upload_id;
+            let g = self.set(&id, Slot::Finishing);
+            let (name, received, size) = (header.name.clone(), rec.received, header.size);
+            let d = dir.clone();
+            let reopened =
+                tokio::task::spawn_blocking(move || Ingest::reopen(d, &name, received, size)).await;
+            match reopened {
+                Ok(Ok(ing)) => {
+                    tracing::info!(upload = %id, bytes = received, "an upload this node was receiving before it restarted is kept for its client to resume");
+                    self.keep(&id, g, Slot::Kept { ing, header });
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(upload = %id, error = %e, "an upload this node was receiving before it restarted cannot be resumed; its bytes go");
+                    self.forget(&id, g);
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(e) => {
+                    tracing::warn!(upload = %id, error = %e, "restoring an upload");
+                    self.forget(&id, g);
+                }
+            }
+        }
+    }
+
     /// How many bytes of `id` this node holds (`UploadOffset`), and
     /// whether they are all here and still being stored (synced, copied
     /// to the dataset's replicas: the client asks again). A stream of it
@@ -376,7 +461,17 @@ pub async fn upload(
             }
         };
         // A panic storing it must not leave its entry finishing for ever.
-        let stored = receive_and_store(&node, ing, first, stream, &stop, &header, all_arrived);
+        let resume_id = generation.as_ref().map(|(id, _)| id.as_str());
+        let stored = receive_and_store(
+            &node,
+            ing,
+            first,
+            stream,
+            &stop,
+            &header,
+            resume_id,
+            all_arrived,
+        );
         let r = match std::panic::AssertUnwindSafe(stored).catch_unwind().await {
             Ok(r) => r,
             Err(_) => {
@@ -432,16 +527,31 @@ async fn receive_and_store(
     mut stream: tonic::Streaming<UploadChunk>,
     stop: &Notify,
     header: &Header,
+    resume_id: Option<&str>,
     all_arrived: impl FnOnce(),
 ) -> Result<DatasetRecord, (Status, Option<Ingest>)> {
     let size = header.size;
+    // How to resume it after a restart, at `received` bytes.
+    let record = resume_id.map(|id| {
+        let (id, header) = (id.to_string(), header.clone());
+        move |received: u64| ResumeRecord::new(&id, &header, received)
+    });
     // The bytes are written and hashed on a thread of their own while the
-    // next ones arrive.
+    // next ones arrive; with an id, made durable every MARK_EVERY bytes.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(16);
+    let marks = record.clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut ing = ing;
+        let mut marked = ing.size();
         while let Some(data) = rx.blocking_recv() {
-            if let Err(e) = ing.write(data) {
+            let mut wrote = ing.write(data);
+            if let (Ok(()), Some(rec)) = (&wrote, &marks) {
+                if ing.size() >= marked + MARK_EVERY {
+                    marked = ing.size();
+                    wrote = ing.mark(&rec(marked)).map_err(IngestError::Io);
+                }
+            }
+            if let Err(e) = wrote {
                 ing.abandon();
                 return Err(e);
             }
@@ -480,8 +590,17 @@ async fn receive_and_store(
             ))
         }
         (_, Err(e)) => return Err((ingest_status(e), None)),
-        // The stream broke: what arrived is kept whole.
-        (Err(e), Ok(ing)) => return Err((e, Some(ing))),
+        // The stream broke: what arrived is kept whole (and durable, to be
+        // resumed after a restart too).
+        (Err(e), Ok(mut ing)) => {
+            if let Some(rec) = &record {
+                let r = rec(ing.size());
+                if let Err(m) = tokio::task::block_in_place(|| ing.mark(&r)) {
+                    tracing::warn!(error = %m, "recording a broken upload for a restart");
+                }
+            }
+            return Err((e, Some(ing)));
+        }
         (Ok(()), Ok(ing)) => ing,
     };
     all_arrived();

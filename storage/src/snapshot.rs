@@ -130,6 +130,15 @@ pub fn decode_header(bytes: &[u8], shard: ShardId, key: &str) -> Result<Snapshot
     Ok(frame(bytes, shard, key)?.header)
 }
 
+/// Whether received bytes are a whole snapshot of `shard`: framing,
+/// version, checksum and shard (the contents are decoded when it is
+/// installed).
+pub fn check_received(bytes: &[u8], shard: ShardId) -> std::result::Result<(), String> {
+    frame(bytes, shard, "received")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
 /// The sections of a checked snapshot.
 struct Frame<'a> {
     version: u16,

@@ -21,7 +21,6 @@ use openraft::{EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use parking_lot::RwLock;
 use petuum_core::shard::ShardState;
 use petuum_core::types::ShardId;
-use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -564,7 +563,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ShardSnapshotBuilder {
         // wasted work.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotData::new(bytes)),
         })
     }
 }
@@ -601,7 +600,10 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+        let shard = self.shard;
+        Ok(Box::new(SnapshotData::receiving(move |b| {
+            snapshot::check_received(b, shard)
+        })))
     }
 
     async fn install_snapshot(
@@ -629,7 +631,7 @@ impl RaftStateMachine<TypeConfig> for ShardStateMachine {
                 last_membership: h.membership,
                 snapshot_id: h.snapshot_id,
             },
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(SnapshotData::new(bytes)),
         }))
     }
 }

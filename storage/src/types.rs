@@ -8,10 +8,12 @@ use std::io::Cursor;
 
 openraft::declare_raft_types!(
     /// Raft types of a petuum shard group: node ids are `u64`, nodes are
-    /// `BasicNode` (an address), snapshots travel as bytes.
+    /// `BasicNode` (an address), snapshots travel as bytes
+    /// ([`SnapshotData`]).
     pub TypeConfig:
         D = ShardRequest,
         R = ShardResponse,
+        SnapshotData = SnapshotData,
 );
 
 /// A Raft log entry of a shard group.
@@ -177,5 +179,106 @@ impl ShardResponse {
     }
 }
 
-/// Snapshot data as openraft moves it.
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// Snapshot data as openraft moves it: bytes in memory. One being
+/// received from a leader carries the check of its format, run when the
+/// last chunk has arrived (openraft then shuts the writer down): a
+/// snapshot that fails it is refused to the leader, which sends it again,
+/// instead of reaching the state machine, whose install error would stop
+/// the group's Raft core (and the node). A peer's garbage, or a transfer
+/// assembled wrong, costs a retry, not the node.
+pub struct SnapshotData {
+    bytes: Cursor<Vec<u8>>,
+    check: Option<SnapshotCheck>,
+}
+
+/// The check of a snapshot being received ([`SnapshotData::receiving`]).
+type SnapshotCheck = Box<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
+impl SnapshotData {
+    /// A snapshot this node holds.
+    pub fn new(bytes: Vec<u8>) -> SnapshotData {
+        SnapshotData {
+            bytes: Cursor::new(bytes),
+            check: None,
+        }
+    }
+
+    /// An empty buffer for a snapshot to receive, checked with `check`
+    /// once complete.
+    pub fn receiving(
+        check: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static,
+    ) -> SnapshotData {
+        SnapshotData {
+            bytes: Cursor::new(Vec::new()),
+            check: Some(Box::new(check)),
+        }
+    }
+
+    pub fn into_inner(self) -> Vec<u8> {
+        self.bytes.into_inner()
+    }
+
+    pub fn get_ref(&self) -> &Vec<u8> {
+        self.bytes.get_ref()
+    }
+}
+
+impl tokio::io::AsyncRead for SnapshotData {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.bytes).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for SnapshotData {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.bytes).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.bytes).poll_flush(cx)
+    }
+
+    /// The end of a received snapshot: its check.
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let checked = match &self.check {
+            Some(check) => check(self.bytes.get_ref()).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("received snapshot refused: {e}"),
+                )
+            }),
+            None => Ok(()),
+        };
+        std::task::Poll::Ready(checked)
+    }
+}
+
+impl tokio::io::AsyncSeek for SnapshotData {
+    fn start_seek(
+        mut self: std::pin::Pin<&mut Self>,
+        position: std::io::SeekFrom,
+    ) -> std::io::Result<()> {
+        std::pin::Pin::new(&mut self.bytes).start_seek(position)
+    }
+
+    fn poll_complete(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<u64>> {
+        std::pin::Pin::new(&mut self.bytes).poll_complete(cx)
+    }
+}

@@ -152,3 +152,85 @@ async fn one_node_group_commits_snapshots_and_recovers_after_restart() {
     assert_eq!(row(&handle), dense(109.0, 10.0));
     raft.shutdown().await.unwrap();
 }
+
+/// A leader that sends a snapshot again from its start under the same id
+/// (its first transfer failed part way, and it read the snapshot again:
+/// the parts attached to a snapshot as it leaves can change between two
+/// reads, so the bytes may differ, in length too) must have the follower
+/// install exactly the second transfer. openraft 0.9.25 kept the first
+/// transfer's buffer and wrote the second over it from offset 0: a longer
+/// first transfer left its tail behind the second, the install found the
+/// snapshot's checksum wrong, and the group's core stopped (the node
+/// exited): seen in a chaos run ("corrupt snapshot ... checksum mismatch
+/// ... (truncated or altered)" on a node receiving a 15 MB snapshot).
+/// And a transfer that arrives corrupt is refused to its sender without
+/// stopping the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_sent_again_from_its_start_is_installed_as_sent_the_second_time() {
+    use openraft::{SnapshotMeta, Vote};
+    // The snapshot: a state machine of its own, entries applied by hand.
+    let src = tempfile::tempdir().unwrap();
+    let (_db, sm) = open(src.path(), 3);
+    let mut next = 0;
+    apply(&sm, &mut next, setup(2, false, 0));
+    for clock in 0..3 {
+        for worker in 0..2 {
+            apply(&sm, &mut next, vec![batch(worker, clock, 2.0)]);
+        }
+    }
+    let (meta, bytes): (SnapshotMeta<u64, BasicNode>, Vec<u8>) = sm.encode_snapshot().unwrap();
+    let want = row0(&sm, false);
+    // A fresh node receives it from a leader of term 5 (node 9).
+    let dir = tempfile::tempdir().unwrap();
+    let (raft, handle) = start(dir.path()).await;
+    let vote = Vote::new_committed(5, 9);
+    // Chunks small enough that each transfer takes several.
+    let chunk = 40;
+    let send = |data: &[u8], offset: usize, done: bool| InstallSnapshotRequest::<TypeConfig> {
+        vote,
+        meta: meta.clone(),
+        offset: offset as u64,
+        data: data.to_vec(),
+        done,
+    };
+    // The first transfer: longer (other parts attached), cut off before
+    // its end.
+    let mut first = bytes.clone();
+    first.extend_from_slice(&[7u8; 3000]);
+    for (i, c) in first.chunks(chunk).enumerate() {
+        raft.install_snapshot(send(c, i * chunk, false))
+            .await
+            .unwrap();
+    }
+    // A whole transfer whose bytes are wrong (a peer speaking garbage, or
+    // a transfer assembled wrong): refused to the sender, and the group
+    // goes on (it stopped its Raft core, and the node, before).
+    let mut bad = bytes.clone();
+    bad[bytes.len() / 2] ^= 0x40;
+    let n = bad.chunks(chunk).count();
+    let mut refused = None;
+    for (i, c) in bad.chunks(chunk).enumerate() {
+        if let Err(e) = raft.install_snapshot(send(c, i * chunk, i + 1 == n)).await {
+            refused = Some((i, e.to_string()));
+        }
+    }
+    let (at, why) = refused.expect("a corrupt snapshot was accepted");
+    assert_eq!(at + 1, n, "refused before its last chunk: {why}");
+    assert!(
+        why.contains("received snapshot refused") && why.contains("checksum"),
+        "{why}"
+    );
+    // The second, whole.
+    let n = bytes.chunks(chunk).count();
+    for (i, c) in bytes.chunks(chunk).enumerate() {
+        raft.install_snapshot(send(c, i * chunk, i + 1 == n))
+            .await
+            .unwrap_or_else(|e| panic!("chunk {i} of {n}: {e}"));
+    }
+    raft.wait(WAIT)
+        .snapshot(meta.last_log_id.unwrap(), "installed")
+        .await
+        .unwrap();
+    assert_eq!(row(&handle), want);
+    raft.shutdown().await.unwrap();
+}

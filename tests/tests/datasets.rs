@@ -487,6 +487,59 @@ fn a_broken_upload_resumes_and_one_whose_node_dies_starts_again_elsewhere() {
     );
 }
 
+/// An upload whose node is SIGKILLed and restarted part way (a preempted
+/// or crashed daemon that systemd starts again) goes on from what that
+/// node had made durable, not from byte 0: a one-node cluster, a 200 MiB
+/// file whose connection stalls at 150 MiB (the node marks its bytes
+/// durable every 64 MiB), the node killed and started again, the stalled
+/// connection closed; the client finds the node back, asks how much it
+/// holds, and sends the rest. (Before, a restart lost every byte: the
+/// client started again from 0.)
+#[test]
+fn an_upload_goes_on_after_its_node_restarts() {
+    use petuum_tests::proxy::{OnLimit, Proxy};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = LocalCluster::start(1, 4, "");
+    c.wait_leaders(&c.connect(), &[1], Duration::from_secs(60));
+    let dir = tempfile::tempdir().unwrap();
+    let size = 200usize << 20;
+    let file = dir.path().join("restart.bin");
+    noise(&file, size);
+    let stall = Proxy::start(&c.nodes[0].addr, 150 << 20, OnLimit::Stall);
+    let child = put(&c, &stall.endpoint(), &file);
+    let t0 = Instant::now();
+    while !stall.tripped() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the upload never reached 150 MiB"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    c.kill(1);
+    c.spawn(1);
+    stall.drop_connections();
+    let (up, err) = put_done(child);
+    let resumed_at: u64 = err
+        .split("resuming the upload at byte ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the client did not resume: {err}"));
+    assert!(
+        (64 << 20..=150 << 20).contains(&resumed_at),
+        "resumed at {resumed_at}: {err}"
+    );
+    let sha = petuum_client::hash_file_with(&file, |_| {}).unwrap().0;
+    assert_eq!(up["sha256"].as_str().unwrap(), sha, "{up}");
+    assert_eq!(up["size"].as_u64().unwrap(), size as u64);
+    let log = c.logs();
+    assert!(
+        log.contains("before it restarted is kept for its client to resume"),
+        "{log}"
+    );
+    eprintln!("upload across a restart: resumed at byte {resumed_at}:\n{err}");
+}
+
 /// Serves `body` at `http://127.0.0.1:PORT/data/spam.libsvm` to one
 /// request (HTTP/1.1, Connection: close) and returns the URL.
 fn serve_once(body: Vec<u8>) -> String {

@@ -22,6 +22,12 @@ use std::time::{Duration, SystemTime};
 /// The chunk list's file name in a dataset's directory.
 const MANIFEST: &str = ".chunks.blake3";
 const INCOMING: &str = ".incoming-";
+/// In an unfinished copy's directory: what its writer recorded to resume
+/// it after a restart ([`Ingest::mark`]); taken out before it is installed.
+const RESUME: &str = ".resume";
+/// How long an unfinished copy with a resume record outlives a restart
+/// (the daemon keeps a broken upload this long for its client).
+pub const RESUMABLE_FOR: Duration = Duration::from_secs(600);
 
 /// Starts writing a file's dirty pages in `[offset, offset + len)` to disk
 /// without waiting (Linux `sync_file_range`), so the fsync that ends a
@@ -267,8 +273,42 @@ impl Store {
             corrupt: Mutex::new(Vec::new()),
             manifests: Mutex::new(HashMap::new()),
         };
-        store.clean_incoming(Duration::ZERO);
+        store.clean_incoming_but_resumable();
         Ok(store)
+    }
+
+    /// At open: every unfinished copy goes but the ones a writer recorded
+    /// as resumable within [`RESUMABLE_FOR`].
+    fn clean_incoming_but_resumable(&self) {
+        let Ok(d) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in d.flatten() {
+            if !e.file_name().to_string_lossy().starts_with(INCOMING) {
+                continue;
+            }
+            let fresh = e
+                .path()
+                .join(RESUME)
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |a| a < RESUMABLE_FOR));
+            if !fresh {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    /// The unfinished copies whose writers recorded how to resume them
+    /// ([`Ingest::mark`]): each directory and its record.
+    pub fn resumable(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let Ok(d) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(INCOMING))
+            .filter_map(|e| Some((e.path(), std::fs::read(e.path().join(RESUME)).ok()?)))
+            .collect()
     }
 
     pub fn root(&self) -> &Path {
@@ -688,8 +728,69 @@ impl Ingest {
         Ok(hasher.finish()?)
     }
 
+    /// Makes every byte written so far durable and records `record` (the
+    /// writer's, opaque here) beside them: after a restart,
+    /// [`Store::resumable`] lists it and [`Ingest::reopen`] goes on from
+    /// these bytes.
+    pub fn mark(&mut self, record: &[u8]) -> io::Result<()> {
+        self.flush_pending()?;
+        self.file.sync()?;
+        let tmp = self.dir.join(".resume.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(record)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(RESUME))?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// An unfinished copy in `dir` (its file `name`, as [`Store::ingest`]
+    /// named it), its first `size` bytes kept (what a [`mark`](Self::mark)
+    /// made durable; anything after them goes) and hashed again.
+    pub fn reopen(dir: PathBuf, name: &str, size: u64, max_bytes: u64) -> io::Result<Ingest> {
+        let name = safe_name(name);
+        let path = dir.join(&name);
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)?;
+        let len = f.metadata()?.len();
+        if len < size || size > max_bytes {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} holds {len} bytes; its resume record says {size}",
+                    path.display()
+                ),
+            ));
+        }
+        f.set_len(size)?;
+        let hasher = Hasher::start()?;
+        let mut buf = vec![0u8; CHUNK as usize];
+        let mut at = 0u64;
+        while at < size {
+            let n = (size - at).min(CHUNK) as usize;
+            f.read_exact_at(&mut buf[..n], at)?;
+            hasher.send(&bytes::Bytes::copy_from_slice(&buf[..n]));
+            at += n as u64;
+        }
+        Ok(Ingest {
+            file: ChunkWriter::open(&path)?,
+            dir,
+            name,
+            pending: Vec::with_capacity(CHUNK as usize),
+            hasher: Some(hasher),
+            size,
+            max_bytes,
+        })
+    }
+
     /// Syncs the file and writes the chunk list.
     pub fn finish(mut self) -> Result<Ingested, IngestError> {
+        // Whole now: not to be resumed after a restart.
+        match std::fs::remove_file(self.dir.join(RESUME)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
         let hashes = self.hashes()?;
         self.flush_pending()?;
         self.file.sync()?;

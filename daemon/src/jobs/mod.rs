@@ -478,7 +478,13 @@ impl Jobs {
         let me = self.node.id();
         let mut due = Vec::new();
         ended.retain(|&(job, epoch), (since, pending)| {
-            match silent_run(jobs.get(&job).map(|r| &**r), me, epoch, pending.as_ref(), since.elapsed()) {
+            match silent_run(
+                jobs.get(&job).map(|r| &**r),
+                me,
+                epoch,
+                pending.as_ref(),
+                since.elapsed(),
+            ) {
                 SilentRun::Settled => false,
                 SilentRun::Wait => true,
                 SilentRun::Send(cmd) => {
@@ -1010,7 +1016,10 @@ mod tests {
         // Within the grace, nothing: the replica may lag the run's reports.
         assert_eq!(look(&jobs, 2, None, early), SilentRun::Wait);
         // A host's lost `HostDone` is sent again.
-        assert_eq!(look(&jobs, 2, Some(&done), late), SilentRun::Send(done.clone()));
+        assert_eq!(
+            look(&jobs, 2, Some(&done), late),
+            SilentRun::Send(done.clone())
+        );
         // A run that ended with nothing to say ends the epoch, interrupted.
         for me in [1, 2] {
             match look(&jobs, me, None, late) {
@@ -1021,7 +1030,10 @@ mod tests {
                     ..
                 }) => {
                     assert_eq!((j, e), (job, epoch));
-                    assert!(why.contains(&format!("node {me}'s part of epoch {epoch}")), "{why}");
+                    assert!(
+                        why.contains(&format!("node {me}'s part of epoch {epoch}")),
+                        "{why}"
+                    );
                 }
                 other => panic!("node {me}: {other:?}"),
             }
@@ -1048,7 +1060,10 @@ mod tests {
             end: RunEnd::Cancelled,
             at_ms: 3,
         };
-        assert_eq!(look(&jobs, 1, Some(&finish), late), SilentRun::Send(finish.clone()));
+        assert_eq!(
+            look(&jobs, 1, Some(&finish), late),
+            SilentRun::Send(finish.clone())
+        );
         cmd(finish.clone(), &mut jobs, &mut next);
         assert_eq!(look(&jobs, 1, Some(&finish), late), SilentRun::Settled);
     }

@@ -20,13 +20,14 @@ use tonic::{Request, Response, Status};
 /// The service, ready for [`petuum_cluster::server::serve`]'s routes.
 pub fn routes(jobs: Arc<Jobs>) -> tonic::service::Routes {
     let guard = petuum_cluster::server::guard(&jobs.node, petuum_cluster::auth::Door::Client);
+    let ingests = crate::datasets::Ingests::new(jobs.node.config.datasets.max_ingests);
+    // Uploads a previous life of this node was receiving: kept again for
+    // their clients to resume.
+    tokio::spawn(ingests.uploads.clone().restore(jobs.node.clone()));
     tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
-        JobsServer::new(JobsSvc {
-            ingests: crate::datasets::Ingests::new(jobs.node.config.datasets.max_ingests),
-            jobs,
-        })
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(64 << 20),
+        JobsServer::new(JobsSvc { ingests, jobs })
+            .max_decoding_message_size(16 << 20)
+            .max_encoding_message_size(64 << 20),
         guard,
     ))
 }

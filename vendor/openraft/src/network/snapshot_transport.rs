@@ -307,7 +307,13 @@ where C::SnapshotData: tokio::io::AsyncRead + tokio::io::AsyncWrite + tokio::io:
 
         let curr_id = streaming.as_ref().map(|s| s.snapshot_id());
 
-        if curr_id != Some(snapshot_id) {
+        // petuum patch: a chunk at offset 0 begins the stream afresh even
+        // under the id being received. A leader whose transfer failed part
+        // way reads its snapshot again and sends it from the start; the
+        // bytes may differ (the application's snapshot data need not be the
+        // same on every read, in length too), and writing them over the
+        // first transfer's buffer left that one's tail behind them.
+        if curr_id != Some(snapshot_id) || req.offset == 0 {
             if req.offset != 0 {
                 let mismatch = InstallSnapshotError::SnapshotMismatch(crate::error::SnapshotMismatch {
                     expect: crate::SnapshotSegmentId {
