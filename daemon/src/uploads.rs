@@ -52,7 +52,7 @@ struct ResumeRecord {
 }
 
 impl ResumeRecord {
-    fn new(id: &str, h: &Header, received: u64) -> Vec<u8> {
+    fn encode(id: &str, h: &Header, received: u64) -> Vec<u8> {
         serde_json::to_vec(&ResumeRecord {
             upload_id: id.to_string(),
             sha256: h.sha256.clone(),
@@ -468,8 +468,7 @@ pub async fn upload(
             first,
             stream,
             &stop,
-            &header,
-            resume_id,
+            (&header, resume_id),
             all_arrived,
         );
         let r = match std::panic::AssertUnwindSafe(stored).catch_unwind().await {
@@ -517,7 +516,9 @@ pub async fn upload(
         .map_err(|e| Status::internal(format!("upload: {e}")))?
 }
 
-/// Receives the bytes, checks and stores them. An error with the ingest:
+/// Receives the bytes, checks and stores them: the file its first message
+/// named, and the upload's id if it has one (resumable, after a restart
+/// too). An error with the ingest:
 /// the stream broke (or a resume stopped it) after what the ingest holds,
 /// which is whole and may be resumed; without: it is gone.
 async fn receive_and_store(
@@ -526,15 +527,14 @@ async fn receive_and_store(
     first: UploadChunk,
     mut stream: tonic::Streaming<UploadChunk>,
     stop: &Notify,
-    header: &Header,
-    resume_id: Option<&str>,
+    (header, resume_id): (&Header, Option<&str>),
     all_arrived: impl FnOnce(),
 ) -> Result<DatasetRecord, (Status, Option<Ingest>)> {
     let size = header.size;
     // How to resume it after a restart, at `received` bytes.
     let record = resume_id.map(|id| {
         let (id, header) = (id.to_string(), header.clone());
-        move |received: u64| ResumeRecord::new(&id, &header, received)
+        move |received: u64| ResumeRecord::encode(&id, &header, received)
     });
     // The bytes are written and hashed on a thread of their own while the
     // next ones arrive; with an id, made durable every MARK_EVERY bytes.
