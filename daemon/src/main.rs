@@ -189,7 +189,22 @@ fn main() -> ExitCode {
             json,
         } => recommend(&model, &users, n, exclude_rated.as_deref(), json),
         Command::Validate { job } => validate(&job),
-        Command::Serve { config } => serve::serve(&config),
+        Command::Serve { config } => match serve::serve(&config) {
+            // Stopped in order: every group shut down, the storage closed.
+            // A worker of a run the stop aborted may still be inside
+            // libtorch (a DNN's clock ends at its next table operation),
+            // and `exit` would run libtorch's static destructors under it
+            // (a panic, then an abort); end without the C and C++ exit
+            // handlers instead. Everything is written: logs go to stderr
+            // unbuffered, stdout is flushed here.
+            Ok(code) if code == ExitCode::SUCCESS => {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                // SAFETY: ends the process; nothing after it runs.
+                unsafe { libc::_exit(0) }
+            }
+            other => other,
+        },
         Command::Certs {
             out,
             nodes,

@@ -274,6 +274,23 @@ impl LocalCluster {
         }
     }
 
+    /// Whether node `id`, started by this cluster and not stopped by it,
+    /// has exited by itself: its exit status and the line its log ends
+    /// with where it said why (`petuumd: node N exits: ...`), once.
+    pub fn exited(&mut self, id: u64) -> Option<(std::process::ExitStatus, String)> {
+        let n = self.node(id);
+        let status = n.child.as_mut()?.try_wait().ok()??;
+        n.child = None;
+        let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+        let why = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(" exits: ") || l.contains("panicked at"))
+            .unwrap_or("(its log says nothing)")
+            .to_string();
+        Some((status, why))
+    }
+
     /// The pid of a running node.
     pub fn pid(&mut self, id: u64) -> u32 {
         self.node(id).child.as_ref().expect("node running").id()

@@ -620,6 +620,25 @@ fn main() -> std::process::ExitCode {
             }
             !gone
         });
+        // A member that exited by itself (a node stops when a Raft group
+        // of its fails, for its service manager to restart it): nothing in
+        // this run should make one, so it fails the run; it is started
+        // again, as systemd would, so that the run goes on and says what
+        // else happened.
+        for id in chaos.members.clone() {
+            let i = id as usize - 1;
+            if !chaos.up[i] || chaos.stopped[i] || retiring.iter().any(|&(r, _)| r == id) {
+                continue;
+            }
+            if let Some((status, why)) = chaos.cluster.exited(id) {
+                eprintln!(
+                    "chaos: node {id} exited by itself ({status}); started again, as its service manager would: {why}"
+                );
+                failures.push(format!("node {id} exited by itself ({status}): {why}"));
+                chaos.clients.remove(&id);
+                chaos.spawn(id);
+            }
+        }
         // Recovery times.
         let now = Instant::now();
         open.retain_mut(|o| {
