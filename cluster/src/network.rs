@@ -551,6 +551,17 @@ fn status_error(node: u64, status: tonic::Status) -> CallError {
             node,
             reason: status.message().to_string(),
         },
+        // The HTTP/2 connection or stream broke (a peer stopping or
+        // killed mid-call resets it): tonic says Internal, "h2 protocol
+        // error: ...", but the peer answered nothing. Counted as a refusal
+        // it ended a job's model export at once (a chaos run, a node
+        // SIGTERMed) where a retry on the group's next leader would do.
+        tonic::Code::Internal if status.message().starts_with("h2 protocol error") => {
+            CallError::Unreachable {
+                node,
+                reason: status.message().to_string(),
+            }
+        }
         code => CallError::Remote {
             node,
             code,
@@ -861,6 +872,28 @@ impl RaftNetwork<TypeConfig> for GroupConn {
 mod tests {
     use super::*;
     use petuum_proto::v1::peer_server::{Peer, PeerServer};
+
+    /// A broken HTTP/2 stream is no answer from the peer (tonic's own
+    /// message for it, `Status::from_h2_error`); a peer's Internal answer
+    /// is.
+    #[test]
+    fn a_broken_stream_is_unreachable_and_an_answer_is_remote() {
+        let broken = tonic::Status::internal(
+            "h2 protocol error: stream error received: unexpected internal error encountered",
+        );
+        assert!(matches!(
+            status_error(6, broken),
+            CallError::Unreachable { node: 6, .. }
+        ));
+        let answered = tonic::Status::internal("envelope of 3 bytes does not decode");
+        assert!(matches!(
+            status_error(6, answered),
+            CallError::Remote {
+                code: tonic::Code::Internal,
+                ..
+            }
+        ));
+    }
     use petuum_proto::v1::Reply;
     use std::sync::atomic::AtomicUsize;
 
