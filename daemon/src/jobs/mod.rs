@@ -380,8 +380,15 @@ impl Jobs {
                 runs.retain(|_, h| {
                     let done = h.thread.is_finished();
                     if done && !h.abort.load(Ordering::SeqCst) {
-                        let pending = h.unreported.lock().take();
-                        ended.insert((h.job, h.epoch), (Instant::now(), pending));
+                        match std::mem::take(&mut *h.last_report.lock()) {
+                            runner::LastReport::OnRecord => {}
+                            runner::LastReport::Unknown => {
+                                ended.insert((h.job, h.epoch), (Instant::now(), None));
+                            }
+                            runner::LastReport::Lost(cmd) => {
+                                ended.insert((h.job, h.epoch), (Instant::now(), Some(cmd)));
+                            }
+                        }
                     }
                     !done
                 });

@@ -42,11 +42,10 @@ pub struct RunHandle {
     pub abort: Arc<AtomicBool>,
     pub cancelled: Arc<AtomicBool>,
     pub shards: Arc<parking_lot::Mutex<Option<Arc<ClusterShards>>>>,
-    /// The run's last report, when its thread could not get it on record
-    /// (the metadata group unreachable for the whole of the report's
-    /// retries): a host's `HostDone` or the run's `Finish`. The
-    /// supervisor sends it again ([`super::Jobs`]'s silent runs).
-    pub unreported: Arc<parking_lot::Mutex<Option<JobCommand>>>,
+    /// Whether the run's last report is on record (the supervisor
+    /// watches a run that ended without it: [`super::Jobs`]'s silent
+    /// runs).
+    pub last_report: Arc<parking_lot::Mutex<LastReport>>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
@@ -58,6 +57,21 @@ impl RunHandle {
             s.abort_job(self.job, reason);
         }
     }
+}
+
+/// What became of a run's last report: its `HostDone` (another host's
+/// run) or its `Finish`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum LastReport {
+    /// None was made (the run ended on the way), or not yet.
+    #[default]
+    Unknown,
+    /// Applied by the metadata group, or refused by it (the epoch was
+    /// over): nothing to do.
+    OnRecord,
+    /// Not through within the report's retries (the metadata group
+    /// unreachable all along): to be sent again.
+    Lost(JobCommand),
 }
 
 /// Everything a run needs.
@@ -89,14 +103,14 @@ pub fn start(ctx: RunCtx) -> RunHandle {
     let abort = Arc::new(AtomicBool::new(false));
     let cancelled = Arc::new(AtomicBool::new(false));
     let shards = Arc::new(parking_lot::Mutex::new(None));
-    let unreported = Arc::new(parking_lot::Mutex::new(None));
+    let last_report = Arc::new(parking_lot::Mutex::new(LastReport::Unknown));
     let epoch = ctx.epoch;
     let job = ctx.record.id;
     let (a, c, sh, un) = (
         abort.clone(),
         cancelled.clone(),
         shards.clone(),
-        unreported.clone(),
+        last_report.clone(),
     );
     let thread = std::thread::Builder::new()
         .name(format!("job-{job}"))
@@ -127,11 +141,10 @@ pub fn start(ctx: RunCtx) -> RunHandle {
                 end,
                 at_ms: now_ms(),
             };
-            if let Err(e) = report(&ctx, &AtomicBool::new(false), finish.clone()) {
-                if !matches!(e, DataError::Refused(_)) {
-                    *un.lock() = Some(finish);
-                }
-            }
+            *un.lock() = match report(&ctx, &AtomicBool::new(false), finish.clone()) {
+                Ok(()) | Err(DataError::Refused(_)) => LastReport::OnRecord,
+                Err(_) => LastReport::Lost(finish),
+            };
         })
         .expect("spawn job thread");
     RunHandle {
@@ -140,7 +153,7 @@ pub fn start(ctx: RunCtx) -> RunHandle {
         abort,
         cancelled,
         shards,
-        unreported,
+        last_report,
         thread,
     }
 }
@@ -259,7 +272,7 @@ fn run(
     ctx: &RunCtx,
     abort: &Arc<AtomicBool>,
     slot: &parking_lot::Mutex<Option<Arc<ClusterShards>>>,
-    unreported: &parking_lot::Mutex<Option<JobCommand>>,
+    last_report: &parking_lot::Mutex<LastReport>,
 ) -> Option<RunEnd> {
     let r = &ctx.record;
     let job = r.id;
@@ -448,12 +461,16 @@ fn run(
         tracing::info!(error = %e, "epoch ended before this host was done");
         // Another host's `HostDone` is sent again by the supervisor; the
         // coordinator's run ends here, so its epoch is ended instead.
-        if !matches!(e, DataError::Refused(_)) && !ctx.coordinator() {
-            *unreported.lock() = Some(done);
+        if !ctx.coordinator() {
+            *last_report.lock() = match e {
+                DataError::Refused(_) => LastReport::OnRecord,
+                _ => LastReport::Lost(done),
+            };
         }
         return None;
     }
     if !ctx.coordinator() {
+        *last_report.lock() = LastReport::OnRecord;
         return None;
     }
     // Every host done: every clock of every worker is committed.
