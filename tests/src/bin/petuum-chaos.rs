@@ -262,6 +262,60 @@ struct Chaos {
 /// Extra node config: a node down this long is declared dead (longer than
 /// any fault that brings its node back: those are transient).
 const NODE_EXTRA: &str = "down_after = \"20s\"";
+/// `down_after` above.
+const DOWN_AFTER: Duration = Duration::from_secs(20);
+/// A node back from a fault for less than this (it restarts, then answers
+/// the next probe round) is still out of reach for the node declaring
+/// the dead: faults that follow within it add up.
+const BACK_FOR: Duration = Duration::from_secs(3);
+
+/// How long each node was out of reach in one stretch: killed, stopped,
+/// cut off, with faults less than [`BACK_FOR`] apart counted as one.
+/// Each fault is far shorter than `down_after`, but the draws can hit one
+/// node with several in a row (seed 7: six faults on node 2 within 20 s),
+/// and then the cluster is right to declare it dead for good.
+#[derive(Default)]
+struct Outages {
+    /// Per node: since when its current stretch runs, and when it was
+    /// last seen back (None while out).
+    open: BTreeMap<u64, (Instant, Option<Instant>)>,
+    longest: BTreeMap<u64, Duration>,
+}
+
+impl Outages {
+    /// Node `id` is out of reach (`out`) or not at `now` (looked at every
+    /// round of the harness's loop).
+    fn observe(&mut self, id: u64, out: bool, now: Instant) {
+        // A stretch whose node has been back for BACK_FOR is over.
+        if let Some(&(since, Some(back))) = self.open.get(&id) {
+            if now.duration_since(back) >= BACK_FOR {
+                self.open.remove(&id);
+                let l = self.longest.entry(id).or_default();
+                *l = (*l).max(back.duration_since(since));
+            }
+        }
+        match (self.open.get(&id).copied(), out) {
+            (None, true) => {
+                self.open.insert(id, (now, None));
+            }
+            (Some((since, _)), true) => {
+                self.open.insert(id, (since, None));
+            }
+            (Some((since, None)), false) => {
+                self.open.insert(id, (since, Some(now)));
+            }
+            (None, false) | (Some((_, Some(_))), false) => {}
+        }
+    }
+
+    /// The longest stretch of `id` so far (the open one included).
+    fn longest(&self, id: u64, now: Instant) -> Duration {
+        let open = self.open.get(&id).map_or(Duration::ZERO, |&(since, back)| {
+            back.unwrap_or(now).duration_since(since)
+        });
+        self.longest.get(&id).copied().unwrap_or_default().max(open)
+    }
+}
 
 impl Chaos {
     fn endpoint(&self, id: u64) -> String {
@@ -416,6 +470,7 @@ fn main() -> std::process::ExitCode {
     let mut open: Vec<Open> = Vec::new();
     // Nodes being removed: stopped once the cluster let them go.
     let mut retiring: Vec<(u64, Instant)> = Vec::new();
+    let mut outages = Outages::default();
     // A membership fault drawn before the previous one settled waits for
     // it (at most a minute, then a SIGKILL and restart strikes instead).
     let mut deferred: Option<(Fault, Instant)> = None;
@@ -639,8 +694,13 @@ fn main() -> std::process::ExitCode {
                 chaos.spawn(id);
             }
         }
-        // Recovery times.
         let now = Instant::now();
+        for &id in &chaos.members {
+            let i = id as usize - 1;
+            let out = !chaos.up[i] || chaos.stopped[i] || chaos.cut_off.contains(&id);
+            outages.observe(id, out, now);
+        }
+        // Recovery times.
         open.retain_mut(|o| {
             o.waiting
                 .retain(|job, clock| running.get(job).is_some_and(|r| r.clock <= *clock));
@@ -831,9 +891,17 @@ fn main() -> std::process::ExitCode {
         std::thread::sleep(Duration::from_millis(200));
     }
     // Every transient fault is far shorter than `down_after`, so no node
-    // the run kept may have been declared dead for good.
+    // the run kept may have been declared dead for good, unless faults in
+    // a row kept it out of reach for about as long.
     for &id in &chaos.members {
-        if logged_removal(&chaos, id) {
+        let longest = outages.longest(id, Instant::now());
+        if logged_removal(&chaos, id) && longest + BACK_FOR >= DOWN_AFTER {
+            eprintln!(
+                "chaos: node {id} was declared dead for good after faults in a row kept it out of reach for {:.1} s (down_after {} s): as it should be",
+                longest.as_secs_f64(),
+                DOWN_AFTER.as_secs()
+            );
+        } else if logged_removal(&chaos, id) {
             failures.push(format!(
                 "node {id} was removed from the cluster (declared dead for good) though only ever down for a transient fault"
             ));
