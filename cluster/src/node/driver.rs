@@ -241,7 +241,9 @@ impl ClusterNode {
                 if self.meta_handle().is_some() {
                     let placement = self.placement();
                     let answered = self.ping_round(placement.nodes()).await;
-                    silence.round(Instant::now(), placement.nodes(), &answered);
+                    if let Some(a) = self.vouched(placement.nodes(), answered).await {
+                        silence.round(Instant::now(), placement.nodes(), &a);
+                    }
                 } else {
                     silence.reset();
                 }
@@ -254,7 +256,9 @@ impl ClusterNode {
                 continue;
             };
             let view = self.look(&placement).await;
-            silence.round(Instant::now(), placement.nodes(), &view.answered);
+            if let Some(a) = self.vouched(placement.nodes(), view.answered.clone()).await {
+                silence.round(Instant::now(), placement.nodes(), &a);
+            }
             for &n in placement.nodes() {
                 let silent = silence.of(n);
                 if silent >= self.config.down_after && !meta.retiring.contains_key(&n) {
@@ -376,6 +380,51 @@ impl ClusterNode {
         .filter(|&(_, ok)| ok)
         .map(|(n, _)| n)
         .collect()
+    }
+
+    /// The members that count as alive after a round in which `direct`
+    /// answered this node: those, and the ones that did not but answer a
+    /// member that did (up to two asked, `PingPeer`, as SWIM's indirect
+    /// probes and the job scheduler's). A link broken between this node
+    /// and one member alone (a partial partition) is no reason to declare
+    /// that member dead for good and rebuild its replicas: a chaos run
+    /// declared a live node dead after a link cut between it and the
+    /// metadata leader (seed 7). None when no other member answered: this
+    /// node is cut off itself (or every other member is down, and then it
+    /// has no quorum to act on), so the round says nothing of the others,
+    /// and silence counted while cut off no longer declares the members
+    /// dead the moment the node is back.
+    async fn vouched(&self, nodes: &[u64], direct: BTreeSet<u64>) -> Option<BTreeSet<u64>> {
+        let me = self.id();
+        let helpers: Vec<u64> = direct.iter().copied().filter(|&h| h != me).collect();
+        if helpers.is_empty() && nodes.iter().any(|&n| n != me) {
+            return None;
+        }
+        let missing: Vec<u64> = nodes
+            .iter()
+            .copied()
+            .filter(|&n| n != me && !direct.contains(&n))
+            .collect();
+        let asks = missing
+            .into_iter()
+            .flat_map(|n| {
+                helpers
+                    .iter()
+                    .copied()
+                    .filter(move |&h| h != n)
+                    .take(2)
+                    .map(move |h| (n, h))
+            })
+            .map(|(n, h)| async move { (n, self.ping_via(h, n, PROBE_TIMEOUT).await) });
+        let mut alive = direct;
+        alive.extend(
+            join_all(asks)
+                .await
+                .into_iter()
+                .filter(|&(_, ok)| ok)
+                .map(|(n, _)| n),
+        );
+        Some(alive)
     }
 
     /// Every member's status: who answered, and each group's leader and
