@@ -516,6 +516,18 @@ pub async fn connect_client(ep: &str) -> petuum_client::Client {
 }
 
 /// `petuum-client --endpoint EP ARGS` in `cwd`.
+/// The metadata group's leader, as node 1 sees it.
+pub fn meta_leader(client: &ClusterShards) -> u64 {
+    client
+        .status(1)
+        .unwrap()
+        .groups
+        .iter()
+        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
+        .map(|g| g.leader)
+        .expect("a metadata leader")
+}
+
 pub fn client(ep: &str, args: &[&str], cwd: &Path) -> std::process::Output {
     let mut all = vec!["--endpoint", ep];
     all.extend_from_slice(args);

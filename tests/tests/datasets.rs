@@ -412,6 +412,28 @@ fn put_done(child: std::process::Child) -> (Value, String) {
     (json(&out), err)
 }
 
+/// Where the client said it resumed an upload (its stderr).
+fn resumed_at(err: &str) -> u64 {
+    err.split("resuming the upload at byte ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the client did not resume: {err}"))
+}
+
+/// Waits (up to a minute) until the upload through `proxy` reached its
+/// limit, `what`.
+fn stalled(proxy: &petuum_tests::proxy::Proxy, what: &str) {
+    let t0 = Instant::now();
+    while !proxy.tripped() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the upload never reached {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Uploads on a network that breaks (docs/jobs.md, "Data that reaches
 /// every node"). A connection cut after 40% of a 48 MiB file: the client
 /// asks the node how much arrived and sends only the rest (the proxy
@@ -434,12 +456,7 @@ fn a_broken_upload_resumes_and_one_whose_node_dies_starts_again_elsewhere() {
     let cut = Proxy::start(&c.nodes[0].addr, (size as u64) * 2 / 5, OnLimit::Cut);
     let (up, err) = put_done(put(&c, &cut.endpoint(), &file));
     assert!(cut.tripped(), "the connection was never cut: {err}");
-    let resumed_at: u64 = err
-        .split("resuming the upload at byte ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the client did not resume: {err}"));
+    let resumed_at = resumed_at(&err);
     assert!(
         resumed_at > (size as u64) / 4,
         "resumed at {resumed_at}: {err}"
@@ -462,14 +479,7 @@ fn a_broken_upload_resumes_and_one_whose_node_dies_starts_again_elsewhere() {
     noise(&file, size + 12345);
     let stall = Proxy::start(&c.nodes[0].addr, (size as u64) / 2, OnLimit::Stall);
     let child = put(&c, &stall.endpoint(), &file);
-    let t0 = Instant::now();
-    while !stall.tripped() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the upload never reached its middle"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    stalled(&stall, "its middle");
     c.kill(1);
     stall.close_all();
     let (up, err) = put_done(child);
@@ -507,24 +517,12 @@ fn an_upload_goes_on_after_its_node_restarts() {
     noise(&file, size);
     let stall = Proxy::start(&c.nodes[0].addr, 150 << 20, OnLimit::Stall);
     let child = put(&c, &stall.endpoint(), &file);
-    let t0 = Instant::now();
-    while !stall.tripped() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the upload never reached 150 MiB"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    stalled(&stall, "150 MiB");
     c.kill(1);
     c.spawn(1);
     stall.drop_connections();
     let (up, err) = put_done(child);
-    let resumed_at: u64 = err
-        .split("resuming the upload at byte ")
-        .nth(1)
-        .and_then(|t| t.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("the client did not resume: {err}"));
+    let resumed_at = resumed_at(&err);
     assert!(
         (64 << 20..=150 << 20).contains(&resumed_at),
         "resumed at {resumed_at}: {err}"

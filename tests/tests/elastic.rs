@@ -18,7 +18,7 @@ use petuum_core::service::ShardService;
 use petuum_core::types::{ElemType, RowKind, TableSpec};
 use petuum_core::worker::{Node, WorkerCtx};
 use petuum_tests::cluster::{
-    assert_replica_totals, client, submit, wait_for, wait_settled, LocalCluster,
+    assert_replica_totals, client, meta_leader, submit, wait_for, wait_settled, LocalCluster,
 };
 use petuum_tests::{run_embedded, spam_lr_job};
 use std::path::Path;
@@ -413,14 +413,7 @@ fn a_link_cut_from_the_metadata_leader_declares_no_member_dead() {
     let shards = c.connect();
     c.wait_leaders(&shards, &[1, 2, 3], Duration::from_secs(60));
     wait_settled(&c, &[1, 2, 3], 3, Duration::from_secs(180));
-    let leader = shards
-        .status(1)
-        .unwrap()
-        .groups
-        .iter()
-        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
-        .map(|g| g.leader)
-        .expect("a metadata leader");
+    let leader = meta_leader(&shards);
     let member = (1..=3).find(|&n| n != leader).unwrap();
     c.net().cut(leader, member);
     std::thread::sleep(Duration::from_secs(10));

@@ -8,7 +8,9 @@
 
 use petuum_cluster::shards::ClusterShards;
 use petuum_core::types::{shard_of, JobShards};
-use petuum_tests::cluster::{client, signal, status, submit, u64s, wait_for, LocalCluster};
+use petuum_tests::cluster::{
+    client, meta_leader, signal, status, submit, u64s, wait_for, LocalCluster,
+};
 use petuum_tests::{datasets, run_embedded, spam_lr_job};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -952,18 +954,6 @@ fn partitionable_job(spec: &Path, at: u64) -> (LocalCluster, ClusterShards, u64,
         |s| s["checkpoint"].as_u64().unwrap_or(0) >= at && s["state"] == "running",
     );
     (c, client, job, s)
-}
-
-/// The metadata group's leader, as node 1 sees it.
-fn meta_leader(client: &ClusterShards) -> u64 {
-    client
-        .status(1)
-        .unwrap()
-        .groups
-        .iter()
-        .find(|g| g.group == petuum_cluster::placement::META_GROUP)
-        .map(|g| g.leader)
-        .expect("a metadata leader")
 }
 
 /// A submission whose answer is lost (its request reached the node, the

@@ -263,7 +263,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creates) `root`, removing what unfinished writes left.
+    /// Opens (creates) `root`, removing what unfinished writes left (but
+    /// uploads to resume).
     pub fn open(root: PathBuf) -> io::Result<Store> {
         std::fs::create_dir_all(&root)?;
         let store = Store {
@@ -273,30 +274,8 @@ impl Store {
             corrupt: Mutex::new(Vec::new()),
             manifests: Mutex::new(HashMap::new()),
         };
-        store.clean_incoming_but_resumable();
+        store.clean_incoming(Duration::ZERO);
         Ok(store)
-    }
-
-    /// At open: every unfinished copy goes but the ones a writer recorded
-    /// as resumable within [`RESUMABLE_FOR`].
-    fn clean_incoming_but_resumable(&self) {
-        let Ok(d) = std::fs::read_dir(&self.root) else {
-            return;
-        };
-        for e in d.flatten() {
-            if !e.file_name().to_string_lossy().starts_with(INCOMING) {
-                continue;
-            }
-            let fresh = e
-                .path()
-                .join(RESUME)
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t.elapsed().map_or(true, |a| a < RESUMABLE_FOR));
-            if !fresh {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
     }
 
     /// The unfinished copies whose writers recorded how to resume them
@@ -536,7 +515,8 @@ impl Store {
 
     /// Removes unfinished copies untouched for `age`: neither their
     /// directory nor a file in it written since (a slow upload that is
-    /// still arriving is kept however long it takes).
+    /// still arriving is kept however long it takes), except those
+    /// recorded as resumable within [`RESUMABLE_FOR`] ([`Ingest::mark`]).
     pub fn clean_incoming(&self, age: Duration) {
         let Ok(d) = std::fs::read_dir(&self.root) else {
             return;
@@ -547,8 +527,16 @@ impl Store {
             Ok(t) => t.elapsed().is_ok_and(|a| a >= age),
             Err(_) => true,
         };
+        // A copy its writer recorded as resumable within RESUMABLE_FOR
+        // stays whatever `age` (an upload kept across a restart).
+        let resumable = |p: &Path| {
+            p.join(RESUME)
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().map_or(true, |a| a < RESUMABLE_FOR))
+        };
         for e in d.flatten() {
-            if !e.file_name().to_string_lossy().starts_with(INCOMING) {
+            if !e.file_name().to_string_lossy().starts_with(INCOMING) || resumable(&e.path()) {
                 continue;
             }
             let old = idle(&e.path())
